@@ -1,0 +1,50 @@
+# folderseal: the two commands of the quick start, and the checks behind them.
+#   make run    the daemon on ./demo with the embedded local signer
+#   make test   the whole suite (unit, integration, acceptance), plus ruff and mypy
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Debian packages the tests call: pdfsig (poppler-utils) and openssl check signatures
+# with tools folderseal did not write; setpriv runs permission cases unprivileged.
+TEST_TOOLS := pdfsig:poppler-utils openssl:openssl setpriv:util-linux
+
+.PHONY: run test lint bench system-deps clean
+
+$(VENV)/.installed-run: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "folderseal needs Python 3.11 or newer" >&2; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-run
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+system-deps:
+	@missing=""; for pair in $(TEST_TOOLS); do \
+	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+run: $(VENV)/.installed-run
+	@test -d demo || $(VENV)/bin/folderseal init ./demo
+	@echo "Drop files into ./demo/inbox; signed results appear in ./demo/outbox. Ctrl-C stops."
+	exec $(VENV)/bin/folderseal run -c ./demo/config.toml
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check folderseal tests bench
+	$(VENV)/bin/mypy
+
+test: $(VENV)/.installed-test system-deps lint
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed-test system-deps
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

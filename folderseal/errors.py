@@ -1,0 +1,102 @@
+"""folderseal's exceptions and exit codes.
+
+The tree::
+
+    FolderSealError                 anything folderseal raises on purpose
+    ├── ConfigError                 the configuration cannot be used (exit 78)
+    │   └── ForeignWorkFolderError  a work folder belongs to another store (exit 78)
+    ├── StoreError                  the store refused an operation
+    │   ├── StateConflict           a guarded transition matched zero rows
+    │   └── LeaseLost               this node no longer holds the job's lease
+    ├── FileRejected                one file cannot be processed; it goes to errors
+    │   └── PlantedFile             a file in the work folder is not the one claimed
+    ├── TransientError              the step may succeed later: back off and retry
+    │   └── OutboxUnavailable       the outbox is full, read-only or gone
+    └── ProviderError               a provider step failed for good (the batch fails)
+
+Every exception carries an ``exit_code`` so the command line maps errors to codes
+in one place, and messages say what the operator should do next.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes; 78 makes systemd's RestartPreventExitStatus stop a restart loop."""
+
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    CONFIG = 78
+
+
+class FolderSealError(Exception):
+    """Base of every error folderseal raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+
+class ConfigError(FolderSealError):
+    """The configuration or the folders it names cannot be used as they are."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class ForeignWorkFolderError(ConfigError):
+    """A work folder holds claims of another store, or batches this store does not know."""
+
+
+class StoreError(FolderSealError):
+    """The store refused an operation."""
+
+
+class StateConflict(StoreError):
+    """A guarded state change matched zero rows: someone else moved the job first."""
+
+
+class LeaseLost(StoreError):
+    """This node's lease on a job expired or was taken over; it must not go on."""
+
+
+class FileRejected(FolderSealError):
+    """One file cannot be processed; it goes to the errors folder with this reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class PlantedFile(FileRejected):
+    """The file found in the work folder is not the one that was claimed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("planted", message)
+
+
+class TransientError(FolderSealError):
+    """The step may succeed later; the job waits and retries with backoff."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class OutboxUnavailable(TransientError):
+    """The outbox (or errors or archive folder) is full, read-only or gone."""
+
+
+class ProviderError(FolderSealError):
+    """A provider step failed for good; the batch fails with this reason."""
+
+    def __init__(
+        self, code: str, message: str, *, provider: str = "", operation: str = "", batch: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.provider = provider
+        self.operation = operation
+        self.batch = batch
