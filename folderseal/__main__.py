@@ -1,0 +1,8 @@
+"""``python -m folderseal`` runs the command line."""
+
+import sys
+
+from folderseal.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

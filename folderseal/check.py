@@ -1,0 +1,78 @@
+"""``folderseal check``: will this configuration work? Each problem with what to do.
+
+Checks the configuration, the folder layout (nothing inside an inbox, one filesystem
+for inbox and work folder, a local state folder), that every folder exists with the
+permissions folderseal needs, the free space, how each inbox will be watched, and
+each provider (the seal loads, and its certificate is not about to expire).
+Exit 0 when all is well (warnings allowed), 78 when something must be fixed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from folderseal import config as configuration
+from folderseal import files, safety
+from folderseal.errors import ExitCode, FolderSealError
+from folderseal.providers import build
+from folderseal.watch import choose_mode
+
+
+def _access(path: Path, write: bool) -> str:
+    """'' if folderseal may use the folder, else what is wrong."""
+    if not path.is_dir():
+        return f"{path} does not exist (or is not a folder); create it"
+    mode = os.R_OK | os.X_OK | (os.W_OK if write else 0)
+    if not os.access(path, mode):
+        need = "read and write" if write else "read"
+        return f"{path}: folderseal (uid {os.geteuid()}) may not {need} it; fix its permissions"
+    return ""
+
+
+def run_checks(config_path: Path | None) -> int:
+    problems: list[str] = []
+    warnings: list[str] = []
+    notes: list[str] = []
+    try:
+        settings = configuration.load(config_path)
+    except FolderSealError as exc:
+        print(f"problem: {exc}")
+        return ExitCode.CONFIG
+    notes.append(f"configuration {config_path or configuration.default_config_path()} is valid")
+    problems += safety.layout_problems(settings)
+    state = settings.state_dir
+    problem = _access(state if state.exists() else state.parent, write=True)
+    if problem:
+        problems.append(f"state_dir: {problem}")
+    for name, folder in settings.folders.items():
+        for key, write in (("inbox", True), ("outbox", True), ("errors", True),
+                           ("archive", True)):
+            path = getattr(folder, key)
+            if path is not None and (problem := _access(path, write)):
+                problems.append(f"folders.{name}.{key}: {problem}")
+        if folder.inbox.is_dir():
+            mode, why = choose_mode(folder.watch, folder.inbox)
+            notes.append(f"folders.{name}: watched by {mode} ({why})")
+        for label, path in (("outbox", folder.outbox), ("state_dir", state)):
+            free = files.free_bytes(path)
+            if free is not None and free < folder.min_free_bytes:
+                warnings.append(f"folders.{name}: {label} has {free / 1e6:.0f} MB free, under "
+                                f"min_free_bytes; nothing is claimed until there is room")
+    for name in sorted({f.provider for f in settings.folders.values()}):
+        try:
+            warnings += build(name, settings.providers[name], settings.state_dir).check()
+            notes.append(f"provider {name}: the seal loads")
+        except FolderSealError as exc:
+            problems.append(f"provider {name}: {exc}")
+    for line in notes:
+        print(f"ok: {line}")
+    for line in warnings:
+        print(f"warning: {line}")
+    for line in problems:
+        print(f"problem: {line}")
+    if problems:
+        print(f"{len(problems)} problem(s) to fix before `folderseal run` will work")
+        return ExitCode.CONFIG
+    print("all checks passed")
+    return ExitCode.OK

@@ -1,0 +1,135 @@
+"""The ``folderseal`` command line.
+
+Exit codes are data (:class:`ExitCode`): 0 ok, 1 failure, 2 usage, 78 configuration
+error (systemd's ``RestartPreventExitStatus=78`` stops a restart loop on it). Every
+message printed passes through the redactor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from folderseal import __version__, logs
+from folderseal import config as configuration
+from folderseal.errors import ExitCode, FolderSealError
+from folderseal.redact import REDACTOR
+
+
+def _settings(args: argparse.Namespace) -> configuration.Settings:
+    settings = configuration.load(args.config)
+    logs.configure(settings.log.format, settings.log.level)
+    return settings
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from folderseal.daemon import Daemon
+
+    daemon = Daemon(_settings(args))
+    try:
+        daemon.prepare()
+    except BaseException:
+        daemon.close()
+        raise
+    return daemon.run()
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from folderseal.oneshot import sign_paths
+
+    return sign_paths(_settings(args), [Path(p) for p in args.paths], timeout=args.timeout)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from folderseal.status import show
+
+    settings = configuration.load(args.config)
+    return show(settings, as_json=args.json)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from folderseal.check import run_checks
+
+    return run_checks(args.config)
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from folderseal.retry import retry
+
+    if not args.all and not args.ids:
+        print("folderseal retry: give --all or one or more file or batch ids", file=sys.stderr)
+        return ExitCode.USAGE
+    return retry(_settings(args), None if args.all else args.ids)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from folderseal.verify import verify_paths
+
+    return verify_paths([Path(p) for p in args.paths])
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from folderseal.starter import init
+
+    return init(Path(args.dir))
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from folderseal.recover import recover
+
+    return recover(_settings(args))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="folderseal",
+        description="Watch folders and get every dropped file sealed, with a JSON record.")
+    top.add_argument("--version", action="version", version=f"folderseal {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], text: str,
+                config: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        if config:
+            sub.add_argument("-c", "--config", type=Path, default=None,
+                             help="configuration file (default: $FOLDERSEAL_CONFIG, then "
+                                  "/etc/folderseal/config.toml)")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("run", cmd_run, "run the daemon in the foreground (SIGTERM stops it cleanly)")
+    sign = command("sign", cmd_sign, "seal the given files now (they must lie in an inbox)")
+    sign.add_argument("paths", nargs="+", metavar="PATH")
+    sign.add_argument("--timeout", type=float, default=3600.0,
+                      help="give up waiting after this many seconds (default 3600)")
+    status = command("status", cmd_status, "what is waiting, in flight, failed, and why")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    command("check", cmd_check, "validate configuration, folders, permissions and providers")
+    retry = command("retry", cmd_retry, "put failed files back (see the crash table)")
+    retry.add_argument("--all", action="store_true", help="every failed file")
+    retry.add_argument("ids", nargs="*", metavar="ID", help="file or batch ids")
+    verify = command("verify", cmd_verify, "check outputs against their sidecars and "
+                     "signatures", config=False)
+    verify.add_argument("paths", nargs="+", metavar="PATH",
+                        help="outputs, sidecars, or folders holding them")
+    init = command("init", cmd_init, "write a starter configuration and a trial seal",
+                   config=False)
+    init.add_argument("dir", nargs="?", default=".", metavar="DIR")
+    command("recover", cmd_recover, "rebuild a lost store from the work folders")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command != "run":
+        logs.configure("console" if sys.stderr.isatty() else "json", "warning", sys.stderr)
+    try:
+        code = int(args.handler(args))
+    except FolderSealError as exc:
+        print(f"folderseal: {REDACTOR.text(str(exc))}", file=sys.stderr)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        code = ExitCode.FAILURE
+    return code

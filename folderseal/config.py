@@ -1,0 +1,362 @@
+"""Configuration: a TOML file plus ``FOLDERSEAL_…`` environment overrides.
+
+Folders and providers are tables keyed by name, so every key has an environment
+name (``FOLDERSEAL_FOLDERS__SCANS__SETTLE_SECONDS``). Environment variables are
+matched case-insensitively, so table names are too: they are folded to lower case.
+Relative paths are taken relative to the configuration file's folder.
+
+A bad configuration raises :class:`ConfigError` naming each key and what to do.
+Pydantic's own messages quote the offending input, which may be a password, so
+errors are rebuilt here from their location and message only, and passed through
+the redactor as well.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from folderseal.errors import ConfigError
+from folderseal.redact import REDACTOR
+
+DEFAULT_CONFIG = Path("/etc/folderseal/config.toml")
+ENV_PREFIX = "FOLDERSEAL_"
+NAME_PATTERN = r"^[a-z0-9_]+$"
+
+
+def _empty_is_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+OptionalPath = Annotated[Path | None, Field(default=None)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_paths(cls, data: Any) -> Any:
+        # "" means "not set" for optional paths, as in the documented defaults.
+        if isinstance(data, dict):
+            return {
+                key: _empty_is_none(value)
+                if key in ("archive", "work_dir", "key", "password_file", "password")
+                else value
+                for key, value in data.items()
+            }
+        return data
+
+
+class LogConfig(_Section):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class StoreConfig(_Section):
+    url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _only_sqlite_for_now(cls, value: str) -> str:
+        if value.startswith(("postgresql:", "postgres:")):
+            raise ValueError(
+                "a PostgreSQL store (fleet mode) is not available in this version; "
+                'leave url = "" to use SQLite in state_dir'
+            )
+        if value:
+            raise ValueError('only "" (SQLite in state_dir) is supported')
+        return value
+
+
+class LocalProviderConfig(_Section):
+    """The embedded signer: PAdES for PDFs, a detached CAdES signature for the rest."""
+
+    kind: Literal["local"]
+    certificate: Path
+    key: OptionalPath
+    password: SecretStr | None = None
+    password_file: OptionalPath
+    timestamp_url: str = ""
+    workers: int = Field(default=0, ge=0)
+    sign_timeout_seconds: float = Field(default=120.0, gt=0)
+    worker_max_tasks: int = Field(default=500, ge=1)
+    sign_attempts: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> LocalProviderConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set password or password_file, not both")
+        return self
+
+    def read_password(self) -> bytes | None:
+        """The certificate password, registered with the redactor before it is returned."""
+        if self.password is not None:
+            secret = self.password.get_secret_value().encode()
+        elif self.password_file is not None:
+            try:
+                secret = self.password_file.read_bytes().rstrip(b"\r\n")
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read password_file {self.password_file}: {exc.strerror}; "
+                    "check the path and that folderseal's user may read it"
+                ) from None
+        else:
+            return None
+        REDACTOR.add(secret)
+        return secret
+
+
+ProviderConfig = LocalProviderConfig
+KNOWN_KINDS = ("local",)
+
+
+class FolderConfig(_Section):
+    inbox: Path
+    outbox: Path
+    errors: Path
+    archive: OptionalPath
+    work_dir: OptionalPath
+    provider: str
+    include: list[str] = ["*"]
+    exclude: list[str] = []
+    recursive: bool = True
+    watch: Literal["auto", "events", "polling"] = "auto"
+    poll_interval_seconds: float = Field(default=10.0, gt=0)
+    rescan_seconds: float = Field(default=300.0, gt=0)
+    settle_seconds: float = Field(default=5.0, ge=0)
+    stuck_after_seconds: float = Field(default=86400.0, gt=0)
+    batch_max_files: int = Field(default=100, ge=1)
+    batch_max_bytes: ByteSize = ByteSize(200_000_000)
+    batch_max_wait_seconds: float = Field(default=5.0, ge=0)
+    max_in_flight_files: int = Field(default=1000, ge=1)
+    min_free_bytes: ByteSize = ByteSize(1_000_000_000)
+    duplicates: Literal["sign", "skip"] = "sign"
+    file_mode: int = 0o644
+
+    @field_validator("provider")
+    @classmethod
+    def _fold_provider(cls, value: str) -> str:
+        return value.lower()
+
+    @field_validator("file_mode", mode="before")
+    @classmethod
+    def _octal(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = int(value, 8)
+            except ValueError:
+                raise ValueError('must be an octal mode such as "0644"') from None
+        if isinstance(value, int) and not 0 <= value <= 0o777:
+            raise ValueError('must be an octal mode between "0000" and "0777"')
+        return value
+
+    @property
+    def work_folder(self) -> Path:
+        """Where claimed files wait: ``work_dir``, or ``<inbox>/.folderseal/work``."""
+        return self.work_dir or self.inbox / ".folderseal" / "work"
+
+
+class Settings(BaseSettings):
+    """The whole configuration, as validated."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    state_dir: Path = Path("/var/lib/folderseal")
+    node: str = ""
+    store: StoreConfig = StoreConfig()
+    log: LogConfig = LogConfig()
+    providers: dict[str, ProviderConfig] = {}
+    folders: dict[str, FolderConfig] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (which arrives as init arguments).
+        return (env_settings, init_settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_kinds(cls, data: Any) -> Any:
+        # A clearer message than pydantic's "Input should be 'local'" for a kind that
+        # a later version adds.
+        if isinstance(data, dict):
+            for name, provider in (data.get("providers") or {}).items():
+                kind = provider.get("kind") if isinstance(provider, dict) else None
+                if kind is not None and kind not in KNOWN_KINDS:
+                    raise ValueError(
+                        f"providers.{name}.kind: unknown provider kind {kind!r}; "
+                        "this version offers: " + ", ".join(KNOWN_KINDS)
+                    )
+        return data
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Settings:
+        for kind, names in (("folders", self.folders), ("providers", self.providers)):
+            for name in names:
+                if not re.match(NAME_PATTERN, name):
+                    raise ValueError(
+                        f"{kind}.{name}: names may hold only letters, digits and _"
+                    )
+        for name, folder in self.folders.items():
+            if folder.provider not in self.providers:
+                raise ValueError(
+                    f"folders.{name}.provider: no provider named {folder.provider!r}; "
+                    f"add a [providers.{folder.provider}] table or name one of: "
+                    + (", ".join(sorted(self.providers)) or "(none configured)")
+                )
+        return self
+
+    @property
+    def node_name(self) -> str:
+        return self.node or socket.gethostname()
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "folderseal.sqlite"
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("FOLDERSEAL_CONFIG") or DEFAULT_CONFIG)
+
+
+def load(path: Path | None = None) -> Settings:
+    """Read, merge and validate the configuration; raise ConfigError if it cannot be used."""
+    path = path or default_config_path()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no configuration at {path}; run 'folderseal init DIR' for a starter one, "
+            "or pass -c CONFIG (or set FOLDERSEAL_CONFIG)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}; fix the line it names") from None
+    _register_secrets(raw)
+    for key, value in os.environ.items():
+        if key.upper().startswith(ENV_PREFIX) and _is_secret_name(key):
+            REDACTOR.add(value)
+    try:
+        settings = Settings(**_fold_names(raw))
+    except ValidationError as exc:
+        raise ConfigError(_explain(path, exc)) from None
+    except SettingsError as exc:
+        # An environment value pydantic-settings could not parse (a list or table that
+        # is not JSON). Its message names the variable, not the value.
+        raise ConfigError(REDACTOR.text(
+            f"{exc}; lists and tables given in FOLDERSEAL_… variables must be JSON, "
+            'e.g. FOLDERSEAL_FOLDERS__SCANS__INCLUDE=\'["*.pdf"]\'')) from None
+    return _resolve_paths(settings, path.parent.absolute())
+
+
+def _is_secret_name(key: str) -> bool:
+    return any(part in key.upper() for part in ("PASSWORD", "API_KEY", "SECRET", "TOKEN"))
+
+
+def _register_secrets(raw: dict[str, Any]) -> None:
+    for provider in (raw.get("providers") or {}).values():
+        if isinstance(provider, dict):
+            for key in ("password", "api_key"):
+                value = provider.get(key)
+                if isinstance(value, str):
+                    REDACTOR.add(value)
+
+
+def _fold_names(raw: dict[str, Any]) -> dict[str, Any]:
+    folded = dict(raw)
+    for table in ("folders", "providers"):
+        entries = raw.get(table)
+        if isinstance(entries, dict):
+            lowered = {str(name).lower(): value for name, value in entries.items()}
+            if len(lowered) != len(entries):
+                raise ConfigError(
+                    f"[{table}] has two names that differ only in case; names are "
+                    "case-insensitive (like their environment variables): rename one"
+                )
+            folded[table] = lowered
+    return folded
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    def absolute(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else base / p)
+
+    folders = {
+        name: folder.model_copy(
+            update={
+                key: absolute(getattr(folder, key))
+                for key in ("inbox", "outbox", "errors", "archive", "work_dir")
+            }
+        )
+        for name, folder in settings.folders.items()
+    }
+    providers = {
+        name: provider.model_copy(
+            update={
+                key: absolute(getattr(provider, key))
+                for key in ("certificate", "key", "password_file")
+            }
+        )
+        for name, provider in settings.providers.items()
+    }
+    return settings.model_copy(
+        update={"state_dir": absolute(settings.state_dir), "folders": folders,
+                "providers": providers}
+    )
+
+
+_FRIENDLY = {
+    "extra_forbidden": "unknown key; check its spelling against config.example.toml",
+    "missing": "required; set it",
+}
+
+
+def _explain(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False, include_context=False):
+        loc = tuple(str(part) for part in error["loc"])
+        lines.append((loc, _FRIENDLY.get(error["type"], error["msg"])))
+    return _explain_lines(path, lines)
+
+
+def _explain_lines(path: Path, problems: list[tuple[tuple[str, ...], str]]) -> str:
+    out = [f"the configuration in {path} cannot be used:"]
+    for loc, message in problems:
+        message = message.removeprefix("Value error, ")
+        if loc:
+            env = ENV_PREFIX + "__".join(loc).upper()
+            out.append(f"  {'.'.join(loc)}: {message} (in the file, or {env})")
+        else:
+            out.append(f"  {message}")
+    return REDACTOR.text("\n".join(out))

@@ -1,0 +1,34 @@
+"""Named crash points, for the crash tests: die right after a chosen step.
+
+``FOLDERSEAL_CRASH_AT=state:ACCEPTING`` makes the daemon kill itself with SIGKILL
+right after the step of that name (``NAME@N`` on its N-th time). A SIGKILL leaves
+no chance to clean up, which is the point: the restart must cope. Unset, the check
+costs one dictionary lookup.
+
+Names: ``claimed``, ``batched``, ``state:<JOB STATE>`` (after each transition),
+``signed`` (after a file's signing attempt), ``output-published`` (between an output
+and its sidecar), ``sidecar-published`` (between the sidecar and removing the
+original), ``original-removed``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+_counts: dict[str, int] = {}
+_lock = threading.Lock()
+
+
+def reached(name: str) -> None:
+    target = os.environ.get("FOLDERSEAL_CRASH_AT")
+    if not target:
+        return
+    wanted, _, nth = target.partition("@")
+    if wanted != name:
+        return
+    with _lock:
+        _counts[name] = _counts.get(name, 0) + 1
+        if _counts[name] >= int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)

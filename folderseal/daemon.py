@@ -1,0 +1,225 @@
+"""The daemon: intake on the main thread, batches on job threads, signing in processes.
+
+One concurrency model: threads. The main thread runs every folder's intake (watch
+hints, scans, settle, claims, batch forming) and never blocks on a provider; job
+threads (each with its own store connection) drive batches through the provider's
+lifecycle; the local provider signs in worker processes. SIGTERM or SIGINT sets the
+stop flag: the intake stops claiming, each job thread finishes the step it is in
+(the local signer stops between files; a remote batch's state is durable), worker
+processes exit, and the process exits 0. A second signal exits at once.
+
+An unexpected exception in any thread stops the daemon with exit code 1, so systemd
+restarts it; a share that goes away is an outage handled by the intake, not a crash.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from folderseal import safety, systemd
+from folderseal.config import Settings
+from folderseal.errors import ConfigError, ExitCode
+from folderseal.intake import FolderIntake
+from folderseal.logs import get as get_logger
+from folderseal.manager import Manager, backoff
+from folderseal.providers import Provider, build
+from folderseal.sink import Sink
+from folderseal.store import Store
+from folderseal.watch import Hint
+
+HEARTBEAT_SECONDS = 2.0
+MAX_SLEEP = 1.0
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, job_threads: int = 2,
+                 delay: Callable[[int], float] = backoff) -> None:
+        self.settings = settings
+        self.job_threads = job_threads
+        self.delay = delay
+        self.node = settings.node_name
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.jobs_ready = threading.Condition()
+        self.hints: queue.SimpleQueue[Hint] = queue.SimpleQueue()
+        self.log = get_logger(node=self.node)
+        self.providers: dict[str, Provider] = {}
+        self.intakes: dict[str, FolderIntake] = {}
+        self.store: Store | None = None
+        self.fatal: BaseException | None = None
+        self.started_at = time.time()
+        self._lock_fd: int | None = None
+
+    # -- start and stop ------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Everything that can refuse to start: lock, layout, store, seal, work folders."""
+        settings = self.settings
+        if not settings.folders:
+            raise ConfigError("no [folders.<name>] table is configured: nothing to watch")
+        safety.check_layout(settings)
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_state_dir()
+        self.store = Store.open(settings.state_dir, self.node)
+        released = self.store.release_node_leases()
+        if released:
+            self.log.info("daemon.leases_released", jobs=released)
+        used = {folder.provider for folder in settings.folders.values()}
+        for name in sorted(used):
+            provider = build(name, settings.providers[name], settings.state_dir)
+            for warning in provider.check():
+                self.log.warning("provider.warning", provider=name, warning=warning)
+            self.providers[name] = provider
+        store_id = self.store.store_id
+        for name, folder in settings.folders.items():
+            intake = FolderIntake(name, folder, folder.provider, self.store, store_id,
+                                  settings.state_dir, self.hints, self.wake)
+            intake.on_batch = self._batches_ready
+            self.intakes[name] = intake
+            intake.attach(time.time())
+        for provider in self.providers.values():
+            provider.start()
+
+    def _lock_state_dir(self) -> None:
+        path = self.settings.state_dir / "folderseal.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(
+                f"another folderseal process (pid {holder}) is using {self.settings.state_dir}; "
+                "stop it first (one daemon per state_dir)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        for intake in self.intakes.values():
+            intake.stop()
+        for provider in self.providers.values():
+            provider.close()
+        if self.store is not None:
+            self.store.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stop.is_set():
+            os._exit(ExitCode.FAILURE)  # asked twice: stop now
+        self.stop.set()
+        self.wake.set()
+
+    # -- running -------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped; the exit code."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        threads = [threading.Thread(target=self._guard, args=(self._job_loop,),
+                                    name=f"jobs-{i}", daemon=True)
+                   for i in range(self.job_threads)]
+        for thread in threads:
+            thread.start()
+        self.log.info("daemon.started", pid=os.getpid(), folders=sorted(self.intakes),
+                      state_dir=str(self.settings.state_dir))
+        systemd.notify("READY=1")
+        try:
+            self._guard(self._intake_loop)
+        finally:
+            self.stop.set()
+            with self.jobs_ready:
+                self.jobs_ready.notify_all()
+            systemd.notify("STOPPING=1")
+            for thread in threads:
+                thread.join()
+            self.close()
+        if self.fatal is not None:
+            self.log.error("daemon.stopped", reason="unexpected failure; systemd restarts it")
+            return ExitCode.FAILURE
+        self.log.info("daemon.stopped", reason="asked to stop")
+        return ExitCode.OK
+
+    def _guard(self, loop: Callable[[], None]) -> None:
+        try:
+            loop()
+        except BaseException as exc:  # noqa: BLE001 - any surprise ends the daemon
+            if self.fatal is None:
+                self.fatal = exc
+            self.log.exception("daemon.crashed", thread=threading.current_thread().name)
+            self.stop.set()
+            self.wake.set()
+
+    def _intake_loop(self) -> None:
+        assert self.store is not None
+        last_beat = 0.0
+        while not self.stop.is_set():
+            now = time.time()
+            hints: dict[str, list[str | None]] = {name: [] for name in self.intakes}
+            while True:
+                try:
+                    folder, path = self.hints.get_nowait()
+                except queue.Empty:
+                    break
+                hints.setdefault(folder, []).append(path)
+            for name, intake in self.intakes.items():
+                intake.step(now, hints.get(name, []))
+            if now - last_beat >= HEARTBEAT_SECONDS:
+                self._heartbeat()
+                last_beat = now
+            systemd.notify("WATCHDOG=1")
+            wakeup = min((i.next_wakeup() for i in self.intakes.values()), default=now + 1)
+            self.wake.wait(min(MAX_SLEEP, max(0.0, wakeup - time.time())))
+            self.wake.clear()
+
+    def _batches_ready(self) -> None:
+        with self.jobs_ready:
+            self.jobs_ready.notify_all()
+
+    def _job_loop(self) -> None:
+        store = Store(self.settings.database, self.node)
+        try:
+            manager = self._manager(store)
+            while not self.stop.is_set():
+                if manager.run_once():
+                    continue
+                due = store.next_due()
+                timeout = MAX_SLEEP if due is None else min(MAX_SLEEP, max(0.01, due - time.time()))
+                with self.jobs_ready:
+                    self.jobs_ready.wait(timeout)
+        finally:
+            store.close()
+
+    def _manager(self, store: Store) -> Manager:
+        works = {name: intake.work for name, intake in self.intakes.items()}
+        sinks = {name: Sink(name, self.settings.folders[name], works[name], store, self.node)
+                 for name in self.intakes}
+        return Manager(store, self.providers, sinks, works, self.settings.state_dir, self.stop,
+                       delay=self.delay)
+
+    def _heartbeat(self) -> None:
+        assert self.store is not None
+        notes: dict[str, Any] = {"folders": {n: i.notes() for n, i in self.intakes.items()}}
+        self.store.heartbeat(os.getpid(), self.started_at, notes)
+
+    # -- one-shot ------------------------------------------------------------------
+
+    def drain(self, until: Callable[[], bool], timeout: float) -> None:
+        """Advance jobs on this thread until ``until()`` holds (for ``folderseal sign``)."""
+        assert self.store is not None
+        manager = self._manager(self.store)
+        deadline = time.time() + timeout
+        while not until() and not self.stop.is_set() and time.time() < deadline:
+            if not manager.run_once():
+                due = self.store.next_due()
+                time.sleep(0.05 if due is None else min(1.0, max(0.0, due - time.time())))

@@ -1,0 +1,214 @@
+"""Durable file operations: hash, copy, fsync, and publish without replacing.
+
+Publishing follows maildir: write a temp name in the target folder, fsync it, then
+``link()`` it to the final name (which fails with EEXIST instead of replacing) and
+unlink the temp name; finally fsync the folder, because a new name survives a crash
+only once its folder is synced. Memory stays flat: everything streams in 1 MiB chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+try:
+    _renameat2: Any = ctypes.CDLL(None, use_errno=True).renameat2
+except AttributeError:  # a C library without renameat2
+    _renameat2 = None
+
+CHUNK = 1 << 20
+MAX_NUMBERED = 10_000  # -1 … -9999: past that, someone must clear the folder out
+TEMP_PREFIX = ".folderseal-tmp-"
+# The disk or the folder is the problem, not the file: wait and retry.
+TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                              errno.EPERM, errno.EIO, errno.ENOENT, errno.ESTALE,
+                              errno.ENOTCONN, errno.EHOSTDOWN, errno.ETIMEDOUT})
+# The filesystem refuses this particular name (":" on SMB, or a name too long).
+NAME_ERRNOS = frozenset({errno.EINVAL, errno.ENAMETOOLONG, errno.EILSEQ})
+
+
+def fsync_dir(path: Path | str) -> None:
+    """fsync a folder so renames and links in it survive a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # some filesystems cannot sync a folder
+            raise
+    finally:
+        os.close(fd)
+
+
+def hash_fd(fd: int) -> tuple[str, int]:
+    """sha256 and size of everything readable from ``fd`` (from its start)."""
+    digest = hashlib.sha256()
+    size = 0
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    offset = 0
+    while True:
+        n = os.preadv(fd, [buf], offset)
+        if n == 0:
+            break
+        digest.update(view[:n])
+        offset += n
+        size += n
+    return digest.hexdigest(), size
+
+
+def hash_path(path: Path) -> tuple[str, int]:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return hash_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def copy_fd(src_fd: int, dst_fd: int) -> tuple[str, int]:
+    """Copy ``src_fd`` into ``dst_fd`` from the start, returning sha256 and size of the copy."""
+    digest = hashlib.sha256()
+    size = 0
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    while True:
+        n = os.preadv(src_fd, [buf], size)
+        if n == 0:
+            break
+        digest.update(view[:n])
+        written = 0
+        while written < n:
+            written += os.write(dst_fd, view[written:n])
+        size += n
+    return digest.hexdigest(), size
+
+
+def temp_name(tag: str = "") -> str:
+    """A hidden temp name; ``tag`` (a file id) lets a later run find its own leftovers."""
+    return f"{TEMP_PREFIX}{tag + '-' if tag else ''}{secrets.token_hex(6)}"
+
+
+def remove_leftovers(folder: Path, tag: str) -> None:
+    """Remove temp files a crash left behind for ``tag`` in ``folder``."""
+    for path in folder.glob(f"{TEMP_PREFIX}{tag}-*"):
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def temp_file(folder: Path, mode: int, tag: str = "") -> Iterator[tuple[int, Path]]:
+    """A new temp file in ``folder``; removed again unless the caller renamed or linked it."""
+    path = folder / temp_name(tag)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode)
+    try:
+        yield fd, path
+    finally:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def link_noreplace(src: Path, dst: Path) -> None:
+    """Give ``src`` the extra name ``dst``; EEXIST if ``dst`` is taken (never replaces)."""
+    os.link(src, dst, follow_symlinks=False)
+
+
+def write_new(folder: Path, name: str, data: bytes, mode: int, tag: str = "") -> Path:
+    """Write ``data`` durably to ``folder/name``, which must not exist yet."""
+    final = folder / name
+    with temp_file(folder, mode, tag) as (fd, tmp):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+        link_noreplace(tmp, final)
+    return final
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename without ever replacing ``dst`` (EEXIST if it is taken).
+
+    ``renameat2(RENAME_NOREPLACE)`` where the filesystem offers it; otherwise
+    ``link()`` then ``unlink()``. The rename matters for files folderseal may not read:
+    with ``fs.protected_hardlinks`` the kernel refuses to link them.
+    """
+    result = _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
+                        _RENAME_NOREPLACE) if _renameat2 is not None else -1
+    if result == 0:
+        return
+    err = ctypes.get_errno() if _renameat2 is not None else errno.ENOSYS
+    if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        raise OSError(err, os.strerror(err), str(src), None, str(dst))
+    link_noreplace(src, dst)
+    src.unlink()
+
+
+def move_noreplace(src: Path, dst: Path, mode: int | None = None, tag: str = "") -> None:
+    """Move a file to a name that must not exist yet, across filesystems if need be.
+
+    The source is removed only after the destination is durable.
+    """
+    try:
+        rename_noreplace(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        with temp_file(dst.parent, 0o600, tag) as (fd, tmp):
+            src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                copy_fd(src_fd, fd)
+                shutil.copystat(src, tmp, follow_symlinks=False)
+            finally:
+                os.close(src_fd)
+            if mode is not None:
+                os.fchmod(fd, mode)
+            os.fsync(fd)
+            link_noreplace(tmp, dst)
+        src.unlink()
+    fsync_dir(dst.parent)
+    fsync_dir(src.parent)
+
+
+def numbered(name: str, n: int) -> str:
+    """``invoice.pdf`` → ``invoice-2.pdf`` (n=2); n=0 leaves the name as it is."""
+    if n == 0:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:  # no extension, or a name like ".profile"
+        return f"{name}-{n}"
+    return f"{stem}-{n}.{ext}"
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes available to unprivileged users on ``path``'s filesystem (None if unknown)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def makedirs(path: Path, mode: int = 0o755) -> None:
+    """Create missing folders and fsync each parent that gained one."""
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=mode)
+        except FileExistsError:
+            continue
+        fsync_dir(folder.parent)

@@ -1,0 +1,44 @@
+"""Which names in an inbox are documents, and which are someone's temp files.
+
+The built-in list covers what scanners, sync tools, browsers and operating systems
+leave behind while they work (rsync ``.name.XXXXXX``, Syncthing ``~syncthing~…``,
+``*.part``, Office ``~$name``, ``Thumbs.db``). User patterns add to it and never
+replace it. Matching ignores case: scanners write ``.PDF`` as often as ``.pdf``.
+A pattern without ``/`` matches the file name; with ``/`` it matches the path
+relative to the inbox.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+BUILTIN_FILE_PATTERNS = ("*.tmp", "*.temp", "*.part", "*.partial", "*.crdownload",
+                         "*.download", "*.swp", "thumbs.db", "desktop.ini")
+BUILTIN_DIR_NAMES = frozenset({"@eadir", "__macosx"})
+
+
+class NameFilter:
+    """Decides which files and folders of an inbox are looked at."""
+
+    def __init__(self, include: list[str] | None = None, exclude: list[str] | None = None):
+        self.include = tuple(p.lower() for p in (include or ["*"]))
+        self.exclude = tuple(p.lower() for p in (exclude or [])) + BUILTIN_FILE_PATTERNS
+
+    def wants_dir(self, name: str) -> bool:
+        """False for folders never descended into (``.folderseal``, ``@eaDir``, …)."""
+        return not name.startswith(".") and name.lower() not in BUILTIN_DIR_NAMES
+
+    def wants_file(self, relative: str) -> bool:
+        """True if the file at ``relative`` (inside the inbox) is a document to seal."""
+        parts = relative.split("/")
+        if not all(self.wants_dir(part) for part in parts[:-1]):
+            return False
+        name = parts[-1]
+        if name.startswith((".", "~")):
+            return False
+        lowered, name_lowered = relative.lower(), name.lower()
+
+        def matches(pattern: str) -> bool:
+            return fnmatchcase(lowered if "/" in pattern else name_lowered, pattern)
+
+        return any(map(matches, self.include)) and not any(map(matches, self.exclude))

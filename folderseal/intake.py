@@ -1,0 +1,460 @@
+"""Intake of one folder: watch, settle, claim, and group claims into batches.
+
+Every call of :meth:`FolderIntake.step` takes the watch hints since the last call,
+scans when a scan is due, looks at candidates whose look is due, and claims those
+that are ready. Nothing here waits or sleeps: the daemon's loop does that.
+
+A claim is one ``rename()`` into ``work/incoming/<claim id>/<relative path>``: it is
+atomic (the work folder is on the inbox's filesystem), only one process can win it,
+and it moves a symlink itself rather than what the link points to. The store learns
+of the claim only after the rename, so a crash in between leaves an unknown claim,
+which every scan of ``incoming/`` registers (it was never sent anywhere).
+
+A share that goes away (the inbox vanishes, errors like ESTALE/ENOTCONN, or the
+work folder's store marker cannot be read) is an outage: the folder detaches, backs
+off, re-attaches, and deletes and forgets nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import shutil
+import stat
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from folderseal import batch as batching
+from folderseal import crashpoints, files, mounts
+from folderseal.config import FolderConfig
+from folderseal.errors import ConfigError, FileRejected
+from folderseal.ignore import NameFilter
+from folderseal.logs import get as get_logger
+from folderseal.model import DocumentResult, FileState
+from folderseal.settle import Look, SettleTracker
+from folderseal.sink import JobContext, Sink
+from folderseal.store import Store, new_id
+from folderseal.watch import Hint, Watcher, choose_mode
+from folderseal.workdir import WorkFolder
+
+IN_USE = frozenset({errno.EBUSY, errno.EACCES, errno.EPERM, errno.ETXTBSY})
+OUTAGE = frozenset({errno.ENOENT, errno.ESTALE, errno.ENOTCONN, errno.EHOSTDOWN, errno.EIO,
+                    errno.ETIMEDOUT, errno.ENODEV, errno.EHOSTUNREACH})
+MAX_OUTAGE_BACKOFF = 60.0
+
+
+class _Outage(Exception):
+    """The inbox is out of reach right now."""
+
+
+class FolderIntake:
+    def __init__(self, name: str, cfg: FolderConfig, provider: str, store: Store,
+                 store_id: str, state_dir: Path, hints: queue.SimpleQueue[Hint],
+                 wake: threading.Event) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.provider = provider
+        self.store = store
+        self.store_id = store_id
+        self.state_dir = state_dir
+        self.filter = NameFilter(cfg.include, cfg.exclude)
+        self.tracker = SettleTracker(cfg.settle_seconds, cfg.stuck_after_seconds)
+        self.work = WorkFolder(cfg.work_folder, name)
+        self.sink = Sink(name, cfg, self.work, store, store.node)
+        self.watcher = Watcher(name, cfg.inbox, cfg.recursive, hints, wake)
+        self.inbox = str(cfg.inbox).rstrip("/") + "/"
+        self.network = mounts.mount_of(cfg.inbox).is_network
+        self.log = get_logger(folder=name)
+        self.attached = False
+        self.adopted = False
+        self.mode = ""
+        self.outage = ""
+        self.outage_backoff = 1.0
+        self.retry_attach_at = 0.0
+        self.next_scan_at = 0.0
+        self.next_batch_at = 0.0
+        self.paused = ""
+        self.on_batch: Callable[[], None] = lambda: None
+
+    # -- attach, detach ------------------------------------------------------------
+
+    def attach(self, now: float) -> bool:
+        if not self.cfg.inbox.is_dir():
+            self._detach(now, f"the inbox {self.cfg.inbox} is not there")
+            return False
+        if not self.adopted:
+            # First contact: make (or check) the work folder. ForeignWorkFolderError
+            # ends the daemon with exit 78: continuing could seal files twice.
+            self.work.adopt(self.store_id, self.store.job_ids())
+            self.adopted = True
+        elif not self.work.attached(self.store_id):
+            self._detach(now, f"the work folder {self.work.path} is not reachable, or its "
+                              "store marker is not ours (a share not mounted?)")
+            return False
+        mode, why = choose_mode(self.cfg.watch, self.cfg.inbox)
+        if mode == "events":
+            failure = self.watcher.start_events()
+            if failure:
+                mode, why = "polling", failure
+        self.mode = mode
+        self.attached = True
+        self.outage = ""
+        self.outage_backoff = 1.0
+        self.next_scan_at = now
+        self.log.info("folder.watching", mode=mode, why=why, inbox=str(self.cfg.inbox))
+        return True
+
+    def _detach(self, now: float, reason: str) -> None:
+        if self.attached or reason != self.outage:
+            self.log.warning("folder.outage", reason=reason,
+                             retry_in=round(self.outage_backoff, 1))
+        self.watcher.stop()
+        self.attached = False
+        self.outage = reason
+        self.retry_attach_at = now + self.outage_backoff
+        self.outage_backoff = min(MAX_OUTAGE_BACKOFF, self.outage_backoff * 2)
+
+    def stop(self) -> None:
+        self.watcher.stop()
+
+    # -- one step ------------------------------------------------------------------
+
+    def step(self, now: float, hints: list[str | None]) -> None:
+        if not self.attached and (now < self.retry_attach_at or not self.attach(now)):
+            return
+        try:
+            if not self.watcher.alive:
+                self.log.warning("folder.watcher_died", action="re-attaching")
+                self._detach(now, "the inotify watcher stopped")
+                return
+            for path in hints:
+                if path is None:
+                    self.next_scan_at = now
+                else:
+                    self._hint_path(path, now)
+            if now >= self.next_scan_at:
+                self.scan(now)
+            self._look_and_claim(now)
+            if now >= self.next_batch_at:
+                self.form_batches(now)
+        except _Outage as exc:
+            self._detach(now, str(exc))
+
+    def _hint_path(self, path: str, now: float) -> None:
+        if not path.startswith(self.inbox):
+            return
+        source = path[len(self.inbox):]
+        if (self.cfg.recursive or "/" not in source) and self.filter.wants_file(source):
+            self.tracker.hint(source, now)
+
+    # -- scan ----------------------------------------------------------------------
+
+    def scan(self, now: float) -> None:
+        """List the inbox (the truth; events are hints) and register unknown claims."""
+        if not self.work.attached(self.store_id):
+            raise _Outage(f"the store marker in {self.work.path} cannot be read")
+        for source in self._walk(""):
+            self.tracker.hint(source, now)
+        self._register_unknown_claims(now)
+        interval = self.cfg.poll_interval_seconds if self.mode == "polling" \
+            else self.cfg.rescan_seconds
+        self.next_scan_at = now + interval
+
+    def _walk(self, relative: str) -> list[str]:
+        found: list[str] = []
+        folder = self.cfg.inbox / relative if relative else self.cfg.inbox
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    source = f"{relative}/{entry.name}" if relative else entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        if self.cfg.recursive and self.filter.wants_dir(entry.name):
+                            found.extend(self._walk(source))
+                    elif self.filter.wants_file(source):
+                        found.append(source)
+        except OSError as exc:
+            if not relative or exc.errno in OUTAGE - {errno.ENOENT}:
+                raise _Outage(f"cannot list {folder}: {exc.strerror}") from None
+            # A subfolder removed while listing is no outage.
+        return found
+
+    def _register_unknown_claims(self, now: float) -> None:
+        known = self.store.file_ids(self.name)
+        for claim_id in self.work.claim_ids():
+            if claim_id in known:
+                continue
+            top = self.work.claim_dir(claim_id)
+            found = [str(p.relative_to(top)) for p in top.rglob("*")
+                     if p.is_symlink() or not p.is_dir()]
+            if not found:
+                shutil.rmtree(top, ignore_errors=True)  # a claim that never got its file
+                continue
+            for source in found:
+                self.log.info("file.claim_recovered", file=claim_id, source=source)
+                self._register(claim_id, source, seen_at=now)
+
+    # -- look, claim ---------------------------------------------------------------
+
+    def _look(self, source: str) -> Look | None:
+        path = self.cfg.inbox / source
+        try:
+            if self.network:
+                # Opening refreshes the client's attribute cache on NFS and SMB.
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+                    try:
+                        st = os.fstat(fd)
+                    finally:
+                        os.close(fd)
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.EACCES, errno.ENXIO):
+                        raise
+                    st = os.lstat(path)
+            else:
+                st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno in OUTAGE:
+                raise _Outage(f"cannot look at {path}: {exc.strerror}") from None
+            raise
+        return Look(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, stat.S_ISREG(st.st_mode))
+
+    def _look_and_claim(self, now: float) -> None:
+        due = self.tracker.due(now)
+        if not due and not self.tracker.candidates:
+            return
+        room = self._room()
+        for source in due:
+            look = self._look(source)
+            if look is not None and not look.regular:
+                self._claim_and_fail(source, look, "not_regular",
+                                     "it is not a regular file (a symbolic link, folder link, "
+                                     "FIFO or device); folderseal seals regular files only and "
+                                     "never follows links")
+                continue
+            if not self.tracker.looked(source, look, now) or look is None:
+                continue
+            if room <= 0:
+                self.tracker.wait(source, self.paused, now)
+                continue
+            reason = self._not_ready(source, look)
+            if reason:
+                self.tracker.wait(source, reason, now)
+                continue
+            if self._claim(source, look, now):
+                room -= 1
+        for candidate in self.tracker.stuck(now):
+            look = self._look(candidate.source)
+            if look is None:
+                self.tracker.forget(candidate.source)
+                continue
+            self._claim_and_fail(candidate.source, look, "stuck",
+                                 f"it never became ready within {self.cfg.stuck_after_seconds:.0f}"
+                                 f" s: {candidate.waiting_for or 'it kept changing'}")
+
+    def _room(self) -> int:
+        """How many more files may be claimed now (0 with the reason in ``paused``)."""
+        in_flight = self.store.count_in_flight(self.name)
+        if in_flight >= self.cfg.max_in_flight_files:
+            self.paused = (f"{in_flight} files are in flight (max_in_flight_files); waiting "
+                           "for the provider")
+            return 0
+        for label, path in (("outbox", self.cfg.outbox), ("state folder", self.state_dir)):
+            free = files.free_bytes(path)
+            if free is not None and free < self.cfg.min_free_bytes:
+                self.paused = (f"the {label} {path} has {free / 1e6:.0f} MB free, under "
+                               f"min_free_bytes ({self.cfg.min_free_bytes / 1e6:.0f} MB)")
+                return 0
+        self.paused = ""
+        return self.cfg.max_in_flight_files - in_flight
+
+    def _not_ready(self, source: str, look: Look) -> str:
+        """Why a stable file may not be claimed yet ("" if it may)."""
+        if look.size == 0:
+            return ""  # claimed, then failed as empty: there is nothing to wait for
+        try:
+            fd = os.open(self.cfg.inbox / source,
+                         os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                return (f"folderseal (uid {os.geteuid()}) may not read it; fix its "
+                        "permissions")
+            return f"cannot open it: {exc.strerror}"
+        try:
+            if source.lower().endswith(".pdf") and b"%PDF-" in os.pread(fd, 1024, 0):
+                tail = os.pread(fd, 1024, max(0, look.size - 1024))
+                if b"%%EOF" not in tail:
+                    return "the PDF is not complete yet (no %%EOF at its end)"
+        finally:
+            os.close(fd)
+        return ""
+
+    def _rename_in(self, source: str) -> str | None:
+        """Claim by rename; the claim id, or None if the file is busy or gone."""
+        claim_id = new_id()
+        head, _, name = source.rpartition("/")
+        target = self.work.claim_dir(claim_id) / head
+        target.mkdir(parents=True)
+        try:
+            os.rename(self.cfg.inbox / source, target / name)
+        except OSError as exc:
+            shutil.rmtree(self.work.claim_dir(claim_id), ignore_errors=True)
+            if exc.errno == errno.EXDEV:
+                raise ConfigError(f"the work folder {self.work.path} is on another filesystem "
+                                  f"than the inbox {self.cfg.inbox}") from None
+            if exc.errno == errno.ENOENT:
+                self.tracker.forget(source)
+            elif exc.errno in IN_USE:
+                self.tracker.wait(source, f"in use by another program ({exc.strerror})",
+                                  self.store.clock())
+            elif exc.errno in OUTAGE:
+                raise _Outage(f"cannot claim {source}: {exc.strerror}") from None
+            else:
+                raise
+            return None
+        files.fsync_dir(target)
+        files.fsync_dir((self.cfg.inbox / source).parent)
+        self.tracker.forget(source)
+        crashpoints.reached("claimed")
+        return claim_id
+
+    def _claim(self, source: str, look: Look, now: float) -> bool:
+        candidate = self.tracker.candidates.get(source)
+        seen_at = candidate.first_seen if candidate else now
+        claim_id = self._rename_in(source)
+        if claim_id is None:
+            return False
+        self._register(claim_id, source, seen_at=seen_at)
+        return True
+
+    def _register(self, claim_id: str, source: str, seen_at: float,
+                  fail: tuple[str, str] | None = None) -> None:
+        """Record a claimed file with its hash; fail it at once if it cannot be sealed."""
+        path = self.work.claim_dir(claim_id) / source
+        st = os.lstat(path)
+        digest: str | None = None
+        if fail is None:
+            if st.st_size == 0:
+                fail = ("empty", "the file is empty (0 bytes)")
+            else:
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    try:
+                        digest, _ = files.hash_fd(fd)
+                    finally:
+                        os.close(fd)
+                except OSError as exc:
+                    fail = ("unreadable", f"cannot read the file: {exc.strerror}")
+        self.store.add_claim(id=claim_id, folder=self.name, source=source, dev=st.st_dev,
+                             ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                             sha256=digest, seen_at=seen_at)
+        self.log.info("file.claimed", file=claim_id, source=source, bytes=st.st_size)
+        self.next_batch_at = 0.0
+        if fail is not None:
+            self._fail_claim(claim_id, *fail)
+
+    def _claim_and_fail(self, source: str, look: Look, code: str, message: str) -> str | None:
+        candidate = self.tracker.candidates.get(source)
+        seen_at = candidate.first_seen if candidate else self.store.clock()
+        claim_id = self._rename_in(source)
+        if claim_id is not None:
+            self._register(claim_id, source, seen_at=seen_at, fail=(code, message))
+        return claim_id
+
+    def claim_now(self, source: str) -> tuple[str | None, str]:
+        """Claim a named file without waiting for it to settle (``folderseal sign``).
+
+        Returns the claim id, or None and the reason it was not claimed.
+        """
+        now = self.store.clock()
+        look = self._look(source)
+        if look is None:
+            return None, "no such file in the inbox"
+        self.tracker.hint(source, now)
+        if not look.regular:
+            return self._claim_and_fail(source, look, "not_regular", "it is not a regular "
+                                        "file; folderseal seals regular files only"), ""
+        reason = self._not_ready(source, look)
+        if reason:
+            self.tracker.forget(source)
+            return None, reason
+        claim_id = self._rename_in(source)
+        if claim_id is None:
+            candidate = self.tracker.candidates.pop(source, None)
+            return None, candidate.waiting_for if candidate else "it is gone"
+        self._register(claim_id, source, seen_at=now)
+        return claim_id, ""
+
+    def _fail_claim(self, claim_id: str, code: str, message: str) -> None:
+        self.store.set_file_result(claim_id, FileState.CLAIMED, DocumentResult(
+            entry="", error_code=code, error_message=message))
+        rejected = self.store.file(claim_id)
+        assert rejected is not None
+        try:
+            self.sink.fail(rejected, JobContext(job=None, provider_name=self.provider,
+                                                provider_kind="", batch_files=0, job_events=[]))
+        except FileRejected as exc:
+            self.log.error("file.unsinkable", file=claim_id, reason=exc.message)
+
+    # -- batches -------------------------------------------------------------------
+
+    def form_batches(self, now: float) -> list[str]:
+        """Group claimed files into batches that are due; returns the new batch ids."""
+        claimed = [r for r in self.store.files_in_state(self.name, FileState.CLAIMED)
+                   if r.sha256 is not None]
+        if self.cfg.duplicates == "skip":
+            claimed = [r for r in claimed if not self._skip_duplicate(r)]
+        limits = batching.Limits(self.cfg.batch_max_files, int(self.cfg.batch_max_bytes),
+                                 self.cfg.batch_max_wait_seconds)
+        created = []
+        while chosen := batching.next_batch(claimed, limits, now):
+            claimed = claimed[len(chosen):]
+            job_id = new_id()
+            entries = [(r.id, batching.entry_name(i, r.source))
+                       for i, r in enumerate(chosen, start=1)]
+            self.store.create_job(job_id=job_id, folder=self.name, provider=self.provider,
+                                  entries=entries)
+            crashpoints.reached("state:BATCHED")
+            batching.move_into_batch(self.work, job_id, self.store.files_of_job(job_id))
+            self.log.info("batch.batched", batch=job_id, files=len(chosen),
+                          bytes=sum(r.size for r in chosen))
+            created.append(job_id)
+        if created:
+            self.on_batch()
+        oldest = min((r.claimed_at for r in claimed), default=None)
+        self.next_batch_at = float("inf") if oldest is None \
+            else oldest + self.cfg.batch_max_wait_seconds
+        return created
+
+    def _skip_duplicate(self, record: Any) -> bool:
+        twin = self.store.delivered_twin(record)
+        if twin is None:
+            return False
+        self._fail_claim(record.id, "duplicate",
+                         f"the same content (sha256 {record.sha256[:12]}…) was already "
+                         f"delivered from {twin.source_text!r} (duplicates = \"skip\")")
+        return True
+
+    # -- status --------------------------------------------------------------------
+
+    def notes(self) -> dict[str, Any]:
+        waiting = self.tracker.waiting()
+        return {
+            "mode": self.mode, "attached": self.attached, "outage": self.outage,
+            "paused": self.paused, "candidates": len(waiting),
+            "waiting": [{"source": c.source, "since": c.first_seen,
+                         "why": c.waiting_for or "settling"} for c in waiting[:20]],
+        }
+
+    def next_wakeup(self) -> float:
+        times = [self.next_scan_at, self.next_batch_at]
+        if not self.attached:
+            times.append(self.retry_attach_at)
+        look = self.tracker.next_look()
+        if look is not None:
+            times.append(look)
+        return min(times)

@@ -1,0 +1,337 @@
+"""The job state machine: every batch, driven through its provider's lifecycle.
+
+This is the one place that knows what each state means and which step follows it.
+Each step runs under the job's lease, ends in a guarded transition (so a restart
+resumes with the next step, as in PRODUCT.md's crash table), and is one of:
+
+* done: the job moves on and the next step runs at once;
+* waiting: the provider is still working; the job is released until its next poll;
+* transient failure: the job is released with exponential backoff and jitter, its
+  attempt count kept in the store across restarts;
+* permanent failure: the job is FAILED and each of its files goes to errors with
+  the reason (files of a batch that may have been signed are never re-batched).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import threading
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from folderseal import batch as batching
+from folderseal import crashpoints
+from folderseal.errors import (
+    FileRejected,
+    LeaseLost,
+    ProviderError,
+    StateConflict,
+    TransientError,
+)
+from folderseal.logs import get as get_logger
+from folderseal.model import DocumentResult, FileState, JobRecord, JobState
+from folderseal.providers import BatchView, Document, Provider, Remote
+from folderseal.sink import JobContext, Sink
+from folderseal.store import Store
+from folderseal.workdir import WorkFolder
+
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 300.0
+
+
+def backoff(attempts: int) -> float:
+    """Seconds to wait before attempt ``attempts + 1``: doubling, capped, with jitter."""
+    delay: float = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempts - 1))
+    return delay * random.uniform(0.5, 1.0)
+
+
+class _Ledger:
+    """Counts each signing attempt in the store before it is made."""
+
+    def __init__(self, store: Store, job: JobRecord, stop: threading.Event) -> None:
+        self.store = store
+        self.job = job
+        self.stop = stop
+
+    def begin(self, document: Document) -> int:
+        count = self.store.begin_attempt(self.job, document.file_id)
+        crashpoints.reached("attempt")
+        return count
+
+    def stopping(self) -> bool:
+        return self.stop.is_set()
+
+
+class Manager:
+    """Advances due jobs; one per job thread (each thread has its own store connection)."""
+
+    def __init__(self, store: Store, providers: dict[str, Provider], sinks: dict[str, Sink],
+                 works: dict[str, WorkFolder], state_dir: Path, stop: threading.Event,
+                 delay: Callable[[int], float] = backoff) -> None:
+        self.store = store
+        self.providers = providers
+        self.sinks = sinks
+        self.works = works
+        self.state_dir = state_dir
+        self.stop = stop
+        self.delay = delay
+        self.log = get_logger()
+        self._steps: dict[JobState, Callable[[JobRecord, Provider], JobRecord | None]] = {
+            JobState.BATCHED: self._create,
+            JobState.CREATED: self._upload,
+            JobState.UPLOADED: self._accept,
+            JobState.ACCEPTING: self._accept_again,
+            JobState.ACCEPTED: self._poll,
+            JobState.CLOSED: self._download,
+            JobState.DOWNLOADED: self._deliver,
+            JobState.DELIVERED: self._clean,
+            JobState.FAILED: self._sink_failures,
+        }
+
+    def run_once(self) -> bool:
+        """Advance the job that is due first; False if none is due."""
+        job = self.store.acquire_job()
+        if job is None:
+            return False
+        self.advance(job)
+        return True
+
+    def advance(self, job: JobRecord) -> None:
+        """Run steps of one job until it waits, finishes, fails, or the daemon stops."""
+        provider = self.providers[job.provider]
+        log = self.log.bind(batch=job.id, folder=job.folder, provider=job.provider)
+        current: JobRecord | None = job
+        try:
+            while current is not None:
+                if self.stop.is_set():
+                    self.store.release(current, self.store.clock())
+                    return
+                step = self._steps.get(current.state)
+                if step is None:  # CLEANED
+                    self.store.release(current, None)
+                    return
+                current = step(current, provider)
+        except TransientError as exc:
+            assert current is not None
+            attempts, at = self.store.postpone(current, self._delay(exc), "transient", str(exc))
+            log.warning("batch.postponed", state=current.state, reason=str(exc),
+                        attempts=attempts, retry_in=round(at - self.store.clock(), 1))
+        except ProviderError as exc:
+            assert current is not None
+            self._fail(current, exc.code, exc.message)
+        except OSError as exc:
+            # The disk or a folder is in trouble (full, read-only, gone): wait and retry.
+            assert current is not None
+            attempts, at = self.store.postpone(current, self.delay, "io",
+                                               f"{exc.strerror or exc}: {exc.filename or ''}")
+            log.warning("batch.postponed", state=current.state, reason=str(exc),
+                        attempts=attempts, retry_in=round(at - self.store.clock(), 1))
+        except (LeaseLost, StateConflict) as exc:
+            log.warning("batch.lease_lost", reason=str(exc))
+
+    def _delay(self, exc: TransientError) -> Callable[[int], float]:
+        """The provider's Retry-After when it gave one, else the usual backoff."""
+        retry_after = exc.retry_after
+        if retry_after is not None:
+            return lambda _attempts: retry_after
+        return self.delay
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _view(self, job: JobRecord, provider: Provider) -> BatchView:
+        documents = tuple(
+            Document(entry=r.entry or "", file_id=r.id, sha256=r.sha256 or "", size=r.size,
+                     dev=r.dev, ino=r.ino, attempts=r.attempts)
+            for r in self.store.files_of_job(job.id) if r.state == FileState.BATCHED
+        )
+        package = self.state_dir / "packages" / f"{job.id}.zip" if provider.wants_package \
+            else None
+        return BatchView(id=job.id, folder=job.folder, documents=documents,
+                         files_dir=self.works[job.folder].batch_dir(job.id), package=package,
+                         staging=self.state_dir / "downloads" / job.id)
+
+    def _move(self, job: JobRecord, to_state: JobState, remote_id: str | None = None,
+              detail: str | None = None) -> JobRecord:
+        self.store.transition(job, to_state, detail=detail, remote_id=remote_id)
+        return self._moved(job, to_state)
+
+    def _moved(self, job: JobRecord, to_state: JobState) -> JobRecord:
+        """After a committed transition: log it, offer the crash point, reload the job."""
+        moved = self.store.job(job.id)
+        assert moved is not None
+        self.log.info(f"batch.{to_state.lower()}", batch=job.id, folder=job.folder,
+                      provider=job.provider, remote=moved.remote_id)
+        crashpoints.reached(f"state:{to_state}")
+        return moved
+
+    def _fail(self, job: JobRecord, code: str, message: str) -> None:
+        self.store.fail_job(job, code, message)
+        self.log.error("batch.failed", batch=job.id, folder=job.folder, code=code,
+                       reason=message, state=job.state)
+        failed = self.store.job(job.id)
+        if failed is not None:
+            self._sink_failures(failed, self.providers[job.provider])
+
+    @staticmethod
+    def _manifest(view: BatchView) -> list[str]:
+        return sorted(d.entry for d in view.documents)
+
+    # -- the steps -----------------------------------------------------------------
+
+    def _create(self, job: JobRecord, provider: Provider) -> JobRecord | None:
+        """BATCHED: finish moving files in, build the package, create the remote batch."""
+        work = self.works[job.folder]
+        batching.move_into_batch(work, job.id, self.store.files_of_job(job.id))
+        view = self._view(job, provider)
+        if view.package is not None and not batching.package_matches(view.package,
+                                                                     job.package_sha256):
+            sink = self.sinks[job.folder]
+            records = {r.id: r for r in self.store.files_of_job(job.id)}
+            members = [(d.entry, partial(sink.open_original, records[d.file_id]))
+                       for d in view.documents]
+            view.package.parent.mkdir(parents=True, exist_ok=True)
+            digest, size = batching.build_package(view.package, members)
+            self.store.set_package(job, digest, size)
+        remote_id = provider.create(view)
+        return self._move(job, JobState.CREATED, remote_id=remote_id)
+
+    def _upload(self, job: JobRecord, provider: Provider) -> JobRecord | None:
+        """CREATED: upload, unless an earlier upload may have reached the provider."""
+        view = self._view(job, provider)
+        remote_id = job.remote_id or ""
+        status = provider.status(view, remote_id)
+        if status.state == Remote.NEW and not status.documents:
+            provider.upload(view, remote_id)
+            return self._move(job, JobState.UPLOADED)
+        if status.state == Remote.UPLOADED and sorted(status.documents) == self._manifest(view):
+            return self._move(job, JobState.UPLOADED, detail="found uploaded")
+        return self._recreate(job, provider, view, f"remote batch holds {status.state} "
+                              f"{len(status.documents)} documents")
+
+    def _recreate(self, job: JobRecord, provider: Provider, view: BatchView,
+                  why: str) -> JobRecord:
+        """Abandon a remote batch that was never accepted and start a new one."""
+        old = job.remote_id or ""
+        try:
+            provider.delete(view, old)
+        except (TransientError, ProviderError) as exc:
+            self.log.warning("batch.abandon_failed", batch=job.id, remote=old, reason=str(exc))
+        remote_id = provider.create(view)
+        self.store.transition(job, JobState.CREATED, detail=f"abandoned {old}: {why}",
+                              remote_id=remote_id)
+        moved = self.store.job(job.id)
+        assert moved is not None
+        return moved
+
+    def _accept(self, job: JobRecord, provider: Provider) -> JobRecord | None:
+        """UPLOADED: check the remote list equals the manifest, store ACCEPTING, accept."""
+        view = self._view(job, provider)
+        status = provider.status(view, job.remote_id or "")
+        if status.state != Remote.UPLOADED or sorted(status.documents) != self._manifest(view):
+            return self._recreate(job, provider, view, "remote documents differ from the batch")
+        job = self._move(job, JobState.ACCEPTING)
+        return self._send_accept(job, provider, view)
+
+    def _send_accept(self, job: JobRecord, provider: Provider,
+                     view: BatchView) -> JobRecord | None:
+        provider.accept(view, job.remote_id or "", _Ledger(self.store, job, self.stop))
+        if self.stop.is_set():
+            self.store.release(job, self.store.clock())
+            return None
+        return self._move(job, JobState.ACCEPTED)
+
+    def _accept_again(self, job: JobRecord, provider: Provider) -> JobRecord | None:
+        """ACCEPTING: accept may or may not have arrived; ask before sending it again."""
+        view = self._view(job, provider)
+        status = provider.status(view, job.remote_id or "")
+        if status.state == Remote.UPLOADED and sorted(status.documents) == self._manifest(view):
+            return self._send_accept(job, provider, view)
+        if status.state in (Remote.RUNNING, Remote.CLOSED):
+            return self._move(job, JobState.ACCEPTED, detail="found accepted")
+        raise ProviderError("lost_after_accept",
+                            f"the provider no longer knows batch {job.remote_id} ({status.state}"
+                            f"{': ' + status.detail if status.detail else ''}); its files may "
+                            "have been signed: check with the provider before retrying",
+                            provider=job.provider, operation="status", batch=job.id)
+
+    def _poll(self, job: JobRecord, provider: Provider) -> JobRecord | None:
+        """ACCEPTED: wait for the provider to close the batch."""
+        view = self._view(job, provider)
+        status = provider.status(view, job.remote_id or "")
+        if status.state == Remote.CLOSED:
+            return self._move(job, JobState.CLOSED)
+        if status.state == Remote.GONE:
+            raise ProviderError("lost_after_accept",
+                                f"the provider no longer knows batch {job.remote_id}; its files "
+                                "may have been signed: check with the provider",
+                                provider=job.provider, operation="status", batch=job.id)
+        if status.state == Remote.UPLOADED and getattr(provider, "resumable_accept", False):
+            return self._send_accept(job, provider, view)
+        now = self.store.clock()
+        if now - job.updated_at > provider.max_wait:
+            raise ProviderError("never_closed",
+                                f"batch {job.remote_id} did not close within "
+                                f"{provider.max_wait:.0f} s (max_wait_seconds)",
+                                provider=job.provider, operation="status", batch=job.id)
+        self.store.release(job, now + provider.poll_interval)
+        return None
+
+    def _download(self, job: JobRecord, provider: Provider) -> JobRecord | None:
+        """CLOSED: fetch the results and record each file's outcome."""
+        view = self._view(job, provider)
+        results = {r.entry: r for r in provider.download(view, job.remote_id or "")}
+        with self.store.transaction():
+            for document in view.documents:
+                result = results.get(document.entry) or DocumentResult(
+                    entry=document.entry, error_code="missing",
+                    error_message="the provider returned no result for this file")
+                self.store.set_file_result(document.file_id, FileState.BATCHED, result,
+                                           job_id=job.id)
+            self.store.transition(job, JobState.DOWNLOADED)
+        return self._moved(job, JobState.DOWNLOADED)
+
+    def _deliver(self, job: JobRecord, provider: Provider) -> JobRecord | None:
+        """DOWNLOADED: publish outputs and sidecars; failed files go to errors."""
+        records = self.store.files_of_job(job.id)
+        self.sinks[job.folder].deliver(records, self._context(job, provider, len(records)),
+                                       renew_lease=lambda: self.store.renew_lease(job.id))
+        crashpoints.reached("sidecar-published")
+        return self._move(job, JobState.DELIVERED)
+
+    def _clean(self, job: JobRecord, provider: Provider) -> JobRecord | None:
+        """DELIVERED: remove originals (or archive them), then the remote batch."""
+        self.sinks[job.folder].finish(self.store.files_of_job(job.id))
+        crashpoints.reached("original-removed")
+        view = self._view(job, provider)
+        try:
+            provider.delete(view, job.remote_id or "")
+        except (TransientError, ProviderError) as exc:
+            # The outputs are safe; the remote copy is removed on a later pass.
+            self.log.warning("batch.delete_failed", batch=job.id, reason=str(exc))
+            raise TransientError(f"deleting the remote batch failed: {exc}") from exc
+        for leftover in (view.files_dir, view.staging):
+            shutil.rmtree(leftover, ignore_errors=True)
+        if view.package is not None:
+            view.package.unlink(missing_ok=True)
+        moved = self._move(job, JobState.CLEANED)
+        self.store.release(moved, None)
+        return None
+
+    def _sink_failures(self, job: JobRecord, provider: Provider) -> JobRecord | None:
+        """FAILED: move each rejected file to errors with its record; then rest."""
+        records = self.store.files_of_job(job.id)
+        context = self._context(job, provider, len(records))
+        for record in records:
+            if record.state == FileState.REJECTED:
+                try:
+                    self.sinks[job.folder].fail(record, context)
+                except FileRejected as exc:  # a name even the errors folder refuses
+                    self.log.error("file.unsinkable", file=record.id, reason=exc.message)
+        self.store.release(job, None)
+        return None
+
+    def _context(self, job: JobRecord, provider: Provider, count: int) -> JobContext:
+        return JobContext(job=job, provider_name=provider.name, provider_kind=provider.kind,
+                          batch_files=count, job_events=self.store.job_transitions(job.id))

@@ -1,0 +1,188 @@
+"""The data passed between stages, and the states of jobs and files.
+
+A job (one per batch) moves through states that each name a completed step, so a
+restart knows the next step from the state alone::
+
+    BATCHED → CREATED → UPLOADED → ACCEPTING → ACCEPTED → CLOSED → DOWNLOADED
+            → DELIVERED → CLEANED              (or FAILED from any state before DELIVERED)
+
+A file moves ``CLAIMED → BATCHED → READY | REJECTED → PUBLISHED → DONE``, or ends
+``FAILED`` (in the errors folder with a record); ``RETRIED`` marks a failure that
+``folderseal retry`` put back as a new claim.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class JobState(enum.StrEnum):
+    BATCHED = "BATCHED"
+    CREATED = "CREATED"
+    UPLOADED = "UPLOADED"
+    ACCEPTING = "ACCEPTING"
+    ACCEPTED = "ACCEPTED"
+    CLOSED = "CLOSED"
+    DOWNLOADED = "DOWNLOADED"
+    DELIVERED = "DELIVERED"
+    CLEANED = "CLEANED"
+    FAILED = "FAILED"
+
+
+# Once a batch may have been accepted, its files must never go into another batch.
+MAY_BE_SIGNED = frozenset({JobState.ACCEPTING, JobState.ACCEPTED, JobState.CLOSED,
+                           JobState.DOWNLOADED, JobState.DELIVERED, JobState.CLEANED})
+
+
+class FileState(enum.StrEnum):
+    CLAIMED = "CLAIMED"
+    BATCHED = "BATCHED"
+    READY = "READY"
+    REJECTED = "REJECTED"
+    PUBLISHED = "PUBLISHED"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    RETRIED = "RETRIED"
+
+
+IN_FLIGHT = (FileState.CLAIMED, FileState.BATCHED, FileState.READY, FileState.REJECTED,
+             FileState.PUBLISHED)
+
+
+def path_text(raw: str) -> str:
+    """A file name fit for JSON and logs: invalid UTF-8 bytes become ``\\xNN``."""
+    return raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One file a provider produced for a source file, staged before publishing."""
+
+    role: str          # signed | original | signature
+    staged: str        # path of the staged file (absolute), or "" for the original
+    suffix: str        # appended to the primary output name ("" for the primary, ".p7s")
+    sha256: str
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"role": self.role, "staged": self.staged, "suffix": self.suffix,
+                "sha256": self.sha256, "bytes": self.bytes}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Output:
+        return cls(role=data["role"], staged=data["staged"], suffix=data["suffix"],
+                   sha256=data["sha256"], bytes=int(data["bytes"]))
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentResult:
+    """What the provider says about one document of a batch."""
+
+    entry: str
+    outputs: tuple[Output, ...] = ()
+    error_code: str = ""
+    error_message: str = ""
+    provider_document: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error_code
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "entry": self.entry, "outputs": [o.to_json() for o in self.outputs],
+            "error_code": self.error_code, "error_message": self.error_message,
+            "provider_document": self.provider_document,
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> DocumentResult:
+        data = json.loads(text)
+        return cls(entry=data["entry"],
+                   outputs=tuple(Output.from_json(o) for o in data["outputs"]),
+                   error_code=data["error_code"], error_message=data["error_message"],
+                   provider_document=data.get("provider_document", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """A claimed source file as the store knows it."""
+
+    id: str
+    folder: str
+    source: str        # relative to the inbox; os.fsdecode'd (surrogateescape)
+    state: FileState
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    batch_id: str | None
+    entry: str | None
+    attempts: int
+    result: DocumentResult | None
+    outputs: tuple[dict[str, Any], ...]
+    error_code: str | None
+    error_message: str | None
+    retry_of: str | None
+    seen_at: float
+    claimed_at: float
+
+    @property
+    def source_text(self) -> str:
+        return path_text(self.source)
+
+    @property
+    def source_bytes(self) -> bytes:
+        return os.fsencode(self.source)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A batch and where it stands in the provider's lifecycle."""
+
+    id: str
+    folder: str
+    provider: str
+    state: JobState
+    claimed_by: str | None
+    lease_until: float | None
+    next_attempt_at: float | None
+    attempts: int
+    remote_id: str | None
+    package_sha256: str | None
+    package_bytes: int | None
+    failed_step: str | None
+    error_code: str | None
+    error_message: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A file in an inbox that stayed the same over two looks and may be claimed."""
+
+    folder: str
+    source: str        # relative to the inbox
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    seen_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    at: float
+    kind: str
+    job_id: str | None = None
+    file_id: str | None = None
+    from_state: str | None = None
+    to_state: str | None = None
+    detail: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,105 @@
+"""The provider protocol: the steps of the SEAL batch lifecycle, for every provider.
+
+``create → upload → accept → status (until closed) → download → delete``. A
+provider that has no such step does nothing in it (the local signer has no remote
+batch to create). Providers know nothing about the store: the manager drives them
+and records every step; the one thing a provider reports back during a step is an
+attempt (:class:`Attempts`), counted in the store *before* it is made.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from folderseal.model import DocumentResult
+
+
+class Remote(enum.StrEnum):
+    """Where a remote batch stands, in the provider's own terms mapped to ours."""
+
+    NEW = "new"              # created, no documents yet
+    UPLOADED = "uploaded"    # documents there, not accepted
+    RUNNING = "running"      # accepted, being signed
+    CLOSED = "closed"        # signed; ready for download
+    GONE = "gone"            # the provider does not know the batch (any more)
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One file of a batch, as a provider sees it."""
+
+    entry: str            # flat, ASCII-safe name in the batch folder and package
+    file_id: str
+    sha256: str
+    size: int
+    dev: int
+    ino: int
+    attempts: int         # attempts made before this step
+
+    @property
+    def is_pdf(self) -> bool:
+        return self.entry.lower().endswith(".pdf")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchView:
+    """What a provider is told about a batch."""
+
+    id: str
+    folder: str
+    documents: tuple[Document, ...]
+    files_dir: Path             # batches/<id>/ in the work folder: the entries
+    package: Path | None        # the flat ZIP, for providers that upload one
+    staging: Path               # <state_dir>/downloads/<id>/: where results go
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteStatus:
+    state: Remote
+    documents: tuple[str, ...] = ()
+    detail: str = ""
+
+
+class Attempts(Protocol):
+    """The manager's ledger of attempts, handed to a step that signs file by file."""
+
+    def begin(self, document: Document) -> int:
+        """Count an attempt at ``document`` durably before it is made; returns the count."""
+
+    def stopping(self) -> bool:
+        """True when the daemon is shutting down: finish the current file, then return."""
+
+
+class Provider(Protocol):
+    name: str
+    kind: str
+    wants_package: bool
+    poll_interval: float
+    max_wait: float
+
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+    def check(self) -> list[str]: ...
+    def create(self, batch: BatchView) -> str: ...
+    def upload(self, batch: BatchView, remote_id: str) -> None: ...
+    def status(self, batch: BatchView, remote_id: str) -> RemoteStatus: ...
+    def accept(self, batch: BatchView, remote_id: str, attempts: Attempts) -> None: ...
+    def download(self, batch: BatchView, remote_id: str) -> list[DocumentResult]: ...
+    def delete(self, batch: BatchView, remote_id: str) -> None: ...
+
+
+ProviderFactory = Callable[..., Provider]
+
+
+def build(name: str, cfg: object, state_dir: Path) -> Provider:
+    """The provider for a configured ``[providers.<name>]`` table."""
+    from folderseal.config import LocalProviderConfig
+    from folderseal.providers.local import LocalProvider
+
+    if isinstance(cfg, LocalProviderConfig):
+        return LocalProvider(name, cfg, state_dir)
+    raise ValueError(f"no provider implementation for {type(cfg).__name__}")

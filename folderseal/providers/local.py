@@ -1,0 +1,249 @@
+"""The embedded ``local`` provider: seals with a certificate on disk.
+
+PDFs get an embedded PAdES signature; other files are delivered unchanged with a
+detached CAdES signature ``NAME.p7s``. There is no remote batch: ``create`` and
+``upload`` do nothing, ``accept`` signs every file in worker processes (so both
+cores work) and writes each result into the batch's staging folder, ``status``
+says "closed" once every file has a result, ``download`` reads the results back.
+For this provider "signed once" means "published once": signing again before
+anything was published is harmless, so an interrupted accept simply goes on.
+
+Attempts are counted in the store before each file is handed to a worker. A file
+whose earlier attempt never finished (its worker crashed or hung, or the daemon
+died meanwhile) is retried *alone*, with nothing else in flight, so it cannot take
+other files down with it; after ``sign_attempts`` attempts it fails with a reason
+instead of crash-looping.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from folderseal import files
+from folderseal.config import LocalProviderConfig
+from folderseal.errors import ConfigError, TransientError
+from folderseal.logs import get as get_logger
+from folderseal.model import DocumentResult
+from folderseal.pool import (
+    PoolClosed,
+    TaskTimeout,
+    WorkerCrashed,
+    WorkerPool,
+    WorkerSetupFailed,
+)
+from folderseal.providers import Attempts, BatchView, Document, Remote, RemoteStatus
+from folderseal.providers.local_worker import SealSource, SignTask, load_seal
+
+RESULT_SUFFIX = ".result.json"
+EXPIRY_WARNING_DAYS = 30
+
+
+class _Gate:
+    """Many shared holders, or one exclusive holder (a file retried alone)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            self._exclusive = True
+            self._cond.wait_for(lambda: self._shared == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+class LocalProvider:
+    kind = "local"
+    wants_package = False
+    poll_interval = 0.0
+    max_wait = float("inf")
+
+    def __init__(self, name: str, cfg: LocalProviderConfig, state_dir: Path) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.state_dir = state_dir
+        self.workers = cfg.workers or os.cpu_count() or 1
+        self.pool: WorkerPool | None = None
+        self.gate = _Gate()
+        self.log = get_logger(provider=name)
+
+    # -- life cycle ----------------------------------------------------------------
+
+    def _source(self) -> SealSource:
+        return SealSource(certificate=self.cfg.certificate, key=self.cfg.key,
+                          password=self.cfg.read_password(),
+                          timestamp_url=self.cfg.timestamp_url)
+
+    def check(self) -> list[str]:
+        """Load the seal once; return warnings (an expiry within 30 days)."""
+        seal = load_seal(self._source())
+        left = seal.not_after - datetime.now(UTC)
+        if left.total_seconds() <= 0:
+            raise ConfigError(f"the seal certificate {self.cfg.certificate} expired on "
+                              f"{seal.not_after:%Y-%m-%d}; install a new one")
+        if left.days < EXPIRY_WARNING_DAYS:
+            return [f"provider {self.name}: the seal certificate expires on "
+                    f"{seal.not_after:%Y-%m-%d} ({left.days} days); renew it"]
+        return []
+
+    def start(self) -> None:
+        if self.pool is not None:
+            return
+        pool = WorkerPool(setup="folderseal.providers.local_worker:setup",
+                          handler="folderseal.providers.local_worker:sign",
+                          setup_arg=self._source(), workers=self.workers,
+                          task_timeout=self.cfg.sign_timeout_seconds,
+                          max_tasks_per_worker=self.cfg.worker_max_tasks,
+                          name=f"signer-{self.name}")
+        try:
+            pool.start()
+        except WorkerSetupFailed as exc:
+            pool.close(wait=False)
+            raise ConfigError(f"provider {self.name}: the signing workers cannot load the "
+                              f"seal: {exc}") from None
+        self.pool = pool
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close(wait=True)
+            self.pool = None
+
+    # -- lifecycle steps -----------------------------------------------------------
+
+    def create(self, batch: BatchView) -> str:
+        return batch.id
+
+    def upload(self, batch: BatchView, remote_id: str) -> None:
+        return None
+
+    def status(self, batch: BatchView, remote_id: str) -> RemoteStatus:
+        done = self._results(batch)
+        names = tuple(d.entry for d in batch.documents)
+        if all(entry in done for entry in names):
+            return RemoteStatus(Remote.CLOSED, names)
+        return RemoteStatus(Remote.UPLOADED, names)
+
+    def accept(self, batch: BatchView, remote_id: str, attempts: Attempts) -> None:
+        files.makedirs(batch.staging)
+        done = self._results(batch)
+        pending = [d for d in batch.documents if d.entry not in done]
+        alone = [d for d in pending if d.attempts > 0]
+        with self.gate.shared():
+            alone += self._sign(batch, [d for d in pending if d.attempts == 0], attempts)
+        for document in alone:
+            # Until it succeeds, fails cleanly, or runs out of attempts.
+            while not attempts.stopping():
+                with self.gate.exclusive():
+                    if not self._sign(batch, [document], attempts):
+                        break
+
+    def _sign(self, batch: BatchView, documents: list[Document],
+              attempts: Attempts) -> list[Document]:
+        """Sign with up to two tasks per worker in flight; return those that crashed or hung."""
+        assert self.pool is not None, "start() the provider first"
+        crashed: list[Document] = []
+        queue = list(documents)
+        running: dict[Future[DocumentResult], Document] = {}
+        window = 2 * self.workers
+        while queue or running:
+            while queue and len(running) < window and not attempts.stopping():
+                document = queue.pop(0)
+                count = attempts.begin(document)
+                if count > self.cfg.sign_attempts:
+                    self._write_result(batch, self._gave_up(document, count - 1))
+                    continue
+                running[self.pool.submit(self._task(batch, document))] = document
+            if not running:
+                break
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                document = running.pop(future)
+                try:
+                    result = future.result()
+                except (TaskTimeout, WorkerCrashed) as exc:
+                    self.log.warning("file.sign_attempt_failed", batch=batch.id,
+                                     entry=document.entry, reason=str(exc))
+                    crashed.append(document)
+                    continue
+                except PoolClosed:
+                    raise TransientError("the signing workers are shutting down") from None
+                except TransientError:
+                    raise  # a time-stamp server that does not answer: the batch waits
+                except Exception as exc:  # noqa: BLE001 - one file's surprise fails that file
+                    self.log.exception("file.sign_error", batch=batch.id, entry=document.entry)
+                    result = DocumentResult(
+                        entry=document.entry, error_code="sign_error",
+                        error_message=f"signing failed unexpectedly: {type(exc).__name__}: {exc}")
+                self._write_result(batch, result)
+        return crashed
+
+    def _gave_up(self, document: Document, made: int) -> DocumentResult:
+        return DocumentResult(
+            entry=document.entry, error_code="sign_crashed",
+            error_message=f"signing was attempted {made} times and never finished (the "
+                          "signing worker crashed or hung, or the daemon stopped during it); "
+                          "the file may be damaged or too large for sign_timeout_seconds")
+
+    @staticmethod
+    def _task(batch: BatchView, document: Document) -> SignTask:
+        return SignTask(files_dir=str(batch.files_dir), entry=document.entry, dev=document.dev,
+                        ino=document.ino, sha256=document.sha256, size=document.size,
+                        staging=str(batch.staging), is_pdf=document.is_pdf)
+
+    def download(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
+        done = self._results(batch)
+        return [done[d.entry] for d in batch.documents if d.entry in done]
+
+    def delete(self, batch: BatchView, remote_id: str) -> None:
+        return None  # the staging folder is removed by the manager after cleanup
+
+    # -- results in the staging folder ---------------------------------------------
+
+    def _write_result(self, batch: BatchView, result: DocumentResult) -> None:
+        path = batch.staging / (result.entry + RESULT_SUFFIX)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(result.to_json(), encoding="utf-8")
+        os.replace(tmp, path)
+
+    @staticmethod
+    def _results(batch: BatchView) -> dict[str, DocumentResult]:
+        found: dict[str, DocumentResult] = {}
+        try:
+            names = os.listdir(batch.staging)
+        except FileNotFoundError:
+            return found
+        for name in names:
+            if name.endswith(RESULT_SUFFIX):
+                try:
+                    result = DocumentResult.from_json(
+                        (batch.staging / name).read_text(encoding="utf-8"))
+                except (OSError, ValueError, KeyError):
+                    continue  # torn by a crash: sign again
+                found[result.entry] = result
+        return found

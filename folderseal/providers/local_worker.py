@@ -1,0 +1,150 @@
+"""What runs inside a signing worker process of the local provider.
+
+``setup`` loads the seal once per worker (the private key stays in memory: loading
+it per signature costs more than the signature). ``sign`` seals one batched file into
+the batch's staging folder and checks the result before anyone may publish it:
+
+* the input opened is the claimed file (same device and inode, no symlink);
+* a PAdES output begins with the exact bytes of the claimed input (its sha256), so
+  no output is ever matched to the wrong file;
+* a detached signature was computed over content whose sha256 is the claimed one.
+
+A file that cannot be signed comes back as a failed :class:`DocumentResult`; only a
+crash or a hang of the worker itself is left to the pool to report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from folderseal import files
+from folderseal.engine import Seal, sign_detached, sign_pdf
+from folderseal.errors import FileRejected
+from folderseal.model import DocumentResult, Output
+from folderseal.safety import open_claimed, open_dir
+
+
+@dataclass(frozen=True, slots=True)
+class SealSource:
+    """How a worker finds the seal; the password travels over the pool's pipe."""
+
+    certificate: Path
+    key: Path | None
+    password: bytes | None
+    timestamp_url: str
+
+    def __repr__(self) -> str:  # never show the password
+        return f"SealSource(certificate={self.certificate!s}, key={self.key!s})"
+
+
+@dataclass(frozen=True, slots=True)
+class SignTask:
+    files_dir: str
+    entry: str
+    dev: int
+    ino: int
+    sha256: str
+    size: int
+    staging: str
+    is_pdf: bool
+
+
+@dataclass(slots=True)
+class WorkerState:
+    seal: Seal
+    timestamp_url: str
+
+
+def load_seal(source: SealSource) -> Seal:
+    if source.key is not None:
+        return Seal.from_pem(source.key, source.certificate, source.password)
+    return Seal.from_pkcs12(source.certificate, source.password)
+
+
+def setup(source: SealSource) -> WorkerState:
+    return WorkerState(seal=load_seal(source), timestamp_url=source.timestamp_url)
+
+
+def sign(state: WorkerState, task: SignTask) -> DocumentResult:
+    try:
+        return _sign(state, task)
+    except FileRejected as exc:
+        return DocumentResult(entry=task.entry, error_code=exc.code, error_message=exc.message)
+
+
+def _sign(state: WorkerState, task: SignTask) -> DocumentResult:
+    folder = open_dir(task.files_dir)
+    try:
+        src_fd = open_claimed(folder, task.entry, task.dev, task.ino)
+    finally:
+        os.close(folder)
+    with os.fdopen(src_fd, "rb") as src:
+        if os.fstat(src.fileno()).st_size != task.size:
+            raise FileRejected("input_changed", "the file changed after it was claimed "
+                               "(its size differs); it was not sealed")
+        if task.is_pdf:
+            return _pades(state, task, src)
+        return _cades(state, task, src)
+
+
+def _staged(task: SignTask, suffix: str) -> Path:
+    return Path(task.staging) / (task.entry + suffix)
+
+
+def _open_output(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   0o600)
+
+
+def _pades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
+    out_path = _staged(task, "")
+    with os.fdopen(_open_output(out_path), "w+b") as dst:
+        sign_pdf(state.seal, src, dst, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
+        dst.flush()
+        whole, prefix, size = _hash_with_prefix(dst.fileno(), task.size)
+    if prefix != task.sha256:
+        out_path.unlink(missing_ok=True)
+        raise FileRejected("output_mismatch", "the signed PDF does not begin with the exact "
+                           "bytes of the claimed file; it was not published")
+    return DocumentResult(entry=task.entry, outputs=(
+        Output(role="signed", staged=str(out_path), suffix="", sha256=whole, bytes=size),))
+
+
+def _cades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
+    signature = sign_detached(state.seal, src, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
+    if signature.content_sha256 != task.sha256:
+        raise FileRejected("input_changed", "the file's content changed after it was claimed; "
+                           "it was not sealed")
+    sig_path = _staged(task, ".p7s")
+    fd = _open_output(sig_path)
+    try:
+        os.write(fd, signature.der)
+    finally:
+        os.close(fd)
+    return DocumentResult(entry=task.entry, outputs=(
+        Output(role="original", staged="", suffix="", sha256=task.sha256, bytes=task.size),
+        Output(role="signature", staged=str(sig_path), suffix=".p7s",
+               sha256=hashlib.sha256(signature.der).hexdigest(), bytes=len(signature.der)),
+    ))
+
+
+def _hash_with_prefix(fd: int, prefix_len: int) -> tuple[str, str, int]:
+    """sha256 of the whole file and of its first ``prefix_len`` bytes, in one pass."""
+    whole = hashlib.sha256()
+    prefix_digest = ""
+    offset = 0
+    while True:
+        want = files.CHUNK
+        if offset < prefix_len:
+            want = min(want, prefix_len - offset)
+        chunk = os.pread(fd, want, offset)
+        if offset == prefix_len:
+            prefix_digest = whole.hexdigest()
+        if not chunk:
+            break
+        whole.update(chunk)
+        offset += len(chunk)
+    return whole.hexdigest(), prefix_digest, offset

@@ -1,0 +1,105 @@
+"""``folderseal recover``: make the work folders usable again after the store was lost.
+
+When the store is lost or replaced, the daemon refuses to start (it cannot know what
+the files in the work folder went through). ``recover`` settles each file there:
+
+* ``incoming/<claim>/…``: never sent anywhere; left for the daemon, which registers
+  unknown claims at start;
+* ``batches/<batch>/<entry>`` the store does not know: if a sidecar in the outbox
+  names that batch and the file's sha256, the file was delivered, and the original is
+  archived or deleted as the daemon would have; otherwise it goes back into its inbox
+  (at the path a sidecar or error record gives, else under its entry name), to be
+  taken again. A file is published once for the local provider, and a sidecar proves
+  publication, so nothing is sealed twice;
+* the marker is rewritten with this store's id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from folderseal import files
+from folderseal.config import FolderConfig, Settings
+from folderseal.errors import ExitCode
+from folderseal.store import Store
+from folderseal.workdir import MARKER, WorkFolder
+
+
+def _records(root: Path | None, suffix: str) -> dict[tuple[str, str], str]:
+    """(batch id, input sha256) → source, from every sidecar or error record below root."""
+    found: dict[tuple[str, str], str] = {}
+    if root is None or not root.is_dir():
+        return found
+    for path in root.rglob(f"*{suffix}"):
+        try:
+            data = json.loads(path.read_bytes())
+            found[(data["batch"]["id"], data["input"]["sha256"])] = data["source"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def _recover_batch(cfg: FolderConfig, folder: Path, delivered: dict[tuple[str, str], str],
+                   failed: dict[tuple[str, str], str]) -> tuple[int, int]:
+    removed = returned = 0
+    for entry in sorted(os.listdir(folder)):
+        path = folder / entry
+        digest, _ = files.hash_path(path)
+        key = (folder.name, digest)
+        if key in delivered:
+            if cfg.archive is not None:
+                _move_numbered(path, cfg.archive / delivered[key])
+            else:
+                path.unlink()
+            removed += 1
+        else:
+            source = failed.get(key) or re.sub(r"^\d{4}_", "", entry)
+            _move_numbered(path, cfg.inbox / source)
+            returned += 1
+    folder.rmdir()
+    return removed, returned
+
+
+def _move_numbered(src: Path, dest: Path) -> Path:
+    files.makedirs(dest.parent)
+    for n in range(files.MAX_NUMBERED):
+        target = dest.with_name(files.numbered(dest.name, n))
+        try:
+            files.move_noreplace(src, target)
+            return target
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"too many files named like {dest.name} in {dest.parent}")
+
+
+def recover(settings: Settings) -> int:
+    store = Store.open(settings.state_dir, settings.node_name)
+    try:
+        store_id, known = store.store_id, store.job_ids()
+        for name, cfg in settings.folders.items():
+            work = WorkFolder(cfg.work_folder, name)
+            if not work.path.is_dir():
+                continue
+            unknown = [b for b in work.batch_ids() if b not in known]
+            delivered = _records(cfg.outbox, ".json") if unknown else {}
+            failed = _records(cfg.errors, ".error.json") if unknown else {}
+            for batch_id in unknown:
+                removed, returned = _recover_batch(cfg, work.batch_dir(batch_id), delivered,
+                                                   failed)
+                shutil.rmtree(settings.state_dir / "downloads" / batch_id, ignore_errors=True)
+                print(f"folder {name}, batch {batch_id}: {removed} delivered before (original "
+                      f"{'archived' if cfg.archive else 'removed'}), {returned} back in the inbox")
+            if work.owner() != store_id:
+                tmp = work.path / f".{MARKER}.tmp"
+                tmp.write_text(f"{store_id}\n", encoding="ascii")
+                os.replace(tmp, work.marker)
+                files.fsync_dir(work.path)
+                print(f"folder {name}: the work folder now belongs to store {store_id}")
+        print("recovered; start the daemon again")
+        return ExitCode.OK
+    finally:
+        store.close()

@@ -1,0 +1,67 @@
+"""One redactor for everything that leaves the process.
+
+Secrets (certificate passwords, API keys) are registered here when the configuration
+and the files it names are read. Log events, sidecars, error records, ``status``
+output and exception messages printed by the command line all pass through
+:data:`REDACTOR`, which replaces every registered secret by ``***`` and blanks the
+values of keys whose names say they hold a secret. Registering the value, not only
+the key, catches a secret that turns up somewhere unexpected (an error body that
+echoes a header, a validation message that quotes its input).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+MASK = "***"
+_SECRET_KEY = re.compile(r"pass(word|phrase)?|api[_-]?key|secret|token|authorization", re.I)
+_MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
+
+
+class Redactor:
+    """Replaces registered secrets in text and in nested data."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._secrets: tuple[str, ...] = ()
+
+    def add(self, secret: str | bytes | None) -> None:
+        """Remember a secret value so it is masked wherever it appears."""
+        if secret is None:
+            return
+        if isinstance(secret, bytes):
+            secret = secret.decode("utf-8", "replace")
+        values = {secret, secret.strip()}
+        with self._lock:
+            known = set(self._secrets)
+            known.update(v for v in values if len(v) >= _MIN_SECRET_LENGTH)
+            # Longest first, so a secret that contains another is masked whole.
+            self._secrets = tuple(sorted(known, key=len, reverse=True))
+
+    def text(self, value: str) -> str:
+        """Return ``value`` with every registered secret masked."""
+        for secret in self._secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+
+    def data(self, value: Any) -> Any:
+        """Return a copy of nested dicts, lists and strings with secrets masked."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            return {
+                key: MASK
+                if isinstance(key, str) and _SECRET_KEY.search(key) and item
+                else self.data(item)
+                for key, item in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [self.data(item) for item in value]
+        return value
+
+
+REDACTOR = Redactor()

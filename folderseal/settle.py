@@ -1,0 +1,96 @@
+"""When is a dropped file finished? Two equal looks ``settle_seconds`` apart.
+
+Scanners write page by page and FTP uploads trickle, so a file is ready only when
+its size, mtime and inode are unchanged across two looks ``settle_seconds`` apart.
+Watch events and scans only *hint* that a path is worth a look; the looks decide.
+A candidate that never becomes ready is never dropped: it is looked at again and
+again, and after ``stuck_after_seconds`` it is reported as stuck (and goes to the
+errors folder with the reason it waited).
+
+This module is pure bookkeeping with an injected clock; the intake does the looks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Look:
+    """What one ``stat`` of a candidate showed."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    regular: bool
+
+    def same_as(self, other: Look) -> bool:
+        return (self.dev, self.ino, self.size, self.mtime_ns) == (
+            other.dev, other.ino, other.size, other.mtime_ns)
+
+
+@dataclass(slots=True)
+class Candidate:
+    source: str
+    first_seen: float
+    last: Look | None = None
+    stable_since: float = 0.0       # when the current Look was first seen
+    next_look_at: float = 0.0
+    waiting_for: str = ""           # why a stable file is not ready yet (shown in status)
+
+
+class SettleTracker:
+    """Candidates of one inbox, and when each should be looked at next."""
+
+    def __init__(self, settle_seconds: float, stuck_after_seconds: float) -> None:
+        self.settle = settle_seconds
+        self.stuck_after = stuck_after_seconds
+        self.candidates: dict[str, Candidate] = {}
+
+    def hint(self, source: str, now: float) -> None:
+        """Something may have happened at ``source``: make sure it gets looked at."""
+        candidate = self.candidates.get(source)
+        if candidate is None:
+            self.candidates[source] = Candidate(source, first_seen=now, next_look_at=now)
+
+    def due(self, now: float) -> list[str]:
+        return [c.source for c in self.candidates.values() if c.next_look_at <= now]
+
+    def looked(self, source: str, look: Look | None, now: float) -> bool:
+        """Record a look; True when the file is unchanged for ``settle_seconds``."""
+        candidate = self.candidates.get(source)
+        if candidate is None:
+            return False
+        if look is None:  # gone (moved away or deleted by its writer)
+            del self.candidates[source]
+            return False
+        if candidate.last is None or not look.same_as(candidate.last):
+            candidate.last = look
+            candidate.stable_since = now
+            candidate.waiting_for = ""
+            candidate.next_look_at = now + self.settle
+            return False
+        if now - candidate.stable_since >= self.settle:
+            return True
+        candidate.next_look_at = candidate.stable_since + self.settle
+        return False
+
+    def wait(self, source: str, reason: str, now: float) -> None:
+        """A stable file is not ready yet (no ``%%EOF``, still locked): look again later."""
+        candidate = self.candidates.get(source)
+        if candidate is not None:
+            candidate.waiting_for = reason
+            candidate.next_look_at = now + max(self.settle, 1.0)
+
+    def forget(self, source: str) -> None:
+        self.candidates.pop(source, None)
+
+    def stuck(self, now: float) -> list[Candidate]:
+        return [c for c in self.candidates.values() if now - c.first_seen >= self.stuck_after]
+
+    def next_look(self) -> float | None:
+        return min((c.next_look_at for c in self.candidates.values()), default=None)
+
+    def waiting(self) -> list[Candidate]:
+        return sorted(self.candidates.values(), key=lambda c: c.first_seen)

@@ -1,0 +1,387 @@
+"""The store: SQLite in WAL mode, the authority on what happened to every file.
+
+This module only executes storage operations; what they mean for a batch lives in
+:mod:`folderseal.manager`. Each thread opens its own :class:`Store` (sqlite3
+connections are not shared between threads). Writes run in ``BEGIN IMMEDIATE``
+transactions; a guarded write that matches zero rows raises :class:`StateConflict`
+or :class:`LeaseLost` instead of passing silently. ``synchronous = FULL`` makes every
+commit durable before the step after it starts (the crash table depends on it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from folderseal.errors import LeaseLost, StateConflict, StoreError
+from folderseal.model import (
+    DocumentResult,
+    FileRecord,
+    FileState,
+    JobRecord,
+    JobState,
+)
+
+LEASE_SECONDS = 60.0
+_SQL = resources.files("folderseal.store") / "sql"
+
+
+def _load_queries() -> dict[str, str]:
+    text = (_SQL / "queries.sql").read_text(encoding="utf-8")
+    queries: dict[str, str] = {}
+    for chunk in re.split(r"^-- name: ", text, flags=re.M)[1:]:
+        name, _, body = chunk.partition("\n")
+        queries[name.strip()] = body.strip()
+    return queries
+
+
+def migrations() -> list[tuple[int, str]]:
+    """The numbered migration scripts, in order."""
+    found = []
+    for item in (_SQL / "migrations").iterdir():
+        match = re.match(r"^(\d+)_.*\.sql$", item.name)
+        if match:
+            found.append((int(match.group(1)), item.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+QUERIES = _load_queries()
+
+
+def new_id() -> str:
+    """A sortable unique id: 12 hex digits of milliseconds, then 12 random ones."""
+    return f"{int(time.time() * 1000):012x}{uuid.uuid4().hex[:12]}"
+
+
+class Store:
+    """One connection to the SQLite store, for one thread."""
+
+    def __init__(self, path: Path, node: str, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.node = node
+        self.clock = clock
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        self._in_transaction = False
+        self._migrate()
+
+    @classmethod
+    def open(cls, state_dir: Path, node: str) -> Store:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        return cls(state_dir / "folderseal.sqlite", node)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        pending = [(n, sql) for n, sql in migrations() if n > version]
+        if not pending:
+            return
+        with self.transaction():
+            # Another process may have migrated while this one waited for the lock.
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            for number, sql in pending:
+                if number > version:
+                    for statement in sql.split(";\n"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version = {number:d}")
+            if self._get_meta("store_id") is None:
+                self._run("set_meta", key="store_id", value=uuid.uuid4().hex)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A write transaction; nested uses join the outer one."""
+        if self._in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._in_transaction = True
+        try:
+            yield
+        except BaseException:
+            self._in_transaction = False
+            self._db.execute("ROLLBACK")
+            raise
+        self._in_transaction = False
+        self._db.execute("COMMIT")
+
+    def _run(self, name: str, **params: Any) -> sqlite3.Cursor:
+        return self._db.execute(QUERIES[name], params)
+
+    def _guarded(self, name: str, error: type[StoreError], what: str, **params: Any) -> None:
+        if self._run(name, **params).rowcount != 1:
+            raise error(what)
+
+    def event(self, kind: str, *, job_id: str | None = None, file_id: str | None = None,
+              from_state: str | None = None, to_state: str | None = None,
+              detail: str | None = None) -> None:
+        self._run("insert_event", at=self.clock(), node=self.node, job_id=job_id,
+                  file_id=file_id, kind=kind, from_state=from_state, to_state=to_state,
+                  detail=detail)
+
+    # -- meta -----------------------------------------------------------------
+
+    def _get_meta(self, key: str) -> str | None:
+        row = self._run("get_meta", key=key).fetchone()
+        return None if row is None else str(row[0])
+
+    @property
+    def store_id(self) -> str:
+        value = self._get_meta("store_id")
+        if value is None:
+            raise StoreError("the store has no id; it was not created by folderseal")
+        return value
+
+    # -- files ----------------------------------------------------------------
+
+    def add_claim(self, *, id: str, folder: str, source: str, dev: int, ino: int, size: int,
+                  mtime_ns: int, sha256: str | None, seen_at: float,
+                  retry_of: str | None = None) -> None:
+        now = self.clock()
+        with self.transaction():
+            self._run("insert_file", id=id, folder=folder, source=os.fsencode(source), dev=dev,
+                      ino=ino, size=size, mtime_ns=mtime_ns, sha256=sha256, retry_of=retry_of,
+                      seen_at=seen_at, claimed_at=now, now=now)
+            self.event("file.claimed", file_id=id, to_state=FileState.CLAIMED)
+
+    def file(self, file_id: str) -> FileRecord | None:
+        row = self._run("get_file", id=file_id).fetchone()
+        return None if row is None else _file(row)
+
+    def files_in_state(self, folder: str, state: FileState) -> list[FileRecord]:
+        return [_file(r) for r in self._run("files_in_state", folder=folder, state=state)]
+
+    def files_of_job(self, job_id: str) -> list[FileRecord]:
+        return [_file(r) for r in self._run("files_of_job", batch_id=job_id)]
+
+    def failed_files(self) -> list[FileRecord]:
+        return [_file(r) for r in self._run("failed_files")]
+
+    def file_ids(self, folder: str) -> set[str]:
+        return {r[0] for r in self._run("file_ids", folder=folder)}
+
+    def count_in_flight(self, folder: str) -> int:
+        return int(self._run("count_in_flight", folder=folder).fetchone()[0])
+
+    def count_by_state(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for row in self._run("count_by_state"):
+            counts.setdefault(row["folder"], {})[row["state"]] = row["n"]
+        return counts
+
+    def delivered_twin(self, record: FileRecord) -> FileRecord | None:
+        """A published or done file of the same folder with the same input hash."""
+        row = self._run("delivered_twin", folder=record.folder, sha256=record.sha256,
+                        id=record.id).fetchone()
+        return None if row is None else self.file(row["id"])
+
+    def restamp(self, file_id: str, *, size: int, mtime_ns: int, sha256: str | None) -> None:
+        with self.transaction():
+            self._guarded("restamp_file", StateConflict, f"file {file_id} is no longer claimed",
+                          id=file_id, size=size, mtime_ns=mtime_ns, sha256=sha256,
+                          now=self.clock())
+
+    def set_file_state(self, file_id: str, from_state: FileState, to_state: FileState,
+                       job_id: str | None = None, detail: str | None = None) -> None:
+        with self.transaction():
+            self._guarded("set_file_state", StateConflict,
+                          f"file {file_id} is not {from_state}", id=file_id,
+                          from_state=from_state, to_state=to_state, now=self.clock())
+            self.event("file.state", file_id=file_id, job_id=job_id, from_state=from_state,
+                       to_state=to_state, detail=detail)
+
+    def set_file_result(self, file_id: str, from_state: FileState, result: DocumentResult,
+                        job_id: str | None = None) -> None:
+        to_state = FileState.READY if result.ok else FileState.REJECTED
+        with self.transaction():
+            self._guarded("set_file_result", StateConflict,
+                          f"file {file_id} is not {from_state}", id=file_id,
+                          from_state=from_state, to_state=to_state, result=result.to_json(),
+                          error_code=result.error_code or None,
+                          error_message=result.error_message or None, now=self.clock())
+            self.event("file.state", file_id=file_id, job_id=job_id, from_state=from_state,
+                       to_state=to_state, detail=result.error_code or None)
+
+    def set_file_outputs(self, file_id: str, outputs: list[dict[str, Any]]) -> None:
+        with self.transaction():
+            self._guarded("set_file_outputs", StateConflict,
+                          f"file {file_id} cannot take output names now", id=file_id,
+                          outputs=json.dumps(outputs), now=self.clock())
+
+    def begin_attempt(self, job: JobRecord, file_id: str) -> int:
+        """Count an attempt before it is made (and renew the lease); returns the count."""
+        with self.transaction():
+            self.renew_lease(job.id)
+            row = self._run("begin_attempt", id=file_id, batch_id=job.id,
+                            now=self.clock()).fetchone()
+            if row is None:
+                raise StateConflict(f"file {file_id} is not waiting in batch {job.id}")
+            self.event("file.attempt", file_id=file_id, job_id=job.id, detail=str(row[0]))
+            return int(row[0])
+
+    # -- jobs -----------------------------------------------------------------
+
+    def create_job(self, *, job_id: str, folder: str, provider: str,
+                   entries: list[tuple[str, str]]) -> None:
+        """Record a batch and the entry name of each of its files, in one transaction."""
+        now = self.clock()
+        with self.transaction():
+            self._run("insert_job", id=job_id, folder=folder, provider=provider, now=now)
+            self.event("batch.created", job_id=job_id, to_state=JobState.BATCHED,
+                       detail=str(len(entries)))
+            for file_id, entry in entries:
+                self._guarded("batch_file", StateConflict, f"file {file_id} is not claimed",
+                              id=file_id, batch_id=job_id, entry=entry, now=now)
+                self.event("file.batched", file_id=file_id, job_id=job_id,
+                           from_state=FileState.CLAIMED, to_state=FileState.BATCHED)
+
+    def job(self, job_id: str) -> JobRecord | None:
+        row = self._run("get_job", id=job_id).fetchone()
+        return None if row is None else _job(row)
+
+    def open_jobs(self) -> list[JobRecord]:
+        return [_job(r) for r in self._run("jobs_not_finished")]
+
+    def job_ids(self) -> set[str]:
+        return {r[0] for r in self._run("all_job_ids")}
+
+    def acquire_job(self) -> JobRecord | None:
+        """Take the lease on the job that is due first, if any."""
+        now = self.clock()
+        with self.transaction():
+            row = self._run("acquire_job", node=self.node, now=now,
+                            lease_until=now + LEASE_SECONDS).fetchone()
+        return None if row is None else _job(row)
+
+    def next_due(self) -> float | None:
+        row = self._run("next_due", now=self.clock()).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def renew_lease(self, job_id: str) -> None:
+        now = self.clock()
+        with self.transaction():
+            self._guarded("renew_lease", LeaseLost, f"the lease on batch {job_id} expired",
+                          id=job_id, node=self.node, now=now, lease_until=now + LEASE_SECONDS)
+
+    def transition(self, job: JobRecord, to_state: JobState, detail: str | None = None,
+                   remote_id: str | None = None) -> None:
+        """Move a job from the state it is in to the next, guarded by state and lease."""
+        with self.transaction():
+            if self._run("transition_job", id=job.id, from_state=job.state, to_state=to_state,
+                         node=self.node, remote_id=remote_id, now=self.clock()).rowcount != 1:
+                current = self.job(job.id)
+                if current is None or current.state != job.state:
+                    raise StateConflict(f"batch {job.id} is no longer {job.state}")
+                raise LeaseLost(f"this node's lease on batch {job.id} expired")
+            self.event("batch.state", job_id=job.id, from_state=job.state, to_state=to_state,
+                       detail=detail if remote_id is None else f"remote {remote_id}")
+
+    def set_package(self, job: JobRecord, sha256: str, size: int) -> None:
+        with self.transaction():
+            self._guarded("set_package", LeaseLost, f"batch {job.id} lease lost", id=job.id,
+                          package_sha256=sha256, package_bytes=size, node=self.node,
+                          now=self.clock())
+
+    def fail_job(self, job: JobRecord, code: str, message: str) -> None:
+        """Mark a job FAILED and each of its unfinished files REJECTED with the reason."""
+        now = self.clock()
+        with self.transaction():
+            self._guarded("fail_job", LeaseLost, f"batch {job.id} lease lost", id=job.id,
+                          from_state=job.state, error_code=code, error_message=message,
+                          node=self.node, now=now)
+            self.event("batch.state", job_id=job.id, from_state=job.state,
+                       to_state=JobState.FAILED, detail=code)
+            for record in self.files_of_job(job.id):
+                if record.state in (FileState.BATCHED, FileState.READY):
+                    result = DocumentResult(entry=record.entry or "", error_code=code,
+                                            error_message=message)
+                    self.set_file_result(record.id, record.state, result, job_id=job.id)
+
+    def release(self, job: JobRecord, next_attempt_at: float | None) -> None:
+        with self.transaction():
+            self._run("release_job", id=job.id, node=self.node, now=self.clock(),
+                      next_attempt_at=next_attempt_at)
+
+    def postpone(self, job: JobRecord, delay: Callable[[int], float], code: str,
+                 message: str) -> tuple[int, float]:
+        """Record a transient failure and release the job; returns attempts and next time.
+
+        The attempt count is kept across restarts, so backoff keeps growing.
+        """
+        now = self.clock()
+        attempts = job.attempts + 1
+        at = now + delay(attempts)
+        with self.transaction():
+            self._guarded("postpone_job", LeaseLost, f"batch {job.id} lease lost", id=job.id,
+                          state=job.state, node=self.node, now=now, next_attempt_at=at,
+                          attempts=attempts, error_code=code, error_message=message)
+            self.event("batch.postponed", job_id=job.id, detail=f"{code}: {message}")
+        return attempts, at
+
+    def reopen(self, job_id: str, to_state: JobState) -> None:
+        with self.transaction():
+            self._guarded("reopen_job", StateConflict,
+                          f"batch {job_id} is not failed, or is being worked on",
+                          id=job_id, to_state=to_state, now=self.clock())
+            self.event("batch.state", job_id=job_id, from_state=JobState.FAILED,
+                       to_state=to_state, detail="retry")
+
+    def release_node_leases(self) -> int:
+        """At start: leases this node held before a crash are void."""
+        with self.transaction():
+            return self._run("release_node_leases", node=self.node).rowcount
+
+    # -- events, nodes ----------------------------------------
+
+    def job_transitions(self, job_id: str) -> list[tuple[str, float]]:
+        return [(r["to_state"], r["at"]) for r in self._run("job_transitions", job_id=job_id)]
+
+    def heartbeat(self, pid: int, started_at: float, notes: dict[str, Any]) -> None:
+        with self.transaction():
+            self._run("heartbeat", node=self.node, pid=pid, started_at=started_at,
+                      now=self.clock(), notes=json.dumps(notes))
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [{**dict(r), "notes": json.loads(r["notes"])} for r in self._run("nodes")]
+
+
+def _file(row: sqlite3.Row) -> FileRecord:
+    return FileRecord(
+        id=row["id"], folder=row["folder"], source=os.fsdecode(row["source"]),
+        state=FileState(row["state"]), dev=row["dev"], ino=row["ino"], size=row["size"],
+        mtime_ns=row["mtime_ns"], sha256=row["sha256"], batch_id=row["batch_id"],
+        entry=row["entry"], attempts=row["attempts"],
+        result=DocumentResult.from_json(row["result"]) if row["result"] else None,
+        outputs=tuple(json.loads(row["outputs"])) if row["outputs"] else (),
+        error_code=row["error_code"], error_message=row["error_message"],
+        retry_of=row["retry_of"], seen_at=row["seen_at"], claimed_at=row["claimed_at"],
+    )
+
+
+def _job(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(
+        id=row["id"], folder=row["folder"], provider=row["provider"],
+        state=JobState(row["state"]), claimed_by=row["claimed_by"],
+        lease_until=row["lease_until"], next_attempt_at=row["next_attempt_at"],
+        attempts=row["attempts"], remote_id=row["remote_id"],
+        package_sha256=row["package_sha256"], package_bytes=row["package_bytes"],
+        failed_step=row["failed_step"], error_code=row["error_code"],
+        error_message=row["error_message"], created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )

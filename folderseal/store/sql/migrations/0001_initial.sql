@@ -1,0 +1,80 @@
+-- folderseal store, version 1.
+-- Paths are BLOBs: file names are bytes on Linux and need not be valid UTF-8.
+
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- One row per batch: the job driven through the provider's lifecycle.
+-- The lease (claimed_by, lease_until) is kept apart from the state.
+CREATE TABLE jobs (
+    id              TEXT PRIMARY KEY,
+    folder          TEXT NOT NULL,
+    provider        TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    claimed_by      TEXT,
+    lease_until     REAL,
+    next_attempt_at REAL,            -- NULL: nothing to do (finished, or failed and sunk)
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    remote_id       TEXT,
+    package_sha256  TEXT,
+    package_bytes   INTEGER,
+    failed_step     TEXT,
+    error_code      TEXT,
+    error_message   TEXT,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL
+);
+CREATE INDEX jobs_due ON jobs (next_attempt_at);
+
+-- One row per claimed source file.
+CREATE TABLE files (
+    id            TEXT PRIMARY KEY,
+    folder        TEXT NOT NULL,
+    source        BLOB NOT NULL,
+    state         TEXT NOT NULL,
+    dev           INTEGER NOT NULL,
+    ino           INTEGER NOT NULL,
+    size          INTEGER NOT NULL,
+    mtime_ns      INTEGER NOT NULL,
+    sha256        TEXT,
+    batch_id      TEXT REFERENCES jobs (id),
+    entry         TEXT,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    result        TEXT,
+    outputs       TEXT,
+    error_code    TEXT,
+    error_message TEXT,
+    retry_of      TEXT,
+    seen_at       REAL NOT NULL,
+    claimed_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL
+);
+CREATE INDEX files_by_state ON files (folder, state);
+CREATE INDEX files_by_batch ON files (batch_id);
+CREATE INDEX files_by_hash ON files (folder, sha256);
+
+-- Every transition, claim, attempt and publish, in order.
+CREATE TABLE events (
+    id         INTEGER PRIMARY KEY,
+    at         REAL NOT NULL,
+    node       TEXT NOT NULL,
+    job_id     TEXT,
+    file_id    TEXT,
+    kind       TEXT NOT NULL,
+    from_state TEXT,
+    to_state   TEXT,
+    detail     TEXT
+);
+CREATE INDEX events_by_job ON events (job_id);
+CREATE INDEX events_by_file ON events (file_id);
+
+-- What each running daemon is doing, for `folderseal status`.
+CREATE TABLE nodes (
+    node         TEXT PRIMARY KEY,
+    pid          INTEGER NOT NULL,
+    started_at   REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    notes        TEXT NOT NULL
+);

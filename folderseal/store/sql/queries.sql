@@ -1,0 +1,153 @@
+-- Every query the store runs, under "-- name:" headers; loaded once by store.py.
+-- Guarded writes name the state they expect and, for jobs, the lease: a write that
+-- matches zero rows is an error the caller must not ignore.
+
+-- name: get_meta
+SELECT value FROM meta WHERE key = :key;
+
+-- name: set_meta
+INSERT INTO meta (key, value) VALUES (:key, :value)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: insert_event
+INSERT INTO events (at, node, job_id, file_id, kind, from_state, to_state, detail)
+VALUES (:at, :node, :job_id, :file_id, :kind, :from_state, :to_state, :detail);
+
+-- name: insert_file
+INSERT INTO files (id, folder, source, state, dev, ino, size, mtime_ns, sha256,
+                   retry_of, seen_at, claimed_at, updated_at)
+VALUES (:id, :folder, :source, 'CLAIMED', :dev, :ino, :size, :mtime_ns, :sha256,
+        :retry_of, :seen_at, :claimed_at, :now);
+
+-- name: get_file
+SELECT * FROM files WHERE id = :id;
+
+-- name: files_in_state
+SELECT * FROM files WHERE folder = :folder AND state = :state ORDER BY claimed_at, id;
+
+-- name: files_of_job
+SELECT * FROM files WHERE batch_id = :batch_id ORDER BY entry;
+
+-- name: failed_files
+SELECT * FROM files WHERE state = 'FAILED' ORDER BY updated_at;
+
+-- name: count_in_flight
+SELECT count(*) FROM files
+WHERE folder = :folder AND state IN ('CLAIMED', 'BATCHED', 'READY', 'REJECTED', 'PUBLISHED');
+
+-- name: count_by_state
+SELECT folder, state, count(*) AS n FROM files GROUP BY folder, state;
+
+-- name: file_ids
+SELECT id FROM files WHERE folder = :folder;
+
+-- name: delivered_twin
+SELECT id, source FROM files
+WHERE folder = :folder AND sha256 = :sha256 AND state IN ('PUBLISHED', 'DONE') AND id != :id
+LIMIT 1;
+
+-- name: restamp_file
+UPDATE files SET size = :size, mtime_ns = :mtime_ns, sha256 = :sha256, claimed_at = :now,
+                 updated_at = :now
+WHERE id = :id AND state = 'CLAIMED';
+
+-- name: batch_file
+UPDATE files SET state = 'BATCHED', batch_id = :batch_id, entry = :entry, updated_at = :now
+WHERE id = :id AND state = 'CLAIMED';
+
+-- name: begin_attempt
+UPDATE files SET attempts = attempts + 1, updated_at = :now
+WHERE id = :id AND batch_id = :batch_id AND state = 'BATCHED'
+RETURNING attempts;
+
+-- name: set_file_state
+UPDATE files SET state = :to_state, updated_at = :now
+WHERE id = :id AND state = :from_state;
+
+-- name: set_file_result
+UPDATE files SET state = :to_state, result = :result, error_code = :error_code,
+                 error_message = :error_message, updated_at = :now
+WHERE id = :id AND state = :from_state;
+
+-- name: set_file_outputs
+UPDATE files SET outputs = :outputs, updated_at = :now
+WHERE id = :id AND state IN ('READY', 'REJECTED', 'CLAIMED', 'BATCHED');
+
+-- name: insert_job
+INSERT INTO jobs (id, folder, provider, state, next_attempt_at, created_at, updated_at)
+VALUES (:id, :folder, :provider, 'BATCHED', :now, :now, :now);
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = :id;
+
+-- name: jobs_not_finished
+SELECT * FROM jobs WHERE state NOT IN ('CLEANED', 'FAILED') OR next_attempt_at IS NOT NULL
+ORDER BY created_at;
+
+-- name: all_job_ids
+SELECT id FROM jobs;
+
+-- name: acquire_job
+UPDATE jobs SET claimed_by = :node, lease_until = :lease_until
+WHERE id = (
+    SELECT id FROM jobs
+    WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= :now
+      AND (claimed_by IS NULL OR lease_until <= :now)
+    ORDER BY next_attempt_at, created_at
+    LIMIT 1
+)
+RETURNING *;
+
+-- name: next_due
+SELECT min(next_attempt_at) FROM jobs
+WHERE next_attempt_at IS NOT NULL AND (claimed_by IS NULL OR lease_until <= :now);
+
+-- name: transition_job
+UPDATE jobs SET state = :to_state, attempts = 0, error_code = NULL, error_message = NULL,
+                remote_id = coalesce(:remote_id, remote_id), updated_at = :now
+WHERE id = :id AND state = :from_state AND claimed_by = :node AND lease_until > :now;
+
+-- name: set_package
+UPDATE jobs SET package_sha256 = :package_sha256, package_bytes = :package_bytes,
+                updated_at = :now
+WHERE id = :id AND state = 'BATCHED' AND claimed_by = :node AND lease_until > :now;
+
+-- name: fail_job
+UPDATE jobs SET state = 'FAILED', failed_step = :from_state, error_code = :error_code,
+                error_message = :error_message, updated_at = :now
+WHERE id = :id AND state = :from_state AND claimed_by = :node AND lease_until > :now;
+
+-- name: renew_lease
+UPDATE jobs SET lease_until = :lease_until
+WHERE id = :id AND claimed_by = :node AND lease_until > :now;
+
+-- name: release_job
+UPDATE jobs SET claimed_by = NULL, lease_until = NULL, next_attempt_at = :next_attempt_at,
+                updated_at = :now
+WHERE id = :id AND claimed_by = :node;
+
+-- name: postpone_job
+UPDATE jobs SET claimed_by = NULL, lease_until = NULL, next_attempt_at = :next_attempt_at,
+                attempts = :attempts, error_code = :error_code,
+                error_message = :error_message, updated_at = :now
+WHERE id = :id AND state = :state AND claimed_by = :node AND lease_until > :now;
+
+-- name: reopen_job
+UPDATE jobs SET state = :to_state, next_attempt_at = :now, attempts = 0, failed_step = NULL,
+                error_code = NULL, error_message = NULL, updated_at = :now
+WHERE id = :id AND state = 'FAILED' AND claimed_by IS NULL;
+
+-- name: release_node_leases
+UPDATE jobs SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = :node;
+
+-- name: job_transitions
+SELECT to_state, at FROM events WHERE job_id = :job_id AND kind = 'batch.state' ORDER BY id;
+
+-- name: heartbeat
+INSERT INTO nodes (node, pid, started_at, heartbeat_at, notes)
+VALUES (:node, :pid, :started_at, :now, :notes)
+ON CONFLICT (node) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at,
+    heartbeat_at = excluded.heartbeat_at, notes = excluded.notes;
+
+-- name: nodes
+SELECT * FROM nodes ORDER BY node;

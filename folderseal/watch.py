@@ -1,0 +1,129 @@
+"""Watching an inbox: inotify events where they can be trusted, polling elsewhere.
+
+Events are hints, never the truth: a scan of the folder at start and every
+``rescan_seconds`` (or ``poll_interval_seconds`` when polling) reconciles what is
+there. ``watch = "auto"`` uses events only on filesystems known to be local;
+inotify does not see what other hosts write to a share. When inotify runs out of
+watches the folder falls back to polling, and the mode chosen is logged.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers.inotify import InotifyObserver
+
+from folderseal import mounts
+
+# A hint: (folder name, absolute path) for a file, or (folder name, None) for "rescan".
+Hint = tuple[str, str | None]
+
+
+def choose_mode(setting: str, inbox: Path) -> tuple[str, str]:
+    """The watch mode for an inbox, and why."""
+    if setting != "auto":
+        return setting, f"watch = {setting!r} in the configuration"
+    mount = mounts.mount_of(inbox)
+    if mount.is_local:
+        return "events", f"{mount.fstype} is a local filesystem"
+    return "polling", f"{mount.fstype} at {mount.point} may be written by other hosts"
+
+
+class _Forwarder(FileSystemEventHandler):
+    def __init__(self, folder: str, hints: queue.SimpleQueue[Hint],
+                 wake: threading.Event) -> None:
+        self.folder = folder
+        self.hints = hints
+        self.wake = wake
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write", "deleted"):
+            return
+        if event.is_directory:
+            # A folder moved in brings files that raise no events of their own.
+            if event.event_type in ("created", "moved"):
+                self.hints.put((self.folder, None))
+                self.wake.set()
+            return
+        for path in (event.src_path, getattr(event, "dest_path", "")):
+            if path:
+                self.hints.put((self.folder, os.fsdecode(path)))
+        self.wake.set()
+
+
+class _OverflowListener(logging.Handler):
+    """watchdog reports a kernel queue overflow only in its log: turn it into a rescan."""
+
+    def __init__(self, hints: queue.SimpleQueue[Hint], wake: threading.Event) -> None:
+        super().__init__(logging.WARNING)
+        self.hints = hints
+        self.wake = wake
+        self.folders: dict[str, str] = {}   # inbox path → folder name
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            for folder in self.folders.values():
+                self.hints.put((folder, None))
+            self.wake.set()
+
+
+class Watcher:
+    """One inotify observer for one inbox; ``None`` observer means polling."""
+
+    def __init__(self, folder: str, inbox: Path, recursive: bool,
+                 hints: queue.SimpleQueue[Hint], wake: threading.Event) -> None:
+        self.folder = folder
+        self.inbox = inbox
+        self.recursive = recursive
+        self.hints = hints
+        self.wake = wake
+        self.observer: Any = None
+
+    def start_events(self) -> str | None:
+        """Start inotify; returns None, or why it could not (the caller then polls)."""
+        observer = InotifyObserver()
+        try:
+            observer.schedule(_Forwarder(self.folder, self.hints, self.wake), str(self.inbox),
+                              recursive=self.recursive)
+            observer.start()
+        except OSError as exc:
+            observer.stop()
+            if exc.errno in (errno.ENOSPC, errno.EMFILE):
+                return (f"inotify has run out of watches ({exc.strerror}); raise "
+                        "fs.inotify.max_user_watches to use events")
+            return f"inotify failed: {exc.strerror or exc}"
+        self.observer = observer
+        _listener(self.hints, self.wake).folders[str(self.inbox)] = self.folder
+        return None
+
+    @property
+    def alive(self) -> bool:
+        """False if the observer thread died (polling has no thread to die)."""
+        return self.observer is None or bool(self.observer.is_alive())
+
+    def stop(self) -> None:
+        if self.observer is not None:
+            observer, self.observer = self.observer, None
+            try:
+                observer.stop()
+                observer.join(timeout=5)
+            except Exception:  # noqa: BLE001 - a dead share may fail the teardown
+                pass
+
+
+_LISTENER: _OverflowListener | None = None
+
+
+def _listener(hints: queue.SimpleQueue[Hint], wake: threading.Event) -> _OverflowListener:
+    global _LISTENER
+    if _LISTENER is None or _LISTENER.hints is not hints:
+        _LISTENER = _OverflowListener(hints, wake)
+        logging.getLogger("watchdog").addHandler(_LISTENER)
+    return _LISTENER

@@ -1,0 +1,237 @@
+"""Bad input: each case gets a clear record, nothing is lost, and the daemon keeps running.
+
+Permission cases run the daemon as the unprivileged user ``nobody`` (tests run as root
+in CI, where file permissions do not bite).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import (
+    Daemon,
+    Layout,
+    check_sidecar,
+    error_records,
+    folderseal,
+    sha256,
+    sidecars,
+    wait_until,
+)
+from tests.pdfs import make_encrypted_pdf, make_pdf
+
+
+def _record(layout: Layout, source: str) -> dict:
+    for path in error_records(layout.errors):
+        data = json.loads(path.read_text())
+        if data["source"] == source:
+            return data
+    raise AssertionError(f"no error record for {source}")
+
+
+def _records(layout: Layout) -> dict[str, dict]:
+    return {json.loads(p.read_text())["source"]: json.loads(p.read_text())
+            for p in error_records(layout.errors)}
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[Layout, Daemon]]:
+    layout = Layout(tmp_path, folder={"stuck_after_seconds": 4.0})
+    layout.write()
+    daemon = Daemon(layout).started()
+    yield layout, daemon
+    assert daemon.stop() == 0, "the daemon did not keep running, or did not stop cleanly"
+
+
+def test_broken_inputs_go_to_errors_with_reasons(running: tuple[Layout, Daemon]) -> None:
+    """Empty files, encrypted PDFs, non-PDFs named .pdf, truncated PDFs and symlinks each go
+    to errors with a record naming the reason; a good file beside them is still sealed."""
+    layout, _daemon = running
+    outside = layout.root / "secret.txt"
+    outside.write_text("not for sealing")
+    (layout.inbox / "empty.txt").write_bytes(b"")
+    make_encrypted_pdf(layout.inbox / "locked.pdf")
+    (layout.inbox / "fake.pdf").write_bytes(b"this is a text file\n%%EOF\n")
+    good = make_pdf(None, text="good")
+    (layout.inbox / "truncated.pdf").write_bytes(good[: len(good) // 2] + b"\n%%EOF\n")
+    (layout.inbox / "link.pdf").symlink_to(outside)
+    (layout.inbox / "good.pdf").write_bytes(good)
+    wanted = {"empty.txt": "empty", "locked.pdf": "encrypted_pdf", "fake.pdf": "not_a_pdf",
+              "truncated.pdf": "broken_pdf", "link.pdf": "not_regular"}
+    wait_until(lambda: set(_records(layout)) >= set(wanted), timeout=30, what="error records")
+    records = _records(layout)
+    for source, code in wanted.items():
+        assert records[source]["status"] == "failed"
+        assert records[source]["error"]["code"] == code, records[source]
+        assert records[source]["error"]["message"]
+        assert os.path.lexists(layout.errors / source), f"{source} is not kept in errors"
+    assert (layout.errors / "link.pdf").is_symlink(), "the link itself is kept, not followed"
+    assert outside.read_text() == "not for sealing"
+    wait_until(lambda: (layout.outbox / "good.pdf.json").exists(), what="good.pdf sealed")
+    check_sidecar(layout.outbox / "good.pdf.json", layout)
+    assert not list(layout.outbox.glob("secret*"))
+
+
+def test_odd_names_are_sealed_and_recorded_readably(running: tuple[Layout, Daemon]) -> None:
+    """Names with a newline or invalid UTF-8 bytes are sealed under the same name; the
+    sidecar shows the invalid bytes as \\x escapes."""
+    layout, _daemon = running
+    newline = "two\nlines.txt"
+    (layout.inbox / newline).write_text("newline")
+    raw = os.path.join(os.fsencode(layout.inbox), b"caf\xe9.txt")
+    with open(raw, "wb") as handle:
+        handle.write(b"latin-1 name")
+    wait_until(lambda: len(sidecars(layout.outbox)) == 2, what="two sidecars")
+    assert (layout.outbox / newline).read_text() == "newline"
+    assert os.path.exists(os.path.join(os.fsencode(layout.outbox), b"caf\xe9.txt"))
+    sources = sorted(json.loads(p.read_text())["source"] for p in sidecars(layout.outbox))
+    assert sources == ["caf\\xe9.txt", "two\nlines.txt"]
+
+
+def test_files_deleted_or_replaced_while_settling(running: tuple[Layout, Daemon]) -> None:
+    """A file deleted before it settles leaves no trace; one replaced while settling is
+    sealed with its final content."""
+    layout, daemon = running
+    doomed = layout.inbox / "doomed.txt"
+    doomed.write_text("gone soon")
+    doomed.unlink()
+    target = layout.inbox / "replaced.txt"
+    target.write_text("first version")
+    time.sleep(0.1)
+    newer = layout.inbox / ".replaced.tmp"
+    newer.write_text("second version, written elsewhere and renamed over")
+    newer.rename(target)
+    wait_until(lambda: (layout.outbox / "replaced.txt.json").exists(), what="replaced sealed")
+    assert (layout.outbox / "replaced.txt").read_text().startswith("second version")
+    time.sleep(1)
+    assert not (layout.outbox / "doomed.txt").exists()
+    assert error_records(layout.errors) == []
+    assert daemon.process.poll() is None
+
+
+def test_a_name_the_outbox_refuses_fails_that_file_alone(running: tuple[Layout, Daemon]) -> None:
+    """A name whose sidecar name would be too long for the filesystem fails with a clear
+    record (under a shortened name in errors); the other files are sealed."""
+    layout, _daemon = running
+    long_name = "n" * 249 + ".txt"           # 253 bytes: fits; its sidecar name does not
+    (layout.inbox / long_name).write_text("long")
+    (layout.inbox / "short.txt").write_text("short")
+    wait_until(lambda: error_records(layout.errors), what="error record")
+    record = json.loads(error_records(layout.errors)[0].read_text())
+    assert record["source"] == long_name
+    assert record["error"]["code"] == "name_refused"
+    assert "name" in record["error"]["message"]
+    kept = layout.errors / record["error"]["original"]
+    assert kept.read_text() == "long"
+    assert not (layout.outbox / long_name).exists(), "a partial group was left published"
+    wait_until(lambda: (layout.outbox / "short.txt.json").exists(), what="short.txt sealed")
+
+
+# -- as an unprivileged user --------------------------------------------------------------
+
+@pytest.fixture
+def unprivileged_root() -> Iterator[Path]:
+    """A folder tree the user nobody can work in (pytest's tmp_path is root-only)."""
+    root = Path(tempfile.mkdtemp(prefix="folderseal-nobody-", dir="/tmp"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwX", str(root)], check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _give_to_nobody(layout: Layout) -> None:
+    layout.write()
+    subprocess.run(["chown", "-R", "nobody:nogroup", str(layout.root)], check=True)
+
+
+def test_unreadable_file_waits_then_goes_to_errors(unprivileged_root: Path) -> None:
+    """A file the daemon may not read is not taken; status says why; after
+    stuck_after_seconds it goes to errors with that reason, and the daemon keeps running."""
+    layout = Layout(unprivileged_root, folder={"stuck_after_seconds": 10.0})
+    _give_to_nobody(layout)
+    daemon = Daemon(layout, user="nobody").started()
+    locked = layout.inbox / "locked.txt"
+    locked.write_text("root only")
+    locked.chmod(0o600)                      # owned by root: nobody cannot read it
+    (layout.inbox / "open.txt").write_text("anyone")
+    os.chmod(layout.inbox / "open.txt", 0o644)
+    wait_until(lambda: (layout.outbox / "open.txt.json").exists(), what="open.txt sealed")
+
+    def status_says_why() -> bool:
+        out = folderseal("status", "--json", "-c", str(layout.config), user="nobody")
+        waiting = json.loads(out.stdout)["folders"]["scans"]["waiting"]
+        return any(w["source"] == "locked.txt" and "may not read" in w["why"] for w in waiting)
+
+    wait_until(status_says_why, timeout=15, what="status to show the unreadable file")
+    wait_until(lambda: error_records(layout.errors), timeout=20, what="the stuck record")
+    record = _record(layout, "locked.txt")
+    assert record["error"]["code"] == "stuck"
+    assert "may not read" in record["error"]["message"]
+    assert (layout.errors / "locked.txt").exists()
+    assert daemon.stop() == 0
+
+
+def test_read_only_outbox_makes_work_wait_and_resume(unprivileged_root: Path) -> None:
+    """With the outbox read-only nothing is published or deleted: files wait in the work
+    folder, status shows the reason; once writable again everything is delivered."""
+    layout = Layout(unprivileged_root)
+    _give_to_nobody(layout)
+    layout.outbox.chmod(0o555)
+    daemon = Daemon(layout, user="nobody").started()
+    data = make_pdf(None, text="waiting")
+    (layout.inbox / "wait.pdf").write_bytes(data)
+    os.chown(layout.inbox / "wait.pdf", 65534, 65534)
+    daemon.wait_for_event("batch.postponed", timeout=30)
+    kept = [p for p in (layout.work / "batches").rglob("*.pdf")]
+    assert len(kept) == 1 and sha256(kept[0]) == __import__("hashlib").sha256(data).hexdigest()
+    out = folderseal("status", "--json", "-c", str(layout.config), user="nobody")
+    batches = json.loads(out.stdout)["folders"]["scans"]["batches"]
+    assert batches and "outbox" in (batches[0]["last_error"] or "")
+    assert list(layout.outbox.iterdir()) == []
+    layout.outbox.chmod(0o755)
+    wait_until(lambda: (layout.outbox / "wait.pdf.json").exists(), timeout=30,
+               what="delivery after the outbox became writable")
+    check_sidecar(layout.outbox / "wait.pdf.json", layout)
+    assert daemon.stop() == 0
+
+
+def test_full_outbox_makes_work_wait_and_resume(tmp_path: Path) -> None:
+    """With the outbox full (ENOSPC) files wait and nothing is lost; freeing space resumes."""
+    layout = Layout(tmp_path, folder={"min_free_bytes": 0})
+    layout.write()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(layout.outbox)],
+                   check=True)
+    try:
+        filler = layout.outbox / ".filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:
+            pass  # full
+        finally:
+            os.close(fd)
+        daemon = Daemon(layout).started()
+        data = os.urandom(50_000)
+        (layout.inbox / "big.bin").write_bytes(data)
+        daemon.wait_for_event("batch.postponed", timeout=30)
+        assert [p.name for p in (layout.work / "batches").rglob("*") if p.is_file()] != []
+        assert not (layout.outbox / "big.bin").exists()
+        filler.unlink()
+        wait_until(lambda: (layout.outbox / "big.bin.json").exists(), timeout=40,
+                   what="delivery after space was freed")
+        assert (layout.outbox / "big.bin").read_bytes() == data
+        assert daemon.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(layout.outbox)], check=False)

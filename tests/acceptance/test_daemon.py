@@ -1,0 +1,77 @@
+"""The real `folderseal run` in a subprocess: files dropped, results checked, SIGTERM sent."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from tests.helpers import Daemon, Layout, check_sidecar, error_records, sha256, sidecars, wait_until
+from tests.pdfs import make_pdf
+
+
+def _write_slowly(path: Path, data: bytes, pieces: int = 6, pause: float = 0.1) -> None:
+    step = max(1, len(data) // pieces)
+    with path.open("wb") as handle:
+        for start in range(0, len(data), step):
+            handle.write(data[start:start + step])
+            handle.flush()
+            time.sleep(pause)
+
+
+def _drop_fifty(inbox: Path) -> dict[str, str]:
+    """50 mixed files: PDFs and others, unicode names, one name in two subfolders, slow writers."""
+    expected: dict[str, str] = {}
+    slow: list[threading.Thread] = []
+    for i in range(50):
+        if i % 10 == 0:
+            folder = "a" if i % 20 == 0 else "b"
+            source = f"{folder}/Bericht {i // 20}.pdf"
+        elif i % 3 == 0:
+            source = f"Rechnung für März {i}.pdf"
+        elif i % 3 == 1:
+            source = f"scans/page-{i:02d}.PDF"
+        else:
+            source = f"daten/übersicht_{i}.csv" if i % 4 else f"photo-{i}.jpg"
+        data = (make_pdf(None, pages=1 + i % 3, text=f"document {i}")
+                if source.lower().endswith(".pdf") else bytes([i % 256]) * (1000 + 997 * i))
+        path = inbox / source
+        path.parent.mkdir(parents=True, exist_ok=True)
+        expected[source] = __import__("hashlib").sha256(data).hexdigest()
+        if i % 9 == 4:
+            slow.append(threading.Thread(target=_write_slowly, args=(path, data)))
+            slow[-1].start()
+        else:
+            path.write_bytes(data)
+    for thread in slow:
+        thread.join()
+    return expected
+
+
+def test_fifty_mixed_files_come_out_sealed_and_sigterm_exits_zero(tmp_path: Path) -> None:
+    """Fifty dropped files (PDFs, others, unicode, twins in subfolders, slow writers) all come
+    out sealed exactly once with valid signatures and matching sidecars; SIGTERM exits 0."""
+    layout = Layout(tmp_path)
+    layout.write()
+    daemon = Daemon(layout).started()
+    expected = _drop_fifty(layout.inbox)
+    assert "a/Bericht 0.pdf" in expected and "b/Bericht 0.pdf" in expected
+    wait_until(lambda: len(sidecars(layout.outbox)) >= 50, timeout=90, what="50 sidecars")
+    seen = {}
+    for sidecar in sidecars(layout.outbox):
+        data = check_sidecar(sidecar, layout)
+        assert data["source"] not in seen, f"{data['source']} delivered twice"
+        seen[data["source"]] = data["input"]["sha256"]
+        assert data["outputs"][0]["path"] == data["source"], "output not at the source's path"
+    assert seen == expected
+    assert error_records(layout.errors) == []
+    wait_until(lambda: not [p for p in layout.inbox.rglob("*") if p.is_file()
+                            and ".folderseal" not in p.parts], timeout=10, what="empty inbox")
+    started = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - started < 10
+    # Originals were removed only after delivery, and nothing is left in the work folder.
+    assert [p for p in (layout.work / "batches").rglob("*") if p.is_file()] == []
+    assert [p for p in (layout.work / "incoming").rglob("*") if p.is_file()] == []
+    twins = [layout.outbox / folder / "Bericht 0.pdf" for folder in ("a", "b")]
+    assert sha256(twins[0]) != sha256(twins[1])

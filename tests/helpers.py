@@ -1,0 +1,255 @@
+"""Shared test helpers: a demo layout, a daemon in a subprocess, and output checks.
+
+The checks use tools folderseal did not write: ``pdfsig`` (poppler) for PDFs and
+``openssl cms`` for detached signatures, plus the sidecar's own hashes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from folderseal.engine import make_trial_seal
+
+FAST = {
+    "settle_seconds": 0.3,
+    "batch_max_wait_seconds": 0.3,
+    "poll_interval_seconds": 0.5,
+    "rescan_seconds": 2.0,
+    "min_free_bytes": "1MB",
+}
+
+
+@dataclass
+class Layout:
+    """A folderseal installation in a temp folder: one folder "scans", a trial seal."""
+
+    root: Path
+    folder: dict[str, Any] = field(default_factory=dict)
+    provider: dict[str, Any] = field(default_factory=dict)
+    extra: str = ""
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def outbox(self) -> Path:
+        return self.root / "outbox"
+
+    @property
+    def errors(self) -> Path:
+        return self.root / "errors"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def work(self) -> Path:
+        return self.inbox / ".folderseal" / "work"
+
+    def write(self) -> Path:
+        for sub in ("inbox", "outbox", "errors", "state"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        if not (self.root / "seal" / "seal.p12").exists():
+            make_trial_seal(self.root / "seal")
+        provider = {"kind": "local", "certificate": "seal/seal.p12",
+                    "password_file": "seal/seal.pass", "workers": 2, **self.provider}
+        folder = {"inbox": "inbox", "outbox": "outbox", "errors": "errors",
+                  "provider": "local", **FAST, **self.folder}
+        lines = ['state_dir = "state"', 'node = "test-node"', "", "[log]",
+                 'format = "json"', 'level = "debug"', "", "[providers.local]"]
+        lines += [f"{k} = {_toml(v)}" for k, v in provider.items()]
+        lines += ["", "[folders.scans]"]
+        lines += [f"{k} = {_toml(v)}" for k, v in folder.items()]
+        self.config.write_text("\n".join(lines) + "\n" + self.extra, encoding="utf-8")
+        return self.config
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value)
+
+
+def _as_user(user: str | None, command: list[str]) -> list[str]:
+    """Run ``command`` as ``user`` (with that user's primary group and no others)."""
+    if not user:
+        return command
+    entry = pwd.getpwnam(user)
+    if command[0] == sys.executable:
+        command = [unprivileged_python(user), *command[1:]]
+    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups",
+            *command]
+
+
+@functools.cache
+def unprivileged_python(user: str) -> str:
+    """An interpreter ``user`` can run, with this venv's packages.
+
+    The venv's python may live where other users cannot look (pyenv under /root, mode
+    0700): the daemon's signing workers are started by path and would fail. Then a
+    throwaway venv of the system's python of the same version, seeing this venv's
+    site-packages and the repository through a .pth file, stands in.
+    """
+    probe = [sys.executable, "-c", "import multiprocessing as m; p = m.get_context('spawn')"
+             ".Process(target=print); p.start(); p.join(); raise SystemExit(p.exitcode)"]
+    if subprocess.run(_as_user_raw(user, probe), capture_output=True).returncode == 0:
+        return sys.executable
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
+        if os.access(candidate, os.X_OK):
+            break
+    else:
+        raise AssertionError(f"no {version} that {user} may run; install one system-wide")
+    venv = Path(tempfile.gettempdir()) / f"folderseal-{user}-python"
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([candidate, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    here = [p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix)]
+    (site / "folderseal-tests.pth").write_text(
+        "\n".join([*here, str(Path(__file__).resolve().parent.parent)]) + "\n")
+    return str(venv / "bin" / "python")
+
+
+def _as_user_raw(user: str, command: list[str]) -> list[str]:
+    entry = pwd.getpwnam(user)
+    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups",
+            *command]
+
+
+def folderseal(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+               user: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real command line in a subprocess."""
+    command = _as_user(user, [sys.executable, "-m", "folderseal", *args])
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+class Daemon:
+    """``folderseal run`` in a subprocess, its JSON log in a file."""
+
+    def __init__(self, layout: Layout, env: dict[str, str] | None = None,
+                 user: str | None = None) -> None:
+        self.layout = layout
+        self.log_path = layout.root / f"daemon-{time.time_ns()}.log"
+        command = _as_user(user, [sys.executable, "-m", "folderseal", "run", "-c",
+                                  str(layout.config)])
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, **(env or {})})
+
+    def events(self) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+        return found
+
+    def wait_for_event(self, name: str, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events():
+                if event.get("event") == name:
+                    return event
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {name} event; log:\n{self.log_path.read_text()[-4000:]}")
+
+    def started(self) -> Daemon:
+        self.wait_for_event("daemon.started", timeout=60)
+        return self
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+        self._log.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def sidecars(outbox: Path) -> list[Path]:
+    return sorted(p for p in outbox.rglob("*.json") if not p.name.startswith("."))
+
+
+def error_records(errors: Path) -> list[Path]:
+    return sorted(errors.rglob("*.error.json"))
+
+
+def check_pdf(path: Path) -> None:
+    """pdfsig (poppler) must call the signature valid and covering the whole file."""
+    out = subprocess.run(["pdfsig", str(path)], capture_output=True, text=True)
+    assert "Signature is Valid" in out.stdout, out.stdout + out.stderr
+    assert "Total document signed" in out.stdout, out.stdout
+
+
+def check_detached(content: Path, signature: Path) -> None:
+    """openssl must verify the DER CMS signature and show the CAdES attribute."""
+    verify = subprocess.run(["openssl", "cms", "-verify", "-binary", "-inform", "DER",
+                             "-noverify", "-in", str(signature), "-content", str(content),
+                             "-out", "/dev/null"], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stderr
+    dump = subprocess.run(["openssl", "cms", "-cmsout", "-print", "-inform", "DER", "-in",
+                           str(signature)], capture_output=True, text=True)
+    assert "signingCertificateV2" in dump.stdout
+
+
+def check_sidecar(sidecar: Path, layout: Layout) -> dict[str, Any]:
+    """Every output the sidecar lists exists with its hash and a valid signature."""
+    data = json.loads(sidecar.read_text())
+    assert data["schema"] == "folderseal.sidecar/1" and data["status"] == "signed"
+    roles = {}
+    for output in data["outputs"]:
+        path = sidecar.with_name(Path(output["path"]).name)
+        assert path.exists(), f"{path} listed in {sidecar} is missing"
+        assert sha256(path) == output["sha256"], f"{path} does not match its sidecar"
+        assert path.stat().st_size == output["bytes"]
+        roles[output["role"]] = path
+    if "signed" in roles:
+        check_pdf(roles["signed"])
+    else:
+        assert data["input"]["sha256"] == sha256(roles["original"])
+        check_detached(roles["original"], roles["signature"])
+    return data

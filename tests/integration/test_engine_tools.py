@@ -1,0 +1,414 @@
+"""The engine's outputs checked by tools folderseal did not write: pdfsig, openssl, pyHanko."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign import fields, signers
+from pyhanko.sign.validation import validate_pdf_signature
+from pyhanko_certvalidator import ValidationContext
+
+from folderseal.engine import (
+    Seal,
+    TrialSeal,
+    pades,
+    sign_detached,
+    sign_pdf,
+    verify_detached,
+    verify_pdf,
+)
+from folderseal.errors import ConfigError, FileRejected, TransientError
+from tests.engine_fixtures import seal, trial_seal, tsa_url  # noqa: F401 - pytest fixtures
+from tests.pdfs import make_big_pdf, make_encrypted_pdf, make_pdf
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("pdfsig") is None or shutil.which("openssl") is None,
+    reason="needs pdfsig (poppler-utils) and openssl; run `make system-deps`",
+)
+
+
+def _sign_pdf_file(seal: Seal, src: Path, dst: Path, **kwargs: str) -> None:  # noqa: F811
+    with src.open("rb") as fin, dst.open("w+b") as fout:
+        sign_pdf(seal, fin, fout, **kwargs)
+
+
+def _pdfsig(path: Path) -> str:
+    done = subprocess.run(["pdfsig", str(path)], capture_output=True, text=True, check=False)
+    return done.stdout + done.stderr
+
+
+def _openssl_verify(content: Path, p7s: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "openssl", "cms", "-verify", "-binary", "-inform", "DER", "-noverify",
+            "-in", str(p7s), "-content", str(content), "-out", os.devnull,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+
+
+def _openssl_print(p7s: Path) -> str:
+    done = subprocess.run(
+        ["openssl", "cms", "-cmsout", "-print", "-inform", "DER", "-in", str(p7s)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+def _byte_range(signed: bytes) -> list[int]:
+    found = re.findall(rb"/ByteRange\s*\[\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*\]", signed)
+    return [int(x) for x in found[-1]]
+
+
+def _last_status(path: Path) -> object:
+    with path.open("rb") as stream:
+        embedded = PdfFileReader(stream, strict=False).embedded_regular_signatures[-1]
+        context = ValidationContext(trust_roots=[], allow_fetching=False)
+        return validate_pdf_signature(embedded, context, skip_diff=True)
+
+
+# --- PAdES ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pages", [1, 3])
+def test_signed_pdf_is_valid_for_pdfsig(seal: Seal, tmp_path: Path, pages: int) -> None:  # noqa: F811
+    """A signed PDF is a valid, whole-document PAdES signature for poppler and for verify_pdf."""
+    src, dst = tmp_path / "in.pdf", tmp_path / "out.pdf"
+    original = make_pdf(src, pages=pages)
+    _sign_pdf_file(seal, src, dst)
+    signed = dst.read_bytes()
+    assert signed.startswith(original)
+    report = _pdfsig(dst)
+    assert "Signature is Valid" in report, report
+    assert "Total document signed" in report, report
+    assert "ETSI.CAdES.detached" in report, report
+    assert "Signature Field Name: Seal" in report, report
+    verdict = verify_pdf(dst)
+    assert verdict.ok, verdict.detail
+    assert "covers the whole file" in verdict.detail
+    assert "CN=folderseal trial seal - NOT QUALIFIED" in verdict.detail
+
+
+_HWM_PROBE = """
+from pathlib import Path
+
+def hwm_kib():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise SystemExit("no VmHWM in /proc/self/status")
+"""
+
+
+def _run_probe(body: str, *args: str) -> str:
+    """Run ``body`` in a fresh interpreter (clean peak RSS) from the repository root."""
+    done = subprocess.run(
+        [sys.executable, "-c", _HWM_PROBE + textwrap.dedent(body), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    return done.stdout
+
+
+def test_large_pdf_is_streamed(trial_seal: TrialSeal, tmp_path: Path) -> None:  # noqa: F811
+    """Signing a 200 MB PDF grows peak RSS by less than 60 MB and pdfsig finds it valid."""
+    src, dst = tmp_path / "big.pdf", tmp_path / "big-signed.pdf"
+    make_big_pdf(src, payload_mib=200)
+    growth_kib = _run_probe(
+        """
+        import io, sys
+        from folderseal.engine import Seal, sign_pdf
+        from tests.pdfs import make_pdf
+
+        p12, password, src, dst = sys.argv[1:5]
+        seal = Seal.from_pkcs12(Path(p12), Path(password).read_bytes().strip())
+        sign_pdf(seal, io.BytesIO(make_pdf(None)), io.BytesIO())  # warm-up
+        before = hwm_kib()
+        with open(src, "rb") as fin, open(dst, "w+b") as fout:
+            sign_pdf(seal, fin, fout)
+        print(hwm_kib() - before)
+        """,
+        str(trial_seal.pkcs12_path), str(trial_seal.password_path), str(src), str(dst),
+    )  # fmt: skip
+    assert int(growth_kib) < 60 * 1024, f"peak RSS grew by {int(growth_kib) // 1024} MiB"
+    assert dst.stat().st_size > src.stat().st_size
+    report = _pdfsig(dst)
+    assert "Signature is Valid" in report and "Total document signed" in report, report
+
+
+def test_reservation_fits_without_a_dry_run(seal: Seal, tmp_path: Path) -> None:  # noqa: F811
+    """The computed reservation is what ends up in the PDF: pyHanko's estimate was not needed."""
+    src, dst = tmp_path / "in.pdf", tmp_path / "out.pdf"
+    make_pdf(src)
+    _sign_pdf_file(seal, src, dst)
+    start, first_len, second_start, _ = _byte_range(dst.read_bytes())
+    assert start == 0
+    hex_slots = second_start - first_len - 2  # minus the < and > delimiters
+    assert hex_slots == pades.reservation_for(seal, with_timestamp=False)
+
+
+def test_too_small_reservation_falls_back_to_measuring(
+    seal: Seal,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If the reservation were ever too small, sign_pdf still produces a valid PDF."""
+    monkeypatch.setattr(pades, "reservation_for", lambda *_a, **_k: 64)
+    src, dst = tmp_path / "in.pdf", tmp_path / "out.pdf"
+    original = make_pdf(src)
+    _sign_pdf_file(seal, src, dst)
+    signed = dst.read_bytes()
+    assert signed.startswith(original)
+    assert signed.count(b"/ByteRange") == 1  # the failed attempt left nothing behind
+    assert "Signature is Valid" in _pdfsig(dst)
+    assert verify_pdf(dst).ok
+
+
+def test_signed_pdf_can_be_sealed_again(seal: Seal, tmp_path: Path) -> None:  # noqa: F811
+    """Signing an already sealed PDF appends a second signature and keeps the first valid."""
+    src, once, twice = tmp_path / "in.pdf", tmp_path / "once.pdf", tmp_path / "twice.pdf"
+    make_pdf(src)
+    _sign_pdf_file(seal, src, once)
+    _sign_pdf_file(seal, once, twice)
+    assert twice.read_bytes().startswith(once.read_bytes())
+    report = _pdfsig(twice)
+    assert report.count("Signature is Valid") == 2, report
+    assert "Signature Field Name: Seal-2" in report, report
+    verdict = verify_pdf(twice)
+    assert verdict.ok and "2 signature(s)" in verdict.detail, verdict.detail
+
+
+def test_certified_pdf_forbidding_changes_is_unsignable(
+    seal: Seal,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A PDF whose certification signature forbids changes is rejected as unsignable_pdf."""
+    certified = tmp_path / "certified.pdf"
+    writer = IncrementalPdfFileWriter(io.BytesIO(make_pdf(None)), strict=False)
+    meta = signers.PdfSignatureMetadata(
+        field_name="Author",
+        certify=True,
+        docmdp_permissions=fields.MDPPerm.NO_CHANGES,
+    )
+    with certified.open("wb") as out:
+        signers.sign_pdf(writer, meta, signer=seal.signer, output=out)
+    with pytest.raises(FileRejected) as caught:
+        _sign_pdf_file(seal, certified, tmp_path / "out.pdf")
+    assert caught.value.code == "unsignable_pdf"
+    assert "forbids all changes" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "code"),
+    [
+        ("encrypted", make_encrypted_pdf(None), "encrypted_pdf"),
+        ("truncated", make_pdf(None, pages=2)[:300], "broken_pdf"),
+        ("garbage-after-header", b"%PDF-1.7\n" + b"\x00garbage" * 50, "broken_pdf"),
+        ("not-a-pdf", b"PK\x03\x04 this is a zip, not a PDF" * 10, "not_a_pdf"),
+        ("empty", b"", "not_a_pdf"),
+    ],
+)
+def test_bad_inputs_are_rejected_with_a_code(
+    seal: Seal,  # noqa: F811
+    tmp_path: Path,
+    name: str,
+    content: bytes,
+    code: str,
+) -> None:
+    """Encrypted, truncated and non-PDF inputs raise FileRejected with the matching code."""
+    src = tmp_path / f"{name}.pdf"
+    src.write_bytes(content)
+    with pytest.raises(FileRejected) as caught:
+        _sign_pdf_file(seal, src, tmp_path / "out.pdf")
+    assert caught.value.code == code, caught.value.message
+    if code == "encrypted_pdf":
+        assert "remove the password and drop it again" in caught.value.message
+
+
+def test_verify_pdf_rejects_tampering(seal: Seal, tmp_path: Path) -> None:  # noqa: F811
+    """verify_pdf says not ok when signed bytes change or bytes are appended after signing."""
+    src, dst = tmp_path / "in.pdf", tmp_path / "out.pdf"
+    make_pdf(src, text="pay 100 EUR")
+    _sign_pdf_file(seal, src, dst)
+    signed = dst.read_bytes()
+
+    tampered = tmp_path / "tampered.pdf"
+    tampered.write_bytes(signed.replace(b"pay 100 EUR", b"pay 900 EUR"))
+    verdict = verify_pdf(tampered)
+    assert not verdict.ok and "changed" in verdict.detail, verdict.detail
+    assert "Signature Validation: Digest Mismatch." in _pdfsig(tampered)
+
+    appended = tmp_path / "appended.pdf"
+    appended.write_bytes(signed + b"\n% appended after signing\n")
+    verdict = verify_pdf(appended)
+    assert not verdict.ok and "whole file" in verdict.detail, verdict.detail
+
+    assert not verify_pdf(src).ok  # unsigned
+
+
+def test_pdf_with_timestamp_is_pades_b_t(seal: Seal, tmp_path: Path, tsa_url: str) -> None:  # noqa: F811
+    """With a TSA URL the PDF signature carries a valid signature time-stamp, and pdfsig agrees."""
+    src, dst = tmp_path / "in.pdf", tmp_path / "out.pdf"
+    original = make_pdf(src)
+    _sign_pdf_file(seal, src, dst, timestamp_url=tsa_url)
+    assert dst.read_bytes().startswith(original)
+    status = _last_status(dst)
+    timestamp = getattr(status, "timestamp_validity", None)
+    assert timestamp is not None
+    assert timestamp.intact and timestamp.valid
+    report = _pdfsig(dst)
+    assert "Signature is Valid" in report and "Total document signed" in report, report
+    verdict = verify_pdf(dst)
+    assert verdict.ok and "time-stamped" in verdict.detail, verdict.detail
+    _, first_len, second_start, _ = _byte_range(dst.read_bytes())
+    assert second_start - first_len - 2 == pades.reservation_for(seal, with_timestamp=True)
+
+
+def test_unreachable_tsa_is_transient(seal: Seal, tmp_path: Path) -> None:  # noqa: F811
+    """A time-stamp server that does not answer gives TransientError, not a rejected file."""
+    src = tmp_path / "in.pdf"
+    make_pdf(src)
+    dead = "http://127.0.0.1:9/tsa?token=s3cret"  # port 9 (discard): nothing listens
+    with pytest.raises(TransientError) as caught:
+        _sign_pdf_file(seal, src, tmp_path / "out.pdf", timestamp_url=dead)
+    assert "s3cret" not in str(caught.value)
+    with src.open("rb") as fin, pytest.raises(TransientError):
+        sign_detached(seal, fin, timestamp_url=dead)
+
+
+def test_bad_tsa_url_is_a_config_error(seal: Seal, tmp_path: Path) -> None:  # noqa: F811
+    """A time-stamp URL that is not http(s) is a configuration error, not the file's fault."""
+    src = tmp_path / "in.pdf"
+    make_pdf(src)
+    with pytest.raises(ConfigError, match="http"):
+        _sign_pdf_file(seal, src, tmp_path / "out.pdf", timestamp_url="ftp://tsa.example/")
+
+
+# --- CAdES detached ---------------------------------------------------------------------
+
+
+def _detached(seal: Seal, content: Path, **kwargs: str) -> Path:  # noqa: F811
+    with content.open("rb") as stream:
+        signature = sign_detached(seal, stream, **kwargs)
+    assert signature.content_sha256 == hashlib.sha256(content.read_bytes()).hexdigest()
+    p7s = content.with_name(content.name + ".p7s")
+    p7s.write_bytes(signature.der)
+    return p7s
+
+
+def test_detached_signature_verifies_with_openssl(seal: Seal, tmp_path: Path) -> None:  # noqa: F811
+    """A detached signature verifies with openssl cms and carries signing-certificate-v2."""
+    content = tmp_path / "invoice.xml"
+    content.write_bytes(os.urandom(100 * 1024))
+    p7s = _detached(seal, content)
+    done = _openssl_verify(content, p7s)
+    assert done.returncode == 0, done.stderr
+    printed = _openssl_print(p7s)
+    assert "id-smime-aa-signingCertificateV2" in printed
+    assert "signingTime" in printed
+    assert "eContent: <ABSENT>" in printed  # detached: no encapsulated content
+    verdict = verify_detached(content, p7s)
+    assert verdict.ok, verdict.detail
+    assert verdict.detail.startswith("CAdES detached signature valid")
+
+
+def test_tampered_content_fails_openssl_and_verify(seal: Seal, tmp_path: Path) -> None:  # noqa: F811
+    """Changing one byte of the content makes both openssl and verify_detached refuse it."""
+    content = tmp_path / "data.bin"
+    content.write_bytes(b"A" * 5000)
+    p7s = _detached(seal, content)
+    content.write_bytes(b"A" * 4999 + b"B")
+    done = _openssl_verify(content, p7s)
+    assert done.returncode != 0
+    verdict = verify_detached(content, p7s)
+    assert not verdict.ok and "content changed" in verdict.detail, verdict.detail
+
+
+def test_plain_pkcs7_is_not_cades(seal: Seal, tmp_path: Path) -> None:  # noqa: F811
+    """A valid detached PKCS#7 without signing-certificate-v2 is not accepted as CAdES."""
+    content = tmp_path / "data.bin"
+    content.write_bytes(b"plain pkcs7 content")
+    cert = x509.load_der_x509_certificate(seal.certificate.dump())
+    key = seal.private_key
+    assert not isinstance(key, type(None))
+    der = (
+        pkcs7.PKCS7SignatureBuilder()
+        .set_data(content.read_bytes())
+        .add_signer(cert, key, hashes.SHA256())  # type: ignore[arg-type]
+        .sign(
+            serialization.Encoding.DER,
+            [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary],
+        )
+    )
+    p7s = tmp_path / "data.bin.p7s"
+    p7s.write_bytes(der)
+    assert _openssl_verify(content, p7s).returncode == 0  # a valid CMS signature...
+    verdict = verify_detached(content, p7s)  # ...but not a CAdES one
+    assert not verdict.ok and "signing-certificate-v2" in verdict.detail, verdict.detail
+
+
+def test_detached_with_timestamp_is_cades_b_t(
+    seal: Seal,  # noqa: F811
+    tmp_path: Path,
+    tsa_url: str,  # noqa: F811
+) -> None:
+    """With a TSA URL the detached signature carries a signature time-stamp token."""
+    content = tmp_path / "report.csv"
+    content.write_bytes(b"a,b,c\n" * 1000)
+    p7s = _detached(seal, content, timestamp_url=tsa_url)
+    printed = _openssl_print(p7s)
+    assert "id-smime-aa-timeStampToken" in printed
+    assert "id-smime-aa-signingCertificateV2" in printed
+    done = _openssl_verify(content, p7s)
+    assert done.returncode == 0, done.stderr
+    verdict = verify_detached(content, p7s)
+    assert verdict.ok and "time-stamped" in verdict.detail, verdict.detail
+
+
+def test_detached_memory_stays_flat_for_300_mb(trial_seal: TrialSeal, tmp_path: Path) -> None:  # noqa: F811
+    """Signing a 300 MB file grows peak RSS by less than 60 MB: the content is streamed."""
+    big = tmp_path / "big.bin"
+    with big.open("wb") as out:  # sparse: no disk space used, reads return zeros
+        out.truncate(300 * 1024 * 1024)
+    output = _run_probe(
+        """
+        import io, sys
+        from folderseal.engine import Seal, sign_detached
+
+        p12, password, big = sys.argv[1:4]
+        seal = Seal.from_pkcs12(Path(p12), Path(password).read_bytes().strip())
+        sign_detached(seal, io.BytesIO(b"warm-up"))  # imports and caches before measuring
+        before = hwm_kib()
+        with open(big, "rb") as stream:
+            result = sign_detached(seal, stream)
+        print(hwm_kib() - before, result.content_sha256)
+        """,
+        str(trial_seal.pkcs12_path), str(trial_seal.password_path), str(big),
+    )  # fmt: skip
+    growth_kib, digest = output.split()
+    zeros = hashlib.sha256()
+    chunk = bytes(1024 * 1024)
+    for _ in range(300):
+        zeros.update(chunk)
+    assert digest == zeros.hexdigest()
+    assert int(growth_kib) < 60 * 1024, f"peak RSS grew by {int(growth_kib) // 1024} MiB"

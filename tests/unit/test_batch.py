@@ -1,0 +1,307 @@
+"""Tests for folderseal.batch: entry names, batch limits, the flat ZIP and moving into a batch."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from folderseal.batch import (
+    MAX_ENTRY_NAME,
+    Limits,
+    build_package,
+    entry_name,
+    move_into_batch,
+    next_batch,
+    package_matches,
+    safe_name,
+)
+from folderseal.model import FileRecord, FileState
+from folderseal.workdir import WorkFolder
+
+ASCII_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def record(id: str = "f1", source: str = "scan.pdf", size: int = 10, claimed_at: float = 0.0,
+           entry: str | None = None) -> FileRecord:
+    return FileRecord(
+        id=id, folder="scans", source=source, state=FileState.CLAIMED, dev=1, ino=2, size=size,
+        mtime_ns=3, sha256=None, batch_id=None, entry=entry, attempts=0, result=None,
+        outputs=(), error_code=None, error_message=None, retry_of=None, seen_at=claimed_at,
+        claimed_at=claimed_at,
+    )
+
+
+# -- names ---------------------------------------------------------------------------------
+
+def test_safe_name_folds_accents_to_ascii() -> None:
+    """"Rechnung für März.pdf" becomes "Rechnung_fur_Marz.pdf"."""
+    assert safe_name("Rechnung für März.pdf") == "Rechnung_fur_Marz.pdf"
+
+
+def test_entry_name_has_a_unique_index_prefix() -> None:
+    """The 7th file of "2026/11/Rechnung für März.pdf" is 0007_Rechnung_fur_Marz.pdf."""
+    assert entry_name(7, "2026/11/Rechnung für März.pdf") == "0007_Rechnung_fur_Marz.pdf"
+
+
+def test_entry_names_are_unique_for_equal_names_in_two_folders() -> None:
+    """Two subfolders holding the same name still give distinct, flat entry names."""
+    names = [entry_name(i, s) for i, s in enumerate(["a/scan.pdf", "b/scan.pdf", "scan.pdf"])]
+    assert len(set(names)) == 3
+    assert all("/" not in n for n in names)
+
+
+@pytest.mark.parametrize("name", [
+    "Rechnung für März.pdf", "a b\tc.pdf", "what?*<>|:\".pdf", "Œuvre ½ ﬁnal.pdf",
+    "line\nbreak.pdf", "caf\udce9.pdf", "back\\slash.pdf", "..", "", "-x-.pdf",
+])
+def test_safe_name_is_ascii_safe(name: str) -> None:
+    """Whatever the input, the result holds only letters, digits, '.', '_' and '-'."""
+    result = safe_name(name)
+    assert ASCII_SAFE.match(result), result
+    assert not result.startswith(".")
+    assert result.isascii()
+
+
+def test_safe_name_of_invalid_utf8_name() -> None:
+    """A name with undecodable bytes (surrogateescape) keeps its readable part and extension."""
+    assert safe_name("caf\udce9.pdf") == "caf_.pdf"
+
+
+def test_safe_name_replaces_newlines() -> None:
+    """A newline in a name does not survive into the entry name."""
+    assert safe_name("two\nlines.pdf") == "two_lines.pdf"
+
+
+@pytest.mark.parametrize("name", ["日本語.pdf", "Счёт.pdf", "€.pdf"])
+def test_safe_name_keeps_the_extension_of_a_name_with_no_ascii_stem(name: str) -> None:
+    """A name whose stem has no ASCII letters still keeps its extension (.pdf → PAdES)."""
+    result = safe_name(name)
+    assert result.endswith(".pdf"), result
+    assert ASCII_SAFE.match(result)
+
+
+def test_long_names_are_truncated_keeping_the_extension() -> None:
+    """A 300-character name is cut to the limit and keeps ".pdf"."""
+    result = safe_name("x" * 300 + ".pdf")
+    assert len(result) == MAX_ENTRY_NAME
+    assert result.endswith(".pdf")
+    assert len(safe_name("y" * 300 + ".pdf", limit=40)) == 40
+
+
+def test_long_entry_names_stay_short() -> None:
+    """An entry name for a very long source fits a 255-byte file name."""
+    name = entry_name(12, "deep/" + "ä" * 400 + ".pdf")
+    assert name.startswith("0012_") and name.endswith(".pdf")
+    assert len(name.encode()) <= 255
+
+
+def test_empty_result_becomes_file() -> None:
+    """A name with nothing usable in it becomes "file"."""
+    assert safe_name("????") == "file"
+
+
+# -- next_batch ------------------------------------------------------------------------------
+
+def test_next_batch_of_nothing_is_empty() -> None:
+    """No claimed files, no batch."""
+    assert next_batch([], Limits(10, 1000, 5.0), now=100.0) == []
+
+
+def test_next_batch_is_full_by_count() -> None:
+    """With max_files=2 and three files, the batch is the first two, at once."""
+    claimed = [record(f"f{i}", claimed_at=100.0) for i in range(3)]
+    assert [r.id for r in next_batch(claimed, Limits(2, 10_000, 60.0), now=100.0)] == [
+        "f0", "f1"]
+
+
+def test_next_batch_is_full_by_bytes() -> None:
+    """Files are taken while they fit in max_bytes; the next one would overflow it."""
+    claimed = [record(f"f{i}", size=40, claimed_at=100.0) for i in range(3)]
+    assert [r.id for r in next_batch(claimed, Limits(10, 100, 60.0), now=100.0)] == [
+        "f0", "f1"]
+
+
+def test_exactly_max_bytes_is_full() -> None:
+    """Files adding up to exactly max_bytes make a full batch without waiting."""
+    claimed = [record(f"f{i}", size=50, claimed_at=100.0) for i in range(2)]
+    assert len(next_batch(claimed, Limits(10, 100, 60.0), now=100.0)) == 2
+
+
+def test_a_file_larger_than_max_bytes_makes_a_batch_of_its_own() -> None:
+    """A single oversized file is batched alone and at once, not held back forever."""
+    big = record("big", size=500, claimed_at=100.0)
+    small = record("small", size=10, claimed_at=100.0)
+    assert [r.id for r in next_batch([big, small], Limits(10, 100, 60.0), now=100.0)] == ["big"]
+    assert [r.id for r in next_batch([big], Limits(10, 100, 60.0), now=100.0)] == ["big"]
+
+
+def test_a_large_file_after_a_small_one_closes_the_batch_before_it() -> None:
+    """A file that does not fit does not join; the batch before it closes."""
+    small = record("small", size=10, claimed_at=100.0)
+    big = record("big", size=500, claimed_at=100.0)
+    assert [r.id for r in next_batch([small, big], Limits(10, 100, 60.0), now=100.0)] == [
+        "small"]
+
+
+def test_partial_batch_waits_until_max_wait() -> None:
+    """A batch that is not full waits until its oldest file waited max_wait seconds."""
+    claimed = [record("old", claimed_at=100.0), record("new", claimed_at=103.0)]
+    limits = Limits(10, 10_000, 5.0)
+    assert next_batch(claimed, limits, now=104.9) == []
+    assert [r.id for r in next_batch(claimed, limits, now=105.0)] == ["old", "new"]
+
+
+def test_max_wait_zero_batches_at_once() -> None:
+    """batch_max_wait_seconds = 0 sends whatever is claimed right away."""
+    assert len(next_batch([record(claimed_at=100.0)], Limits(10, 10_000, 0.0), now=100.0)) == 1
+
+
+# -- the package -----------------------------------------------------------------------------
+
+def opener(path: Path) -> Callable[[], int]:
+    return lambda: os.open(path, os.O_RDONLY)
+
+
+def test_build_package_makes_a_flat_stored_zip(tmp_path: Path) -> None:
+    """The ZIP holds exactly the given entry names, stored, with each file's bytes."""
+    contents = {"0000_a.pdf": b"%PDF-1.7 a\n%%EOF", "0001_b.txt": os.urandom(3000),
+                "0002_empty.bin": b"", "0003_big.bin": os.urandom((1 << 20) + 17)}
+    sources = tmp_path / "src"
+    sources.mkdir()
+    members = []
+    for index, (name, data) in enumerate(contents.items()):
+        path = sources / f"in{index}"
+        path.write_bytes(data)
+        members.append((name, opener(path)))
+    package = tmp_path / "out" / "batch.zip"
+    package.parent.mkdir()
+
+    digest, size = build_package(package, members)
+
+    assert digest == hashlib.sha256(package.read_bytes()).hexdigest()
+    assert size == package.stat().st_size
+    with zipfile.ZipFile(package) as archive:
+        assert archive.testzip() is None
+        assert archive.namelist() == list(contents)
+        for info in archive.infolist():
+            assert info.compress_type == zipfile.ZIP_STORED
+            assert not info.is_dir()
+            assert archive.read(info) == contents[info.filename]
+    assert sorted(p.name for p in package.parent.iterdir()) == ["batch.zip"]
+
+
+def test_build_package_closes_every_descriptor(tmp_path: Path) -> None:
+    """Each opened descriptor is closed after its entry is written."""
+    path = tmp_path / "in"
+    path.write_bytes(b"data")
+    opened: list[int] = []
+
+    def open_and_remember() -> int:
+        fd = os.open(path, os.O_RDONLY)
+        opened.append(fd)
+        return fd
+
+    build_package(tmp_path / "p.zip", [("0000_a", open_and_remember), ("0001_b",
+                                                                       open_and_remember)])
+    for fd in opened:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
+
+def test_build_package_replaces_a_torn_package(tmp_path: Path) -> None:
+    """Rebuilding over a torn ZIP gives a valid one with the same hash as a first build."""
+    path = tmp_path / "in"
+    path.write_bytes(b"content")
+    package = tmp_path / "p.zip"
+    first = build_package(package, [("0000_a", opener(path))])
+    package.write_bytes(package.read_bytes()[:20])
+    assert build_package(package, [("0000_a", opener(path))]) == first
+
+
+def test_package_matches(tmp_path: Path) -> None:
+    """package_matches is true only for the recorded hash of an existing file."""
+    package = tmp_path / "p.zip"
+    assert package_matches(package, "0" * 64) is False
+    package.write_bytes(b"zip bytes")
+    digest = hashlib.sha256(b"zip bytes").hexdigest()
+    assert package_matches(package, digest) is True
+    assert package_matches(package, "0" * 64) is False
+    assert package_matches(package, None) is False
+    package.write_bytes(b"zip byte")
+    assert package_matches(package, digest) is False
+
+
+# -- moving into a batch ---------------------------------------------------------------------
+
+def claim(work: WorkFolder, file_id: str, source: str, data: bytes) -> None:
+    path = work.claim_dir(file_id) / source
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def test_move_into_batch_moves_files_under_their_entry_names(tmp_path: Path) -> None:
+    """Each claimed file ends in batches/<batch>/<entry> and its claim folder is gone."""
+    work = WorkFolder(tmp_path / "work", "scans")
+    work.adopt("store-1", set())
+    claim(work, "c1", "2026/11/Rechnung für März.pdf", b"one")
+    claim(work, "c2", "top.txt", b"two")
+    records = [record("c1", "2026/11/Rechnung für März.pdf", entry="0000_Rechnung_fur_Marz.pdf"),
+               record("c2", "top.txt", entry="0001_top.txt")]
+
+    move_into_batch(work, "b1", records)
+
+    batch = work.batch_dir("b1")
+    assert sorted(os.listdir(batch)) == ["0000_Rechnung_fur_Marz.pdf", "0001_top.txt"]
+    assert (batch / "0000_Rechnung_fur_Marz.pdf").read_bytes() == b"one"
+    assert (batch / "0001_top.txt").read_bytes() == b"two"
+    assert os.listdir(work.incoming) == []
+
+
+def test_move_into_batch_is_idempotent(tmp_path: Path) -> None:
+    """A second call (a restart after a crash) finds the files moved and changes nothing."""
+    work = WorkFolder(tmp_path / "work", "scans")
+    work.adopt("store-1", set())
+    claim(work, "c1", "sub/a.pdf", b"one")
+    records = [record("c1", "sub/a.pdf", entry="0000_a.pdf")]
+    move_into_batch(work, "b1", records)
+    move_into_batch(work, "b1", records)
+    assert (work.batch_dir("b1") / "0000_a.pdf").read_bytes() == b"one"
+    assert os.listdir(work.incoming) == []
+
+
+def test_move_into_batch_finishes_a_half_done_move(tmp_path: Path) -> None:
+    """After a crash half way, a second call moves the rest and keeps the moved one."""
+    work = WorkFolder(tmp_path / "work", "scans")
+    work.adopt("store-1", set())
+    claim(work, "c1", "a.pdf", b"one")
+    claim(work, "c2", "b.pdf", b"two")
+    records = [record("c1", "a.pdf", entry="0000_a.pdf"),
+               record("c2", "b.pdf", entry="0001_b.pdf")]
+    move_into_batch(work, "b1", records[:1])
+    move_into_batch(work, "b1", records)
+    assert sorted(os.listdir(work.batch_dir("b1"))) == ["0000_a.pdf", "0001_b.pdf"]
+    assert os.listdir(work.incoming) == []
+
+
+def test_move_into_batch_refuses_a_file_that_is_nowhere(tmp_path: Path) -> None:
+    """A claimed file missing from both places is an error, not silently skipped."""
+    work = WorkFolder(tmp_path / "work", "scans")
+    work.adopt("store-1", set())
+    with pytest.raises(FileNotFoundError):
+        move_into_batch(work, "b1", [record("c9", "lost.pdf", entry="0000_lost.pdf")])
+
+
+def test_move_into_batch_keeps_other_files_of_a_shared_folder(tmp_path: Path) -> None:
+    """Only empty folders are removed: an unbatched file in the same claim folder stays."""
+    work = WorkFolder(tmp_path / "work", "scans")
+    work.adopt("store-1", set())
+    claim(work, "c1", "sub/a.pdf", b"one")
+    (work.claim_dir("c1") / "sub" / "stray.pdf").write_bytes(b"x")
+    move_into_batch(work, "b1", [record("c1", "sub/a.pdf", entry="0000_a.pdf")])
+    assert (work.claim_dir("c1") / "sub" / "stray.pdf").read_bytes() == b"x"

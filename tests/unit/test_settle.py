@@ -1,0 +1,185 @@
+"""Tests for folderseal.settle.SettleTracker, driven with explicit clock values."""
+
+from __future__ import annotations
+
+from folderseal.settle import Look, SettleTracker
+
+SETTLE = 5.0
+STUCK = 100.0
+
+
+def look(size: int = 10, mtime_ns: int = 1_000, ino: int = 7, dev: int = 1) -> Look:
+    return Look(dev=dev, ino=ino, size=size, mtime_ns=mtime_ns, regular=True)
+
+
+def tracker(source: str = "scan.pdf", now: float = 0.0) -> SettleTracker:
+    settle = SettleTracker(SETTLE, STUCK)
+    settle.hint(source, now)
+    return settle
+
+
+def test_hint_makes_a_candidate_due_at_once() -> None:
+    """A hinted path is due for a look right away."""
+    settle = tracker(now=10.0)
+    assert settle.due(10.0) == ["scan.pdf"]
+    assert settle.next_look() == 10.0
+
+
+def test_first_look_is_never_ready() -> None:
+    """One look proves nothing: the file may still grow."""
+    settle = tracker()
+    assert settle.looked("scan.pdf", look(), 0.0) is False
+    assert settle.due(0.0) == []
+    assert settle.due(SETTLE) == ["scan.pdf"]
+
+
+def test_ready_after_two_equal_looks_settle_seconds_apart() -> None:
+    """Two equal looks SETTLE seconds apart make the file ready."""
+    settle = tracker()
+    assert settle.looked("scan.pdf", look(), 0.0) is False
+    assert settle.looked("scan.pdf", look(), SETTLE) is True
+
+
+def test_equal_looks_too_close_together_are_not_ready() -> None:
+    """Two equal looks less than SETTLE apart are not enough; the next look is at the mark."""
+    settle = tracker()
+    settle.looked("scan.pdf", look(), 0.0)
+    assert settle.looked("scan.pdf", look(), 1.0) is False
+    assert settle.looked("scan.pdf", look(), SETTLE - 0.001) is False
+    assert settle.next_look() == SETTLE
+    assert settle.looked("scan.pdf", look(), SETTLE) is True
+
+
+def test_size_change_restarts_the_wait() -> None:
+    """A file that grew must stay the same for another full SETTLE seconds."""
+    settle = tracker()
+    settle.looked("scan.pdf", look(size=10), 0.0)
+    assert settle.looked("scan.pdf", look(size=20), 4.0) is False
+    assert settle.next_look() == 4.0 + SETTLE
+    assert settle.looked("scan.pdf", look(size=20), 8.0) is False
+    assert settle.looked("scan.pdf", look(size=20), 9.0) is True
+
+
+def test_mtime_change_restarts_the_wait() -> None:
+    """A rewrite with the same size but a new mtime restarts the wait."""
+    settle = tracker()
+    settle.looked("scan.pdf", look(mtime_ns=1), 0.0)
+    assert settle.looked("scan.pdf", look(mtime_ns=2), SETTLE) is False
+    assert settle.looked("scan.pdf", look(mtime_ns=2), 2 * SETTLE) is True
+
+
+def test_inode_change_restarts_the_wait() -> None:
+    """A file replaced under the same name (new inode) restarts the wait."""
+    settle = tracker()
+    settle.looked("scan.pdf", look(ino=1), 0.0)
+    assert settle.looked("scan.pdf", look(ino=2), SETTLE) is False
+    assert settle.looked("scan.pdf", look(ino=2), 2 * SETTLE) is True
+
+
+def test_device_change_restarts_the_wait() -> None:
+    """A share that was remounted (new device) restarts the wait."""
+    settle = tracker()
+    settle.looked("scan.pdf", look(dev=1), 0.0)
+    assert settle.looked("scan.pdf", look(dev=2), SETTLE) is False
+
+
+def test_vanished_file_is_forgotten() -> None:
+    """A file gone before it settled is dropped from the candidates (it is not ours)."""
+    settle = tracker()
+    settle.looked("scan.pdf", look(), 0.0)
+    assert settle.looked("scan.pdf", None, SETTLE) is False
+    assert settle.candidates == {}
+    assert settle.next_look() is None
+    assert settle.looked("scan.pdf", look(), 2 * SETTLE) is False  # unknown now
+
+
+def test_look_at_an_unknown_source_is_not_ready() -> None:
+    """A look for a path that was never hinted is ignored."""
+    settle = SettleTracker(SETTLE, STUCK)
+    assert settle.looked("other.pdf", look(), 0.0) is False
+    assert settle.candidates == {}
+
+
+def test_hint_again_keeps_the_first_seen_time() -> None:
+    """A second hint does not restart the stuck clock or the settle wait."""
+    settle = tracker(now=0.0)
+    settle.looked("scan.pdf", look(), 0.0)
+    settle.hint("scan.pdf", 3.0)
+    assert settle.candidates["scan.pdf"].first_seen == 0.0
+    assert settle.looked("scan.pdf", look(), SETTLE) is True
+
+
+def test_wait_postpones_and_records_the_reason() -> None:
+    """wait() records why a stable file is not ready and schedules another look."""
+    settle = tracker()
+    settle.looked("scan.pdf", look(), 0.0)
+    assert settle.looked("scan.pdf", look(), SETTLE) is True
+    settle.wait("scan.pdf", "no %%EOF yet", SETTLE)
+    candidate = settle.candidates["scan.pdf"]
+    assert candidate.waiting_for == "no %%EOF yet"
+    assert settle.due(SETTLE) == []
+    assert settle.next_look() == 2 * SETTLE
+    assert settle.due(2 * SETTLE) == ["scan.pdf"]
+
+
+def test_wait_is_at_least_one_second() -> None:
+    """With settle_seconds = 0 a waiting file is looked at again after 1 s, not in a spin."""
+    settle = SettleTracker(0.0, STUCK)
+    settle.hint("scan.pdf", 0.0)
+    settle.wait("scan.pdf", "in use", 10.0)
+    assert settle.next_look() == 11.0
+
+
+def test_change_clears_the_waiting_reason() -> None:
+    """A file that changes again is waiting for settling, not for the old reason."""
+    settle = tracker()
+    settle.looked("scan.pdf", look(size=1), 0.0)
+    settle.wait("scan.pdf", "locked", 1.0)
+    settle.looked("scan.pdf", look(size=2), 6.0)
+    assert settle.candidates["scan.pdf"].waiting_for == ""
+
+
+def test_wait_on_an_unknown_source_does_nothing() -> None:
+    """wait() for a path that is not a candidate adds nothing."""
+    settle = SettleTracker(SETTLE, STUCK)
+    settle.wait("gone.pdf", "locked", 0.0)
+    assert settle.candidates == {}
+
+
+def test_stuck_after_stuck_after_seconds() -> None:
+    """A candidate that never settles is reported stuck STUCK seconds after it was first seen."""
+    settle = tracker(now=0.0)
+    for t in range(0, 100, 5):
+        settle.looked("scan.pdf", look(size=t), float(t))
+    assert settle.stuck(STUCK - 0.1) == []
+    stuck = settle.stuck(STUCK)
+    assert [c.source for c in stuck] == ["scan.pdf"]
+
+
+def test_forget_removes_a_candidate() -> None:
+    """forget() drops a candidate (after it was claimed)."""
+    settle = tracker()
+    settle.forget("scan.pdf")
+    settle.forget("never-seen.pdf")
+    assert settle.candidates == {}
+
+
+def test_next_look_is_the_earliest_of_all_candidates() -> None:
+    """next_look() is the soonest time any candidate wants a look; None when there are none."""
+    settle = SettleTracker(SETTLE, STUCK)
+    assert settle.next_look() is None
+    settle.hint("a.pdf", 0.0)
+    settle.hint("b.pdf", 1.0)
+    settle.looked("a.pdf", look(), 0.0)       # next at 5
+    settle.looked("b.pdf", look(), 1.0)       # next at 6
+    assert settle.next_look() == 5.0
+    assert settle.due(5.0) == ["a.pdf"]
+    assert sorted(settle.due(6.0)) == ["a.pdf", "b.pdf"]
+
+
+def test_waiting_lists_candidates_oldest_first() -> None:
+    """waiting() lists candidates in the order they were first seen."""
+    settle = SettleTracker(SETTLE, STUCK)
+    settle.hint("late.pdf", 9.0)
+    settle.hint("early.pdf", 1.0)
+    assert [c.source for c in settle.waiting()] == ["early.pdf", "late.pdf"]

@@ -1,0 +1,182 @@
+"""Tests for folderseal.sidecar: the sidecar and error record schema, timestamps, redaction."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from folderseal import __version__, sidecar
+from folderseal.model import FileRecord, FileState, JobRecord, JobState
+from folderseal.redact import REDACTOR
+
+ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+T0 = datetime(2026, 11, 22, 10, 0, 1, 120000, tzinfo=UTC).timestamp()
+
+
+def record(source: str = "2026/11/invoice.pdf") -> FileRecord:
+    return FileRecord(
+        id="f1", folder="scans", source=source, state=FileState.PUBLISHED, dev=1, ino=2,
+        size=48213, mtime_ns=3, sha256="a" * 64, batch_id="job1", entry="0000_invoice.pdf",
+        attempts=1, result=None, outputs=(), error_code=None, error_message=None,
+        retry_of=None, seen_at=T0, claimed_at=T0 + 1,
+    )
+
+
+def job(remote_id: str | None = "2123") -> JobRecord:
+    return JobRecord(
+        id="job1", folder="scans", provider="signius", state=JobState.DOWNLOADED,
+        claimed_by="scan-host-1", lease_until=T0 + 60, next_attempt_at=None, attempts=0,
+        remote_id=remote_id, package_sha256=None, package_bytes=None, failed_step=None,
+        error_code=None, error_message=None, created_at=T0 + 2, updated_at=T0 + 9,
+    )
+
+
+def common(rec: FileRecord, batch: JobRecord | None = None) -> dict[str, Any]:
+    batch = batch if batch is not None else job()
+    events = [("CREATED", T0 + 3), ("UPLOADED", T0 + 4), ("ACCEPTING", T0 + 5),
+              ("ACCEPTED", T0 + 6), ("CLOSED", T0 + 7), ("DOWNLOADED", T0 + 8)]
+    return {
+        "provider_name": "signius", "provider_kind": "seal", "job": batch, "batch_files": 37,
+        "document": "1", "node": "scan-host-1",
+        "steps": sidecar.timeline(rec, batch, events, ("delivered", T0 + 9)),
+    }
+
+
+OUTPUTS = [{"path": "2026/11/invoice.pdf", "role": "signed", "sha256": "b" * 64,
+            "bytes": 61102}]
+
+
+def test_signed_sidecar_has_exactly_the_documented_fields() -> None:
+    """signed() writes the fields of PRODUCT.md's sidecar example and no others."""
+    rec = record()
+    data = json.loads(sidecar.signed(rec, OUTPUTS, **common(rec)))
+    assert set(data) == {"schema", "status", "folder", "source", "input", "outputs",
+                         "provider", "batch", "node", "version", "timeline"}
+    assert data["schema"] == "folderseal.sidecar/1"
+    assert data["status"] == "signed"
+    assert data["folder"] == "scans"
+    assert data["source"] == "2026/11/invoice.pdf"
+    assert data["input"] == {"sha256": "a" * 64, "bytes": 48213}
+    assert data["outputs"] == [{"path": "2026/11/invoice.pdf", "role": "signed",
+                                "sha256": "b" * 64, "bytes": 61102}]
+    assert data["provider"] == {"name": "signius", "kind": "seal", "batch": "2123",
+                                "document": "1"}
+    assert data["batch"] == {"id": "job1", "files": 37}
+    assert data["node"] == "scan-host-1"
+    assert data["version"] == __version__
+    for step in data["timeline"]:
+        assert set(step) == {"step", "at"}
+
+
+def test_detached_outputs_keep_their_roles() -> None:
+    """An original plus a detached signature are listed with their own roles and hashes."""
+    rec = record("letter.txt")
+    outputs = [{"path": "letter.txt", "role": "original", "sha256": "a" * 64, "bytes": 10},
+               {"path": "letter.txt.p7s", "role": "signature", "sha256": "c" * 64,
+                "bytes": 3000, "n": 0}]
+    data = json.loads(sidecar.signed(rec, outputs, **common(rec)))
+    assert data["outputs"] == [
+        {"path": "letter.txt", "role": "original", "sha256": "a" * 64, "bytes": 10},
+        {"path": "letter.txt.p7s", "role": "signature", "sha256": "c" * 64, "bytes": 3000},
+    ]
+
+
+def test_provider_batch_falls_back_to_the_job_id() -> None:
+    """Without a remote id (the local provider), provider.batch is the job id."""
+    rec = record()
+    data = json.loads(sidecar.signed(rec, OUTPUTS, **common(rec, job(remote_id=None))))
+    assert data["provider"]["batch"] == "job1"
+
+
+def test_timeline_lists_the_steps_in_order() -> None:
+    """The timeline runs seen, claimed, batched, the provider's steps, then the end step."""
+    rec = record()
+    data = json.loads(sidecar.signed(rec, OUTPUTS, **common(rec)))
+    assert [s["step"] for s in data["timeline"]] == [
+        "seen", "claimed", "batched", "submitted", "accepted", "signed", "downloaded",
+        "delivered"]
+    assert data["timeline"][0]["at"] == "2026-11-22T10:00:01.120Z"
+    assert data["timeline"][1]["at"] == "2026-11-22T10:00:02.120Z"
+
+
+def test_timestamps_are_iso_utc_with_milliseconds_and_z() -> None:
+    """Every "at" is ISO 8601 in UTC, with milliseconds and a Z."""
+    rec = record()
+    data = json.loads(sidecar.signed(rec, OUTPUTS, **common(rec)))
+    for step in data["timeline"]:
+        assert ISO_MS_Z.match(step["at"]), step
+    assert sidecar.iso(0.0) == "1970-01-01T00:00:00.000Z"
+    assert sidecar.iso(T0) == "2026-11-22T10:00:01.120Z"
+    assert sidecar.iso(1_800_000_000.5) == "2027-01-15T08:00:00.500Z"
+
+
+def test_a_step_repeated_after_a_retry_is_shown_once() -> None:
+    """A state reached twice (a retry) appears once, at its first time."""
+    rec = record()
+    steps = sidecar.timeline(rec, job(), [("ACCEPTING", T0 + 5), ("ACCEPTING", T0 + 50)],
+                             ("delivered", T0 + 60))
+    assert [s["step"] for s in steps].count("submitted") == 1
+    assert steps[3] == {"step": "submitted", "at": sidecar.iso(T0 + 5)}
+
+
+def test_failed_record_has_status_and_error() -> None:
+    """failed() writes status "failed" and error {code, message, attempts}."""
+    rec = record()
+    data = json.loads(sidecar.failed(rec, "provider_refused", "the provider refused it", 3,
+                                     "2026/11/invoice.pdf", **common(rec)))
+    assert data["schema"] == "folderseal.sidecar/1"
+    assert data["status"] == "failed"
+    assert data["source"] == "2026/11/invoice.pdf"
+    assert data["input"] == {"sha256": "a" * 64, "bytes": 48213}
+    assert data["provider"]["name"] == "signius"
+    assert data["error"]["code"] == "provider_refused"
+    assert data["error"]["message"] == "the provider refused it"
+    assert data["error"]["attempts"] == 3
+    assert [s["step"] for s in data["timeline"]][-1] == "delivered"
+
+
+def test_failed_before_batching_has_no_batch() -> None:
+    """A file that failed before it was batched has null batch and provider batch."""
+    rec = record()
+    data = json.loads(sidecar.failed(
+        rec, "stuck", "never settled", 0, "x.pdf", provider_name="signius",
+        provider_kind="seal", job=None, batch_files=0, document="", node="n",
+        steps=sidecar.timeline(rec, None, [], ("failed", T0 + 5))))
+    assert data["batch"] == {"id": None, "files": 0}
+    assert data["provider"]["batch"] is None and data["provider"]["document"] is None
+    assert [s["step"] for s in data["timeline"]] == ["seen", "claimed", "failed"]
+
+
+def test_invalid_utf8_source_is_readable_json() -> None:
+    """A source name with invalid UTF-8 is written with \\xNN, and the output is valid JSON."""
+    rec = record("caf\udce9.pdf")
+    body = sidecar.signed(rec, [dict(OUTPUTS[0], path="caf\udce9.pdf")], **common(rec))
+    data = json.loads(body.decode("utf-8"))
+    assert data["source"] == "caf\\xe9.pdf"
+    assert data["outputs"][0]["path"] == "caf\\xe9.pdf"
+
+
+def test_registered_secrets_never_appear() -> None:
+    """A secret registered with REDACTOR is masked in error messages and anywhere else."""
+    secret = "sk-" + secrets.token_hex(16)
+    REDACTOR.add(secret)
+    rec = record(f"in/{secret}.pdf")
+    body = sidecar.failed(rec, "auth", f"401 Unauthorized: api key {secret} refused", 1,
+                          f"in/{secret}.pdf", **{**common(rec), "node": f"node-{secret}"})
+    assert secret.encode() not in body
+    data = json.loads(body)
+    assert data["error"]["message"] == "401 Unauthorized: api key *** refused"
+    signed_body = sidecar.signed(rec, [dict(OUTPUTS[0], path=f"in/{secret}.pdf")],
+                                 **common(rec))
+    assert secret.encode() not in signed_body
+
+
+def test_output_is_utf8_json_ending_in_a_newline() -> None:
+    """The sidecar is UTF-8 (non-ASCII kept readable) and ends with a newline."""
+    rec = record("Rechnung für März.pdf")
+    body = sidecar.signed(rec, OUTPUTS, **common(rec))
+    assert body.endswith(b"\n")
+    assert "Rechnung für März.pdf".encode() in body
