@@ -44,6 +44,9 @@ IN_USE = frozenset({errno.EBUSY, errno.EACCES, errno.EPERM, errno.ETXTBSY})
 OUTAGE = frozenset({errno.ENOENT, errno.ESTALE, errno.ENOTCONN, errno.EHOSTDOWN, errno.EIO,
                     errno.ETIMEDOUT, errno.ENODEV, errno.EHOSTUNREACH})
 MAX_OUTAGE_BACKOFF = 60.0
+CLAIMS_PER_STEP = 100
+NOT_REGULAR = ("not_regular", "it is not a regular file (a symbolic link, folder link, FIFO "
+               "or device); folderseal seals regular files only and never follows links")
 
 
 class _Outage(Exception):
@@ -192,9 +195,10 @@ class FolderIntake:
             if not found:
                 shutil.rmtree(top, ignore_errors=True)  # a claim that never got its file
                 continue
-            for source in found:
-                self.log.info("file.claim_recovered", file=claim_id, source=source)
-                self._register(claim_id, source, seen_at=now)
+            if len(found) > 1:  # a claim holds one file; something else wrote here
+                self.log.warning("file.claim_crowded", file=claim_id, found=found[:5])
+            self.log.info("file.claim_recovered", file=claim_id, source=found[0])
+            self._register([(claim_id, found[0], now, None)])
 
     # -- look, claim ---------------------------------------------------------------
 
@@ -228,13 +232,11 @@ class FolderIntake:
         if not due and not self.tracker.candidates:
             return
         room = self._room()
+        wanted: list[tuple[str, tuple[str, str] | None]] = []
         for source in due:
             look = self._look(source)
             if look is not None and not look.regular:
-                self._claim_and_fail(source, look, "not_regular",
-                                     "it is not a regular file (a symbolic link, folder link, "
-                                     "FIFO or device); folderseal seals regular files only and "
-                                     "never follows links")
+                wanted.append((source, NOT_REGULAR))
                 continue
             if not self.tracker.looked(source, look, now) or look is None:
                 continue
@@ -245,16 +247,19 @@ class FolderIntake:
             if reason:
                 self.tracker.wait(source, reason, now)
                 continue
-            if self._claim(source, look, now):
-                room -= 1
+            wanted.append((source, None))
+            room -= 1
+            if len(wanted) >= CLAIMS_PER_STEP:
+                break  # the rest stay due: batches form between steps, and jobs start sooner
         for candidate in self.tracker.stuck(now):
-            look = self._look(candidate.source)
-            if look is None:
+            if self._look(candidate.source) is None:
                 self.tracker.forget(candidate.source)
                 continue
-            self._claim_and_fail(candidate.source, look, "stuck",
-                                 f"it never became ready within {self.cfg.stuck_after_seconds:.0f}"
-                                 f" s: {candidate.waiting_for or 'it kept changing'}")
+            wanted.append((candidate.source, (
+                "stuck", f"it never became ready within {self.cfg.stuck_after_seconds:.0f} s: "
+                         f"{candidate.waiting_for or 'it kept changing'}")))
+        if wanted:
+            self._claim_all(wanted)
 
     def _room(self) -> int:
         """How many more files may be claimed now (0 with the reason in ``paused``)."""
@@ -316,54 +321,66 @@ class FolderIntake:
             else:
                 raise
             return None
-        files.fsync_dir(target)
-        files.fsync_dir((self.cfg.inbox / source).parent)
-        self.tracker.forget(source)
-        crashpoints.reached("claimed")
         return claim_id
 
-    def _claim(self, source: str, look: Look, now: float) -> bool:
-        candidate = self.tracker.candidates.get(source)
-        seen_at = candidate.first_seen if candidate else now
-        claim_id = self._rename_in(source)
-        if claim_id is None:
-            return False
-        self._register(claim_id, source, seen_at=seen_at)
-        return True
+    def _claim_all(self, wanted: list[tuple[str, tuple[str, str] | None]]) -> list[str | None]:
+        """Claim files by rename, make the renames durable, then record them in the store.
 
-    def _register(self, claim_id: str, source: str, seen_at: float,
-                  fail: tuple[str, str] | None = None) -> None:
-        """Record a claimed file with its hash; fail it at once if it cannot be sealed."""
-        path = self.work.claim_dir(claim_id) / source
-        st = os.lstat(path)
-        digest: str | None = None
-        if fail is None:
-            if st.st_size == 0:
+        Folders are synced once per call, however many files moved; a crash before the
+        store knows a claim leaves it in incoming/, where the next scan finds it.
+        """
+        claimed: list[tuple[str, str, float, tuple[str, str] | None]] = []
+        ids: list[str | None] = []
+        folders = {self.work.incoming}
+        for source, fail in wanted:
+            candidate = self.tracker.candidates.get(source)
+            seen_at = candidate.first_seen if candidate else self.store.clock()
+            claim_id = self._rename_in(source)
+            ids.append(claim_id)
+            if claim_id is None:
+                continue
+            self.tracker.forget(source)
+            claimed.append((claim_id, source, seen_at, fail))
+            folder = self.work.claim_dir(claim_id)
+            folders.add(folder)
+            for part in source.split("/")[:-1]:
+                folder = folder / part
+                folders.add(folder)
+            folders.add((self.cfg.inbox / source).parent)
+        for folder in sorted(folders, key=lambda p: -len(p.parts)):  # deepest first
+            files.fsync_dir(folder)
+        if claimed:
+            crashpoints.reached("claimed")
+            self._register(claimed)
+        return ids
+
+    def _register(self, claimed: list[tuple[str, str, float, tuple[str, str] | None]]) -> None:
+        """Record claimed files with their hashes in one transaction; fail the bad ones."""
+        rows = []
+        failures = []
+        for claim_id, source, seen_at, fail in claimed:
+            path = self.work.claim_dir(claim_id) / source
+            st = os.lstat(path)
+            digest: str | None = None
+            if fail is None and st.st_size == 0:
                 fail = ("empty", "the file is empty (0 bytes)")
-            else:
+            elif fail is None:
                 try:
-                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                    try:
-                        digest, _ = files.hash_fd(fd)
-                    finally:
-                        os.close(fd)
+                    digest, _ = files.hash_path(path)
                 except OSError as exc:
                     fail = ("unreadable", f"cannot read the file: {exc.strerror}")
-        self.store.add_claim(id=claim_id, folder=self.name, source=source, dev=st.st_dev,
-                             ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns,
-                             sha256=digest, seen_at=seen_at)
-        self.log.info("file.claimed", file=claim_id, source=source, bytes=st.st_size)
+            rows.append({"id": claim_id, "folder": self.name, "source": source,
+                         "dev": st.st_dev, "ino": st.st_ino, "size": st.st_size,
+                         "mtime_ns": st.st_mtime_ns, "sha256": digest, "seen_at": seen_at})
+            if fail is not None:
+                failures.append((claim_id, *fail))
+        self.store.add_claims(rows)
+        for row in rows:
+            self.log.info("file.claimed", file=row["id"], source=row["source"],
+                          bytes=row["size"])
         self.next_batch_at = 0.0
-        if fail is not None:
-            self._fail_claim(claim_id, *fail)
-
-    def _claim_and_fail(self, source: str, look: Look, code: str, message: str) -> str | None:
-        candidate = self.tracker.candidates.get(source)
-        seen_at = candidate.first_seen if candidate else self.store.clock()
-        claim_id = self._rename_in(source)
-        if claim_id is not None:
-            self._register(claim_id, source, seen_at=seen_at, fail=(code, message))
-        return claim_id
+        for claim_id, code, message in failures:
+            self._fail_claim(claim_id, code, message)
 
     def claim_now(self, source: str) -> tuple[str | None, str]:
         """Claim a named file without waiting for it to settle (``folderseal sign``).
@@ -375,18 +392,15 @@ class FolderIntake:
         if look is None:
             return None, "no such file in the inbox"
         self.tracker.hint(source, now)
-        if not look.regular:
-            return self._claim_and_fail(source, look, "not_regular", "it is not a regular "
-                                        "file; folderseal seals regular files only"), ""
-        reason = self._not_ready(source, look)
-        if reason:
-            self.tracker.forget(source)
-            return None, reason
-        claim_id = self._rename_in(source)
+        if look.regular:
+            reason = self._not_ready(source, look)
+            if reason:
+                self.tracker.forget(source)
+                return None, reason
+        claim_id = self._claim_all([(source, None if look.regular else NOT_REGULAR)])[0]
         if claim_id is None:
             candidate = self.tracker.candidates.pop(source, None)
             return None, candidate.waiting_for if candidate else "it is gone"
-        self._register(claim_id, source, seen_at=now)
         return claim_id, ""
 
     def _fail_claim(self, claim_id: str, code: str, message: str) -> None:
@@ -451,9 +465,9 @@ class FolderIntake:
         }
 
     def next_wakeup(self) -> float:
-        times = [self.next_scan_at, self.next_batch_at]
         if not self.attached:
-            times.append(self.retry_attach_at)
+            return self.retry_attach_at
+        times = [self.next_scan_at, self.next_batch_at]
         look = self.tracker.next_look()
         if look is not None:
             times.append(look)

@@ -55,10 +55,10 @@ class _Ledger:
         self.job = job
         self.stop = stop
 
-    def begin(self, document: Document) -> int:
-        count = self.store.begin_attempt(self.job, document.file_id)
+    def begin(self, documents: list[Document]) -> list[int]:
+        counts = self.store.begin_attempts(self.job, [d.file_id for d in documents])
         crashpoints.reached("attempt")
-        return count
+        return counts
 
     def stopping(self) -> bool:
         return self.stop.is_set()
@@ -78,6 +78,7 @@ class Manager:
         self.stop = stop
         self.delay = delay
         self.log = get_logger()
+        self._views: dict[str, BatchView] = {}
         self._steps: dict[JobState, Callable[[JobRecord, Provider], JobRecord | None]] = {
             JobState.BATCHED: self._create,
             JobState.CREATED: self._upload,
@@ -103,6 +104,7 @@ class Manager:
         provider = self.providers[job.provider]
         log = self.log.bind(batch=job.id, folder=job.folder, provider=job.provider)
         current: JobRecord | None = job
+        self._views.clear()
         try:
             while current is not None:
                 if self.stop.is_set():
@@ -141,6 +143,10 @@ class Manager:
     # -- helpers -------------------------------------------------------------------
 
     def _view(self, job: JobRecord, provider: Provider) -> BatchView:
+        """The batch as the provider sees it; read once per :meth:`advance`."""
+        cached = self._views.get(job.id)
+        if cached is not None:
+            return cached
         documents = tuple(
             Document(entry=r.entry or "", file_id=r.id, sha256=r.sha256 or "", size=r.size,
                      dev=r.dev, ino=r.ino, attempts=r.attempts)
@@ -148,9 +154,11 @@ class Manager:
         )
         package = self.state_dir / "packages" / f"{job.id}.zip" if provider.wants_package \
             else None
-        return BatchView(id=job.id, folder=job.folder, documents=documents,
+        view = BatchView(id=job.id, folder=job.folder, documents=documents,
                          files_dir=self.works[job.folder].batch_dir(job.id), package=package,
                          staging=self.state_dir / "downloads" / job.id)
+        self._views[job.id] = view
+        return view
 
     def _move(self, job: JobRecord, to_state: JobState, remote_id: str | None = None,
               detail: str | None = None) -> JobRecord:
@@ -290,13 +298,14 @@ class Manager:
                 self.store.set_file_result(document.file_id, FileState.BATCHED, result,
                                            job_id=job.id)
             self.store.transition(job, JobState.DOWNLOADED)
+        self._views.pop(job.id, None)  # its files are no longer waiting for the provider
         return self._moved(job, JobState.DOWNLOADED)
 
     def _deliver(self, job: JobRecord, provider: Provider) -> JobRecord | None:
         """DOWNLOADED: publish outputs and sidecars; failed files go to errors."""
         records = self.store.files_of_job(job.id)
         self.sinks[job.folder].deliver(records, self._context(job, provider, len(records)),
-                                       renew_lease=lambda: self.store.renew_lease(job.id))
+                                       keep_lease=lambda: self.store.keep_lease(job.id))
         crashpoints.reached("sidecar-published")
         return self._move(job, JobState.DELIVERED)
 

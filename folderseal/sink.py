@@ -110,53 +110,140 @@ class Sink:
     # -- delivery ------------------------------------------------------------------
 
     def deliver(self, records: list[FileRecord], ctx: JobContext,
-                renew_lease: Callable[[], None]) -> None:
-        """Publish every READY file and sink every REJECTED one; mark them in the store."""
+                keep_lease: Callable[[], None]) -> None:
+        """Publish every READY file and sink every REJECTED one; mark them in the store.
+
+        Names are recorded for the whole batch in one transaction; then all outputs
+        are placed, each folder they went to is synced once, then all sidecars, and
+        their folders synced once again. A name found taken on the way sends that one
+        file down the careful path (:meth:`_publish_alone`).
+        """
         self._require_root(self.cfg.outbox, "outbox")
-        published: list[FileRecord] = []
-        for record in records:
-            if record.state == FileState.READY:
-                renew_lease()  # a node whose lease expired must not publish
-                try:
-                    self._publish(record, ctx)
-                    published.append(record)
-                except FileRejected as exc:
-                    result = DocumentResult(entry=record.entry or "", error_code=exc.code,
-                                            error_message=exc.message)
-                    self.store.set_file_result(record.id, FileState.READY, result,
-                                               job_id=record.batch_id)
+        ready = [r for r in records if r.state == FileState.READY]
+        plans: dict[str, list[dict[str, Any]]] = {}
+        retried: set[str] = set()
+        rejected: dict[str, FileRejected] = {}
         with self.store.transaction():
-            for record in published:
-                self.store.set_file_state(record.id, FileState.READY, FileState.PUBLISHED,
-                                          job_id=record.batch_id,
-                                          detail=record.outputs[0]["path"] if record.outputs
-                                          else None)
-        for record in published:
-            self.log.info("file.delivered", file=record.id, source=record.source,
-                          batch=record.batch_id)
+            for record in ready:
+                if record.outputs:
+                    plans[record.id] = [dict(o) for o in record.outputs]
+                    retried.add(record.id)  # a run before this one may have left temps
+                    continue
+                try:
+                    plans[record.id] = self._plan(record, 0)
+                except FileRejected as exc:
+                    rejected[record.id] = exc
+        alone: set[str] = set()
+        for phase in ("outputs", "sidecars"):
+            keep_lease()  # a node whose lease expired must not publish
+            folders: set[Path] = set()
+            for record in ready:
+                if record.id in rejected or record.id in alone:
+                    continue
+                try:
+                    folder = self._folder_of(record, retried)
+                    if phase == "outputs":
+                        self._place_outputs(record, plans[record.id])
+                    else:
+                        self._place_sidecar(record, plans[record.id], ctx)
+                    folders.add(folder)
+                except _NameTaken:
+                    alone.add(record.id)
+                except FileRejected as exc:
+                    self._undo_group(plans[record.id])
+                    rejected[record.id] = exc
+                except OSError as exc:
+                    raise self._translate(exc, self.cfg.outbox) from None
+            for folder in folders:
+                files.fsync_dir(folder)
+            if phase == "outputs":
+                crashpoints.reached("output-published")
+        for record in ready:
+            if record.id in alone:
+                keep_lease()
+                try:
+                    self._publish_alone(record, plans[record.id], ctx)
+                except FileRejected as exc:
+                    rejected[record.id] = exc
+        self._mark(ready, plans, rejected)
         refreshed = {r.id: r for r in self.store.files_of_job(ctx.job.id)} if ctx.job else {}
         for record in records:
             current = refreshed.get(record.id, record)
             if current.state == FileState.REJECTED:
                 self.fail(current, ctx)
 
-    def _publish(self, record: FileRecord, ctx: JobContext) -> None:
-        assert record.result is not None
-        plan = [dict(o) for o in record.outputs]
-        start = 0
+    def _mark(self, ready: list[FileRecord], plans: dict[str, list[dict[str, Any]]],
+              rejected: dict[str, FileRejected]) -> None:
+        with self.store.transaction():
+            for record in ready:
+                problem = rejected.get(record.id)
+                if record.id not in plans and problem is None:
+                    continue
+                if problem is None:
+                    self.store.set_file_state(record.id, FileState.READY, FileState.PUBLISHED,
+                                              job_id=record.batch_id,
+                                              detail=plans[record.id][0]["path"])
+                else:
+                    self.store.set_file_result(record.id, FileState.READY, DocumentResult(
+                        entry=record.entry or "", error_code=problem.code,
+                        error_message=problem.message), job_id=record.batch_id)
+        for record in ready:
+            if record.id not in rejected:
+                self.log.info("file.delivered", file=record.id, source=record.source,
+                              batch=record.batch_id)
+
+    def _folder_of(self, record: FileRecord, retried: set[str]) -> Path:
+        folder = self.cfg.outbox / _split(record.source)[0]
+        self._makedirs(folder)
+        if record.id in retried:
+            files.remove_leftovers(folder, record.id)
+        return folder
+
+    def _place_outputs(self, record: FileRecord, plan: list[dict[str, Any]]) -> None:
+        for output in plan[:-1]:
+            dest = self.cfg.outbox / output["path"]
+            if not self._is_ours(dest, output["sha256"]):
+                self._place(record, output, dest)
+
+    def _place_sidecar(self, record: FileRecord, plan: list[dict[str, Any]],
+                       ctx: JobContext) -> None:
+        dest = self.cfg.outbox / plan[-1]["path"]
+        if not self._is_our_sidecar(dest, record):
+            body = sidecar.signed(record, plan[:-1], **self._common(record, ctx))
+            self._write(dest.parent, dest.name, body, record.id)
+
+    def _undo_group(self, plan: list[dict[str, Any]]) -> None:
+        """Remove outputs of a group this run placed (they hold exactly our bytes)."""
+        for output in plan[:-1]:
+            dest = self.cfg.outbox / output["path"]
+            with contextlib.suppress(_NameTaken, OSError):
+                if self._is_ours(dest, output["sha256"]):
+                    dest.unlink()
+
+    def _publish_alone(self, record: FileRecord, plan: list[dict[str, Any]],
+                       ctx: JobContext) -> None:
+        """One group, synced step by step; a taken name moves the group to the next suffix."""
+        folder = self.cfg.outbox / _split(record.source)[0]
         while True:
-            if not plan:
-                plan = self._plan(record, start)
-                self.store.set_file_outputs(record.id, plan)
             try:
-                self._publish_group(record, plan, ctx)
+                self._place_outputs(record, plan)
+                files.fsync_dir(folder)
+                self._place_sidecar(record, plan, ctx)
+                files.fsync_dir(folder)
                 return
             except _NameTaken:
-                start = int(plan[-1]["n"]) + 1
-                plan = []
+                self._undo_group(plan)
+                with self.store.transaction():
+                    plan = self._plan(record, int(plan[-1]["n"]) + 1)
+            except FileRejected:
+                self._undo_group(plan)
+                raise
+            except OSError as exc:
+                raise self._translate(exc, folder) from None
 
     def _plan(self, record: FileRecord, start: int) -> list[dict[str, Any]]:
-        """The first suffix from ``start`` at which every name of the group is free."""
+        """Choose and record the first suffix from ``start`` at which the group's names
+        are all free."""
         assert record.result is not None
         head, name = _split(record.source)
         folder = self.cfg.outbox / head
@@ -169,56 +256,34 @@ class Sink:
                         for o in record.result.outputs]
                 plan.append({"role": "sidecar", "path": _join(head, primary + ".json"),
                              "n": n})
+                self.store.set_file_outputs(record.id, plan)
                 return plan
         raise FileRejected("name_exhausted", f"{files.MAX_NUMBERED} outputs named like "
                            f"{name!r} exist already in the outbox; clear some out")
 
-    def _publish_group(self, record: FileRecord, plan: list[dict[str, Any]],
-                       ctx: JobContext) -> None:
-        head, _ = _split(record.source)
-        folder = self.cfg.outbox / head
-        self._makedirs(folder)
-        files.remove_leftovers(folder, record.id)
-        placed: list[Path] = []
-        try:
-            for output in plan[:-1]:
-                dest = self.cfg.outbox / output["path"]
-                if self._is_ours(dest, output["sha256"]):
-                    continue
-                self._place(record, output, dest)
-                placed.append(dest)
-            files.fsync_dir(folder)
-            sidecar_dest = self.cfg.outbox / plan[-1]["path"]
-            body = sidecar.signed(record, plan[:-1], **self._common(record, ctx))
-            crashpoints.reached("output-published")
-            if not self._is_our_sidecar(sidecar_dest, record):
-                self._write(folder, sidecar_dest.name, body, record.id)
-                files.fsync_dir(folder)
-        except _NameTaken:
-            self._undo(placed)
-            raise
-        except OSError as exc:
-            self._undo(placed)
-            raise self._translate(exc, folder) from None
-        except FileRejected:
-            self._undo(placed)
-            raise
-
     def _place(self, record: FileRecord, output: dict[str, Any], dest: Path) -> None:
         """Publish one output at ``dest`` from its staged file (or the original)."""
-        if output["role"] == "original":
+        original = output["role"] == "original"
+        if original:
             src_fd = self.open_original(record)
+            src = self.original_path(record)
         else:
-            src_fd = os.open(output["staged"], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            src = Path(output["staged"])
+            src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            if output["role"] != "original" and self._same_device(src_fd, dest.parent):
-                # Staged on the outbox's filesystem: give the staged file its final name.
+            # On the outbox's filesystem, the file itself gets its final name: no copy.
+            # Not an original that is to be archived: the two must not share an inode.
+            if (not original or self.cfg.archive is None) and \
+                    self._same_device(src_fd, dest.parent):
                 digest, _ = files.hash_fd(src_fd)
                 self._check_hash(record, output, digest)
-                os.fchmod(src_fd, self.cfg.file_mode)
-                os.fsync(src_fd)
-                self._link(Path(output["staged"]), dest)
-                return
+                try:
+                    os.fchmod(src_fd, self.cfg.file_mode)
+                    os.fsync(src_fd)
+                    self._link(src, dest)
+                    return
+                except PermissionError:
+                    pass  # another user's file (not ours to chmod or to link): copy it
             with files.temp_file(dest.parent, 0o600, record.id) as (fd, tmp):
                 digest, _ = files.copy_fd(src_fd, fd)
                 self._check_hash(record, output, digest)
@@ -292,12 +357,6 @@ class Sink:
         if not ours:
             raise _NameTaken()
         return True
-
-    @staticmethod
-    def _undo(placed: list[Path]) -> None:
-        for path in placed:
-            with contextlib.suppress(OSError):
-                path.unlink()
 
     def _common(self, record: FileRecord, ctx: JobContext,
                 end: str = "delivered") -> dict[str, Any]:
@@ -385,20 +444,21 @@ class Sink:
 
     def finish(self, records: list[FileRecord]) -> None:
         """Archive or delete the originals of published files (idempotent)."""
-        for record in records:
-            if record.state != FileState.PUBLISHED:
-                continue
+        published = [r for r in records if r.state == FileState.PUBLISHED]
+        for record in published:
             original = self.original_path(record)
             try:
-                if os.path.lexists(original):
-                    if self.cfg.archive is not None:
+                if self.cfg.archive is not None:
+                    if os.path.lexists(original):
                         self._archive(record, original)
-                    else:
-                        original.unlink()
+                else:
+                    original.unlink(missing_ok=True)
             except OSError as exc:
                 raise self._translate(exc, self.cfg.archive or original.parent) from None
-            self.store.set_file_state(record.id, FileState.PUBLISHED, FileState.DONE,
-                                      job_id=record.batch_id)
+        with self.store.transaction():
+            for record in published:
+                self.store.set_file_state(record.id, FileState.PUBLISHED, FileState.DONE,
+                                          job_id=record.batch_id)
 
     def _archive(self, record: FileRecord, original: Path) -> None:
         assert self.cfg.archive is not None

@@ -148,6 +148,8 @@ def folderseal(*args: str, env: dict[str, str] | None = None, timeout: float = 1
 class Daemon:
     """``folderseal run`` in a subprocess, its JSON log in a file."""
 
+    running: list[Daemon] = []  # killed after each test by conftest, pass or fail
+
     def __init__(self, layout: Layout, env: dict[str, str] | None = None,
                  user: str | None = None) -> None:
         self.layout = layout
@@ -157,6 +159,7 @@ class Daemon:
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
                                         env={**os.environ, **(env or {})})
+        Daemon.running.append(self)
 
     def events(self) -> list[dict[str, Any]]:
         found = []

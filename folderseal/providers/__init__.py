@@ -67,8 +67,8 @@ class RemoteStatus:
 class Attempts(Protocol):
     """The manager's ledger of attempts, handed to a step that signs file by file."""
 
-    def begin(self, document: Document) -> int:
-        """Count an attempt at ``document`` durably before it is made; returns the count."""
+    def begin(self, documents: list[Document]) -> list[int]:
+        """Count an attempt at each document durably before it is made; the counts."""
 
     def stopping(self) -> bool:
         """True when the daemon is shutting down: finish the current file, then return."""

@@ -143,7 +143,10 @@ class LocalProvider:
         return None
 
     def status(self, batch: BatchView, remote_id: str) -> RemoteStatus:
-        done = self._results(batch)
+        try:
+            done = {n.removesuffix(RESULT_SUFFIX) for n in os.listdir(batch.staging)}
+        except FileNotFoundError:
+            done = set()
         names = tuple(d.entry for d in batch.documents)
         if all(entry in done for entry in names):
             return RemoteStatus(Remote.CLOSED, names)
@@ -172,14 +175,18 @@ class LocalProvider:
         running: dict[Future[DocumentResult], Document] = {}
         window = 2 * self.workers
         while queue or running:
-            while queue and len(running) < window and not attempts.stopping():
-                document = queue.pop(0)
-                count = attempts.begin(document)
-                if count > self.cfg.sign_attempts:
-                    self._write_result(batch, self._gave_up(document, count - 1))
-                    continue
-                running[self.pool.submit(self._task(batch, document))] = document
+            if len(running) <= self.workers and queue and not attempts.stopping():
+                # Refill in groups: one store commit counts the attempts of several files.
+                group = queue[: window - len(running)]
+                del queue[: len(group)]
+                for document, count in zip(group, attempts.begin(group), strict=True):
+                    if count > self.cfg.sign_attempts:
+                        self._write_result(batch, self._gave_up(document, count - 1))
+                    else:
+                        running[self.pool.submit(self._task(batch, document))] = document
             if not running:
+                if queue and not attempts.stopping():
+                    continue  # every file of that group had run out of attempts
                 break
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for future in finished:

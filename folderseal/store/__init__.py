@@ -29,6 +29,7 @@ from folderseal.model import (
     FileState,
     JobRecord,
     JobState,
+    path_text,
 )
 
 LEASE_SECONDS = 60.0
@@ -75,6 +76,7 @@ class Store:
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.execute("PRAGMA foreign_keys = ON")
         self._in_transaction = False
+        self._leases: dict[str, float] = {}  # job id → lease expiry this node last wrote
         self._migrate()
 
     @classmethod
@@ -133,7 +135,7 @@ class Store:
               detail: str | None = None) -> None:
         self._run("insert_event", at=self.clock(), node=self.node, job_id=job_id,
                   file_id=file_id, kind=kind, from_state=from_state, to_state=to_state,
-                  detail=detail)
+                  detail=None if detail is None else path_text(detail))
 
     # -- meta -----------------------------------------------------------------
 
@@ -153,12 +155,19 @@ class Store:
     def add_claim(self, *, id: str, folder: str, source: str, dev: int, ino: int, size: int,
                   mtime_ns: int, sha256: str | None, seen_at: float,
                   retry_of: str | None = None) -> None:
+        self.add_claims([{"id": id, "folder": folder, "source": source, "dev": dev, "ino": ino,
+                          "size": size, "mtime_ns": mtime_ns, "sha256": sha256,
+                          "seen_at": seen_at, "retry_of": retry_of}])
+
+    def add_claims(self, rows: list[dict[str, Any]]) -> None:
+        """Record claimed files (keys as :meth:`add_claim`'s arguments) in one transaction."""
         now = self.clock()
         with self.transaction():
-            self._run("insert_file", id=id, folder=folder, source=os.fsencode(source), dev=dev,
-                      ino=ino, size=size, mtime_ns=mtime_ns, sha256=sha256, retry_of=retry_of,
-                      seen_at=seen_at, claimed_at=now, now=now)
-            self.event("file.claimed", file_id=id, to_state=FileState.CLAIMED)
+            for row in rows:
+                self._run("insert_file", **{"retry_of": None, **row,
+                                            "source": os.fsencode(row["source"])},
+                          claimed_at=now, now=now)
+                self.event("file.claimed", file_id=row["id"], to_state=FileState.CLAIMED)
 
     def file(self, file_id: str) -> FileRecord | None:
         row = self._run("get_file", id=file_id).fetchone()
@@ -224,16 +233,19 @@ class Store:
                           f"file {file_id} cannot take output names now", id=file_id,
                           outputs=json.dumps(outputs), now=self.clock())
 
-    def begin_attempt(self, job: JobRecord, file_id: str) -> int:
-        """Count an attempt before it is made (and renew the lease); returns the count."""
+    def begin_attempts(self, job: JobRecord, file_ids: list[str]) -> list[int]:
+        """Count an attempt at each file before it is made, in one transaction."""
+        counts = []
         with self.transaction():
-            self.renew_lease(job.id)
-            row = self._run("begin_attempt", id=file_id, batch_id=job.id,
-                            now=self.clock()).fetchone()
-            if row is None:
-                raise StateConflict(f"file {file_id} is not waiting in batch {job.id}")
-            self.event("file.attempt", file_id=file_id, job_id=job.id, detail=str(row[0]))
-            return int(row[0])
+            self.keep_lease(job.id)
+            for file_id in file_ids:
+                row = self._run("begin_attempt", id=file_id, batch_id=job.id,
+                                now=self.clock()).fetchone()
+                if row is None:
+                    raise StateConflict(f"file {file_id} is not waiting in batch {job.id}")
+                self.event("file.attempt", file_id=file_id, job_id=job.id, detail=str(row[0]))
+                counts.append(int(row[0]))
+        return counts
 
     # -- jobs -----------------------------------------------------------------
 
@@ -267,7 +279,10 @@ class Store:
         with self.transaction():
             row = self._run("acquire_job", node=self.node, now=now,
                             lease_until=now + LEASE_SECONDS).fetchone()
-        return None if row is None else _job(row)
+        if row is None:
+            return None
+        self._leases[row["id"]] = now + LEASE_SECONDS
+        return _job(row)
 
     def next_due(self) -> float | None:
         row = self._run("next_due", now=self.clock()).fetchone()
@@ -278,6 +293,16 @@ class Store:
         with self.transaction():
             self._guarded("renew_lease", LeaseLost, f"the lease on batch {job_id} expired",
                           id=job_id, node=self.node, now=now, lease_until=now + LEASE_SECONDS)
+        self._leases[job_id] = now + LEASE_SECONDS
+
+    def keep_lease(self, job_id: str) -> None:
+        """Make sure this node holds the job's lease for a while yet (LeaseLost if not).
+
+        Only this node extends its own lease, so the expiry it last wrote is the truth
+        while it is in the future; the store is written only when half of it is gone.
+        """
+        if self._leases.get(job_id, 0.0) - self.clock() < LEASE_SECONDS / 2:
+            self.renew_lease(job_id)
 
     def transition(self, job: JobRecord, to_state: JobState, detail: str | None = None,
                    remote_id: str | None = None) -> None:

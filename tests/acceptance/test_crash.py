@@ -75,8 +75,8 @@ def _all_settled(layout: Layout, expected: dict[str, str]) -> bool:
 
 CRASH_POINTS = [
     "claimed", "state:BATCHED", "state:CREATED", "state:UPLOADED", "state:ACCEPTING",
-    "attempt@3", "state:ACCEPTED", "state:CLOSED", "state:DOWNLOADED",
-    "output-published@2", "sidecar-published", "state:DELIVERED", "original-removed",
+    "attempt@2", "state:ACCEPTED", "state:CLOSED", "state:DOWNLOADED",
+    "output-published", "sidecar-published", "state:DELIVERED", "original-removed",
     "state:CLEANED",
 ]
 

@@ -431,12 +431,12 @@ def test_release_node_leases(store: Store, db: Path, clock: Clock) -> None:
 
 
 def test_begin_attempt_counts_and_renews(store: Store, clock: Clock) -> None:
-    """begin_attempt counts a file's attempts and renews the job's lease."""
+    """begin_attempts counts a file's attempts and renews the job's lease when half is gone."""
     job = acquired_after(store)
     file_id = store.files_of_job(job.id)[0].id
-    assert store.begin_attempt(job, file_id) == 1
+    assert store.begin_attempts(job, [file_id]) == [1]
     clock.advance(40)
-    assert store.begin_attempt(job, file_id) == 2
+    assert store.begin_attempts(job, [file_id]) == [2]
     renewed = store.job(job.id)
     assert renewed is not None and renewed.lease_until == T0 + 40 + LEASE_SECONDS
     record = store.file(file_id)
@@ -452,7 +452,7 @@ def test_begin_attempt_without_the_lease_is_refused(store: Store, clock: Clock) 
     file_id = store.files_of_job(job.id)[0].id
     clock.advance(LEASE_SECONDS + 1)
     with pytest.raises(LeaseLost):
-        store.begin_attempt(job, file_id)
+        store.begin_attempts(job, [file_id])
     record = store.file(file_id)
     assert record is not None and record.attempts == 0
 
@@ -462,7 +462,7 @@ def test_begin_attempt_on_a_file_of_another_batch_is_refused(store: Store) -> No
     job = acquired_after(store)
     claim(store, "loose")
     with pytest.raises(StateConflict):
-        store.begin_attempt(job, "loose")
+        store.begin_attempts(job, ["loose"])
 
 
 def acquired_after(store: Store) -> JobRecord:
