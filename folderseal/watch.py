@@ -150,6 +150,15 @@ class Watcher:
                 pass
 
 
+class _ShutdownNoise(logging.Filter):
+    """watchdog logs an error when its emitter is stopped mid-read; stopping is ours."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_ShutdownNoise())
+
 _LISTENER: _OverflowListener | None = None
 
 

@@ -81,8 +81,12 @@ class _Gate:
 class LocalProvider:
     kind = "local"
     wants_package = False
+    resumable_accept = True  # signing again before anything is published is harmless
     poll_interval = 0.0
     max_wait = float("inf")
+    # What the workers run; tests swap in a handler that crashes or hangs on cue.
+    worker_setup = "folderseal.providers.local_worker:setup"
+    worker_handler = "folderseal.providers.local_worker:sign"
 
     def __init__(self, name: str, cfg: LocalProviderConfig, state_dir: Path) -> None:
         self.name = name
@@ -115,8 +119,7 @@ class LocalProvider:
     def start(self) -> None:
         if self.pool is not None:
             return
-        pool = WorkerPool(setup="folderseal.providers.local_worker:setup",
-                          handler="folderseal.providers.local_worker:sign",
+        pool = WorkerPool(setup=self.worker_setup, handler=self.worker_handler,
                           setup_arg=self._source(), workers=self.workers,
                           task_timeout=self.cfg.sign_timeout_seconds,
                           max_tasks_per_worker=self.cfg.worker_max_tasks,
@@ -156,18 +159,25 @@ class LocalProvider:
         files.makedirs(batch.staging)
         done = self._results(batch)
         pending = [d for d in batch.documents if d.entry not in done]
+        made = {d.file_id: d.attempts for d in pending}   # attempts counted so far
+        why: dict[str, str] = {}                           # what went wrong last time
         alone = [d for d in pending if d.attempts > 0]
         with self.gate.shared():
-            alone += self._sign(batch, [d for d in pending if d.attempts == 0], attempts)
+            alone += self._sign(batch, [d for d in pending if d.attempts == 0], attempts,
+                                made, why)
         for document in alone:
             # Until it succeeds, fails cleanly, or runs out of attempts.
             while not attempts.stopping():
+                if made[document.file_id] >= self.cfg.sign_attempts:
+                    self._write_result(batch, self._gave_up(
+                        document, made[document.file_id], why.get(document.file_id, "")))
+                    break
                 with self.gate.exclusive():
-                    if not self._sign(batch, [document], attempts):
+                    if not self._sign(batch, [document], attempts, made, why):
                         break
 
-    def _sign(self, batch: BatchView, documents: list[Document],
-              attempts: Attempts) -> list[Document]:
+    def _sign(self, batch: BatchView, documents: list[Document], attempts: Attempts,
+              made: dict[str, int], why: dict[str, str]) -> list[Document]:
         """Sign with up to two tasks per worker in flight; return those that crashed or hung."""
         assert self.pool is not None, "start() the provider first"
         crashed: list[Document] = []
@@ -180,13 +190,9 @@ class LocalProvider:
                 group = queue[: window - len(running)]
                 del queue[: len(group)]
                 for document, count in zip(group, attempts.begin(group), strict=True):
-                    if count > self.cfg.sign_attempts:
-                        self._write_result(batch, self._gave_up(document, count - 1))
-                    else:
-                        running[self.pool.submit(self._task(batch, document))] = document
+                    made[document.file_id] = count
+                    running[self.pool.submit(self._task(batch, document))] = document
             if not running:
-                if queue and not attempts.stopping():
-                    continue  # every file of that group had run out of attempts
                 break
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for future in finished:
@@ -195,7 +201,9 @@ class LocalProvider:
                     result = future.result()
                 except (TaskTimeout, WorkerCrashed) as exc:
                     self.log.warning("file.sign_attempt_failed", batch=batch.id,
-                                     entry=document.entry, reason=str(exc))
+                                     entry=document.entry, reason=str(exc),
+                                     attempt=made[document.file_id])
+                    why[document.file_id] = str(exc)
                     crashed.append(document)
                     continue
                 except PoolClosed:
@@ -210,12 +218,13 @@ class LocalProvider:
                 self._write_result(batch, result)
         return crashed
 
-    def _gave_up(self, document: Document, made: int) -> DocumentResult:
+    def _gave_up(self, document: Document, made: int, why: str) -> DocumentResult:
+        last = f" (last time: {why})" if why else ""
         return DocumentResult(
             entry=document.entry, error_code="sign_crashed",
-            error_message=f"signing was attempted {made} times and never finished (the "
-                          "signing worker crashed or hung, or the daemon stopped during it); "
-                          "the file may be damaged or too large for sign_timeout_seconds")
+            error_message=f"signing was attempted {made} times and never finished{last}; the "
+                          "signing worker crashed or hung, or the daemon stopped during it. The "
+                          "file may be damaged, or too big for sign_timeout_seconds")
 
     @staticmethod
     def _task(batch: BatchView, document: Document) -> SignTask:

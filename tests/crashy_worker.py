@@ -1,0 +1,30 @@
+"""A signing worker that misbehaves on cue, for tests of the local provider's retries.
+
+Loaded through the real pool, like the real worker: files whose entry name holds
+"crash" kill the worker, "hang" hangs it, and "flaky" crashes on its first attempt
+only (a marker in the staging folder remembers the attempt across worker processes).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from folderseal.model import DocumentResult
+from folderseal.providers import local_worker
+from folderseal.providers.local_worker import SignTask, WorkerState
+
+setup = local_worker.setup
+
+
+def sign(state: WorkerState, task: SignTask) -> DocumentResult:
+    if "crash" in task.entry:
+        os._exit(3)
+    if "hang" in task.entry:
+        time.sleep(600)
+    marker = Path(task.staging) / (task.entry + ".tried")
+    if "flaky" in task.entry and not marker.exists():
+        marker.touch()
+        os._exit(4)
+    return local_worker.sign(state, task)
