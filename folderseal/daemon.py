@@ -176,8 +176,8 @@ class Daemon:
                 intake.step(now, hints.get(name, []))
             if now - last_beat >= HEARTBEAT_SECONDS:
                 self._heartbeat()
+                systemd.notify("WATCHDOG=1")  # from this loop: a hung loop stops the pings
                 last_beat = now
-            systemd.notify("WATCHDOG=1")
             wakeup = min((i.next_wakeup() for i in self.intakes.values()), default=now + 1)
             self.wake.wait(min(MAX_SLEEP, max(0.0, wakeup - time.time())))
             self.wake.clear()

@@ -119,7 +119,10 @@ def _describe_exit(code: int | None) -> str:
 
 def _worker_main(conn: Connection, parent_pid: int) -> None:
     """Body of a worker process: set up once, then answer tasks until the pipe closes."""
+    # Ctrl-C and a SIGTERM sent to the whole process group are for the parent, which
+    # stops its workers itself; a worker killed mid-task would count against the file.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(OSError, AttributeError):  # not Linux: the watchdog still works
         ctypes.CDLL(None).prctl(1, ctypes.c_ulong(signal.SIGKILL), 0, 0, 0)  # PDEATHSIG
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
