@@ -6,11 +6,13 @@ The checks use tools folderseal did not write: ``pdfsig`` (poppler) for PDFs and
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,16 +106,18 @@ def _as_user(user: str | None, command: list[str]) -> list[str]:
 
 @functools.cache
 def unprivileged_python(user: str) -> str:
-    """An interpreter ``user`` can run, with this venv's packages.
+    """An interpreter ``user`` can run, with folderseal and its packages importable.
 
     The venv's python may live where other users cannot look (pyenv under /root, mode
-    0700): the daemon's signing workers are started by path and would fail. Then a
-    throwaway venv of the system's python of the same version, seeing this venv's
-    site-packages and the repository through a .pth file, stands in.
+    0700), and so may the checkout (a temp folder of mode 0700): the daemon and its
+    signing workers, started by path, would fail. Then a venv of the system's python of
+    the same version stands in, in a world-readable temp folder, with (hard-linked)
+    copies of this venv's packages and of the folderseal package.
     """
-    probe = [sys.executable, "-c", "import multiprocessing as m; p = m.get_context('spawn')"
-             ".Process(target=print); p.start(); p.join(); raise SystemExit(p.exitcode)"]
-    if subprocess.run(_as_user_raw(user, probe), capture_output=True).returncode == 0:
+    probe = [sys.executable, "-c", "import folderseal, multiprocessing as m; "
+             "p = m.get_context('spawn').Process(target=print); p.start(); p.join(); "
+             "raise SystemExit(p.exitcode)"]
+    if subprocess.run(_as_user_raw(user, probe), capture_output=True, cwd="/").returncode == 0:
         return sys.executable
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     for candidate in (f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
@@ -121,14 +125,32 @@ def unprivileged_python(user: str) -> str:
             break
     else:
         raise AssertionError(f"no {version} that {user} may run; install one system-wide")
-    venv = Path(tempfile.gettempdir()) / f"folderseal-{user}-python"
-    if not (venv / "bin" / "python").exists():
-        subprocess.run([candidate, "-m", "venv", "--without-pip", str(venv)], check=True)
+    venv = Path(tempfile.mkdtemp(prefix=f"folderseal-{user}-python-"))
+    atexit.register(shutil.rmtree, venv, True)
+    venv.chmod(0o755)
+    subprocess.run([candidate, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = next((venv / "lib").glob("python3*/site-packages"))
-    here = [p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix)]
-    (site / "folderseal-tests.pth").write_text(
-        "\n".join([*here, str(Path(__file__).resolve().parent.parent)]) + "\n")
+    ours = [Path(p) for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix)]
+    skip = shutil.ignore_patterns("__editable__*", "__pycache__", "folderseal*")
+    for source in ours:
+        for entry in source.iterdir():
+            if skip(str(source), [entry.name]) or (site / entry.name).exists():
+                continue
+            if entry.is_dir():
+                shutil.copytree(entry, site / entry.name, copy_function=_link_or_copy)
+            else:
+                _link_or_copy(entry, site / entry.name)
+    repo = Path(__file__).resolve().parent.parent
+    shutil.copytree(repo / "folderseal", site / "folderseal",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     return str(venv / "bin" / "python")
+
+
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _as_user_raw(user: str, command: list[str]) -> list[str]:
@@ -142,7 +164,7 @@ def folderseal(*args: str, env: dict[str, str] | None = None, timeout: float = 1
     """Run the real command line in a subprocess."""
     command = _as_user(user, [sys.executable, "-m", "folderseal", *args])
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, **(env or {})}, cwd="/" if user else None)
 
 
 class Daemon:
@@ -158,7 +180,8 @@ class Daemon:
                                   str(layout.config)])
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **(env or {})})
+                                        env={**os.environ, **(env or {})},
+                                        cwd="/" if user else None)  # the checkout may be 0700
         Daemon.running.append(self)
 
     def events(self) -> list[dict[str, Any]]:
