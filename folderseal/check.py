@@ -16,6 +16,7 @@ from folderseal import config as configuration
 from folderseal import files, safety
 from folderseal.errors import ExitCode, FolderSealError
 from folderseal.providers import build
+from folderseal.redact import REDACTOR
 from folderseal.watch import choose_mode
 
 
@@ -37,7 +38,7 @@ def run_checks(config_path: Path | None) -> int:
     try:
         settings = configuration.load(config_path)
     except FolderSealError as exc:
-        print(f"problem: {exc}")
+        print(f"problem: {REDACTOR.text(str(exc))}")
         return ExitCode.CONFIG
     notes.append(f"configuration {config_path or configuration.default_config_path()} is valid")
     problems += safety.layout_problems(settings)
@@ -65,12 +66,9 @@ def run_checks(config_path: Path | None) -> int:
             notes.append(f"provider {name}: the seal loads")
         except FolderSealError as exc:
             problems.append(f"provider {name}: {exc}")
-    for line in notes:
-        print(f"ok: {line}")
-    for line in warnings:
-        print(f"warning: {line}")
-    for line in problems:
-        print(f"problem: {line}")
+    for kind, lines in (("ok", notes), ("warning", warnings), ("problem", problems)):
+        for line in lines:
+            print(f"{kind}: {REDACTOR.text(line)}")
     if problems:
         print(f"{len(problems)} problem(s) to fix before `folderseal run` will work")
         return ExitCode.CONFIG

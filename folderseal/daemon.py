@@ -14,7 +14,6 @@ restarts it; a share that goes away is an outage handled by the intake, not a cr
 
 from __future__ import annotations
 
-import fcntl
 import os
 import queue
 import signal
@@ -24,7 +23,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from folderseal import safety, systemd
+from folderseal import safety, statelock, systemd
 from folderseal.config import Settings
 from folderseal.errors import ConfigError, ExitCode
 from folderseal.intake import FolderIntake
@@ -67,7 +66,7 @@ class Daemon:
             raise ConfigError("no [folders.<name>] table is configured: nothing to watch")
         safety.check_layout(settings)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_state_dir()
+        self._lock_fd = statelock.acquire(settings.state_dir)
         self.store = Store.open(settings.state_dir, self.node)
         released = self.store.release_node_leases()
         if released:
@@ -87,21 +86,6 @@ class Daemon:
             intake.attach(time.time())
         for provider in self.providers.values():
             provider.start()
-
-    def _lock_state_dir(self) -> None:
-        path = self.settings.state_dir / "folderseal.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise ConfigError(
-                f"another folderseal process (pid {holder}) is using {self.settings.state_dir}; "
-                "stop it first (one daemon per state_dir)") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
 
     def close(self) -> None:
         for intake in self.intakes.values():

@@ -241,6 +241,8 @@ class FolderIntake:
             if not self.tracker.looked(source, look, now) or look is None:
                 continue
             if room <= 0:
+                self.paused = self.paused or (f"{self.cfg.max_in_flight_files} files are in "
+                                              "flight (max_in_flight_files)")
                 self.tracker.wait(source, self.paused, now)
                 continue
             reason = self._not_ready(source, look)

@@ -22,7 +22,7 @@ import re
 import shutil
 from pathlib import Path
 
-from folderseal import files
+from folderseal import files, statelock
 from folderseal.config import FolderConfig, Settings
 from folderseal.errors import ExitCode
 from folderseal.store import Store
@@ -77,6 +77,8 @@ def _move_numbered(src: Path, dest: Path) -> Path:
 
 
 def recover(settings: Settings) -> int:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    lock = statelock.acquire(settings.state_dir)  # never beside a running daemon
     store = Store.open(settings.state_dir, settings.node_name)
     try:
         store_id, known = store.store_id, store.job_ids()
@@ -103,3 +105,4 @@ def recover(settings: Settings) -> int:
         return ExitCode.OK
     finally:
         store.close()
+        os.close(lock)

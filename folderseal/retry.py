@@ -53,13 +53,13 @@ def retry(settings: Settings, ids: list[str] | None) -> int:
     store = Store.open(settings.state_dir, settings.node_name)
     try:
         failed = store.failed_files()
+        code = ExitCode.OK
         if ids is not None:
             wanted = set(ids)
             failed = [r for r in failed if r.id in wanted or r.batch_id in wanted]
-            known = {r.id for r in failed} | {r.batch_id for r in failed}
-            for missing in sorted(wanted - known):
+            for missing in sorted(wanted - {r.id for r in failed} - {r.batch_id for r in failed}):
                 print(f"{missing}: no failed file or batch with this id", file=sys.stderr)
-        code = ExitCode.OK if failed or ids is None else ExitCode.FAILURE
+                code = ExitCode.FAILURE
         for record in failed:
             try:
                 target = _put_back(settings, record)

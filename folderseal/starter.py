@@ -43,8 +43,10 @@ min_free_bytes = "100MB"
 
 def init(directory: Path) -> int:
     config = directory / "config.toml"
-    if config.exists():
-        print(f"folderseal init: {config} exists already; nothing was changed", file=sys.stderr)
+    taken = [p for p in (config, directory / "seal.p12", directory / "seal.pass") if p.exists()]
+    if taken:
+        print(f"folderseal init: already exists: {', '.join(map(str, taken))}; nothing was "
+              "changed (choose an empty folder)", file=sys.stderr)
         return ExitCode.FAILURE
     directory.mkdir(parents=True, exist_ok=True)
     for sub in ("inbox", "outbox", "errors", "state"):

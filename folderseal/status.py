@@ -12,6 +12,7 @@ import sqlite3
 import time
 from typing import Any
 
+from folderseal import statelock
 from folderseal.config import Settings
 from folderseal.errors import ExitCode, FolderSealError
 from folderseal.model import FileState, JobState
@@ -36,6 +37,7 @@ def collect(settings: Settings) -> dict[str, Any]:
             report["warnings"].append(f"provider {name}: {exc}")
     if not settings.database.exists():
         report["warnings"].append(f"no store at {settings.database} yet: the daemon never ran")
+        report["folders"] = {name: _empty() for name in settings.folders}
         return report
     db = sqlite3.connect(f"file:{settings.database}?mode=ro", uri=True, timeout=10)
     db.row_factory = sqlite3.Row
@@ -44,13 +46,14 @@ def collect(settings: Settings) -> dict[str, Any]:
         beats = {r["node"]: r for r in _rows(db, "SELECT * FROM nodes")}
         beat = beats.get(settings.node_name)
         notes: dict[str, Any] = {}
-        if beat is not None:
-            alive = now - beat["heartbeat_at"] < HEARTBEAT_STALE
-            report["daemon"] = {"running": alive, "pid": beat["pid"],
-                                "heartbeat": iso(beat["heartbeat_at"]),
-                                "started": iso(beat["started_at"])}
-            if alive:
-                notes = json.loads(beat["notes"]).get("folders", {})
+        pid = statelock.holder(settings.state_dir)
+        if pid is not None:
+            report["daemon"] = {"running": True, "pid": pid}
+            if beat is not None and beat["pid"] == pid:
+                report["daemon"].update(heartbeat=iso(beat["heartbeat_at"]),
+                                        started=iso(beat["started_at"]))
+                if now - beat["heartbeat_at"] < HEARTBEAT_STALE:
+                    notes = json.loads(beat["notes"]).get("folders", {})
         for name in settings.folders:
             report["folders"][name] = _folder(db, name, notes.get(name, {}), now)
     finally:
@@ -82,15 +85,20 @@ def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
             "failed": failed}
 
 
+def _empty() -> dict[str, Any]:
+    return {"watch": "", "outage": "", "paused": "", "settling": 0, "waiting": [], "files": {},
+            "batches": [], "failed": []}
+
+
 def show(settings: Settings, as_json: bool = False) -> int:
     report = REDACTOR.data(collect(settings))
     if as_json:
         print(json.dumps(report, indent=2))
         return ExitCode.OK
     daemon = report["daemon"]
+    beat = f", last heartbeat {daemon['heartbeat']}" if daemon.get("heartbeat") else ""
     print(f"folderseal on {report['node']}: daemon "
-          + (f"running (pid {daemon['pid']}, last heartbeat {daemon['heartbeat']})"
-             if daemon["running"] else "not running"))
+          + (f"running (pid {daemon['pid']}{beat})" if daemon["running"] else "not running"))
     for warning in report["warnings"]:
         print(f"  warning: {warning}")
     for name, folder in report["folders"].items():
