@@ -4,11 +4,7 @@ Every call of :meth:`FolderIntake.step` takes the watch hints since the last cal
 scans when a scan is due, looks at candidates whose look is due, and claims those
 that are ready. Nothing here waits or sleeps: the daemon's loop does that.
 
-A claim is one ``rename()`` into ``work/incoming/<claim id>/<relative path>``: it is
-atomic (the work folder is on the inbox's filesystem), only one process can win it,
-and it moves a symlink itself rather than what the link points to. The store learns
-of the claim only after the rename, so a crash in between leaves an unknown claim,
-which every scan of ``incoming/`` registers (it was never sent anywhere).
+Claiming itself (one rename into the work folder) is :mod:`folderseal.claim`.
 
 A share that goes away (the inbox vanishes, errors like ESTALE/ENOTCONN, or the
 work folder's store marker cannot be read) is an outage: the folder detaches, backs
@@ -20,7 +16,6 @@ from __future__ import annotations
 import errno
 import os
 import queue
-import shutil
 import stat
 import threading
 from collections.abc import Callable
@@ -29,28 +24,19 @@ from typing import Any
 
 from folderseal import batch as batching
 from folderseal import crashpoints, files, mounts
+from folderseal.claim import NOT_REGULAR, OUTAGE, Claims, Failure, Outage
 from folderseal.config import FolderConfig
-from folderseal.errors import ConfigError, FileRejected
 from folderseal.ignore import NameFilter
 from folderseal.logs import get as get_logger
-from folderseal.model import DocumentResult, FileState
+from folderseal.model import FileState
 from folderseal.settle import Look, SettleTracker
-from folderseal.sink import JobContext, Sink
+from folderseal.sink import Sink
 from folderseal.store import Store, new_id
 from folderseal.watch import Hint, Watcher, choose_mode
 from folderseal.workdir import WorkFolder
 
-IN_USE = frozenset({errno.EBUSY, errno.EACCES, errno.EPERM, errno.ETXTBSY})
-OUTAGE = frozenset({errno.ENOENT, errno.ESTALE, errno.ENOTCONN, errno.EHOSTDOWN, errno.EIO,
-                    errno.ETIMEDOUT, errno.ENODEV, errno.EHOSTUNREACH})
 MAX_OUTAGE_BACKOFF = 60.0
 CLAIMS_PER_STEP = 100
-NOT_REGULAR = ("not_regular", "it is not a regular file (a symbolic link, folder link, FIFO "
-               "or device); folderseal seals regular files only and never follows links")
-
-
-class _Outage(Exception):
-    """The inbox is out of reach right now."""
 
 
 class FolderIntake:
@@ -67,6 +53,7 @@ class FolderIntake:
         self.tracker = SettleTracker(cfg.settle_seconds, cfg.stuck_after_seconds)
         self.work = WorkFolder(cfg.work_folder, name)
         self.sink = Sink(name, cfg, self.work, store, store.node)
+        self.claims = Claims(name, cfg.inbox, self.work, store, self.sink, provider, self.tracker)
         self.watcher = Watcher(name, cfg.inbox, cfg.recursive, hints, wake)
         self.inbox = str(cfg.inbox).rstrip("/") + "/"
         self.network = mounts.mount_of(cfg.inbox).is_network
@@ -143,7 +130,7 @@ class FolderIntake:
             self._look_and_claim(now)
             if now >= self.next_batch_at:
                 self.form_batches(now)
-        except _Outage as exc:
+        except Outage as exc:
             self._detach(now, str(exc))
 
     def _hint_path(self, path: str, now: float) -> None:
@@ -158,10 +145,10 @@ class FolderIntake:
     def scan(self, now: float) -> None:
         """List the inbox (the truth; events are hints) and register unknown claims."""
         if not self.work.attached(self.store_id):
-            raise _Outage(f"the store marker in {self.work.path} cannot be read")
+            raise Outage(f"the store marker in {self.work.path} cannot be read")
         for source in self._walk(""):
             self.tracker.hint(source, now)
-        self._register_unknown_claims(now)
+        self.claims.register_unknown(now)
         interval = self.cfg.poll_interval_seconds if self.mode == "polling" \
             else self.cfg.rescan_seconds
         self.next_scan_at = now + interval
@@ -180,25 +167,9 @@ class FolderIntake:
                         found.append(source)
         except OSError as exc:
             if not relative or exc.errno in OUTAGE - {errno.ENOENT}:
-                raise _Outage(f"cannot list {folder}: {exc.strerror}") from None
+                raise Outage(f"cannot list {folder}: {exc.strerror}") from None
             # A subfolder removed while listing is no outage.
         return found
-
-    def _register_unknown_claims(self, now: float) -> None:
-        known = self.store.file_ids(self.name)
-        for claim_id in self.work.claim_ids():
-            if claim_id in known:
-                continue
-            top = self.work.claim_dir(claim_id)
-            found = [str(p.relative_to(top)) for p in top.rglob("*")
-                     if p.is_symlink() or not p.is_dir()]
-            if not found:
-                shutil.rmtree(top, ignore_errors=True)  # a claim that never got its file
-                continue
-            if len(found) > 1:  # a claim holds one file; something else wrote here
-                self.log.warning("file.claim_crowded", file=claim_id, found=found[:5])
-            self.log.info("file.claim_recovered", file=claim_id, source=found[0])
-            self._register([(claim_id, found[0], now, None)])
 
     # -- look, claim ---------------------------------------------------------------
 
@@ -223,7 +194,7 @@ class FolderIntake:
             return None
         except OSError as exc:
             if exc.errno in OUTAGE:
-                raise _Outage(f"cannot look at {path}: {exc.strerror}") from None
+                raise Outage(f"cannot look at {path}: {exc.strerror}") from None
             raise
         return Look(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, stat.S_ISREG(st.st_mode))
 
@@ -261,7 +232,13 @@ class FolderIntake:
                 "stuck", f"it never became ready within {self.cfg.stuck_after_seconds:.0f} s: "
                          f"{candidate.waiting_for or 'it kept changing'}")))
         if wanted:
-            self._claim_all(wanted)
+            self.claim_all(wanted)
+
+    def claim_all(self, wanted: list[tuple[str, Failure | None]]) -> list[str | None]:
+        ids = self.claims.claim_all(wanted)
+        if any(ids):
+            self.next_batch_at = 0.0
+        return ids
 
     def _room(self) -> int:
         """How many more files may be claimed now (0 with the reason in ``paused``)."""
@@ -300,90 +277,6 @@ class FolderIntake:
             os.close(fd)
         return ""
 
-    def _rename_in(self, source: str) -> str | None:
-        """Claim by rename; the claim id, or None if the file is busy or gone."""
-        claim_id = new_id()
-        head, _, name = source.rpartition("/")
-        target = self.work.claim_dir(claim_id) / head
-        target.mkdir(parents=True)
-        try:
-            os.rename(self.cfg.inbox / source, target / name)
-        except OSError as exc:
-            shutil.rmtree(self.work.claim_dir(claim_id), ignore_errors=True)
-            if exc.errno == errno.EXDEV:
-                raise ConfigError(f"the work folder {self.work.path} is on another filesystem "
-                                  f"than the inbox {self.cfg.inbox}") from None
-            if exc.errno == errno.ENOENT:
-                self.tracker.forget(source)
-            elif exc.errno in IN_USE:
-                self.tracker.wait(source, f"in use by another program ({exc.strerror})",
-                                  self.store.clock())
-            elif exc.errno in OUTAGE:
-                raise _Outage(f"cannot claim {source}: {exc.strerror}") from None
-            else:
-                raise
-            return None
-        return claim_id
-
-    def _claim_all(self, wanted: list[tuple[str, tuple[str, str] | None]]) -> list[str | None]:
-        """Claim files by rename, make the renames durable, then record them in the store.
-
-        Folders are synced once per call, however many files moved; a crash before the
-        store knows a claim leaves it in incoming/, where the next scan finds it.
-        """
-        claimed: list[tuple[str, str, float, tuple[str, str] | None]] = []
-        ids: list[str | None] = []
-        folders = {self.work.incoming}
-        for source, fail in wanted:
-            candidate = self.tracker.candidates.get(source)
-            seen_at = candidate.first_seen if candidate else self.store.clock()
-            claim_id = self._rename_in(source)
-            ids.append(claim_id)
-            if claim_id is None:
-                continue
-            self.tracker.forget(source)
-            claimed.append((claim_id, source, seen_at, fail))
-            folder = self.work.claim_dir(claim_id)
-            folders.add(folder)
-            for part in source.split("/")[:-1]:
-                folder = folder / part
-                folders.add(folder)
-            folders.add((self.cfg.inbox / source).parent)
-        for folder in sorted(folders, key=lambda p: -len(p.parts)):  # deepest first
-            files.fsync_dir(folder)
-        if claimed:
-            crashpoints.reached("claimed")
-            self._register(claimed)
-        return ids
-
-    def _register(self, claimed: list[tuple[str, str, float, tuple[str, str] | None]]) -> None:
-        """Record claimed files with their hashes in one transaction; fail the bad ones."""
-        rows = []
-        failures = []
-        for claim_id, source, seen_at, fail in claimed:
-            path = self.work.claim_dir(claim_id) / source
-            st = os.lstat(path)
-            digest: str | None = None
-            if fail is None and st.st_size == 0:
-                fail = ("empty", "the file is empty (0 bytes)")
-            elif fail is None:
-                try:
-                    digest, _ = files.hash_path(path)
-                except OSError as exc:
-                    fail = ("unreadable", f"cannot read the file: {exc.strerror}")
-            rows.append({"id": claim_id, "folder": self.name, "source": source,
-                         "dev": st.st_dev, "ino": st.st_ino, "size": st.st_size,
-                         "mtime_ns": st.st_mtime_ns, "sha256": digest, "seen_at": seen_at})
-            if fail is not None:
-                failures.append((claim_id, *fail))
-        self.store.add_claims(rows)
-        for row in rows:
-            self.log.info("file.claimed", file=row["id"], source=row["source"],
-                          bytes=row["size"])
-        self.next_batch_at = 0.0
-        for claim_id, code, message in failures:
-            self._fail_claim(claim_id, code, message)
-
     def claim_now(self, source: str) -> tuple[str | None, str]:
         """Claim a named file without waiting for it to settle (``folderseal sign``).
 
@@ -399,22 +292,11 @@ class FolderIntake:
             if reason:
                 self.tracker.forget(source)
                 return None, reason
-        claim_id = self._claim_all([(source, None if look.regular else NOT_REGULAR)])[0]
+        claim_id = self.claim_all([(source, None if look.regular else NOT_REGULAR)])[0]
         if claim_id is None:
             candidate = self.tracker.candidates.pop(source, None)
             return None, candidate.waiting_for if candidate else "it is gone"
         return claim_id, ""
-
-    def _fail_claim(self, claim_id: str, code: str, message: str) -> None:
-        self.store.set_file_result(claim_id, FileState.CLAIMED, DocumentResult(
-            entry="", error_code=code, error_message=message))
-        rejected = self.store.file(claim_id)
-        assert rejected is not None
-        try:
-            self.sink.fail(rejected, JobContext(job=None, provider_name=self.provider,
-                                                provider_kind="", batch_files=0, job_events=[]))
-        except FileRejected as exc:
-            self.log.error("file.unsinkable", file=claim_id, reason=exc.message)
 
     # -- batches -------------------------------------------------------------------
 
@@ -450,7 +332,7 @@ class FolderIntake:
         twin = self.store.delivered_twin(record)
         if twin is None:
             return False
-        self._fail_claim(record.id, "duplicate",
+        self.claims.fail(record.id, "duplicate",
                          f"the same content (sha256 {record.sha256[:12]}…) was already "
                          f"delivered from {twin.source_text!r} (duplicates = \"skip\")")
         return True

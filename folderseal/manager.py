@@ -30,10 +30,11 @@ from folderseal.errors import (
     StateConflict,
     TransientError,
 )
+from folderseal.folders import JobContext
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult, FileState, JobRecord, JobState
 from folderseal.providers import BatchView, Document, Provider, Remote
-from folderseal.sink import JobContext, Sink
+from folderseal.sink import Sink
 from folderseal.store import Store
 from folderseal.workdir import WorkFolder
 
@@ -195,9 +196,9 @@ class Manager:
         view = self._view(job, provider)
         if view.package is not None and not batching.package_matches(view.package,
                                                                      job.package_sha256):
-            sink = self.sinks[job.folder]
+            work = self.works[job.folder]
             records = {r.id: r for r in self.store.files_of_job(job.id)}
-            members = [(d.entry, partial(sink.open_original, records[d.file_id]))
+            members = [(d.entry, partial(work.open_file, records[d.file_id]))
                        for d in view.documents]
             view.package.parent.mkdir(parents=True, exist_ok=True)
             digest, size = batching.build_package(view.package, members)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from folderseal import files
 from folderseal.errors import ForeignWorkFolderError
+from folderseal.model import FileRecord, FileState
+from folderseal.safety import open_claimed, open_dir, open_relative_dir
 
 MARKER = "store-id"
 
@@ -35,6 +37,31 @@ class WorkFolder:
 
     def batch_dir(self, batch_id: str) -> Path:
         return self.batches / batch_id
+
+    def path_of(self, record: FileRecord) -> Path:
+        """Where a claimed file waits: in its claim, or in its batch under its entry name."""
+        if record.state == FileState.CLAIMED or record.entry is None:
+            return self.claim_dir(record.id) / record.source
+        return self.batch_dir(record.batch_id or "") / record.entry
+
+    def open_file(self, record: FileRecord) -> int:
+        """Open a claimed file for reading, refusing anything but the claimed file."""
+        if record.state == FileState.CLAIMED or record.entry is None:
+            head, _, name = record.source.rpartition("/")
+            root = open_dir(self.claim_dir(record.id))
+            parts = tuple(head.split("/")) if head else ()
+        else:
+            name = record.entry
+            root = open_dir(self.batch_dir(record.batch_id or ""))
+            parts = ()
+        try:
+            folder = open_relative_dir(root, parts)
+        finally:
+            os.close(root)
+        try:
+            return open_claimed(folder, name, record.dev, record.ino)
+        finally:
+            os.close(folder)
 
     def owner(self) -> str | None:
         """The store id in the marker, or None if there is no marker."""

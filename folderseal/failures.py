@@ -1,0 +1,124 @@
+"""The errors folder: where a file that cannot be sealed goes, with the reason.
+
+The original moves to ``errors/<relative path>`` (its name is chosen and recorded in
+the store first, ``-N`` if taken) and ``<name>.error.json`` is written beside it. A
+name the errors folder's filesystem refuses too (too long, ``:`` on SMB) gets a
+short ASCII one, and the record keeps the original name. An original that cannot be
+moved (unreadable, and the errors folder on another filesystem) stays in the work
+folder, and the record says where.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from folderseal import batch as batching
+from folderseal import files, sidecar
+from folderseal.config import FolderConfig
+from folderseal.errors import OutboxUnavailable
+from folderseal.folders import (
+    JobContext,
+    join,
+    makedirs,
+    record_fields,
+    require_root,
+    split,
+    translate,
+)
+from folderseal.logs import get as get_logger
+from folderseal.model import FileRecord, FileState
+from folderseal.store import Store
+from folderseal.workdir import WorkFolder
+
+ERROR_SUFFIX = ".error.json"
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+class Failures:
+    """Puts the rejected files of one folder into its errors folder."""
+
+    def __init__(self, name: str, cfg: FolderConfig, work: WorkFolder, store: Store,
+                 node: str) -> None:
+        self.cfg = cfg
+        self.work = work
+        self.store = store
+        self.node = node
+        self.log = get_logger(folder=name)
+
+    def fail(self, record: FileRecord, ctx: JobContext) -> None:
+        """Move a rejected (or claimed) file's original to errors and write its record."""
+        code = record.error_code or "failed"
+        message = record.error_message or "failed"
+        require_root(self.cfg.errors, "errors")
+        head, name = split(record.source)
+        folder = self.cfg.errors / head
+        planned = next((dict(o) for o in record.outputs if o.get("role") == "error"), None)
+        try:
+            makedirs(folder)
+            files.remove_leftovers(folder, record.id)
+            if planned is None:
+                planned = self._plan_error(record, folder, head, name)
+            try:
+                kept, note = self._sink_original(record, planned)
+            except OSError as exc:
+                if exc.errno not in files.NAME_ERRNOS:
+                    raise
+                # The errors folder refuses the name too: use a plain ASCII one.
+                planned = self._plan_error(record, folder, head, batching.safe_name(name, 80),
+                                           prefix=record.id[-8:] + "_")
+                kept, note = self._sink_original(record, planned)
+            fields = record_fields(record, ctx, self.node, "failed", self.store.clock())
+            body = sidecar.failed(record, code, message + note, record.attempts, kept, **fields)
+            record_name = Path(planned["path"]).name + ERROR_SUFFIX
+            if not os.path.lexists(folder / record_name):
+                files.write_new(folder, record_name, body, self.cfg.file_mode, record.id)
+            files.fsync_dir(folder)
+        except OSError as exc:
+            raise translate(exc, folder) from None
+        self.store.set_file_state(record.id, record.state, FileState.FAILED,
+                                  job_id=record.batch_id, detail=code)
+        self.log.warning("file.failed", file=record.id, source=record.source, code=code,
+                         reason=message + note, errors=str(self.cfg.errors / planned["path"]))
+
+    def _sink_original(self, record: FileRecord, planned: dict[str, Any]) -> tuple[str, str]:
+        """Move the original to its planned place in errors; where it is, and a note."""
+        original = self.work.path_of(record)
+        target = self.cfg.errors / planned["path"]
+        if not os.path.lexists(original):
+            return planned["path"], ""  # moved before a crash
+        try:
+            files.move_noreplace(original, target, tag=record.id)
+        except OSError as exc:
+            if exc.errno in files.NAME_ERRNOS or os.access(original, os.R_OK,
+                                                           follow_symlinks=False):
+                raise
+            # Unreadable, and the errors folder is on another filesystem: it cannot be
+            # copied. It stays in the work folder, and the record says where.
+            return str(original), (f" (it could not be moved to the errors folder: "
+                                   f"{exc.strerror}; it is at {original})")
+        return planned["path"], ""
+
+    def _plan_error(self, record: FileRecord, folder: Path, head: str, name: str,
+                    prefix: str = "") -> dict[str, Any]:
+        """Choose and record the name the original gets in the errors folder."""
+        if len(os.fsencode(prefix + name + ERROR_SUFFIX)) + 6 > _name_max(folder):
+            # No room for "-N.error.json": keep the record readable under a short name.
+            prefix, name = record.id[-8:] + "_", batching.safe_name(name, 80)
+        for n in range(files.MAX_NUMBERED):
+            candidate = prefix + files.numbered(name, n)
+            taken = (os.path.lexists(folder / candidate)
+                     or os.path.lexists(folder / (candidate + ERROR_SUFFIX)))
+            if not taken:
+                planned = {"role": "error", "path": join(head, candidate), "n": n}
+                self.store.set_file_outputs(record.id, [planned])
+                return planned
+        raise OutboxUnavailable(f"the errors folder {folder} has {files.MAX_NUMBERED} files "
+                                f"named like {name!r}; clear some out")

@@ -1,0 +1,74 @@
+"""Output folders (outbox, errors, archive): relative names, roots, and what errors mean.
+
+Shared by :mod:`folderseal.sink` (publishing) and :mod:`folderseal.failures` (the errors
+folder). A missing root is an outage (a share not mounted): it is never created. A
+folder that is full, read-only or gone is transient: the batch waits and retries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from folderseal import files, sidecar
+from folderseal.errors import FileRejected, OutboxUnavailable
+from folderseal.model import FileRecord, JobRecord
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """What the sink needs to know about the batch a file came in."""
+
+    job: JobRecord | None
+    provider_name: str
+    provider_kind: str
+    batch_files: int
+    job_events: list[tuple[str, float]]
+
+
+def split(relative: str) -> tuple[str, str]:
+    """``"a/b/c.pdf"`` → ``("a/b", "c.pdf")``."""
+    head, _, name = relative.rpartition("/")
+    return head, name
+
+
+def join(head: str, name: str) -> str:
+    return f"{head}/{name}" if head else name
+
+
+def require_root(root: Path, key: str) -> None:
+    """A missing outbox, errors or archive root is an outage; it is never created."""
+    if not root.is_dir():
+        raise OutboxUnavailable(
+            f"the {key} folder {root} is not there (a share not mounted?); "
+            "folderseal waits for it and retries")
+
+
+def makedirs(folder: Path) -> None:
+    try:
+        files.makedirs(folder)
+    except OSError as exc:
+        if exc.errno in files.NAME_ERRNOS:
+            raise FileRejected("name_refused", f"the filesystem refused the folder name "
+                               f"{folder.name!r} ({exc.strerror})") from None
+        raise
+
+
+def translate(exc: OSError, folder: Path) -> Exception:
+    """A full, read-only or vanished folder is transient: wait; anything else stays."""
+    if exc.errno in files.TRANSIENT_ERRNOS:
+        return OutboxUnavailable(f"cannot write to {folder}: {exc.strerror}; folderseal "
+                                 "keeps the files in its work folder and retries")
+    return exc
+
+
+def record_fields(record: FileRecord, ctx: JobContext, node: str, end: str,
+                  at: float) -> dict[str, Any]:
+    """The sidecar fields every record of ``record`` shares, its timeline ending ``end``."""
+    document = (record.result.provider_document if record.result else "") or \
+        (record.entry or "")
+    steps = sidecar.timeline(record, ctx.job, ctx.job_events, (end, at))
+    return {"provider_name": ctx.provider_name, "provider_kind": ctx.provider_kind,
+            "job": ctx.job, "batch_files": ctx.batch_files, "document": document,
+            "node": node, "steps": steps}
