@@ -20,7 +20,7 @@ from typing import Any
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver
 from watchdog.observers.inotify import InotifyEmitter, InotifyObserver, InotifyWatchGroup
-from watchdog.observers.inotify_c import InotifyFD
+from watchdog.observers.inotify_c import InotifyConstants, InotifyFD
 
 from folderseal import mounts
 
@@ -53,7 +53,19 @@ class _VisibleWatchGroup(InotifyWatchGroup):
             super()._add_callback(path)
 
 
+# The kernel events that can mean "a file arrived or changed". Not IN_MOVED_FROM: each
+# claim moves a file out of the inbox, and watchdog holds every such event for half a
+# second to pair it with its IN_MOVED_TO, stalling the events queued behind it. Not
+# IN_OPEN or IN_CLOSE_NOWRITE either: the daemon's own reads would raise them.
+_MASK = (InotifyConstants.IN_CREATE | InotifyConstants.IN_MOVED_TO | InotifyConstants.IN_MODIFY
+         | InotifyConstants.IN_CLOSE_WRITE | InotifyConstants.IN_ATTRIB
+         | InotifyConstants.IN_DELETE_SELF | InotifyConstants.IN_DONT_FOLLOW)
+
+
 class _VisibleEmitter(InotifyEmitter):
+    def get_event_mask_from_filter(self) -> Any:
+        return _MASK
+
     def on_thread_start(self) -> None:
         self._inotify = _VisibleWatchGroup(
             self._inotify_fd, os.fsencode(self.watch.path), is_recursive=self.watch.is_recursive,
