@@ -46,9 +46,10 @@ def _unescape(field: str) -> str:
             .replace("\\134", "\\"))
 
 
-def mounts(mountinfo: Path = MOUNTINFO) -> list[Mount]:
+def mounts(mountinfo: Path | None = None) -> list[Mount]:
     found = []
-    for line in mountinfo.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
+    text = (mountinfo or MOUNTINFO).read_text(encoding="utf-8", errors="surrogateescape")
+    for line in text.splitlines():
         before, _, after = line.partition(" - ")
         fields = before.split()
         if len(fields) < 5 or not after:
@@ -57,7 +58,7 @@ def mounts(mountinfo: Path = MOUNTINFO) -> list[Mount]:
     return found
 
 
-def mount_of(path: Path, mountinfo: Path = MOUNTINFO) -> Mount:
+def mount_of(path: Path, mountinfo: Path | None = None) -> Mount:
     """The mount holding ``path`` (its nearest existing ancestor if it does not exist)."""
     target = Path(os.path.realpath(path))
     best = Mount(point="/", fstype="unknown")

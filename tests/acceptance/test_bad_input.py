@@ -235,3 +235,24 @@ def test_full_outbox_makes_work_wait_and_resume(tmp_path: Path) -> None:
         assert daemon.stop() == 0
     finally:
         subprocess.run(["umount", "-l", str(layout.outbox)], check=False)
+
+
+def test_low_disk_space_pauses_claims_and_nothing_is_lost(tmp_path: Path) -> None:
+    """Under min_free_bytes nothing is claimed: files stay in the inbox and status says why;
+    with the limit lowered (here by its environment variable) they are sealed."""
+    layout = Layout(tmp_path, folder={"min_free_bytes": "100PB"})
+    layout.write()
+    daemon = Daemon(layout).started()
+    (layout.inbox / "waiting.txt").write_text("no room yet")
+
+    def paused() -> bool:
+        out = folderseal("status", "--json", "-c", str(layout.config))
+        return "min_free_bytes" in json.loads(out.stdout)["folders"]["scans"]["paused"]
+
+    wait_until(paused, timeout=15, what="status to report the pause")
+    assert (layout.inbox / "waiting.txt").exists()
+    assert daemon.stop() == 0
+    resumed = Daemon(layout, env={"FOLDERSEAL_FOLDERS__SCANS__MIN_FREE_BYTES": "1MB"}).started()
+    wait_until(lambda: (layout.outbox / "waiting.txt.json").exists(), what="the file sealed")
+    check_sidecar(layout.outbox / "waiting.txt.json", layout)
+    assert resumed.stop() == 0

@@ -14,6 +14,7 @@ import pytest
 from folderseal.config import Settings, load
 from folderseal.errors import ConfigError, PlantedFile
 from folderseal.safety import check_layout, layout_problems, open_claimed, open_relative_dir
+from tests.helpers import Layout
 
 SHM = Path("/dev/shm")
 
@@ -322,3 +323,18 @@ def test_open_relative_dir_reports_a_symlinked_directory_as_planted(
     (root / "2026" / "11").symlink_to(elsewhere)
     with pytest.raises(PlantedFile):
         open_relative_dir(root_fd, ("2026", "11"))
+
+
+def test_state_dir_on_a_network_filesystem_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state_dir on cifs (SQLite's WAL needs a local filesystem) is a layout problem."""
+    layout = Layout(tmp_path)
+    layout.write()
+    settings = load(layout.config)
+    fake = tmp_path / "mountinfo"
+    fake.write_text(
+        "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+        f"40 22 0:50 / {layout.state} rw - cifs //nas/state rw\n")
+    monkeypatch.setattr("folderseal.mounts.MOUNTINFO", fake)
+    problems = layout_problems(settings)
+    assert any("network filesystem (cifs)" in p and "state_dir" in p for p in problems)

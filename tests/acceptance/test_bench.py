@@ -1,0 +1,30 @@
+"""The benchmark script in its quick form: it runs and reports every figure.
+
+Timings are not asserted here (a busy CI machine is no place for them); the full run
+with the targets is ``bench/throughput.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "throughput.py"
+
+
+def test_quick_benchmark_reports_every_figure() -> None:
+    """bench/throughput.py --quick seals its files end to end and prints each measurement."""
+    out = subprocess.run([sys.executable, str(BENCH), "--quick", "--json"], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout)
+    assert figures["a_stock_pyhanko_files_per_s"] > 0
+    for run in ("b_daemon_pdfs", "c_daemon_detached"):
+        assert figures[run]["files_per_s"] > 0 and figures[run]["batches"] >= 1
+        assert 0 < figures[run]["first_claim_s"] <= figures[run]["last_claim_s"]
+    for run in ("d_peak_rss_big", "d_peak_rss_small"):
+        assert figures[run]["main_mb"] > 0 and figures[run]["workers_seen"] >= 1
+        assert figures[run]["worker_mb_max"] > 0
+    assert figures["e_claim_latency"]["p50_s"] >= figures["e_claim_latency"]["settle_s"]
