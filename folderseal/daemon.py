@@ -28,7 +28,7 @@ from folderseal.config import Settings
 from folderseal.errors import ConfigError, ExitCode
 from folderseal.intake import FolderIntake
 from folderseal.logs import get as get_logger
-from folderseal.manager import Manager, backoff
+from folderseal.manager import Busy, Manager, backoff
 from folderseal.providers import Provider, build
 from folderseal.sink import Sink
 from folderseal.store import Store
@@ -48,6 +48,7 @@ class Daemon:
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.jobs_ready = threading.Condition()
+        self.busy = Busy()  # jobs the job threads are working on
         self.hints: queue.SimpleQueue[Hint] = queue.SimpleQueue()
         self.log = get_logger(node=self.node)
         self.providers: dict[str, Provider] = {}
@@ -189,7 +190,7 @@ class Daemon:
         sinks = {name: Sink(name, self.settings.folders[name], works[name], store, self.node)
                  for name in self.intakes}
         return Manager(store, self.providers, sinks, works, self.settings.state_dir, self.stop,
-                       delay=self.delay)
+                       delay=self.delay, busy=self.busy)
 
     def _heartbeat(self) -> None:
         assert self.store is not None

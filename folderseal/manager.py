@@ -20,16 +20,11 @@ import threading
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from folderseal import batch as batching
 from folderseal import crashpoints
-from folderseal.errors import (
-    FileRejected,
-    LeaseLost,
-    ProviderError,
-    StateConflict,
-    TransientError,
-)
+from folderseal.errors import ProviderError, StoreError, TransientError
 from folderseal.folders import JobContext
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult, FileState, JobRecord, JobState
@@ -61,8 +56,40 @@ class _Ledger:
         crashpoints.reached("attempt")
         return counts
 
+    def forgive(self, documents: list[Document]) -> None:
+        self.store.forgive_attempts(self.job, [d.file_id for d in documents])
+
     def stopping(self) -> bool:
         return self.stop.is_set()
+
+
+class Busy:
+    """The jobs the threads of this process are working on; used as its own lock.
+
+    Acquiring skips them, so two threads never work on one job, even when a long step
+    let its lease lapse.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: set[str] = set()
+
+    def __enter__(self) -> Busy:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def jobs(self) -> frozenset[str]:
+        return frozenset(self._jobs)
+
+    def add(self, job_id: str) -> None:
+        self._jobs.add(job_id)
+
+    def discard(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.discard(job_id)
 
 
 class Manager:
@@ -70,8 +97,9 @@ class Manager:
 
     def __init__(self, store: Store, providers: dict[str, Provider], sinks: dict[str, Sink],
                  works: dict[str, WorkFolder], state_dir: Path, stop: threading.Event,
-                 delay: Callable[[int], float] = backoff) -> None:
+                 delay: Callable[[int], float] = backoff, busy: Busy | None = None) -> None:
         self.store = store
+        self.busy = busy or Busy()
         self.providers = providers
         self.sinks = sinks
         self.works = works
@@ -94,10 +122,15 @@ class Manager:
 
     def run_once(self) -> bool:
         """Advance the job that is due first; False if none is due."""
-        job = self.store.acquire_job()
-        if job is None:
-            return False
-        self.advance(job)
+        with self.busy:
+            job = self.store.acquire_job(self.busy.jobs())
+            if job is None:
+                return False
+            self.busy.add(job.id)
+        try:
+            self.advance(job)
+        finally:
+            self.busy.discard(job.id)
         return True
 
     def advance(self, job: JobRecord) -> None:
@@ -117,22 +150,27 @@ class Manager:
                     return
                 current = step(current, provider)
         except TransientError as exc:
-            assert current is not None
-            attempts, at = self.store.postpone(current, self._delay(exc), "transient", str(exc))
-            log.warning("batch.postponed", state=current.state, reason=str(exc),
-                        attempts=attempts, retry_in=round(at - self.store.clock(), 1))
+            self._postpone(job.id, "transient", str(exc), self._delay(exc), log)
         except ProviderError as exc:
-            assert current is not None
-            self._fail(current, exc.code, exc.message)
+            self._fail(job.id, exc.code, exc.message, log)
         except OSError as exc:
             # The disk or a folder is in trouble (full, read-only, gone): wait and retry.
-            assert current is not None
-            attempts, at = self.store.postpone(current, self.delay, "io",
-                                               f"{exc.strerror or exc}: {exc.filename or ''}")
-            log.warning("batch.postponed", state=current.state, reason=str(exc),
-                        attempts=attempts, retry_in=round(at - self.store.clock(), 1))
-        except (LeaseLost, StateConflict) as exc:
+            self._postpone(job.id, "io", f"{exc.strerror or exc}: {exc.filename or ''}",
+                           self.delay, log)
+        except StoreError as exc:  # LeaseLost, StateConflict: someone else has it now
             log.warning("batch.lease_lost", reason=str(exc))
+
+    def _postpone(self, job_id: str, code: str, message: str,
+                  delay: Callable[[int], float], log: Any) -> None:
+        current = self.store.job(job_id)
+        assert current is not None
+        try:
+            attempts, at = self.store.postpone(current, delay, code, message)
+        except StoreError as exc:
+            log.warning("batch.lease_lost", reason=str(exc))
+            return
+        log.warning("batch.postponed", state=current.state, reason=message, attempts=attempts,
+                    retry_in=round(at - self.store.clock(), 1))
 
     def _delay(self, exc: TransientError) -> Callable[[int], float]:
         """The provider's Retry-After when it gave one, else the usual backoff."""
@@ -175,13 +213,19 @@ class Manager:
         crashpoints.reached(f"state:{to_state}")
         return moved
 
-    def _fail(self, job: JobRecord, code: str, message: str) -> None:
-        self.store.fail_job(job, code, message)
-        self.log.error("batch.failed", batch=job.id, folder=job.folder, code=code,
-                       reason=message, state=job.state)
-        failed = self.store.job(job.id)
-        if failed is not None:
-            self._sink_failures(failed, self.providers[job.provider])
+    def _fail(self, job_id: str, code: str, message: str, log: Any) -> None:
+        """The batch failed for good: FAILED, and each of its files to errors."""
+        current = self.store.job(job_id)
+        assert current is not None
+        try:
+            self.store.fail_job(current, code, message)
+        except StoreError as exc:
+            log.warning("batch.lease_lost", reason=str(exc))
+            return
+        log.error("batch.failed", code=code, reason=message, state=current.state)
+        failed = self.store.job(job_id)
+        assert failed is not None
+        self._sink_failures(failed, self.providers[failed.provider])
 
     @staticmethod
     def _manifest(view: BatchView) -> list[str]:
@@ -333,12 +377,14 @@ class Manager:
         """FAILED: move each rejected file to errors with its record; then rest."""
         records = self.store.files_of_job(job.id)
         context = self._context(job, provider, len(records))
-        for record in records:
-            if record.state == FileState.REJECTED:
-                try:
+        try:
+            for record in records:
+                if record.state == FileState.REJECTED:
                     self.sinks[job.folder].fail(record, context)
-                except FileRejected as exc:  # a name even the errors folder refuses
-                    self.log.error("file.unsinkable", file=record.id, reason=exc.message)
+        except TransientError as exc:  # the errors folder is full or gone: come back later
+            self.log.warning("batch.failures_postponed", batch=job.id, reason=str(exc))
+            self.store.release(job, self.store.clock() + self.delay(job.attempts + 1))
+            return None
         self.store.release(job, None)
         return None
 

@@ -70,6 +70,9 @@ class Attempts(Protocol):
     def begin(self, documents: list[Document]) -> list[int]:
         """Count an attempt at each document durably before it is made; the counts."""
 
+    def forgive(self, documents: list[Document]) -> None:
+        """Take back attempts that ended in a transient failure (not the files' fault)."""
+
     def stopping(self) -> bool:
         """True when the daemon is shutting down: finish the current file, then return."""
 

@@ -95,6 +95,7 @@ class LocalProvider:
         self.workers = cfg.workers or os.cpu_count() or 1
         self.pool: WorkerPool | None = None
         self.gate = _Gate()
+        self._broken: str | None = None  # why the pool's workers could not start
         self.log = get_logger(provider=name)
 
     # -- life cycle ----------------------------------------------------------------
@@ -155,7 +156,22 @@ class LocalProvider:
             return RemoteStatus(Remote.CLOSED, names)
         return RemoteStatus(Remote.UPLOADED, names)
 
+    def _ensure_pool(self) -> None:
+        """A pool whose workers could not load the seal (it was replaced, with another
+        password?) is started afresh; until that works, batches wait."""
+        if self._broken is None:
+            return
+        if self.pool is not None:
+            self.pool.close(wait=False)
+            self.pool = None
+        try:
+            self.start()
+        except ConfigError as exc:
+            raise TransientError(str(exc)) from None
+        self._broken = None
+
     def accept(self, batch: BatchView, remote_id: str, attempts: Attempts) -> None:
+        self._ensure_pool()
         files.makedirs(batch.staging)
         done = self._results(batch)
         pending = [d for d in batch.documents if d.entry not in done]
@@ -181,11 +197,13 @@ class LocalProvider:
         """Sign with up to two tasks per worker in flight; return those that crashed or hung."""
         assert self.pool is not None, "start() the provider first"
         crashed: list[Document] = []
+        transient: list[tuple[Document, TransientError]] = []
         queue = list(documents)
         running: dict[Future[DocumentResult], Document] = {}
         window = 2 * self.workers
         while queue or running:
-            if len(running) <= self.workers and queue and not attempts.stopping():
+            if len(running) <= self.workers and queue and not transient \
+                    and not attempts.stopping():
                 # Refill in groups: one store commit counts the attempts of several files.
                 group = queue[: window - len(running)]
                 del queue[: len(group)]
@@ -207,15 +225,28 @@ class LocalProvider:
                     crashed.append(document)
                     continue
                 except PoolClosed:
-                    raise TransientError("the signing workers are shutting down") from None
-                except TransientError:
-                    raise  # a time-stamp server that does not answer: the batch waits
+                    transient.append((document, TransientError("the signing workers are "
+                                                               "shutting down")))
+                    continue
+                except WorkerSetupFailed as exc:  # the seal cannot be loaded any more
+                    self._broken = str(exc)
+                    transient.append((document, TransientError(
+                        f"the signing workers cannot load the seal: {exc}; fix the "
+                        "certificate or its password")))
+                    continue
+                except TransientError as exc:  # a time-stamp server that does not answer
+                    transient.append((document, exc))
+                    continue
                 except Exception as exc:  # noqa: BLE001 - one file's surprise fails that file
                     self.log.exception("file.sign_error", batch=batch.id, entry=document.entry)
                     result = DocumentResult(
                         entry=document.entry, error_code="sign_error",
                         error_message=f"signing failed unexpectedly: {type(exc).__name__}: {exc}")
                 self._write_result(batch, result)
+        if transient:
+            # Not the files' fault: their attempts do not count, and the batch waits.
+            attempts.forgive([document for document, _ in transient])
+            raise transient[0][1]
         return crashed
 
     def _gave_up(self, document: Document, made: int, why: str) -> DocumentResult:

@@ -31,6 +31,7 @@ from folderseal.model import (
     JobState,
     path_text,
 )
+from folderseal.redact import REDACTOR
 
 LEASE_SECONDS = 60.0
 _SQL = resources.files("folderseal.store") / "sql"
@@ -76,7 +77,8 @@ class Store:
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.execute("PRAGMA foreign_keys = ON")
         self._in_transaction = False
-        self._leases: dict[str, float] = {}  # job id → lease expiry this node last wrote
+        # job id → (holder, expiry) of the leases this connection holds
+        self._leases: dict[str, tuple[str, float]] = {}
         self._migrate()
 
     @classmethod
@@ -200,12 +202,6 @@ class Store:
                         id=record.id).fetchone()
         return None if row is None else self.file(row["id"])
 
-    def restamp(self, file_id: str, *, size: int, mtime_ns: int, sha256: str | None) -> None:
-        with self.transaction():
-            self._guarded("restamp_file", StateConflict, f"file {file_id} is no longer claimed",
-                          id=file_id, size=size, mtime_ns=mtime_ns, sha256=sha256,
-                          now=self.clock())
-
     def set_file_state(self, file_id: str, from_state: FileState, to_state: FileState,
                        job_id: str | None = None, detail: str | None = None) -> None:
         with self.transaction():
@@ -223,7 +219,8 @@ class Store:
                           f"file {file_id} is not {from_state}", id=file_id,
                           from_state=from_state, to_state=to_state, result=result.to_json(),
                           error_code=result.error_code or None,
-                          error_message=result.error_message or None, now=self.clock())
+                          error_message=REDACTOR.text(result.error_message) or None,
+                          now=self.clock())
             self.event("file.state", file_id=file_id, job_id=job_id, from_state=from_state,
                        to_state=to_state, detail=result.error_code or None)
 
@@ -247,6 +244,13 @@ class Store:
                 counts.append(int(row[0]))
         return counts
 
+    def forgive_attempts(self, job: JobRecord, file_ids: list[str]) -> None:
+        """Take back one attempt of each file (it ended in a transient failure)."""
+        with self.transaction():
+            for file_id in file_ids:
+                self._run("forgive_attempt", id=file_id, batch_id=job.id, now=self.clock())
+                self.event("file.attempt_forgiven", file_id=file_id, job_id=job.id)
+
     # -- jobs -----------------------------------------------------------------
 
     def create_job(self, *, job_id: str, folder: str, provider: str,
@@ -267,70 +271,87 @@ class Store:
         row = self._run("get_job", id=job_id).fetchone()
         return None if row is None else _job(row)
 
-    def open_jobs(self) -> list[JobRecord]:
-        return [_job(r) for r in self._run("jobs_not_finished")]
-
     def job_ids(self) -> set[str]:
         return {r[0] for r in self._run("all_job_ids")}
 
-    def acquire_job(self) -> JobRecord | None:
-        """Take the lease on the job that is due first, if any."""
+    def acquire_job(self, busy: frozenset[str] = frozenset()) -> JobRecord | None:
+        """Take the lease on the job that is due first, skipping ``busy`` ones.
+
+        Each acquisition writes a holder of its own (``node/token``): after a lease
+        lapsed and another thread or node took the job over, the old holder's guarded
+        writes match nothing and it stops.
+        """
         now = self.clock()
+        holder = f"{self.node}/{uuid.uuid4().hex[:8]}"
         with self.transaction():
-            row = self._run("acquire_job", node=self.node, now=now,
+            row = self._run("acquire_job", holder=holder, now=now, busy=json.dumps(sorted(busy)),
                             lease_until=now + LEASE_SECONDS).fetchone()
         if row is None:
             return None
-        self._leases[row["id"]] = now + LEASE_SECONDS
+        self._leases[row["id"]] = (holder, now + LEASE_SECONDS)
         return _job(row)
 
     def next_due(self) -> float | None:
         row = self._run("next_due", now=self.clock()).fetchone()
         return None if row[0] is None else float(row[0])
 
+    def _holder(self, job_id: str) -> str:
+        if job_id not in self._leases:
+            raise LeaseLost(f"this process holds no lease on batch {job_id}")
+        return self._leases[job_id][0]
+
     def renew_lease(self, job_id: str) -> None:
         now = self.clock()
+        holder = self._holder(job_id)
         with self.transaction():
-            self._guarded("renew_lease", LeaseLost, f"the lease on batch {job_id} expired",
-                          id=job_id, node=self.node, now=now, lease_until=now + LEASE_SECONDS)
-        self._leases[job_id] = now + LEASE_SECONDS
+            self._guarded("renew_lease", LeaseLost, f"batch {job_id} was taken over",
+                          id=job_id, holder=holder, lease_until=now + LEASE_SECONDS)
+        self._leases[job_id] = (holder, now + LEASE_SECONDS)
 
     def keep_lease(self, job_id: str) -> None:
-        """Make sure this node holds the job's lease for a while yet (LeaseLost if not).
+        """Make sure this holder keeps the job's lease a while yet (LeaseLost if not).
 
-        Only this node extends its own lease, so the expiry it last wrote is the truth
-        while it is in the future; the store is written only when half of it is gone.
+        Only the holder extends its lease, so the expiry it last wrote is the truth; the
+        store is written only when half of it is gone.
         """
-        if self._leases.get(job_id, 0.0) - self.clock() < LEASE_SECONDS / 2:
+        if self._leases.get(job_id, ("", 0.0))[1] - self.clock() < LEASE_SECONDS / 2:
             self.renew_lease(job_id)
+
+    def _guarded_job(self, name: str, job_id: str, what: str, **params: Any) -> None:
+        """A job write guarded by its lease (renewed first if half of it is gone)."""
+        self.keep_lease(job_id)
+        self._guarded(name, LeaseLost, what, id=job_id, holder=self._holder(job_id),
+                      now=self.clock(), **params)
 
     def transition(self, job: JobRecord, to_state: JobState, detail: str | None = None,
                    remote_id: str | None = None) -> None:
         """Move a job from the state it is in to the next, guarded by state and lease."""
         with self.transaction():
+            self.keep_lease(job.id)
             if self._run("transition_job", id=job.id, from_state=job.state, to_state=to_state,
-                         node=self.node, remote_id=remote_id, now=self.clock()).rowcount != 1:
+                         holder=self._holder(job.id), remote_id=remote_id,
+                         now=self.clock()).rowcount != 1:
                 current = self.job(job.id)
                 if current is None or current.state != job.state:
                     raise StateConflict(f"batch {job.id} is no longer {job.state}")
-                raise LeaseLost(f"this node's lease on batch {job.id} expired")
+                raise LeaseLost(f"batch {job.id} was taken over")
             self.event("batch.state", job_id=job.id, from_state=job.state, to_state=to_state,
                        detail=detail if remote_id is None else f"remote {remote_id}")
 
     def set_package(self, job: JobRecord, sha256: str, size: int) -> None:
         with self.transaction():
-            self._guarded("set_package", LeaseLost, f"batch {job.id} lease lost", id=job.id,
-                          package_sha256=sha256, package_bytes=size, node=self.node,
-                          now=self.clock())
+            self._guarded_job("set_package", job.id, f"batch {job.id} lease lost",
+                              package_sha256=sha256, package_bytes=size)
 
     def fail_job(self, job: JobRecord, code: str, message: str) -> None:
         """Mark a job FAILED and each of its unfinished files REJECTED with the reason."""
-        now = self.clock()
+        message = REDACTOR.text(message)
         with self.transaction():
-            self._guarded("fail_job", LeaseLost, f"batch {job.id} lease lost", id=job.id,
-                          from_state=job.state, error_code=code, error_message=message,
-                          node=self.node, now=now)
-            self.event("batch.state", job_id=job.id, from_state=job.state,
+            current = self.job(job.id)
+            state = current.state if current else job.state
+            self._guarded_job("fail_job", job.id, f"batch {job.id} is not {state} any more",
+                              from_state=state, error_code=code, error_message=message)
+            self.event("batch.state", job_id=job.id, from_state=state,
                        to_state=JobState.FAILED, detail=code)
             for record in self.files_of_job(job.id):
                 if record.state in (FileState.BATCHED, FileState.READY):
@@ -339,8 +360,10 @@ class Store:
                     self.set_file_result(record.id, record.state, result, job_id=job.id)
 
     def release(self, job: JobRecord, next_attempt_at: float | None) -> None:
+        """Let go of the job's lease; it is due again at ``next_attempt_at`` (None: never)."""
+        holder = self._leases.pop(job.id, ("", 0.0))[0]
         with self.transaction():
-            self._run("release_job", id=job.id, node=self.node, now=self.clock(),
+            self._run("release_job", id=job.id, holder=holder, now=self.clock(),
                       next_attempt_at=next_attempt_at)
 
     def postpone(self, job: JobRecord, delay: Callable[[int], float], code: str,
@@ -349,23 +372,18 @@ class Store:
 
         The attempt count is kept across restarts, so backoff keeps growing.
         """
+        message = REDACTOR.text(message)
         now = self.clock()
-        attempts = job.attempts + 1
-        at = now + delay(attempts)
         with self.transaction():
-            self._guarded("postpone_job", LeaseLost, f"batch {job.id} lease lost", id=job.id,
-                          state=job.state, node=self.node, now=now, next_attempt_at=at,
-                          attempts=attempts, error_code=code, error_message=message)
+            current = self.job(job.id)
+            attempts = (current.attempts if current else job.attempts) + 1
+            at = now + delay(attempts)
+            self._guarded_job("postpone_job", job.id, f"batch {job.id} lease lost",
+                              next_attempt_at=at, attempts=attempts, error_code=code,
+                              error_message=message)
             self.event("batch.postponed", job_id=job.id, detail=f"{code}: {message}")
+        self._leases.pop(job.id, None)
         return attempts, at
-
-    def reopen(self, job_id: str, to_state: JobState) -> None:
-        with self.transaction():
-            self._guarded("reopen_job", StateConflict,
-                          f"batch {job_id} is not failed, or is being worked on",
-                          id=job_id, to_state=to_state, now=self.clock())
-            self.event("batch.state", job_id=job_id, from_state=JobState.FAILED,
-                       to_state=to_state, detail="retry")
 
     def release_node_leases(self) -> int:
         """At start: leases this node held before a crash are void."""

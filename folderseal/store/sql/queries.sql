@@ -46,11 +46,6 @@ SELECT id, source FROM files
 WHERE folder = :folder AND sha256 = :sha256 AND state IN ('PUBLISHED', 'DONE') AND id != :id
 LIMIT 1;
 
--- name: restamp_file
-UPDATE files SET size = :size, mtime_ns = :mtime_ns, sha256 = :sha256, claimed_at = :now,
-                 updated_at = :now
-WHERE id = :id AND state = 'CLAIMED';
-
 -- name: batch_file
 UPDATE files SET state = 'BATCHED', batch_id = :batch_id, entry = :entry, updated_at = :now
 WHERE id = :id AND state = 'CLAIMED';
@@ -59,6 +54,10 @@ WHERE id = :id AND state = 'CLAIMED';
 UPDATE files SET attempts = attempts + 1, updated_at = :now
 WHERE id = :id AND batch_id = :batch_id AND state = 'BATCHED'
 RETURNING attempts;
+
+-- name: forgive_attempt
+UPDATE files SET attempts = max(attempts - 1, 0), updated_at = :now
+WHERE id = :id AND batch_id = :batch_id AND state = 'BATCHED';
 
 -- name: set_file_state
 UPDATE files SET state = :to_state, updated_at = :now
@@ -80,19 +79,18 @@ VALUES (:id, :folder, :provider, 'BATCHED', :now, :now, :now);
 -- name: get_job
 SELECT * FROM jobs WHERE id = :id;
 
--- name: jobs_not_finished
-SELECT * FROM jobs WHERE state NOT IN ('CLEANED', 'FAILED') OR next_attempt_at IS NOT NULL
-ORDER BY created_at;
-
 -- name: all_job_ids
 SELECT id FROM jobs;
 
 -- name: acquire_job
-UPDATE jobs SET claimed_by = :node, lease_until = :lease_until
+-- :holder is "<node>/<token>", new for every acquisition; :busy lists the jobs other
+-- threads of this process are working on (their leases may have lapsed).
+UPDATE jobs SET claimed_by = :holder, lease_until = :lease_until
 WHERE id = (
     SELECT id FROM jobs
     WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= :now
       AND (claimed_by IS NULL OR lease_until <= :now)
+      AND id NOT IN (SELECT value FROM json_each(:busy))
     ORDER BY next_attempt_at, created_at
     LIMIT 1
 )
@@ -105,40 +103,37 @@ WHERE next_attempt_at IS NOT NULL AND (claimed_by IS NULL OR lease_until <= :now
 -- name: transition_job
 UPDATE jobs SET state = :to_state, attempts = 0, error_code = NULL, error_message = NULL,
                 remote_id = coalesce(:remote_id, remote_id), updated_at = :now
-WHERE id = :id AND state = :from_state AND claimed_by = :node AND lease_until > :now;
+WHERE id = :id AND state = :from_state AND claimed_by = :holder AND lease_until > :now;
 
 -- name: set_package
 UPDATE jobs SET package_sha256 = :package_sha256, package_bytes = :package_bytes,
                 updated_at = :now
-WHERE id = :id AND state = 'BATCHED' AND claimed_by = :node AND lease_until > :now;
+WHERE id = :id AND state = 'BATCHED' AND claimed_by = :holder AND lease_until > :now;
 
 -- name: fail_job
 UPDATE jobs SET state = 'FAILED', failed_step = :from_state, error_code = :error_code,
                 error_message = :error_message, updated_at = :now
-WHERE id = :id AND state = :from_state AND claimed_by = :node AND lease_until > :now;
+WHERE id = :id AND state = :from_state AND claimed_by = :holder AND lease_until > :now;
 
 -- name: renew_lease
+-- A lapsed lease may be renewed by its holder as long as nobody took it over.
 UPDATE jobs SET lease_until = :lease_until
-WHERE id = :id AND claimed_by = :node AND lease_until > :now;
+WHERE id = :id AND claimed_by = :holder;
 
 -- name: release_job
 UPDATE jobs SET claimed_by = NULL, lease_until = NULL, next_attempt_at = :next_attempt_at,
                 updated_at = :now
-WHERE id = :id AND claimed_by = :node;
+WHERE id = :id AND claimed_by = :holder;
 
 -- name: postpone_job
 UPDATE jobs SET claimed_by = NULL, lease_until = NULL, next_attempt_at = :next_attempt_at,
                 attempts = :attempts, error_code = :error_code,
                 error_message = :error_message, updated_at = :now
-WHERE id = :id AND state = :state AND claimed_by = :node AND lease_until > :now;
-
--- name: reopen_job
-UPDATE jobs SET state = :to_state, next_attempt_at = :now, attempts = 0, failed_step = NULL,
-                error_code = NULL, error_message = NULL, updated_at = :now
-WHERE id = :id AND state = 'FAILED' AND claimed_by IS NULL;
+WHERE id = :id AND claimed_by = :holder AND lease_until > :now;
 
 -- name: release_node_leases
-UPDATE jobs SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = :node;
+UPDATE jobs SET claimed_by = NULL, lease_until = NULL
+WHERE claimed_by = :node OR claimed_by LIKE :node || '/%';
 
 -- name: job_transitions
 SELECT to_state, at FROM events WHERE job_id = :job_id AND kind = 'batch.state' ORDER BY id;
