@@ -13,13 +13,14 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from folderseal import crashpoints, files
-from folderseal.errors import ConfigError, FileRejected
+from folderseal.errors import ConfigError, FileRejected, TransientError
 from folderseal.folders import JobContext
 from folderseal.logs import get as get_logger
-from folderseal.model import DocumentResult, FileState
+from folderseal.model import DocumentResult, FileRecord, FileState
 from folderseal.settle import SettleTracker
 from folderseal.sink import Sink
 from folderseal.store import Store, new_id
@@ -44,19 +45,21 @@ class Claims:
     """Claims files of one inbox into its work folder and records them."""
 
     def __init__(self, name: str, inbox: Path, work: WorkFolder, store: Store, sink: Sink,
-                 provider: str, tracker: SettleTracker) -> None:
+                 provider: str, kind: str, tracker: SettleTracker) -> None:
         self.name = name
         self.inbox = inbox
         self.work = work
         self.store = store
         self.sink = sink
         self.provider = provider
+        self.kind = kind
         self.tracker = tracker
         self.log = get_logger(folder=name)
 
     def register_unknown(self, now: float) -> None:
-        known = self.store.file_ids(self.name)
-        for claim_id in self.work.claim_ids():
+        present = self.work.claim_ids()
+        known = self.store.known_ids(present) if present else set()
+        for claim_id in present:
             if claim_id in known:
                 continue
             top = self.work.claim_dir(claim_id)
@@ -126,40 +129,78 @@ class Claims:
             self.register(claimed)
         return ids
 
-    def register(self, claimed: list[tuple[str, str, float, tuple[str, str] | None]]) -> None:
+    def register(self, claimed: list[tuple[str, str, float, Failure | None]]) -> None:
         """Record claimed files with their hashes in one transaction; fail the bad ones."""
         rows = []
         failures = []
         for claim_id, source, seen_at, fail in claimed:
             path = self.work.claim_dir(claim_id) / source
-            st = os.lstat(path)
-            digest: str | None = None
-            if fail is None and st.st_size == 0:
-                fail = ("empty", "the file is empty (0 bytes)")
-            elif fail is None:
-                try:
-                    digest, _ = files.hash_path(path)
-                except OSError as exc:
-                    fail = ("unreadable", f"cannot read the file: {exc.strerror}")
+            st, digest, problem = (os.lstat(path), None, fail) if fail else self._check(path)
             rows.append({"id": claim_id, "folder": self.name, "source": source,
                          "dev": st.st_dev, "ino": st.st_ino, "size": st.st_size,
                          "mtime_ns": st.st_mtime_ns, "sha256": digest, "seen_at": seen_at})
-            if fail is not None:
-                failures.append((claim_id, *fail))
+            if problem is not None:
+                failures.append((claim_id, problem))
         self.store.add_claims(rows)
         for row in rows:
             self.log.info("file.claimed", file=row["id"], source=row["source"],
                           bytes=row["size"])
-        for claim_id, code, message in failures:
+        for claim_id, (code, message) in failures:
             self.fail(claim_id, code, message)
 
+    @staticmethod
+    def _check(path: Path) -> tuple[os.stat_result, str | None, Failure | None]:
+        """Stat and hash a claimed file: its hash, or why it cannot be sealed.
+
+        Neither (no hash, no failure) means reading failed for a passing reason (EIO on
+        a share); the file stays claimed and the next sweep tries again.
+        """
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return st, None, NOT_REGULAR
+        if st.st_size == 0:
+            return st, None, ("empty", "the file is empty (0 bytes)")
+        try:
+            digest, _ = files.hash_path(path)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                return st, None, ("unreadable", f"cannot read the file: {exc.strerror}")
+            return st, None, None
+        return st, digest, None
+
     def fail(self, claim_id: str, code: str, message: str) -> None:
+        """A claimed file that cannot be sealed: REJECTED, then into the errors folder."""
         self.store.set_file_result(claim_id, FileState.CLAIMED, DocumentResult(
             entry="", error_code=code, error_message=message))
         rejected = self.store.file(claim_id)
         assert rejected is not None
+        self._sink(rejected)
+
+    def _sink(self, record: FileRecord) -> None:
+        context = JobContext(job=None, provider_name=self.provider, provider_kind=self.kind,
+                             batch_files=0, job_events=[])
         try:
-            self.sink.fail(rejected, JobContext(job=None, provider_name=self.provider,
-                                                provider_kind="", batch_files=0, job_events=[]))
+            self.sink.fail(record, context)
         except FileRejected as exc:
-            self.log.error("file.unsinkable", file=claim_id, reason=exc.message)
+            self.log.error("file.unsinkable", file=record.id, reason=exc.message)
+        except TransientError as exc:  # the errors folder is full or gone: the sweep retries
+            self.log.warning("file.fail_postponed", file=record.id, reason=str(exc))
+
+    def sweep(self) -> None:
+        """Finish claims that a crash or an unavailable errors folder left half done."""
+        for record in self.store.files_in_state(self.name, FileState.CLAIMED):
+            if record.sha256 is not None:
+                continue
+            path = self.work.path_of(record)
+            try:
+                st, digest, problem = self._check(path)
+            except FileNotFoundError:
+                problem, digest = ("vanished", "the claimed file is no longer in the work "
+                                   f"folder ({path})"), None
+            if problem is not None:
+                self.fail(record.id, *problem)
+            elif digest is not None:
+                self.store.set_claim_hash(record.id, digest, st.st_size, st.st_mtime_ns)
+        for record in self.store.files_in_state(self.name, FileState.REJECTED):
+            if record.batch_id is None:
+                self._sink(record)

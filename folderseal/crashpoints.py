@@ -5,10 +5,11 @@ right after the step of that name (``NAME@N`` on its N-th time). A SIGKILL leave
 no chance to clean up, which is the point: the restart must cope. Unset, the check
 costs one dictionary lookup.
 
-Names: ``claimed``, ``batched``, ``state:<JOB STATE>`` (after each transition),
-``signed`` (after a file's signing attempt), ``output-published`` (between an output
-and its sidecar), ``sidecar-published`` (between the sidecar and removing the
-original), ``original-removed``.
+Names: ``claimed`` (files renamed into the work folder, not yet recorded),
+``state:<JOB STATE>`` (after each transition, ``state:BATCHED`` included),
+``attempt`` (signing attempts counted, not yet made), ``output-published`` (outputs
+of a batch published, their sidecars not yet), ``sidecar-published`` (sidecars
+written, originals not yet removed), ``original-removed``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from typing import Any
 
 from folderseal import safety, statelock, systemd
 from folderseal.config import Settings
-from folderseal.errors import ConfigError, ExitCode
+from folderseal.errors import ConfigError, ExitCode, FolderSealError
 from folderseal.intake import FolderIntake
 from folderseal.logs import get as get_logger
 from folderseal.manager import Busy, Manager, backoff
@@ -72,6 +72,7 @@ class Daemon:
         released = self.store.release_node_leases()
         if released:
             self.log.info("daemon.leases_released", jobs=released)
+        self._check_open_jobs()
         used = {folder.provider for folder in settings.folders.values()}
         for name in sorted(used):
             provider = build(name, settings.providers[name], settings.state_dir)
@@ -81,12 +82,23 @@ class Daemon:
         store_id = self.store.store_id
         for name, folder in settings.folders.items():
             intake = FolderIntake(name, folder, folder.provider, self.store, store_id,
-                                  settings.state_dir, self.hints, self.wake)
+                                  settings.state_dir, self.hints, self.wake,
+                                  kind=settings.providers[folder.provider].kind)
             intake.on_batch = self._batches_ready
             self.intakes[name] = intake
             intake.attach(time.time())
         for provider in self.providers.values():
             provider.start()
+
+    def _check_open_jobs(self) -> None:
+        """Every batch still under way needs its folder and provider in the configuration."""
+        assert self.store is not None
+        for folder, provider, count in self.store.open_job_owners():
+            if folder not in self.settings.folders or provider not in self.settings.providers:
+                raise ConfigError(
+                    f"{count} batch(es) of folder {folder!r} with provider {provider!r} are "
+                    "still under way, but the configuration no longer has that folder or "
+                    "provider: put it back until `folderseal status` shows them finished")
 
     def close(self) -> None:
         for intake in self.intakes.values():
@@ -129,6 +141,9 @@ class Daemon:
             for thread in threads:
                 thread.join()
             self.close()
+        if isinstance(self.fatal, FolderSealError):  # e.g. a foreign work folder: exit 78
+            self.log.error("daemon.stopped", reason=str(self.fatal))
+            return self.fatal.exit_code
         if self.fatal is not None:
             self.log.error("daemon.stopped", reason="unexpected failure; systemd restarts it")
             return ExitCode.FAILURE

@@ -17,7 +17,7 @@ from typing import Any
 from folderseal import batch as batching
 from folderseal import files, sidecar
 from folderseal.config import FolderConfig
-from folderseal.errors import OutboxUnavailable
+from folderseal.errors import FileRejected, OutboxUnavailable
 from folderseal.folders import (
     JobContext,
     join,
@@ -58,23 +58,10 @@ class Failures:
         code = record.error_code or "failed"
         message = record.error_message or "failed"
         require_root(self.cfg.errors, "errors")
-        head, name = split(record.source)
-        folder = self.cfg.errors / head
         planned = next((dict(o) for o in record.outputs if o.get("role") == "error"), None)
         try:
-            makedirs(folder)
-            files.remove_leftovers(folder, record.id)
-            if planned is None:
-                planned = self._plan_error(record, folder, head, name)
-            try:
-                kept, note = self._sink_original(record, planned)
-            except OSError as exc:
-                if exc.errno not in files.NAME_ERRNOS:
-                    raise
-                # The errors folder refuses the name too: use a plain ASCII one.
-                planned = self._plan_error(record, folder, head, batching.safe_name(name, 80),
-                                           prefix=record.id[-8:] + "_")
-                kept, note = self._sink_original(record, planned)
+            kept, note, planned = self._sink_original(record, planned)
+            folder = (self.cfg.errors / planned["path"]).parent
             fields = record_fields(record, ctx, self.node, "failed", self.store.clock())
             body = sidecar.failed(record, code, message + note, record.attempts, kept, **fields)
             record_name = Path(planned["path"]).name + ERROR_SUFFIX
@@ -82,43 +69,69 @@ class Failures:
                 files.write_new(folder, record_name, body, self.cfg.file_mode, record.id)
             files.fsync_dir(folder)
         except OSError as exc:
-            raise translate(exc, folder) from None
+            raise translate(exc, self.cfg.errors) from None
         self.store.set_file_state(record.id, record.state, FileState.FAILED,
                                   job_id=record.batch_id, detail=code)
         self.log.warning("file.failed", file=record.id, source=record.source, code=code,
                          reason=message + note, errors=str(self.cfg.errors / planned["path"]))
 
-    def _sink_original(self, record: FileRecord, planned: dict[str, Any]) -> tuple[str, str]:
-        """Move the original to its planned place in errors; where it is, and a note."""
-        original = self.work.path_of(record)
-        target = self.cfg.errors / planned["path"]
-        if not os.path.lexists(original):
-            return planned["path"], ""  # moved before a crash
-        try:
-            files.move_noreplace(original, target, tag=record.id)
-        except OSError as exc:
-            if exc.errno in files.NAME_ERRNOS or os.access(original, os.R_OK,
-                                                           follow_symlinks=False):
-                raise
-            # Unreadable, and the errors folder is on another filesystem: it cannot be
-            # copied. It stays in the work folder, and the record says where.
-            return str(original), (f" (it could not be moved to the errors folder: "
-                                   f"{exc.strerror}; it is at {original})")
-        return planned["path"], ""
+    def _sink_original(self, record: FileRecord, planned: dict[str, Any] | None,
+                       ) -> tuple[str, str, dict[str, Any]]:
+        """Move the original to its place in errors: where it is, a note, and the plan.
 
-    def _plan_error(self, record: FileRecord, folder: Path, head: str, name: str,
-                    prefix: str = "") -> dict[str, Any]:
-        """Choose and record the name the original gets in the errors folder."""
+        A name found taken moves on to the next ``-N``; a name (or folder name) the
+        errors folder's filesystem refuses falls back to a short ASCII name at its top.
+        """
+        original = self.work.path_of(record)
+        plain = False
+        while True:
+            if planned is None:
+                try:
+                    planned = self._plan(record, 0, plain)
+                except FileRejected:  # a folder name the filesystem refuses
+                    plain = True
+                    continue
+            target = self.cfg.errors / planned["path"]
+            if not os.path.lexists(original):
+                return planned["path"], "", planned  # moved before a crash
+            files.remove_leftovers(target.parent, record.id)
+            try:
+                files.move_noreplace(original, target, tag=record.id)
+                return planned["path"], "", planned
+            except FileExistsError:  # someone took the name meanwhile
+                planned = self._plan(record, int(planned["n"]) + 1, bool(planned.get("plain")))
+            except OSError as exc:
+                if exc.errno in files.NAME_ERRNOS and not planned.get("plain"):
+                    planned, plain = None, True
+                    continue
+                if exc.errno in files.NAME_ERRNOS or os.access(original, os.R_OK,
+                                                               follow_symlinks=False):
+                    raise
+                # Unreadable, and the errors folder is on another filesystem: it cannot
+                # be copied. It stays in the work folder, and the record says where.
+                return str(original), (f" (it could not be moved to the errors folder: "
+                                       f"{exc.strerror}; it is at {original})"), planned
+
+    def _plan(self, record: FileRecord, start: int, plain: bool) -> dict[str, Any]:
+        """Choose, record and reserve the name the original gets in the errors folder."""
+        head, name = split(record.source)
+        prefix = ""
+        if plain:
+            head, prefix, name = "", record.id[-8:] + "_", batching.safe_name(name, 80)
+        folder = self.cfg.errors / head
+        makedirs(folder)
         if len(os.fsencode(prefix + name + ERROR_SUFFIX)) + 6 > _name_max(folder):
             # No room for "-N.error.json": keep the record readable under a short name.
             prefix, name = record.id[-8:] + "_", batching.safe_name(name, 80)
-        for n in range(files.MAX_NUMBERED):
+        for n in range(start, files.MAX_NUMBERED):
             candidate = prefix + files.numbered(name, n)
+            path = join(head, candidate)
             taken = (os.path.lexists(folder / candidate)
-                     or os.path.lexists(folder / (candidate + ERROR_SUFFIX)))
+                     or os.path.lexists(folder / (candidate + ERROR_SUFFIX))
+                     or not self.store.names_free(record.folder, "errors", record.id, [path]))
             if not taken:
-                planned = {"role": "error", "path": join(head, candidate), "n": n}
-                self.store.set_file_outputs(record.id, [planned])
+                planned = {"role": "error", "path": path, "n": n, "plain": plain}
+                self.store.set_file_outputs(record, [planned], "errors")
                 return planned
         raise OutboxUnavailable(f"the errors folder {folder} has {files.MAX_NUMBERED} files "
                                 f"named like {name!r}; clear some out")

@@ -22,10 +22,8 @@ from typing import Any
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
-try:
-    _renameat2: Any = ctypes.CDLL(None, use_errno=True).renameat2
-except AttributeError:  # a C library without renameat2
-    _renameat2 = None
+_libc: Any = ctypes.CDLL(None, use_errno=True)
+_renameat2: Any = getattr(_libc, "renameat2", None)  # None: a C library without it
 
 CHUNK = 1 << 20
 MAX_NUMBERED = 10_000  # -1 … -9999: past that, someone must clear the folder out
@@ -34,6 +32,10 @@ TEMP_PREFIX = ".folderseal-tmp-"
 TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
                               errno.EPERM, errno.EIO, errno.ENOENT, errno.ESTALE,
                               errno.ENOTCONN, errno.EHOSTDOWN, errno.ETIMEDOUT})
+# link() refused: a filesystem without hard links, or another user's file under
+# fs.protected_hardlinks.
+NO_LINK_ERRNOS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK,
+                            errno.EXDEV})
 # The filesystem refuses this particular name (":" on SMB, or a name too long).
 NAME_ERRNOS = frozenset({errno.EINVAL, errno.ENAMETOOLONG, errno.EILSEQ})
 
@@ -46,6 +48,17 @@ def fsync_dir(path: Path | str) -> None:
     except OSError as exc:
         if exc.errno != errno.EINVAL:  # some filesystems cannot sync a folder
             raise
+    finally:
+        os.close(fd)
+
+
+def syncfs(path: Path) -> None:
+    """Flush everything written to ``path``'s filesystem: one call for a whole batch of
+    files, where an fsync each would cost a round trip to the disk apiece."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc is None or _libc.syncfs(fd) != 0:
+            os.sync()
     finally:
         os.close(fd)
 
@@ -118,9 +131,12 @@ def temp_file(folder: Path, mode: int, tag: str = "") -> Iterator[tuple[int, Pat
             path.unlink()
 
 
-def link_noreplace(src: Path, dst: Path) -> None:
-    """Give ``src`` the extra name ``dst``; EEXIST if ``dst`` is taken (never replaces)."""
-    os.link(src, dst, follow_symlinks=False)
+def link_noreplace(src: Path, dst: Path, follow: bool = False) -> None:
+    """Give ``src`` the extra name ``dst``; EEXIST if ``dst`` is taken (never replaces).
+
+    ``follow`` is for ``/proc/self/fd/N``: then the open file itself gets the name.
+    """
+    os.link(src, dst, follow_symlinks=follow)
 
 
 def write_new(folder: Path, name: str, data: bytes, mode: int, tag: str = "") -> Path:
@@ -132,7 +148,7 @@ def write_new(folder: Path, name: str, data: bytes, mode: int, tag: str = "") ->
             view = view[os.write(fd, view):]
         os.fchmod(fd, mode)
         os.fsync(fd)
-        link_noreplace(tmp, final)
+        rename_noreplace(tmp, final)
     return final
 
 
@@ -150,7 +166,16 @@ def rename_noreplace(src: Path, dst: Path) -> None:
     err = ctypes.get_errno() if _renameat2 is not None else errno.ENOSYS
     if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
         raise OSError(err, os.strerror(err), str(src), None, str(dst))
-    link_noreplace(src, dst)
+    try:
+        link_noreplace(src, dst)
+    except OSError as exc:
+        if exc.errno not in NO_LINK_ERRNOS:
+            raise
+        # Neither: look, then rename (a filesystem with neither leaves no better way).
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, "File exists", str(dst)) from None
+        os.rename(src, dst)
+        return
     src.unlink()
 
 
@@ -174,10 +199,24 @@ def move_noreplace(src: Path, dst: Path, mode: int | None = None, tag: str = "")
             if mode is not None:
                 os.fchmod(fd, mode)
             os.fsync(fd)
-            link_noreplace(tmp, dst)
+            rename_noreplace(tmp, dst)
         src.unlink()
     fsync_dir(dst.parent)
     fsync_dir(src.parent)
+
+
+def move_numbered(src: Path, dest: Path) -> Path:
+    """Move ``src`` to ``dest``, or ``dest-1``, ``dest-2``… if taken; the name it got."""
+    makedirs(dest.parent)
+    for n in range(MAX_NUMBERED):
+        target = dest.with_name(numbered(dest.name, n))
+        try:
+            move_noreplace(src, target)
+            return target
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"{MAX_NUMBERED} files are named like {dest.name}; "
+                          "clear some out", str(dest.parent))
 
 
 def numbered(name: str, n: int) -> str:

@@ -37,12 +37,14 @@ from folderseal.workdir import WorkFolder
 
 MAX_OUTAGE_BACKOFF = 60.0
 CLAIMS_PER_STEP = 100
+CLAIM_BYTES_PER_STEP = 1 << 30  # hashing happens on this thread: keep a step short
+EMPTY_SETTLE_FACTOR = 10
 
 
 class FolderIntake:
     def __init__(self, name: str, cfg: FolderConfig, provider: str, store: Store,
                  store_id: str, state_dir: Path, hints: queue.SimpleQueue[Hint],
-                 wake: threading.Event) -> None:
+                 wake: threading.Event, *, kind: str = "local") -> None:
         self.name = name
         self.cfg = cfg
         self.provider = provider
@@ -53,7 +55,8 @@ class FolderIntake:
         self.tracker = SettleTracker(cfg.settle_seconds, cfg.stuck_after_seconds)
         self.work = WorkFolder(cfg.work_folder, name)
         self.sink = Sink(name, cfg, self.work, store, store.node)
-        self.claims = Claims(name, cfg.inbox, self.work, store, self.sink, provider, self.tracker)
+        self.claims = Claims(name, cfg.inbox, self.work, store, self.sink, provider, kind,
+                             self.tracker)
         self.watcher = Watcher(name, cfg.inbox, cfg.recursive, hints, wake)
         self.inbox = str(cfg.inbox).rstrip("/") + "/"
         self.network = mounts.mount_of(cfg.inbox).is_network
@@ -132,6 +135,8 @@ class FolderIntake:
                 self.form_batches(now)
         except Outage as exc:
             self._detach(now, str(exc))
+        except OSError as exc:  # the share or disk in trouble (EIO, ESTALE…): back off
+            self._detach(now, f"{exc.strerror or exc}: {exc.filename or self.cfg.inbox}")
 
     def _hint_path(self, path: str, now: float) -> None:
         if not path.startswith(self.inbox):
@@ -149,6 +154,7 @@ class FolderIntake:
         for source in self._walk(""):
             self.tracker.hint(source, now)
         self.claims.register_unknown(now)
+        self.claims.sweep()
         interval = self.cfg.poll_interval_seconds if self.mode == "polling" \
             else self.cfg.rescan_seconds
         self.next_scan_at = now + interval
@@ -204,6 +210,7 @@ class FolderIntake:
             return
         room = self._room()
         wanted: list[tuple[str, tuple[str, str] | None]] = []
+        size = 0
         for source in due:
             look = self._look(source)
             if look is not None and not look.regular:
@@ -214,17 +221,21 @@ class FolderIntake:
             if room <= 0:
                 self.paused = self.paused or (f"{self.cfg.max_in_flight_files} files are in "
                                               "flight (max_in_flight_files)")
-                self.tracker.wait(source, self.paused, now)
+                self.tracker.wait(source, self.paused, now, held=True)  # never "stuck"
                 continue
-            reason = self._not_ready(source, look)
+            reason = self._not_ready(source, look, now)
             if reason:
                 self.tracker.wait(source, reason, now)
                 continue
             wanted.append((source, None))
             room -= 1
-            if len(wanted) >= CLAIMS_PER_STEP:
+            size += look.size
+            if len(wanted) >= CLAIMS_PER_STEP or size >= CLAIM_BYTES_PER_STEP:
                 break  # the rest stay due: batches form between steps, and jobs start sooner
+        taken = {source for source, _ in wanted}
         for candidate in self.tracker.stuck(now):
+            if candidate.source in taken:
+                continue
             if self._look(candidate.source) is None:
                 self.tracker.forget(candidate.source)
                 continue
@@ -256,10 +267,15 @@ class FolderIntake:
         self.paused = ""
         return self.cfg.max_in_flight_files - in_flight
 
-    def _not_ready(self, source: str, look: Look) -> str:
+    def _not_ready(self, source: str, look: Look, now: float) -> str:
         """Why a stable file may not be claimed yet ("" if it may)."""
         if look.size == 0:
-            return ""  # claimed, then failed as empty: there is nothing to wait for
+            # Some writers create a file and fill it later: an empty file must stay empty
+            # ten settle periods before it is taken (and failed as empty).
+            candidate = self.tracker.candidates.get(source)
+            since = candidate.stable_since if candidate else now
+            grace = EMPTY_SETTLE_FACTOR * self.cfg.settle_seconds
+            return "" if now - since >= grace else "the file is empty; waiting for content"
         try:
             fd = os.open(self.cfg.inbox / source,
                          os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -288,7 +304,7 @@ class FolderIntake:
             return None, "no such file in the inbox"
         self.tracker.hint(source, now)
         if look.regular:
-            reason = self._not_ready(source, look)
+            reason = self._not_ready(source, look, float("inf"))  # named: no waiting
             if reason:
                 self.tracker.forget(source)
                 return None, reason

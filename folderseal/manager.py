@@ -320,7 +320,7 @@ class Manager:
                                 f"the provider no longer knows batch {job.remote_id}; its files "
                                 "may have been signed: check with the provider",
                                 provider=job.provider, operation="status", batch=job.id)
-        if status.state == Remote.UPLOADED and getattr(provider, "resumable_accept", False):
+        if status.state == Remote.UPLOADED and provider.resumable_accept:
             return self._send_accept(job, provider, view)
         now = self.store.clock()
         if now - job.updated_at > provider.max_wait:
@@ -365,8 +365,13 @@ class Manager:
             # The outputs are safe; the remote copy is removed on a later pass.
             self.log.warning("batch.delete_failed", batch=job.id, reason=str(exc))
             raise TransientError(f"deleting the remote batch failed: {exc}") from exc
-        for leftover in (view.files_dir, view.staging):
-            shutil.rmtree(leftover, ignore_errors=True)
+        shutil.rmtree(view.staging, ignore_errors=True)
+        try:
+            view.files_dir.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:  # an original that could not go to errors is kept here, on record
+            self.log.warning("batch.folder_kept", batch=job.id, folder=str(view.files_dir))
         if view.package is not None:
             view.package.unlink(missing_ok=True)
         moved = self._move(job, JobState.CLEANED)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -31,11 +31,6 @@ class JobState(enum.StrEnum):
     DELIVERED = "DELIVERED"
     CLEANED = "CLEANED"
     FAILED = "FAILED"
-
-
-# Once a batch may have been accepted, its files must never go into another batch.
-MAY_BE_SIGNED = frozenset({JobState.ACCEPTING, JobState.ACCEPTED, JobState.CLOSED,
-                           JobState.DOWNLOADED, JobState.DELIVERED, JobState.CLEANED})
 
 
 class FileState(enum.StrEnum):
@@ -161,28 +156,3 @@ class JobRecord:
     error_message: str | None
     created_at: float
     updated_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class Settled:
-    """A file in an inbox that stayed the same over two looks and may be claimed."""
-
-    folder: str
-    source: str        # relative to the inbox
-    dev: int
-    ino: int
-    size: int
-    mtime_ns: int
-    seen_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    at: float
-    kind: str
-    job_id: str | None = None
-    file_id: str | None = None
-    from_state: str | None = None
-    to_state: str | None = None
-    detail: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)

@@ -43,6 +43,13 @@ def _records(root: Path | None, suffix: str) -> dict[tuple[str, str], str]:
     return found
 
 
+def _safe_source(source: str | None) -> str:
+    """A source path from a record, if it stays inside its folder ("" if not)."""
+    if not source or source.startswith("/") or ".." in source.split("/"):
+        return ""
+    return source
+
+
 def _recover_batch(cfg: FolderConfig, folder: Path, delivered: dict[tuple[str, str], str],
                    failed: dict[tuple[str, str], str]) -> tuple[int, int]:
     removed = returned = 0
@@ -52,28 +59,16 @@ def _recover_batch(cfg: FolderConfig, folder: Path, delivered: dict[tuple[str, s
         key = (folder.name, digest)
         if key in delivered:
             if cfg.archive is not None:
-                _move_numbered(path, cfg.archive / delivered[key])
+                files.move_numbered(path, cfg.archive / (_safe_source(delivered[key]) or entry))
             else:
                 path.unlink()
             removed += 1
         else:
-            source = failed.get(key) or re.sub(r"^\d{4}_", "", entry)
-            _move_numbered(path, cfg.inbox / source)
+            source = _safe_source(failed.get(key)) or re.sub(r"^\d{4}_", "", entry)
+            files.move_numbered(path, cfg.inbox / source)
             returned += 1
     folder.rmdir()
     return removed, returned
-
-
-def _move_numbered(src: Path, dest: Path) -> Path:
-    files.makedirs(dest.parent)
-    for n in range(files.MAX_NUMBERED):
-        target = dest.with_name(files.numbered(dest.name, n))
-        try:
-            files.move_noreplace(src, target)
-            return target
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"too many files named like {dest.name} in {dest.parent}")
 
 
 def recover(settings: Settings) -> int:

@@ -34,19 +34,9 @@ def _put_back(settings: Settings, record: FileRecord) -> Path:
     if original is None or not os.path.lexists(original):
         raise FileNotFoundError(f"the original of {record.id} is not in the errors folder "
                                 f"(looked for {original}); it was moved or removed")
-    inbox = settings.folders[record.folder].inbox
-    head, _, name = record.source.rpartition("/")
-    folder = inbox / head if head else inbox
-    files.makedirs(folder)
-    for n in range(files.MAX_NUMBERED):
-        target = folder / files.numbered(name, n)
-        try:
-            files.move_noreplace(original, target)
-        except FileExistsError:
-            continue
-        (original.parent / (original.name + ".error.json")).unlink(missing_ok=True)
-        return target
-    raise FileExistsError(f"too many files named like {name!r} in {folder}")
+    target = files.move_numbered(original, settings.folders[record.folder].inbox / record.source)
+    (original.parent / (original.name + ".error.json")).unlink(missing_ok=True)
+    return target
 
 
 def retry(settings: Settings, ids: list[str] | None) -> int:

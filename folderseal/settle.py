@@ -38,6 +38,7 @@ class Candidate:
     stable_since: float = 0.0       # when the current Look was first seen
     next_look_at: float = 0.0
     waiting_for: str = ""           # why a stable file is not ready yet (shown in status)
+    held: bool = False              # ready, but held back (no room): not "stuck"
 
 
 class SettleTracker:
@@ -62,6 +63,7 @@ class SettleTracker:
         candidate = self.candidates.get(source)
         if candidate is None:
             return False
+        candidate.held = False
         if look is None:  # gone (moved away or deleted by its writer)
             del self.candidates[source]
             return False
@@ -76,18 +78,24 @@ class SettleTracker:
         candidate.next_look_at = candidate.stable_since + self.settle
         return False
 
-    def wait(self, source: str, reason: str, now: float) -> None:
-        """A stable file is not ready yet (no ``%%EOF``, still locked): look again later."""
+    def wait(self, source: str, reason: str, now: float, held: bool = False) -> None:
+        """A stable file is not ready yet (no ``%%EOF``, still locked): look again later.
+
+        ``held`` means it is ready but held back (no room to claim it): a file held back
+        for long is not stuck, so it never goes to errors for that.
+        """
         candidate = self.candidates.get(source)
         if candidate is not None:
             candidate.waiting_for = reason
+            candidate.held = held
             candidate.next_look_at = now + max(self.settle, 1.0)
 
     def forget(self, source: str) -> None:
         self.candidates.pop(source, None)
 
     def stuck(self, now: float) -> list[Candidate]:
-        return [c for c in self.candidates.values() if now - c.first_seen >= self.stuck_after]
+        return [c for c in self.candidates.values()
+                if not c.held and now - c.first_seen >= self.stuck_after]
 
     def next_look(self) -> float | None:
         return min((c.next_look_at for c in self.candidates.values()), default=None)

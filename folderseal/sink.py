@@ -26,7 +26,7 @@ from typing import Any
 
 from folderseal import crashpoints, files, sidecar
 from folderseal.config import FolderConfig
-from folderseal.errors import FileRejected, OutboxUnavailable
+from folderseal.errors import FileRejected
 from folderseal.failures import Failures
 from folderseal.folders import (
     JobContext,
@@ -205,13 +205,15 @@ class Sink:
         for n in range(start, files.MAX_NUMBERED):
             primary = files.numbered(name, n)
             names = [primary + o.suffix for o in record.result.outputs] + [primary + ".json"]
-            if not any(os.path.lexists(folder / candidate) for candidate in names):
-                plan = [{"role": o.role, "path": join(head, primary + o.suffix),
-                         "staged": o.staged, "sha256": o.sha256, "bytes": o.bytes, "n": n}
-                        for o in record.result.outputs]
-                plan.append({"role": "sidecar", "path": join(head, primary + ".json"),
-                             "n": n})
-                self.store.set_file_outputs(record.id, plan)
+            paths = [join(head, candidate) for candidate in names]
+            # Free on disk, and not planned by another file still on its way out.
+            if not any(os.path.lexists(folder / candidate) for candidate in names) and \
+                    self.store.names_free(record.folder, "outbox", record.id, paths):
+                plan = [{"role": o.role, "path": path, "staged": o.staged, "sha256": o.sha256,
+                         "bytes": o.bytes, "n": n}
+                        for o, path in zip(record.result.outputs, paths, strict=False)]
+                plan.append({"role": "sidecar", "path": paths[-1], "n": n})
+                self.store.set_file_outputs(record, plan, "outbox")
                 return plan
         raise FileRejected("name_exhausted", f"{files.MAX_NUMBERED} outputs named like "
                            f"{name!r} exist already in the outbox; clear some out")
@@ -221,10 +223,16 @@ class Sink:
         original = output["role"] == "original"
         if original:
             src_fd = self.work.open_file(record)
-            src = self.work.path_of(record)
+            # Link the very file opened and checked, not whatever the path names now.
+            src = Path(f"/proc/self/fd/{src_fd}")
         else:
             src = Path(output["staged"])
-            src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise FileRejected("output_lost", f"the signed output {src} is gone from the "
+                                   "state folder; nothing was published: retry the file"
+                                   ) from None
         try:
             # On the outbox's filesystem, the file itself gets its final name: no copy.
             # Not an original that is to be archived: the two must not share an inode.
@@ -235,16 +243,20 @@ class Sink:
                 try:
                     os.fchmod(src_fd, self.cfg.file_mode)
                     os.fsync(src_fd)
-                    self._link(src, dest)
+                    self._publish(lambda: files.link_noreplace(src, dest, follow=original),
+                                  dest)
                     return
-                except PermissionError:
-                    pass  # another user's file (not ours to chmod or to link): copy it
+                except OSError as exc:
+                    # Another user's file (not ours to chmod or to link), or a
+                    # filesystem without hard links: copy it instead.
+                    if exc.errno not in files.NO_LINK_ERRNOS:
+                        raise
             with files.temp_file(dest.parent, 0o600, record.id) as (fd, tmp):
                 digest, _ = files.copy_fd(src_fd, fd)
                 self._check_hash(record, output, digest)
                 os.fchmod(fd, self.cfg.file_mode)
                 os.fsync(fd)
-                self._link(tmp, dest)
+                self._publish(lambda: files.rename_noreplace(tmp, dest), dest)
         finally:
             os.close(src_fd)
 
@@ -260,9 +272,11 @@ class Sink:
                 f"the {output['role']} output changed after it was produced (sha256 "
                 f"{digest[:12]}… instead of {output['sha256'][:12]}…); it was not published")
 
-    def _link(self, src: Path, dest: Path) -> None:
+    @staticmethod
+    def _publish(give_name: Callable[[], None], dest: Path) -> None:
+        """Give a file its final name ``dest``, never replacing one."""
         try:
-            files.link_noreplace(src, dest)
+            give_name()
         except FileExistsError:
             raise _NameTaken() from None
         except OSError as exc:
@@ -334,14 +348,5 @@ class Sink:
     def _archive(self, record: FileRecord, original: Path) -> None:
         assert self.cfg.archive is not None
         require_root(self.cfg.archive, "archive")
-        head, name = split(record.source)
-        folder = self.cfg.archive / head
-        makedirs(folder)
-        for n in range(files.MAX_NUMBERED):
-            try:
-                files.move_noreplace(original, folder / files.numbered(name, n))
-                return
-            except FileExistsError:
-                continue
-        raise OutboxUnavailable(f"the archive folder {folder} is crowded with {name!r}")
+        files.move_numbered(original, self.cfg.archive / record.source)
 

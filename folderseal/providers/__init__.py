@@ -80,7 +80,8 @@ class Attempts(Protocol):
 class Provider(Protocol):
     name: str
     kind: str
-    wants_package: bool
+    wants_package: bool        # a flat ZIP is built for upload
+    resumable_accept: bool     # accept may be sent again after it returned (local only)
     poll_interval: float
     max_wait: float
 

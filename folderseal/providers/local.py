@@ -191,6 +191,9 @@ class LocalProvider:
                 with self.gate.exclusive():
                     if not self._sign(batch, [document], attempts, made, why):
                         break
+        # Signed outputs and results must survive a power cut once the batch is CLOSED:
+        # one filesystem flush for the whole batch.
+        files.syncfs(batch.staging)
 
     def _sign(self, batch: BatchView, documents: list[Document], attempts: Attempts,
               made: dict[str, int], why: dict[str, str]) -> list[Document]:

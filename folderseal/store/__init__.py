@@ -208,6 +208,8 @@ class Store:
             self._guarded("set_file_state", StateConflict,
                           f"file {file_id} is not {from_state}", id=file_id,
                           from_state=from_state, to_state=to_state, now=self.clock())
+            if to_state in (FileState.DONE, FileState.FAILED, FileState.RETRIED):
+                self._run("release_names", file_id=file_id)  # on disk now, or given up
             self.event("file.state", file_id=file_id, job_id=job_id, from_state=from_state,
                        to_state=to_state, detail=detail)
 
@@ -224,11 +226,28 @@ class Store:
             self.event("file.state", file_id=file_id, job_id=job_id, from_state=from_state,
                        to_state=to_state, detail=result.error_code or None)
 
-    def set_file_outputs(self, file_id: str, outputs: list[dict[str, Any]]) -> None:
+    def names_free(self, folder: str, area: str, file_id: str, paths: list[str]) -> bool:
+        """True if no other unfinished file planned any of ``paths`` (in outbox|errors)."""
+        return not any(self._run("name_taken", folder=folder, area=area, file_id=file_id,
+                                 path=os.fsencode(p)).fetchone() for p in paths)
+
+    def set_file_outputs(self, record: FileRecord, outputs: list[dict[str, Any]],
+                         area: str) -> None:
+        """Record the output names chosen for a file, and reserve them in ``area``."""
         with self.transaction():
             self._guarded("set_file_outputs", StateConflict,
-                          f"file {file_id} cannot take output names now", id=file_id,
+                          f"file {record.id} cannot take output names now", id=record.id,
                           outputs=json.dumps(outputs), now=self.clock())
+            self._run("release_names", file_id=record.id)
+            for output in outputs:
+                self._run("reserve_name", folder=record.folder, area=area, file_id=record.id,
+                          path=os.fsencode(output["path"]))
+
+    def set_claim_hash(self, file_id: str, sha256: str, size: int, mtime_ns: int) -> None:
+        with self.transaction():
+            self._guarded("set_claim_hash", StateConflict, f"file {file_id} is not claimed",
+                          id=file_id, sha256=sha256, size=size, mtime_ns=mtime_ns,
+                          now=self.clock())
 
     def begin_attempts(self, job: JobRecord, file_ids: list[str]) -> list[int]:
         """Count an attempt at each file before it is made, in one transaction."""
@@ -270,6 +289,14 @@ class Store:
     def job(self, job_id: str) -> JobRecord | None:
         row = self._run("get_job", id=job_id).fetchone()
         return None if row is None else _job(row)
+
+    def open_job_owners(self) -> list[tuple[str, str, int]]:
+        """(folder, provider, count) of the batches not finished yet."""
+        return [(r[0], r[1], r[2]) for r in self._run("open_job_owners")]
+
+    def known_ids(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` the store has a file for."""
+        return {r[0] for r in self._run("known_file_ids", ids=json.dumps(ids))}
 
     def job_ids(self) -> set[str]:
         return {r[0] for r in self._run("all_job_ids")}

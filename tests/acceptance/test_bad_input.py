@@ -256,3 +256,40 @@ def test_low_disk_space_pauses_claims_and_nothing_is_lost(tmp_path: Path) -> Non
     wait_until(lambda: (layout.outbox / "waiting.txt.json").exists(), what="the file sealed")
     check_sidecar(layout.outbox / "waiting.txt.json", layout)
     assert resumed.stop() == 0
+
+
+def test_a_failure_waits_while_the_errors_folder_is_gone(tmp_path: Path) -> None:
+    """A file that cannot be sealed while the errors folder is unavailable stays in the
+    work folder (the daemon keeps running); once the folder is back it lands there."""
+    layout = Layout(tmp_path, folder={"rescan_seconds": 1.0})
+    layout.write()
+    aside = layout.root / "errors-aside"
+    layout.errors.rename(aside)
+    daemon = Daemon(layout).started()
+    (layout.inbox / "fake.pdf").write_bytes(b"not a pdf at all\n%%EOF\n")
+    daemon.wait_for_event("batch.postponed", timeout=30)
+    assert daemon.process.poll() is None
+    assert (layout.work / "batches").exists()
+    assert [p for p in (layout.work / "batches").rglob("*") if p.is_file()]
+    aside.rename(layout.errors)
+    wait_until(lambda: error_records(layout.errors), timeout=30, what="the error record")
+    assert _record(layout, "fake.pdf")["error"]["code"] == "not_a_pdf"
+    assert (layout.errors / "fake.pdf").read_bytes().startswith(b"not a pdf")
+    assert daemon.stop() == 0
+
+
+def test_an_empty_file_fails_after_the_errors_folder_returns(tmp_path: Path) -> None:
+    """A claim rejected at once (an empty file) while the errors folder is gone is kept and
+    put into the errors folder by a later scan; nothing crashes."""
+    layout = Layout(tmp_path, folder={"rescan_seconds": 1.0, "settle_seconds": 0.1})
+    layout.write()
+    aside = layout.root / "errors-aside"
+    layout.errors.rename(aside)
+    daemon = Daemon(layout).started()
+    (layout.inbox / "empty.txt").write_bytes(b"")
+    daemon.wait_for_event("file.fail_postponed", timeout=30)
+    assert daemon.process.poll() is None
+    aside.rename(layout.errors)
+    wait_until(lambda: error_records(layout.errors), timeout=30, what="the error record")
+    assert _record(layout, "empty.txt")["error"]["code"] == "empty"
+    assert daemon.stop() == 0

@@ -75,3 +75,21 @@ def test_fifty_mixed_files_come_out_sealed_and_sigterm_exits_zero(tmp_path: Path
     assert [p for p in (layout.work / "incoming").rglob("*") if p.is_file()] == []
     twins = [layout.outbox / folder / "Bericht 0.pdf" for folder in ("a", "b")]
     assert sha256(twins[0]) != sha256(twins[1])
+
+
+def test_the_same_name_twice_in_one_batch_gets_two_outputs(tmp_path: Path) -> None:
+    """A scanner that reuses a name (same content even) before the first is delivered gets
+    two separate results, name and name-1, each with its own sidecar."""
+    layout = Layout(tmp_path, folder={"batch_max_wait_seconds": 2.0})
+    layout.write()
+    daemon = Daemon(layout).started()
+    for _ in range(2):
+        (layout.inbox / "scan.txt").write_text("identical page")
+        wait_until(lambda: not (layout.inbox / "scan.txt").exists(), what="the claim")
+    wait_until(lambda: len(sidecars(layout.outbox)) == 2, timeout=30, what="two sidecars")
+    names = sorted(p.name for p in layout.outbox.iterdir())
+    assert names == ["scan-1.txt", "scan-1.txt.json", "scan-1.txt.p7s",
+                     "scan.txt", "scan.txt.json", "scan.txt.p7s"]
+    for sidecar in sidecars(layout.outbox):
+        check_sidecar(sidecar, layout)
+    assert daemon.stop() == 0

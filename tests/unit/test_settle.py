@@ -183,3 +183,15 @@ def test_waiting_lists_candidates_oldest_first() -> None:
     settle.hint("late.pdf", 9.0)
     settle.hint("early.pdf", 1.0)
     assert [c.source for c in settle.waiting()] == ["early.pdf", "late.pdf"]
+
+
+def test_a_file_held_back_for_room_is_never_stuck() -> None:
+    """A ready file waiting only for room to be claimed does not count as stuck."""
+    tracker = SettleTracker(settle_seconds=1.0, stuck_after_seconds=10.0)
+    tracker.hint("held.pdf", 0.0)
+    tracker.looked("held.pdf", Look(1, 2, 3, 4, True), 0.0)
+    assert tracker.looked("held.pdf", Look(1, 2, 3, 4, True), 1.0)
+    tracker.wait("held.pdf", "no room", 1.0, held=True)
+    assert tracker.stuck(100.0) == []
+    tracker.looked("held.pdf", Look(1, 2, 3, 5, True), 100.0)  # it changed: not held now
+    assert [c.source for c in tracker.stuck(100.0)] == ["held.pdf"]

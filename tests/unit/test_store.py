@@ -535,3 +535,29 @@ def test_set_file_state_is_guarded(store: Store) -> None:
     store.set_file_state("f1", FileState.CLAIMED, FileState.FAILED)
     record = store.file("f1")
     assert record is not None and record.state == FileState.FAILED
+
+
+def test_acquire_skips_jobs_busy_in_this_process(store: Store, clock: Clock) -> None:
+    """A job another thread of this process works on is never handed out again."""
+    batched_job(store, "job1", n=1)
+    batched_job(store, "job2", n=1)
+    first = store.acquire_job()
+    assert first is not None
+    clock.advance(LEASE_SECONDS + 1)  # its lease lapsed during a long step
+    second = store.acquire_job(frozenset({first.id}))
+    assert second is not None and second.id != first.id
+    assert store.acquire_job(frozenset({first.id, second.id})) is None
+
+
+def test_output_names_are_reserved_until_the_file_is_done(store: Store) -> None:
+    """Names planned for one unfinished file are not free for another; done releases them."""
+    claim(store, "f1", "scan.pdf")
+    claim(store, "f2", "scan.pdf")
+    first = store.file("f1")
+    assert first is not None and store.names_free("scans", "outbox", "f2", ["scan.pdf"])
+    store.set_file_outputs(first, [{"role": "signed", "path": "scan.pdf"}], "outbox")
+    assert not store.names_free("scans", "outbox", "f2", ["scan.pdf"])
+    assert store.names_free("scans", "errors", "f2", ["scan.pdf"])
+    assert store.names_free("scans", "outbox", "f1", ["scan.pdf"])  # its own names
+    store.set_file_state("f1", FileState.CLAIMED, FileState.FAILED)
+    assert store.names_free("scans", "outbox", "f2", ["scan.pdf"])

@@ -68,6 +68,20 @@ UPDATE files SET state = :to_state, result = :result, error_code = :error_code,
                  error_message = :error_message, updated_at = :now
 WHERE id = :id AND state = :from_state;
 
+-- name: name_taken
+SELECT 1 FROM output_names
+WHERE folder = :folder AND area = :area AND path = :path AND file_id != :file_id;
+
+-- name: reserve_name
+INSERT INTO output_names (folder, area, path, file_id) VALUES (:folder, :area, :path, :file_id);
+
+-- name: release_names
+DELETE FROM output_names WHERE file_id = :file_id;
+
+-- name: set_claim_hash
+UPDATE files SET sha256 = :sha256, size = :size, mtime_ns = :mtime_ns, updated_at = :now
+WHERE id = :id AND state = 'CLAIMED';
+
 -- name: set_file_outputs
 UPDATE files SET outputs = :outputs, updated_at = :now
 WHERE id = :id AND state IN ('READY', 'REJECTED', 'CLAIMED', 'BATCHED');
@@ -78,6 +92,13 @@ VALUES (:id, :folder, :provider, 'BATCHED', :now, :now, :now);
 
 -- name: get_job
 SELECT * FROM jobs WHERE id = :id;
+
+-- name: open_job_owners
+SELECT folder, provider, count(*) FROM jobs WHERE next_attempt_at IS NOT NULL
+GROUP BY folder, provider;
+
+-- name: known_file_ids
+SELECT id FROM files WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: all_job_ids
 SELECT id FROM jobs;

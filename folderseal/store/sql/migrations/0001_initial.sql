@@ -70,6 +70,18 @@ CREATE TABLE events (
 CREATE INDEX events_by_job ON events (job_id);
 CREATE INDEX events_by_file ON events (file_id);
 
+-- Output names chosen for files not yet finished (in the outbox or the errors
+-- folder), so two files of the same name never plan the same output, even before
+-- either is on disk. A file's names are released when it is done or failed.
+CREATE TABLE output_names (
+    folder  TEXT NOT NULL,
+    area    TEXT NOT NULL,
+    path    BLOB NOT NULL,
+    file_id TEXT NOT NULL,
+    PRIMARY KEY (folder, area, path)
+);
+CREATE INDEX output_names_by_file ON output_names (file_id);
+
 -- What each running daemon is doing, for `folderseal status`.
 CREATE TABLE nodes (
     node         TEXT PRIMARY KEY,
