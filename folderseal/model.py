@@ -123,7 +123,6 @@ class FileRecord:
     outputs: tuple[dict[str, Any], ...]
     error_code: str | None
     error_message: str | None
-    retry_of: str | None
     seen_at: float
     claimed_at: float
 

@@ -155,19 +155,17 @@ class Store:
     # -- files ----------------------------------------------------------------
 
     def add_claim(self, *, id: str, folder: str, source: str, dev: int, ino: int, size: int,
-                  mtime_ns: int, sha256: str | None, seen_at: float,
-                  retry_of: str | None = None) -> None:
+                  mtime_ns: int, sha256: str | None, seen_at: float) -> None:
         self.add_claims([{"id": id, "folder": folder, "source": source, "dev": dev, "ino": ino,
                           "size": size, "mtime_ns": mtime_ns, "sha256": sha256,
-                          "seen_at": seen_at, "retry_of": retry_of}])
+                          "seen_at": seen_at}])
 
     def add_claims(self, rows: list[dict[str, Any]]) -> None:
         """Record claimed files (keys as :meth:`add_claim`'s arguments) in one transaction."""
         now = self.clock()
         with self.transaction():
             for row in rows:
-                self._run("insert_file", **{"retry_of": None, **row,
-                                            "source": os.fsencode(row["source"])},
+                self._run("insert_file", **{**row, "source": os.fsencode(row["source"])},
                           claimed_at=now, now=now)
                 self.event("file.claimed", file_id=row["id"], to_state=FileState.CLAIMED)
 
@@ -440,7 +438,7 @@ def _file(row: sqlite3.Row) -> FileRecord:
         result=DocumentResult.from_json(row["result"]) if row["result"] else None,
         outputs=tuple(json.loads(row["outputs"])) if row["outputs"] else (),
         error_code=row["error_code"], error_message=row["error_message"],
-        retry_of=row["retry_of"], seen_at=row["seen_at"], claimed_at=row["claimed_at"],
+        seen_at=row["seen_at"], claimed_at=row["claimed_at"],
     )
 
 

@@ -32,7 +32,7 @@ def record(id: str = "f1", source: str = "scan.pdf", size: int = 10, claimed_at:
     return FileRecord(
         id=id, folder="scans", source=source, state=FileState.CLAIMED, dev=1, ino=2, size=size,
         mtime_ns=3, sha256=None, batch_id=None, entry=entry, attempts=0, result=None,
-        outputs=(), error_code=None, error_message=None, retry_of=None, seen_at=claimed_at,
+        outputs=(), error_code=None, error_message=None, seen_at=claimed_at,
         claimed_at=claimed_at,
     )
 

@@ -21,7 +21,7 @@ def record(source: str = "2026/11/invoice.pdf") -> FileRecord:
         id="f1", folder="scans", source=source, state=FileState.PUBLISHED, dev=1, ino=2,
         size=48213, mtime_ns=3, sha256="a" * 64, batch_id="job1", entry="0000_invoice.pdf",
         attempts=1, result=None, outputs=(), error_code=None, error_message=None,
-        retry_of=None, seen_at=T0, claimed_at=T0 + 1,
+        seen_at=T0, claimed_at=T0 + 1,
     )
 
 

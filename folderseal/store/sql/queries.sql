@@ -15,9 +15,9 @@ VALUES (:at, :node, :job_id, :file_id, :kind, :from_state, :to_state, :detail);
 
 -- name: insert_file
 INSERT INTO files (id, folder, source, state, dev, ino, size, mtime_ns, sha256,
-                   retry_of, seen_at, claimed_at, updated_at)
+                   seen_at, claimed_at, updated_at)
 VALUES (:id, :folder, :source, 'CLAIMED', :dev, :ino, :size, :mtime_ns, :sha256,
-        :retry_of, :seen_at, :claimed_at, :now);
+        :seen_at, :claimed_at, :now);
 
 -- name: get_file
 SELECT * FROM files WHERE id = :id;

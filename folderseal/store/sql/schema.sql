@@ -46,7 +46,6 @@ CREATE TABLE files (
     outputs       TEXT,
     error_code    TEXT,
     error_message TEXT,
-    retry_of      TEXT,
     seen_at       REAL NOT NULL,
     claimed_at    REAL NOT NULL,
     updated_at    REAL NOT NULL
