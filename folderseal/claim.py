@@ -188,8 +188,9 @@ class Claims:
 
     def sweep(self) -> None:
         """Finish claims that a crash or an unavailable errors folder left half done."""
-        for record in self.store.files_in_state(self.name, FileState.CLAIMED):
-            if record.sha256 is not None:
+        for record in self.store.unfinished_claims(self.name):
+            if record.state == FileState.REJECTED:
+                self._sink(record)
                 continue
             path = self.work.path_of(record)
             try:
@@ -201,6 +202,3 @@ class Claims:
                 self.fail(record.id, *problem)
             elif digest is not None:
                 self.store.set_claim_hash(record.id, digest, st.st_size, st.st_mtime_ns)
-        for record in self.store.files_in_state(self.name, FileState.REJECTED):
-            if record.batch_id is None:
-                self._sink(record)

@@ -52,17 +52,6 @@ def fsync_dir(path: Path | str) -> None:
         os.close(fd)
 
 
-def syncfs(path: Path) -> None:
-    """Flush everything written to ``path``'s filesystem: one call for a whole batch of
-    files, where an fsync each would cost a round trip to the disk apiece."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc is None or _libc.syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
-
-
 def hash_fd(fd: int) -> tuple[str, int]:
     """sha256 and size of everything readable from ``fd`` (from its start)."""
     digest = hashlib.sha256()
@@ -136,7 +125,16 @@ def link_noreplace(src: Path, dst: Path, follow: bool = False) -> None:
 
     ``follow`` is for ``/proc/self/fd/N``: then the open file itself gets the name.
     """
-    os.link(src, dst, follow_symlinks=follow)
+    if not follow:
+        os.link(src, dst, follow_symlinks=False)
+        return
+    # Plain link() would link the /proc entry itself (EXDEV); a directory fd makes
+    # Python call linkat(…, AT_SYMLINK_FOLLOW), which follows it to the open file.
+    root = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(src, dst, src_dir_fd=root, follow_symlinks=True)
+    finally:
+        os.close(root)
 
 
 def write_new(folder: Path, name: str, data: bytes, mode: int, tag: str = "") -> Path:

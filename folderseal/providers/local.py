@@ -38,9 +38,14 @@ from folderseal.pool import (
     WorkerSetupFailed,
 )
 from folderseal.providers import Attempts, BatchView, Document, Remote, RemoteStatus
-from folderseal.providers.local_worker import SealSource, SignTask, load_seal
+from folderseal.providers.local_worker import (
+    RESULT_SUFFIX,
+    SealSource,
+    SignTask,
+    load_seal,
+    save_result,
+)
 
-RESULT_SUFFIX = ".result.json"
 EXPIRY_WARNING_DAYS = 30
 
 
@@ -191,9 +196,7 @@ class LocalProvider:
                 with self.gate.exclusive():
                     if not self._sign(batch, [document], attempts, made, why):
                         break
-        # Signed outputs and results must survive a power cut once the batch is CLOSED:
-        # one filesystem flush for the whole batch.
-        files.syncfs(batch.staging)
+
 
     def _sign(self, batch: BatchView, documents: list[Document], attempts: Attempts,
               made: dict[str, int], why: dict[str, str]) -> list[Document]:
@@ -219,7 +222,7 @@ class LocalProvider:
             for future in finished:
                 document = running.pop(future)
                 try:
-                    result = future.result()
+                    future.result()
                 except (TaskTimeout, WorkerCrashed) as exc:
                     self.log.warning("file.sign_attempt_failed", batch=batch.id,
                                      entry=document.entry, reason=str(exc),
@@ -242,10 +245,11 @@ class LocalProvider:
                     continue
                 except Exception as exc:  # noqa: BLE001 - one file's surprise fails that file
                     self.log.exception("file.sign_error", batch=batch.id, entry=document.entry)
-                    result = DocumentResult(
+                    self._write_result(batch, DocumentResult(
                         entry=document.entry, error_code="sign_error",
-                        error_message=f"signing failed unexpectedly: {type(exc).__name__}: {exc}")
-                self._write_result(batch, result)
+                        error_message=f"signing failed unexpectedly: {type(exc).__name__}: {exc}"))
+                    continue
+                # The worker saved ``result`` with the outputs (durably) before returning.
         if transient:
             # Not the files' fault: their attempts do not count, and the batch waits.
             attempts.forgive([document for document, _ in transient])
@@ -275,11 +279,9 @@ class LocalProvider:
 
     # -- results in the staging folder ---------------------------------------------
 
-    def _write_result(self, batch: BatchView, result: DocumentResult) -> None:
-        path = batch.staging / (result.entry + RESULT_SUFFIX)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(result.to_json(), encoding="utf-8")
-        os.replace(tmp, path)
+    @staticmethod
+    def _write_result(batch: BatchView, result: DocumentResult) -> None:
+        save_result(batch.staging, result)
 
     @staticmethod
     def _results(batch: BatchView) -> dict[str, DocumentResult]:

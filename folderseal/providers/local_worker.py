@@ -69,10 +69,30 @@ def setup(source: SealSource) -> WorkerState:
 
 
 def sign(state: WorkerState, task: SignTask) -> DocumentResult:
+    """Seal one file; its outputs and its result are on disk (fsynced) when this returns."""
     try:
-        return _sign(state, task)
+        result = _sign(state, task)
     except FileRejected as exc:
-        return DocumentResult(entry=task.entry, error_code=exc.code, error_message=exc.message)
+        result = DocumentResult(entry=task.entry, error_code=exc.code, error_message=exc.message)
+    save_result(Path(task.staging), result)
+    return result
+
+
+RESULT_SUFFIX = ".result.json"
+
+
+def save_result(staging: Path, result: DocumentResult) -> None:
+    """Write a file's result durably beside its outputs (the provider's record of it)."""
+    path = staging / (result.entry + RESULT_SUFFIX)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, result.to_json().encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    files.fsync_dir(staging)
 
 
 def _sign(state: WorkerState, task: SignTask) -> DocumentResult:
@@ -104,6 +124,7 @@ def _pades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
     with os.fdopen(_open_output(out_path), "w+b") as dst:
         sign_pdf(state.seal, src, dst, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
         dst.flush()
+        os.fsync(dst.fileno())
         whole, prefix, size = _hash_with_prefix(dst.fileno(), task.size)
     if prefix != task.sha256:
         out_path.unlink(missing_ok=True)
@@ -122,6 +143,7 @@ def _cades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
     fd = _open_output(sig_path)
     try:
         os.write(fd, signature.der)
+        os.fsync(fd)
     finally:
         os.close(fd)
     return DocumentResult(entry=task.entry, outputs=(

@@ -176,6 +176,10 @@ class Store:
     def files_in_state(self, folder: str, state: FileState) -> list[FileRecord]:
         return [_file(r) for r in self._run("files_in_state", folder=folder, state=state)]
 
+    def unfinished_claims(self, folder: str) -> list[FileRecord]:
+        """Claims left half done: never hashed, or rejected but not yet in errors."""
+        return [_file(r) for r in self._run("unfinished_claims", folder=folder)]
+
     def files_of_job(self, job_id: str) -> list[FileRecord]:
         return [_file(r) for r in self._run("files_of_job", batch_id=job_id)]
 

@@ -25,6 +25,11 @@ SELECT * FROM files WHERE id = :id;
 -- name: files_in_state
 SELECT * FROM files WHERE folder = :folder AND state = :state ORDER BY claimed_at, id;
 
+-- name: unfinished_claims
+SELECT * FROM files
+WHERE folder = :folder AND batch_id IS NULL
+  AND ((state = 'CLAIMED' AND sha256 IS NULL) OR state = 'REJECTED');
+
 -- name: files_of_job
 SELECT * FROM files WHERE batch_id = :batch_id ORDER BY entry;
 
