@@ -273,7 +273,7 @@ class Sink:
                 f"{digest[:12]}… instead of {output['sha256'][:12]}…); it was not published")
 
     @staticmethod
-    def _publish(give_name: Callable[[], None], dest: Path) -> None:
+    def _publish(give_name: Callable[[], object], dest: Path) -> None:
         """Give a file its final name ``dest``, never replacing one."""
         try:
             give_name()
@@ -288,17 +288,8 @@ class Sink:
             raise
 
     def _write(self, folder: Path, name: str, body: bytes, tag: str) -> None:
-        try:
-            files.write_new(folder, name, body, self.cfg.file_mode, tag)
-        except FileExistsError:
-            raise _NameTaken() from None
-        except OSError as exc:
-            if exc.errno in files.NAME_ERRNOS:
-                raise FileRejected(
-                    "name_refused",
-                    f"the outbox's filesystem refused the name {name!r} ({exc.strerror}); "
-                    "rename the file and drop it again") from None
-            raise
+        self._publish(lambda: files.write_new(folder, name, body, self.cfg.file_mode, tag),
+                      folder / name)
 
     @staticmethod
     def _is_ours(dest: Path, sha256: str) -> bool:
