@@ -93,3 +93,19 @@ def test_the_same_name_twice_in_one_batch_gets_two_outputs(tmp_path: Path) -> No
     for sidecar in sidecars(layout.outbox):
         check_sidecar(sidecar, layout)
     assert daemon.stop() == 0
+
+
+def test_ctrl_c_stops_the_daemon_cleanly(tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) finishes the current step and exits 0 within seconds."""
+    import signal
+
+    layout = Layout(tmp_path)
+    layout.write()
+    daemon = Daemon(layout).started()
+    (layout.inbox / "last.txt").write_text("sealed before the stop")
+    wait_until(lambda: (layout.outbox / "last.txt.json").exists(), what="the file sealed")
+    started = time.monotonic()
+    daemon.process.send_signal(signal.SIGINT)
+    assert daemon.process.wait(timeout=15) == 0
+    assert time.monotonic() - started < 10
+    assert "asked to stop" in daemon.log_path.read_text()
