@@ -86,7 +86,7 @@ class Daemon:
                                   kind=settings.providers[folder.provider].kind)
             intake.on_batch = self._batches_ready
             self.intakes[name] = intake
-            intake.attach(time.time())
+            intake.start(time.time())
         for provider in self.providers.values():
             provider.start()
 

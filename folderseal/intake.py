@@ -110,15 +110,22 @@ class FolderIntake:
         self.retry_attach_at = now + self.outage_backoff
         self.outage_backoff = min(MAX_OUTAGE_BACKOFF, self.outage_backoff * 2)
 
+    def start(self, now: float) -> None:
+        """Attach at start; an inbox out of reach is an outage to wait out, not a failure."""
+        try:
+            self.attach(now)
+        except OSError as exc:
+            self._detach(now, f"{exc.strerror or exc}: {exc.filename or self.cfg.inbox}")
+
     def stop(self) -> None:
         self.watcher.stop()
 
     # -- one step ------------------------------------------------------------------
 
     def step(self, now: float, hints: list[str | None]) -> None:
-        if not self.attached and (now < self.retry_attach_at or not self.attach(now)):
-            return
         try:
+            if not self.attached and (now < self.retry_attach_at or not self.attach(now)):
+                return
             if not self.watcher.alive:
                 self.log.warning("folder.watcher_died", action="re-attaching")
                 self._detach(now, "the inotify watcher stopped")
