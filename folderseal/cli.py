@@ -82,6 +82,14 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return recover(_settings(args))
 
 
+def cmd_emulate(args: argparse.Namespace) -> int:
+    from folderseal.emulate import run_seal
+
+    return run_seal(host=args.host, port=args.port, api_key=args.api_key, faults=args.faults,
+                    data_dir=args.data, seed=args.seed, step_delay=args.step_delay,
+                    slow_seconds=args.slow_seconds)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="folderseal",
@@ -118,6 +126,24 @@ def parser() -> argparse.ArgumentParser:
                    config=False)
     init.add_argument("dir", nargs="?", default=".", metavar="DIR")
     command("recover", cmd_recover, "rebuild a lost store from the work folders")
+    emulate = commands.add_parser(
+        "emulate", help="run a local emulator of a provider's API (for trials and tests)",
+        description="Run a local server that speaks a provider's API and signs with the "
+                    "local engine, optionally injecting faults.")
+    emulated = emulate.add_subparsers(dest="provider", required=True, metavar="PROVIDER")
+    seal = emulated.add_parser("seal", help="the Signius SEAL batch API")
+    seal.add_argument("--host", default="127.0.0.1")
+    seal.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    seal.add_argument("--api-key", default=None, help="require this API-KEY header")
+    seal.add_argument("--faults", default="", metavar="SPEC",
+                      help="e.g. 500-before=0.1,429=0.2,drop=0.05 (see README)")
+    seal.add_argument("--data", type=Path, default=None, help="folder for batches and journal")
+    seal.add_argument("--seed", type=int, default=None, help="seed for fault decisions")
+    seal.add_argument("--step-delay", type=float, default=0.2,
+                      help="seconds per status step after accept")
+    seal.add_argument("--slow-seconds", type=float, default=5.0,
+                      help="how long a 'slow' answer waits")
+    seal.set_defaults(handler=cmd_emulate)
     return top
 
 

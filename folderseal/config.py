@@ -62,7 +62,8 @@ class _Section(BaseModel):
         if isinstance(data, dict):
             return {
                 key: _empty_is_none(value)
-                if key in ("archive", "work_dir", "key", "password_file", "password")
+                if key in ("archive", "work_dir", "key", "password_file", "password", "api_key",
+                           "api_key_file", "client_certificate", "client_key", "ca_bundle")
                 else value
                 for key, value in data.items()
             }
@@ -112,24 +113,84 @@ class LocalProviderConfig(_Section):
 
     def read_password(self) -> bytes | None:
         """The certificate password, registered with the redactor before it is returned."""
-        if self.password is not None:
-            secret = self.password.get_secret_value().encode()
-        elif self.password_file is not None:
-            try:
-                secret = self.password_file.read_bytes().rstrip(b"\r\n")
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot read password_file {self.password_file}: {exc.strerror}; "
-                    "check the path and that folderseal's user may read it"
-                ) from None
-        else:
-            return None
-        REDACTOR.add(secret)
-        return secret
+        return _read_secret(self.password, self.password_file, "password_file")
 
 
-ProviderConfig = LocalProviderConfig
-KNOWN_KINDS = ("local",)
+def _read_secret(value: SecretStr | None, file: Path | None, key: str) -> bytes | None:
+    """A secret given directly or in a file (first line), registered with the redactor."""
+    if value is not None:
+        secret = value.get_secret_value().encode()
+    elif file is not None:
+        try:
+            secret = file.read_bytes().splitlines()[0] if file.stat().st_size else b""
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read {key} {file}: {exc.strerror}; check the path and that "
+                "folderseal's user may read it") from None
+    else:
+        return None
+    REDACTOR.add(secret)
+    return secret
+
+
+# SEAL's status codes as its newer table numbers them; names are what the API trusts.
+SEAL_STATUS_CODES = ["NEW", "UPLOADED", "ACCEPTED", "READY", "IN_PROGRESS", "FINISHING",
+                     "CLOSED", "DELETED"]
+
+
+class SealProviderConfig(_Section):
+    """Signius SEAL, the electronic-seal server, through its batch API."""
+
+    kind: Literal["seal"]
+    base_url: str
+    process_id: int = Field(default=1, ge=0)
+    auth: Literal["api-key", "basic", "none"] = "api-key"
+    api_key: SecretStr | None = None
+    api_key_file: OptionalPath
+    api_key_header: str = "API-KEY"
+    username: str = ""
+    client_certificate: OptionalPath
+    client_key: OptionalPath
+    ca_bundle: OptionalPath
+    verify_tls: bool = True
+    accept_batch_id: Literal["query", "json", "path"] = "query"
+    status_codes: list[str] = SEAL_STATUS_CODES
+    poll_interval_seconds: float = Field(default=2.0, gt=0)
+    max_wait_seconds: float = Field(default=3600.0, gt=0)
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    signature_suffixes: list[str] = [".p7s", ".p7m", ".asice", ".xml"]
+    max_package_bytes: ByteSize = ByteSize(20_000_000_000)
+    max_entry_bytes: ByteSize = ByteSize(5_000_000_000)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (or http:// for a local emulator)")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _key_given(self) -> SealProviderConfig:
+        if self.api_key is not None and self.api_key_file is not None:
+            raise ValueError("set api_key or api_key_file, not both")
+        if self.auth != "none" and self.api_key is None and self.api_key_file is None:
+            raise ValueError(f"auth = {self.auth!r} needs api_key, api_key_file or the "
+                             "FOLDERSEAL_PROVIDERS__<NAME>__API_KEY environment variable")
+        if self.auth == "basic" and not self.username:
+            raise ValueError('auth = "basic" needs username (the key is the password)')
+        if (self.client_key is None) != (self.client_certificate is None):
+            raise ValueError("client_certificate and client_key go together (mTLS)")
+        return self
+
+    def read_api_key(self) -> bytes | None:
+        """The API key (or Basic password), registered with the redactor."""
+        return _read_secret(self.api_key, self.api_key_file, "api_key_file")
+
+
+ProviderConfig = Annotated[LocalProviderConfig | SealProviderConfig, Field(discriminator="kind")]
+KNOWN_KINDS = ("local", "seal")
+PATH_KEYS = ("certificate", "key", "password_file", "api_key_file", "client_certificate",
+             "client_key", "ca_bundle")
 
 
 class FolderConfig(_Section):
@@ -325,7 +386,7 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         name: provider.model_copy(
             update={
                 key: absolute(getattr(provider, key))
-                for key in ("certificate", "key", "password_file")
+                for key in PATH_KEYS if key in type(provider).model_fields
             }
         )
         for name, provider in settings.providers.items()
@@ -346,6 +407,8 @@ def _explain(path: Path, exc: ValidationError) -> str:
     lines = []
     for error in exc.errors(include_input=False, include_url=False, include_context=False):
         loc = tuple(str(part) for part in error["loc"])
+        if len(loc) > 2 and loc[0] == "providers" and loc[2] in KNOWN_KINDS:
+            loc = loc[:2] + loc[3:]  # pydantic names the kind (the union's tag) as a level
         lines.append((loc, _FRIENDLY.get(error["type"], error["msg"])))
     return _explain_lines(path, lines)
 

@@ -77,6 +77,13 @@ def hash_path(path: Path) -> tuple[str, int]:
         os.close(fd)
 
 
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """os.write until every byte is written (a write may be short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def copy_fd(src_fd: int, dst_fd: int) -> tuple[str, int]:
     """Copy ``src_fd`` into ``dst_fd`` from the start, returning sha256 and size of the copy."""
     digest = hashlib.sha256()
@@ -88,9 +95,7 @@ def copy_fd(src_fd: int, dst_fd: int) -> tuple[str, int]:
         if n == 0:
             break
         digest.update(view[:n])
-        written = 0
-        while written < n:
-            written += os.write(dst_fd, view[written:n])
+        write_all(dst_fd, view[:n])
         size += n
     return digest.hexdigest(), size
 
@@ -141,9 +146,7 @@ def write_new(folder: Path, name: str, data: bytes, mode: int, tag: str = "") ->
     """Write ``data`` durably to ``folder/name``, which must not exist yet."""
     final = folder / name
     with temp_file(folder, mode, tag) as (fd, tmp):
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         os.fchmod(fd, mode)
         os.fsync(fd)
         rename_noreplace(tmp, final)

@@ -323,7 +323,9 @@ class Manager:
         if status.state == Remote.UPLOADED and provider.resumable_accept:
             return self._send_accept(job, provider, view)
         now = self.store.clock()
-        if now - job.updated_at > provider.max_wait:
+        accepted_at = next((at for state, at in reversed(self.store.job_transitions(job.id))
+                            if state == JobState.ACCEPTED), job.updated_at)
+        if now - accepted_at > provider.max_wait:
             raise ProviderError("never_closed",
                                 f"batch {job.remote_id} did not close within "
                                 f"{provider.max_wait:.0f} s (max_wait_seconds)",

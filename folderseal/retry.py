@@ -1,11 +1,20 @@
-"""``folderseal retry``: put failed files back into the pipeline.
+"""``folderseal retry``: put failed files back, without ever sealing one twice.
 
-With the ``local`` provider nothing has been published for a failed file ("signed
-once" means "published once" for it), so a retry is safe at any step: the original
-goes back from the errors folder into its inbox, at its relative path (with ``-N``
-if that name is taken), where the daemon takes it like a new drop; its error
-record is removed and the old claim is marked RETRIED. Ids are file ids or batch
-ids (all failed files of the batch), as ``folderseal status`` shows them.
+What a retry does depends on how far the file got (PRODUCT.md's crash table):
+
+* failed before its batch could have been accepted (at the claim, or a batch that
+  failed before ``ACCEPTING``), or with the ``local`` provider (for which "signed
+  once" means "published once"), or a document the remote provider reports as not
+  signed: the original goes back from the errors folder into its inbox, at its
+  relative path (``-N`` if taken), and is taken like a new drop;
+* in a remote batch that failed at or after ``ACCEPTING`` (it may have been signed):
+  the originals go back into the batch folder and the batch back to ``ACCEPTED``,
+  so the same remote batch is asked again (status, download); nothing is submitted
+  again;
+* any other failure after a remote provider may have signed it is refused, with
+  the reason: check with the provider, then drop the file again by hand.
+
+Ids are file ids or batch ids (all failed files of the batch), as ``status`` shows.
 """
 
 from __future__ import annotations
@@ -16,27 +25,76 @@ from pathlib import Path
 
 from folderseal import files
 from folderseal.config import Settings
-from folderseal.errors import ExitCode
-from folderseal.model import FileRecord, FileState
+from folderseal.errors import ExitCode, FolderSealError
+from folderseal.model import FileRecord, FileState, JobRecord, JobState
 from folderseal.store import Store
+from folderseal.workdir import WorkFolder
+
+# States from which a batch may have been accepted, and so signed.
+MAY_BE_SIGNED = frozenset({JobState.ACCEPTING, JobState.ACCEPTED, JobState.CLOSED,
+                           JobState.DOWNLOADED})
+NOT_SIGNED_CODES = frozenset({"not_signed"})  # the provider itself says so
 
 
-def _original_in_errors(settings: Settings, record: FileRecord) -> Path | None:
+class Refused(FolderSealError):
+    """This failed file cannot be retried automatically."""
+
+
+def _original_in_errors(settings: Settings, record: FileRecord) -> Path:
     errors = settings.folders[record.folder].errors
     for output in record.outputs:
         if output.get("role") == "error":
-            return errors / str(output["path"])
-    return None
+            original = errors / str(output["path"])
+            if os.path.lexists(original):
+                return original
+    raise Refused(f"the original of {record.id} is not in the errors folder any more "
+                  "(moved or removed by hand)")
 
 
-def _put_back(settings: Settings, record: FileRecord) -> Path:
-    original = _original_in_errors(settings, record)
-    if original is None or not os.path.lexists(original):
-        raise FileNotFoundError(f"the original of {record.id} is not in the errors folder "
-                                f"(looked for {original}); it was moved or removed")
-    target = files.move_numbered(original, settings.folders[record.folder].inbox / record.source)
+def _remove_record(original: Path) -> None:
     (original.parent / (original.name + ".error.json")).unlink(missing_ok=True)
-    return target
+
+
+def _way(settings: Settings, record: FileRecord, job: JobRecord | None) -> str:
+    """"inbox", "batch" or "refuse": how this failed file may be retried."""
+    kind = settings.providers[job.provider].kind if job and job.provider in \
+        settings.providers else "local"
+    if job is None or kind == "local":
+        return "inbox"
+    if job.state == JobState.FAILED:
+        return "batch" if job.failed_step in MAY_BE_SIGNED else "inbox"
+    return "inbox" if record.error_code in NOT_SIGNED_CODES else "refuse"
+
+
+def _to_inbox(settings: Settings, store: Store, record: FileRecord) -> str:
+    original = _original_in_errors(settings, record)
+    target = files.move_numbered(original, settings.folders[record.folder].inbox / record.source)
+    _remove_record(original)
+    store.set_file_state(record.id, FileState.FAILED, FileState.RETRIED, detail=str(target))
+    return f"back in the inbox as {target}"
+
+
+def _to_batch(settings: Settings, store: Store, job: JobRecord,
+              records: list[FileRecord]) -> list[str]:
+    """Put a remote batch's originals back and ask the same remote batch again."""
+    work = WorkFolder(settings.folders[job.folder].work_folder, job.folder)
+    folder = work.batch_dir(job.id)
+    files.makedirs(folder)
+    for record in records:
+        if record.entry is None:
+            raise Refused(f"{record.id} has no place in batch {job.id}")
+        original = _original_in_errors(settings, record)
+        target = folder / record.entry
+        files.move_noreplace(original, target)
+        if files.hash_path(target)[0] != record.sha256:
+            files.move_noreplace(target, original)
+            raise Refused(f"the original of {record.id} in the errors folder was changed; "
+                          "it cannot rejoin its batch (drop it again by hand)")
+        _remove_record(original)
+        store.reopen_file(record.id)
+    store.reopen_job(job.id, JobState.ACCEPTED)
+    return [f"back in remote batch {job.remote_id} (batch {job.id}), which is asked again"
+            for _ in records]
 
 
 def retry(settings: Settings, ids: list[str] | None) -> int:
@@ -50,16 +108,34 @@ def retry(settings: Settings, ids: list[str] | None) -> int:
             for missing in sorted(wanted - {r.id for r in failed} - {r.batch_id for r in failed}):
                 print(f"{missing}: no failed file or batch with this id", file=sys.stderr)
                 code = ExitCode.FAILURE
+        jobs = {r.batch_id: store.job(r.batch_id) for r in failed if r.batch_id}
+        by_batch: dict[str, list[FileRecord]] = {}
         for record in failed:
+            job = jobs.get(record.batch_id or "")
+            way = _way(settings, record, job)
             try:
-                target = _put_back(settings, record)
-            except OSError as exc:
+                if way == "batch" and job is not None:
+                    by_batch.setdefault(job.id, []).append(record)
+                    continue
+                if way == "refuse":
+                    raise Refused("it may have been signed by the provider "
+                                  f"({record.error_code}); check with the provider, then drop "
+                                  "it into the inbox again by hand")
+                print(f"{record.id} {record.source_text}: "
+                      f"{_to_inbox(settings, store, record)}")
+            except (OSError, FolderSealError) as exc:
                 print(f"{record.id} {record.source_text}: not retried: {exc}", file=sys.stderr)
                 code = ExitCode.FAILURE
-                continue
-            store.set_file_state(record.id, FileState.FAILED, FileState.RETRIED,
-                                 detail=str(target))
-            print(f"{record.id} {record.source_text}: back in the inbox as {target}")
+        for job_id, records in by_batch.items():
+            job = jobs[job_id]
+            assert job is not None
+            try:
+                for record, line in zip(records, _to_batch(settings, store, job, records),
+                                        strict=True):
+                    print(f"{record.id} {record.source_text}: {line}")
+            except (OSError, FolderSealError) as exc:
+                print(f"batch {job_id}: not retried: {exc}", file=sys.stderr)
+                code = ExitCode.FAILURE
         if not failed:
             print("nothing to retry")
         return code

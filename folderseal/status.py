@@ -32,7 +32,8 @@ def collect(settings: Settings) -> dict[str, Any]:
                               "folders": {}, "warnings": []}
     for name in sorted({f.provider for f in settings.folders.values()}):
         try:
-            report["warnings"] += build(name, settings.providers[name], settings.state_dir).check()
+            provider = build(name, settings.providers[name], settings.state_dir)
+            report["warnings"] += provider.check(network=False)
         except FolderSealError as exc:
             report["warnings"].append(f"provider {name}: {exc}")
     if not settings.database.exists():

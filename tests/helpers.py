@@ -72,8 +72,9 @@ class Layout:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         if not (self.root / "seal" / "seal.p12").exists():
             make_trial_seal(self.root / "seal")
-        provider = {"kind": "local", "certificate": "seal/seal.p12",
-                    "password_file": "seal/seal.pass", "workers": 2, **self.provider}
+        provider = dict(self.provider) if self.provider.get("kind") == "seal" else {
+            "kind": "local", "certificate": "seal/seal.p12", "password_file": "seal/seal.pass",
+            "workers": 2, **self.provider}
         folder = {"inbox": "inbox", "outbox": "outbox", "errors": "errors",
                   "provider": "local", **FAST, **self.folder}
         lines = ['state_dir = "state"', 'node = "test-node"', "", "[log]",

@@ -110,7 +110,7 @@ class LocalProvider:
                           password=self.cfg.read_password(),
                           timestamp_url=self.cfg.timestamp_url)
 
-    def check(self) -> list[str]:
+    def check(self, network: bool = True) -> list[str]:
         """Load the seal once; return warnings (an expiry within 30 days)."""
         seal = load_seal(self._source())
         left = seal.not_after - datetime.now(UTC)

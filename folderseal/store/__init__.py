@@ -414,6 +414,23 @@ class Store:
         self._leases.pop(job.id, None)
         return attempts, at
 
+    def reopen_job(self, job_id: str, to_state: JobState) -> None:
+        """A failed batch goes back to ``to_state`` (retry), due at once."""
+        with self.transaction():
+            self._guarded("reopen_job", StateConflict,
+                          f"batch {job_id} is not failed, or is being worked on",
+                          id=job_id, to_state=to_state, now=self.clock())
+            self.event("batch.state", job_id=job_id, from_state=JobState.FAILED,
+                       to_state=to_state, detail="retry")
+
+    def reopen_file(self, file_id: str) -> None:
+        """A failed file of a batch waits in that batch again (retry)."""
+        with self.transaction():
+            self._guarded("reopen_file", StateConflict, f"file {file_id} is not failed",
+                          id=file_id, now=self.clock())
+            self.event("file.state", file_id=file_id, from_state=FileState.FAILED,
+                       to_state=FileState.BATCHED, detail="retry")
+
     def release_node_leases(self) -> int:
         """At start: leases this node held before a crash are void."""
         with self.transaction():

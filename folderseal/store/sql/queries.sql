@@ -157,6 +157,16 @@ UPDATE jobs SET claimed_by = NULL, lease_until = NULL, next_attempt_at = :next_a
                 error_message = :error_message, updated_at = :now
 WHERE id = :id AND claimed_by = :holder AND lease_until > :now;
 
+-- name: reopen_job
+UPDATE jobs SET state = :to_state, next_attempt_at = :now, attempts = 0, failed_step = NULL,
+                error_code = NULL, error_message = NULL, updated_at = :now
+WHERE id = :id AND state = 'FAILED' AND claimed_by IS NULL;
+
+-- name: reopen_file
+UPDATE files SET state = 'BATCHED', result = NULL, outputs = NULL, error_code = NULL,
+                 error_message = NULL, updated_at = :now
+WHERE id = :id AND state = 'FAILED' AND batch_id IS NOT NULL;
+
 -- name: release_node_leases
 UPDATE jobs SET claimed_by = NULL, lease_until = NULL
 WHERE claimed_by = :node OR claimed_by LIKE :node || '/%';

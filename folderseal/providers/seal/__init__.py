@@ -1,0 +1,143 @@
+"""The ``seal`` provider: Signius SEAL's batch API.
+
+``CreateBatch → upload (the flat ZIP) → AcceptBatch → BatchStatus until CLOSED →
+batchfile → BatchDeleteCache``. Exactly-once is the manager's state machine (the
+remote id is stored before upload, ACCEPTING before accept, and the remote status is
+read before anything is sent again); this adapter maps each step to its HTTP call,
+SEAL's statuses to :class:`Remote`, and the package to per-document results. Crash
+points after each call that changes the remote batch let the tests kill the daemon
+between the call and the state that records it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from folderseal import crashpoints, files
+from folderseal.config import SealProviderConfig
+from folderseal.errors import ConfigError, TransientError
+from folderseal.logs import get as get_logger
+from folderseal.model import DocumentResult
+from folderseal.providers import Attempts, BatchView, Remote, RemoteStatus
+from folderseal.providers.seal import package
+from folderseal.providers.seal.client import SealClient
+
+RUNNING = frozenset({"ACCEPTED", "READY", "IN_PROGRESS", "FINISHING"})
+PACKAGE = "package.zip"
+PROBE_TIMEOUT = 10.0
+
+
+class SealProvider:
+    kind = "seal"
+    wants_package = True
+    resumable_accept = False  # AcceptBatch starts billable signing: never twice
+
+    def __init__(self, name: str, cfg: SealProviderConfig, state_dir: Path,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.state_dir = state_dir
+        self.transport = transport
+        self.poll_interval = cfg.poll_interval_seconds
+        self.max_wait = cfg.max_wait_seconds
+        self.client: SealClient | None = None
+        self.limits = package.Limits(tuple(cfg.signature_suffixes), int(cfg.max_package_bytes),
+                                     int(cfg.max_entry_bytes))
+        self.log = get_logger(provider=name)
+
+    # -- life cycle ----------------------------------------------------------------
+
+    def check(self, network: bool = True) -> list[str]:
+        """Reachability and the key: a status call on a batch that cannot exist.
+
+        404 means the key was accepted; 401/403 that it was refused (ConfigError). SEAL
+        being out of reach is only a warning: the daemon starts and its batches wait.
+        """
+        warnings = []
+        if not self.cfg.verify_tls:
+            warnings.append(f"provider {self.name}: TLS verification is off (verify_tls = "
+                            "false): anyone on the path could pose as SEAL")
+        if not network:
+            return warnings
+        client = SealClient(self.cfg, self.name, self.transport, timeout=PROBE_TIMEOUT)
+        try:
+            status = client.probe()
+        except TransientError as exc:
+            return [*warnings, f"provider {self.name}: SEAL at {self.cfg.base_url} is not "
+                               f"reachable now ({exc}); batches wait until it is"]
+        finally:
+            client.close()
+        if status in (401, 403):
+            raise ConfigError(f"provider {self.name}: SEAL at {self.cfg.base_url} refused the "
+                              f"API key (HTTP {status}); check api_key / api_key_file")
+        if status != 404 and status >= 400:
+            warnings.append(f"provider {self.name}: SEAL answered a test status call with "
+                            f"HTTP {status} (expected 404)")
+        return warnings
+
+    def start(self) -> None:
+        if self.client is None:
+            self.client = SealClient(self.cfg, self.name, self.transport)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    @property
+    def _client(self) -> SealClient:
+        self.start()
+        assert self.client is not None
+        return self.client
+
+    # -- lifecycle steps -----------------------------------------------------------
+
+    def create(self, batch: BatchView) -> str:
+        remote = self._client.create()
+        self.log.info("seal.created", batch=batch.id, remote=remote.id)
+        crashpoints.reached("seal:created")
+        return remote.id
+
+    def upload(self, batch: BatchView, remote_id: str) -> None:
+        assert batch.package is not None
+        self._client.upload(remote_id, batch.package)
+        crashpoints.reached("seal:uploaded")
+
+    def status(self, batch: BatchView, remote_id: str) -> RemoteStatus:
+        info = self._client.status(remote_id)
+        if info is None:
+            return RemoteStatus(Remote.GONE, detail="SEAL answered 404")
+        names = tuple(d.name for d in info.documents)
+        if info.status == "NEW":
+            return RemoteStatus(Remote.NEW, names)
+        if info.status == "UPLOADED":
+            return RemoteStatus(Remote.UPLOADED, names)
+        if info.status == "CLOSED":
+            return RemoteStatus(Remote.CLOSED, names)
+        if info.status == "DELETED":
+            return RemoteStatus(Remote.GONE, names, detail="deleted")
+        if info.status not in RUNNING:
+            self.log.warning("seal.unknown_status", batch=batch.id, remote=remote_id,
+                             status=info.status, treated_as="running")
+        return RemoteStatus(Remote.RUNNING, names, detail=info.status)
+
+    def accept(self, batch: BatchView, remote_id: str, attempts: Attempts) -> None:
+        self._client.accept(remote_id)
+        self.log.info("seal.accepted", batch=batch.id, remote=remote_id)
+        crashpoints.reached("seal:accepted")
+
+    def download(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
+        info = self._client.status(remote_id)
+        remote = {d.name: d for d in info.documents} if info else {}
+        files.makedirs(batch.staging)
+        path = batch.staging / PACKAGE
+        size = self._client.download(remote_id, path)
+        self.log.info("seal.downloaded", batch=batch.id, remote=remote_id, bytes=size)
+        return package.extract(path, batch.staging, batch.documents, remote, self.limits,
+                               remote_id, self.log.warning)
+
+    def delete(self, batch: BatchView, remote_id: str) -> None:
+        if remote_id:
+            self._client.delete(remote_id)

@@ -1,0 +1,162 @@
+"""The signed package SEAL returns: checked entry by entry before anything is written.
+
+The package is untrusted input. It must be a readable ZIP; an entry is written only
+if its name is flat and safe (no folders, no ``..``, not absolute, no control
+characters, not a duplicate) and is one of the names uploaded, or an uploaded name
+plus a signature suffix (``.p7s``…), which is delivered beside that document as its
+signature. Anything else is named in the log and never written. Sizes are bounded
+per entry and in total, counting the bytes actually extracted (a ZIP's own size
+fields may lie): a zip bomb fails the batch with a reason.
+
+A document the provider reports as not signed (``signingResult_Success`` false), or
+that is missing from the package, fails alone; the rest of the batch is delivered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import unicodedata
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from folderseal import files
+from folderseal.errors import ProviderError
+from folderseal.model import DocumentResult, Output
+from folderseal.providers import Document
+from folderseal.providers.seal.parse import RemoteDocument
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    suffixes: tuple[str, ...]
+    max_total: int
+    max_entry: int
+
+
+def unsafe(name: str, seen: set[str]) -> str:
+    """Why an entry name must not be written ("" if it may)."""
+    if not name:
+        return "an empty name"
+    if name.endswith("/") or "/" in name or "\\" in name:
+        return "a folder or a path"
+    if name in (".", "..") or name.startswith(".."):
+        return "a parent reference"
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        return "control characters"
+    if name in seen:
+        return "a duplicate"
+    return ""
+
+
+def extract(package: Path, staging: Path, documents: tuple[Document, ...],
+            remote: dict[str, RemoteDocument], limits: Limits, batch: str,
+            warn: Callable[..., None]) -> list[DocumentResult]:
+    """Validate the package, extract what belongs to ``documents``, and say per document."""
+    try:
+        archive = zipfile.ZipFile(package)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ProviderError("bad_package", f"the package of batch {batch} is not a readable "
+                            f"ZIP ({exc})", operation="download", batch=batch) from None
+    with archive:
+        chosen = _choose(archive, {d.entry for d in documents}, limits, batch, warn)
+        total = 0
+        extracted: dict[str, tuple[str, int]] = {}
+        for name, info in chosen.items():
+            digest, size = _extract_one(archive, info, staging / name, limits,
+                                        limits.max_total - total, batch)
+            extracted[name] = (digest, size)
+            total += size
+    files.fsync_dir(staging)
+    return [_result(d, extracted, remote.get(d.entry), staging, limits) for d in documents]
+
+
+def _choose(archive: zipfile.ZipFile, expected: set[str], limits: Limits, batch: str,
+            warn: Callable[..., None]) -> dict[str, zipfile.ZipInfo]:
+    chosen: dict[str, zipfile.ZipInfo] = {}
+    seen: set[str] = set()
+    declared = 0
+    for info in archive.infolist():
+        name = info.filename
+        problem = unsafe(name, seen)
+        seen.add(name)
+        if problem:
+            warn("package.unsafe_entry", batch=batch, entry=name, reason=problem)
+            continue
+        base = next((name[: -len(s)] for s in limits.suffixes
+                     if name.lower().endswith(s.lower()) and name[: -len(s)] in expected), None)
+        if name not in expected and base is None:
+            warn("package.extra_entry", batch=batch, entry=name)
+            continue
+        declared += info.file_size
+        if info.file_size > limits.max_entry or declared > limits.max_total:
+            raise _bomb(batch, name)
+        chosen[name] = info
+    return chosen
+
+
+def _extract_one(archive: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, limits: Limits,
+                 room: int, batch: str) -> tuple[str, int]:
+    """Extract one entry (streamed, hashed, counted, fsynced); its sha256 and size."""
+    digest = hashlib.sha256()
+    size = 0
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        with archive.open(info) as entry:
+            while chunk := entry.read(files.CHUNK):
+                size += len(chunk)
+                if size > min(limits.max_entry, room):
+                    raise _bomb(batch, info.filename)
+                digest.update(chunk)
+                files.write_all(fd, chunk)
+        os.fsync(fd)
+    except (zipfile.BadZipFile, EOFError) as exc:  # a bad CRC, a truncated entry
+        dest.unlink(missing_ok=True)
+        raise ProviderError("bad_package", f"entry {info.filename!r} of the package of batch "
+                            f"{batch} cannot be read ({exc})", operation="download",
+                            batch=batch) from None
+    except ProviderError:
+        dest.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), size
+
+
+def _bomb(batch: str, name: str) -> ProviderError:
+    return ProviderError("package_too_big", f"the package of batch {batch} unpacks beyond the "
+                         f"limits (entry {name!r}; max_entry_bytes / max_package_bytes): a "
+                         "zip bomb, or a limit to raise", operation="download", batch=batch)
+
+
+def _result(document: Document, extracted: dict[str, tuple[str, int]],
+            remote: RemoteDocument | None, staging: Path, limits: Limits) -> DocumentResult:
+    provider_document = remote.id if remote else ""
+    if remote is not None and remote.success is False:
+        return DocumentResult(entry=document.entry, error_code="not_signed",
+                              error_message="the provider reports it was not signed "
+                              "(signingResult_Success false)",
+                              provider_document=provider_document)
+    signatures = [
+        Output(role="signature", staged=str(staging / (document.entry + suffix)), suffix=suffix,
+               sha256=extracted[document.entry + suffix][0],
+               bytes=extracted[document.entry + suffix][1])
+        for suffix in limits.suffixes if document.entry + suffix in extracted
+    ]
+    main = extracted.get(document.entry)
+    if main is None and not signatures:
+        return DocumentResult(entry=document.entry, error_code="missing",
+                              error_message="the provider's package holds no result for it",
+                              provider_document=provider_document)
+    if main is None or (signatures and main[0] == document.sha256):
+        # Unchanged (or not returned) beside a detached signature: deliver our original.
+        first = Output(role="original", staged="", suffix="", sha256=document.sha256,
+                       bytes=document.size)
+    else:
+        first = Output(role="signed", staged=str(staging / document.entry), suffix="",
+                       sha256=main[0], bytes=main[1])
+    return DocumentResult(entry=document.entry, outputs=(first, *signatures),
+                          provider_document=provider_document)

@@ -1,0 +1,259 @@
+"""The real manager, store and sink driving the SEAL adapter over a scripted fake SEAL.
+
+Each test loses an answer, a connection or a request around one lifecycle step and
+checks the contract: never two uploads to one batch, never a second accept of a
+batch that may have been accepted, every file sealed once or in errors with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from folderseal import config
+from folderseal.daemon import Daemon
+from folderseal.model import FileState, JobState
+from folderseal.providers.seal import SealProvider
+from folderseal.retry import retry
+from tests.helpers import Layout, error_records, sidecars
+from tests.pdfs import make_pdf
+from tests.seal_fake import FakeSealApi
+
+KEY = "integration-key-0123"
+
+
+def _layout(tmp_path: Path) -> Layout:
+    layout = Layout(tmp_path, provider={"kind": "seal", "base_url": "http://127.0.0.1:9",
+                                        "api_key": KEY, "poll_interval_seconds": 0.01})
+    layout.write()
+    return layout
+
+
+def _daemon(layout: Layout, fake: FakeSealApi) -> Daemon:
+    daemon = Daemon(config.load(layout.config), delay=lambda attempts: 0.0)
+    daemon.prepare()
+    name, real = next(iter(daemon.providers.items()))
+    real.close()
+    daemon.providers[name] = SealProvider(name, real.cfg, real.state_dir,  # type: ignore
+                                          transport=httpx.MockTransport(fake))
+    return daemon
+
+
+def _drop(layout: Layout) -> list[str]:
+    (layout.inbox / "a.pdf").write_bytes(make_pdf(None, text="a"))
+    (layout.inbox / "b.txt").write_text("b")
+    return ["a.pdf", "b.txt"]
+
+
+def _run(daemon: Daemon, names: list[str], timeout: float = 30) -> list[str]:
+    intake = daemon.intakes["scans"]
+    ids = [intake.claim_now(name)[0] for name in names]
+    intake.form_batches(float("inf"))
+    assert daemon.store is not None
+    store = daemon.store
+    final = (FileState.DONE, FileState.FAILED)
+    daemon.drain(lambda: all(store.file(i).state in final for i in ids), timeout)
+    return [i for i in ids if i]
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    return _layout(tmp_path)
+
+
+def _sealed(layout: Layout) -> set[str]:
+    return {json.loads(p.read_text())["source"] for p in sidecars(layout.outbox)}
+
+
+def test_a_clean_run_makes_each_call_once(layout: Layout) -> None:
+    """create, upload, accept, download and delete each happen once; both files sealed."""
+    fake = FakeSealApi(key=KEY)
+    daemon = _daemon(layout, fake)
+    try:
+        _run(daemon, _drop(layout))
+    finally:
+        daemon.close()
+    assert _sealed(layout) == {"a.pdf", "b.txt"}
+    for operation in ("create", "upload", "accept", "download", "delete"):
+        assert fake.count(operation) == 1, operation
+    sidecar = json.loads((layout.outbox / "a.pdf.json").read_text())
+    assert sidecar["provider"]["kind"] == "seal" and sidecar["provider"]["batch"] == "2123"
+    assert sidecar["provider"]["document"] == "1"
+
+
+@pytest.mark.parametrize("action", ["timeout-after", "500-after"])
+def test_an_upload_whose_answer_was_lost_is_not_sent_again(layout: Layout, action: str) -> None:
+    """After an upload that reached SEAL but whose answer was lost, the status shows the
+    manifest and the batch goes on without a second upload."""
+    fake = FakeSealApi(key=KEY)
+    fake.script("upload", action)
+    daemon = _daemon(layout, fake)
+    try:
+        _run(daemon, _drop(layout))
+    finally:
+        daemon.close()
+    assert fake.count("upload") == 1 and fake.count("accept") == 1
+    assert _sealed(layout) == {"a.pdf", "b.txt"}
+
+
+def test_an_upload_that_never_arrived_is_sent_again(layout: Layout) -> None:
+    """An upload refused before SEAL did anything (500) is sent again once."""
+    fake = FakeSealApi(key=KEY)
+    fake.script("upload", "500-before")
+    daemon = _daemon(layout, fake)
+    try:
+        _run(daemon, _drop(layout))
+    finally:
+        daemon.close()
+    assert fake.count("upload") == 2 and len(fake.batches[2123].documents) == 2
+
+
+def test_a_batch_with_a_wrong_document_list_is_abandoned(layout: Layout) -> None:
+    """A batch whose documents do not match the manifest (a double upload) is deleted and
+    a new one created; the files are signed once, in the new batch."""
+    fake = FakeSealApi(key=KEY)
+    fake.script("upload", "timeout-after")
+    daemon = _daemon(layout, fake)
+    original = fake._do
+
+    def doubled(operation: str, batch_id: int | None, request: httpx.Request) -> httpx.Response:
+        response = original(operation, batch_id, request)
+        if operation == "upload" and batch_id == 2123:
+            original(operation, batch_id, request)  # as if uploaded twice
+        return response
+
+    fake._do = doubled  # type: ignore[method-assign]
+    try:
+        _run(daemon, _drop(layout))
+    finally:
+        daemon.close()
+    assert fake.batches[2123].status == "DELETED"
+    assert fake.count("accept", 2123) == 0 and fake.count("accept", 2124) == 1
+    assert _sealed(layout) == {"a.pdf", "b.txt"}
+
+
+@pytest.mark.parametrize("action", ["timeout-after", "500-after"])
+def test_an_accept_whose_answer_was_lost_is_not_sent_again(layout: Layout, action: str) -> None:
+    """After an accept that reached SEAL, the status shows it accepted: no second accept."""
+    fake = FakeSealApi(key=KEY)
+    fake.script("accept", action)
+    daemon = _daemon(layout, fake)
+    try:
+        _run(daemon, _drop(layout))
+    finally:
+        daemon.close()
+    assert fake.count("accept") == 1
+    assert _sealed(layout) == {"a.pdf", "b.txt"}
+
+
+def test_an_accept_that_never_arrived_is_sent_again(layout: Layout) -> None:
+    """An accept refused before SEAL did anything (500): the status still says UPLOADED with
+    the manifest, so it is sent again, and the batch is signed once."""
+    fake = FakeSealApi(key=KEY)
+    fake.script("accept", "500-before")
+    daemon = _daemon(layout, fake)
+    try:
+        _run(daemon, _drop(layout))
+    finally:
+        daemon.close()
+    assert fake.count("accept") == 2 and _sealed(layout) == {"a.pdf", "b.txt"}
+
+
+def test_a_refused_create_fails_the_batch_and_retry_rebatches(layout: Layout) -> None:
+    """A 400 on create sends the files to errors with the status and body (key masked);
+    retry puts them back into the inbox, and they are sealed on the next run."""
+    fake = FakeSealApi(key=KEY)
+    fake.script("create", "400")
+    daemon = _daemon(layout, fake)
+    try:
+        _run(daemon, _drop(layout))
+    finally:
+        daemon.close()
+    records = [json.loads(p.read_text()) for p in error_records(layout.errors)]
+    assert len(records) == 2
+    for record in records:
+        assert record["error"]["code"] == "http_400"
+        assert "HTTP 400" in record["error"]["message"] and KEY not in json.dumps(record)
+    assert retry(config.load(layout.config), None) == 0
+    assert sorted(p.name for p in layout.inbox.iterdir() if p.is_file()) == ["a.pdf", "b.txt"]
+    daemon = _daemon(layout, fake)
+    try:
+        _run(daemon, ["a.pdf", "b.txt"])
+    finally:
+        daemon.close()
+    assert _sealed(layout) == {"a.pdf", "b.txt"} and fake.count("accept") == 1
+
+
+def test_a_failure_after_accept_is_retried_on_the_same_remote_batch(layout: Layout) -> None:
+    """A 400 while polling an accepted batch fails it as "may have been signed"; retry asks
+    the same remote batch again and never submits the files again."""
+    fake = FakeSealApi(key=KEY)
+    daemon = _daemon(layout, fake)
+    fake.script("status", None, None, "400")  # the poll after accept is refused
+    try:
+        ids = _run(daemon, _drop(layout))
+        assert daemon.store is not None
+        job = daemon.store.job(daemon.store.file(ids[0]).batch_id)
+        assert job is not None and job.state == JobState.FAILED
+        assert job.failed_step == JobState.ACCEPTED
+    finally:
+        daemon.close()
+    assert len(error_records(layout.errors)) == 2
+    assert retry(config.load(layout.config), None) == 0
+    assert error_records(layout.errors) == []
+    daemon = _daemon(layout, fake)
+    try:
+        assert daemon.store is not None
+        store = daemon.store
+        daemon.drain(lambda: all(store.file(i).state == FileState.DONE for i in ids), 30)
+    finally:
+        daemon.close()
+    assert _sealed(layout) == {"a.pdf", "b.txt"}
+    assert fake.count("create") == 1 and fake.count("upload") == 1
+    assert fake.count("accept") == 1
+
+
+def test_a_document_the_provider_did_not_sign_fails_alone(layout: Layout) -> None:
+    """signingResult_Success false for one document: it goes to errors, the other is out."""
+    fake = FakeSealApi(key=KEY)
+    daemon = _daemon(layout, fake)
+    intake = daemon.intakes["scans"]
+    names = _drop(layout)
+    ids = [intake.claim_now(n)[0] for n in names]
+    assert daemon.store is not None
+    intake.form_batches(float("inf"))
+    entry_of = {daemon.store.file(i).source: daemon.store.file(i).entry for i in ids}
+    fake.fail_documents.add(entry_of["b.txt"])
+    try:
+        store = daemon.store
+        daemon.drain(lambda: all(store.file(i).state in (FileState.DONE, FileState.FAILED)
+                                 for i in ids), 30)
+    finally:
+        daemon.close()
+    assert _sealed(layout) == {"a.pdf"}
+    [record] = [json.loads(p.read_text()) for p in error_records(layout.errors)]
+    assert record["source"] == "b.txt" and record["error"]["code"] == "not_signed"
+
+
+def test_429_waits_as_long_as_seal_asks(layout: Layout) -> None:
+    """A 429 postpones the batch by its Retry-After (7 s here), not the usual backoff."""
+    fake = FakeSealApi(key=KEY)
+    fake.script("create", "429")
+    daemon = _daemon(layout, fake)
+    try:
+        intake = daemon.intakes["scans"]
+        (layout.inbox / "a.pdf").write_bytes(make_pdf(None))
+        assert intake.claim_now("a.pdf")[0] is not None
+        [job_id] = intake.form_batches(float("inf"))
+        assert daemon.store is not None
+        store = daemon.store
+        daemon.drain(lambda: store.job(job_id).attempts == 1, 10)
+        job = store.job(job_id)
+        assert job is not None and job.state == JobState.BATCHED
+        assert job.next_attempt_at is not None
+        assert 6.5 <= job.next_attempt_at - daemon.store.clock() <= 7.0
+    finally:
+        daemon.close()

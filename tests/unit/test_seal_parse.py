@@ -1,0 +1,112 @@
+"""SEAL's answers, as recorded in its documentation, quirks included."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from folderseal.providers.seal import parse
+
+# Payloads as the documentation prints them (its curly quotes made straight).
+CREATE = {"id": "2123", "providerSettingsId": "1", "creationDate": "2023-01-01 12:00:00",
+          "status": "1"}
+UPLOAD = {"id": "1", "counterpartyId": "1", "name": "file_name.pdf", "signed": "false",
+          "hash": None, "signature": None, "batchId": 2123,
+          "creationDate": "2023-01-01 00:00:00", "isZip": "true", "tsaId": "1"}
+STATUS = {"id": 2123, "status": "READY", "creationDate": "2023-01-01 10:00:00",
+          "documents": [{"id": "1", "signed": "false", "fileName": "test.pdf",
+                         "signingResult_Success": "false"}]}
+ACCEPT = {"id": 2123, "providerSettingsId": "1", "creationDate": "2023-01-01 10:00:00",
+          "status": "0"}
+DELETE = {"id": 2123, "status": "DELETED", "creationDate": "2023-01-01 10:00:00",
+          "documents": []}
+
+
+def test_create_answer_with_string_id_and_numeric_status() -> None:
+    """CreateBatch's id is a string and its status a numeric code (mapped, newer table)."""
+    info = parse.batch(CREATE)
+    assert info.id == "2123" and info.status == "UPLOADED"
+    assert info.created == datetime(2023, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def test_status_answer_with_numeric_id_and_named_status() -> None:
+    """BatchStatus has a numeric id, a status name, and documents with string booleans."""
+    info = parse.batch(STATUS)
+    assert info.id == "2123" and info.status == "READY"
+    [document] = info.documents
+    assert (document.id, document.name, document.signed, document.success) == \
+        ("1", "test.pdf", False, False)
+
+
+def test_accept_and_delete_answers() -> None:
+    """AcceptBatch's numeric code 0 is NEW; BatchDeleteCache says DELETED by name."""
+    assert parse.batch(ACCEPT).status == "NEW"
+    assert parse.batch(DELETE).status == "DELETED"
+
+
+def test_upload_answer_is_a_document_named_by_name() -> None:
+    """The upload answer names its file "name" (status says "fileName"); both are read."""
+    document = parse.document(UPLOAD)
+    assert document.name == "file_name.pdf" and document.signed is False
+    assert document.success is None
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (2123, "2123"), ("2123", "2123"), (" 2123 ", "2123"), (2123.0, "2123"), ("abc-1", "abc-1"),
+])
+def test_ids_as_numbers_or_strings(value: object, expected: str) -> None:
+    """Ids come as numbers or strings and are compared as text."""
+    assert parse.text_id(value) == expected
+
+
+@pytest.mark.parametrize("value", [None, "", True, "  "])
+def test_missing_ids_are_payload_errors(value: object) -> None:
+    """A missing, empty or boolean id is not an id."""
+    with pytest.raises(parse.PayloadError):
+        parse.text_id(value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("true", True), ("True", True), (True, True), (1, True), ("false", False), (False, False),
+    (0, False), ("maybe", None), (None, None),
+])
+def test_booleans_as_strings_or_booleans(value: object, expected: bool | None) -> None:
+    """Booleans come as "true"/"false" strings, real booleans or numbers."""
+    assert parse.boolean(value) == expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("CLOSED", "CLOSED"), ("closed", "CLOSED"), ("In Progress", "IN_PROGRESS"), (6, "CLOSED"),
+    ("6", "CLOSED"), (7, "DELETED"), (0, "NEW"), (9, "UNKNOWN(9)"), ("SPLINED", "SPLINED"),
+])
+def test_status_names_are_trusted_and_codes_mapped(value: object, expected: str) -> None:
+    """Names are taken as they are; numbers go through the newer table (6 = CLOSED)."""
+    assert parse.status_name(value) == expected
+
+
+def test_the_older_status_table_can_be_configured() -> None:
+    """With the older table, code 5 means CLOSED (in the newer one it is FINISHING)."""
+    older = ["NEW", "ACCEPTED", "READY", "IN_PROGRESS", "FINISHING", "CLOSED", "DELETED"]
+    assert parse.status_name(5, older) == "CLOSED"
+    assert parse.status_name(5) == "FINISHING"
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("2023-01-01 12:00:00", datetime(2023, 1, 1, 12, tzinfo=UTC)),
+    ("2023-01-01T12:00:00Z", datetime(2023, 1, 1, 12, tzinfo=UTC)),
+    ("2023-01-01T14:00:00+02:00", datetime(2023, 1, 1, 12, tzinfo=UTC)),
+    ("not a date", None), (None, None),
+])
+def test_dates_with_or_without_a_zone(value: object, expected: datetime | None) -> None:
+    """Dates without a zone are UTC; ISO 8601 with a zone is honoured; junk is None."""
+    assert parse.timestamp(value) == expected
+
+
+@pytest.mark.parametrize("payload", [[], "text", {"status": "NEW"},
+                                     {"id": 1, "documents": {"a": 1}},
+                                     {"id": 1, "documents": [{"id": "1"}]}])
+def test_unreadable_answers_are_payload_errors(payload: object) -> None:
+    """Answers that are not a batch (no id, documents not a list, no file name) are refused."""
+    with pytest.raises(parse.PayloadError):
+        parse.batch(payload)
