@@ -104,6 +104,7 @@ class LocalProviderConfig(_Section):
     sign_timeout_seconds: float = Field(default=120.0, gt=0)
     worker_max_tasks: int = Field(default=500, ge=1)
     sign_attempts: int = Field(default=3, ge=1)
+    retry_max_seconds: float = Field(default=300.0, gt=0)
 
     @model_validator(mode="after")
     def _one_password_source(self) -> LocalProviderConfig:
@@ -158,6 +159,7 @@ class SealProviderConfig(_Section):
     poll_interval_seconds: float = Field(default=2.0, gt=0)
     max_wait_seconds: float = Field(default=3600.0, gt=0)
     timeout_seconds: float = Field(default=60.0, gt=0)
+    retry_max_seconds: float = Field(default=300.0, gt=0)
     signature_suffixes: list[str] = [".p7s", ".p7m", ".asice", ".xml"]
     max_package_bytes: ByteSize = ByteSize(20_000_000_000)
     max_entry_bytes: ByteSize = ByteSize(5_000_000_000)

@@ -150,13 +150,13 @@ class Manager:
                     return
                 current = step(current, provider)
         except TransientError as exc:
-            self._postpone(job.id, "transient", str(exc), self._delay(exc), log)
+            self._postpone(job.id, "transient", str(exc), self._delay(exc, provider), log)
         except ProviderError as exc:
             self._fail(job.id, exc.code, exc.message, log)
         except OSError as exc:
             # The disk or a folder is in trouble (full, read-only, gone): wait and retry.
             self._postpone(job.id, "io", f"{exc.strerror or exc}: {exc.filename or ''}",
-                           self.delay, log)
+                           self._delay(None, provider), log)
         except StoreError as exc:  # LeaseLost, StateConflict: someone else has it now
             log.warning("batch.lease_lost", reason=str(exc))
 
@@ -172,12 +172,14 @@ class Manager:
         log.warning("batch.postponed", state=current.state, reason=message, attempts=attempts,
                     retry_in=round(at - self.store.clock(), 1))
 
-    def _delay(self, exc: TransientError) -> Callable[[int], float]:
-        """The provider's Retry-After when it gave one, else the usual backoff."""
-        retry_after = exc.retry_after
+    def _delay(self, exc: TransientError | None, provider: Provider) -> Callable[[int], float]:
+        """The provider's Retry-After when it gave one, else backoff up to the provider's
+        retry_max_seconds."""
+        retry_after = exc.retry_after if exc is not None else None
         if retry_after is not None:
             return lambda _attempts: retry_after
-        return self.delay
+        cap = provider.retry_max_seconds
+        return lambda attempts: min(self.delay(attempts), cap)
 
     # -- helpers -------------------------------------------------------------------
 
@@ -390,7 +392,8 @@ class Manager:
                     self.sinks[job.folder].fail(record, context)
         except TransientError as exc:  # the errors folder is full or gone: come back later
             self.log.warning("batch.failures_postponed", batch=job.id, reason=str(exc))
-            self.store.release(job, self.store.clock() + self.delay(job.attempts + 1))
+            delay = self._delay(None, provider)(job.attempts + 1)
+            self.store.release(job, self.store.clock() + delay)
             return None
         self.store.release(job, None)
         return None

@@ -84,6 +84,7 @@ class Provider(Protocol):
     resumable_accept: bool     # accept may be sent again after it returned (local only)
     poll_interval: float
     max_wait: float
+    retry_max_seconds: float   # the longest pause between retries of a failing step
 
     def start(self) -> None: ...
     def close(self) -> None: ...

@@ -98,6 +98,7 @@ class LocalProvider:
         self.cfg = cfg
         self.state_dir = state_dir
         self.workers = cfg.workers or os.cpu_count() or 1
+        self.retry_max_seconds = cfg.retry_max_seconds
         self.pool: WorkerPool | None = None
         self.gate = _Gate()
         self._broken: str | None = None  # why the pool's workers could not start

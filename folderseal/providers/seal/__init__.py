@@ -42,6 +42,7 @@ class SealProvider:
         self.transport = transport
         self.poll_interval = cfg.poll_interval_seconds
         self.max_wait = cfg.max_wait_seconds
+        self.retry_max_seconds = cfg.retry_max_seconds
         self.client: SealClient | None = None
         self.limits = package.Limits(tuple(cfg.signature_suffixes), int(cfg.max_package_bytes),
                                      int(cfg.max_entry_bytes))
@@ -52,8 +53,9 @@ class SealProvider:
     def check(self, network: bool = True) -> list[str]:
         """Reachability and the key: a status call on a batch that cannot exist.
 
-        404 means the key was accepted; 401/403 that it was refused (ConfigError). SEAL
-        being out of reach is only a warning: the daemon starts and its batches wait.
+        404 (or another answer past authentication) means the key was accepted; 401/403
+        that it was refused (ConfigError). SEAL out of reach is only a warning: the
+        daemon starts and its batches wait.
         """
         warnings = []
         if not self.cfg.verify_tls:
@@ -72,9 +74,9 @@ class SealProvider:
         if status in (401, 403):
             raise ConfigError(f"provider {self.name}: SEAL at {self.cfg.base_url} refused the "
                               f"API key (HTTP {status}); check api_key / api_key_file")
-        if status != 404 and status >= 400:
+        if status >= 500:
             warnings.append(f"provider {self.name}: SEAL answered a test status call with "
-                            f"HTTP {status} (expected 404)")
+                            f"HTTP {status}; it may be in trouble")
         return warnings
 
     def start(self) -> None:

@@ -28,7 +28,8 @@ from folderseal.providers.seal import parse
 from folderseal.redact import REDACTOR
 
 BODY_IN_ERRORS = 2048
-IMPOSSIBLE_BATCH = "0"  # no batch has id 0: a status call on it tests the key
+# No batch has the largest int32 id: a status call on it tests reachability and the key.
+IMPOSSIBLE_BATCH = "2147483647"
 
 
 def _tls(cfg: SealProviderConfig) -> ssl.SSLContext:

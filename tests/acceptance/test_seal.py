@@ -1,0 +1,239 @@
+"""The daemon against the SEAL emulator over loopback: faults, crashes, and the key.
+
+The emulator runs in this process (a real HTTP server on 127.0.0.1), the daemon in a
+subprocess. The emulator's journal lists every document it signed: the proof that
+each dropped file was signed exactly once, or went to errors with a record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from folderseal.emulate import EmulatorHandle, start_seal
+from tests.helpers import (
+    Daemon,
+    Layout,
+    check_sidecar,
+    error_records,
+    folderseal,
+    sidecars,
+    wait_until,
+)
+from tests.pdfs import make_pdf
+
+KEY = "acceptance-key-7f3a9c2e"
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[EmulatorHandle]:
+    with start_seal(api_key=KEY, data_dir=tmp_path / "emulator", seed=20261122,
+                    step_delay=0.02, slow_seconds=0.3) as handle:
+        yield handle
+
+
+def _layout(tmp_path: Path, url: str, provider: dict | None = None, **folder: object) -> Layout:
+    (tmp_path / "signius.key").write_text(KEY + "\n")
+    layout = Layout(tmp_path, folder=folder, provider={
+        "kind": "seal", "base_url": url, "api_key_file": "signius.key",
+        "poll_interval_seconds": 0.1, "timeout_seconds": 5.0, **(provider or {})})
+    layout.write()
+    return layout
+
+
+def _drop(layout: Layout, count: int, start: int = 0) -> dict[str, str]:
+    expected = {}
+    for i in range(start, start + count):
+        source = f"doc-{i}.pdf" if i % 2 == 0 else f"sub/note-{i}.txt"
+        data = make_pdf(None, text=f"seal {i}") if source.endswith(".pdf") \
+            else f"note {i}\n".encode() * 20
+        path = layout.inbox / source
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name("." + path.name)
+        tmp.write_bytes(data)
+        tmp.rename(path)
+        expected[source] = hashlib.sha256(data).hexdigest()
+    return expected
+
+
+def _outcomes(layout: Layout) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+    delivered: dict[str, list[dict]] = {}
+    for path in sidecars(layout.outbox):
+        data = json.loads(path.read_text())
+        delivered.setdefault(data["source"], []).append(data)
+    failed: dict[str, list[dict]] = {}
+    for path in error_records(layout.errors):
+        data = json.loads(path.read_text())
+        failed.setdefault(data["source"], []).append(data)
+    return delivered, failed
+
+
+def _settled(layout: Layout, expected: dict[str, str]) -> bool:
+    delivered, failed = _outcomes(layout)
+    return set(delivered) | set(failed) >= set(expected)
+
+
+def _assert_exactly_once(layout: Layout, emulator: EmulatorHandle,
+                         expected: dict[str, str], allow_failures: bool = False) -> None:
+    """Every file: one outcome; signed at most once by SEAL, and once if delivered."""
+    delivered, failed = _outcomes(layout)
+    signed = Counter(e["sha256"] for e in emulator.read_journal() if e["signed"])
+    for source, digest in expected.items():
+        outcomes = delivered.get(source, []) + failed.get(source, [])
+        assert len(outcomes) == 1, f"{source}: {len(outcomes)} outcomes"
+        assert signed[digest] <= 1, f"{source} was signed {signed[digest]} times"
+        if source in delivered:
+            assert signed[digest] == 1, f"{source} delivered but SEAL never signed it"
+            check_sidecar(layout.outbox / f"{source}.json", layout)
+    if not allow_failures:
+        assert failed == {}, f"files failed: {sorted(failed)}"
+    leftovers = [p for p in layout.inbox.rglob("*") if p.is_file()
+                 and ".folderseal" not in p.parts]
+    assert leftovers == []
+
+
+def _no_key_anywhere(layout: Layout) -> None:
+    """The API key is in no log, sidecar, error record, or status output."""
+    texts = [p.read_text(errors="replace") for p in layout.root.glob("daemon-*.log")]
+    texts += [p.read_text() for p in sidecars(layout.outbox) + error_records(layout.errors)]
+    status = folderseal("status", "--json", "-c", str(layout.config))
+    texts += [status.stdout, status.stderr]
+    assert all(KEY not in text for text in texts)
+
+
+def test_files_are_sealed_through_seal(tmp_path: Path, emulator: EmulatorHandle) -> None:
+    """PDFs come back signed and other files with a detached signature; sidecars name the
+    remote batch and document; each file is signed once; the key leaks nowhere."""
+    layout = _layout(tmp_path, emulator.url)
+    daemon = Daemon(layout).started()
+    expected = _drop(layout, 6)
+    wait_until(lambda: _settled(layout, expected), timeout=60, what="every file's outcome")
+    assert daemon.stop() == 0
+    _assert_exactly_once(layout, emulator, expected)
+    sidecar = json.loads((layout.outbox / "doc-0.pdf.json").read_text())
+    assert sidecar["provider"]["kind"] == "seal" and sidecar["provider"]["batch"].isdigit()
+    assert [o["role"] for o in sidecar["outputs"]] == ["signed"]
+    detached = json.loads((layout.outbox / "sub" / "note-1.txt.json").read_text())
+    assert [o["role"] for o in detached["outputs"]] == ["original", "signature"]
+    _no_key_anywhere(layout)
+
+
+def test_every_fault_at_once(tmp_path: Path, emulator: EmulatorHandle) -> None:
+    """With every fault kind injected, each file is still signed at most once and ends
+    delivered or in errors with a reason; no unsafe entry is written anywhere."""
+    emulator.set_faults("500-before=0.05,500-after=0.05,429=0.05,drop=0.05,slow=0.05,"
+                        "truncate=0.3,unsafe-entry=0.3,fail-document=0.15,never-close=0.15")
+    layout = _layout(tmp_path, emulator.url, batch_max_files=4,
+                     provider={"max_wait_seconds": 4.0, "retry_max_seconds": 1.0})
+    daemon = Daemon(layout).started()
+    expected = _drop(layout, 16)
+    wait_until(lambda: _settled(layout, expected), timeout=240, what="every file's outcome")
+    assert daemon.stop() == 0
+    _assert_exactly_once(layout, emulator, expected, allow_failures=True)
+    delivered, failed = _outcomes(layout)
+    assert delivered, "nothing got through"
+    for records in failed.values():
+        assert records[0]["error"]["code"] in ("not_signed", "never_closed", "missing")
+        assert records[0]["error"]["message"]
+    assert not [p for p in tmp_path.rglob("*evil*")], "an unsafe entry was written"
+    events = [e.get("event") for e in daemon.events()]
+    assert "package.unsafe_entry" in events
+    _no_key_anywhere(layout)
+
+
+CRASH_POINTS = ["seal:created", "state:CREATED", "seal:uploaded", "state:UPLOADED",
+                "state:ACCEPTING", "seal:accepted", "state:ACCEPTED", "state:CLOSED",
+                "state:DOWNLOADED", "output-published", "sidecar-published",
+                "state:DELIVERED", "state:CLEANED"]
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_kill_around_each_step_signs_each_file_once(tmp_path: Path, emulator: EmulatorHandle,
+                                                    point: str) -> None:
+    """Killed right after a step (or right after SEAL answered, before it was recorded),
+    a restarted daemon finishes every file with SEAL signing each exactly once."""
+    layout = _layout(tmp_path, emulator.url)
+    expected = _drop(layout, 4)
+    crashed = Daemon(layout, env={"FOLDERSEAL_CRASH_AT": point})
+    assert crashed.process.wait(timeout=60) == -9, f"{point} was never reached"
+    crashed.kill()
+    daemon = Daemon(layout).started()
+    wait_until(lambda: _settled(layout, expected), timeout=60, what="every file's outcome")
+    time.sleep(0.3)
+    assert daemon.stop() == 0
+    _assert_exactly_once(layout, emulator, expected)
+    accepted = Counter(e["batch"] for e in emulator.read_journal())
+    assert len(accepted) == 1, f"files were signed in several batches: {accepted}"
+
+
+def test_the_readme_configuration_works(tmp_path: Path, emulator: EmulatorHandle) -> None:
+    """The configuration in README's "Using Signius SEAL" runs as printed (only the
+    emulator's port differs), and `check` says the key is accepted."""
+    section = README.read_text().split("## Using Signius SEAL", 1)[1]
+    block = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert block is not None
+    config = re.sub(r"http://127\.0\.0\.1:8080", emulator.url, block.group(1))
+    for folder in ("inbox", "outbox", "errors"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "signius.key").write_text(KEY + "\n")
+    (tmp_path / "config.toml").write_text(config)
+    check = folderseal("check", "-c", str(tmp_path / "config.toml"))
+    assert check.returncode == 0, check.stdout + check.stderr
+    layout = Layout(tmp_path)
+    daemon = Daemon(layout).started()
+    (tmp_path / "inbox" / "readme.pdf").write_bytes(make_pdf(None, text="readme"))
+    wait_until(lambda: (tmp_path / "outbox" / "readme.pdf.json").exists(), timeout=60,
+               what="the README example sealed")
+    check_sidecar(tmp_path / "outbox" / "readme.pdf.json", layout)
+    assert daemon.stop() == 0
+
+
+def test_check_reports_a_refused_key(tmp_path: Path, emulator: EmulatorHandle) -> None:
+    """`check` with a wrong key exits 78 and says the key was refused (without showing it)."""
+    layout = _layout(tmp_path, emulator.url)
+    (tmp_path / "signius.key").write_text("wrong-key-123\n")
+    out = folderseal("check", "-c", str(layout.config))
+    assert out.returncode == 78
+    assert "refused the API key" in out.stdout and "wrong-key-123" not in out.stdout
+
+
+def test_the_emulator_command(tmp_path: Path) -> None:
+    """`folderseal emulate seal --port 0` says where it listens, requires its key, and
+    stops with exit 0 on SIGTERM."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "folderseal", "emulate", "seal", "--port", "0", "--api-key",
+         KEY, "--data", str(tmp_path / "emu")], stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None
+        listening = json.loads(process.stdout.readline())
+        url = listening["url"]
+        assert listening["event"] == "emulator.listening"
+        assert httpx.post(f"{url}/api/CreateBatch/1").status_code == 401
+        created = httpx.post(f"{url}/api/CreateBatch/1", headers={"API-KEY": KEY})
+        assert created.status_code == 201 and created.json()["id"] == "2123"
+    finally:
+        process.terminate()
+    assert process.wait(timeout=15) == 0
+
+
+def test_a_big_batch_streams_through_seal(tmp_path: Path) -> None:
+    """A 96 MiB file goes through SEAL (zip, upload, download, extract) with the daemon's
+    peak RSS under 150 MB: nothing is held in memory whole (bench/seal_stream.py does
+    1 GiB)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from seal_stream import measure
+
+    figures = measure(tmp_path, 96)
+    assert figures["daemon_peak_mb"] < 150, figures
