@@ -257,3 +257,48 @@ def test_429_waits_as_long_as_seal_asks(layout: Layout) -> None:
         assert 6.5 <= job.next_attempt_at - daemon.store.clock() <= 7.0
     finally:
         daemon.close()
+
+
+def test_a_failed_delete_never_blocks_delivery(layout: Layout) -> None:
+    """BatchDeleteCache failing leaves the files delivered; it is retried until it works."""
+    fake = FakeSealApi(key=KEY)
+    fake.script("delete", "500-before", "500-before")
+    daemon = _daemon(layout, fake)
+    try:
+        ids = _run(daemon, _drop(layout))
+        assert daemon.store is not None
+        store = daemon.store
+        assert _sealed(layout) == {"a.pdf", "b.txt"}  # delivered before any delete worked
+        job_id = store.file(ids[0]).batch_id
+        daemon.drain(lambda: store.job(job_id).state == JobState.CLEANED, 30)
+    finally:
+        daemon.close()
+    assert fake.count("delete") == 3 and fake.batches[2123].status == "DELETED"
+
+
+def test_an_unknown_status_counts_as_running_until_max_wait(tmp_path: Path) -> None:
+    """A status name SEAL never documented is logged and waited on, then the batch fails
+    after max_wait_seconds as "may have been signed"."""
+    layout = Layout(tmp_path, provider={"kind": "seal", "base_url": "http://127.0.0.1:9",
+                                        "api_key": KEY, "poll_interval_seconds": 0.05,
+                                        "max_wait_seconds": 0.5})
+    layout.write()
+    fake = FakeSealApi(key=KEY)
+    original = fake._do
+
+    def odd(operation: str, batch_id: int | None, request: httpx.Request) -> httpx.Response:
+        if operation == "status" and fake.batches.get(batch_id or -1) and \
+                fake.batches[batch_id or -1].status == "ACCEPTED":
+            return httpx.Response(200, json={"id": batch_id, "status": "SPLINED",
+                                             "documents": fake.batches[batch_id or -1].documents})
+        return original(operation, batch_id, request)
+
+    fake._do = odd  # type: ignore[method-assign]
+    daemon = _daemon(layout, fake)
+    try:
+        _run(daemon, _drop(layout))
+    finally:
+        daemon.close()
+    records = [json.loads(p.read_text()) for p in error_records(layout.errors)]
+    assert {r["error"]["code"] for r in records} == {"never_closed"}
+    assert fake.count("accept") == 1 and fake.count("status") > 3
