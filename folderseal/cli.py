@@ -87,7 +87,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 
     return run_seal(host=args.host, port=args.port, api_key=args.api_key, faults=args.faults,
                     data_dir=args.data, seed=args.seed, step_delay=args.step_delay,
-                    slow_seconds=args.slow_seconds)
+                    slow_seconds=args.slow_seconds, lag=args.lag)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -143,6 +143,9 @@ def parser() -> argparse.ArgumentParser:
                       help="seconds per status step after accept")
     seal.add_argument("--slow-seconds", type=float, default=5.0,
                       help="how long a 'slow' answer waits")
+    seal.add_argument("--lag", type=float, default=0.0,
+                      help="seconds before an upload or accept shows in BatchStatus (a server "
+                           "that processes them asynchronously)")
     seal.set_defaults(handler=cmd_emulate)
     return top
 

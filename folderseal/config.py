@@ -160,6 +160,7 @@ class SealProviderConfig(_Section):
     max_wait_seconds: float = Field(default=3600.0, gt=0)
     timeout_seconds: float = Field(default=60.0, gt=0)
     retry_max_seconds: float = Field(default=300.0, gt=0)
+    status_grace_seconds: float = Field(default=30.0, ge=0)
     signature_suffixes: list[str] = [".p7s", ".p7m", ".asice", ".xml"]
     max_package_bytes: ByteSize = ByteSize(20_000_000_000)
     max_entry_bytes: ByteSize = ByteSize(5_000_000_000)

@@ -28,13 +28,14 @@ from folderseal.errors import ProviderError, StoreError, TransientError
 from folderseal.folders import JobContext
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult, FileState, JobRecord, JobState
-from folderseal.providers import BatchView, Document, Provider, Remote
+from folderseal.providers import BatchView, Document, Provider, Remote, RemoteStatus
 from folderseal.sink import Sink
 from folderseal.store import Store
 from folderseal.workdir import WorkFolder
 
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
+MAX_RECREATES = 3  # remote batches abandoned before accept, before the batch fails
 
 
 def backoff(attempts: int) -> float:
@@ -159,6 +160,13 @@ class Manager:
                            self._delay(None, provider), log)
         except StoreError as exc:  # LeaseLost, StateConflict: someone else has it now
             log.warning("batch.lease_lost", reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - one batch's surprise must not stop all
+            # A step that fails in a way nobody foresaw (a provider's odd answer, a bug):
+            # the batch waits with backoff, loudly, and status shows why; restarting the
+            # daemon would only hit the same batch again and stop every folder with it.
+            log.exception("batch.step_crashed", state=job.state)
+            self._postpone(job.id, "internal", f"{type(exc).__name__}: {exc}",
+                           self._delay(None, provider), log)
 
     def _postpone(self, job_id: str, code: str, message: str,
                   delay: Callable[[int], float], log: Any) -> None:
@@ -253,22 +261,50 @@ class Manager:
         return self._move(job, JobState.CREATED, remote_id=remote_id)
 
     def _upload(self, job: JobRecord, provider: Provider) -> JobRecord | None:
-        """CREATED: upload, unless an earlier upload may have reached the provider."""
+        """CREATED: upload, once. After any doubt the remote status decides: the manifest
+        is there → uploaded; nothing there and no upload ever sent → upload; anything
+        else → abandon this remote batch (it was never accepted) and start a new one."""
         view = self._view(job, provider)
         remote_id = job.remote_id or ""
         status = provider.status(view, remote_id)
-        if status.state == Remote.NEW and not status.documents:
+        if self._holds_manifest(status, view):
+            return self._move(job, JobState.UPLOADED, detail="found uploaded")
+        sent = self.store.upload_sent_at(job.id, remote_id)
+        empty = status.state in (Remote.NEW, Remote.RUNNING) and not status.documents
+        if empty and sent is None:
+            self.store.note_upload(job, remote_id)  # durable before the upload goes out
             provider.upload(view, remote_id)
             return self._move(job, JobState.UPLOADED)
-        if status.state == Remote.UPLOADED and sorted(status.documents) == self._manifest(view):
-            return self._move(job, JobState.UPLOADED, detail="found uploaded")
-        return self._recreate(job, provider, view, f"remote batch holds {status.state} "
-                              f"{len(status.documents)} documents")
+        if empty and sent is not None and self._within_grace(sent, provider):
+            return self._wait(job, provider)  # it may still be unpacking what was sent
+        return self._recreate(job, provider, view, f"remote batch is {status.state} with "
+                              f"{len(status.documents)} documents"
+                              f"{' after an upload was sent' if sent else ''}")
+
+    def _within_grace(self, since: float, provider: Provider) -> bool:
+        """True while something sent may not show in the provider's status yet."""
+        return self.store.clock() - since < provider.status_grace
+
+    def _wait(self, job: JobRecord, provider: Provider) -> JobRecord | None:
+        """Release the job until the provider's next poll (the step is asked again)."""
+        self.store.release(job, self.store.clock() + max(provider.poll_interval, 1.0))
+        return None
+
+    def _holds_manifest(self, status: RemoteStatus, view: BatchView) -> bool:
+        """The remote batch holds exactly this batch's files and is not gone or done."""
+        return status.state in (Remote.NEW, Remote.UPLOADED, Remote.RUNNING) and \
+            sorted(status.documents) == self._manifest(view)
 
     def _recreate(self, job: JobRecord, provider: Provider, view: BatchView,
                   why: str) -> JobRecord:
-        """Abandon a remote batch that was never accepted and start a new one."""
+        """Abandon a remote batch that was never accepted and start a new one; after
+        MAX_RECREATES the batch fails (before accept: retry submits it afresh)."""
         old = job.remote_id or ""
+        if self.store.recreations(job.id) >= MAX_RECREATES:
+            raise ProviderError("remote_mismatch",
+                                f"the provider's batch did not match what was uploaded "
+                                f"{MAX_RECREATES + 1} times ({why}); nothing was accepted",
+                                provider=job.provider, operation="upload", batch=job.id)
         try:
             provider.delete(view, old)
         except (TransientError, ProviderError) as exc:
@@ -276,6 +312,8 @@ class Manager:
         remote_id = provider.create(view)
         self.store.transition(job, JobState.CREATED, detail=f"abandoned {old}: {why}",
                               remote_id=remote_id)
+        self.log.warning("batch.abandoned", batch=job.id, remote=old, reason=why,
+                         new_remote=remote_id)
         moved = self.store.job(job.id)
         assert moved is not None
         return moved
@@ -284,8 +322,12 @@ class Manager:
         """UPLOADED: check the remote list equals the manifest, store ACCEPTING, accept."""
         view = self._view(job, provider)
         status = provider.status(view, job.remote_id or "")
-        if status.state != Remote.UPLOADED or sorted(status.documents) != self._manifest(view):
-            return self._recreate(job, provider, view, "remote documents differ from the batch")
+        if not self._holds_manifest(status, view):
+            if not status.documents and status.state in (Remote.NEW, Remote.RUNNING) and \
+                    self._within_grace(self._since(job, JobState.UPLOADED), provider):
+                return self._wait(job, provider)  # the upload may not show yet
+            return self._recreate(job, provider, view, f"remote batch is {status.state} with "
+                                  f"{len(status.documents)} documents before accept")
         job = self._move(job, JobState.ACCEPTING)
         return self._send_accept(job, provider, view)
 
@@ -298,22 +340,49 @@ class Manager:
         return self._move(job, JobState.ACCEPTED)
 
     def _accept_again(self, job: JobRecord, provider: Provider) -> JobRecord | None:
-        """ACCEPTING: accept may or may not have arrived; ask before sending it again."""
+        """ACCEPTING: accept may or may not have arrived; ask before sending it again.
+
+        Accepted or further → ACCEPTED. Still uploaded with the manifest → send accept
+        again, but only once the provider had ACCEPT_GRACE to show an accept that did
+        arrive (an accept is processed asynchronously), and only on a status given by
+        name. Gone → FAILED, "may have been signed".
+        """
         view = self._view(job, provider)
         status = provider.status(view, job.remote_id or "")
-        if status.state == Remote.UPLOADED and sorted(status.documents) == self._manifest(view):
-            return self._send_accept(job, provider, view)
         if status.state in (Remote.RUNNING, Remote.CLOSED):
             return self._move(job, JobState.ACCEPTED, detail="found accepted")
+        if status.state in (Remote.NEW, Remote.UPLOADED) and \
+                sorted(status.documents) == self._manifest(view):
+            if provider.resumable_accept:
+                return self._send_accept(job, provider, view)
+            since = self._since(job, JobState.ACCEPTING)
+            now = self.store.clock()
+            if status.trusted and not self._within_grace(since, provider):
+                return self._send_accept(job, provider, view)
+            if now - since > provider.max_wait:
+                shown = status.detail or status.state
+                raise ProviderError("never_accepted",
+                                    f"batch {job.remote_id} still shows {shown} "
+                                    f"{provider.max_wait:.0f} s after accept was sent; its "
+                                    "files may have been signed: check with the provider",
+                                    provider=job.provider, operation="accept", batch=job.id)
+            return self._wait(job, provider)
         raise ProviderError("lost_after_accept",
                             f"the provider no longer knows batch {job.remote_id} ({status.state}"
                             f"{': ' + status.detail if status.detail else ''}); its files may "
                             "have been signed: check with the provider before retrying",
                             provider=job.provider, operation="status", batch=job.id)
 
+    def _since(self, job: JobRecord, state: JobState) -> float:
+        """When the job last entered ``state``."""
+        return next((at for to, at in reversed(self.store.job_transitions(job.id))
+                     if to == state), job.updated_at)
+
     def _poll(self, job: JobRecord, provider: Provider) -> JobRecord | None:
         """ACCEPTED: wait for the provider to close the batch."""
         view = self._view(job, provider)
+        if self.store.clock() - self._since(job, JobState.ACCEPTED) > provider.max_wait:
+            self._never_closed(job, provider)  # even while status calls keep failing
         status = provider.status(view, job.remote_id or "")
         if status.state == Remote.CLOSED:
             return self._move(job, JobState.CLOSED)
@@ -325,15 +394,19 @@ class Manager:
         if status.state == Remote.UPLOADED and provider.resumable_accept:
             return self._send_accept(job, provider, view)
         now = self.store.clock()
-        accepted_at = next((at for state, at in reversed(self.store.job_transitions(job.id))
-                            if state == JobState.ACCEPTED), job.updated_at)
-        if now - accepted_at > provider.max_wait:
-            raise ProviderError("never_closed",
-                                f"batch {job.remote_id} did not close within "
-                                f"{provider.max_wait:.0f} s (max_wait_seconds)",
-                                provider=job.provider, operation="status", batch=job.id)
+        if now - self._since(job, JobState.ACCEPTED) > provider.max_wait:
+            self._never_closed(job, provider)
         self.store.release(job, now + provider.poll_interval)
         return None
+
+    @staticmethod
+    def _never_closed(job: JobRecord, provider: Provider) -> None:
+        raise ProviderError("never_closed",
+                            f"batch {job.remote_id} did not close within "
+                            f"{provider.max_wait:.0f} s (max_wait_seconds); its files may have "
+                            "been signed: check with the provider; `folderseal retry` asks "
+                            "the same batch again", provider=job.provider, operation="status",
+                            batch=job.id)
 
     def _download(self, job: JobRecord, provider: Provider) -> JobRecord | None:
         """CLOSED: fetch the results and record each file's outcome."""
@@ -395,6 +468,12 @@ class Manager:
             delay = self._delay(None, provider)(job.attempts + 1)
             self.store.release(job, self.store.clock() + delay)
             return None
+        # Every file is in errors: what the batch left in the state folder can go (a
+        # retry of a remote batch downloads again; one before accept re-batches).
+        view = self._view(job, provider)
+        shutil.rmtree(view.staging, ignore_errors=True)
+        if view.package is not None:
+            view.package.unlink(missing_ok=True)
         self.store.release(job, None)
         return None
 

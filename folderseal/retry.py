@@ -32,7 +32,7 @@ from folderseal.workdir import WorkFolder
 
 # States from which a batch may have been accepted, and so signed.
 MAY_BE_SIGNED = frozenset({JobState.ACCEPTING, JobState.ACCEPTED, JobState.CLOSED,
-                           JobState.DOWNLOADED})
+                           JobState.DOWNLOADED, JobState.DELIVERED, JobState.CLEANED})
 NOT_SIGNED_CODES = frozenset({"not_signed"})  # the provider itself says so
 
 
@@ -57,9 +57,11 @@ def _remove_record(original: Path) -> None:
 
 def _way(settings: Settings, record: FileRecord, job: JobRecord | None) -> str:
     """"inbox", "batch" or "refuse": how this failed file may be retried."""
-    kind = settings.providers[job.provider].kind if job and job.provider in \
-        settings.providers else "local"
-    if job is None or kind == "local":
+    if job is None:
+        return "inbox"
+    if job.provider not in settings.providers:
+        return "refuse"  # how far it got cannot be judged without its provider
+    if settings.providers[job.provider].kind == "local":
         return "inbox"
     if job.state == JobState.FAILED:
         return "batch" if job.failed_step in MAY_BE_SIGNED else "inbox"
@@ -74,27 +76,43 @@ def _to_inbox(settings: Settings, store: Store, record: FileRecord) -> str:
     return f"back in the inbox as {target}"
 
 
-def _to_batch(settings: Settings, store: Store, job: JobRecord,
-              records: list[FileRecord]) -> list[str]:
-    """Put a remote batch's originals back and ask the same remote batch again."""
-    work = WorkFolder(settings.folders[job.folder].work_folder, job.folder)
-    folder = work.batch_dir(job.id)
-    files.makedirs(folder)
+def _to_batch(settings: Settings, store: Store, job: JobRecord) -> list[FileRecord]:
+    """Put a remote batch's originals back and ask the same remote batch again.
+
+    All failed files of the batch go back together, or none: each original is checked
+    (still in errors, unchanged) before any is moved, and the store learns of it in one
+    transaction. A batch that failed at ACCEPTING goes back there (its status decides
+    whether accept is sent); one that failed later goes back to ACCEPTED (poll, download).
+    """
+    records = [r for r in store.files_of_job(job.id) if r.state == FileState.FAILED]
+    originals = []
     for record in records:
-        if record.entry is None:
-            raise Refused(f"{record.id} has no place in batch {job.id}")
         original = _original_in_errors(settings, record)
-        target = folder / record.entry
-        files.move_noreplace(original, target)
-        if files.hash_path(target)[0] != record.sha256:
-            files.move_noreplace(target, original)
+        if record.entry is None or files.hash_path(original)[0] != record.sha256:
             raise Refused(f"the original of {record.id} in the errors folder was changed; "
-                          "it cannot rejoin its batch (drop it again by hand)")
+                          "the batch cannot be asked again (drop the files again by hand)")
+        originals.append(original)
+    folder = WorkFolder(settings.folders[job.folder].work_folder, job.folder).batch_dir(job.id)
+    files.makedirs(folder)
+    moved: list[tuple[Path, Path]] = []
+    try:
+        for record, original in zip(records, originals, strict=True):
+            target = folder / (record.entry or "")
+            files.move_noreplace(original, target)
+            moved.append((target, original))
+    except OSError:
+        for target, original in moved:  # all or nothing
+            files.move_noreplace(target, original)
+        raise
+    to_state = JobState.ACCEPTING if job.failed_step == JobState.ACCEPTING \
+        else JobState.ACCEPTED
+    with store.transaction():
+        for record in records:
+            store.reopen_file(record.id)
+        store.reopen_job(job.id, to_state)
+    for original in originals:
         _remove_record(original)
-        store.reopen_file(record.id)
-    store.reopen_job(job.id, JobState.ACCEPTED)
-    return [f"back in remote batch {job.remote_id} (batch {job.id}), which is asked again"
-            for _ in records]
+    return records
 
 
 def retry(settings: Settings, ids: list[str] | None) -> int:
@@ -119,20 +137,21 @@ def retry(settings: Settings, ids: list[str] | None) -> int:
                     continue
                 if way == "refuse":
                     raise Refused("it may have been signed by the provider "
-                                  f"({record.error_code}); check with the provider, then drop "
-                                  "it into the inbox again by hand")
+                                  f"({record.error_code}), or its provider is no longer "
+                                  "configured; check with the provider, then drop it into "
+                                  "the inbox again by hand")
                 print(f"{record.id} {record.source_text}: "
                       f"{_to_inbox(settings, store, record)}")
             except (OSError, FolderSealError) as exc:
                 print(f"{record.id} {record.source_text}: not retried: {exc}", file=sys.stderr)
                 code = ExitCode.FAILURE
-        for job_id, records in by_batch.items():
+        for job_id in by_batch:
             job = jobs[job_id]
             assert job is not None
             try:
-                for record, line in zip(records, _to_batch(settings, store, job, records),
-                                        strict=True):
-                    print(f"{record.id} {record.source_text}: {line}")
+                for record in _to_batch(settings, store, job):
+                    print(f"{record.id} {record.source_text}: back in remote batch "
+                          f"{job.remote_id} (batch {job.id}), which is asked again")
             except (OSError, FolderSealError) as exc:
                 print(f"batch {job_id}: not retried: {exc}", file=sys.stderr)
                 code = ExitCode.FAILURE

@@ -51,6 +51,7 @@ class EmulatorHandle:
     _server: SealServer = field(repr=False)
     _thread: threading.Thread = field(repr=False)
     _signer: BatchSigner = field(repr=False)
+    _registry: Registry = field(repr=False)
     _stopped: bool = field(default=False, repr=False)
 
     def stop(self) -> None:
@@ -66,6 +67,10 @@ class EmulatorHandle:
     def set_faults(self, spec: str) -> None:
         """Inject ``spec`` from the next request on, e.g. to fail one chosen call."""
         self._server.app.faults.replace(spec)
+
+    def accept_calls(self) -> list[int]:
+        """The batch id of every AcceptBatch received, refused ones included."""
+        return list(self._registry.accept_calls)
 
     def read_journal(self) -> list[dict[str, Any]]:
         """The journal's entries so far, in order."""
@@ -90,6 +95,7 @@ def start_seal(
     seed: int | None = None,
     step_delay: float = 0.2,
     slow_seconds: float = 2.0,
+    lag: float = 0.0,
 ) -> EmulatorHandle:
     """Start the emulator in background threads and return at once.
 
@@ -110,7 +116,7 @@ def start_seal(
     data_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(data_dir / JOURNAL_NAME)
     journal.path.touch()
-    registry = Registry(data_dir, journal)
+    registry = Registry(data_dir, journal, lag)
     signer = BatchSigner(registry, load_or_make_seal(data_dir), step_delay)
     app = EmulatorApp(
         registry=registry,
@@ -134,6 +140,7 @@ def start_seal(
         _server=server,
         _thread=thread,
         _signer=signer,
+        _registry=registry,
     )
 
 
@@ -146,6 +153,7 @@ def run_seal(
     seed: int | None = None,
     step_delay: float = 0.2,
     slow_seconds: float = 2.0,
+    lag: float = 0.0,
 ) -> int:
     """Run the emulator until SIGINT or SIGTERM; return the exit code.
 
@@ -155,7 +163,7 @@ def run_seal(
     """
     try:
         handle = start_seal(
-            host, port, api_key, faults, data_dir, seed, step_delay, slow_seconds
+            host, port, api_key, faults, data_dir, seed, step_delay, slow_seconds, lag
         )
     except ValueError as exc:
         print(f"seal emulator: {exc}", file=sys.stderr)

@@ -140,6 +140,8 @@ class Batch:
     faults: BatchFaults = field(default_factory=BatchFaults)
     package: Path | None = None
     next_document: int = 1
+    shown: dict[str, Any] | None = None   # what BatchStatus shows while a change is "lagging"
+    shown_until: float = 0.0
 
     def status_json(self) -> dict[str, Any]:
         """BatchStatus and BatchDeleteCache: numeric id, status NAME, string booleans."""
@@ -194,7 +196,9 @@ class Journal:
 class Registry:
     """Every batch of this run, behind one lock."""
 
-    def __init__(self, data_dir: Path, journal: Journal) -> None:
+    def __init__(self, data_dir: Path, journal: Journal, lag: float = 0.0) -> None:
+        self.lag = lag
+        self.accept_calls: list[int] = []  # every AcceptBatch, refused ones too
         self.root = data_dir / "batches"
         self.root.mkdir(parents=True, exist_ok=True)
         self.journal = journal
@@ -227,9 +231,21 @@ class Registry:
         return batch
 
     def snapshot(self, batch_id: int) -> dict[str, Any]:
-        """The BatchStatus JSON of a batch, taken under the lock."""
+        """The BatchStatus JSON of a batch, taken under the lock.
+
+        With ``lag``, an upload or accept shows in the status only ``lag`` seconds after
+        it was answered, as on a server that processes them asynchronously (202).
+        """
         with self.lock:
-            return self.get(batch_id).status_json()
+            batch = self.get(batch_id)
+            if batch.shown is not None and time.monotonic() < batch.shown_until:
+                return batch.shown
+            return batch.status_json()
+
+    def _hold_view(self, batch: Batch) -> None:
+        if self.lag > 0:
+            batch.shown = batch.status_json()
+            batch.shown_until = time.monotonic() + self.lag
 
     def check_uploadable(self, batch_id: int) -> Batch:
         """The batch, if a package may be uploaded to it now (NEW or UPLOADED)."""
@@ -255,6 +271,7 @@ class Registry:
         with self.lock:
             # Checked again: the batch may have been accepted or deleted while unpacking.
             batch = self._uploadable(batch_id)
+            self._hold_view(batch)
             added: list[Document] = []
             for name, temp, sha256 in files:
                 doc_id = batch.next_document
@@ -274,11 +291,13 @@ class Registry:
         accept is certain, so refused accepts consume no random numbers.
         """
         with self.lock:
+            self.accept_calls.append(batch_id)
             batch = self.get(batch_id)
             if batch.status is not Status.UPLOADED:
                 raise ApiError(
                     409, f"batch {batch_id} is {batch.status.name}; only UPLOADED can be accepted"
                 )
+            self._hold_view(batch)
             batch.faults = decide(len(batch.documents))
             batch.status = Status.ACCEPTED
             return batch

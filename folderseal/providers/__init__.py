@@ -62,6 +62,7 @@ class RemoteStatus:
     state: Remote
     documents: tuple[str, ...] = ()
     detail: str = ""
+    trusted: bool = True   # False when the state was read from a number, not a name
 
 
 class Attempts(Protocol):
@@ -85,6 +86,7 @@ class Provider(Protocol):
     poll_interval: float
     max_wait: float
     retry_max_seconds: float   # the longest pause between retries of a failing step
+    status_grace: float        # how long an upload or accept may take to show in status
 
     def start(self) -> None: ...
     def close(self) -> None: ...

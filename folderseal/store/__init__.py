@@ -438,6 +438,21 @@ class Store:
 
     # -- events, nodes ----------------------------------------
 
+    def note_upload(self, job: JobRecord, remote_id: str) -> None:
+        """Record, durably, that an upload to ``remote_id`` is about to be sent."""
+        with self.transaction():
+            self.keep_lease(job.id)
+            self.event("batch.upload_sent", job_id=job.id, detail=remote_id)
+
+    def upload_sent_at(self, job_id: str, remote_id: str) -> float | None:
+        """When an upload to ``remote_id`` was about to be sent, if ever."""
+        row = self._run("upload_sent", job_id=job_id, remote_id=remote_id).fetchone()
+        return None if row is None else float(row[0])
+
+    def recreations(self, job_id: str) -> int:
+        """How many remote batches this batch abandoned before accept."""
+        return int(self._run("recreations", job_id=job_id).fetchone()[0])
+
     def job_transitions(self, job_id: str) -> list[tuple[str, float]]:
         return [(r["to_state"], r["at"]) for r in self._run("job_transitions", job_id=job_id)]
 

@@ -47,7 +47,8 @@ def _layout(tmp_path: Path, url: str, provider: dict | None = None, **folder: ob
     (tmp_path / "signius.key").write_text(KEY + "\n")
     layout = Layout(tmp_path, folder=folder, provider={
         "kind": "seal", "base_url": url, "api_key_file": "signius.key",
-        "poll_interval_seconds": 0.1, "timeout_seconds": 5.0, **(provider or {})})
+        "poll_interval_seconds": 0.1, "timeout_seconds": 5.0, "status_grace_seconds": 1.0,
+        **(provider or {})})
     layout.write()
     return layout
 
@@ -98,6 +99,8 @@ def _assert_exactly_once(layout: Layout, emulator: EmulatorHandle,
             check_sidecar(layout.outbox / f"{source}.json", layout)
     if not allow_failures:
         assert failed == {}, f"files failed: {sorted(failed)}"
+    accepts = Counter(emulator.accept_calls())
+    assert all(n == 1 for n in accepts.values()), f"AcceptBatch sent twice: {accepts}"
     leftovers = [p for p in layout.inbox.rglob("*") if p.is_file()
                  and ".folderseal" not in p.parts]
     assert leftovers == []
@@ -175,6 +178,37 @@ def test_kill_around_each_step_signs_each_file_once(tmp_path: Path, emulator: Em
     _assert_exactly_once(layout, emulator, expected)
     accepted = Counter(e["batch"] for e in emulator.read_journal())
     assert len(accepted) == 1, f"files were signed in several batches: {accepted}"
+
+
+def test_a_seal_that_answers_before_it_processes(tmp_path: Path) -> None:
+    """With a SEAL whose status shows an upload or an accept only a while after answering
+    it (202), nothing is abandoned, uploaded twice or accepted twice."""
+    with start_seal(api_key=KEY, data_dir=tmp_path / "emulator", step_delay=0.02,
+                    lag=0.8) as emulator:
+        layout = _layout(tmp_path, emulator.url, provider={"status_grace_seconds": 5.0})
+        daemon = Daemon(layout).started()
+        expected = _drop(layout, 4)
+        wait_until(lambda: _settled(layout, expected), timeout=60, what="every outcome")
+        assert daemon.stop() == 0
+        _assert_exactly_once(layout, emulator, expected)
+        assert "batch.abandoned" not in [e.get("event") for e in daemon.events()]
+
+
+@pytest.mark.parametrize("point", ["state:ACCEPTING", "seal:accepted", "seal:uploaded"])
+def test_kill_around_an_asynchronous_seal(tmp_path: Path, point: str) -> None:
+    """Killed around upload or accept of a SEAL that shows them late: on restart the
+    status is given its grace before anything is sent again; each file signed once."""
+    with start_seal(api_key=KEY, data_dir=tmp_path / "emulator", step_delay=0.02,
+                    lag=0.8) as emulator:
+        layout = _layout(tmp_path, emulator.url, provider={"status_grace_seconds": 2.0})
+        expected = _drop(layout, 4)
+        crashed = Daemon(layout, env={"FOLDERSEAL_CRASH_AT": point})
+        assert crashed.process.wait(timeout=60) == -9
+        crashed.kill()
+        daemon = Daemon(layout).started()
+        wait_until(lambda: _settled(layout, expected), timeout=60, what="every outcome")
+        assert daemon.stop() == 0
+        _assert_exactly_once(layout, emulator, expected)
 
 
 def test_the_readme_configuration_works(tmp_path: Path, emulator: EmulatorHandle) -> None:

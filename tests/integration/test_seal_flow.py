@@ -27,7 +27,8 @@ KEY = "integration-key-0123"
 
 def _layout(tmp_path: Path) -> Layout:
     layout = Layout(tmp_path, provider={"kind": "seal", "base_url": "http://127.0.0.1:9",
-                                        "api_key": KEY, "poll_interval_seconds": 0.01})
+                                        "api_key": KEY, "poll_interval_seconds": 0.01,
+                                        "status_grace_seconds": 0.2})
     layout.write()
     return layout
 
@@ -99,8 +100,9 @@ def test_an_upload_whose_answer_was_lost_is_not_sent_again(layout: Layout, actio
     assert _sealed(layout) == {"a.pdf", "b.txt"}
 
 
-def test_an_upload_that_never_arrived_is_sent_again(layout: Layout) -> None:
-    """An upload refused before SEAL did anything (500) is sent again once."""
+def test_an_upload_that_may_not_have_arrived_goes_to_a_new_batch(layout: Layout) -> None:
+    """After an upload that failed (500), nothing shows within the grace: the batch is never
+    uploaded to twice; it is abandoned and a new one gets the package."""
     fake = FakeSealApi(key=KEY)
     fake.script("upload", "500-before")
     daemon = _daemon(layout, fake)
@@ -108,7 +110,9 @@ def test_an_upload_that_never_arrived_is_sent_again(layout: Layout) -> None:
         _run(daemon, _drop(layout))
     finally:
         daemon.close()
-    assert fake.count("upload") == 2 and len(fake.batches[2123].documents) == 2
+    assert fake.count("upload", 2123) == 1 and fake.batches[2123].status == "DELETED"
+    assert fake.count("upload", 2124) == 1 and fake.count("accept", 2124) == 1
+    assert _sealed(layout) == {"a.pdf", "b.txt"}
 
 
 def test_a_batch_with_a_wrong_document_list_is_abandoned(layout: Layout) -> None:
@@ -302,3 +306,67 @@ def test_an_unknown_status_counts_as_running_until_max_wait(tmp_path: Path) -> N
     records = [json.loads(p.read_text()) for p in error_records(layout.errors)]
     assert {r["error"]["code"] for r in records} == {"never_closed"}
     assert fake.count("accept") == 1 and fake.count("status") > 3
+
+
+def test_a_batch_refused_at_accept_is_retried_at_accept(layout: Layout) -> None:
+    """An AcceptBatch answered 400 fails the batch at ACCEPTING; retry goes back there, the
+    status shows it never accepted, and accept is sent again: the files are signed once."""
+    fake = FakeSealApi(key=KEY)
+    fake.script("accept", "400")
+    daemon = _daemon(layout, fake)
+    try:
+        ids = _run(daemon, _drop(layout))
+        assert daemon.store is not None
+        job = daemon.store.job(daemon.store.file(ids[0]).batch_id)
+        assert job is not None and job.failed_step == JobState.ACCEPTING
+    finally:
+        daemon.close()
+    assert retry(config.load(layout.config), None) == 0
+    daemon = _daemon(layout, fake)
+    try:
+        assert daemon.store is not None
+        store = daemon.store
+        daemon.drain(lambda: all(store.file(i).state == FileState.DONE for i in ids), 30)
+    finally:
+        daemon.close()
+    assert _sealed(layout) == {"a.pdf", "b.txt"}
+    assert fake.count("accept") == 2 and fake.count("upload") == 1
+
+
+def test_a_provider_surprise_postpones_the_batch_only(layout: Layout) -> None:
+    """An exception nobody foresaw in a provider step is logged, the batch waits and then
+    goes on; the daemon is not stopped by it."""
+    fake = FakeSealApi(key=KEY)
+    daemon = _daemon(layout, fake)
+    provider = daemon.providers["local"]
+    real_download = provider.download
+    calls = []
+
+    def surprising(*args: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("an odd answer nobody foresaw")
+        return real_download(*args)  # type: ignore[arg-type]
+
+    provider.download = surprising  # type: ignore[method-assign]
+    try:
+        _run(daemon, _drop(layout))
+    finally:
+        daemon.close()
+    assert len(calls) == 2 and _sealed(layout) == {"a.pdf", "b.txt"}
+
+
+def test_a_lost_store_with_seal_sends_files_to_errors_not_the_inbox(layout: Layout) -> None:
+    """recover, for a remote provider's batch the store forgot, holds its files in errors
+    with a "check with the provider" record; it never submits them again."""
+    from folderseal.recover import recover
+
+    batch = layout.work / "batches" / "01a2feedbeef"
+    batch.mkdir(parents=True)
+    (batch / "0001_scan.pdf").write_bytes(make_pdf(None, text="lost"))
+    (layout.work / "incoming").mkdir(exist_ok=True)
+    assert recover(config.load(layout.config)) == 0
+    assert not any(p.is_file() for p in layout.inbox.rglob("*") if ".folderseal" not in p.parts)
+    [record] = [json.loads(p.read_text()) for p in error_records(layout.errors)]
+    assert record["error"]["code"] == "store_lost" and "check" in record["error"]["message"]
+    assert (layout.errors / "scan.pdf").exists()

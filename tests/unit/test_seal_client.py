@@ -46,7 +46,7 @@ def test_the_whole_lifecycle(tmp_path: Path) -> None:
     client.accept(batch.id)
     while (status := client.status(batch.id)) is not None and status.status != "CLOSED":
         assert status.status == "IN_PROGRESS"
-    size = client.download(batch.id, tmp_path / "signed.zip")
+    size = client.download(batch.id, tmp_path / "signed.zip", 10**9)
     assert size == (tmp_path / "signed.zip").stat().st_size
     with zipfile.ZipFile(tmp_path / "signed.zip") as package:
         assert package.read("0001_a.pdf") == b"SIGNED:content of 0001_a.pdf"
@@ -169,7 +169,7 @@ def test_a_truncated_download_is_transient(tmp_path: Path) -> None:
 
     client = SealClient(_cfg(), "s", transport=httpx.MockTransport(short))
     with pytest.raises(TransientError, match="broke off"):
-        client.download("1", tmp_path / "p.zip")
+        client.download("1", tmp_path / "p.zip", 10**9)
     assert not (tmp_path / "p.zip").exists()
 
 
@@ -216,5 +216,38 @@ def test_a_download_is_written_whole_to_its_file(tmp_path: Path) -> None:
         return httpx.Response(200, content=body.getvalue())
 
     client = SealClient(_cfg(), "s", transport=httpx.MockTransport(serve))
-    assert client.download("1", tmp_path / "p.zip") == len(body.getvalue())
+    assert client.download("1", tmp_path / "p.zip", 10**9) == len(body.getvalue())
     assert (tmp_path / "p.zip").read_bytes() == body.getvalue()
+
+
+def test_a_redirect_is_an_error_naming_where_it_points() -> None:
+    """A 3xx is never taken for success: it fails with the Location to fix base_url."""
+    def moved(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(301, headers={"Location": "https://seal.example.org/api"})
+
+    client = SealClient(_cfg(), "s", transport=httpx.MockTransport(moved))
+    with pytest.raises(ProviderError) as caught:
+        client.create()
+    assert caught.value.code == "http_301" and "seal.example.org" in caught.value.message
+
+
+def test_a_download_beyond_max_package_bytes_is_refused(tmp_path: Path) -> None:
+    """A package larger than the limit is cut off and fails, never kept."""
+    def big(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"z" * (3 << 20))
+
+    client = SealClient(_cfg(), "s", transport=httpx.MockTransport(big))
+    with pytest.raises(ProviderError) as caught:
+        client.download("1", tmp_path / "p.zip", 1 << 20)
+    assert caught.value.code == "package_too_big" and not (tmp_path / "p.zip").exists()
+
+
+def test_retry_after_zero_still_waits_a_second() -> None:
+    """Retry-After: 0 does not make the daemon hammer SEAL."""
+    def zero(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, headers={"Retry-After": "0"})
+
+    client = SealClient(_cfg(), "s", transport=httpx.MockTransport(zero))
+    with pytest.raises(TransientError) as caught:
+        client.create()
+    assert caught.value.retry_after == 1.0

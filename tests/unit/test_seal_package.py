@@ -85,8 +85,9 @@ def test_unsafe_entries_are_never_written(tmp_path: Path, name: str) -> None:
     assert not (tmp_path / "evil.txt").exists()
 
 
-def test_a_duplicate_entry_is_not_written_twice(tmp_path: Path) -> None:
-    """The second of two entries with one name is refused (the first stands)."""
+def test_duplicate_entries_are_never_used(tmp_path: Path) -> None:
+    """Two entries of one name: neither is written (which is genuine cannot be told), and
+    that document fails as ambiguous."""
     package = tmp_path / "package.zip"
     with zipfile.ZipFile(package, "w") as archive:
         archive.writestr("0001_a.pdf", b"first")
@@ -96,8 +97,9 @@ def test_a_duplicate_entry_is_not_written_twice(tmp_path: Path) -> None:
     staging.mkdir()
     log = Log()
     results = extract(package, staging, (_doc("0001_a.pdf", b"x"),), {}, LIMITS, "1", log)
-    assert (staging / "0001_a.pdf").read_bytes() == b"first"
-    assert results[0].ok and [e for e, _ in log.events] == ["package.unsafe_entry"]
+    assert not (staging / "0001_a.pdf").exists()
+    assert results[0].error_code == "ambiguous"
+    assert [e for e, _ in log.events] == ["package.unsafe_entry", "package.unsafe_entry"]
 
 
 def test_extra_entries_are_named_in_the_log_and_skipped(tmp_path: Path) -> None:
@@ -110,13 +112,17 @@ def test_extra_entries_are_named_in_the_log_and_skipped(tmp_path: Path) -> None:
 
 def test_not_signed_and_missing_documents_fail_alone(tmp_path: Path) -> None:
     """signingResult_Success false, or no entry at all: that document fails, others pass."""
-    documents = [_doc("0001_a.pdf", b"a"), _doc("0002_b.pdf", b"b"), _doc("0003_c.pdf", b"c")]
-    remote = {"0002_b.pdf": RemoteDocument("2", "0002_b.pdf", False, False)}
-    results, _, _ = _run(tmp_path, {"0001_a.pdf": b"signed a", "0002_b.pdf": b"unsigned b"},
+    documents = [_doc("0001_a.pdf", b"a"), _doc("0002_b.pdf", b"b"), _doc("0003_c.pdf", b"c"),
+                 _doc("0004_d.pdf", b"d")]
+    remote = {"0002_b.pdf": RemoteDocument("2", "0002_b.pdf", False, False),
+              "0004_d.pdf": RemoteDocument("4", "0004_d.pdf", False, False)}
+    results, _, _ = _run(tmp_path, {"0001_a.pdf": b"signed a", "0004_d.pdf": b"but here"},
                          documents, remote)
     assert results[0].ok
     assert results[1].error_code == "not_signed" and results[1].provider_document == "2"
     assert results[2].error_code == "missing"
+    # Reported as not signed, yet returned: never taken, never retried blindly.
+    assert results[3].error_code == "contradictory"
 
 
 def test_a_zip_bomb_fails_the_batch(tmp_path: Path) -> None:

@@ -105,8 +105,21 @@ def test_dates_with_or_without_a_zone(value: object, expected: datetime | None) 
 
 @pytest.mark.parametrize("payload", [[], "text", {"status": "NEW"},
                                      {"id": 1, "documents": {"a": 1}},
-                                     {"id": 1, "documents": [{"id": "1"}]}])
+                                     {"id": 1, "documents": ["not an object"]}])
 def test_unreadable_answers_are_payload_errors(payload: object) -> None:
     """Answers that are not a batch (no id, documents not a list, no file name) are refused."""
     with pytest.raises(parse.PayloadError):
         parse.batch(payload)
+
+
+def test_a_document_without_a_name_is_kept_nameless() -> None:
+    """One odd document does not make the whole status unreadable; it matches nothing."""
+    info = parse.batch({"id": 1, "status": "UPLOADED", "documents": [{"id": "1"}]})
+    assert [d.name for d in info.documents] == [""]
+
+
+def test_whether_a_status_came_as_a_name() -> None:
+    """A status given by name is trusted; a number is only mapped, and says so."""
+    assert parse.batch({"id": 1, "status": "UPLOADED"}).named
+    assert not parse.batch({"id": 1, "status": 1}).named
+    assert not parse.batch({"id": 1, "status": "1"}).named

@@ -24,7 +24,9 @@ from folderseal.providers import Attempts, BatchView, Remote, RemoteStatus
 from folderseal.providers.seal import package
 from folderseal.providers.seal.client import SealClient
 
-RUNNING = frozenset({"ACCEPTED", "READY", "IN_PROGRESS", "FINISHING"})
+KNOWN = {"NEW": Remote.NEW, "UPLOADED": Remote.UPLOADED, "ACCEPTED": Remote.RUNNING,
+         "READY": Remote.RUNNING, "IN_PROGRESS": Remote.RUNNING, "FINISHING": Remote.RUNNING,
+         "CLOSED": Remote.CLOSED, "DELETED": Remote.GONE}
 PACKAGE = "package.zip"
 PROBE_TIMEOUT = 10.0
 
@@ -43,6 +45,7 @@ class SealProvider:
         self.poll_interval = cfg.poll_interval_seconds
         self.max_wait = cfg.max_wait_seconds
         self.retry_max_seconds = cfg.retry_max_seconds
+        self.status_grace = cfg.status_grace_seconds
         self.client: SealClient | None = None
         self.limits = package.Limits(tuple(cfg.signature_suffixes), int(cfg.max_package_bytes),
                                      int(cfg.max_entry_bytes))
@@ -112,18 +115,12 @@ class SealProvider:
         if info is None:
             return RemoteStatus(Remote.GONE, detail="SEAL answered 404")
         names = tuple(d.name for d in info.documents)
-        if info.status == "NEW":
-            return RemoteStatus(Remote.NEW, names)
-        if info.status == "UPLOADED":
-            return RemoteStatus(Remote.UPLOADED, names)
-        if info.status == "CLOSED":
-            return RemoteStatus(Remote.CLOSED, names)
-        if info.status == "DELETED":
-            return RemoteStatus(Remote.GONE, names, detail="deleted")
-        if info.status not in RUNNING:
+        state = KNOWN.get(info.status)
+        if state is None:
             self.log.warning("seal.unknown_status", batch=batch.id, remote=remote_id,
                              status=info.status, treated_as="running")
-        return RemoteStatus(Remote.RUNNING, names, detail=info.status)
+            state = Remote.RUNNING
+        return RemoteStatus(state, names, detail=info.status, trusted=info.named)
 
     def accept(self, batch: BatchView, remote_id: str, attempts: Attempts) -> None:
         self._client.accept(remote_id)
@@ -135,7 +132,7 @@ class SealProvider:
         remote = {d.name: d for d in info.documents} if info else {}
         files.makedirs(batch.staging)
         path = batch.staging / PACKAGE
-        size = self._client.download(remote_id, path)
+        size = self._client.download(remote_id, path, self.limits.max_total)
         self.log.info("seal.downloaded", batch=batch.id, remote=remote_id, bytes=size)
         return package.extract(path, batch.staging, batch.documents, remote, self.limits,
                                remote_id, self.log.warning)

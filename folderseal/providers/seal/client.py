@@ -11,6 +11,7 @@ chunks, so memory does not grow with the package.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import os
 import ssl
@@ -70,6 +71,8 @@ class SealClient:
             headers[cfg.api_key_header] = key.decode()
         elif cfg.auth == "basic" and key is not None:
             auth = httpx.BasicAuth(cfg.username, key.decode())
+            # The header value carries the key too (base64): an echo of it is masked.
+            REDACTOR.add(base64.b64encode(f"{cfg.username}:{key.decode()}".encode()))
         self.http = httpx.Client(
             base_url=cfg.base_url, headers=headers, auth=auth, transport=transport,
             verify=_tls(cfg), timeout=httpx.Timeout(timeout or cfg.timeout_seconds),
@@ -110,7 +113,7 @@ class SealClient:
             return None
         return self._batch(response, "status")
 
-    def download(self, batch_id: str, dest: Path) -> int:
+    def download(self, batch_id: str, dest: Path, max_bytes: int) -> int:
         """Stream the signed package to ``dest`` (fsynced); its size."""
         tmp = dest.with_name(dest.name + ".part")
         try:
@@ -123,14 +126,24 @@ class SealClient:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
                 try:
                     for chunk in response.iter_bytes(files.CHUNK):
-                        os.write(fd, chunk)
                         size += len(chunk)
+                        if size > max_bytes:
+                            raise ProviderError(
+                                "package_too_big", f"the package of batch {batch_id} is "
+                                f"larger than max_package_bytes ({max_bytes} bytes)",
+                                provider=self.provider, operation="download", batch=batch_id)
+                        files.write_all(fd, chunk)
                     os.fsync(fd)
                 finally:
                     os.close(fd)
         except httpx.HTTPError as exc:
+            tmp.unlink(missing_ok=True)
             raise self._transient(exc, "download", batch_id) from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         if expected is not None and expected.isdigit() and int(expected) != size:
+            tmp.unlink(missing_ok=True)
             raise TransientError(f"the package download of batch {batch_id} broke off after "
                                  f"{size} of {expected} bytes; it is fetched again")
         os.replace(tmp, dest)
@@ -161,13 +174,18 @@ class SealClient:
 
     def _check(self, response: httpx.Response, operation: str, batch: str) -> None:
         status = response.status_code
-        if status < 400:
+        if status < 300:
             return
         where = f"SEAL {operation}{' of batch ' + batch if batch else ''}"
         if status == 429 or status >= 500:
+            wait = retry_after(response.headers.get("Retry-After")) if status == 429 else None
             raise TransientError(f"{where} answered HTTP {status}; retrying later",
-                                 retry_after=retry_after(response.headers.get("Retry-After"))
-                                 if status == 429 else None)
+                                 retry_after=None if wait is None else max(1.0, wait))
+        if status < 400:
+            target = response.headers.get("Location", "?")
+            raise ProviderError(f"http_{status}", f"{where} answered a redirect (HTTP {status} "
+                                f"to {target}); set base_url to the address SEAL really has",
+                                provider=self.provider, operation=operation, batch=batch)
         response.read()
         body = REDACTOR.text(response.content[:BODY_IN_ERRORS].decode("utf-8", "replace"))
         hint = " (the API key was refused: check api_key)" if status in (401, 403) else ""

@@ -18,6 +18,7 @@ import hashlib
 import os
 import unicodedata
 import zipfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from folderseal.errors import ProviderError
 from folderseal.model import DocumentResult, Output
 from folderseal.providers import Document
 from folderseal.providers.seal.parse import RemoteDocument
+
+MAX_ENTRIES_PER_DOCUMENT = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +64,11 @@ def extract(package: Path, staging: Path, documents: tuple[Document, ...],
         raise ProviderError("bad_package", f"the package of batch {batch} is not a readable "
                             f"ZIP ({exc})", operation="download", batch=batch) from None
     with archive:
-        chosen = _choose(archive, {d.entry for d in documents}, limits, batch, warn)
+        if len(archive.infolist()) > MAX_ENTRIES_PER_DOCUMENT * len(documents) + 100:
+            raise ProviderError("package_too_big", f"the package of batch {batch} holds "
+                                f"{len(archive.infolist())} entries for {len(documents)} "
+                                "documents", operation="download", batch=batch)
+        chosen, ambiguous = _choose(archive, {d.entry for d in documents}, limits, batch, warn)
         total = 0
         extracted: dict[str, tuple[str, int]] = {}
         for name, info in chosen.items():
@@ -70,17 +77,25 @@ def extract(package: Path, staging: Path, documents: tuple[Document, ...],
             extracted[name] = (digest, size)
             total += size
     files.fsync_dir(staging)
-    return [_result(d, extracted, remote.get(d.entry), staging, limits) for d in documents]
+    return [_result(d, extracted, remote.get(d.entry), staging, limits)
+            if d.entry not in ambiguous else
+            DocumentResult(entry=d.entry, error_code="ambiguous",
+                           error_message="the provider's package holds several entries of "
+                           "this name; none was used: check with the provider")
+            for d in documents]
 
 
 def _choose(archive: zipfile.ZipFile, expected: set[str], limits: Limits, batch: str,
-            warn: Callable[..., None]) -> dict[str, zipfile.ZipInfo]:
+            warn: Callable[..., None]) -> tuple[dict[str, zipfile.ZipInfo], set[str]]:
+    """The entries to extract, and the documents made ambiguous by duplicate names."""
     chosen: dict[str, zipfile.ZipInfo] = {}
+    counts = Counter(info.filename for info in archive.infolist())
     seen: set[str] = set()
     declared = 0
     for info in archive.infolist():
         name = info.filename
-        problem = unsafe(name, seen)
+        # A name given twice is ambiguous: neither copy is written (the document fails).
+        problem = "a duplicate" if counts[name] > 1 else unsafe(name, seen)
         seen.add(name)
         if problem:
             warn("package.unsafe_entry", batch=batch, entry=name, reason=problem)
@@ -94,7 +109,9 @@ def _choose(archive: zipfile.ZipFile, expected: set[str], limits: Limits, batch:
         if info.file_size > limits.max_entry or declared > limits.max_total:
             raise _bomb(batch, name)
         chosen[name] = info
-    return chosen
+    ambiguous = {name for name, n in counts.items() if n > 1}
+    ambiguous |= {e for e in expected if any(a.startswith(e) for a in ambiguous)}
+    return chosen, ambiguous
 
 
 def _extract_one(archive: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, limits: Limits,
@@ -113,14 +130,17 @@ def _extract_one(archive: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, li
                 digest.update(chunk)
                 files.write_all(fd, chunk)
         os.fsync(fd)
-    except (zipfile.BadZipFile, EOFError) as exc:  # a bad CRC, a truncated entry
+    except ProviderError:
+        dest.unlink(missing_ok=True)
+        raise
+    except OSError:
+        dest.unlink(missing_ok=True)
+        raise  # our disk, not the package
+    except Exception as exc:  # noqa: BLE001 - bad CRC, truncated, bad deflate, encrypted…
         dest.unlink(missing_ok=True)
         raise ProviderError("bad_package", f"entry {info.filename!r} of the package of batch "
                             f"{batch} cannot be read ({exc})", operation="download",
                             batch=batch) from None
-    except ProviderError:
-        dest.unlink(missing_ok=True)
-        raise
     finally:
         os.close(fd)
     return digest.hexdigest(), size
@@ -135,7 +155,15 @@ def _bomb(batch: str, name: str) -> ProviderError:
 def _result(document: Document, extracted: dict[str, tuple[str, int]],
             remote: RemoteDocument | None, staging: Path, limits: Limits) -> DocumentResult:
     provider_document = remote.id if remote else ""
+    returned = any(name == document.entry or name.startswith(document.entry)
+                   for name in extracted)
     if remote is not None and remote.success is False:
+        if returned or remote.signed:
+            return DocumentResult(entry=document.entry, error_code="contradictory",
+                                  error_message="the provider reports it was not signed "
+                                  "(signingResult_Success false) yet returned a result or "
+                                  "marked it signed: check with the provider",
+                                  provider_document=provider_document)
         return DocumentResult(entry=document.entry, error_code="not_signed",
                               error_message="the provider reports it was not signed "
                               "(signingResult_Success false)",

@@ -36,6 +36,7 @@ class RemoteBatchInfo:
     status: str                 # an upper-case name ("CLOSED"), or "UNKNOWN(<raw>)"
     created: datetime | None
     documents: tuple[RemoteDocument, ...]
+    named: bool = True          # the status came as a name (numbers are a guess)
 
 
 def text_id(value: Any, what: str = "id") -> str:
@@ -91,11 +92,12 @@ def timestamp(value: Any) -> datetime | None:
 
 
 def document(data: Any) -> RemoteDocument:
+    """A document; one without a name is kept nameless (it matches no file we sent)."""
     if not isinstance(data, dict):
         raise PayloadError(f"a document is not an object: {type(data).__name__}")
     name = data.get("fileName", data.get("name"))
-    if not isinstance(name, str) or not name:
-        raise PayloadError("a document has no fileName/name")
+    if not isinstance(name, str):
+        name = ""
     return RemoteDocument(id=text_id(data.get("id"), "document id"), name=name,
                           signed=boolean(data.get("signed")),
                           success=boolean(data.get("signingResult_Success")))
@@ -108,7 +110,9 @@ def batch(data: Any, codes: list[str] | None = None) -> RemoteBatchInfo:
     documents = data.get("documents") or []
     if not isinstance(documents, list):
         raise PayloadError("documents is not a list")
+    raw = data.get("status")
     return RemoteBatchInfo(id=text_id(data.get("id"), "batch id"),
-                           status=status_name(data.get("status"), codes),
+                           status=status_name(raw, codes),
                            created=timestamp(data.get("creationDate")),
-                           documents=tuple(document(d) for d in documents))
+                           documents=tuple(document(d) for d in documents),
+                           named=isinstance(raw, str) and not raw.strip().lstrip("-").isdigit())

@@ -171,6 +171,15 @@ WHERE id = :id AND state = 'FAILED' AND batch_id IS NOT NULL;
 UPDATE jobs SET claimed_by = NULL, lease_until = NULL
 WHERE claimed_by = :node OR claimed_by LIKE :node || '/%';
 
+-- name: upload_sent
+SELECT min(at) FROM events WHERE job_id = :job_id AND kind = 'batch.upload_sent'
+  AND detail = :remote_id
+HAVING count(*) > 0;
+
+-- name: recreations
+SELECT count(*) FROM events
+WHERE job_id = :job_id AND kind = 'batch.state' AND detail LIKE 'abandoned %';
+
 -- name: job_transitions
 SELECT to_state, at FROM events WHERE job_id = :job_id AND kind = 'batch.state' ORDER BY id;
 
