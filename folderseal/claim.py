@@ -56,7 +56,9 @@ class Claims:
         self.tracker = tracker
         self.log = get_logger(folder=name)
 
-    def register_unknown(self, now: float) -> None:
+    def register_unknown(self, now: float) -> int:
+        """Register claims the store does not know (a crash or a refused write); how many."""
+        recovered = 0
         present = self.work.claim_ids()
         known = self.store.known_ids(present) if present else set()
         for claim_id in present:
@@ -72,6 +74,8 @@ class Claims:
                 self.log.warning("file.claim_crowded", file=claim_id, found=found[:5])
             self.log.info("file.claim_recovered", file=claim_id, source=found[0])
             self.register([(claim_id, found[0], now, None)])
+            recovered += 1
+        return recovered
 
     def rename_in(self, source: str) -> str | None:
         """Claim by rename; the claim id, or None if the file is busy or gone."""

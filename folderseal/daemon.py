@@ -25,7 +25,7 @@ from typing import Any
 
 from folderseal import safety, statelock, systemd
 from folderseal.config import Settings
-from folderseal.errors import ConfigError, ExitCode, FolderSealError
+from folderseal.errors import ConfigError, ExitCode, FolderSealError, TransientError
 from folderseal.intake import FolderIntake
 from folderseal.logs import get as get_logger
 from folderseal.manager import Busy, Manager, backoff
@@ -35,6 +35,7 @@ from folderseal.store import Store
 from folderseal.watch import Hint
 
 HEARTBEAT_SECONDS = 2.0
+STATE_RETRY_SECONDS = 2.0
 MAX_SLEEP = 1.0
 
 
@@ -175,7 +176,10 @@ class Daemon:
             for name, intake in self.intakes.items():
                 intake.step(now, hints.get(name, []))
             if now - last_beat >= HEARTBEAT_SECONDS:
-                self._heartbeat()
+                try:
+                    self._heartbeat()
+                except TransientError as exc:
+                    self.log.warning("daemon.heartbeat_failed", reason=str(exc))
                 systemd.notify("WATCHDOG=1")  # from this loop: a hung loop stops the pings
                 last_beat = now
             wakeup = min((i.next_wakeup() for i in self.intakes.values()), default=now + 1)
@@ -191,7 +195,12 @@ class Daemon:
         try:
             manager = self._manager(store)
             while not self.stop.is_set():
-                if manager.run_once():
+                try:
+                    if manager.run_once():
+                        continue
+                except TransientError as exc:  # the state folder takes no writes: wait
+                    self.log.warning("jobs.paused", reason=str(exc))
+                    self.stop.wait(STATE_RETRY_SECONDS)
                     continue
                 due = store.next_due()
                 timeout = MAX_SLEEP if due is None else min(MAX_SLEEP, max(0.01, due - time.time()))

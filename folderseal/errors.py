@@ -11,7 +11,8 @@ The tree::
     ├── FileRejected                one file cannot be processed; it goes to errors
     │   └── PlantedFile             a file in the work folder is not the one claimed
     ├── TransientError              the step may succeed later: back off and retry
-    │   └── OutboxUnavailable       the outbox is full, read-only or gone
+    │   ├── OutboxUnavailable       the outbox is full, read-only or gone
+    │   └── StateUnavailable        the state folder takes no writes (full, I/O error)
     └── ProviderError               a provider step failed for good (the batch fails)
 
 Every exception carries an ``exit_code`` so the command line maps errors to codes
@@ -86,6 +87,10 @@ class TransientError(FolderSealError):
 
 class OutboxUnavailable(TransientError):
     """The outbox (or errors or archive folder) is full, read-only or gone."""
+
+
+class StateUnavailable(TransientError):
+    """The state folder cannot take writes now (full, read-only, an I/O error)."""
 
 
 class ProviderError(FolderSealError):

@@ -26,6 +26,7 @@ from folderseal import batch as batching
 from folderseal import crashpoints, files, mounts
 from folderseal.claim import NOT_REGULAR, OUTAGE, Claims, Failure, Outage
 from folderseal.config import FolderConfig
+from folderseal.errors import TransientError
 from folderseal.ignore import NameFilter
 from folderseal.logs import get as get_logger
 from folderseal.model import FileState
@@ -36,6 +37,7 @@ from folderseal.watch import Hint, Watcher, choose_mode
 from folderseal.workdir import WorkFolder
 
 MAX_OUTAGE_BACKOFF = 60.0
+PAUSE_SECONDS = 5.0  # after the state folder refused a write
 CLAIMS_PER_STEP = 100
 CLAIM_BYTES_PER_STEP = 1 << 30  # hashing happens on this thread: keep a step short
 EMPTY_SETTLE_FACTOR = 10
@@ -70,6 +72,7 @@ class FolderIntake:
         self.next_scan_at = 0.0
         self.next_batch_at = 0.0
         self.paused = ""
+        self.blocked_until = 0.0
         self.on_batch: Callable[[], None] = lambda: None
 
     # -- attach, detach ------------------------------------------------------------
@@ -123,6 +126,9 @@ class FolderIntake:
     # -- one step ------------------------------------------------------------------
 
     def step(self, now: float, hints: list[str | None]) -> None:
+        if now < self.blocked_until:
+            return
+        self.blocked_until = 0.0
         try:
             if not self.attached and (now < self.retry_attach_at or not self.attach(now)):
                 return
@@ -142,6 +148,11 @@ class FolderIntake:
                 self.form_batches(now)
         except Outage as exc:
             self._detach(now, str(exc))
+        except TransientError as exc:  # the state folder takes no writes: claim later
+            if str(exc) != self.paused:
+                self.log.warning("folder.paused", reason=str(exc))
+            self.paused = str(exc)
+            self.blocked_until = now + PAUSE_SECONDS
         except OSError as exc:  # the share or disk in trouble (EIO, ESTALE…): back off
             self._detach(now, f"{exc.strerror or exc}: {exc.filename or self.cfg.inbox}")
 
@@ -160,7 +171,8 @@ class FolderIntake:
             raise Outage(f"the store marker in {self.work.path} cannot be read")
         for source in self._walk(""):
             self.tracker.hint(source, now)
-        self.claims.register_unknown(now)
+        if self.claims.register_unknown(now):
+            self.next_batch_at = 0.0
         self.claims.sweep()
         interval = self.cfg.poll_interval_seconds if self.mode == "polling" \
             else self.cfg.rescan_seconds
@@ -372,6 +384,8 @@ class FolderIntake:
         }
 
     def next_wakeup(self) -> float:
+        if self.blocked_until:
+            return self.blocked_until
         if not self.attached:
             return self.retry_attach_at
         times = [self.next_scan_at, self.next_batch_at]

@@ -170,12 +170,16 @@ class Manager:
 
     def _postpone(self, job_id: str, code: str, message: str,
                   delay: Callable[[int], float], log: Any) -> None:
-        current = self.store.job(job_id)
-        assert current is not None
         try:
+            current = self.store.job(job_id)
+            assert current is not None
             attempts, at = self.store.postpone(current, delay, code, message)
         except StoreError as exc:
             log.warning("batch.lease_lost", reason=str(exc))
+            return
+        except TransientError as exc:  # the state folder itself takes no writes
+            log.warning("batch.postpone_failed", reason=str(exc),
+                        retry="when its lease runs out")
             return
         log.warning("batch.postponed", state=current.state, reason=message, attempts=attempts,
                     retry_in=round(at - self.store.clock(), 1))

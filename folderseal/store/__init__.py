@@ -22,7 +22,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from folderseal.errors import LeaseLost, StateConflict, StoreError
+from folderseal.errors import (
+    ConfigError,
+    LeaseLost,
+    StateConflict,
+    StateUnavailable,
+    StoreError,
+)
 from folderseal.model import (
     DocumentResult,
     FileRecord,
@@ -34,6 +40,9 @@ from folderseal.model import (
 from folderseal.redact import REDACTOR
 
 LEASE_SECONDS = 60.0
+# SQLite's words for a state folder that cannot take writes (or is busy too long).
+_UNAVAILABLE = ("disk is full", "disk I/O error", "readonly database", "database is locked",
+                "unable to open database file")
 _SQL = resources.files("folderseal.store") / "sql"
 
 
@@ -73,13 +82,20 @@ class Store:
         self.clock = clock
         self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = FULL")
-        self._db.execute("PRAGMA foreign_keys = ON")
         self._in_transaction = False
         # job id → (holder, expiry) of the leases this connection holds
         self._leases: dict[str, tuple[str, float]] = {}
-        self._migrate()
+        try:
+            self._exec("PRAGMA journal_mode = WAL")
+            self._exec("PRAGMA synchronous = FULL")
+            self._exec("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:  # not a database, or damaged
+            self._db.close()
+            raise ConfigError(
+                f"the store {path} is damaged ({exc}). Move it aside (keep it for a "
+                "post-mortem) and run 'folderseal recover' to rebuild the store from the "
+                "work folders and the provider") from None
 
     @classmethod
     def open(cls, state_dir: Path, node: str) -> Store:
@@ -114,19 +130,32 @@ class Store:
         if self._in_transaction:
             yield
             return
-        self._db.execute("BEGIN IMMEDIATE")
+        self._exec("BEGIN IMMEDIATE")
         self._in_transaction = True
         try:
             yield
+            self._exec("COMMIT")
         except BaseException:
-            self._in_transaction = False
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._in_transaction = False
-        self._db.execute("COMMIT")
+        finally:
+            self._in_transaction = False
+
+    def _exec(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        """Run SQL; a state folder that takes no writes is transient, not a crash."""
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if any(sign in text for sign in _UNAVAILABLE):
+                raise StateUnavailable(
+                    f"the state folder {self.path.parent} takes no writes now ({text}): "
+                    "free space on it or repair its disk; folderseal retries") from None
+            raise
 
     def _run(self, name: str, **params: Any) -> sqlite3.Cursor:
-        return self._db.execute(QUERIES[name], params)
+        return self._exec(QUERIES[name], params)
 
     def _guarded(self, name: str, error: type[StoreError], what: str, **params: Any) -> None:
         if self._run(name, **params).rowcount != 1:

@@ -293,3 +293,44 @@ def test_an_empty_file_fails_after_the_errors_folder_returns(tmp_path: Path) -> 
     wait_until(lambda: error_records(layout.errors), timeout=30, what="the error record")
     assert _record(layout, "empty.txt")["error"]["code"] == "empty"
     assert daemon.stop() == 0
+
+
+def _fill(folder: Path) -> Path:
+    filler = folder / ".filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass  # full
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_full_state_folder_pauses_claims_and_resumes(tmp_path: Path) -> None:
+    """With the state folder full SQLite refuses writes: the daemon keeps running, claims
+    pause with the reason in the log, nothing is lost; freeing space resumes the work."""
+    layout = Layout(tmp_path, folder={"min_free_bytes": 0})
+    layout.write()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(layout.state)],
+                   check=True)
+    try:
+        daemon = Daemon(layout).started()
+        filler = _fill(layout.state)
+        data = os.urandom(20_000)
+        (layout.inbox / "scan.bin").write_bytes(data)
+        event = daemon.wait_for_event("folder.paused", timeout=30)
+        assert "free space" in event["reason"]
+        assert daemon.process.poll() is None
+        assert not (layout.outbox / "scan.bin").exists()
+        waiting = [p for p in (layout.work).rglob("*") if p.is_file() and p.name != "store-id"]
+        assert (layout.inbox / "scan.bin").exists() or waiting, "the file vanished"
+        filler.unlink()
+        wait_until(lambda: (layout.outbox / "scan.bin.json").exists(), timeout=40,
+                   what="delivery after space was freed")
+        assert (layout.outbox / "scan.bin").read_bytes() == data
+        check_sidecar(layout.outbox / "scan.bin.json", layout)
+        assert daemon.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(layout.state)], check=False)
