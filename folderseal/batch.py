@@ -78,13 +78,15 @@ def next_batch(claimed: list[FileRecord], limits: Limits, now: float) -> list[Fi
     return chosen if full or now - oldest >= limits.max_wait else []
 
 
-def move_into_batch(work: WorkFolder, batch_id: str, records: Iterable[FileRecord]) -> None:
-    """Move each batched file from ``incoming/<claim>/`` to ``batches/<batch>/<entry>``.
+def move_into_batch(work: WorkFolder, batch_id: str, provider: str,
+                    records: list[FileRecord]) -> None:
+    """Write the batch's manifest, then move each batched file from
+    ``incoming/<claim>/`` to ``batches/<batch>/<entry>``.
 
     Idempotent: a file already moved is skipped, so a restart can finish the job.
     """
     target = work.batch_dir(batch_id)
-    files.makedirs(target)
+    work.write_manifest(batch_id, provider, records)
     for record in records:
         assert record.entry is not None
         source = work.claim_dir(record.id) / record.source

@@ -352,7 +352,8 @@ class FolderIntake:
             self.store.create_job(job_id=job_id, folder=self.name, provider=self.provider,
                                   entries=entries)
             crashpoints.reached("state:BATCHED")
-            batching.move_into_batch(self.work, job_id, self.store.files_of_job(job_id))
+            batching.move_into_batch(self.work, job_id, self.provider,
+                                     self.store.files_of_job(job_id))
             self.log.info("batch.batched", batch=job_id, files=len(chosen),
                           bytes=sum(r.size for r in chosen))
             created.append(job_id)

@@ -250,7 +250,7 @@ class Manager:
     def _create(self, job: JobRecord, provider: Provider) -> JobRecord | None:
         """BATCHED: finish moving files in, build the package, create the remote batch."""
         work = self.works[job.folder]
-        batching.move_into_batch(work, job.id, self.store.files_of_job(job.id))
+        batching.move_into_batch(work, job.id, job.provider, self.store.files_of_job(job.id))
         view = self._view(job, provider)
         if view.package is not None and not batching.package_matches(view.package,
                                                                      job.package_sha256):
@@ -262,7 +262,14 @@ class Manager:
             digest, size = batching.build_package(view.package, members)
             self.store.set_package(job, digest, size)
         remote_id = provider.create(view)
+        self._note_remote_id(job, provider, remote_id)
         return self._move(job, JobState.CREATED, remote_id=remote_id)
+
+    def _note_remote_id(self, job: JobRecord, provider: Provider, remote_id: str) -> None:
+        """Keep a remote batch id beside the batch before anything is sent there: with it,
+        ``folderseal recover`` can ask the provider about the batch if the store is lost."""
+        if provider.kind != "local":
+            self.works[job.folder].note_remote_id(job.id, remote_id)
 
     def _upload(self, job: JobRecord, provider: Provider) -> JobRecord | None:
         """CREATED: upload, once. After any doubt the remote status decides: the manifest
@@ -314,6 +321,7 @@ class Manager:
         except (TransientError, ProviderError) as exc:
             self.log.warning("batch.abandon_failed", batch=job.id, remote=old, reason=str(exc))
         remote_id = provider.create(view)
+        self._note_remote_id(job, provider, remote_id)
         self.store.transition(job, JobState.CREATED, detail=f"abandoned {old}: {why}",
                               remote_id=remote_id)
         self.log.warning("batch.abandoned", batch=job.id, remote=old, reason=why,
@@ -447,11 +455,8 @@ class Manager:
             self.log.warning("batch.delete_failed", batch=job.id, reason=str(exc))
             raise TransientError(f"deleting the remote batch failed: {exc}") from exc
         shutil.rmtree(view.staging, ignore_errors=True)
-        try:
-            view.files_dir.rmdir()
-        except FileNotFoundError:
-            pass
-        except OSError:  # an original that could not go to errors is kept here, on record
+        if not self.works[job.folder].remove_batch(job.id):
+            # An original that could not go to errors is kept here, on record.
             self.log.warning("batch.folder_kept", batch=job.id, folder=str(view.files_dir))
         if view.package is not None:
             view.package.unlink(missing_ok=True)

@@ -1,19 +1,34 @@
-"""``folderseal recover``: make the work folders usable again after the store was lost.
+"""``folderseal recover``: rebuild a lost store from the work folders and the provider.
 
 When the store is lost or replaced, the daemon refuses to start (it cannot know what
 the files in the work folder went through). ``recover`` settles each file there:
 
 * ``incoming/<claim>/…``: never sent anywhere; left for the daemon, which registers
   unknown claims at start;
-* ``batches/<batch>/<entry>`` the store does not know: if a sidecar in the outbox
-  names that batch and the file's sha256, the file was delivered, and the original is
-  archived or deleted as the daemon would have; otherwise, with the local provider, it
-  goes back into its inbox (at the path a sidecar or error record gives, else under
-  its entry name), to be taken again: a file is published once for the local
-  provider, and a sidecar proves publication, so nothing is sealed twice. With a
-  remote provider the batch may have been accepted: the file goes to the errors
-  folder with a record saying to check with the provider first;
+* a file in ``batches/<batch>/`` the store does not know, with a sidecar in the outbox
+  naming that batch and the file's sha256: it was delivered, and the original is
+  archived or deleted as the daemon would have;
+* the other files of such a batch, by what the batch's manifest (``.batch.json``,
+  see :mod:`folderseal.workdir`) and the provider say:
+
+  - no remote batch id in the manifest, or the local provider: nothing was ever
+    uploaded anywhere (ids are kept before any upload), and the local provider
+    publishes once, which a sidecar proves: back into the inbox at their source path;
+  - the provider shows the remote batch accepted or signed: the batch is recorded
+    again as ACCEPTED, and the daemon polls, downloads and delivers it;
+  - uploaded with exactly the batch's files, not accepted: recorded as ACCEPTING,
+    so the daemon asks the provider again, after its grace, before accepting;
+  - created, or uploaded only in part: it was never accepted (folderseal accepts only
+    a complete upload): the remote batch is deleted and the batch recorded as new;
+  - gone, no manifest, or a file the manifest does not list (or one whose id the
+    store knows already, a store restored from an older copy): it may have been
+    signed: to the errors folder, with a record saying to check with the provider;
+
 * the marker is rewritten with this store's id.
+
+A batch whose provider cannot be asked now is left as it is, and the command ends
+with exit 1: run it again when the provider answers (the daemon refuses to start
+until then, so nothing is signed twice).
 """
 
 from __future__ import annotations
@@ -22,11 +37,15 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from folderseal import files, statelock
 from folderseal.config import FolderConfig, Settings
-from folderseal.errors import ExitCode
+from folderseal.errors import ExitCode, ProviderError, TransientError
+from folderseal.model import JobState
+from folderseal.providers import BatchView, Document, Provider, Remote, build
 from folderseal.sidecar import SCHEMA
 from folderseal.store import Store
 from folderseal.workdir import MARKER, WorkFolder
@@ -46,86 +65,193 @@ def _records(root: Path | None, suffix: str) -> dict[tuple[str, str], str]:
     return found
 
 
-def _safe_source(source: str | None) -> str:
+def _safe_source(source: object) -> str:
     """A source path from a record, if it stays inside its folder ("" if not)."""
-    if not source or source.startswith("/") or ".." in source.split("/"):
+    if not isinstance(source, str) or not source or source.startswith("/") or \
+            ".." in source.split("/"):
         return ""
     return source
 
 
-def _recover_batch(cfg: FolderConfig, folder: Path, delivered: dict[tuple[str, str], str],
-                   failed: dict[tuple[str, str], str], remote: str) -> tuple[int, int]:
-    """Settle one unknown batch: (originals removed or archived, files back or held).
+@dataclass(frozen=True, slots=True)
+class _File:
+    """A file of an unknown batch that was not delivered."""
 
-    With a remote provider (``remote`` names it) a file without a sidecar may still
-    have been signed: it goes to errors with a record saying so, never to the inbox.
-    """
-    removed = returned = 0
-    for entry in sorted(os.listdir(folder)):
-        path = folder / entry
-        digest, _ = files.hash_path(path)
-        key = (folder.name, digest)
-        if key in delivered:
-            if cfg.archive is not None:
-                files.move_numbered(path, cfg.archive / (_safe_source(delivered[key]) or entry))
-            else:
-                path.unlink()
-            removed += 1
+    entry: str
+    path: Path
+    source: str
+    sha256: str
+    size: int
+    file_id: str | None   # from the manifest; None if it does not list this file
+
+
+class _Folder:
+    """Recovers the unknown batches of one folder."""
+
+    def __init__(self, name: str, cfg: FolderConfig, settings: Settings, store: Store,
+                 provider: Provider | None) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.store = store
+        self.provider = provider  # None for the local provider
+        self.state_dir = settings.state_dir
+        self.work = WorkFolder(cfg.work_folder, name)
+        self.delivered = _records(cfg.outbox, ".json")
+        self.failed = _records(cfg.errors, ".error.json")
+
+    def batch(self, batch_id: str) -> str:
+        """Settle one unknown batch; what became of it, in words."""
+        folder = self.work.batch_dir(batch_id)
+        manifest = self.work.manifest(batch_id) or {}
+        listed = {f.get("entry"): f for f in manifest.get("files", []) if isinstance(f, dict)}
+        removed, pending = 0, []
+        for entry in sorted(n for n in os.listdir(folder) if not n.startswith(".")):
+            path = folder / entry
+            digest, size = files.hash_path(path)
+            key = (batch_id, digest)
+            if key in self.delivered:
+                self._finish(path, self.delivered[key] or entry)
+                removed += 1
+                continue
+            info = listed.get(entry)
+            if info is None or info.get("sha256") != digest:
+                info = None
+            source = _safe_source(info["source"] if info else self.failed.get(key)) or \
+                re.sub(r"^\d{4}_", "", entry)
+            pending.append(_File(entry, path, source, digest, size,
+                                 info.get("id") if info else None))
+        done = f"{removed} delivered before (original " \
+               f"{'archived' if self.cfg.archive else 'removed'})"
+        outcome = self._settle(batch_id, manifest, pending) if pending else "nothing left"
+        shutil.rmtree(self.state_dir / "downloads" / batch_id, ignore_errors=True)
+        if self.store.job(batch_id) is None:
+            self.work.remove_batch(batch_id)
+        return f"{done}; {outcome}"
+
+    def _settle(self, batch_id: str, manifest: dict[str, Any], pending: list[_File]) -> str:
+        remote_ids = [r for r in manifest.get("remote_ids", []) if isinstance(r, str) and r]
+        if self.provider is not None and not manifest:
+            return self._hold_all(batch_id, pending, "the batch has no manifest")
+        if self.provider is None or not remote_ids:
+            for f in pending:  # never uploaded to any remote batch: taken again
+                files.move_numbered(f.path, self.cfg.inbox / f.source)
+            return f"{len(pending)} back in the inbox (never sent to a provider)"
+        known = self.store.known_ids([f.file_id for f in pending if f.file_id])
+        if any(f.file_id is None or f.file_id in known for f in pending):
+            return self._hold_all(batch_id, pending, "the batch's manifest does not list them")
+        remote_id = remote_ids[-1]
+        view = _view(batch_id, self.name, pending, self.work, self.state_dir)
+        status = self.provider.status(view, remote_id)
+        entries = sorted(f.entry for f in pending)
+        listed = sorted(f["entry"] for f in manifest["files"])
+        if status.state in (Remote.RUNNING, Remote.CLOSED):
+            return self._restore(batch_id, pending, JobState.ACCEPTED, remote_id,
+                                 f"remote batch {remote_id} is {status.detail or status.state}")
+        if status.state in (Remote.NEW, Remote.UPLOADED) and \
+                sorted(status.documents) == listed == entries:
+            return self._restore(batch_id, pending, JobState.ACCEPTING, remote_id,
+                                 f"remote batch {remote_id} holds the upload; accept may have "
+                                 "been sent")
+        if status.state in (Remote.NEW, Remote.UPLOADED):
+            try:  # never accepted; a late upload into it must not count
+                self.provider.delete(view, remote_id)
+            except (TransientError, ProviderError) as exc:
+                print(f"  (could not delete remote batch {remote_id}: {exc}; it was never "
+                      "accepted)")
+            return self._restore(batch_id, pending, JobState.BATCHED, None,
+                                 f"remote batch {remote_id} was never accepted")
+        return self._hold_all(batch_id, pending, f"the provider no longer knows remote batch "
+                              f"{remote_id} ({status.detail or status.state})")
+
+    def _restore(self, batch_id: str, pending: list[_File], state: JobState,
+                 remote_id: str | None, why: str) -> str:
+        rows = []
+        now = self.store.clock()
+        for f in pending:
+            st = f.path.lstat()
+            rows.append({"id": f.file_id, "folder": self.name, "source": f.source,
+                         "dev": st.st_dev, "ino": st.st_ino, "size": f.size,
+                         "mtime_ns": st.st_mtime_ns, "sha256": f.sha256, "seen_at": now,
+                         "entry": f.entry})
+        self.store.restore_job(job_id=batch_id, folder=self.name, provider=self.cfg.provider,
+                               state=state, remote_id=remote_id, files=rows, why=why)
+        return f"{len(pending)} recorded again as {state} ({why}); the daemon goes on"
+
+    def _hold_all(self, batch_id: str, pending: list[_File], why: str) -> str:
+        """Files that may have been signed: to errors, with a record that says to check."""
+        assert self.provider is not None
+        for f in pending:
+            target = files.move_numbered(f.path, self.cfg.errors / f.source)
+            record = {
+                "schema": SCHEMA, "status": "failed", "folder": self.name, "source": f.source,
+                "input": {"sha256": f.sha256, "bytes": f.size}, "outputs": [],
+                "batch": {"id": batch_id}, "provider": {"name": self.provider.name},
+                "error": {"code": "store_lost", "attempts": 0, "original": str(target),
+                          "message": f"the store was lost while this file was in batch "
+                                     f"{batch_id} of provider {self.provider.name} and {why}; "
+                                     "it may have been signed: check with the provider, "
+                                     "then drop it into the inbox again"}}
+            files.write_new(target.parent, target.name + ".error.json",
+                            (json.dumps(record, indent=2) + "\n").encode(), self.cfg.file_mode)
+        return f"{len(pending)} in errors, to check with the provider ({why})"
+
+    def _finish(self, path: Path, source: str) -> None:
+        if self.cfg.archive is not None:
+            files.move_numbered(path, self.cfg.archive / (_safe_source(source) or path.name))
         else:
-            source = _safe_source(failed.get(key)) or re.sub(r"^\d{4}_", "", entry)
-            if remote:
-                _hold(cfg, path, source, digest, folder.name, remote)
-            else:
-                files.move_numbered(path, cfg.inbox / source)
-            returned += 1
-    folder.rmdir()
-    return removed, returned
+            path.unlink()
 
 
-def _hold(cfg: FolderConfig, path: Path, source: str, digest: str, batch: str,
-          provider: str) -> None:
-    """A file of a lost remote batch: to errors, with a record that says to check first."""
-    target = files.move_numbered(path, cfg.errors / source)
-    record = {"schema": SCHEMA, "status": "failed", "folder": "", "source": source,
-              "input": {"sha256": digest, "bytes": target.stat().st_size}, "outputs": [],
-              "batch": {"id": batch}, "provider": {"name": provider},
-              "error": {"code": "store_lost", "attempts": 0, "original": str(target),
-                        "message": f"the store was lost while this file was in batch {batch} "
-                                   f"of provider {provider}; it may have been signed: check "
-                                   "with the provider, then drop it into the inbox again"}}
-    files.write_new(target.parent, target.name + ".error.json",
-                    (json.dumps(record, indent=2) + "\n").encode(), cfg.file_mode)
+def _view(batch_id: str, folder: str, pending: list[_File], work: WorkFolder,
+          state_dir: Path) -> BatchView:
+    documents = tuple(Document(entry=f.entry, file_id=f.file_id or "", sha256=f.sha256,
+                               size=f.size, dev=0, ino=0, attempts=0) for f in pending)
+    return BatchView(id=batch_id, folder=folder, documents=documents,
+                     files_dir=work.batch_dir(batch_id), package=None,
+                     staging=state_dir / "downloads" / batch_id)
 
 
 def recover(settings: Settings) -> int:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     lock = statelock.acquire(settings.state_dir)  # never beside a running daemon
     store = Store.open(settings.state_dir, settings.node_name)
+    providers: dict[str, Provider] = {}
+    code = ExitCode.OK
     try:
-        store_id, known = store.store_id, store.job_ids()
         for name, cfg in settings.folders.items():
             work = WorkFolder(cfg.work_folder, name)
             if not work.path.is_dir():
                 continue
-            unknown = [b for b in work.batch_ids() if b not in known]
-            delivered = _records(cfg.outbox, ".json") if unknown else {}
-            failed = _records(cfg.errors, ".error.json") if unknown else {}
-            remote = "" if settings.providers[cfg.provider].kind == "local" else cfg.provider
+            unknown = [b for b in work.batch_ids() if store.job(b) is None]
+            provider = None
+            if unknown and settings.providers[cfg.provider].kind != "local":
+                provider = providers.get(cfg.provider)
+                if provider is None:
+                    provider = build(cfg.provider, settings.providers[cfg.provider],
+                                     settings.state_dir)
+                    provider.start()
+                    providers[cfg.provider] = provider
+            folder = _Folder(name, cfg, settings, store, provider) if unknown else None
             for batch_id in unknown:
-                removed, returned = _recover_batch(cfg, work.batch_dir(batch_id), delivered,
-                                                   failed, remote)
-                shutil.rmtree(settings.state_dir / "downloads" / batch_id, ignore_errors=True)
-                where = "in errors, to check with the provider" if remote else "back in the inbox"
-                print(f"folder {name}, batch {batch_id}: {removed} delivered before (original "
-                      f"{'archived' if cfg.archive else 'removed'}), {returned} {where}")
-            if work.owner() != store_id:
+                assert folder is not None
+                try:
+                    print(f"folder {name}, batch {batch_id}: {folder.batch(batch_id)}")
+                except (TransientError, ProviderError) as exc:
+                    print(f"folder {name}, batch {batch_id}: left as it is: the provider "
+                          f"could not be asked ({exc}); run 'folderseal recover' again later")
+                    code = ExitCode.FAILURE
+            if work.owner() != store.store_id:
                 tmp = work.path / f".{MARKER}.tmp"
-                tmp.write_text(f"{store_id}\n", encoding="ascii")
+                tmp.write_text(f"{store.store_id}\n", encoding="ascii")
                 os.replace(tmp, work.marker)
                 files.fsync_dir(work.path)
-                print(f"folder {name}: the work folder now belongs to store {store_id}")
-        print("recovered; start the daemon again")
-        return ExitCode.OK
+                print(f"folder {name}: the work folder now belongs to store {store.store_id}")
+        print("recovered; start the daemon again" if code == ExitCode.OK else
+              "not all recovered: the daemon refuses to start until every batch is settled")
+        return code
     finally:
+        for provider in providers.values():
+            provider.close()
         store.close()
         os.close(lock)
+

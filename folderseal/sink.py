@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -206,9 +207,12 @@ class Sink:
             primary = files.numbered(name, n)
             names = [primary + o.suffix for o in record.result.outputs] + [primary + ".json"]
             paths = [join(head, candidate) for candidate in names]
-            # Free on disk, and not planned by another file still on its way out.
-            if not any(os.path.lexists(folder / candidate) for candidate in names) and \
-                    self.store.names_free(record.folder, "outbox", record.id, paths):
+            # Free on disk (or holding exactly this output: a run whose record was lost
+            # placed it), and not planned by another file still on its way out.
+            free = not os.path.lexists(folder / names[-1]) and all(
+                self._free_or_same(folder / candidate, o.sha256, o.bytes)
+                for candidate, o in zip(names, record.result.outputs, strict=False))
+            if free and self.store.names_free(record.folder, "outbox", record.id, paths):
                 plan = [{"role": o.role, "path": path, "staged": o.staged, "sha256": o.sha256,
                          "bytes": o.bytes, "n": n}
                         for o, path in zip(record.result.outputs, paths, strict=False)]
@@ -303,6 +307,20 @@ class Sink:
         if digest != sha256:
             raise _NameTaken()
         return True
+
+    @staticmethod
+    def _free_or_same(dest: Path, sha256: str, size: int) -> bool:
+        """True if nothing is at ``dest``, or a regular file with exactly these bytes."""
+        try:
+            st = os.lstat(dest)
+        except FileNotFoundError:
+            return True
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+            return False
+        try:
+            return files.hash_path(dest)[0] == sha256
+        except OSError:
+            return False
 
     @staticmethod
     def _is_our_sidecar(dest: Path, record: FileRecord) -> bool:

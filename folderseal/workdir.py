@@ -5,6 +5,11 @@ Layout (on the inbox's filesystem, so claiming is one atomic rename)::
     <work>/store-id                    the id of the store that owns these claims
     <work>/incoming/<claim id>/<path>  a claimed file, at its path relative to the inbox
     <work>/batches/<batch id>/<entry>  a batched file under its flat entry name
+    <work>/batches/<batch id>/.batch.json  the batch's manifest: each file's source,
+                                       sha256 and entry, and every remote batch id the
+                                       provider gave it (written before anything is
+                                       uploaded there), so ``folderseal recover`` can
+                                       rebuild a lost store from the work folder
 
 A work folder that holds another store's id, or batches this store does not know,
 means the store was lost or replaced, or two daemons share one inbox: continuing
@@ -13,8 +18,12 @@ could seal files twice, so the daemon refuses to start and says how to recover.
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from folderseal import files
 from folderseal.errors import ForeignWorkFolderError
@@ -22,6 +31,7 @@ from folderseal.model import FileRecord, FileState
 from folderseal.safety import open_claimed, open_dir, open_relative_dir
 
 MARKER = "store-id"
+MANIFEST = ".batch.json"
 
 
 class WorkFolder:
@@ -62,6 +72,63 @@ class WorkFolder:
             return open_claimed(folder, name, record.dev, record.ino)
         finally:
             os.close(folder)
+
+    # -- the batch manifest ----------------------------------------------------------
+
+    def write_manifest(self, batch_id: str, provider: str, records: Iterable[FileRecord]) -> None:
+        """Describe a new batch beside its files (once; a restart keeps the first)."""
+        folder = self.batch_dir(batch_id)
+        files.makedirs(folder)
+        if (folder / MANIFEST).exists():
+            return
+        self._save_manifest(folder, {
+            "batch": batch_id, "folder": self.folder, "provider": provider, "remote_ids": [],
+            "files": [{"id": r.id, "source": r.source, "entry": r.entry, "sha256": r.sha256,
+                       "bytes": r.size} for r in records]})
+
+    def note_remote_id(self, batch_id: str, remote_id: str) -> None:
+        """Add a remote batch id to the manifest, durably, before the store records it
+        (so before anything is uploaded there)."""
+        manifest = self.manifest(batch_id)
+        if manifest is None or remote_id in manifest["remote_ids"]:
+            return
+        manifest["remote_ids"].append(remote_id)
+        self._save_manifest(self.batch_dir(batch_id), manifest)
+
+    def manifest(self, batch_id: str) -> dict[str, Any] | None:
+        """The batch's manifest, or None if it has none (or it cannot be read)."""
+        try:
+            data = json.loads((self.batch_dir(batch_id) / MANIFEST).read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
+        return data if isinstance(data, dict) and data.get("batch") == batch_id else None
+
+    def remove_batch(self, batch_id: str) -> bool:
+        """Remove a finished batch's folder and manifest; False if files are left in it."""
+        folder = self.batch_dir(batch_id)
+        try:
+            if [name for name in os.listdir(folder) if not name.startswith(".")]:
+                return False
+            files.remove_leftovers(folder, "manifest")
+            (folder / MANIFEST).unlink(missing_ok=True)
+            folder.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY:
+                raise
+            return False
+        return True
+
+    @staticmethod
+    def _save_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+        # ensure_ascii keeps source names that are not UTF-8 (surrogate escapes) intact.
+        body = json.dumps(manifest, indent=1, ensure_ascii=True).encode() + b"\n"
+        with files.temp_file(folder, 0o600, "manifest") as (fd, tmp):
+            files.write_all(fd, body)
+            os.fsync(fd)
+            os.replace(tmp, folder / MANIFEST)
+        files.fsync_dir(folder)
 
     def owner(self) -> str | None:
         """The store id in the marker, or None if there is no marker."""

@@ -317,6 +317,21 @@ class Store:
                 self.event("file.batched", file_id=file_id, job_id=job_id,
                            from_state=FileState.CLAIMED, to_state=FileState.BATCHED)
 
+    def restore_job(self, *, job_id: str, folder: str, provider: str, state: JobState,
+                    remote_id: str | None, files: list[dict[str, Any]], why: str) -> None:
+        """Record again a batch a lost store knew (``folderseal recover``): its files
+        (keys as :meth:`add_claim`'s, plus ``entry``) and the state the provider's
+        answer puts it in, in one transaction."""
+        with self.transaction():
+            self.add_claims([{k: v for k, v in f.items() if k != "entry"} for f in files])
+            self.create_job(job_id=job_id, folder=folder, provider=provider,
+                            entries=[(f["id"], f["entry"]) for f in files])
+            if state != JobState.BATCHED:
+                self._run("restore_job", id=job_id, state=state, remote_id=remote_id,
+                          now=self.clock())
+            self.event("batch.state", job_id=job_id, from_state=JobState.BATCHED,
+                       to_state=state, detail=f"restored by folderseal recover: {why}")
+
     def job(self, job_id: str) -> JobRecord | None:
         row = self._run("get_job", id=job_id).fetchone()
         return None if row is None else _job(row)

@@ -271,3 +271,41 @@ def test_a_big_batch_streams_through_seal(tmp_path: Path) -> None:
 
     figures = measure(tmp_path, 96)
     assert figures["daemon_peak_mb"] < 150, figures
+
+
+LOST_STORE_POINTS = ["seal:created", "seal:uploaded", "seal:accepted", "state:ACCEPTED",
+                     "output-published", "sidecar-published"]
+
+
+@pytest.mark.parametrize("point", LOST_STORE_POINTS)
+def test_a_store_lost_mid_batch_is_rebuilt_by_recover(tmp_path: Path, emulator: EmulatorHandle,
+                                                      point: str) -> None:
+    """Killed at a step and the state folder wiped: `run` refuses (78), `recover` rebuilds
+    the batch from its manifest and SEAL's answer, and the next run finishes every file,
+    each signed once, accepted once, and nothing left in the outbox without a sidecar."""
+    layout = _layout(tmp_path, emulator.url)
+    expected = _drop(layout, 4)
+    crashed = Daemon(layout, env={"FOLDERSEAL_CRASH_AT": point})
+    assert crashed.process.wait(timeout=60) == -9, f"{point} was never reached"
+    crashed.kill()
+    [batch] = (layout.work / "batches").iterdir()
+    manifest = json.loads((batch / ".batch.json").read_text())
+    assert sorted(f["source"] for f in manifest["files"]) == sorted(expected)
+    assert len(manifest["remote_ids"]) == (0 if point == "seal:created" else 1)
+    for item in layout.state.iterdir():  # the store is lost
+        subprocess.run(["rm", "-rf", str(item)], check=True)
+    refused = folderseal("run", "-c", str(layout.config), timeout=30)
+    assert refused.returncode == 78 and "folderseal recover" in refused.stderr
+    recovered = folderseal("recover", "-c", str(layout.config))
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    daemon = Daemon(layout).started()
+    wait_until(lambda: _settled(layout, expected), timeout=60, what="every file's outcome")
+    time.sleep(0.3)
+    assert daemon.stop() == 0
+    _assert_exactly_once(layout, emulator, expected)
+    named = {o["path"] for p in sidecars(layout.outbox)
+             for o in json.loads(p.read_text())["outputs"]}
+    stray = [p for p in layout.outbox.rglob("*") if p.is_file() and not p.name.endswith(".json")
+             and str(p.relative_to(layout.outbox)) not in named]
+    assert stray == [], f"outputs without a sidecar: {stray}"
+    _no_key_anywhere(layout)

@@ -254,10 +254,11 @@ def test_move_into_batch_moves_files_under_their_entry_names(tmp_path: Path) -> 
     records = [record("c1", "2026/11/Rechnung für März.pdf", entry="0000_Rechnung_fur_Marz.pdf"),
                record("c2", "top.txt", entry="0001_top.txt")]
 
-    move_into_batch(work, "b1", records)
+    move_into_batch(work, "b1", "local", records)
 
     batch = work.batch_dir("b1")
-    assert sorted(os.listdir(batch)) == ["0000_Rechnung_fur_Marz.pdf", "0001_top.txt"]
+    assert sorted(os.listdir(batch)) == [".batch.json", "0000_Rechnung_fur_Marz.pdf",
+                                         "0001_top.txt"]
     assert (batch / "0000_Rechnung_fur_Marz.pdf").read_bytes() == b"one"
     assert (batch / "0001_top.txt").read_bytes() == b"two"
     assert os.listdir(work.incoming) == []
@@ -269,8 +270,8 @@ def test_move_into_batch_is_idempotent(tmp_path: Path) -> None:
     work.adopt("store-1", set())
     claim(work, "c1", "sub/a.pdf", b"one")
     records = [record("c1", "sub/a.pdf", entry="0000_a.pdf")]
-    move_into_batch(work, "b1", records)
-    move_into_batch(work, "b1", records)
+    move_into_batch(work, "b1", "local", records)
+    move_into_batch(work, "b1", "local", records)
     assert (work.batch_dir("b1") / "0000_a.pdf").read_bytes() == b"one"
     assert os.listdir(work.incoming) == []
 
@@ -283,9 +284,10 @@ def test_move_into_batch_finishes_a_half_done_move(tmp_path: Path) -> None:
     claim(work, "c2", "b.pdf", b"two")
     records = [record("c1", "a.pdf", entry="0000_a.pdf"),
                record("c2", "b.pdf", entry="0001_b.pdf")]
-    move_into_batch(work, "b1", records[:1])
-    move_into_batch(work, "b1", records)
-    assert sorted(os.listdir(work.batch_dir("b1"))) == ["0000_a.pdf", "0001_b.pdf"]
+    move_into_batch(work, "b1", "local", records[:1])
+    move_into_batch(work, "b1", "local", records)
+    assert sorted(os.listdir(work.batch_dir("b1"))) == [".batch.json", "0000_a.pdf",
+                                                        "0001_b.pdf"]
     assert os.listdir(work.incoming) == []
 
 
@@ -294,7 +296,7 @@ def test_move_into_batch_refuses_a_file_that_is_nowhere(tmp_path: Path) -> None:
     work = WorkFolder(tmp_path / "work", "scans")
     work.adopt("store-1", set())
     with pytest.raises(FileNotFoundError):
-        move_into_batch(work, "b1", [record("c9", "lost.pdf", entry="0000_lost.pdf")])
+        move_into_batch(work, "b1", "local", [record("c9", "lost.pdf", entry="0000_lost.pdf")])
 
 
 def test_move_into_batch_keeps_other_files_of_a_shared_folder(tmp_path: Path) -> None:
@@ -303,5 +305,26 @@ def test_move_into_batch_keeps_other_files_of_a_shared_folder(tmp_path: Path) ->
     work.adopt("store-1", set())
     claim(work, "c1", "sub/a.pdf", b"one")
     (work.claim_dir("c1") / "sub" / "stray.pdf").write_bytes(b"x")
-    move_into_batch(work, "b1", [record("c1", "sub/a.pdf", entry="0000_a.pdf")])
+    move_into_batch(work, "b1", "local", [record("c1", "sub/a.pdf", entry="0000_a.pdf")])
     assert (work.claim_dir("c1") / "sub" / "stray.pdf").read_bytes() == b"x"
+
+
+def test_the_manifest_describes_the_batch_and_keeps_every_remote_id(tmp_path: Path) -> None:
+    """The manifest beside a batch names each file (even a name that is not UTF-8) and
+    every remote id, in order, once; removing the finished batch removes it too."""
+    work = WorkFolder(tmp_path / "work", "scans")
+    work.adopt("store-1", set())
+    odd = os.fsdecode(b"scan-\xff.pdf")
+    claim(work, "c1", odd, b"one")
+    move_into_batch(work, "b1", "seal", [record("c1", odd, size=3, entry="0000_scan-_.pdf")])
+    for remote in ("r1", "r2", "r1"):
+        work.note_remote_id("b1", remote)
+    manifest = work.manifest("b1")
+    assert manifest is not None
+    assert manifest["provider"] == "seal" and manifest["remote_ids"] == ["r1", "r2"]
+    assert manifest["files"] == [{"id": "c1", "source": odd, "entry": "0000_scan-_.pdf",
+                                  "sha256": None, "bytes": 3}]
+    assert not work.remove_batch("b1"), "a batch with a file left must stay"
+    (work.batch_dir("b1") / "0000_scan-_.pdf").unlink()
+    assert work.remove_batch("b1")
+    assert not work.batch_dir("b1").exists()

@@ -167,6 +167,10 @@ UPDATE files SET state = 'BATCHED', result = NULL, outputs = NULL, error_code = 
                  error_message = NULL, updated_at = :now
 WHERE id = :id AND state = 'FAILED' AND batch_id IS NOT NULL;
 
+-- name: restore_job
+UPDATE jobs SET state = :state, remote_id = :remote_id, updated_at = :now
+WHERE id = :id AND state = 'BATCHED';
+
 -- name: release_node_leases
 UPDATE jobs SET claimed_by = NULL, lease_until = NULL
 WHERE claimed_by = :node OR claimed_by LIKE :node || '/%';
