@@ -315,6 +315,10 @@ class Sink:
             st = os.lstat(dest)
         except FileNotFoundError:
             return True
+        except OSError as exc:
+            if exc.errno in files.NAME_ERRNOS:
+                return True  # a name nothing can hold: publishing it says so clearly
+            raise
         if not stat.S_ISREG(st.st_mode) or st.st_size != size:
             return False
         try:
