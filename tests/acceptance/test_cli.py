@@ -66,8 +66,9 @@ def _inbox_files(inbox: Path) -> list[str]:
 
 
 def _claimed_files(layout: Layout) -> list[Path]:
+    """Claimed originals in the work folder (not the batches' hidden manifests)."""
     return [p for sub in ("incoming", "batches") for p in (layout.work / sub).rglob("*")
-            if p.is_file()]
+            if p.is_file() and not p.name.startswith(".")]
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:
