@@ -230,8 +230,10 @@ class FolderIntake:
         room = self._room()
         wanted: list[tuple[str, tuple[str, str] | None]] = []
         size = 0
+        looked: set[str] = set()
         for source in due:
             look = self._look(source)
+            looked.add(source)
             if look is not None and not look.regular:
                 wanted.append((source, NOT_REGULAR))
                 continue
@@ -252,7 +254,7 @@ class FolderIntake:
             if len(wanted) >= CLAIMS_PER_STEP or size >= CLAIM_BYTES_PER_STEP:
                 break  # the rest stay due: batches form between steps, and jobs start sooner
         taken = {source for source, _ in wanted}
-        for candidate in self.tracker.stuck(now):
+        for candidate in self.tracker.stuck(now, looked):
             if candidate.source in taken:
                 continue
             if self._look(candidate.source) is None:

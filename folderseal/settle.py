@@ -12,6 +12,7 @@ This module is pure bookkeeping with an injected clock; the intake does the look
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 
@@ -34,6 +35,7 @@ class Look:
 class Candidate:
     source: str
     first_seen: float
+    first_looked: float | None = None  # stuck_after counts from here, not from the hint
     last: Look | None = None
     stable_since: float = 0.0       # when the current Look was first seen
     next_look_at: float = 0.0
@@ -67,6 +69,8 @@ class SettleTracker:
         if look is None:  # gone (moved away or deleted by its writer)
             del self.candidates[source]
             return False
+        if candidate.first_looked is None:
+            candidate.first_looked = now
         if candidate.last is None or not look.same_as(candidate.last):
             candidate.last = look
             candidate.stable_since = now
@@ -93,9 +97,14 @@ class SettleTracker:
     def forget(self, source: str) -> None:
         self.candidates.pop(source, None)
 
-    def stuck(self, now: float) -> list[Candidate]:
+    def stuck(self, now: float, looked: Collection[str] | None = None) -> list[Candidate]:
+        """Candidates still not ready ``stuck_after`` seconds after their first look; with
+        ``looked``, only those just looked at, so that time the daemon spent elsewhere (a
+        long claim) is never held against a file it has not looked at again."""
         return [c for c in self.candidates.values()
-                if not c.held and now - c.first_seen >= self.stuck_after]
+                if not c.held and c.first_looked is not None
+                and now - c.first_looked >= self.stuck_after
+                and (looked is None or c.source in looked)]
 
     def next_look(self) -> float | None:
         return min((c.next_look_at for c in self.candidates.values()), default=None)

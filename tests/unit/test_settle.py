@@ -195,3 +195,17 @@ def test_a_file_held_back_for_room_is_never_stuck() -> None:
     assert tracker.stuck(100.0) == []
     tracker.looked("held.pdf", Look(1, 2, 3, 5, True), 100.0)  # it changed: not held now
     assert [c.source for c in tracker.stuck(100.0)] == ["held.pdf"]
+
+
+def test_stuck_counts_from_the_first_look_and_only_for_files_just_looked_at() -> None:
+    """Time a busy daemon spent before looking at a file, or while it looked at others,
+    is not held against that file: stuck needs STUCK seconds of looks that found it not
+    ready, and a look in this very step."""
+    settle = SettleTracker(SETTLE, STUCK)
+    settle.hint("scan.pdf", 0.0)
+    assert settle.stuck(STUCK * 3) == [], "never looked at: not stuck"
+    settle.looked("scan.pdf", look(size=1), STUCK * 3)
+    assert settle.stuck(STUCK * 3 + 1) == []
+    settle.looked("scan.pdf", look(size=2), STUCK * 4)
+    assert settle.stuck(STUCK * 4, looked={"other.pdf"}) == []
+    assert [c.source for c in settle.stuck(STUCK * 4, looked={"scan.pdf"})] == ["scan.pdf"]
