@@ -30,6 +30,7 @@ from folderseal.intake import FolderIntake
 from folderseal.logs import get as get_logger
 from folderseal.manager import Busy, Manager, backoff
 from folderseal.providers import Provider, build
+from folderseal.recover import missing_originals
 from folderseal.sink import Sink
 from folderseal.store import Store
 from folderseal.watch import Hint
@@ -69,11 +70,12 @@ class Daemon:
         safety.check_layout(settings)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = statelock.acquire(settings.state_dir)
-        self.store = Store.open(settings.state_dir, self.node)
+        self.store = Store.open(settings.state_dir, self.node, check=True)
         released = self.store.release_node_leases()
         if released:
             self.log.info("daemon.leases_released", jobs=released)
         self._check_open_jobs()
+        self._check_store_is_current()
         used = {folder.provider for folder in settings.folders.values()}
         for name in sorted(used):
             provider = build(name, settings.providers[name], settings.state_dir)
@@ -90,6 +92,19 @@ class Daemon:
             intake.start(time.time())
         for provider in self.providers.values():
             provider.start()
+
+    def _check_store_is_current(self) -> None:
+        """A store older than a work folder (restored from a copy, or its last writes lost)
+        would drive batches whose files were delivered since: refuse, and say how out."""
+        assert self.store is not None
+        for name, folder in self.settings.folders.items():
+            gone = missing_originals(self.store, name, folder)
+            if gone:
+                raise ConfigError(
+                    f"the store is older than the work folder of folder {name!r}: {len(gone)} "
+                    f"file(s) it has waiting there are gone (such as {gone[0].source_text!r}: "
+                    "delivered, failed or re-batched after this copy of the store was made). "
+                    "Run 'folderseal recover': it settles them by their sidecars and records")
 
     def _check_open_jobs(self) -> None:
         """Every batch still under way needs its folder and provider in the configuration."""

@@ -24,6 +24,15 @@ the files in the work folder went through). ``recover`` settles each file there:
     store knows already, a store restored from an older copy): it may have been
     signed: to the errors folder, with a record saying to check with the provider;
 
+* a file the store has waiting (claimed, batched or signed) that is not in the work
+  folder: an original leaves only once delivered, failed or re-batched, so the store
+  is older than the work folder (restored from a copy, or its last writes lost). Each
+  is settled by what names its sha256: a sidecar in the outbox (delivered), a return
+  to the inbox just now (taken again), an error record (failed), or nothing (failed,
+  with a record saying so). A batch left with no file waiting moves on to DELIVERED,
+  so the daemon removes its remote batch and its folder;
+* temp files a crash left in the outbox and errors folders are removed (no daemon runs,
+  so none is being written);
 * the marker is rewritten with this store's id.
 
 A batch whose provider cannot be asked now is left as it is, and the command ends
@@ -37,6 +46,7 @@ import json
 import os
 import re
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,11 +54,45 @@ from typing import Any
 from folderseal import files, statelock
 from folderseal.config import FolderConfig, Settings
 from folderseal.errors import ExitCode, ProviderError, TransientError
-from folderseal.model import JobState
+from folderseal.model import FileRecord, FileState, JobState
 from folderseal.providers import BatchView, Document, Provider, Remote, build
 from folderseal.sidecar import SCHEMA
 from folderseal.store import Store
 from folderseal.workdir import MARKER, WorkFolder
+
+WAITING = (FileState.CLAIMED, FileState.BATCHED, FileState.READY)
+FINISHED = (JobState.DELIVERED, JobState.CLEANED, JobState.FAILED)
+OUTCOME_WORDS = {FileState.DONE: "files found delivered", FileState.PUBLISHED: "files found "
+                 "delivered", FileState.RETRIED: "files taken again from the inbox",
+                 FileState.FAILED: "files failed"}
+
+
+def missing_originals(store: Store, folder: str, cfg: FolderConfig) -> list[FileRecord]:
+    """Files waiting in the work folder by the store's account that are not there: an
+    original leaves only once delivered, failed or re-batched, so the store is older than
+    the work folder (restored from a copy, or its last writes lost)."""
+    work = WorkFolder(cfg.work_folder, folder)
+    gone = []
+    for state in WAITING:
+        for record in store.files_in_state(folder, state):
+            places = [work.path_of(record)]
+            if state == FileState.BATCHED:  # its batch may not have moved it in yet
+                places.append(work.claim_dir(record.id) / record.source)
+            # On its way to errors (a crash came before its state was written).
+            places += [cfg.errors / o["path"] for o in record.outputs if o.get("role") == "error"]
+            if not any(os.path.lexists(p) for p in places):
+                gone.append(record)
+    return gone
+
+
+def _sweep_temp_files(cfg: FolderConfig) -> int:
+    count = 0
+    for root in (cfg.outbox, cfg.errors):
+        if root.is_dir():
+            for path in root.rglob(f"{files.TEMP_PREFIX}*"):
+                path.unlink(missing_ok=True)
+                count += 1
+    return count
 
 
 def _records(root: Path | None, suffix: str) -> dict[tuple[str, str], str]:
@@ -98,6 +142,7 @@ class _Folder:
         self.work = WorkFolder(cfg.work_folder, name)
         self.delivered = _records(cfg.outbox, ".json")
         self.failed = _records(cfg.errors, ".error.json")
+        self.requeued: set[str] = set()  # sha256 of files put back into the inbox
 
     def batch(self, batch_id: str) -> str:
         """Settle one unknown batch; what became of it, in words."""
@@ -135,6 +180,7 @@ class _Folder:
         if self.provider is None or not remote_ids:
             for f in pending:  # never uploaded to any remote batch: taken again
                 files.move_numbered(f.path, self.cfg.inbox / f.source)
+                self.requeued.add(f.sha256)
             return f"{len(pending)} back in the inbox (never sent to a provider)"
         known = self.store.known_ids([f.file_id for f in pending if f.file_id])
         if any(f.file_id is None or f.file_id in known for f in pending):
@@ -182,18 +228,60 @@ class _Folder:
         assert self.provider is not None
         for f in pending:
             target = files.move_numbered(f.path, self.cfg.errors / f.source)
-            record = {
-                "schema": SCHEMA, "status": "failed", "folder": self.name, "source": f.source,
-                "input": {"sha256": f.sha256, "bytes": f.size}, "outputs": [],
-                "batch": {"id": batch_id}, "provider": {"name": self.provider.name},
-                "error": {"code": "store_lost", "attempts": 0, "original": str(target),
-                          "message": f"the store was lost while this file was in batch "
-                                     f"{batch_id} of provider {self.provider.name} and {why}; "
-                                     "it may have been signed: check with the provider, "
-                                     "then drop it into the inbox again"}}
-            files.write_new(target.parent, target.name + ".error.json",
-                            (json.dumps(record, indent=2) + "\n").encode(), self.cfg.file_mode)
+            self._write_record(target, f.source, f.sha256, f.size, batch_id, "store_lost",
+                               f"the store was lost while this file was in batch {batch_id} "
+                               f"of provider {self.provider.name} and {why}; it may have "
+                               "been signed: check with the provider, then drop it into "
+                               "the inbox again")
         return f"{len(pending)} in errors, to check with the provider ({why})"
+
+    def _write_record(self, target: Path, source: str, sha256: str | None, size: int,
+                      batch_id: str, code: str, message: str) -> None:
+        record = {
+            "schema": SCHEMA, "status": "failed", "folder": self.name, "source": source,
+            "input": {"sha256": sha256, "bytes": size}, "outputs": [],
+            "batch": {"id": batch_id}, "provider": {"name": self.cfg.provider},
+            "error": {"code": code, "attempts": 0, "original": str(target),
+                      "message": message}}
+        files.makedirs(target.parent)
+        files.write_new(target.parent, target.name + ".error.json",
+                        (json.dumps(record, indent=2) + "\n").encode(), self.cfg.file_mode)
+        self.failed[(batch_id, sha256 or "")] = source
+
+    def stale(self, gone: list[FileRecord]) -> str:
+        """Settle the waiting files the store has that left the work folder after its copy
+        was made, by what names their sha256; what became of them, in words."""
+        delivered = {sha for _, sha in self.delivered}
+        failed = {sha for _, sha in self.failed}
+        outcome: Counter[str] = Counter()
+        for record in gone:
+            sha = record.sha256 or ""
+            if sha in delivered:  # a batch's file is finished by the daemon's clean step
+                to = FileState.DONE if record.state == FileState.CLAIMED else \
+                    FileState.PUBLISHED
+                why = "its sidecar is in the outbox"
+            elif sha in self.requeued:
+                to, why = FileState.RETRIED, "put back into the inbox by recover"
+            else:
+                to, why = FileState.FAILED, "not in the work folder"
+                if sha not in failed:
+                    self._write_record(
+                        self.cfg.errors / record.source, record.source, record.sha256,
+                        record.size, record.batch_id or "", "store_stale",
+                        "the store was older than the work folder: this file left it, but "
+                        "no sidecar or error record names it; check the outbox and the "
+                        "provider before dropping it again")
+            self.store.set_file_state(record.id, record.state, to, job_id=record.batch_id,
+                                      detail=f"folderseal recover: {why}")
+            outcome[OUTCOME_WORDS[to]] += 1
+        for batch_id in sorted({r.batch_id for r in gone if r.batch_id}):
+            job = self.store.job(batch_id)
+            if job is not None and job.state not in FINISHED and not any(
+                    r.state in WAITING for r in self.store.files_of_job(batch_id)):
+                self.store.resume_job(job, JobState.DELIVERED, "no file of it is waiting")
+                outcome["batches to finish"] += 1
+        return "the store was older than the work folder: " + ", ".join(
+            f"{n} {what}" for what, n in sorted(outcome.items()))
 
     def _finish(self, path: Path, source: str) -> None:
         if self.cfg.archive is not None:
@@ -214,10 +302,11 @@ def _view(batch_id: str, folder: str, pending: list[_File], work: WorkFolder,
 def recover(settings: Settings) -> int:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     lock = statelock.acquire(settings.state_dir)  # never beside a running daemon
-    store = Store.open(settings.state_dir, settings.node_name)
+    store = Store.open(settings.state_dir, settings.node_name, check=True)
     providers: dict[str, Provider] = {}
     code = ExitCode.OK
     try:
+        store.release_node_leases()  # no daemon runs: the leases it held are void
         for name, cfg in settings.folders.items():
             work = WorkFolder(cfg.work_folder, name)
             if not work.path.is_dir():
@@ -231,7 +320,7 @@ def recover(settings: Settings) -> int:
                                      settings.state_dir)
                     provider.start()
                     providers[cfg.provider] = provider
-            folder = _Folder(name, cfg, settings, store, provider) if unknown else None
+            folder = _Folder(name, cfg, settings, store, provider)
             for batch_id in unknown:
                 assert folder is not None
                 try:
@@ -240,6 +329,12 @@ def recover(settings: Settings) -> int:
                     print(f"folder {name}, batch {batch_id}: left as it is: the provider "
                           f"could not be asked ({exc}); run 'folderseal recover' again later")
                     code = ExitCode.FAILURE
+            gone = missing_originals(store, name, cfg)  # after the unknown batches
+            if gone:
+                print(f"folder {name}: {folder.stale(gone)}")
+            swept = _sweep_temp_files(cfg)
+            if swept:
+                print(f"folder {name}: removed {swept} temp file(s) a crash left behind")
             if work.owner() != store.store_id:
                 tmp = work.path / f".{MARKER}.tmp"
                 tmp.write_text(f"{store.store_id}\n", encoding="ascii")

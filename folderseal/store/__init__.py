@@ -76,7 +76,8 @@ def new_id() -> str:
 class Store:
     """One connection to the SQLite store, for one thread."""
 
-    def __init__(self, path: Path, node: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, node: str, clock: Callable[[], float] = time.time,
+                 check: bool = False) -> None:
         self.path = path
         self.node = node
         self.clock = clock
@@ -90,6 +91,10 @@ class Store:
             self._exec("PRAGMA synchronous = FULL")
             self._exec("PRAGMA foreign_keys = ON")
             self._migrate()
+            if check:  # damage inside a page shows only when that page is read
+                verdict = self._db.execute("PRAGMA quick_check").fetchone()[0]
+                if verdict != "ok":
+                    raise sqlite3.DatabaseError(f"quick_check: {verdict}")
         except sqlite3.DatabaseError as exc:  # not a database, or damaged
             self._db.close()
             raise ConfigError(
@@ -98,9 +103,10 @@ class Store:
                 "work folders and the provider") from None
 
     @classmethod
-    def open(cls, state_dir: Path, node: str) -> Store:
+    def open(cls, state_dir: Path, node: str, check: bool = False) -> Store:
+        """The store of ``state_dir``; ``check`` reads every page first (at start)."""
         state_dir.mkdir(parents=True, exist_ok=True)
-        return cls(state_dir / "folderseal.sqlite", node)
+        return cls(state_dir / "folderseal.sqlite", node, check=check)
 
     def close(self) -> None:
         self._db.close()
@@ -339,6 +345,19 @@ class Store:
     def open_job_owners(self) -> list[tuple[str, str, int]]:
         """(folder, provider, count) of the batches not finished yet."""
         return [(r[0], r[1], r[2]) for r in self._run("open_job_owners")]
+
+    def jobs_under_way(self, folder: str) -> list[JobRecord]:
+        """The jobs of ``folder`` from CREATED to DOWNLOADED: all their files are in their
+        batch folder, until delivery."""
+        return [_job(r) for r in self._run("jobs_under_way", folder=folder)]
+
+    def resume_job(self, job: JobRecord, state: JobState, why: str) -> None:
+        """``folderseal recover`` (no daemon runs): move a job on, due at once, unleased."""
+        with self.transaction():
+            self._guarded("resume_job", StateConflict, f"batch {job.id} is not {job.state}",
+                          id=job.id, from_state=job.state, state=state, now=self.clock())
+            self.event("batch.state", job_id=job.id, from_state=job.state, to_state=state,
+                       detail=f"folderseal recover: {why}")
 
     def known_ids(self, ids: list[str]) -> set[str]:
         """Which of ``ids`` the store has a file for."""
