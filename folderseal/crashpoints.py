@@ -9,7 +9,9 @@ Names: ``claimed`` (files renamed into the work folder, not yet recorded),
 ``state:<JOB STATE>`` (after each transition, ``state:BATCHED`` included),
 ``attempt`` (signing attempts counted, not yet made), ``output-published`` (outputs
 of a batch published, their sidecars not yet), ``sidecar-published`` (sidecars
-written, originals not yet removed), ``original-removed``.
+written, originals not yet removed), ``original-removed``; for SEAL, ``seal:created``,
+``seal:uploaded`` and ``seal:accepted`` (the call answered, its result not yet stored),
+``seal:uploading`` and ``seal:downloading`` (in the middle of the stream).
 """
 
 from __future__ import annotations

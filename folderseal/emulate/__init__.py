@@ -68,6 +68,10 @@ class EmulatorHandle:
         """Inject ``spec`` from the next request on, e.g. to fail one chosen call."""
         self._server.app.faults.replace(spec)
 
+    def injected_faults(self) -> dict[str, int]:
+        """How many faults of each kind were injected so far."""
+        return self._server.app.faults.counts()
+
     def accept_calls(self) -> list[int]:
         """The batch id of every AcceptBatch received, refused ones included."""
         return list(self._registry.accept_calls)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -114,6 +115,7 @@ class Faults:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._unsafe_turn = 0
+        self.injected: Counter[str] = Counter()  # kind → faults actually injected
 
     def __repr__(self) -> str:
         return f"Faults({self.probabilities!r})"
@@ -123,6 +125,11 @@ class Faults:
         probabilities = parse_faults(spec)
         with self._lock:
             self.probabilities = probabilities
+
+    def counts(self) -> dict[str, int]:
+        """How many faults of each kind were injected so far."""
+        with self._lock:
+            return dict(self.injected)
 
     def _hit(self, kind: str) -> bool:
         # Callers hold the lock. Unconfigured kinds draw nothing.
@@ -136,12 +143,15 @@ class Faults:
         with self._lock:
             hits = [kind for kind in EXCLUSIVE_REQUEST_KINDS if self._hit(kind)]
             slow = self._hit("slow")
+            self.injected.update(hits[:1] + ["slow"] * slow)
         return RequestFaults(outcome=hits[0] if hits else None, slow=slow)
 
     def truncate(self) -> bool:
         """Draw whether this package download is cut short."""
         with self._lock:
-            return self._hit("truncate")
+            hit = self._hit("truncate")
+            self.injected.update(["truncate"] * hit)
+            return hit
 
     def for_batch(self, document_count: int) -> BatchFaults:
         """Draw the faults of a batch being accepted with ``document_count`` documents."""
@@ -152,4 +162,6 @@ class Faults:
                 self._unsafe_turn += 1
             never_close = self._hit("never-close")
             failed = frozenset(i for i in range(document_count) if self._hit("fail-document"))
+            self.injected.update(["unsafe-entry"] * (unsafe != "") + ["never-close"] * never_close
+                                 + ["fail-document"] * len(failed))
         return BatchFaults(unsafe_entry=unsafe, never_close=never_close, failed_documents=failed)

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,6 +92,13 @@ class SealServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         self.app = app
         super().__init__(address, SealHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-request (a killed daemon) is ordinary: no traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            log_event("emulator.client_gone", client=client_address[0])
+            return
+        super().handle_error(request, client_address)
 
 
 Route = Callable[["SealHandler", str | None, dict[str, str]], Reply]

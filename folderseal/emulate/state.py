@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .faults import BatchFaults
 
@@ -49,12 +49,23 @@ FIRST_BATCH_ID = 2123  # the id in the documentation's examples
 _LOG_LOCK = threading.Lock()
 
 
+_log_stream: TextIO | None = None  # None: stderr
+
+
+def log_to(stream: TextIO | None) -> None:
+    """Send the emulator's log lines to ``stream`` (None: stderr), e.g. a test's file."""
+    global _log_stream
+    with _LOG_LOCK:
+        _log_stream = stream
+
+
 def log_event(event: str, **fields: object) -> None:
     """One JSON line on stderr. Callers never pass the API key or request bodies."""
     line = json.dumps({"event": event, **fields}, default=str)
     with _LOG_LOCK:  # one write per line, so lines from request threads never interleave
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        stream = _log_stream or sys.stderr
+        stream.write(line + "\n")
+        stream.flush()
 
 
 class Status(enum.IntEnum):

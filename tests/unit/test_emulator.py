@@ -417,6 +417,16 @@ def test_fault_spec_parsing() -> None:
     assert [a.for_request() for _ in range(20)] == [b.for_request() for _ in range(20)]
 
 
+def test_faults_count_what_they_inject() -> None:
+    """Only injected faults are counted: the first of the exclusive request kinds that
+    hit, slow beside it, and each failed document of a batch."""
+    faults = Faults("500-before=1,429=1,slow=1,fail-document=1,never-close=0", seed=1)
+    for _ in range(3):
+        assert faults.for_request().outcome == "429"
+    faults.for_batch(4)
+    assert faults.counts() == {"429": 3, "slow": 3, "fail-document": 4}
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

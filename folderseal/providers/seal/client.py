@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from folderseal import files
+from folderseal import crashpoints, files
 from folderseal.config import SealProviderConfig
 from folderseal.errors import ProviderError, TransientError
 from folderseal.providers.seal import parse
@@ -133,6 +133,7 @@ class SealClient:
                                 f"larger than max_package_bytes ({max_bytes} bytes)",
                                 provider=self.provider, operation="download", batch=batch_id)
                         files.write_all(fd, chunk)
+                        crashpoints.reached("seal:downloading")
                     os.fsync(fd)
                 finally:
                     os.close(fd)
@@ -208,3 +209,4 @@ def _chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as handle:
         while chunk := handle.read(files.CHUNK):
             yield chunk
+            crashpoints.reached("seal:uploading")
