@@ -6,10 +6,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Debian packages the tests call: pdfsig (poppler-utils) and openssl check signatures
-# with tools folderseal did not write; setpriv runs permission cases unprivileged.
-TEST_TOOLS := pdfsig:poppler-utils openssl:openssl setpriv:util-linux
+# with tools folderseal did not write; setpriv runs permission cases unprivileged;
+# bindfs makes the FUSE "share" of the reliability campaign (bench/torture.py).
+TEST_TOOLS := pdfsig:poppler-utils openssl:openssl setpriv:util-linux bindfs:bindfs
 
-.PHONY: run test lint bench system-deps clean
+.PHONY: run test lint bench torture system-deps clean
 
 $(VENV)/.installed-run: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "folderseal needs Python 3.11 or newer" >&2; exit 1; }
@@ -45,6 +46,9 @@ test: $(VENV)/.installed-test system-deps lint
 
 bench: $(VENV)/.installed-test system-deps
 	$(PY) bench/throughput.py
+
+torture: $(VENV)/.installed-test system-deps
+	$(PY) bench/torture.py --cycles 200
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,468 @@
+"""The scenarios of the campaign; each returns one :class:`Row` of the table.
+
+Every scenario builds its own world under ``root``, runs ``cycles`` rounds of its
+trouble with files flowing, then lets a clean daemon drain the backlog, takes
+``folderseal status`` while it runs, stops it (it must exit 0) and checks the
+invariants (:mod:`checks`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.torturekit.checks import Verdict, check, count_events
+from bench.torturekit.world import Feeder, Life, World
+
+SEAL_POINTS = ["claimed", "state:BATCHED", "seal:created", "state:CREATED", "seal:uploaded",
+               "state:UPLOADED", "state:ACCEPTING", "seal:accepted", "state:ACCEPTED",
+               "state:CLOSED", "state:DOWNLOADED", "output-published", "sidecar-published",
+               "state:DELIVERED", "original-removed", "state:CLEANED"]
+LOCAL_POINTS = ["claimed", "state:BATCHED", "state:CREATED", "state:UPLOADED",
+                "state:ACCEPTING", "attempt", "state:ACCEPTED", "state:CLOSED",
+                "state:DOWNLOADED", "output-published", "sidecar-published",
+                "state:DELIVERED", "original-removed", "state:CLEANED"]
+# Every emulator fault kind at once; the request faults together hit about 27% of calls.
+CHAOS = ("429=0.08,500-before=0.08,500-after=0.08,drop=0.06,slow=0.1,truncate=0.3,"
+         "unsafe-entry=0.3,fail-document=0.1,never-close=0.1")
+DRAIN_SECONDS = 180.0
+PAUSES = {"folder.paused", "jobs.paused", "daemon.heartbeat_failed"}
+
+
+@dataclass
+class Row:
+    scenario: str
+    cycles: int
+    files: int = 0
+    kills: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    lost: int = 0
+    twice: int = 0
+    partial: int = 0
+    waiting: int = 0
+    wall: float = 0.0
+    delivered: int = 0
+    failed: int = 0
+    problems: list[str] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def take(self, world: World, verdict: Verdict) -> Row:
+        self.files, self.kills = verdict.files, self.kills + world.kills
+        self.lost, self.twice, self.partial = (len(verdict.lost), len(verdict.twice),
+                                               len(verdict.partial))
+        self.waiting, self.delivered, self.failed = (verdict.waiting, verdict.delivered,
+                                                     verdict.failed)
+        self.problems += verdict.problems()
+        self.notes["failures"] = dict(verdict.failures)
+        return self
+
+
+def settled(world: World, ignored: set[str] = frozenset()) -> bool:
+    """Nothing waits: no file in the inbox (but ``ignored`` ones) or the work folder."""
+    inbox = world.layout.inbox
+    for path in inbox.rglob("*"):
+        if not path.is_file() and not path.is_symlink():
+            continue
+        relative = path.relative_to(inbox)
+        if relative.parts[0] == ".folderseal":
+            if relative.parts[1:2] == ("work",) and not path.name.startswith(".") and \
+                    path.name != "store-id":
+                return False
+        elif str(relative) not in ignored and not path.name.startswith("."):
+            return False
+    return True
+
+
+def drain(world: World, row: Row, life: Life | None = None, ignored: set[str] = frozenset(),
+          timeout: float = DRAIN_SECONDS) -> Row:
+    """Let one clean daemon finish the backlog, then check every invariant."""
+    if life is None:
+        life = start_or_recover(world, row)
+    if life is None:
+        return row.take(world, check(world, None, ignored))
+    life.wait_for(lambda: settled(world, ignored), timeout)
+    time.sleep(0.5)
+    status = world.status()
+    code = life.stop()
+    if code != 0:
+        row.problems.append(f"the draining daemon exited with {code}: {tail(life)}")
+    return row.take(world, check(world, status, ignored))
+
+
+def tail(life: Life, lines: int = 6) -> str:
+    return " | ".join(life.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def start_or_recover(world: World, row: Row, env: dict[str, str] | None = None) -> Life | None:
+    """Start the daemon; if it refuses (exit 78: a lost or damaged store), do what its
+    message says, as an operator would: move a damaged store aside, run recover, and
+    start again."""
+    for _ in range(3):
+        life = world.start(env)
+        if life.started(timeout=60):
+            return life
+        code = life.exited(10)
+        text = life.log.read_text(errors="replace")
+        life.kill()
+        if code != 78 or "folderseal recover" not in text:
+            row.problems.append(f"the daemon did not start (exit {code}): {tail(life)}")
+            return None
+        row.notes["refused"] = row.notes.get("refused", 0) + 1
+        if "damaged" in text:
+            move_store_aside(world)
+        out = world.run("recover")
+        if out.returncode != 0 and "damaged" in out.stdout + out.stderr:
+            move_store_aside(world)
+            out = world.run("recover")
+        if out.returncode != 0:
+            row.problems.append(f"recover failed ({out.returncode}): {out.stdout[-300:]} "
+                                f"{out.stderr[-300:]}")
+            return None
+        row.notes["recovered"] = row.notes.get("recovered", 0) + 1
+    row.problems.append("the daemon refused to start three times in a row")
+    return None
+
+
+def move_store_aside(world: World) -> None:
+    aside = world.root / "aside" / str(time.time_ns())
+    aside.mkdir(parents=True)
+    for path in world.layout.state.glob("folderseal.sqlite*"):
+        shutil.move(path, aside / path.name)
+
+
+def unexpected_exit(life: Life, code: int | None, row: Row) -> None:
+    """A daemon that ends by itself (not killed) is a finding."""
+    if code is not None and code != -9:
+        row.problems.append(f"daemon life {life.log.name} exited with {code}: {tail(life)}")
+
+
+# -- 1. crash ----------------------------------------------------------------------------
+
+def crash(root: Path, cycles: int, rng: random.Random, provider: str = "seal") -> Row:
+    """Kill -9 at every named crash point in turn (its 1st to 3rd time), and every
+    fourth cycle at a random moment, while the feeder drops files."""
+    started = time.monotonic()
+    world = World.make(root, provider=provider, seed=rng.randrange(1 << 30))
+    row = Row(f"crash ({provider})", cycles)
+    points = SEAL_POINTS if provider == "seal" else LOCAL_POINTS
+    hits: Counter[str] = Counter()
+    try:
+        with Feeder(world, rng, mean_gap=0.12):
+            for cycle in range(cycles):
+                if cycle % 4 == 3:
+                    life = world.start()
+                    life.started()
+                    time.sleep(rng.uniform(0.05, 3.0))
+                    unexpected_exit(life, life.process.poll(), row)
+                    life.kill()
+                    hits["random moment"] += 1
+                    continue
+                point = points[(cycle - cycle // 4) % len(points)]
+                life = world.start({"FOLDERSEAL_CRASH_AT": f"{point}@{rng.randint(1, 3)}"})
+                code = life.exited(timeout=30)
+                if code == -9:
+                    world.kills += 1
+                    hits[point] += 1
+                else:
+                    unexpected_exit(life, code, row)
+                    hits[f"{point} (not reached: killed)"] += 1
+                life.kill()
+        row.faults = Counter({f"kill at {k}": v for k, v in hits.items()})
+        return drain(world, row)
+    finally:
+        world.close()
+        row.wall = time.monotonic() - started
+
+
+# -- 2. provider chaos -------------------------------------------------------------------
+
+def chaos(root: Path, cycles: int, rng: random.Random) -> Row:
+    """Every emulator fault kind at once (request faults on ~27% of calls, truncated
+    downloads and unsafe package entries on 30%), files dropped in bursts."""
+    started = time.monotonic()
+    world = World.make(root, provider="seal", faults=CHAOS, seed=rng.randrange(1 << 30),
+                       seal={"max_wait_seconds": 10.0})
+    row = Row("provider chaos", cycles)
+    try:
+        life = world.start()
+        if not life.started():
+            row.problems.append(f"the daemon did not start: {tail(life)}")
+            return row
+        for _ in range(cycles):
+            for _ in range(rng.randint(1, 6)):
+                world.drop(*world.next_file(rng))
+            time.sleep(rng.uniform(0.1, 0.8))
+            unexpected_exit(life, life.process.poll(), row)
+        drain(world, row, life)
+        assert world.emulator is not None
+        row.faults = Counter(world.emulator.injected_faults())
+        return row
+    finally:
+        world.close()
+        row.wall = time.monotonic() - started
+
+
+# -- 3. share outage ---------------------------------------------------------------------
+
+class Share:
+    """The inbox as a bindfs FUSE mount of ``backing``: a network share stand-in."""
+
+    def __init__(self, backing: Path, mountpoint: Path) -> None:
+        self.backing = backing
+        self.mountpoint = mountpoint
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def mount(self) -> None:
+        # -f keeps bindfs in the foreground: killing it is the share dying under us.
+        self.process = subprocess.Popen(["bindfs", "-f", "--no-allow-other",
+                                         str(self.backing), str(self.mountpoint)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not self.mounted():
+            if time.monotonic() > deadline:
+                raise RuntimeError("bindfs did not mount")
+            time.sleep(0.05)
+
+    def mounted(self) -> bool:
+        return subprocess.run(["mountpoint", "-q", str(self.mountpoint)]).returncode == 0
+
+    def die(self) -> None:
+        """The server goes away: every access fails (ENOTCONN), the mount stays."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.mountpoint)], check=False,
+                       stderr=subprocess.DEVNULL)
+        if self.process is not None:
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+def _files_below(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+
+def outage(root: Path, cycles: int, rng: random.Random) -> Row:
+    """The share dies (bindfs killed: ENOTCONN) or is unmounted (the path is an empty
+    folder) and comes back, while other hosts keep writing into the backing folder."""
+    started = time.monotonic()
+    world = World.make(root, provider="local", seed=rng.randrange(1 << 30),
+                       folder={"poll_interval_seconds": 0.5})
+    backing = root / "backing"
+    backing.mkdir()
+    share = Share(backing, world.layout.inbox)
+    share.mount()
+    row = Row("share outage", cycles)
+    seen = Counter[str]()
+    try:
+        life = world.start()
+        if not life.started():
+            row.problems.append(f"the daemon did not start: {tail(life)}")
+            return row
+        if "polling" not in life.log.read_text():
+            row.problems.append("a FUSE inbox was not polled")
+        with Feeder(world, rng, mean_gap=0.3, into=backing):
+            for cycle in range(cycles):
+                for _ in range(rng.randint(1, 4)):  # this host writes through the share
+                    world.drop(*world.next_file(rng))
+                time.sleep(rng.uniform(0.5, 2.0))
+                outages = count_events([life.log], {"folder.outage"})["folder.outage"]
+                watching = count_events([life.log], {"folder.watching"})["folder.watching"]
+                before = _files_below(backing / ".folderseal")
+                how = "died" if cycle % 2 == 0 else "unmounted"
+                share.die() if how == "died" else share.unmount()
+                seen[f"share {how}"] += 1
+                if not life.wait_for(lambda n=outages: count_events(
+                        [life.log], {"folder.outage"})["folder.outage"] > n, 20):
+                    row.problems.append(f"cycle {cycle}: no outage logged when the share {how}")
+                status = world.status()["folders"]["scans"]
+                if not status.get("outage") and how == "unmounted":
+                    time.sleep(2.5)  # the next heartbeat carries it
+                    status = world.status()["folders"]["scans"]
+                seen["outage shown by status"] += bool(status.get("outage"))
+                time.sleep(rng.uniform(0.5, 3.0))
+                if how == "died":
+                    share.unmount()
+                else:
+                    stray = list(world.layout.inbox.iterdir())
+                    if stray:
+                        row.problems.append(f"written into the bare mount point: {stray[:3]}")
+                gone = {p for p in before - _files_below(backing / ".folderseal")
+                        if "incoming" in p}
+                if gone:  # claims may move on to batches (an in-flight step); never vanish
+                    row.problems.append(f"cycle {cycle}: claimed files vanished during the "
+                                        f"outage: {sorted(gone)[:3]}")
+                share.mount()
+                if not life.wait_for(lambda n=watching: count_events(
+                        [life.log], {"folder.watching"})["folder.watching"] > n, 90):
+                    row.problems.append(f"cycle {cycle}: work did not resume after the share "
+                                        "came back")
+                unexpected_exit(life, life.process.poll(), row)
+        row.faults = seen
+        drain(world, row, life)
+        row.notes["feeder errors"] = 0
+        return row
+    finally:
+        if share.process is not None or share.mounted():
+            share.unmount()
+        world.close()
+        row.wall = time.monotonic() - started
+
+
+# -- 4. full disk ------------------------------------------------------------------------
+
+def _tmpfs(path: Path, size: str) -> None:
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
+                    str(path)], check=True)
+
+
+def _fill(folder: Path) -> Path:
+    filler = folder / ".filler"
+    with filler.open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 16))
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def _work_files(world: World) -> set[str]:
+    work = world.layout.work
+    return {str(p.relative_to(work)) for p in work.rglob("*")
+            if p.is_file() and not p.name.startswith(".") and p.name != "store-id"}
+
+
+def full_disk(root: Path, cycles: int, rng: random.Random) -> Row:
+    """The outbox, then the state folder, each on a small tmpfs that fills up: work
+    waits with the reason in status or the log, nothing leaves the work folder but
+    by delivery, and delivery resumes when space returns."""
+    started = time.monotonic()
+    world = World.make(root, provider="local", seed=rng.randrange(1 << 30))
+    row = Row("full disk", cycles)
+    seen = Counter[str]()
+    mounts = [world.layout.outbox, world.layout.state]
+    for path in mounts:
+        _tmpfs(path, "64m")
+    try:
+        life = world.start()
+        if not life.started():
+            row.problems.append(f"the daemon did not start: {tail(life)}")
+            return row
+        with Feeder(world, rng, mean_gap=0.2):
+            for cycle in range(cycles):
+                which = mounts[cycle % 2]
+                time.sleep(rng.uniform(0.3, 1.5))
+                filler = _fill(which)
+                seen[f"{which.name} full"] += 1
+                if which == world.layout.outbox:
+                    ok = life.wait_for(lambda: _says_full(world), 30)
+                    seen["'no space' shown by status"] += ok
+                else:
+                    before = sum(count_events([life.log], PAUSES).values())
+                    ok = life.wait_for(lambda n=before: sum(
+                        count_events([life.log], PAUSES).values()) > n, 30)
+                    seen["pause logged"] += ok
+                if not ok:
+                    row.problems.append(f"cycle {cycle}: the {which.name} filled up and "
+                                        "nothing said so")
+                held = _work_files(world)
+                time.sleep(rng.uniform(0.5, 2.0))
+                vanished = held - _work_files(world)
+                delivered = vanished and which == world.layout.outbox
+                if vanished and not delivered:
+                    row.problems.append(f"cycle {cycle}: left the work folder while the "
+                                        f"{which.name} was full: {sorted(vanished)[:3]}")
+                filler.unlink()
+                unexpected_exit(life, life.process.poll(), row)
+        row.faults = seen
+        return drain(world, row, life)
+    finally:
+        for path in mounts:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+        world.close()
+        row.wall = time.monotonic() - started
+
+
+def _says_full(world: World) -> bool:
+    folder = world.status().get("folders", {}).get("scans", {})
+    texts = [b.get("last_error") or "" for b in folder.get("batches", [])] + \
+        [folder.get("paused", "")]
+    return any("No space left" in t for t in texts)
+
+
+# -- 6. lost state -----------------------------------------------------------------------
+
+DAMAGE = ("deleted", "corrupted", "rolled back")
+
+
+def _damage_store(world: World, how: str, rng: random.Random) -> None:
+    """Delete the store; write random bytes over part of it; or drop its WAL, so it
+    forgets its latest transactions, as a store restored from an older copy would."""
+    state = world.layout.state
+    if how != "corrupted":
+        for path in state.glob("folderseal.sqlite*"):
+            if how == "deleted" or path.name != "folderseal.sqlite":
+                path.unlink()
+        return
+    store = state / "folderseal.sqlite"
+    size = store.stat().st_size
+    start = 0 if rng.random() < 0.3 else rng.randrange(max(1, size))
+    with store.open("r+b") as f:
+        f.seek(start)
+        f.write(os.urandom(min(4096, max(1, size - start))))
+
+
+def lost_state(root: Path, cycles: int, rng: random.Random) -> Row:
+    """With files in flight the store is deleted (under the running daemon), corrupted or
+    rolled back (after a kill); the operator does what the daemon's refusal says (move a
+    damaged store aside, ``folderseal recover``) and starts it again."""
+    started = time.monotonic()
+    world = World.make(root, provider="seal", seed=rng.randrange(1 << 30))
+    row = Row("lost state", cycles)
+    seen = Counter[str]()
+    try:
+        with Feeder(world, rng, mean_gap=0.12):
+            for cycle in range(cycles):
+                life = start_or_recover(world, row)
+                if life is None:
+                    break
+                time.sleep(rng.uniform(0.5, 3.0))
+                unexpected_exit(life, life.process.poll(), row)
+                how = DAMAGE[cycle % len(DAMAGE)]
+                if how == "deleted":  # under the running daemon
+                    _damage_store(world, how, rng)
+                    time.sleep(rng.uniform(0.0, 1.0))
+                    life.kill()
+                else:
+                    life.kill()
+                    _damage_store(world, how, rng)
+                seen[f"store {how}"] += 1
+        seen["daemon refused to start"] = row.notes.get("refused", 0)
+        seen["folderseal recover run"] = row.notes.get("recovered", 0)
+        row.faults = seen
+        return drain(world, row)
+    finally:
+        world.close()
+        row.wall = time.monotonic() - started
+
+
+SCENARIOS: dict[str, Callable[[Path, int, random.Random], Row]] = {
+    "crash-seal": lambda root, n, rng: crash(root, n, rng, "seal"),
+    "crash-local": lambda root, n, rng: crash(root, n, rng, "local"),
+    "chaos": chaos,
+    "outage": outage,
+    "full-disk": full_disk,
+    "lost-state": lost_state,
+}

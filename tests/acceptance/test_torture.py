@@ -1,0 +1,97 @@
+"""The reliability campaign (``bench/torture.py``) in its short version: every scenario
+with a few cycles, each ending with the campaign's invariants.
+
+The full campaign (200 crash cycles and more) is ``bench/torture.py --cycles 200``;
+its table is in docs/reliability.md. The share-outage and full-disk scenarios mount
+bindfs and tmpfs and so need root (CI runs as root); elsewhere they skip and say why.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.torturekit.hostile import hostile
+from bench.torturekit.scenarios import SCENARIOS, Row
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    """A world root other users may enter (the hostile scenario's daemon runs as nobody)."""
+    path = Path(tempfile.mkdtemp(prefix="folderseal-torture-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path / "world"
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _clean(row: Row) -> None:
+    assert row.problems == [], "\n".join(row.problems)
+    assert (row.lost, row.twice, row.partial) == (0, 0, 0)
+    assert row.files > 0, "the scenario dropped no files"
+
+
+def _needs_mounts() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounts bindfs/tmpfs: needs root (CI runs as root)")
+    if shutil.which("bindfs") is None:
+        pytest.fail("bindfs is missing: 'make test' installs it (Debian package bindfs)")
+
+
+@pytest.mark.parametrize("provider", ["local", "seal"])
+def test_crash_points_and_random_kills_lose_nothing(root: Path, provider: str) -> None:
+    """Killed at named crash points and at random moments while files flow, the daemon
+    loses nothing and signs nothing twice once restarted."""
+    row = SCENARIOS[f"crash-{provider}"](root, 8, random.Random(1))
+    _clean(row)
+    assert row.kills >= 6
+
+
+def test_provider_chaos_loses_nothing(root: Path) -> None:
+    """Every emulator fault kind at once: every file is delivered or in errors, none
+    accepted twice."""
+    row = SCENARIOS["chaos"](root, 6, random.Random(2))
+    _clean(row)
+    assert sum(row.faults.values()) > 0, "no fault was injected"
+
+
+def test_share_outage_loses_nothing(root: Path) -> None:
+    """An inbox share that dies and is unmounted is an outage: nothing is deleted or
+    forgotten, and work resumes when it returns."""
+    _needs_mounts()
+    row = SCENARIOS["outage"](root, 2, random.Random(3))
+    _clean(row)
+    assert row.waiting == 0
+
+
+def test_full_disks_make_work_wait(root: Path) -> None:
+    """A full outbox and a full state folder make work wait, with the reason shown;
+    delivery resumes when space returns."""
+    _needs_mounts()
+    row = SCENARIOS["full-disk"](root, 2, random.Random(4))
+    _clean(row)
+    assert row.waiting == 0
+
+
+def test_hostile_input_is_sealed_or_recorded(root: Path) -> None:
+    """Hypothesis-drawn names and sizes, files changed while settling, symlink swaps,
+    unreadable files and unsafe package entries: each file ends sealed or recorded."""
+    row = hostile(root, 3, random.Random(5), max_size=64_000, big=False)
+    _clean(row)
+
+
+def test_lost_state_is_recovered_without_signing_twice(root: Path) -> None:
+    """A store deleted or corrupted with work in flight: the daemon refuses to start,
+    recover rebuilds it, and no file is signed twice or lost."""
+    row = SCENARIOS["lost-state"](root, 4, random.Random(6))
+    _clean(row)
+    assert row.notes.get("recovered", 0) >= 1
