@@ -22,10 +22,11 @@ from typing import Any
 from bench.torturekit.checks import Verdict, check, count_events
 from bench.torturekit.world import Feeder, Life, World
 
-SEAL_POINTS = ["claimed", "state:BATCHED", "seal:created", "state:CREATED", "seal:uploaded",
-               "state:UPLOADED", "state:ACCEPTING", "seal:accepted", "state:ACCEPTED",
-               "state:CLOSED", "state:DOWNLOADED", "output-published", "sidecar-published",
-               "state:DELIVERED", "original-removed", "state:CLEANED"]
+SEAL_POINTS = ["claimed", "state:BATCHED", "seal:created", "state:CREATED", "seal:uploading",
+               "seal:uploaded", "state:UPLOADED", "state:ACCEPTING", "seal:accepted",
+               "state:ACCEPTED", "state:CLOSED", "seal:downloading", "state:DOWNLOADED",
+               "output-published", "sidecar-published", "state:DELIVERED", "original-removed",
+               "state:CLEANED"]
 LOCAL_POINTS = ["claimed", "state:BATCHED", "state:CREATED", "state:UPLOADED",
                 "state:ACCEPTING", "attempt", "state:ACCEPTED", "state:CLOSED",
                 "state:DOWNLOADED", "output-published", "sidecar-published",
