@@ -10,6 +10,8 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
+import signal
 import stat
 import threading
 import time
@@ -254,6 +256,43 @@ def test_unknown_batch_refuses_start_and_recover_puts_the_file_back(tmp_path: Pa
     data = check_sidecar(layout.outbox / "x.txt.json", layout)
     assert data["source"] == "x.txt"
     assert daemon.stop() == 0
+
+
+def test_a_store_older_than_its_work_folder_refuses_start_and_recover_settles_it(
+        tmp_path: Path) -> None:
+    """A copy of the store taken while files were in flight, put back after they were
+    delivered, makes `run` exit 78; `recover` finds them delivered by their sidecars, and
+    the next run seals nothing again and writes no error record."""
+    layout = Layout(tmp_path)
+    layout.write()
+    for i in range(3):
+        (layout.inbox / f"old-{i}.txt").write_text(f"in flight {i}")
+    crashed = Daemon(layout, env={"FOLDERSEAL_CRASH_AT": "state:ACCEPTING"})
+    assert crashed.process.wait(timeout=60) == -signal.SIGKILL
+    copy = tmp_path / "store-copy"
+    copy.mkdir()
+    for path in layout.state.glob("folderseal.sqlite*"):
+        shutil.copy2(path, copy / path.name)
+    daemon = Daemon(layout).started()
+    wait_until(lambda: len(sidecars(layout.outbox)) == 3, what="three sidecars")
+    assert daemon.stop() == 0
+    for path in layout.state.glob("folderseal.sqlite*"):
+        path.unlink()
+    for path in copy.iterdir():
+        shutil.copy2(path, layout.state / path.name)
+
+    run = folderseal("run", "-c", str(layout.config), timeout=30)
+    assert run.returncode == CONFIG_ERROR, run.stdout + run.stderr
+    assert "older than the work folder" in run.stderr and "folderseal recover" in run.stderr
+    recover = folderseal("recover", "-c", str(layout.config))
+    assert recover.returncode == 0, recover.stdout + recover.stderr
+    assert "3 files found delivered" in recover.stdout, recover.stdout
+    daemon = Daemon(layout).started()
+    wait_until(lambda: not list((layout.work / "batches").iterdir()), what="the batch cleaned")
+    assert daemon.stop() == 0
+    assert sorted(p.name for p in sidecars(layout.outbox)) == [
+        f"old-{i}.txt.json" for i in range(3)], "a file was sealed again"
+    assert error_records(layout.errors) == []
 
 
 # -- sign and verify --------------------------------------------------------------------
