@@ -7,8 +7,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Debian packages the tests call: pdfsig (poppler-utils) and openssl check signatures
 # with tools folderseal did not write; setpriv runs permission cases unprivileged;
-# bindfs makes the FUSE "share" of the reliability campaign (bench/torture.py).
-TEST_TOOLS := pdfsig:poppler-utils openssl:openssl setpriv:util-linux bindfs:bindfs
+# bindfs makes the FUSE "share" of the reliability campaign (bench/torture.py), strace
+# records the calls its durability audit checks.
+TEST_TOOLS := pdfsig:poppler-utils openssl:openssl setpriv:util-linux bindfs:bindfs \
+	strace:strace
 
 .PHONY: run test lint bench torture system-deps clean
 

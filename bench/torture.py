@@ -28,11 +28,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.torturekit.durability import durability  # noqa: E402
 from bench.torturekit.hostile import hostile  # noqa: E402
 from bench.torturekit.scenarios import SCENARIOS, Row  # noqa: E402
 
-ALL = {**SCENARIOS, "hostile": hostile}
-SLOW = {"outage", "full-disk", "hostile"}       # minutes per cycle: a tenth of the cycles
+ALL = {**SCENARIOS, "hostile": hostile, "durability": durability}
+SLOW = {"outage", "full-disk", "hostile", "durability"}  # a tenth of the cycles
 NEEDS_ROOT = {"outage", "full-disk"}            # mounts
 
 

@@ -112,7 +112,7 @@ class World:
 
     # -- the daemon ----------------------------------------------------------------
 
-    def command(self, *args: str) -> list[str]:
+    def command(self, *args: str, wrap: list[str] | None = None) -> list[str]:
         python = sys.executable
         prefix: list[str] = []
         if self.user:
@@ -121,20 +121,23 @@ class World:
             python = unprivileged_python(self.user)
             prefix = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
                       "--clear-groups"]
-        return [*prefix, python, "-m", "folderseal", *args, "-c", str(self.layout.config)]
+        return [*prefix, *(wrap or []), python, "-m", "folderseal", *args, "-c",
+                str(self.layout.config)]
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         elsewhere = str(self.root / "elsewhere")
         return {**os.environ, "HOME": elsewhere, "TMPDIR": elsewhere, **(extra or {})}
 
-    def start(self, env: dict[str, str] | None = None) -> Life:
+    def start(self, env: dict[str, str] | None = None,
+              wrap: list[str] | None = None) -> Life:
+        """Start ``folderseal run`` (under ``wrap``, e.g. strace, if given)."""
         self.lives += 1
         log = self.root / "logs" / f"daemon-{self.lives:04d}.log"
         log.parent.mkdir(exist_ok=True)
         handle = log.open("w")
-        process = subprocess.Popen(self.command("run"), stdout=handle, stderr=subprocess.STDOUT,
-                                   env=self.env(env), cwd=self.root / "elsewhere",
-                                   start_new_session=True)
+        process = subprocess.Popen(self.command("run", wrap=wrap), stdout=handle,
+                                   stderr=subprocess.STDOUT, env=self.env(env),
+                                   cwd=self.root / "elsewhere", start_new_session=True)
         self.life = Life(self, process, log, handle)
         return self.life
 

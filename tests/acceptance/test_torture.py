@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.torturekit.durability import durability
 from bench.torturekit.hostile import hostile
 from bench.torturekit.scenarios import SCENARIOS, Row
 
@@ -95,3 +96,13 @@ def test_lost_state_is_recovered_without_signing_twice(root: Path) -> None:
     row = SCENARIOS["lost-state"](root, 4, random.Random(6))
     _clean(row)
     assert row.notes.get("recovered", 0) >= 1
+
+
+def test_outputs_are_durable_before_originals_go(root: Path) -> None:
+    """Under strace, every output is fsynced before it is named in the outbox, and every
+    original leaves the work folder only after the outbox names are durable."""
+    if shutil.which("strace") is None:
+        pytest.fail("strace is missing: 'make test' installs it (Debian package strace)")
+    row = durability(root, 3, random.Random(7))
+    _clean(row)
+    assert row.faults["outputs published"] >= row.faults["originals removed"] > 0

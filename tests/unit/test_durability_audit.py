@@ -1,0 +1,47 @@
+# ruff: noqa: E501  (strace lines are quoted as strace prints them)
+"""The campaign's durability audit reads strace output and finds both kinds of break."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.torturekit.durability import audit
+
+GOOD = """\
+10 fsync(5</o/.folderseal-tmp-a>) = 0
+10 renameat2(AT_FDCWD</x>, "/o/a.txt.json", AT_FDCWD</x>, "/o/b.txt.json", RENAME_NOREPLACE) = -1 EEXIST (File exists)
+10 linkat(AT_FDCWD</x>, "/proc/self/fd/7", AT_FDCWD</x>, "/o/a.txt", AT_SYMLINK_FOLLOW) = 0
+11 fsync(6</o/.folderseal-tmp-b> <unfinished ...>
+10 renameat2(AT_FDCWD</x>, "/o/.folderseal-tmp-a", AT_FDCWD</x>, "/o/a.txt.json", RENAME_NOREPLACE) = 0
+11 <... fsync resumed>) = 0
+10 fsync(8</o>) = 0
+10 unlink("/w/batches/b1/0001_a.txt") = 0
+10 unlink("/w/batches/b1/.batch.json") = 0
+"""
+
+
+def _audit(tmp_path: Path, text: str) -> tuple[dict[str, int], list[str]]:
+    trace = tmp_path / "trace.txt"
+    trace.write_text(text)
+    seen, broken = audit(trace, Path("/o"), Path("/w/batches"))
+    return dict(seen), broken
+
+
+def test_a_careful_trace_passes(tmp_path: Path) -> None:
+    """Data fsynced before its name, the folder fsynced before the original goes: clean;
+    failed calls and hidden files are not counted."""
+    seen, broken = _audit(tmp_path, GOOD)
+    assert broken == []
+    assert seen == {"outputs published": 2, "originals removed": 1}
+
+
+def test_a_name_given_before_its_data_was_synced_is_found(tmp_path: Path) -> None:
+    """A temp file renamed into the outbox without an fsync first breaks rule 1."""
+    seen, broken = _audit(tmp_path, GOOD.replace("10 fsync(5</o/.folderseal-tmp-a>) = 0\n", ""))
+    assert len(broken) == 1 and broken[0].startswith("data before name: /o/a.txt.json")
+
+
+def test_an_original_removed_before_the_outbox_was_synced_is_found(tmp_path: Path) -> None:
+    """Removing an original while a published name is not durable breaks rule 2."""
+    seen, broken = _audit(tmp_path, GOOD.replace("10 fsync(8</o>) = 0\n", ""))
+    assert len(broken) == 1 and broken[0].startswith("names before removal:")
