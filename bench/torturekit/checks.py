@@ -110,10 +110,12 @@ def check(world: World, status: dict[str, Any] | None, ignored: set[str] = froze
             continue
         place(data["input"].get("sha256"), f"outbox:{path.relative_to(layout.outbox)}")
         named.add(path)
-        # Sidecars show invalid UTF-8 bytes as \xNN: find the files beside by that form.
-        beside = {shown(str(p.relative_to(layout.outbox))): p for p in path.parent.iterdir()}
         for output in data.get("outputs", []):
-            target = beside.get(output["path"], layout.outbox / output["path"])
+            target = layout.outbox / output["path"]
+            if not target.exists():  # sidecars show invalid UTF-8 bytes as \xNN
+                beside = {shown(str(p.relative_to(layout.outbox))): p
+                          for p in path.parent.iterdir()}
+                target = beside.get(output["path"], target)
             named.add(target)
             if _hash(target) != output["sha256"]:
                 verdict.partial.append(f"{target}: missing or not the bytes its sidecar names")
