@@ -322,7 +322,6 @@ def recover(settings: Settings) -> int:
                     providers[cfg.provider] = provider
             folder = _Folder(name, cfg, settings, store, provider)
             for batch_id in unknown:
-                assert folder is not None
                 try:
                     print(f"folder {name}, batch {batch_id}: {folder.batch(batch_id)}")
                 except (TransientError, ProviderError) as exc:
