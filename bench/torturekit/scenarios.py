@@ -287,7 +287,7 @@ def outage(root: Path, cycles: int, rng: random.Random) -> Row:
                         [life.log], {"folder.outage"})["folder.outage"] > n, 20):
                     row.problems.append(f"cycle {cycle}: no outage logged when the share {how}")
                 status = world.status()["folders"]["scans"]
-                if not status.get("outage") and how == "unmounted":
+                if not status.get("outage"):
                     time.sleep(2.5)  # the next heartbeat carries it
                     status = world.status()["folders"]["scans"]
                 seen["outage shown by status"] += bool(status.get("outage"))
