@@ -56,14 +56,16 @@ def run(name: str, cycles: int, seed: int, workdir: Path, keep: bool) -> Row:
 
 def table(rows: list[Row]) -> str:
     head = ["scenario", "cycles", "files", "kills", "faults injected", "lost", "twice",
-            "partial", "waiting", "wall s"]
+            "partial", "waiting", "delivered", "in errors (by code)", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         faults = ", ".join(f"{k} {v}" for k, v in sorted(r.faults.items())) or "–"
         if "skipped" in r.notes:
             faults = f"skipped: {r.notes['skipped']}"
+        codes = ", ".join(f"{k} {v}" for k, v in sorted(r.notes.get("failures", {}).items()))
         cells = [r.scenario, r.cycles, r.files, r.kills, faults, r.lost, r.twice, r.partial,
-                 r.waiting, f"{r.wall:.0f}"]
+                 r.waiting, r.delivered, f"{r.failed} ({codes})" if r.failed else 0,
+                 f"{r.wall:.0f}"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
