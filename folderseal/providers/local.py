@@ -154,10 +154,9 @@ class LocalProvider:
         return None
 
     def status(self, batch: BatchView, remote_id: str) -> RemoteStatus:
-        try:
-            done = {n.removesuffix(RESULT_SUFFIX) for n in os.listdir(batch.staging)}
-        except FileNotFoundError:
-            done = set()
+        # Only a readable result counts: a signed PDF is staged under its entry name
+        # before its result is saved, and a crash may come between the two.
+        done = self._results(batch)
         names = tuple(d.entry for d in batch.documents)
         if all(entry in done for entry in names):
             return RemoteStatus(Remote.CLOSED, names)

@@ -16,6 +16,7 @@ import pytest
 from folderseal import config
 from folderseal.daemon import Daemon
 from folderseal.model import FileState
+from folderseal.providers import BatchView, Document, Remote
 from folderseal.providers.local import LocalProvider
 from tests.helpers import Layout, check_sidecar, error_records
 from tests.pdfs import make_pdf
@@ -159,5 +160,35 @@ def test_a_file_swapped_in_the_work_folder_is_never_sealed(layout: Layout, swap:
         check_sidecar(layout.outbox / "good.txt.json", layout)
         assert secret.read_text() == "must never be sealed" and not secret.is_symlink()
         assert os.path.lexists(layout.errors / "victim.txt")
+    finally:
+        daemon.close()
+
+
+def test_a_signed_pdf_staged_without_its_result_is_not_taken_for_done(layout: Layout) -> None:
+    """A crash between staging a signed PDF (under its entry name) and saving its result
+    leaves the batch open: status is not CLOSED, and accept signs that file again."""
+    names = ["torn.pdf"]
+    _drop(layout, names)
+    daemon = _daemon(layout, crashy=False)
+    try:
+        ids = _claim_and_batch(daemon, names)
+        assert daemon.store is not None
+        record = daemon.store.file(ids["torn.pdf"])
+        assert record is not None and record.entry and record.batch_id
+        staging = layout.state / "downloads" / record.batch_id
+        staging.mkdir(parents=True)
+        (staging / record.entry).write_bytes(b"%PDF- a signature cut short by a crash")
+        provider = daemon.providers["local"]
+        view = BatchView(id=record.batch_id, folder="scans", documents=(Document(
+            entry=record.entry, file_id=record.id, sha256=record.sha256 or "",
+            size=record.size, dev=record.dev, ino=record.ino, attempts=0),),
+            files_dir=layout.work / "batches" / record.batch_id, package=None,
+            staging=staging)
+        assert provider.status(view, record.batch_id).state == Remote.UPLOADED
+        _run_until_done(daemon, ids)
+        done = daemon.store.file(ids["torn.pdf"])
+        assert done is not None and done.state == FileState.DONE
+        check_sidecar(layout.outbox / "torn.pdf.json", layout)
+        assert error_records(layout.errors) == []
     finally:
         daemon.close()
