@@ -108,6 +108,7 @@ class Manager:
         self.stop = stop
         self.delay = delay
         self.log = get_logger()
+        self.store_id = store.store_id
         self._views: dict[str, BatchView] = {}
         self._steps: dict[JobState, Callable[[JobRecord, Provider], JobRecord | None]] = {
             JobState.BATCHED: self._create,
@@ -149,6 +150,7 @@ class Manager:
                 if step is None:  # CLEANED
                     self.store.release(current, None)
                     return
+                self._require_work_folder(current)
                 current = step(current, provider)
         except TransientError as exc:
             self._postpone(job.id, "transient", str(exc), self._delay(exc, provider), log)
@@ -167,6 +169,14 @@ class Manager:
             log.exception("batch.step_crashed", state=job.state)
             self._postpone(job.id, "internal", f"{type(exc).__name__}: {exc}",
                            self._delay(None, provider), log)
+
+    def _require_work_folder(self, job: JobRecord) -> None:
+        """Every step reads, moves or removes files in the work folder: never while the
+        inbox share is away, where its mount point is an empty folder and a missing
+        original would look removed already."""
+        if not self.works[job.folder].attached(self.store_id):
+            raise TransientError(f"the work folder of folder {job.folder!r} cannot be "
+                                 "reached (is the inbox share mounted?); the batch waits")
 
     def _postpone(self, job_id: str, code: str, message: str,
                   delay: Callable[[int], float], log: Any) -> None:

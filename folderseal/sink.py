@@ -27,7 +27,7 @@ from typing import Any
 
 from folderseal import crashpoints, files, sidecar
 from folderseal.config import FolderConfig
-from folderseal.errors import FileRejected
+from folderseal.errors import FileRejected, TransientError
 from folderseal.failures import Failures
 from folderseal.folders import (
     JobContext,
@@ -40,6 +40,7 @@ from folderseal.folders import (
 )
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult, FileRecord, FileState
+from folderseal.safety import open_dir
 from folderseal.store import Store
 from folderseal.workdir import WorkFolder
 
@@ -343,20 +344,37 @@ class Sink:
     def finish(self, records: list[FileRecord]) -> None:
         """Archive or delete the originals of published files (idempotent)."""
         published = [r for r in records if r.state == FileState.PUBLISHED]
-        for record in published:
-            original = self.work.path_of(record)
-            try:
-                if self.cfg.archive is not None:
-                    if os.path.lexists(original):
-                        self._archive(record, original)
-                else:
-                    original.unlink(missing_ok=True)
-            except OSError as exc:
-                raise translate(exc, self.cfg.archive or original.parent) from None
+        if published:
+            self._remove_originals(published)
         with self.store.transaction():
             for record in published:
                 self.store.set_file_state(record.id, FileState.PUBLISHED, FileState.DONE,
                                           job_id=record.batch_id)
+
+    def _remove_originals(self, published: list[FileRecord]) -> None:
+        """Archive or delete the originals, through their batch folder's descriptor: that
+        folder missing means the inbox share is away (its mount point is empty), not that
+        the originals are gone, so nothing is marked done until it is back."""
+        folder = self.work.batch_dir(published[0].batch_id or "")
+        try:
+            dir_fd = open_dir(folder)
+        except FileNotFoundError:
+            raise TransientError(f"the batch folder {folder} cannot be found (is the inbox "
+                                 "share mounted?); its originals are removed later") from None
+        except OSError as exc:
+            raise translate(exc, folder) from None
+        try:
+            for record in published:
+                name = record.entry or ""
+                if self.cfg.archive is None:
+                    with contextlib.suppress(FileNotFoundError):  # removed before a crash
+                        os.unlink(name, dir_fd=dir_fd)
+                elif os.path.lexists(f"/proc/self/fd/{dir_fd}/{name}"):
+                    self._archive(record, folder / name)
+        except OSError as exc:
+            raise translate(exc, self.cfg.archive or folder) from None
+        finally:
+            os.close(dir_fd)
 
     def _archive(self, record: FileRecord, original: Path) -> None:
         assert self.cfg.archive is not None
