@@ -244,11 +244,17 @@ class LocalProvider:
                 except TransientError as exc:  # a time-stamp server that does not answer
                     transient.append((document, exc))
                     continue
+                except OSError as exc:
+                    if exc.errno not in files.TRANSIENT_ERRNOS:
+                        self._unexpected(batch, document, exc)
+                        continue
+                    # The state folder is full or failing, or the work folder is away.
+                    transient.append((document, TransientError(
+                        f"signing could not read or save its files: {exc.strerror} "
+                        f"({exc.filename or batch.staging}); folderseal retries")))
+                    continue
                 except Exception as exc:  # noqa: BLE001 - one file's surprise fails that file
-                    self.log.exception("file.sign_error", batch=batch.id, entry=document.entry)
-                    self._write_result(batch, DocumentResult(
-                        entry=document.entry, error_code="sign_error",
-                        error_message=f"signing failed unexpectedly: {type(exc).__name__}: {exc}"))
+                    self._unexpected(batch, document, exc)
                     continue
                 # The worker saved ``result`` with the outputs (durably) before returning.
         if transient:
@@ -256,6 +262,14 @@ class LocalProvider:
             attempts.forgive([document for document, _ in transient])
             raise transient[0][1]
         return crashed
+
+    def _unexpected(self, batch: BatchView, document: Document, exc: Exception) -> None:
+        """One file's surprise fails that file, with the reason (called while handling it,
+        so the log carries the traceback)."""
+        self.log.exception("file.sign_error", batch=batch.id, entry=document.entry)
+        self._write_result(batch, DocumentResult(
+            entry=document.entry, error_code="sign_error",
+            error_message=f"signing failed unexpectedly: {type(exc).__name__}: {exc}"))
 
     def _gave_up(self, document: Document, made: int, why: str) -> DocumentResult:
         last = f" (last time: {why})" if why else ""
