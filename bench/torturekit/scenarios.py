@@ -98,6 +98,14 @@ def drain(world: World, row: Row, life: Life | None = None, ignored: set[str] = 
     return row.take(world, check(world, status, ignored))
 
 
+def no_failures(row: Row, when: str) -> Row:
+    """Only good files are dropped here: any of them in errors is a finding."""
+    if row.failed:
+        row.problems.append(f"{row.failed} good files went to errors {when}: "
+                            f"{row.notes.get('failures')}")
+    return row
+
+
 def tail(life: Life, lines: int = 6) -> str:
     return " | ".join(life.log.read_text(errors="replace").splitlines()[-lines:])
 
@@ -310,9 +318,7 @@ def outage(root: Path, cycles: int, rng: random.Random) -> Row:
                                         "came back")
                 unexpected_exit(life, life.process.poll(), row)
         row.faults = seen
-        drain(world, row, life)
-        row.notes["feeder errors"] = 0
-        return row
+        return no_failures(drain(world, row, life), "while the share was away")
     finally:
         if share.process is not None or share.mounted():
             share.unmount()
@@ -328,14 +334,15 @@ def _tmpfs(path: Path, size: str) -> None:
 
 
 def _fill(folder: Path) -> Path:
+    """Fill ``folder``'s filesystem to the last byte (it may be full already)."""
     filler = folder / ".filler"
-    with filler.open("wb") as f:
-        try:
+    try:
+        with filler.open("wb") as f:
             while True:
                 f.write(b"\0" * (1 << 16))
                 f.flush()
-        except OSError:
-            pass
+    except OSError:
+        pass
     return filler
 
 
@@ -385,10 +392,10 @@ def full_disk(root: Path, cycles: int, rng: random.Random) -> Row:
                 if vanished and not delivered:
                     row.problems.append(f"cycle {cycle}: left the work folder while the "
                                         f"{which.name} was full: {sorted(vanished)[:3]}")
-                filler.unlink()
+                filler.unlink(missing_ok=True)
                 unexpected_exit(life, life.process.poll(), row)
         row.faults = seen
-        return drain(world, row, life)
+        return no_failures(drain(world, row, life), "while a disk was full")
     finally:
         for path in mounts:
             subprocess.run(["umount", "-l", str(path)], check=False)
