@@ -2,11 +2,13 @@
 
 Loaded through the real pool, like the real worker: files whose entry name holds
 "crash" kill the worker, "hang" hangs it, and "flaky" crashes on its first attempt
-only (a marker in the staging folder remembers the attempt across worker processes).
+only (a marker in the staging folder remembers the attempt across worker processes);
+"nospace" fails with ENOSPC on its first four attempts, as a full state folder would.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -27,4 +29,10 @@ def sign(state: WorkerState, task: SignTask) -> DocumentResult:
     if "flaky" in task.entry and not marker.exists():
         marker.touch()
         os._exit(4)
+    if "nospace" in task.entry:
+        tries = marker.with_name(marker.name + "-count")
+        count = int(tries.read_text()) if tries.exists() else 0
+        if count < 4:
+            tries.write_text(str(count + 1))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), task.staging)
     return local_worker.sign(state, task)

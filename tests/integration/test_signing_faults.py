@@ -192,3 +192,22 @@ def test_a_signed_pdf_staged_without_its_result_is_not_taken_for_done(layout: La
         assert error_records(layout.errors) == []
     finally:
         daemon.close()
+
+
+def test_a_full_state_folder_makes_signing_wait_without_counting_attempts(
+        layout: Layout) -> None:
+    """ENOSPC while signing (four times, more than sign_attempts) is the disk's fault, not
+    the file's: the batch waits and retries, and the file is sealed in the end."""
+    names = ["nospace.pdf"]
+    _drop(layout, names)
+    daemon = _daemon(layout)
+    try:
+        ids = _claim_and_batch(daemon, names)
+        _run_until_done(daemon, ids)
+        assert daemon.store is not None
+        record = daemon.store.file(ids["nospace.pdf"])
+        assert record is not None and record.state == FileState.DONE, record
+        check_sidecar(layout.outbox / "nospace.pdf.json", layout)
+        assert error_records(layout.errors) == []
+    finally:
+        daemon.close()
