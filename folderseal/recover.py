@@ -62,8 +62,8 @@ from folderseal.workdir import MARKER, WorkFolder
 
 WAITING = (FileState.CLAIMED, FileState.BATCHED, FileState.READY)
 FINISHED = (JobState.DELIVERED, JobState.CLEANED, JobState.FAILED)
-OUTCOME_WORDS = {FileState.DONE: "files found delivered", FileState.PUBLISHED: "files found "
-                 "delivered", FileState.RETRIED: "files taken again from the inbox",
+OUTCOME_WORDS = {FileState.DONE: "files found delivered",
+                 FileState.RETRIED: "files taken again from the inbox",
                  FileState.FAILED: "files failed"}
 
 
@@ -256,10 +256,8 @@ class _Folder:
         outcome: Counter[str] = Counter()
         for record in gone:
             sha = record.sha256 or ""
-            if sha in delivered:  # a batch's file is finished by the daemon's clean step
-                to = FileState.DONE if record.state == FileState.CLAIMED else \
-                    FileState.PUBLISHED
-                why = "its sidecar is in the outbox"
+            if sha in delivered:  # and its original is gone: nothing is left to do
+                to, why = FileState.DONE, "its sidecar is in the outbox"
             elif sha in self.requeued:
                 to, why = FileState.RETRIED, "put back into the inbox by recover"
             else:

@@ -288,8 +288,10 @@ def test_a_store_older_than_its_work_folder_refuses_start_and_recover_settles_it
     assert recover.returncode == 0, recover.stdout + recover.stderr
     assert "3 files found delivered" in recover.stdout, recover.stdout
     daemon = Daemon(layout).started()
-    wait_until(lambda: not list((layout.work / "batches").iterdir()), what="the batch cleaned")
+    wait_until(lambda: not _status(layout)["folders"]["scans"]["batches"],
+               what="the recovered batch finished")
     assert daemon.stop() == 0
+    assert not list((layout.work / "batches").iterdir())
     assert sorted(p.name for p in sidecars(layout.outbox)) == [
         f"old-{i}.txt.json" for i in range(3)], "a file was sealed again"
     assert error_records(layout.errors) == []
