@@ -36,6 +36,8 @@ from folderseal.workdir import WorkFolder
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
 MAX_RECREATES = 3  # remote batches abandoned before accept, before the batch fails
+# A remote batch in these states was accepted: its files may be signed already.
+ACCEPTED_ALREADY = (Remote.RUNNING, Remote.CLOSED)
 
 
 def backoff(attempts: int) -> float:
@@ -261,6 +263,8 @@ class Manager:
         """BATCHED: finish moving files in, build the package, create the remote batch."""
         work = self.works[job.folder]
         batching.move_into_batch(work, job.id, job.provider, self.store.files_of_job(job.id))
+        if (caught := self._catch_up(job, provider)) is not None:
+            return caught
         view = self._view(job, provider)
         if view.package is not None and not batching.package_matches(view.package,
                                                                      job.package_sha256):
@@ -285,9 +289,13 @@ class Manager:
         """CREATED: upload, once. After any doubt the remote status decides: the manifest
         is there → uploaded; nothing there and no upload ever sent → upload; anything
         else → abandon this remote batch (it was never accepted) and start a new one."""
+        if (caught := self._catch_up(job, provider)) is not None:
+            return caught
         view = self._view(job, provider)
         remote_id = job.remote_id or ""
         status = provider.status(view, remote_id)
+        if status.state in ACCEPTED_ALREADY:
+            return self._found_accepted(job, status)
         if self._holds_manifest(status, view):
             return self._move(job, JobState.UPLOADED, detail="found uploaded")
         sent = self.store.upload_sent_at(job.id, remote_id)
@@ -309,6 +317,41 @@ class Manager:
     def _wait(self, job: JobRecord, provider: Provider) -> JobRecord | None:
         """Release the job until the provider's next poll (the step is asked again)."""
         self.store.release(job, self.store.clock() + max(provider.poll_interval, 1.0))
+        return None
+
+    def _found_accepted(self, job: JobRecord, status: RemoteStatus) -> JobRecord:
+        """Before accept, the remote batch shows accepted or signed: the store is behind
+        (restored from a copy, or it lost its last writes). Its files may be signed: go on
+        from ACCEPTED, never abandon it and submit them again."""
+        self.log.warning("batch.store_behind", batch=job.id, remote=job.remote_id,
+                         state=job.state, remote_state=str(status.state))
+        return self._move(job, JobState.ACCEPTED, detail=f"found {status.state} before "
+                          "accept: the store was behind")
+
+    def _catch_up(self, job: JobRecord, provider: Provider) -> JobRecord | None:
+        """Before anything is sent: a remote batch the batch's manifest names but the store
+        does not (a store restored from a copy, or one that lost its last writes) decides
+        first, so that files it may have signed are never submitted again. Accepted → on
+        from ACCEPTED; holding the upload → ACCEPTING (its status decides on accept);
+        created or uploaded in part (never accepted) → deleted, and the step goes on."""
+        if provider.kind == "local":
+            return None
+        manifest = self.works[job.folder].manifest(job.id) or {}
+        ids = [r for r in manifest.get("remote_ids", []) if isinstance(r, str) and r]
+        if not ids or ids[-1] == job.remote_id:
+            return None
+        newer, view = ids[-1], self._view(job, provider)
+        status = provider.status(view, newer)
+        self.log.warning("batch.store_behind", batch=job.id, remote=newer,
+                         stored=job.remote_id, remote_state=str(status.state))
+        if status.state in ACCEPTED_ALREADY:
+            return self._move(job, JobState.ACCEPTED, remote_id=newer,
+                              detail=f"found accepted: {newer}")
+        if self._holds_manifest(status, view):
+            return self._move(job, JobState.ACCEPTING, remote_id=newer,
+                              detail=f"found uploaded: {newer}")
+        if status.state != Remote.GONE:
+            provider.delete(view, newer)
         return None
 
     def _holds_manifest(self, status: RemoteStatus, view: BatchView) -> bool:
@@ -342,8 +385,12 @@ class Manager:
 
     def _accept(self, job: JobRecord, provider: Provider) -> JobRecord | None:
         """UPLOADED: check the remote list equals the manifest, store ACCEPTING, accept."""
+        if (caught := self._catch_up(job, provider)) is not None:
+            return caught
         view = self._view(job, provider)
         status = provider.status(view, job.remote_id or "")
+        if status.state in ACCEPTED_ALREADY:
+            return self._found_accepted(job, status)
         if not self._holds_manifest(status, view):
             if not status.documents and status.state in (Remote.NEW, Remote.RUNNING) and \
                     self._within_grace(self._since(job, JobState.UPLOADED), provider):
