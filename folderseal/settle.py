@@ -36,6 +36,8 @@ class Candidate:
     source: str
     first_seen: float
     first_looked: float | None = None  # stuck_after counts from here, not from the hint
+    looked_at: float | None = None     # the latest look
+    steady: bool = False               # that look came on time (the daemon was not busy)
     last: Look | None = None
     stable_since: float = 0.0       # when the current Look was first seen
     next_look_at: float = 0.0
@@ -71,6 +73,9 @@ class SettleTracker:
             return False
         if candidate.first_looked is None:
             candidate.first_looked = now
+        gap = now - (candidate.looked_at if candidate.looked_at is not None else now)
+        candidate.steady = gap <= 2 * max(self.settle, 1.0)
+        candidate.looked_at = now
         if candidate.last is None or not look.same_as(candidate.last):
             candidate.last = look
             candidate.stable_since = now
@@ -99,10 +104,11 @@ class SettleTracker:
 
     def stuck(self, now: float, looked: Collection[str] | None = None) -> list[Candidate]:
         """Candidates still not ready ``stuck_after`` seconds after their first look; with
-        ``looked``, only those just looked at, so that time the daemon spent elsewhere (a
-        long claim) is never held against a file it has not looked at again."""
+        ``looked``, only those just looked at. A look that came late (the daemon was busy,
+        say claiming a 2 GiB file) and found a change says nothing of a file that keeps
+        changing: it gets another look on time first."""
         return [c for c in self.candidates.values()
-                if not c.held and c.first_looked is not None
+                if not c.held and c.first_looked is not None and c.steady
                 and now - c.first_looked >= self.stuck_after
                 and (looked is None or c.source in looked)]
 

@@ -194,7 +194,8 @@ def test_a_file_held_back_for_room_is_never_stuck() -> None:
     tracker.wait("held.pdf", "no room", 1.0, held=True)
     assert tracker.stuck(100.0) == []
     tracker.looked("held.pdf", Look(1, 2, 3, 5, True), 100.0)  # it changed: not held now
-    assert [c.source for c in tracker.stuck(100.0)] == ["held.pdf"]
+    tracker.looked("held.pdf", Look(1, 2, 3, 6, True), 101.0)  # and again, on time
+    assert [c.source for c in tracker.stuck(101.0)] == ["held.pdf"]
 
 
 def test_stuck_counts_from_the_first_look_and_only_for_files_just_looked_at() -> None:
@@ -207,5 +208,20 @@ def test_stuck_counts_from_the_first_look_and_only_for_files_just_looked_at() ->
     settle.looked("scan.pdf", look(size=1), STUCK * 3)
     assert settle.stuck(STUCK * 3 + 1) == []
     settle.looked("scan.pdf", look(size=2), STUCK * 4)
-    assert settle.stuck(STUCK * 4, looked={"other.pdf"}) == []
-    assert [c.source for c in settle.stuck(STUCK * 4, looked={"scan.pdf"})] == ["scan.pdf"]
+    settle.looked("scan.pdf", look(size=3), STUCK * 4 + SETTLE)
+    now = STUCK * 4 + SETTLE
+    assert settle.stuck(now, looked={"other.pdf"}) == []
+    assert [c.source for c in settle.stuck(now, looked={"scan.pdf"})] == ["scan.pdf"]
+
+
+def test_a_late_look_that_finds_a_change_is_not_yet_stuck() -> None:
+    """When the daemon looked late (it was busy), a change it finds does not make the
+    file stuck; the next look on time does, if the file still changes."""
+    settle = SettleTracker(SETTLE, STUCK)
+    settle.hint("scan.pdf", 0.0)
+    settle.looked("scan.pdf", look(size=1), 0.0)
+    settle.looked("scan.pdf", look(size=2), STUCK + 1)       # long after: late
+    assert settle.stuck(STUCK + 1, looked={"scan.pdf"}) == []
+    settle.looked("scan.pdf", look(size=3), STUCK + 1 + SETTLE)
+    assert [c.source for c in settle.stuck(STUCK + 1 + SETTLE, looked={"scan.pdf"})] == [
+        "scan.pdf"]
