@@ -210,7 +210,7 @@ class Sink:
             paths = [join(head, candidate) for candidate in names]
             # Free on disk (or holding exactly this output: a run whose record was lost
             # placed it), and not planned by another file still on its way out.
-            free = not os.path.lexists(folder / names[-1]) and all(
+            free = self._sidecar_free_or_ours(folder / names[-1], record) and all(
                 self._free_or_same(folder / candidate, o.sha256, o.bytes)
                 for candidate, o in zip(names, record.result.outputs, strict=False))
             if free and self.store.names_free(record.folder, "outbox", record.id, paths):
@@ -325,6 +325,15 @@ class Sink:
         try:
             return files.hash_path(dest)[0] == sha256
         except OSError:
+            return False
+
+    @classmethod
+    def _sidecar_free_or_ours(cls, dest: Path, record: FileRecord) -> bool:
+        """True if no sidecar is at ``dest``, or this file's own from this batch (a run
+        whose record of the names was lost wrote it): the group is not published again."""
+        try:
+            return not os.path.lexists(dest) or cls._is_our_sidecar(dest, record)
+        except _NameTaken:
             return False
 
     @staticmethod

@@ -297,6 +297,37 @@ def test_a_store_older_than_its_work_folder_refuses_start_and_recover_settles_it
     assert error_records(layout.errors) == []
 
 
+def test_outputs_published_after_the_store_copy_are_not_published_again(
+        tmp_path: Path) -> None:
+    """A store copy from before delivery, put back after outputs and sidecars were
+    published (originals not yet removed): delivery runs again and finds its own outputs,
+    so nothing is published a second time under -1."""
+    layout = Layout(tmp_path)
+    layout.write()
+    for i in range(3):
+        (layout.inbox / f"twice-{i}.txt").write_text(f"deliver once {i}")
+    crashed = Daemon(layout, env={"FOLDERSEAL_CRASH_AT": "state:DOWNLOADED"})
+    assert crashed.process.wait(timeout=60) == -signal.SIGKILL
+    copy = tmp_path / "store-copy"
+    copy.mkdir()
+    for path in layout.state.glob("folderseal.sqlite*"):
+        shutil.copy2(path, copy / path.name)
+    crashed = Daemon(layout, env={"FOLDERSEAL_CRASH_AT": "sidecar-published"})
+    assert crashed.process.wait(timeout=60) == -signal.SIGKILL
+    assert len(sidecars(layout.outbox)) == 3
+    for path in layout.state.glob("folderseal.sqlite*"):
+        path.unlink()
+    for path in copy.iterdir():
+        shutil.copy2(path, layout.state / path.name)
+    daemon = Daemon(layout).started()
+    wait_until(lambda: not _status(layout)["folders"]["scans"]["batches"],
+               what="the batch finished")
+    assert daemon.stop() == 0
+    assert sorted(p.name for p in sidecars(layout.outbox)) == [
+        f"twice-{i}.txt.json" for i in range(3)], "an output group was published again"
+    assert error_records(layout.errors) == []
+
+
 # -- sign and verify --------------------------------------------------------------------
 
 def test_sign_seals_inbox_files_and_verify_checks_them(tmp_path: Path) -> None:
