@@ -258,6 +258,22 @@ def test_unknown_batch_refuses_start_and_recover_puts_the_file_back(tmp_path: Pa
     assert daemon.stop() == 0
 
 
+def _copy_store(layout: Layout, copy: Path) -> Path:
+    """A copy of the store's files, taken while no daemon runs."""
+    copy.mkdir()
+    for path in layout.state.glob("folderseal.sqlite*"):
+        shutil.copy2(path, copy / path.name)
+    return copy
+
+
+def _put_back_store(layout: Layout, copy: Path) -> None:
+    """Replace the store by an older copy, as a restore from a backup would."""
+    for path in layout.state.glob("folderseal.sqlite*"):
+        path.unlink()
+    for path in copy.iterdir():
+        shutil.copy2(path, layout.state / path.name)
+
+
 def test_a_store_older_than_its_work_folder_refuses_start_and_recover_settles_it(
         tmp_path: Path) -> None:
     """A copy of the store taken while files were in flight, put back after they were
@@ -269,17 +285,11 @@ def test_a_store_older_than_its_work_folder_refuses_start_and_recover_settles_it
         (layout.inbox / f"old-{i}.txt").write_text(f"in flight {i}")
     crashed = Daemon(layout, env={"FOLDERSEAL_CRASH_AT": "state:ACCEPTING"})
     assert crashed.process.wait(timeout=60) == -signal.SIGKILL
-    copy = tmp_path / "store-copy"
-    copy.mkdir()
-    for path in layout.state.glob("folderseal.sqlite*"):
-        shutil.copy2(path, copy / path.name)
+    copy = _copy_store(layout, tmp_path / "store-copy")
     daemon = Daemon(layout).started()
     wait_until(lambda: len(sidecars(layout.outbox)) == 3, what="three sidecars")
     assert daemon.stop() == 0
-    for path in layout.state.glob("folderseal.sqlite*"):
-        path.unlink()
-    for path in copy.iterdir():
-        shutil.copy2(path, layout.state / path.name)
+    _put_back_store(layout, copy)
 
     run = folderseal("run", "-c", str(layout.config), timeout=30)
     assert run.returncode == CONFIG_ERROR, run.stdout + run.stderr
@@ -308,17 +318,11 @@ def test_outputs_published_after_the_store_copy_are_not_published_again(
         (layout.inbox / f"twice-{i}.txt").write_text(f"deliver once {i}")
     crashed = Daemon(layout, env={"FOLDERSEAL_CRASH_AT": "state:DOWNLOADED"})
     assert crashed.process.wait(timeout=60) == -signal.SIGKILL
-    copy = tmp_path / "store-copy"
-    copy.mkdir()
-    for path in layout.state.glob("folderseal.sqlite*"):
-        shutil.copy2(path, copy / path.name)
+    copy = _copy_store(layout, tmp_path / "store-copy")
     crashed = Daemon(layout, env={"FOLDERSEAL_CRASH_AT": "sidecar-published"})
     assert crashed.process.wait(timeout=60) == -signal.SIGKILL
     assert len(sidecars(layout.outbox)) == 3
-    for path in layout.state.glob("folderseal.sqlite*"):
-        path.unlink()
-    for path in copy.iterdir():
-        shutil.copy2(path, layout.state / path.name)
+    _put_back_store(layout, copy)
     daemon = Daemon(layout).started()
     wait_until(lambda: not _status(layout)["folders"]["scans"]["batches"],
                what="the batch finished")
