@@ -128,8 +128,7 @@ def durability(root: Path, cycles: int, rng: random.Random) -> Row:
             row.problems.append(f"the daemon did not start under strace: {tail(life)}")
             return row
         for _ in range(cycles):
-            for _ in range(rng.randint(1, 6)):
-                world.drop(*world.next_file(rng))
+            world.drop_some(rng)
             time.sleep(rng.uniform(0.1, 0.6))
         life.wait_for(lambda: settled(world), 120)
         # SIGTERM for the daemon itself: strace (-I4) ignores it and ends with its tracee.

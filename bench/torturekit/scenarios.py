@@ -206,8 +206,7 @@ def chaos(root: Path, cycles: int, rng: random.Random) -> Row:
             row.problems.append(f"the daemon did not start: {tail(life)}")
             return row
         for _ in range(cycles):
-            for _ in range(rng.randint(1, 6)):
-                world.drop(*world.next_file(rng))
+            world.drop_some(rng)
             time.sleep(rng.uniform(0.1, 0.8))
             unexpected_exit(life, life.process.poll(), row)
         drain(world, row, life)
@@ -282,8 +281,7 @@ def outage(root: Path, cycles: int, rng: random.Random) -> Row:
             row.problems.append("a FUSE inbox was not polled")
         with Feeder(world, rng, mean_gap=0.3, into=backing):
             for cycle in range(cycles):
-                for _ in range(rng.randint(1, 4)):  # this host writes through the share
-                    world.drop(*world.next_file(rng))
+                world.drop_some(rng, most=4)  # this host writes through the share
                 time.sleep(rng.uniform(0.5, 2.0))
                 outages = count_events([life.log], {"folder.outage"})["folder.outage"]
                 watching = count_events([life.log], {"folder.watching"})["folder.watching"]

@@ -179,6 +179,11 @@ class World:
         tmp.rename(path)
         self.record(source, data)
 
+    def drop_some(self, rng: random.Random, most: int = 6) -> None:
+        """Drop one to ``most`` new files at once."""
+        for _ in range(rng.randint(1, most)):
+            self.drop(*self.next_file(rng))
+
     def record(self, source: str, data: bytes) -> None:
         digest = hashlib.sha256(data).hexdigest()
         with self._lock:
