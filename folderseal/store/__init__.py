@@ -346,11 +346,6 @@ class Store:
         """(folder, provider, count) of the batches not finished yet."""
         return [(r[0], r[1], r[2]) for r in self._run("open_job_owners")]
 
-    def jobs_under_way(self, folder: str) -> list[JobRecord]:
-        """The jobs of ``folder`` from CREATED to DOWNLOADED: all their files are in their
-        batch folder, until delivery."""
-        return [_job(r) for r in self._run("jobs_under_way", folder=folder)]
-
     def resume_job(self, job: JobRecord, state: JobState, why: str) -> None:
         """``folderseal recover`` (no daemon runs): move a job on, due at once, unleased."""
         with self.transaction():

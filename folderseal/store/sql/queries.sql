@@ -102,10 +102,6 @@ SELECT * FROM jobs WHERE id = :id;
 SELECT folder, provider, count(*) FROM jobs WHERE next_attempt_at IS NOT NULL
 GROUP BY folder, provider;
 
--- name: jobs_under_way
-SELECT * FROM jobs WHERE folder = :folder
-  AND state IN ('CREATED', 'UPLOADED', 'ACCEPTING', 'ACCEPTED', 'CLOSED', 'DOWNLOADED');
-
 -- name: resume_job
 UPDATE jobs SET state = :state, next_attempt_at = :now, attempts = 0, claimed_by = NULL,
                 lease_until = NULL, updated_at = :now
