@@ -32,7 +32,7 @@ from bench.torturekit.scenarios import Row, settled, tail
 from bench.torturekit.world import World
 
 CALLS = "fsync,fdatasync,rename,renameat,renameat2,link,linkat,unlink,unlinkat"
-_LINE = re.compile(r"^(\d+) (?:<\.\.\. (\w+) resumed>(.*)|(\w+)\((.*?))(?: <unfinished \.\.\.>)?$")
+_LINE = re.compile(r"^(\d+) +(?:<\.\.\. (\w+) resumed>(.*)|(\w+)\((.*?))(?: <unfinished \.\.\.>)?$")
 _RESULT = re.compile(r"\) += (-?\d+)")
 _FD = re.compile(r"(?:AT_FDCWD|\d+)<([^>]*)>")
 _STR = re.compile(r'"((?:[^"\\]|\\.)*)"')

@@ -287,7 +287,10 @@ def test_a_store_older_than_its_work_folder_refuses_start_and_recover_settles_it
     assert crashed.process.wait(timeout=60) == -signal.SIGKILL
     copy = _copy_store(layout, tmp_path / "store-copy")
     daemon = Daemon(layout).started()
-    wait_until(lambda: len(sidecars(layout.outbox)) == 3, what="three sidecars")
+    # Until the originals are gone too: a stop between sidecars and removal leaves them in
+    # the work folder, and the old store then still matches it.
+    wait_until(lambda: len(sidecars(layout.outbox)) == 3
+               and not list((layout.work / "batches").iterdir()), what="the batch delivered")
     assert daemon.stop() == 0
     _put_back_store(layout, copy)
 

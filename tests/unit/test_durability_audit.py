@@ -45,3 +45,12 @@ def test_an_original_removed_before_the_outbox_was_synced_is_found(tmp_path: Pat
     """Removing an original while a published name is not durable breaks rule 2."""
     seen, broken = _audit(tmp_path, GOOD.replace("10 fsync(8</o>) = 0\n", ""))
     assert len(broken) == 1 and broken[0].startswith("names before removal:")
+
+
+def test_short_pids_padded_by_strace_are_read(tmp_path: Path) -> None:
+    """strace pads the pid to five places ("5396  linkat(…"), as on a fresh machine whose
+    pids are still short: the same trace must count the same calls."""
+    padded = "\n".join(f"{line[:2]}    {line[3:]}" for line in GOOD.splitlines())
+    seen, broken = _audit(tmp_path, padded + "\n")
+    assert broken == []
+    assert seen == {"outputs published": 2, "originals removed": 1}
