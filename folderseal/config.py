@@ -75,6 +75,32 @@ class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class MetricsConfig(_Section):
+    """The HTTP listener for /metrics, /healthz and the status page ("" = off)."""
+
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        if value:
+            listen_address(value)
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return listen_address(self.listen) if self.listen else None
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """("127.0.0.1", 9464) from "127.0.0.1:9464"; "[::1]:9464" for IPv6."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'{value!r} is not "host:port", e.g. "127.0.0.1:9464"')
+    return host, int(port)
+
+
 class StoreConfig(_Section):
     url: str = ""
 
@@ -122,6 +148,7 @@ def _read_secret(value: SecretStr | None, file: Path | None, key: str) -> bytes 
     if value is not None:
         secret = value.get_secret_value().encode()
     elif file is not None:
+        file = _credential(file, key)
         try:
             secret = file.read_bytes().splitlines()[0] if file.stat().st_size else b""
         except OSError as exc:
@@ -132,6 +159,28 @@ def _read_secret(value: SecretStr | None, file: Path | None, key: str) -> bytes 
         return None
     REDACTOR.add(secret)
     return secret
+
+
+CREDENTIALS = "$CREDENTIALS_DIRECTORY"
+
+
+def _is_credential(file: Path) -> bool:
+    return str(file).startswith((CREDENTIALS + "/", "${CREDENTIALS_DIRECTORY}/"))
+
+
+def _credential(file: Path, key: str) -> Path:
+    """A path under ``$CREDENTIALS_DIRECTORY``, where systemd puts what ``LoadCredential=``
+    loads (only the service sees the variable: ``check`` run by hand does not)."""
+    if not _is_credential(file):
+        return file
+    text = str(file).replace("${CREDENTIALS_DIRECTORY}", CREDENTIALS)
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        raise ConfigError(
+            f"{key} {text} needs $CREDENTIALS_DIRECTORY, which systemd sets for a service "
+            "with LoadCredential=; outside the service, run as "
+            "'systemd-run -P -p LoadCredential=… folderseal …' or give a plain path")
+    return Path(directory) / text[len(CREDENTIALS) + 1:]
 
 
 # SEAL's status codes as its newer table numbers them; names are what the API trusts.
@@ -253,6 +302,7 @@ class Settings(BaseSettings):
     node: str = ""
     store: StoreConfig = StoreConfig()
     log: LogConfig = LogConfig()
+    metrics: MetricsConfig = MetricsConfig()
     providers: dict[str, ProviderConfig] = {}
     folders: dict[str, FolderConfig] = {}
 
@@ -374,7 +424,11 @@ def _fold_names(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _resolve_paths(settings: Settings, base: Path) -> Settings:
     def absolute(p: Path | None) -> Path | None:
-        return None if p is None else (p if p.is_absolute() else base / p)
+        if p is None or p.is_absolute():
+            return p
+        if _is_credential(p):  # resolved now if the service has credentials, else on read
+            return _credential(p, "") if os.environ.get("CREDENTIALS_DIRECTORY") else p
+        return base / p
 
     folders = {
         name: folder.model_copy(

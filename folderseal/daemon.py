@@ -17,25 +17,30 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
-from folderseal import safety, statelock, systemd
+from folderseal import safety, statelock, status, systemd
 from folderseal.config import Settings
 from folderseal.errors import ConfigError, ExitCode, FolderSealError, TransientError
 from folderseal.intake import FolderIntake
 from folderseal.logs import get as get_logger
 from folderseal.manager import Busy, Manager, backoff
+from folderseal.metrics import MeasuredProvider
 from folderseal.providers import Provider, build
 from folderseal.recover import missing_originals
 from folderseal.sink import Sink
 from folderseal.store import Store
 from folderseal.watch import Hint
+from folderseal.web import WebServer
 
 HEARTBEAT_SECONDS = 2.0
+STATUS_SECONDS = 10.0   # systemd's STATUS= line: a full status report each time
+STALL_SECONDS = 60.0    # a main loop this late is hung (read by the web thread)
 STATE_RETRY_SECONDS = 2.0
 MAX_SLEEP = 1.0
 
@@ -58,6 +63,11 @@ class Daemon:
         self.store: Store | None = None
         self.fatal: BaseException | None = None
         self.started_at = time.time()
+        self.loop_at = self.started_at    # the main loop's last round
+        self.warnings: list[str] = []     # the providers' warnings at start
+        self.threads: list[threading.Thread] = []
+        self.notifier = systemd.Notifier()
+        self.web: WebServer | None = None
         self._lock_fd: int | None = None
 
     # -- start and stop ------------------------------------------------------------
@@ -81,7 +91,10 @@ class Daemon:
             provider = build(name, settings.providers[name], settings.state_dir)
             for warning in provider.check():
                 self.log.warning("provider.warning", provider=name, warning=warning)
-            self.providers[name] = provider
+                self.warnings.append(warning)
+            self.providers[name] = cast(Provider, MeasuredProvider(provider))
+        if settings.metrics.address is not None:
+            self.web = WebServer(settings.metrics.address, self.report, self.health)
         store_id = self.store.store_id
         for name, folder in settings.folders.items():
             intake = FolderIntake(name, folder, folder.provider, self.store, store_id,
@@ -92,6 +105,8 @@ class Daemon:
             intake.start(time.time())
         for provider in self.providers.values():
             provider.start()
+        if self.web is not None:
+            self.web.start()
 
     def _check_store_is_current(self) -> None:
         """A store older than a work folder (restored from a copy, or its last writes lost)
@@ -117,6 +132,8 @@ class Daemon:
                     "provider: put it back until `folderseal status` shows them finished")
 
     def close(self) -> None:
+        if self.web is not None:
+            self.web.close()
         for intake in self.intakes.values():
             intake.stop()
         for provider in self.providers.values():
@@ -139,22 +156,21 @@ class Daemon:
         """Run until stopped; the exit code."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        threads = [threading.Thread(target=self._guard, args=(self._job_loop,),
-                                    name=f"jobs-{i}", daemon=True)
-                   for i in range(self.job_threads)]
-        for thread in threads:
+        self.threads = [threading.Thread(target=self._guard, args=(self._job_loop,),
+                                         name=f"jobs-{i}", daemon=True)
+                        for i in range(self.job_threads)]
+        for thread in self.threads:
             thread.start()
         self.log.info("daemon.started", pid=os.getpid(), folders=sorted(self.intakes),
                       state_dir=str(self.settings.state_dir))
-        systemd.notify("READY=1")
         try:
             self._guard(self._intake_loop)
         finally:
             self.stop.set()
             with self.jobs_ready:
                 self.jobs_ready.notify_all()
-            systemd.notify("STOPPING=1")
-            for thread in threads:
+            self.notifier.stopping()
+            for thread in self.threads:
                 thread.join()
             self.close()
         if isinstance(self.fatal, FolderSealError):  # e.g. a foreign work folder: exit 78
@@ -178,7 +194,9 @@ class Daemon:
 
     def _intake_loop(self) -> None:
         assert self.store is not None
-        last_beat = 0.0
+        last_beat = last_status = 0.0
+        ready = False
+        line = ""
         while not self.stop.is_set():
             now = time.time()
             hints: dict[str, list[str | None]] = {name: [] for name in self.intakes}
@@ -190,13 +208,22 @@ class Daemon:
                 hints.setdefault(folder, []).append(path)
             for name, intake in self.intakes.items():
                 intake.step(now, hints.get(name, []))
+            self.loop_at = now
             if now - last_beat >= HEARTBEAT_SECONDS:
                 try:
                     self._heartbeat()
                 except TransientError as exc:
                     self.log.warning("daemon.heartbeat_failed", reason=str(exc))
-                systemd.notify("WATCHDOG=1")  # from this loop: a hung loop stops the pings
                 last_beat = now
+            if ready or all(i.first_scan_done for i in self.intakes.values()):
+                if not ready or now - last_status >= STATUS_SECONDS:
+                    line, last_status = self._status_line(), now
+                if not ready:  # every reachable inbox scanned; a share that is down says so
+                    self.notifier.ready(line)
+                    ready = True
+                # From this loop, and only while every folder makes progress: a hung loop
+                # or a dead watcher stops the pings, and systemd restarts the daemon.
+                self.notifier.beat(now, line, healthy=not self.problems(now))
             wakeup = min((i.next_wakeup() for i in self.intakes.values()), default=now + 1)
             self.wake.wait(min(MAX_SLEEP, max(0.0, wakeup - time.time())))
             self.wake.clear()
@@ -233,8 +260,46 @@ class Daemon:
 
     def _heartbeat(self) -> None:
         assert self.store is not None
-        notes: dict[str, Any] = {"folders": {n: i.notes() for n, i in self.intakes.items()}}
+        now = time.time()
+        notes: dict[str, Any] = {"folders": {n: i.notes(now) for n, i in self.intakes.items()}}
         self.store.heartbeat(os.getpid(), self.started_at, notes)
+
+    # -- health --------------------------------------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        """The status report (as ``folderseal status`` prints it)."""
+        return status.collect(self.settings, warnings=self.warnings)
+
+    def _status_line(self) -> str:
+        try:
+            return status.summary(self.report())
+        except Exception as exc:  # noqa: BLE001 - a status line must never stop the loop
+            return f"status unavailable: {type(exc).__name__}"
+
+    def problems(self, now: float | None = None) -> list[str]:
+        """Why the daemon is not making progress (empty when it is): the main loop late,
+        a folder's watcher down, a job thread gone."""
+        now = time.time() if now is None else now
+        found = []
+        if now - self.loop_at > STALL_SECONDS:
+            found.append(f"the main loop has made no progress for {now - self.loop_at:.0f} s "
+                         "(a share that hangs?)")
+        found += [p for p in (i.health(now) for i in self.intakes.values()) if p]
+        found += [f"the job thread {t.name} stopped" for t in self.threads if not t.is_alive()]
+        return found
+
+    def health(self) -> list[str]:
+        """:meth:`problems`, and whether the store answers (for ``/healthz``)."""
+        found = self.problems()
+        try:
+            db = sqlite3.connect(f"file:{self.settings.database}?mode=ro", uri=True, timeout=2)
+            try:
+                db.execute("SELECT count(*) FROM meta").fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            found.append(f"the store does not answer: {exc}")
+        return found
 
     # -- one-shot ------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from folderseal import batch as batching
-from folderseal import files, sidecar
+from folderseal import files, metrics, sidecar
 from folderseal.config import FolderConfig
 from folderseal.errors import FileRejected, OutboxUnavailable
 from folderseal.folders import (
@@ -72,6 +72,7 @@ class Failures:
             raise translate(exc, self.cfg.errors) from None
         self.store.set_file_state(record.id, record.state, FileState.FAILED,
                                   job_id=record.batch_id, detail=code)
+        metrics.FILES_FAILED.labels(record.folder, code).inc()
         self.log.warning("file.failed", file=record.id, source=record.source, code=code,
                          reason=message + note, errors=str(self.cfg.errors / planned["path"]))
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from folderseal import batch as batching
-from folderseal import crashpoints, files, mounts
+from folderseal import crashpoints, files, metrics, mounts
 from folderseal.claim import NOT_REGULAR, OUTAGE, Claims, Failure, Outage
 from folderseal.config import FolderConfig
 from folderseal.errors import TransientError
@@ -41,6 +41,7 @@ PAUSE_SECONDS = 5.0  # after the state folder refused a write
 CLAIMS_PER_STEP = 100
 CLAIM_BYTES_PER_STEP = 1 << 30  # hashing happens on this thread: keep a step short
 EMPTY_SETTLE_FACTOR = 10
+STALL_SECONDS = 60.0  # a folder whose step or scan is this late is not making progress
 
 
 class FolderIntake:
@@ -72,7 +73,10 @@ class FolderIntake:
         self.next_scan_at = 0.0
         self.next_batch_at = 0.0
         self.paused = ""
+        self.disk_full = ""          # the outbox or state folder under min_free_bytes
         self.blocked_until = 0.0
+        self.stepped_at = 0.0        # the last step that ran to its end (liveness)
+        self.scanned_at = 0.0        # the last scan of the inbox (0: none yet)
         self.on_batch: Callable[[], None] = lambda: None
 
     # -- attach, detach ------------------------------------------------------------
@@ -126,6 +130,12 @@ class FolderIntake:
     # -- one step ------------------------------------------------------------------
 
     def step(self, now: float, hints: list[str | None]) -> None:
+        try:
+            self._step(now, hints)
+        finally:
+            self.stepped_at = now  # waiting out an outage or a pause is progress too
+
+    def _step(self, now: float, hints: list[str | None]) -> None:
         if now < self.blocked_until:
             return
         self.blocked_until = 0.0
@@ -161,7 +171,7 @@ class FolderIntake:
             return
         source = path[len(self.inbox):]
         if (self.cfg.recursive or "/" not in source) and self.filter.wants_file(source):
-            self.tracker.hint(source, now)
+            self._seen(source, now)
 
     # -- scan ----------------------------------------------------------------------
 
@@ -170,13 +180,18 @@ class FolderIntake:
         if not self.work.attached(self.store_id):
             raise Outage(f"the store marker in {self.work.path} cannot be read")
         for source in self._walk(""):
-            self.tracker.hint(source, now)
+            self._seen(source, now)
         if self.claims.register_unknown(now):
             self.next_batch_at = 0.0
         self.claims.sweep()
+        self.scanned_at = now
         interval = self.cfg.poll_interval_seconds if self.mode == "polling" \
             else self.cfg.rescan_seconds
         self.next_scan_at = now + interval
+
+    def _seen(self, source: str, now: float) -> None:
+        if self.tracker.hint(source, now):
+            metrics.FILES_SEEN.labels(self.name).inc()
 
     def _walk(self, relative: str) -> list[str]:
         found: list[str] = []
@@ -268,7 +283,9 @@ class FolderIntake:
 
     def claim_all(self, wanted: list[tuple[str, Failure | None]]) -> list[str | None]:
         ids = self.claims.claim_all(wanted)
-        if any(ids):
+        claimed = sum(1 for i in ids if i)
+        if claimed:
+            metrics.FILES_CLAIMED.labels(self.name).inc(claimed)
             self.next_batch_at = 0.0
         return ids
 
@@ -282,10 +299,11 @@ class FolderIntake:
         for label, path in (("outbox", self.cfg.outbox), ("state folder", self.state_dir)):
             free = files.free_bytes(path)
             if free is not None and free < self.cfg.min_free_bytes:
-                self.paused = (f"the {label} {path} has {free / 1e6:.0f} MB free, under "
-                               f"min_free_bytes ({self.cfg.min_free_bytes / 1e6:.0f} MB)")
+                self.paused = self.disk_full = (
+                    f"the {label} {path} has {free / 1e6:.0f} MB free, under "
+                    f"min_free_bytes ({self.cfg.min_free_bytes / 1e6:.0f} MB)")
                 return 0
-        self.paused = ""
+        self.paused = self.disk_full = ""
         return self.cfg.max_in_flight_files - in_flight
 
     def _not_ready(self, source: str, look: Look, now: float) -> str:
@@ -377,11 +395,28 @@ class FolderIntake:
 
     # -- status --------------------------------------------------------------------
 
-    def notes(self) -> dict[str, Any]:
+    @property
+    def first_scan_done(self) -> bool:
+        """Scanned once, or out of reach (a share down at boot does not hold READY back)."""
+        return self.scanned_at > 0 or not self.attached
+
+    def health(self, now: float) -> str:
+        """Why this folder is not making progress ("" when it is). Backing off from an
+        outage is progress: the folder is waiting as it should."""
+        if now - self.stepped_at > STALL_SECONDS:
+            return f"folder {self.name}: no step for {now - self.stepped_at:.0f} s"
+        if self.attached and self.mode == "events" and not self.watcher.alive:
+            return f"folder {self.name}: the inotify watcher stopped"
+        if self.attached and now - self.next_scan_at > STALL_SECONDS:
+            return f"folder {self.name}: its scan is {now - self.next_scan_at:.0f} s overdue"
+        return ""
+
+    def notes(self, now: float) -> dict[str, Any]:
         waiting = self.tracker.waiting()
         return {
             "mode": self.mode, "attached": self.attached, "outage": self.outage,
-            "paused": self.paused, "candidates": len(waiting),
+            "paused": self.paused, "disk_full": self.disk_full, "problem": self.health(now),
+            "candidates": len(waiting),
             "waiting": [{"source": c.source, "since": c.first_seen,
                          "why": c.waiting_for or "settling"} for c in waiting[:20]],
         }

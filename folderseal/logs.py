@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from folderseal import systemd
 from folderseal.model import path_text
 from folderseal.redact import REDACTOR
 
@@ -39,6 +40,22 @@ def _paths_as_text(_logger: Any, _method: str,
     return event
 
 
+# syslog priorities, for the "<N>" prefix journald reads off each stdout line.
+_PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2,
+               "exception": 3}
+
+
+class _JournalRenderer:
+    """Under systemd, ``<N>`` before each JSON line: ``journalctl -p err`` then works."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
+        level = str(event.get("level", method))
+        return f"<{_PRIORITIES.get(level, 6)}>{self.inner(logger, method, event)}"
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog (and the standard library's logging, used by libraries)."""
     out = stream or sys.stdout
@@ -55,6 +72,8 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
             structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
         )
         renderer = structlog.processors.JSONRenderer()
+        if systemd.on_journal(out):
+            renderer = _JournalRenderer(renderer)
     else:
         tracebacks = structlog.processors.format_exc_info
         renderer = structlog.dev.ConsoleRenderer(

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from folderseal import batch as batching
-from folderseal import crashpoints
+from folderseal import crashpoints, metrics
 from folderseal.errors import ProviderError, StoreError, TransientError
 from folderseal.folders import JobContext
 from folderseal.logs import get as get_logger
@@ -193,6 +193,7 @@ class Manager:
             log.warning("batch.postpone_failed", reason=str(exc),
                         retry="when its lease runs out")
             return
+        metrics.RETRIES.labels(current.folder, current.provider, code).inc()
         log.warning("batch.postponed", state=current.state, reason=message, attempts=attempts,
                     retry_in=round(at - self.store.clock(), 1))
 

@@ -53,11 +53,13 @@ class SettleTracker:
         self.stuck_after = stuck_after_seconds
         self.candidates: dict[str, Candidate] = {}
 
-    def hint(self, source: str, now: float) -> None:
-        """Something may have happened at ``source``: make sure it gets looked at."""
-        candidate = self.candidates.get(source)
-        if candidate is None:
-            self.candidates[source] = Candidate(source, first_seen=now, next_look_at=now)
+    def hint(self, source: str, now: float) -> bool:
+        """Something may have happened at ``source``: make sure it gets looked at. True
+        when the file is new to the tracker."""
+        if source in self.candidates:
+            return False
+        self.candidates[source] = Candidate(source, first_seen=now, next_look_at=now)
+        return True
 
     def due(self, now: float) -> list[str]:
         return [c.source for c in self.candidates.values() if c.next_look_at <= now]

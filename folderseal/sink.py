@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from folderseal import crashpoints, files, sidecar
+from folderseal import crashpoints, files, metrics, sidecar
 from folderseal.config import FolderConfig
 from folderseal.errors import FileRejected, TransientError
 from folderseal.failures import Failures
@@ -359,6 +359,7 @@ class Sink:
             for record in published:
                 self.store.set_file_state(record.id, FileState.PUBLISHED, FileState.DONE,
                                           job_id=record.batch_id)
+        metrics.FILES_SIGNED.labels(self.name).inc(len(published))
 
     def _remove_originals(self, published: list[FileRecord]) -> None:
         """Archive or delete the originals, through their batch folder's descriptor: that

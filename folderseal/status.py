@@ -1,16 +1,28 @@
-"""``folderseal status``: what is waiting, in flight, failed, and why.
+"""``folderseal status``: what is waiting, in flight, failed, and why; and what needs a person.
 
 Reads the store (never writes it) and the daemon's last heartbeat, which carries what
 only the running daemon knows: files still settling in each inbox and why they wait,
-claims paused for disk space or the in-flight limit, a share in an outage.
+claims paused for disk space or the in-flight limit, a share in an outage, a folder
+that stopped making progress. The status page and the metrics read the same report.
+
+Alarms are what needs a person now, and make ``status`` exit 1: the daemon down or
+hung, a watcher down, a share out, a disk under ``min_free_bytes``, a provider still
+failing after many retries, a batch past ``max_wait_seconds``, a file older than
+``stuck_after_seconds``. Files in errors with a record are a normal outcome: listed,
+never an alarm.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import time
 from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from folderseal import statelock
 from folderseal.config import Settings
@@ -21,104 +33,222 @@ from folderseal.redact import REDACTOR
 from folderseal.sidecar import iso
 
 HEARTBEAT_STALE = 30.0
+ALARM_ATTEMPTS = 8  # consecutive failures of one step: about 4 minutes of backoff
+IN_FLIGHT = (FileState.CLAIMED, FileState.BATCHED, FileState.READY, FileState.REJECTED,
+             FileState.PUBLISHED)
+FINISHED_JOBS = (JobState.CLEANED, JobState.FAILED)
+HOUR_MINUTES = 60
 
 
 def _rows(db: sqlite3.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
     return [dict(r) for r in db.execute(sql, args)]
 
 
-def collect(settings: Settings) -> dict[str, Any]:
-    report: dict[str, Any] = {"node": settings.node_name, "daemon": {"running": False},
-                              "folders": {}, "warnings": []}
+def provider_warnings(settings: Settings) -> list[str]:
+    """What the providers in use warn about without the network (a seal expiring soon)."""
+    warnings: list[str] = []
     for name in sorted({f.provider for f in settings.folders.values()}):
         try:
             provider = build(name, settings.providers[name], settings.state_dir)
-            report["warnings"] += provider.check(network=False)
+            warnings += provider.check(network=False)
         except FolderSealError as exc:
-            report["warnings"].append(f"provider {name}: {exc}")
+            warnings.append(f"provider {name}: {exc}")
+    return warnings
+
+
+def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, Any]:
+    """The report: per folder what waits and why, batches, failures, signed per minute,
+    and the alarms. Secrets are redacted."""
+    now = time.time()
+    report: dict[str, Any] = {
+        "node": settings.node_name, "generated": iso(now), "daemon": {"running": False},
+        "folders": {}, "alarms": [],
+        "warnings": provider_warnings(settings) if warnings is None else list(warnings)}
     if not settings.database.exists():
         report["warnings"].append(f"no store at {settings.database} yet: the daemon never ran")
         report["folders"] = {name: _empty() for name in settings.folders}
-        return report
+        report["alarms"].append("the daemon is not running")
+        return _redacted(report)
     db = sqlite3.connect(f"file:{settings.database}?mode=ro", uri=True, timeout=10)
     db.row_factory = sqlite3.Row
     try:
-        now = time.time()
-        beats = {r["node"]: r for r in _rows(db, "SELECT * FROM nodes")}
-        beat = beats.get(settings.node_name)
-        notes: dict[str, Any] = {}
-        pid = statelock.holder(settings.state_dir)
-        if pid is not None:
-            report["daemon"] = {"running": True, "pid": pid}
-            if beat is not None and beat["pid"] == pid:
-                report["daemon"].update(heartbeat=iso(beat["heartbeat_at"]),
-                                        started=iso(beat["started_at"]))
-                if now - beat["heartbeat_at"] < HEARTBEAT_STALE:
-                    notes = json.loads(beat["notes"]).get("folders", {})
-        for name in settings.folders:
-            report["folders"][name] = _folder(db, name, notes.get(name, {}), now)
+        notes = _daemon(db, settings, report, now)
+        for name, cfg in settings.folders.items():
+            folder = _folder(db, name, notes.get(name, {}), now)
+            report["folders"][name] = folder
+            max_wait = getattr(settings.providers[cfg.provider], "max_wait_seconds", None)
+            report["alarms"] += _alarms(name, folder, max_wait, cfg.stuck_after_seconds)
     finally:
         db.close()
-    return report
+    return _redacted(report)
+
+
+def _redacted(report: dict[str, Any]) -> dict[str, Any]:
+    redacted: dict[str, Any] = REDACTOR.data(report)
+    return redacted
+
+
+def _daemon(db: sqlite3.Connection, settings: Settings, report: dict[str, Any],
+            now: float) -> dict[str, Any]:
+    """Fill in the daemon's part; the folder notes of its last fresh heartbeat."""
+    pid = statelock.holder(settings.state_dir)
+    if pid is None:
+        report["alarms"].append("the daemon is not running")
+        return {}
+    report["daemon"] = {"running": True, "pid": pid}
+    beat = next(iter(_rows(db, "SELECT * FROM nodes WHERE node = ?", settings.node_name)), None)
+    if beat is None or beat["pid"] != pid:
+        return {}
+    age = now - beat["heartbeat_at"]
+    report["daemon"].update(heartbeat=iso(beat["heartbeat_at"]), started=iso(beat["started_at"]),
+                            heartbeat_age_seconds=round(age, 1))
+    if age >= HEARTBEAT_STALE:
+        report["alarms"].append(f"the daemon's last heartbeat is {age:.0f} s old: its main "
+                                "loop is stuck (a share that hangs?); systemd's watchdog "
+                                "restarts it")
+        return {}
+    folders: dict[str, Any] = json.loads(beat["notes"]).get("folders", {})
+    return folders
 
 
 def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
             now: float) -> dict[str, Any]:
     counts = {r["state"]: r["n"] for r in _rows(
         db, "SELECT state, count(*) AS n FROM files WHERE folder = ? GROUP BY state", name)}
+    batch_states = {r["state"]: r["n"] for r in _rows(
+        db, "SELECT state, count(*) AS n FROM jobs WHERE folder = ? GROUP BY state", name)}
     jobs = []
     for job in _rows(db, "SELECT j.*, (SELECT count(*) FROM files f WHERE f.batch_id = j.id) "
                          "AS files FROM jobs j WHERE folder = ? AND (state NOT IN (?, ?) OR "
                          "next_attempt_at IS NOT NULL) ORDER BY created_at", name,
-                     JobState.CLEANED, JobState.FAILED):
+                     *FINISHED_JOBS):
         due = job["next_attempt_at"]
         jobs.append({"batch": job["id"], "state": job["state"], "files": job["files"],
                      "remote": job["remote_id"], "attempts": job["attempts"],
+                     "age_seconds": round(now - job["created_at"], 1),
+                     "in_state_seconds": round(now - job["updated_at"], 1),
                      "next_attempt_in": None if due is None else max(0.0, round(due - now, 1)),
                      "last_error": job["error_message"]})
     failed = [{"file": r["id"], "source": bytes(r["source"]).decode("utf-8", "backslashreplace"),
-               "code": r["error_code"], "reason": r["error_message"], "attempts": r["attempts"]}
+               "code": r["error_code"], "reason": r["error_message"], "attempts": r["attempts"],
+               "at": iso(r["updated_at"])}
               for r in _rows(db, "SELECT * FROM files WHERE folder = ? AND state = ? "
                                  "ORDER BY updated_at DESC LIMIT 100", name, FileState.FAILED)]
+    marks = ", ".join("?" * len(IN_FLIGHT))
+    claimed = db.execute(f"SELECT min(claimed_at) FROM files WHERE folder = ? AND state IN "
+                         f"({marks})", (name, *IN_FLIGHT)).fetchone()[0]
+    waiting = notes.get("waiting", [])
+    oldest = min([claimed or now, *(w["since"] for w in waiting)])
     return {"watch": notes.get("mode", ""), "outage": notes.get("outage", ""),
-            "paused": notes.get("paused", ""), "settling": notes.get("candidates", 0),
-            "waiting": notes.get("waiting", []), "files": counts, "batches": jobs,
-            "failed": failed}
+            "paused": notes.get("paused", ""), "disk_full": notes.get("disk_full", ""),
+            "problem": notes.get("problem", ""), "settling": notes.get("candidates", 0),
+            "waiting": waiting, "in_flight": sum(counts.get(s, 0) for s in IN_FLIGHT),
+            "oldest_waiting_seconds": round(now - oldest, 1), "files": counts,
+            "batch_states": batch_states, "batches": jobs, "failed": failed,
+            "signed_per_minute": _signed_per_minute(db, name, now)}
+
+
+def _signed_per_minute(db: sqlite3.Connection, name: str, now: float) -> list[int]:
+    """Files delivered in each of the last 60 minutes, oldest first."""
+    per_minute = [0] * HOUR_MINUTES
+    for row in db.execute("SELECT CAST((? - updated_at) / 60 AS INTEGER) AS ago, count(*) "
+                          "FROM files WHERE folder = ? AND state = ? AND updated_at > ? "
+                          "GROUP BY ago", (now, name, FileState.DONE, now - 3600)):
+        if 0 <= row[0] < HOUR_MINUTES:
+            per_minute[HOUR_MINUTES - 1 - row[0]] = row[1]
+    return per_minute
+
+
+def _alarms(name: str, folder: dict[str, Any], max_wait: float | None,
+            stuck_after: float) -> list[str]:
+    found = []
+    for key, what in (("problem", "not making progress"), ("outage", "share out"),
+                      ("disk_full", "disk full")):
+        if folder[key]:
+            found.append(f"folder {name}: {what}: {folder[key]}")
+    for job in folder["batches"]:
+        if job["attempts"] >= ALARM_ATTEMPTS and job["state"] not in FINISHED_JOBS:
+            found.append(f"folder {name}: batch {job['batch']} still failing in "
+                         f"{job['state']} after {job['attempts']} attempts: {job['last_error']}")
+        if max_wait is not None and job["age_seconds"] > max_wait:
+            found.append(f"folder {name}: batch {job['batch']} ({job['state']}) is "
+                         f"{job['age_seconds']:.0f} s old, past max_wait_seconds "
+                         f"({max_wait:.0f} s)")
+    if folder["oldest_waiting_seconds"] > stuck_after:
+        found.append(f"folder {name}: a file has waited {folder['oldest_waiting_seconds']:.0f} "
+                     f"s, more than stuck_after_seconds ({stuck_after:.0f} s)")
+    return found
 
 
 def _empty() -> dict[str, Any]:
-    return {"watch": "", "outage": "", "paused": "", "settling": 0, "waiting": [], "files": {},
-            "batches": [], "failed": []}
+    return {"watch": "", "outage": "", "paused": "", "disk_full": "", "problem": "",
+            "settling": 0, "waiting": [], "in_flight": 0, "oldest_waiting_seconds": 0.0,
+            "files": {}, "batch_states": {}, "batches": [], "failed": [],
+            "signed_per_minute": [0] * HOUR_MINUTES}
+
+
+def summary(report: dict[str, Any]) -> str:
+    """One line: waiting, in flight, failed, shares out, the first alarm (systemd STATUS=)."""
+    folders = report["folders"].values()
+    out = [name for name, f in report["folders"].items() if f["outage"]]
+    parts = [f"{sum(f['settling'] for f in folders)} waiting",
+             f"{sum(f['in_flight'] for f in folders)} in flight",
+             f"{sum(f['files'].get(FileState.DONE, 0) for f in folders)} signed",
+             f"{sum(f['files'].get(FileState.FAILED, 0) for f in folders)} failed"]
+    if out:
+        parts.append(f"share out: {', '.join(out)}")
+    line = ", ".join(parts)
+    alarms = [a for a in report["alarms"] if a != "the daemon is not running"]
+    return f"{line}; {alarms[0]}" if alarms else line
 
 
 def show(settings: Settings, as_json: bool = False) -> int:
-    report = REDACTOR.data(collect(settings))
+    """Print the report; exit 1 when something needs a person now, else 0."""
+    report = collect(settings)
+    code = ExitCode.FAILURE if report["alarms"] else ExitCode.OK
     if as_json:
         print(json.dumps(report, indent=2))
-        return ExitCode.OK
+        return code
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     daemon = report["daemon"]
     beat = f", last heartbeat {daemon['heartbeat']}" if daemon.get("heartbeat") else ""
-    print(f"folderseal on {report['node']}: daemon "
-          + (f"running (pid {daemon['pid']}{beat})" if daemon["running"] else "not running"))
+    console.print(Text(f"folderseal on {report['node']}: daemon " + (
+        f"running (pid {daemon['pid']}{beat})" if daemon["running"] else "not running"),
+        style="bold"))
+    for alarm in report["alarms"]:
+        console.print(Text(f"ALARM: {alarm}", style="bold red"))
     for warning in report["warnings"]:
-        print(f"  warning: {warning}")
+        console.print(Text(f"warning: {warning}", style="yellow"))
     for name, folder in report["folders"].items():
         files = folder["files"]
-        in_flight = sum(files.get(s, 0) for s in ("CLAIMED", "BATCHED", "READY", "REJECTED",
-                                                   "PUBLISHED"))
-        print(f"\nfolder {name}: watch {folder['watch'] or '-'}, {folder['settling']} settling, "
-              f"{in_flight} in flight, {files.get('DONE', 0)} delivered, "
-              f"{files.get('FAILED', 0)} failed")
-        for key in ("outage", "paused"):
-            if folder[key]:
-                print(f"  {key}: {folder[key]}")
-        for item in folder["waiting"]:
-            print(f"  waiting  {item['source']}: {item['why']}")
-        for job in folder["batches"]:
-            due = ("" if job["next_attempt_in"] is None
-                   else f", next step in {job['next_attempt_in']} s")
-            error = f"; last error: {job['last_error']}" if job["last_error"] else ""
-            print(f"  batch {job['batch']}: {job['state']}, {job['files']} files{due}{error}")
-        for item in folder["failed"]:
-            print(f"  failed   {item['file']} {item['source']}: [{item['code']}] {item['reason']}")
-    return ExitCode.OK
+        console.print(Text(
+            f"\nfolder {name}: watch {folder['watch'] or '-'}, {folder['settling']} waiting, "
+            f"{folder['in_flight']} in flight, {files.get(FileState.DONE, 0)} delivered, "
+            f"{files.get(FileState.FAILED, 0)} failed, "
+            f"{sum(folder['signed_per_minute'])} signed in the last hour", style="bold"))
+        table = _folder_table(folder)
+        if table.row_count:
+            console.print(table)
+    return code
+
+
+def _folder_table(folder: dict[str, Any]) -> Table:
+    table = Table()
+    for column in ("what", "name", "state", "why"):
+        table.add_column(column, overflow="fold")
+    for key in ("outage", "disk_full", "paused", "problem"):
+        if folder[key]:
+            table.add_row(Text(key.replace("_", " ")), Text(""), Text(""), Text(folder[key]))
+    for item in folder["waiting"]:
+        table.add_row(Text("waiting"), Text(item["source"]), Text("in the inbox"),
+                      Text(item["why"]))
+    for job in folder["batches"]:
+        due = "" if job["next_attempt_in"] is None else f"next step in {job['next_attempt_in']} s"
+        why = "; ".join(x for x in (due, job["last_error"] or "") if x)
+        table.add_row(Text("batch"), Text(job["batch"]),
+                      Text(f"{job['state']}, {job['files']} files, {job['age_seconds']:.0f} s old"),
+                      Text(why))
+    for item in folder["failed"][:20]:
+        table.add_row(Text("failed"), Text(item["source"]), Text(f"in errors ({item['code']})"),
+                      Text(item["reason"] or ""))
+    return table

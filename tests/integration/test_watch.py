@@ -84,7 +84,7 @@ def test_running_out_of_inotify_watches_falls_back_to_polling(
                           settings.state_dir, queue.SimpleQueue(), threading.Event())
     assert intake.attach(time.time())
     assert intake.mode == "polling"
-    assert intake.notes()["mode"] == "polling"
+    assert intake.notes(0.0)["mode"] == "polling"
     store.close()
 
 

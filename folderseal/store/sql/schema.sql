@@ -50,7 +50,7 @@ CREATE TABLE files (
     claimed_at    REAL NOT NULL,
     updated_at    REAL NOT NULL
 );
-CREATE INDEX files_by_state ON files (folder, state);
+CREATE INDEX files_by_state_and_time ON files (folder, state, updated_at);
 CREATE INDEX files_by_batch ON files (batch_id);
 CREATE INDEX files_by_hash ON files (folder, sha256);
 
