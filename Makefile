@@ -8,9 +8,10 @@ PY := $(VENV)/bin/python
 # Debian packages the tests call: pdfsig (poppler-utils) and openssl check signatures
 # with tools folderseal did not write; setpriv runs permission cases unprivileged;
 # bindfs makes the FUSE "share" of the reliability campaign (bench/torture.py), strace
-# records the calls its durability audit checks.
+# records the calls its durability audit checks; systemd-analyze rates the unit file's
+# hardening; chromium and chromedriver load the status page in a real browser.
 TEST_TOOLS := pdfsig:poppler-utils openssl:openssl setpriv:util-linux bindfs:bindfs \
-	strace:strace
+	strace:strace systemd-analyze:systemd chromium:chromium chromedriver:chromium-driver
 
 .PHONY: run test lint bench torture system-deps clean
 

@@ -93,10 +93,11 @@ class MetricsConfig(_Section):
 
 
 def listen_address(value: str) -> tuple[str, int]:
-    """("127.0.0.1", 9464) from "127.0.0.1:9464"; "[::1]:9464" for IPv6."""
+    """("127.0.0.1", 9464) from "127.0.0.1:9464"; "[::1]:9464" for IPv6; port 0 takes any
+    free port (the daemon logs which, in web.listening)."""
     host, sep, port = value.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f'{value!r} is not "host:port", e.g. "127.0.0.1:9464"')
     return host, int(port)
 

@@ -40,7 +40,7 @@ from folderseal.web import WebServer
 
 HEARTBEAT_SECONDS = 2.0
 STATUS_SECONDS = 10.0   # systemd's STATUS= line: a full status report each time
-STALL_SECONDS = 60.0    # a main loop this late is hung (read by the web thread)
+STALL_SECONDS = 60.0    # a main loop this late is hung, without a systemd watchdog
 STATE_RETRY_SECONDS = 2.0
 MAX_SLEEP = 1.0
 
@@ -67,6 +67,9 @@ class Daemon:
         self.warnings: list[str] = []     # the providers' warnings at start
         self.threads: list[threading.Thread] = []
         self.notifier = systemd.Notifier()
+        # Late by a whole WatchdogSec= is when systemd gives up on the daemon too.
+        self.stall_seconds = 2 * self.notifier.interval if self.notifier.interval \
+            else STALL_SECONDS
         self.web: WebServer | None = None
         self._lock_fd: int | None = None
 
@@ -281,7 +284,7 @@ class Daemon:
         a folder's watcher down, a job thread gone."""
         now = time.time() if now is None else now
         found = []
-        if now - self.loop_at > STALL_SECONDS:
+        if now - self.loop_at > self.stall_seconds:
             found.append(f"the main loop has made no progress for {now - self.loop_at:.0f} s "
                          "(a share that hangs?)")
         found += [p for p in (i.health(now) for i in self.intakes.values()) if p]

@@ -120,7 +120,7 @@ class Failures:
         if plain:
             head, prefix, name = "", record.id[-8:] + "_", batching.safe_name(name, 80)
         folder = self.cfg.errors / head
-        makedirs(folder)
+        makedirs(folder, self.cfg.file_mode)
         if len(os.fsencode(prefix + name + ERROR_SUFFIX)) + 6 > _name_max(folder):
             # No room for "-N.error.json": keep the record readable under a short name.
             prefix, name = record.id[-8:] + "_", batching.safe_name(name, 80)

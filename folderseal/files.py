@@ -206,9 +206,9 @@ def move_noreplace(src: Path, dst: Path, mode: int | None = None, tag: str = "")
     fsync_dir(src.parent)
 
 
-def move_numbered(src: Path, dest: Path) -> Path:
+def move_numbered(src: Path, dest: Path, dir_mode: int | None = None) -> Path:
     """Move ``src`` to ``dest``, or ``dest-1``, ``dest-2``… if taken; the name it got."""
-    makedirs(dest.parent)
+    makedirs(dest.parent, dir_mode)
     for n in range(MAX_NUMBERED):
         target = dest.with_name(numbered(dest.name, n))
         try:
@@ -239,8 +239,16 @@ def free_bytes(path: Path) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-def makedirs(path: Path, mode: int = 0o755) -> None:
-    """Create missing folders and fsync each parent that gained one."""
+def folder_mode(file_mode: int) -> int:
+    """The mode for folders that hold outputs of ``file_mode``: searchable where readable
+    (0644 gives 0755, 0640 gives 0750)."""
+    return file_mode | (file_mode & 0o444) >> 2
+
+
+def makedirs(path: Path, mode: int | None = None) -> None:
+    """Create missing folders and fsync each parent that gained one. With ``mode``, each
+    new folder gets exactly that mode (whatever the umask), so people on a share can
+    reach what is published there; without, 0755 less the umask."""
     missing = []
     probe = path
     while not probe.exists():
@@ -248,7 +256,9 @@ def makedirs(path: Path, mode: int = 0o755) -> None:
         probe = probe.parent
     for folder in reversed(missing):
         try:
-            folder.mkdir(mode=mode)
+            folder.mkdir(mode=0o755 if mode is None else mode)
+            if mode is not None:
+                os.chmod(folder, mode)
         except FileExistsError:
             continue
         fsync_dir(folder.parent)

@@ -45,9 +45,10 @@ def require_root(root: Path, key: str) -> None:
             "folderseal waits for it and retries")
 
 
-def makedirs(folder: Path) -> None:
+def makedirs(folder: Path, file_mode: int) -> None:
+    """A folder below an outbox, errors or archive root, readable as its files are."""
     try:
-        files.makedirs(folder)
+        files.makedirs(folder, files.folder_mode(file_mode))
     except OSError as exc:
         if exc.errno in files.NAME_ERRNOS:
             raise FileRejected("name_refused", f"the filesystem refused the folder name "

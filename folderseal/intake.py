@@ -41,7 +41,7 @@ PAUSE_SECONDS = 5.0  # after the state folder refused a write
 CLAIMS_PER_STEP = 100
 CLAIM_BYTES_PER_STEP = 1 << 30  # hashing happens on this thread: keep a step short
 EMPTY_SETTLE_FACTOR = 10
-STALL_SECONDS = 60.0  # a folder whose step or scan is this late is not making progress
+STALL_SECONDS = 60.0  # a scan this late means the folder is not making progress
 
 
 class FolderIntake:
@@ -75,7 +75,6 @@ class FolderIntake:
         self.paused = ""
         self.disk_full = ""          # the outbox or state folder under min_free_bytes
         self.blocked_until = 0.0
-        self.stepped_at = 0.0        # the last step that ran to its end (liveness)
         self.scanned_at = 0.0        # the last scan of the inbox (0: none yet)
         self.on_batch: Callable[[], None] = lambda: None
 
@@ -130,12 +129,6 @@ class FolderIntake:
     # -- one step ------------------------------------------------------------------
 
     def step(self, now: float, hints: list[str | None]) -> None:
-        try:
-            self._step(now, hints)
-        finally:
-            self.stepped_at = now  # waiting out an outage or a pause is progress too
-
-    def _step(self, now: float, hints: list[str | None]) -> None:
         if now < self.blocked_until:
             return
         self.blocked_until = 0.0
@@ -401,10 +394,8 @@ class FolderIntake:
         return self.scanned_at > 0 or not self.attached
 
     def health(self, now: float) -> str:
-        """Why this folder is not making progress ("" when it is). Backing off from an
-        outage is progress: the folder is waiting as it should."""
-        if now - self.stepped_at > STALL_SECONDS:
-            return f"folder {self.name}: no step for {now - self.stepped_at:.0f} s"
+        """Why this folder's watcher is not making progress ("" when it is). Backing off
+        from an outage is progress: the folder waits as it should."""
         if self.attached and self.mode == "events" and not self.watcher.alive:
             return f"folder {self.name}: the inotify watcher stopped"
         if self.attached and now - self.next_scan_at > STALL_SECONDS:

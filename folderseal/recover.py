@@ -227,7 +227,8 @@ class _Folder:
         """Files that may have been signed: to errors, with a record that says to check."""
         assert self.provider is not None
         for f in pending:
-            target = files.move_numbered(f.path, self.cfg.errors / f.source)
+            target = files.move_numbered(f.path, self.cfg.errors / f.source,
+                                         files.folder_mode(self.cfg.file_mode))
             self._write_record(target, f.source, f.sha256, f.size, batch_id, "store_lost",
                                f"the store was lost while this file was in batch {batch_id} "
                                f"of provider {self.provider.name} and {why}; it may have "
@@ -243,7 +244,7 @@ class _Folder:
             "batch": {"id": batch_id}, "provider": {"name": self.cfg.provider},
             "error": {"code": code, "attempts": 0, "original": str(target),
                       "message": message}}
-        files.makedirs(target.parent)
+        files.makedirs(target.parent, files.folder_mode(self.cfg.file_mode))
         files.write_new(target.parent, target.name + ".error.json",
                         (json.dumps(record, indent=2) + "\n").encode(), self.cfg.file_mode)
         self.failed[(batch_id, sha256 or "")] = source
@@ -283,7 +284,8 @@ class _Folder:
 
     def _finish(self, path: Path, source: str) -> None:
         if self.cfg.archive is not None:
-            files.move_numbered(path, self.cfg.archive / (_safe_source(source) or path.name))
+            files.move_numbered(path, self.cfg.archive / (_safe_source(source) or path.name),
+                                files.folder_mode(self.cfg.file_mode))
         else:
             path.unlink()
 

@@ -150,7 +150,7 @@ class Sink:
 
     def _folder_of(self, record: FileRecord, retried: set[str]) -> Path:
         folder = self.cfg.outbox / split(record.source)[0]
-        makedirs(folder)
+        makedirs(folder, self.cfg.file_mode)
         if record.id in retried:
             files.remove_leftovers(folder, record.id)
         return folder
@@ -389,5 +389,6 @@ class Sink:
     def _archive(self, record: FileRecord, original: Path) -> None:
         assert self.cfg.archive is not None
         require_root(self.cfg.archive, "archive")
-        files.move_numbered(original, self.cfg.archive / record.source)
+        files.move_numbered(original, self.cfg.archive / record.source,
+                            files.folder_mode(self.cfg.file_mode))
 

@@ -2,9 +2,10 @@
 
 Read-only and without authentication, so it listens on loopback unless the operator
 names another address. ``/metrics`` is Prometheus text; ``/healthz`` answers 200 when
-every folder's watcher is alive and the store answers, 503 with the reasons otherwise
-(a share out is a watcher waiting as it should: it shows in the body, not as 503);
-``/`` is the status page for a person.
+the main loop and every folder's watcher make progress and the store answers, 503 with
+the reasons otherwise. It is liveness: a watcher backing off from a share outage is
+alive (the outage shows in ``/metrics``, ``/`` and ``folderseal status``). ``/`` is the
+status page for a person.
 """
 
 from __future__ import annotations

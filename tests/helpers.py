@@ -174,7 +174,7 @@ class Daemon:
     running: list[Daemon] = []  # killed after each test by conftest, pass or fail
 
     def __init__(self, layout: Layout, env: dict[str, str] | None = None,
-                 user: str | None = None) -> None:
+                 user: str | None = None, umask: int | None = None) -> None:
         self.layout = layout
         self.log_path = layout.root / f"daemon-{time.time_ns()}.log"
         command = _as_user(user, [sys.executable, "-m", "folderseal", "run", "-c",
@@ -182,7 +182,9 @@ class Daemon:
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
                                         env={**os.environ, **(env or {})},
-                                        cwd="/" if user else None)  # the checkout may be 0700
+                                        cwd="/" if user else None,  # the checkout may be 0700
+                                        preexec_fn=None if umask is None
+                                        else functools.partial(os.umask, umask))
         Daemon.running.append(self)
 
     def events(self) -> list[dict[str, Any]]:

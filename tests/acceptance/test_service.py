@@ -1,0 +1,444 @@
+"""folderseal as a service: the unit file, sd_notify on a real socket, journald levels,
+credentials, the metrics listener, and `status` exit codes.
+
+The daemon runs as a subprocess; systemd's side of each protocol is played by the test
+with the real thing where it can be had here: a unix datagram socket for NOTIFY_SOCKET,
+`systemd-analyze` for the unit, a bindfs FUSE mount that stops answering for a hung share.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bench.torturekit.scenarios import Share
+from folderseal.emulate import EmulatorHandle, start_seal
+from tests.helpers import Daemon, Layout, error_records, folderseal, sidecars, wait_until
+
+UNIT = Path(__file__).resolve().parents[2] / "systemd" / "folderseal.service"
+METRICS = '\n[metrics]\nlisten = "127.0.0.1:0"\n'
+KEY = "service-key-51d0c7a9"
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[EmulatorHandle]:
+    with start_seal(api_key=KEY, data_dir=tmp_path / "emulator", seed=20261201,
+                    step_delay=0.02, slow_seconds=0.3) as handle:
+        yield handle
+
+
+def _seal_layout(tmp_path: Path, url: str, **kwargs: Any) -> Layout:
+    """A layout whose folder uses the SEAL emulator at ``url``."""
+    (tmp_path / "signius.key").write_text(KEY + "\n")
+    layout = Layout(tmp_path, provider={
+        "kind": "seal", "base_url": url, "api_key_file": "signius.key",
+        "poll_interval_seconds": 0.1, "timeout_seconds": 5.0, "status_grace_seconds": 1.0},
+        **kwargs)
+    layout.write()
+    return layout
+
+
+class NotifySocket:
+    """systemd's end of sd_notify: a unix datagram socket, every message kept."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="fs-notify-", dir="/tmp"))  # short path
+        self.path = self.dir / "notify"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, dict[str, str]]] = []
+        self.closed = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while not self.closed:
+            try:
+                data = self.sock.recv(4096).decode()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            fields = dict(line.split("=", 1) for line in data.splitlines() if "=" in line)
+            self.messages.append((time.monotonic(), fields))
+
+    def env(self, watchdog_seconds: float = 2.0) -> dict[str, str]:
+        return {"NOTIFY_SOCKET": str(self.path),
+                "WATCHDOG_USEC": str(int(watchdog_seconds * 1e6))}
+
+    def first(self, key: str) -> tuple[float, dict[str, str]] | None:
+        return next(((t, m) for t, m in self.messages if key in m), None)
+
+    def pings_since(self, since: float) -> int:
+        return sum(1 for t, m in self.messages if t >= since and "WATCHDOG" in m)
+
+    def statuses(self) -> list[str]:
+        return [m["STATUS"] for _, m in self.messages if "STATUS" in m]
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def notify() -> Iterator[NotifySocket]:
+    sock = NotifySocket()
+    yield sock
+    sock.close()
+
+
+def _base_url(daemon: Daemon) -> str:
+    return str(daemon.wait_for_event("web.listening", timeout=60)["url"]).rstrip("/")
+
+
+def _status(layout: Layout) -> tuple[int, dict[str, Any]]:
+    out = folderseal("status", "--json", "-c", str(layout.config))
+    return out.returncode, json.loads(out.stdout)
+
+
+# -- the unit file ------------------------------------------------------------------------
+
+def test_the_unit_file_is_hardened_to_an_exposure_of_two_or_less() -> None:
+    """`systemd-analyze security --offline=true` rates the shipped unit 2.0 or lower."""
+    if shutil.which("systemd-analyze") is None:
+        pytest.fail("systemd-analyze is missing: 'make test' installs it (Debian package "
+                    "systemd)")
+    out = subprocess.run(["systemd-analyze", "security", "--offline=true", str(UNIT)],
+                         capture_output=True, text=True)
+    found = re.search(r"Overall exposure level for folderseal\.service: (\d+\.\d+)",
+                      out.stdout + out.stderr)
+    assert found, out.stdout + out.stderr
+    assert float(found.group(1)) <= 2.0, out.stdout
+
+
+def test_the_unit_file_says_how_the_service_runs() -> None:
+    """notify with a watchdog, no restart loop on bad config, after the shares, secrets as
+    credentials, the level for journald, an empty capability set."""
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    assert settings["Type"] == ["notify"] and settings["NotifyAccess"] == ["main"]
+    assert int(settings["WatchdogSec"][0]) > 0
+    assert settings["Restart"] == ["on-failure"]
+    assert settings["RestartPreventExitStatus"] == ["78"]
+    assert "network-online.target" in settings["After"][0]
+    assert "remote-fs.target" in settings["After"][0]
+    assert int(settings["TimeoutStopSec"][0]) >= 60
+    assert settings["LoadCredential"] and settings["SyslogIdentifier"] == ["folderseal"]
+    assert settings["CapabilityBoundingSet"] == [""] and settings["UMask"]
+    assert settings["SystemCallFilter"][0] == "@system-service"
+    assert settings["ProtectSystem"] == ["strict"] and settings["ReadWritePaths"]
+    assert "RequiresMountsFor=" in UNIT.read_text()  # documented for the shares
+
+
+# -- sd_notify ----------------------------------------------------------------------------
+
+def test_ready_comes_after_the_first_scan_and_the_watchdog_follows_progress(
+        tmp_path: Path, notify: NotifySocket) -> None:
+    """READY=1 is sent once the files already in the inbox were found (its STATUS counts
+    them), WATCHDOG=1 keeps coming while files flow, STATUS= tells what was signed, and
+    STOPPING=1 comes at the end."""
+    layout = Layout(tmp_path)
+    layout.write()
+    for i in range(3):
+        (layout.inbox / f"early-{i}.txt").write_text(f"before the start {i}")
+    daemon = Daemon(layout, env=notify.env(watchdog_seconds=1.0)).started()
+    wait_until(lambda: notify.first("READY") is not None, what="READY=1")
+    ready_at, ready = notify.first("READY") or (0.0, {})
+    assert ready["STATUS"].startswith("3 waiting"), ready
+    watching = [e for e in daemon.events() if e.get("event") == "folder.watching"]
+    assert watching, "READY=1 before the folder was watched"
+    wait_until(lambda: len(sidecars(layout.outbox)) == 3, what="three sidecars")
+    wait_until(lambda: any("3 signed" in s for s in notify.statuses()), timeout=30,
+               what="STATUS= with 3 signed")
+    assert notify.pings_since(ready_at) >= 3, notify.messages
+    assert daemon.stop() == 0
+    wait_until(lambda: notify.first("STOPPING") is not None, timeout=5, what="STOPPING=1")
+
+
+def test_a_share_down_at_boot_is_in_status_and_does_not_hold_ready_back(
+        tmp_path: Path, notify: NotifySocket) -> None:
+    """With the inbox missing at start, READY=1 still comes, STATUS= names the share out,
+    and the watchdog keeps pinging through the outage (backing off is progress); when
+    the inbox is back its files are sealed."""
+    layout = Layout(tmp_path)
+    layout.write()
+    shutil.rmtree(layout.inbox)
+    daemon = Daemon(layout, env=notify.env(watchdog_seconds=1.0)).started()
+    wait_until(lambda: notify.first("READY") is not None, what="READY=1")
+    ready_at, ready = notify.first("READY") or (0.0, {})
+    assert "share out: scans" in ready["STATUS"], ready
+    time.sleep(3)
+    assert notify.pings_since(ready_at) >= 2, "no watchdog pings during the outage"
+    layout.inbox.mkdir()
+    (layout.inbox / "late.txt").write_text("after the share came back")
+    wait_until(lambda: len(sidecars(layout.outbox)) == 1, timeout=90, what="late.txt sealed")
+    assert daemon.stop() == 0
+
+
+def test_a_share_that_hangs_stops_the_watchdog_and_fails_healthz(
+        tmp_path: Path, notify: NotifySocket) -> None:
+    """The inbox on a FUSE mount whose server stops answering (SIGSTOP: every access
+    blocks, as on a hard-mounted NFS share that is gone) hangs the main loop: the pings
+    stop, so systemd would restart the daemon, and /healthz says why with 503. When the
+    server answers again, the pings resume."""
+    if os.geteuid() != 0 or shutil.which("bindfs") is None:
+        pytest.fail("needs root and bindfs ('make test' installs it; CI runs as root)")
+    layout = Layout(tmp_path, folder={"watch": "polling"}, extra=METRICS)
+    layout.write()
+    backing = tmp_path / "backing"
+    backing.mkdir()
+    share = Share(backing, layout.inbox)
+    share.mount()
+    try:
+        daemon = Daemon(layout, env=notify.env(watchdog_seconds=1.0)).started()
+        url = _base_url(daemon)
+        wait_until(lambda: notify.first("READY") is not None, what="READY=1")
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        assert share.process is not None
+        share.process.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(1.5)  # the next poll of the inbox blocks
+            hung_at = time.monotonic()
+            time.sleep(5)
+            assert notify.pings_since(hung_at) == 0, "pings went on while the loop hung"
+            health = httpx.get(f"{url}/healthz", timeout=10)  # late by over WatchdogSec
+            assert health.status_code == 503, health.text
+            assert "the main loop has made no progress" in health.text
+        finally:
+            share.process.send_signal(signal.SIGCONT)
+        resumed_at = time.monotonic()
+        wait_until(lambda: notify.pings_since(resumed_at) >= 2, timeout=15,
+                   what="pings after the share answered again")
+        assert daemon.stop() == 0
+    finally:
+        share.unmount()
+
+
+# -- journald, credentials, file modes ----------------------------------------------------
+
+def test_under_journald_each_line_carries_its_level(tmp_path: Path) -> None:
+    """When stdout is the journal's stream (JOURNAL_STREAM names its device and inode),
+    every JSON line starts with its syslog level: <6> info, <4> warning, <3> error."""
+    layout = Layout(tmp_path)
+    layout.write()
+    log = tmp_path / "journal.log"
+    log.touch()
+    st = log.stat()
+    env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+    command = [sys.executable, "-m", "folderseal", "run", "-c", str(layout.config)]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **env})
+        try:
+            (layout.inbox / "empty.txt").write_bytes(b"")  # fails: a warning
+            wait_until(lambda: error_records(layout.errors), timeout=60, what="empty.txt failed")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    levels = {"<7>": "debug", "<6>": "info", "<4>": "warning", "<3>": "error"}
+    for line in lines:
+        prefix, body = line[:3], line[3:]
+        assert prefix in levels, line
+        assert json.loads(body)["level"] == levels[prefix], line
+    assert {line[:3] for line in lines} >= {"<6>", "<4>"}
+
+
+def test_secrets_come_from_the_credentials_directory(tmp_path: Path) -> None:
+    """password_file = "$CREDENTIALS_DIRECTORY/…" is read from the folder systemd made
+    for LoadCredential=; without that variable `check` exits 78 and says what to do."""
+    layout = Layout(tmp_path, provider={"password_file": "$CREDENTIALS_DIRECTORY/seal.pass"})
+    layout.write()
+    credentials = tmp_path / "credentials"
+    credentials.mkdir(mode=0o700)
+    shutil.copy(tmp_path / "seal" / "seal.pass", credentials / "seal.pass")
+    check = folderseal("check", "-c", str(layout.config),
+                       env={"CREDENTIALS_DIRECTORY": ""})
+    assert check.returncode == 78, check.stdout + check.stderr
+    assert "LoadCredential" in check.stdout + check.stderr
+    daemon = Daemon(layout, env={"CREDENTIALS_DIRECTORY": str(credentials)}).started()
+    (layout.inbox / "a.txt").write_text("sealed with a credential")
+    wait_until(lambda: (layout.outbox / "a.txt.json").exists(), what="a.txt sealed")
+    assert daemon.stop() == 0
+
+
+def test_outputs_get_the_folder_mode_whatever_the_umask(tmp_path: Path) -> None:
+    """Under UMask=0077 outputs, sidecars, error records and the folders made for them
+    still get file_mode (and its folder mode), so people on the share can read them."""
+    layout = Layout(tmp_path, folder={"file_mode": "0644"})
+    layout.write()
+    daemon = Daemon(layout, umask=0o077).started()
+    (layout.inbox / "sub").mkdir()
+    (layout.inbox / "sub" / "a.txt").write_text("readable by all")
+    (layout.inbox / "sub" / "empty.txt").write_bytes(b"")
+    wait_until(lambda: (layout.outbox / "sub" / "a.txt.json").exists(), what="a.txt sealed")
+    wait_until(lambda: error_records(layout.errors), timeout=60, what="empty.txt failed")
+    assert daemon.stop() == 0
+    for folder in (layout.outbox / "sub", layout.errors / "sub"):
+        assert folder.stat().st_mode & 0o777 == 0o755, folder
+    for path in [*(layout.outbox / "sub").iterdir(), *error_records(layout.errors)]:
+        assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+# -- metrics and health -------------------------------------------------------------------
+
+def _samples(text: str) -> dict[str, float]:
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            found[name] = float(value)
+    return found
+
+
+def test_metrics_and_healthz_are_scraped_while_files_flow(
+        tmp_path: Path, emulator: EmulatorHandle) -> None:
+    """While files flow to the SEAL emulator (which answers 500 now and then), /metrics
+    counts them by folder (seen, claimed, signed, failed), times provider calls by
+    operation and outcome, counts retries, and gauges batches, the oldest waiting file,
+    a full outbox and a share out; /healthz answers 200 "ok". A share outage shows in
+    the gauges and `status` exits 1, while /healthz stays 200: the watcher is alive."""
+    layout = _seal_layout(tmp_path, emulator.url, extra=METRICS)
+    daemon = Daemon(layout).started()
+    emulator.set_faults("500-before=0.25")  # after the start's check call: each is counted
+    url = _base_url(daemon)
+    scrapes = []
+    for i in range(12):
+        (layout.inbox / f"flow-{i}.txt").write_text(f"flowing {i}")
+        if i == 6:
+            (layout.inbox / "empty.txt").write_bytes(b"")
+        scrapes.append(httpx.get(f"{url}/metrics").text)
+        assert httpx.get(f"{url}/healthz").text == "ok\n"
+        time.sleep(0.1)
+    wait_until(lambda: len(sidecars(layout.outbox)) == 12 and error_records(layout.errors),
+               timeout=60, what="12 sealed and one failed")
+    wait_until(lambda: _samples(httpx.get(f"{url}/metrics").text).get(
+        'folderseal_files_signed_total{folder="scans"}') == 12, timeout=10, what="12 signed")
+    during = [_samples(s).get('folderseal_files_seen_total{folder="scans"}', 0) for s in scrapes]
+    assert during == sorted(during) and during[-1] > 0, "seen did not grow while files flowed"
+    final = _samples(httpx.get(f"{url}/metrics").text)
+    assert final['folderseal_files_seen_total{folder="scans"}'] == 13
+    assert final['folderseal_files_claimed_total{folder="scans"}'] == 13
+    assert final['folderseal_files_failed_total{code="empty",folder="scans"}'] == 1
+    for operation in ("create", "upload", "accept", "status", "download", "delete"):
+        key = (f'folderseal_provider_call_seconds_count{{operation="{operation}",'
+               f'outcome="ok",provider="local"}}')
+        assert final.get(key, 0) >= 1, key
+    transient = sum(v for k, v in final.items() if k.startswith(
+        "folderseal_provider_call_seconds_count") and 'outcome="transient"' in k)
+    retries = sum(v for k, v in final.items() if k.startswith("folderseal_retries_total"))
+    assert transient == emulator.injected_faults()["500-before"] > 0
+    assert retries >= 1
+    assert final['folderseal_batches{folder="scans",state="CLEANED"}'] >= 1
+    assert final['folderseal_outbox_full{folder="scans"}'] == 0
+    assert final['folderseal_share_outage{folder="scans"}'] == 0
+    assert 'folderseal_oldest_waiting_seconds{folder="scans"}' in final
+    assert "process_resident_memory_bytes" in final
+
+    layout.inbox.rename(tmp_path / "inbox-away")  # the share goes away
+    wait_until(lambda: _samples(httpx.get(f"{url}/metrics").text).get(
+        'folderseal_share_outage{folder="scans"}') == 1, timeout=30, what="outage gauge")
+    assert httpx.get(f"{url}/healthz").status_code == 200
+    code, report = _status(layout)
+    assert code == 1 and any("share out" in a for a in report["alarms"]), report["alarms"]
+    (tmp_path / "inbox-away").rename(layout.inbox)
+    wait_until(lambda: _status(layout)[0] == 0, timeout=60, what="status healthy again")
+    assert daemon.stop() == 0
+
+
+def test_a_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
+    """[metrics] listen on a port another process holds: exit 78, naming the key."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        layout = Layout(tmp_path, extra=f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n')
+        layout.write()
+        run = folderseal("run", "-c", str(layout.config), timeout=60)
+    assert run.returncode == 78, run.stdout + run.stderr
+    assert "[metrics] listen" in run.stderr and "FOLDERSEAL_METRICS__LISTEN" in run.stderr
+
+
+# -- folderseal status --------------------------------------------------------------------
+
+def test_status_exit_code_says_whether_a_person_is_needed(tmp_path: Path) -> None:
+    """0 while healthy, files in errors included (a normal outcome, listed); 1 with the
+    daemon down, or a file not delivered after stuck_after_seconds."""
+    layout = Layout(tmp_path, folder={"stuck_after_seconds": 4.0})
+    layout.write()
+    code, report = _status(layout)
+    assert code == 1 and "the daemon is not running" in report["alarms"]
+    daemon = Daemon(layout).started()
+    (layout.inbox / "empty.txt").write_bytes(b"")
+    (layout.inbox / "a.txt").write_text("fine")
+    wait_until(lambda: error_records(layout.errors) and sidecars(layout.outbox), timeout=60,
+               what="one failed, one sealed")
+    wait_until(lambda: _status(layout)[0] == 0, timeout=10, what="status 0")
+    code, report = _status(layout)
+    assert report["folders"]["scans"]["failed"][0]["source"] == "empty.txt"
+    # The outbox goes away: a file claimed then waits, and past stuck_after_seconds
+    # that is an alarm, until the outbox is back and it is delivered.
+    layout.outbox.rename(tmp_path / "outbox-away")
+    (layout.inbox / "b.txt").write_text("waits for the outbox")
+
+    def stuck_alarm() -> bool:
+        code, report = _status(layout)
+        return code == 1 and any("stuck_after_seconds" in a for a in report["alarms"])
+
+    wait_until(stuck_alarm, timeout=30, what="the stuck alarm and exit 1")
+    (tmp_path / "outbox-away").rename(layout.outbox)
+    wait_until(lambda: _status(layout)[0] == 0, timeout=60, what="status 0 after delivery")
+    assert (layout.outbox / "b.txt.json").exists()
+    assert daemon.stop() == 0
+    code, report = _status(layout)
+    assert code == 1 and report["daemon"]["running"] is False
+
+
+def test_status_on_a_terminal_is_a_table(tmp_path: Path) -> None:
+    """On a TTY, `status` draws rich tables; piped, the same facts as plain lines."""
+    layout = Layout(tmp_path)
+    layout.write()
+    daemon = Daemon(layout).started()
+    (layout.inbox / "empty.txt").write_bytes(b"")
+    wait_until(lambda: error_records(layout.errors), timeout=60, what="empty.txt failed")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: status with its stdout on the terminal
+        os.execv(sys.executable, [sys.executable, "-m", "folderseal", "status", "-c",
+                                  str(layout.config)])
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    _, code = os.waitpid(pid, 0)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert os.waitstatus_to_exitcode(code) == 0, screen
+    assert "┃" in screen and "empty.txt" in screen and "failed" in screen, screen
+    piped = folderseal("status", "-c", str(layout.config))
+    assert "empty.txt" in piped.stdout and "\x1b[" not in piped.stdout
+    assert daemon.stop() == 0
