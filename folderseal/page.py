@@ -109,8 +109,9 @@ def _chart(per_minute: list[int]) -> str:
     return (f'<svg class="chart" width="{width}" height="{height + 14}" role="img" '
             f'aria-label="{total} files signed in the last hour">'
             f'<text x="0" y="10">peak {max(per_minute)}/min</text>{"".join(bars)}'
+            f'<line x1="0" y1="{height}" x2="{width}" y2="{height}" stroke="#999"/>'
             f'<text x="0" y="{height + 12}">60 min ago</text>'
-            f'<text x="{width - 30}" y="{height + 12}">now</text></svg>'
+            f'<text x="{width - 20}" y="{height + 12}">now</text></svg>'
             f"<p>{total} files signed in the last hour.</p>")
 
 
