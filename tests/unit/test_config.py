@@ -389,3 +389,38 @@ def test_bad_list_value_from_env_is_a_config_error(
     monkeypatch.setenv("FOLDERSEAL_FOLDERS__SCANS__INCLUDE", "*.pdf")
     error = config_error(minimal(tmp_path))
     assert error.exit_code == 78
+
+
+@pytest.mark.parametrize(("listen", "address"), [
+    ("127.0.0.1:9464", ("127.0.0.1", 9464)), ("[::1]:9464", ("::1", 9464)),
+    ("0.0.0.0:0", ("0.0.0.0", 0)), ("", None)])
+def test_metrics_listen_is_host_and_port(tmp_path: Path, listen: str,
+                                         address: tuple[str, int] | None) -> None:
+    """[metrics] listen takes "host:port" (IPv6 in brackets); "" turns it off."""
+    settings = load(minimal(tmp_path, extra_top=f'[metrics]\nlisten = "{listen}"\n'))
+    assert settings.metrics.address == address
+
+
+@pytest.mark.parametrize("listen", ["9464", "localhost", "127.0.0.1:http", "[::1]:70000"])
+def test_a_bad_metrics_listen_names_the_key(tmp_path: Path, listen: str) -> None:
+    error = config_error(minimal(tmp_path, extra_top=f'[metrics]\nlisten = "{listen}"\n'))
+    assert error.exit_code == ExitCode.CONFIG
+    assert "metrics.listen" in str(error) and "FOLDERSEAL_METRICS__LISTEN" in str(error)
+
+
+def test_paths_under_the_credentials_directory_resolve_when_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A password_file under $CREDENTIALS_DIRECTORY is read from the folder systemd gives
+    the service; without the variable, reading it says how to get one."""
+    text = PROVIDER.replace('"seal/seal.pass"', '"$CREDENTIALS_DIRECTORY/seal.pass"') + FOLDER
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    provider = load(write(tmp_path, text)).providers["local"]
+    with pytest.raises(ConfigError, match="LoadCredential"):
+        provider.read_password()  # type: ignore[union-attr]
+    credentials = tmp_path / "creds"
+    credentials.mkdir()
+    (credentials / "seal.pass").write_text(PASSWORD + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    provider = load(write(tmp_path, text)).providers["local"]
+    assert provider.password_file == credentials / "seal.pass"  # type: ignore[union-attr]
+    assert provider.read_password() == PASSWORD.encode()  # type: ignore[union-attr]

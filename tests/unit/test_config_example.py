@@ -14,6 +14,7 @@ from folderseal.config import (
     FolderConfig,
     LocalProviderConfig,
     LogConfig,
+    MetricsConfig,
     SealProviderConfig,
     Settings,
     StoreConfig,
@@ -29,6 +30,7 @@ SECTIONS: list[tuple[str, type[BaseModel], dict[str, Any]]] = [
     ("", Settings, {k: v for k, v in RAW.items() if not isinstance(v, dict)}),
     ("store", StoreConfig, RAW["store"]),
     ("log", LogConfig, RAW["log"]),
+    ("metrics", MetricsConfig, RAW["metrics"]),
     ("providers.company_seal", LocalProviderConfig, RAW["providers"]["company_seal"]),
     ("providers.signius", SealProviderConfig, RAW["providers"]["signius"]),
     ("folders.scans", FolderConfig, RAW["folders"]["scans"]),
@@ -41,7 +43,7 @@ IDS = [name or "top" for name, _, _ in SECTIONS]
 def test_every_key_is_in_the_example(name: str, model: type[BaseModel],
                                      table: dict[str, Any]) -> None:
     """Each configuration key appears in config.example.toml (secrets commented out)."""
-    fields = set(model.model_fields) - {"store", "log", "providers", "folders"}
+    fields = set(model.model_fields) - {"store", "log", "metrics", "providers", "folders"}
     missing = fields - set(table) - COMMENTED
     assert not missing, f"[{name}] lacks {sorted(missing)}"
     for secret in fields & COMMENTED:
