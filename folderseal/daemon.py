@@ -211,7 +211,7 @@ class Daemon:
                 hints.setdefault(folder, []).append(path)
             for name, intake in self.intakes.items():
                 intake.step(now, hints.get(name, []))
-            self.loop_at = now
+            self.loop_at = time.time()  # a round that ended now
             if now - last_beat >= HEARTBEAT_SECONDS:
                 try:
                     self._heartbeat()

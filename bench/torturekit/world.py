@@ -153,7 +153,8 @@ class World:
 
     def status(self) -> dict[str, Any]:
         out = self.run("status", "--json")
-        return json.loads(out.stdout) if out.returncode == 0 else {}
+        # 1 is "something needs a person" (the daemon down, say): the report is there.
+        return json.loads(out.stdout) if out.returncode in (0, 1) else {}
 
     # -- files ---------------------------------------------------------------------
 
