@@ -1,0 +1,109 @@
+"""The status report on a real store: alarms for what needs a person, none for files in
+errors, the one-line summary, the chart's minutes, and the metrics read off it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from folderseal.config import Settings, load
+from folderseal.metrics import ReportCollector
+from folderseal.model import FileState, JobState
+from folderseal.status import ALARM_ATTEMPTS, collect, summary
+from folderseal.store import Store
+
+CONFIG = """
+state_dir = "state"
+node = "n1"
+[providers.remote]
+kind = "seal"
+base_url = "https://seal.invalid"
+api_key = "k"
+max_wait_seconds = 600
+[folders.scans]
+inbox = "inbox"
+outbox = "outbox"
+errors = "errors"
+provider = "remote"
+stuck_after_seconds = 3600
+"""
+
+
+def _settings(tmp_path: Path) -> Settings:
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG)
+    return load(path)
+
+
+def _claim(store: Store, file_id: str, seen_at: float) -> None:
+    store.add_claim(id=file_id, folder="scans", source=f"{file_id}.pdf", dev=1,
+                    ino=abs(hash(file_id)) % 10**6, size=10, mtime_ns=0, sha256="ab" * 32,
+                    seen_at=seen_at)
+
+
+def test_a_batch_failing_for_long_and_an_old_batch_are_alarms(tmp_path: Path) -> None:
+    """A batch postponed ALARM_ATTEMPTS times in a row, and one older than the provider's
+    max_wait_seconds, each raise an alarm naming the batch; a file delivered and one in
+    errors raise none, and the summary counts them."""
+    settings = _settings(tmp_path)
+    now = time.time()
+    clock = [now - 3000.0]
+    settings.state_dir.mkdir()
+    store = Store(settings.database, "n1", clock=lambda: clock[0])
+    _claim(store, "old", clock[0])
+    store.create_job(job_id="job-old", folder="scans", provider="remote",
+                     entries=[("old", "0001_old.pdf")])
+    clock[0] = now - 60.0
+    _claim(store, "failing", clock[0])
+    store.create_job(job_id="job-failing", folder="scans", provider="remote",
+                     entries=[("failing", "0001_failing.pdf")])
+    for _ in range(ALARM_ATTEMPTS):
+        job = store.acquire_job(frozenset({"job-old"}))
+        assert job is not None and job.id == "job-failing"
+        store.postpone(job, lambda _a: 0.0, "transient", "HTTP 503 from the provider")
+    for file_id, state in (("done", FileState.DONE), ("bad", FileState.FAILED)):
+        clock[0] = now - 90.0
+        _claim(store, file_id, clock[0])
+        store.set_file_state(file_id, FileState.CLAIMED, state)
+    store.close()
+
+    report = collect(settings, warnings=[])
+    alarms = report["alarms"]
+    assert "the daemon is not running" in alarms
+    assert any("job-failing" in a and f"after {ALARM_ATTEMPTS} attempts" in a
+               and "HTTP 503" in a for a in alarms), alarms
+    assert any("job-old" in a and "max_wait_seconds" in a for a in alarms), alarms
+    assert not any("bad" in a for a in alarms), "a file in errors is no alarm"
+    scans = report["folders"]["scans"]
+    assert scans["failed"][0]["source"] == "bad.pdf"
+    assert scans["in_flight"] == 2 and 2990 < scans["oldest_waiting_seconds"] < 3100
+    assert scans["batch_states"] == {JobState.BATCHED: 2}
+    assert scans["signed_per_minute"][-2] == 1 and sum(scans["signed_per_minute"]) == 1
+    line = summary(report)
+    assert line.startswith("0 waiting, 2 in flight, 1 signed, 1 failed; folder scans: batch")
+
+    gauges = {m.name: m for m in ReportCollector(lambda: report).collect()}
+    assert gauges["folderseal_alarms"].samples[0].value == len(alarms)
+    assert [(s.labels, s.value) for s in gauges["folderseal_batches"].samples] == [
+        ({"folder": "scans", "state": "BATCHED"}, 2.0)]
+
+
+def test_a_quiet_store_with_files_in_errors_has_no_alarm_but_the_daemon(
+        tmp_path: Path) -> None:
+    """Only the stopped daemon is an alarm when everything else is delivered or failed."""
+    settings = _settings(tmp_path)
+    store = Store.open(settings.state_dir, "n1", check=False)
+    _claim(store, "bad", time.time())
+    store.set_file_state("bad", FileState.CLAIMED, FileState.FAILED)
+    store.close()
+    assert collect(settings, warnings=[])["alarms"] == ["the daemon is not running"]
+
+
+def test_a_daemon_that_never_ran_is_reported_without_making_a_store(tmp_path: Path) -> None:
+    """The report of a configuration whose daemon never ran says so, without creating
+    the store: `status` only reads."""
+    settings = _settings(tmp_path)
+    report = collect(settings, warnings=[])
+    assert not settings.database.exists()
+    assert report["alarms"] == ["the daemon is not running"]
+    assert any("never ran" in w for w in report["warnings"])
