@@ -395,10 +395,11 @@ class FolderIntake:
 
     def health(self, now: float) -> str:
         """Why this folder's watcher is not making progress ("" when it is). Backing off
-        from an outage is progress: the folder waits as it should."""
+        from an outage, or pausing while the state folder takes no writes, is progress:
+        the folder waits as it should (a restart would not help)."""
         if self.attached and self.mode == "events" and not self.watcher.alive:
             return f"folder {self.name}: the inotify watcher stopped"
-        if self.attached and now - self.next_scan_at > STALL_SECONDS:
+        if self.attached and not self.blocked_until and now - self.next_scan_at > STALL_SECONDS:
             return f"folder {self.name}: its scan is {now - self.next_scan_at:.0f} s overdue"
         return ""
 
