@@ -68,7 +68,13 @@ class Row:
 
 def settled(world: World, ignored: set[str] = frozenset()) -> bool:
     """Nothing waits: no file in the inbox (but ``ignored`` ones) or the work folder."""
-    inbox = world.layout.inbox
+    try:
+        return _settled(world.layout.inbox, ignored)
+    except FileNotFoundError:  # a folder the daemon removed while this looked: not yet
+        return False
+
+
+def _settled(inbox: Path, ignored: set[str]) -> bool:
     for path in inbox.rglob("*"):
         if not path.is_file() and not path.is_symlink():
             continue
