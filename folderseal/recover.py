@@ -42,6 +42,7 @@ until then, so nothing is signed twice).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -83,6 +84,21 @@ def missing_originals(store: Store, folder: str, cfg: FolderConfig) -> list[File
             if not any(os.path.lexists(p) for p in places):
                 gone.append(record)
     return gone
+
+
+def _begins_with(path: Path, size: int, sha256: str) -> bool:
+    """True if the first ``size`` bytes of ``path`` have this sha256 (a PAdES output is an
+    incremental update: its input, then the signature)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        left = size
+        while left:
+            chunk = stream.read(min(left, 1 << 20))
+            if not chunk:
+                return False
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.hexdigest() == sha256
 
 
 def _sweep_temp_files(cfg: FolderConfig) -> int:
@@ -143,6 +159,9 @@ class _Folder:
         self.delivered = _records(cfg.outbox, ".json")
         self.failed = _records(cfg.errors, ".error.json")
         self.requeued: set[str] = set()  # sha256 of files put back into the inbox
+        # Detached signatures the sink places beside a copy of the original (NAME.p7s…).
+        self.suffixes: list[str] = getattr(settings.providers[cfg.provider],
+                                           "signature_suffixes", [".p7s"])
 
     def batch(self, batch_id: str) -> str:
         """Settle one unknown batch; what became of it, in words."""
@@ -224,17 +243,44 @@ class _Folder:
         return f"{len(pending)} recorded again as {state} ({why}); the daemon goes on"
 
     def _hold_all(self, batch_id: str, pending: list[_File], why: str) -> str:
-        """Files that may have been signed: to errors, with a record that says to check."""
+        """Files that may have been signed: to errors, with a record that says to check.
+        An output a delivery already placed in the outbox (its sidecar never written) goes
+        with its original, so the outbox holds nothing without a sidecar."""
         assert self.provider is not None
+        mode = files.folder_mode(self.cfg.file_mode)
         for f in pending:
-            target = files.move_numbered(f.path, self.cfg.errors / f.source,
-                                         files.folder_mode(self.cfg.file_mode))
+            outputs = self._unnamed_outputs(f)
+            target = files.move_numbered(f.path, self.cfg.errors / f.source, mode)
+            moved = [files.move_numbered(out, target.parent / out.name, mode).name
+                     for out in outputs]
+            note = (f"; its output ({', '.join(moved)}), placed in the outbox before the "
+                    "store was lost but never given a sidecar, is beside it") if moved else ""
             self._write_record(target, f.source, f.sha256, f.size, batch_id, "store_lost",
                                f"the store was lost while this file was in batch {batch_id} "
                                f"of provider {self.provider.name} and {why}; it may have "
                                "been signed: check with the provider, then drop it into "
-                               "the inbox again")
+                               f"the inbox again{note}")
         return f"{len(pending)} in errors, to check with the provider ({why})"
+
+    def _unnamed_outputs(self, f: _File) -> list[Path]:
+        """The outputs of ``f`` in the outbox that no sidecar names: under its name or a
+        numbered one (as the sink chose), a signed PDF that begins with the original's
+        bytes, or a copy of the original with its detached signature beside it."""
+        head, name = f.source.rpartition("/")[::2]
+        folder = self.cfg.outbox / head
+        for n in range(files.MAX_NUMBERED):
+            primary = folder / files.numbered(name, n)
+            if not os.path.lexists(primary):
+                return []  # the sink takes the first free number: none further
+            if os.path.lexists(f"{primary}.json") or not primary.is_file() or \
+                    primary.is_symlink():
+                continue
+            if files.hash_path(primary)[0] == f.sha256:
+                return [primary, *(p for s in self.suffixes
+                                   if (p := Path(f"{primary}{s}")).is_file())]
+            if primary.stat().st_size > f.size and _begins_with(primary, f.size, f.sha256):
+                return [primary]
+        return []
 
     def _write_record(self, target: Path, source: str, sha256: str | None, size: int,
                       batch_id: str, code: str, message: str) -> None:

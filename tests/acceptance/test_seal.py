@@ -309,3 +309,39 @@ def test_a_store_lost_mid_batch_is_rebuilt_by_recover(tmp_path: Path, emulator: 
              and str(p.relative_to(layout.outbox)) not in named]
     assert stray == [], f"outputs without a sidecar: {stray}"
     _no_key_anywhere(layout)
+
+
+def test_outputs_placed_before_a_store_loss_go_to_errors_with_their_originals(
+        tmp_path: Path, emulator: EmulatorHandle) -> None:
+    """Killed after the outputs were placed and before their sidecars, with the store lost
+    and the remote batch gone from SEAL: nobody can tell whether to trust the outputs, so
+    `recover` puts each original in errors ("check with the provider") with its output
+    beside it, and the outbox keeps nothing that no sidecar names."""
+    layout = _layout(tmp_path, emulator.url)
+    expected = _drop(layout, 4)
+    crashed = Daemon(layout, env={"FOLDERSEAL_CRASH_AT": "output-published"})
+    assert crashed.process.wait(timeout=60) == -9, "output-published was never reached"
+    crashed.kill()
+    [batch] = (layout.work / "batches").iterdir()
+    remote_id = json.loads((batch / ".batch.json").read_text())["remote_ids"][-1]
+    placed = sorted(p.name for p in layout.outbox.rglob("*") if p.is_file())
+    assert placed and not sidecars(layout.outbox)
+    deleted = httpx.delete(f"{emulator.url}/api/BatchDeleteCache/{remote_id}",
+                           headers={"API-KEY": KEY})
+    assert deleted.status_code == 200, deleted.text
+    for item in layout.state.iterdir():  # the store is lost
+        subprocess.run(["rm", "-rf", str(item)], check=True)
+    recovered = folderseal("recover", "-c", str(layout.config))
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert [p for p in layout.outbox.rglob("*") if p.is_file()] == [], "outputs left behind"
+    records = {json.loads(p.read_text())["source"]: json.loads(p.read_text())
+               for p in error_records(layout.errors)}
+    assert sorted(records) == sorted(expected)
+    for source, record in records.items():
+        assert record["error"]["code"] == "store_lost"
+        assert "never given a sidecar, is beside it" in record["error"]["message"], record
+        original = layout.errors / source
+        assert hashlib.sha256(original.read_bytes()).hexdigest() == expected[source]
+    moved = sorted(p.name for p in layout.errors.rglob("*") if p.is_file()
+                   and not p.name.endswith(".error.json"))
+    assert len(moved) == len(placed) + len(expected), moved  # every output and original
