@@ -11,6 +11,7 @@ from html import escape
 from typing import Any
 
 from folderseal.model import FileState
+from folderseal.status import conditions
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -59,10 +60,8 @@ def _folder(name: str, folder: dict[str, Any]) -> str:
              f"{files.get(FileState.FAILED, 0)} in errors")
     out = [f'<section id="folder-{escape(name)}"><h2>Folder {escape(name)}</h2>',
            f"<p>{escape(facts)}</p>"]
-    for key, label in (("outage", "Share out"), ("disk_full", "Disk full"),
-                       ("paused", "Claims paused"), ("problem", "Not making progress")):
-        if folder[key]:
-            out.append(f'<p class="warn">{label}: {escape(folder[key])}</p>')
+    for label, reason in conditions(folder):
+        out.append(f'<p class="warn">{escape(label.capitalize())}: {escape(reason)}</p>')
     out.append("<h3>Files signed per minute, last hour</h3>")
     out.append(_chart(folder["signed_per_minute"]))
     out.append("<h3>Waiting</h3>")

@@ -187,6 +187,16 @@ def _empty() -> dict[str, Any]:
             "signed_per_minute": [0] * HOUR_MINUTES}
 
 
+CONDITIONS = (("outage", "share out"), ("disk_full", "disk full"), ("paused", "claims paused"),
+              ("problem", "not making progress"))
+
+
+def conditions(folder: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, reason) of what holds a folder up; a pause for disk space shows once."""
+    return [(label, folder[key]) for key, label in CONDITIONS
+            if folder[key] and not (key == "paused" and folder[key] == folder["disk_full"])]
+
+
 def summary(report: dict[str, Any]) -> str:
     """One line: waiting, in flight, failed, shares out, the first alarm (systemd STATUS=)."""
     folders = report["folders"].values()
@@ -236,9 +246,8 @@ def _folder_table(folder: dict[str, Any]) -> Table:
     table = Table()
     for column in ("what", "name", "state", "why"):
         table.add_column(column, overflow="fold")
-    for key in ("outage", "disk_full", "paused", "problem"):
-        if folder[key]:
-            table.add_row(Text(key.replace("_", " ")), Text(""), Text(""), Text(folder[key]))
+    for label, reason in conditions(folder):
+        table.add_row(Text(label), Text(""), Text(""), Text(reason))
     for item in folder["waiting"]:
         table.add_row(Text("waiting"), Text(item["source"]), Text("in the inbox"),
                       Text(item["why"]))

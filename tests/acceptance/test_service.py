@@ -416,7 +416,7 @@ def test_status_exit_code_says_whether_a_person_is_needed(tmp_path: Path) -> Non
 
 
 def test_status_on_a_terminal_is_a_table(tmp_path: Path) -> None:
-    """On a TTY, `status` draws rich tables; piped, the same facts as plain lines."""
+    """On a TTY, `status` draws rich tables; piped, the same tables without colour codes."""
     layout = Layout(tmp_path)
     layout.write()
     daemon = Daemon(layout).started()
