@@ -69,6 +69,25 @@ def hash_fd(fd: int) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def hash_with_prefix(fd: int, prefix_len: int) -> tuple[str, str, int]:
+    """sha256 of the whole file and of its first ``prefix_len`` bytes, in one pass."""
+    whole = hashlib.sha256()
+    prefix_digest = ""
+    offset = 0
+    while True:
+        want = CHUNK
+        if offset < prefix_len:
+            want = min(want, prefix_len - offset)
+        chunk = os.pread(fd, want, offset)
+        if offset == prefix_len:
+            prefix_digest = whole.hexdigest()
+        if not chunk:
+            break
+        whole.update(chunk)
+        offset += len(chunk)
+    return whole.hexdigest(), prefix_digest, offset
+
+
 def hash_path(path: Path) -> tuple[str, int]:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:

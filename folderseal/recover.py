@@ -42,7 +42,6 @@ until then, so nothing is signed twice).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -55,6 +54,7 @@ from typing import Any
 from folderseal import files, statelock
 from folderseal.config import FolderConfig, Settings
 from folderseal.errors import ExitCode, ProviderError, TransientError
+from folderseal.folders import split
 from folderseal.model import FileRecord, FileState, JobState
 from folderseal.providers import BatchView, Document, Provider, Remote, build
 from folderseal.sidecar import SCHEMA
@@ -84,21 +84,6 @@ def missing_originals(store: Store, folder: str, cfg: FolderConfig) -> list[File
             if not any(os.path.lexists(p) for p in places):
                 gone.append(record)
     return gone
-
-
-def _begins_with(path: Path, size: int, sha256: str) -> bool:
-    """True if the first ``size`` bytes of ``path`` have this sha256 (a PAdES output is an
-    incremental update: its input, then the signature)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        left = size
-        while left:
-            chunk = stream.read(min(left, 1 << 20))
-            if not chunk:
-                return False
-            digest.update(chunk)
-            left -= len(chunk)
-    return digest.hexdigest() == sha256
 
 
 def _sweep_temp_files(cfg: FolderConfig) -> int:
@@ -266,7 +251,7 @@ class _Folder:
         """The outputs of ``f`` in the outbox that no sidecar names: under its name or a
         numbered one (as the sink chose), a signed PDF that begins with the original's
         bytes, or a copy of the original with its detached signature beside it."""
-        head, name = f.source.rpartition("/")[::2]
+        head, name = split(f.source)
         folder = self.cfg.outbox / head
         for n in range(files.MAX_NUMBERED):
             primary = folder / files.numbered(name, n)
@@ -275,10 +260,15 @@ class _Folder:
             if os.path.lexists(f"{primary}.json") or not primary.is_file() or \
                     primary.is_symlink():
                 continue
-            if files.hash_path(primary)[0] == f.sha256:
+            fd = os.open(primary, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                whole, prefix, size = files.hash_with_prefix(fd, f.size)
+            finally:
+                os.close(fd)
+            if whole == f.sha256:
                 return [primary, *(p for s in self.suffixes
                                    if (p := Path(f"{primary}{s}")).is_file())]
-            if primary.stat().st_size > f.size and _begins_with(primary, f.size, f.sha256):
+            if size > f.size and prefix == f.sha256:
                 return [primary]
         return []
 

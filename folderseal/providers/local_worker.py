@@ -125,7 +125,7 @@ def _pades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
         sign_pdf(state.seal, src, dst, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
         dst.flush()
         os.fsync(dst.fileno())
-        whole, prefix, size = _hash_with_prefix(dst.fileno(), task.size)
+        whole, prefix, size = files.hash_with_prefix(dst.fileno(), task.size)
     if prefix != task.sha256:
         out_path.unlink(missing_ok=True)
         raise FileRejected("output_mismatch", "the signed PDF does not begin with the exact "
@@ -151,22 +151,3 @@ def _cades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
         Output(role="signature", staged=str(sig_path), suffix=".p7s",
                sha256=hashlib.sha256(signature.der).hexdigest(), bytes=len(signature.der)),
     ))
-
-
-def _hash_with_prefix(fd: int, prefix_len: int) -> tuple[str, str, int]:
-    """sha256 of the whole file and of its first ``prefix_len`` bytes, in one pass."""
-    whole = hashlib.sha256()
-    prefix_digest = ""
-    offset = 0
-    while True:
-        want = files.CHUNK
-        if offset < prefix_len:
-            want = min(want, prefix_len - offset)
-        chunk = os.pread(fd, want, offset)
-        if offset == prefix_len:
-            prefix_digest = whole.hexdigest()
-        if not chunk:
-            break
-        whole.update(chunk)
-        offset += len(chunk)
-    return whole.hexdigest(), prefix_digest, offset
