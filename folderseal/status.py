@@ -27,15 +27,13 @@ from rich.text import Text
 from folderseal import statelock
 from folderseal.config import Settings
 from folderseal.errors import ExitCode, FolderSealError
-from folderseal.model import FileState, JobState
+from folderseal.model import IN_FLIGHT, FileState, JobState
 from folderseal.providers import build
 from folderseal.redact import REDACTOR
 from folderseal.sidecar import iso
 
 HEARTBEAT_STALE = 30.0
 ALARM_ATTEMPTS = 8  # consecutive failures of one step: about 4 minutes of backoff
-IN_FLIGHT = (FileState.CLAIMED, FileState.BATCHED, FileState.READY, FileState.REJECTED,
-             FileState.PUBLISHED)
 FINISHED_JOBS = (JobState.CLEANED, JobState.FAILED)
 HOUR_MINUTES = 60
 
