@@ -31,7 +31,8 @@ from bench.torturekit.scenarios import Share
 from folderseal.emulate import EmulatorHandle, start_seal
 from tests.helpers import Daemon, Layout, error_records, folderseal, sidecars, wait_until
 
-UNIT = Path(__file__).resolve().parents[2] / "systemd" / "folderseal.service"
+REPO = Path(__file__).resolve().parents[2]
+UNIT = REPO / "systemd" / "folderseal.service"
 METRICS = '\n[metrics]\nlisten = "127.0.0.1:0"\n'
 KEY = "service-key-51d0c7a9"
 
@@ -129,14 +130,27 @@ def test_the_unit_file_is_hardened_to_an_exposure_of_two_or_less() -> None:
     assert float(found.group(1)) <= 2.0, out.stdout
 
 
-def test_the_unit_file_says_how_the_service_runs() -> None:
-    """notify with a watchdog, no restart loop on bad config, after the shares, secrets as
-    credentials, the level for journald, an empty capability set."""
+def _unit_settings() -> dict[str, list[str]]:
     settings: dict[str, list[str]] = {}
     for line in UNIT.read_text().splitlines():
         if "=" in line and not line.startswith(("#", "[")):
             key, value = line.split("=", 1)
             settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_the_unit_file_says_how_the_service_runs() -> None:
+    """notify with a watchdog, no restart loop on bad config, after the shares, secrets as
+    credentials, the level for journald, an empty capability set; it runs the venv the
+    README installs, may write the folders `init --service` makes, and files a line
+    without a level (a traceback) as an error."""
+    settings = _unit_settings()
+    assert settings["ExecStart"] == ["/opt/folderseal/bin/folderseal run -c "
+                                     "/etc/folderseal/config.toml"]
+    assert settings["ReadWritePaths"] == ["-/srv/folderseal"]
+    assert settings["SyslogLevel"] == ["err"]
+    assert settings["LoadCredential"] == ["seal.pass:/etc/folderseal/seal.pass"]
+    assert settings["StateDirectory"] == ["folderseal"]
     assert settings["Type"] == ["notify"] and settings["NotifyAccess"] == ["main"]
     assert int(settings["WatchdogSec"][0]) > 0
     assert settings["Restart"] == ["on-failure"]
@@ -149,6 +163,37 @@ def test_the_unit_file_says_how_the_service_runs() -> None:
     assert settings["SystemCallFilter"][0] == "@system-service"
     assert settings["ProtectSystem"] == ["strict"] and settings["ReadWritePaths"]
     assert "RequiresMountsFor=" in UNIT.read_text()  # documented for the shares
+
+
+def _install_block(readme: Path) -> list[str]:
+    text = readme.read_text()
+    found = re.search(r"^<!-- service-install:begin -->\n```sh\n(.*?)```\n"
+                      r"<!-- service-install:end -->$", text, re.S | re.M)
+    assert found, f"{readme} has no ```sh block between the service-install markers"
+    return found.group(1).splitlines()
+
+
+def test_the_readmes_install_the_service_the_unit_runs() -> None:
+    """Both READMEs hold the same install block, which makes the venv the unit's
+    ExecStart= runs, writes the config with `init --service`, and checks it with the
+    unit's user and credential (not `sudo -u`, which has no credentials)."""
+    steps = _install_block(REPO / "README.md")
+    assert _install_block(REPO / "systemd" / "README.md") == steps
+    settings = _unit_settings()
+    binary, _, arguments = settings["ExecStart"][0].partition(" ")
+    venv = str(Path(binary).parents[1])
+    assert f"sudo python3 -m venv {venv}" in steps
+    assert f"sudo {venv}/bin/pip install ." in steps
+    assert not any(re.search(r"sudo (pip|python3 -m pip) install", s) for s in steps)
+    assert "sudo folderseal init --service /etc/folderseal" in steps
+    check = next(s for s in steps if "folderseal check" in s)
+    assert check.startswith("sudo systemd-run --pipe --wait")
+    assert f"-p User={settings['User'][0]}" in check
+    assert f"-p LoadCredential={settings['LoadCredential'][0]}" in check
+    assert arguments.removeprefix("run ") in check  # the config the service reads
+    assert steps[-1] == "sudo systemctl enable --now folderseal"
+    for readme in (REPO / "README.md", REPO / "systemd" / "README.md"):
+        assert "sudo -u folderseal folderseal check" not in readme.read_text(), readme
 
 
 # -- sd_notify ----------------------------------------------------------------------------
