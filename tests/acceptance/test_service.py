@@ -412,6 +412,31 @@ def test_metrics_and_healthz_are_scraped_while_files_flow(
     assert daemon.stop() == 0
 
 
+def test_a_trial_seal_is_called_not_qualified_everywhere_an_operator_looks(
+        tmp_path: Path) -> None:
+    """With the self-signed trial seal, `check` passes with a warning line, the daemon logs
+    a warning at start, the status page shows a banner and `status` prints it first, each
+    saying "sealing with a self-signed trial certificate: NOT QUALIFIED"."""
+    loud = "sealing with a self-signed trial certificate: NOT QUALIFIED"
+    layout = Layout(tmp_path, extra=METRICS)
+    layout.write()
+    check = folderseal("check", "-c", str(layout.config))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert any(line.startswith("warning: ") and loud in line
+               for line in check.stdout.splitlines()), check.stdout
+    daemon = Daemon(layout).started()
+    event = daemon.wait_for_event("provider.warning")
+    assert event["level"] == "warning" and loud in event["warning"], event
+    html = httpx.get(_base_url(daemon) + "/").text
+    banner = re.search(r'<div class="banner not-qualified" role="alert">([^<]*)</div>', html)
+    assert banner and loud in banner.group(1), html
+    status = folderseal("status", "-c", str(layout.config))
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.splitlines()[1].startswith(f"WARNING: provider local: {loud}"), \
+        status.stdout
+    assert daemon.stop() == 0
+
+
 def test_a_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
     """[metrics] listen on a port another process holds: exit 78, naming the key."""
     with socket.socket() as taken:
