@@ -21,10 +21,10 @@ from cryptography.x509.oid import NameOID
 from folderseal import page
 from folderseal.config import LocalProviderConfig
 from folderseal.engine import make_trial_seal
-from folderseal.providers import NOT_QUALIFIED
 from folderseal.providers.local import LocalProvider
 
 PASSWORD = b"qualification-test"
+NOT_QUALIFIED = "sealing with a self-signed trial certificate: NOT QUALIFIED"
 
 
 def _name(common_name: str) -> x509.Name:
