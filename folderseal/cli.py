@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from folderseal import __version__, logs
+from folderseal import __version__, logs, systemd
 from folderseal import config as configuration
 from folderseal.errors import ExitCode, FolderSealError
 from folderseal.redact import REDACTOR
@@ -187,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = int(args.handler(args))
     except FolderSealError as exc:
-        print(f"folderseal: {REDACTOR.text(str(exc))}", file=sys.stderr)
+        # Under systemd stderr is the journal: "<3>" files each line as an error, so
+        # `journalctl -p err` shows why a start failed.
+        prefix = "<3>" if systemd.on_journal(sys.stderr) else ""
+        text = f"folderseal: {REDACTOR.text(str(exc))}"
+        print("\n".join(prefix + line for line in text.splitlines()), file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
         code = ExitCode.FAILURE

@@ -81,8 +81,7 @@ class Daemon:
         if not settings.folders:
             raise ConfigError("no [folders.<name>] table is configured: nothing to watch")
         safety.check_layout(settings)
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = statelock.acquire(settings.state_dir)
+        self._lock_fd = statelock.acquire(settings.state_dir)  # makes the folder if needed
         self.store = Store.open(settings.state_dir, self.node, check=True)
         released = self.store.release_node_leases()
         if released:

@@ -218,6 +218,7 @@ def summary(report: dict[str, Any]) -> str:
 
 def show(settings: Settings, as_json: bool = False) -> int:
     """Print the report; exit 1 when something needs a person now, else 0."""
+    statelock.check_readable(settings.state_dir)  # else a traceback, and no report
     report = collect(settings)
     code = ExitCode.FAILURE if report["alarms"] else ExitCode.OK
     if as_json:

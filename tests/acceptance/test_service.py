@@ -310,6 +310,32 @@ def test_under_journald_each_line_carries_its_level(tmp_path: Path) -> None:
     assert {line[:3] for line in lines} >= {"<6>", "<4>"}
 
 
+def test_under_journald_the_reason_a_start_fails_is_an_error(tmp_path: Path) -> None:
+    """When stderr is the journal's stream, each line of the reason `run` refuses to start
+    (one line, or a configuration error over several) starts with <3>, so
+    `journalctl -p err` shows it."""
+    layout = Layout(tmp_path)
+    layout.write()
+    layout.state.rmdir()
+    layout.state.write_text("a file where the state folder should be")
+    journal = tmp_path / "journal.log"
+    for config in (layout.config.read_text(),
+                   layout.config.read_text().replace("settle_seconds = 0.3",
+                                                     'settle_seconds = "soon"')):
+        layout.config.write_text(config)
+        journal.write_text("")
+        st = journal.stat()
+        with journal.open("w") as stderr:
+            run = subprocess.run([sys.executable, "-m", "folderseal", "run", "-c",
+                                  str(layout.config)], stdout=subprocess.DEVNULL,
+                                 stderr=stderr, timeout=60,
+                                 env={**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+        lines = journal.read_text().splitlines()
+        assert run.returncode == 78 and lines, lines
+        assert all(line.startswith("<3>") for line in lines), lines
+        assert lines[0].startswith("<3>folderseal: "), lines
+
+
 def test_secrets_come_from_the_credentials_directory(tmp_path: Path) -> None:
     """password_file = "$CREDENTIALS_DIRECTORY/…" is read from the folder systemd made
     for LoadCredential=; without that variable `check` exits 78 and says what to do."""
@@ -344,6 +370,75 @@ def test_outputs_get_the_folder_mode_whatever_the_umask(tmp_path: Path) -> None:
         assert folder.stat().st_mode & 0o777 == 0o755, folder
     for path in [*(layout.outbox / "sub").iterdir(), *error_records(layout.errors)]:
         assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+# -- a state folder that cannot be used ----------------------------------------------------
+
+def _no_traceback(out: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in out.stdout + out.stderr, out.stdout + out.stderr
+    return out.stdout + out.stderr
+
+
+def test_a_state_dir_the_user_may_not_write_is_a_configuration_error(open_tmp: Path) -> None:
+    """run, sign, retry and recover as a user who may not write state_dir exit 78, naming
+    the folder and the chown that fixes it (no restart loop under systemd); status, which
+    only reads, still reports, and exits 78 with what to do once it may not read either."""
+    layout = Layout(open_tmp)
+    layout.write()
+    subprocess.run(["chown", "-R", "nobody:nogroup", str(open_tmp)], check=True)
+    os.chown(layout.state, 0, 0)  # root's, 0755: nobody may look but not write
+    (layout.inbox / "a.txt").write_text("to be signed")
+    for args in (("run",), ("sign", str(layout.inbox / "a.txt")), ("retry", "--all"),
+                 ("recover",)):
+        out = folderseal(*args, "-c", str(layout.config), user="nobody", timeout=60)
+        text = _no_traceback(out)
+        assert out.returncode == 78, f"{args}: {text}"
+        assert f"state_dir {layout.state}" in out.stderr, text
+        assert f"chown -R nobody {layout.state}" in out.stderr, text
+    status = folderseal("status", "-c", str(layout.config), user="nobody")
+    assert status.returncode == 1 and "daemon not running" in _no_traceback(status)
+    layout.state.chmod(0o700)
+    status = folderseal("status", "-c", str(layout.config), user="nobody")
+    text = _no_traceback(status)
+    assert status.returncode == 78 and f"state_dir {layout.state}" in status.stderr, text
+    assert "may not read" in status.stderr, text
+
+
+def test_a_file_in_place_of_the_state_dir_is_a_configuration_error(tmp_path: Path) -> None:
+    """With a regular file where state_dir should be, run, sign, retry, recover and status
+    exit 78 saying it is not a folder."""
+    layout = Layout(tmp_path)
+    layout.write()
+    layout.state.rmdir()
+    layout.state.write_text("not a folder")
+    (layout.inbox / "a.txt").write_text("to be signed")
+    for args in (("run",), ("sign", str(layout.inbox / "a.txt")), ("retry", "--all"),
+                 ("recover",), ("status",)):
+        out = folderseal(*args, "-c", str(layout.config), timeout=60)
+        text = _no_traceback(out)
+        assert out.returncode == 78, f"{args}: {text}"
+        assert f"state_dir {layout.state} is not a folder" in out.stderr, text
+    assert layout.state.read_text() == "not a folder"
+
+
+def test_a_state_dir_on_a_read_only_filesystem_is_a_configuration_error(
+        tmp_path: Path) -> None:
+    """state_dir on a read-only mount (as ProtectSystem=strict makes every path not in
+    ReadWritePaths=): run exits 78 saying so and where a writable state_dir goes."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root to mount a read-only tmpfs (CI runs as root)")
+    layout = Layout(tmp_path)
+    layout.write()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(layout.state)],
+                   check=True)
+    try:
+        out = folderseal("run", "-c", str(layout.config), timeout=60)
+    finally:
+        subprocess.run(["umount", str(layout.state)], check=True)
+    text = _no_traceback(out)
+    assert out.returncode == 78, text
+    assert f"state_dir {layout.state} is on a read-only filesystem" in out.stderr, text
+    assert "StateDirectory=" in out.stderr, text
 
 
 # -- metrics and health -------------------------------------------------------------------

@@ -14,8 +14,6 @@ import pwd
 import shutil
 import stat
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,14 +25,11 @@ USER, GROUP = "nobody", "nogroup"
 
 
 @pytest.fixture
-def root() -> Iterator[Path]:
-    """A folder tree other users may enter (pytest's tmp_path is root-only)."""
+def root(open_tmp: Path) -> Path:
+    """Where the service is installed: a folder the service user may enter."""
     if os.geteuid() != 0:
         pytest.fail("init --service sets owners: run the tests as root (CI does)")
-    top = Path(tempfile.mkdtemp(prefix="folderseal-service-", dir="/tmp"))
-    top.chmod(0o755)
-    yield top
-    shutil.rmtree(top, ignore_errors=True)
+    return open_tmp
 
 
 def _init(root: Path, *extra: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
