@@ -532,6 +532,29 @@ def test_a_trial_seal_is_called_not_qualified_everywhere_an_operator_looks(
     assert daemon.stop() == 0
 
 
+def test_process_metrics_survive_procsubset_pid(tmp_path: Path) -> None:
+    """Run under a /proc mounted as the unit's ProcSubset=pid mounts it (no /proc/stat),
+    the daemon's /metrics still has its memory, CPU, file descriptors and start time."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.fail("needs root and unshare (util-linux) to mount a private /proc")
+    layout = Layout(tmp_path, extra=METRICS)
+    layout.write()
+    # A mount namespace of its own (unshare makes it private), then exec: one process.
+    pid_only = ("unshare", "--mount", "sh", "-c",
+                'mount -t proc -o subset=pid proc /proc && test ! -e /proc/stat && exec "$@"',
+                "sh")
+    daemon = Daemon(layout, wrapper=pid_only).started()
+    samples = _samples(httpx.get(_base_url(daemon) + "/metrics").text)
+    assert daemon.stop() == 0
+    assert samples.get("process_resident_memory_bytes", 0) > 1_000_000, samples
+    assert samples.get("process_virtual_memory_bytes", 0) > 1_000_000, samples
+    assert samples.get("process_open_fds", 0) > 3, samples
+    assert samples.get("process_max_fds", 0) > 0, samples
+    assert "process_cpu_seconds_total" in samples, samples
+    started = samples.get("process_start_time_seconds", 0)
+    assert time.time() - 120 < started <= time.time(), samples
+
+
 def test_a_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
     """[metrics] listen on a port another process holds: exit 78, naming the key."""
     with socket.socket() as taken:
