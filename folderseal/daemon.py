@@ -31,6 +31,7 @@ from folderseal.intake import FolderIntake
 from folderseal.logs import get as get_logger
 from folderseal.manager import Busy, Manager, backoff
 from folderseal.metrics import MeasuredProvider
+from folderseal.pool import stop_resource_tracker
 from folderseal.providers import Provider, build
 from folderseal.recover import missing_originals
 from folderseal.sink import Sink
@@ -140,6 +141,8 @@ class Daemon:
             intake.stop()
         for provider in self.providers.values():
             provider.close()
+        # The signing workers are gone: no process of ours may outlive the daemon.
+        stop_resource_tracker()
         if self.store is not None:
             self.store.close()
         if self._lock_fd is not None:

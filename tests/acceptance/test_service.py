@@ -280,6 +280,38 @@ def test_a_share_that_hangs_stops_the_watchdog_and_fails_healthz(
         share.unmount()
 
 
+def _process_group(pgid: int) -> list[str]:
+    """The processes of a process group, with their command lines."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == pgid:
+                    found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except (OSError, ValueError):
+                continue  # gone meanwhile
+    return found
+
+
+def test_no_process_outlives_a_clean_stop(tmp_path: Path) -> None:
+    """Under KillMode=mixed systemd SIGKILLs whatever of the unit is left once the daemon
+    exits: after SIGTERM and exit 0, no process of the daemon's process group is left
+    (its signing workers and multiprocessing's resource tracker are gone)."""
+    layout = Layout(tmp_path)
+    layout.write()
+    daemon = Daemon(layout, new_session=True).started()
+    (layout.inbox / "a.txt").write_text("signed by a worker")
+    wait_until(lambda: (layout.outbox / "a.txt.json").exists(), what="a.txt sealed")
+    pgid = daemon.process.pid
+    running = _process_group(pgid)
+    assert any("resource_tracker" in p for p in running), running  # what used to be left
+    assert daemon.stop() == 0
+    left = _process_group(pgid)
+    assert left == [], f"left after the daemon exited: {left}"
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
+
+
 # -- journald, credentials, file modes ----------------------------------------------------
 
 def test_under_journald_each_line_carries_its_level(tmp_path: Path) -> None:
