@@ -40,7 +40,6 @@ MAX_OUTAGE_BACKOFF = 60.0
 PAUSE_SECONDS = 5.0  # after the state folder refused a write
 CLAIMS_PER_STEP = 100
 CLAIM_BYTES_PER_STEP = 1 << 30  # hashing happens on this thread: keep a step short
-EMPTY_SETTLE_FACTOR = 10
 STALL_SECONDS = 60.0  # a scan this late means the folder is not making progress
 
 
@@ -252,7 +251,7 @@ class FolderIntake:
                                               "flight (max_in_flight_files)")
                 self.tracker.wait(source, self.paused, now, held=True)  # never "stuck"
                 continue
-            reason = self._not_ready(source, look, now)
+            reason = self.tracker.not_ready(source, self.cfg.inbox / source, look, now)
             if reason:
                 self.tracker.wait(source, reason, now)
                 continue
@@ -299,32 +298,6 @@ class FolderIntake:
         self.paused = self.disk_full = ""
         return self.cfg.max_in_flight_files - in_flight
 
-    def _not_ready(self, source: str, look: Look, now: float) -> str:
-        """Why a stable file may not be claimed yet ("" if it may)."""
-        if look.size == 0:
-            # Some writers create a file and fill it later: an empty file must stay empty
-            # ten settle periods before it is taken (and failed as empty).
-            candidate = self.tracker.candidates.get(source)
-            since = candidate.stable_since if candidate else now
-            grace = EMPTY_SETTLE_FACTOR * self.cfg.settle_seconds
-            return "" if now - since >= grace else "the file is empty; waiting for content"
-        try:
-            fd = os.open(self.cfg.inbox / source,
-                         os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EPERM):
-                return (f"folderseal (uid {os.geteuid()}) may not read it; fix its "
-                        "permissions")
-            return f"cannot open it: {exc.strerror}"
-        try:
-            if source.lower().endswith(".pdf") and b"%PDF-" in os.pread(fd, 1024, 0):
-                tail = os.pread(fd, 1024, max(0, look.size - 1024))
-                if b"%%EOF" not in tail:
-                    return "the PDF is not complete yet (no %%EOF at its end)"
-        finally:
-            os.close(fd)
-        return ""
-
     def claim_now(self, source: str) -> tuple[str | None, str]:
         """Claim a named file without waiting for it to settle (``folderseal sign``).
 
@@ -336,7 +309,8 @@ class FolderIntake:
             return None, "no such file in the inbox"
         self.tracker.hint(source, now)
         if look.regular:
-            reason = self._not_ready(source, look, float("inf"))  # named: no waiting
+            reason = self.tracker.not_ready(source, self.cfg.inbox / source, look,
+                                            float("inf"))  # named: no waiting
             if reason:
                 self.tracker.forget(source)
                 return None, reason
