@@ -111,7 +111,9 @@ def _tiff_page(fd: int, size: int, order: str, big: bool, at: int,
     count_fmt, entry_size, ptr_fmt = ("Q", 20, "Q") if big else ("H", 12, "I")
     count_size, ptr_size = struct.calcsize(count_fmt), struct.calcsize(ptr_fmt)
     raw = _read(fd, at, count_size)
-    count = struct.unpack(order + count_fmt, raw)[0] if len(raw) == count_size else size
+    if len(raw) < count_size:
+        return cut("directory")
+    count = struct.unpack(order + count_fmt, raw)[0]
     if at + count_size + count * entry_size + ptr_size > size:
         return cut("directory")
     if count > 0xFFFF:  # more fields than there are tags: damaged, not cut short

@@ -9,7 +9,8 @@ cannot know, but it can notice: a file found at a path claimed within the last
 recorded as an event of the earlier claim, which ``status`` shows for a day.
 
 The recent claims are kept in memory, in claim order. At start they are read back
-from the store (every file's ``claimed_at``, by an index), so a restart forgets none.
+from the store (claim ids begin with their time, so the primary key finds them), so a
+restart forgets none of the window; the suspicions themselves are events in the store.
 """
 
 from __future__ import annotations

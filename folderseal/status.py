@@ -224,14 +224,15 @@ def conditions(folder: dict[str, Any]) -> list[tuple[str, str]]:
 def ignored_why(ignored: dict[str, Any]) -> str:
     """What an operator reads of the ignored files in an inbox, and what to do."""
     age = ignored["oldest_age_seconds"]
-    oldest = "" if age is None else f"; the oldest, {ignored['oldest']}, was last written " \
-        f"{age_text(age)} ago"
+    oldest = "" if age is None else (f"; the oldest, {ignored['oldest']}, was last written "
+                                     f"{age_text(age)} ago")
     return (f"{ignored['count']} file(s) whose names are ignored (temporary or hidden names, "
             f"exclude patterns) lie in the inbox{oldest}: one still being copied is young; "
             "rename a forgotten one to have it sealed, or remove it")
 
 
 def age_text(seconds: float) -> str:
+    """An age as a person reads it: 45 s, 12 min, 3.5 h, 4 days."""
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:

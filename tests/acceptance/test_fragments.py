@@ -39,18 +39,26 @@ def test_a_writer_that_pauses_is_reported_as_a_suspected_fragment(tmp_path: Path
     layout = Layout(tmp_path, folder=SETTLE)
     layout.write()
     daemon = Daemon(layout).started()
-    _append_with_pauses(layout.inbox / "slow.txt", [b"line 1\n", b"line 2\n", b"line 3\n"])
+    parts = [b"line 1\n", b"line 2\n", b"line 3\n"]
+    _append_with_pauses(layout.inbox / "slow.txt", parts)
     warning = daemon.wait_for_event("file.fragment_suspected", timeout=30)
     assert warning["level"] == "warning" and warning["source"] == "slow.txt"
     assert warning["earlier_claim"] and warning["settle_seconds"] == 1.0
     assert "a writer paused longer than settle_seconds (1 s) between writes? raise " \
            "settle_seconds, or have the writer write under a temporary name and rename " \
            "when done" in warning["reason"]
-    wait_until(lambda: len(sidecars(layout.outbox)) == 3, timeout=60, what="three parts sealed")
+
+    def sealed_parts() -> list[Path]:
+        return sorted(layout.outbox.glob("slow*.txt"))
+
+    wait_until(lambda: sum(p.stat().st_size for p in sealed_parts()) == len(b"".join(parts))
+               and len(sidecars(layout.outbox)) == len(sealed_parts()),
+               timeout=60, what="every part sealed")
+    assert len(sealed_parts()) >= 2  # (on a busy machine two parts may have merged)
     status = folderseal("status", "-c", str(layout.config), "--json")
     report = json.loads(status.stdout)
     scans = report["folders"]["scans"]
-    assert scans["fragments_suspected"] == 2, scans["fragments"]
+    assert scans["fragments_suspected"] == len(sealed_parts()) - 1, scans["fragments"]
     assert {f["source"] for f in scans["fragments"]} == {"slow.txt"}
     assert warning["earlier_claim"] in {f["earlier_claim"] for f in scans["fragments"]}
     assert all("raise settle_seconds" in f["why"] for f in scans["fragments"])
