@@ -47,6 +47,10 @@ def _fill(store: Store, files: int, now: float) -> None:
                    "error_message = 'the file is empty' WHERE rowid % 100 = 0")
         db.execute("UPDATE files SET updated_at = ? - (rowid % 3600) WHERE rowid > ?",
                    (now, files - 2000))
+        # A scanner that reuses one name: a suspected fragment every few minutes for 2 days.
+        db.executemany("INSERT INTO events (at, node, file_id, kind, detail) "
+                       "VALUES (?, 'bench', ?, 'file.fragment_suspected', 'bench')",
+                       [(now - 300 * i, f"f{files - 1 - i:08d}") for i in range(576)])
 
 
 def main() -> None:

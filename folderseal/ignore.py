@@ -6,11 +6,18 @@ leave behind while they work (rsync ``.name.XXXXXX``, Syncthing ``~syncthing~…
 replace it. Matching ignores case: scanners write ``.PDF`` as often as ``.pdf``.
 A pattern without ``/`` matches the file name; with ``/`` it matches the path
 relative to the inbox.
+
+Ignored files sit in the inbox for ever, so a scan counts them as it lists the inbox
+(:class:`IgnoredTally`) and ``status`` shows how many there are and the oldest: a
+half-copied ``x.part`` is minutes old, a forgotten one days.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from fnmatch import fnmatchcase
+from typing import Any
 
 BUILTIN_FILE_PATTERNS = ("*.tmp", "*.temp", "*.part", "*.partial", "*.crdownload",
                          "*.download", "*.swp", "thumbs.db", "desktop.ini")
@@ -42,3 +49,26 @@ class NameFilter:
             return fnmatchcase(lowered if "/" in pattern else name_lowered, pattern)
 
         return any(map(matches, self.include)) and not any(map(matches, self.exclude))
+
+
+class IgnoredTally:
+    """The files one scan passed over by name: how many, and the oldest by mtime (only
+    these are stat'ed, so a scan of a folder of documents costs no more)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.oldest = ""
+        self.oldest_mtime = math.inf
+
+    def add(self, source: str, entry: os.DirEntry[str]) -> None:
+        self.count += 1
+        try:
+            mtime = entry.stat(follow_symlinks=False).st_mtime
+        except OSError:  # gone since the listing
+            return
+        if mtime < self.oldest_mtime:
+            self.oldest, self.oldest_mtime = source, mtime
+
+    def report(self) -> dict[str, Any]:
+        return {"count": self.count, "oldest": self.oldest,
+                "oldest_mtime": self.oldest_mtime if self.oldest else None}

@@ -27,7 +27,8 @@ from folderseal import crashpoints, files, metrics, mounts
 from folderseal.claim import NOT_REGULAR, OUTAGE, Claims, Failure, Outage
 from folderseal.config import FolderConfig
 from folderseal.errors import TransientError
-from folderseal.ignore import NameFilter
+from folderseal.fragments import Fragments
+from folderseal.ignore import IgnoredTally, NameFilter
 from folderseal.logs import get as get_logger
 from folderseal.model import FileState
 from folderseal.settle import Look, SettleTracker
@@ -40,7 +41,6 @@ MAX_OUTAGE_BACKOFF = 60.0
 PAUSE_SECONDS = 5.0  # after the state folder refused a write
 CLAIMS_PER_STEP = 100
 CLAIM_BYTES_PER_STEP = 1 << 30  # hashing happens on this thread: keep a step short
-EMPTY_SETTLE_FACTOR = 10
 STALL_SECONDS = 60.0  # a scan this late means the folder is not making progress
 
 
@@ -56,6 +56,8 @@ class FolderIntake:
         self.state_dir = state_dir
         self.filter = NameFilter(cfg.include, cfg.exclude)
         self.tracker = SettleTracker(cfg.settle_seconds, cfg.stuck_after_seconds)
+        self.fragments = Fragments(name, cfg.settle_seconds, store)
+        self.ignored = IgnoredTally()  # as of the last scan
         self.work = WorkFolder(cfg.work_folder, name)
         self.sink = Sink(name, cfg, self.work, store, store.node)
         self.claims = Claims(name, cfg.inbox, self.work, store, self.sink, provider, kind,
@@ -88,6 +90,7 @@ class FolderIntake:
             # First contact: make (or check) the work folder. ForeignWorkFolderError
             # ends the daemon with exit 78: continuing could seal files twice.
             self.work.adopt(self.store_id, self.store.job_ids())
+            self.fragments.start(now)
             self.adopted = True
         elif not self.work.attached(self.store_id):
             self._detach(now, f"the work folder {self.work.path} is not reachable, or its "
@@ -172,8 +175,10 @@ class FolderIntake:
         """List the inbox (the truth; events are hints) and register unknown claims."""
         if not self.work.attached(self.store_id):
             raise Outage(f"the store marker in {self.work.path} cannot be read")
-        for source in self._walk(""):
+        ignored = IgnoredTally()
+        for source in self._walk("", ignored):
             self._seen(source, now)
+        self.ignored = ignored
         if self.claims.register_unknown(now):
             self.next_batch_at = 0.0
         self.claims.sweep()
@@ -186,7 +191,7 @@ class FolderIntake:
         if self.tracker.hint(source, now):
             metrics.FILES_SEEN.labels(self.name).inc()
 
-    def _walk(self, relative: str) -> list[str]:
+    def _walk(self, relative: str, ignored: IgnoredTally) -> list[str]:
         found: list[str] = []
         folder = self.cfg.inbox / relative if relative else self.cfg.inbox
         try:
@@ -195,9 +200,11 @@ class FolderIntake:
                     source = f"{relative}/{entry.name}" if relative else entry.name
                     if entry.is_dir(follow_symlinks=False):
                         if self.cfg.recursive and self.filter.wants_dir(entry.name):
-                            found.extend(self._walk(source))
+                            found.extend(self._walk(source, ignored))
                     elif self.filter.wants_file(source):
                         found.append(source)
+                    else:
+                        ignored.add(source, entry)
         except OSError as exc:
             if not relative or exc.errno in OUTAGE - {errno.ENOENT}:
                 raise Outage(f"cannot list {folder}: {exc.strerror}") from None
@@ -242,6 +249,8 @@ class FolderIntake:
         for source in due:
             look = self._look(source)
             looked.add(source)
+            if look is not None:
+                self.fragments.found(source, now)  # where one was claimed moments ago?
             if look is not None and not look.regular:
                 wanted.append((source, NOT_REGULAR))
                 continue
@@ -252,7 +261,7 @@ class FolderIntake:
                                               "flight (max_in_flight_files)")
                 self.tracker.wait(source, self.paused, now, held=True)  # never "stuck"
                 continue
-            reason = self._not_ready(source, look, now)
+            reason = self.tracker.not_ready(source, self.cfg.inbox / source, look, now)
             if reason:
                 self.tracker.wait(source, reason, now)
                 continue
@@ -276,6 +285,10 @@ class FolderIntake:
 
     def claim_all(self, wanted: list[tuple[str, Failure | None]]) -> list[str | None]:
         ids = self.claims.claim_all(wanted)
+        now = self.store.clock()
+        for (source, _), claim_id in zip(wanted, ids, strict=True):
+            if claim_id is not None:
+                self.fragments.claimed(source, claim_id, now)
         claimed = sum(1 for i in ids if i)
         if claimed:
             metrics.FILES_CLAIMED.labels(self.name).inc(claimed)
@@ -299,32 +312,6 @@ class FolderIntake:
         self.paused = self.disk_full = ""
         return self.cfg.max_in_flight_files - in_flight
 
-    def _not_ready(self, source: str, look: Look, now: float) -> str:
-        """Why a stable file may not be claimed yet ("" if it may)."""
-        if look.size == 0:
-            # Some writers create a file and fill it later: an empty file must stay empty
-            # ten settle periods before it is taken (and failed as empty).
-            candidate = self.tracker.candidates.get(source)
-            since = candidate.stable_since if candidate else now
-            grace = EMPTY_SETTLE_FACTOR * self.cfg.settle_seconds
-            return "" if now - since >= grace else "the file is empty; waiting for content"
-        try:
-            fd = os.open(self.cfg.inbox / source,
-                         os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EPERM):
-                return (f"folderseal (uid {os.geteuid()}) may not read it; fix its "
-                        "permissions")
-            return f"cannot open it: {exc.strerror}"
-        try:
-            if source.lower().endswith(".pdf") and b"%PDF-" in os.pread(fd, 1024, 0):
-                tail = os.pread(fd, 1024, max(0, look.size - 1024))
-                if b"%%EOF" not in tail:
-                    return "the PDF is not complete yet (no %%EOF at its end)"
-        finally:
-            os.close(fd)
-        return ""
-
     def claim_now(self, source: str) -> tuple[str | None, str]:
         """Claim a named file without waiting for it to settle (``folderseal sign``).
 
@@ -336,7 +323,8 @@ class FolderIntake:
             return None, "no such file in the inbox"
         self.tracker.hint(source, now)
         if look.regular:
-            reason = self._not_ready(source, look, float("inf"))  # named: no waiting
+            reason = self.tracker.not_ready(source, self.cfg.inbox / source, look,
+                                            float("inf"))  # named: no waiting
             if reason:
                 self.tracker.forget(source)
                 return None, reason
@@ -408,7 +396,7 @@ class FolderIntake:
         return {
             "mode": self.mode, "attached": self.attached, "outage": self.outage,
             "paused": self.paused, "disk_full": self.disk_full, "problem": self.health(now),
-            "candidates": len(waiting),
+            "candidates": len(waiting), "ignored": self.ignored.report(),
             "waiting": [{"source": c.source, "since": c.first_seen,
                          "why": c.waiting_for or "settling"} for c in waiting[:20]],
         }

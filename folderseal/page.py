@@ -11,7 +11,7 @@ from html import escape
 from typing import Any
 
 from folderseal.model import FileState
-from folderseal.status import conditions, loud
+from folderseal.status import age_text, conditions, ignored_why, loud
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -73,10 +73,17 @@ def _folder(name: str, folder: dict[str, Any]) -> str:
     out.append(_table(["file", "why it waits"],
                       [[w["source"], w["why"]] for w in folder["waiting"]],
                       "nothing is waiting in the inbox", "waiting"))
+    if folder["ignored"]["count"]:
+        out.append(f'<p class="warn ignored">Ignored names: '
+                   f'{escape(ignored_why(folder["ignored"]))}</p>')
+    out.append("<h3>Suspected fragments, last 24 hours</h3>")
+    out.append(_table(["when", "file", "why"],
+                      [[f["at"], f["source"], f["why"] or ""] for f in folder["fragments"]],
+                      "no file appeared where one was claimed moments before", "fragments"))
     out.append("<h3>Batches in flight</h3>")
     out.append(_table(
         ["batch", "state", "files", "age", "next step", "last error"],
-        [[b["batch"], b["state"], str(b["files"]), _age(b["age_seconds"]),
+        [[b["batch"], b["state"], str(b["files"]), age_text(b["age_seconds"]),
           "" if b["next_attempt_in"] is None else f"in {b['next_attempt_in']:.0f} s",
           b["last_error"] or ""] for b in folder["batches"]],
         "no batch in flight", "batches"))
@@ -118,10 +125,3 @@ def _chart(per_minute: list[int]) -> str:
             f'<text x="{width - 20}" y="{height + 12}">now</text></svg>'
             f"<p>{total} files signed in the last hour.</p>")
 
-
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

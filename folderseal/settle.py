@@ -3,17 +3,27 @@
 Scanners write page by page and FTP uploads trickle, so a file is ready only when
 its size, mtime and inode are unchanged across two looks ``settle_seconds`` apart.
 Watch events and scans only *hint* that a path is worth a look; the looks decide.
-A candidate that never becomes ready is never dropped: it is looked at again and
-again, and after ``stuck_after_seconds`` it is reported as stuck (and goes to the
-errors folder with the reason it waited).
+A file that stopped changing must also be whole by its content (a JPEG with its end
+marker, see :mod:`folderseal.complete`): a writer may pause longer than
+``settle_seconds``. A candidate that never becomes ready is never dropped: it is
+looked at again and again, and after ``stuck_after_seconds`` it is reported as stuck
+(and goes to the errors folder with the reason it waited).
 
-This module is pure bookkeeping with an injected clock; the intake does the looks.
+The tracker is bookkeeping with an injected clock; the intake does the looks (stat),
+and :meth:`SettleTracker.not_ready` reads a stable file's content once per look.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
+
+from folderseal import complete
+
+EMPTY_SETTLE_FACTOR = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +99,18 @@ class SettleTracker:
         candidate.next_look_at = candidate.stable_since + self.settle
         return False
 
+    def not_ready(self, source: str, path: Path, look: Look, now: float) -> str:
+        """Why a stable file may not be claimed yet ("" if it may): empty for less than
+        ten settle periods, not readable by folderseal, or not whole by its content."""
+        if look.size == 0:
+            # Some writers create a file and fill it later: an empty file must stay empty
+            # ten settle periods before it is taken (and failed as empty).
+            candidate = self.candidates.get(source)
+            since = candidate.stable_since if candidate else now
+            grace = EMPTY_SETTLE_FACTOR * self.settle
+            return "" if now - since >= grace else "the file is empty; waiting for content"
+        return content_not_ready(path, look.size)
+
     def wait(self, source: str, reason: str, now: float, held: bool = False) -> None:
         """A stable file is not ready yet (no ``%%EOF``, still locked): look again later.
 
@@ -119,3 +141,18 @@ class SettleTracker:
 
     def waiting(self) -> list[Candidate]:
         return sorted(self.candidates.values(), key=lambda c: c.first_seen)
+
+
+def content_not_ready(path: Path, size: int) -> str:
+    """Why the file at ``path`` is not whole by its content, or cannot be read ("" if it
+    is whole)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return f"folderseal (uid {os.geteuid()}) may not read it; fix its permissions"
+        return f"cannot open it: {exc.strerror}"
+    try:
+        return complete.why_incomplete(fd, size, path.name)
+    finally:
+        os.close(fd)

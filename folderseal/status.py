@@ -28,6 +28,7 @@ from rich.text import Text
 from folderseal import statelock
 from folderseal.config import Settings
 from folderseal.errors import ExitCode, FolderSealError
+from folderseal.fragments import SHOWN_SECONDS as FRAGMENTS_SHOWN_SECONDS
 from folderseal.model import IN_FLIGHT, FileState, JobState
 from folderseal.providers import NOT_QUALIFIED, build
 from folderseal.redact import REDACTOR
@@ -143,13 +144,37 @@ def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
                          f"({marks})", (name, *IN_FLIGHT)).fetchone()[0]
     waiting = notes.get("waiting", [])
     oldest = min([claimed or now, *(w["since"] for w in waiting)])
+    fragments = _fragments(db, name, now)
     return {"watch": notes.get("mode", ""), "outage": notes.get("outage", ""),
             "paused": notes.get("paused", ""), "disk_full": notes.get("disk_full", ""),
             "problem": notes.get("problem", ""), "settling": notes.get("candidates", 0),
             "waiting": waiting, "in_flight": sum(counts.get(s, 0) for s in IN_FLIGHT),
+            "ignored": _ignored(notes.get("ignored"), now),
+            "fragments_suspected": len(fragments), "fragments": fragments[:20],
             "oldest_waiting_seconds": round(now - oldest, 1), "files": counts,
             "batch_states": batch_states, "batches": jobs, "failed": failed,
             "signed_per_minute": _signed_per_minute(db, name, now)}
+
+
+def _fragments(db: sqlite3.Connection, name: str, now: float) -> list[dict[str, Any]]:
+    """The last day's suspected fragments (files found where one was claimed moments
+    before), newest first. The kind is a literal, so the partial index serves it, and
+    CROSS JOIN keeps SQLite from walking every file of the folder instead."""
+    return [{"source": bytes(r["source"]).decode("utf-8", "backslashreplace"),
+             "at": iso(r["at"]), "earlier_claim": r["file_id"], "why": r["detail"]}
+            for r in _rows(db, "SELECT e.at, e.file_id, e.detail, f.source FROM events e "
+                               "CROSS JOIN files f ON f.id = e.file_id "
+                               "WHERE e.kind = 'file.fragment_suspected' AND e.at > ? "
+                               "AND f.folder = ? ORDER BY e.at DESC",
+                           now - FRAGMENTS_SHOWN_SECONDS, name)]
+
+
+def _ignored(tally: dict[str, Any] | None, now: float) -> dict[str, Any]:
+    """Files the last scan passed over by name: how many, the oldest and its age."""
+    tally = tally or {}
+    mtime = tally.get("oldest_mtime")
+    return {"count": tally.get("count", 0), "oldest": tally.get("oldest", ""),
+            "oldest_age_seconds": None if mtime is None else round(now - mtime, 1)}
 
 
 def _signed_per_minute(db: sqlite3.Connection, name: str, now: float) -> list[int]:
@@ -187,6 +212,7 @@ def _alarms(name: str, folder: dict[str, Any], max_wait: float | None,
 def _empty() -> dict[str, Any]:
     return {"watch": "", "outage": "", "paused": "", "disk_full": "", "problem": "",
             "settling": 0, "waiting": [], "in_flight": 0, "oldest_waiting_seconds": 0.0,
+            "ignored": _ignored(None, 0.0), "fragments_suspected": 0, "fragments": [],
             "files": {}, "batch_states": {}, "batches": [], "failed": [],
             "signed_per_minute": [0] * HOUR_MINUTES}
 
@@ -199,6 +225,27 @@ def conditions(folder: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, reason) of what holds a folder up; a pause for disk space shows once."""
     return [(label, folder[key]) for key, label in CONDITIONS
             if folder[key] and not (key == "paused" and folder[key] == folder["disk_full"])]
+
+
+def ignored_why(ignored: dict[str, Any]) -> str:
+    """What an operator reads of the ignored files in an inbox, and what to do."""
+    age = ignored["oldest_age_seconds"]
+    oldest = "" if age is None else (f"; the oldest, {ignored['oldest']}, was last written "
+                                     f"{age_text(age)} ago")
+    return (f"{ignored['count']} file(s) whose names are ignored (temporary or hidden names, "
+            f"exclude patterns) lie in the inbox{oldest}: one still being copied is young; "
+            "rename a forgotten one to have it sealed, or remove it")
+
+
+def age_text(seconds: float) -> str:
+    """An age as a person reads it: 45 s, 12 min, 3.5 h, 4 days."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -258,6 +305,13 @@ def _folder_table(folder: dict[str, Any]) -> Table:
     for item in folder["waiting"]:
         table.add_row(Text("waiting"), Text(item["source"]), Text("in the inbox"),
                       Text(item["why"]))
+    ignored = folder["ignored"]
+    if ignored["count"]:
+        table.add_row(Text("ignored"), Text(ignored["oldest"]),
+                      Text(f"{ignored['count']} in the inbox"), Text(ignored_why(ignored)))
+    for item in folder["fragments"]:
+        table.add_row(Text("fragment?"), Text(item["source"]), Text(f"seen {item['at']}"),
+                      Text(item["why"] or ""))
     for job in folder["batches"]:
         due = "" if job["next_attempt_in"] is None else f"next step in {job['next_attempt_in']} s"
         why = "; ".join(x for x in (due, job["last_error"] or "") if x)

@@ -222,6 +222,13 @@ class Store:
     def failed_files(self) -> list[FileRecord]:
         return [_file(r) for r in self._run("failed_files")]
 
+    def recent_claims(self, folder: str, since: float) -> list[tuple[str, str, float]]:
+        """(id, source, claimed_at) of the files of ``folder`` claimed after ``since``."""
+        since_id = f"{max(0, int(since * 1000) - 1):012x}"  # see new_id
+        return [(r["id"], os.fsdecode(r["source"]), r["claimed_at"])
+                for r in self._run("recent_claims", folder=folder, since=since,
+                                   since_id=since_id)]
+
     def file_ids(self, folder: str) -> set[str]:
         return {r[0] for r in self._run("file_ids", folder=folder)}
 

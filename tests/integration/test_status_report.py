@@ -3,13 +3,17 @@ errors, the one-line summary, the chart's minutes, and the metrics read off it."
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
+import pytest
+
+from folderseal import page, statelock
 from folderseal.config import Settings, load
 from folderseal.metrics import ReportCollector
 from folderseal.model import FileState, JobState
-from folderseal.status import ALARM_ATTEMPTS, collect, summary
+from folderseal.status import ALARM_ATTEMPTS, collect, show, summary
 from folderseal.store import Store
 
 CONFIG = """
@@ -107,3 +111,47 @@ def test_a_daemon_that_never_ran_is_reported_without_making_a_store(tmp_path: Pa
     assert not settings.database.exists()
     assert report["alarms"] == ["the daemon is not running"]
     assert any("never ran" in w for w in report["warnings"])
+
+
+def test_suspected_fragments_of_the_last_day_and_ignored_names_are_shown(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fragment suspected an hour ago is listed (table, --json, page) with its earlier
+    claim and what to do, one from 25 hours ago is not; the ignored names of the daemon's
+    last scan show with their count and the oldest's age; neither is an alarm."""
+    settings = _settings(tmp_path)
+    now = time.time()
+    clock = [now - 25 * 3600.0]
+    settings.state_dir.mkdir()
+    store = Store(settings.database, "n1", clock=lambda: clock[0])
+    for claim_id, at in (("yesterday", now - 25 * 3600.0), ("slow", now - 3600.0)):
+        clock[0] = at - 5
+        _claim(store, claim_id, clock[0])
+        store.set_file_state(claim_id, FileState.CLAIMED, FileState.DONE)
+        clock[0] = at
+        store.event("file.fragment_suspected", file_id=claim_id,
+                    detail=f"{claim_id}.pdf appeared 5 s after a file of that name was "
+                           "claimed: raise settle_seconds")
+    lock = statelock.acquire(settings.state_dir)
+    try:
+        clock[0] = now
+        store.heartbeat(os.getpid(), now - 60, {"folders": {"scans": {"ignored": {
+            "count": 3, "oldest": "sub/y.PART", "oldest_mtime": now - 7200}}}})
+        store.close()
+        report = collect(settings, warnings=[])
+        assert show(settings) == 0
+    finally:
+        os.close(lock)
+    scans = report["folders"]["scans"]
+    assert scans["fragments_suspected"] == 1
+    [fragment] = scans["fragments"]
+    assert fragment["source"] == "slow.pdf" and fragment["earlier_claim"] == "slow"
+    assert "raise settle_seconds" in fragment["why"]
+    assert scans["ignored"]["count"] == 3 and scans["ignored"]["oldest"] == "sub/y.PART"
+    assert 7190 < scans["ignored"]["oldest_age_seconds"] < 7300
+    assert report["alarms"] == []
+    table = capsys.readouterr().out
+    assert "fragment?" in table and "slow.pdf" in table and "yesterday" not in table
+    assert "sub/y.PART" in table and "3 in the inbox" in table
+    html = page.render(report)
+    assert 'table class="fragments"' in html and "slow.pdf" in html
+    assert 'class="warn ignored"' in html and "sub/y.PART, was last written 2.0 h ago" in html

@@ -43,6 +43,13 @@ WHERE folder = :folder AND state IN ('CLAIMED', 'BATCHED', 'READY', 'REJECTED', 
 -- name: count_by_state
 SELECT folder, state, count(*) AS n FROM files GROUP BY folder, state;
 
+-- name: recent_claims
+-- Ids begin with their claim time in hex milliseconds (new_id), so the primary key finds
+-- the recent claims ("+folder" keeps the planner from walking the folder's files by
+-- files_by_state_and_time instead); no index on claimed_at needed.
+SELECT id, source, claimed_at FROM files
+WHERE id >= :since_id AND +folder = :folder AND claimed_at > :since;
+
 -- name: file_ids
 SELECT id FROM files WHERE folder = :folder;
 

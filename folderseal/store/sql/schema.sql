@@ -68,6 +68,8 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_job ON events (job_id);
 CREATE INDEX events_by_file ON events (file_id);
+-- The last day's suspected fragments, for status.
+CREATE INDEX events_fragment_suspected ON events (at) WHERE kind = 'file.fragment_suspected';
 
 -- Output names chosen for files not yet finished (in the outbox or the errors
 -- folder), so two files of the same name never plan the same output, even before
