@@ -12,10 +12,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from folderseal import __version__, logs
+from folderseal import __version__, logs, systemd
 from folderseal import config as configuration
 from folderseal.errors import ExitCode, FolderSealError
 from folderseal.redact import REDACTOR
+
+# What `init --service` writes unless told otherwise: what systemd/folderseal.service expects.
+SERVICE_DEFAULTS = {"user": "folderseal", "state_dir": "/var/lib/folderseal",
+                    "inbox": "/srv/folderseal/inbox", "outbox": "/srv/folderseal/outbox",
+                    "errors": "/srv/folderseal/errors"}
 
 
 def _settings(args: argparse.Namespace) -> configuration.Settings:
@@ -71,9 +76,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from folderseal.starter import init
+    from folderseal.starter import ServiceLayout, init, init_service
 
-    return init(Path(args.dir))
+    given = {k: getattr(args, k) for k in SERVICE_DEFAULTS if getattr(args, k) is not None}
+    if not args.service:
+        if given:
+            print("folderseal init: --user, --state-dir, --inbox, --outbox and --errors go "
+                  "with --service", file=sys.stderr)
+            return ExitCode.USAGE
+        return init(Path(args.dir or "."))
+    chosen = SERVICE_DEFAULTS | given
+
+    def folder(key: str) -> Path:
+        return Path(chosen[key]).absolute()  # the config lives elsewhere: no relative paths
+
+    return init_service(ServiceLayout(
+        directory=Path(args.dir or "/etc/folderseal").absolute(), user=chosen["user"],
+        state_dir=folder("state_dir"), inbox=folder("inbox"), outbox=folder("outbox"),
+        errors=folder("errors")))
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -124,7 +144,17 @@ def parser() -> argparse.ArgumentParser:
                         help="outputs, sidecars, or folders holding them")
     init = command("init", cmd_init, "write a starter configuration and a trial seal",
                    config=False)
-    init.add_argument("dir", nargs="?", default=".", metavar="DIR")
+    init.add_argument("dir", nargs="?", default=None, metavar="DIR",
+                      help="where to write (default: the current folder; with --service "
+                           "/etc/folderseal)")
+    init.add_argument("--service", action="store_true",
+                      help="as root, for the systemd unit: the store, the folders and the "
+                           "seal owned and moded for the service user (see systemd/README.md)")
+    init.add_argument("--user", help="with --service: the user the service runs as "
+                                     "(default folderseal; it must exist)")
+    for key in ("state_dir", "inbox", "outbox", "errors"):
+        init.add_argument(f"--{key.replace('_', '-')}", dest=key, metavar="PATH",
+                          help=f"with --service: this folder (default {SERVICE_DEFAULTS[key]})")
     command("recover", cmd_recover, "rebuild a lost store from the work folders")
     emulate = commands.add_parser(
         "emulate", help="run a local emulator of a provider's API (for trials and tests)",
@@ -157,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = int(args.handler(args))
     except FolderSealError as exc:
-        print(f"folderseal: {REDACTOR.text(str(exc))}", file=sys.stderr)
+        # Under systemd stderr is the journal: "<3>" files each line as an error, so
+        # `journalctl -p err` shows why a start failed.
+        prefix = "<3>" if systemd.on_journal(sys.stderr) else ""
+        text = f"folderseal: {REDACTOR.text(str(exc))}"
+        print("\n".join(prefix + line for line in text.splitlines()), file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
         code = ExitCode.FAILURE

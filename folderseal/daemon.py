@@ -31,6 +31,7 @@ from folderseal.intake import FolderIntake
 from folderseal.logs import get as get_logger
 from folderseal.manager import Busy, Manager, backoff
 from folderseal.metrics import MeasuredProvider
+from folderseal.pool import stop_resource_tracker
 from folderseal.providers import Provider, build
 from folderseal.recover import missing_originals
 from folderseal.sink import Sink
@@ -81,8 +82,7 @@ class Daemon:
         if not settings.folders:
             raise ConfigError("no [folders.<name>] table is configured: nothing to watch")
         safety.check_layout(settings)
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = statelock.acquire(settings.state_dir)
+        self._lock_fd = statelock.acquire(settings.state_dir)  # makes the folder if needed
         self.store = Store.open(settings.state_dir, self.node, check=True)
         released = self.store.release_node_leases()
         if released:
@@ -141,6 +141,8 @@ class Daemon:
             intake.stop()
         for provider in self.providers.values():
             provider.close()
+        # The signing workers are gone: no process of ours may outlive the daemon.
+        stop_resource_tracker()
         if self.store is not None:
             self.store.close()
         if self._lock_fd is not None:

@@ -15,16 +15,17 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from folderseal.errors import TransientError
+from folderseal.procmetrics import ProcessCollector
 from folderseal.providers import Attempts, BatchView, Provider, RemoteStatus
 
 # No *_created series: they would double what each scrape reads.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 REGISTRY = CollectorRegistry()
-ProcessCollector(registry=REGISTRY)  # memory, CPU, open files of the daemon
+PROCESS = ProcessCollector()  # memory, CPU, open files of the daemon (under ProcSubset=pid too)
+REGISTRY.register(PROCESS)
 
 FILES_SEEN = Counter("folderseal_files_seen", "Files noticed in an inbox", ["folder"],
                      registry=REGISTRY)

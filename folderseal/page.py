@@ -11,7 +11,7 @@ from html import escape
 from typing import Any
 
 from folderseal.model import FileState
-from folderseal.status import conditions
+from folderseal.status import conditions, loud
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -20,6 +20,8 @@ h3 { font-size: 1em; margin: 1em 0 .2em; }
 .alarm { background: #fde8e8; border-left: 4px solid #c0392b; padding: .4em .8em; }
 .ok { background: #e8f6ec; border-left: 4px solid #27ae60; padding: .4em .8em; }
 .warn { background: #fff6dd; border-left: 4px solid #e1a500; padding: .4em .8em; }
+.banner { background: #c0392b; color: #fff; font-size: 1.25em; font-weight: 600;
+          padding: .7em 1em; margin: .6em 0 1em; border-radius: 4px; }
 table { border-collapse: collapse; margin: .2em 0; }
 td, th { border-bottom: 1px solid #ddd; padding: .2em .7em .2em 0; text-align: left;
          vertical-align: top; }
@@ -37,6 +39,8 @@ def render(report: dict[str, Any]) -> str:
         f"<title>folderseal on {escape(report['node'])}</title><style>{STYLE}</style>",
         "</head><body>",
         f"<h1>folderseal on {escape(report['node'])}</h1>",
+        *(f'<div class="banner not-qualified" role="alert">{escape(w)}</div>'
+          for w in report["warnings"] if loud(w)),
         f"<p>Daemon {escape(state)}. Page made {escape(report['generated'])}.</p>",
     ]
     if report["alarms"]:
@@ -46,7 +50,8 @@ def render(report: dict[str, Any]) -> str:
     else:
         parts.append('<div class="ok" id="alarms">Healthy: nothing needs a person now.</div>')
     for warning in report["warnings"]:
-        parts.append(f'<p class="warn">Warning: {escape(warning)}</p>')
+        if not loud(warning):
+            parts.append(f'<p class="warn">Warning: {escape(warning)}</p>')
     for name, folder in report["folders"].items():
         parts.append(_folder(name, folder))
     parts.append("</body></html>")

@@ -336,7 +336,6 @@ def _view(batch_id: str, folder: str, pending: list[_File], work: WorkFolder,
 
 
 def recover(settings: Settings) -> int:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
     lock = statelock.acquire(settings.state_dir)  # never beside a running daemon
     store = Store.open(settings.state_dir, settings.node_name, check=True)
     providers: dict[str, Provider] = {}

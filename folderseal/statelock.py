@@ -1,24 +1,39 @@
-"""One process at a time per state folder: the daemon, `sign` and `recover` take this lock.
+"""The state folder: usable or refused with the fix, and one process at a time in it.
 
-An exclusive ``flock`` on ``<state_dir>/folderseal.lock`` (holding the owner's pid).
-The kernel drops it when the process dies, even by SIGKILL, so `status` asks the lock,
-not a heartbeat, whether a daemon is running.
+The daemon, `sign` and `recover` take the lock: an exclusive ``flock`` on
+``<state_dir>/folderseal.lock`` (holding the owner's pid). The kernel drops it when
+the process dies, even by SIGKILL, so `status` asks the lock, not a heartbeat,
+whether a daemon is running.
+
+A state folder that cannot be used (not writable by this user, on a read-only
+filesystem, a file in its place) is a configuration error, exit 78, naming the folder
+and what to do: restarting cannot help, so systemd must not loop on it.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import pwd
 from pathlib import Path
 
-from folderseal.errors import ConfigError
+from folderseal.errors import ConfigError, FolderSealError, StateUnavailable
 
 LOCK_NAME = "folderseal.lock"
+STORE_FILES = ("folderseal.sqlite", "folderseal.sqlite-wal", "folderseal.sqlite-shm")
+_NOT_A_FOLDER = (errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ELOOP)
+
+
+def prepare(state_dir: Path) -> None:
+    """Make the state folder if it is missing and check this process may write in it."""
+    os.close(_open_lock(state_dir))
 
 
 def acquire(state_dir: Path) -> int:
-    """Take the lock (a file descriptor to keep open); ConfigError if someone holds it."""
-    fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    """Take the lock (a file descriptor to keep open); ConfigError if someone holds it, or
+    if the state folder cannot be used."""
+    fd = _open_lock(state_dir)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -29,6 +44,70 @@ def acquire(state_dir: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def check_readable(state_dir: Path) -> None:
+    """For commands that only read the store (`status`): ConfigError if this process
+    cannot read the state folder or the store. A folder not made yet is fine."""
+    try:
+        if not state_dir.exists():
+            return
+        os.listdir(state_dir)
+        for name in STORE_FILES:
+            if (state_dir / name).exists() and not os.access(state_dir / name, os.R_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES),
+                                      str(state_dir / name))
+    except OSError as exc:
+        raise unusable(state_dir, exc, reading=True) from None
+
+
+def _open_lock(state_dir: Path) -> int:
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise unusable(state_dir, exc) from None
+    for name in STORE_FILES:  # left by a run as another user (root?)
+        path = state_dir / name
+        if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+            os.close(fd)
+            raise unusable(state_dir, PermissionError(errno.EACCES, os.strerror(errno.EACCES),
+                                                      str(path)))
+    return fd
+
+
+def unusable(state_dir: Path, exc: OSError, reading: bool = False) -> FolderSealError:
+    """What is wrong with the state folder, and what to do: a ConfigError (exit 78) unless
+    it may pass by itself (a full disk: exit 1, systemd tries again)."""
+    where, user = f"state_dir {state_dir}", _user()
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        if reading:
+            return ConfigError(f"{where}: user {user} may not read {exc.filename or state_dir}"
+                               f"; run this as the service's user or as root, or set "
+                               "state_dir")
+        if not state_dir.exists():
+            return ConfigError(f"{where} does not exist and user {user} may not create it: "
+                               f"sudo install -d -o {user} -m 0750 {state_dir}, or set "
+                               "state_dir to a folder it may write")
+        return ConfigError(f"{where}: user {user} may not write {exc.filename or state_dir}: "
+                           f"sudo chown -R {user} {state_dir}, or set state_dir to a folder "
+                           "it may write")
+    if exc.errno == errno.EROFS:
+        return ConfigError(f"{where} is on a read-only filesystem: set state_dir to a writable "
+                           "local folder (under systemd /var/lib/folderseal, which the unit's "
+                           "StateDirectory= makes writable, or a folder in ReadWritePaths=)")
+    if exc.errno in _NOT_A_FOLDER:
+        return ConfigError(f"{where} is not a folder (a file is in its place, or in the place "
+                           "of a folder above it): move that away, or set state_dir to a folder")
+    return StateUnavailable(f"{where} cannot be used: {exc.strerror} ({exc.filename}); fix the "
+                            "disk or free space, then start folderseal again")
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def holder(state_dir: Path) -> int | None:

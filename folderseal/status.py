@@ -14,6 +14,7 @@ never an alarm.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import sys
@@ -28,7 +29,7 @@ from folderseal import statelock
 from folderseal.config import Settings
 from folderseal.errors import ExitCode, FolderSealError
 from folderseal.model import IN_FLIGHT, FileState, JobState
-from folderseal.providers import build
+from folderseal.providers import NOT_QUALIFIED, build
 from folderseal.redact import REDACTOR
 from folderseal.sidecar import iso
 
@@ -52,6 +53,11 @@ def provider_warnings(settings: Settings) -> list[str]:
         except FolderSealError as exc:
             warnings.append(f"provider {name}: {exc}")
     return warnings
+
+
+def loud(warning: str) -> bool:
+    """A warning shown as a banner: the seal proves nothing about who sealed."""
+    return NOT_QUALIFIED in warning
 
 
 def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, Any]:
@@ -212,6 +218,7 @@ def summary(report: dict[str, Any]) -> str:
 
 def show(settings: Settings, as_json: bool = False) -> int:
     """Print the report; exit 1 when something needs a person now, else 0."""
+    statelock.check_readable(settings.state_dir)  # else a traceback, and no report
     report = collect(settings)
     code = ExitCode.FAILURE if report["alarms"] else ExitCode.OK
     if as_json:
@@ -223,9 +230,11 @@ def show(settings: Settings, as_json: bool = False) -> int:
     console.print(Text(f"folderseal on {report['node']}: daemon " + (
         f"running (pid {daemon['pid']}{beat})" if daemon["running"] else "not running"),
         style="bold"))
+    for warning in filter(loud, report["warnings"]):
+        console.print(Text(f"WARNING: {warning}", style="bold white on red"))
     for alarm in report["alarms"]:
         console.print(Text(f"ALARM: {alarm}", style="bold red"))
-    for warning in report["warnings"]:
+    for warning in itertools.filterfalse(loud, report["warnings"]):
         console.print(Text(f"warning: {warning}", style="yellow"))
     for name, folder in report["folders"].items():
         files = folder["files"]

@@ -42,8 +42,9 @@ def watchdog_interval() -> float | None:
 
 
 def on_journal(stream: TextIO) -> bool:
-    """True when ``stream`` is the journal's stdout stream (systemd sets JOURNAL_STREAM
-    to its device and inode), so each line may carry a ``<N>`` level prefix."""
+    """True when ``stream`` is the journal's stream (systemd sets JOURNAL_STREAM to its
+    device and inode; stdout and stderr share it), so each line may carry a ``<N>`` level
+    prefix."""
     expected = os.environ.get("JOURNAL_STREAM", "")
     try:
         st = os.fstat(stream.fileno())

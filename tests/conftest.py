@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,3 +20,14 @@ def _no_leftover_daemons() -> Iterator[None]:
         daemon = Daemon.running.pop()
         if daemon.process.poll() is None:
             daemon.kill()
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A temp folder other users may enter, for commands run as `nobody` (pytest's
+    tmp_path is root-only)."""
+    root = Path(tempfile.mkdtemp(prefix="folderseal-open-", dir="/tmp"))
+    root.chmod(0o755)
+    yield root
+    subprocess.run(["chmod", "-R", "u+rwX", str(root)], check=False)
+    shutil.rmtree(root, ignore_errors=True)

@@ -174,15 +174,17 @@ class Daemon:
     running: list[Daemon] = []  # killed after each test by conftest, pass or fail
 
     def __init__(self, layout: Layout, env: dict[str, str] | None = None,
-                 user: str | None = None, umask: int | None = None) -> None:
+                 user: str | None = None, umask: int | None = None,
+                 wrapper: tuple[str, ...] = (), new_session: bool = False) -> None:
         self.layout = layout
         self.log_path = layout.root / f"daemon-{time.time_ns()}.log"
-        command = _as_user(user, [sys.executable, "-m", "folderseal", "run", "-c",
-                                  str(layout.config)])
+        command = [*wrapper, *_as_user(user, [sys.executable, "-m", "folderseal", "run", "-c",
+                                              str(layout.config)])]
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
                                         env={**os.environ, **(env or {})},
                                         cwd="/" if user else None,  # the checkout may be 0700
+                                        start_new_session=new_session,
                                         preexec_fn=None if umask is None
                                         else functools.partial(os.umask, umask))
         Daemon.running.append(self)

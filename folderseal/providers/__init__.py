@@ -17,6 +17,10 @@ from typing import Protocol
 
 from folderseal.model import DocumentResult
 
+# In the warning of a provider whose seal proves a file unchanged but not who sealed it;
+# `status` and the status page show such a warning as a banner.
+NOT_QUALIFIED = "sealing with a self-signed trial certificate: NOT QUALIFIED"
+
 
 class Remote(enum.StrEnum):
     """Where a remote batch stands, in the provider's own terms mapped to ours."""

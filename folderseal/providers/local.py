@@ -25,6 +25,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
 from folderseal import files
 from folderseal.config import LocalProviderConfig
 from folderseal.errors import ConfigError, TransientError
@@ -37,7 +41,14 @@ from folderseal.pool import (
     WorkerPool,
     WorkerSetupFailed,
 )
-from folderseal.providers import Attempts, BatchView, Document, Remote, RemoteStatus
+from folderseal.providers import (
+    NOT_QUALIFIED,
+    Attempts,
+    BatchView,
+    Document,
+    Remote,
+    RemoteStatus,
+)
 from folderseal.providers.local_worker import (
     RESULT_SUFFIX,
     SealSource,
@@ -47,6 +58,18 @@ from folderseal.providers.local_worker import (
 )
 
 EXPIRY_WARNING_DAYS = 30
+
+
+def _self_signed(certificate: asn1_x509.Certificate) -> bool:
+    """Issued by itself: the issuer is the subject and its own key verifies the signature."""
+    cert = x509.load_der_x509_certificate(certificate.dump())
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 class _Gate:
@@ -113,16 +136,24 @@ class LocalProvider:
                           timestamp_url=self.cfg.timestamp_url)
 
     def check(self, network: bool = True) -> list[str]:
-        """Load the seal once; return warnings (an expiry within 30 days)."""
+        """Load the seal once; return warnings (an expiry within 30 days, a self-signed
+        certificate)."""
         seal = load_seal(self._source())
         left = seal.not_after - datetime.now(UTC)
         if left.total_seconds() <= 0:
             raise ConfigError(f"the seal certificate {self.cfg.certificate} expired on "
                               f"{seal.not_after:%Y-%m-%d}; install a new one")
+        warnings = []
         if left.days < EXPIRY_WARNING_DAYS:
-            return [f"provider {self.name}: the seal certificate expires on "
-                    f"{seal.not_after:%Y-%m-%d} ({left.days} days); renew it"]
-        return []
+            warnings.append(f"provider {self.name}: the seal certificate expires on "
+                            f"{seal.not_after:%Y-%m-%d} ({left.days} days); renew it")
+        if _self_signed(seal.certificate):
+            warnings.append(
+                f"provider {self.name}: {NOT_QUALIFIED}. {self.cfg.certificate} "
+                f"({seal.subject}) signed itself: its seals prove a file unchanged, not who "
+                "sealed it. Set certificate (and its password) to your organisation's seal "
+                "certificate from a qualified trust service provider")
+        return warnings
 
     def start(self) -> None:
         if self.pool is not None:

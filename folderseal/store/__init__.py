@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from folderseal import statelock
 from folderseal.errors import (
     ConfigError,
     LeaseLost,
@@ -105,7 +106,7 @@ class Store:
     @classmethod
     def open(cls, state_dir: Path, node: str, check: bool = False) -> Store:
         """The store of ``state_dir``; ``check`` reads every page first (at start)."""
-        state_dir.mkdir(parents=True, exist_ok=True)
+        statelock.prepare(state_dir)  # made if missing; refused with the fix if unusable
         return cls(state_dir / "folderseal.sqlite", node, check=check)
 
     def close(self) -> None:

@@ -31,7 +31,8 @@ from bench.torturekit.scenarios import Share
 from folderseal.emulate import EmulatorHandle, start_seal
 from tests.helpers import Daemon, Layout, error_records, folderseal, sidecars, wait_until
 
-UNIT = Path(__file__).resolve().parents[2] / "systemd" / "folderseal.service"
+REPO = Path(__file__).resolve().parents[2]
+UNIT = REPO / "systemd" / "folderseal.service"
 METRICS = '\n[metrics]\nlisten = "127.0.0.1:0"\n'
 KEY = "service-key-51d0c7a9"
 
@@ -129,14 +130,27 @@ def test_the_unit_file_is_hardened_to_an_exposure_of_two_or_less() -> None:
     assert float(found.group(1)) <= 2.0, out.stdout
 
 
-def test_the_unit_file_says_how_the_service_runs() -> None:
-    """notify with a watchdog, no restart loop on bad config, after the shares, secrets as
-    credentials, the level for journald, an empty capability set."""
+def _unit_settings() -> dict[str, list[str]]:
     settings: dict[str, list[str]] = {}
     for line in UNIT.read_text().splitlines():
         if "=" in line and not line.startswith(("#", "[")):
             key, value = line.split("=", 1)
             settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_the_unit_file_says_how_the_service_runs() -> None:
+    """notify with a watchdog, no restart loop on bad config, after the shares, secrets as
+    credentials, the level for journald, an empty capability set; it runs the venv the
+    README installs, may write the folders `init --service` makes, and files a line
+    without a level (a traceback) as an error."""
+    settings = _unit_settings()
+    assert settings["ExecStart"] == ["/opt/folderseal/bin/folderseal run -c "
+                                     "/etc/folderseal/config.toml"]
+    assert settings["ReadWritePaths"] == ["-/srv/folderseal"]
+    assert settings["SyslogLevel"] == ["err"]
+    assert settings["LoadCredential"] == ["seal.pass:/etc/folderseal/seal.pass"]
+    assert settings["StateDirectory"] == ["folderseal"]
     assert settings["Type"] == ["notify"] and settings["NotifyAccess"] == ["main"]
     assert int(settings["WatchdogSec"][0]) > 0
     assert settings["Restart"] == ["on-failure"]
@@ -149,6 +163,37 @@ def test_the_unit_file_says_how_the_service_runs() -> None:
     assert settings["SystemCallFilter"][0] == "@system-service"
     assert settings["ProtectSystem"] == ["strict"] and settings["ReadWritePaths"]
     assert "RequiresMountsFor=" in UNIT.read_text()  # documented for the shares
+
+
+def _install_block(readme: Path) -> list[str]:
+    text = readme.read_text()
+    found = re.search(r"^<!-- service-install:begin -->\n```sh\n(.*?)```\n"
+                      r"<!-- service-install:end -->$", text, re.S | re.M)
+    assert found, f"{readme} has no ```sh block between the service-install markers"
+    return found.group(1).splitlines()
+
+
+def test_the_readmes_install_the_service_the_unit_runs() -> None:
+    """Both READMEs hold the same install block, which makes the venv the unit's
+    ExecStart= runs, writes the config with `init --service`, and checks it with the
+    unit's user and credential (not `sudo -u`, which has no credentials)."""
+    steps = _install_block(REPO / "README.md")
+    assert _install_block(REPO / "systemd" / "README.md") == steps
+    settings = _unit_settings()
+    binary, _, arguments = settings["ExecStart"][0].partition(" ")
+    venv = str(Path(binary).parents[1])
+    assert f"sudo python3 -m venv {venv}" in steps
+    assert f"sudo {venv}/bin/pip install ." in steps
+    assert not any(re.search(r"sudo (pip|python3 -m pip) install", s) for s in steps)
+    assert "sudo folderseal init --service /etc/folderseal" in steps
+    check = next(s for s in steps if "folderseal check" in s)
+    assert check.startswith("sudo systemd-run --pipe --wait")
+    assert f"-p User={settings['User'][0]}" in check
+    assert f"-p LoadCredential={settings['LoadCredential'][0]}" in check
+    assert arguments.removeprefix("run ") in check  # the config the service reads
+    assert steps[-1] == "sudo systemctl enable --now folderseal"
+    for readme in (REPO / "README.md", REPO / "systemd" / "README.md"):
+        assert "sudo -u folderseal folderseal check" not in readme.read_text(), readme
 
 
 # -- sd_notify ----------------------------------------------------------------------------
@@ -235,6 +280,38 @@ def test_a_share_that_hangs_stops_the_watchdog_and_fails_healthz(
         share.unmount()
 
 
+def _process_group(pgid: int) -> list[str]:
+    """The processes of a process group, with their command lines."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == pgid:
+                    found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except (OSError, ValueError):
+                continue  # gone meanwhile
+    return found
+
+
+def test_no_process_outlives_a_clean_stop(tmp_path: Path) -> None:
+    """Under KillMode=mixed systemd SIGKILLs whatever of the unit is left once the daemon
+    exits: after SIGTERM and exit 0, no process of the daemon's process group is left
+    (its signing workers and multiprocessing's resource tracker are gone)."""
+    layout = Layout(tmp_path)
+    layout.write()
+    daemon = Daemon(layout, new_session=True).started()
+    (layout.inbox / "a.txt").write_text("signed by a worker")
+    wait_until(lambda: (layout.outbox / "a.txt.json").exists(), what="a.txt sealed")
+    pgid = daemon.process.pid
+    running = _process_group(pgid)
+    assert any("resource_tracker" in p for p in running), running  # what used to be left
+    assert daemon.stop() == 0
+    left = _process_group(pgid)
+    assert left == [], f"left after the daemon exited: {left}"
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
+
+
 # -- journald, credentials, file modes ----------------------------------------------------
 
 def test_under_journald_each_line_carries_its_level(tmp_path: Path) -> None:
@@ -263,6 +340,32 @@ def test_under_journald_each_line_carries_its_level(tmp_path: Path) -> None:
         assert prefix in levels, line
         assert json.loads(body)["level"] == levels[prefix], line
     assert {line[:3] for line in lines} >= {"<6>", "<4>"}
+
+
+def test_under_journald_the_reason_a_start_fails_is_an_error(tmp_path: Path) -> None:
+    """When stderr is the journal's stream, each line of the reason `run` refuses to start
+    (one line, or a configuration error over several) starts with <3>, so
+    `journalctl -p err` shows it."""
+    layout = Layout(tmp_path)
+    layout.write()
+    layout.state.rmdir()
+    layout.state.write_text("a file where the state folder should be")
+    journal = tmp_path / "journal.log"
+    for config in (layout.config.read_text(),
+                   layout.config.read_text().replace("settle_seconds = 0.3",
+                                                     'settle_seconds = "soon"')):
+        layout.config.write_text(config)
+        journal.write_text("")
+        st = journal.stat()
+        with journal.open("w") as stderr:
+            run = subprocess.run([sys.executable, "-m", "folderseal", "run", "-c",
+                                  str(layout.config)], stdout=subprocess.DEVNULL,
+                                 stderr=stderr, timeout=60,
+                                 env={**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+        lines = journal.read_text().splitlines()
+        assert run.returncode == 78 and lines, lines
+        assert all(line.startswith("<3>") for line in lines), lines
+        assert lines[0].startswith("<3>folderseal: "), lines
 
 
 def test_secrets_come_from_the_credentials_directory(tmp_path: Path) -> None:
@@ -299,6 +402,75 @@ def test_outputs_get_the_folder_mode_whatever_the_umask(tmp_path: Path) -> None:
         assert folder.stat().st_mode & 0o777 == 0o755, folder
     for path in [*(layout.outbox / "sub").iterdir(), *error_records(layout.errors)]:
         assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+# -- a state folder that cannot be used ----------------------------------------------------
+
+def _no_traceback(out: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in out.stdout + out.stderr, out.stdout + out.stderr
+    return out.stdout + out.stderr
+
+
+def test_a_state_dir_the_user_may_not_write_is_a_configuration_error(open_tmp: Path) -> None:
+    """run, sign, retry and recover as a user who may not write state_dir exit 78, naming
+    the folder and the chown that fixes it (no restart loop under systemd); status, which
+    only reads, still reports, and exits 78 with what to do once it may not read either."""
+    layout = Layout(open_tmp)
+    layout.write()
+    subprocess.run(["chown", "-R", "nobody:nogroup", str(open_tmp)], check=True)
+    os.chown(layout.state, 0, 0)  # root's, 0755: nobody may look but not write
+    (layout.inbox / "a.txt").write_text("to be signed")
+    for args in (("run",), ("sign", str(layout.inbox / "a.txt")), ("retry", "--all"),
+                 ("recover",)):
+        out = folderseal(*args, "-c", str(layout.config), user="nobody", timeout=60)
+        text = _no_traceback(out)
+        assert out.returncode == 78, f"{args}: {text}"
+        assert f"state_dir {layout.state}" in out.stderr, text
+        assert f"chown -R nobody {layout.state}" in out.stderr, text
+    status = folderseal("status", "-c", str(layout.config), user="nobody")
+    assert status.returncode == 1 and "daemon not running" in _no_traceback(status)
+    layout.state.chmod(0o700)
+    status = folderseal("status", "-c", str(layout.config), user="nobody")
+    text = _no_traceback(status)
+    assert status.returncode == 78 and f"state_dir {layout.state}" in status.stderr, text
+    assert "may not read" in status.stderr, text
+
+
+def test_a_file_in_place_of_the_state_dir_is_a_configuration_error(tmp_path: Path) -> None:
+    """With a regular file where state_dir should be, run, sign, retry, recover and status
+    exit 78 saying it is not a folder."""
+    layout = Layout(tmp_path)
+    layout.write()
+    layout.state.rmdir()
+    layout.state.write_text("not a folder")
+    (layout.inbox / "a.txt").write_text("to be signed")
+    for args in (("run",), ("sign", str(layout.inbox / "a.txt")), ("retry", "--all"),
+                 ("recover",), ("status",)):
+        out = folderseal(*args, "-c", str(layout.config), timeout=60)
+        text = _no_traceback(out)
+        assert out.returncode == 78, f"{args}: {text}"
+        assert f"state_dir {layout.state} is not a folder" in out.stderr, text
+    assert layout.state.read_text() == "not a folder"
+
+
+def test_a_state_dir_on_a_read_only_filesystem_is_a_configuration_error(
+        tmp_path: Path) -> None:
+    """state_dir on a read-only mount (as ProtectSystem=strict makes every path not in
+    ReadWritePaths=): run exits 78 saying so and where a writable state_dir goes."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root to mount a read-only tmpfs (CI runs as root)")
+    layout = Layout(tmp_path)
+    layout.write()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(layout.state)],
+                   check=True)
+    try:
+        out = folderseal("run", "-c", str(layout.config), timeout=60)
+    finally:
+        subprocess.run(["umount", str(layout.state)], check=True)
+    text = _no_traceback(out)
+    assert out.returncode == 78, text
+    assert f"state_dir {layout.state} is on a read-only filesystem" in out.stderr, text
+    assert "StateDirectory=" in out.stderr, text
 
 
 # -- metrics and health -------------------------------------------------------------------
@@ -365,6 +537,54 @@ def test_metrics_and_healthz_are_scraped_while_files_flow(
     (tmp_path / "inbox-away").rename(layout.inbox)
     wait_until(lambda: _status(layout)[0] == 0, timeout=60, what="status healthy again")
     assert daemon.stop() == 0
+
+
+def test_a_trial_seal_is_called_not_qualified_everywhere_an_operator_looks(
+        tmp_path: Path) -> None:
+    """With the self-signed trial seal, `check` passes with a warning line, the daemon logs
+    a warning at start, the status page shows a banner and `status` prints it first, each
+    saying "sealing with a self-signed trial certificate: NOT QUALIFIED"."""
+    loud = "sealing with a self-signed trial certificate: NOT QUALIFIED"
+    layout = Layout(tmp_path, extra=METRICS)
+    layout.write()
+    check = folderseal("check", "-c", str(layout.config))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert any(line.startswith("warning: ") and loud in line
+               for line in check.stdout.splitlines()), check.stdout
+    daemon = Daemon(layout).started()
+    event = daemon.wait_for_event("provider.warning")
+    assert event["level"] == "warning" and loud in event["warning"], event
+    html = httpx.get(_base_url(daemon) + "/").text
+    banner = re.search(r'<div class="banner not-qualified" role="alert">([^<]*)</div>', html)
+    assert banner and loud in banner.group(1), html
+    status = folderseal("status", "-c", str(layout.config))
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.splitlines()[1].startswith(f"WARNING: provider local: {loud}"), \
+        status.stdout
+    assert daemon.stop() == 0
+
+
+def test_process_metrics_survive_procsubset_pid(tmp_path: Path) -> None:
+    """Run under a /proc mounted as the unit's ProcSubset=pid mounts it (no /proc/stat),
+    the daemon's /metrics still has its memory, CPU, file descriptors and start time."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.fail("needs root and unshare (util-linux) to mount a private /proc")
+    layout = Layout(tmp_path, extra=METRICS)
+    layout.write()
+    # A mount namespace of its own (unshare makes it private), then exec: one process.
+    pid_only = ("unshare", "--mount", "sh", "-c",
+                'mount -t proc -o subset=pid proc /proc && test ! -e /proc/stat && exec "$@"',
+                "sh")
+    daemon = Daemon(layout, wrapper=pid_only).started()
+    samples = _samples(httpx.get(_base_url(daemon) + "/metrics").text)
+    assert daemon.stop() == 0
+    assert samples.get("process_resident_memory_bytes", 0) > 1_000_000, samples
+    assert samples.get("process_virtual_memory_bytes", 0) > 1_000_000, samples
+    assert samples.get("process_open_fds", 0) > 3, samples
+    assert samples.get("process_max_fds", 0) > 0, samples
+    assert "process_cpu_seconds_total" in samples, samples
+    started = samples.get("process_start_time_seconds", 0)
+    assert time.time() - 120 < started <= time.time(), samples
 
 
 def test_a_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
