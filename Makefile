@@ -61,7 +61,7 @@ torture: $(VENV)/.installed-test system-deps
 
 # Boots a Debian bookworm with systemd-nspawn (its rootfs cached in
 # /var/cache/folderseal/nspawn), installs folderseal as the README's service block says,
-# and checks the service: about 2 minutes warm, 3.5 cold. Root only.
+# and checks the service: about 2 minutes warm, 4 cold. Root only.
 systemd-test: $(VENV)/.installed-test
 	@$(MAKE) --no-print-directory system-deps TEST_TOOLS="$(NSPAWN_TOOLS)"
 	$(PY) tests/system/nspawn.py

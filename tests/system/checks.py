@@ -18,7 +18,8 @@ from pathlib import Path
 from tests.pdfs import make_pdf
 from tests.system.service import CONFIG, UNIT, Service
 
-TRIAL_WARNING = "NOT QUALIFIED"  # "sealing with a self-signed trial certificate: NOT QUALIFIED"
+# Its exact words (the trial certificate's own name also says "NOT QUALIFIED").
+TRIAL_WARNING = "sealing with a self-signed trial certificate: NOT QUALIFIED"
 # What a system call refused by SystemCallFilter= (SystemCallErrorNumber=EPERM) looks like.
 DENIED = re.compile(r"Operation not permitted|EPERM|PermissionError|Bad system call", re.I)
 # systemd's words when it has to kill what a stop left behind.
@@ -210,10 +211,14 @@ def metrics(s: Service, report: Report) -> None:
 
 
 def seccomp_refused_nothing(s: Service, report: Report) -> None:
-    """Nothing the daemon did so far was refused by the system call filter."""
+    """The system call filter is on, and refused nothing the daemon did so far."""
     refused = [e for e in s.journal() if e.identifier == "folderseal" and DENIED.search(e.message)]
-    report.result("the seccomp filter refused nothing (no EPERM in the journal)",
-                  _lines(refused) if refused else None)
+    mode = s.sh(f"grep '^Seccomp:' /proc/{s.main_pid()}/status").out.split()
+    problems = [] if mode == ["Seccomp:", "2"] else [f"the main process is not filtered: {mode}"]
+    if refused:
+        problems.append(_lines(refused))
+    report.result("the seccomp filter is on and refused nothing (no EPERM in the journal)",
+                  "\n".join(problems) or None)
 
 
 def no_errors_when_healthy(s: Service, report: Report) -> None:

@@ -44,8 +44,8 @@ class Container:
     """One booted container: ``prepare()`` and ``start()``, then ``sh()`` and ``path()``,
     then ``stop()``. Its files live in a run folder under /var/tmp, named with RUN_PREFIX."""
 
-    def __init__(self, lower: Path, name: str, binds: dict[Path, str]) -> None:
-        self.lower, self.name, self.binds = lower, name, binds
+    def __init__(self, lower: Path, name: str) -> None:
+        self.lower, self.name = lower, name
         self.run_dir = Path(tempfile.mkdtemp(prefix=RUN_PREFIX, dir=RUNS))
         (self.run_dir / "owner").write_text(str(os.getpid()))
         self.root = self.run_dir / "merged"
@@ -90,12 +90,11 @@ class Container:
 
     def start(self, timeout: float = 90.0) -> None:
         """Boot, find the container's PID 1, and wait until systemd says it is up."""
-        binds = [f"--bind={host}:{inside}" for host, inside in self.binds.items()]
         with open(self.boot_log, "wb") as log:
             self.nspawn = subprocess.Popen(
                 ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit",
                  f"--machine={self.name}", f"--directory={self.root}",
-                 "--console=passive", *binds],
+                 "--console=passive"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
         deadline = time.monotonic() + timeout

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.system.checks import Report, run_checks  # noqa: E402
+from tests.system.checks import TRIAL_WARNING, Report, run_checks  # noqa: E402
 from tests.system.container import Container, sweep_abandoned  # noqa: E402
 from tests.system.readme import install_block  # noqa: E402
 from tests.system.rootfs import cached_rootfs  # noqa: E402
@@ -95,7 +95,7 @@ def run_install_block(c: Container, commands: list[str], report: Report) -> None
         report.result(f"README step {number}: {command} {took}",
                       None if done.rc == 0 else f"exit {done.rc}\n{done.tail()}")
         if re.search(r"\bfolderseal check\b", command):
-            warned = done.rc == 0 and "NOT QUALIFIED" in done.out
+            warned = done.rc == 0 and TRIAL_WARNING in done.out
             report.result("check (as the service sees it) passes and warns of the trial seal",
                           None if warned else f"exit {done.rc}, output:\n{done.tail()}")
 
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkout", type=Path, default=CHECKOUT,
                         help="the folderseal checkout to install (default: this one)")
     parser.add_argument("--cache", type=Path, default=CACHE,
-                        help=f"where the rootfs and pip's downloads are kept (default {CACHE})")
+                        help=f"where the rootfs is kept between runs (default {CACHE})")
     parser.add_argument("--rebuild", action="store_true", help="build the rootfs again")
     parser.add_argument("--keep", action="store_true",
                         help="leave the container running at the end, to look around")
@@ -135,10 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     with phase("rootfs"):
         lower, built = cache.enter_context(cached_rootfs(args.cache, args.rebuild))
     print(f"rootfs: {lower} ({'built now' if built else 'cached'})", flush=True)
-    (args.cache / "pip").mkdir(exist_ok=True)
     checks: dict[str, float] = {}
     with cache:  # holds the cache's shared lock until the container is gone
-        c = Container(lower, "folderseal-nspawn", {args.cache / "pip": "/root/.cache/pip"})
+        c = Container(lower, "folderseal-nspawn")
         try:
             with phase("boot"):
                 c.prepare()

@@ -2,7 +2,7 @@
 
 Runs ``tests/system/nspawn.py`` (``make systemd-test``) and fails on any FAIL line it
 prints. About 2 minutes with its rootfs cached (/var/cache/folderseal/nspawn), about
-3.5 minutes on a fresh machine. It needs root with CAP_SYS_ADMIN (CI runs as root)
+4 minutes on a fresh machine. It needs root with CAP_SYS_ADMIN (CI runs as root)
 and the network (Debian's mirror, the package index); without root it is skipped, and
 says so at the end of the run.
 """
