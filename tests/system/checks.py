@@ -8,6 +8,7 @@ made to fail (kill -9, a frozen loop, a bad configuration, an unwritable state f
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -79,14 +80,16 @@ def trial_warning_logged(s: Service, report: Report) -> None:
 
 
 def seals_dropped_files(s: Service, report: Report) -> None:
-    """A PDF and a text file dropped into the inbox come out sealed, with sidecars."""
+    """A PDF and a text file dropped into the inbox by a member of the folderseal group
+    come out sealed, with sidecars; the inbox is empty again."""
     folder = s.folder()
     inbox, outbox, errors = folder["inbox"], folder["outbox"], folder["errors"]
-    drop = s.c.path("/root/drop")
-    drop.mkdir(exist_ok=True)
+    drop = s.c.path("/var/tmp/drop")
+    drop.mkdir(mode=0o755)
     make_pdf(drop / "scan.pdf")
     (drop / "note.txt").write_text("folderseal under systemd\n")
-    copied = s.sh(f"cp /root/drop/scan.pdf /root/drop/note.txt {inbox}/")
+    copied = s.sh("useradd --groups folderseal scanner && runuser -u scanner -- "
+                  f"cp /var/tmp/drop/scan.pdf /var/tmp/drop/note.txt {inbox}/")
     expected = ["scan.pdf", "scan.pdf.json", "note.txt", "note.txt.p7s", "note.txt.json"]
 
     def settled() -> bool:
@@ -94,12 +97,16 @@ def seals_dropped_files(s: Service, report: Report) -> None:
         return done or any(s.c.path(errors).glob("*.error.json"))
 
     s.wait(settled, 90)
-    problems = [] if copied.rc == 0 else [f"cp into {inbox}: {copied.tail()}"]
+    problems = [] if copied.rc == 0 else [f"cp into {inbox} as scanner: {copied.tail()}"]
     missing = [n for n in expected if not s.c.path(f"{outbox}/{n}").exists()]
     if missing:
         listing = s.sh(f"ls -la {inbox} {outbox} {errors}; cat {errors}/*.error.json").tail(40)
         problems.append(f"missing in {outbox}: {', '.join(missing)}\n{listing}")
     else:
+        for sidecar in ("scan.pdf.json", "note.txt.json"):
+            status = json.loads(s.c.path(f"{outbox}/{sidecar}").read_text()).get("status")
+            if status != "signed":
+                problems.append(f"{sidecar}: status {status!r}, not 'signed'")
         verify = s.sh(f"folderseal verify {outbox}")
         if verify.rc != 0:
             problems.append(f"folderseal verify {outbox}: exit {verify.rc}\n{verify.tail()}")
@@ -110,18 +117,21 @@ def seals_dropped_files(s: Service, report: Report) -> None:
                    f" -content {outbox}/note.txt -out /dev/null")
         if cms.rc != 0:
             problems.append(f"openssl cms -verify note.txt.p7s:\n{cms.tail()}")
-    report.result("a PDF and a text file dropped into the inbox come out sealed with sidecars "
-                  "(folderseal verify, pdfsig, openssl cms)", "\n".join(problems) or None)
+    left = [p.name for p in s.c.path(inbox).iterdir() if not p.name.startswith(".")]
+    if left:
+        problems.append(f"still in {inbox}: {', '.join(sorted(left))}")
+    report.result("a PDF and a text file dropped into the inbox by a member of the folderseal "
+                  "group come out sealed with sidecars (folderseal verify, pdfsig, openssl cms)",
+                  "\n".join(problems) or None)
 
 
 def credential(s: Service, report: Report) -> None:
     """LoadCredential= hands the seal's password to the service alone."""
-    problems = []
-    password_file = re.search(r'^password_file\s*=\s*"([^"]*)"', s.c.path(CONFIG).read_text(),
-                              re.MULTILINE)
-    if not password_file or not password_file.group(1).startswith("$CREDENTIALS_DIRECTORY/"):
-        problems.append(f"{CONFIG}: password_file is not under $CREDENTIALS_DIRECTORY: "
-                        f"{password_file.group(0) if password_file else '(none)'}")
+    providers = s.config().get("providers", {})
+    assert isinstance(providers, dict)
+    named = [str(p.get("password_file")) for p in providers.values() if isinstance(p, dict)]
+    problems = [] if any(n.startswith("$CREDENTIALS_DIRECTORY/") for n in named) else \
+        [f"{CONFIG}: no password_file under $CREDENTIALS_DIRECTORY (has {named})"]
     source = s.sh("stat -c '%a %U:%G' /etc/folderseal/seal.pass").out.strip()
     if source != "600 root:root":
         problems.append(f"/etc/folderseal/seal.pass is {source}, not 600 root:root")
@@ -130,8 +140,7 @@ def credential(s: Service, report: Report) -> None:
     handed = s.sh(f"ls /run/credentials/{UNIT}/")
     if "seal.pass" not in handed.out.split():
         problems.append(f"/run/credentials/{UNIT}/ has no seal.pass: {handed.tail()}")
-    outbox = s.folder()["outbox"]
-    if not s.c.path(f"{outbox}/scan.pdf.json").exists():
+    if not s.c.path(f"{s.folder()['outbox']}/scan.pdf.json").exists():
         problems.append("nothing was sealed with it (see the sealing check)")
     report.result("LoadCredential= gives the seal's password to the service alone, and it "
                   "seals with it", "\n".join(problems) or None)

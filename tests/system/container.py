@@ -66,8 +66,9 @@ class Container:
                         f"lowerdir={self.lower},upperdir={self.run_dir / 'upper'},"
                         f"workdir={self.run_dir / 'work'}", str(self.root)], check=True)
         self.path("/etc/hostname").write_text(f"{self.name}\n")
-        with self.path("/etc/hosts").open("a") as hosts:
-            hosts.write(f"127.0.1.1\t{self.name}\n")
+        # As Debian's installer writes it (debootstrap writes none): sudo resolves its name.
+        self.path("/etc/hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{self.name}\n"
+                                           "::1\tlocalhost ip6-localhost ip6-loopback\n")
         self.env.update(self._host_network_settings())
 
     def _host_network_settings(self) -> dict[str, str]:
@@ -163,26 +164,30 @@ class Container:
             try:
                 self.nspawn.wait(timeout=30)
             except subprocess.TimeoutExpired:  # killing PID 1 ends the whole container
-                os.kill(self.pid1, signal.SIGKILL)
-                self.nspawn.wait()
+                if self.pid1:
+                    os.kill(self.pid1, signal.SIGKILL)
+                self.nspawn.kill()
+                self.nspawn.wait(timeout=30)
         _remove(self.run_dir)
 
 
-def _start_time(pid: int) -> str:
-    """The process's start time (field 22 of /proc/PID/stat): a PID with its start time
-    names one process, even after the PID is reused."""
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (state first); [] when gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return ""
+        return []
+
+
+def _start_time(pid: int) -> str:
+    """A PID with its start time names one process, even after the PID is reused."""
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else ""
 
 
 def _alive(pid: int) -> bool:
     """The process exists and is not a zombie waiting for its parent."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    return _stat(pid)[:1] not in ([], ["Z"])
 
 
 def _remove(run_dir: Path) -> None:
