@@ -54,9 +54,8 @@ def check_readable(state_dir: Path) -> None:
             return
         os.listdir(state_dir)
         for name in STORE_FILES:
-            if (state_dir / name).exists() and not os.access(state_dir / name, os.R_OK):
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES),
-                                      str(state_dir / name))
+            if os.path.exists(state_dir / name) and not os.access(state_dir / name, os.R_OK):
+                raise _denied(state_dir / name)
     except OSError as exc:
         raise unusable(state_dir, exc, reading=True) from None
 
@@ -71,9 +70,12 @@ def _open_lock(state_dir: Path) -> int:
         path = state_dir / name
         if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
             os.close(fd)
-            raise unusable(state_dir, PermissionError(errno.EACCES, os.strerror(errno.EACCES),
-                                                      str(path)))
+            raise unusable(state_dir, _denied(path))
     return fd
+
+
+def _denied(path: Path) -> PermissionError:
+    return PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
 
 def unusable(state_dir: Path, exc: OSError, reading: bool = False) -> FolderSealError:
@@ -85,7 +87,7 @@ def unusable(state_dir: Path, exc: OSError, reading: bool = False) -> FolderSeal
             return ConfigError(f"{where}: user {user} may not read {exc.filename or state_dir}"
                                f"; run this as the service's user or as root, or set "
                                "state_dir")
-        if not state_dir.exists():
+        if not os.path.exists(state_dir):
             return ConfigError(f"{where} does not exist and user {user} may not create it: "
                                f"sudo install -d -o {user} -m 0750 {state_dir}, or set "
                                "state_dir to a folder it may write")

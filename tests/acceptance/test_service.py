@@ -412,9 +412,10 @@ def _no_traceback(out: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_a_state_dir_the_user_may_not_write_is_a_configuration_error(open_tmp: Path) -> None:
-    """run, sign, retry and recover as a user who may not write state_dir exit 78, naming
-    the folder and the chown that fixes it (no restart loop under systemd); status, which
-    only reads, still reports, and exits 78 with what to do once it may not read either."""
+    """run, sign, retry and recover as a user who may not write state_dir (or the store in
+    it) exit 78, naming the folder and the chown that fixes it (no restart loop under
+    systemd); status, which only reads, still reports, and exits 78 with what to do once
+    it may not read either."""
     layout = Layout(open_tmp)
     layout.write()
     subprocess.run(["chown", "-R", "nobody:nogroup", str(open_tmp)], check=True)
@@ -434,6 +435,14 @@ def test_a_state_dir_the_user_may_not_write_is_a_configuration_error(open_tmp: P
     text = _no_traceback(status)
     assert status.returncode == 78 and f"state_dir {layout.state}" in status.stderr, text
     assert "may not read" in status.stderr, text
+    # A store left by a run as root, in a folder the user owns: still not usable.
+    layout.state.chmod(0o755)
+    shutil.chown(layout.state, "nobody", "nogroup")
+    (layout.state / "folderseal.sqlite").write_bytes(b"")
+    out = folderseal("run", "-c", str(layout.config), user="nobody", timeout=60)
+    text = _no_traceback(out)
+    assert out.returncode == 78, text
+    assert f"may not write {layout.state / 'folderseal.sqlite'}" in out.stderr, text
 
 
 def test_a_file_in_place_of_the_state_dir_is_a_configuration_error(tmp_path: Path) -> None:
