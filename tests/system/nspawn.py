@@ -123,17 +123,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         commands = install_block(args.checkout / "README.md")
-        same = install_block(args.checkout / "systemd" / "README.md") == commands
-        report.result("systemd/README.md has the README's service-install block",
-                      None if same else "its commands differ from README.md's")
     except ValueError as exc:
         report.result("the README has a service-install block", str(exc))
         return 1
     for swept in sweep_abandoned():
         print(f"removed what a killed run left: {swept}")
     cache = ExitStack()
-    with phase("rootfs"):
-        lower, built = cache.enter_context(cached_rootfs(args.cache, args.rebuild))
+    try:
+        with phase("rootfs"):
+            lower, built = cache.enter_context(cached_rootfs(args.cache, args.rebuild))
+    except RuntimeError as exc:
+        report.result("debootstrap builds the rootfs", str(exc))
+        return 1
     print(f"rootfs: {lower} ({'built now' if built else 'cached'})", flush=True)
     checks: dict[str, float] = {}
     with cache:  # holds the cache's shared lock until the container is gone
@@ -147,13 +148,14 @@ def main(argv: list[str] | None = None) -> int:
                 run_install_block(c, commands, report)
             with phase("service checks"):
                 checks = run_checks(Service(c), report)
-        except RuntimeError as exc:
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
             report.result("the container boots", str(exc))
         finally:
             if args.keep and c.pid1:
                 c.keep()
-                print(f"left running: nsenter -t {c.pid1} -a bash; to remove it: kill "
-                      f"{c.pid1}; umount {c.root}; rm -r {c.run_dir}")
+                print(f"left running: nsenter -t {c.pid1} -a bash; to remove it: "
+                      f"kill {c.nspawn.pid if c.nspawn else '?'}; umount {c.root}; "
+                      f"rm -r {c.run_dir}")
             else:
                 with phase("shutdown"):
                     c.stop()

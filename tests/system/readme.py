@@ -1,8 +1,9 @@
 """The README's service-install block: the exact commands an operator runs.
 
 The block is the one ``sh`` fence between ``<!-- service-install:begin -->`` and
-``<!-- service-install:end -->``; systemd/README.md carries the same block. Each
-command line (a trailing backslash continues it) is run as written.
+``<!-- service-install:end -->`` (tests/acceptance/test_service.py checks that
+systemd/README.md carries the same). Each command line (a trailing backslash continues
+it) is run as written.
 """
 
 from __future__ import annotations
