@@ -136,7 +136,8 @@ class LocalProviderConfig(_Section):
     @model_validator(mode="after")
     def _one_password_source(self) -> LocalProviderConfig:
         if self.password is not None and self.password_file is not None:
-            raise ValueError("set password or password_file, not both")
+            raise ValueError("set password or password_file, not both (a FOLDERSEAL_… "
+                             "variable for either replaces both from the file)")
         return self
 
     def read_password(self) -> bytes | None:
@@ -225,7 +226,8 @@ class SealProviderConfig(_Section):
     @model_validator(mode="after")
     def _key_given(self) -> SealProviderConfig:
         if self.api_key is not None and self.api_key_file is not None:
-            raise ValueError("set api_key or api_key_file, not both")
+            raise ValueError("set api_key or api_key_file, not both (a FOLDERSEAL_… "
+                             "variable for either replaces both from the file)")
         if self.auth != "none" and self.api_key is None and self.api_key_file is None:
             raise ValueError(f"auth = {self.auth!r} needs api_key, api_key_file or the "
                              "FOLDERSEAL_PROVIDERS__<NAME>__API_KEY environment variable")
@@ -383,7 +385,7 @@ def load(path: Path | None = None) -> Settings:
         if key.upper().startswith(ENV_PREFIX) and _is_secret_name(key):
             REDACTOR.add(value)
     try:
-        settings = Settings(**_fold_names(raw))
+        settings = Settings(**_env_secrets_win(_fold_names(raw)))
     except ValidationError as exc:
         raise ConfigError(_explain(path, exc)) from None
     except SettingsError as exc:
@@ -406,6 +408,34 @@ def _register_secrets(raw: dict[str, Any]) -> None:
                 value = provider.get(key)
                 if isinstance(value, str):
                     REDACTOR.add(value)
+
+
+# A secret given two ways; the environment overriding either one replaces both in the file.
+SECRET_PAIRS = (("password", "password_file"), ("api_key", "api_key_file"))
+
+
+def _env_secrets_win(raw: dict[str, Any]) -> dict[str, Any]:
+    """Drop a provider's secret from the file when the environment gives it (either way).
+
+    The environment overrides the file key by key, but ``api_key`` and ``api_key_file``
+    are one secret: FOLDERSEAL_PROVIDERS__X__API_KEY beside a file's api_key_file would
+    otherwise reach the model as "both set". Two sources within one layer (both in the
+    file, or both in the environment) are still a conflict. An empty variable means
+    "not set", as an empty value in the file does.
+    """
+    given = {key.upper() for key, value in os.environ.items() if value}
+    providers = raw.get("providers")
+    if not isinstance(providers, dict):
+        return raw
+    trimmed = dict(providers)
+    for name, table in providers.items():
+        if not isinstance(table, dict):
+            continue
+        prefix = f"{ENV_PREFIX}PROVIDERS__{name.upper()}__"
+        for pair in SECRET_PAIRS:
+            if any(prefix + key.upper() in given for key in pair):
+                trimmed[name] = {k: v for k, v in trimmed[name].items() if k not in pair}
+    return {**raw, "providers": trimmed}
 
 
 def _fold_names(raw: dict[str, Any]) -> dict[str, Any]:
