@@ -38,6 +38,7 @@ from pydantic_settings import (
 )
 
 from folderseal.errors import ConfigError
+from folderseal.keyfiles import CREDENTIALS, SecretFile, names_credential
 from folderseal.redact import REDACTOR
 
 DEFAULT_CONFIG = Path("/etc/folderseal/config.toml")
@@ -144,6 +145,15 @@ class LocalProviderConfig(_Section):
         """The certificate password, registered with the redactor before it is returned."""
         return _read_secret(self.password, self.password_file, "password_file")
 
+    def secret_files(self) -> list[SecretFile]:
+        """The password file, and the key: a PEM key file, or the PKCS#12 (which its
+        password protects, when it has one)."""
+        found = [SecretFile("password_file", self.password_file)] if self.password_file else []
+        if self.key is not None:
+            return [*found, SecretFile("key", self.key)]
+        has_password = self.password is not None or self.password_file is not None
+        return [*found, SecretFile("certificate", self.certificate, group_may_read=has_password)]
+
 
 def _read_secret(value: SecretStr | None, file: Path | None, key: str) -> bytes | None:
     """A secret given directly or in a file (first line), registered with the redactor."""
@@ -163,17 +173,10 @@ def _read_secret(value: SecretStr | None, file: Path | None, key: str) -> bytes 
     return secret
 
 
-CREDENTIALS = "$CREDENTIALS_DIRECTORY"
-
-
-def _is_credential(file: Path) -> bool:
-    return str(file).startswith((CREDENTIALS + "/", "${CREDENTIALS_DIRECTORY}/"))
-
-
 def _credential(file: Path, key: str) -> Path:
     """A path under ``$CREDENTIALS_DIRECTORY``, where systemd puts what ``LoadCredential=``
     loads (only the service sees the variable: ``check`` run by hand does not)."""
-    if not _is_credential(file):
+    if not names_credential(file):
         return file
     text = str(file).replace("${CREDENTIALS_DIRECTORY}", CREDENTIALS)
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
@@ -240,6 +243,10 @@ class SealProviderConfig(_Section):
     def read_api_key(self) -> bytes | None:
         """The API key (or Basic password), registered with the redactor."""
         return _read_secret(self.api_key, self.api_key_file, "api_key_file")
+
+    def secret_files(self) -> list[SecretFile]:
+        return [SecretFile(key, path) for key, path in (("api_key_file", self.api_key_file),
+                                                        ("client_key", self.client_key)) if path]
 
 
 ProviderConfig = Annotated[LocalProviderConfig | SealProviderConfig, Field(discriminator="kind")]
@@ -457,7 +464,7 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     def absolute(p: Path | None) -> Path | None:
         if p is None or p.is_absolute():
             return p
-        if _is_credential(p):  # resolved now if the service has credentials, else on read
+        if names_credential(p):  # resolved now if the service has credentials, else on read
             return _credential(p, "") if os.environ.get("CREDENTIALS_DIRECTORY") else p
         return base / p
 

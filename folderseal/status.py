@@ -48,7 +48,7 @@ def provider_warnings(settings: Settings) -> list[str]:
     for name in sorted({f.provider for f in settings.folders.values()}):
         try:
             provider = build(name, settings.providers[name], settings.state_dir)
-            warnings += provider.check(network=False)
+            warnings += [f"provider {name}: {w}" for w in provider.check(network=False).warnings]
         except FolderSealError as exc:
             warnings.append(f"provider {name}: {exc}")
     return warnings

@@ -28,6 +28,7 @@ from pathlib import Path
 from folderseal import files
 from folderseal.config import LocalProviderConfig
 from folderseal.errors import ConfigError, TransientError
+from folderseal.keyfiles import exposure
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult
 from folderseal.pool import (
@@ -37,7 +38,7 @@ from folderseal.pool import (
     WorkerPool,
     WorkerSetupFailed,
 )
-from folderseal.providers import Attempts, BatchView, Document, Remote, RemoteStatus
+from folderseal.providers import Attempts, BatchView, Document, Health, Remote, RemoteStatus
 from folderseal.providers.local_worker import (
     RESULT_SUFFIX,
     SealSource,
@@ -112,17 +113,20 @@ class LocalProvider:
                           password=self.cfg.read_password(),
                           timestamp_url=self.cfg.timestamp_url)
 
-    def check(self, network: bool = True) -> list[str]:
-        """Load the seal once; return warnings (an expiry within 30 days)."""
+    def check(self, network: bool = True) -> Health:
+        """Load the seal once; warn of an expiry within 30 days and of key files other
+        accounts may read."""
         seal = load_seal(self._source())
         left = seal.not_after - datetime.now(UTC)
         if left.total_seconds() <= 0:
             raise ConfigError(f"the seal certificate {self.cfg.certificate} expired on "
                               f"{seal.not_after:%Y-%m-%d}; install a new one")
+        warnings = exposure(self.cfg.secret_files())
         if left.days < EXPIRY_WARNING_DAYS:
-            return [f"provider {self.name}: the seal certificate expires on "
-                    f"{seal.not_after:%Y-%m-%d} ({left.days} days); renew it"]
-        return []
+            warnings.append(f"the seal certificate expires on {seal.not_after:%Y-%m-%d} "
+                            f"({left.days} days); renew it")
+        return Health(verified=f"the seal loads ({seal.subject}, valid until "
+                               f"{seal.not_after:%Y-%m-%d})", warnings=tuple(warnings))
 
     def start(self) -> None:
         if self.pool is not None:

@@ -114,6 +114,8 @@ def _make_seal(directory: Path, *, not_before: datetime.datetime,
         encryption_algorithm=serialization.BestAvailableEncryption(password))
     (directory / "seal.p12").write_bytes(p12)
     (directory / "seal.pass").write_bytes(password)
+    for path in (directory / "seal.p12", directory / "seal.pass"):
+        path.chmod(0o600)  # as a real seal is kept: no warning about readable key files
     return directory / "seal.p12", directory / "seal.pass"
 
 
@@ -551,6 +553,24 @@ def test_an_expired_seal_is_a_configuration_error(tmp_path: Path) -> None:
     run = folderseal("run", "-c", str(layout.config), timeout=30)
     assert run.returncode == CONFIG_ERROR, run.stdout + run.stderr
     assert "expired" in run.stderr
+
+
+def test_a_password_file_others_may_read_is_warned_about(tmp_path: Path) -> None:
+    """A seal password file readable by every account passes `check` with a warning naming
+    the file and chmod 600, and the daemon logs the same warning at start."""
+    layout = Layout(tmp_path)
+    layout.write()
+    password_file = tmp_path / "seal" / "seal.pass"
+    password_file.chmod(0o644)
+    check = folderseal("check", "-c", str(layout.config))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert (f"warning: provider local: password_file {password_file} is readable by every "
+            "account") in check.stdout
+    assert "chmod 600" in check.stdout
+    daemon = Daemon(layout).started()
+    event = daemon.wait_for_event("provider.warning", timeout=5)
+    assert str(password_file) in event["warning"] and "chmod 600" in event["warning"]
+    assert daemon.stop() == 0
 
 
 # -- folder options, one daemon watching one folder per option ----------------------------

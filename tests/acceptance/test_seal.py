@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +46,7 @@ def emulator(tmp_path: Path) -> Iterator[EmulatorHandle]:
 
 def _layout(tmp_path: Path, url: str, provider: dict | None = None, **folder: object) -> Layout:
     (tmp_path / "signius.key").write_text(KEY + "\n")
+    (tmp_path / "signius.key").chmod(0o600)
     layout = Layout(tmp_path, folder=folder, provider={
         "kind": "seal", "base_url": url, "api_key_file": "signius.key",
         "poll_interval_seconds": 0.1, "timeout_seconds": 5.0, "status_grace_seconds": 1.0,
@@ -234,12 +236,44 @@ def test_the_readme_configuration_works(tmp_path: Path, emulator: EmulatorHandle
 
 
 def test_check_reports_a_refused_key(tmp_path: Path, emulator: EmulatorHandle) -> None:
-    """`check` with a wrong key exits 78 and says the key was refused (without showing it)."""
+    """`check` with a wrong key exits 78 and says the key was refused and where to set it
+    (without showing it), naming the provider once."""
     layout = _layout(tmp_path, emulator.url)
     (tmp_path / "signius.key").write_text("wrong-key-123\n")
     out = folderseal("check", "-c", str(layout.config))
     assert out.returncode == 78
-    assert "refused the API key" in out.stdout and "wrong-key-123" not in out.stdout
+    assert f"problem: provider local: SEAL at {emulator.url} refused the API key" in out.stdout
+    assert "api_key_file" in out.stdout and "FOLDERSEAL_PROVIDERS__LOCAL__API_KEY" in out.stdout
+    assert "wrong-key-123" not in out.stdout and "all checks passed" not in out.stdout
+
+
+def test_check_says_what_it_proved_of_seal(tmp_path: Path, emulator: EmulatorHandle) -> None:
+    """`check` on a SEAL provider says SEAL answered and took the key, in SEAL's terms (not
+    the local signer's "the seal loads")."""
+    layout = _layout(tmp_path, emulator.url)
+    out = folderseal("check", "-c", str(layout.config))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (f"ok: provider local: SEAL at {emulator.url} answered; the API key was accepted"
+            in out.stdout)
+    assert "seal loads" not in out.stdout and "all checks passed" in out.stdout
+
+
+def test_check_fails_when_seal_cannot_be_reached_but_the_daemon_starts(tmp_path: Path) -> None:
+    """With nothing listening at base_url, `check` exits 69 saying what to look at, not
+    "all checks passed"; `run` still starts (its batches would wait) and logs why."""
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        layout = _layout(tmp_path, url)
+        out = folderseal("check", "-c", str(layout.config))
+        assert out.returncode == 69, out.stdout + out.stderr
+        assert f"problem: provider local: SEAL at {url} cannot be reached" in out.stdout
+        assert "check base_url" in out.stdout and "batches wait" in out.stdout
+        assert "all checks passed" not in out.stdout
+        daemon = Daemon(layout).started()
+        warning = daemon.wait_for_event("provider.warning")
+        assert "cannot be reached" in warning["warning"]
+        assert daemon.stop() == 0
 
 
 def test_the_emulator_command(tmp_path: Path) -> None:
