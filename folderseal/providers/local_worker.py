@@ -103,11 +103,20 @@ def _sign(state: WorkerState, task: SignTask) -> DocumentResult:
         os.close(folder)
     with os.fdopen(src_fd, "rb") as src:
         if os.fstat(src.fileno()).st_size != task.size:
-            raise FileRejected("input_changed", "the file changed after it was claimed "
-                               "(its size differs); it was not sealed")
+            raise _changed("size")
         if task.is_pdf:
             return _pades(state, task, src)
         return _cades(state, task, src)
+
+
+def _changed(what: str) -> FileRejected:
+    return FileRejected(
+        "input_changed",
+        f"the file changed after it was claimed (its {what} differs), so it was not sealed: "
+        "a program was still writing it after it looked finished. Check that the file here "
+        "is complete, then `folderseal retry` it (the id is in `folderseal status`); to "
+        "prevent this, have the writer write under a temporary name and rename it when "
+        "done, or raise settle_seconds")
 
 
 def _staged(task: SignTask, suffix: str) -> Path:
@@ -137,8 +146,7 @@ def _pades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
 def _cades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
     signature = sign_detached(state.seal, src, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
     if signature.content_sha256 != task.sha256:
-        raise FileRejected("input_changed", "the file's content changed after it was claimed; "
-                           "it was not sealed")
+        raise _changed("content")
     sig_path = _staged(task, ".p7s")
     fd = _open_output(sig_path)
     try:

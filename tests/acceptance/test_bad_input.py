@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pyhanko.pdf_utils.crypt.permissions import StandardPermissions
 
 from tests.helpers import (
     Daemon,
@@ -79,6 +80,28 @@ def test_broken_inputs_go_to_errors_with_reasons(running: tuple[Layout, Daemon])
     wait_until(lambda: (layout.outbox / "good.pdf.json").exists(), what="good.pdf sealed")
     check_sidecar(layout.outbox / "good.pdf.json", layout)
     assert not list(layout.outbox.glob("secret*"))
+
+
+def test_error_records_say_what_to_do_next(running: tuple[Layout, Daemon]) -> None:
+    """An empty file, a PDF that needs a password to open and one that opens without one
+    but forbids changes (an owner password only) each get a record saying what to do;
+    the owner-password one is not told to remove a password."""
+    layout, _daemon = running
+    (layout.inbox / "empty.txt").write_bytes(b"")
+    make_encrypted_pdf(layout.inbox / "locked.pdf")
+    make_encrypted_pdf(layout.inbox / "restricted.pdf", user_password="",
+                       permissions=StandardPermissions.ALLOW_PRINTING)
+    wanted = {"empty.txt", "locked.pdf", "restricted.pdf"}
+    wait_until(lambda: set(_records(layout)) >= wanted, timeout=30, what="error records")
+    message = {source: record["error"]["message"]
+               for source, record in _records(layout).items()}
+    assert "Scan or copy it into the inbox again" in message["empty.txt"]
+    assert "needs a password to open" in message["locked.pdf"]
+    assert "save it again without a password" in message["locked.pdf"]
+    restricted = message["restricted.pdf"]
+    assert "opens without a password" in restricted and "forbids changes" in restricted
+    assert "without security restrictions" in restricted and "print it to a new PDF" in restricted
+    assert "remove the password" not in restricted
 
 
 def test_odd_names_are_sealed_and_recorded_readably(running: tuple[Layout, Daemon]) -> None:
