@@ -188,7 +188,7 @@ class Claims:
 
     def _sink(self, record: FileRecord) -> None:
         context = JobContext(job=None, provider_name=self.provider, provider_kind=self.kind,
-                             batch_files=0, job_events=[])
+                             batch_files=0, history=[])
         try:
             self.sink.fail(record, context)
         except FileRejected as exc:

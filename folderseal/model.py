@@ -44,8 +44,12 @@ class FileState(enum.StrEnum):
     RETRIED = "RETRIED"
 
 
-IN_FLIGHT = (FileState.CLAIMED, FileState.BATCHED, FileState.READY, FileState.REJECTED,
-             FileState.PUBLISHED)
+# Claimed and not yet delivered to the outbox (or the errors folder).
+NOT_DELIVERED = (FileState.CLAIMED, FileState.BATCHED, FileState.READY, FileState.REJECTED)
+# Outputs and sidecars durable; PUBLISHED waits only for its original to be removed.
+DELIVERED = (FileState.PUBLISHED, FileState.DONE)
+# Whose original is still in the work folder (what max_in_flight_files counts).
+IN_FLIGHT = (*NOT_DELIVERED, FileState.PUBLISHED)
 
 
 def path_text(raw: str) -> str:
@@ -133,6 +137,16 @@ class FileRecord:
     @property
     def source_bytes(self) -> bytes:
         return os.fsencode(self.source)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A batch's transition (``file_id`` None) or one of its files' (from the store)."""
+
+    kind: str                  # batch.state | file.batched | file.state
+    file_id: str | None
+    state: str | None          # the state it went to
+    at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,6 +104,24 @@ def test_error_records_say_what_to_do_next(running: tuple[Layout, Daemon]) -> No
     assert "remove the password" not in restricted
 
 
+def test_a_failed_files_timeline_holds_only_its_own_steps(
+        running: tuple[Layout, Daemon]) -> None:
+    """A PDF the signer refuses was submitted and accepted with its batch, never signed or
+    downloaded, and its record's timeline says just that; a good file has every step."""
+    layout, _daemon = running
+    make_encrypted_pdf(layout.inbox / "refused.pdf")
+    (layout.inbox / "fine.pdf").write_bytes(make_pdf(None, text="fine"))
+    wait_until(lambda: "refused.pdf" in _records(layout)
+               and (layout.outbox / "fine.pdf.json").exists(), what="both outcomes")
+    refused = _records(layout)["refused.pdf"]
+    assert [s["step"] for s in refused["timeline"]] == [
+        "seen", "claimed", "batched", "submitted", "accepted", "failed"]
+    fine = json.loads((layout.outbox / "fine.pdf.json").read_text())
+    assert [s["step"] for s in fine["timeline"]] == [
+        "seen", "claimed", "batched", "submitted", "accepted", "signed", "downloaded",
+        "delivered"]
+
+
 def test_odd_names_are_sealed_and_recorded_readably(running: tuple[Layout, Daemon]) -> None:
     """Names with a newline or invalid UTF-8 bytes are sealed under the same name; the
     sidecar shows the invalid bytes as \\x escapes."""

@@ -276,6 +276,25 @@ def test_check_fails_when_seal_cannot_be_reached_but_the_daemon_starts(tmp_path:
         assert daemon.stop() == 0
 
 
+def test_a_document_seal_did_not_sign_is_recorded_as_such(tmp_path: Path) -> None:
+    """A document SEAL reports unsigned (the emulator's fail-document) goes to errors with a
+    record that says SEAL gave no reason, whom to ask and how to retry, and whose timeline
+    has no "signed" or "downloaded" step."""
+    with start_seal(api_key=KEY, data_dir=tmp_path / "emulator", faults="fail-document=1",
+                    step_delay=0.02) as emulator:
+        layout = _layout(tmp_path, emulator.url)
+        daemon = Daemon(layout).started()
+        (layout.inbox / "unsigned.pdf").write_bytes(make_pdf(None, text="unsigned"))
+        wait_until(lambda: error_records(layout.errors), timeout=60, what="the error record")
+        assert daemon.stop() == 0
+    [record] = [json.loads(p.read_text()) for p in error_records(layout.errors)]
+    assert record["error"]["code"] == "not_signed"
+    assert "gave no reason: ask SEAL's administrator" in record["error"]["message"]
+    assert "`folderseal retry`" in record["error"]["message"]
+    assert [s["step"] for s in record["timeline"]] == [
+        "seen", "claimed", "batched", "submitted", "accepted", "failed"]
+
+
 def test_the_emulator_command(tmp_path: Path) -> None:
     """`folderseal emulate seal --port 0` says where it listens, requires its key, and
     stops with exit 0 on SIGTERM."""
