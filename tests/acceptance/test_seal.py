@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -313,6 +314,30 @@ def test_the_emulator_command(tmp_path: Path) -> None:
     finally:
         process.terminate()
     assert process.wait(timeout=15) == 0
+
+
+@pytest.mark.parametrize(("stop", "given"), [(signal.SIGTERM, False), (signal.SIGINT, False),
+                                             (signal.SIGTERM, True)])
+def test_the_emulator_removes_its_temporary_data_folder(tmp_path: Path, stop: int,
+                                                        given: bool) -> None:
+    """`folderseal emulate seal` without --data works in a temporary folder and removes it
+    when stopped by SIGTERM or SIGINT (after signing in it); a --data folder is kept."""
+    data = ["--data", str(tmp_path / "kept")] if given else []
+    process = subprocess.Popen(
+        [sys.executable, "-m", "folderseal", "emulate", "seal", "--port", "0",
+         "--step-delay", "0.01", *data], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True)
+    try:
+        assert process.stdout is not None
+        listening = json.loads(process.stdout.readline())
+        folder, url = Path(listening["data"]), listening["url"]
+        assert folder.is_dir() and (folder / "seal" / "seal.p12").exists()
+        created = httpx.post(f"{url}/api/CreateBatch/1").json()["id"]
+        assert (folder / "batches" / created).is_dir()
+    finally:
+        process.send_signal(stop)
+    assert process.wait(timeout=15) == 0
+    assert folder.exists() == given, f"{folder} kept: {folder.exists()}"
 
 
 def test_a_big_batch_streams_through_seal(tmp_path: Path) -> None:
