@@ -81,10 +81,13 @@ def _common(record: FileRecord, *, status: str, provider_name: str, provider_kin
 
 
 def signed(record: FileRecord, outputs: list[dict[str, Any]], **common: Any) -> bytes:
-    """The sidecar of a delivered file; ``outputs`` hold path (str), role, sha256, bytes."""
+    """The sidecar of a delivered file; ``outputs`` hold path (str), role, sha256, bytes.
+    ``signer`` is the certificate it was sealed with (null when none could be read)."""
     data = _common(record, status="signed", **common)
     data["outputs"] = [{"path": path_text(o["path"]), "role": o["role"], "sha256": o["sha256"],
                         "bytes": o["bytes"]} for o in outputs]
+    signer = record.result.signer if record.result else None
+    data["signer"] = signer.to_json() if signer else None
     return _dump(data)
 
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from folderseal import files
-from folderseal.engine import Seal, sign_detached, sign_pdf
+from folderseal.engine import Seal, describe_certificate, sign_detached, sign_pdf
 from folderseal.errors import FileRejected
-from folderseal.model import DocumentResult, Output
+from folderseal.model import DocumentResult, Output, Signer
 from folderseal.safety import open_claimed, open_dir
 
 
@@ -56,6 +56,7 @@ class SignTask:
 class WorkerState:
     seal: Seal
     timestamp_url: str
+    signer: Signer   # the seal's certificate, as every sidecar of this seal records it
 
 
 def load_seal(source: SealSource) -> Seal:
@@ -65,7 +66,9 @@ def load_seal(source: SealSource) -> Seal:
 
 
 def setup(source: SealSource) -> WorkerState:
-    return WorkerState(seal=load_seal(source), timestamp_url=source.timestamp_url)
+    seal = load_seal(source)
+    return WorkerState(seal=seal, timestamp_url=source.timestamp_url,
+                       signer=describe_certificate(seal.certificate.dump()))
 
 
 def sign(state: WorkerState, task: SignTask) -> DocumentResult:
@@ -139,7 +142,7 @@ def _pades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
         out_path.unlink(missing_ok=True)
         raise FileRejected("output_mismatch", "the signed PDF does not begin with the exact "
                            "bytes of the claimed file; it was not published")
-    return DocumentResult(entry=task.entry, outputs=(
+    return DocumentResult(entry=task.entry, signer=state.signer, outputs=(
         Output(role="signed", staged=str(out_path), suffix="", sha256=whole, bytes=size),))
 
 
@@ -154,7 +157,7 @@ def _cades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
         os.fsync(fd)
     finally:
         os.close(fd)
-    return DocumentResult(entry=task.entry, outputs=(
+    return DocumentResult(entry=task.entry, signer=state.signer, outputs=(
         Output(role="original", staged="", suffix="", sha256=task.sha256, bytes=task.size),
         Output(role="signature", staged=str(sig_path), suffix=".p7s",
                sha256=hashlib.sha256(signature.der).hexdigest(), bytes=len(signature.der)),

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from folderseal.emulate import EmulatorHandle, start_seal
 from tests.helpers import (
@@ -275,6 +277,30 @@ def test_check_fails_when_seal_cannot_be_reached_but_the_daemon_starts(tmp_path:
         warning = daemon.wait_for_event("provider.warning")
         assert "cannot be reached" in warning["warning"]
         assert daemon.stop() == 0
+
+
+def test_seal_sidecars_name_the_certificate_read_from_the_signature(
+        tmp_path: Path, emulator: EmulatorHandle) -> None:
+    """SEAL reports nothing about its certificate: each sidecar records the one read from
+    the signed output's signature (here the emulator's trial seal), and `verify` checks
+    the outputs against it."""
+    layout = _layout(tmp_path, emulator.url)
+    daemon = Daemon(layout).started()
+    expected = _drop(layout, 2)
+    wait_until(lambda: _settled(layout, expected), timeout=60, what="both sealed")
+    assert daemon.stop() == 0
+    seal = emulator.data_dir / "seal"
+    _, certificate, _ = pkcs12.load_key_and_certificates(
+        (seal / "seal.p12").read_bytes(), (seal / "seal.pass").read_bytes().strip())
+    assert certificate is not None
+    fingerprint = certificate.fingerprint(hashes.SHA256()).hex()
+    for source in expected:
+        signer = json.loads((layout.outbox / f"{source}.json").read_text())["signer"]
+        assert signer["fingerprint_sha256"] == fingerprint, source
+        assert signer["subject"] == certificate.subject.rfc4514_string()
+        assert signer["self_signed"] is True
+    verify = folderseal("verify", str(layout.outbox))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
 def test_a_document_seal_did_not_sign_is_recorded_as_such(tmp_path: Path) -> None:

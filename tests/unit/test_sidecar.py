@@ -10,7 +10,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from folderseal import __version__, sidecar
-from folderseal.model import Event, FileRecord, FileState, JobRecord, JobState
+from folderseal.model import (
+    DocumentResult,
+    Event,
+    FileRecord,
+    FileState,
+    JobRecord,
+    JobState,
+    Signer,
+)
 from folderseal.redact import REDACTOR
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -72,7 +80,7 @@ def test_signed_sidecar_has_exactly_the_documented_fields() -> None:
     rec = record()
     data = json.loads(sidecar.signed(rec, OUTPUTS, **common(rec)))
     assert set(data) == {"schema", "status", "folder", "source", "input", "outputs",
-                         "provider", "batch", "node", "version", "timeline"}
+                         "provider", "batch", "node", "version", "timeline", "signer"}
     assert data["schema"] == "folderseal.sidecar/1"
     assert data["status"] == "signed"
     assert data["folder"] == "scans"
@@ -87,6 +95,19 @@ def test_signed_sidecar_has_exactly_the_documented_fields() -> None:
     assert data["version"] == __version__
     for step in data["timeline"]:
         assert set(step) == {"step", "at"}
+
+
+def test_the_signer_is_the_certificate_the_result_names() -> None:
+    """signer holds subject, issuer, serial, fingerprint and self-signed of the certificate
+    the provider's result names; null when none was read (and it survives the store)."""
+    who = Signer(subject="CN=Seal", issuer="CN=CA", serial_number="0A1B",
+                 fingerprint_sha256="c" * 64, self_signed=False)
+    result = DocumentResult(entry="0000_invoice.pdf", signer=who)
+    rec = dataclasses.replace(record(), result=DocumentResult.from_json(result.to_json()))
+    data = json.loads(sidecar.signed(rec, OUTPUTS, **common(rec)))
+    assert data["signer"] == {"subject": "CN=Seal", "issuer": "CN=CA", "serial_number": "0A1B",
+                              "fingerprint_sha256": "c" * 64, "self_signed": False}
+    assert json.loads(sidecar.signed(record(), OUTPUTS, **common(record())))["signer"] is None
 
 
 def test_detached_outputs_keep_their_roles() -> None:

@@ -11,12 +11,14 @@ between the call and the state that records it.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import httpx
 
 from folderseal import crashpoints, files
 from folderseal.config import SealProviderConfig
+from folderseal.engine import signer_of
 from folderseal.errors import ConfigError, TransientError
 from folderseal.keyfiles import exposure
 from folderseal.logs import get as get_logger
@@ -148,9 +150,19 @@ class SealProvider:
         path = batch.staging / PACKAGE
         size = self._client.download(remote_id, path, self.limits.max_total)
         self.log.info("seal.downloaded", batch=batch.id, remote=remote_id, bytes=size)
-        return package.extract(path, batch.staging, batch.documents, remote, self.limits,
-                               remote_id, self.log.warning)
+        results = package.extract(path, batch.staging, batch.documents, remote, self.limits,
+                                  remote_id, self.log.warning)
+        return [_with_signer(result) for result in results]
 
     def delete(self, batch: BatchView, remote_id: str) -> None:
         if remote_id:
             self._client.delete(remote_id)
+
+
+def _with_signer(result: DocumentResult) -> DocumentResult:
+    """SEAL reports nothing about the certificate it sealed with: it is read from the
+    signature of the signed output (a signed PDF, or a .p7s/.p7m beside the file)."""
+    for output in result.outputs if result.ok else ():
+        if output.staged and (signer := signer_of(Path(output.staged))) is not None:
+            return dataclasses.replace(result, signer=signer)
+    return result
