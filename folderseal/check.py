@@ -3,8 +3,11 @@
 Checks the configuration, the folder layout (nothing inside an inbox, one filesystem
 for inbox and work folder, a local state folder), that every folder exists with the
 permissions folderseal needs, the free space, how each inbox will be watched, and
-each provider (the seal loads, and its certificate is not about to expire).
-Exit 0 when all is well (warnings allowed), 78 when something must be fixed.
+each provider in its own terms (the local seal loads and is not about to expire; SEAL
+answers and takes the key), with key files other accounts may read.
+Exit 0 when all is well (warnings allowed), 78 when something must be fixed, 69 when
+a provider could not be reached (nothing vouched for it; the daemon would start and
+its batches wait).
 """
 
 from __future__ import annotations
@@ -60,17 +63,26 @@ def run_checks(config_path: Path | None) -> int:
             if free is not None and free < folder.min_free_bytes:
                 warnings.append(f"folders.{name}: {label} has {free / 1e6:.0f} MB free, under "
                                 f"min_free_bytes; nothing is claimed until there is room")
+    unreachable: list[str] = []
     for name in sorted({f.provider for f in settings.folders.values()}):
         try:
-            warnings += build(name, settings.providers[name], settings.state_dir).check()
-            notes.append(f"provider {name}: the seal loads")
+            health = build(name, settings.providers[name], settings.state_dir).check()
         except FolderSealError as exc:
             problems.append(f"provider {name}: {exc}")
-    for kind, lines in (("ok", notes), ("warning", warnings), ("problem", problems)):
+            continue
+        notes += [f"provider {name}: {health.verified}"] if health.verified else []
+        warnings += [f"provider {name}: {warning}" for warning in health.warnings]
+        unreachable += [f"provider {name}: {health.unreachable}"] if health.unreachable else []
+    for kind, lines in (("ok", notes), ("warning", warnings),
+                        ("problem", problems + unreachable)):
         for line in lines:
             print(f"{kind}: {REDACTOR.text(line)}")
     if problems:
         print(f"{len(problems)} problem(s) to fix before `folderseal run` will work")
         return ExitCode.CONFIG
+    if unreachable:
+        print(f"{len(unreachable)} provider(s) could not be reached, so this check cannot vouch "
+              "for them; run it again once they answer")
+        return ExitCode.UNAVAILABLE
     print("all checks passed")
     return ExitCode.OK

@@ -35,6 +35,12 @@ Failure = tuple[str, str]
 NOT_REGULAR: Failure = (
     "not_regular", "it is not a regular file (a symbolic link, folder link, FIFO or device); "
     "folderseal seals regular files only and never follows links")
+# Claimed only after it stayed empty for ten settle periods (intake's EMPTY_SETTLE_FACTOR).
+EMPTY: Failure = (
+    "empty", "the file is empty (0 bytes) and stayed empty well past settle_seconds, so "
+    "there is nothing to seal: the program that wrote it (a scanner, a copy job) stopped "
+    "before writing any content. Scan or copy it into the inbox again; this empty file can "
+    "be deleted")
 
 
 class Outage(Exception):
@@ -163,7 +169,7 @@ class Claims:
         if not stat.S_ISREG(st.st_mode):
             return st, None, NOT_REGULAR
         if st.st_size == 0:
-            return st, None, ("empty", "the file is empty (0 bytes)")
+            return st, None, EMPTY
         try:
             digest, _ = files.hash_path(path)
         except OSError as exc:
@@ -182,7 +188,7 @@ class Claims:
 
     def _sink(self, record: FileRecord) -> None:
         context = JobContext(job=None, provider_name=self.provider, provider_kind=self.kind,
-                             batch_files=0, job_events=[])
+                             batch_files=0, history=[])
         try:
             self.sink.fail(record, context)
         except FileRejected as exc:

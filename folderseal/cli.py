@@ -167,7 +167,9 @@ def parser() -> argparse.ArgumentParser:
     seal.add_argument("--api-key", default=None, help="require this API-KEY header")
     seal.add_argument("--faults", default="", metavar="SPEC",
                       help="e.g. 500-before=0.1,429=0.2,drop=0.05 (see README)")
-    seal.add_argument("--data", type=Path, default=None, help="folder for batches and journal")
+    seal.add_argument("--data", type=Path, default=None,
+                      help="folder for batches and journal, kept (default: a temporary "
+                           "folder, removed when the emulator stops)")
     seal.add_argument("--seed", type=int, default=None, help="seed for fault decisions")
     seal.add_argument("--step-delay", type=float, default=0.2,
                       help="seconds per status step after accept")

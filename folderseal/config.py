@@ -38,6 +38,7 @@ from pydantic_settings import (
 )
 
 from folderseal.errors import ConfigError
+from folderseal.keyfiles import CREDENTIALS, SecretFile, names_credential
 from folderseal.redact import REDACTOR
 
 DEFAULT_CONFIG = Path("/etc/folderseal/config.toml")
@@ -136,12 +137,22 @@ class LocalProviderConfig(_Section):
     @model_validator(mode="after")
     def _one_password_source(self) -> LocalProviderConfig:
         if self.password is not None and self.password_file is not None:
-            raise ValueError("set password or password_file, not both")
+            raise ValueError("set password or password_file, not both (a FOLDERSEAL_… "
+                             "variable for either replaces both from the file)")
         return self
 
     def read_password(self) -> bytes | None:
         """The certificate password, registered with the redactor before it is returned."""
         return _read_secret(self.password, self.password_file, "password_file")
+
+    def secret_files(self) -> list[SecretFile]:
+        """The password file, and the key: a PEM key file, or the PKCS#12 (which its
+        password protects, when it has one)."""
+        found = [SecretFile("password_file", self.password_file)] if self.password_file else []
+        if self.key is not None:
+            return [*found, SecretFile("key", self.key)]
+        has_password = self.password is not None or self.password_file is not None
+        return [*found, SecretFile("certificate", self.certificate, group_may_read=has_password)]
 
 
 def _read_secret(value: SecretStr | None, file: Path | None, key: str) -> bytes | None:
@@ -162,17 +173,10 @@ def _read_secret(value: SecretStr | None, file: Path | None, key: str) -> bytes 
     return secret
 
 
-CREDENTIALS = "$CREDENTIALS_DIRECTORY"
-
-
-def _is_credential(file: Path) -> bool:
-    return str(file).startswith((CREDENTIALS + "/", "${CREDENTIALS_DIRECTORY}/"))
-
-
 def _credential(file: Path, key: str) -> Path:
     """A path under ``$CREDENTIALS_DIRECTORY``, where systemd puts what ``LoadCredential=``
     loads (only the service sees the variable: ``check`` run by hand does not)."""
-    if not _is_credential(file):
+    if not names_credential(file):
         return file
     text = str(file).replace("${CREDENTIALS_DIRECTORY}", CREDENTIALS)
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
@@ -225,7 +229,8 @@ class SealProviderConfig(_Section):
     @model_validator(mode="after")
     def _key_given(self) -> SealProviderConfig:
         if self.api_key is not None and self.api_key_file is not None:
-            raise ValueError("set api_key or api_key_file, not both")
+            raise ValueError("set api_key or api_key_file, not both (a FOLDERSEAL_… "
+                             "variable for either replaces both from the file)")
         if self.auth != "none" and self.api_key is None and self.api_key_file is None:
             raise ValueError(f"auth = {self.auth!r} needs api_key, api_key_file or the "
                              "FOLDERSEAL_PROVIDERS__<NAME>__API_KEY environment variable")
@@ -238,6 +243,10 @@ class SealProviderConfig(_Section):
     def read_api_key(self) -> bytes | None:
         """The API key (or Basic password), registered with the redactor."""
         return _read_secret(self.api_key, self.api_key_file, "api_key_file")
+
+    def secret_files(self) -> list[SecretFile]:
+        return [SecretFile(key, path) for key, path in (("api_key_file", self.api_key_file),
+                                                        ("client_key", self.client_key)) if path]
 
 
 ProviderConfig = Annotated[LocalProviderConfig | SealProviderConfig, Field(discriminator="kind")]
@@ -383,7 +392,7 @@ def load(path: Path | None = None) -> Settings:
         if key.upper().startswith(ENV_PREFIX) and _is_secret_name(key):
             REDACTOR.add(value)
     try:
-        settings = Settings(**_fold_names(raw))
+        settings = Settings(**_env_secrets_win(_fold_names(raw)))
     except ValidationError as exc:
         raise ConfigError(_explain(path, exc)) from None
     except SettingsError as exc:
@@ -408,6 +417,34 @@ def _register_secrets(raw: dict[str, Any]) -> None:
                     REDACTOR.add(value)
 
 
+# A secret given two ways; the environment overriding either one replaces both in the file.
+SECRET_PAIRS = (("password", "password_file"), ("api_key", "api_key_file"))
+
+
+def _env_secrets_win(raw: dict[str, Any]) -> dict[str, Any]:
+    """Drop a provider's secret from the file when the environment gives it (either way).
+
+    The environment overrides the file key by key, but ``api_key`` and ``api_key_file``
+    are one secret: FOLDERSEAL_PROVIDERS__X__API_KEY beside a file's api_key_file would
+    otherwise reach the model as "both set". Two sources within one layer (both in the
+    file, or both in the environment) are still a conflict. An empty variable means
+    "not set", as an empty value in the file does.
+    """
+    given = {key.upper() for key, value in os.environ.items() if value}
+    providers = raw.get("providers")
+    if not isinstance(providers, dict):
+        return raw
+    trimmed = dict(providers)
+    for name, table in providers.items():
+        if not isinstance(table, dict):
+            continue
+        prefix = f"{ENV_PREFIX}PROVIDERS__{name.upper()}__"
+        for pair in SECRET_PAIRS:
+            if any(prefix + key.upper() in given for key in pair):
+                trimmed[name] = {k: v for k, v in trimmed[name].items() if k not in pair}
+    return {**raw, "providers": trimmed}
+
+
 def _fold_names(raw: dict[str, Any]) -> dict[str, Any]:
     folded = dict(raw)
     for table in ("folders", "providers"):
@@ -427,7 +464,7 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     def absolute(p: Path | None) -> Path | None:
         if p is None or p.is_absolute():
             return p
-        if _is_credential(p):  # resolved now if the service has credentials, else on read
+        if names_credential(p):  # resolved now if the service has credentials, else on read
             return _credential(p, "") if os.environ.get("CREDENTIALS_DIRECTORY") else p
         return base / p
 

@@ -92,9 +92,15 @@ class Daemon:
         used = {folder.provider for folder in settings.folders.values()}
         for name in sorted(used):
             provider = build(name, settings.providers[name], settings.state_dir)
-            for warning in provider.check():
-                self.log.warning("provider.warning", provider=name, warning=warning)
-                self.warnings.append(warning)
+            try:
+                health = provider.check()
+            except ConfigError as exc:
+                raise ConfigError(f"provider {name}: {exc}") from None
+            # Out of reach is no reason to stay down: its batches wait until it answers.
+            for warning in (*health.warnings, health.unreachable):
+                if warning:
+                    self.log.warning("provider.warning", provider=name, warning=warning)
+                    self.warnings.append(f"provider {name}: {warning}")
             self.providers[name] = cast(Provider, MeasuredProvider(provider))
         if settings.metrics.address is not None:
             self.web = WebServer(settings.metrics.address, self.report, self.health)

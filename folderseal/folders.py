@@ -13,7 +13,7 @@ from typing import Any
 
 from folderseal import files, sidecar
 from folderseal.errors import FileRejected, OutboxUnavailable
-from folderseal.model import FileRecord, JobRecord
+from folderseal.model import Event, FileRecord, JobRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +24,7 @@ class JobContext:
     provider_name: str
     provider_kind: str
     batch_files: int
-    job_events: list[tuple[str, float]]
+    history: list[Event]   # the batch's transitions and its files', in order
 
 
 def split(relative: str) -> tuple[str, str]:
@@ -69,7 +69,7 @@ def record_fields(record: FileRecord, ctx: JobContext, node: str, end: str,
     """The sidecar fields every record of ``record`` shares, its timeline ending ``end``."""
     document = (record.result.provider_document if record.result else "") or \
         (record.entry or "")
-    steps = sidecar.timeline(record, ctx.job, ctx.job_events, (end, at))
+    steps = sidecar.timeline(record, ctx.job, ctx.history, (end, at))
     return {"provider_name": ctx.provider_name, "provider_kind": ctx.provider_kind,
             "job": ctx.job, "batch_files": ctx.batch_files, "document": document,
             "node": node, "steps": steps}

@@ -44,8 +44,12 @@ class FileState(enum.StrEnum):
     RETRIED = "RETRIED"
 
 
-IN_FLIGHT = (FileState.CLAIMED, FileState.BATCHED, FileState.READY, FileState.REJECTED,
-             FileState.PUBLISHED)
+# Claimed and not yet delivered to the outbox (or the errors folder).
+NOT_DELIVERED = (FileState.CLAIMED, FileState.BATCHED, FileState.READY, FileState.REJECTED)
+# Outputs and sidecars durable; PUBLISHED waits only for its original to be removed.
+DELIVERED = (FileState.PUBLISHED, FileState.DONE)
+# Whose original is still in the work folder (what max_in_flight_files counts).
+IN_FLIGHT = (*NOT_DELIVERED, FileState.PUBLISHED)
 
 
 def path_text(raw: str) -> str:
@@ -74,6 +78,30 @@ class Output:
 
 
 @dataclass(frozen=True, slots=True)
+class Signer:
+    """Who sealed a file: the certificate its signature was made with (the sidecar's
+    ``signer``)."""
+
+    subject: str               # RFC 4514, as `openssl x509 -nameopt RFC2253` prints it
+    issuer: str
+    serial_number: str         # upper-case hex, as `openssl x509 -serial` prints it
+    fingerprint_sha256: str    # lower-case hex of the certificate's DER
+    self_signed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"subject": self.subject, "issuer": self.issuer,
+                "serial_number": self.serial_number,
+                "fingerprint_sha256": self.fingerprint_sha256, "self_signed": self.self_signed}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Signer:
+        return cls(subject=data["subject"], issuer=data["issuer"],
+                   serial_number=data["serial_number"],
+                   fingerprint_sha256=data["fingerprint_sha256"],
+                   self_signed=bool(data["self_signed"]))
+
+
+@dataclass(frozen=True, slots=True)
 class DocumentResult:
     """What the provider says about one document of a batch."""
 
@@ -82,6 +110,7 @@ class DocumentResult:
     error_code: str = ""
     error_message: str = ""
     provider_document: str = ""
+    signer: Signer | None = None
 
     @property
     def ok(self) -> bool:
@@ -92,15 +121,18 @@ class DocumentResult:
             "entry": self.entry, "outputs": [o.to_json() for o in self.outputs],
             "error_code": self.error_code, "error_message": self.error_message,
             "provider_document": self.provider_document,
+            "signer": self.signer.to_json() if self.signer else None,
         })
 
     @classmethod
     def from_json(cls, text: str) -> DocumentResult:
         data = json.loads(text)
+        signer = data.get("signer")  # absent in results stored before it was recorded
         return cls(entry=data["entry"],
                    outputs=tuple(Output.from_json(o) for o in data["outputs"]),
                    error_code=data["error_code"], error_message=data["error_message"],
-                   provider_document=data.get("provider_document", ""))
+                   provider_document=data.get("provider_document", ""),
+                   signer=Signer.from_json(signer) if signer else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +165,16 @@ class FileRecord:
     @property
     def source_bytes(self) -> bytes:
         return os.fsencode(self.source)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A batch's transition (``file_id`` None) or one of its files' (from the store)."""
+
+    kind: str                  # batch.state | file.batched | file.state
+    file_id: str | None
+    state: str | None          # the state it went to
+    at: float
 
 
 @dataclass(frozen=True, slots=True)

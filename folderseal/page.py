@@ -61,7 +61,7 @@ def render(report: dict[str, Any]) -> str:
 def _folder(name: str, folder: dict[str, Any]) -> str:
     files = folder["files"]
     facts = (f"watch {folder['watch'] or '-'}; {folder['settling']} waiting in the inbox, "
-             f"{folder['in_flight']} in flight, {files.get(FileState.DONE, 0)} delivered, "
+             f"{folder['in_flight']} in flight, {folder['delivered']} delivered, "
              f"{files.get(FileState.FAILED, 0)} in errors")
     out = [f'<section id="folder-{escape(name)}"><h2>Folder {escape(name)}</h2>',
            f"<p>{escape(facts)}</p>"]

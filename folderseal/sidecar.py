@@ -13,13 +13,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from folderseal import __version__
-from folderseal.model import FileRecord, JobRecord, path_text
+from folderseal.model import Event, FileRecord, FileState, JobRecord, path_text
 from folderseal.redact import REDACTOR
 
 SCHEMA = "folderseal.sidecar/1"
 # Job states whose arrival is a step worth showing, and the name shown.
 _TIMELINE_STEPS = {"ACCEPTING": "submitted", "ACCEPTED": "accepted", "CLOSED": "signed",
                    "DOWNLOADED": "downloaded"}
+# Steps that happened to a file only if its result came back good.
+_RESULT_STEPS = ("signed", "downloaded")
 
 
 def iso(at: float) -> str:
@@ -27,18 +29,33 @@ def iso(at: float) -> str:
         "+00:00", "Z")
 
 
-def timeline(record: FileRecord, job: JobRecord | None,
-             job_events: list[tuple[str, float]], end: tuple[str, float]) -> list[dict[str, str]]:
-    """Steps of one file: seen, claimed, batched, the provider's steps, and ``end``."""
+def timeline(record: FileRecord, job: JobRecord | None, history: list[Event],
+             end: tuple[str, float]) -> list[dict[str, str]]:
+    """Steps of one file: seen, claimed, batched, the provider's steps, and ``end``.
+
+    Only what happened to this file: its batch's steps count while the file was in the
+    batch (not after it was rejected, until a retry puts it back), and "signed" and
+    "downloaded" only if its result came back good (a document the provider did not
+    sign, or a file the signer refused, was neither).
+    """
     steps = [("seen", record.seen_at), ("claimed", record.claimed_at)]
     if job is not None:
         steps.append(("batched", job.created_at))
-        seen_steps = set()
-        for state, at in job_events:
-            step = _TIMELINE_STEPS.get(state)
-            if step and step not in seen_steps:
-                seen_steps.add(step)
-                steps.append((step, at))
+        in_batch, good = True, False
+        shown: dict[str, float] = {}
+        for event in history:
+            if event.file_id == record.id and event.kind == "file.state":
+                if event.state == FileState.REJECTED:
+                    in_batch = False
+                elif event.state == FileState.BATCHED:
+                    in_batch = True  # a retry put it back into its batch
+                good = good or event.state == FileState.READY
+            elif event.kind == "batch.state" and in_batch:
+                step = _TIMELINE_STEPS.get(event.state or "")
+                if step:
+                    shown.setdefault(step, event.at)  # a step repeated after a retry: once
+        steps += [(step, at) for step, at in shown.items()
+                  if good or step not in _RESULT_STEPS]
     steps.append(end)
     return [{"step": step, "at": iso(at)} for step, at in steps]
 
@@ -64,10 +81,13 @@ def _common(record: FileRecord, *, status: str, provider_name: str, provider_kin
 
 
 def signed(record: FileRecord, outputs: list[dict[str, Any]], **common: Any) -> bytes:
-    """The sidecar of a delivered file; ``outputs`` hold path (str), role, sha256, bytes."""
+    """The sidecar of a delivered file; ``outputs`` hold path (str), role, sha256, bytes.
+    ``signer`` is the certificate it was sealed with (null when none could be read)."""
     data = _common(record, status="signed", **common)
     data["outputs"] = [{"path": path_text(o["path"]), "role": o["role"], "sha256": o["sha256"],
                         "bytes": o["bytes"]} for o in outputs]
+    signer = record.result.signer if record.result else None
+    data["signer"] = signer.to_json() if signer else None
     return _dump(data)
 
 

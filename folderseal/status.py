@@ -29,7 +29,7 @@ from folderseal import statelock
 from folderseal.config import Settings
 from folderseal.errors import ExitCode, FolderSealError
 from folderseal.fragments import SHOWN_SECONDS as FRAGMENTS_SHOWN_SECONDS
-from folderseal.model import IN_FLIGHT, FileState, JobState
+from folderseal.model import DELIVERED, NOT_DELIVERED, FileState, JobState
 from folderseal.providers import NOT_QUALIFIED, build
 from folderseal.redact import REDACTOR
 from folderseal.sidecar import iso
@@ -50,7 +50,7 @@ def provider_warnings(settings: Settings) -> list[str]:
     for name in sorted({f.provider for f in settings.folders.values()}):
         try:
             provider = build(name, settings.providers[name], settings.state_dir)
-            warnings += provider.check(network=False)
+            warnings += [f"provider {name}: {w}" for w in provider.check(network=False).warnings]
         except FolderSealError as exc:
             warnings.append(f"provider {name}: {exc}")
     return warnings
@@ -139,16 +139,19 @@ def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
                "at": iso(r["updated_at"])}
               for r in _rows(db, "SELECT * FROM files WHERE folder = ? AND state = ? "
                                  "ORDER BY updated_at DESC LIMIT 100", name, FileState.FAILED)]
-    marks = ", ".join("?" * len(IN_FLIGHT))
+    # A file of a batch that is delivered but not yet cleaned (PUBLISHED) is out: its
+    # outputs and sidecar are durable, only its original waits to be removed.
+    marks = ", ".join("?" * len(NOT_DELIVERED))
     claimed = db.execute(f"SELECT min(claimed_at) FROM files WHERE folder = ? AND state IN "
-                         f"({marks})", (name, *IN_FLIGHT)).fetchone()[0]
+                         f"({marks})", (name, *NOT_DELIVERED)).fetchone()[0]
     waiting = notes.get("waiting", [])
     oldest = min([claimed or now, *(w["since"] for w in waiting)])
     fragments = _fragments(db, name, now)
     return {"watch": notes.get("mode", ""), "outage": notes.get("outage", ""),
             "paused": notes.get("paused", ""), "disk_full": notes.get("disk_full", ""),
             "problem": notes.get("problem", ""), "settling": notes.get("candidates", 0),
-            "waiting": waiting, "in_flight": sum(counts.get(s, 0) for s in IN_FLIGHT),
+            "waiting": waiting, "in_flight": sum(counts.get(s, 0) for s in NOT_DELIVERED),
+            "delivered": sum(counts.get(s, 0) for s in DELIVERED),
             "ignored": _ignored(notes.get("ignored"), now),
             "fragments_suspected": len(fragments), "fragments": fragments[:20],
             "oldest_waiting_seconds": round(now - oldest, 1), "files": counts,
@@ -211,7 +214,8 @@ def _alarms(name: str, folder: dict[str, Any], max_wait: float | None,
 
 def _empty() -> dict[str, Any]:
     return {"watch": "", "outage": "", "paused": "", "disk_full": "", "problem": "",
-            "settling": 0, "waiting": [], "in_flight": 0, "oldest_waiting_seconds": 0.0,
+            "settling": 0, "waiting": [], "in_flight": 0, "delivered": 0,
+            "oldest_waiting_seconds": 0.0,
             "ignored": _ignored(None, 0.0), "fragments_suspected": 0, "fragments": [],
             "files": {}, "batch_states": {}, "batches": [], "failed": [],
             "signed_per_minute": [0] * HOUR_MINUTES}
@@ -254,7 +258,7 @@ def summary(report: dict[str, Any]) -> str:
     out = [name for name, f in report["folders"].items() if f["outage"]]
     parts = [f"{sum(f['settling'] for f in folders)} waiting",
              f"{sum(f['in_flight'] for f in folders)} in flight",
-             f"{sum(f['files'].get(FileState.DONE, 0) for f in folders)} signed",
+             f"{sum(f['delivered'] for f in folders)} signed",
              f"{sum(f['files'].get(FileState.FAILED, 0) for f in folders)} failed"]
     if out:
         parts.append(f"share out: {', '.join(out)}")
@@ -287,7 +291,7 @@ def show(settings: Settings, as_json: bool = False) -> int:
         files = folder["files"]
         console.print(Text(
             f"\nfolder {name}: watch {folder['watch'] or '-'}, {folder['settling']} waiting, "
-            f"{folder['in_flight']} in flight, {files.get(FileState.DONE, 0)} delivered, "
+            f"{folder['in_flight']} in flight, {folder['delivered']} delivered, "
             f"{files.get(FileState.FAILED, 0)} failed, "
             f"{sum(folder['signed_per_minute'])} signed in the last hour", style="bold"))
         table = _folder_table(folder)

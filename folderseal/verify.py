@@ -4,8 +4,10 @@ PATH may be an output, its sidecar, or a folder (every sidecar below it). For ea
 sidecar: every output it lists must exist beside it with the recorded size and
 sha256; a signed PDF must carry a valid signature covering the whole file; a
 detached signature must be valid over the original and carry the CAdES
-signing-certificate attribute. Trust in the certificate is not judged (a trial seal
-is self-signed); integrity and coverage are.
+signing-certificate attribute; and the signature must have been made with the
+certificate the sidecar's ``signer`` names (its SHA-256 fingerprint; sidecars written
+before ``signer`` existed have none to compare). Trust in the certificate is not
+judged (a trial seal is self-signed); integrity, coverage and the signer are.
 """
 
 from __future__ import annotations
@@ -70,17 +72,23 @@ def check_sidecar(sidecar: Path) -> list[str]:
                             f"(sha256 {digest[:12]}…, {size} bytes)")
     if problems:
         return problems
+    verdicts = []
     if "signed" in located and located["signed"].name.lower().endswith(".pdf"):
-        verdict = verify_pdf(located["signed"])
-        if not verdict.ok:
-            problems.append(verdict.detail)
+        verdicts.append(verify_pdf(located["signed"]))
     if "signature" in located and "original" in located:
-        verdict = verify_detached(located["original"], located["signature"])
-        if not verdict.ok:
-            problems.append(verdict.detail)
+        verdicts.append(verify_detached(located["original"], located["signature"]))
         original = data.get("input", {}).get("sha256")
         if original and files.hash_path(located["original"])[0] != original:
             problems.append("the original does not match the sidecar's input hash")
+    signer = data.get("signer")
+    recorded = signer.get("fingerprint_sha256") if isinstance(signer, dict) else None
+    for verdict in verdicts:
+        if not verdict.ok:
+            problems.append(verdict.detail)
+        elif recorded and verdict.fingerprint != recorded:
+            problems.append(f"signed with the certificate {verdict.fingerprint[:16]}…, not the "
+                            f"one its sidecar records ({recorded[:16]}…): the output or the "
+                            "sidecar was replaced")
     return problems
 
 

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 from pyhanko.pdf_utils import generic
+from pyhanko.pdf_utils.crypt.permissions import StandardPermissions
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.pdf_utils.writer import PdfFileWriter
 
@@ -57,11 +58,15 @@ def make_pdf(path: Path | None = None, pages: int = 1, text: str = "folderseal t
     return data
 
 
-def make_encrypted_pdf(path: Path | None = None, user_password: str = "secret") -> bytes:
-    """Build a password-protected (AES-256) copy of a one-page test PDF."""
+def make_encrypted_pdf(path: Path | None = None, user_password: str = "secret",
+                       permissions: StandardPermissions | None = None) -> bytes:
+    """Build a password-protected (AES-256) copy of a one-page test PDF. An empty
+    ``user_password`` makes one that opens without a password (an owner password only);
+    ``permissions`` restricts what may be done with it."""
     source = PdfFileReader(io.BytesIO(make_pdf(None, text="encrypted test page")))
     writer = PdfFileWriter()
-    writer.encrypt("owner-" + user_password, user_password)
+    restricted = {} if permissions is None else {"perms": permissions}
+    writer.encrypt("owner-" + user_password, user_password, **restricted)
     page = source.root["/Pages"]["/Kids"][0].get_object()
     content = page["/Contents"].get_object()
     font = generic.DictionaryObject(

@@ -36,6 +36,8 @@ class FakeSealApi:
         self.scripts: dict[str, list[str]] = {}
         self.package_override: bytes | None = None
         self.fail_documents: set[str] = set()
+        # Why a failed document was not signed, in a field SEAL does not document.
+        self.fail_reasons: dict[str, str] = {}
 
     def script(self, operation: str, *actions: str) -> None:
         """Queue misbehaviour for the next calls of ``operation``."""
@@ -119,6 +121,9 @@ class FakeSealApi:
                         ok = document["fileName"] not in self.fail_documents
                         document["signed"] = document["signingResult_Success"] = \
                             "true" if ok else "false"
+                        if document["fileName"] in self.fail_reasons:
+                            document["signingResult_Message"] = \
+                                self.fail_reasons[document["fileName"]]
             return httpx.Response(200, json={"id": batch.id, "status": batch.status,
                                              "creationDate": "2026-01-01 12:00:00",
                                              "documents": batch.documents})

@@ -14,12 +14,15 @@ out), ``body`` (request bodies in chunks), ``params`` (ids from path, query or J
 ``faults`` (the fault spec and the draws).
 
 Use ``run_seal`` from a command line (blocks until SIGINT/SIGTERM) and ``start_seal``
-in tests (returns at once with a handle to stop it).
+in tests (returns at once with a handle to stop it). Without a data folder the
+emulator makes a temporary one and removes it when it stops; a data folder given is
+kept (its journal is the evidence of a test run).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sys
 import tempfile
@@ -52,10 +55,12 @@ class EmulatorHandle:
     _thread: threading.Thread = field(repr=False)
     _signer: BatchSigner = field(repr=False)
     _registry: Registry = field(repr=False)
+    _temporary: bool = field(default=False, repr=False)  # made here: removed on stop
     _stopped: bool = field(default=False, repr=False)
 
     def stop(self) -> None:
-        """Stop serving and signing; safe to call twice. The data directory is kept."""
+        """Stop serving and signing; safe to call twice. A data directory that was given
+        is kept; a temporary one is removed."""
         if self._stopped:
             return
         self._stopped = True
@@ -63,6 +68,8 @@ class EmulatorHandle:
         self._signer.stop()
         self._server.server_close()
         self._thread.join(10)
+        if self._temporary:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def set_faults(self, spec: str) -> None:
         """Inject ``spec`` from the next request on, e.g. to fail one chosen call."""
@@ -104,9 +111,9 @@ def start_seal(
     """Start the emulator in background threads and return at once.
 
     ``port=0`` lets the OS pick a free port (``handle.url`` has the real one);
-    ``data_dir=None`` makes a new temporary directory, which is never removed (the
-    journal is evidence). Raises ValueError for a bad fault spec or argument, OSError
-    when the address cannot be bound.
+    ``data_dir=None`` makes a new temporary directory, removed by ``stop()``. Raises
+    ValueError for a bad fault spec or argument, OSError when the address cannot be
+    bound.
     """
     fault_plan = Faults(faults, seed)  # first: a bad spec fails before anything is made
     if not 0 <= port <= 65535:
@@ -115,21 +122,27 @@ def start_seal(
         raise ValueError("step_delay and slow_seconds must not be negative")
     if api_key == "":
         raise ValueError("the API key is empty; give a key, or None for no authentication")
+    temporary = data_dir is None
     if data_dir is None:
         data_dir = Path(tempfile.mkdtemp(prefix="folderseal-seal-emulator-"))
-    data_dir.mkdir(parents=True, exist_ok=True)
-    journal = Journal(data_dir / JOURNAL_NAME)
-    journal.path.touch()
-    registry = Registry(data_dir, journal, lag)
-    signer = BatchSigner(registry, load_or_make_seal(data_dir), step_delay)
-    app = EmulatorApp(
-        registry=registry,
-        faults=fault_plan,
-        signer=signer,
-        api_key=api_key,
-        slow_seconds=slow_seconds,
-    )
-    server = SealServer((host, port), app)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        journal = Journal(data_dir / JOURNAL_NAME)
+        journal.path.touch()
+        registry = Registry(data_dir, journal, lag)
+        signer = BatchSigner(registry, load_or_make_seal(data_dir), step_delay)
+        app = EmulatorApp(
+            registry=registry,
+            faults=fault_plan,
+            signer=signer,
+            api_key=api_key,
+            slow_seconds=slow_seconds,
+        )
+        server = SealServer((host, port), app)
+    except BaseException:
+        if temporary:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
     real_port = server.server_address[1]
     shown_host = f"[{host}]" if ":" in host else host
     thread = threading.Thread(
@@ -145,6 +158,7 @@ def start_seal(
         _thread=thread,
         _signer=signer,
         _registry=registry,
+        _temporary=temporary,
     )
 
 
@@ -162,8 +176,9 @@ def run_seal(
     """Run the emulator until SIGINT or SIGTERM; return the exit code.
 
     Prints one JSON line to stdout once listening (``emulator.listening`` with url,
-    journal and data), and one JSON line per request to stderr. Exit 0 after a signal,
-    2 for a bad fault spec or argument, 1 when the address cannot be bound.
+    journal and data), and one JSON line per request to stderr. Exit 0 after a signal
+    (a temporary data folder removed first), 2 for a bad fault spec or argument, 1 when
+    the address cannot be bound.
     """
     try:
         handle = start_seal(

@@ -15,6 +15,8 @@ from __future__ import annotations
 from typing import BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from pyhanko.pdf_utils.crypt import AuthStatus
+from pyhanko.pdf_utils.crypt.permissions import StandardPermissions
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.misc import PdfError, PdfReadError
 from pyhanko.pdf_utils.reader import PdfFileReader
@@ -152,10 +154,7 @@ def _open(src: BinaryIO) -> IncrementalPdfFileWriter:
     except _PYHANKO_REFUSALS as exc:
         raise _broken(exc) from exc
     if reader.encrypted:
-        raise FileRejected(
-            "encrypted_pdf",
-            "the PDF is password-protected (encrypted); remove the password and drop it again",
-        )
+        raise _encrypted(reader)
     try:
         writer = IncrementalPdfFileWriter.from_reader(reader)
     except _PYHANKO_REFUSALS as exc:
@@ -164,6 +163,29 @@ def _open(src: BinaryIO) -> IncrementalPdfFileWriter:
     # PDF from 1.0 s to 0.35 s on the development machine, memory still flat.
     writer.IO_CHUNK_SIZE = CHUNK_SIZE
     return writer
+
+
+def _encrypted(reader: PdfFileReader) -> FileRejected:
+    """Why an encrypted PDF is refused, and what to do: a PDF that needs a password to
+    open wants that password removed; one that opens without (an owner password only)
+    wants its restrictions removed, which its maker does, or printing it to a new PDF."""
+    try:
+        opened = reader.decrypt(b"")
+    except _PYHANKO_REFUSALS:
+        opened = None
+    if opened is None or opened.status == AuthStatus.FAILED:
+        return FileRejected("encrypted_pdf", "the PDF needs a password to open, and an "
+                            "encrypted PDF cannot be sealed: save it again without a password "
+                            "(or ask its sender for one without) and drop that into the inbox")
+    flags = opened.permission_flags
+    forbids = flags is None or not flags & StandardPermissions.ALLOW_MODIFICATION_GENERIC
+    return FileRejected(
+        "encrypted_pdf",
+        "the PDF opens without a password but is locked by an owner password"
+        + (" that forbids changes (a seal is a change)" if forbids else
+           "; an encrypted PDF cannot be sealed")
+        + ": have the program that made it save it again without security restrictions, "
+        "or print it to a new PDF, and drop that into the inbox")
 
 
 def _free_field_name(reader: PdfFileReader, wanted: str) -> str:

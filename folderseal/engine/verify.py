@@ -7,6 +7,7 @@ its outputs must still verify. Nothing is fetched from the network.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,10 +39,12 @@ _CHUNK_SIZE = 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The outcome of a check: ``ok`` and one line saying why."""
+    """The outcome of a check: ``ok``, one line saying why, and (when ok) the SHA-256
+    fingerprint of the certificate that made the (last) signature."""
 
     ok: bool
     detail: str
+    fingerprint: str = ""
 
 
 # pyHanko logs a warning with a full traceback whenever a signer is not trusted, which
@@ -116,6 +119,7 @@ def _verify_pdf(path: Path) -> Verdict:
         True,
         f"{kind} signature valid ({subfilter}, {len(signatures)} signature(s)), "
         f"covers the whole file, {_describe(last_status)}",
+        _fingerprint(last_status),
     )
 
 
@@ -148,7 +152,12 @@ def _verify_detached(content: Path, signature: Path) -> Verdict:
         return Verdict(
             False, "valid CMS signature, but not CAdES: no ESS signing-certificate-v2 attribute"
         )
-    return Verdict(True, f"CAdES detached signature valid, {_describe(status)}")
+    return Verdict(True, f"CAdES detached signature valid, {_describe(status)}",
+                   _fingerprint(status))
+
+
+def _fingerprint(status: StandardCMSSignatureStatus) -> str:
+    return hashlib.sha256(status.signing_cert.dump()).hexdigest()
 
 
 def _has_signing_certificate_v2(

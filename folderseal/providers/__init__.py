@@ -69,6 +69,16 @@ class RemoteStatus:
     trusted: bool = True   # False when the state was read from a number, not a name
 
 
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What a provider's check found, in the provider's own words; the caller names the
+    provider. What must be fixed is raised as ConfigError instead."""
+
+    verified: str = ""               # what was proven ("" when nothing was tried)
+    warnings: tuple[str, ...] = ()
+    unreachable: str = ""            # why the provider could not be asked, and what to do
+
+
 class Attempts(Protocol):
     """The manager's ledger of attempts, handed to a step that signs file by file."""
 
@@ -94,7 +104,7 @@ class Provider(Protocol):
 
     def start(self) -> None: ...
     def close(self) -> None: ...
-    def check(self, network: bool = True) -> list[str]: ...
+    def check(self, network: bool = True) -> Health: ...
     def create(self, batch: BatchView) -> str: ...
     def upload(self, batch: BatchView, remote_id: str) -> None: ...
     def status(self, batch: BatchView, remote_id: str) -> RemoteStatus: ...

@@ -32,6 +32,7 @@ from cryptography.exceptions import InvalidSignature
 from folderseal import files
 from folderseal.config import LocalProviderConfig
 from folderseal.errors import ConfigError, TransientError
+from folderseal.keyfiles import exposure
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult
 from folderseal.pool import (
@@ -46,6 +47,7 @@ from folderseal.providers import (
     Attempts,
     BatchView,
     Document,
+    Health,
     Remote,
     RemoteStatus,
 )
@@ -135,25 +137,26 @@ class LocalProvider:
                           password=self.cfg.read_password(),
                           timestamp_url=self.cfg.timestamp_url)
 
-    def check(self, network: bool = True) -> list[str]:
-        """Load the seal once; return warnings (an expiry within 30 days, a self-signed
-        certificate)."""
+    def check(self, network: bool = True) -> Health:
+        """Load the seal once; warn of an expiry within 30 days, a self-signed certificate
+        and key files other accounts may read."""
         seal = load_seal(self._source())
         left = seal.not_after - datetime.now(UTC)
         if left.total_seconds() <= 0:
             raise ConfigError(f"the seal certificate {self.cfg.certificate} expired on "
                               f"{seal.not_after:%Y-%m-%d}; install a new one")
-        warnings = []
+        warnings = exposure(self.cfg.secret_files())
         if left.days < EXPIRY_WARNING_DAYS:
-            warnings.append(f"provider {self.name}: the seal certificate expires on "
-                            f"{seal.not_after:%Y-%m-%d} ({left.days} days); renew it")
+            warnings.append(f"the seal certificate expires on {seal.not_after:%Y-%m-%d} "
+                            f"({left.days} days); renew it")
         if _self_signed(seal.certificate):
             warnings.append(
-                f"provider {self.name}: {NOT_QUALIFIED}. {self.cfg.certificate} "
-                f"({seal.subject}) signed itself: its seals prove a file unchanged, not who "
-                "sealed it. Set certificate (and its password) to your organisation's seal "
-                "certificate from a qualified trust service provider")
-        return warnings
+                f"{NOT_QUALIFIED}. {self.cfg.certificate} ({seal.subject}) signed itself: its "
+                "seals prove a file unchanged, not who sealed it. Set certificate (and its "
+                "password) to your organisation's seal certificate from a qualified trust "
+                "service provider")
+        return Health(verified=f"the seal loads ({seal.subject}, valid until "
+                               f"{seal.not_after:%Y-%m-%d})", warnings=tuple(warnings))
 
     def start(self) -> None:
         if self.pool is not None:

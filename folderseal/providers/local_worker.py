@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from folderseal import files
-from folderseal.engine import Seal, sign_detached, sign_pdf
+from folderseal.engine import Seal, describe_certificate, sign_detached, sign_pdf
 from folderseal.errors import FileRejected
-from folderseal.model import DocumentResult, Output
+from folderseal.model import DocumentResult, Output, Signer
 from folderseal.safety import open_claimed, open_dir
 
 
@@ -56,6 +56,7 @@ class SignTask:
 class WorkerState:
     seal: Seal
     timestamp_url: str
+    signer: Signer   # the seal's certificate, as every sidecar of this seal records it
 
 
 def load_seal(source: SealSource) -> Seal:
@@ -65,7 +66,9 @@ def load_seal(source: SealSource) -> Seal:
 
 
 def setup(source: SealSource) -> WorkerState:
-    return WorkerState(seal=load_seal(source), timestamp_url=source.timestamp_url)
+    seal = load_seal(source)
+    return WorkerState(seal=seal, timestamp_url=source.timestamp_url,
+                       signer=describe_certificate(seal.certificate.dump()))
 
 
 def sign(state: WorkerState, task: SignTask) -> DocumentResult:
@@ -103,11 +106,20 @@ def _sign(state: WorkerState, task: SignTask) -> DocumentResult:
         os.close(folder)
     with os.fdopen(src_fd, "rb") as src:
         if os.fstat(src.fileno()).st_size != task.size:
-            raise FileRejected("input_changed", "the file changed after it was claimed "
-                               "(its size differs); it was not sealed")
+            raise _changed("size")
         if task.is_pdf:
             return _pades(state, task, src)
         return _cades(state, task, src)
+
+
+def _changed(what: str) -> FileRejected:
+    return FileRejected(
+        "input_changed",
+        f"the file changed after it was claimed (its {what} differs), so it was not sealed: "
+        "a program was still writing it after it looked finished. Check that the file here "
+        "is complete, then `folderseal retry` it (the id is in `folderseal status`); to "
+        "prevent this, have the writer write under a temporary name and rename it when "
+        "done, or raise settle_seconds")
 
 
 def _staged(task: SignTask, suffix: str) -> Path:
@@ -130,15 +142,14 @@ def _pades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
         out_path.unlink(missing_ok=True)
         raise FileRejected("output_mismatch", "the signed PDF does not begin with the exact "
                            "bytes of the claimed file; it was not published")
-    return DocumentResult(entry=task.entry, outputs=(
+    return DocumentResult(entry=task.entry, signer=state.signer, outputs=(
         Output(role="signed", staged=str(out_path), suffix="", sha256=whole, bytes=size),))
 
 
 def _cades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
     signature = sign_detached(state.seal, src, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
     if signature.content_sha256 != task.sha256:
-        raise FileRejected("input_changed", "the file's content changed after it was claimed; "
-                           "it was not sealed")
+        raise _changed("content")
     sig_path = _staged(task, ".p7s")
     fd = _open_output(sig_path)
     try:
@@ -146,7 +157,7 @@ def _cades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
         os.fsync(fd)
     finally:
         os.close(fd)
-    return DocumentResult(entry=task.entry, outputs=(
+    return DocumentResult(entry=task.entry, signer=state.signer, outputs=(
         Output(role="original", staged="", suffix="", sha256=task.sha256, bytes=task.size),
         Output(role="signature", staged=str(sig_path), suffix=".p7s",
                sha256=hashlib.sha256(signature.der).hexdigest(), bytes=len(signature.der)),

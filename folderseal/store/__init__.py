@@ -32,6 +32,7 @@ from folderseal.errors import (
 )
 from folderseal.model import (
     DocumentResult,
+    Event,
     FileRecord,
     FileState,
     JobRecord,
@@ -521,6 +522,12 @@ class Store:
 
     def job_transitions(self, job_id: str) -> list[tuple[str, float]]:
         return [(r["to_state"], r["at"]) for r in self._run("job_transitions", job_id=job_id)]
+
+    def job_history(self, job_id: str) -> list[Event]:
+        """The batch's transitions and its files', in order: what each file's timeline is
+        drawn from."""
+        return [Event(kind=r["kind"], file_id=r["file_id"], state=r["to_state"], at=r["at"])
+                for r in self._run("job_history", job_id=job_id)]
 
     def heartbeat(self, pid: int, started_at: float, notes: dict[str, Any]) -> None:
         with self.transaction():

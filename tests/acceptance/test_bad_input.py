@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pyhanko.pdf_utils.crypt.permissions import StandardPermissions
 
 from tests.helpers import (
     Daemon,
@@ -79,6 +80,46 @@ def test_broken_inputs_go_to_errors_with_reasons(running: tuple[Layout, Daemon])
     wait_until(lambda: (layout.outbox / "good.pdf.json").exists(), what="good.pdf sealed")
     check_sidecar(layout.outbox / "good.pdf.json", layout)
     assert not list(layout.outbox.glob("secret*"))
+
+
+def test_error_records_say_what_to_do_next(running: tuple[Layout, Daemon]) -> None:
+    """An empty file, a PDF that needs a password to open and one that opens without one
+    but forbids changes (an owner password only) each get a record saying what to do;
+    the owner-password one is not told to remove a password."""
+    layout, _daemon = running
+    (layout.inbox / "empty.txt").write_bytes(b"")
+    make_encrypted_pdf(layout.inbox / "locked.pdf")
+    make_encrypted_pdf(layout.inbox / "restricted.pdf", user_password="",
+                       permissions=StandardPermissions.ALLOW_PRINTING)
+    wanted = {"empty.txt", "locked.pdf", "restricted.pdf"}
+    wait_until(lambda: set(_records(layout)) >= wanted, timeout=30, what="error records")
+    message = {source: record["error"]["message"]
+               for source, record in _records(layout).items()}
+    assert "Scan or copy it into the inbox again" in message["empty.txt"]
+    assert "needs a password to open" in message["locked.pdf"]
+    assert "save it again without a password" in message["locked.pdf"]
+    restricted = message["restricted.pdf"]
+    assert "opens without a password" in restricted and "forbids changes" in restricted
+    assert "without security restrictions" in restricted and "print it to a new PDF" in restricted
+    assert "remove the password" not in restricted
+
+
+def test_a_failed_files_timeline_holds_only_its_own_steps(
+        running: tuple[Layout, Daemon]) -> None:
+    """A PDF the signer refuses was submitted and accepted with its batch, never signed or
+    downloaded, and its record's timeline says just that; a good file has every step."""
+    layout, _daemon = running
+    make_encrypted_pdf(layout.inbox / "refused.pdf")
+    (layout.inbox / "fine.pdf").write_bytes(make_pdf(None, text="fine"))
+    wait_until(lambda: "refused.pdf" in _records(layout)
+               and (layout.outbox / "fine.pdf.json").exists(), what="both outcomes")
+    refused = _records(layout)["refused.pdf"]
+    assert [s["step"] for s in refused["timeline"]] == [
+        "seen", "claimed", "batched", "submitted", "accepted", "failed"]
+    fine = json.loads((layout.outbox / "fine.pdf.json").read_text())
+    assert [s["step"] for s in fine["timeline"]] == [
+        "seen", "claimed", "batched", "submitted", "accepted", "signed", "downloaded",
+        "delivered"]
 
 
 def test_odd_names_are_sealed_and_recorded_readably(running: tuple[Layout, Daemon]) -> None:

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -114,6 +115,8 @@ def _make_seal(directory: Path, *, not_before: datetime.datetime,
         encryption_algorithm=serialization.BestAvailableEncryption(password))
     (directory / "seal.p12").write_bytes(p12)
     (directory / "seal.pass").write_bytes(password)
+    for path in (directory / "seal.p12", directory / "seal.pass"):
+        path.chmod(0o600)  # as a real seal is kept: no warning about readable key files
     return directory / "seal.p12", directory / "seal.pass"
 
 
@@ -391,6 +394,53 @@ def test_sign_seals_inbox_files_and_verify_checks_them(tmp_path: Path) -> None:
     assert none.returncode == 1, none.stdout
 
 
+def _openssl_certificate(layout: Layout) -> dict[str, str]:
+    """The trial seal's certificate as openssl reads it from the PKCS#12: fingerprint,
+    serial, subject and issuer."""
+    pem = subprocess.run(
+        ["openssl", "pkcs12", "-in", str(layout.root / "seal" / "seal.p12"), "-nokeys",
+         "-clcerts", "-passin", f"file:{layout.root / 'seal' / 'seal.pass'}"],
+        capture_output=True, text=True, check=True).stdout
+    shown = subprocess.run(
+        ["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-serial", "-subject",
+         "-issuer", "-nameopt", "RFC2253"], input=pem, capture_output=True, text=True,
+        check=True).stdout
+    fields = dict(line.split("=", 1) for line in shown.splitlines())
+    return {"fingerprint": fields["sha256 Fingerprint"].replace(":", "").lower(),
+            "serial": fields["serial"], "subject": fields["subject"], "issuer": fields["issuer"]}
+
+
+def test_sidecars_name_the_seal_and_verify_checks_it(tmp_path: Path) -> None:
+    """Each sidecar records the certificate that sealed it (subject, issuer, serial, SHA-256
+    fingerprint, self-signed), as openssl reads the trial seal; `verify` passes, and fails
+    once a sidecar's fingerprint is changed."""
+    layout = Layout(tmp_path)
+    layout.write()
+    make_pdf(layout.inbox / "deal.pdf", text="who sealed this")
+    (layout.inbox / "note.txt").write_text("and this\n")
+    out = folderseal("sign", "-c", str(layout.config), str(layout.inbox / "deal.pdf"),
+                     str(layout.inbox / "note.txt"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    seal = _openssl_certificate(layout)
+    for name in ("deal.pdf", "note.txt"):
+        signer = json.loads((layout.outbox / f"{name}.json").read_text())["signer"]
+        assert signer == {"subject": seal["subject"], "issuer": seal["issuer"],
+                          "serial_number": seal["serial"],
+                          "fingerprint_sha256": seal["fingerprint"], "self_signed": True}
+    good = folderseal("verify", str(layout.outbox))
+    assert good.returncode == 0, good.stdout + good.stderr
+    for name in ("deal.pdf", "note.txt"):
+        sidecar = layout.outbox / f"{name}.json"
+        data = json.loads(sidecar.read_text())
+        data["signer"]["fingerprint_sha256"] = "0" * 64
+        sidecar.write_text(json.dumps(data))
+    bad = folderseal("verify", str(layout.outbox))
+    assert bad.returncode == 1, bad.stdout
+    failed = [line for line in bad.stdout.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 2 and all("not the one its sidecar records" in line
+                                    for line in failed), bad.stdout
+
+
 def test_sign_refuses_outside_paths_and_fails_bad_pdfs(tmp_path: Path) -> None:
     """`sign` exits 1 for a path outside every inbox (leaving it alone) and for an encrypted
     or fake PDF, which go to errors with a record."""
@@ -551,6 +601,24 @@ def test_an_expired_seal_is_a_configuration_error(tmp_path: Path) -> None:
     run = folderseal("run", "-c", str(layout.config), timeout=30)
     assert run.returncode == CONFIG_ERROR, run.stdout + run.stderr
     assert "expired" in run.stderr
+
+
+def test_a_password_file_others_may_read_is_warned_about(tmp_path: Path) -> None:
+    """A seal password file readable by every account passes `check` with a warning naming
+    the file and chmod 600, and the daemon logs the same warning at start."""
+    layout = Layout(tmp_path)
+    layout.write()
+    password_file = tmp_path / "seal" / "seal.pass"
+    password_file.chmod(0o644)
+    check = folderseal("check", "-c", str(layout.config))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert (f"warning: provider local: password_file {password_file} is readable by every "
+            "account") in check.stdout
+    assert "chmod 600" in check.stdout
+    daemon = Daemon(layout).started()
+    event = daemon.wait_for_event("provider.warning", timeout=5)
+    assert str(password_file) in event["warning"] and "chmod 600" in event["warning"]
+    assert daemon.stop() == 0
 
 
 # -- folder options, one daemon watching one folder per option ----------------------------

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from folderseal.emulate import EmulatorHandle, start_seal
 from tests.helpers import (
@@ -45,6 +49,7 @@ def emulator(tmp_path: Path) -> Iterator[EmulatorHandle]:
 
 def _layout(tmp_path: Path, url: str, provider: dict | None = None, **folder: object) -> Layout:
     (tmp_path / "signius.key").write_text(KEY + "\n")
+    (tmp_path / "signius.key").chmod(0o600)
     layout = Layout(tmp_path, folder=folder, provider={
         "kind": "seal", "base_url": url, "api_key_file": "signius.key",
         "poll_interval_seconds": 0.1, "timeout_seconds": 5.0, "status_grace_seconds": 1.0,
@@ -234,12 +239,87 @@ def test_the_readme_configuration_works(tmp_path: Path, emulator: EmulatorHandle
 
 
 def test_check_reports_a_refused_key(tmp_path: Path, emulator: EmulatorHandle) -> None:
-    """`check` with a wrong key exits 78 and says the key was refused (without showing it)."""
+    """`check` with a wrong key exits 78 and says the key was refused and where to set it
+    (without showing it), naming the provider once."""
     layout = _layout(tmp_path, emulator.url)
     (tmp_path / "signius.key").write_text("wrong-key-123\n")
     out = folderseal("check", "-c", str(layout.config))
     assert out.returncode == 78
-    assert "refused the API key" in out.stdout and "wrong-key-123" not in out.stdout
+    assert f"problem: provider local: SEAL at {emulator.url} refused the API key" in out.stdout
+    assert "api_key_file" in out.stdout and "FOLDERSEAL_PROVIDERS__LOCAL__API_KEY" in out.stdout
+    assert "wrong-key-123" not in out.stdout and "all checks passed" not in out.stdout
+
+
+def test_check_says_what_it_proved_of_seal(tmp_path: Path, emulator: EmulatorHandle) -> None:
+    """`check` on a SEAL provider says SEAL answered and took the key, in SEAL's terms (not
+    the local signer's "the seal loads")."""
+    layout = _layout(tmp_path, emulator.url)
+    out = folderseal("check", "-c", str(layout.config))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (f"ok: provider local: SEAL at {emulator.url} answered; the API key was accepted"
+            in out.stdout)
+    assert "seal loads" not in out.stdout and "all checks passed" in out.stdout
+
+
+def test_check_fails_when_seal_cannot_be_reached_but_the_daemon_starts(tmp_path: Path) -> None:
+    """With nothing listening at base_url, `check` exits 69 saying what to look at, not
+    "all checks passed"; `run` still starts (its batches would wait) and logs why."""
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        layout = _layout(tmp_path, url)
+        out = folderseal("check", "-c", str(layout.config))
+        assert out.returncode == 69, out.stdout + out.stderr
+        assert f"problem: provider local: SEAL at {url} cannot be reached" in out.stdout
+        assert "check base_url" in out.stdout and "batches wait" in out.stdout
+        assert "all checks passed" not in out.stdout
+        daemon = Daemon(layout).started()
+        warning = daemon.wait_for_event("provider.warning")
+        assert "cannot be reached" in warning["warning"]
+        assert daemon.stop() == 0
+
+
+def test_seal_sidecars_name_the_certificate_read_from_the_signature(
+        tmp_path: Path, emulator: EmulatorHandle) -> None:
+    """SEAL reports nothing about its certificate: each sidecar records the one read from
+    the signed output's signature (here the emulator's trial seal), and `verify` checks
+    the outputs against it."""
+    layout = _layout(tmp_path, emulator.url)
+    daemon = Daemon(layout).started()
+    expected = _drop(layout, 2)
+    wait_until(lambda: _settled(layout, expected), timeout=60, what="both sealed")
+    assert daemon.stop() == 0
+    seal = emulator.data_dir / "seal"
+    _, certificate, _ = pkcs12.load_key_and_certificates(
+        (seal / "seal.p12").read_bytes(), (seal / "seal.pass").read_bytes().strip())
+    assert certificate is not None
+    fingerprint = certificate.fingerprint(hashes.SHA256()).hex()
+    for source in expected:
+        signer = json.loads((layout.outbox / f"{source}.json").read_text())["signer"]
+        assert signer["fingerprint_sha256"] == fingerprint, source
+        assert signer["subject"] == certificate.subject.rfc4514_string()
+        assert signer["self_signed"] is True
+    verify = folderseal("verify", str(layout.outbox))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_document_seal_did_not_sign_is_recorded_as_such(tmp_path: Path) -> None:
+    """A document SEAL reports unsigned (the emulator's fail-document) goes to errors with a
+    record that says SEAL gave no reason, whom to ask and how to retry, and whose timeline
+    has no "signed" or "downloaded" step."""
+    with start_seal(api_key=KEY, data_dir=tmp_path / "emulator", faults="fail-document=1",
+                    step_delay=0.02) as emulator:
+        layout = _layout(tmp_path, emulator.url)
+        daemon = Daemon(layout).started()
+        (layout.inbox / "unsigned.pdf").write_bytes(make_pdf(None, text="unsigned"))
+        wait_until(lambda: error_records(layout.errors), timeout=60, what="the error record")
+        assert daemon.stop() == 0
+    [record] = [json.loads(p.read_text()) for p in error_records(layout.errors)]
+    assert record["error"]["code"] == "not_signed"
+    assert "gave no reason: ask SEAL's administrator" in record["error"]["message"]
+    assert "`folderseal retry`" in record["error"]["message"]
+    assert [s["step"] for s in record["timeline"]] == [
+        "seen", "claimed", "batched", "submitted", "accepted", "failed"]
 
 
 def test_the_emulator_command(tmp_path: Path) -> None:
@@ -260,6 +340,30 @@ def test_the_emulator_command(tmp_path: Path) -> None:
     finally:
         process.terminate()
     assert process.wait(timeout=15) == 0
+
+
+@pytest.mark.parametrize(("stop", "given"), [(signal.SIGTERM, False), (signal.SIGINT, False),
+                                             (signal.SIGTERM, True)])
+def test_the_emulator_removes_its_temporary_data_folder(tmp_path: Path, stop: int,
+                                                        given: bool) -> None:
+    """`folderseal emulate seal` without --data works in a temporary folder and removes it
+    when stopped by SIGTERM or SIGINT (after signing in it); a --data folder is kept."""
+    data = ["--data", str(tmp_path / "kept")] if given else []
+    process = subprocess.Popen(
+        [sys.executable, "-m", "folderseal", "emulate", "seal", "--port", "0",
+         "--step-delay", "0.01", *data], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True)
+    try:
+        assert process.stdout is not None
+        listening = json.loads(process.stdout.readline())
+        folder, url = Path(listening["data"]), listening["url"]
+        assert folder.is_dir() and (folder / "seal" / "seal.p12").exists()
+        created = httpx.post(f"{url}/api/CreateBatch/1").json()["id"]
+        assert (folder / "batches" / created).is_dir()
+    finally:
+        process.send_signal(stop)
+    assert process.wait(timeout=15) == 0
+    assert folder.exists() == given, f"{folder} kept: {folder.exists()}"
 
 
 def test_a_big_batch_streams_through_seal(tmp_path: Path) -> None:

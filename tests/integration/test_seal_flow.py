@@ -220,8 +220,10 @@ def test_a_failure_after_accept_is_retried_on_the_same_remote_batch(layout: Layo
     assert fake.count("accept") == 1
 
 
-def test_a_document_the_provider_did_not_sign_fails_alone(layout: Layout) -> None:
-    """signingResult_Success false for one document: it goes to errors, the other is out."""
+@pytest.mark.parametrize("reason", ["", "the document's signature field is locked"])
+def test_a_document_the_provider_did_not_sign_fails_alone(layout: Layout, reason: str) -> None:
+    """signingResult_Success false for one document: it goes to errors, the other is out;
+    its record passes on SEAL's reason when SEAL gives one, and says what to do."""
     fake = FakeSealApi(key=KEY)
     daemon = _daemon(layout, fake)
     intake = daemon.intakes["scans"]
@@ -231,6 +233,8 @@ def test_a_document_the_provider_did_not_sign_fails_alone(layout: Layout) -> Non
     intake.form_batches(float("inf"))
     entry_of = {daemon.store.file(i).source: daemon.store.file(i).entry for i in ids}
     fake.fail_documents.add(entry_of["b.txt"])
+    if reason:
+        fake.fail_reasons[entry_of["b.txt"]] = reason
     try:
         store = daemon.store
         daemon.drain(lambda: all(store.file(i).state in (FileState.DONE, FileState.FAILED)
@@ -240,6 +244,12 @@ def test_a_document_the_provider_did_not_sign_fails_alone(layout: Layout) -> Non
     assert _sealed(layout) == {"a.pdf"}
     [record] = [json.loads(p.read_text()) for p in error_records(layout.errors)]
     assert record["source"] == "b.txt" and record["error"]["code"] == "not_signed"
+    message = record["error"]["message"]
+    if reason:
+        assert f"SEAL did not sign it (signingResult_Message: {reason})" in message
+    else:
+        assert "gave no reason: ask SEAL's administrator" in message
+    assert "`folderseal retry`" in message
 
 
 def test_429_waits_as_long_as_seal_asks(layout: Layout) -> None:

@@ -164,6 +164,31 @@ def test_a_file_swapped_in_the_work_folder_is_never_sealed(layout: Layout, swap:
         daemon.close()
 
 
+@pytest.mark.parametrize(("change", "what"), [("append", "size"), ("overwrite", "content")])
+def test_a_file_written_to_after_its_claim_fails_saying_what_to_do(
+        layout: Layout, change: str, what: str) -> None:
+    """A batched file a writer goes on changing in place fails as input_changed; its error
+    record says what changed, to check the file and retry it, and how to prevent it."""
+    _drop(layout, ["still-open.txt"])
+    daemon = _daemon(layout, crashy=False)
+    try:
+        ids = _claim_and_batch(daemon, ["still-open.txt"])
+        assert daemon.store is not None
+        record = daemon.store.file(ids["still-open.txt"])
+        assert record is not None and record.batch_id and record.entry
+        path = layout.work / "batches" / record.batch_id / record.entry
+        with path.open("ab" if change == "append" else "r+b") as writer:  # same inode
+            writer.write(b"x" if change == "append" else b"X" * record.size)
+        _run_until_done(daemon, ids)
+    finally:
+        daemon.close()
+    [error] = [json.loads(p.read_text()) for p in error_records(layout.errors)]
+    message = error["error"]["message"]
+    assert error["error"]["code"] == "input_changed"
+    assert f"its {what} differs" in message and "folderseal retry" in message
+    assert "temporary name" in message and "settle_seconds" in message
+
+
 def test_a_signed_pdf_staged_without_its_result_is_not_taken_for_done(layout: Layout) -> None:
     """A crash between staging a signed PDF (under its entry name) and saving its result
     leaves the batch open: status is not CLOSED, and accept signs that file again."""

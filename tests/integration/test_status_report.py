@@ -155,3 +155,27 @@ def test_suspected_fragments_of_the_last_day_and_ignored_names_are_shown(
     html = page.render(report)
     assert 'table class="fragments"' in html and "slow.pdf" in html
     assert 'class="warn ignored"' in html and "sub/y.PART, was last written 2.0 h ago" in html
+
+
+def test_files_of_a_delivered_batch_count_as_delivered_not_in_flight(tmp_path: Path) -> None:
+    """A file whose outputs and sidecar are published (its batch DELIVERED, not yet
+    cleaned) counts as delivered, not in flight, and is not "waiting" however old."""
+    settings = _settings(tmp_path)
+    now = time.time()
+    clock = [now - 5000.0]  # older than stuck_after_seconds (3600)
+    settings.state_dir.mkdir()
+    store = Store(settings.database, "n1", clock=lambda: clock[0])
+    _claim(store, "out", clock[0])
+    store.create_job(job_id="job-out", folder="scans", provider="remote",
+                     entries=[("out", "0001_out.pdf")])
+    store.set_file_state("out", FileState.BATCHED, FileState.PUBLISHED)
+    clock[0] = now - 10.0
+    _claim(store, "waiting", clock[0])
+    store.close()
+
+    report = collect(settings, warnings=[])
+    scans = report["folders"]["scans"]
+    assert scans["in_flight"] == 1 and scans["delivered"] == 1
+    assert scans["oldest_waiting_seconds"] < 100
+    assert not any("waited" in a for a in report["alarms"]), report["alarms"]
+    assert "1 in flight, 1 signed" in summary(report)

@@ -424,3 +424,64 @@ def test_paths_under_the_credentials_directory_resolve_when_read(
     provider = load(write(tmp_path, text)).providers["local"]
     assert provider.password_file == credentials / "seal.pass"  # type: ignore[union-attr]
     assert provider.read_password() == PASSWORD.encode()  # type: ignore[union-attr]
+
+
+SEAL = """
+[providers.local]
+kind = "seal"
+base_url = "https://seal.example.org"
+"""
+LOCAL = """
+[providers.local]
+kind = "local"
+certificate = "seal.p12"
+"""
+
+
+@pytest.mark.parametrize(("file_line", "variable", "kind"), [
+    ('api_key_file = "signius.key"', "API_KEY", "seal"),
+    ('api_key = "from-the-file"', "API_KEY_FILE", "seal"),
+    ('password_file = "seal/seal.pass"', "PASSWORD", "local"),
+    ('password = "from-the-file"', "PASSWORD_FILE", "local"),
+])
+def test_a_secret_from_the_env_overrides_the_other_form_in_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file_line: str, variable: str,
+        kind: str) -> None:
+    """The environment wins over the file for a secret too: FOLDERSEAL_…__API_KEY beside
+    the file's api_key_file (or the _FILE variable beside a value in the file) is used,
+    not refused as "both"."""
+    table = SEAL if kind == "seal" else LOCAL
+    path = write(tmp_path, table + file_line + "\n" + FOLDER)
+    secret_file = tmp_path / "env.secret"
+    secret_file.write_text("from-the-env-file\n")
+    value = str(secret_file) if variable.endswith("_FILE") else "from-the-env"
+    monkeypatch.setenv(f"FOLDERSEAL_PROVIDERS__LOCAL__{variable}", value)
+    provider = load(path).providers["local"]
+    read = provider.read_api_key() if kind == "seal" else provider.read_password()  # type: ignore[union-attr]
+    assert read == (b"from-the-env-file" if variable.endswith("_FILE") else b"from-the-env")
+
+
+def test_both_forms_of_a_secret_in_the_env_are_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two sources in the same layer (here both in the environment) are a conflict."""
+    path = write(tmp_path, SEAL + 'api_key_file = "signius.key"\n' + FOLDER)
+    monkeypatch.setenv("FOLDERSEAL_PROVIDERS__LOCAL__API_KEY", "from-the-env")
+    monkeypatch.setenv("FOLDERSEAL_PROVIDERS__LOCAL__API_KEY_FILE", "/etc/other.key")
+    error = config_error(path)
+    assert "not both" in str(error) and "from-the-env" not in str(error)
+
+
+def test_both_forms_of_a_secret_in_the_file_are_refused(tmp_path: Path) -> None:
+    """api_key and api_key_file both in the file are a conflict, as before."""
+    path = write(tmp_path, SEAL + 'api_key_file = "signius.key"\napi_key = "k-123456"\n'
+                 + FOLDER)
+    assert "not both" in str(config_error(path))
+
+
+def test_an_empty_env_secret_does_not_hide_the_file_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty FOLDERSEAL_…__API_KEY means "not set": the file's api_key_file stays."""
+    (tmp_path / "signius.key").write_text("file-key\n")
+    path = write(tmp_path, SEAL + 'api_key_file = "signius.key"\n' + FOLDER)
+    monkeypatch.setenv("FOLDERSEAL_PROVIDERS__LOCAL__API_KEY", "")
+    assert load(path).providers["local"].read_api_key() == b"file-key"  # type: ignore[union-attr]

@@ -125,6 +125,21 @@ def test_not_signed_and_missing_documents_fail_alone(tmp_path: Path) -> None:
     assert results[3].error_code == "contradictory"
 
 
+def test_not_signed_passes_on_seals_reason_and_says_what_to_do(tmp_path: Path) -> None:
+    """A document SEAL did not sign carries SEAL's own reason when it gave one, else says it
+    gave none and whom to ask; either way it says a retry cannot sign it twice."""
+    documents = [_doc("0001_a.pdf", b"a"), _doc("0002_b.pdf", b"b")]
+    remote = {"0001_a.pdf": RemoteDocument("1", "0001_a.pdf", False, False,
+                                           reason="signingResult_Message: PDF is encrypted"),
+              "0002_b.pdf": RemoteDocument("2", "0002_b.pdf", False, False)}
+    results, _, _ = _run(tmp_path, {}, documents, remote)
+    given, silent = (r.error_message for r in results)
+    assert "SEAL did not sign it (signingResult_Message: PDF is encrypted)" in given
+    assert "gave no reason" in silent and "document 2 of batch 2123" in silent
+    for message in (given, silent):
+        assert "`folderseal retry`" in message and "cannot be signed twice" in message
+
+
 def test_a_zip_bomb_fails_the_batch(tmp_path: Path) -> None:
     """An entry that unpacks beyond max_entry_bytes fails the whole batch with a reason."""
     limits = Limits(LIMITS.suffixes, 10_000_000, 1_000_000)

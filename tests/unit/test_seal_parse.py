@@ -52,6 +52,23 @@ def test_upload_answer_is_a_document_named_by_name() -> None:
     assert document.success is None
 
 
+def test_documented_fields_give_no_reason() -> None:
+    """The documented document fields (as in the status and upload examples) hold no
+    reason: none is made up."""
+    assert parse.document(STATUS["documents"][0]).reason == ""
+    assert parse.document(UPLOAD).reason == ""
+
+
+@pytest.mark.parametrize("field", ["signingResult_Message", "errorMessage", "reason",
+                                   "signingResult_Error"])
+def test_an_undocumented_reason_field_is_passed_on(field: str) -> None:
+    """A text field SEAL adds that speaks of an error, message or reason is SEAL's own
+    word on the document, kept with its name; an empty one is not."""
+    data = {**STATUS["documents"][0], field: "  the PDF is encrypted  "}
+    assert parse.document(data).reason == f"{field}: the PDF is encrypted"
+    assert parse.document({**STATUS["documents"][0], field: " "}).reason == ""
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     (2123, "2123"), ("2123", "2123"), (" 2123 ", "2123"), (2123.0, "2123"), ("abc-1", "abc-1"),
 ])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import secrets
@@ -9,7 +10,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from folderseal import __version__, sidecar
-from folderseal.model import FileRecord, FileState, JobRecord, JobState
+from folderseal.model import (
+    DocumentResult,
+    Event,
+    FileRecord,
+    FileState,
+    JobRecord,
+    JobState,
+    Signer,
+)
 from folderseal.redact import REDACTOR
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -34,14 +43,31 @@ def job(remote_id: str | None = "2123") -> JobRecord:
     )
 
 
+def batch(state: str, at: float) -> Event:
+    return Event(kind="batch.state", file_id=None, state=state, at=at)
+
+
+def file(state: str, at: float, file_id: str = "f1") -> Event:
+    return Event(kind="file.state", file_id=file_id, state=state, at=at)
+
+
+# A delivered file's batch, as the manager records it: the result comes back (READY)
+# in the download step, just before DOWNLOADED.
+HISTORY = [batch("CREATED", T0 + 3), batch("UPLOADED", T0 + 4), batch("ACCEPTING", T0 + 5),
+           batch("ACCEPTED", T0 + 6), batch("CLOSED", T0 + 7), file("READY", T0 + 7.5),
+           batch("DOWNLOADED", T0 + 8)]
+
+
+def steps_of(history: list[Event], end: str = "failed") -> list[str]:
+    return [s["step"] for s in sidecar.timeline(record(), job(), history, (end, T0 + 9))]
+
+
 def common(rec: FileRecord, batch: JobRecord | None = None) -> dict[str, Any]:
     batch = batch if batch is not None else job()
-    events = [("CREATED", T0 + 3), ("UPLOADED", T0 + 4), ("ACCEPTING", T0 + 5),
-              ("ACCEPTED", T0 + 6), ("CLOSED", T0 + 7), ("DOWNLOADED", T0 + 8)]
     return {
         "provider_name": "signius", "provider_kind": "seal", "job": batch, "batch_files": 37,
         "document": "1", "node": "scan-host-1",
-        "steps": sidecar.timeline(rec, batch, events, ("delivered", T0 + 9)),
+        "steps": sidecar.timeline(rec, batch, HISTORY, ("delivered", T0 + 9)),
     }
 
 
@@ -54,7 +80,7 @@ def test_signed_sidecar_has_exactly_the_documented_fields() -> None:
     rec = record()
     data = json.loads(sidecar.signed(rec, OUTPUTS, **common(rec)))
     assert set(data) == {"schema", "status", "folder", "source", "input", "outputs",
-                         "provider", "batch", "node", "version", "timeline"}
+                         "provider", "batch", "node", "version", "timeline", "signer"}
     assert data["schema"] == "folderseal.sidecar/1"
     assert data["status"] == "signed"
     assert data["folder"] == "scans"
@@ -69,6 +95,19 @@ def test_signed_sidecar_has_exactly_the_documented_fields() -> None:
     assert data["version"] == __version__
     for step in data["timeline"]:
         assert set(step) == {"step", "at"}
+
+
+def test_the_signer_is_the_certificate_the_result_names() -> None:
+    """signer holds subject, issuer, serial, fingerprint and self-signed of the certificate
+    the provider's result names; null when none was read (and it survives the store)."""
+    who = Signer(subject="CN=Seal", issuer="CN=CA", serial_number="0A1B",
+                 fingerprint_sha256="c" * 64, self_signed=False)
+    result = DocumentResult(entry="0000_invoice.pdf", signer=who)
+    rec = dataclasses.replace(record(), result=DocumentResult.from_json(result.to_json()))
+    data = json.loads(sidecar.signed(rec, OUTPUTS, **common(rec)))
+    assert data["signer"] == {"subject": "CN=Seal", "issuer": "CN=CA", "serial_number": "0A1B",
+                              "fingerprint_sha256": "c" * 64, "self_signed": False}
+    assert json.loads(sidecar.signed(record(), OUTPUTS, **common(record())))["signer"] is None
 
 
 def test_detached_outputs_keep_their_roles() -> None:
@@ -116,10 +155,46 @@ def test_timestamps_are_iso_utc_with_milliseconds_and_z() -> None:
 def test_a_step_repeated_after_a_retry_is_shown_once() -> None:
     """A state reached twice (a retry) appears once, at its first time."""
     rec = record()
-    steps = sidecar.timeline(rec, job(), [("ACCEPTING", T0 + 5), ("ACCEPTING", T0 + 50)],
-                             ("delivered", T0 + 60))
+    steps = sidecar.timeline(rec, job(), [batch("ACCEPTING", T0 + 5),
+                                          batch("ACCEPTING", T0 + 50)], ("delivered", T0 + 60))
     assert [s["step"] for s in steps].count("submitted") == 1
     assert steps[3] == {"step": "submitted", "at": sidecar.iso(T0 + 5)}
+
+
+def test_a_file_the_provider_did_not_sign_has_no_signed_or_downloaded_step() -> None:
+    """A file rejected at download (not signed, missing, refused by the signer) was
+    submitted and accepted, never signed or downloaded; a good file of the same batch was."""
+    rejected = [*HISTORY[:5], file("READY", T0 + 7.5, "f2"), file("REJECTED", T0 + 7.6),
+                HISTORY[-1]]
+    assert steps_of(rejected) == ["seen", "claimed", "batched", "submitted", "accepted",
+                                  "failed"]
+    other = sidecar.timeline(dataclasses.replace(record(), id="f2"), job(), rejected,
+                             ("delivered", T0 + 9))
+    assert [s["step"] for s in other][-3:] == ["signed", "downloaded", "delivered"]
+
+
+def test_a_file_rejected_before_accept_has_no_submitted_step() -> None:
+    """A file that left its batch before the batch was submitted shows none of the
+    batch's later steps."""
+    history = [batch("CREATED", T0 + 3), file("REJECTED", T0 + 3.5), *HISTORY[1:]]
+    assert steps_of(history) == ["seen", "claimed", "batched", "failed"]
+
+
+def test_a_file_published_then_refused_by_the_outbox_was_signed_and_downloaded() -> None:
+    """A file whose good result could not be published (a name the outbox refuses) was
+    signed and downloaded: those steps stay."""
+    history = [*HISTORY, file("REJECTED", T0 + 8.5)]
+    assert steps_of(history)[-3:] == ["signed", "downloaded", "failed"]
+
+
+def test_a_retry_into_the_same_batch_counts_the_batch_steps_again() -> None:
+    """A file put back into its batch by a retry shows the batch's later steps."""
+    history = [*HISTORY[:4], file("REJECTED", T0 + 6.5), batch("FAILED", T0 + 6.6),
+               file("FAILED", T0 + 6.7), file("BATCHED", T0 + 20), batch("ACCEPTED", T0 + 20),
+               batch("CLOSED", T0 + 21), file("READY", T0 + 22), batch("DOWNLOADED", T0 + 23)]
+    assert steps_of(history, "delivered") == [
+        "seen", "claimed", "batched", "submitted", "accepted", "signed", "downloaded",
+        "delivered"]
 
 
 def test_failed_record_has_status_and_error() -> None:

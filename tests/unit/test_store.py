@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from folderseal.errors import LeaseLost, StateConflict
-from folderseal.model import FileState, JobRecord, JobState
+from folderseal.model import DocumentResult, FileState, JobRecord, JobState
 from folderseal.store import _SQL, LEASE_SECONDS, Store, migrations
 
 T0 = 1_800_000_000.0
@@ -292,6 +292,25 @@ def test_transition_moves_the_state_and_writes_an_event(store: Store, db: Path) 
     assert uploaded.state == JobState.UPLOADED and uploaded.remote_id == "R-17"
     assert batch_events(db, job.id) == [("BATCHED", "CREATED"), ("CREATED", "UPLOADED")]
     assert [s for s, _ in store.job_transitions(job.id)] == ["CREATED", "UPLOADED"]
+
+
+def test_job_history_holds_the_batch_and_its_files_in_order(store: Store) -> None:
+    """job_history lists the batch's transitions and its own files' events (a retry's too,
+    which carries no job id), in the order they happened, and nothing of another batch."""
+    batched_job(store)
+    batched_job(store, "job2", n=1)
+    job = acquired(store)
+    store.transition(job, JobState.CREATED)
+    store.set_file_result("job1-f0", FileState.BATCHED,
+                          DocumentResult(entry="e", error_code="not_signed", error_message="no"),
+                          job_id=job.id)
+    store.set_file_state("job1-f0", FileState.REJECTED, FileState.FAILED)
+    store.reopen_file("job1-f0")
+    history = [(e.kind, e.file_id, e.state) for e in store.job_history(job.id)]
+    assert history == [
+        ("file.batched", "job1-f0", "BATCHED"), ("file.batched", "job1-f1", "BATCHED"),
+        ("batch.state", None, "CREATED"), ("file.state", "job1-f0", "REJECTED"),
+        ("file.state", "job1-f0", "FAILED"), ("file.state", "job1-f0", "BATCHED")]
 
 
 def test_transition_from_the_wrong_state_is_refused(store: Store, db: Path) -> None:

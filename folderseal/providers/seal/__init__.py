@@ -11,16 +11,19 @@ between the call and the state that records it.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import httpx
 
 from folderseal import crashpoints, files
 from folderseal.config import SealProviderConfig
+from folderseal.engine import signer_of
 from folderseal.errors import ConfigError, TransientError
+from folderseal.keyfiles import exposure
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult
-from folderseal.providers import Attempts, BatchView, Remote, RemoteStatus
+from folderseal.providers import Attempts, BatchView, Health, Remote, RemoteStatus
 from folderseal.providers.seal import package
 from folderseal.providers.seal.client import SealClient
 
@@ -53,34 +56,47 @@ class SealProvider:
 
     # -- life cycle ----------------------------------------------------------------
 
-    def check(self, network: bool = True) -> list[str]:
+    def check(self, network: bool = True) -> Health:
         """Reachability and the key: a status call on a batch that cannot exist.
 
-        404 (or another answer past authentication) means the key was accepted; 401/403
-        that it was refused (ConfigError). SEAL out of reach is only a warning: the
-        daemon starts and its batches wait.
+        404 (or another answer past authentication) means SEAL answered and took the key;
+        401/403 that it refused the key, a redirect that base_url is not SEAL's address
+        (both ConfigError). No answer, a 5xx or a 429 vouches for nothing: ``unreachable``
+        (``folderseal check`` fails; the daemon starts and its batches wait).
         """
-        warnings = []
+        warnings = exposure(self.cfg.secret_files())
         if not self.cfg.verify_tls:
-            warnings.append(f"provider {self.name}: TLS verification is off (verify_tls = "
-                            "false): anyone on the path could pose as SEAL")
+            warnings.append("TLS verification is off (verify_tls = false): anyone on the "
+                            "path could pose as SEAL")
         if not network:
-            return warnings
+            return Health(warnings=tuple(warnings))
+        where = f"SEAL at {self.cfg.base_url}"
         client = SealClient(self.cfg, self.name, self.transport, timeout=PROBE_TIMEOUT)
         try:
-            status = client.probe()
+            status, location = client.probe()
         except TransientError as exc:
-            return [*warnings, f"provider {self.name}: SEAL at {self.cfg.base_url} is not "
-                               f"reachable now ({exc}); batches wait until it is"]
+            return Health(warnings=tuple(warnings), unreachable=(
+                f"{where} cannot be reached ({exc}): check base_url, the network, any "
+                "firewall or proxy, and that SEAL is up; `folderseal run` starts anyway and "
+                "its batches wait until SEAL answers"))
         finally:
             client.close()
         if status in (401, 403):
-            raise ConfigError(f"provider {self.name}: SEAL at {self.cfg.base_url} refused the "
-                              f"API key (HTTP {status}); check api_key / api_key_file")
-        if status >= 500:
-            warnings.append(f"provider {self.name}: SEAL answered a test status call with "
-                            f"HTTP {status}; it may be in trouble")
-        return warnings
+            variable = f"FOLDERSEAL_PROVIDERS__{self.name.upper()}__API_KEY"
+            raise ConfigError(f"{where} refused the API key (HTTP {status}): check api_key, "
+                              f"api_key_file or {variable} against the key SEAL's "
+                              "administrator issued")
+        if 300 <= status < 400:
+            raise ConfigError(f"{where} answered a redirect (HTTP {status} to {location}): "
+                              "set base_url to the address SEAL really has")
+        if status == 429 or status >= 500:
+            return Health(warnings=tuple(warnings), unreachable=(
+                f"{where} answered a test call with HTTP {status}, so the API key could not "
+                "be checked: SEAL is overloaded or in trouble; ask its administrator and run "
+                "check again; `folderseal run` starts anyway and its batches wait"))
+        key = "no API key is sent (auth = \"none\")" if self.cfg.auth == "none" \
+            else "the API key was accepted"
+        return Health(verified=f"{where} answered; {key}", warnings=tuple(warnings))
 
     def start(self) -> None:
         if self.client is None:
@@ -134,9 +150,19 @@ class SealProvider:
         path = batch.staging / PACKAGE
         size = self._client.download(remote_id, path, self.limits.max_total)
         self.log.info("seal.downloaded", batch=batch.id, remote=remote_id, bytes=size)
-        return package.extract(path, batch.staging, batch.documents, remote, self.limits,
-                               remote_id, self.log.warning)
+        results = package.extract(path, batch.staging, batch.documents, remote, self.limits,
+                                  remote_id, self.log.warning)
+        return [_with_signer(result) for result in results]
 
     def delete(self, batch: BatchView, remote_id: str) -> None:
         if remote_id:
             self._client.delete(remote_id)
+
+
+def _with_signer(result: DocumentResult) -> DocumentResult:
+    """SEAL reports nothing about the certificate it sealed with: it is read from the
+    signature of the signed output (a signed PDF, or a .p7s/.p7m beside the file)."""
+    for output in result.outputs if result.ok else ():
+        if output.staged and (signer := signer_of(Path(output.staged))) is not None:
+            return dataclasses.replace(result, signer=signer)
+    return result

@@ -154,10 +154,12 @@ class SealClient:
         self._call("DELETE", f"/api/BatchDeleteCache/{batch_id}", "delete", batch_id,
                    allow_404=True)  # gone already: what we wanted
 
-    def probe(self) -> int:
-        """The HTTP status of a status call on a batch that cannot exist (tests the key)."""
+    def probe(self) -> tuple[int, str]:
+        """The HTTP status (and Location, if any) of a status call on a batch that cannot
+        exist: it tests the address and the key."""
         try:
-            return self.http.get(f"/api/BatchStatus/{IMPOSSIBLE_BATCH}").status_code
+            response = self.http.get(f"/api/BatchStatus/{IMPOSSIBLE_BATCH}")
+            return response.status_code, response.headers.get("Location", "")
         except httpx.HTTPError as exc:
             raise self._transient(exc, "check", "") from None
 

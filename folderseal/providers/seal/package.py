@@ -77,7 +77,7 @@ def extract(package: Path, staging: Path, documents: tuple[Document, ...],
             extracted[name] = (digest, size)
             total += size
     files.fsync_dir(staging)
-    return [_result(d, extracted, remote.get(d.entry), staging, limits)
+    return [_result(d, extracted, remote.get(d.entry), staging, limits, batch)
             if d.entry not in ambiguous else
             DocumentResult(entry=d.entry, error_code="ambiguous",
                            error_message="the provider's package holds several entries of "
@@ -152,8 +152,20 @@ def _bomb(batch: str, name: str) -> ProviderError:
                          "zip bomb, or a limit to raise", operation="download", batch=batch)
 
 
+def not_signed_message(remote: RemoteDocument, batch: str) -> str:
+    """SEAL's own reason if it gave one, and what to do: it was not signed, so a retry
+    (a new batch) cannot sign it twice."""
+    said = (f"SEAL did not sign it ({remote.reason})" if remote.reason else
+            f"SEAL did not sign it (signingResult_Success false) and gave no reason: ask "
+            f"SEAL's administrator why document {remote.id} of batch {batch} failed (a "
+            "damaged or password-protected file is a common cause)")
+    return (f"{said}. Once the cause is fixed, `folderseal retry` it (the id is in "
+            "`folderseal status`): it goes into a new batch, and cannot be signed twice")
+
+
 def _result(document: Document, extracted: dict[str, tuple[str, int]],
-            remote: RemoteDocument | None, staging: Path, limits: Limits) -> DocumentResult:
+            remote: RemoteDocument | None, staging: Path, limits: Limits,
+            batch: str) -> DocumentResult:
     provider_document = remote.id if remote else ""
     returned = any(name == document.entry or name.startswith(document.entry)
                    for name in extracted)
@@ -165,8 +177,7 @@ def _result(document: Document, extracted: dict[str, tuple[str, int]],
                                   "marked it signed: check with the provider",
                                   provider_document=provider_document)
         return DocumentResult(entry=document.entry, error_code="not_signed",
-                              error_message="the provider reports it was not signed "
-                              "(signingResult_Success false)",
+                              error_message=not_signed_message(remote, batch),
                               provider_document=provider_document)
     signatures = [
         Output(role="signature", staged=str(staging / (document.entry + suffix)), suffix=suffix,

@@ -28,6 +28,7 @@ class RemoteDocument:
     name: str
     signed: bool | None
     success: bool | None        # signingResult_Success; None when absent
+    reason: str = ""            # why SEAL did not sign it, if it said ("field: text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,25 @@ def timestamp(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+# A document's fields as documented; none of them gives a reason for a failure.
+DOCUMENTED = frozenset({"id", "signed", "fileName", "name", "signingResult_Success", "hash",
+                        "signature", "counterpartyId", "batchId", "creationDate", "isZip",
+                        "tsaId"})
+REASON_WORDS = ("error", "message", "reason", "result", "detail")
+REASON_MAX = 500
+
+
+def reason(data: dict[str, Any]) -> str:
+    """SEAL's own word on a document, if it gives one: the first undocumented text field
+    whose name speaks of an error, message, reason, result or detail ("field: text")."""
+    for key, value in data.items():
+        if key in DOCUMENTED or not isinstance(value, str) or not value.strip():
+            continue
+        if any(word in str(key).lower() for word in REASON_WORDS):
+            return f"{key}: {value.strip()[:REASON_MAX]}"
+    return ""
+
+
 def document(data: Any) -> RemoteDocument:
     """A document; one without a name is kept nameless (it matches no file we sent)."""
     if not isinstance(data, dict):
@@ -100,7 +120,8 @@ def document(data: Any) -> RemoteDocument:
         name = ""
     return RemoteDocument(id=text_id(data.get("id"), "document id"), name=name,
                           signed=boolean(data.get("signed")),
-                          success=boolean(data.get("signingResult_Success")))
+                          success=boolean(data.get("signingResult_Success")),
+                          reason=reason(data))
 
 
 def batch(data: Any, codes: list[str] | None = None) -> RemoteBatchInfo:

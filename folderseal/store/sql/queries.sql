@@ -199,6 +199,13 @@ WHERE job_id = :job_id AND kind = 'batch.state' AND detail LIKE 'abandoned %';
 -- name: job_transitions
 SELECT to_state, at FROM events WHERE job_id = :job_id AND kind = 'batch.state' ORDER BY id;
 
+-- name: job_history
+SELECT kind, file_id, to_state, at FROM events
+WHERE (job_id = :job_id AND kind = 'batch.state')
+   OR (kind IN ('file.batched', 'file.state')
+       AND file_id IN (SELECT id FROM files WHERE batch_id = :job_id))
+ORDER BY id;
+
 -- name: heartbeat
 INSERT INTO nodes (node, pid, started_at, heartbeat_at, notes)
 VALUES (:node, :pid, :started_at, :now, :notes)
