@@ -239,7 +239,10 @@ class Seal:
             )
             raise SealMaterialError(f"cannot open private key file {key_path}: {hint}") from None
         except ValueError as exc:
-            if "password" in str(exc).lower() or "decrypt" in str(exc).lower():
+            # A wrong password usually fails the decryption, but now and then (about one
+            # time in 256) it decrypts to garbage that fails to parse instead.
+            encrypted = b"ENCRYPTED" in key_data and password is not None
+            if encrypted or "password" in str(exc).lower() or "decrypt" in str(exc).lower():
                 raise SealMaterialError(
                     f"cannot open private key file {key_path}: wrong password?"
                 ) from None
