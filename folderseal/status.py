@@ -6,7 +6,8 @@ claims paused for disk space or the in-flight limit, a share in an outage, a fol
 that stopped making progress. The status page and the metrics read the same report.
 
 Alarms are what needs a person now, and make ``status`` exit 1: the daemon down or
-hung, a watcher down, a share out, a disk under ``min_free_bytes``, a provider still
+hung, a watcher down, a share out, an outbox, errors or archive folder missing or not
+writable (claims stop), a disk under ``min_free_bytes``, a provider still
 failing after many retries, a batch past ``max_wait_seconds``, a file older than
 ``stuck_after_seconds``. Files in errors with a record are a normal outcome: listed,
 never an alarm.
@@ -139,6 +140,7 @@ def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
     oldest = min([claimed or now, *(w["since"] for w in waiting)])
     return {"watch": notes.get("mode", ""), "outage": notes.get("outage", ""),
             "paused": notes.get("paused", ""), "disk_full": notes.get("disk_full", ""),
+            "blocked": notes.get("blocked", []),
             "problem": notes.get("problem", ""), "settling": notes.get("candidates", 0),
             "waiting": waiting, "in_flight": sum(counts.get(s, 0) for s in IN_FLIGHT),
             "oldest_waiting_seconds": round(now - oldest, 1), "files": counts,
@@ -164,6 +166,7 @@ def _alarms(name: str, folder: dict[str, Any], max_wait: float | None,
                       ("disk_full", "disk full")):
         if folder[key]:
             found.append(f"folder {name}: {what}: {folder[key]}")
+    found += [f"folder {name}: {BLOCKED}: {b['message']}" for b in folder["blocked"]]
     for job in folder["batches"]:
         if job["attempts"] >= ALARM_ATTEMPTS and job["state"] not in FINISHED_JOBS:
             found.append(f"folder {name}: batch {job['batch']} still failing in "
@@ -179,7 +182,8 @@ def _alarms(name: str, folder: dict[str, Any], max_wait: float | None,
 
 
 def _empty() -> dict[str, Any]:
-    return {"watch": "", "outage": "", "paused": "", "disk_full": "", "problem": "",
+    return {"watch": "", "outage": "", "paused": "", "disk_full": "", "blocked": [],
+            "problem": "",
             "settling": 0, "waiting": [], "in_flight": 0, "oldest_waiting_seconds": 0.0,
             "files": {}, "batch_states": {}, "batches": [], "failed": [],
             "signed_per_minute": [0] * HOUR_MINUTES}
@@ -187,24 +191,29 @@ def _empty() -> dict[str, Any]:
 
 CONDITIONS = (("outage", "share out"), ("disk_full", "disk full"), ("paused", "claims paused"),
               ("problem", "not making progress"))
+BLOCKED = "claims stopped"
 
 
 def conditions(folder: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, reason) of what holds a folder up; a pause for disk space shows once."""
     return [(label, folder[key]) for key, label in CONDITIONS
-            if folder[key] and not (key == "paused" and folder[key] == folder["disk_full"])]
+            if folder[key] and not (key == "paused" and folder[key] == folder["disk_full"])] \
+        + [(BLOCKED, b["message"]) for b in folder["blocked"]]
 
 
 def summary(report: dict[str, Any]) -> str:
     """One line: waiting, in flight, failed, shares out, the first alarm (systemd STATUS=)."""
     folders = report["folders"].values()
     out = [name for name, f in report["folders"].items() if f["outage"]]
+    stopped = [name for name, f in report["folders"].items() if f["blocked"]]
     parts = [f"{sum(f['settling'] for f in folders)} waiting",
              f"{sum(f['in_flight'] for f in folders)} in flight",
              f"{sum(f['files'].get(FileState.DONE, 0) for f in folders)} signed",
              f"{sum(f['files'].get(FileState.FAILED, 0) for f in folders)} failed"]
     if out:
         parts.append(f"share out: {', '.join(out)}")
+    if stopped:
+        parts.append(f"{BLOCKED}: {', '.join(stopped)}")
     line = ", ".join(parts)
     alarms = [a for a in report["alarms"] if a != "the daemon is not running"]
     return f"{line}; {alarms[0]}" if alarms else line
