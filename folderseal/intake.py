@@ -44,7 +44,6 @@ CLAIMS_PER_STEP = 100
 CLAIM_BYTES_PER_STEP = 1 << 30  # hashing happens on this thread: keep a step short
 EMPTY_SETTLE_FACTOR = 10
 STALL_SECONDS = 60.0  # a scan this late means the folder is not making progress
-BLOCK_CHECK_SECONDS = 1.0  # how often the output folders are looked at
 
 
 class FolderIntake:
@@ -79,7 +78,7 @@ class FolderIntake:
         self.disk_full = ""          # the outbox or state folder under min_free_bytes
         self.blocked_until = 0.0
         self.blocked: list[folders.Blocked] = []  # output folders that stop claims
-        self.next_block_check_at = 0.0
+        self.next_reconcile_at = 0.0  # of the errors folder with the store's failures
         self.scanned_at = 0.0        # the last scan of the inbox (0: none yet)
         self.on_batch: Callable[[], None] = lambda: None
 
@@ -137,8 +136,7 @@ class FolderIntake:
         if now < self.blocked_until:
             return
         self.blocked_until = 0.0
-        if now >= self.next_block_check_at:
-            self._check_output_folders(now)
+        self._check_output_folders()
         try:
             if not self.attached and (now < self.retry_attach_at or not self.attach(now)):
                 return
@@ -156,6 +154,9 @@ class FolderIntake:
             self._look_and_claim(now)
             if now >= self.next_batch_at:
                 self.form_batches(now)
+            if now >= self.next_reconcile_at:
+                self.sink.failures.reconcile()
+                self.next_reconcile_at = now + self.cfg.rescan_seconds
         except Outage as exc:
             self._detach(now, str(exc))
         except TransientError as exc:  # the state folder takes no writes: claim later
@@ -166,7 +167,7 @@ class FolderIntake:
         except OSError as exc:  # the share or disk in trouble (EIO, ESTALE…): back off
             self._detach(now, f"{exc.strerror or exc}: {exc.filename or self.cfg.inbox}")
 
-    def _check_output_folders(self, now: float) -> None:
+    def _check_output_folders(self) -> None:
         blocked = folders.blocked(self.cfg)
         if blocked != self.blocked:
             for block in blocked:
@@ -174,7 +175,6 @@ class FolderIntake:
             if not blocked:
                 self.log.info("folder.unblocked", action="claiming again")
         self.blocked = blocked
-        self.next_block_check_at = now + BLOCK_CHECK_SECONDS
 
     def _hint_path(self, path: str, now: float) -> None:
         if not path.startswith(self.inbox):

@@ -128,7 +128,8 @@ def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
                      "in_state_seconds": round(now - job["updated_at"], 1),
                      "next_attempt_in": None if due is None else max(0.0, round(due - now, 1)),
                      "last_error": job["error_message"]})
-    failed = [{"file": r["id"], "source": bytes(r["source"]).decode("utf-8", "backslashreplace"),
+    failed = [{"file": r["id"], "retry_id": r["id"],
+               "source": bytes(r["source"]).decode("utf-8", "backslashreplace"),
                "code": r["error_code"], "reason": r["error_message"], "attempts": r["attempts"],
                "at": iso(r["updated_at"])}
               for r in _rows(db, "SELECT * FROM files WHERE folder = ? AND state = ? "
@@ -253,6 +254,7 @@ def _folder_table(folder: dict[str, Any]) -> Table:
     table = Table()
     for column in ("what", "name", "state", "why"):
         table.add_column(column, overflow="fold")
+    table.add_column("retry id", no_wrap=True)  # to be copied whole
     for label, reason in conditions(folder):
         table.add_row(Text(label), Text(""), Text(""), Text(reason))
     for item in folder["waiting"]:
@@ -266,5 +268,5 @@ def _folder_table(folder: dict[str, Any]) -> Table:
                       Text(why))
     for item in folder["failed"][:20]:
         table.add_row(Text("failed"), Text(item["source"]), Text(f"in errors ({item['code']})"),
-                      Text(item["reason"] or ""))
+                      Text(item["reason"] or ""), Text(item["retry_id"]))
     return table
