@@ -39,11 +39,15 @@ def _retry(layout: Layout, *args: str, cwd: Path | None = None,
 
 
 def _fail(layout: Layout, name: str, data: bytes) -> str:
-    """Drop a file that cannot be sealed; the retry id of its error record."""
+    """Drop a file that cannot be sealed; its file id (the retry id), as `status` lists it."""
+    def listed() -> set[str]:
+        return {f["file"] for f in _status(layout)["folders"]["scans"]["failed"]
+                if f["source"] == name}
+
+    before = listed()
     (layout.inbox / name).write_bytes(data)
-    wait_until(lambda: name in _records(layout), what=f"{name} in errors")
-    retry_id: str = _records(layout)[name]["retry_id"]
-    return retry_id
+    wait_until(lambda: listed() - before, timeout=30, what=f"{name} failed, listed by status")
+    return (listed() - before).pop()
 
 
 def test_the_retry_id_is_in_the_record_and_status_and_retry_takes_a_path(
@@ -57,8 +61,8 @@ def test_the_retry_id_is_in_the_record_and_status_and_retry_takes_a_path(
     gap = _fail(layout, "slow-gap.txt", b"")
     fake = _fail(layout, "fake.pdf", b"not a pdf at all\n%%EOF\n")
     assert len({gap, fake}) == 2
-    wait_until(lambda: len(_status(layout)["folders"]["scans"]["failed"]) == 2, timeout=10,
-               what="both failures in status")
+    records = _records(layout)
+    assert (records["slow-gap.txt"]["retry_id"], records["fake.pdf"]["retry_id"]) == (gap, fake)
     report = _status(layout)
     listed = {f["source"]: f["retry_id"] for f in report["folders"]["scans"]["failed"]}
     assert listed == {"slow-gap.txt": gap, "fake.pdf": fake}
@@ -81,20 +85,23 @@ def test_the_retry_id_is_in_the_record_and_status_and_retry_takes_a_path(
     assert daemon.stop() == 0
 
 
+def _take_out(layout: Layout, name: str) -> None:
+    """The operator moves a failed file and its record out of the errors folder."""
+    kept = layout.root / "kept"
+    kept.mkdir(exist_ok=True)
+    for each in (name, name + ".error.json"):
+        (layout.errors / each).rename(kept / each)
+
+
 def test_a_failure_taken_out_of_errors_is_no_longer_listed_and_not_retried(
         tmp_path: Path) -> None:
     """A failed file the operator moved out of the errors folder (with its record) leaves
-    `status` at the next rescan, and `retry` of its id says it is gone; once a later
-    failure of the same name took that name, the old id still moves nothing, while the
-    path retries the file that is really there."""
+    `status` at the next rescan, and `retry` of its id says it is gone from there."""
     layout = Layout(tmp_path)
     layout.write()
     daemon = Daemon(layout).started()
     first = _fail(layout, "fake.pdf", b"first: not a pdf\n%%EOF\n")
-    kept = tmp_path / "kept"
-    kept.mkdir()
-    for name in ("fake.pdf", "fake.pdf.error.json"):
-        (layout.errors / name).rename(kept / name)
+    _take_out(layout, "fake.pdf")
 
     def unlisted() -> bool:
         scans = _status(layout)["folders"]["scans"]
@@ -103,11 +110,23 @@ def test_a_failure_taken_out_of_errors_is_no_longer_listed_and_not_retried(
     wait_until(unlisted, timeout=20, what="status to stop listing the removed failure")
     gone = _retry(layout, first)
     assert gone.returncode == 1 and "gone from the errors folder" in gone.stderr, gone.stderr
+    assert daemon.stop() == 0
 
+
+def test_retry_of_an_old_id_never_moves_a_later_failure_of_the_same_name(
+        tmp_path: Path) -> None:
+    """After the operator took a failure out of the errors folder and a later failure of
+    the same name took its name there, `retry` of the old id moves nothing, while the
+    path retries the file that is really there."""
+    layout = Layout(tmp_path)
+    layout.write()
+    daemon = Daemon(layout).started()
+    first = _fail(layout, "fake.pdf", b"first: not a pdf\n%%EOF\n")
+    _take_out(layout, "fake.pdf")
     second = _fail(layout, "fake.pdf", b"second: not a pdf either\n%%EOF\n")
     assert second != first
     old = _retry(layout, first)
-    assert old.returncode == 1 and "gone from the errors folder" in old.stderr, old.stderr
+    assert old.returncode == 1, old.stdout + old.stderr
     assert (layout.errors / "fake.pdf").read_bytes().startswith(b"second")
     assert (layout.errors / "fake.pdf.error.json").exists()
     by_path = _retry(layout, str(layout.errors / "fake.pdf"))
