@@ -137,3 +137,17 @@ def test_an_errors_folder_it_may_not_write_stops_claims_until_fixed(
     layout.errors.chmod(0o755)
     wait_until(lambda: (layout.outbox / "c.txt.json").exists(), timeout=30, what="c.txt sealed")
     assert daemon.stop() == 0
+
+
+def test_sign_takes_nothing_while_the_archive_folder_is_missing(tmp_path: Path) -> None:
+    """`folderseal sign` of a file whose folder's archive folder is missing takes nothing:
+    it exits 1 naming the archive folder, and the file stays in the inbox."""
+    layout = Layout(tmp_path, folder={"archive": "archive"})
+    layout.write()
+    (layout.inbox / "now.txt").write_text("sign me now")
+    out = folderseal("sign", "--timeout", "10", "-c", str(layout.config),
+                     str(layout.inbox / "now.txt"))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "archive folder" in out.stderr and "not there" in out.stderr, out.stderr
+    assert (layout.inbox / "now.txt").read_text() == "sign me now"
+    assert sidecars(layout.outbox) == []
