@@ -1,8 +1,13 @@
-"""Test-wide fixtures: no daemon outlives the test that started it."""
+"""Test-wide fixtures: no daemon outlives the test that started it; a folder tree for a
+daemon run as an unprivileged user."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,3 +21,15 @@ def _no_leftover_daemons() -> Iterator[None]:
         daemon = Daemon.running.pop()
         if daemon.process.poll() is None:
             daemon.kill()
+
+
+@pytest.fixture
+def unprivileged_root() -> Iterator[Path]:
+    """A folder tree the user nobody can work in (pytest's tmp_path is root-only)."""
+    root = Path(tempfile.mkdtemp(prefix="folderseal-nobody-", dir="/tmp"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwX", str(root)], check=False)
+        shutil.rmtree(root, ignore_errors=True)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,18 +135,6 @@ def test_a_name_the_outbox_refuses_fails_that_file_alone(running: tuple[Layout, 
 
 
 # -- as an unprivileged user --------------------------------------------------------------
-
-@pytest.fixture
-def unprivileged_root() -> Iterator[Path]:
-    """A folder tree the user nobody can work in (pytest's tmp_path is root-only)."""
-    root = Path(tempfile.mkdtemp(prefix="folderseal-nobody-", dir="/tmp"))
-    root.chmod(0o755)
-    try:
-        yield root
-    finally:
-        subprocess.run(["chmod", "-R", "u+rwX", str(root)], check=False)
-        shutil.rmtree(root, ignore_errors=True)
-
 
 def _give_to_nobody(layout: Layout) -> None:
     layout.write()

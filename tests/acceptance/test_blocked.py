@@ -9,9 +9,7 @@ Permissions only bite an unprivileged user: that case runs the daemon as ``nobod
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,18 +29,6 @@ def notify() -> Iterator[NotifySocket]:
     sock = NotifySocket()
     yield sock
     sock.close()
-
-
-@pytest.fixture
-def unprivileged_root() -> Iterator[Path]:
-    """A folder tree the user nobody can work in (pytest's tmp_path is root-only)."""
-    root = Path(tempfile.mkdtemp(prefix="folderseal-blocked-", dir="/tmp"))
-    root.chmod(0o755)
-    try:
-        yield root
-    finally:
-        subprocess.run(["chmod", "-R", "u+rwX", str(root)], check=False)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _status(layout: Layout, user: str | None = None) -> tuple[int, dict[str, Any]]:
