@@ -24,7 +24,7 @@ from typing import Any
 from folderseal import batch as batching
 from folderseal import files, metrics, sidecar
 from folderseal.config import FolderConfig
-from folderseal.errors import FileRejected, OutboxUnavailable
+from folderseal.errors import FileRejected, OutboxUnavailable, StateConflict
 from folderseal.folders import (
     JobContext,
     join,
@@ -157,11 +157,15 @@ class Failures:
         so that ``status`` lists only what is there."""
         for record in self.store.files_in_state(self.name, FileState.FAILED):
             found = find_original(self.cfg.errors, record)
-            if found.gone:
+            if not found.gone:
+                continue
+            try:
                 self.store.set_file_state(record.id, FileState.FAILED, FileState.CLEARED,
                                           detail=found.problem)
-                self.log.info("file.cleared", file=record.id, source=record.source,
-                              reason=found.problem)
+            except StateConflict:
+                continue  # `folderseal retry` took it meanwhile
+            self.log.info("file.cleared", file=record.id, source=record.source,
+                          reason=found.problem)
 
     def _sink_original(self, record: FileRecord, planned: dict[str, Any] | None,
                        ) -> tuple[str, str, dict[str, Any]]:

@@ -184,10 +184,9 @@ def _alarms(name: str, folder: dict[str, Any], max_wait: float | None,
 
 def _empty() -> dict[str, Any]:
     return {"watch": "", "outage": "", "paused": "", "disk_full": "", "blocked": [],
-            "problem": "",
-            "settling": 0, "waiting": [], "in_flight": 0, "oldest_waiting_seconds": 0.0,
-            "files": {}, "batch_states": {}, "batches": [], "failed": [],
-            "signed_per_minute": [0] * HOUR_MINUTES}
+            "problem": "", "settling": 0, "waiting": [], "in_flight": 0,
+            "oldest_waiting_seconds": 0.0, "files": {}, "batch_states": {}, "batches": [],
+            "failed": [], "signed_per_minute": [0] * HOUR_MINUTES}
 
 
 CONDITIONS = (("outage", "share out"), ("disk_full", "disk full"), ("paused", "claims paused"),
