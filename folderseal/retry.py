@@ -81,9 +81,11 @@ def _to_inbox(settings: Settings, store: Store, record: FileRecord) -> str:
     original = (found := _in_errors(settings, store, record)).path
     if original is None:
         raise Refused(found.problem)
-    target = files.move_numbered(original, settings.folders[record.folder].inbox / record.source)
-    _remove_record(original)
-    store.set_file_state(record.id, FileState.FAILED, FileState.RETRIED, detail=str(target))
+    with store.transaction():  # a daemon's rescan waits, then finds it RETRIED, not gone
+        target = files.move_numbered(original,
+                                     settings.folders[record.folder].inbox / record.source)
+        _remove_record(original)
+        store.set_file_state(record.id, FileState.FAILED, FileState.RETRIED, detail=str(target))
     return f"back in the inbox as {target}"
 
 
@@ -91,8 +93,9 @@ def _to_batch(settings: Settings, store: Store, job: JobRecord) -> list[FileReco
     """Put a remote batch's originals back and ask the same remote batch again.
 
     All failed files of the batch go back together, or none: each original is checked
-    (the very file, unchanged) before any is moved, and the store learns of it in one
-    transaction. A batch that failed at ACCEPTING goes back there (its status decides
+    (the very file, unchanged) before any is moved, and they are moved within the one
+    transaction that tells the store (a daemon's rescan never sees them leave errors
+    unexplained). A batch that failed at ACCEPTING goes back there (its status decides
     whether accept is sent); one that failed later goes back to ACCEPTED (poll, download).
     """
     records = [r for r in store.files_of_job(job.id) if r.state in IN_ERRORS]
@@ -111,21 +114,21 @@ def _to_batch(settings: Settings, store: Store, job: JobRecord) -> list[FileReco
     folder = WorkFolder(settings.folders[job.folder].work_folder, job.folder).batch_dir(job.id)
     files.makedirs(folder)
     moved: list[tuple[Path, Path]] = []
-    try:
-        for record, original in zip(records, originals, strict=True):
-            target = folder / (record.entry or "")
-            files.move_noreplace(original, target)
-            moved.append((target, original))
-    except OSError:
-        for target, original in moved:  # all or nothing
-            files.move_noreplace(target, original)
-        raise
     to_state = JobState.ACCEPTING if job.failed_step == JobState.ACCEPTING \
         else JobState.ACCEPTED
     with store.transaction():
-        for record in records:
-            store.reopen_file(record.id)
-        store.reopen_job(job.id, to_state)
+        try:
+            for record, original in zip(records, originals, strict=True):
+                target = folder / (record.entry or "")
+                files.move_noreplace(original, target)
+                moved.append((target, original))
+            for record in records:
+                store.reopen_file(record.id)
+            store.reopen_job(job.id, to_state)
+        except BaseException:
+            for target, original in moved:  # all or nothing
+                files.move_noreplace(target, original)
+            raise
     for original in originals:
         _remove_record(original)
     return records
