@@ -2,13 +2,16 @@
 /metrics and systemd's STATUS= line all read it.
 
 Builds a store of N delivered files (a year of a busy scanner folder, say) plus some in
-errors and a few batches in flight, then times the report, the page and a /metrics
-render. Run: python bench/report_scale.py [--files 200000]
+errors (1 %, each with its file in the errors folder) and a few batches in flight, then
+times the report, the page and a /metrics render, and the daemon's reconciliation of
+the errors folder with the store (once per rescan).
+Run: python bench/report_scale.py [--files 200000]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -16,9 +19,11 @@ from pathlib import Path
 from prometheus_client import generate_latest
 
 from folderseal import metrics, page
-from folderseal.config import load
+from folderseal.config import Settings, load
+from folderseal.failures import Failures, identity
 from folderseal.status import collect
 from folderseal.store import Store
+from folderseal.workdir import WorkFolder
 
 CONFIG = """
 state_dir = "state"
@@ -53,6 +58,22 @@ def _fill(store: Store, files: int, now: float) -> None:
                        [(now - 300 * i, f"f{files - 1 - i:08d}") for i in range(576)])
 
 
+def _place_failures(store: Store, settings: Settings) -> None:
+    """Put each failed file's original in the errors folder, its identity recorded."""
+    errors = settings.folders["scans"].errors
+    (errors / "2026").mkdir(parents=True)
+    db = store._db  # noqa: SLF001 - bulk state for the benchmark, not a transition
+    with store.transaction():
+        for (file_id, source) in db.execute("SELECT id, source FROM files WHERE state = "
+                                            "'FAILED'").fetchall():
+            path = errors / source.decode()
+            path.write_bytes(b"x")
+            planned = {"role": "error", "path": source.decode(), "n": 0, "plain": False,
+                       **identity(path, hashed=False)}
+            db.execute("UPDATE files SET outputs = ? WHERE id = ?",
+                       (json.dumps([planned]), file_id))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=200_000)
@@ -64,6 +85,7 @@ def main() -> None:
         store = Store.open(settings.state_dir, "bench")
         started = time.perf_counter()
         _fill(store, args.files, time.time())
+        _place_failures(store, settings)
         store.close()
         print(f"store of {args.files} files built in {time.perf_counter() - started:.1f} s")
         timings = {}
@@ -81,6 +103,16 @@ def main() -> None:
                 work()
                 runs.append(time.perf_counter() - t)
             timings[name] = sorted(runs)[2]
+        store = Store.open(settings.state_dir, "bench")
+        scans = settings.folders["scans"]
+        failures = Failures("scans", scans, WorkFolder(scans.work_folder, "scans"), store, "b")
+        runs = []
+        for _ in range(5):
+            t = time.perf_counter()
+            failures.reconcile()
+            runs.append(time.perf_counter() - t)
+        timings["errors folder reconcile"] = sorted(runs)[2]
+        store.close()
         for name, seconds in timings.items():
             print(f"{name:28s} {seconds * 1000:8.1f} ms (median of 5)")
 

@@ -3,15 +3,19 @@
 Shared by :mod:`folderseal.sink` (publishing) and :mod:`folderseal.failures` (the errors
 folder). A missing root is an outage (a share not mounted): it is never created. A
 folder that is full, read-only or gone is transient: the batch waits and retries.
+While a root is missing or not writable the intake claims nothing (:func:`blocked`):
+files wait, visible, in the inbox instead of piling up in the work folder.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from folderseal import files, sidecar
+from folderseal.config import FolderConfig
 from folderseal.errors import FileRejected, OutboxUnavailable
 from folderseal.model import Event, FileRecord, JobRecord
 
@@ -25,6 +29,37 @@ class JobContext:
     provider_kind: str
     batch_files: int
     history: list[Event]   # the batch's transitions and its files', in order
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """An output folder a folder cannot use now: nothing is claimed until it can."""
+
+    reason: str    # "<outbox|errors|archive>_<missing|not_writable>": the metric's label
+    message: str   # which folder, and what to do
+
+
+OUTPUT_ROOTS = ("outbox", "errors", "archive")
+BLOCK_REASONS = tuple(f"{key}_{why}" for key in OUTPUT_ROOTS
+                      for why in ("missing", "not_writable"))
+
+
+def blocked(cfg: FolderConfig) -> list[Blocked]:
+    """The output folders of ``cfg`` that are missing or that folderseal may not write."""
+    found = []
+    for key in OUTPUT_ROOTS:
+        root: Path | None = getattr(cfg, key)
+        if root is None:
+            continue
+        if not os.path.isdir(root):  # also a share that answers with an error
+            found.append(Blocked(f"{key}_missing", (
+                f"the {key} folder {root} is not there: mount its share, or create it; "
+                "files wait in the inbox until it is back")))
+        elif not os.access(root, os.W_OK | os.X_OK):
+            found.append(Blocked(f"{key}_not_writable", (
+                f"folderseal (uid {os.geteuid()}) may not write to the {key} folder {root}: "
+                "fix its permissions; files wait in the inbox until it can")))
+    return found
 
 
 def split(relative: str) -> tuple[str, str]:

@@ -8,7 +8,9 @@ Claiming itself (one rename into the work folder) is :mod:`folderseal.claim`.
 
 A share that goes away (the inbox vanishes, errors like ESTALE/ENOTCONN, or the
 work folder's store marker cannot be read) is an outage: the folder detaches, backs
-off, re-attaches, and deletes and forgets nothing.
+off, re-attaches, and deletes and forgets nothing. An outbox, errors or archive folder
+that is missing or not writable blocks claims: files wait, visible, in the inbox
+(batches already claimed wait for the folder in their own backoff).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from folderseal import batch as batching
-from folderseal import crashpoints, files, metrics, mounts
+from folderseal import crashpoints, files, folders, metrics, mounts
 from folderseal.claim import NOT_REGULAR, OUTAGE, Claims, Failure, Outage
 from folderseal.config import FolderConfig
 from folderseal.errors import TransientError
@@ -77,6 +79,8 @@ class FolderIntake:
         self.paused = ""
         self.disk_full = ""          # the outbox or state folder under min_free_bytes
         self.blocked_until = 0.0
+        self.blocked: list[folders.Blocked] = []  # output folders that stop claims
+        self.next_reconcile_at = 0.0  # of the errors folder with the store's failures
         self.scanned_at = 0.0        # the last scan of the inbox (0: none yet)
         self.on_batch: Callable[[], None] = lambda: None
 
@@ -135,6 +139,7 @@ class FolderIntake:
         if now < self.blocked_until:
             return
         self.blocked_until = 0.0
+        self._check_output_folders()
         try:
             if not self.attached and (now < self.retry_attach_at or not self.attach(now)):
                 return
@@ -152,6 +157,9 @@ class FolderIntake:
             self._look_and_claim(now)
             if now >= self.next_batch_at:
                 self.form_batches(now)
+            if now >= self.next_reconcile_at:
+                self.sink.failures.reconcile()
+                self.next_reconcile_at = now + self.cfg.rescan_seconds
         except Outage as exc:
             self._detach(now, str(exc))
         except TransientError as exc:  # the state folder takes no writes: claim later
@@ -161,6 +169,15 @@ class FolderIntake:
             self.blocked_until = now + PAUSE_SECONDS
         except OSError as exc:  # the share or disk in trouble (EIO, ESTALE…): back off
             self._detach(now, f"{exc.strerror or exc}: {exc.filename or self.cfg.inbox}")
+
+    def _check_output_folders(self) -> None:
+        blocked = folders.blocked(self.cfg)
+        if blocked != self.blocked:
+            for block in blocked:
+                self.log.warning("folder.blocked", reason=block.reason, advice=block.message)
+            if not blocked:
+                self.log.info("folder.unblocked", action="claiming again")
+        self.blocked = blocked
 
     def _hint_path(self, path: str, now: float) -> None:
         if not path.startswith(self.inbox):
@@ -242,6 +259,10 @@ class FolderIntake:
         due = self.tracker.due(now)
         if not due and not self.tracker.candidates:
             return
+        if self.blocked:  # claim nothing, not even a file for errors: it would sit unseen
+            for source in due:
+                self.tracker.wait(source, self.blocked[0].message, now, held=True)
+            return
         room = self._room()
         wanted: list[tuple[str, tuple[str, str] | None]] = []
         size = 0
@@ -318,6 +339,9 @@ class FolderIntake:
         Returns the claim id, or None and the reason it was not claimed.
         """
         now = self.store.clock()
+        blocked = folders.blocked(self.cfg)
+        if blocked:
+            return None, blocked[0].message
         look = self._look(source)
         if look is None:
             return None, "no such file in the inbox"
@@ -396,6 +420,7 @@ class FolderIntake:
         return {
             "mode": self.mode, "attached": self.attached, "outage": self.outage,
             "paused": self.paused, "disk_full": self.disk_full, "problem": self.health(now),
+            "blocked": [{"reason": b.reason, "message": b.message} for b in self.blocked],
             "candidates": len(waiting), "ignored": self.ignored.report(),
             "waiting": [{"source": c.source, "since": c.first_seen,
                          "why": c.waiting_for or "settling"} for c in waiting[:20]],

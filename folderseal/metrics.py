@@ -2,8 +2,9 @@
 
 Counters count what this process did since it started (Prometheus copes with the
 reset at a restart); gauges (batches by state, the oldest waiting file, a full
-outbox, a share out) are read from the status report at scrape time, so they show
-the same facts as ``folderseal status`` and the status page.
+outbox, a share out, claims stopped for an output folder) are read from the status
+report at scrape time, so they show the same facts as ``folderseal status`` and the
+status page.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from folderseal.errors import TransientError
+from folderseal.folders import BLOCK_REASONS
 from folderseal.procmetrics import ProcessCollector
 from folderseal.providers import Attempts, BatchView, Provider, RemoteStatus
 
@@ -109,6 +111,10 @@ class ReportCollector(Collector):
         outage = GaugeMetricFamily("folderseal_share_outage",
                                    "1 while the folder's inbox share is out of reach",
                                    labels=["folder"])
+        blocked = GaugeMetricFamily(
+            "folderseal_folder_blocked", "1 while the folder claims nothing because its "
+            "outbox, errors or archive folder is missing or not writable",
+            labels=["folder", "reason"])
         alarms = GaugeMetricFamily("folderseal_alarms",
                                    "Things that need a person now (folderseal status exits 1)")
         for name, folder in report["folders"].items():
@@ -119,5 +125,8 @@ class ReportCollector(Collector):
             oldest.add_metric([name], folder["oldest_waiting_seconds"])
             full.add_metric([name], 1.0 if folder["disk_full"] else 0.0)
             outage.add_metric([name], 1.0 if folder["outage"] else 0.0)
+            reasons = {b["reason"] for b in folder["blocked"]}
+            for reason in BLOCK_REASONS:  # every series, so that 0 says "not blocked"
+                blocked.add_metric([name, reason], 1.0 if reason in reasons else 0.0)
         alarms.add_metric([], len(report["alarms"]))
-        yield from (batches, files, oldest, full, outage, alarms)
+        yield from (batches, files, oldest, full, outage, blocked, alarms)

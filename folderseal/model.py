@@ -8,7 +8,8 @@ restart knows the next step from the state alone::
 
 A file moves ``CLAIMED → BATCHED → READY | REJECTED → PUBLISHED → DONE``, or ends
 ``FAILED`` (in the errors folder with a record); ``RETRIED`` marks a failure that
-``folderseal retry`` put back as a new claim.
+``folderseal retry`` put back as a new claim, ``CLEARED`` one whose original left the
+errors folder (removed or moved away by hand, or replaced by another file).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class FileState(enum.StrEnum):
     DONE = "DONE"
     FAILED = "FAILED"
     RETRIED = "RETRIED"
+    CLEARED = "CLEARED"
 
 
 # Claimed and not yet delivered to the outbox (or the errors folder).

@@ -89,8 +89,8 @@ def _folder(name: str, folder: dict[str, Any]) -> str:
         "no batch in flight", "batches"))
     out.append("<h3>Last failures</h3>")
     out.append(_table(
-        ["when", "file", "reason"],
-        [[f["at"], f["source"], f"{f['code']}: {f['reason'] or ''}"]
+        ["when", "file", "reason", "retry id"],
+        [[f["at"], f["source"], f"{f['code']}: {f['reason'] or ''}", f["retry_id"]]
          for f in folder["failed"][:10]],
         "no file has failed", "failures"))
     out.append("</section>")

@@ -14,18 +14,27 @@ What a retry does depends on how far the file got (PRODUCT.md's crash table):
 * any other failure after a remote provider may have signed it is refused, with
   the reason: check with the provider, then drop the file again by hand.
 
-Ids are file ids or batch ids (all failed files of the batch), as ``status`` shows.
+Only the very file that failed is moved: its (device, inode) and sha256 must be what
+the store recorded when it went into the errors folder. One that is gone (now marked
+``CLEARED``), replaced, or changed is refused with the reason.
+
+Ids are file ids (``retry_id`` in the error record) or batch ids (all failed files of
+the batch), as ``status`` shows, or paths in an errors folder (the original or its
+``.error.json``). A batch that is not failed but waits for its next attempt is made
+due now: the daemon takes it up within a second.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from folderseal import files
 from folderseal.config import Settings
 from folderseal.errors import ExitCode, FolderSealError
+from folderseal.failures import ERROR_SUFFIX, Found, find_original, identity
 from folderseal.model import FileRecord, FileState, JobRecord, JobState
 from folderseal.store import Store
 from folderseal.workdir import WorkFolder
@@ -34,25 +43,25 @@ from folderseal.workdir import WorkFolder
 MAY_BE_SIGNED = frozenset({JobState.ACCEPTING, JobState.ACCEPTED, JobState.CLOSED,
                            JobState.DOWNLOADED, JobState.DELIVERED, JobState.CLEANED})
 NOT_SIGNED_CODES = frozenset({"not_signed"})  # the provider itself says so
+IN_ERRORS = (FileState.FAILED, FileState.CLEARED)
 
 
 class Refused(FolderSealError):
     """This failed file cannot be retried automatically."""
 
 
-def _original_in_errors(settings: Settings, record: FileRecord) -> Path:
-    errors = settings.folders[record.folder].errors
-    for output in record.outputs:
-        if output.get("role") == "error":
-            original = errors / str(output["path"])
-            if os.path.lexists(original):
-                return original
-    raise Refused(f"the original of {record.id} is not in the errors folder any more "
-                  "(moved or removed by hand)")
+def _in_errors(settings: Settings, store: Store, record: FileRecord) -> Found:
+    """The very file that failed, in the errors folder (or why not); one that is gone
+    from there is marked CLEARED, as the daemon's next rescan would."""
+    found = find_original(settings.folders[record.folder].errors, record, hashed=True)
+    if found.gone:
+        store.set_file_state(record.id, FileState.FAILED, FileState.CLEARED,
+                             detail=found.problem)
+    return found
 
 
 def _remove_record(original: Path) -> None:
-    (original.parent / (original.name + ".error.json")).unlink(missing_ok=True)
+    (original.parent / (original.name + ERROR_SUFFIX)).unlink(missing_ok=True)
 
 
 def _way(settings: Settings, record: FileRecord, job: JobRecord | None) -> str:
@@ -69,10 +78,14 @@ def _way(settings: Settings, record: FileRecord, job: JobRecord | None) -> str:
 
 
 def _to_inbox(settings: Settings, store: Store, record: FileRecord) -> str:
-    original = _original_in_errors(settings, record)
-    target = files.move_numbered(original, settings.folders[record.folder].inbox / record.source)
-    _remove_record(original)
-    store.set_file_state(record.id, FileState.FAILED, FileState.RETRIED, detail=str(target))
+    original = (found := _in_errors(settings, store, record)).path
+    if original is None:
+        raise Refused(found.problem)
+    with store.transaction():  # a daemon's rescan waits, then finds it RETRIED, not gone
+        target = files.move_numbered(original,
+                                     settings.folders[record.folder].inbox / record.source)
+        _remove_record(original)
+        store.set_file_state(record.id, FileState.FAILED, FileState.RETRIED, detail=str(target))
     return f"back in the inbox as {target}"
 
 
@@ -80,39 +93,106 @@ def _to_batch(settings: Settings, store: Store, job: JobRecord) -> list[FileReco
     """Put a remote batch's originals back and ask the same remote batch again.
 
     All failed files of the batch go back together, or none: each original is checked
-    (still in errors, unchanged) before any is moved, and the store learns of it in one
-    transaction. A batch that failed at ACCEPTING goes back there (its status decides
+    (the very file, unchanged) before any is moved, and they are moved within the one
+    transaction that tells the store (a daemon's rescan never sees them leave errors
+    unexplained). A batch that failed at ACCEPTING goes back there (its status decides
     whether accept is sent); one that failed later goes back to ACCEPTED (poll, download).
     """
-    records = [r for r in store.files_of_job(job.id) if r.state == FileState.FAILED]
+    records = [r for r in store.files_of_job(job.id) if r.state in IN_ERRORS]
     originals = []
     for record in records:
-        original = _original_in_errors(settings, record)
-        if record.entry is None or files.hash_path(original)[0] != record.sha256:
-            raise Refused(f"the original of {record.id} in the errors folder was changed; "
-                          "the batch cannot be asked again (drop the files again by hand)")
-        originals.append(original)
+        found = _in_errors(settings, store, record) if record.state == FileState.FAILED \
+            else Found(None, "it is gone from the errors folder")
+        if found.path is None:
+            raise Refused(f"{record.id} {record.source_text}: {found.problem}; the batch is "
+                          "asked again only with all its failed files")
+        if record.entry is None or found.sha256 != record.sha256:
+            raise Refused(f"the original of {record.id} in the errors folder is not what was "
+                          "submitted; the batch cannot be asked again (drop the files again "
+                          "by hand)")
+        originals.append(found.path)
     folder = WorkFolder(settings.folders[job.folder].work_folder, job.folder).batch_dir(job.id)
     files.makedirs(folder)
     moved: list[tuple[Path, Path]] = []
-    try:
-        for record, original in zip(records, originals, strict=True):
-            target = folder / (record.entry or "")
-            files.move_noreplace(original, target)
-            moved.append((target, original))
-    except OSError:
-        for target, original in moved:  # all or nothing
-            files.move_noreplace(target, original)
-        raise
     to_state = JobState.ACCEPTING if job.failed_step == JobState.ACCEPTING \
         else JobState.ACCEPTED
     with store.transaction():
-        for record in records:
-            store.reopen_file(record.id)
-        store.reopen_job(job.id, to_state)
+        try:
+            for record, original in zip(records, originals, strict=True):
+                target = folder / (record.entry or "")
+                files.move_noreplace(original, target)
+                moved.append((target, original))
+            for record in records:
+                store.reopen_file(record.id)
+            store.reopen_job(job.id, to_state)
+        except BaseException:
+            for target, original in moved:  # all or nothing
+                files.move_noreplace(target, original)
+            raise
     for original in originals:
         _remove_record(original)
     return records
+
+
+def _id_of_path(settings: Settings, store: Store, given: str) -> str | None:
+    """The file id of a path in an errors folder (the original or its record)."""
+    path = Path(os.path.abspath(given))
+    path = Path(os.path.realpath(path.parent)) / path.name.removesuffix(ERROR_SUFFIX)
+    for name, cfg in settings.folders.items():
+        root = Path(os.path.realpath(cfg.errors))
+        if root not in path.parents:
+            continue
+        relative = str(path.relative_to(root))
+        there = identity(path, hashed=False)
+        candidates = [r for state in IN_ERRORS for r in store.files_in_state(name, state)
+                      if any(o.get("role") == "error" and o.get("path") == relative
+                             for o in r.outputs)]
+        if candidates:  # the one whose file is there, else the latest that failed there
+            return max(candidates, key=lambda r: (
+                any((o.get("dev"), o.get("ino")) == (there.get("dev"), there.get("ino"))
+                    for o in r.outputs if "ino" in o),
+                r.state == FileState.FAILED, r.claimed_at)).id
+    return None
+
+
+def _not_failed(store: Store, given: str) -> bool:
+    """Say what an id without a failed file is, and wake its batch if it waits; False
+    when that is a failure to retry."""
+    record = store.file(given)
+    if record is not None and record.state == FileState.CLEARED:
+        print(f"{given} {record.source_text}: not retried: it is gone from the errors folder "
+              "(removed, moved away or replaced by hand); to seal it, drop it into the inbox",
+              file=sys.stderr)
+        return False
+    if record is not None and record.state in (FileState.DONE, FileState.RETRIED):
+        done = "it was delivered" if record.state == FileState.DONE \
+            else "an earlier retry put it back into the inbox"
+        print(f"{given} {record.source_text}: nothing to retry: {done}")
+        return True
+    batch_id = given if record is None else record.batch_id
+    job = store.job(batch_id) if batch_id else None
+    if job is None:
+        if record is None:
+            print(f"{given}: no failed file or batch with this id, and no file of an errors "
+                  "folder at this path", file=sys.stderr)
+            return False
+        print(f"{given} {record.source_text}: nothing to retry: it waits to be batched")
+        return True
+    what = f"batch {job.id}" if record is None else \
+        f"{given} {record.source_text} (batch {job.id})"
+    due = job.next_attempt_at
+    if store.wake_job(job.id):
+        after = f" after {job.attempts} failed attempt(s) ({job.error_message})" \
+            if job.attempts else ""
+        print(f"{what}: was waiting in {job.state}{after}, its next step due in "
+              f"{(due or 0) - time.time():.0f} s; woken: the daemon takes it up within a second")
+    elif job.state == JobState.FAILED:
+        print(f"{what}: nothing to retry: none of its failed files is in the errors folder")
+    elif due is None:
+        print(f"{what}: nothing to retry: it is {job.state}, finished")
+    else:
+        print(f"{what}: nothing to retry: it is {job.state}, and being worked on now")
+    return True
 
 
 def retry(settings: Settings, ids: list[str] | None) -> int:
@@ -121,11 +201,14 @@ def retry(settings: Settings, ids: list[str] | None) -> int:
         failed = store.failed_files()
         code = ExitCode.OK
         if ids is not None:
-            wanted = set(ids)
+            wanted = set()
+            for given in ids:
+                known = store.file(given) is not None or store.job(given) is not None
+                wanted.add(given if known else _id_of_path(settings, store, given) or given)
             failed = [r for r in failed if r.id in wanted or r.batch_id in wanted]
-            for missing in sorted(wanted - {r.id for r in failed} - {r.batch_id for r in failed}):
-                print(f"{missing}: no failed file or batch with this id", file=sys.stderr)
-                code = ExitCode.FAILURE
+            for other in sorted(wanted - {r.id for r in failed} - {r.batch_id for r in failed}):
+                if not _not_failed(store, other):
+                    code = ExitCode.FAILURE
         jobs = {r.batch_id: store.job(r.batch_id) for r in failed if r.batch_id}
         by_batch: dict[str, list[FileRecord]] = {}
         for record in failed:
@@ -155,7 +238,7 @@ def retry(settings: Settings, ids: list[str] | None) -> int:
             except (OSError, FolderSealError) as exc:
                 print(f"batch {job_id}: not retried: {exc}", file=sys.stderr)
                 code = ExitCode.FAILURE
-        if not failed:
+        if not failed and ids is None:
             print("nothing to retry")
         return code
     finally:

@@ -3,7 +3,8 @@
 A sidecar (``<primary output>.json``) proves what happened to one source file: its
 input hash, every output with its hash, the provider and batch, and a timeline. An
 error record (``<name>.error.json`` in the errors folder) has the same fields with
-``"status": "failed"`` and the reason. Both pass through the redactor.
+``"status": "failed"``, the reason, and the ``retry_id`` that ``folderseal retry``
+takes. Both pass through the redactor.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def failed(record: FileRecord, code: str, message: str, attempts: int, original:
            **common: Any) -> bytes:
     """The error record of a file that went to the errors folder."""
     data = _common(record, status="failed", **common)
+    data["retry_id"] = record.id
     data["error"] = {"code": code, "message": message, "attempts": attempts,
                      "original": path_text(original)}
     return _dump(data)

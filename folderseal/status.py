@@ -6,7 +6,8 @@ claims paused for disk space or the in-flight limit, a share in an outage, a fol
 that stopped making progress. The status page and the metrics read the same report.
 
 Alarms are what needs a person now, and make ``status`` exit 1: the daemon down or
-hung, a watcher down, a share out, a disk under ``min_free_bytes``, a provider still
+hung, a watcher down, a share out, an outbox, errors or archive folder missing or not
+writable (claims stop), a disk under ``min_free_bytes``, a provider still
 failing after many retries, a batch past ``max_wait_seconds``, a file older than
 ``stuck_after_seconds``. Files in errors with a record are a normal outcome: listed,
 never an alarm.
@@ -134,7 +135,8 @@ def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
                      "in_state_seconds": round(now - job["updated_at"], 1),
                      "next_attempt_in": None if due is None else max(0.0, round(due - now, 1)),
                      "last_error": job["error_message"]})
-    failed = [{"file": r["id"], "source": bytes(r["source"]).decode("utf-8", "backslashreplace"),
+    failed = [{"file": r["id"], "retry_id": r["id"],
+               "source": bytes(r["source"]).decode("utf-8", "backslashreplace"),
                "code": r["error_code"], "reason": r["error_message"], "attempts": r["attempts"],
                "at": iso(r["updated_at"])}
               for r in _rows(db, "SELECT * FROM files WHERE folder = ? AND state = ? "
@@ -149,6 +151,7 @@ def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
     fragments = _fragments(db, name, now)
     return {"watch": notes.get("mode", ""), "outage": notes.get("outage", ""),
             "paused": notes.get("paused", ""), "disk_full": notes.get("disk_full", ""),
+            "blocked": notes.get("blocked", []),
             "problem": notes.get("problem", ""), "settling": notes.get("candidates", 0),
             "waiting": waiting, "in_flight": sum(counts.get(s, 0) for s in NOT_DELIVERED),
             "delivered": sum(counts.get(s, 0) for s in DELIVERED),
@@ -198,6 +201,7 @@ def _alarms(name: str, folder: dict[str, Any], max_wait: float | None,
                       ("disk_full", "disk full")):
         if folder[key]:
             found.append(f"folder {name}: {what}: {folder[key]}")
+    found += [f"folder {name}: {BLOCKED}: {b['message']}" for b in folder["blocked"]]
     for job in folder["batches"]:
         if job["attempts"] >= ALARM_ATTEMPTS and job["state"] not in FINISHED_JOBS:
             found.append(f"folder {name}: batch {job['batch']} still failing in "
@@ -213,8 +217,8 @@ def _alarms(name: str, folder: dict[str, Any], max_wait: float | None,
 
 
 def _empty() -> dict[str, Any]:
-    return {"watch": "", "outage": "", "paused": "", "disk_full": "", "problem": "",
-            "settling": 0, "waiting": [], "in_flight": 0, "delivered": 0,
+    return {"watch": "", "outage": "", "paused": "", "disk_full": "", "blocked": [],
+            "problem": "", "settling": 0, "waiting": [], "in_flight": 0, "delivered": 0,
             "oldest_waiting_seconds": 0.0,
             "ignored": _ignored(None, 0.0), "fragments_suspected": 0, "fragments": [],
             "files": {}, "batch_states": {}, "batches": [], "failed": [],
@@ -223,12 +227,14 @@ def _empty() -> dict[str, Any]:
 
 CONDITIONS = (("outage", "share out"), ("disk_full", "disk full"), ("paused", "claims paused"),
               ("problem", "not making progress"))
+BLOCKED = "claims stopped"
 
 
 def conditions(folder: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, reason) of what holds a folder up; a pause for disk space shows once."""
     return [(label, folder[key]) for key, label in CONDITIONS
-            if folder[key] and not (key == "paused" and folder[key] == folder["disk_full"])]
+            if folder[key] and not (key == "paused" and folder[key] == folder["disk_full"])] \
+        + [(BLOCKED, b["message"]) for b in folder["blocked"]]
 
 
 def ignored_why(ignored: dict[str, Any]) -> str:
@@ -256,12 +262,15 @@ def summary(report: dict[str, Any]) -> str:
     """One line: waiting, in flight, failed, shares out, the first alarm (systemd STATUS=)."""
     folders = report["folders"].values()
     out = [name for name, f in report["folders"].items() if f["outage"]]
+    stopped = [name for name, f in report["folders"].items() if f["blocked"]]
     parts = [f"{sum(f['settling'] for f in folders)} waiting",
              f"{sum(f['in_flight'] for f in folders)} in flight",
              f"{sum(f['delivered'] for f in folders)} signed",
              f"{sum(f['files'].get(FileState.FAILED, 0) for f in folders)} failed"]
     if out:
         parts.append(f"share out: {', '.join(out)}")
+    if stopped:
+        parts.append(f"{BLOCKED}: {', '.join(stopped)}")
     line = ", ".join(parts)
     alarms = [a for a in report["alarms"] if a != "the daemon is not running"]
     return f"{line}; {alarms[0]}" if alarms else line
@@ -304,6 +313,7 @@ def _folder_table(folder: dict[str, Any]) -> Table:
     table = Table()
     for column in ("what", "name", "state", "why"):
         table.add_column(column, overflow="fold")
+    table.add_column("retry id", no_wrap=True)  # to be copied whole
     for label, reason in conditions(folder):
         table.add_row(Text(label), Text(""), Text(""), Text(reason))
     for item in folder["waiting"]:
@@ -324,5 +334,5 @@ def _folder_table(folder: dict[str, Any]) -> Table:
                       Text(why))
     for item in folder["failed"][:20]:
         table.add_row(Text("failed"), Text(item["source"]), Text(f"in errors ({item['code']})"),
-                      Text(item["reason"] or ""))
+                      Text(item["reason"] or ""), Text(item["retry_id"]))
     return table

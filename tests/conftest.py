@@ -1,4 +1,5 @@
-"""Test-wide fixtures: no daemon outlives the test that started it."""
+"""Test-wide fixtures: no daemon outlives the test that started it; a folder tree for a
+daemon run as an unprivileged user."""
 
 from __future__ import annotations
 

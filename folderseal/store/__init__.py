@@ -490,6 +490,14 @@ class Store:
             self.event("batch.state", job_id=job_id, from_state=JobState.FAILED,
                        to_state=to_state, detail="retry")
 
+    def wake_job(self, job_id: str) -> bool:
+        """A batch waiting for its next attempt is due now; False if it was not waiting."""
+        with self.transaction():
+            if self._run("wake_job", id=job_id, now=self.clock()).rowcount != 1:
+                return False
+            self.event("batch.woken", job_id=job_id, detail="retry")
+        return True
+
     def reopen_file(self, file_id: str) -> None:
         """A failed file of a batch waits in that batch again (retry)."""
         with self.transaction():

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,27 +177,15 @@ def test_a_name_the_outbox_refuses_fails_that_file_alone(running: tuple[Layout, 
 
 # -- as an unprivileged user --------------------------------------------------------------
 
-@pytest.fixture
-def unprivileged_root() -> Iterator[Path]:
-    """A folder tree the user nobody can work in (pytest's tmp_path is root-only)."""
-    root = Path(tempfile.mkdtemp(prefix="folderseal-nobody-", dir="/tmp"))
-    root.chmod(0o755)
-    try:
-        yield root
-    finally:
-        subprocess.run(["chmod", "-R", "u+rwX", str(root)], check=False)
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def _give_to_nobody(layout: Layout) -> None:
     layout.write()
     subprocess.run(["chown", "-R", "nobody:nogroup", str(layout.root)], check=True)
 
 
-def test_unreadable_file_waits_then_goes_to_errors(unprivileged_root: Path) -> None:
+def test_unreadable_file_waits_then_goes_to_errors(open_tmp: Path) -> None:
     """A file the daemon may not read is not taken; status says why; after
     stuck_after_seconds it goes to errors with that reason, and the daemon keeps running."""
-    layout = Layout(unprivileged_root, folder={"stuck_after_seconds": 10.0})
+    layout = Layout(open_tmp, folder={"stuck_after_seconds": 10.0})
     _give_to_nobody(layout)
     daemon = Daemon(layout, user="nobody").started()
     locked = layout.inbox / "locked.txt"
@@ -223,27 +209,30 @@ def test_unreadable_file_waits_then_goes_to_errors(unprivileged_root: Path) -> N
     assert daemon.stop() == 0
 
 
-def test_read_only_outbox_makes_work_wait_and_resume(unprivileged_root: Path) -> None:
-    """With the outbox read-only nothing is published or deleted: files wait in the work
-    folder, status shows the reason; once writable again everything is delivered."""
-    layout = Layout(unprivileged_root)
+def test_read_only_outbox_makes_work_wait_and_resume(open_tmp: Path) -> None:
+    """With a folder of the outbox read-only nothing is published or deleted: files wait in
+    the work folder, status shows the reason; once writable again everything is delivered.
+    (A read-only outbox itself stops claims: tests/acceptance/test_blocked.py.)"""
+    layout = Layout(open_tmp)
+    for folder in (layout.inbox / "sub", layout.outbox / "sub"):
+        folder.mkdir(parents=True)
     _give_to_nobody(layout)
-    layout.outbox.chmod(0o555)
+    (layout.outbox / "sub").chmod(0o555)
     daemon = Daemon(layout, user="nobody").started()
     data = make_pdf(None, text="waiting")
-    (layout.inbox / "wait.pdf").write_bytes(data)
-    os.chown(layout.inbox / "wait.pdf", 65534, 65534)
+    (layout.inbox / "sub" / "wait.pdf").write_bytes(data)
+    os.chown(layout.inbox / "sub" / "wait.pdf", 65534, 65534)
     daemon.wait_for_event("batch.postponed", timeout=30)
     kept = [p for p in (layout.work / "batches").rglob("*.pdf")]
     assert len(kept) == 1 and sha256(kept[0]) == __import__("hashlib").sha256(data).hexdigest()
     out = folderseal("status", "--json", "-c", str(layout.config), user="nobody")
     batches = json.loads(out.stdout)["folders"]["scans"]["batches"]
     assert batches and "outbox" in (batches[0]["last_error"] or "")
-    assert list(layout.outbox.iterdir()) == []
-    layout.outbox.chmod(0o755)
-    wait_until(lambda: (layout.outbox / "wait.pdf.json").exists(), timeout=30,
+    assert list((layout.outbox / "sub").iterdir()) == []
+    (layout.outbox / "sub").chmod(0o755)
+    wait_until(lambda: (layout.outbox / "sub" / "wait.pdf.json").exists(), timeout=30,
                what="delivery after the outbox became writable")
-    check_sidecar(layout.outbox / "wait.pdf.json", layout)
+    check_sidecar(layout.outbox / "sub" / "wait.pdf.json", layout)
     assert daemon.stop() == 0
 
 
@@ -299,15 +288,26 @@ def test_low_disk_space_pauses_claims_and_nothing_is_lost(tmp_path: Path) -> Non
     assert resumed.stop() == 0
 
 
-def test_a_failure_waits_while_the_errors_folder_is_gone(tmp_path: Path) -> None:
-    """A file that cannot be sealed while the errors folder is unavailable stays in the
-    work folder (the daemon keeps running); once the folder is back it lands there."""
-    layout = Layout(tmp_path, folder={"rescan_seconds": 1.0})
-    layout.write()
+def _claimed_before_errors_went(layout: Layout, name: str, data: bytes) -> Path:
+    """Have ``name`` claimed (the daemon dies right after), then move the errors folder
+    away: a claim made before the folder went, as a share that drops out would leave."""
+    crashing = Daemon(layout, env={"FOLDERSEAL_CRASH_AT": "claimed"}).started()
+    (layout.inbox / name).write_bytes(data)
+    crashing.process.wait(timeout=30)
+    assert not (layout.inbox / name).exists(), "the file was not claimed"
     aside = layout.root / "errors-aside"
     layout.errors.rename(aside)
+    return aside
+
+
+def test_a_failure_waits_while_the_errors_folder_is_gone(tmp_path: Path) -> None:
+    """A file claimed before the errors folder went away and that cannot be sealed stays in
+    the work folder while it is gone (the daemon keeps running); once the folder is back
+    it lands there."""
+    layout = Layout(tmp_path, folder={"rescan_seconds": 1.0})
+    layout.write()
+    aside = _claimed_before_errors_went(layout, "fake.pdf", b"not a pdf at all\n%%EOF\n")
     daemon = Daemon(layout).started()
-    (layout.inbox / "fake.pdf").write_bytes(b"not a pdf at all\n%%EOF\n")
     daemon.wait_for_event("batch.postponed", timeout=30)
     assert daemon.process.poll() is None
     assert (layout.work / "batches").exists()
@@ -324,10 +324,8 @@ def test_an_empty_file_fails_after_the_errors_folder_returns(tmp_path: Path) -> 
     put into the errors folder by a later scan; nothing crashes."""
     layout = Layout(tmp_path, folder={"rescan_seconds": 1.0, "settle_seconds": 0.1})
     layout.write()
-    aside = layout.root / "errors-aside"
-    layout.errors.rename(aside)
+    aside = _claimed_before_errors_went(layout, "empty.txt", b"")
     daemon = Daemon(layout).started()
-    (layout.inbox / "empty.txt").write_bytes(b"")
     daemon.wait_for_event("file.fail_postponed", timeout=30)
     assert daemon.process.poll() is None
     aside.rename(layout.errors)

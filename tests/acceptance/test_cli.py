@@ -497,9 +497,10 @@ def test_status_reports_a_running_daemon_its_counts_and_failures(tmp_path: Path)
     assert _status(layout)["daemon"]["running"] is False, "a stopped daemon shows as running"
 
 
-def test_retry_puts_a_fixed_file_back_and_it_is_sealed(tmp_path: Path) -> None:
-    """`retry --all` moves a failed file (fixed in errors) back into the inbox, removes its
-    error record, and the daemon seals it; `status` no longer lists it; an unknown id exits 1."""
+def test_retry_refuses_a_fixed_file_and_the_fix_goes_through_the_inbox(tmp_path: Path) -> None:
+    """`retry --all` refuses a failed file changed in errors (it moves only the file that
+    failed), says what to do, and keeps file and record; moved into the inbox as told, the
+    fixed file is sealed and `status` no longer lists the failure; an unknown id exits 1."""
     layout = Layout(tmp_path)
     layout.write()
     daemon = Daemon(layout).started()
@@ -517,14 +518,16 @@ def test_retry_puts_a_fixed_file_back_and_it_is_sealed(tmp_path: Path) -> None:
     fixed = make_pdf(None, text="fixed now")
     (layout.errors / "fake.pdf").write_bytes(fixed)
     out = folderseal("retry", "-c", str(layout.config), "--all")
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "fake.pdf" in out.stdout
-    assert not (layout.errors / "fake.pdf.error.json").exists()
-    assert not (layout.errors / "fake.pdf").exists()
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "changed since it failed" in out.stderr and "into the inbox" in out.stderr
+    assert (layout.errors / "fake.pdf.error.json").exists()
+    (layout.errors / "fake.pdf").rename(layout.inbox / "fake.pdf")
+    (layout.errors / "fake.pdf.error.json").unlink()
     wait_until(lambda: (layout.outbox / "fake.pdf.json").exists(), what="fake.pdf sealed")
     data = check_sidecar(layout.outbox / "fake.pdf.json", layout)
     assert data["input"]["sha256"] == _digest(fixed)
-    assert _status(layout)["folders"]["scans"]["failed"] == []
+    wait_until(lambda: _status(layout)["folders"]["scans"]["failed"] == [], timeout=10,
+               what="the failure no longer listed")
     assert error_records(layout.errors) == []
     assert daemon.stop() == 0
 

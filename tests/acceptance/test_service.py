@@ -626,8 +626,8 @@ def test_status_exit_code_says_whether_a_person_is_needed(tmp_path: Path) -> Non
     wait_until(lambda: _status(layout)[0] == 0, timeout=10, what="status 0")
     code, report = _status(layout)
     assert report["folders"]["scans"]["failed"][0]["source"] == "empty.txt"
-    # The outbox goes away: a file claimed then waits, and past stuck_after_seconds
-    # that is an alarm, until the outbox is back and it is delivered.
+    # The outbox goes away: a file then waits in the inbox, and past stuck_after_seconds
+    # that is an alarm too, until the outbox is back and it is delivered.
     layout.outbox.rename(tmp_path / "outbox-away")
     (layout.inbox / "b.txt").write_text("waits for the outbox")
 

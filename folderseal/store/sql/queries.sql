@@ -179,6 +179,12 @@ UPDATE files SET state = 'BATCHED', result = NULL, outputs = NULL, error_code = 
                  error_message = NULL, updated_at = :now
 WHERE id = :id AND state = 'FAILED' AND batch_id IS NOT NULL;
 
+-- name: wake_job
+-- `folderseal retry` of a batch waiting out a backoff (or a poll): due now.
+UPDATE jobs SET next_attempt_at = :now, updated_at = :now
+WHERE id = :id AND state != 'FAILED' AND next_attempt_at > :now
+  AND (claimed_by IS NULL OR lease_until <= :now);
+
 -- name: restore_job
 UPDATE jobs SET state = :state, remote_id = :remote_id, updated_at = :now
 WHERE id = :id AND state = 'BATCHED';

@@ -1,0 +1,139 @@
+"""A folder whose outbox, errors or archive folder is missing or not writable claims
+nothing: its files stay visible in the inbox, `status` alarms at once, `/metrics`, the
+status page and systemd's STATUS= show it, `/healthz` stays 200 (the daemon is fine),
+and claiming resumes by itself once the folder is usable again.
+
+Permissions only bite an unprivileged user: that case runs the daemon as ``nobody``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.acceptance.test_service import NotifySocket
+from tests.helpers import Daemon, Layout, check_sidecar, folderseal, sidecars, wait_until
+
+METRICS = '\n[metrics]\nlisten = "127.0.0.1:0"\n'
+BLOCKED = "folderseal_folder_blocked"
+
+
+@pytest.fixture
+def notify() -> Iterator[NotifySocket]:
+    sock = NotifySocket()
+    yield sock
+    sock.close()
+
+
+def _status(layout: Layout, user: str | None = None) -> tuple[int, dict[str, Any]]:
+    out = folderseal("status", "--json", "-c", str(layout.config), user=user)
+    return out.returncode, json.loads(out.stdout)
+
+
+def _gauges(url: str) -> dict[str, float]:
+    """The folderseal_folder_blocked series of one scrape, by their labels."""
+    found = {}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(BLOCKED + "{"):
+            labels, _, value = line.rpartition(" ")
+            found[labels[len(BLOCKED):]] = float(value)
+    return found
+
+
+def test_a_missing_outbox_stops_claims_until_it_is_created(
+        tmp_path: Path, notify: NotifySocket) -> None:
+    """With the outbox missing at start the daemon starts and claims nothing: the files stay
+    in the inbox; `status` exits 1 naming the folder, its outbox and what to do; /metrics
+    has folderseal_folder_blocked 1, the status page and STATUS= say claims stopped, and
+    /healthz stays 200. Once the outbox is created the files come out sealed, unrestarted."""
+    layout = Layout(tmp_path, extra=METRICS)
+    layout.write()
+    layout.outbox.rmdir()
+    daemon = Daemon(layout, env=notify.env()).started()
+    url = str(daemon.wait_for_event("web.listening", timeout=60)["url"]).rstrip("/")
+    names = ["a.txt", "b.txt"]
+    for name in names:
+        (layout.inbox / name).write_text(f"waiting for the outbox: {name}")
+
+    def alarmed() -> bool:
+        code, report = _status(layout)
+        return code == 1 and any("outbox" in a for a in report["alarms"])
+
+    wait_until(alarmed, timeout=20, what="status to alarm about the outbox")
+    daemon.wait_for_event("folder.blocked")
+    code, report = _status(layout)
+    alarm = next(a for a in report["alarms"] if "outbox" in a)
+    assert "folder scans" in alarm and str(layout.outbox) in alarm, alarm
+    assert "mount" in alarm and "create it" in alarm, alarm
+    scans = report["folders"]["scans"]
+    assert [b["reason"] for b in scans["blocked"]] == ["outbox_missing"]
+    assert scans["in_flight"] == 0 and scans["files"] == {}
+    wait_until(lambda: {w["source"] for w in _status(layout)[1]["folders"]["scans"]["waiting"]}
+               == set(names), timeout=10, what="both files listed as waiting")
+    assert sorted(p.name for p in layout.inbox.iterdir() if p.is_file()) == names
+    assert not list((layout.work / "incoming").rglob("*.txt")), "a file was claimed"
+    gauges = _gauges(url)
+    assert gauges['{folder="scans",reason="outbox_missing"}'] == 1
+    assert gauges['{folder="scans",reason="errors_missing"}'] == 0
+    health = httpx.get(f"{url}/healthz")
+    assert health.status_code == 200, health.text
+    assert "Claims stopped" in httpx.get(f"{url}/").text
+    wait_until(lambda: notify.first("READY") is not None, what="READY=1")
+    assert any("claims stopped: scans" in s for s in notify.statuses()), notify.statuses()
+
+    layout.outbox.mkdir()
+    wait_until(lambda: len(sidecars(layout.outbox)) == 2, timeout=30, what="both sealed")
+    for name in names:
+        check_sidecar(layout.outbox / f"{name}.json", layout)
+    wait_until(lambda: _status(layout)[0] == 0, timeout=10, what="status healthy again")
+    assert _gauges(url)['{folder="scans",reason="outbox_missing"}'] == 0
+    daemon.wait_for_event("folder.unblocked")
+    assert daemon.stop() == 0
+
+
+def test_an_errors_folder_it_may_not_write_stops_claims_until_fixed(
+        open_tmp: Path) -> None:
+    """A daemon run as nobody whose errors folder it may not write claims nothing; `status`
+    alarms naming the errors folder and "fix its permissions"; after a chmod the waiting
+    file is sealed without a restart."""
+    layout = Layout(open_tmp)
+    layout.write()
+    subprocess.run(["chown", "-R", "nobody:nogroup", str(layout.root)], check=True)
+    layout.errors.chmod(0o555)
+    daemon = Daemon(layout, user="nobody").started()
+    (layout.inbox / "c.txt").write_text("waiting for the errors folder")
+
+    def alarmed() -> bool:
+        code, report = _status(layout, user="nobody")
+        return code == 1 and any("errors folder" in a for a in report["alarms"])
+
+    wait_until(alarmed, timeout=20, what="status to alarm about the errors folder")
+    report = _status(layout, user="nobody")[1]
+    alarm = next(a for a in report["alarms"] if "errors folder" in a)
+    assert str(layout.errors) in alarm and "fix its permissions" in alarm, alarm
+    assert [b["reason"] for b in report["folders"]["scans"]["blocked"]] == \
+        ["errors_not_writable"]
+    assert (layout.inbox / "c.txt").exists()
+    layout.errors.chmod(0o755)
+    wait_until(lambda: (layout.outbox / "c.txt.json").exists(), timeout=30, what="c.txt sealed")
+    assert daemon.stop() == 0
+
+
+def test_sign_takes_nothing_while_the_archive_folder_is_missing(tmp_path: Path) -> None:
+    """`folderseal sign` of a file whose folder's archive folder is missing takes nothing:
+    it exits 1 naming the archive folder, and the file stays in the inbox."""
+    layout = Layout(tmp_path, folder={"archive": "archive"})
+    layout.write()
+    (layout.inbox / "now.txt").write_text("sign me now")
+    out = folderseal("sign", "--timeout", "10", "-c", str(layout.config),
+                     str(layout.inbox / "now.txt"))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "archive folder" in out.stderr and "not there" in out.stderr, out.stderr
+    assert (layout.inbox / "now.txt").read_text() == "sign me now"
+    assert sidecars(layout.outbox) == []
