@@ -5,9 +5,9 @@ for inbox and work folder, a local state folder), that every folder exists with 
 permissions folderseal needs, the free space, how each inbox will be watched, and
 each provider in its own terms (the local seal loads and is not about to expire; SEAL
 answers and takes the key), with key files other accounts may read.
-Exit 0 when all is well (warnings allowed), 78 when something must be fixed, 69 when
-a provider could not be reached (nothing vouched for it; the daemon would start and
-its batches wait).
+Exit 0 when all is well (warnings allowed), 78 when something must be fixed, 1 when
+a provider could not be reached (the check failed: it cannot vouch for the provider;
+the daemon would start and its batches wait).
 """
 
 from __future__ import annotations
@@ -83,6 +83,6 @@ def run_checks(config_path: Path | None) -> int:
     if unreachable:
         print(f"{len(unreachable)} provider(s) could not be reached, so this check cannot vouch "
               "for them; run it again once they answer")
-        return ExitCode.UNAVAILABLE
+        return ExitCode.FAILURE
     print("all checks passed")
     return ExitCode.OK

@@ -262,14 +262,14 @@ def test_check_says_what_it_proved_of_seal(tmp_path: Path, emulator: EmulatorHan
 
 
 def test_check_fails_when_seal_cannot_be_reached_but_the_daemon_starts(tmp_path: Path) -> None:
-    """With nothing listening at base_url, `check` exits 69 saying what to look at, not
+    """With nothing listening at base_url, `check` exits 1 saying what to look at, not
     "all checks passed"; `run` still starts (its batches would wait) and logs why."""
     with socket.socket() as closed:  # bound, never listening: connections are refused
         closed.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{closed.getsockname()[1]}"
         layout = _layout(tmp_path, url)
         out = folderseal("check", "-c", str(layout.config))
-        assert out.returncode == 69, out.stdout + out.stderr
+        assert out.returncode == 1, out.stdout + out.stderr
         assert f"problem: provider local: SEAL at {url} cannot be reached" in out.stdout
         assert "check base_url" in out.stdout and "batches wait" in out.stdout
         assert "all checks passed" not in out.stdout
