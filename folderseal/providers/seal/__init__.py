@@ -25,7 +25,7 @@ from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult
 from folderseal.providers import Attempts, BatchView, Health, Remote, RemoteStatus
 from folderseal.providers.seal import package
-from folderseal.providers.seal.client import SealClient
+from folderseal.providers.seal.client import SealClient, without_query
 
 KNOWN = {"NEW": Remote.NEW, "UPLOADED": Remote.UPLOADED, "ACCEPTED": Remote.RUNNING,
          "READY": Remote.RUNNING, "IN_PROGRESS": Remote.RUNNING, "FINISHING": Remote.RUNNING,
@@ -87,7 +87,8 @@ class SealProvider:
                               f"api_key_file or {variable} against the key SEAL's "
                               "administrator issued")
         if 300 <= status < 400:
-            raise ConfigError(f"{where} answered a redirect (HTTP {status} to {location}): "
+            raise ConfigError(f"{where} answered a redirect (HTTP {status} to "
+                              f"{without_query(location)}): "
                               "set base_url to the address SEAL really has")
         if status == 429 or status >= 500:
             return Health(warnings=tuple(warnings), unreachable=(
