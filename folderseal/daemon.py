@@ -31,11 +31,11 @@ from folderseal.intake import FolderIntake
 from folderseal.logs import get as get_logger
 from folderseal.manager import Busy, Manager, backoff
 from folderseal.metrics import MeasuredProvider
-from folderseal.pool import stop_resource_tracker
 from folderseal.providers import Provider, build
 from folderseal.recover import missing_originals
 from folderseal.sink import Sink
 from folderseal.store import Store
+from folderseal.tracker import stop_resource_tracker
 from folderseal.watch import Hint
 from folderseal.web import WebServer
 
