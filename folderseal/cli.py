@@ -32,7 +32,7 @@ def _settings(args: argparse.Namespace) -> configuration.Settings:
 def cmd_run(args: argparse.Namespace) -> int:
     from folderseal.daemon import Daemon
 
-    daemon = Daemon(_settings(args))
+    daemon = Daemon(_settings(args), config_path=args.config or configuration.default_config_path())
     try:
         daemon.prepare()
     except BaseException:
