@@ -45,9 +45,9 @@ class SecretFile:
 def service_accounts(state_dir: Path) -> frozenset[str]:
     """The accounts that are the service: root, this process's user, the state folder's
     owner."""
-    accounts = {"root", _user_name(os.geteuid())}
+    accounts = {"root", user_name(os.geteuid())}
     with contextlib.suppress(OSError):
-        accounts.add(_user_name(state_dir.stat().st_uid))
+        accounts.add(user_name(state_dir.stat().st_uid))
     return frozenset(accounts)
 
 
@@ -132,8 +132,9 @@ def group_name(gid: int) -> str:
         return str(gid)
 
 
-def _user_name(uid: int) -> str:
+def user_name(uid: int) -> str:
+    """A user's name, or "uid N" if it has none."""
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
-        return str(uid)
+        return f"uid {uid}"

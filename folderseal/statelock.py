@@ -15,12 +15,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import pwd
 import shlex
 import sys
 from pathlib import Path
 
 from folderseal.errors import ConfigError, FolderSealError, StateUnavailable
+from folderseal.keyfiles import user_name
 
 LOCK_NAME = "folderseal.lock"
 STORE_FILES = ("folderseal.sqlite", "folderseal.sqlite-wal", "folderseal.sqlite-shm")
@@ -83,7 +83,7 @@ def _denied(path: Path) -> PermissionError:
 def unusable(state_dir: Path, exc: OSError, reading: bool = False) -> FolderSealError:
     """What is wrong with the state folder, and what to do: a ConfigError (exit 78) unless
     it may pass by itself (a full disk: exit 1, systemd tries again)."""
-    where, user = f"state_dir {state_dir}", _user()
+    where, user = f"state_dir {state_dir}", user_name(os.geteuid())
     if exc.errno in (errno.EACCES, errno.EPERM):
         owner, what = _owner(state_dir), exc.filename or state_dir
         if reading:
@@ -111,20 +111,9 @@ def unusable(state_dir: Path, exc: OSError, reading: bool = False) -> FolderSeal
                             "disk or free space, then start folderseal again")
 
 
-def _user() -> str:
-    return _name(os.geteuid())
-
-
-def _name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
-
-
 def _owner(state_dir: Path) -> str | None:
     try:
-        return _name(state_dir.stat().st_uid)
+        return user_name(state_dir.stat().st_uid)
     except OSError:
         return None
 
