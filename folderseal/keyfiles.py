@@ -81,8 +81,8 @@ def inline_secrets(config: Path, service: frozenset[str]) -> list[str]:
     if not readers:
         return []
     return [f"{config} holds {', '.join(keys)} and is readable by {readers}: they can read "
-            f"the secret; move it to a file only the service may read (password_file, "
-            f"api_key_file; or a systemd credential, \"$CREDENTIALS_DIRECTORY/NAME\"), or "
+            "the secret; move it to a file only the service may read (password_file, "
+            "api_key_file; or a systemd credential, \"$CREDENTIALS_DIRECTORY/NAME\"), or "
             f"chmod 600 {config} (or 640 with a group only the service is in)"]
 
 
@@ -97,8 +97,9 @@ def _readers(path: Path, service: frozenset[str], group_may_read: bool = False) 
         return ""
     if mode & stat.S_IROTH:
         return f"every account on this host (mode {mode:04o})"
-    others = _members(st.st_gid) - service
-    if mode & stat.S_IRGRP and not group_may_read and others:
+    others = _members(st.st_gid) - service if mode & stat.S_IRGRP and not group_may_read \
+        else set()
+    if others:
         verb = "belongs" if len(others) == 1 else "belong"
         return (f"group {group_name(st.st_gid)} (mode {mode:04o}), which "
                 f"{', '.join(sorted(others))} {verb} to")

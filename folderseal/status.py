@@ -60,7 +60,8 @@ def provider_warnings(settings: Settings, last_beat: dict[str, Any] | None = Non
             provider = build(name, settings.providers[name], settings.state_dir)
             warnings += [f"provider {name}: {w}" for w in provider.check(network=False).warnings]
         except FolderSealError as exc:
-            warnings.append(f"provider {name}: cannot be checked here ({exc}); while the "
+            warnings.append(f"provider {name}: cannot be checked here ({exc}), so its "
+                            "certificate (qualified or not) is not known here; while the "
                             "daemon runs, `folderseal status` shows what the service found")
             warnings += [f"{w} (the daemon's finding when it last ran, {when})"
                          for w in last if w.startswith(f"provider {name}: ")]
@@ -91,9 +92,10 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
         beat = next(iter(_rows(db, "SELECT * FROM nodes WHERE node = ?", settings.node_name)),
                     None)
         notes = _daemon(beat, settings, report, now)
-        # The running daemon's own findings (with the network and its credentials) first.
-        report["warnings"] = list(warnings if warnings is not None else notes["warnings"]
-                                  if "warnings" in notes else provider_warnings(settings, beat))
+        if warnings is None:  # the running daemon's own findings (the network, its credentials)
+            warnings = notes["warnings"] if "warnings" in notes else \
+                provider_warnings(settings, beat)
+        report["warnings"] = list(warnings)
         for name, cfg in settings.folders.items():
             folder = _folder(db, name, notes.get("folders", {}).get(name, {}), now)
             report["folders"][name] = folder
