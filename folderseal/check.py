@@ -4,10 +4,11 @@ Checks the configuration, the folder layout (nothing inside an inbox, one filesy
 for inbox and work folder, a local state folder), that every folder exists with the
 permissions folderseal needs, the free space, how each inbox will be watched, and
 each provider in its own terms (the local seal loads and is not about to expire; SEAL
-answers and takes the key), with key files other accounts may read.
-Exit 0 when all is well (warnings allowed), 78 when something must be fixed, 69 when
-a provider could not be reached (nothing vouched for it; the daemon would start and
-its batches wait).
+answers and takes the key), with key files, or a configuration holding a secret, that
+other accounts may read.
+Exit 0 when all is well (warnings allowed), 78 when something must be fixed, 1 when
+a provider could not be reached (the check failed: it cannot vouch for the provider;
+the daemon would start and its batches wait).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from folderseal import config as configuration
 from folderseal import files, safety
 from folderseal.errors import ExitCode, FolderSealError
+from folderseal.keyfiles import inline_secrets, service_accounts
 from folderseal.providers import build
 from folderseal.redact import REDACTOR
 from folderseal.watch import choose_mode
@@ -43,7 +45,9 @@ def run_checks(config_path: Path | None) -> int:
     except FolderSealError as exc:
         print(f"problem: {REDACTOR.text(str(exc))}")
         return ExitCode.CONFIG
-    notes.append(f"configuration {config_path or configuration.default_config_path()} is valid")
+    path = config_path or configuration.default_config_path()
+    notes.append(f"configuration {path} is valid")
+    warnings += inline_secrets(path, service_accounts(settings.state_dir))
     problems += safety.layout_problems(settings)
     state = settings.state_dir
     problem = _access(state if state.exists() else state.parent, write=True)
@@ -83,6 +87,6 @@ def run_checks(config_path: Path | None) -> int:
     if unreachable:
         print(f"{len(unreachable)} provider(s) could not be reached, so this check cannot vouch "
               "for them; run it again once they answer")
-        return ExitCode.UNAVAILABLE
+        return ExitCode.FAILURE
     print("all checks passed")
     return ExitCode.OK

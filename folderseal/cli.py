@@ -18,7 +18,8 @@ from folderseal.errors import ExitCode, FolderSealError
 from folderseal.redact import REDACTOR
 
 # What `init --service` writes unless told otherwise: what systemd/folderseal.service expects.
-SERVICE_DEFAULTS = {"user": "folderseal", "state_dir": "/var/lib/folderseal",
+SERVICE_DEFAULTS = {"user": "folderseal", "drop_group": "folderseal-drop",
+                    "state_dir": "/var/lib/folderseal",
                     "inbox": "/srv/folderseal/inbox", "outbox": "/srv/folderseal/outbox",
                     "errors": "/srv/folderseal/errors"}
 
@@ -32,7 +33,7 @@ def _settings(args: argparse.Namespace) -> configuration.Settings:
 def cmd_run(args: argparse.Namespace) -> int:
     from folderseal.daemon import Daemon
 
-    daemon = Daemon(_settings(args))
+    daemon = Daemon(_settings(args), config_path=args.config or configuration.default_config_path())
     try:
         daemon.prepare()
     except BaseException:
@@ -81,8 +82,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in SERVICE_DEFAULTS if getattr(args, k) is not None}
     if not args.service:
         if given:
-            print("folderseal init: --user, --state-dir, --inbox, --outbox and --errors go "
-                  "with --service", file=sys.stderr)
+            print("folderseal init: --user, --drop-group, --state-dir, --inbox, --outbox and "
+                  "--errors go with --service", file=sys.stderr)
             return ExitCode.USAGE
         return init(Path(args.dir or "."))
     chosen = SERVICE_DEFAULTS | given
@@ -92,8 +93,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     return init_service(ServiceLayout(
         directory=Path(args.dir or "/etc/folderseal").absolute(), user=chosen["user"],
-        state_dir=folder("state_dir"), inbox=folder("inbox"), outbox=folder("outbox"),
-        errors=folder("errors")))
+        drop_group=chosen["drop_group"], state_dir=folder("state_dir"),
+        inbox=folder("inbox"), outbox=folder("outbox"), errors=folder("errors")))
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -152,6 +153,10 @@ def parser() -> argparse.ArgumentParser:
                            "seal owned and moded for the service user (see systemd/README.md)")
     init.add_argument("--user", help="with --service: the user the service runs as "
                                      "(default folderseal; it must exist)")
+    init.add_argument("--drop-group", dest="drop_group", metavar="GROUP",
+                      help="with --service: the group of the accounts that drop files, owning "
+                           "the folders but not the configuration (default folderseal-drop; "
+                           "made if missing)")
     for key in ("state_dir", "inbox", "outbox", "errors"):
         init.add_argument(f"--{key.replace('_', '-')}", dest=key, metavar="PATH",
                           help=f"with --service: this folder (default {SERVICE_DEFAULTS[key]})")

@@ -21,6 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any, cast
 
@@ -31,11 +32,12 @@ from folderseal.intake import FolderIntake
 from folderseal.logs import get as get_logger
 from folderseal.manager import Busy, Manager, backoff
 from folderseal.metrics import MeasuredProvider
-from folderseal.pool import stop_resource_tracker
+from folderseal.notices import Notices
 from folderseal.providers import Provider, build
 from folderseal.recover import missing_originals
 from folderseal.sink import Sink
 from folderseal.store import Store
+from folderseal.tracker import stop_resource_tracker
 from folderseal.watch import Hint
 from folderseal.web import WebServer
 
@@ -48,7 +50,7 @@ MAX_SLEEP = 1.0
 
 class Daemon:
     def __init__(self, settings: Settings, *, job_threads: int = 2,
-                 delay: Callable[[int], float] = backoff) -> None:
+                 delay: Callable[[int], float] = backoff, config_path: Path | None = None) -> None:
         self.settings = settings
         self.job_threads = job_threads
         self.delay = delay
@@ -65,7 +67,7 @@ class Daemon:
         self.fatal: BaseException | None = None
         self.started_at = time.time()
         self.loop_at = self.started_at    # the main loop's last round
-        self.warnings: list[str] = []     # the providers' warnings at start
+        self.notices = Notices(config_path, settings.state_dir, self.log)
         self.threads: list[threading.Thread] = []
         self.notifier = systemd.Notifier()
         # Late by a whole WatchdogSec= is when systemd gives up on the daemon too.
@@ -89,19 +91,10 @@ class Daemon:
             self.log.info("daemon.leases_released", jobs=released)
         self._check_open_jobs()
         self._check_store_is_current()
-        used = {folder.provider for folder in settings.folders.values()}
-        for name in sorted(used):
+        for name in sorted({folder.provider for folder in settings.folders.values()}):
             provider = build(name, settings.providers[name], settings.state_dir)
-            try:
-                health = provider.check()
-            except ConfigError as exc:
-                raise ConfigError(f"provider {name}: {exc}") from None
-            # Out of reach is no reason to stay down: its batches wait until it answers.
-            for warning in (*health.warnings, health.unreachable):
-                if warning:
-                    self.log.warning("provider.warning", provider=name, warning=warning)
-                    self.warnings.append(f"provider {name}: {warning}")
             self.providers[name] = cast(Provider, MeasuredProvider(provider))
+        self.notices.start(self.providers)
         if settings.metrics.address is not None:
             self.web = WebServer(settings.metrics.address, self.report, self.health)
         store_id = self.store.store_id
@@ -172,6 +165,8 @@ class Daemon:
                         for i in range(self.job_threads)]
         for thread in self.threads:
             thread.start()
+        threading.Thread(target=self.notices.keep_checking, args=(self.providers, self.stop),
+                         name="notices", daemon=True).start()
         self.log.info("daemon.started", pid=os.getpid(), folders=sorted(self.intakes),
                       state_dir=str(self.settings.state_dir))
         try:
@@ -272,14 +267,15 @@ class Daemon:
     def _heartbeat(self) -> None:
         assert self.store is not None
         now = time.time()
-        notes: dict[str, Any] = {"folders": {n: i.notes(now) for n, i in self.intakes.items()}}
+        notes: dict[str, Any] = {"folders": {n: i.notes(now) for n, i in self.intakes.items()},
+                                 "warnings": self.notices.texts()}
         self.store.heartbeat(os.getpid(), self.started_at, notes)
 
     # -- health --------------------------------------------------------------------
 
     def report(self) -> dict[str, Any]:
         """The status report (as ``folderseal status`` prints it)."""
-        return status.collect(self.settings, warnings=self.warnings)
+        return status.collect(self.settings, warnings=self.notices.texts())
 
     def _status_line(self) -> str:
         try:

@@ -25,17 +25,11 @@ import enum
 
 
 class ExitCode(enum.IntEnum):
-    """Process exit codes; 78 makes systemd's RestartPreventExitStatus stop a restart loop.
-
-    69 (sysexits' EX_UNAVAILABLE, beside 78's EX_CONFIG) is ``check``'s answer when a
-    provider could not be asked: nothing to fix in the file, but nothing vouched for
-    either; a script can try again later rather than page someone to edit the config.
-    """
+    """Process exit codes; 78 makes systemd's RestartPreventExitStatus stop a restart loop."""
 
     OK = 0
     FAILURE = 1
     USAGE = 2
-    UNAVAILABLE = 69
     CONFIG = 78
 
 

@@ -1,25 +1,34 @@
-"""Secret files other accounts could read: a warning naming the file and the fix.
+"""Secrets other accounts could read: a warning naming the file and the fix.
 
 A key or password file (``password_file``, ``api_key_file``, a PEM private ``key``, an
 mTLS ``client_key``) should be readable by the service alone: mode 0600 owned by its
-user, or 0640 with a group no other account belongs to (``root:folderseal``). A PKCS#12
-whose password is kept apart protects its key with that password, so its group may
-read it (``folderseal init --service`` writes it 0640 ``root:folderseal``); every
-account may not. Files under ``$CREDENTIALS_DIRECTORY`` are systemd's copies
-(``LoadCredential=``), private to the service: exempt.
+user, or 0640 with a group no other account belongs to (``root:folderseal``: the
+service's own group, which ``folderseal init --service`` keeps for it; the people and
+scanners who drop files are in another group, ``folderseal-drop``). A PKCS#12 whose
+password is kept apart protects its key with that password, so its group may read it
+(``init --service`` writes it 0640 ``root:folderseal``); every account may not. Files
+under ``$CREDENTIALS_DIRECTORY`` are systemd's copies (``LoadCredential=``), private to
+the service: exempt. A configuration file that holds a secret itself (``password``,
+``api_key``) is held to the same rule.
+
+"The service" is root, the user this runs as, and the owner of the state folder (the
+service's user, when ``check`` or ``status`` run as root).
 """
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
 import stat
+import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 CREDENTIALS = "$CREDENTIALS_DIRECTORY"
+INLINE = ("password", "api_key")  # secrets a provider's table may hold itself
 FIX = ("chmod 600 it (owned by the service's user), or chmod 640 with a group only the "
        "service is in (chown root:folderseal)")
 
@@ -33,30 +42,68 @@ class SecretFile:
     group_may_read: bool = False  # a PKCS#12 whose password is kept elsewhere
 
 
-def exposure(secret_files: Iterable[SecretFile]) -> list[str]:
-    """One warning per secret file that accounts other than the service's may read."""
+def service_accounts(state_dir: Path) -> frozenset[str]:
+    """The accounts that are the service: root, this process's user, the state folder's
+    owner."""
+    accounts = {"root", user_name(os.geteuid())}
+    with contextlib.suppress(OSError):
+        accounts.add(user_name(state_dir.stat().st_uid))
+    return frozenset(accounts)
+
+
+def exposure(secret_files: Iterable[SecretFile], service: frozenset[str]) -> list[str]:
+    """One warning per secret file that accounts other than ``service`` may read."""
     warnings = []
     for secret in secret_files:
-        try:
-            st = secret.path.stat()
-        except OSError:
-            continue  # missing or unreadable: the check that reads it says so
-        if _private_to_the_service(secret.path) or not stat.S_ISREG(st.st_mode):
+        if _private_to_the_service(secret.path):
             continue
-        mode = stat.S_IMODE(st.st_mode)
-        what = ("its key is protected by its password alone"
-                if secret.group_may_read else "they can read the secret")
-        if mode & stat.S_IROTH:
-            warnings.append(f"{secret.key} {secret.path} is readable by every account on this "
-                            f"host (mode {mode:04o}): {what}; {FIX}")
-        elif mode & stat.S_IRGRP and not secret.group_may_read:
-            others = _members(st.st_gid)
-            if len(others) > 1:
-                warnings.append(
-                    f"{secret.key} {secret.path} is readable by group {_group_name(st.st_gid)} "
-                    f"(mode {mode:04o}), which {', '.join(sorted(others))} belong to: {what}; "
-                    f"{FIX}")
+        readers = _readers(secret.path, service, group_may_read=secret.group_may_read)
+        if readers:
+            what = ("its key is protected by its password alone"
+                    if secret.group_may_read else "they can read the secret")
+            warnings.append(f"{secret.key} {secret.path} is readable by {readers}: {what}; "
+                            f"{FIX}")
     return warnings
+
+
+def inline_secrets(config: Path, service: frozenset[str]) -> list[str]:
+    """A warning if the configuration file holds a secret (``password``, ``api_key``) and
+    accounts other than ``service`` may read it."""
+    try:
+        raw = tomllib.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []  # loading the configuration says what is wrong with it
+    providers = raw.get("providers")
+    keys = [f"providers.{name}.{key}"
+            for name, table in (providers.items() if isinstance(providers, dict) else ())
+            if isinstance(table, dict) for key in INLINE if table.get(key)]
+    readers = _readers(config, service) if keys else ""
+    if not readers:
+        return []
+    return [f"{config} holds {', '.join(keys)} and is readable by {readers}: they can read "
+            "the secret; move it to a file only the service may read (password_file, "
+            "api_key_file; or a systemd credential, \"$CREDENTIALS_DIRECTORY/NAME\"), or "
+            f"chmod 600 {config} (or 640 with a group only the service is in)"]
+
+
+def _readers(path: Path, service: frozenset[str], group_may_read: bool = False) -> str:
+    """Who besides ``service`` may read ``path`` ("" if nobody, or if it is not there)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return ""  # missing or unreadable: the check that reads it says so
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISREG(st.st_mode):
+        return ""
+    if mode & stat.S_IROTH:
+        return f"every account on this host (mode {mode:04o})"
+    others = _members(st.st_gid) - service if mode & stat.S_IRGRP and not group_may_read \
+        else set()
+    if others:
+        verb = "belongs" if len(others) == 1 else "belong"
+        return (f"group {group_name(st.st_gid)} (mode {mode:04o}), which "
+                f"{', '.join(sorted(others))} {verb} to")
+    return ""
 
 
 def names_credential(path: Path) -> bool:
@@ -78,8 +125,17 @@ def _members(gid: int) -> set[str]:
     return members | {entry.pw_name for entry in pwd.getpwall() if entry.pw_gid == gid}
 
 
-def _group_name(gid: int) -> str:
+def group_name(gid: int) -> str:
+    """A group's name, or its number if it has none."""
     try:
         return grp.getgrgid(gid).gr_name
     except KeyError:
         return str(gid)
+
+
+def user_name(uid: int) -> str:
+    """A user's name, or "uid N" if it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"

@@ -43,7 +43,6 @@ import time
 import traceback
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 from typing import Any
@@ -445,36 +444,6 @@ class WorkerPool:
             w.process.kill()
         for slot in self._slots:
             slot.thread.join(2 * _STOP_GRACE + 1)
-
-
-def stop_resource_tracker(timeout: float = _STOP_GRACE) -> None:
-    """Stop multiprocessing's resource tracker; call it once no worker is left (at exit).
-
-    Starting a ``spawn`` process starts the tracker (``Process.start`` asks
-    ``resource_tracker.getfd()`` for the pipe it hands each child), and the tracker
-    outlives every pool: it ignores SIGTERM and exits only once each holder of the pipe
-    closed it, so under systemd's ``KillMode=mixed`` every stop ended with a SIGKILL for
-    it. Closing this process's end lets it exit now; it is reaped here (killed after
-    ``timeout`` if a worker somehow still holds the pipe). A later pool starts another.
-    """
-    tracker: Any = resource_tracker._resource_tracker  # no public way to stop it
-    with tracker._lock:
-        fd, pid = tracker._fd, tracker._pid
-        if fd is None or pid is None:
-            return
-        tracker._fd = tracker._pid = None
-        os.close(fd)
-    deadline = time.monotonic() + timeout
-    try:
-        while os.waitpid(pid, os.WNOHANG) == (0, 0):
-            if time.monotonic() > deadline:
-                log.warning("the resource tracker %d did not stop; killing it", pid)
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                return
-            time.sleep(0.01)
-    except ChildProcessError:  # reaped already
-        pass
 
 
 def _settle(future: Future[Any], ok: bool, value: object) -> None:

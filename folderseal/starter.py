@@ -9,6 +9,14 @@ the systemd unit: the configuration and seal in DIR (``/etc/folderseal``), the s
 in ``/var/lib/folderseal`` and the folders under ``/srv/folderseal``, each with the
 owner and mode the service user needs and no more. The seal's password stays
 ``root:root 0600``: the service reads the copy systemd makes with ``LoadCredential=``.
+
+Two groups keep the secrets apart from the people who drop files. The service's own
+group (its user's primary group, ``folderseal``) holds the service's user alone and may
+read the configuration and the seal (``root:folderseal 0640``). The accounts that drop
+files (people, a scanner's or a Samba share's account) go in the drop group
+(``folderseal-drop``, made here if missing, with the service's user added to it): it
+owns the inbox, outbox and errors folders (``2770``, setgid, so what they drop keeps
+that group and the service can read it), never the configuration.
 """
 
 from __future__ import annotations
@@ -17,12 +25,14 @@ import grp
 import json
 import os
 import pwd
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from folderseal.engine import make_trial_seal
 from folderseal.errors import ExitCode
+from folderseal.keyfiles import group_name
 
 CONFIG = """\
 # folderseal starter configuration, written by `folderseal init`.
@@ -108,10 +118,12 @@ def init(directory: Path) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ServiceLayout:
-    """Where ``init --service`` puts things (absolute paths) and whom the service runs as."""
+    """Where ``init --service`` puts things (absolute paths), whom the service runs as, and
+    the group of the accounts that drop files."""
 
     directory: Path
     user: str
+    drop_group: str
     state_dir: Path
     inbox: Path
     outbox: Path
@@ -137,7 +149,12 @@ def init_service(layout: ServiceLayout) -> int:
               "(or name another user with --user); nothing was changed", file=sys.stderr)
         return ExitCode.FAILURE
     uid, gid = account.pw_uid, account.pw_gid
-    group = _group_name(gid)
+    group = group_name(gid)
+    if layout.drop_group == group:
+        print(f"folderseal init --service: the drop group cannot be {group}, the group of "
+              f"{layout.user}, which may read the configuration and the seal; name another "
+              "with --drop-group; nothing was changed", file=sys.stderr)
+        return ExitCode.FAILURE
     blocked = [p for p in (layout.directory, layout.state_dir, *layout.folders)
                if p.exists() and not p.is_dir()]
     if blocked:
@@ -147,6 +164,16 @@ def init_service(layout: ServiceLayout) -> int:
     if _taken(layout.directory):
         return ExitCode.FAILURE
     kept = [p for p in (layout.directory, layout.state_dir, *layout.folders) if p.exists()]
+    try:
+        drop_gid, joined = _drop_group(layout.drop_group, layout.user)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        why = exc.stderr.decode(errors="replace").strip() \
+            if isinstance(exc, subprocess.CalledProcessError) else str(exc)
+        print(f"folderseal init --service: cannot make the group {layout.drop_group} or add "
+              f"{layout.user} to it ({why}); make it yourself (groupadd --system "
+              f"{layout.drop_group}; usermod -aG {layout.drop_group} {layout.user}) and run "
+              "this again; nothing else was changed", file=sys.stderr)
+        return ExitCode.FAILURE
     _make_folder(layout.directory, 0o750, 0, gid)
     seal = make_trial_seal(layout.directory)   # both files root:root 0600
     os.chown(seal.pkcs12_path, 0, gid)          # the service reads the (encrypted) key
@@ -158,25 +185,44 @@ def init_service(layout: ServiceLayout) -> int:
         errors=_quoted(layout.errors)), 0o640, gid)
     _make_folder(layout.state_dir, 0o750, uid, gid)
     for folder in layout.folders:
-        # setgid: files dropped by members of the group keep it, so the service reads them
-        _make_folder(folder, 0o2770, uid, gid)
-    _explain(layout, group, seal.pkcs12_path, seal.password_path, kept)
+        # setgid: what the drop group's members drop keeps the group, which the service
+        # is in, so it reads them
+        _make_folder(folder, 0o2770, uid, drop_gid)
+    _explain(layout, group, seal.pkcs12_path, seal.password_path, kept, joined)
     return ExitCode.OK
 
 
+def _drop_group(name: str, user: str) -> tuple[int, list[str]]:
+    """The drop group's id, made if missing, with ``user`` in it; and what was done."""
+    done = []
+    try:
+        entry = grp.getgrnam(name)
+    except KeyError:
+        subprocess.run(["groupadd", "--system", name], check=True, capture_output=True)
+        entry = grp.getgrnam(name)
+        done.append(f"made the group {name} for the accounts that drop files")
+    if user not in entry.gr_mem:
+        subprocess.run(["usermod", "--append", "--groups", name, user], check=True,
+                       capture_output=True)
+        done.append(f"added {user} to the group {name}, so the service reads what they drop")
+    return entry.gr_gid, done
+
+
 def _explain(layout: ServiceLayout, group: str, p12: Path, password: Path,
-             kept: list[Path]) -> None:
-    user, config = layout.user, layout.directory / "config.toml"
+             kept: list[Path], joined: list[str]) -> None:
+    user, drop, config = layout.user, layout.drop_group, layout.directory / "config.toml"
     lines = [f"wrote {config} (root:{group} 0640) and a trial seal, NOT QUALIFIED: "
              f"{p12} (root:{group} 0640), its password {password} (root:root 0600, read "
              "by the service through LoadCredential=)",
              f"state_dir {layout.state_dir} ({user}:{group} 0750)",
-             f"folders {', '.join(map(str, layout.folders))} ({user}:{group} 2770)"]
+             f"folders {', '.join(map(str, layout.folders))} ({user}:{drop} 2770)"]
+    lines += joined
     lines += [f"kept {path} as it was (its owner and mode are unchanged)" for path in kept]
     lines.append(f"Whoever drops files into {layout.inbox} (people, a scanner's or a Samba "
-                 f"share's account) must be in the group {group}: sudo usermod -aG {group} "
-                 f"NAME. Signed results appear in {layout.outbox}, failures in "
-                 f"{layout.errors}.")
+                 f"share's account) must be in the group {drop}: sudo usermod -aG {drop} "
+                 f"NAME. Keep them out of the group {group}: it may read the configuration "
+                 f"and the seal, and is for {user} alone. Signed results appear in "
+                 f"{layout.outbox}, failures in {layout.errors}.")
     drop_in = []
     if layout.directory != UNIT_CONFIG_DIR:
         drop_in.append(f"ExecStart= and LoadCredential=seal.pass:{password}")
@@ -194,13 +240,6 @@ def _explain(layout: ServiceLayout, group: str, p12: Path, password: Path,
                  f"-p LoadCredential=seal.pass:{password} folderseal check -c {config}\n"
                  "  sudo systemctl enable --now folderseal")
     print("\n".join(lines))
-
-
-def _group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
 
 
 def _quoted(path: Path) -> str:

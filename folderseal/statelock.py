@@ -15,10 +15,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import pwd
+import shlex
+import sys
 from pathlib import Path
 
 from folderseal.errors import ConfigError, FolderSealError, StateUnavailable
+from folderseal.keyfiles import user_name
 
 LOCK_NAME = "folderseal.lock"
 STORE_FILES = ("folderseal.sqlite", "folderseal.sqlite-wal", "folderseal.sqlite-shm")
@@ -81,19 +83,23 @@ def _denied(path: Path) -> PermissionError:
 def unusable(state_dir: Path, exc: OSError, reading: bool = False) -> FolderSealError:
     """What is wrong with the state folder, and what to do: a ConfigError (exit 78) unless
     it may pass by itself (a full disk: exit 1, systemd tries again)."""
-    where, user = f"state_dir {state_dir}", _user()
+    where, user = f"state_dir {state_dir}", user_name(os.geteuid())
     if exc.errno in (errno.EACCES, errno.EPERM):
+        owner, what = _owner(state_dir), exc.filename or state_dir
         if reading:
-            return ConfigError(f"{where}: user {user} may not read {exc.filename or state_dir}"
-                               f"; run this as the service's user or as root, or set "
-                               "state_dir")
-        if not os.path.exists(state_dir):
+            return ConfigError(f"{where}: user {user} may not read {what}; "
+                               f"{_as_owner(owner, user)}, or set state_dir")
+        if owner is None:
             return ConfigError(f"{where} does not exist and user {user} may not create it: "
                                f"sudo install -d -o {user} -m 0750 {state_dir}, or set "
                                "state_dir to a folder it may write")
-        return ConfigError(f"{where}: user {user} may not write {exc.filename or state_dir}: "
-                           f"sudo chown -R {user} {state_dir}, or set state_dir to a folder "
-                           "it may write")
+        if owner not in (user, "root"):  # the service's store: never hand it to someone else
+            return ConfigError(f"{where} belongs to user {owner}, and user {user} may not "
+                               f"write {what}: {_as_owner(owner, user)}")
+        instead = "" if owner == user else f", else {_as_owner(owner, user)}"
+        return ConfigError(f"{where}: user {user} may not write {what}: sudo chown -R {user} "
+                           f"{state_dir} if {user} runs the service{instead}; or set "
+                           "state_dir to a folder it may write")
     if exc.errno == errno.EROFS:
         return ConfigError(f"{where} is on a read-only filesystem: set state_dir to a writable "
                            "local folder (under systemd /var/lib/folderseal, which the unit's "
@@ -105,11 +111,20 @@ def unusable(state_dir: Path, exc: OSError, reading: bool = False) -> FolderSeal
                             "disk or free space, then start folderseal again")
 
 
-def _user() -> str:
+def _owner(state_dir: Path) -> str | None:
     try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"uid {os.geteuid()}"
+        return user_name(state_dir.stat().st_uid)
+    except OSError:
+        return None
+
+
+def _as_owner(owner: str | None, user: str) -> str:
+    """Run this very command as the state folder's owner (the service's user) or root."""
+    command = shlex.join(["folderseal", *sys.argv[1:]])
+    if owner in (None, "root"):
+        return f"run it as root (sudo {command})"
+    return (f"run it as {owner}, the service's user (sudo -u {owner} {command}), or as root, "
+            f"not as {user}")
 
 
 def holder(state_dir: Path) -> int | None:

@@ -3,7 +3,9 @@
 Reads the store (never writes it) and the daemon's last heartbeat, which carries what
 only the running daemon knows: files still settling in each inbox and why they wait,
 claims paused for disk space or the in-flight limit, a share in an outage, a folder
-that stopped making progress. The status page and the metrics read the same report.
+that stopped making progress, and its warnings (the providers as the service sees them,
+with the network and its credentials). Without a running daemon the providers are
+checked here, without the network. The status page and the metrics read the same report.
 
 Alarms are what needs a person now, and make ``status`` exit 1: the daemon down or
 hung, a watcher down, a share out, an outbox, errors or archive folder missing or not
@@ -45,15 +47,24 @@ def _rows(db: sqlite3.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
     return [dict(r) for r in db.execute(sql, args)]
 
 
-def provider_warnings(settings: Settings) -> list[str]:
-    """What the providers in use warn about without the network (a seal expiring soon)."""
+def provider_warnings(settings: Settings, last_beat: dict[str, Any] | None = None) -> list[str]:
+    """What the providers in use warn about, checked here without the network (when no
+    daemon runs to say what it found). A provider that cannot be checked here (its
+    password is the service's credential, say) is named with why, and with the warnings
+    the daemon published about it in its last heartbeat."""
+    last = json.loads(last_beat["notes"]).get("warnings", []) if last_beat else []
+    when = iso(last_beat["heartbeat_at"]) if last_beat else ""
     warnings: list[str] = []
     for name in sorted({f.provider for f in settings.folders.values()}):
         try:
             provider = build(name, settings.providers[name], settings.state_dir)
             warnings += [f"provider {name}: {w}" for w in provider.check(network=False).warnings]
         except FolderSealError as exc:
-            warnings.append(f"provider {name}: {exc}")
+            warnings.append(f"provider {name}: cannot be checked here ({exc}), so its "
+                            "certificate (qualified or not) is not known here; while the "
+                            "daemon runs, `folderseal status` shows what the service found")
+            warnings += [f"{w} (the daemon's finding when it last ran, {when})"
+                         for w in last if w.startswith(f"provider {name}: ")]
     return warnings
 
 
@@ -68,9 +79,9 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
     now = time.time()
     report: dict[str, Any] = {
         "node": settings.node_name, "generated": iso(now), "daemon": {"running": False},
-        "folders": {}, "alarms": [],
-        "warnings": provider_warnings(settings) if warnings is None else list(warnings)}
+        "folders": {}, "alarms": [], "warnings": []}
     if not settings.database.exists():
+        report["warnings"] = provider_warnings(settings) if warnings is None else list(warnings)
         report["warnings"].append(f"no store at {settings.database} yet: the daemon never ran")
         report["folders"] = {name: _empty() for name in settings.folders}
         report["alarms"].append("the daemon is not running")
@@ -78,9 +89,15 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
     db = sqlite3.connect(f"file:{settings.database}?mode=ro", uri=True, timeout=10)
     db.row_factory = sqlite3.Row
     try:
-        notes = _daemon(db, settings, report, now)
+        beat = next(iter(_rows(db, "SELECT * FROM nodes WHERE node = ?", settings.node_name)),
+                    None)
+        notes = _daemon(beat, settings, report, now)
+        if warnings is None:  # the running daemon's own findings (the network, its credentials)
+            warnings = notes["warnings"] if "warnings" in notes else \
+                provider_warnings(settings, beat)
+        report["warnings"] = list(warnings)
         for name, cfg in settings.folders.items():
-            folder = _folder(db, name, notes.get(name, {}), now)
+            folder = _folder(db, name, notes.get("folders", {}).get(name, {}), now)
             report["folders"][name] = folder
             max_wait = getattr(settings.providers[cfg.provider], "max_wait_seconds", None)
             report["alarms"] += _alarms(name, folder, max_wait, cfg.stuck_after_seconds)
@@ -94,15 +111,15 @@ def _redacted(report: dict[str, Any]) -> dict[str, Any]:
     return redacted
 
 
-def _daemon(db: sqlite3.Connection, settings: Settings, report: dict[str, Any],
+def _daemon(beat: dict[str, Any] | None, settings: Settings, report: dict[str, Any],
             now: float) -> dict[str, Any]:
-    """Fill in the daemon's part; the folder notes of its last fresh heartbeat."""
+    """Fill in the daemon's part; the notes of its last heartbeat, if it runs and that is
+    fresh (else {})."""
     pid = statelock.holder(settings.state_dir)
     if pid is None:
         report["alarms"].append("the daemon is not running")
         return {}
     report["daemon"] = {"running": True, "pid": pid}
-    beat = next(iter(_rows(db, "SELECT * FROM nodes WHERE node = ?", settings.node_name)), None)
     if beat is None or beat["pid"] != pid:
         return {}
     age = now - beat["heartbeat_at"]
@@ -113,8 +130,8 @@ def _daemon(db: sqlite3.Connection, settings: Settings, report: dict[str, Any],
                                 "loop is stuck (a share that hangs?); systemd's watchdog "
                                 "restarts it")
         return {}
-    folders: dict[str, Any] = json.loads(beat["notes"]).get("folders", {})
-    return folders
+    notes: dict[str, Any] = json.loads(beat["notes"])
+    return notes
 
 
 def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],

@@ -95,13 +95,13 @@ def _toml(value: Any) -> str:
 
 
 def _as_user(user: str | None, command: list[str]) -> list[str]:
-    """Run ``command`` as ``user`` (with that user's primary group and no others)."""
+    """Run ``command`` as ``user``, with that user's groups (as systemd's User= does)."""
     if not user:
         return command
     entry = pwd.getpwnam(user)
     if command[0] == sys.executable:
         command = [unprivileged_python(user), *command[1:]]
-    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups",
+    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups",
             *command]
 
 

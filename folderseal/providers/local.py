@@ -25,14 +25,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from asn1crypto import x509 as asn1_x509
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-
 from folderseal import files
 from folderseal.config import LocalProviderConfig
+from folderseal.engine import describe_certificate
 from folderseal.errors import ConfigError, TransientError
-from folderseal.keyfiles import exposure
+from folderseal.keyfiles import exposure, service_accounts
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult
 from folderseal.pool import (
@@ -60,18 +57,6 @@ from folderseal.providers.local_worker import (
 )
 
 EXPIRY_WARNING_DAYS = 30
-
-
-def _self_signed(certificate: asn1_x509.Certificate) -> bool:
-    """Issued by itself: the issuer is the subject and its own key verifies the signature."""
-    cert = x509.load_der_x509_certificate(certificate.dump())
-    if cert.issuer != cert.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(cert)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 class _Gate:
@@ -145,11 +130,11 @@ class LocalProvider:
         if left.total_seconds() <= 0:
             raise ConfigError(f"the seal certificate {self.cfg.certificate} expired on "
                               f"{seal.not_after:%Y-%m-%d}; install a new one")
-        warnings = exposure(self.cfg.secret_files())
+        warnings = exposure(self.cfg.secret_files(), service_accounts(self.state_dir))
         if left.days < EXPIRY_WARNING_DAYS:
             warnings.append(f"the seal certificate expires on {seal.not_after:%Y-%m-%d} "
                             f"({left.days} days); renew it")
-        if _self_signed(seal.certificate):
+        if describe_certificate(seal.certificate.dump()).self_signed:
             warnings.append(
                 f"{NOT_QUALIFIED}. {self.cfg.certificate} ({seal.subject}) signed itself: its "
                 "seals prove a file unchanged, not who sealed it. Set certificate (and its "

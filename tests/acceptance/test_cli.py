@@ -624,6 +624,27 @@ def test_a_password_file_others_may_read_is_warned_about(tmp_path: Path) -> None
     assert daemon.stop() == 0
 
 
+def test_a_secret_in_a_config_others_may_read_is_warned_about(tmp_path: Path) -> None:
+    """A seal password written into a config.toml every account may read passes `check`
+    with a warning naming the key (not the password) and the fix, and the daemon logs the
+    same warning at start."""
+    layout = Layout(tmp_path)
+    layout.write()
+    password = (tmp_path / "seal" / "seal.pass").read_text().strip()
+    layout.provider = {"password_file": "", "password": password}
+    layout.write()
+    layout.config.chmod(0o644)
+    check = folderseal("check", "-c", str(layout.config))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert (f"warning: {layout.config} holds providers.local.password and is readable by "
+            "every account") in check.stdout
+    assert "password_file" in check.stdout and password not in check.stdout
+    daemon = Daemon(layout).started()
+    event = daemon.wait_for_event("config.warning", timeout=5)
+    assert event["config"] == str(layout.config) and "chmod 600" in event["warning"]
+    assert daemon.stop() == 0
+
+
 # -- folder options, one daemon watching one folder per option ----------------------------
 #
 # Starting a daemon costs a second or two, so these cases share one daemon that watches

@@ -262,20 +262,37 @@ def test_check_says_what_it_proved_of_seal(tmp_path: Path, emulator: EmulatorHan
 
 
 def test_check_fails_when_seal_cannot_be_reached_but_the_daemon_starts(tmp_path: Path) -> None:
-    """With nothing listening at base_url, `check` exits 69 saying what to look at, not
-    "all checks passed"; `run` still starts (its batches would wait) and logs why."""
+    """With nothing listening at base_url, `check` exits 1 saying what to look at, not
+    "all checks passed"; `run` still starts (its batches would wait), logs why, and
+    publishes the warning, which `status` shows; once SEAL answers, the daemon's next
+    check clears it (logged), without a restart."""
     with socket.socket() as closed:  # bound, never listening: connections are refused
         closed.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        port = closed.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
         layout = _layout(tmp_path, url)
         out = folderseal("check", "-c", str(layout.config))
-        assert out.returncode == 69, out.stdout + out.stderr
+        assert out.returncode == 1, out.stdout + out.stderr
         assert f"problem: provider local: SEAL at {url} cannot be reached" in out.stdout
         assert "check base_url" in out.stdout and "batches wait" in out.stdout
         assert "all checks passed" not in out.stdout
         daemon = Daemon(layout).started()
         warning = daemon.wait_for_event("provider.warning")
         assert "cannot be reached" in warning["warning"]
+
+        def unreachable_in_status() -> bool:
+            report = json.loads(folderseal("status", "--json", "-c", str(layout.config)).stdout)
+            assert report["daemon"]["running"], report
+            return any("cannot be reached" in w for w in report["warnings"])
+
+        wait_until(lambda: "heartbeat" in json.loads(folderseal(
+            "status", "--json", "-c", str(layout.config)).stdout)["daemon"], what="a heartbeat")
+        assert unreachable_in_status(), "status does not show the daemon's warning"
+    with start_seal(api_key=KEY, port=port, data_dir=tmp_path / "emulator", step_delay=0.02):
+        wait_until(lambda: not unreachable_in_status(), timeout=45,
+                   what="the warning cleared once SEAL answers")
+        cleared = daemon.wait_for_event("provider.warning_cleared")
+        assert "cannot be reached" in cleared["warning"] and cleared["provider"] == "local"
         assert daemon.stop() == 0
 
 

@@ -445,6 +445,22 @@ def test_a_state_dir_the_user_may_not_write_is_a_configuration_error(open_tmp: P
     assert f"may not write {layout.state / 'folderseal.sqlite'}" in out.stderr, text
 
 
+def test_a_state_dir_of_the_service_user_is_not_handed_to_another_account(
+        open_tmp: Path) -> None:
+    """An operator running retry under their own account, in a state_dir the service's
+    user owns, is told to run it as that user (or root), never to chown the store to
+    themselves (which would lock the service out)."""
+    layout = Layout(open_tmp)
+    layout.write()
+    subprocess.run(["chown", "-R", "daemon:daemon", str(layout.state)], check=True)
+    out = folderseal("retry", "--all", "-c", str(layout.config), user="nobody", timeout=60)
+    text = _no_traceback(out)
+    assert out.returncode == 78, text
+    assert f"state_dir {layout.state} belongs to user daemon" in out.stderr, text
+    assert f"sudo -u daemon folderseal retry --all -c {layout.config}" in out.stderr, text
+    assert "chown" not in out.stderr, text
+
+
 def test_a_file_in_place_of_the_state_dir_is_a_configuration_error(tmp_path: Path) -> None:
     """With a regular file where state_dir should be, run, sign, retry, recover and status
     exit 78 saying it is not a folder."""

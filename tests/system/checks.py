@@ -19,6 +19,7 @@ from pathlib import Path
 from tests.pdfs import make_pdf
 from tests.system.service import CONFIG, UNIT, Service
 
+DROP_GROUP = "folderseal-drop"  # what `init --service` makes for the accounts that drop files
 # Its exact words (the trial certificate's own name also says "NOT QUALIFIED").
 TRIAL_WARNING = "sealing with a self-signed trial certificate: NOT QUALIFIED"
 # What a system call refused by SystemCallFilter= (SystemCallErrorNumber=EPERM) looks like.
@@ -80,16 +81,17 @@ def trial_warning_logged(s: Service, report: Report) -> None:
 
 
 def seals_dropped_files(s: Service, report: Report) -> None:
-    """A PDF and a text file dropped into the inbox by a member of the folderseal group
-    come out sealed, with sidecars; the inbox is empty again."""
+    """A PDF and a text file dropped into the inbox (mode 0640) by a member of the drop
+    group come out sealed, with sidecars; the inbox is empty again; that member cannot
+    read config.toml."""
     folder = s.folder()
     inbox, outbox, errors = folder["inbox"], folder["outbox"], folder["errors"]
     drop = s.c.path("/var/tmp/drop")
     drop.mkdir(mode=0o755)
     make_pdf(drop / "scan.pdf")
     (drop / "note.txt").write_text("folderseal under systemd\n")
-    copied = s.sh("useradd --groups folderseal scanner && runuser -u scanner -- "
-                  f"cp /var/tmp/drop/scan.pdf /var/tmp/drop/note.txt {inbox}/")
+    copied = s.sh(f"useradd --groups {DROP_GROUP} scanner && runuser -u scanner -- sh -c "
+                  f"'umask 027 && cp /var/tmp/drop/scan.pdf /var/tmp/drop/note.txt {inbox}/'")
     expected = ["scan.pdf", "scan.pdf.json", "note.txt", "note.txt.p7s", "note.txt.json"]
 
     def settled() -> bool:
@@ -120,9 +122,23 @@ def seals_dropped_files(s: Service, report: Report) -> None:
     left = [p.name for p in s.c.path(inbox).iterdir() if not p.name.startswith(".")]
     if left:
         problems.append(f"still in {inbox}: {', '.join(sorted(left))}")
-    report.result("a PDF and a text file dropped into the inbox by a member of the folderseal "
-                  "group come out sealed with sidecars (folderseal verify, pdfsig, openssl cms)",
+    if s.sh(f"runuser -u scanner -- cat {CONFIG}").rc == 0:
+        problems.append(f"scanner, a member of {DROP_GROUP} only, can read {CONFIG}")
+    report.result(f"a PDF and a text file dropped into the inbox (mode 0640) by a member of "
+                  f"{DROP_GROUP} come out sealed with sidecars (folderseal verify, pdfsig, "
+                  "openssl cms); that member cannot read config.toml",
                   "\n".join(problems) or None)
+
+
+def status_shows_the_trial_seal(s: Service, report: Report) -> None:
+    """`folderseal status` run by root, outside the service (so it cannot read the seal's
+    password), shows the running daemon's NOT QUALIFIED warning."""
+    out = s.sh(f"folderseal status -c {CONFIG}")
+    text = " ".join(out.out.split())  # rich wraps long lines
+    report.result("folderseal status (root, outside the service) shows the trial-seal "
+                  "warning the daemon found",
+                  None if f"WARNING: provider local: {TRIAL_WARNING}" in text else
+                  f"exit {out.rc}:\n{out.tail()}")
 
 
 def credential(s: Service, report: Report) -> None:
@@ -328,9 +344,9 @@ def starts_again(s: Service, report: Report) -> None:
 
 
 CHECKS: list[Check] = [ready, trial_warning_logged, seals_dropped_files, credential,
-                       stops_cleanly, metrics, seccomp_refused_nothing, no_errors_when_healthy,
-                       restarts_after_kill, watchdog, bad_configuration, unwritable_state_dir,
-                       starts_again]
+                       status_shows_the_trial_seal, stops_cleanly, metrics,
+                       seccomp_refused_nothing, no_errors_when_healthy, restarts_after_kill,
+                       watchdog, bad_configuration, unwritable_state_dir, starts_again]
 
 
 def run_checks(s: Service, report: Report) -> dict[str, float]:

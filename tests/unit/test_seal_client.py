@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from folderseal.config import SealProviderConfig
-from folderseal.errors import ProviderError, TransientError
+from folderseal.errors import ConfigError, ProviderError, TransientError
+from folderseal.providers.seal import SealProvider
 from folderseal.providers.seal.client import SealClient, retry_after
 from tests.seal_fake import FakeSealApi
 
@@ -229,6 +230,25 @@ def test_a_redirect_is_an_error_naming_where_it_points() -> None:
     with pytest.raises(ProviderError) as caught:
         client.create()
     assert caught.value.code == "http_301" and "seal.example.org" in caught.value.message
+
+
+def test_a_redirect_is_named_without_its_query() -> None:
+    """A redirect's Location is named without its query or fragment, which may hold a key,
+    both in a failed step's error and in `check`'s problem."""
+    def moved(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={
+            "Location": "https://sso.example.org/login?session=s3cr3t-token#frag"})
+
+    client = SealClient(_cfg(), "s", transport=httpx.MockTransport(moved))
+    with pytest.raises(ProviderError) as caught:
+        client.create()
+    assert "https://sso.example.org/login)" in caught.value.message
+    provider = SealProvider("s", _cfg(), Path("/nonexistent"), httpx.MockTransport(moved))
+    with pytest.raises(ConfigError) as refused:
+        provider.check()
+    assert "to https://sso.example.org/login)" in str(refused.value)
+    for text in (caught.value.message, str(refused.value)):
+        assert "s3cr3t" not in text and "frag" not in text, text
 
 
 def test_a_download_beyond_max_package_bytes_is_refused(tmp_path: Path) -> None:

@@ -69,6 +69,23 @@ def test_an_undocumented_reason_field_is_passed_on(field: str) -> None:
     assert parse.document({**STATUS["documents"][0], field: " "}).reason == ""
 
 
+@pytest.mark.parametrize("field", ["resultUrl", "detailsLink", "resultDetail", "statusText"])
+def test_only_named_reason_fields_are_passed_on(field: str) -> None:
+    """A field outside the allow-list of reason names gives no reason, even when its name
+    speaks of a result or detail: it may hold a pre-signed link (a read key)."""
+    data = {**STATUS["documents"][0], field: "https://s3.example.org/out.pdf?X-Amz-Signature=ab"}
+    assert parse.document(data).reason == ""
+
+
+def test_a_reason_holding_a_link_with_a_query_is_not_passed_on() -> None:
+    """A reason field whose text holds a URL with a query string (a key, perhaps) is left
+    out; the next named field, without one, is taken."""
+    data = {**STATUS["documents"][0],
+            "errorMessage": "see https://seal.example.org/r/9?token=s3cr3t",
+            "reason": "the PDF is encrypted"}
+    assert parse.document(data).reason == "reason: the PDF is encrypted"
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     (2123, "2123"), ("2123", "2123"), (" 2123 ", "2123"), (2123.0, "2123"), ("abc-1", "abc-1"),
 ])

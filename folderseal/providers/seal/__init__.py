@@ -20,12 +20,12 @@ from folderseal import crashpoints, files
 from folderseal.config import SealProviderConfig
 from folderseal.engine import signer_of
 from folderseal.errors import ConfigError, TransientError
-from folderseal.keyfiles import exposure
+from folderseal.keyfiles import exposure, service_accounts
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult
 from folderseal.providers import Attempts, BatchView, Health, Remote, RemoteStatus
 from folderseal.providers.seal import package
-from folderseal.providers.seal.client import SealClient
+from folderseal.providers.seal.client import SealClient, without_query
 
 KNOWN = {"NEW": Remote.NEW, "UPLOADED": Remote.UPLOADED, "ACCEPTED": Remote.RUNNING,
          "READY": Remote.RUNNING, "IN_PROGRESS": Remote.RUNNING, "FINISHING": Remote.RUNNING,
@@ -64,7 +64,7 @@ class SealProvider:
         (both ConfigError). No answer, a 5xx or a 429 vouches for nothing: ``unreachable``
         (``folderseal check`` fails; the daemon starts and its batches wait).
         """
-        warnings = exposure(self.cfg.secret_files())
+        warnings = exposure(self.cfg.secret_files(), service_accounts(self.state_dir))
         if not self.cfg.verify_tls:
             warnings.append("TLS verification is off (verify_tls = false): anyone on the "
                             "path could pose as SEAL")
@@ -87,7 +87,8 @@ class SealProvider:
                               f"api_key_file or {variable} against the key SEAL's "
                               "administrator issued")
         if 300 <= status < 400:
-            raise ConfigError(f"{where} answered a redirect (HTTP {status} to {location}): "
+            raise ConfigError(f"{where} answered a redirect (HTTP {status} to "
+                              f"{without_query(location)}): "
                               "set base_url to the address SEAL really has")
         if status == 429 or status >= 500:
             return Health(warnings=tuple(warnings), unreachable=(

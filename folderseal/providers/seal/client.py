@@ -43,6 +43,12 @@ def _tls(cfg: SealProviderConfig) -> ssl.SSLContext:
     return context
 
 
+def without_query(url: str) -> str:
+    """A redirect's target fit to print: its query and fragment may hold a key (a
+    pre-signed link), so they are left out."""
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
 def retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (a number, or an HTTP date)."""
     if not value:
@@ -185,7 +191,7 @@ class SealClient:
             raise TransientError(f"{where} answered HTTP {status}; retrying later",
                                  retry_after=None if wait is None else max(1.0, wait))
         if status < 400:
-            target = response.headers.get("Location", "?")
+            target = without_query(response.headers.get("Location", "?"))
             raise ProviderError(f"http_{status}", f"{where} answered a redirect (HTTP {status} "
                                 f"to {target}); set base_url to the address SEAL really has",
                                 provider=self.provider, operation=operation, batch=batch)

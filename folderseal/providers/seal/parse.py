@@ -11,6 +11,7 @@ kept as it came, and callers treat it as "still running".
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -92,21 +93,21 @@ def timestamp(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-# A document's fields as documented; none of them gives a reason for a failure.
-DOCUMENTED = frozenset({"id", "signed", "fileName", "name", "signingResult_Success", "hash",
-                        "signature", "counterpartyId", "batchId", "creationDate", "isZip",
-                        "tsaId"})
-REASON_WORDS = ("error", "message", "reason", "result", "detail")
+# SEAL documents no field giving why a document was not signed; these names, seen or
+# likely, are taken as its reason. An allow-list: a field such as "resultUrl" may hold a
+# pre-signed link (a read key), which must never reach a record or the log.
+REASON_FIELDS = ("signingResult_Message", "signingResult_Error", "signingResult_Reason",
+                 "errorMessage", "errorReason", "failureReason", "error", "message", "reason")
 REASON_MAX = 500
+_URL_WITH_QUERY = re.compile(r"[a-z][a-z0-9+.-]*://\S*[?#]", re.IGNORECASE)
 
 
 def reason(data: dict[str, Any]) -> str:
-    """SEAL's own word on a document, if it gives one: the first undocumented text field
-    whose name speaks of an error, message, reason, result or detail ("field: text")."""
-    for key, value in data.items():
-        if key in DOCUMENTED or not isinstance(value, str) or not value.strip():
-            continue
-        if any(word in str(key).lower() for word in REASON_WORDS):
+    """SEAL's own word on a document, if it gives one: the first text field of
+    :data:`REASON_FIELDS` ("field: text"), unless it holds a link with a query."""
+    for key in REASON_FIELDS:
+        value = data.get(key)
+        if isinstance(value, str) and value.strip() and not _URL_WITH_QUERY.search(value):
             return f"{key}: {value.strip()[:REASON_MAX]}"
     return ""
 
