@@ -133,8 +133,7 @@ def test_errors_pointed_at_another_folder_clears_nothing_and_status_says_so(
     daemon.prepare()
     try:
         assert daemon.store is not None
-        failures = daemon.intakes["scans"].sink.failures
-        failures.reconcile()
+        daemon.intakes["scans"].sink.failures.reconcile()
         assert daemon.store.file(file_id).state == FileState.FAILED
     finally:
         daemon.close()

@@ -94,6 +94,16 @@ def _finish(layout: Layout, fake: FakeSealApi, by: str) -> Daemon:
     return _reconcile(layout, fake)
 
 
+def _drain(daemon: Daemon, ids: list[str]) -> None:
+    """Let the daemon work until the files are delivered, then close it."""
+    try:
+        assert daemon.store is not None
+        store = daemon.store
+        daemon.drain(lambda: all(store.file(i).state == FileState.DONE for i in ids), 30)
+    finally:
+        daemon.close()
+
+
 def _sealed_once(layout: Layout, dropped: dict[str, str]) -> None:
     digests = sorted(json.loads(p.read_text())["input"]["sha256"] for p in sidecars(layout.outbox))
     assert digests == sorted(dropped.values())
@@ -171,13 +181,8 @@ def test_a_retry_into_its_batch_killed_at_each_point(tmp_path: Path, point: str,
     killed = _retry(layout, batch, crash_at=point)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     daemon = _finish(layout, fake, by)
-    try:
-        _accounted(layout, dropped)
-        assert daemon.store is not None
-        store = daemon.store
-        daemon.drain(lambda: all(store.file(i).state == FileState.DONE for i in ids), 30)
-    finally:
-        daemon.close()
+    _accounted(layout, dropped)
+    _drain(daemon, ids)
     _sealed_once(layout, dropped)
     assert (fake.count("create"), fake.count("upload"), fake.count("accept")) == (1, 1, 1)
 
@@ -204,13 +209,7 @@ def test_a_retry_whose_move_fails_is_undone(tmp_path: Path) -> None:
     obstacle.rmdir()
     out = _retry(layout, last.batch_id)
     assert out.returncode == 0, out.stdout + out.stderr
-    daemon = _daemon(layout, fake)
-    try:
-        assert daemon.store is not None
-        store = daemon.store
-        daemon.drain(lambda: all(store.file(i).state == FileState.DONE for i in ids), 30)
-    finally:
-        daemon.close()
+    _drain(_daemon(layout, fake), ids)
     _sealed_once(layout, dropped)
     assert fake.count("accept") == 1
 
