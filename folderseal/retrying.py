@@ -184,8 +184,8 @@ def _undo(store: Store, moves: list[Move], why: str) -> NoReturn:
                       f"{exc.filename}): fix that, then run folderseal retry again, which "
                       "finishes the move (the daemon tries too, on every rescan)") from None
     store.undo_retry([m.record.id for m in moves], why)
-    raise Refused(f"it could not be moved ({why}), so it stays in the errors folder: fix "
-                  "that, then retry it again")
+    raise Refused(f"it could not be moved ({why}); what was moved is back where it was: "
+                  "fix that, then retry it again")
 
 
 def settle(store: Store, folder: str) -> list[tuple[FileRecord, str, bool]]:
