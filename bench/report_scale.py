@@ -20,7 +20,8 @@ from prometheus_client import generate_latest
 
 from folderseal import metrics, page
 from folderseal.config import Settings, load
-from folderseal.failures import Failures, identity
+from folderseal.errorfiles import identity, mark
+from folderseal.failures import Failures
 from folderseal.status import collect
 from folderseal.store import Store
 from folderseal.workdir import WorkFolder
@@ -62,6 +63,7 @@ def _place_failures(store: Store, settings: Settings) -> None:
     """Put each failed file's original in the errors folder, its identity recorded."""
     errors = settings.folders["scans"].errors
     (errors / "2026").mkdir(parents=True)
+    folder_id = mark(errors, 0o644)
     db = store._db  # noqa: SLF001 - bulk state for the benchmark, not a transition
     with store.transaction():
         for (file_id, source) in db.execute("SELECT id, source FROM files WHERE state = "
@@ -69,7 +71,7 @@ def _place_failures(store: Store, settings: Settings) -> None:
             path = errors / source.decode()
             path.write_bytes(b"x")
             planned = {"role": "error", "path": source.decode(), "n": 0, "plain": False,
-                       **identity(path, hashed=False)}
+                       **identity(path, hashed=False), "folder_id": folder_id}
             db.execute("UPDATE files SET outputs = ? WHERE id = ?",
                        (json.dumps([planned]), file_id))
 

@@ -11,7 +11,10 @@ Names: ``claimed`` (files renamed into the work folder, not yet recorded),
 of a batch published, their sidecars not yet), ``sidecar-published`` (sidecars
 written, originals not yet removed), ``original-removed``; for SEAL, ``seal:created``,
 ``seal:uploaded`` and ``seal:accepted`` (the call answered, its result not yet stored),
-``seal:uploading`` and ``seal:downloading`` (in the middle of the stream).
+``seal:uploading`` and ``seal:downloading`` (in the middle of the stream); for
+``folderseal retry`` (:mod:`folderseal.retrying`), ``retry:recorded`` (its intent
+stored, nothing moved), ``retry:staged`` (a file at its hidden name in the inbox) and
+``retry:moved`` (after each file reached its place, the store not yet told).
 """
 
 from __future__ import annotations

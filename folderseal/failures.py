@@ -7,23 +7,23 @@ short ASCII one, and the record keeps the original name. An original that cannot
 moved (unreadable, and the errors folder on another filesystem) stays in the work
 folder, and the record says where.
 
-The store records which file went there, (device, inode) and sha256, so that
+The store records which file went there (:mod:`folderseal.errorfiles`), so that
 ``folderseal retry`` acts on that very file and never on another that took its name,
 and so that a failure whose original the operator removed, moved away or replaced is
-known as such (``CLEARED``): :meth:`Failures.reconcile` looks on every rescan.
+known as such (``CLEARED``), and known again when it is back: :meth:`Failures.reconcile`
+looks on every rescan, and finishes retries a crash interrupted.
 """
 
 from __future__ import annotations
 
 import os
-import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from folderseal import batch as batching
-from folderseal import files, metrics, sidecar
+from folderseal import errorfiles, files, metrics, retrying, sidecar
 from folderseal.config import FolderConfig
+from folderseal.errorfiles import ERROR_SUFFIX, find_original, place_of
 from folderseal.errors import FileRejected, OutboxUnavailable, StateConflict
 from folderseal.folders import (
     JobContext,
@@ -36,73 +36,8 @@ from folderseal.folders import (
 )
 from folderseal.logs import get as get_logger
 from folderseal.model import FileRecord, FileState
-from folderseal.safety import READ_FLAGS
 from folderseal.store import Store
 from folderseal.workdir import WorkFolder
-
-ERROR_SUFFIX = ".error.json"
-
-
-@dataclass(frozen=True, slots=True)
-class Found:
-    """Where the original of a failure lies in the errors folder, or why it is not there."""
-
-    path: Path | None
-    problem: str = ""
-    gone: bool = False         # certainly not there any more: removed, moved away, replaced
-    sha256: str | None = None  # as found now (when asked for)
-
-
-def identity(path: Path, hashed: bool = True) -> dict[str, Any]:
-    """(device, inode) of the file at ``path`` and, if asked and it is a regular file
-    folderseal may read, its sha256; {} if there is no file."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return {}
-    found: dict[str, Any] = {"dev": st.st_dev, "ino": st.st_ino, "sha256": None}
-    if hashed and stat.S_ISREG(st.st_mode):
-        try:
-            fd = os.open(path, READ_FLAGS)
-        except OSError:
-            return found  # unreadable (perhaps why it failed): known by inode only
-        try:
-            if (os.fstat(fd).st_dev, os.fstat(fd).st_ino) == (st.st_dev, st.st_ino):
-                found["sha256"] = files.hash_fd(fd)[0]
-        finally:
-            os.close(fd)
-    return found
-
-
-def find_original(errors: Path, record: FileRecord, hashed: bool = False) -> Found:
-    """The very file the failure put into ``errors``, by (device, inode) and, with
-    ``hashed``, sha256 as recorded then. Failures recorded before these were kept are
-    found by name."""
-    planned = next((o for o in record.outputs if o.get("role") == "error"), None)
-    if planned is None:
-        return Found(None, "no place in the errors folder was recorded for it")
-    path = errors / str(planned["path"])
-    try:
-        root_dev = os.stat(errors).st_dev
-        now = identity(path, hashed)
-    except OSError as exc:
-        return Found(None, f"the errors folder {errors} cannot be read ({exc.strerror}): "
-                           "mount its share, or fix its permissions")
-    recorded = (planned.get("dev"), planned.get("ino"))
-    # An errors folder on another device (an empty mount point) proves nothing gone.
-    sure = recorded[0] == root_dev
-    if not now:
-        return Found(None, f"it is gone from the errors folder ({path} was removed or moved "
-                           "away by hand)", gone=sure)
-    if recorded[1] is not None and (now["dev"], now["ino"]) != recorded:
-        return Found(None, f"the file now at {path} is not the one that failed there (another "
-                           "failure of the same name took the name, or the file was "
-                           "replaced); drop the file you want sealed into the inbox", gone=sure)
-    if hashed and planned.get("sha256") and now["sha256"] != planned["sha256"]:
-        return Found(None, f"{path} was changed since it failed: retry puts back only the file "
-                           "that failed; to seal the changed one, move it into the inbox and "
-                           f"delete {path.name}{ERROR_SUFFIX}")
-    return Found(path, sha256=now["sha256"])
 
 
 def _name_max(folder: Path) -> int:
@@ -131,9 +66,9 @@ class Failures:
         require_root(self.cfg.errors, "errors")
         planned = next((dict(o) for o in record.outputs if o.get("role") == "error"), None)
         try:
+            folder_id = errorfiles.mark(self.cfg.errors, self.cfg.file_mode)
             kept, note, planned = self._sink_original(record, planned)
-            placed = identity(self.cfg.errors / kept) \
-                if kept == planned["path"] and "ino" not in planned else {}
+            placed = self._placed(kept, planned, folder_id)
             if placed:
                 planned = {**planned, **placed}
                 self.store.set_file_outputs(record, [planned], "errors")
@@ -152,20 +87,53 @@ class Failures:
         self.log.warning("file.failed", file=record.id, source=record.source, code=code,
                          reason=message + note, errors=str(self.cfg.errors / planned["path"]))
 
+    def _placed(self, kept: str, planned: dict[str, Any], folder_id: str) -> dict[str, Any]:
+        """What to record of where the original went, if not recorded yet: its identity
+        and the errors folder's id, or (``kept``) where it stayed in the work folder."""
+        if kept != planned["path"]:
+            return {} if planned.get("kept") == kept else {"kept": kept}
+        if "ino" in planned:
+            return {}
+        found = errorfiles.identity(self.cfg.errors / kept)
+        return {**found, "folder_id": folder_id} if found else {}
+
     def reconcile(self) -> None:
-        """Mark the failures whose original is no longer in the errors folder ``CLEARED``,
-        so that ``status`` lists only what is there."""
-        for record in self.store.files_in_state(self.name, FileState.FAILED):
-            found = find_original(self.cfg.errors, record)
-            if not found.gone:
-                continue
-            try:
-                self.store.set_file_state(record.id, FileState.FAILED, FileState.CLEARED,
-                                          detail=found.problem)
-            except StateConflict:
-                continue  # `folderseal retry` took it meanwhile
-            self.log.info("file.cleared", file=record.id, source=record.source,
-                          reason=found.problem)
+        """Bring the store in line with the errors folder, so that ``status`` lists what
+        is there: finish the retries a crash left (unless a retry is at work), mark
+        failures whose original left the folder ``CLEARED``, and those whose very file is
+        back ``FAILED`` again."""
+        with retrying.lock(self.store.state_dir, wait=0) as free:
+            for record, outcome, ok in retrying.settle(self.store, self.name) if free else []:
+                (self.log.info if ok else self.log.warning)(
+                    "retry.resumed", file=record.id, source=record.source, outcome=outcome)
+        errors = self.cfg.errors
+        try:
+            ids = errorfiles.folder_ids(errors)
+        except OSError:
+            return  # the folder is blocked for now (see folders.blocked); nothing is sure
+        failed = self.store.files_in_state(self.name, FileState.FAILED)
+        for record in failed:
+            found = find_original(errors, record, ids=ids)
+            if found.hint is not None:
+                self.store.set_error_place(record, {**(place_of(record) or {}), **found.hint})
+            if found.gone:
+                self._mark(record, FileState.FAILED, FileState.CLEARED, found.problem)
+        taken = {str((place_of(r) or {}).get("path")) for r in failed}
+        for record in self.store.files_in_state(self.name, FileState.CLEARED):
+            if str((place_of(record) or {}).get("path")) in taken:
+                continue  # another failure's file is at its place now
+            if find_original(errors, record, hashed=True, ids=ids).path is not None:
+                self._mark(record, FileState.CLEARED, FileState.FAILED,
+                           "its file is back in the errors folder")
+
+    def _mark(self, record: FileRecord, from_state: FileState, to_state: FileState,
+              why: str) -> None:
+        try:
+            self.store.set_file_state(record.id, from_state, to_state, detail=why)
+        except StateConflict:
+            return  # `folderseal retry` took it meanwhile
+        self.log.info("file.cleared" if to_state == FileState.CLEARED else "file.found_again",
+                      file=record.id, source=record.source, reason=why)
 
     def _sink_original(self, record: FileRecord, planned: dict[str, Any] | None,
                        ) -> tuple[str, str, dict[str, Any]]:

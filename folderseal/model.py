@@ -7,9 +7,19 @@ restart knows the next step from the state alone::
             → DELIVERED → CLEANED              (or FAILED from any state before DELIVERED)
 
 A file moves ``CLAIMED → BATCHED → READY | REJECTED → PUBLISHED → DONE``, or ends
-``FAILED`` (in the errors folder with a record); ``RETRIED`` marks a failure that
-``folderseal retry`` put back as a new claim, ``CLEARED`` one whose original left the
-errors folder (removed or moved away by hand, or replaced by another file).
+``FAILED`` (in the errors folder with a record). What may follow a failure::
+
+    FAILED ⇄ CLEARED        its original left the errors folder (removed or moved away
+                            by hand, or replaced by another file); back to FAILED when
+                            the very file is there again
+    FAILED | CLEARED → RETRYING → RETRIED    `folderseal retry` put it back into the inbox
+                              └─→ BATCHED     … or back into its remote batch
+                              └─→ FAILED      … or could not move it, and undid the moves
+
+``RETRYING`` is a retry's intent, recorded before any file moves (where each goes is in
+its outputs, role ``retry``): a crash or a failed commit leaves it, and the next
+``folderseal retry`` or the daemon's reconcile of the errors folder finishes the moves
+(or undoes them). See :mod:`folderseal.retrying`.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ class FileState(enum.StrEnum):
     PUBLISHED = "PUBLISHED"
     DONE = "DONE"
     FAILED = "FAILED"
+    RETRYING = "RETRYING"
     RETRIED = "RETRIED"
     CLEARED = "CLEARED"
 

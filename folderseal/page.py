@@ -90,7 +90,7 @@ def _folder(name: str, folder: dict[str, Any]) -> str:
     out.append("<h3>Last failures</h3>")
     out.append(_table(
         ["when", "file", "reason", "retry id"],
-        [[f["at"], f["source"], f"{f['code']}: {f['reason'] or ''}", f["retry_id"]]
+        [[f["at"], f["source"], f"{f['code']}: {f['reason'] or ''}", f["file"]]
          for f in folder["failed"][:10]],
         "no file has failed", "failures"))
     out.append("</section>")

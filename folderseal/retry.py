@@ -14,9 +14,12 @@ What a retry does depends on how far the file got (PRODUCT.md's crash table):
 * any other failure after a remote provider may have signed it is refused, with
   the reason: check with the provider, then drop the file again by hand.
 
-Only the very file that failed is moved: its (device, inode) and sha256 must be what
-the store recorded when it went into the errors folder. One that is gone (now marked
-``CLEARED``), replaced, or changed is refused with the reason.
+Only the very file that failed is moved: the file at the place its failure recorded,
+with the content recorded then (:mod:`folderseal.errorfiles`). A failure marked
+``CLEARED`` is looked for again (its file may be back); one gone, replaced or changed
+is refused with the reason and what to do. The moves are :mod:`folderseal.retrying`'s:
+recorded first, safe against a crash at any point; a retry first finishes what an
+interrupted one left.
 
 Ids are file ids (``retry_id`` in the error record) or batch ids (all failed files of
 the batch), as ``status`` shows, or paths in an errors folder (the original or its
@@ -26,16 +29,18 @@ due now: the daemon takes it up within a second.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from pathlib import Path
 
-from folderseal import files
+from folderseal import retrying
 from folderseal.config import Settings
-from folderseal.errors import ExitCode, FolderSealError
-from folderseal.failures import ERROR_SUFFIX, Found, find_original, identity
+from folderseal.errorfiles import ERROR_SUFFIX, Found, find_original, place_of, record_file
+from folderseal.errors import ExitCode, FolderSealError, StateConflict
 from folderseal.model import FileRecord, FileState, JobRecord, JobState
+from folderseal.retrying import Move, Refused
 from folderseal.store import Store
 from folderseal.workdir import WorkFolder
 
@@ -43,95 +48,89 @@ from folderseal.workdir import WorkFolder
 MAY_BE_SIGNED = frozenset({JobState.ACCEPTING, JobState.ACCEPTED, JobState.CLOSED,
                            JobState.DOWNLOADED, JobState.DELIVERED, JobState.CLEANED})
 NOT_SIGNED_CODES = frozenset({"not_signed"})  # the provider itself says so
-IN_ERRORS = (FileState.FAILED, FileState.CLEARED)
+# Failed, with the original in the errors folder (FAILED) or perhaps no longer (CLEARED).
+RETRYABLE = (FileState.FAILED, FileState.CLEARED)
+LOCK_WAIT_SECONDS = 30.0
 
 
-class Refused(FolderSealError):
-    """This failed file cannot be retried automatically."""
-
-
-def _in_errors(settings: Settings, store: Store, record: FileRecord) -> Found:
-    """The very file that failed, in the errors folder (or why not); one that is gone
-    from there is marked CLEARED, as the daemon's next rescan would."""
-    found = find_original(settings.folders[record.folder].errors, record, hashed=True)
-    if found.gone:
-        store.set_file_state(record.id, FileState.FAILED, FileState.CLEARED,
-                             detail=found.problem)
+def _found(settings: Settings, store: Store, record: FileRecord) -> Found:
+    """The very file that failed (or why not). A failure found gone is marked CLEARED, as
+    the daemon's next rescan would; a CLEARED one is looked for again, unless another
+    failure's file is at its place now."""
+    errors = settings.folders[record.folder].errors
+    path = (place_of(record) or {}).get("path")
+    if record.state == FileState.CLEARED:
+        other = next((r for r in store.files_in_state(record.folder, FileState.FAILED)
+                      if (place_of(r) or {}).get("path") == path), None)
+        if other is not None:
+            return Found(None, f"the file at {errors / str(path)} is another failure's now",
+                         f"retry {other.id} for that one")
+    found = find_original(errors, record, hashed=True)
+    if found.gone and record.state == FileState.FAILED:
+        with contextlib.suppress(StateConflict):  # the daemon's rescan marked it first
+            store.set_file_state(record.id, FileState.FAILED, FileState.CLEARED,
+                                 detail=found.problem)
     return found
 
 
-def _remove_record(original: Path) -> None:
-    (original.parent / (original.name + ERROR_SUFFIX)).unlink(missing_ok=True)
-
-
-def _way(settings: Settings, record: FileRecord, job: JobRecord | None) -> str:
-    """"inbox", "batch" or "refuse": how this failed file may be retried."""
+def _way(settings: Settings, record: FileRecord, job: JobRecord | None) -> tuple[str, str]:
+    """How this failed file may be retried: "inbox", "batch" or "refuse" (and why)."""
     if job is None:
-        return "inbox"
+        return "inbox", ""
     if job.provider not in settings.providers:
-        return "refuse"  # how far it got cannot be judged without its provider
+        return "refuse", (f"its batch's provider {job.provider!r} is no longer configured, so "
+                          "how far it got cannot be judged: put that provider back into the "
+                          "configuration and retry again, or check with that provider and "
+                          "drop the file into the inbox by hand")
     if settings.providers[job.provider].kind == "local":
-        return "inbox"
+        return "inbox", ""
     if job.state == JobState.FAILED:
-        return "batch" if job.failed_step in MAY_BE_SIGNED else "inbox"
-    return "inbox" if record.error_code in NOT_SIGNED_CODES else "refuse"
+        return ("batch" if job.failed_step in MAY_BE_SIGNED else "inbox"), ""
+    if record.error_code in NOT_SIGNED_CODES:
+        return "inbox", ""
+    return "refuse", (f"it may have been signed by the provider ({record.error_code}): check "
+                      f"with the provider (remote batch {job.remote_id}), then drop it into "
+                      "the inbox again by hand if it was not")
 
 
 def _to_inbox(settings: Settings, store: Store, record: FileRecord) -> str:
-    original = (found := _in_errors(settings, store, record)).path
-    if original is None:
-        raise Refused(found.problem)
-    with store.transaction():  # a daemon's rescan waits, then finds it RETRIED, not gone
-        target = files.move_numbered(original,
-                                     settings.folders[record.folder].inbox / record.source)
-        _remove_record(original)
-        store.set_file_state(record.id, FileState.FAILED, FileState.RETRIED, detail=str(target))
-    return f"back in the inbox as {target}"
+    found = _found(settings, store, record)
+    if found.path is None:
+        raise Refused(found.why)
+    cfg = settings.folders[record.folder]
+    move = Move(record, "inbox", found.path, cfg.inbox / record.source,
+                record_file(cfg.errors, place_of(record) or {}))
+    retrying.begin(store, [move])
+    return retrying.carry_out(store, [move])
 
 
-def _to_batch(settings: Settings, store: Store, job: JobRecord) -> list[FileRecord]:
+def _to_batch(settings: Settings, store: Store, job: JobRecord) -> tuple[list[FileRecord], str]:
     """Put a remote batch's originals back and ask the same remote batch again.
 
     All failed files of the batch go back together, or none: each original is checked
-    (the very file, unchanged) before any is moved, and they are moved within the one
-    transaction that tells the store (a daemon's rescan never sees them leave errors
-    unexplained). A batch that failed at ACCEPTING goes back there (its status decides
-    whether accept is sent); one that failed later goes back to ACCEPTED (poll, download).
+    (the very file, unchanged) before any is moved. A batch that failed at ACCEPTING goes
+    back there (its status decides whether accept is sent); one that failed later goes
+    back to ACCEPTED (poll, download).
     """
-    records = [r for r in store.files_of_job(job.id) if r.state in IN_ERRORS]
-    originals = []
+    cfg = settings.folders[job.folder]
+    folder = WorkFolder(cfg.work_folder, job.folder).batch_dir(job.id)
+    records = [r for r in store.files_of_job(job.id) if r.state in RETRYABLE]
+    stay = (f"Batch {job.id} may have been signed, so it is asked again only with all its "
+            "failed files, and they must not be dropped into the inbox: bring the very file "
+            "back into the errors folder, then run retry again; if it is lost, ask the "
+            f"provider what became of remote batch {job.remote_id}")
+    moves = []
     for record in records:
-        found = _in_errors(settings, store, record) if record.state == FileState.FAILED \
-            else Found(None, "it is gone from the errors folder")
+        found = _found(settings, store, record)
         if found.path is None:
-            raise Refused(f"{record.id} {record.source_text}: {found.problem}; the batch is "
-                          "asked again only with all its failed files")
+            raise Refused(f"{record.id} {record.source_text}: {found.problem}. {stay}")
         if record.entry is None or found.sha256 != record.sha256:
-            raise Refused(f"the original of {record.id} in the errors folder is not what was "
-                          "submitted; the batch cannot be asked again (drop the files again "
-                          "by hand)")
-        originals.append(found.path)
-    folder = WorkFolder(settings.folders[job.folder].work_folder, job.folder).batch_dir(job.id)
-    files.makedirs(folder)
-    moved: list[tuple[Path, Path]] = []
-    to_state = JobState.ACCEPTING if job.failed_step == JobState.ACCEPTING \
-        else JobState.ACCEPTED
-    with store.transaction():
-        try:
-            for record, original in zip(records, originals, strict=True):
-                target = folder / (record.entry or "")
-                files.move_noreplace(original, target)
-                moved.append((target, original))
-            for record in records:
-                store.reopen_file(record.id)
-            store.reopen_job(job.id, to_state)
-        except BaseException:
-            for target, original in moved:  # all or nothing
-                files.move_noreplace(target, original)
-            raise
-    for original in originals:
-        _remove_record(original)
-    return records
+            raise Refused(f"{record.id} {record.source_text}: the file in the errors folder is "
+                          f"not the one that was submitted. {stay}")
+        moves.append(Move(record, "batch", found.path, folder / record.entry,
+                          record_file(cfg.errors, place_of(record) or {})))
+    retrying.begin(store, moves)
+    return records, retrying.carry_out(store, moves)
 
 
 def _id_of_path(settings: Settings, store: Store, given: str) -> str | None:
@@ -143,26 +142,20 @@ def _id_of_path(settings: Settings, store: Store, given: str) -> str | None:
         if root not in path.parents:
             continue
         relative = str(path.relative_to(root))
-        there = identity(path, hashed=False)
-        candidates = [r for state in IN_ERRORS for r in store.files_in_state(name, state)
-                      if any(o.get("role") == "error" and o.get("path") == relative
-                             for o in r.outputs)]
-        if candidates:  # the one whose file is there, else the latest that failed there
-            return max(candidates, key=lambda r: (
-                any((o.get("dev"), o.get("ino")) == (there.get("dev"), there.get("ino"))
-                    for o in r.outputs if "ino" in o),
-                r.state == FileState.FAILED, r.claimed_at)).id
+        candidates = [r for state in RETRYABLE for r in store.files_in_state(name, state)
+                      if (place_of(r) or {}).get("path") == relative]
+        if candidates:  # the one still failed there, else the latest that failed there
+            return max(candidates, key=lambda r: (r.state == FileState.FAILED, r.claimed_at)).id
     return None
 
 
-def _not_failed(store: Store, given: str) -> bool:
-    """Say what an id without a failed file is, and wake its batch if it waits; False
-    when that is a failure to retry."""
+def _explain_non_failure(store: Store, given: str) -> bool:
+    """Say what an id without a failed file is, and wake its batch if it waits; True
+    when that is all as it should be, False when it is an error."""
     record = store.file(given)
-    if record is not None and record.state == FileState.CLEARED:
-        print(f"{given} {record.source_text}: not retried: it is gone from the errors folder "
-              "(removed, moved away or replaced by hand); to seal it, drop it into the inbox",
-              file=sys.stderr)
+    if record is not None and record.state == FileState.RETRYING:
+        print(f"{given} {record.source_text}: not retried: an earlier retry of it could not "
+              "be finished (said above): fix that, then run retry again", file=sys.stderr)
         return False
     if record is not None and record.state in (FileState.DONE, FileState.RETRIED):
         done = "it was delivered" if record.state == FileState.DONE \
@@ -174,7 +167,8 @@ def _not_failed(store: Store, given: str) -> bool:
     if job is None:
         if record is None:
             print(f"{given}: no failed file or batch with this id, and no file of an errors "
-                  "folder at this path", file=sys.stderr)
+                  "folder at this path: copy the id from the error record (retry_id) or from "
+                  "`folderseal status`", file=sys.stderr)
             return False
         print(f"{given} {record.source_text}: nothing to retry: it waits to be batched")
         return True
@@ -187,7 +181,7 @@ def _not_failed(store: Store, given: str) -> bool:
         print(f"{what}: was waiting in {job.state}{after}, its next step due in "
               f"{(due or 0) - time.time():.0f} s; woken: the daemon takes it up within a second")
     elif job.state == JobState.FAILED:
-        print(f"{what}: nothing to retry: none of its failed files is in the errors folder")
+        print(f"{what}: nothing to retry: each of its files was delivered or retried already")
     elif due is None:
         print(f"{what}: nothing to retry: it is {job.state}, finished")
     else:
@@ -195,51 +189,74 @@ def _not_failed(store: Store, given: str) -> bool:
     return True
 
 
+def _chosen(settings: Settings, store: Store, ids: list[str]) -> tuple[list[FileRecord], bool]:
+    """The failed files the ids name (a batch id names all its failed files); False if an
+    id names nothing to retry and that is an error."""
+    chosen: dict[str, FileRecord] = {}
+    ok = True
+    for given in ids:
+        known = store.file(given) is not None or store.job(given) is not None
+        wanted = given if known else _id_of_path(settings, store, given) or given
+        record = store.file(wanted)
+        if record is not None and record.state in RETRYABLE:
+            chosen[record.id] = record
+            continue
+        failed = [] if record is not None else \
+            [r for r in store.files_of_job(wanted) if r.state in RETRYABLE]
+        chosen.update((r.id, r) for r in failed)
+        if not failed and not _explain_non_failure(store, wanted):
+            ok = False
+    return list(chosen.values()), ok
+
+
 def retry(settings: Settings, ids: list[str] | None) -> int:
     store = Store.open(settings.state_dir, settings.node_name)
     try:
-        failed = store.failed_files()
-        code = ExitCode.OK
-        if ids is not None:
-            wanted = set()
-            for given in ids:
-                known = store.file(given) is not None or store.job(given) is not None
-                wanted.add(given if known else _id_of_path(settings, store, given) or given)
-            failed = [r for r in failed if r.id in wanted or r.batch_id in wanted]
-            for other in sorted(wanted - {r.id for r in failed} - {r.batch_id for r in failed}):
-                if not _not_failed(store, other):
-                    code = ExitCode.FAILURE
-        jobs = {r.batch_id: store.job(r.batch_id) for r in failed if r.batch_id}
-        by_batch: dict[str, list[FileRecord]] = {}
-        for record in failed:
-            job = jobs.get(record.batch_id or "")
-            way = _way(settings, record, job)
-            try:
-                if way == "batch" and job is not None:
-                    by_batch.setdefault(job.id, []).append(record)
-                    continue
-                if way == "refuse":
-                    raise Refused("it may have been signed by the provider "
-                                  f"({record.error_code}), or its provider is no longer "
-                                  "configured; check with the provider, then drop it into "
-                                  "the inbox again by hand")
-                print(f"{record.id} {record.source_text}: "
-                      f"{_to_inbox(settings, store, record)}")
-            except (OSError, FolderSealError) as exc:
-                print(f"{record.id} {record.source_text}: not retried: {exc}", file=sys.stderr)
-                code = ExitCode.FAILURE
-        for job_id in by_batch:
-            job = jobs[job_id]
-            assert job is not None
-            try:
-                for record in _to_batch(settings, store, job):
-                    print(f"{record.id} {record.source_text}: back in remote batch "
-                          f"{job.remote_id} (batch {job.id}), which is asked again")
-            except (OSError, FolderSealError) as exc:
-                print(f"batch {job_id}: not retried: {exc}", file=sys.stderr)
-                code = ExitCode.FAILURE
-        if not failed and ids is None:
-            print("nothing to retry")
-        return code
+        with retrying.lock(settings.state_dir, LOCK_WAIT_SECONDS) as free:
+            if not free:
+                print("another folderseal retry is at work (or the daemon is finishing an "
+                      "interrupted one): run this again when it is done", file=sys.stderr)
+                return ExitCode.FAILURE
+            return _retry(settings, store, ids)
     finally:
         store.close()
+
+
+def _retry(settings: Settings, store: Store, ids: list[str] | None) -> int:
+    ok = True
+    for name in settings.folders:
+        for record, outcome, done in retrying.settle(store, name):
+            print(f"{record.id} {record.source_text}: an interrupted retry "
+                  f"{'finished' if done else 'not finished'}: {outcome}",
+                  file=sys.stdout if done else sys.stderr)
+            ok = ok and done
+    if ids is None:
+        chosen = store.failed_files()
+        if not chosen:
+            print("nothing to retry")
+    else:
+        chosen, named = _chosen(settings, store, ids)
+        ok = ok and named
+    by_batch: dict[str, JobRecord] = {}
+    for record in chosen:
+        job = store.job(record.batch_id) if record.batch_id else None
+        way, why = _way(settings, record, job)
+        try:
+            if way == "batch" and job is not None:
+                by_batch[job.id] = job
+                continue
+            if way == "refuse":
+                raise Refused(why)
+            print(f"{record.id} {record.source_text}: {_to_inbox(settings, store, record)}")
+        except (OSError, FolderSealError) as exc:
+            print(f"{record.id} {record.source_text}: not retried: {exc}", file=sys.stderr)
+            ok = False
+    for job in by_batch.values():
+        try:
+            records, outcome = _to_batch(settings, store, job)
+            for record in records:
+                print(f"{record.id} {record.source_text}: {outcome}")
+        except (OSError, FolderSealError) as exc:
+            print(f"batch {job.id}: not retried: {exc}", file=sys.stderr)
+            ok = False
+    return ExitCode.OK if ok else ExitCode.FAILURE

@@ -11,8 +11,9 @@ Alarms are what needs a person now, and make ``status`` exit 1: the daemon down 
 hung, a watcher down, a share out, an outbox, errors or archive folder missing or not
 writable (claims stop), a disk under ``min_free_bytes``, a provider still
 failing after many retries, a batch past ``max_wait_seconds``, a file older than
-``stuck_after_seconds``. Files in errors with a record are a normal outcome: listed,
-never an alarm.
+``stuck_after_seconds``, failures whose errors folder cannot be seen (another folder is
+configured, or it is not mounted), a ``folderseal retry`` left unfinished. Files in
+errors with a record are a normal outcome: listed, never an alarm.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import json
 import sqlite3
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from folderseal import statelock
+from folderseal import errorfiles, statelock
 from folderseal.config import Settings
 from folderseal.errors import ExitCode, FolderSealError
 from folderseal.fragments import SHOWN_SECONDS as FRAGMENTS_SHOWN_SECONDS
@@ -41,6 +43,7 @@ HEARTBEAT_STALE = 30.0
 ALARM_ATTEMPTS = 8  # consecutive failures of one step: about 4 minutes of backoff
 FINISHED_JOBS = (JobState.CLEANED, JobState.FAILED)
 HOUR_MINUTES = 60
+RETRY_STALE_SECONDS = 60.0  # a retry's moves take seconds; longer, it was interrupted
 
 
 def _rows(db: sqlite3.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
@@ -101,6 +104,8 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
             report["folders"][name] = folder
             max_wait = getattr(settings.providers[cfg.provider], "max_wait_seconds", None)
             report["alarms"] += _alarms(name, folder, max_wait, cfg.stuck_after_seconds)
+            report["alarms"] += [f"folder {name}: {alarm}"
+                                 for alarm in _failures_unseen(db, name, cfg.errors, now)]
     finally:
         db.close()
     return _redacted(report)
@@ -152,7 +157,7 @@ def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
                      "in_state_seconds": round(now - job["updated_at"], 1),
                      "next_attempt_in": None if due is None else max(0.0, round(due - now, 1)),
                      "last_error": job["error_message"]})
-    failed = [{"file": r["id"], "retry_id": r["id"],
+    failed = [{"file": r["id"],  # the retry id
                "source": bytes(r["source"]).decode("utf-8", "backslashreplace"),
                "code": r["error_code"], "reason": r["error_message"], "attempts": r["attempts"],
                "at": iso(r["updated_at"])}
@@ -177,6 +182,36 @@ def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
             "oldest_waiting_seconds": round(now - oldest, 1), "files": counts,
             "batch_states": batch_states, "batches": jobs, "failed": failed,
             "signed_per_minute": _signed_per_minute(db, name, now)}
+
+
+def _failures_unseen(db: sqlite3.Connection, name: str, errors: Path,
+                     now: float) -> list[str]:
+    """Failures status lists but cannot vouch for: in an errors folder that is not the one
+    configured now, or in a retry a crash interrupted that is not finished yet."""
+    found = []
+    went = []  # the errors folder each failure went to (its id), where that is known
+    for row in _rows(db, "SELECT outputs FROM files WHERE folder = ? AND state = ?", name,
+                     FileState.FAILED):
+        went += [o["folder_id"] for o in json.loads(row["outputs"] or "[]")
+                 if o.get("role") == "error" and o.get("folder_id")]
+    try:
+        ids = errorfiles.folder_ids(errors) if went else []
+        elsewhere = sum(1 for i in went if i not in ids)
+        if elsewhere:
+            problem, advice = errorfiles.unseen(errors, ids, "they")
+            found.append(f"{elsewhere} failed file(s) cannot be seen: {problem}: {advice}")
+    except OSError as exc:
+        found.append(f"the errors folder {errors} cannot be read ({exc.strerror}), so its "
+                     f"{len(went)} failed file(s) cannot be seen: mount its share, or fix its "
+                     "permissions")
+    stale = db.execute("SELECT count(*) FROM files WHERE folder = ? AND state = ? AND "
+                       "updated_at < ?", (name, FileState.RETRYING,
+                                          now - RETRY_STALE_SECONDS)).fetchone()[0]
+    if stale:
+        found.append(f"{stale} file(s) in a `folderseal retry` that was interrupted: the "
+                     "daemon finishes it at its next rescan; if this stays, run `folderseal "
+                     "retry` to see why it cannot")
+    return found
 
 
 def _fragments(db: sqlite3.Connection, name: str, now: float) -> list[dict[str, Any]]:
@@ -351,5 +386,5 @@ def _folder_table(folder: dict[str, Any]) -> Table:
                       Text(why))
     for item in folder["failed"][:20]:
         table.add_row(Text("failed"), Text(item["source"]), Text(f"in errors ({item['code']})"),
-                      Text(item["reason"] or ""), Text(item["retry_id"]))
+                      Text(item["reason"] or ""), Text(item["file"]))
     return table

@@ -113,6 +113,10 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    @property
+    def state_dir(self) -> Path:
+        return self.path.parent
+
     # -- plumbing -------------------------------------------------------------
 
     def _migrate(self) -> None:
@@ -498,13 +502,48 @@ class Store:
             self.event("batch.woken", job_id=job_id, detail="retry")
         return True
 
-    def reopen_file(self, file_id: str) -> None:
-        """A failed file of a batch waits in that batch again (retry)."""
+    def begin_retry(self, plans: list[tuple[FileRecord, dict[str, Any]]]) -> None:
+        """Record a retry's intent, in one transaction: each failed file is RETRYING and
+        its outputs say where it goes (``plan``, role ``retry``)."""
         with self.transaction():
-            self._guarded("reopen_file", StateConflict, f"file {file_id} is not failed",
+            for record, plan in plans:
+                outputs = [o for o in record.outputs if o.get("role") != "retry"] + [plan]
+                self._guarded("begin_retry", StateConflict,
+                              f"file {record.id} is not {record.state} any more", id=record.id,
+                              from_state=record.state, outputs=json.dumps(outputs),
+                              now=self.clock())
+                self.event("file.state", file_id=record.id, job_id=record.batch_id,
+                           from_state=record.state, to_state=FileState.RETRYING,
+                           detail=f"retry into the {plan['to']}")
+
+    def finish_batch_retry(self, job_id: str, file_ids: list[str], to_state: JobState) -> None:
+        """The retried files wait in their batch again, and the batch is due at once."""
+        with self.transaction():
+            for file_id in file_ids:
+                self.reopen_file(file_id, job_id)
+            self.reopen_job(job_id, to_state)
+
+    def reopen_file(self, file_id: str, job_id: str) -> None:
+        """A retried file of a batch waits in that batch again."""
+        with self.transaction():
+            self._guarded("reopen_file", StateConflict, f"file {file_id} is not being retried",
                           id=file_id, now=self.clock())
-            self.event("file.state", file_id=file_id, from_state=FileState.FAILED,
-                       to_state=FileState.BATCHED, detail="retry")
+            self.event("file.state", file_id=file_id, job_id=job_id,
+                       from_state=FileState.RETRYING, to_state=FileState.BATCHED,
+                       detail="retry")
+
+    def undo_retry(self, file_ids: list[str], why: str) -> None:
+        """Retried files whose moves were undone are failed again, in one transaction."""
+        with self.transaction():
+            for file_id in file_ids:
+                self.set_file_state(file_id, FileState.RETRYING, FileState.FAILED,
+                                    detail=f"retry undone: {why}")
+
+    def set_error_place(self, record: FileRecord, place: dict[str, Any]) -> None:
+        """Record a newer hint of where a failure's original is (if it is still FAILED)."""
+        outputs = [place if o.get("role") == "error" else o for o in record.outputs]
+        with self.transaction():
+            self._run("set_error_place", id=record.id, outputs=json.dumps(outputs))
 
     def release_node_leases(self) -> int:
         """At start: leases this node held before a crash are void."""

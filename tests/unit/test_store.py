@@ -295,8 +295,8 @@ def test_transition_moves_the_state_and_writes_an_event(store: Store, db: Path) 
 
 
 def test_job_history_holds_the_batch_and_its_files_in_order(store: Store) -> None:
-    """job_history lists the batch's transitions and its own files' events (a retry's too,
-    which carries no job id), in the order they happened, and nothing of another batch."""
+    """job_history lists the batch's transitions and its own files' events (a retry's
+    too), in the order they happened, and nothing of another batch."""
     batched_job(store)
     batched_job(store, "job2", n=1)
     job = acquired(store)
@@ -305,12 +305,16 @@ def test_job_history_holds_the_batch_and_its_files_in_order(store: Store) -> Non
                           DocumentResult(entry="e", error_code="not_signed", error_message="no"),
                           job_id=job.id)
     store.set_file_state("job1-f0", FileState.REJECTED, FileState.FAILED)
-    store.reopen_file("job1-f0")
+    failed = store.file("job1-f0")
+    assert failed is not None
+    store.begin_retry([(failed, {"role": "retry", "to": "batch"})])
+    store.reopen_file("job1-f0", job.id)
     history = [(e.kind, e.file_id, e.state) for e in store.job_history(job.id)]
     assert history == [
         ("file.batched", "job1-f0", "BATCHED"), ("file.batched", "job1-f1", "BATCHED"),
         ("batch.state", None, "CREATED"), ("file.state", "job1-f0", "REJECTED"),
-        ("file.state", "job1-f0", "FAILED"), ("file.state", "job1-f0", "BATCHED")]
+        ("file.state", "job1-f0", "FAILED"), ("file.state", "job1-f0", "RETRYING"),
+        ("file.state", "job1-f0", "BATCHED")]
 
 
 def test_transition_from_the_wrong_state_is_refused(store: Store, db: Path) -> None:

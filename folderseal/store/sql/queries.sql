@@ -177,7 +177,16 @@ WHERE id = :id AND state = 'FAILED' AND claimed_by IS NULL;
 -- name: reopen_file
 UPDATE files SET state = 'BATCHED', result = NULL, outputs = NULL, error_code = NULL,
                  error_message = NULL, updated_at = :now
-WHERE id = :id AND state = 'FAILED' AND batch_id IS NOT NULL;
+WHERE id = :id AND state = 'RETRYING' AND batch_id IS NOT NULL;
+
+-- name: begin_retry
+UPDATE files SET state = 'RETRYING', outputs = :outputs, updated_at = :now
+WHERE id = :id AND state = :from_state AND state IN ('FAILED', 'CLEARED');
+
+-- name: set_error_place
+-- A newer hint for a failure's original in the errors folder; not a transition, so
+-- updated_at (the time of the failure, as status shows it) stays.
+UPDATE files SET outputs = :outputs WHERE id = :id AND state = 'FAILED';
 
 -- name: wake_job
 -- `folderseal retry` of a batch waiting out a backoff (or a poll): due now.

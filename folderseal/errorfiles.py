@@ -1,0 +1,185 @@
+"""Which file in an errors folder is the very one that failed there.
+
+When a failure's original goes into the errors folder, the store records its place:
+the ``path`` relative to the errors folder, its sha256, its device, inode, size and
+mtime, and the id of the errors folder. That id is in ``.folderseal-errors`` at the
+errors folder's root, written when the first failure goes there (as ``store-id``
+marks a work folder).
+
+A file is told by its content. Device numbers of NFS, CIFS and btrfs change at a
+remount or a reboot, and some filesystems (CIFS with ``noserverino``, FUSE) have no
+stable inode numbers at all, so the recorded (device, inode, size, mtime) is only a
+hint that spares reading the file:
+
+* the file at the recorded path with the recorded hint is the file (nothing read);
+* any other file there with the recorded sha256 is the same content: it is the file,
+  and the hint is brought up to date;
+* one with other content is the file changed in place (same device and inode) or
+  another file put there.
+
+Whether a failure is *gone* is decided only in the errors folder it went to: one whose
+marker names the id recorded with it. An empty mount point, a share not mounted, or an
+``errors =`` pointed at another folder has no marker, or another one, so nothing
+missing there proves anything gone. A folder that took over another's files says so
+by a line with that folder's id in its marker (one id a line; the first is its own).
+
+An original that could not be moved into the errors folder stayed in the work folder;
+its place records where (``kept``), and there the claim's own hint and sha256 tell it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from folderseal import files
+from folderseal.model import FileRecord
+from folderseal.safety import READ_FLAGS
+
+ERROR_SUFFIX = ".error.json"
+MARKER = ".folderseal-errors"
+HINT = ("dev", "ino", "size", "mtime_ns")
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """Where the original of a failure lies, or why it is not there."""
+
+    path: Path | None
+    problem: str = ""                 # what is wrong (when path is None)
+    advice: str = ""                  # and what to do, to have it sealed
+    gone: bool = False                # certainly not there any more
+    sha256: str | None = None         # as found now (when it was read)
+    hint: dict[str, Any] | None = None  # a new hint to record: found by content
+
+    @property
+    def why(self) -> str:
+        return f"{self.problem}: {self.advice}"
+
+
+def place_of(record: FileRecord) -> dict[str, Any] | None:
+    """The place the failure recorded for its original in the errors folder."""
+    return next((o for o in record.outputs if o.get("role") == "error"), None)
+
+
+def record_file(errors: Path, place: dict[str, Any]) -> Path:
+    """The failure's ``.error.json``: beside the place its original was meant to go."""
+    path = errors / str(place["path"])
+    return path.parent / (path.name + ERROR_SUFFIX)
+
+
+def folder_ids(errors: Path) -> list[str]:
+    """The ids in the errors folder's marker (its own first); [] without a marker. An
+    OSError means the folder cannot be looked at."""
+    try:
+        text = (errors / MARKER).read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def mark(errors: Path, mode: int) -> str:
+    """The errors folder's own id, written into a new marker if it has none ("" if its
+    marker holds none: then nothing recorded there is ever taken as gone)."""
+    ids = folder_ids(errors)
+    if not ids:
+        with contextlib.suppress(FileExistsError):  # another process marked it meanwhile
+            files.write_new(errors, MARKER, f"{uuid.uuid4().hex}\n".encode(), mode)
+        ids = folder_ids(errors)
+    return ids[0] if ids else ""
+
+
+def identity(path: Path, hashed: bool = True) -> dict[str, Any]:
+    """The hint (device, inode, size, mtime) of the file at ``path`` and, if asked and
+    it is a regular file folderseal may read, its sha256 (else None); {} if no file."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return {}
+    found: dict[str, Any] = {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size,
+                             "mtime_ns": st.st_mtime_ns, "sha256": None}
+    if hashed and stat.S_ISREG(st.st_mode):
+        try:
+            fd = os.open(path, READ_FLAGS)
+        except OSError:
+            return found  # unreadable (perhaps why it failed): known by its hint only
+        try:
+            if (os.fstat(fd).st_dev, os.fstat(fd).st_ino) == (st.st_dev, st.st_ino):
+                found["sha256"] = files.hash_fd(fd)[0]
+        finally:
+            os.close(fd)
+    return found
+
+
+def unseen(errors: Path, ids: list[str], what: str = "it") -> tuple[str, str]:
+    """Why failures cannot be seen in ``errors`` (whose marker holds ``ids``), and what
+    to do; ``what`` names them."""
+    marker = errors / MARKER
+    which = f"it has no {MARKER} marker" if not ids else f"its {MARKER} does not name it"
+    return (f"{errors} is not the errors folder {what} went to ({which}: a share not "
+            "mounted, or `errors =` changed?)",
+            "mount that folder, or set errors back to it; if you moved its files here, add "
+            f"the line of its marker to {marker} (cat OLD/{MARKER} >> {marker})")
+
+
+def find_original(errors: Path, record: FileRecord, hashed: bool = False,
+                  ids: list[str] | None = None) -> Found:
+    """The very file that failed, or why it is not there. ``hashed`` reads it (to move
+    it, it must be the very content); else it is read only if its hint changed.
+    ``ids``: the errors folder's marker, if already read."""
+    place = place_of(record)
+    if place is None:
+        return Found(None, "no place in the errors folder was recorded for it",
+                     "find it there by its name and drop it into the inbox")
+    kept = place.get("kept")
+    path = Path(kept) if kept else errors / str(place["path"])
+    try:
+        if kept:  # in the work folder; sure while the folder it lay in is there
+            sure = os.path.isdir(path.parent)
+            hint, expected = {k: getattr(record, k) for k in HINT}, record.sha256
+        else:
+            ids = folder_ids(errors) if ids is None else ids
+            sure = bool(place.get("folder_id")) and place.get("folder_id") in ids
+            hint = {k: place.get(k) for k in HINT}
+            expected = place.get("sha256") or record.sha256
+        now = identity(path, hashed=False)
+    except OSError as exc:
+        return Found(None, f"{path.parent} cannot be read ({exc.strerror})",
+                     "mount its share, or fix its permissions, then run this again")
+    if not now:
+        if kept:
+            return Found(None, f"it stayed in the work folder at {path} (it could not be moved "
+                               "to the errors folder) and is no longer there",
+                         "if you have it, drop it into the inbox", gone=sure)
+        if not sure and place.get("folder_id"):
+            return Found(None, *unseen(errors, ids or []))
+        return Found(None, f"it is gone from the errors folder ({path} was removed or moved "
+                           "away by hand)", "to seal it, drop it into the inbox", gone=sure)
+    if hint["ino"] is None and not expected:
+        return Found(path)  # recorded before hints were kept: known by its name
+    same = all(now[k] == hint[k] for k in HINT)
+    if same and not hashed:
+        return Found(path)
+    in_place = (now["dev"], now["ino"]) == (hint["dev"], hint["ino"])
+    resized = hint["size"] is not None and now["size"] != hint["size"]
+    content = None if resized else identity(path).get("sha256")
+    if not resized and (content is None or expected is None):
+        # Unreadable now, or its content was never known: its hint must do.
+        if same or (in_place and expected is None):
+            return Found(path, sha256=content)
+        return Found(None, f"{path} cannot be read to tell whether it is the file that failed "
+                           "there", "let folderseal's user read it, then run this again")
+    if content == expected:
+        return Found(path, sha256=content, hint=None if same else {k: now[k] for k in HINT})
+    if in_place:
+        return Found(None, f"{path} was changed since it failed",
+                     "retry puts back only the file that failed; to seal the changed one, "
+                     f"move it into the inbox and delete {path.name}{ERROR_SUFFIX}")
+    return Found(None, f"the file now at {path} is not the one that failed there (another "
+                       "failure of the same name took the name, or the file was replaced)",
+                 "drop the file you want sealed into the inbox", gone=sure)
