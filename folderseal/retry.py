@@ -1,6 +1,6 @@
 """``folderseal retry``: put failed files back, without ever sealing one twice.
 
-What a retry does depends on how far the file got (PRODUCT.md's crash table):
+What a retry does depends on how far the file got (docs/crash-table.md):
 
 * failed before its batch could have been accepted (at the claim, or a batch that
   failed before ``ACCEPTING``), or with the ``local`` provider (for which "signed
