@@ -57,7 +57,7 @@ class FolderIntake:
         self.store_id = store_id
         self.state_dir = state_dir
         self.filter = NameFilter(cfg.include, cfg.exclude)
-        self.tracker = SettleTracker(cfg.settle_seconds, cfg.stuck_after_seconds)
+        self.tracker = SettleTracker(cfg.settle_seconds, cfg.stuck_after_seconds, name)
         self.fragments = Fragments(name, cfg.settle_seconds, store)
         self.ignored = IgnoredTally()  # as of the last scan
         self.work = WorkFolder(cfg.work_folder, name)
