@@ -9,7 +9,11 @@ Permissions only bite an unprivileged user: that case runs the daemon as ``nobod
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.torturekit.scenarios import Share
+from folderseal.probe import HUNG_SECONDS
 from tests.acceptance.test_service import NotifySocket
-from tests.helpers import Daemon, Layout, check_sidecar, folderseal, sidecars, wait_until
+from tests.helpers import FAST, Daemon, Layout, check_sidecar, folderseal, sidecars, wait_until
 
 METRICS = '\n[metrics]\nlisten = "127.0.0.1:0"\n'
 BLOCKED = "folderseal_folder_blocked"
@@ -137,3 +143,63 @@ def test_sign_takes_nothing_while_the_archive_folder_is_missing(tmp_path: Path) 
     assert "archive folder" in out.stderr and "not there" in out.stderr, out.stderr
     assert (layout.inbox / "now.txt").read_text() == "sign me now"
     assert sidecars(layout.outbox) == []
+
+
+def test_a_hung_outbox_stops_its_folder_only(tmp_path: Path, notify: NotifySocket) -> None:
+    """With one folder's outbox on a FUSE share that stops answering (SIGSTOP: every
+    access blocks, as on a hard-mounted share that is gone), the daemon's other folder
+    keeps claiming and sealing and the watchdog pings go on; `status` names the hung
+    outbox ("has not answered") as what stops claims in that folder, whose new file
+    waits in its inbox; once the share answers again that file is sealed."""
+    if os.geteuid() != 0 or shutil.which("bindfs") is None:
+        pytest.fail("needs root and bindfs ('make test' installs it; CI runs as root)")
+    other = "\n".join(["", "[folders.other]", 'inbox = "other/inbox"',
+                       'outbox = "other/outbox"', 'errors = "other/errors"',
+                       'provider = "local"', *(f"{k} = {json.dumps(v)}" for k, v in FAST.items())])
+    layout = Layout(tmp_path, extra=other + "\n")
+    layout.write()
+    for sub in ("inbox", "outbox", "errors"):
+        (tmp_path / "other" / sub).mkdir(parents=True)
+    backing = tmp_path / "outbox-backing"
+    backing.mkdir()
+    share = Share(backing, layout.outbox)
+    share.mount()
+    try:
+        daemon = Daemon(layout, env=notify.env(watchdog_seconds=1.0)).started()
+        wait_until(lambda: notify.first("READY") is not None, what="READY=1")
+        assert share.process is not None
+        share.process.send_signal(signal.SIGSTOP)
+        try:
+            hung_at = time.monotonic()
+            time.sleep(2)  # past the kernel's attribute cache: the next look at it blocks
+            for i in range(3):
+                (tmp_path / "other" / "inbox" / f"o{i}.txt").write_text(f"other folder {i}")
+            wait_until(lambda: len(sidecars(tmp_path / "other" / "outbox")) == 3, timeout=60,
+                       what="the other folder's files sealed while the outbox hangs")
+
+            def hung_outbox_reported() -> bool:
+                code, report = _status(layout)
+                reasons = [b["reason"] for b in report["folders"]["scans"]["blocked"]]
+                return code == 1 and reasons == ["outbox_not_answering"]
+
+            wait_until(hung_outbox_reported, timeout=HUNG_SECONDS + 30,
+                       what="status to name the hung outbox")
+            report = _status(layout)[1]
+            alarm = next(a for a in report["alarms"] if "outbox" in a)
+            assert "folder scans" in alarm and str(layout.outbox) in alarm, alarm
+            assert "has not answered" in alarm, alarm
+            assert report["folders"]["other"]["blocked"] == []
+            (layout.inbox / "held.txt").write_text("waits for the outbox to answer")
+            (tmp_path / "other" / "inbox" / "o3.txt").write_text("other folder 3")
+            wait_until(lambda: len(sidecars(tmp_path / "other" / "outbox")) == 4, timeout=30,
+                       what="a later file of the other folder sealed")
+            assert (layout.inbox / "held.txt").exists(), "claimed into a hung outbox's folder"
+            took = time.monotonic() - hung_at
+            assert notify.pings_since(hung_at) >= took / 2, "the watchdog pings stopped"
+        finally:
+            share.process.send_signal(signal.SIGCONT)
+        wait_until(lambda: (layout.outbox / "held.txt.json").exists(), timeout=60,
+                   what="held.txt sealed once the outbox answers")
+        assert daemon.stop() == 0
+    finally:
+        share.unmount()
