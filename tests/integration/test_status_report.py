@@ -157,6 +157,23 @@ def test_suspected_fragments_of_the_last_day_and_ignored_names_are_shown(
     assert 'class="warn ignored"' in html and "sub/y.PART, was last written 2.0 h ago" in html
 
 
+def test_the_in_flight_limit_counts_what_status_calls_in_flight(tmp_path: Path) -> None:
+    """max_in_flight_files counts the files claimed and not yet delivered, as status's
+    in_flight does: with one file in each state, the store's count the intake holds
+    claims back by equals the report's in_flight (PUBLISHED files are delivered)."""
+    settings = _settings(tmp_path)
+    settings.state_dir.mkdir()
+    store = Store(settings.database, "n1")
+    for state in FileState:
+        _claim(store, state.lower(), time.time())
+        if state != FileState.CLAIMED:
+            store.set_file_state(state.lower(), FileState.CLAIMED, state)
+    counted = store.count_in_flight("scans")
+    store.close()
+    scans = collect(settings, warnings=[])["folders"]["scans"]
+    assert counted == scans["in_flight"] == 4, (counted, scans["files"])
+
+
 def test_files_of_a_delivered_batch_count_as_delivered_not_in_flight(tmp_path: Path) -> None:
     """A file whose outputs and sidecar are published (its batch DELIVERED, not yet
     cleaned) counts as delivered, not in flight, and is not "waiting" however old."""
