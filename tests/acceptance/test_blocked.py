@@ -203,3 +203,24 @@ def test_a_hung_outbox_stops_its_folder_only(tmp_path: Path, notify: NotifySocke
         assert daemon.stop() == 0
     finally:
         share.unmount()
+
+
+def test_an_outbox_below_a_closed_folder_is_a_permission_problem(open_tmp: Path) -> None:
+    """An outbox that is there but below a folder folderseal may not enter is reported
+    as a permission problem on the way to it ("may not reach", fix the permissions), not
+    as a share to mount; `folderseal sign` takes nothing."""
+    layout = Layout(open_tmp, folder={"outbox": "closed/outbox"})
+    layout.write()
+    closed = open_tmp / "closed"
+    (closed / "outbox").mkdir(parents=True)
+    (layout.inbox / "now.txt").write_text("sign me now")
+    subprocess.run(["chown", "-R", "nobody:nogroup", str(layout.root)], check=True)
+    os.chown(closed, 0, 0)
+    closed.chmod(0o700)
+    out = folderseal("sign", "--timeout", "10", "-c", str(layout.config),
+                     str(layout.inbox / "now.txt"), user="nobody")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"may not reach the outbox folder {closed / 'outbox'}" in out.stderr, out.stderr
+    assert "fix that folder's permissions" in out.stderr, out.stderr
+    assert "mount" not in out.stderr, out.stderr
+    assert (layout.inbox / "now.txt").read_text() == "sign me now"
