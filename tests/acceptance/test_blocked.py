@@ -224,3 +224,38 @@ def test_an_outbox_below_a_closed_folder_is_a_permission_problem(open_tmp: Path)
     assert "fix that folder's permissions" in out.stderr, out.stderr
     assert "mount" not in out.stderr, out.stderr
     assert (layout.inbox / "now.txt").read_text() == "sign me now"
+
+
+def test_a_full_outbox_that_goes_away_is_reported_missing_not_full(tmp_path: Path) -> None:
+    """A folder paused for a full outbox (a 10 MB filesystem, min_free_bytes 50 MB) whose
+    outbox then goes away shows the missing outbox alone: no "disk full" alarm or pause
+    stays behind from before; once an outbox with room is back the file is sealed."""
+    if os.geteuid() != 0:
+        pytest.fail("mounts a tmpfs: needs root (CI runs as root)")
+    layout = Layout(tmp_path, folder={"min_free_bytes": "50MB"})
+    layout.write()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(layout.outbox)],
+                   check=True)
+    try:
+        daemon = Daemon(layout).started()
+        (layout.inbox / "waiting.txt").write_text("no room yet")
+        wait_until(lambda: "min_free_bytes" in _status(layout)[1]["folders"]["scans"]["paused"],
+                   timeout=20, what="the pause for the full outbox")
+        subprocess.run(["umount", str(layout.outbox)], check=True)
+        layout.outbox.rmdir()
+
+        def blocked() -> list[str]:
+            return [b["reason"] for b in _status(layout)[1]["folders"]["scans"]["blocked"]]
+
+        wait_until(lambda: blocked() == ["outbox_missing"], timeout=20, what="outbox missing")
+        report = _status(layout)[1]
+        scans = report["folders"]["scans"]
+        assert (scans["disk_full"], scans["paused"]) == ("", ""), scans
+        assert not [a for a in report["alarms"] if "disk full" in a], report["alarms"]
+        layout.outbox.mkdir()
+        wait_until(lambda: (layout.outbox / "waiting.txt.json").exists(), timeout=30,
+                   what="the file sealed")
+        assert daemon.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(layout.outbox)], check=False,
+                       stderr=subprocess.DEVNULL)
