@@ -91,7 +91,9 @@ def test_a_missing_outbox_stops_claims_until_it_is_created(
     assert health.status_code == 200, health.text
     assert "Claims stopped" in httpx.get(f"{url}/").text
     wait_until(lambda: notify.first("READY") is not None, what="READY=1")
-    assert any("claims stopped: scans" in s for s in notify.statuses()), notify.statuses()
+    stopped = [s for s in notify.statuses() if "folder scans: claims stopped: the outbox" in s]
+    assert stopped, notify.statuses()
+    assert stopped[-1].count("claims stopped") == 1, stopped[-1]
 
     layout.outbox.mkdir()
     wait_until(lambda: len(sidecars(layout.outbox)) == 2, timeout=30, what="both sealed")

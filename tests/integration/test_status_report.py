@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,6 +91,29 @@ def test_a_batch_failing_for_long_and_an_old_batch_are_alarms(tmp_path: Path) ->
     assert gauges["folderseal_alarms"].samples[0].value == len(alarms)
     assert [(s.labels, s.value) for s in gauges["folderseal_batches"].samples] == [
         ({"folder": "scans", "state": "BATCHED"}, 2.0)]
+
+
+def test_the_summary_line_names_each_stopped_folder_once() -> None:
+    """The one-line summary (systemd's STATUS=) names a folder whose claims stopped, or
+    whose share is out, once: by the first alarm if it is about that folder, else in the
+    list; folders the first alarm is not about stay in the list."""
+    def folder(outage: str = "", blocked: str = "") -> dict[str, Any]:
+        return {"settling": 0, "in_flight": 0, "delivered": 0, "files": {}, "outage": outage,
+                "blocked": [{"reason": "outbox_missing", "message": blocked}] if blocked else []}
+
+    report = {"folders": {"a": folder(blocked="the outbox folder /a is not there"),
+                          "b": folder(blocked="the errors folder /b is not there"),
+                          "c": folder(outage="the inbox /c is not there")},
+              "alarms": ["folder a: claims stopped: the outbox folder /a is not there",
+                         "folder b: claims stopped: the errors folder /b is not there",
+                         "folder c: share out: the inbox /c is not there"]}
+    line = summary(report)
+    assert line == ("0 waiting, 0 in flight, 0 signed, 0 failed, share out: c, claims "
+                    "stopped: b; folder a: claims stopped: the outbox folder /a is not there")
+    report["alarms"] = report["alarms"][2:]
+    assert summary(report).endswith("claims stopped: a, b; folder c: share out: the inbox /c "
+                                    "is not there")
+    assert summary(report).count("share out") == 1
 
 
 def test_a_quiet_store_with_files_in_errors_has_no_alarm_but_the_daemon(
