@@ -126,9 +126,13 @@ def test_a_file_at_a_path_claimed_moments_ago_is_a_suspected_fragment(
     assert warning["level"] == "warning"
     assert warning["source"] == "slow.txt" and warning["earlier_claim"] == first
     assert warning["settle_seconds"] == 0.2
-    assert "a writer paused longer than settle_seconds (0.2 s) between writes? raise " \
-           "settle_seconds, or have the writer write under a temporary name and rename " \
-           "when done" in warning["reason"]
+    reason = warning["reason"]
+    assert "a writer paused longer than settle_seconds (0.2 s) between writes? Then its " \
+           "parts are sealed separately, each into the outbox with its own sidecar" in reason
+    assert "To have the whole file sealed, copy the complete file into the inbox again " \
+           "once it is written" in reason
+    assert "raise settle_seconds, or have the writer write under a temporary name and " \
+           "rename when done" in reason
     [(kind, file_id)] = store._db.execute(  # noqa: SLF001 - the recorded event itself
         "SELECT kind, file_id FROM events WHERE kind = 'file.fragment_suspected'").fetchall()
     assert file_id == first
