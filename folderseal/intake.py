@@ -85,6 +85,7 @@ class FolderIntake:
         self.outputs: Outputs | None = None       # the probe's last answer
         self.blocked: list[folders.Blocked] = []  # output folders that stop claims
         self.scanned_at = 0.0        # the last scan of the inbox (0: none yet)
+        self.claims_to_check = False  # after a scan, once the output folders allow
         self.on_batch: Callable[[], None] = lambda: None
 
     # -- attach, detach ------------------------------------------------------------
@@ -158,6 +159,8 @@ class FolderIntake:
                     self._hint_path(path, now)
             if now >= self.next_scan_at:
                 self.scan(now)
+            if self.claims_to_check and self.outputs and self.outputs.answering("errors"):
+                self._check_claims(now)  # it may write into the errors folder
             self._look_and_claim(now)
             if now >= self.next_batch_at:
                 self.form_batches(now)
@@ -196,20 +199,26 @@ class FolderIntake:
     # -- scan ----------------------------------------------------------------------
 
     def scan(self, now: float) -> None:
-        """List the inbox (the truth; events are hints) and register unknown claims."""
+        """List the inbox (the truth; events are hints); unknown claims are registered
+        next (:meth:`_check_claims`)."""
         if not self.work.attached(self.store_id):
             raise Outage(f"the store marker in {self.work.path} cannot be read")
         ignored = IgnoredTally()
         for source in list_files(self.cfg.inbox, self.filter, self.cfg.recursive, ignored):
             self._seen(source, now)
         self.ignored = ignored
-        if self.claims.register_unknown(now):
-            self.next_batch_at = 0.0
-        self.claims.sweep()
+        self.claims_to_check = True
         self.scanned_at = now
         interval = self.cfg.poll_interval_seconds if self.mode == "polling" \
             else self.cfg.rescan_seconds
         self.next_scan_at = now + interval
+
+    def _check_claims(self, now: float) -> None:
+        """Register claims the store does not know, finish those left half done."""
+        self.claims_to_check = False
+        if self.claims.register_unknown(now):
+            self.next_batch_at = 0.0
+        self.claims.sweep()
 
     def _seen(self, source: str, now: float) -> None:
         if self.tracker.hint(source, now):

@@ -44,6 +44,10 @@ class Outputs:
     blocked: tuple[Blocked, ...] = ()
     disk_full: str = ""  # the outbox or the state folder under min_free_bytes
 
+    def answering(self, key: str) -> bool:
+        """The ``key`` folder answered its last look (there or not)."""
+        return all(b.reason != f"{key}_not_answering" for b in self.blocked)
+
 
 class Probe:
     """The threads that look at one folder's output folders and reconcile its errors."""
