@@ -147,12 +147,15 @@ def test_sign_takes_nothing_while_the_archive_folder_is_missing(tmp_path: Path) 
     assert sidecars(layout.outbox) == []
 
 
-def test_a_hung_outbox_stops_its_folder_only(tmp_path: Path, notify: NotifySocket) -> None:
-    """With one folder's outbox on a FUSE share that stops answering (SIGSTOP: every
-    access blocks, as on a hard-mounted share that is gone), the daemon's other folder
-    keeps claiming and sealing and the watchdog pings go on; `status` names the hung
-    outbox ("has not answered") as what stops claims in that folder, whose new file
-    waits in its inbox; once the share answers again that file is sealed."""
+@pytest.mark.parametrize("hung", ["outbox", "errors"])
+def test_a_hung_output_share_stops_its_folder_only(tmp_path: Path, notify: NotifySocket,
+                                                   hung: str) -> None:
+    """With one folder's outbox (or errors folder, holding a failure to reconcile) on a
+    FUSE share that stops answering (SIGSTOP: every access blocks, as on a hard-mounted
+    share that is gone), the daemon's other folder keeps claiming and sealing and the
+    watchdog pings go on; `status` names the hung folder ("has not answered") as what
+    stops claims in that folder, whose new file waits in its inbox; once the share
+    answers again that file is sealed."""
     if os.geteuid() != 0 or shutil.which("bindfs") is None:
         pytest.fail("needs root and bindfs ('make test' installs it; CI runs as root)")
     other = "\n".join(["", "[folders.other]", 'inbox = "other/inbox"',
@@ -162,13 +165,18 @@ def test_a_hung_outbox_stops_its_folder_only(tmp_path: Path, notify: NotifySocke
     layout.write()
     for sub in ("inbox", "outbox", "errors"):
         (tmp_path / "other" / sub).mkdir(parents=True)
-    backing = tmp_path / "outbox-backing"
+    mounted = layout.root / hung
+    backing = tmp_path / f"{hung}-backing"
     backing.mkdir()
-    share = Share(backing, layout.outbox)
+    share = Share(backing, mounted)
     share.mount()
     try:
         daemon = Daemon(layout, env=notify.env(watchdog_seconds=1.0)).started()
         wait_until(lambda: notify.first("READY") is not None, what="READY=1")
+        if hung == "errors":  # a failure there for the reconcile to look at
+            (layout.inbox / "fake.pdf").write_bytes(b"not a pdf at all\n%%EOF\n")
+            wait_until(lambda: (layout.errors / "fake.pdf.error.json").exists(),
+                       what="the failure in the errors folder")
         assert share.process is not None
         share.process.send_signal(signal.SIGSTOP)
         try:
@@ -177,31 +185,31 @@ def test_a_hung_outbox_stops_its_folder_only(tmp_path: Path, notify: NotifySocke
             for i in range(3):
                 (tmp_path / "other" / "inbox" / f"o{i}.txt").write_text(f"other folder {i}")
             wait_until(lambda: len(sidecars(tmp_path / "other" / "outbox")) == 3, timeout=60,
-                       what="the other folder's files sealed while the outbox hangs")
+                       what=f"the other folder's files sealed while the {hung} hangs")
 
-            def hung_outbox_reported() -> bool:
+            def hung_folder_reported() -> bool:
                 code, report = _status(layout)
                 reasons = [b["reason"] for b in report["folders"]["scans"]["blocked"]]
-                return code == 1 and reasons == ["outbox_not_answering"]
+                return code == 1 and reasons == [f"{hung}_not_answering"]
 
-            wait_until(hung_outbox_reported, timeout=HUNG_SECONDS + 30,
-                       what="status to name the hung outbox")
+            wait_until(hung_folder_reported, timeout=HUNG_SECONDS + 30,
+                       what=f"status to name the hung {hung} folder")
             report = _status(layout)[1]
-            alarm = next(a for a in report["alarms"] if "outbox" in a)
-            assert "folder scans" in alarm and str(layout.outbox) in alarm, alarm
+            alarm = next(a for a in report["alarms"] if f"{hung} folder" in a)
+            assert "folder scans" in alarm and str(mounted) in alarm, alarm
             assert "has not answered" in alarm, alarm
             assert report["folders"]["other"]["blocked"] == []
-            (layout.inbox / "held.txt").write_text("waits for the outbox to answer")
+            (layout.inbox / "held.txt").write_text(f"waits for the {hung} folder to answer")
             (tmp_path / "other" / "inbox" / "o3.txt").write_text("other folder 3")
             wait_until(lambda: len(sidecars(tmp_path / "other" / "outbox")) == 4, timeout=30,
                        what="a later file of the other folder sealed")
-            assert (layout.inbox / "held.txt").exists(), "claimed into a hung outbox's folder"
+            assert (layout.inbox / "held.txt").exists(), f"claimed while the {hung} hangs"
             took = time.monotonic() - hung_at
             assert notify.pings_since(hung_at) >= took / 2, "the watchdog pings stopped"
         finally:
             share.process.send_signal(signal.SIGCONT)
         wait_until(lambda: (layout.outbox / "held.txt.json").exists(), timeout=60,
-                   what="held.txt sealed once the outbox answers")
+                   what=f"held.txt sealed once the {hung} folder answers")
         assert daemon.stop() == 0
     finally:
         share.unmount()
