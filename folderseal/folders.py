@@ -77,10 +77,10 @@ def blocked_root(key: str, root: Path | None) -> Blocked | None:
 
 
 def not_answering(key: str, root: Path, seconds: float) -> Blocked:
-    """The ``key`` folder did not answer a look for ``seconds``."""
+    """The ``key`` folder has not answered a look for ``seconds`` or more."""
     return Blocked(f"{key}_not_answering", (
-        f"the {key} folder {root} has not answered for {seconds:.0f} s (a hung share?): "
-        f"check its share and the network to its server; {UNTIL} it answers"))
+        f"the {key} folder {root} has not answered for over {seconds:.0f} s (a hung "
+        f"share?): check its share and the network to its server; {UNTIL} it answers"))
 
 
 def split(relative: str) -> tuple[str, str]:

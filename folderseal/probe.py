@@ -92,10 +92,10 @@ class Probe:
             last, looking = self._last, self._looking
         if looking is None or self.clock() - looking[2] < HUNG_SECONDS:
             return last
-        key, root, since = looking
+        key, root, _ = looking
         others = tuple(b for b in (last.blocked if last else ())
                        if not b.reason.startswith(f"{key}_"))
-        return Outputs((folders.not_answering(key, root, self.clock() - since), *others),
+        return Outputs((folders.not_answering(key, root, HUNG_SECONDS), *others),
                        last.disk_full if last else "")
 
     # -- the threads ---------------------------------------------------------------

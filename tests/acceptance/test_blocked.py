@@ -206,6 +206,8 @@ def test_a_hung_output_share_stops_its_folder_only(tmp_path: Path, notify: Notif
             assert (layout.inbox / "held.txt").exists(), f"claimed while the {hung} hangs"
             took = time.monotonic() - hung_at
             assert notify.pings_since(hung_at) >= took / 2, "the watchdog pings stopped"
+            assert [e["folder"] for e in daemon.events() if e.get("event") == "folder.blocked"
+                    and e["reason"] == f"{hung}_not_answering"] == ["scans"], "logged not once"
         finally:
             share.process.send_signal(signal.SIGCONT)
         wait_until(lambda: (layout.outbox / "held.txt.json").exists(), timeout=60,
