@@ -34,7 +34,7 @@ from folderseal.workdir import WorkFolder
 
 PROBE_SECONDS = 2.0
 HUNG_SECONDS = 10.0
-STOP_SECONDS = 1.0  # how long a stop waits for each thread
+STOP_SECONDS = 1.0  # how long a stop waits for the threads (one stuck on a share: not)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +53,13 @@ class Probe:
     """The threads that look at one folder's output folders and reconcile its errors."""
 
     def __init__(self, name: str, cfg: FolderConfig, state_dir: Path, store: Store,
-                 work: WorkFolder, clock: Callable[[], float] = time.monotonic) -> None:
+                 work: WorkFolder) -> None:
         self.name = name
         self.cfg = cfg
         self.state_dir = state_dir
         self.store_path = store.path
         self.node = store.node
         self.work = work
-        self.clock = clock
         self.log = get_logger(folder=name)
         self.failure: BaseException | None = None
         self._lock = threading.Lock()
@@ -90,7 +89,7 @@ class Probe:
         has not come back for HUNG_SECONDS stops claims."""
         with self._lock:
             last, looking = self._last, self._looking
-        if looking is None or self.clock() - looking[2] < HUNG_SECONDS:
+        if looking is None or time.monotonic() - looking[2] < HUNG_SECONDS:
             return last
         key, root, _ = looking
         others = tuple(b for b in (last.blocked if last else ())
@@ -111,7 +110,7 @@ class Probe:
     def _watching(self, key: str, root: Path) -> Iterator[None]:
         """Mark a look at ``root`` as out, so that one that never comes back shows."""
         with self._lock:
-            self._looking = (key, root, self.clock())
+            self._looking = (key, root, time.monotonic())
         try:
             yield
         finally:
