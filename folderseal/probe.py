@@ -34,7 +34,7 @@ from folderseal.workdir import WorkFolder
 
 PROBE_SECONDS = 2.0
 HUNG_SECONDS = 10.0
-STOP_SECONDS = 1.0  # how long a stop waits for the threads (one stuck on a share: not)
+STOP_SECONDS = 1.0  # a stop waits this long; a thread stuck on a hung share is left
 
 
 @dataclass(frozen=True, slots=True)
