@@ -35,7 +35,7 @@ Failure = tuple[str, str]
 NOT_REGULAR: Failure = (
     "not_regular", "it is not a regular file (a symbolic link, folder link, FIFO or device); "
     "folderseal seals regular files only and never follows links")
-# Claimed only after it stayed empty for ten settle periods (intake's EMPTY_SETTLE_FACTOR).
+# Claimed only after it stayed empty for ten settle periods (settle.EMPTY_SETTLE_FACTOR).
 EMPTY: Failure = (
     "empty", "the file is empty (0 bytes) and stayed empty well past settle_seconds, so "
     "there is nothing to seal: the program that wrote it (a scanner, a copy job) stopped "

@@ -3,13 +3,15 @@
 Shared by :mod:`folderseal.sink` (publishing) and :mod:`folderseal.failures` (the errors
 folder). A missing root is an outage (a share not mounted): it is never created. A
 folder that is full, read-only or gone is transient: the batch waits and retries.
-While a root is missing or not writable the intake claims nothing (:func:`blocked`):
-files wait, visible, in the inbox instead of piling up in the work folder.
+While a root is missing, not writable or not answering the intake claims nothing
+(:func:`blocked`, looked at off the main loop by :mod:`folderseal.probe`): files wait,
+visible, in the inbox instead of piling up in the work folder.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,31 +37,50 @@ class JobContext:
 class Blocked:
     """An output folder a folder cannot use now: nothing is claimed until it can."""
 
-    reason: str    # "<outbox|errors|archive>_<missing|not_writable>": the metric's label
+    reason: str    # "<outbox|errors|archive>_<missing|not_writable|not_answering>": a label
     message: str   # which folder, and what to do
 
 
 OUTPUT_ROOTS = ("outbox", "errors", "archive")
 BLOCK_REASONS = tuple(f"{key}_{why}" for key in OUTPUT_ROOTS
-                      for why in ("missing", "not_writable"))
+                      for why in ("missing", "not_writable", "not_answering"))
+UNTIL = "files wait in the inbox until"
 
 
 def blocked(cfg: FolderConfig) -> list[Blocked]:
     """The output folders of ``cfg`` that are missing or that folderseal may not write."""
-    found = []
-    for key in OUTPUT_ROOTS:
-        root: Path | None = getattr(cfg, key)
-        if root is None:
-            continue
-        if not os.path.isdir(root):  # also a share that answers with an error
-            found.append(Blocked(f"{key}_missing", (
-                f"the {key} folder {root} is not there: mount its share, or create it; "
-                "files wait in the inbox until it is back")))
-        elif not os.access(root, os.W_OK | os.X_OK):
-            found.append(Blocked(f"{key}_not_writable", (
-                f"folderseal (uid {os.geteuid()}) may not write to the {key} folder {root}: "
-                "fix its permissions; files wait in the inbox until it can")))
-    return found
+    return [b for key in OUTPUT_ROOTS if (b := blocked_root(key, getattr(cfg, key)))]
+
+
+def blocked_root(key: str, root: Path | None) -> Blocked | None:
+    """Why the ``key`` folder ``root`` cannot take outputs now (None if it can)."""
+    if root is None:
+        return None
+    try:
+        is_dir = stat.S_ISDIR(os.stat(root).st_mode)
+    except PermissionError:  # a folder above it is closed to folderseal
+        return Blocked(f"{key}_not_writable", (
+            f"folderseal (uid {os.geteuid()}) may not reach the {key} folder {root}: a "
+            f"folder above it is closed to it; fix that folder's permissions; {UNTIL} it "
+            "can"))
+    except OSError:  # not there, or a share that answers with an error
+        is_dir = False
+    if not is_dir:
+        return Blocked(f"{key}_missing", (
+            f"the {key} folder {root} is not there: mount its share, or create it; "
+            f"{UNTIL} it is back"))
+    if not os.access(root, os.W_OK | os.X_OK):
+        return Blocked(f"{key}_not_writable", (
+            f"folderseal (uid {os.geteuid()}) may not write to the {key} folder {root}: "
+            f"fix its permissions; {UNTIL} it can"))
+    return None
+
+
+def not_answering(key: str, root: Path, seconds: float) -> Blocked:
+    """The ``key`` folder has not answered a look for ``seconds`` or more."""
+    return Blocked(f"{key}_not_answering", (
+        f"the {key} folder {root} has not answered for over {seconds:.0f} s (a hung "
+        f"share?): check its share and the network to its server; {UNTIL} it answers"))
 
 
 def split(relative: str) -> tuple[str, str]:

@@ -35,9 +35,13 @@ class Claimed:
 
 
 def advice(settle_seconds: float) -> str:
+    """What a suspected fragment means, and what to do about it."""
     return (f"a writer paused longer than settle_seconds ({settle_seconds:g} s) between "
-            "writes? raise settle_seconds, or have the writer write under a temporary name "
-            "and rename when done")
+            "writes? Then its parts are sealed separately, each into the outbox with its own "
+            "sidecar (later parts as NAME-1, NAME-2…). To have the whole file sealed, copy "
+            "the complete file into the inbox again once it is written; to prevent this, "
+            "raise settle_seconds, or have the writer write under a temporary name and "
+            "rename when done")
 
 
 class Fragments:

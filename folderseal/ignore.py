@@ -9,7 +9,9 @@ relative to the inbox.
 
 Ignored files sit in the inbox for ever, so a scan counts them as it lists the inbox
 (:class:`IgnoredTally`) and ``status`` shows how many there are and the oldest: a
-half-copied ``x.part`` is minutes old, a forgotten one days.
+half-copied ``x.part`` is minutes old, a forgotten one days. What operating systems
+leave in every folder they show (``Thumbs.db``, ``.DS_Store``…) is not counted: nobody
+renames those to have them sealed, and they would be a warning for ever.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from typing import Any
 BUILTIN_FILE_PATTERNS = ("*.tmp", "*.temp", "*.part", "*.partial", "*.crdownload",
                          "*.download", "*.swp", "thumbs.db", "desktop.ini")
 BUILTIN_DIR_NAMES = frozenset({"@eadir", "__macosx"})
+# Thumbnail caches, folder settings and macOS's resource forks: ignored (by the list
+# above or as hidden names), and left out of the tally.
+OS_METADATA = ("thumbs.db", "desktop.ini", ".ds_store", "._*", ".localized", ".directory",
+               ".apdisk", ".volumeicon.icns")
 
 
 class NameFilter:
@@ -52,8 +58,9 @@ class NameFilter:
 
 
 class IgnoredTally:
-    """The files one scan passed over by name: how many, and the oldest by mtime (only
-    these are stat'ed, so a scan of a folder of documents costs no more)."""
+    """The files one scan passed over by name, operating-system files aside: how many,
+    and the oldest by mtime (only these are stat'ed, so a scan of a folder of documents
+    costs no more)."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -61,6 +68,9 @@ class IgnoredTally:
         self.oldest_mtime = math.inf
 
     def add(self, source: str, entry: os.DirEntry[str]) -> None:
+        name = entry.name.lower()
+        if any(fnmatchcase(name, pattern) for pattern in OS_METADATA):
+            return
         self.count += 1
         try:
             mtime = entry.stat(follow_symlinks=False).st_mtime

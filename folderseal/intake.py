@@ -4,35 +4,37 @@ Every call of :meth:`FolderIntake.step` takes the watch hints since the last cal
 scans when a scan is due, looks at candidates whose look is due, and claims those
 that are ready. Nothing here waits or sleeps: the daemon's loop does that.
 
-Claiming itself (one rename into the work folder) is :mod:`folderseal.claim`.
+Claiming itself (one rename into the work folder) is :mod:`folderseal.claim`; listing
+the inbox and looking at its files, :mod:`folderseal.inbox`.
 
 A share that goes away (the inbox vanishes, errors like ESTALE/ENOTCONN, or the
 work folder's store marker cannot be read) is an outage: the folder detaches, backs
 off, re-attaches, and deletes and forgets nothing. An outbox, errors or archive folder
-that is missing or not writable blocks claims: files wait, visible, in the inbox
-(batches already claimed wait for the folder in their own backoff).
+that is missing, not writable or not answering blocks claims: files wait, visible, in
+the inbox (batches already claimed wait for the folder in their own backoff). Those
+folders are looked at off this thread (:mod:`folderseal.probe`): a hung share there
+must not hold up the other folders.
 """
 
 from __future__ import annotations
 
-import errno
-import os
 import queue
-import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from folderseal import batch as batching
-from folderseal import crashpoints, files, folders, metrics, mounts
-from folderseal.claim import NOT_REGULAR, OUTAGE, Claims, Failure, Outage
+from folderseal import crashpoints, folders, metrics, mounts
+from folderseal.claim import NOT_REGULAR, Claims, Failure, Outage
 from folderseal.config import FolderConfig
 from folderseal.errors import TransientError
 from folderseal.fragments import Fragments
 from folderseal.ignore import IgnoredTally, NameFilter
+from folderseal.inbox import list_files, look_at
 from folderseal.logs import get as get_logger
 from folderseal.model import FileState
+from folderseal.probe import Outputs, Probe
 from folderseal.settle import Look, SettleTracker
 from folderseal.sink import Sink
 from folderseal.store import Store, new_id
@@ -44,6 +46,7 @@ PAUSE_SECONDS = 5.0  # after the state folder refused a write
 CLAIMS_PER_STEP = 100
 CLAIM_BYTES_PER_STEP = 1 << 30  # hashing happens on this thread: keep a step short
 STALL_SECONDS = 60.0  # a scan this late means the folder is not making progress
+LOOKING = "folderseal is looking at the outbox, errors and archive folders"
 
 
 class FolderIntake:
@@ -55,13 +58,13 @@ class FolderIntake:
         self.provider = provider
         self.store = store
         self.store_id = store_id
-        self.state_dir = state_dir
         self.filter = NameFilter(cfg.include, cfg.exclude)
-        self.tracker = SettleTracker(cfg.settle_seconds, cfg.stuck_after_seconds)
+        self.tracker = SettleTracker(cfg.settle_seconds, cfg.stuck_after_seconds, name)
         self.fragments = Fragments(name, cfg.settle_seconds, store)
         self.ignored = IgnoredTally()  # as of the last scan
         self.work = WorkFolder(cfg.work_folder, name)
         self.sink = Sink(name, cfg, self.work, store, store.node)
+        self.probe = Probe(name, cfg, state_dir, store, self.work)
         self.claims = Claims(name, cfg.inbox, self.work, store, self.sink, provider, kind,
                              self.tracker)
         self.watcher = Watcher(name, cfg.inbox, cfg.recursive, hints, wake)
@@ -79,9 +82,10 @@ class FolderIntake:
         self.paused = ""
         self.disk_full = ""          # the outbox or state folder under min_free_bytes
         self.blocked_until = 0.0
+        self.outputs: Outputs | None = None       # the probe's last answer
         self.blocked: list[folders.Blocked] = []  # output folders that stop claims
-        self.next_reconcile_at = 0.0  # of the errors folder with the store's failures
         self.scanned_at = 0.0        # the last scan of the inbox (0: none yet)
+        self.claims_to_check = False  # after a scan, once the output folders allow
         self.on_batch: Callable[[], None] = lambda: None
 
     # -- attach, detach ------------------------------------------------------------
@@ -132,14 +136,15 @@ class FolderIntake:
 
     def stop(self) -> None:
         self.watcher.stop()
+        self.probe.stop()
 
     # -- one step ------------------------------------------------------------------
 
     def step(self, now: float, hints: list[str | None]) -> None:
+        self._check_output_folders()
         if now < self.blocked_until:
             return
         self.blocked_until = 0.0
-        self._check_output_folders()
         try:
             if not self.attached and (now < self.retry_attach_at or not self.attach(now)):
                 return
@@ -154,12 +159,11 @@ class FolderIntake:
                     self._hint_path(path, now)
             if now >= self.next_scan_at:
                 self.scan(now)
+            if self.claims_to_check and self.outputs and self.outputs.answering("errors"):
+                self._check_claims(now)  # it may write into the errors folder
             self._look_and_claim(now)
             if now >= self.next_batch_at:
                 self.form_batches(now)
-            if now >= self.next_reconcile_at:
-                self.sink.failures.reconcile()
-                self.next_reconcile_at = now + self.cfg.rescan_seconds
         except Outage as exc:
             self._detach(now, str(exc))
         except TransientError as exc:  # the state folder takes no writes: claim later
@@ -171,7 +175,13 @@ class FolderIntake:
             self._detach(now, f"{exc.strerror or exc}: {exc.filename or self.cfg.inbox}")
 
     def _check_output_folders(self) -> None:
-        blocked = folders.blocked(self.cfg)
+        """Take the probe's last answer about the output folders (it never waits)."""
+        self.probe.start()
+        if self.probe.failure is not None:
+            raise self.probe.failure
+        self.outputs = self.probe.outputs()
+        blocked = list(self.outputs.blocked) if self.outputs else []
+        self.disk_full = self.outputs.disk_full if self.outputs else ""
         if blocked != self.blocked:
             for block in blocked:
                 self.log.warning("folder.blocked", reason=block.reason, advice=block.message)
@@ -189,81 +199,46 @@ class FolderIntake:
     # -- scan ----------------------------------------------------------------------
 
     def scan(self, now: float) -> None:
-        """List the inbox (the truth; events are hints) and register unknown claims."""
+        """List the inbox (the truth; events are hints); unknown claims are registered
+        next (:meth:`_check_claims`)."""
         if not self.work.attached(self.store_id):
             raise Outage(f"the store marker in {self.work.path} cannot be read")
         ignored = IgnoredTally()
-        for source in self._walk("", ignored):
+        for source in list_files(self.cfg.inbox, self.filter, self.cfg.recursive, ignored):
             self._seen(source, now)
         self.ignored = ignored
-        if self.claims.register_unknown(now):
-            self.next_batch_at = 0.0
-        self.claims.sweep()
+        self.claims_to_check = True
         self.scanned_at = now
         interval = self.cfg.poll_interval_seconds if self.mode == "polling" \
             else self.cfg.rescan_seconds
         self.next_scan_at = now + interval
 
+    def _check_claims(self, now: float) -> None:
+        """Register claims the store does not know, finish those left half done."""
+        self.claims_to_check = False
+        if self.claims.register_unknown(now):
+            self.next_batch_at = 0.0
+        self.claims.sweep()
+
     def _seen(self, source: str, now: float) -> None:
         if self.tracker.hint(source, now):
             metrics.FILES_SEEN.labels(self.name).inc()
 
-    def _walk(self, relative: str, ignored: IgnoredTally) -> list[str]:
-        found: list[str] = []
-        folder = self.cfg.inbox / relative if relative else self.cfg.inbox
-        try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    source = f"{relative}/{entry.name}" if relative else entry.name
-                    if entry.is_dir(follow_symlinks=False):
-                        if self.cfg.recursive and self.filter.wants_dir(entry.name):
-                            found.extend(self._walk(source, ignored))
-                    elif self.filter.wants_file(source):
-                        found.append(source)
-                    else:
-                        ignored.add(source, entry)
-        except OSError as exc:
-            if not relative or exc.errno in OUTAGE - {errno.ENOENT}:
-                raise Outage(f"cannot list {folder}: {exc.strerror}") from None
-            # A subfolder removed while listing is no outage.
-        return found
-
     # -- look, claim ---------------------------------------------------------------
 
     def _look(self, source: str) -> Look | None:
-        path = self.cfg.inbox / source
-        try:
-            if self.network:
-                # Opening refreshes the client's attribute cache on NFS and SMB.
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-                    try:
-                        st = os.fstat(fd)
-                    finally:
-                        os.close(fd)
-                except OSError as exc:
-                    if exc.errno not in (errno.ELOOP, errno.EACCES, errno.ENXIO):
-                        raise
-                    st = os.lstat(path)
-            else:
-                st = os.lstat(path)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno in OUTAGE:
-                raise Outage(f"cannot look at {path}: {exc.strerror}") from None
-            raise
-        return Look(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, stat.S_ISREG(st.st_mode))
+        return look_at(self.cfg.inbox / source, self.network)
 
     def _look_and_claim(self, now: float) -> None:
+        room = self._room()  # also while blocked: no stale pause stays behind
         due = self.tracker.due(now)
         if not due and not self.tracker.candidates:
             return
-        if self.blocked:  # claim nothing, not even a file for errors: it would sit unseen
+        if self.outputs is None or self.blocked:  # claim nothing, not even for errors
+            why = self.blocked[0].message if self.blocked else LOOKING
             for source in due:
-                self.tracker.wait(source, self.blocked[0].message, now, held=True)
+                self.tracker.wait(source, why, now, held=True)
             return
-        room = self._room()
         wanted: list[tuple[str, tuple[str, str] | None]] = []
         size = 0
         looked: set[str] = set()
@@ -323,15 +298,8 @@ class FolderIntake:
             self.paused = (f"{in_flight} files are in flight (max_in_flight_files); waiting "
                            "for the provider")
             return 0
-        for label, path in (("outbox", self.cfg.outbox), ("state folder", self.state_dir)):
-            free = files.free_bytes(path)
-            if free is not None and free < self.cfg.min_free_bytes:
-                self.paused = self.disk_full = (
-                    f"the {label} {path} has {free / 1e6:.0f} MB free, under "
-                    f"min_free_bytes ({self.cfg.min_free_bytes / 1e6:.0f} MB)")
-                return 0
-        self.paused = self.disk_full = ""
-        return self.cfg.max_in_flight_files - in_flight
+        self.paused = self.disk_full  # the probe's answer: no share is touched here
+        return 0 if self.disk_full else self.cfg.max_in_flight_files - in_flight
 
     def claim_now(self, source: str) -> tuple[str | None, str]:
         """Claim a named file without waiting for it to settle (``folderseal sign``).
@@ -339,7 +307,7 @@ class FolderIntake:
         Returns the claim id, or None and the reason it was not claimed.
         """
         now = self.store.clock()
-        blocked = folders.blocked(self.cfg)
+        blocked = folders.blocked(self.cfg)  # no main loop to hold up here
         if blocked:
             return None, blocked[0].message
         look = self._look(source)

@@ -57,12 +57,11 @@ class FileState(enum.StrEnum):
     CLEARED = "CLEARED"
 
 
-# Claimed and not yet delivered to the outbox (or the errors folder).
+# Claimed and not yet delivered to the outbox (or the errors folder): "in flight", what
+# max_in_flight_files limits (the store's count_in_flight).
 NOT_DELIVERED = (FileState.CLAIMED, FileState.BATCHED, FileState.READY, FileState.REJECTED)
 # Outputs and sidecars durable; PUBLISHED waits only for its original to be removed.
 DELIVERED = (FileState.PUBLISHED, FileState.DONE)
-# Whose original is still in the work folder (what max_in_flight_files counts).
-IN_FLIGHT = (*NOT_DELIVERED, FileState.PUBLISHED)
 
 
 def path_text(raw: str) -> str:

@@ -10,20 +10,27 @@ looked at again and again, and after ``stuck_after_seconds`` it is reported as s
 (and goes to the errors folder with the reason it waited).
 
 The tracker is bookkeeping with an injected clock; the intake does the looks (stat),
-and :meth:`SettleTracker.not_ready` reads a stable file's content once per look.
+and :meth:`SettleTracker.not_ready` reads a stable file's content once per look. The
+content check is written never to raise; should some bytes still make it raise, the
+file is one it cannot tell about (logged once): it is taken, and the signer decides.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import struct
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from folderseal import complete
+from folderseal.logs import get as get_logger
 
 EMPTY_SETTLE_FACTOR = 10
+# What a content check could still raise on bytes nobody foresaw (not OSError: that is
+# the share's trouble, which the intake handles).
+CHECK_ERRORS = (struct.error, OverflowError, ValueError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +60,18 @@ class Candidate:
     next_look_at: float = 0.0
     waiting_for: str = ""           # why a stable file is not ready yet (shown in status)
     held: bool = False              # ready, but held back (no room): not "stuck"
+    check_failed: bool = False      # its content check raised (logged once)
 
 
 class SettleTracker:
     """Candidates of one inbox, and when each should be looked at next."""
 
-    def __init__(self, settle_seconds: float, stuck_after_seconds: float) -> None:
+    def __init__(self, settle_seconds: float, stuck_after_seconds: float,
+                 folder: str = "") -> None:
         self.settle = settle_seconds
         self.stuck_after = stuck_after_seconds
         self.candidates: dict[str, Candidate] = {}
+        self.log = get_logger(folder=folder)
 
     def hint(self, source: str, now: float) -> bool:
         """Something may have happened at ``source``: make sure it gets looked at. True
@@ -109,7 +119,17 @@ class SettleTracker:
             since = candidate.stable_since if candidate else now
             grace = EMPTY_SETTLE_FACTOR * self.settle
             return "" if now - since >= grace else "the file is empty; waiting for content"
-        return content_not_ready(path, look.size)
+        try:
+            return content_not_ready(path, look.size)
+        except CHECK_ERRORS as exc:
+            candidate = self.candidates.get(source)
+            if candidate is None or not candidate.check_failed:
+                self.log.warning("file.content_check_failed", source=source,
+                                 error=str(exc) or type(exc).__name__,
+                                 action="taken as it is: the signer decides")
+            if candidate is not None:
+                candidate.check_failed = True
+            return ""
 
     def wait(self, source: str, reason: str, now: float, held: bool = False) -> None:
         """A stable file is not ready yet (no ``%%EOF``, still locked): look again later.

@@ -311,21 +311,22 @@ def age_text(seconds: float) -> str:
 
 
 def summary(report: dict[str, Any]) -> str:
-    """One line: waiting, in flight, failed, shares out, the first alarm (systemd STATUS=)."""
+    """One line: waiting, in flight, failed, shares out, claims stopped, the first alarm
+    (systemd STATUS=); a folder the first alarm is about is not named twice."""
     folders = report["folders"].values()
-    out = [name for name, f in report["folders"].items() if f["outage"]]
-    stopped = [name for name, f in report["folders"].items() if f["blocked"]]
+    alarms = [a for a in report["alarms"] if a != "the daemon is not running"]
+    first = alarms[0] if alarms else ""
     parts = [f"{sum(f['settling'] for f in folders)} waiting",
              f"{sum(f['in_flight'] for f in folders)} in flight",
              f"{sum(f['delivered'] for f in folders)} signed",
              f"{sum(f['files'].get(FileState.FAILED, 0) for f in folders)} failed"]
-    if out:
-        parts.append(f"share out: {', '.join(out)}")
-    if stopped:
-        parts.append(f"{BLOCKED}: {', '.join(stopped)}")
+    for key, label in (("outage", "share out"), ("blocked", BLOCKED)):
+        names = [name for name, f in report["folders"].items()
+                 if f[key] and not first.startswith(f"folder {name}: {label}:")]
+        if names:
+            parts.append(f"{label}: {', '.join(names)}")
     line = ", ".join(parts)
-    alarms = [a for a in report["alarms"] if a != "the daemon is not running"]
-    return f"{line}; {alarms[0]}" if alarms else line
+    return f"{line}; {first}" if first else line
 
 
 def show(settings: Settings, as_json: bool = False) -> int:

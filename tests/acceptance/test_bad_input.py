@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -155,6 +156,31 @@ def test_files_deleted_or_replaced_while_settling(running: tuple[Layout, Daemon]
     assert not (layout.outbox / "doomed.txt").exists()
     assert error_records(layout.errors) == []
     assert daemon.process.poll() is None
+
+
+def test_crafted_scanner_files_do_not_stop_the_daemon(running: tuple[Layout, Daemon]) -> None:
+    """A BigTIFF whose directory lies at 2**63 + 5 and a DOCX whose Zip64 locator points
+    at 2**63 + 1 (bytes that once made the content check raise, ending the daemon at
+    every start) wait, then go to errors with a record naming what is wrong; the daemon
+    keeps running, and a file dropped after them is sealed."""
+    layout, daemon = running
+    (layout.inbox / "crafted.tif").write_bytes(
+        b"II+\0\x08\0\0\0" + struct.pack("<Q", 2**63 + 5) + bytes(100))
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF,
+                      0xFFFFFFFF, 0)
+    locator = struct.pack("<4sIQI", b"PK\x06\x07", 0, 2**63 + 1, 1)
+    (layout.inbox / "crafted.docx").write_bytes(b"PK\x03\x04" + bytes(100) + locator + end)
+    wait_until(lambda: len(error_records(layout.errors)) == 2, timeout=60,
+               what="both crafted files in errors")
+    records = _records(layout)
+    assert records["crafted.tif"]["error"]["code"] == "stuck"
+    assert "the TIFF is cut short" in records["crafted.tif"]["error"]["message"]
+    assert "no complete end record" in records["crafted.docx"]["error"]["message"]
+    (layout.inbox / "after.txt").write_text("dropped after the crafted files")
+    wait_until(lambda: (layout.outbox / "after.txt.json").exists(), what="after.txt sealed")
+    check_sidecar(layout.outbox / "after.txt.json", layout)
+    assert daemon.process.poll() is None
+    assert not [e for e in daemon.events() if e.get("event") == "daemon.crashed"]
 
 
 def test_a_name_the_outbox_refuses_fails_that_file_alone(running: tuple[Layout, Daemon]) -> None:

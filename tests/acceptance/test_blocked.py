@@ -9,7 +9,11 @@ Permissions only bite an unprivileged user: that case runs the daemon as ``nobod
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.torturekit.scenarios import Share
+from folderseal.probe import HUNG_SECONDS
 from tests.acceptance.test_service import NotifySocket
-from tests.helpers import Daemon, Layout, check_sidecar, folderseal, sidecars, wait_until
+from tests.helpers import FAST, Daemon, Layout, check_sidecar, folderseal, sidecars, wait_until
 
 METRICS = '\n[metrics]\nlisten = "127.0.0.1:0"\n'
 BLOCKED = "folderseal_folder_blocked"
@@ -85,7 +91,9 @@ def test_a_missing_outbox_stops_claims_until_it_is_created(
     assert health.status_code == 200, health.text
     assert "Claims stopped" in httpx.get(f"{url}/").text
     wait_until(lambda: notify.first("READY") is not None, what="READY=1")
-    assert any("claims stopped: scans" in s for s in notify.statuses()), notify.statuses()
+    stopped = [s for s in notify.statuses() if "folder scans: claims stopped: the outbox" in s]
+    assert stopped, notify.statuses()
+    assert stopped[-1].count("claims stopped") == 1, stopped[-1]
 
     layout.outbox.mkdir()
     wait_until(lambda: len(sidecars(layout.outbox)) == 2, timeout=30, what="both sealed")
@@ -137,3 +145,129 @@ def test_sign_takes_nothing_while_the_archive_folder_is_missing(tmp_path: Path) 
     assert "archive folder" in out.stderr and "not there" in out.stderr, out.stderr
     assert (layout.inbox / "now.txt").read_text() == "sign me now"
     assert sidecars(layout.outbox) == []
+
+
+@pytest.mark.parametrize("hung", ["outbox", "errors"])
+def test_a_hung_output_share_stops_its_folder_only(tmp_path: Path, notify: NotifySocket,
+                                                   hung: str) -> None:
+    """With one folder's outbox (or errors folder, holding a failure to reconcile) on a
+    FUSE share that stops answering (SIGSTOP: every access blocks, as on a hard-mounted
+    share that is gone), the daemon's other folder keeps claiming and sealing and the
+    watchdog pings go on; `status` names the hung folder ("has not answered") as what
+    stops claims in that folder, whose new file waits in its inbox; once the share
+    answers again that file is sealed."""
+    if os.geteuid() != 0 or shutil.which("bindfs") is None:
+        pytest.fail("needs root and bindfs ('make test' installs it; CI runs as root)")
+    other = "\n".join(["", "[folders.other]", 'inbox = "other/inbox"',
+                       'outbox = "other/outbox"', 'errors = "other/errors"',
+                       'provider = "local"', *(f"{k} = {json.dumps(v)}" for k, v in FAST.items())])
+    layout = Layout(tmp_path, extra=other + "\n")
+    layout.write()
+    for sub in ("inbox", "outbox", "errors"):
+        (tmp_path / "other" / sub).mkdir(parents=True)
+    mounted = layout.root / hung
+    backing = tmp_path / f"{hung}-backing"
+    backing.mkdir()
+    share = Share(backing, mounted)
+    share.mount()
+    try:
+        daemon = Daemon(layout, env=notify.env(watchdog_seconds=1.0)).started()
+        wait_until(lambda: notify.first("READY") is not None, what="READY=1")
+        if hung == "errors":  # a failure there for the reconcile to look at
+            (layout.inbox / "fake.pdf").write_bytes(b"not a pdf at all\n%%EOF\n")
+            wait_until(lambda: (layout.errors / "fake.pdf.error.json").exists(),
+                       what="the failure in the errors folder")
+        assert share.process is not None
+        share.process.send_signal(signal.SIGSTOP)
+        try:
+            hung_at = time.monotonic()
+            time.sleep(2)  # past the kernel's attribute cache: the next look at it blocks
+            for i in range(3):
+                (tmp_path / "other" / "inbox" / f"o{i}.txt").write_text(f"other folder {i}")
+            wait_until(lambda: len(sidecars(tmp_path / "other" / "outbox")) == 3, timeout=60,
+                       what=f"the other folder's files sealed while the {hung} hangs")
+
+            def hung_folder_reported() -> bool:
+                code, report = _status(layout)
+                reasons = [b["reason"] for b in report["folders"]["scans"]["blocked"]]
+                return code == 1 and reasons == [f"{hung}_not_answering"]
+
+            wait_until(hung_folder_reported, timeout=HUNG_SECONDS + 30,
+                       what=f"status to name the hung {hung} folder")
+            report = _status(layout)[1]
+            alarm = next(a for a in report["alarms"] if f"{hung} folder" in a)
+            assert "folder scans" in alarm and str(mounted) in alarm, alarm
+            assert "has not answered" in alarm, alarm
+            assert report["folders"]["other"]["blocked"] == []
+            (layout.inbox / "held.txt").write_text(f"waits for the {hung} folder to answer")
+            (tmp_path / "other" / "inbox" / "o3.txt").write_text("other folder 3")
+            wait_until(lambda: len(sidecars(tmp_path / "other" / "outbox")) == 4, timeout=30,
+                       what="a later file of the other folder sealed")
+            assert (layout.inbox / "held.txt").exists(), f"claimed while the {hung} hangs"
+            took = time.monotonic() - hung_at
+            assert notify.pings_since(hung_at) >= took / 2, "the watchdog pings stopped"
+            assert [e["folder"] for e in daemon.events() if e.get("event") == "folder.blocked"
+                    and e["reason"] == f"{hung}_not_answering"] == ["scans"], "logged not once"
+        finally:
+            share.process.send_signal(signal.SIGCONT)
+        wait_until(lambda: (layout.outbox / "held.txt.json").exists(), timeout=60,
+                   what=f"held.txt sealed once the {hung} folder answers")
+        assert daemon.stop() == 0
+    finally:
+        share.unmount()
+
+
+def test_an_outbox_below_a_closed_folder_is_a_permission_problem(open_tmp: Path) -> None:
+    """An outbox that is there but below a folder folderseal may not enter is reported
+    as a permission problem on the way to it ("may not reach", fix the permissions), not
+    as a share to mount; `folderseal sign` takes nothing."""
+    layout = Layout(open_tmp, folder={"outbox": "closed/outbox"})
+    layout.write()
+    closed = open_tmp / "closed"
+    (closed / "outbox").mkdir(parents=True)
+    (layout.inbox / "now.txt").write_text("sign me now")
+    subprocess.run(["chown", "-R", "nobody:nogroup", str(layout.root)], check=True)
+    os.chown(closed, 0, 0)
+    closed.chmod(0o700)
+    out = folderseal("sign", "--timeout", "10", "-c", str(layout.config),
+                     str(layout.inbox / "now.txt"), user="nobody")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"may not reach the outbox folder {closed / 'outbox'}" in out.stderr, out.stderr
+    assert "fix that folder's permissions" in out.stderr, out.stderr
+    assert "mount" not in out.stderr, out.stderr
+    assert (layout.inbox / "now.txt").read_text() == "sign me now"
+
+
+def test_a_full_outbox_that_goes_away_is_reported_missing_not_full(tmp_path: Path) -> None:
+    """A folder paused for a full outbox (a 10 MB filesystem, min_free_bytes 50 MB) whose
+    outbox then goes away shows the missing outbox alone: no "disk full" alarm or pause
+    stays behind from before; once an outbox with room is back the file is sealed."""
+    if os.geteuid() != 0:
+        pytest.fail("mounts a tmpfs: needs root (CI runs as root)")
+    layout = Layout(tmp_path, folder={"min_free_bytes": "50MB"})
+    layout.write()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(layout.outbox)],
+                   check=True)
+    try:
+        daemon = Daemon(layout).started()
+        (layout.inbox / "waiting.txt").write_text("no room yet")
+        wait_until(lambda: "min_free_bytes" in _status(layout)[1]["folders"]["scans"]["paused"],
+                   timeout=20, what="the pause for the full outbox")
+        subprocess.run(["umount", str(layout.outbox)], check=True)
+        layout.outbox.rmdir()
+
+        def blocked() -> list[str]:
+            return [b["reason"] for b in _status(layout)[1]["folders"]["scans"]["blocked"]]
+
+        wait_until(lambda: blocked() == ["outbox_missing"], timeout=20, what="outbox missing")
+        report = _status(layout)[1]
+        scans = report["folders"]["scans"]
+        assert (scans["disk_full"], scans["paused"]) == ("", ""), scans
+        assert not [a for a in report["alarms"] if "disk full" in a], report["alarms"]
+        layout.outbox.mkdir()
+        wait_until(lambda: (layout.outbox / "waiting.txt.json").exists(), timeout=30,
+                   what="the file sealed")
+        assert daemon.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(layout.outbox)], check=False,
+                       stderr=subprocess.DEVNULL)

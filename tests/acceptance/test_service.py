@@ -232,7 +232,8 @@ def test_a_share_down_at_boot_is_in_status_and_does_not_hold_ready_back(
     daemon = Daemon(layout, env=notify.env(watchdog_seconds=1.0)).started()
     wait_until(lambda: notify.first("READY") is not None, what="READY=1")
     ready_at, ready = notify.first("READY") or (0.0, {})
-    assert "share out: scans" in ready["STATUS"], ready
+    assert "folder scans: share out: the inbox" in ready["STATUS"], ready
+    assert ready["STATUS"].count("share out") == 1, ready
     time.sleep(3)
     assert notify.pings_since(ready_at) >= 2, "no watchdog pings during the outage"
     layout.inbox.mkdir()

@@ -36,6 +36,17 @@ def _events(stream: io.StringIO, name: str) -> list[dict[str, Any]]:
     return [e for e in found if e["event"] == name]
 
 
+STARTED: list[FolderIntake] = []
+
+
+@pytest.fixture(autouse=True)
+def _stopped() -> Iterator[None]:
+    """Each intake's probe threads end with its test."""
+    yield
+    while STARTED:
+        STARTED.pop().stop()
+
+
 def _intake(tmp_path: Path, **folder: Any) -> tuple[Layout, FolderIntake, Store]:
     layout = Layout(tmp_path, folder={"watch": "polling", "settle_seconds": 0.2,
                                       "poll_interval_seconds": 0.1, **folder})
@@ -45,6 +56,7 @@ def _intake(tmp_path: Path, **folder: Any) -> tuple[Layout, FolderIntake, Store]
     intake = FolderIntake("scans", settings.folders["scans"], "local", store, store.store_id,
                           settings.state_dir, queue.SimpleQueue(), threading.Event())
     assert intake.attach(time.time())
+    STARTED.append(intake)
     return layout, intake, store
 
 
@@ -114,9 +126,13 @@ def test_a_file_at_a_path_claimed_moments_ago_is_a_suspected_fragment(
     assert warning["level"] == "warning"
     assert warning["source"] == "slow.txt" and warning["earlier_claim"] == first
     assert warning["settle_seconds"] == 0.2
-    assert "a writer paused longer than settle_seconds (0.2 s) between writes? raise " \
-           "settle_seconds, or have the writer write under a temporary name and rename " \
-           "when done" in warning["reason"]
+    reason = warning["reason"]
+    assert "a writer paused longer than settle_seconds (0.2 s) between writes? Then its " \
+           "parts are sealed separately, each into the outbox with its own sidecar" in reason
+    assert "To have the whole file sealed, copy the complete file into the inbox again " \
+           "once it is written" in reason
+    assert "raise settle_seconds, or have the writer write under a temporary name and " \
+           "rename when done" in reason
     [(kind, file_id)] = store._db.execute(  # noqa: SLF001 - the recorded event itself
         "SELECT kind, file_id FROM events WHERE kind = 'file.fragment_suspected'").fetchall()
     assert file_id == first
@@ -170,4 +186,20 @@ def test_a_scan_counts_the_ignored_names_and_finds_the_oldest(tmp_path: Path) ->
     assert ignored["count"] == 6
     assert ignored["oldest"] == "y.PART" and ignored["oldest_mtime"] == pytest.approx(old)
     assert json.loads(json.dumps(ignored)) == ignored  # it travels in the heartbeat
+    store.close()
+
+
+def test_operating_system_files_are_not_counted_as_ignored(tmp_path: Path) -> None:
+    """Thumbs.db, desktop.ini, .DS_Store and macOS's ._ files (in subfolders too) are
+    passed over and not counted: "rename a forgotten one to have it sealed" is no advice
+    for them, and they would be reported for ever; a temp name beside them is counted."""
+    layout, intake, store = _intake(tmp_path)
+    inbox = layout.inbox
+    (inbox / "sub").mkdir()
+    for name in ("Thumbs.db", "desktop.ini", ".DS_Store", "._letter.pdf", "sub/Thumbs.db",
+                 "sub/.DS_Store", "sub/._scan.tif", "x.tmp"):
+        (inbox / name).write_text("not a document")
+    intake.scan(time.time())
+    ignored = intake.notes(time.time())["ignored"]
+    assert (ignored["count"], ignored["oldest"]) == (1, "x.tmp")
     store.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,6 +93,29 @@ def test_a_batch_failing_for_long_and_an_old_batch_are_alarms(tmp_path: Path) ->
         ({"folder": "scans", "state": "BATCHED"}, 2.0)]
 
 
+def test_the_summary_line_names_each_stopped_folder_once() -> None:
+    """The one-line summary (systemd's STATUS=) names a folder whose claims stopped, or
+    whose share is out, once: by the first alarm if it is about that folder, else in the
+    list; folders the first alarm is not about stay in the list."""
+    def folder(outage: str = "", blocked: str = "") -> dict[str, Any]:
+        return {"settling": 0, "in_flight": 0, "delivered": 0, "files": {}, "outage": outage,
+                "blocked": [{"reason": "outbox_missing", "message": blocked}] if blocked else []}
+
+    report = {"folders": {"a": folder(blocked="the outbox folder /a is not there"),
+                          "b": folder(blocked="the errors folder /b is not there"),
+                          "c": folder(outage="the inbox /c is not there")},
+              "alarms": ["folder a: claims stopped: the outbox folder /a is not there",
+                         "folder b: claims stopped: the errors folder /b is not there",
+                         "folder c: share out: the inbox /c is not there"]}
+    line = summary(report)
+    assert line == ("0 waiting, 0 in flight, 0 signed, 0 failed, share out: c, claims "
+                    "stopped: b; folder a: claims stopped: the outbox folder /a is not there")
+    report["alarms"] = report["alarms"][2:]
+    assert summary(report).endswith("claims stopped: a, b; folder c: share out: the inbox /c "
+                                    "is not there")
+    assert summary(report).count("share out") == 1
+
+
 def test_a_quiet_store_with_files_in_errors_has_no_alarm_but_the_daemon(
         tmp_path: Path) -> None:
     """Only the stopped daemon is an alarm when everything else is delivered or failed."""
@@ -155,6 +179,23 @@ def test_suspected_fragments_of_the_last_day_and_ignored_names_are_shown(
     html = page.render(report)
     assert 'table class="fragments"' in html and "slow.pdf" in html
     assert 'class="warn ignored"' in html and "sub/y.PART, was last written 2.0 h ago" in html
+
+
+def test_the_in_flight_limit_counts_what_status_calls_in_flight(tmp_path: Path) -> None:
+    """max_in_flight_files counts the files claimed and not yet delivered, as status's
+    in_flight does: with one file in each state, the store's count the intake holds
+    claims back by equals the report's in_flight (PUBLISHED files are delivered)."""
+    settings = _settings(tmp_path)
+    settings.state_dir.mkdir()
+    store = Store(settings.database, "n1")
+    for state in FileState:
+        _claim(store, state.lower(), time.time())
+        if state != FileState.CLAIMED:
+            store.set_file_state(state.lower(), FileState.CLAIMED, state)
+    counted = store.count_in_flight("scans")
+    store.close()
+    scans = collect(settings, warnings=[])["folders"]["scans"]
+    assert counted == scans["in_flight"] == 4, (counted, scans["files"])
 
 
 def test_files_of_a_delivered_batch_count_as_delivered_not_in_flight(tmp_path: Path) -> None:

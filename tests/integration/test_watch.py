@@ -103,6 +103,7 @@ def test_polling_mode_still_claims_files(tmp_path: Path) -> None:
     while time.time() < deadline and not store.file_ids("scans"):
         intake.step(time.time(), [])
         time.sleep(0.05)
+    intake.stop()
     [claim_id] = store.file_ids("scans")
     record = store.file(claim_id)
     assert record is not None and record.source == "polled.txt"

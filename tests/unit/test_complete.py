@@ -7,6 +7,7 @@ import functools
 import os
 import random
 import struct
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,8 +53,13 @@ def opened(data: bytes) -> Iterator[int]:
 
 
 def check(data: bytes, name: str = "") -> str:
+    return check_at(data, len(data), name)
+
+
+def check_at(data: bytes, size: int, name: str = "") -> str:
+    """The verdict on ``data`` checked as a file of ``size`` bytes (its stat said so)."""
     with opened(data) as fd:
-        return complete.why_incomplete(fd, len(data), name)
+        return complete.why_incomplete(fd, size, name)
 
 
 @functools.cache
@@ -155,6 +161,31 @@ def test_a_tiff_directory_loop_ends_the_check() -> None:
     assert check(bytes(data)) == ""
 
 
+# -- crafted bytes --------------------------------------------------------------------
+
+def test_a_bigtiff_directory_offset_past_2_to_the_63_is_cut_short_not_a_crash() -> None:
+    """A BigTIFF whose first directory lies at 2**63 + 5 (further than a read can even be
+    asked for) is reported cut short instead of raising."""
+    data = b"II+\0\x08\0\0\0" + struct.pack("<Q", 2**63 + 5) + bytes(100)
+    assert check(data).startswith("the TIFF is cut short: page 1's directory lies past")
+
+
+def test_a_zip64_locator_past_2_to_the_63_is_no_end_record_not_a_crash() -> None:
+    """A ZIP whose Zip64 locator points at 2**63 + 1 has no complete end record: it is
+    reported, not raised on."""
+    end = complete.EOCD.pack(b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    locator = complete.ZIP64_LOCATOR.pack(b"PK\x06\x07", 0, 2**63 + 1, 1)
+    data = b"PK\x03\x04" + bytes(100) + locator + end
+    assert check(data).startswith("the ZIP file (DOCX, XLSX, ODT…) has no complete end")
+
+
+def test_a_file_with_fewer_bytes_than_its_size_is_changing_not_a_crash() -> None:
+    """A TIFF checked at the 200 bytes its stat said that holds only 20 (it shrank since)
+    is not ready, with the reason that it is being written: it is looked at again."""
+    data = make_tiff("<", directory_first=True)[:20]
+    assert check_at(data, 200) == complete.SHRANK
+
+
 # -- reading little -------------------------------------------------------------------
 
 def _sparse(path: Path, size: int, parts: dict[int, bytes]) -> Path:
@@ -178,7 +209,29 @@ def _big_tiff_with_many_strips(path: Path, size: int, strips: int) -> Path:
     return _sparse(path, size, {0: b"II*\0" + struct.pack("<I", at), at: directory})
 
 
-def test_memory_stays_flat_on_big_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The length of every os.pread a check makes from now on."""
+    lengths: list[int] = []
+    real_pread = os.pread
+
+    def counting(fd: int, length: int, offset: int) -> bytes:
+        lengths.append(length)
+        return real_pread(fd, length, offset)
+
+    monkeypatch.setattr(os, "pread", counting)
+    return lengths
+
+
+def check_path(path: Path) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return complete.why_incomplete(fd, path.stat().st_size, path.name)
+    finally:
+        os.close(fd)
+
+
+def test_memory_stays_flat_on_big_files(tmp_path: Path, reads: list[int]) -> None:
     """On 3 GiB files (sparse) every check reads at most 64 KiB + 22 bytes at a time and
     about a megabyte in all, however big the file."""
     gib = 1 << 30
@@ -191,25 +244,43 @@ def test_memory_stays_flat_on_big_files(tmp_path: Path, monkeypatch: pytest.Monk
         "pdf": _sparse(tmp_path / "e.pdf", size, {0: b"%PDF-1.7\n", -6: b"%%EOF\n"}),
         "tiff": _big_tiff_with_many_strips(tmp_path / "f.tif", 2 * gib, 100_000),
     }
-    reads: list[int] = []
-    real_pread = os.pread
-
-    def counting(fd: int, length: int, offset: int) -> bytes:
-        reads.append(length)
-        return real_pread(fd, length, offset)
-
-    monkeypatch.setattr(os, "pread", counting)
     verdicts = {}
     for name, path in files.items():
         reads.clear()
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            verdicts[name] = complete.why_incomplete(fd, path.stat().st_size, path.name)
-        finally:
-            os.close(fd)
+        verdicts[name] = check_path(path)
         assert max(reads) <= complete.WINDOW + 22, name
         assert sum(reads) <= 1_100_000, name
     assert {k for k, v in verdicts.items() if v} == {"jpeg-cut", "zip"}
+
+
+def _sparse_bigtiff(path: Path, directories: int, fields: int) -> Path:
+    """A BigTIFF of ``directories`` chained directories of ``fields`` (zeroed) fields each,
+    sparse: only the counts and the links between directories are written."""
+    size = 8 + 20 * fields + 8  # the count, the fields, the next directory's offset
+    with path.open("wb") as out:
+        out.write(b"II+\0\x08\0\0\0" + struct.pack("<Q", 16))
+        for i in range(directories):
+            at = 16 + i * size
+            out.seek(at)
+            out.write(struct.pack("<Q", fields))
+            out.seek(at + size - 8)
+            out.write(struct.pack("<Q", 0 if i == directories - 1 else at + size))
+    return path
+
+
+@pytest.mark.timeout(60)
+def test_ten_thousand_directories_of_many_fields_are_checked_in_bounded_time(
+        tmp_path: Path, reads: list[int]) -> None:
+    """A crafted TIFF of 10,000 directories of 65,535 fields each (13 GB, sparse) is
+    checked in under two seconds, reading no more than the budget: past it the check
+    cannot tell, and the file counts as complete (the signer decides)."""
+    path = _sparse_bigtiff(tmp_path / "crafted.tif", 10_000, 0xFFFF)
+    started = time.monotonic()
+    verdict = check_path(path)
+    took = time.monotonic() - started
+    assert verdict == ""
+    assert took < 2.0, f"{took:.1f} s"
+    assert sum(reads) <= complete.READ_BUDGET
 
 
 # -- fuzz -----------------------------------------------------------------------------
@@ -223,6 +294,39 @@ def test_random_bytes_never_raise(magic: bytes, body: bytes, name: str) -> None:
     """Random bytes, with or without a known format's magic in front, never make a check
     raise: the answer is "" or a reason."""
     assert isinstance(check(magic + body, name), str)
+
+
+# Numbers a crafted file puts where an offset, a length or a count belongs.
+HUGE = {2: [0xFFFF, 0x8000], 4: [0x7FFFFFFF, 0xFFFFFFF0, 0xFFFFFFFF],
+        8: [2**63 - 1, 2**63, 2**63 + 5, 2**64 - 1]}
+
+
+@functools.cache
+def _number_places(name: str) -> list[tuple[int, int, str]]:
+    """(position, width, byte order) of each number in a sample that could be an offset,
+    a length or a count in it (between 1 and its length): where to put a huge one."""
+    data = sample(name)[0]
+    found = [(at, width, order)
+             for width, code in ((2, "H"), (4, "I"), (8, "Q")) for order in "<>"
+             for at in range(len(data) - width + 1)
+             if 0 < struct.unpack_from(order + code, data, at)[0] < len(data)]
+    return found or [(0, 4, "<")]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(SAMPLES)), st.data())
+def test_huge_numbers_and_a_wrong_size_never_raise(name: str, data: st.DataObject) -> None:
+    """A sample with huge numbers (up to 2**64 - 1) written where it holds offsets,
+    lengths or counts, checked at a size anywhere from none to far more than the bytes
+    it holds (a file that shrank or grew since its stat), never makes a check raise."""
+    crafted = bytearray(sample(name)[0])
+    for _ in range(data.draw(st.integers(0, 4))):
+        at, width, order = data.draw(st.sampled_from(_number_places(name)))
+        value = data.draw(st.sampled_from(HUGE[width]))
+        crafted[at:at + width] = value.to_bytes(width, "little" if order == "<" else "big")
+    size = data.draw(st.one_of(st.just(len(crafted)), st.integers(0, 2 * len(crafted)),
+                               st.sampled_from([2**63 - 1, 2**63 + 7, 2**64])))
+    assert isinstance(check_at(bytes(crafted), size), str)
 
 
 @settings(max_examples=300, deadline=None)

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from folderseal import complete, logs
 from folderseal.settle import Look, SettleTracker
 
 SETTLE = 5.0
@@ -225,3 +233,30 @@ def test_a_late_look_that_finds_a_change_is_not_yet_stuck() -> None:
     settle.looked("scan.pdf", look(size=3), STUCK + 1 + SETTLE)
     assert [c.source for c in settle.stuck(STUCK + 1 + SETTLE, looked={"scan.pdf"})] == [
         "scan.pdf"]
+
+
+def test_a_content_check_that_raises_counts_as_cannot_tell_and_is_logged_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should bytes make the content check raise (struct.error, OverflowError,
+    ValueError), the file is not ready-blocked and nothing escapes: it counts as complete
+    (the signer decides), and the warning is logged once however often it is looked at."""
+    path = tmp_path / "odd.tif"
+    path.write_bytes(b"II*\0" + bytes(20))
+    stream = io.StringIO()
+    logs.configure("json", "info", stream)
+
+    def raising(fd: int, size: int, name: str = "") -> str:
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr(complete, "why_incomplete", raising)
+    try:
+        settle = SettleTracker(SETTLE, STUCK, "scans")
+        settle.hint("odd.tif", 0.0)
+        for now in (0.0, SETTLE, 2 * SETTLE):
+            assert settle.not_ready("odd.tif", path, look(size=24), now) == ""
+    finally:
+        logs.configure("json", "info", io.StringIO())
+    warnings = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(w["event"], w["source"], w["folder"]) for w in warnings] == [
+        ("file.content_check_failed", "odd.tif", "scans")]
+    assert "4 bytes" in warnings[0]["error"]

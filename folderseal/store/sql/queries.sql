@@ -37,8 +37,9 @@ SELECT * FROM files WHERE batch_id = :batch_id ORDER BY entry;
 SELECT * FROM files WHERE state = 'FAILED' ORDER BY updated_at;
 
 -- name: count_in_flight
+-- Claimed and not yet delivered (model.NOT_DELIVERED): what max_in_flight_files limits.
 SELECT count(*) FROM files
-WHERE folder = :folder AND state IN ('CLAIMED', 'BATCHED', 'READY', 'REJECTED', 'PUBLISHED');
+WHERE folder = :folder AND state IN ('CLAIMED', 'BATCHED', 'READY', 'REJECTED');
 
 -- name: count_by_state
 SELECT folder, state, count(*) AS n FROM files GROUP BY folder, state;
