@@ -116,15 +116,18 @@ def identity(path: Path, hashed: bool = True) -> dict[str, Any]:
     return found
 
 
-def unseen(errors: Path, ids: list[str], what: str = "it") -> tuple[str, str]:
+def unseen(errors: Path, ids: list[str], what: str = "it",
+           missing: list[str] | None = None) -> tuple[str, str]:
     """Why failures cannot be seen in ``errors`` (whose marker holds ``ids``), and what
-    to do; ``what`` names them."""
+    to do; ``what`` names them, ``missing`` the ids of the folders they went to."""
     marker = errors / MARKER
     which = f"it has no {MARKER} marker" if not ids else f"its {MARKER} does not name it"
+    lines = f"cat OLD/{MARKER} >> {marker}" if not missing else \
+        "; ".join(f"echo {i} >> {marker}" for i in missing[:3])
     return (f"{errors} is not the errors folder {what} went to ({which}: a share not "
             "mounted, or `errors =` changed?)",
             "mount that folder, or set errors back to it; if you moved its files here, add "
-            f"the line of its marker to {marker} (cat OLD/{MARKER} >> {marker})")
+            f"the line of its marker to {marker} ({lines})")
 
 
 def find_original(errors: Path, record: FileRecord, hashed: bool = False,

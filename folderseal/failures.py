@@ -103,7 +103,8 @@ class Failures:
         failures whose original left the folder ``CLEARED``, and those whose very file is
         back ``FAILED`` again."""
         with retrying.lock(self.store.state_dir, wait=0) as free:
-            for record, outcome, ok in retrying.settle(self.store, self.name) if free else []:
+            for record, outcome, ok in (retrying.settle(self.store, self.name, self.cfg)
+                                        if free else []):
                 (self.log.info if ok else self.log.warning)(
                     "retry.resumed", file=record.id, source=record.source, outcome=outcome)
         errors = self.cfg.errors
@@ -125,6 +126,7 @@ class Failures:
             if find_original(errors, record, hashed=True, ids=ids).path is not None:
                 self._mark(record, FileState.CLEARED, FileState.FAILED,
                            "its file is back in the errors folder")
+        self.log.debug("errors.reconciled", failed=len(failed))
 
     def _mark(self, record: FileRecord, from_state: FileState, to_state: FileState,
               why: str) -> None:

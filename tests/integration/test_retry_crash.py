@@ -10,6 +10,7 @@ scripted fake SEAL of test_seal_flow; `retry` is a real subprocess.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -22,8 +23,8 @@ import pytest
 from folderseal.daemon import Daemon
 from folderseal.model import FileState, JobState
 from folderseal.store import Store
-from tests.helpers import Layout, error_records, sidecars
-from tests.integration.test_seal_flow import KEY, _daemon, _drop, _layout, _run
+from tests.helpers import Layout, error_records, log_events, sidecars, wait_until
+from tests.integration.test_seal_flow import KEY, _daemon, _drain, _drop, _layout, _run
 from tests.seal_fake import FakeSealApi
 
 
@@ -76,32 +77,26 @@ def _accounted(layout: Layout, dropped: dict[str, str]) -> None:
         store.close()
 
 
-def _reconcile(layout: Layout, fake: FakeSealApi) -> Daemon:
-    """The daemon started again; its reconcile of the errors folder, as its main loop
-    runs it."""
-    daemon = _daemon(layout, fake)
-    daemon.intakes["scans"].sink.failures.reconcile()
-    return daemon
+def reconciled(daemon: Daemon, log: io.StringIO, passes: int = 1) -> None:
+    """Wait for ``passes`` more passes of the folder's reconcile thread (started if it is
+    not yet), which has a store of its own and takes the retry lock without waiting."""
+    before = len(log_events(log, "errors.reconciled"))
+    daemon.intakes["scans"].probe.start()
+    wait_until(lambda: len(log_events(log, "errors.reconciled")) >= before + passes,
+               timeout=60, what=f"{passes} reconcile pass(es)")
 
 
-def _finish(layout: Layout, fake: FakeSealApi, by: str) -> Daemon:
-    """What the killed retry began, finished by the next retry or by the daemon."""
+def _finish(layout: Layout, fake: FakeSealApi, by: str, log: io.StringIO) -> Daemon:
+    """What the killed retry began, finished by the next retry or by the daemon started
+    again (its reconcile of the errors folder)."""
     if by == "retry":
         out = _retry(layout, "--all")
         assert out.returncode == 0, out.stdout + out.stderr
         assert "an interrupted retry finished" in out.stdout, out.stdout
         return _daemon(layout, fake)
-    return _reconcile(layout, fake)
-
-
-def _drain(daemon: Daemon, ids: list[str]) -> None:
-    """Let the daemon work until the files are delivered, then close it."""
-    try:
-        assert daemon.store is not None
-        store = daemon.store
-        daemon.drain(lambda: all(store.file(i).state == FileState.DONE for i in ids), 30)
-    finally:
-        daemon.close()
+    daemon = _daemon(layout, fake)
+    reconciled(daemon, log)
+    return daemon
 
 
 def _sealed_once(layout: Layout, dropped: dict[str, str]) -> None:
@@ -112,8 +107,8 @@ def _sealed_once(layout: Layout, dropped: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("by", ["retry", "reconcile"])
 @pytest.mark.parametrize("point", ["retry:recorded", "retry:staged", "retry:moved"])
-def test_a_retry_into_the_inbox_killed_at_each_point(tmp_path: Path, point: str,
-                                                     by: str) -> None:
+def test_a_retry_into_the_inbox_killed_at_each_point(tmp_path: Path, point: str, by: str,
+                                                     debug_log: io.StringIO) -> None:
     """A create refused with 400 sends both files to errors; `retry --all` killed at the
     point leaves each file in errors (listed) or in the inbox, never both and never
     neither; finished by the next retry or the daemon, both are sealed once."""
@@ -130,7 +125,7 @@ def test_a_retry_into_the_inbox_killed_at_each_point(tmp_path: Path, point: str,
     assert len(error_records(layout.errors)) == 2
     killed = _retry(layout, "--all", crash_at=point)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    daemon = _finish(layout, fake, by)
+    daemon = _finish(layout, fake, by, debug_log)
     daemon.close()
     _accounted(layout, dropped)
     out = _retry(layout, "--all")  # the file the killed retry had not come to yet
@@ -165,8 +160,8 @@ def _failed_after_accept(layout: Layout, fake: FakeSealApi) -> tuple[list[str], 
 
 @pytest.mark.parametrize("by", ["retry", "reconcile"])
 @pytest.mark.parametrize("point", ["retry:recorded", "retry:moved@1", "retry:moved@2"])
-def test_a_retry_into_its_batch_killed_at_each_point(tmp_path: Path, point: str,
-                                                     by: str) -> None:
+def test_a_retry_into_its_batch_killed_at_each_point(tmp_path: Path, point: str, by: str,
+                                                     debug_log: io.StringIO) -> None:
     """A batch that failed after accept, retried (`retry BATCH`) and killed at the point:
     its files are all in errors (listed) or all back in the batch; finished by the next
     retry or the daemon, the same remote batch is asked again and each file is sealed
@@ -180,7 +175,7 @@ def test_a_retry_into_its_batch_killed_at_each_point(tmp_path: Path, point: str,
     assert batch is not None
     killed = _retry(layout, batch, crash_at=point)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    daemon = _finish(layout, fake, by)
+    daemon = _finish(layout, fake, by, debug_log)
     _accounted(layout, dropped)
     _drain(daemon, ids)
     _sealed_once(layout, dropped)
