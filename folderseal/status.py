@@ -201,7 +201,7 @@ def _failures_unseen(db: sqlite3.Connection, name: str, errors: Path,
         ids = errorfiles.folder_ids(errors) if went else []
         elsewhere = sum(1 for i in went if i not in ids)
         if elsewhere:
-            problem, advice = errorfiles.unseen(errors, ids, "they")
+            problem, advice = errorfiles.unseen(errors, ids, "they", sorted(set(went) - set(ids)))
             found.append(f"{elsewhere} failed file(s) cannot be seen: {problem}: {advice}")
     except OSError as exc:
         found.append(f"the errors folder {errors} cannot be read ({exc.strerror}), so its "

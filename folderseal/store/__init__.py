@@ -540,7 +540,9 @@ class Store:
                                     detail=f"retry undone: {why}")
 
     def set_error_place(self, record: FileRecord, place: dict[str, Any]) -> None:
-        """Record a newer hint of where a failure's original is (if it is still FAILED)."""
+        """Record what is known now of a failure's original in the errors folder (a newer
+        hint, a file seen at its place that is not it, the folder's id) while it is FAILED
+        or CLEARED."""
         outputs = [place if o.get("role") == "error" else o for o in record.outputs]
         with self.transaction():
             self._run("set_error_place", id=record.id, outputs=json.dumps(outputs))
