@@ -105,15 +105,9 @@ def _sealed_once(layout: Layout, dropped: dict[str, str]) -> None:
     assert error_records(layout.errors) == []
 
 
-@pytest.mark.parametrize("by", ["retry", "reconcile"])
-@pytest.mark.parametrize("point", ["retry:recorded", "retry:staged", "retry:moved"])
-def test_a_retry_into_the_inbox_killed_at_each_point(tmp_path: Path, point: str, by: str,
-                                                     debug_log: io.StringIO) -> None:
-    """A create refused with 400 sends both files to errors; `retry --all` killed at the
-    point leaves each file in errors (listed) or in the inbox, never both and never
-    neither; finished by the next retry or the daemon, both are sealed once."""
-    layout = _layout(tmp_path)
-    fake = FakeSealApi(key=KEY)
+def _failed_before_accept(layout: Layout, fake: FakeSealApi) -> tuple[list[str], dict[str, str]]:
+    """Both files in errors after SEAL refused to create their batch: their names and
+    digests."""
     fake.script("create", "400")
     daemon = _daemon(layout, fake)
     names = _drop(layout)
@@ -123,6 +117,19 @@ def test_a_retry_into_the_inbox_killed_at_each_point(tmp_path: Path, point: str,
     finally:
         daemon.close()
     assert len(error_records(layout.errors)) == 2
+    return names, dropped
+
+
+@pytest.mark.parametrize("by", ["retry", "reconcile"])
+@pytest.mark.parametrize("point", ["retry:recorded", "retry:staged", "retry:moved"])
+def test_a_retry_into_the_inbox_killed_at_each_point(tmp_path: Path, point: str, by: str,
+                                                     debug_log: io.StringIO) -> None:
+    """A create refused with 400 sends both files to errors; `retry --all` killed at the
+    point leaves each file in errors (listed) or in the inbox, never both and never
+    neither; finished by the next retry or the daemon, both are sealed once."""
+    layout = _layout(tmp_path)
+    fake = FakeSealApi(key=KEY)
+    names, dropped = _failed_before_accept(layout, fake)
     killed = _retry(layout, "--all", crash_at=point)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     daemon = _finish(layout, fake, by, debug_log)

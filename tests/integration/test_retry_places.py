@@ -26,13 +26,13 @@ from folderseal.store import Store
 from tests.helpers import Layout
 from tests.integration.test_retry_crash import (
     _accounted,
-    _digest,
     _failed_after_accept,
+    _failed_before_accept,
     _retry,
     _sealed_once,
     reconciled,
 )
-from tests.integration.test_seal_flow import KEY, _daemon, _drain, _drop, _layout, _run
+from tests.integration.test_seal_flow import KEY, _daemon, _drain, _layout, _run
 from tests.seal_fake import FakeSealApi
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts folders: needs root (CI "
@@ -79,34 +79,37 @@ def _failed(layout: Layout, fake: FakeSealApi, way: str) -> tuple[list[str], dic
     """Two files in errors that retry puts back into the inbox (a create refused) or into
     their batch (a poll of the accepted batch refused): their names or ids, their digests,
     and the ids to give retry."""
-    if way == "batch":
-        ids, dropped = _failed_after_accept(layout, fake)
-        store = Store.open(layout.state, "check")
-        batch = store.file(ids[0]).batch_id  # type: ignore[union-attr]
-        store.close()
-        assert batch is not None
-        return ids, dropped, [batch]
-    fake.script("create", "400")
-    daemon = _daemon(layout, fake)
-    names = _drop(layout)
-    dropped = {n: _digest(layout.inbox / n) for n in names}
-    try:
-        _run(daemon, names)
-    finally:
-        daemon.close()
-    return names, dropped, ["--all"]
+    if way == "inbox":
+        return *_failed_before_accept(layout, fake), ["--all"]
+    ids, dropped = _failed_after_accept(layout, fake)
+    store = Store.open(layout.state, "check")
+    batch = store.file(ids[0]).batch_id  # type: ignore[union-attr]
+    store.close()
+    assert batch is not None
+    return ids, dropped, [batch]
 
 
-def _sealed(layout: Layout, fake: FakeSealApi, way: str, ids: list[str]) -> None:
-    """The retried files sealed, by a daemon started again."""
+def _killed(layout: Layout, fake: FakeSealApi, way: str) -> tuple[list[str], dict[str, str]]:
+    """As :func:`_failed`, then a retry of them killed once it recorded its intent."""
+    ids, dropped, given = _failed(layout, fake, way)
+    killed = _retry(layout, *given, crash_at="retry:recorded")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    return ids, dropped
+
+
+def _sealed(layout: Layout, fake: FakeSealApi, way: str, ids: list[str],
+            dropped: dict[str, str]) -> None:
+    """The retried files sealed by a daemon started again, each once, accepted once."""
     if way == "batch":
         _drain(_daemon(layout, fake), ids)
-        return
-    daemon = _daemon(layout, fake)
-    try:
-        _run(daemon, ids)
-    finally:
-        daemon.close()
+    else:
+        daemon = _daemon(layout, fake)
+        try:
+            _run(daemon, ids)
+        finally:
+            daemon.close()
+    _sealed_once(layout, dropped)
+    assert fake.count("accept") == 1
 
 
 def _states(layout: Layout) -> dict[str, FileState]:
@@ -138,9 +141,7 @@ def test_retry_while_the_inbox_share_is_away_moves_nothing(
     _accounted(layout, dropped)
     out = _retry(layout, *given)
     assert out.returncode == 0, out.stdout + out.stderr
-    _sealed(layout, fake, way, ids)
-    _sealed_once(layout, dropped)
-    assert fake.count("accept") == 1
+    _sealed(layout, fake, way, ids, dropped)
 
 
 @pytest.mark.parametrize("way", ["inbox", "batch"])
@@ -154,9 +155,7 @@ def test_an_interrupted_retry_waits_for_the_inbox_share(
     layout = _layout(tmp_path)
     inbox = share(layout.inbox)
     fake = FakeSealApi(key=KEY)
-    ids, dropped, given = _failed(layout, fake, way)
-    killed = _retry(layout, *given, crash_at="retry:recorded")
-    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    ids, dropped = _killed(layout, fake, way)
     inbox.away()
     daemon = _daemon(layout, fake)
     try:
@@ -171,9 +170,7 @@ def test_an_interrupted_retry_waits_for_the_inbox_share(
     _accounted(layout, dropped)
     out = _retry(layout, "--all")  # the file the killed retry had not come to yet
     assert out.returncode == 0, out.stdout + out.stderr
-    _sealed(layout, fake, way, ids)
-    _sealed_once(layout, dropped)
-    assert fake.count("accept") == 1
+    _sealed(layout, fake, way, ids, dropped)
 
 
 @pytest.mark.parametrize("by", ["retry", "reconcile"])
@@ -187,9 +184,7 @@ def test_an_interrupted_retry_waits_for_the_errors_share(
     layout = _layout(tmp_path)
     errors = share(layout.errors)
     fake = FakeSealApi(key=KEY)
-    names, dropped, _ = _failed(layout, fake, "inbox")
-    killed = _retry(layout, "--all", crash_at="retry:recorded")
-    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    names, dropped = _killed(layout, fake, "inbox")
     errors.away()
     if by == "retry":
         out = _retry(layout, "--all")
@@ -218,9 +213,7 @@ def test_an_interrupted_retry_waits_for_the_errors_share(
         out = _retry(layout, "--all")
         assert out.returncode == 0, out.stdout + out.stderr
     _accounted(layout, dropped)
-    _sealed(layout, fake, "inbox", names)
-    _sealed_once(layout, dropped)
-    assert fake.count("accept") == 1
+    _sealed(layout, fake, "inbox", names, dropped)
 
 
 def _remount(folder: Path, how: str) -> None:
@@ -258,9 +251,8 @@ def test_a_copy_from_another_filesystem_is_never_left_in_two_places(
         assert set(_states(layout).values()) == {FileState.FAILED}
         out = _retry(layout, *given)
         assert out.returncode == 0, out.stdout + out.stderr
-        _sealed(layout, fake, "batch", ids)
-        _sealed_once(layout, dropped)
-        assert (fake.count("create"), fake.count("upload"), fake.count("accept")) == (1, 1, 1)
+        _sealed(layout, fake, "batch", ids, dropped)
+        assert (fake.count("create"), fake.count("upload")) == (1, 1)
     finally:
         subprocess.run(["umount", str(layout.errors)], check=True)
 
@@ -297,6 +289,5 @@ def test_an_unreadable_original_kept_in_the_work_folder_is_named_as_such(
     kept.chmod(0o644)
     out = _retry(layout, *given)
     assert out.returncode == 0, out.stdout + out.stderr
-    _sealed(layout, fake, "batch", ids)
-    _sealed_once(layout, dropped)
-    assert (fake.count("create"), fake.count("upload"), fake.count("accept")) == (1, 1, 1)
+    _sealed(layout, fake, "batch", ids, dropped)
+    assert (fake.count("create"), fake.count("upload")) == (1, 1)

@@ -336,13 +336,7 @@ def test_a_batch_refused_at_accept_is_retried_at_accept(layout: Layout) -> None:
     finally:
         daemon.close()
     assert retry(config.load(layout.config), None) == 0
-    daemon = _daemon(layout, fake)
-    try:
-        assert daemon.store is not None
-        store = daemon.store
-        daemon.drain(lambda: all(store.file(i).state == FileState.DONE for i in ids), 30)
-    finally:
-        daemon.close()
+    _drain(_daemon(layout, fake), ids)
     assert _sealed(layout) == {"a.pdf", "b.txt"}
     assert fake.count("accept") == 2 and fake.count("upload") == 1
 
