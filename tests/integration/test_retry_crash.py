@@ -14,8 +14,10 @@ import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -215,3 +217,28 @@ def test_a_retry_whose_move_fails_is_undone(tmp_path: Path) -> None:
     _sealed_once(layout, dropped)
     assert fake.count("accept") == 1
 
+
+
+def test_an_interrupted_batch_retry_whose_batch_the_store_lost_says_what_to_do(
+        tmp_path: Path) -> None:
+    """A batch retry killed once its files were back in the batch folder, with the batch
+    then missing from the store (a store replaced or damaged): the next retry does not
+    crash, leaves the files where they are, and says to run folderseal recover."""
+    layout = _layout(tmp_path)
+    fake = FakeSealApi(key=KEY)
+    ids, _ = _failed_after_accept(layout, fake)
+    store = Store.open(layout.state, "check")
+    batch = store.file(ids[0]).batch_id  # type: ignore[union-attr]
+    store.close()
+    assert batch is not None
+    killed = _retry(layout, batch, crash_at="retry:moved@2")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    with closing(sqlite3.connect(layout.state / "folderseal.sqlite")) as db, db:
+        db.execute("PRAGMA foreign_keys = OFF")
+        db.execute("DELETE FROM jobs WHERE id = ?", (batch,))
+    out = _retry(layout, "--all")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    assert f"its batch {batch} is not in the store" in out.stderr, out.stderr
+    assert "run folderseal recover" in out.stderr
+    assert len(list((layout.work / "batches" / batch).glob("0*"))) == 2
