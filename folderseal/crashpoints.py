@@ -14,7 +14,9 @@ written, originals not yet removed), ``original-removed``; for SEAL, ``seal:crea
 ``seal:uploading`` and ``seal:downloading`` (in the middle of the stream); for
 ``folderseal retry`` (:mod:`folderseal.retrying`), ``retry:recorded`` (its intent
 stored, nothing moved), ``retry:staged`` (a file at its hidden name in the inbox) and
-``retry:moved`` (after each file reached its place, the store not yet told).
+``retry:moved`` (after each file reached its place, the store not yet told); and
+``move:copied`` (a file moved to another filesystem has its name there, its original
+not removed yet).
 """
 
 from __future__ import annotations

@@ -8,20 +8,30 @@ marks a work folder).
 
 A file is told by its content. Device numbers of NFS, CIFS and btrfs change at a
 remount or a reboot, and some filesystems (CIFS with ``noserverino``, FUSE) have no
-stable inode numbers at all, so the recorded (device, inode, size, mtime) is only a
-hint that spares reading the file:
+stable inode numbers at all, so the recorded (size, mtime) is only a hint that spares
+reading the file (the device and inode numbers only tell a file changed in place from
+another one put there):
 
-* the file at the recorded path with the recorded hint is the file (nothing read);
+* the file at the recorded path with the recorded size and mtime is the file (nothing
+  read; new device or inode numbers are recorded);
 * any other file there with the recorded sha256 is the same content: it is the file,
   and the hint is brought up to date;
 * one with other content is the file changed in place (same device and inode) or
-  another file put there.
+  another file put there; its size and mtime are recorded (``other``), so it is not
+  read again while it stays as it is.
+
+The daemon's reconcile reads at most :data:`READ_BUDGET_BYTES` a pass
+(:class:`ReadBudget`); what is left waits for the next pass.
 
 Whether a failure is *gone* is decided only in the errors folder it went to: one whose
 marker names the id recorded with it. An empty mount point, a share not mounted, or an
 ``errors =`` pointed at another folder has no marker, or another one, so nothing
 missing there proves anything gone. A folder that took over another's files says so
-by a line with that folder's id in its marker (one id a line; the first is its own).
+by a line with that folder's id in its marker (one id a line; the first is its own):
+the operator adds it, or the daemon does when it finds one of that folder's failures
+there by its content (a deleted marker is so made again). The marker is read without
+following a link and only its first :data:`MARKER_MAX_BYTES`: the errors folder is
+writable by the people who drop files, and a link to ``/dev/zero`` must not hang it.
 
 An original that could not be moved into the errors folder stayed in the work folder;
 its place records where (``kept``), and there the claim's own hint and sha256 tell it.
@@ -30,6 +40,7 @@ its place records where (``kept``), and there the claim's own hint and sha256 te
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import uuid
@@ -44,6 +55,9 @@ from folderseal.safety import READ_FLAGS
 ERROR_SUFFIX = ".error.json"
 MARKER = ".folderseal-errors"
 HINT = ("dev", "ino", "size", "mtime_ns")
+SAME = ("size", "mtime_ns")  # equal: the file is taken for the failure's without reading it
+MARKER_MAX_BYTES = 16 * 1024
+READ_BUDGET_BYTES = 1 << 30  # read per reconcile pass, at most (at least one file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +69,8 @@ class Found:
     advice: str = ""                  # and what to do, to have it sealed
     gone: bool = False                # certainly not there any more
     sha256: str | None = None         # as found now (when it was read)
-    hint: dict[str, Any] | None = None  # a new hint to record: found by content
+    hint: dict[str, Any] | None = None  # to record in its place (a newer hint, ``other``)
+    by_content: bool = False          # read now, and its content is the failure's
 
     @property
     def why(self) -> str:
@@ -73,14 +88,54 @@ def record_file(errors: Path, place: dict[str, Any]) -> Path:
     return path.parent / (path.name + ERROR_SUFFIX)
 
 
+class ReadBudget:
+    """The bytes a reconcile pass may still read to tell files by content: a slow share
+    with many failures is read a part a pass, never all at once. The first file of a
+    pass is always read, however big."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.left = READ_BUDGET_BYTES if limit is None else limit
+        self.spent = 0
+
+    def take(self, size: int) -> bool:
+        if self.spent and size > self.left:
+            return False
+        self.left -= size
+        self.spent += size
+        return True
+
+
 def folder_ids(errors: Path) -> list[str]:
     """The ids in the errors folder's marker (its own first); [] without a marker. An
-    OSError means the folder cannot be looked at."""
+    OSError means the folder cannot be looked at (or its marker is not a plain file)."""
+    path = errors / MARKER
     try:
-        text = (errors / MARKER).read_text(encoding="ascii", errors="replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise _not_plain(path) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _not_plain(path)
+        data = b""
+        while len(data) < MARKER_MAX_BYTES:
+            chunk = os.read(fd, MARKER_MAX_BYTES - len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    text = data.decode("ascii", errors="replace")
     return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _not_plain(path: Path) -> OSError:
+    return OSError(errno.EINVAL, f"{path.name} is not a plain file (a link or a pipe was put "
+                   "in its place?): delete it; folderseal makes it again from the failures "
+                   "it finds there", str(path))
 
 
 def mark(errors: Path, mode: int) -> str:
@@ -92,6 +147,27 @@ def mark(errors: Path, mode: int) -> str:
             files.write_new(errors, MARKER, f"{uuid.uuid4().hex}\n".encode(), mode)
         ids = folder_ids(errors)
     return ids[0] if ids else ""
+
+
+def adopt(errors: Path, folder_id: str, mode: int) -> None:
+    """Add ``folder_id`` to the errors folder's marker (a new marker starts with it): a
+    failure of that errors folder was found here by its content."""
+    if folder_id in folder_ids(errors):
+        return
+    try:
+        files.write_new(errors, MARKER, f"{folder_id}\n".encode(), mode)
+        return
+    except FileExistsError:
+        pass
+    fd = os.open(errors / MARKER, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
+                 | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _not_plain(errors / MARKER)
+        files.write_all(fd, f"{folder_id}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def identity(path: Path, hashed: bool = True) -> dict[str, Any]:
@@ -116,21 +192,25 @@ def identity(path: Path, hashed: bool = True) -> dict[str, Any]:
     return found
 
 
-def unseen(errors: Path, ids: list[str], what: str = "it") -> tuple[str, str]:
+def unseen(errors: Path, ids: list[str], what: str = "it",
+           missing: list[str] | None = None) -> tuple[str, str]:
     """Why failures cannot be seen in ``errors`` (whose marker holds ``ids``), and what
-    to do; ``what`` names them."""
+    to do; ``what`` names them, ``missing`` the ids of the folders they went to."""
     marker = errors / MARKER
     which = f"it has no {MARKER} marker" if not ids else f"its {MARKER} does not name it"
+    lines = f"cat OLD/{MARKER} >> {marker}" if not missing else \
+        "; ".join(f"echo {i} >> {marker}" for i in missing[:3])
     return (f"{errors} is not the errors folder {what} went to ({which}: a share not "
             "mounted, or `errors =` changed?)",
             "mount that folder, or set errors back to it; if you moved its files here, add "
-            f"the line of its marker to {marker} (cat OLD/{MARKER} >> {marker})")
+            f"the line of its marker to {marker} ({lines})")
 
 
 def find_original(errors: Path, record: FileRecord, hashed: bool = False,
-                  ids: list[str] | None = None) -> Found:
+                  ids: list[str] | None = None, budget: ReadBudget | None = None) -> Found:
     """The very file that failed, or why it is not there. ``hashed`` reads it (to move
-    it, it must be the very content); else it is read only if its hint changed.
+    it, it must be the very content); else it is read only if its hint changed, and
+    only while ``budget`` allows (else it is not looked at this time: no path, not gone).
     ``ids``: the errors folder's marker, if already read."""
     place = place_of(record)
     if place is None:
@@ -162,24 +242,35 @@ def find_original(errors: Path, record: FileRecord, hashed: bool = False,
                            "away by hand)", "to seal it, drop it into the inbox", gone=sure)
     if hint["ino"] is None and not expected:
         return Found(path)  # recorded before hints were kept: known by its name
-    same = all(now[k] == hint[k] for k in HINT)
-    if same and not hashed:
-        return Found(path)
     in_place = (now["dev"], now["ino"]) == (hint["dev"], hint["ino"])
-    resized = hint["size"] is not None and now["size"] != hint["size"]
-    content = None if resized else identity(path).get("sha256")
-    if not resized and (content is None or expected is None):
+    renumbered = None if kept or in_place else {"dev": now["dev"], "ino": now["ino"]}
+    # Read before and not the failure's: not read again while its size and mtime stay.
+    other = not kept and place.get("other") == [now["size"], now["mtime_ns"]]
+    same = not other and all(now[k] == hint[k] for k in SAME)
+    if same and not hashed:
+        return Found(path, hint=renumbered)
+    differs = other or (hint["size"] is not None and now["size"] != hint["size"])
+    if differs:
+        content = None
+    elif budget is not None and not budget.take(now["size"]):
+        return Found(None, f"{path} was not looked at yet", "wait for the next rescan")
+    else:
+        content = identity(path).get("sha256")
+    if not differs and (content is None or expected is None):
         # Unreadable now, or its content was never known: its hint must do.
         if same or (in_place and expected is None):
-            return Found(path, sha256=content)
+            return Found(path, sha256=content, hint=renumbered)
         return Found(None, f"{path} cannot be read to tell whether it is the file that failed "
                            "there", "let folderseal's user read it, then run this again")
-    if content == expected:
-        return Found(path, sha256=content, hint=None if same else {k: now[k] for k in HINT})
+    if content is not None and content == expected:
+        newer = None if kept or (same and in_place) else \
+            {**{k: now[k] for k in HINT}, "other": None}
+        return Found(path, sha256=content, hint=newer, by_content=True)
+    memo = None if kept or differs else {"other": [now["size"], now["mtime_ns"]]}
     if in_place:
         return Found(None, f"{path} was changed since it failed",
                      "retry puts back only the file that failed; to seal the changed one, "
-                     f"move it into the inbox and delete {path.name}{ERROR_SUFFIX}")
+                     f"move it into the inbox and delete {path.name}{ERROR_SUFFIX}", hint=memo)
     return Found(None, f"the file now at {path} is not the one that failed there (another "
                        "failure of the same name took the name, or the file was replaced)",
-                 "drop the file you want sealed into the inbox", gone=sure)
+                 "drop the file you want sealed into the inbox", gone=sure, hint=memo)

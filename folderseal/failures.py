@@ -58,6 +58,8 @@ class Failures:
         self.store = store
         self.node = node
         self.log = get_logger(folder=name)
+        # The folders of cleared failures' places as the last reconcile saw them.
+        self._folders: dict[Path, tuple[int, ...] | None] = {}
 
     def fail(self, record: FileRecord, ctx: JobContext) -> None:
         """Move a rejected (or claimed) file's original to errors and write its record."""
@@ -101,30 +103,80 @@ class Failures:
         """Bring the store in line with the errors folder, so that ``status`` lists what
         is there: finish the retries a crash left (unless a retry is at work), mark
         failures whose original left the folder ``CLEARED``, and those whose very file is
-        back ``FAILED`` again."""
+        back ``FAILED`` again. A failure found by its content in an errors folder whose
+        marker does not name it (recorded before folders had ids, or a deleted marker)
+        makes this folder's marker name it."""
         with retrying.lock(self.store.state_dir, wait=0) as free:
-            for record, outcome, ok in retrying.settle(self.store, self.name) if free else []:
+            for record, outcome, ok in (retrying.settle(self.store, self.name, self.cfg)
+                                        if free else []):
                 (self.log.info if ok else self.log.warning)(
                     "retry.resumed", file=record.id, source=record.source, outcome=outcome)
-        errors = self.cfg.errors
         try:
-            ids = errorfiles.folder_ids(errors)
+            ids = errorfiles.folder_ids(self.cfg.errors)
         except OSError:
             return  # the folder is blocked for now (see folders.blocked); nothing is sure
+        budget = errorfiles.ReadBudget()
         failed = self.store.files_in_state(self.name, FileState.FAILED)
-        for record in failed:
-            found = find_original(errors, record, ids=ids)
+        still = [r for r in failed if self._look_for(r, ids, budget)]
+        taken = {str((place_of(r) or {}).get("path")) for r in still}
+        cleared = self.store.files_in_state(self.name, FileState.CLEARED)
+        looks: dict[Path, tuple[int, ...] | None] = {}
+        for record in cleared:
+            place = place_of(record) or {}
+            if str(place.get("path")) in taken or not self._changed(place, looks):
+                continue  # another failure's file is there now, or nothing came back
+            found = find_original(self.cfg.errors, record, ids=ids, budget=budget)
             if found.hint is not None:
-                self.store.set_error_place(record, {**(place_of(record) or {}), **found.hint})
-            if found.gone:
-                self._mark(record, FileState.FAILED, FileState.CLEARED, found.problem)
-        taken = {str((place_of(r) or {}).get("path")) for r in failed}
-        for record in self.store.files_in_state(self.name, FileState.CLEARED):
-            if str((place_of(record) or {}).get("path")) in taken:
-                continue  # another failure's file is at its place now
-            if find_original(errors, record, hashed=True, ids=ids).path is not None:
+                self.store.set_error_place(record, {**place, **found.hint})
+            if found.path is not None:
                 self._mark(record, FileState.CLEARED, FileState.FAILED,
                            "its file is back in the errors folder")
+        self._folders = looks
+        self.log.debug("errors.reconciled", failed=len(failed), cleared=len(cleared),
+                       read_bytes=budget.spent)
+
+    def _look_for(self, record: FileRecord, ids: list[str], budget: errorfiles.ReadBudget,
+                  ) -> bool:
+        """Look for a failed file's original: record what changed of it, clear it if it
+        is gone, and adopt its errors folder's id once its content is found here. False
+        if it was cleared."""
+        place = place_of(record) or {}
+        unadopted = bool(place) and not place.get("kept") and place.get("folder_id") not in ids
+        found = find_original(self.cfg.errors, record, hashed=unadopted, ids=ids, budget=budget)
+        update = dict(found.hint or {})
+        if unadopted and found.by_content:
+            update["folder_id"] = self._adopt(record, str(place.get("folder_id") or ""))
+            ids[:] = errorfiles.folder_ids(self.cfg.errors)
+        if update:
+            self.store.set_error_place(record, {**place, **update})
+        if found.gone:
+            self._mark(record, FileState.FAILED, FileState.CLEARED, found.problem)
+        return not found.gone
+
+    def _adopt(self, record: FileRecord, folder_id: str) -> str:
+        """This errors folder holds ``record``'s original: its marker names the folder the
+        failure went to (a failure recorded before folders had ids gets this one's)."""
+        if folder_id:
+            errorfiles.adopt(self.cfg.errors, folder_id, self.cfg.file_mode)
+        else:
+            folder_id = errorfiles.mark(self.cfg.errors, self.cfg.file_mode)
+        self.log.info("errors.adopted", file=record.id, source=record.source,
+                      folder_id=folder_id, marker=str(self.cfg.errors / errorfiles.MARKER))
+        return folder_id
+
+    def _changed(self, place: dict[str, Any], looks: dict[Path, tuple[int, ...] | None],
+                 ) -> bool:
+        """Whether the folder of a cleared failure's place gained or lost an entry since
+        the last pass (or this is the first): only then can its file be back. Each
+        folder is looked at once a pass."""
+        folder = (self.cfg.errors / str(place.get("path"))).parent
+        if folder not in looks:
+            try:
+                st = os.lstat(folder)
+                looks[folder] = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+            except OSError:
+                looks[folder] = None
+        return folder not in self._folders or self._folders[folder] != looks[folder]
 
     def _mark(self, record: FileRecord, from_state: FileState, to_state: FileState,
               why: str) -> None:

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from folderseal import crashpoints
+
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 _libc: Any = ctypes.CDLL(None, use_errno=True)
@@ -220,6 +222,7 @@ def move_noreplace(src: Path, dst: Path, mode: int | None = None, tag: str = "")
                 os.fchmod(fd, mode)
             os.fsync(fd)
             rename_noreplace(tmp, dst)
+        crashpoints.reached("move:copied")
         src.unlink()
     fsync_dir(dst.parent)
     fsync_dir(src.parent)
@@ -264,13 +267,17 @@ def folder_mode(file_mode: int) -> int:
     return file_mode | (file_mode & 0o444) >> 2
 
 
-def makedirs(path: Path, mode: int | None = None) -> None:
+def makedirs(path: Path, mode: int | None = None, within: Path | None = None) -> None:
     """Create missing folders and fsync each parent that gained one. With ``mode``, each
     new folder gets exactly that mode (whatever the umask), so people on a share can
-    reach what is published there; without, 0755 less the umask."""
+    reach what is published there; without, 0755 less the umask. ``within`` is never
+    created (FileNotFoundError): a share's root missing is a share not mounted, and
+    what is made in its place lands on the local disk, hidden once the share is back."""
     missing = []
     probe = path
     while not probe.exists():
+        if probe == within:
+            raise FileNotFoundError(errno.ENOENT, "not there (a share not mounted?)", str(probe))
         missing.append(probe)
         probe = probe.parent
     for folder in reversed(missing):

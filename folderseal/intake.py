@@ -95,6 +95,14 @@ class FolderIntake:
             self._detach(now, f"the inbox {self.cfg.inbox} is not there")
             return False
         if not self.adopted:
+            if self.work.owner() is None and \
+                    self.store.files_in_state(self.name, FileState.RETRYING):
+                # An unfinished retry came from this work folder, so its marker missing is
+                # a share not mounted: a new work folder here would take the retry's files.
+                self._detach(now, f"the work folder {self.work.path} has no store marker, "
+                                  "but a `folderseal retry` of this folder is unfinished: "
+                                  "mount the inbox's share")
+                return False
             # First contact: make (or check) the work folder. ForeignWorkFolderError
             # ends the daemon with exit 78: continuing could seal files twice.
             self.work.adopt(self.store_id, self.store.job_ids())

@@ -100,8 +100,8 @@ def _to_inbox(settings: Settings, store: Store, record: FileRecord) -> str:
     cfg = settings.folders[record.folder]
     move = Move(record, "inbox", found.path, cfg.inbox / record.source,
                 record_file(cfg.errors, place_of(record) or {}))
-    retrying.begin(store, [move])
-    return retrying.carry_out(store, [move])
+    retrying.begin(store, cfg, [move])
+    return retrying.carry_out(store, cfg, [move])
 
 
 def _to_batch(settings: Settings, store: Store, job: JobRecord) -> tuple[list[FileRecord], str]:
@@ -124,13 +124,17 @@ def _to_batch(settings: Settings, store: Store, job: JobRecord) -> tuple[list[Fi
         found = _found(settings, store, record)
         if found.path is None:
             raise Refused(f"{record.id} {record.source_text}: {found.problem}. {stay}")
+        if found.sha256 is None:
+            raise Refused(f"{record.id} {record.source_text}: {found.path} cannot be read, so "
+                          "it cannot be told to be the very file that was submitted: let "
+                          f"folderseal's user read it, then run retry again. {stay}")
         if record.entry is None or found.sha256 != record.sha256:
-            raise Refused(f"{record.id} {record.source_text}: the file in the errors folder is "
-                          f"not the one that was submitted. {stay}")
+            raise Refused(f"{record.id} {record.source_text}: {found.path} is not the file "
+                          f"that was submitted. {stay}")
         moves.append(Move(record, "batch", found.path, folder / record.entry,
                           record_file(cfg.errors, place_of(record) or {})))
-    retrying.begin(store, moves)
-    return records, retrying.carry_out(store, moves)
+    retrying.begin(store, cfg, moves)
+    return records, retrying.carry_out(store, cfg, moves)
 
 
 def _id_of_path(settings: Settings, store: Store, given: str) -> str | None:
@@ -224,8 +228,8 @@ def retry(settings: Settings, ids: list[str] | None) -> int:
 
 def _retry(settings: Settings, store: Store, ids: list[str] | None) -> int:
     ok = True
-    for name in settings.folders:
-        for record, outcome, done in retrying.settle(store, name):
+    for name, cfg in settings.folders.items():
+        for record, outcome, done in retrying.settle(store, name, cfg):
             print(f"{record.id} {record.source_text}: an interrupted retry "
                   f"{'finished' if done else 'not finished'}: {outcome}",
                   file=sys.stdout if done else sys.stderr)

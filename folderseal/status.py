@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from folderseal import errorfiles, statelock
+from folderseal import errorfiles, retrying, statelock
 from folderseal.config import Settings
 from folderseal.errors import ExitCode, FolderSealError
 from folderseal.fragments import SHOWN_SECONDS as FRAGMENTS_SHOWN_SECONDS
@@ -43,7 +43,7 @@ HEARTBEAT_STALE = 30.0
 ALARM_ATTEMPTS = 8  # consecutive failures of one step: about 4 minutes of backoff
 FINISHED_JOBS = (JobState.CLEANED, JobState.FAILED)
 HOUR_MINUTES = 60
-RETRY_STALE_SECONDS = 60.0  # a retry's moves take seconds; longer, it was interrupted
+RETRY_STALE_SECONDS = 60.0  # RETRYING this long, with no retry at work: it was interrupted
 
 
 def _rows(db: sqlite3.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
@@ -99,13 +99,15 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
             warnings = notes["warnings"] if "warnings" in notes else \
                 provider_warnings(settings, beat)
         report["warnings"] = list(warnings)
+        retry_at_work = retrying.in_progress(settings.state_dir)
         for name, cfg in settings.folders.items():
             folder = _folder(db, name, notes.get("folders", {}).get(name, {}), now)
             report["folders"][name] = folder
             max_wait = getattr(settings.providers[cfg.provider], "max_wait_seconds", None)
             report["alarms"] += _alarms(name, folder, max_wait, cfg.stuck_after_seconds)
             report["alarms"] += [f"folder {name}: {alarm}"
-                                 for alarm in _failures_unseen(db, name, cfg.errors, now)]
+                                 for alarm in _failures_unseen(db, name, cfg.errors, now,
+                                                               retry_at_work)]
     finally:
         db.close()
     return _redacted(report)
@@ -185,9 +187,10 @@ def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
 
 
 def _failures_unseen(db: sqlite3.Connection, name: str, errors: Path,
-                     now: float) -> list[str]:
+                     now: float, retry_at_work: bool) -> list[str]:
     """Failures status lists but cannot vouch for: in an errors folder that is not the one
-    configured now, or in a retry a crash interrupted that is not finished yet."""
+    configured now, or in a retry a crash interrupted that is not finished yet (a retry
+    at work, which holds the retry lock, is not interrupted however long it takes)."""
     found = []
     went = []  # the errors folder each failure went to (its id), where that is known
     for row in _rows(db, "SELECT outputs FROM files WHERE folder = ? AND state = ?", name,
@@ -198,7 +201,7 @@ def _failures_unseen(db: sqlite3.Connection, name: str, errors: Path,
         ids = errorfiles.folder_ids(errors) if went else []
         elsewhere = sum(1 for i in went if i not in ids)
         if elsewhere:
-            problem, advice = errorfiles.unseen(errors, ids, "they")
+            problem, advice = errorfiles.unseen(errors, ids, "they", sorted(set(went) - set(ids)))
             found.append(f"{elsewhere} failed file(s) cannot be seen: {problem}: {advice}")
     except OSError as exc:
         found.append(f"the errors folder {errors} cannot be read ({exc.strerror}), so its "
@@ -207,7 +210,7 @@ def _failures_unseen(db: sqlite3.Connection, name: str, errors: Path,
     stale = db.execute("SELECT count(*) FROM files WHERE folder = ? AND state = ? AND "
                        "updated_at < ?", (name, FileState.RETRYING,
                                           now - RETRY_STALE_SECONDS)).fetchone()[0]
-    if stale:
+    if stale and not retry_at_work:
         found.append(f"{stale} file(s) in a `folderseal retry` that was interrupted: the "
                      "daemon finishes it at its next rescan; if this stays, run `folderseal "
                      "retry` to see why it cannot")

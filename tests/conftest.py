@@ -1,8 +1,9 @@
 """Test-wide fixtures: no daemon outlives the test that started it; a folder tree for a
-daemon run as an unprivileged user."""
+daemon run as an unprivileged user; the log of a daemon run in the test's process."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import tempfile
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from folderseal import logs
 from tests.helpers import Daemon
 
 
@@ -32,3 +34,13 @@ def open_tmp() -> Iterator[Path]:
     yield root
     subprocess.run(["chmod", "-R", "u+rwX", str(root)], check=False)
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def debug_log() -> Iterator[io.StringIO]:
+    """Every event logged in this process, debug ones too, as JSON lines (another test may
+    have configured the log before, at another level)."""
+    stream = io.StringIO()
+    logs.configure("json", "debug", stream)
+    yield stream
+    logs.configure("json", "info", io.StringIO())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import functools
 import hashlib
+import io
 import json
 import os
 import pwd
@@ -235,6 +236,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30, what: str = "
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+def log_events(stream: io.StringIO, name: str) -> list[dict[str, Any]]:
+    """The events called ``name`` in a JSON log written to ``stream``."""
+    found = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    return [e for e in found if e.get("event") == name]
 
 
 def sha256(path: Path) -> str:

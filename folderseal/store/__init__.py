@@ -1,197 +1,34 @@
 """The store: SQLite in WAL mode, the authority on what happened to every file.
 
-This module only executes storage operations; what they mean for a batch lives in
-:mod:`folderseal.manager`. Each thread opens its own :class:`Store` (sqlite3
-connections are not shared between threads). Writes run in ``BEGIN IMMEDIATE``
-transactions; a guarded write that matches zero rows raises :class:`StateConflict`
-or :class:`LeaseLost` instead of passing silently. ``synchronous = FULL`` makes every
-commit durable before the step after it starts (the crash table depends on it).
+This package only executes storage operations; what they mean for a batch lives in
+:mod:`folderseal.manager`. Each thread opens its own :class:`Store`. Its plumbing
+(transactions, guarded writes, events) is :mod:`folderseal.store.connection`; what
+``folderseal retry`` records, :mod:`folderseal.store.retries`; files, batches, leases
+and the heartbeat, here.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from importlib import resources
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from folderseal import statelock
-from folderseal.errors import (
-    ConfigError,
-    LeaseLost,
-    StateConflict,
-    StateUnavailable,
-    StoreError,
-)
-from folderseal.model import (
-    DocumentResult,
-    Event,
-    FileRecord,
-    FileState,
-    JobRecord,
-    JobState,
-    path_text,
-)
+from folderseal.errors import LeaseLost, StateConflict
+from folderseal.model import DocumentResult, Event, FileRecord, FileState, JobRecord, JobState
 from folderseal.redact import REDACTOR
+from folderseal.store.connection import _SQL, QUERIES, Connection, migrations, new_id
+from folderseal.store.retries import RetryRecords
+
+__all__ = ["LEASE_SECONDS", "QUERIES", "_SQL", "Connection", "Store", "migrations", "new_id"]
 
 LEASE_SECONDS = 60.0
-# SQLite's words for a state folder that cannot take writes (or is busy too long).
-_UNAVAILABLE = ("disk is full", "disk I/O error", "readonly database", "database is locked",
-                "unable to open database file")
-_SQL = resources.files("folderseal.store") / "sql"
 
 
-def _load_queries() -> dict[str, str]:
-    text = (_SQL / "queries.sql").read_text(encoding="utf-8")
-    queries: dict[str, str] = {}
-    for chunk in re.split(r"^-- name: ", text, flags=re.M)[1:]:
-        name, _, body = chunk.partition("\n")
-        queries[name.strip()] = body.strip()
-    return queries
-
-
-def migrations() -> list[tuple[int, str]]:
-    """The numbered migration scripts, in order."""
-    found = []
-    for item in (_SQL / "migrations").iterdir():
-        match = re.match(r"^(\d+)_.*\.sql$", item.name)
-        if match:
-            found.append((int(match.group(1)), item.read_text(encoding="utf-8")))
-    return sorted(found)
-
-
-QUERIES = _load_queries()
-
-
-def new_id() -> str:
-    """A sortable unique id: 12 hex digits of milliseconds, then 12 random ones."""
-    return f"{int(time.time() * 1000):012x}{uuid.uuid4().hex[:12]}"
-
-
-class Store:
+class Store(RetryRecords):
     """One connection to the SQLite store, for one thread."""
-
-    def __init__(self, path: Path, node: str, clock: Callable[[], float] = time.time,
-                 check: bool = False) -> None:
-        self.path = path
-        self.node = node
-        self.clock = clock
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
-        self._db.row_factory = sqlite3.Row
-        self._in_transaction = False
-        # job id → (holder, expiry) of the leases this connection holds
-        self._leases: dict[str, tuple[str, float]] = {}
-        try:
-            self._exec("PRAGMA journal_mode = WAL")
-            self._exec("PRAGMA synchronous = FULL")
-            self._exec("PRAGMA foreign_keys = ON")
-            self._migrate()
-            if check:  # damage inside a page shows only when that page is read
-                verdict = self._db.execute("PRAGMA quick_check").fetchone()[0]
-                if verdict != "ok":
-                    raise sqlite3.DatabaseError(f"quick_check: {verdict}")
-        except sqlite3.DatabaseError as exc:  # not a database, or damaged
-            self._db.close()
-            raise ConfigError(
-                f"the store {path} is damaged ({exc}). Move it aside (keep it for a "
-                "post-mortem) and run 'folderseal recover' to rebuild the store from the "
-                "work folders and the provider") from None
-
-    @classmethod
-    def open(cls, state_dir: Path, node: str, check: bool = False) -> Store:
-        """The store of ``state_dir``; ``check`` reads every page first (at start)."""
-        statelock.prepare(state_dir)  # made if missing; refused with the fix if unusable
-        return cls(state_dir / "folderseal.sqlite", node, check=check)
-
-    def close(self) -> None:
-        self._db.close()
-
-    @property
-    def state_dir(self) -> Path:
-        return self.path.parent
-
-    # -- plumbing -------------------------------------------------------------
-
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        pending = [(n, sql) for n, sql in migrations() if n > version]
-        if not pending:
-            return
-        with self.transaction():
-            # Another process may have migrated while this one waited for the lock.
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            for number, sql in pending:
-                if number > version:
-                    for statement in sql.split(";\n"):
-                        if statement.strip():
-                            self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version = {number:d}")
-            if self._get_meta("store_id") is None:
-                self._run("set_meta", key="store_id", value=uuid.uuid4().hex)
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """A write transaction; nested uses join the outer one."""
-        if self._in_transaction:
-            yield
-            return
-        self._exec("BEGIN IMMEDIATE")
-        self._in_transaction = True
-        try:
-            yield
-            self._exec("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
-        finally:
-            self._in_transaction = False
-
-    def _exec(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
-        """Run SQL; a state folder that takes no writes is transient, not a crash."""
-        try:
-            return self._db.execute(sql, params)
-        except sqlite3.OperationalError as exc:
-            text = str(exc)
-            if any(sign in text for sign in _UNAVAILABLE):
-                raise StateUnavailable(
-                    f"the state folder {self.path.parent} takes no writes now ({text}): "
-                    "free space on it or repair its disk; folderseal retries") from None
-            raise
-
-    def _run(self, name: str, **params: Any) -> sqlite3.Cursor:
-        return self._exec(QUERIES[name], params)
-
-    def _guarded(self, name: str, error: type[StoreError], what: str, **params: Any) -> None:
-        if self._run(name, **params).rowcount != 1:
-            raise error(what)
-
-    def event(self, kind: str, *, job_id: str | None = None, file_id: str | None = None,
-              from_state: str | None = None, to_state: str | None = None,
-              detail: str | None = None) -> None:
-        self._run("insert_event", at=self.clock(), node=self.node, job_id=job_id,
-                  file_id=file_id, kind=kind, from_state=from_state, to_state=to_state,
-                  detail=None if detail is None else path_text(detail))
-
-    # -- meta -----------------------------------------------------------------
-
-    def _get_meta(self, key: str) -> str | None:
-        row = self._run("get_meta", key=key).fetchone()
-        return None if row is None else str(row[0])
-
-    @property
-    def store_id(self) -> str:
-        value = self._get_meta("store_id")
-        if value is None:
-            raise StoreError("the store has no id; it was not created by folderseal")
-        return value
 
     # -- files ----------------------------------------------------------------
 
@@ -251,17 +88,6 @@ class Store:
         row = self._run("delivered_twin", folder=record.folder, sha256=record.sha256,
                         id=record.id).fetchone()
         return None if row is None else self.file(row["id"])
-
-    def set_file_state(self, file_id: str, from_state: FileState, to_state: FileState,
-                       job_id: str | None = None, detail: str | None = None) -> None:
-        with self.transaction():
-            self._guarded("set_file_state", StateConflict,
-                          f"file {file_id} is not {from_state}", id=file_id,
-                          from_state=from_state, to_state=to_state, now=self.clock())
-            if to_state in (FileState.DONE, FileState.FAILED, FileState.RETRIED):
-                self._run("release_names", file_id=file_id)  # on disk now, or given up
-            self.event("file.state", file_id=file_id, job_id=job_id, from_state=from_state,
-                       to_state=to_state, detail=detail)
 
     def set_file_result(self, file_id: str, from_state: FileState, result: DocumentResult,
                         job_id: str | None = None) -> None:
@@ -484,66 +310,6 @@ class Store:
             self.event("batch.postponed", job_id=job.id, detail=f"{code}: {message}")
         self._leases.pop(job.id, None)
         return attempts, at
-
-    def reopen_job(self, job_id: str, to_state: JobState) -> None:
-        """A failed batch goes back to ``to_state`` (retry), due at once."""
-        with self.transaction():
-            self._guarded("reopen_job", StateConflict,
-                          f"batch {job_id} is not failed, or is being worked on",
-                          id=job_id, to_state=to_state, now=self.clock())
-            self.event("batch.state", job_id=job_id, from_state=JobState.FAILED,
-                       to_state=to_state, detail="retry")
-
-    def wake_job(self, job_id: str) -> bool:
-        """A batch waiting for its next attempt is due now; False if it was not waiting."""
-        with self.transaction():
-            if self._run("wake_job", id=job_id, now=self.clock()).rowcount != 1:
-                return False
-            self.event("batch.woken", job_id=job_id, detail="retry")
-        return True
-
-    def begin_retry(self, plans: list[tuple[FileRecord, dict[str, Any]]]) -> None:
-        """Record a retry's intent, in one transaction: each failed file is RETRYING and
-        its outputs say where it goes (``plan``, role ``retry``)."""
-        with self.transaction():
-            for record, plan in plans:
-                outputs = [o for o in record.outputs if o.get("role") != "retry"] + [plan]
-                self._guarded("begin_retry", StateConflict,
-                              f"file {record.id} is not {record.state} any more", id=record.id,
-                              from_state=record.state, outputs=json.dumps(outputs),
-                              now=self.clock())
-                self.event("file.state", file_id=record.id, job_id=record.batch_id,
-                           from_state=record.state, to_state=FileState.RETRYING,
-                           detail=f"retry into the {plan['to']}")
-
-    def finish_batch_retry(self, job_id: str, file_ids: list[str], to_state: JobState) -> None:
-        """The retried files wait in their batch again, and the batch is due at once."""
-        with self.transaction():
-            for file_id in file_ids:
-                self.reopen_file(file_id, job_id)
-            self.reopen_job(job_id, to_state)
-
-    def reopen_file(self, file_id: str, job_id: str) -> None:
-        """A retried file of a batch waits in that batch again."""
-        with self.transaction():
-            self._guarded("reopen_file", StateConflict, f"file {file_id} is not being retried",
-                          id=file_id, now=self.clock())
-            self.event("file.state", file_id=file_id, job_id=job_id,
-                       from_state=FileState.RETRYING, to_state=FileState.BATCHED,
-                       detail="retry")
-
-    def undo_retry(self, file_ids: list[str], why: str) -> None:
-        """Retried files whose moves were undone are failed again, in one transaction."""
-        with self.transaction():
-            for file_id in file_ids:
-                self.set_file_state(file_id, FileState.RETRYING, FileState.FAILED,
-                                    detail=f"retry undone: {why}")
-
-    def set_error_place(self, record: FileRecord, place: dict[str, Any]) -> None:
-        """Record a newer hint of where a failure's original is (if it is still FAILED)."""
-        outputs = [place if o.get("role") == "error" else o for o in record.outputs]
-        with self.transaction():
-            self._run("set_error_place", id=record.id, outputs=json.dumps(outputs))
 
     def release_node_leases(self) -> int:
         """At start: leases this node held before a crash are void."""

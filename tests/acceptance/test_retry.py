@@ -24,7 +24,6 @@ import pytest
 from folderseal import page
 from folderseal.emulate import start_seal
 from tests.helpers import (
-    FAST,
     Daemon,
     Layout,
     error_records,
@@ -225,7 +224,11 @@ def test_a_failure_that_stayed_in_the_work_folder_is_retried_from_there(
         assert "could not be moved to the errors folder" in record["error"]["message"]
         kept = list(layout.work.rglob("locked.txt"))
         assert len(kept) == 1
-        time.sleep(FAST["rescan_seconds"] * 2)  # a reconcile or two: it stays listed
+        def reconciles() -> int:
+            return len([e for e in daemon.events() if e["event"] == "errors.reconciled"])
+
+        after = reconciles() + 2  # a reconcile or two: it stays listed
+        wait_until(lambda: reconciles() >= after, timeout=60, what="two reconciles")
         failed = folderseal("status", "--json", "-c", str(layout.config), user="nobody")
         listed = json.loads(failed.stdout)["folders"]["scans"]["failed"]
         assert [f["file"] for f in listed] == [record["retry_id"]], listed

@@ -10,11 +10,14 @@ scripted fake SEAL of test_seal_flow; `retry` is a real subprocess.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -22,8 +25,8 @@ import pytest
 from folderseal.daemon import Daemon
 from folderseal.model import FileState, JobState
 from folderseal.store import Store
-from tests.helpers import Layout, error_records, sidecars
-from tests.integration.test_seal_flow import KEY, _daemon, _drop, _layout, _run
+from tests.helpers import Layout, error_records, log_events, sidecars, wait_until
+from tests.integration.test_seal_flow import KEY, _daemon, _drain, _drop, _layout, _run
 from tests.seal_fake import FakeSealApi
 
 
@@ -76,32 +79,26 @@ def _accounted(layout: Layout, dropped: dict[str, str]) -> None:
         store.close()
 
 
-def _reconcile(layout: Layout, fake: FakeSealApi) -> Daemon:
-    """The daemon started again; its reconcile of the errors folder, as its main loop
-    runs it."""
-    daemon = _daemon(layout, fake)
-    daemon.intakes["scans"].sink.failures.reconcile()
-    return daemon
+def reconciled(daemon: Daemon, log: io.StringIO, passes: int = 1) -> None:
+    """Wait for ``passes`` more passes of the folder's reconcile thread (started if it is
+    not yet), which has a store of its own and takes the retry lock without waiting."""
+    before = len(log_events(log, "errors.reconciled"))
+    daemon.intakes["scans"].probe.start()
+    wait_until(lambda: len(log_events(log, "errors.reconciled")) >= before + passes,
+               timeout=60, what=f"{passes} reconcile pass(es)")
 
 
-def _finish(layout: Layout, fake: FakeSealApi, by: str) -> Daemon:
-    """What the killed retry began, finished by the next retry or by the daemon."""
+def _finish(layout: Layout, fake: FakeSealApi, by: str, log: io.StringIO) -> Daemon:
+    """What the killed retry began, finished by the next retry or by the daemon started
+    again (its reconcile of the errors folder)."""
     if by == "retry":
         out = _retry(layout, "--all")
         assert out.returncode == 0, out.stdout + out.stderr
         assert "an interrupted retry finished" in out.stdout, out.stdout
         return _daemon(layout, fake)
-    return _reconcile(layout, fake)
-
-
-def _drain(daemon: Daemon, ids: list[str]) -> None:
-    """Let the daemon work until the files are delivered, then close it."""
-    try:
-        assert daemon.store is not None
-        store = daemon.store
-        daemon.drain(lambda: all(store.file(i).state == FileState.DONE for i in ids), 30)
-    finally:
-        daemon.close()
+    daemon = _daemon(layout, fake)
+    reconciled(daemon, log)
+    return daemon
 
 
 def _sealed_once(layout: Layout, dropped: dict[str, str]) -> None:
@@ -110,15 +107,9 @@ def _sealed_once(layout: Layout, dropped: dict[str, str]) -> None:
     assert error_records(layout.errors) == []
 
 
-@pytest.mark.parametrize("by", ["retry", "reconcile"])
-@pytest.mark.parametrize("point", ["retry:recorded", "retry:staged", "retry:moved"])
-def test_a_retry_into_the_inbox_killed_at_each_point(tmp_path: Path, point: str,
-                                                     by: str) -> None:
-    """A create refused with 400 sends both files to errors; `retry --all` killed at the
-    point leaves each file in errors (listed) or in the inbox, never both and never
-    neither; finished by the next retry or the daemon, both are sealed once."""
-    layout = _layout(tmp_path)
-    fake = FakeSealApi(key=KEY)
+def _failed_before_accept(layout: Layout, fake: FakeSealApi) -> tuple[list[str], dict[str, str]]:
+    """Both files in errors after SEAL refused to create their batch: their names and
+    digests."""
     fake.script("create", "400")
     daemon = _daemon(layout, fake)
     names = _drop(layout)
@@ -128,9 +119,22 @@ def test_a_retry_into_the_inbox_killed_at_each_point(tmp_path: Path, point: str,
     finally:
         daemon.close()
     assert len(error_records(layout.errors)) == 2
+    return names, dropped
+
+
+@pytest.mark.parametrize("by", ["retry", "reconcile"])
+@pytest.mark.parametrize("point", ["retry:recorded", "retry:staged", "retry:moved"])
+def test_a_retry_into_the_inbox_killed_at_each_point(tmp_path: Path, point: str, by: str,
+                                                     debug_log: io.StringIO) -> None:
+    """A create refused with 400 sends both files to errors; `retry --all` killed at the
+    point leaves each file in errors (listed) or in the inbox, never both and never
+    neither; finished by the next retry or the daemon, both are sealed once."""
+    layout = _layout(tmp_path)
+    fake = FakeSealApi(key=KEY)
+    names, dropped = _failed_before_accept(layout, fake)
     killed = _retry(layout, "--all", crash_at=point)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    daemon = _finish(layout, fake, by)
+    daemon = _finish(layout, fake, by, debug_log)
     daemon.close()
     _accounted(layout, dropped)
     out = _retry(layout, "--all")  # the file the killed retry had not come to yet
@@ -165,8 +169,8 @@ def _failed_after_accept(layout: Layout, fake: FakeSealApi) -> tuple[list[str], 
 
 @pytest.mark.parametrize("by", ["retry", "reconcile"])
 @pytest.mark.parametrize("point", ["retry:recorded", "retry:moved@1", "retry:moved@2"])
-def test_a_retry_into_its_batch_killed_at_each_point(tmp_path: Path, point: str,
-                                                     by: str) -> None:
+def test_a_retry_into_its_batch_killed_at_each_point(tmp_path: Path, point: str, by: str,
+                                                     debug_log: io.StringIO) -> None:
     """A batch that failed after accept, retried (`retry BATCH`) and killed at the point:
     its files are all in errors (listed) or all back in the batch; finished by the next
     retry or the daemon, the same remote batch is asked again and each file is sealed
@@ -180,7 +184,7 @@ def test_a_retry_into_its_batch_killed_at_each_point(tmp_path: Path, point: str,
     assert batch is not None
     killed = _retry(layout, batch, crash_at=point)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    daemon = _finish(layout, fake, by)
+    daemon = _finish(layout, fake, by, debug_log)
     _accounted(layout, dropped)
     _drain(daemon, ids)
     _sealed_once(layout, dropped)
@@ -213,3 +217,28 @@ def test_a_retry_whose_move_fails_is_undone(tmp_path: Path) -> None:
     _sealed_once(layout, dropped)
     assert fake.count("accept") == 1
 
+
+
+def test_an_interrupted_batch_retry_whose_batch_the_store_lost_says_what_to_do(
+        tmp_path: Path) -> None:
+    """A batch retry killed once its files were back in the batch folder, with the batch
+    then missing from the store (a store replaced or damaged): the next retry does not
+    crash, leaves the files where they are, and says to run folderseal recover."""
+    layout = _layout(tmp_path)
+    fake = FakeSealApi(key=KEY)
+    ids, _ = _failed_after_accept(layout, fake)
+    store = Store.open(layout.state, "check")
+    batch = store.file(ids[0]).batch_id  # type: ignore[union-attr]
+    store.close()
+    assert batch is not None
+    killed = _retry(layout, batch, crash_at="retry:moved@2")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    with closing(sqlite3.connect(layout.state / "folderseal.sqlite")) as db, db:
+        db.execute("PRAGMA foreign_keys = OFF")
+        db.execute("DELETE FROM jobs WHERE id = ?", (batch,))
+    out = _retry(layout, "--all")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    assert f"its batch {batch} is not in the store" in out.stderr, out.stderr
+    assert "run folderseal recover" in out.stderr
+    assert len(list((layout.work / "batches" / batch).glob("0*"))) == 2

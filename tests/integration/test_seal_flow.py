@@ -60,6 +60,16 @@ def _run(daemon: Daemon, names: list[str], timeout: float = 30) -> list[str]:
     return [i for i in ids if i]
 
 
+def _drain(daemon: Daemon, ids: list[str]) -> None:
+    """Let the daemon work until the files are delivered, then close it."""
+    try:
+        assert daemon.store is not None
+        store = daemon.store
+        daemon.drain(lambda: all(store.file(i).state == FileState.DONE for i in ids), 30)
+    finally:
+        daemon.close()
+
+
 @pytest.fixture
 def layout(tmp_path: Path) -> Layout:
     return _layout(tmp_path)
@@ -208,13 +218,7 @@ def test_a_failure_after_accept_is_retried_on_the_same_remote_batch(layout: Layo
     assert len(error_records(layout.errors)) == 2
     assert retry(config.load(layout.config), None) == 0
     assert error_records(layout.errors) == []
-    daemon = _daemon(layout, fake)
-    try:
-        assert daemon.store is not None
-        store = daemon.store
-        daemon.drain(lambda: all(store.file(i).state == FileState.DONE for i in ids), 30)
-    finally:
-        daemon.close()
+    _drain(_daemon(layout, fake), ids)
     assert _sealed(layout) == {"a.pdf", "b.txt"}
     assert fake.count("create") == 1 and fake.count("upload") == 1
     assert fake.count("accept") == 1
@@ -332,13 +336,7 @@ def test_a_batch_refused_at_accept_is_retried_at_accept(layout: Layout) -> None:
     finally:
         daemon.close()
     assert retry(config.load(layout.config), None) == 0
-    daemon = _daemon(layout, fake)
-    try:
-        assert daemon.store is not None
-        store = daemon.store
-        daemon.drain(lambda: all(store.file(i).state == FileState.DONE for i in ids), 30)
-    finally:
-        daemon.close()
+    _drain(_daemon(layout, fake), ids)
     assert _sealed(layout) == {"a.pdf", "b.txt"}
     assert fake.count("accept") == 2 and fake.count("upload") == 1
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from folderseal import page, statelock
+from folderseal import page, retrying, statelock
 from folderseal.config import Settings, load
 from folderseal.metrics import ReportCollector
 from folderseal.model import FileState, JobState
@@ -220,3 +220,27 @@ def test_files_of_a_delivered_batch_count_as_delivered_not_in_flight(tmp_path: P
     assert scans["oldest_waiting_seconds"] < 100
     assert not any("waited" in a for a in report["alarms"]), report["alarms"]
     assert "1 in flight, 1 signed" in summary(report)
+
+
+def test_a_retry_at_work_is_not_taken_for_an_interrupted_one(tmp_path: Path) -> None:
+    """A file RETRYING for minutes is alarmed as an interrupted retry only while no retry
+    holds the retry lock: a big batch or a slow copy being moved is not interrupted."""
+    settings = _settings(tmp_path)
+    settings.state_dir.mkdir()
+    ago = time.time() - 600
+    store = Store(settings.database, "n1", clock=lambda: ago)
+    _claim(store, "f1", ago)
+    store.set_file_state("f1", FileState.CLAIMED, FileState.FAILED)
+    record = store.file("f1")
+    assert record is not None
+    store.begin_retry([(record, {"role": "retry", "to": "inbox"})])
+    store.close()
+
+    def interrupted() -> list[str]:
+        return [a for a in collect(settings, warnings=[])["alarms"] if "interrupted" in a]
+
+    with retrying.lock(settings.state_dir, wait=0) as held:
+        assert held
+        assert interrupted() == []
+    [alarm] = interrupted()
+    assert "run `folderseal retry` to see why" in alarm

@@ -53,12 +53,14 @@ def test_group_read_warns_when_a_single_other_account_is_in_the_group(
 
 def test_the_state_folders_owner_is_the_service(tmp_path: Path) -> None:
     """Run as root (`check`, `status` by hand), the owner of the state folder counts as
-    the service, with root and this process's user."""
+    the service, with root and this process's user; a state folder not made yet adds no
+    one."""
     state = tmp_path / "state"
     state.mkdir()
     os.chown(state, 1, 1)  # daemon:daemon, which every Debian has
-    assert {"root", "daemon"} <= service_accounts(state)
-    assert service_accounts(tmp_path / "missing") >= {"root"}
+    me = keyfiles.user_name(os.geteuid())
+    assert service_accounts(state) == {"root", me, "daemon"}
+    assert service_accounts(tmp_path / "missing") == {"root", me}
 
 
 def test_group_read_warns_when_other_accounts_share_the_group(

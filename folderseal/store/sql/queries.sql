@@ -187,7 +187,7 @@ WHERE id = :id AND state = :from_state AND state IN ('FAILED', 'CLEARED');
 -- name: set_error_place
 -- A newer hint for a failure's original in the errors folder; not a transition, so
 -- updated_at (the time of the failure, as status shows it) stays.
-UPDATE files SET outputs = :outputs WHERE id = :id AND state = 'FAILED';
+UPDATE files SET outputs = :outputs WHERE id = :id AND state IN ('FAILED', 'CLEARED');
 
 -- name: wake_job
 -- `folderseal retry` of a batch waiting out a backoff (or a poll): due now.
