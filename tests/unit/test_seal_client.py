@@ -251,6 +251,20 @@ def test_a_redirect_is_named_without_its_query() -> None:
         assert "s3cr3t" not in text and "frag" not in text, text
 
 
+def test_a_redirect_is_named_without_its_user_information() -> None:
+    """A redirect's Location is named without the user name and password it may carry
+    (https://user:password@host/), as well as without its query."""
+    def moved(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={
+            "Location": "https://svc:pa55w0rd@sso.example.org:8443/login?session=t"})
+
+    client = SealClient(_cfg(), "s", transport=httpx.MockTransport(moved))
+    with pytest.raises(ProviderError) as caught:
+        client.create()
+    assert "https://sso.example.org:8443/login)" in caught.value.message
+    assert "pa55w0rd" not in caught.value.message and "svc" not in caught.value.message
+
+
 def test_a_download_beyond_max_package_bytes_is_refused(tmp_path: Path) -> None:
     """A package larger than the limit is cut off and fails, never kept."""
     def big(request: httpx.Request) -> httpx.Response:
