@@ -31,7 +31,7 @@ from folderseal.config import FolderConfig
 from folderseal.errors import TransientError
 from folderseal.fragments import Fragments
 from folderseal.ignore import IgnoredTally, NameFilter
-from folderseal.inbox import list_files, look_at
+from folderseal.inbox import MAX_DEPTH, list_files, look_at
 from folderseal.logs import get as get_logger
 from folderseal.model import FileState
 from folderseal.probe import Outputs, Probe
@@ -62,6 +62,7 @@ class FolderIntake:
         self.tracker = SettleTracker(cfg.settle_seconds, cfg.stuck_after_seconds, name)
         self.fragments = Fragments(name, cfg.settle_seconds, store)
         self.ignored = IgnoredTally()  # as of the last scan
+        self.too_deep: list[str] = []  # folders the last scan did not list: too deep
         self.work = WorkFolder(cfg.work_folder, name)
         self.sink = Sink(name, cfg, self.work, store, store.node)
         self.probe = Probe(name, cfg, state_dir, store, self.work)
@@ -204,9 +205,17 @@ class FolderIntake:
         if not self.work.attached(self.store_id):
             raise Outage(f"the store marker in {self.work.path} cannot be read")
         ignored = IgnoredTally()
-        for source in list_files(self.cfg.inbox, self.filter, self.cfg.recursive, ignored):
+        too_deep: list[str] = []
+        for source in list_files(self.cfg.inbox, self.filter, self.cfg.recursive, ignored,
+                                 too_deep):
             self._seen(source, now)
         self.ignored = ignored
+        if too_deep != self.too_deep:
+            if too_deep:
+                self.log.warning("folder.too_deep", folders=too_deep[:5], count=len(too_deep),
+                                 advice=f"files more than {MAX_DEPTH} folder levels below "
+                                        "the inbox are not sealed: move them higher up")
+            self.too_deep = too_deep
         self.claims_to_check = True
         self.scanned_at = now
         interval = self.cfg.poll_interval_seconds if self.mode == "polling" \

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from folderseal import config, logs
+from folderseal.inbox import MAX_DEPTH
 from folderseal.intake import FolderIntake
 from folderseal.store import Store
 from tests.helpers import Layout, error_records, sha256
@@ -203,3 +204,34 @@ def test_operating_system_files_are_not_counted_as_ignored(tmp_path: Path) -> No
     ignored = intake.notes(time.time())["ignored"]
     assert (ignored["count"], ignored["oldest"]) == (1, "x.tmp")
     store.close()
+
+
+@pytest.mark.parametrize("watch", ["polling", "events"])
+def test_a_folder_nested_a_thousand_levels_deep_is_skipped_with_a_warning(
+        tmp_path: Path, log: io.StringIO, watch: str) -> None:
+    """An inbox holding a folder nested 1,000 levels deep (which ended every scan, or the
+    start of inotify, and so the daemon, with a RecursionError) is watched by polling and
+    scanned: folders deeper than MAX_DEPTH are not listed, a warning names them once, and
+    the other files are claimed."""
+    layout, intake, store = _intake(tmp_path, watch=watch)
+    intake.watcher.stop()  # the tree is there before the watch is set up, as at a start
+    levels = [layout.inbox / "/".join(["d"] * n) for n in range(1, 1001)]
+    for folder in levels:
+        folder.mkdir()
+    (levels[-1] / "lost.txt").write_text("too deep to be found")
+    (levels[0] / "near.txt").write_text("one level down")
+    try:
+        assert intake.attach(time.time())
+        assert intake.mode == "polling"
+        _run(intake, 5, until=lambda: store.file_ids("scans"))
+        _run(intake, 0.5)  # more scans: the warning is not repeated
+        records = [store.file(i) for i in store.file_ids("scans")]
+        assert [r.source_text for r in records if r] == ["d/near.txt"]
+        [warning] = _events(log, "folder.too_deep")
+        assert warning["folders"] == ["/".join(["d"] * (MAX_DEPTH + 1))], warning
+        assert f"more than {MAX_DEPTH} folder levels" in warning["advice"]
+    finally:
+        (levels[-1] / "lost.txt").unlink()
+        for folder in reversed(levels):  # shutil.rmtree would recurse as deep
+            folder.rmdir()
+        store.close()
