@@ -219,7 +219,7 @@ class Daemon:
             self.loop_at = time.time()  # a round that ended now
             if now - last_beat >= HEARTBEAT_SECONDS:
                 try:
-                    self._heartbeat()
+                    self.heartbeat()
                 except TransientError as exc:
                     self.log.warning("daemon.heartbeat_failed", reason=str(exc))
                 last_beat = now
@@ -269,7 +269,8 @@ class Daemon:
         return Manager(store, self.providers, sinks, works, self.settings.state_dir, self.stop,
                        delay=self.delay, busy=self.busy)
 
-    def _heartbeat(self) -> None:
+    def heartbeat(self) -> None:
+        """Record that this daemon is alive, with its notes (what `status` shows of it)."""
         assert self.store is not None
         now = time.time()
         notes: dict[str, Any] = {"folders": {n: i.notes(now) for n, i in self.intakes.items()},

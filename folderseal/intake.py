@@ -12,8 +12,9 @@ work folder's store marker cannot be read) is an outage: the folder detaches, ba
 off, re-attaches, and deletes and forgets nothing. An outbox, errors or archive folder
 that is missing, not writable or not answering blocks claims: files wait, visible, in
 the inbox (batches already claimed wait for the folder in their own backoff). Those
-folders are looked at off this thread (:mod:`folderseal.probe`): a hung share there
-must not hold up the other folders.
+folders are looked at, and the errors folder written, off this thread
+(:mod:`folderseal.probe`): a hung share there must not hold up the other folders. A
+file rejected here (empty, not a regular file, stuck) is only recorded ``REJECTED``.
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ class FolderIntake:
         self.too_deep: list[str] = []  # folders the last scan did not list: too deep
         self.work = WorkFolder(cfg.work_folder, name)
         self.sink = Sink(name, cfg, self.work, store, store.node)
-        self.probe = Probe(name, cfg, state_dir, store, self.work)
-        self.claims = Claims(name, cfg.inbox, self.work, store, self.sink, provider, kind,
-                             self.tracker)
+        self.probe = Probe(name, cfg, state_dir, store, self.work, provider, kind)
+        self.claims = Claims(name, cfg.inbox, self.work, store, self.tracker,
+                             on_rejected=self.probe.rejected)
         self.watcher = Watcher(name, cfg.inbox, cfg.recursive, hints, wake)
         self.inbox = str(cfg.inbox).rstrip("/") + "/"
         self.network = mounts.mount_of(cfg.inbox).is_network
@@ -160,8 +161,8 @@ class FolderIntake:
                     self._hint_path(path, now)
             if now >= self.next_scan_at:
                 self.scan(now)
-            if self.claims_to_check and self.outputs and self.outputs.answering("errors"):
-                self._check_claims(now)  # it may write into the errors folder
+            if self.claims_to_check:
+                self._check_claims(now)
             self._look_and_claim(now)
             if now >= self.next_batch_at:
                 self.form_batches(now)
@@ -188,6 +189,7 @@ class FolderIntake:
                 self.log.warning("folder.blocked", reason=block.reason, advice=block.message)
             if not blocked:
                 self.log.info("folder.unblocked", action="claiming again")
+                self.probe.rejected()  # any it could not put into errors meanwhile
         self.blocked = blocked
 
     def _hint_path(self, path: str, now: float) -> None:
@@ -366,6 +368,11 @@ class FolderIntake:
             else oldest + self.cfg.batch_max_wait_seconds
         return created
 
+    def sink_rejected(self) -> None:
+        """Put the files this folder rejected into its errors folder now, on this thread
+        (``folderseal sign``, which has no main loop to hold up)."""
+        self.probe.sink_rejected(self.sink.failures)
+
     def _skip_duplicate(self, record: Any) -> bool:
         twin = self.store.delivered_twin(record)
         if twin is None:
@@ -399,6 +406,7 @@ class FolderIntake:
             "paused": self.paused, "disk_full": self.disk_full, "problem": self.health(now),
             "blocked": [{"reason": b.reason, "message": b.message} for b in self.blocked],
             "candidates": len(waiting), "ignored": self.ignored.report(),
+            "failures_unseen": self.probe.failures_unseen(),
             "waiting": [{"source": c.source, "since": c.first_seen,
                          "why": c.waiting_for or "settling"} for c in waiting[:20]],
         }
