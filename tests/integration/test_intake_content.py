@@ -8,6 +8,8 @@ import io
 import json
 import os
 import queue
+import shutil
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -235,3 +237,32 @@ def test_a_folder_nested_a_thousand_levels_deep_is_skipped_with_a_warning(
         for folder in reversed(levels):  # shutil.rmtree would recurse as deep
             folder.rmdir()
         store.close()
+
+
+def test_a_link_and_a_fifo_reach_an_errors_folder_on_another_filesystem(
+        tmp_path: Path) -> None:
+    """Rejected at claim (not regular files), a symbolic link and a FIFO are recorded in an
+    errors folder on another filesystem (a tmpfs) by the folder's errors thread: the link
+    moves there as a link; the FIFO, which cannot be copied, stays in the work folder and
+    its record says where, instead of a move that failed (or waited) on every pass."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second filesystem (/dev/shm) for the errors folder")
+    errors = shm / f"folderseal-test-errors-{os.getpid()}-{os.urandom(4).hex()}"
+    errors.mkdir()
+    try:
+        layout, intake, store = _intake(tmp_path, errors=str(errors))
+        (layout.inbox / "link.txt").symlink_to("/etc/hostname")
+        os.mkfifo(layout.inbox / "pipe")
+        _run(intake, 15, until=lambda: len(error_records(errors)) == 2)
+        records = {p.name: json.loads(p.read_text()) for p in error_records(errors)}
+        assert set(records) == {"link.txt.error.json", "pipe.error.json"}, records
+        assert os.readlink(errors / "link.txt") == "/etc/hostname"
+        assert not os.path.lexists(errors / "pipe")
+        message = records["pipe.error.json"]["error"]["message"]
+        assert "not a regular file, so it cannot be copied" in message, message
+        kept = next(intake.work.path.rglob("pipe"))
+        assert str(kept) in message and stat.S_ISFIFO(os.lstat(kept).st_mode)
+        store.close()
+    finally:
+        shutil.rmtree(errors, ignore_errors=True)
