@@ -14,15 +14,14 @@ import errno
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from folderseal import crashpoints, files
-from folderseal.errors import ConfigError, FileRejected, TransientError
-from folderseal.folders import JobContext
+from folderseal.errors import ConfigError
 from folderseal.logs import get as get_logger
-from folderseal.model import DocumentResult, FileRecord, FileState
+from folderseal.model import DocumentResult, FileState
 from folderseal.settle import SettleTracker
-from folderseal.sink import Sink
 from folderseal.store import Store, new_id
 from folderseal.workdir import WorkFolder
 
@@ -50,16 +49,14 @@ class Outage(Exception):
 class Claims:
     """Claims files of one inbox into its work folder and records them."""
 
-    def __init__(self, name: str, inbox: Path, work: WorkFolder, store: Store, sink: Sink,
-                 provider: str, kind: str, tracker: SettleTracker) -> None:
+    def __init__(self, name: str, inbox: Path, work: WorkFolder, store: Store,
+                 tracker: SettleTracker, on_rejected: Callable[[], None]) -> None:
         self.name = name
         self.inbox = inbox
         self.work = work
         self.store = store
-        self.sink = sink
-        self.provider = provider
-        self.kind = kind
         self.tracker = tracker
+        self.on_rejected = on_rejected
         self.log = get_logger(folder=name)
 
     def register_unknown(self, now: float) -> int:
@@ -179,28 +176,18 @@ class Claims:
         return st, digest, None
 
     def fail(self, claim_id: str, code: str, message: str) -> None:
-        """A claimed file that cannot be sealed: REJECTED, then into the errors folder."""
+        """A claimed file that cannot be sealed: REJECTED, and the folder's errors thread
+        told. It, never this (the main loop), puts the file into the errors folder: a
+        share there that hangs must not stop every folder (:mod:`folderseal.probe`)."""
         self.store.set_file_result(claim_id, FileState.CLAIMED, DocumentResult(
             entry="", error_code=code, error_message=message))
-        rejected = self.store.file(claim_id)
-        assert rejected is not None
-        self._sink(rejected)
-
-    def _sink(self, record: FileRecord) -> None:
-        context = JobContext(job=None, provider_name=self.provider, provider_kind=self.kind,
-                             batch_files=0, history=[])
-        try:
-            self.sink.fail(record, context)
-        except FileRejected as exc:
-            self.log.error("file.unsinkable", file=record.id, reason=exc.message)
-        except TransientError as exc:  # the errors folder is full or gone: the sweep retries
-            self.log.warning("file.fail_postponed", file=record.id, reason=str(exc))
+        self.on_rejected()
 
     def sweep(self) -> None:
-        """Finish claims that a crash or an unavailable errors folder left half done."""
+        """Finish claims that a crash left half done (never hashed); the rejected ones
+        are the errors thread's."""
         for record in self.store.unfinished_claims(self.name):
             if record.state == FileState.REJECTED:
-                self._sink(record)
                 continue
             path = self.work.path_of(record)
             try:

@@ -157,10 +157,10 @@ def _tiff_page(file: _File, order: str, big: bool, at: int, page: int) -> tuple[
     if len(raw) < count_size:
         return cut("directory")
     count = struct.unpack(order + count_fmt, raw)[0]
-    if at + count_size + count * entry_size + ptr_size > file.size:
-        return cut("directory")
     if count > 0xFFFF:  # more fields than there are tags: damaged, not cut short
         return 0, ""
+    if at + count_size + count * entry_size + ptr_size > file.size:
+        return cut("directory")
     table = file.read(at + count_size, count * entry_size + ptr_size)  # all in the file
     fields: dict[int, tuple[int, int, bytes]] = {}
     for i in range(count):

@@ -45,6 +45,7 @@ HEARTBEAT_SECONDS = 2.0
 STATUS_SECONDS = 10.0   # systemd's STATUS= line: a full status report each time
 STALL_SECONDS = 60.0    # a main loop this late is hung, without a systemd watchdog
 STATE_RETRY_SECONDS = 2.0
+NOTICES_JOIN_SECONDS = 1.0
 MAX_SLEEP = 1.0
 
 
@@ -163,10 +164,10 @@ class Daemon:
         self.threads = [threading.Thread(target=self._guard, args=(self._job_loop,),
                                          name=f"jobs-{i}", daemon=True)
                         for i in range(self.job_threads)]
+        self.threads.append(threading.Thread(target=self._guard, args=(self._notices_loop,),
+                                             name="notices", daemon=True))
         for thread in self.threads:
             thread.start()
-        threading.Thread(target=self.notices.keep_checking, args=(self.providers, self.stop),
-                         name="notices", daemon=True).start()
         self.log.info("daemon.started", pid=os.getpid(), folders=sorted(self.intakes),
                       state_dir=str(self.settings.state_dir))
         try:
@@ -177,7 +178,8 @@ class Daemon:
                 self.jobs_ready.notify_all()
             self.notifier.stopping()
             for thread in self.threads:
-                thread.join()
+                # A provider check under way is not waited for: it changes nothing.
+                thread.join(NOTICES_JOIN_SECONDS if thread.name == "notices" else None)
             self.close()
         if isinstance(self.fatal, FolderSealError):  # e.g. a foreign work folder: exit 78
             self.log.error("daemon.stopped", reason=str(self.fatal))
@@ -217,7 +219,7 @@ class Daemon:
             self.loop_at = time.time()  # a round that ended now
             if now - last_beat >= HEARTBEAT_SECONDS:
                 try:
-                    self._heartbeat()
+                    self.heartbeat()
                 except TransientError as exc:
                     self.log.warning("daemon.heartbeat_failed", reason=str(exc))
                 last_beat = now
@@ -233,6 +235,9 @@ class Daemon:
             wakeup = min((i.next_wakeup() for i in self.intakes.values()), default=now + 1)
             self.wake.wait(min(MAX_SLEEP, max(0.0, wakeup - time.time())))
             self.wake.clear()
+
+    def _notices_loop(self) -> None:
+        self.notices.keep_checking(self.providers, self.stop)
 
     def _batches_ready(self) -> None:
         with self.jobs_ready:
@@ -264,7 +269,8 @@ class Daemon:
         return Manager(store, self.providers, sinks, works, self.settings.state_dir, self.stop,
                        delay=self.delay, busy=self.busy)
 
-    def _heartbeat(self) -> None:
+    def heartbeat(self) -> None:
+        """Record that this daemon is alive, with its notes (what `status` shows of it)."""
         assert self.store is not None
         now = time.time()
         notes: dict[str, Any] = {"folders": {n: i.notes(now) for n, i in self.intakes.items()},
@@ -285,14 +291,14 @@ class Daemon:
 
     def problems(self, now: float | None = None) -> list[str]:
         """Why the daemon is not making progress (empty when it is): the main loop late,
-        a folder's watcher down, a job thread gone."""
+        a folder's watcher down, a job or notices thread gone."""
         now = time.time() if now is None else now
         found = []
         if now - self.loop_at > self.stall_seconds:
             found.append(f"the main loop has made no progress for {now - self.loop_at:.0f} s "
                          "(a share that hangs?)")
         found += [p for p in (i.health(now) for i in self.intakes.values()) if p]
-        found += [f"the job thread {t.name} stopped" for t in self.threads if not t.is_alive()]
+        found += [f"the thread {t.name} stopped" for t in self.threads if not t.is_alive()]
         return found
 
     def health(self) -> list[str]:

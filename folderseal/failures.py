@@ -16,6 +16,7 @@ looks on every rescan, and finishes retries a crash interrupted.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -216,11 +217,12 @@ class Failures:
                 if exc.errno in files.NAME_ERRNOS and not planned.get("plain"):
                     planned, plain = None, True
                     continue
-                if exc.errno in files.NAME_ERRNOS or os.access(original, os.R_OK,
-                                                               follow_symlinks=False):
+                if exc.errno in files.NAME_ERRNOS or (exc.errno != errno.EXDEV and os.access(
+                        original, os.R_OK, follow_symlinks=False)):
                     raise
-                # Unreadable, and the errors folder is on another filesystem: it cannot
-                # be copied. It stays in the work folder, and the record says where.
+                # Unreadable or not a regular file (a FIFO), and the errors folder is on
+                # another filesystem: it cannot be copied. It stays in the work folder,
+                # and the record says where.
                 return str(original), (f" (it could not be moved to the errors folder: "
                                        f"{exc.strerror}; it is at {original})"), planned
 

@@ -15,6 +15,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -202,7 +203,8 @@ def rename_noreplace(src: Path, dst: Path) -> None:
 
 
 def move_noreplace(src: Path, dst: Path, mode: int | None = None, tag: str = "") -> None:
-    """Move a file to a name that must not exist yet, across filesystems if need be.
+    """Move a file to a name that must not exist yet, across filesystems if need be (a
+    symbolic link moves as a link; another file that is not regular cannot).
 
     The source is removed only after the destination is durable.
     """
@@ -211,21 +213,43 @@ def move_noreplace(src: Path, dst: Path, mode: int | None = None, tag: str = "")
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        with temp_file(dst.parent, 0o600, tag) as (fd, tmp):
-            src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                copy_fd(src_fd, fd)
-                shutil.copystat(src, tmp, follow_symlinks=False)
-            finally:
-                os.close(src_fd)
-            if mode is not None:
-                os.fchmod(fd, mode)
-            os.fsync(fd)
-            rename_noreplace(tmp, dst)
+        if stat.S_ISLNK(os.lstat(src).st_mode):
+            _copy_link(src, dst, tag)
+        else:
+            _copy_file(src, dst, mode, tag)
         crashpoints.reached("move:copied")
         src.unlink()
     fsync_dir(dst.parent)
     fsync_dir(src.parent)
+
+
+def _copy_file(src: Path, dst: Path, mode: int | None, tag: str) -> None:
+    with temp_file(dst.parent, 0o600, tag) as (fd, tmp):
+        # O_NONBLOCK: a FIFO must not wait for a writer; it is refused below.
+        src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(src_fd).st_mode):
+                raise OSError(errno.EXDEV, "not a regular file, so it cannot be copied to "
+                              "another filesystem", str(src))
+            copy_fd(src_fd, fd)
+            shutil.copystat(src, tmp, follow_symlinks=False)
+        finally:
+            os.close(src_fd)
+        if mode is not None:
+            os.fchmod(fd, mode)
+        os.fsync(fd)
+        rename_noreplace(tmp, dst)
+
+
+def _copy_link(src: Path, dst: Path, tag: str) -> None:
+    """A symbolic link made again at ``dst`` on another filesystem: moved, never followed."""
+    tmp = dst.parent / temp_name(tag)
+    os.symlink(os.readlink(src), tmp)
+    try:
+        rename_noreplace(tmp, dst)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 def move_numbered(src: Path, dest: Path, dir_mode: int | None = None) -> Path:

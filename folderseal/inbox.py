@@ -17,30 +17,40 @@ from folderseal.ignore import IgnoredTally, NameFilter
 from folderseal.settle import Look
 
 # Refused by the open() that refreshes attributes, yet a file to stat: a symbolic link,
-# a file folderseal may not read, a FIFO or socket.
-STAT_INSTEAD = frozenset({errno.ELOOP, errno.EACCES, errno.ENXIO})
+# a file folderseal may not read, a FIFO or socket, a file a Windows program holds open
+# (CIFS reports that sharing violation as EBUSY: "still in use", not an outage).
+STAT_INSTEAD = frozenset({errno.ELOOP, errno.EACCES, errno.ENXIO, errno.EBUSY})
+MAX_DEPTH = 64  # folder levels below the inbox that are listed; deeper ones are skipped
 
 
 def list_files(inbox: Path, names: NameFilter, recursive: bool, ignored: IgnoredTally,
-               relative: str = "") -> list[str]:
+               too_deep: list[str]) -> list[str]:
     """The files of ``inbox`` to look at, relative to it; those whose names are ignored
-    are counted in ``ignored``."""
+    are counted in ``ignored``, and folders past MAX_DEPTH levels, which are not listed,
+    are added to ``too_deep``."""
     found: list[str] = []
-    folder = inbox / relative if relative else inbox
-    try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                source = f"{relative}/{entry.name}" if relative else entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    if recursive and names.wants_dir(entry.name):
-                        found.extend(list_files(inbox, names, recursive, ignored, source))
-                elif names.wants_file(source):
-                    found.append(source)
-                else:
-                    ignored.add(source, entry)
-    except OSError as exc:
-        if not relative or exc.errno in OUTAGE - {errno.ENOENT}:
-            raise Outage(f"cannot list {folder}: {exc.strerror}") from None
+    pending = [""]  # folders to list, relative to the inbox ("" is the inbox)
+    while pending:
+        relative = pending.pop()
+        folder = inbox / relative if relative else inbox
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    source = f"{relative}/{entry.name}" if relative else entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        if not (recursive and names.wants_dir(entry.name)):
+                            continue
+                        if source.count("/") < MAX_DEPTH:
+                            pending.append(source)
+                        else:
+                            too_deep.append(source)
+                    elif names.wants_file(source):
+                        found.append(source)
+                    else:
+                        ignored.add(source, entry)
+        except OSError as exc:
+            if not relative or exc.errno in OUTAGE - {errno.ENOENT}:
+                raise Outage(f"cannot list {folder}: {exc.strerror}") from None
     return found
 
 

@@ -12,8 +12,9 @@ work folder's store marker cannot be read) is an outage: the folder detaches, ba
 off, re-attaches, and deletes and forgets nothing. An outbox, errors or archive folder
 that is missing, not writable or not answering blocks claims: files wait, visible, in
 the inbox (batches already claimed wait for the folder in their own backoff). Those
-folders are looked at off this thread (:mod:`folderseal.probe`): a hung share there
-must not hold up the other folders.
+folders are looked at, and the errors folder written, off this thread
+(:mod:`folderseal.probe`): a hung share there must not hold up the other folders. A
+file rejected here (empty, not a regular file, stuck) is only recorded ``REJECTED``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from folderseal.config import FolderConfig
 from folderseal.errors import TransientError
 from folderseal.fragments import Fragments
 from folderseal.ignore import IgnoredTally, NameFilter
-from folderseal.inbox import list_files, look_at
+from folderseal.inbox import MAX_DEPTH, list_files, look_at
 from folderseal.logs import get as get_logger
 from folderseal.model import FileState
 from folderseal.probe import Outputs, Probe
@@ -62,11 +63,12 @@ class FolderIntake:
         self.tracker = SettleTracker(cfg.settle_seconds, cfg.stuck_after_seconds, name)
         self.fragments = Fragments(name, cfg.settle_seconds, store)
         self.ignored = IgnoredTally()  # as of the last scan
+        self.too_deep: list[str] = []  # folders the last scan did not list: too deep
         self.work = WorkFolder(cfg.work_folder, name)
         self.sink = Sink(name, cfg, self.work, store, store.node)
-        self.probe = Probe(name, cfg, state_dir, store, self.work)
-        self.claims = Claims(name, cfg.inbox, self.work, store, self.sink, provider, kind,
-                             self.tracker)
+        self.probe = Probe(name, cfg, state_dir, store, self.work, provider, kind)
+        self.claims = Claims(name, cfg.inbox, self.work, store, self.tracker,
+                             on_rejected=self.probe.rejected)
         self.watcher = Watcher(name, cfg.inbox, cfg.recursive, hints, wake)
         self.inbox = str(cfg.inbox).rstrip("/") + "/"
         self.network = mounts.mount_of(cfg.inbox).is_network
@@ -167,8 +169,8 @@ class FolderIntake:
                     self._hint_path(path, now)
             if now >= self.next_scan_at:
                 self.scan(now)
-            if self.claims_to_check and self.outputs and self.outputs.answering("errors"):
-                self._check_claims(now)  # it may write into the errors folder
+            if self.claims_to_check:
+                self._check_claims(now)
             self._look_and_claim(now)
             if now >= self.next_batch_at:
                 self.form_batches(now)
@@ -195,6 +197,7 @@ class FolderIntake:
                 self.log.warning("folder.blocked", reason=block.reason, advice=block.message)
             if not blocked:
                 self.log.info("folder.unblocked", action="claiming again")
+                self.probe.rejected()  # any it could not put into errors meanwhile
         self.blocked = blocked
 
     def _hint_path(self, path: str, now: float) -> None:
@@ -212,9 +215,17 @@ class FolderIntake:
         if not self.work.attached(self.store_id):
             raise Outage(f"the store marker in {self.work.path} cannot be read")
         ignored = IgnoredTally()
-        for source in list_files(self.cfg.inbox, self.filter, self.cfg.recursive, ignored):
+        too_deep: list[str] = []
+        for source in list_files(self.cfg.inbox, self.filter, self.cfg.recursive, ignored,
+                                 too_deep):
             self._seen(source, now)
         self.ignored = ignored
+        if too_deep != self.too_deep:
+            if too_deep:
+                self.log.warning("folder.too_deep", folders=too_deep[:5], count=len(too_deep),
+                                 advice=f"files more than {MAX_DEPTH} folder levels below "
+                                        "the inbox are not sealed: move them higher up")
+            self.too_deep = too_deep
         self.claims_to_check = True
         self.scanned_at = now
         interval = self.cfg.poll_interval_seconds if self.mode == "polling" \
@@ -365,6 +376,11 @@ class FolderIntake:
             else oldest + self.cfg.batch_max_wait_seconds
         return created
 
+    def sink_rejected(self) -> None:
+        """Put the files this folder rejected into its errors folder now, on this thread
+        (``folderseal sign``, which has no main loop to hold up)."""
+        self.probe.sink_rejected(self.sink.failures)
+
     def _skip_duplicate(self, record: Any) -> bool:
         twin = self.store.delivered_twin(record)
         if twin is None:
@@ -398,6 +414,7 @@ class FolderIntake:
             "paused": self.paused, "disk_full": self.disk_full, "problem": self.health(now),
             "blocked": [{"reason": b.reason, "message": b.message} for b in self.blocked],
             "candidates": len(waiting), "ignored": self.ignored.report(),
+            "failures_unseen": self.probe.failures_unseen(),
             "waiting": [{"source": c.source, "since": c.first_seen,
                          "why": c.waiting_for or "settling"} for c in waiting[:20]],
         }

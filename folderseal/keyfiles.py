@@ -3,8 +3,9 @@
 A key or password file (``password_file``, ``api_key_file``, a PEM private ``key``, an
 mTLS ``client_key``) should be readable by the service alone: mode 0600 owned by its
 user, or 0640 with a group no other account belongs to (``root:folderseal``: the
-service's own group, which ``folderseal init --service`` keeps for it; the people and
-scanners who drop files are in another group, ``folderseal-drop``). A PKCS#12 whose
+service's own group, which ``folderseal init --service`` keeps for it, and gives the
+state folder, so the fix names the state folder's group; the people and scanners who
+drop files are in another group, ``folderseal-drop``). A PKCS#12 whose
 password is kept apart protects its key with that password, so its group may read it
 (``init --service`` writes it 0640 ``root:folderseal``); every account may not. Files
 under ``$CREDENTIALS_DIRECTORY`` are systemd's copies (``LoadCredential=``), private to
@@ -29,8 +30,6 @@ from pathlib import Path
 
 CREDENTIALS = "$CREDENTIALS_DIRECTORY"
 INLINE = ("password", "api_key")  # secrets a provider's table may hold itself
-FIX = ("chmod 600 it (owned by the service's user), or chmod 640 with a group only the "
-       "service is in (chown root:folderseal)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +50,26 @@ def service_accounts(state_dir: Path) -> frozenset[str]:
     return frozenset(accounts)
 
 
-def exposure(secret_files: Iterable[SecretFile], service: frozenset[str]) -> list[str]:
-    """One warning per secret file that accounts other than ``service`` may read."""
+def service_group(state_dir: Path) -> str:
+    """The service's own group: the state folder's (``init --service`` makes it the
+    group of the user it names with ``--user``); "" if it cannot be told."""
+    try:
+        return group_name(state_dir.stat().st_gid)
+    except OSError:
+        return ""
+
+
+def _fix(group: str) -> str:
+    """What makes a secret file private to the service (``group``: its own group)."""
+    chown = f"chown root:{group}" if group else "chown root:GROUP, GROUP the service user's own"
+    return ("chmod 600 it (owned by the service's user), or chmod 640 with a group only the "
+            f"service is in ({chown})")
+
+
+def exposure(secret_files: Iterable[SecretFile], service: frozenset[str],
+             group: str = "") -> list[str]:
+    """One warning per secret file that accounts other than ``service`` may read;
+    ``group``, the service's own group, is named in the fix."""
     warnings = []
     for secret in secret_files:
         if _private_to_the_service(secret.path):
@@ -62,7 +79,7 @@ def exposure(secret_files: Iterable[SecretFile], service: frozenset[str]) -> lis
             what = ("its key is protected by its password alone"
                     if secret.group_may_read else "they can read the secret")
             warnings.append(f"{secret.key} {secret.path} is readable by {readers}: {what}; "
-                            f"{FIX}")
+                            f"{_fix(group)}")
     return warnings
 
 

@@ -1,13 +1,17 @@
-"""A folder's output folders, looked at off the main loop.
+"""A folder's output folders, looked at and written off the main loop.
 
 A hard-mounted NFS or SMB share that stops answering blocks every ``stat()`` of it for
 ever. The main loop serves every folder and pings systemd's watchdog, so it never
 touches an outbox, errors or archive folder itself. Each folder has two threads
-instead: one looks at those folders every ``PROBE_SECONDS`` (there? writable? free
-space?), the other reconciles the errors folder with the store every
-``rescan_seconds``. The main loop takes the last answer. A look that has not come
-back after ``HUNG_SECONDS`` is an answer too: that folder does not answer, and this
-folder claims nothing until it does; the other folders go on.
+instead. One looks at those folders every ``PROBE_SECONDS`` (there? writable? free
+space?). The other writes the errors folder for the main loop: it puts the files the
+main loop rejected (recorded ``REJECTED`` in the store: empty, not a regular file,
+stuck, a duplicate) into it as soon as the main loop says there are some, and every
+``rescan_seconds`` reconciles it with the store and works out whether the folder's
+failures can be seen there (for ``status``, through the heartbeat). The main loop takes
+the last answers. A look that has not come back after ``HUNG_SECONDS`` is an answer
+too: that folder does not answer, and this folder claims nothing until it does; the
+other folders go on.
 
 A thread stuck on a hung share is left where it is (it holds nothing the daemon needs)
 and carries on when the share answers again. An unexpected exception in either thread
@@ -25,10 +29,13 @@ from pathlib import Path
 
 from folderseal import files, folders
 from folderseal.config import FolderConfig
-from folderseal.errors import TransientError
+from folderseal.errorfiles import place_of
+from folderseal.errors import FileRejected, TransientError
 from folderseal.failures import Failures
-from folderseal.folders import Blocked
+from folderseal.folders import Blocked, JobContext
 from folderseal.logs import get as get_logger
+from folderseal.model import FileState
+from folderseal.status import failures_unseen
 from folderseal.store import Store
 from folderseal.workdir import WorkFolder
 
@@ -50,22 +57,26 @@ class Outputs:
 
 
 class Probe:
-    """The threads that look at one folder's output folders and reconcile its errors."""
+    """The threads that look at one folder's output folders and write its errors folder."""
 
     def __init__(self, name: str, cfg: FolderConfig, state_dir: Path, store: Store,
-                 work: WorkFolder) -> None:
+                 work: WorkFolder, provider: str, kind: str) -> None:
         self.name = name
         self.cfg = cfg
         self.state_dir = state_dir
         self.store_path = store.path
         self.node = store.node
         self.work = work
+        self.rejected_context = JobContext(job=None, provider_name=provider,
+                                           provider_kind=kind, batch_files=0, history=[])
         self.log = get_logger(folder=name)
         self.failure: BaseException | None = None
         self._lock = threading.Lock()
         self._last: Outputs | None = None                  # none before the first look
         self._looking: tuple[str, Path, float] | None = None  # (key, folder, since)
+        self._unseen = ""  # why failures cannot be seen in the errors folder, as last found
         self._stop = threading.Event()
+        self._errors_due = threading.Event()  # rejected files wait, or the probe stops
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -80,6 +91,7 @@ class Probe:
 
     def stop(self) -> None:
         self._stop.set()
+        self._errors_due.set()
         deadline = time.monotonic() + STOP_SECONDS
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -96,6 +108,28 @@ class Probe:
                        if not b.reason.startswith(f"{key}_"))
         return Outputs((folders.not_answering(key, root, HUNG_SECONDS), *others),
                        last.disk_full if last else "")
+
+    def failures_unseen(self) -> str:
+        """Why this folder's failures cannot be seen in its errors folder ("" if they
+        can), as the last reconcile found (the daemon's heartbeat carries it to status)."""
+        with self._lock:
+            return self._unseen
+
+    def rejected(self) -> None:
+        """The main loop rejected files: put them into the errors folder soon."""
+        self._errors_due.set()
+
+    def sink_rejected(self, failures: Failures) -> None:
+        """Put the files the main loop rejected into the errors folder, on this thread."""
+        for record in failures.store.unfinished_claims(self.name):
+            if record.state != FileState.REJECTED:
+                continue
+            try:
+                failures.fail(record, self.rejected_context)
+            except FileRejected as exc:
+                self.log.error("file.unsinkable", file=record.id, reason=exc.message)
+            except TransientError as exc:  # the errors folder is full or gone: next pass
+                self.log.warning("file.fail_postponed", file=record.id, reason=str(exc))
 
     # -- the threads ---------------------------------------------------------------
 
@@ -145,12 +179,29 @@ class Probe:
         store = Store(self.store_path, self.node)  # a connection of this thread's own
         try:
             failures = Failures(self.name, self.cfg, self.work, store, self.node)
+            reconcile_at = 0.0
             while not self._stop.is_set():
+                self._errors_due.clear()
                 try:
-                    failures.reconcile()
+                    self.sink_rejected(failures)
+                    if time.monotonic() >= reconcile_at:
+                        try:
+                            failures.reconcile()
+                        finally:
+                            self._find_unseen(store)
+                        reconcile_at = time.monotonic() + self.cfg.rescan_seconds
                 except (TransientError, OSError) as exc:  # the state folder, a share
                     self.log.warning("folder.reconcile_postponed", reason=str(exc),
                                      retry_in=self.cfg.rescan_seconds)
-                self._stop.wait(self.cfg.rescan_seconds)
+                    reconcile_at = time.monotonic() + self.cfg.rescan_seconds
+                self._errors_due.wait(max(0.0, reconcile_at - time.monotonic()))
         finally:
             store.close()
+
+    def _find_unseen(self, store: Store) -> None:
+        went = [str(place["folder_id"])
+                for record in store.files_in_state(self.name, FileState.FAILED)
+                if (place := place_of(record)) and place.get("folder_id")]
+        unseen = failures_unseen(self.cfg.errors, went)
+        with self._lock:
+            self._unseen = unseen

@@ -21,6 +21,7 @@ that group and the service can read it), never the configuration.
 
 from __future__ import annotations
 
+import errno
 import grp
 import json
 import os
@@ -33,6 +34,8 @@ from pathlib import Path
 from folderseal.engine import make_trial_seal
 from folderseal.errors import ExitCode
 from folderseal.keyfiles import group_name
+
+GROUP_FILE = "/etc/group"
 
 CONFIG = """\
 # folderseal starter configuration, written by `folderseal init`.
@@ -197,15 +200,27 @@ def _drop_group(name: str, user: str) -> tuple[int, list[str]]:
     done = []
     try:
         entry = grp.getgrnam(name)
+        gid, members = entry.gr_gid, entry.gr_mem
     except KeyError:
         subprocess.run(["groupadd", "--system", name], check=True, capture_output=True)
-        entry = grp.getgrnam(name)
+        gid, members = _local_gid(name), []
         done.append(f"made the group {name} for the accounts that drop files")
-    if user not in entry.gr_mem:
+    if user not in members:
         subprocess.run(["usermod", "--append", "--groups", name, user], check=True,
                        capture_output=True)
         done.append(f"added {user} to the group {name}, so the service reads what they drop")
-    return entry.gr_gid, done
+    return gid, done
+
+
+def _local_gid(name: str) -> int:
+    """The id of a group groupadd just made, read from /etc/group, where it wrote it: a
+    name service cache (nscd) may go on saying there is no such group for a while."""
+    with open(GROUP_FILE, encoding="utf-8") as groups:
+        for line in groups:
+            fields = line.rstrip("\n").split(":")
+            if len(fields) >= 3 and fields[0] == name and fields[2].isdigit():
+                return int(fields[2])
+    raise OSError(errno.ENOENT, f"groupadd made no group {name} in {GROUP_FILE}")
 
 
 def _explain(layout: ServiceLayout, group: str, p12: Path, password: Path,

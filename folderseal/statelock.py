@@ -85,14 +85,20 @@ def unusable(state_dir: Path, exc: OSError, reading: bool = False) -> FolderSeal
     it may pass by itself (a full disk: exit 1, systemd tries again)."""
     where, user = f"state_dir {state_dir}", user_name(os.geteuid())
     if exc.errno in (errno.EACCES, errno.EPERM):
-        owner, what = _owner(state_dir), exc.filename or state_dir
+        what = exc.filename or state_dir
+        try:
+            owner: str | None = _owner(state_dir)
+        except OSError:
+            return ConfigError(f"{where}: user {user} may not reach it (a folder above it is "
+                               f"closed to {user}): let {user} enter the folders above it, "
+                               "or set state_dir to a folder it may write")
         if reading:
             return ConfigError(f"{where}: user {user} may not read {what}; "
                                f"{_as_owner(owner, user)}, or set state_dir")
         if owner is None:
             return ConfigError(f"{where} does not exist and user {user} may not create it: "
-                               f"sudo install -d -o {user} -m 0750 {state_dir}, or set "
-                               "state_dir to a folder it may write")
+                               f"{_make_for_the_service(state_dir, user)}, or set state_dir "
+                               "to a folder it may write")
         if owner not in (user, "root"):  # the service's store: never hand it to someone else
             return ConfigError(f"{where} belongs to user {owner}, and user {user} may not "
                                f"write {what}: {_as_owner(owner, user)}")
@@ -112,10 +118,21 @@ def unusable(state_dir: Path, exc: OSError, reading: bool = False) -> FolderSeal
 
 
 def _owner(state_dir: Path) -> str | None:
+    """The state folder's owner; None if it is not there (OSError: it cannot be looked at)."""
     try:
         return user_name(state_dir.stat().st_uid)
-    except OSError:
+    except FileNotFoundError:
         return None
+
+
+def _make_for_the_service(state_dir: Path, user: str) -> str:
+    """How to make a missing state folder: owned by the service's user, whoever runs this
+    (under systemd it is ``user``); a store made for someone else locks the service out."""
+    if os.environ.get("INVOCATION_ID"):  # set by systemd for a service's processes
+        return f"sudo install -d -o {user} -m 0750 {state_dir} (or StateDirectory= in the unit)"
+    return (f"make it for the account that runs the service, sudo install -d -o ACCOUNT -m "
+            f"0750 {state_dir} (ACCOUNT: the unit's User=, folderseal after `folderseal init "
+            f"--service`; {user} only if {user} runs the service)")
 
 
 def _as_owner(owner: str | None, user: str) -> str:

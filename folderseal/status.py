@@ -12,8 +12,14 @@ hung, a watcher down, a share out, an outbox, errors or archive folder missing o
 writable (claims stop), a disk under ``min_free_bytes``, a provider still
 failing after many retries, a batch past ``max_wait_seconds``, a file older than
 ``stuck_after_seconds``, failures whose errors folder cannot be seen (another folder is
-configured, or it is not mounted), a ``folderseal retry`` left unfinished. Files in
-errors with a record are a normal outcome: listed, never an alarm.
+configured, or it is not mounted, or it does not answer), a ``folderseal retry`` left
+unfinished. Files in errors with a record are a normal outcome: listed, never an alarm.
+
+Nothing here touches a share while the daemon runs: the daemon's main loop, its status
+page and ``/metrics`` read this report too, and a share that hangs would hang them. The
+daemon works out whether failures can be seen off its main loop and puts that in its
+heartbeat. Without a daemon, ``status`` reads each errors folder's marker itself, in a
+thread it waits for ``LOOK_SECONDS`` at most.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import itertools
 import json
 import sqlite3
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +51,7 @@ ALARM_ATTEMPTS = 8  # consecutive failures of one step: about 4 minutes of backo
 FINISHED_JOBS = (JobState.CLEANED, JobState.FAILED)
 HOUR_MINUTES = 60
 RETRY_STALE_SECONDS = 60.0  # RETRYING this long, with no retry at work: it was interrupted
+LOOK_SECONDS = 5.0  # without a daemon: how long status waits for an errors folder
 
 
 def _rows(db: sqlite3.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
@@ -100,14 +108,17 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
                 provider_warnings(settings, beat)
         report["warnings"] = list(warnings)
         retry_at_work = retrying.in_progress(settings.state_dir)
+        folder_notes: dict[str, Any] = notes.get("folders", {})
+        # While the daemon runs, its errors threads say this: no share is read here.
+        unseen = {name: n.get("failures_unseen", "") for name, n in folder_notes.items()} \
+            if report["daemon"]["running"] else _unseen_here(db, settings)
         for name, cfg in settings.folders.items():
-            folder = _folder(db, name, notes.get("folders", {}).get(name, {}), now)
+            folder = _folder(db, name, folder_notes.get(name, {}), now)
             report["folders"][name] = folder
             max_wait = getattr(settings.providers[cfg.provider], "max_wait_seconds", None)
             report["alarms"] += _alarms(name, folder, max_wait, cfg.stuck_after_seconds)
-            report["alarms"] += [f"folder {name}: {alarm}"
-                                 for alarm in _failures_unseen(db, name, cfg.errors, now,
-                                                               retry_at_work)]
+            report["alarms"] += [f"folder {name}: {alarm}" for alarm in (
+                unseen.get(name, ""), _retry_unfinished(db, name, now, retry_at_work)) if alarm]
     finally:
         db.close()
     return _redacted(report)
@@ -186,35 +197,69 @@ def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
             "signed_per_minute": _signed_per_minute(db, name, now)}
 
 
-def _failures_unseen(db: sqlite3.Connection, name: str, errors: Path,
-                     now: float, retry_at_work: bool) -> list[str]:
-    """Failures status lists but cannot vouch for: in an errors folder that is not the one
-    configured now, or in a retry a crash interrupted that is not finished yet (a retry
-    at work, which holds the retry lock, is not interrupted however long it takes)."""
-    found = []
-    went = []  # the errors folder each failure went to (its id), where that is known
-    for row in _rows(db, "SELECT outputs FROM files WHERE folder = ? AND state = ?", name,
-                     FileState.FAILED):
-        went += [o["folder_id"] for o in json.loads(row["outputs"] or "[]")
-                 if o.get("role") == "error" and o.get("folder_id")]
+def failures_unseen(errors: Path, went: list[str]) -> str:
+    """Why failures that went to the errors folders whose ids are ``went`` cannot be seen
+    in ``errors`` ("" if they all can). It reads the errors folder's marker: call it off
+    the daemon's main loop (:mod:`folderseal.probe`), or where a hung share may wait."""
+    if not went:
+        return ""
     try:
-        ids = errorfiles.folder_ids(errors) if went else []
-        elsewhere = sum(1 for i in went if i not in ids)
-        if elsewhere:
-            problem, advice = errorfiles.unseen(errors, ids, "they", sorted(set(went) - set(ids)))
-            found.append(f"{elsewhere} failed file(s) cannot be seen: {problem}: {advice}")
+        ids = errorfiles.folder_ids(errors)
     except OSError as exc:
-        found.append(f"the errors folder {errors} cannot be read ({exc.strerror}), so its "
-                     f"{len(went)} failed file(s) cannot be seen: mount its share, or fix its "
-                     "permissions")
+        return (f"the errors folder {errors} cannot be read ({exc.strerror}), so its "
+                f"{len(went)} failed file(s) cannot be seen: mount its share, or fix its "
+                "permissions")
+    elsewhere = sum(1 for i in went if i not in ids)
+    if not elsewhere:
+        return ""
+    problem, advice = errorfiles.unseen(errors, ids, "they")
+    return f"{elsewhere} failed file(s) cannot be seen: {problem}: {advice}"
+
+
+def _unseen_here(db: sqlite3.Connection, settings: Settings) -> dict[str, str]:
+    """Without a daemon: :func:`failures_unseen` of each folder, read here, each errors
+    folder in a thread of its own; one that has not answered within LOOK_SECONDS is
+    reported so, and left to its thread (status ends without it)."""
+    answers: dict[str, str] = {}
+
+    def answer(name: str, errors: Path, went: list[str]) -> None:
+        answers[name] = failures_unseen(errors, went)
+
+    looks = []
+    for name, cfg in settings.folders.items():
+        went = [str(o["folder_id"]) for row in _rows(
+                    db, "SELECT outputs FROM files WHERE folder = ? AND state = ?", name,
+                    FileState.FAILED)
+                for o in json.loads(row["outputs"] or "[]")
+                if o.get("role") == "error" and o.get("folder_id")]
+        if went:
+            look = threading.Thread(target=answer, args=(name, cfg.errors, went),
+                                    name=f"look-{name}", daemon=True)
+            look.start()
+            looks.append((name, cfg.errors, len(went), look))
+    found = {}
+    deadline = time.monotonic() + LOOK_SECONDS
+    for name, errors, count, look in looks:
+        look.join(max(0.0, deadline - time.monotonic()))
+        found[name] = answers.get(name, "") if not look.is_alive() else (
+            f"the errors folder {errors} does not answer (nothing within {LOOK_SECONDS:.0f} "
+            f"s: a share whose server is gone?), so its {count} failed file(s) cannot be "
+            "seen: check its share and the server behind it")
+    return found
+
+
+def _retry_unfinished(db: sqlite3.Connection, name: str, now: float,
+                      retry_at_work: bool) -> str:
+    """Files a `folderseal retry` left RETRYING (it was interrupted), if any; a retry at
+    work (it holds the retry lock) is not interrupted however long it takes."""
     stale = db.execute("SELECT count(*) FROM files WHERE folder = ? AND state = ? AND "
                        "updated_at < ?", (name, FileState.RETRYING,
                                           now - RETRY_STALE_SECONDS)).fetchone()[0]
-    if stale and not retry_at_work:
-        found.append(f"{stale} file(s) in a `folderseal retry` that was interrupted: the "
-                     "daemon finishes it at its next rescan; if this stays, run `folderseal "
-                     "retry` to see why it cannot")
-    return found
+    if not stale or retry_at_work:
+        return ""
+    return (f"{stale} file(s) in a `folderseal retry` that was interrupted: the daemon "
+            "finishes it at its next rescan; if this stays, run `folderseal retry` to see "
+            "why it cannot")
 
 
 def _fragments(db: sqlite3.Connection, name: str, now: float) -> list[dict[str, Any]]:

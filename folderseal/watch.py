@@ -143,6 +143,10 @@ class Watcher:
                 return (f"inotify has run out of watches ({exc.strerror}); raise "
                         "fs.inotify.max_user_watches to use events")
             return f"inotify failed: {exc.strerror or exc}"
+        except RecursionError:  # watchdog walks the tree recursively
+            observer.stop()
+            return ("the inbox holds folders nested deeper than inotify's setup can follow; "
+                    "polling lists them (down to a limit) instead")
         self.observer = observer
         _listener(self.hints, self.wake).folders[str(self.inbox)] = self.folder
         return None

@@ -29,7 +29,7 @@ from folderseal import files
 from folderseal.config import LocalProviderConfig
 from folderseal.engine import describe_certificate
 from folderseal.errors import ConfigError, TransientError
-from folderseal.keyfiles import exposure, service_accounts
+from folderseal.keyfiles import exposure, service_accounts, service_group
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult
 from folderseal.pool import (
@@ -130,7 +130,8 @@ class LocalProvider:
         if left.total_seconds() <= 0:
             raise ConfigError(f"the seal certificate {self.cfg.certificate} expired on "
                               f"{seal.not_after:%Y-%m-%d}; install a new one")
-        warnings = exposure(self.cfg.secret_files(), service_accounts(self.state_dir))
+        warnings = exposure(self.cfg.secret_files(), service_accounts(self.state_dir),
+                            service_group(self.state_dir))
         if left.days < EXPIRY_WARNING_DAYS:
             warnings.append(f"the seal certificate expires on {seal.not_after:%Y-%m-%d} "
                             f"({left.days} days); renew it")

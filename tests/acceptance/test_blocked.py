@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pytest
 
 from bench.torturekit.scenarios import Share
 from folderseal.probe import HUNG_SECONDS
+from folderseal.status import LOOK_SECONDS
 from tests.acceptance.test_service import NotifySocket
 from tests.helpers import FAST, Daemon, Layout, check_sidecar, folderseal, sidecars, wait_until
 
@@ -147,17 +149,35 @@ def test_sign_takes_nothing_while_the_archive_folder_is_missing(tmp_path: Path) 
     assert sidecars(layout.outbox) == []
 
 
-@pytest.mark.parametrize("hung", ["outbox", "errors"])
-def test_a_hung_output_share_stops_its_folder_only(tmp_path: Path, notify: NotifySocket,
-                                                   hung: str) -> None:
-    """With one folder's outbox (or errors folder, holding a failure to reconcile) on a
-    FUSE share that stops answering (SIGSTOP: every access blocks, as on a hard-mounted
-    share that is gone), the daemon's other folder keeps claiming and sealing and the
-    watchdog pings go on; `status` names the hung folder ("has not answered") as what
-    stops claims in that folder, whose new file waits in its inbox; once the share
-    answers again that file is sealed."""
+@contextmanager
+def _share(layout: Layout, key: str) -> Iterator[Share]:
+    """``layout``'s ``key`` folder as a bindfs FUSE share, a stand-in for a network one."""
     if os.geteuid() != 0 or shutil.which("bindfs") is None:
         pytest.fail("needs root and bindfs ('make test' installs it; CI runs as root)")
+    backing = layout.root / f"{key}-backing"
+    backing.mkdir()
+    share = Share(backing, layout.root / key)
+    share.mount()
+    try:
+        yield share
+    finally:
+        share.unmount()
+
+
+@contextmanager
+def _hung(share: Share) -> Iterator[float]:
+    """The share stops answering (SIGSTOP: every access blocks, as on a hard-mounted
+    share whose server is gone) until the block ends; yields when it began."""
+    assert share.process is not None
+    share.process.send_signal(signal.SIGSTOP)
+    try:
+        yield time.monotonic()
+    finally:
+        share.process.send_signal(signal.SIGCONT)
+
+
+def _two_folders(tmp_path: Path) -> tuple[Layout, Path]:
+    """A layout with a second folder, "other", beside "scans"; the other's root."""
     other = "\n".join(["", "[folders.other]", 'inbox = "other/inbox"',
                        'outbox = "other/outbox"', 'errors = "other/errors"',
                        'provider = "local"', *(f"{k} = {json.dumps(v)}" for k, v in FAST.items())])
@@ -165,27 +185,37 @@ def test_a_hung_output_share_stops_its_folder_only(tmp_path: Path, notify: Notif
     layout.write()
     for sub in ("inbox", "outbox", "errors"):
         (tmp_path / "other" / sub).mkdir(parents=True)
-    mounted = layout.root / hung
-    backing = tmp_path / f"{hung}-backing"
-    backing.mkdir()
-    share = Share(backing, mounted)
-    share.mount()
-    try:
+    return layout, tmp_path / "other"
+
+
+def _seal_in_other(other: Path, names: list[str]) -> None:
+    """Files dropped into the other folder come out sealed (its main loop runs)."""
+    for name in names:
+        (other / "inbox" / name).write_text(f"other folder: {name}")
+    before = len(sidecars(other / "outbox"))
+    wait_until(lambda: len(sidecars(other / "outbox")) == before + len(names), timeout=60,
+               what="the other folder's files sealed")
+
+
+@pytest.mark.parametrize("hung", ["outbox", "errors"])
+def test_a_hung_output_share_stops_its_folder_only(tmp_path: Path, notify: NotifySocket,
+                                                   hung: str) -> None:
+    """With one folder's outbox (or errors folder, holding a failure to reconcile) on a
+    FUSE share that stops answering, the daemon's other folder keeps claiming and sealing
+    and the watchdog pings go on; `status` names the hung folder ("has not answered") as
+    what stops claims in that folder, whose new file waits in its inbox; once the share
+    answers again that file is sealed."""
+    layout, other = _two_folders(tmp_path)
+    with _share(layout, hung) as share:
         daemon = Daemon(layout, env=notify.env(watchdog_seconds=1.0)).started()
         wait_until(lambda: notify.first("READY") is not None, what="READY=1")
         if hung == "errors":  # a failure there for the reconcile to look at
             (layout.inbox / "fake.pdf").write_bytes(b"not a pdf at all\n%%EOF\n")
             wait_until(lambda: (layout.errors / "fake.pdf.error.json").exists(),
                        what="the failure in the errors folder")
-        assert share.process is not None
-        share.process.send_signal(signal.SIGSTOP)
-        try:
-            hung_at = time.monotonic()
+        with _hung(share) as hung_at:
             time.sleep(2)  # past the kernel's attribute cache: the next look at it blocks
-            for i in range(3):
-                (tmp_path / "other" / "inbox" / f"o{i}.txt").write_text(f"other folder {i}")
-            wait_until(lambda: len(sidecars(tmp_path / "other" / "outbox")) == 3, timeout=60,
-                       what=f"the other folder's files sealed while the {hung} hangs")
+            _seal_in_other(other, ["o0.txt", "o1.txt", "o2.txt"])
 
             def hung_folder_reported() -> bool:
                 code, report = _status(layout)
@@ -196,25 +226,70 @@ def test_a_hung_output_share_stops_its_folder_only(tmp_path: Path, notify: Notif
                        what=f"status to name the hung {hung} folder")
             report = _status(layout)[1]
             alarm = next(a for a in report["alarms"] if f"{hung} folder" in a)
-            assert "folder scans" in alarm and str(mounted) in alarm, alarm
+            assert "folder scans" in alarm and str(layout.root / hung) in alarm, alarm
             assert "has not answered" in alarm, alarm
             assert report["folders"]["other"]["blocked"] == []
             (layout.inbox / "held.txt").write_text(f"waits for the {hung} folder to answer")
-            (tmp_path / "other" / "inbox" / "o3.txt").write_text("other folder 3")
-            wait_until(lambda: len(sidecars(tmp_path / "other" / "outbox")) == 4, timeout=30,
-                       what="a later file of the other folder sealed")
+            _seal_in_other(other, ["o3.txt"])
             assert (layout.inbox / "held.txt").exists(), f"claimed while the {hung} hangs"
             took = time.monotonic() - hung_at
             assert notify.pings_since(hung_at) >= took / 2, "the watchdog pings stopped"
             assert [e["folder"] for e in daemon.events() if e.get("event") == "folder.blocked"
                     and e["reason"] == f"{hung}_not_answering"] == ["scans"], "logged not once"
-        finally:
-            share.process.send_signal(signal.SIGCONT)
         wait_until(lambda: (layout.outbox / "held.txt.json").exists(), timeout=60,
                    what=f"held.txt sealed once the {hung} folder answers")
         assert daemon.stop() == 0
-    finally:
-        share.unmount()
+
+
+def test_a_file_rejected_while_the_errors_share_hangs_leaves_the_main_loop_running(
+        tmp_path: Path, notify: NotifySocket) -> None:
+    """A file rejected just after the errors share stops answering (a symbolic link: not a
+    regular file) is only recorded REJECTED by the main loop, which goes on (the other
+    folder seals, the watchdog pings go on); the folder's errors thread puts it into the
+    errors folder, with its record, once the share answers."""
+    layout, other = _two_folders(tmp_path)
+    with _share(layout, "errors") as share:
+        daemon = Daemon(layout, env=notify.env(watchdog_seconds=1.0)).started()
+        wait_until(lambda: notify.first("READY") is not None, what="READY=1")
+        with _hung(share) as hung_at:
+            (layout.inbox / "link.txt").symlink_to("/etc/hostname")
+            wait_until(lambda: _status(layout)[1]["folders"]["scans"]["files"] ==
+                       {"REJECTED": 1}, timeout=20, what="the link rejected")
+            _seal_in_other(other, ["o0.txt", "o1.txt"])
+            took = time.monotonic() - hung_at
+            assert notify.pings_since(hung_at) >= took / 2, "the watchdog pings stopped"
+        wait_until(lambda: (layout.errors / "link.txt.error.json").exists(), timeout=60,
+                   what="the link in the errors folder once the share answers")
+        record = json.loads((layout.errors / "link.txt.error.json").read_text())
+        assert record["error"]["code"] == "not_regular", record
+        assert (layout.errors / "link.txt").is_symlink()
+        assert daemon.stop() == 0
+
+
+def test_status_without_a_daemon_answers_while_the_errors_share_hangs(
+        tmp_path: Path) -> None:
+    """With no daemon running, `folderseal status` of a folder whose errors folder (holding
+    a failure) is on a share that stops answering answers within seconds, exit 1, with an
+    alarm that the errors folder does not answer, instead of hanging."""
+    layout = Layout(tmp_path)
+    layout.write()
+    with _share(layout, "errors") as share:
+        daemon = Daemon(layout).started()
+        (layout.inbox / "fake.pdf").write_bytes(b"not a pdf at all\n%%EOF\n")
+        wait_until(lambda: (layout.errors / "fake.pdf.error.json").exists(),
+                   what="the failure in the errors folder")
+        assert daemon.stop() == 0
+        with _hung(share):
+            time.sleep(2)  # past the kernel's attribute cache: the next look at it blocks
+            started = time.monotonic()
+            out = folderseal("status", "--json", "-c", str(layout.config), timeout=30)
+            took = time.monotonic() - started
+    assert out.returncode == 1, out.stdout + out.stderr
+    alarms = json.loads(out.stdout)["alarms"]
+    alarm = next(a for a in alarms if "errors folder" in a)
+    assert f"the errors folder {layout.errors} does not answer" in alarm, alarm
+    assert "1 failed file(s) cannot be seen" in alarm, alarm
+    assert took < LOOK_SECONDS + 5, f"{took:.1f} s"
 
 
 def test_an_outbox_below_a_closed_folder_is_a_permission_problem(open_tmp: Path) -> None:

@@ -467,6 +467,21 @@ def test_sign_refuses_outside_paths_and_fails_bad_pdfs(tmp_path: Path) -> None:
     assert sidecars(layout.outbox) == []
 
 
+def test_sign_puts_a_rejected_file_into_errors_at_once(tmp_path: Path) -> None:
+    """`sign` of a file rejected when it is claimed (an empty file) puts it into errors
+    with its record and exits 1 at once (no daemon's errors thread to wait for)."""
+    layout = Layout(tmp_path)
+    layout.write()
+    (layout.inbox / "empty.txt").write_bytes(b"")
+    started = time.monotonic()
+    out = folderseal("sign", "--timeout", "60", "-c", str(layout.config),
+                     str(layout.inbox / "empty.txt"))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "failed (empty)" in out.stdout, out.stdout
+    assert _records(layout.errors)["empty.txt"]["error"]["code"] == "empty"
+    assert time.monotonic() - started < 30
+
+
 # -- status and retry --------------------------------------------------------------------
 
 def test_status_reports_a_running_daemon_its_counts_and_failures(tmp_path: Path) -> None:

@@ -462,6 +462,45 @@ def test_a_state_dir_of_the_service_user_is_not_handed_to_another_account(
     assert "chown" not in out.stderr, text
 
 
+def test_a_missing_state_dir_is_to_be_made_for_the_service_not_for_whoever_ran_it(
+        open_tmp: Path) -> None:
+    """A state_dir that is not there, which the user may not create, is to be made for
+    the account that runs the service: run as nobody (not under systemd), the advice is
+    not to make it nobody's, which would hand the store to whoever ran the command."""
+    layout = Layout(open_tmp)
+    layout.write()
+    layout.state.rmdir()
+    subprocess.run(["chown", "-R", "nobody:nogroup", str(open_tmp)], check=True)
+    os.chown(open_tmp, 0, 0)  # root's, 0755: nobody may not make the state folder
+    out = folderseal("run", "-c", str(layout.config), user="nobody", timeout=60,
+                     env={"INVOCATION_ID": ""})  # not a systemd service's process
+    text = _no_traceback(out)
+    assert out.returncode == 78, text
+    assert f"state_dir {layout.state} does not exist and user nobody may not create it" \
+        in out.stderr, text
+    assert "the account that runs the service" in out.stderr, text
+    assert "install -d -o nobody" not in out.stderr, text
+
+
+def test_a_state_dir_below_a_closed_folder_is_named_unreachable_not_missing(
+        open_tmp: Path) -> None:
+    """A state_dir that is there, below a folder the user may not enter, is reported as
+    out of that user's reach (let it enter the folders above), not as missing."""
+    layout = Layout(open_tmp)
+    layout.write()
+    subprocess.run(["chown", "-R", "nobody:nogroup", str(open_tmp)], check=True)
+    closed = open_tmp / "closed"
+    (closed / "state").mkdir(parents=True)
+    closed.chmod(0o700)
+    os.chown(closed, 0, 0)
+    out = folderseal("run", "-c", str(layout.config), user="nobody", timeout=60,
+                     env={"FOLDERSEAL_STATE_DIR": str(closed / "state")})
+    text = _no_traceback(out)
+    assert out.returncode == 78, text
+    assert f"state_dir {closed / 'state'}: user nobody may not reach it" in out.stderr, text
+    assert "does not exist" not in out.stderr, text
+
+
 def test_a_file_in_place_of_the_state_dir_is_a_configuration_error(tmp_path: Path) -> None:
     """With a regular file where state_dir should be, run, sign, retry, recover and status
     exit 78 saying it is not a folder."""

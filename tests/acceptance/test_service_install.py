@@ -24,6 +24,7 @@ import pytest
 
 from folderseal import config as configuration
 from folderseal.providers import NOT_QUALIFIED
+from folderseal.starter import ServiceLayout, init_service
 from tests.helpers import Daemon, Layout, folderseal, wait_until
 
 USER, GROUP = "nobody", "nogroup"
@@ -184,3 +185,25 @@ def test_init_service_refuses_to_run_without_root(root: Path) -> None:
     assert out.returncode != 0, out.stdout + out.stderr
     assert "sudo folderseal init --service" in out.stderr
     assert list(root.iterdir()) == [], "a refused init wrote something"
+
+
+def test_init_service_uses_a_new_drop_group_the_name_cache_does_not_know_yet(
+        root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Right after it makes the drop group, a name service cache (nscd) may still say
+    there is no such group: `init --service` takes the group's id from /etc/group, which
+    groupadd wrote, and finishes, instead of failing with an uncaught KeyError."""
+    looked_up = grp.getgrnam
+
+    def cached_miss(name: str) -> grp.struct_group:
+        if name == DROP:
+            raise KeyError(f"getgrnam(): name not found: {name!r}")
+        return looked_up(name)
+
+    monkeypatch.setattr(grp, "getgrnam", cached_miss)
+    layout = ServiceLayout(root / "etc/folderseal", USER, DROP, root / "var/lib/folderseal",
+                           root / "srv/inbox", root / "srv/outbox", root / "srv/errors")
+    assert init_service(layout) == 0, capsys.readouterr().err
+    monkeypatch.undo()
+    made = grp.getgrnam(DROP)
+    assert USER in made.gr_mem
+    assert (root / "srv/inbox").stat().st_gid == made.gr_gid

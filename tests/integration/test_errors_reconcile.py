@@ -25,7 +25,7 @@ from folderseal.daemon import Daemon
 from folderseal.model import FileState
 from folderseal.retry import retry
 from folderseal.status import collect
-from tests.helpers import Layout
+from tests.helpers import Layout, wait_until
 
 
 def _failed_in_errors(layout: Layout, daemon: Daemon, name: str = "fake.pdf") -> str:
@@ -189,6 +189,16 @@ def test_errors_pointed_at_another_folder_clears_nothing_and_status_says_so(
         assert daemon.store is not None
         daemon.intakes["scans"].sink.failures.reconcile()
         assert daemon.store.file(file_id).state == FileState.FAILED
+        # While the daemon runs, status takes the finding from its heartbeat: the
+        # folder's errors thread works it out, so no status reads a share.
+        probe = daemon.intakes["scans"].probe
+        probe.start()
+        wait_until(probe.failures_unseen, what="the errors thread's finding")
+        daemon.heartbeat()
+        running = collect(settings, warnings=[])
+        assert running["daemon"]["running"], running["daemon"]
+        assert [a for a in running["alarms"] if "cannot be seen" in a] == \
+            [f"folder scans: {probe.failures_unseen()}"]
     finally:
         daemon.close()
     alarms = [a for a in collect(settings, warnings=[])["alarms"] if "cannot be seen" in a]

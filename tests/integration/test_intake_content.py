@@ -8,6 +8,8 @@ import io
 import json
 import os
 import queue
+import shutil
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 
 from folderseal import config, logs
+from folderseal.inbox import MAX_DEPTH
 from folderseal.intake import FolderIntake
 from folderseal.store import Store
 from tests.helpers import Layout, error_records, sha256
@@ -203,3 +206,64 @@ def test_operating_system_files_are_not_counted_as_ignored(tmp_path: Path) -> No
     ignored = intake.notes(time.time())["ignored"]
     assert (ignored["count"], ignored["oldest"]) == (1, "x.tmp")
     store.close()
+
+
+@pytest.mark.parametrize("watch", ["polling", "events"])
+def test_a_folder_nested_a_thousand_levels_deep_is_skipped_with_a_warning(
+        tmp_path: Path, log: io.StringIO, watch: str) -> None:
+    """An inbox holding a folder nested 1,000 levels deep (which ended every scan, or the
+    start of inotify, and so the daemon, with a RecursionError) is watched by polling and
+    scanned: folders deeper than MAX_DEPTH are not listed, a warning names them once, and
+    the other files are claimed."""
+    layout, intake, store = _intake(tmp_path, watch=watch)
+    intake.watcher.stop()  # the tree is there before the watch is set up, as at a start
+    levels = [layout.inbox / "/".join(["d"] * n) for n in range(1, 1001)]
+    for folder in levels:
+        folder.mkdir()
+    (levels[-1] / "lost.txt").write_text("too deep to be found")
+    (levels[0] / "near.txt").write_text("one level down")
+    try:
+        assert intake.attach(time.time())
+        assert intake.mode == "polling"
+        _run(intake, 5, until=lambda: store.file_ids("scans"))
+        _run(intake, 0.5)  # more scans: the warning is not repeated
+        records = [store.file(i) for i in store.file_ids("scans")]
+        assert [r.source_text for r in records if r] == ["d/near.txt"]
+        [warning] = _events(log, "folder.too_deep")
+        assert warning["folders"] == ["/".join(["d"] * (MAX_DEPTH + 1))], warning
+        assert f"more than {MAX_DEPTH} folder levels" in warning["advice"]
+    finally:
+        for folder in reversed(levels):  # shutil.rmtree would recurse as deep
+            for left in folder.iterdir():
+                left.unlink()  # lost.txt, or near.txt if it was not claimed
+            folder.rmdir()
+        store.close()
+
+
+def test_a_link_and_a_fifo_reach_an_errors_folder_on_another_filesystem(
+        tmp_path: Path) -> None:
+    """Rejected at claim (not regular files), a symbolic link and a FIFO are recorded in an
+    errors folder on another filesystem (a tmpfs) by the folder's errors thread: the link
+    moves there as a link; the FIFO, which cannot be copied, stays in the work folder and
+    its record says where, instead of a move that failed (or waited) on every pass."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second filesystem (/dev/shm) for the errors folder")
+    errors = shm / f"folderseal-test-errors-{os.getpid()}-{os.urandom(4).hex()}"
+    errors.mkdir()
+    try:
+        layout, intake, store = _intake(tmp_path, errors=str(errors))
+        (layout.inbox / "link.txt").symlink_to("/etc/hostname")
+        os.mkfifo(layout.inbox / "pipe")
+        _run(intake, 15, until=lambda: len(error_records(errors)) == 2)
+        records = {p.name: json.loads(p.read_text()) for p in error_records(errors)}
+        assert set(records) == {"link.txt.error.json", "pipe.error.json"}, records
+        assert os.readlink(errors / "link.txt") == "/etc/hostname"
+        assert not os.path.lexists(errors / "pipe")
+        message = records["pipe.error.json"]["error"]["message"]
+        assert "not a regular file, so it cannot be copied" in message, message
+        kept = next(intake.work.path.rglob("pipe"))
+        assert str(kept) in message and stat.S_ISFIFO(os.lstat(kept).st_mode)
+        store.close()
+    finally:
+        shutil.rmtree(errors, ignore_errors=True)

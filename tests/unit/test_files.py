@@ -161,6 +161,31 @@ def test_move_noreplace_across_filesystems_refuses_a_taken_name(
     assert leftovers(other_fs) == []
 
 
+def test_move_noreplace_moves_a_symbolic_link_across_filesystems(
+        tmp_path: Path, other_fs: Path) -> None:
+    """A symbolic link (a link dropped into an inbox, on its way to an errors folder on
+    another filesystem) moves as the link it is, never followed, where it failed before."""
+    src = tmp_path / "link.txt"
+    src.symlink_to("/etc/hostname")
+    dst = other_fs / "link.txt"
+    files.move_noreplace(src, dst, tag="f1")
+    assert not os.path.lexists(src)
+    assert dst.is_symlink() and os.readlink(dst) == "/etc/hostname"
+    assert leftovers(other_fs) == []
+
+
+def test_move_noreplace_refuses_a_fifo_across_filesystems_without_waiting(
+        tmp_path: Path, other_fs: Path) -> None:
+    """A FIFO cannot be copied to another filesystem: it is refused at once and stays,
+    instead of the move waiting for ever for a writer."""
+    src = tmp_path / "pipe"
+    os.mkfifo(src)
+    with pytest.raises(OSError, match="not a regular file"):
+        files.move_noreplace(src, other_fs / "pipe")
+    assert stat.S_ISFIFO(os.lstat(src).st_mode)
+    assert leftovers(other_fs) == []
+
+
 # -- hashing and copying -------------------------------------------------------------------
 
 def test_hash_fd_hashes_from_the_start(tmp_path: Path) -> None:

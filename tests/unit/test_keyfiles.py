@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from folderseal import keyfiles
-from folderseal.keyfiles import SecretFile, exposure, inline_secrets, service_accounts
+from folderseal.keyfiles import (
+    SecretFile,
+    exposure,
+    inline_secrets,
+    service_accounts,
+    service_group,
+)
 
 SERVICE = frozenset({"root", "folderseal"})
 
@@ -23,7 +29,7 @@ def _file(tmp_path: Path, mode: int, name: str = "seal.pass") -> Path:
 def test_a_file_every_account_may_read_is_named_with_the_fix(tmp_path: Path) -> None:
     """A 0644 password file gets a warning naming its key, path, mode and chmod 600."""
     path = _file(tmp_path, 0o644)
-    [warning] = exposure([SecretFile("password_file", path)], SERVICE)
+    [warning] = exposure([SecretFile("password_file", path)], SERVICE, "folderseal")
     assert warning.startswith(f"password_file {path} is readable by every account")
     assert "0644" in warning and "chmod 600" in warning and "root:folderseal" in warning
 
@@ -127,3 +133,15 @@ def test_a_config_without_a_secret_or_private_to_the_service_is_fine(
     assert inline_secrets(_config(tmp_path, 0o644, 'api_key_file = "k"'), SERVICE) == []
     monkeypatch.setattr(keyfiles, "_members", lambda gid: {"folderseal"})
     assert inline_secrets(_config(tmp_path, 0o640, 'api_key = "x1234"'), SERVICE) == []
+
+
+def test_the_fix_names_the_state_folders_group_as_the_services(tmp_path: Path) -> None:
+    """The fix a warning offers names the service's own group, the state folder's (as
+    `init --service --user daemon` makes it), not a fixed root:folderseal."""
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 1, 1)  # daemon:daemon, which every Debian has
+    path = _file(tmp_path, 0o644)
+    [warning] = exposure([SecretFile("password_file", path)], service_accounts(state),
+                         service_group(state))
+    assert "chown root:daemon)" in warning and "folderseal" not in warning, warning

@@ -234,10 +234,11 @@ def test_a_redirect_is_an_error_naming_where_it_points() -> None:
 
 def test_a_redirect_is_named_without_its_query() -> None:
     """A redirect's Location is named without its query or fragment, which may hold a key,
-    both in a failed step's error and in `check`'s problem."""
+    and without the user name and password it may carry, both in a failed step's error
+    and in `check`'s problem."""
     def moved(request: httpx.Request) -> httpx.Response:
         return httpx.Response(302, headers={
-            "Location": "https://sso.example.org/login?session=s3cr3t-token#frag"})
+            "Location": "https://svc:pa55w0rd@sso.example.org/login?session=s3cr3t-token#frag"})
 
     client = SealClient(_cfg(), "s", transport=httpx.MockTransport(moved))
     with pytest.raises(ProviderError) as caught:
@@ -249,6 +250,7 @@ def test_a_redirect_is_named_without_its_query() -> None:
     assert "to https://sso.example.org/login)" in str(refused.value)
     for text in (caught.value.message, str(refused.value)):
         assert "s3cr3t" not in text and "frag" not in text, text
+        assert "pa55w0rd" not in text and "svc" not in text, text
 
 
 def test_a_download_beyond_max_package_bytes_is_refused(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from folderseal import crashpoints, files
 from folderseal.config import SealProviderConfig
 from folderseal.engine import signer_of
 from folderseal.errors import ConfigError, TransientError
-from folderseal.keyfiles import exposure, service_accounts
+from folderseal.keyfiles import exposure, service_accounts, service_group
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult
 from folderseal.providers import Attempts, BatchView, Health, Remote, RemoteStatus
@@ -64,7 +64,8 @@ class SealProvider:
         (both ConfigError). No answer, a 5xx or a 429 vouches for nothing: ``unreachable``
         (``folderseal check`` fails; the daemon starts and its batches wait).
         """
-        warnings = exposure(self.cfg.secret_files(), service_accounts(self.state_dir))
+        warnings = exposure(self.cfg.secret_files(), service_accounts(self.state_dir),
+                            service_group(self.state_dir))
         if not self.cfg.verify_tls:
             warnings.append("TLS verification is off (verify_tls = false): anyone on the "
                             "path could pose as SEAL")

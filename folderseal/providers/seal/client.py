@@ -45,8 +45,13 @@ def _tls(cfg: SealProviderConfig) -> ssl.SSLContext:
 
 def without_query(url: str) -> str:
     """A redirect's target fit to print: its query and fragment may hold a key (a
-    pre-signed link), so they are left out."""
-    return url.split("?", 1)[0].split("#", 1)[0]
+    pre-signed link), and its user information a password, so they are left out."""
+    head = url.split("?", 1)[0].split("#", 1)[0]
+    scheme, sep, rest = head.partition("://")
+    if not sep:
+        return head  # a relative link has no user information
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def retry_after(value: str | None) -> float | None:
