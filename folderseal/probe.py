@@ -188,7 +188,7 @@ class Probe:
                         try:
                             failures.reconcile()
                         finally:
-                            self._find_unseen(store)
+                            self.find_unseen(store)
                         reconcile_at = time.monotonic() + self.cfg.rescan_seconds
                 except (TransientError, OSError) as exc:  # the state folder, a share
                     self.log.warning("folder.reconcile_postponed", reason=str(exc),
@@ -198,7 +198,9 @@ class Probe:
         finally:
             store.close()
 
-    def _find_unseen(self, store: Store) -> None:
+    def find_unseen(self, store: Store) -> None:
+        """Work out why failures cannot be seen in the errors folder (it reads the
+        folder's marker, so it runs on this thread, never on the main loop)."""
         went = [str(place["folder_id"])
                 for record in store.files_in_state(self.name, FileState.FAILED)
                 if (place := place_of(record)) and place.get("folder_id")]

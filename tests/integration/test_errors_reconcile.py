@@ -86,6 +86,11 @@ def _place(daemon: Daemon, file_id: str) -> dict[str, Any]:
 
 
 def _unseen(daemon: Daemon) -> list[str]:
+    """The "cannot be seen" alarms of status, as a running daemon reports them: its errors
+    thread finds them, its heartbeat carries them."""
+    assert daemon.store is not None
+    daemon.intakes["scans"].probe.find_unseen(daemon.store)
+    daemon.heartbeat()
     return [a for a in collect(daemon.settings, warnings=[])["alarms"] if "cannot be" in a]
 
 
