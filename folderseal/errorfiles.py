@@ -206,6 +206,26 @@ def unseen(errors: Path, ids: list[str], what: str = "it",
             f"the line of its marker to {marker} ({lines})")
 
 
+def failures_unseen(errors: Path, went: list[str]) -> str:
+    """Why failures that went to the errors folders whose ids are ``went`` cannot be seen
+    in ``errors`` ("" if they all can). It reads the errors folder's marker: call it off
+    the daemon's main loop (:mod:`folderseal.probe`), or where a hung share may wait
+    (``folderseal status`` without a daemon)."""
+    if not went:
+        return ""
+    try:
+        ids = folder_ids(errors)
+    except OSError as exc:
+        return (f"the errors folder {errors} cannot be read ({exc.strerror}), so its "
+                f"{len(went)} failed file(s) cannot be seen: mount its share, or fix its "
+                "permissions")
+    elsewhere = sum(1 for i in went if i not in ids)
+    if not elsewhere:
+        return ""
+    problem, advice = unseen(errors, ids, "they", sorted(set(went) - set(ids)))
+    return f"{elsewhere} failed file(s) cannot be seen: {problem}: {advice}"
+
+
 def find_original(errors: Path, record: FileRecord, hashed: bool = False,
                   ids: list[str] | None = None, budget: ReadBudget | None = None) -> Found:
     """The very file that failed, or why it is not there. ``hashed`` reads it (to move
@@ -237,7 +257,7 @@ def find_original(errors: Path, record: FileRecord, hashed: bool = False,
                                "to the errors folder) and is no longer there",
                          "if you have it, drop it into the inbox", gone=sure)
         if not sure and place.get("folder_id"):
-            return Found(None, *unseen(errors, ids or []))
+            return Found(None, *unseen(errors, ids or [], missing=[str(place["folder_id"])]))
         return Found(None, f"it is gone from the errors folder ({path} was removed or moved "
                            "away by hand)", "to seal it, drop it into the inbox", gone=sure)
     if hint["ino"] is None and not expected:

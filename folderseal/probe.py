@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from folderseal import files, folders
+from folderseal import errorfiles, files, folders
 from folderseal.config import FolderConfig
 from folderseal.errorfiles import place_of
 from folderseal.errors import FileRejected, TransientError
@@ -35,7 +35,6 @@ from folderseal.failures import Failures
 from folderseal.folders import Blocked, JobContext
 from folderseal.logs import get as get_logger
 from folderseal.model import FileState
-from folderseal.status import failures_unseen
 from folderseal.store import Store
 from folderseal.workdir import WorkFolder
 
@@ -204,6 +203,6 @@ class Probe:
         went = [str(place["folder_id"])
                 for record in store.files_in_state(self.name, FileState.FAILED)
                 if (place := place_of(record)) and place.get("folder_id")]
-        unseen = failures_unseen(self.cfg.errors, went)
+        unseen = errorfiles.failures_unseen(self.cfg.errors, went)
         with self._lock:
             self._unseen = unseen

@@ -197,33 +197,14 @@ def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
             "signed_per_minute": _signed_per_minute(db, name, now)}
 
 
-def failures_unseen(errors: Path, went: list[str]) -> str:
-    """Why failures that went to the errors folders whose ids are ``went`` cannot be seen
-    in ``errors`` ("" if they all can). It reads the errors folder's marker: call it off
-    the daemon's main loop (:mod:`folderseal.probe`), or where a hung share may wait."""
-    if not went:
-        return ""
-    try:
-        ids = errorfiles.folder_ids(errors)
-    except OSError as exc:
-        return (f"the errors folder {errors} cannot be read ({exc.strerror}), so its "
-                f"{len(went)} failed file(s) cannot be seen: mount its share, or fix its "
-                "permissions")
-    elsewhere = sum(1 for i in went if i not in ids)
-    if not elsewhere:
-        return ""
-    problem, advice = errorfiles.unseen(errors, ids, "they")
-    return f"{elsewhere} failed file(s) cannot be seen: {problem}: {advice}"
-
-
 def _unseen_here(db: sqlite3.Connection, settings: Settings) -> dict[str, str]:
-    """Without a daemon: :func:`failures_unseen` of each folder, read here, each errors
+    """Without a daemon: :func:`errorfiles.failures_unseen` of each folder, read here, each errors
     folder in a thread of its own; one that has not answered within LOOK_SECONDS is
     reported so, and left to its thread (status ends without it)."""
     answers: dict[str, str] = {}
 
     def answer(name: str, errors: Path, went: list[str]) -> None:
-        answers[name] = failures_unseen(errors, went)
+        answers[name] = errorfiles.failures_unseen(errors, went)
 
     looks = []
     for name, cfg in settings.folders.items():
