@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -123,10 +123,16 @@ class DocumentResult:
     error_message: str = ""
     provider_document: str = ""
     signer: Signer | None = None
+    # The provider's own proof, merged into the sidecar's "provider" object under its
+    # key: {"receipt": {…}} (Clevver) or {"report": {…}} (Centrapay).
+    provider_block: dict[str, Any] = field(default_factory=dict)
+    # Not ready yet (a receipt without its txid): asked again at the next poll; after
+    # the provider's max_wait it fails with error_code/error_message.
+    pending: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.error_code
+        return not self.error_code and not self.pending
 
     def to_json(self) -> str:
         return json.dumps({

@@ -1,10 +1,14 @@
-"""The provider protocol: the steps of the SEAL batch lifecycle, for every provider.
+"""The provider protocol: one lifecycle for every provider.
 
-``create → upload → accept → status (until closed) → download → delete``. A
-provider that has no such step does nothing in it (the local signer has no remote
-batch to create). Providers know nothing about the store: the manager drives them
-and records every step; the one thing a provider reports back during a step is an
-attempt (:class:`Attempts`), counted in the store *before* it is made.
+``prepare → create → upload → accept → status (until closed) → download → delete``.
+A provider that has no such step does nothing in it (the local signer has no remote
+batch to create). Each provider declares its :class:`Steps`: whether it keeps a
+remote batch, whether its accept step is the point of no return (the manager stores
+ACCEPTING before it, for every provider) and what a delivered file is. Providers know
+nothing about the store or the folders: the manager drives them and records every
+step; what a provider reports back during a step goes through the :class:`Ledger`
+the manager hands it (attempts, and each document's remote id), recorded durably
+*before* (an intent) and *after* (an answer) the call it is about.
 """
 
 from __future__ import annotations
@@ -28,8 +32,34 @@ class Remote(enum.StrEnum):
     NEW = "new"              # created, no documents yet
     UPLOADED = "uploaded"    # documents there, not accepted
     RUNNING = "running"      # accepted, being signed
-    CLOSED = "closed"        # signed; ready for download
+    CLOSED = "closed"        # done; ready for download
+    FAILED = "failed"        # the provider says the batch failed (it was started)
     GONE = "gone"            # the provider does not know the batch (any more)
+
+
+@dataclass(frozen=True, slots=True)
+class Steps:
+    """What a provider's lifecycle is, in the terms the state machine decides by."""
+
+    remote: bool              # it keeps a remote batch: its ids are noted beside the batch
+    #                           and `recover` asks the provider about them
+    irrevocable: bool = True  # its accept step is the point of no return: once ACCEPTING
+    #                           is stored, the files may have been signed/stored/loaded and
+    #                           are never submitted again (False: repeating it is harmless)
+    outcome: str = "signed"   # what a delivered file is: signed | stored | loaded
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteDocument:
+    """What a provider answered for one document sent to one remote batch."""
+
+    batch: str                # the remote batch it was sent to
+    id: str | None            # the provider's id for it; None: sent, the answer lost
+    checksum: str = ""        # what the provider says it holds (sha256 hex), if it says
+
+    @property
+    def in_doubt(self) -> bool:
+        return self.id is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +73,7 @@ class Document:
     dev: int
     ino: int
     attempts: int         # attempts made before this step
+    remote: RemoteDocument | None = None   # what was sent to the current remote batch
 
     @property
     def is_pdf(self) -> bool:
@@ -59,6 +90,9 @@ class BatchView:
     files_dir: Path             # batches/<id>/ in the work folder: the entries
     package: Path | None        # the flat ZIP, for providers that upload one
     staging: Path               # <state_dir>/downloads/<id>/: where results go
+    # Opens a document's file for reading (a file descriptor the caller closes); refuses
+    # anything but the claimed file.
+    open_document: Callable[[Document], int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +101,22 @@ class RemoteStatus:
     documents: tuple[str, ...] = ()
     detail: str = ""
     trusted: bool = True   # False when the state was read from a number, not a name
+    progress: float | None = None   # 0–100 when the provider says
+
+
+class Abandon(Exception):
+    """Raised by a step before accept: this remote batch may not hold exactly what was
+    sent, so it is abandoned (never accepted) and the files go to a new one.
+
+    ``lost_answer``: an answer was lost (the network's fault); such abandons do not use
+    up the limit on remote batches a batch may abandon. Otherwise the provider showed
+    something other than what was sent, and the limit applies.
+    """
+
+    def __init__(self, why: str, *, lost_answer: bool) -> None:
+        super().__init__(why)
+        self.why = why
+        self.lost_answer = lost_answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +129,8 @@ class Health:
     unreachable: str = ""            # why the provider could not be asked, and what to do
 
 
-class Attempts(Protocol):
-    """The manager's ledger of attempts, handed to a step that signs file by file."""
+class Ledger(Protocol):
+    """The manager's ledger, handed to the steps that send or sign file by file."""
 
     def begin(self, documents: list[Document]) -> list[int]:
         """Count an attempt at each document durably before it is made; the counts."""
@@ -91,12 +141,24 @@ class Attempts(Protocol):
     def stopping(self) -> bool:
         """True when the daemon is shutting down: finish the current file, then return."""
 
+    def sending(self, document: Document, remote_id: str) -> None:
+        """Record, durably, that ``document`` is about to be sent to ``remote_id``
+        (until :meth:`answered`, the document is in doubt there)."""
+
+    def answered(self, document: Document, remote: RemoteDocument) -> None:
+        """Record the provider's answer for a document, durably (store and work folder)."""
+
+
+Attempts = Ledger  # the name the local signer knows it by
+
 
 class Provider(Protocol):
     name: str
     kind: str
-    wants_package: bool        # a flat ZIP is built for upload
-    resumable_accept: bool     # accept may be sent again after it returned (local only)
+    wants_package: bool        # TO GO with the seam: prepare() owns packaging
+    resumable_accept: bool     # TO GO with the seam: steps.irrevocable
+    steps: Steps
+    max_batch_files: int | None   # a cap on a batch's files (None: the folder's own)
     poll_interval: float
     max_wait: float
     retry_max_seconds: float   # the longest pause between retries of a failing step
@@ -105,11 +167,38 @@ class Provider(Protocol):
     def start(self) -> None: ...
     def close(self) -> None: ...
     def check(self, network: bool = True) -> Health: ...
-    def create(self, batch: BatchView) -> str: ...
-    def upload(self, batch: BatchView, remote_id: str) -> None: ...
+    def prepare(self, batch: BatchView) -> None:
+        """Before create: make what goes up (SEAL's flat ZIP) in ``batch.staging``;
+        idempotent (a restart may call it again, and a torn result is made again)."""
+
+    def create(self, batch: BatchView) -> str:
+        """Make a remote batch (or do what stands for it); its id. May be repeated."""
+
+    def upload(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
+        """Send the documents. Each per-document send is noted with ``ledger.sending``
+        before and ``ledger.answered`` after; a document already answered for this
+        remote batch is not sent again, and one in doubt raises :class:`Abandon`."""
+
+    def holds_upload(self, batch: BatchView, status: RemoteStatus) -> bool:
+        """The provider's proof that ``remote`` holds exactly this batch, complete (SEAL:
+        its document list equals the manifest; Clevver: every document answered, its
+        checksum the local sha256, none in doubt)."""
+
     def status(self, batch: BatchView, remote_id: str) -> RemoteStatus: ...
-    def accept(self, batch: BatchView, remote_id: str, attempts: Attempts) -> None: ...
-    def download(self, batch: BatchView, remote_id: str) -> list[DocumentResult]: ...
+
+    def accept(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
+        """The point of no return when ``steps.irrevocable``: ACCEPTING is stored before."""
+
+    def download(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
+        """The per-document results once the remote batch is CLOSED. A result that is
+        ``pending`` is asked again at the next poll, and fails with its own error code
+        once ``max_wait`` has passed."""
+
+    def salvage(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
+        """After the provider lost a started batch: the results that can still be
+        proven (Clevver: receipts with a txid); the other files go to errors as
+        "may have been signed/stored". [] when nothing can be proven."""
+
     def delete(self, batch: BatchView, remote_id: str) -> None: ...
 
 
