@@ -148,6 +148,10 @@ class Ledger(Protocol):
     def answered(self, document: Document, remote: RemoteDocument) -> None:
         """Record the provider's answer for a document, durably (store and work folder)."""
 
+    def reject(self, document: Document, code: str, message: str) -> None:
+        """Take a document out of the batch as failed (it goes to errors with the reason
+        when the batch is delivered or fails); the rest of the batch goes on."""
+
 
 Attempts = Ledger  # the name the local signer knows it by
 
