@@ -1,14 +1,17 @@
-"""Fault injection for the SEAL emulator: what goes wrong, and how often.
+"""Fault injection for the emulators: what goes wrong, and how often.
 
 A spec is a comma-separated list of ``kind=probability`` (``kind`` alone means 1), for
-example ``500-before=0.1,429=0.2,truncate``. Three families of kinds:
+example ``500-before=0.1,429=0.2,truncate``. Each emulator names the kinds it knows
+(``kinds``); the request faults are common to all:
 
-* request faults, drawn once per authenticated request to any endpoint:
-  ``429``, ``500-before``, ``500-after``, ``drop`` (at most one of them, in that order
-  of precedence) and ``slow`` (which combines with any of them);
-* ``truncate``, drawn once per successful package download;
-* batch faults, drawn when a batch is accepted: ``unsafe-entry`` and ``never-close``
-  once per batch, ``fail-document`` once per document.
+* request faults, drawn once per authenticated request to any endpoint: ``429``,
+  ``500-before``, ``drop-before``, ``500-after``, ``drop`` (at most one of them, in that
+  order of precedence) and ``slow`` (which combines with any of them). SEAL's emulator
+  knows all but ``drop-before``;
+* SEAL's: ``truncate``, drawn once per successful package download; and the batch
+  faults, drawn when a batch is accepted: ``unsafe-entry`` and ``never-close`` once per
+  batch, ``fail-document`` once per document;
+* other emulators draw their own kinds with ``draw``.
 
 Every decision comes from one ``random.Random(seed)`` behind a lock, so a run with a
 fixed seed and a fixed order of requests makes the same decisions. Every configured
@@ -22,7 +25,7 @@ import math
 import random
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -38,10 +41,11 @@ __all__ = [
 
 # Precedence order of the mutually exclusive request faults: refusals first (nothing
 # done), then the ones that do the work and lose the answer.
-EXCLUSIVE_REQUEST_KINDS = ("429", "500-before", "500-after", "drop")
+EXCLUSIVE_REQUEST_KINDS = ("429", "500-before", "drop-before", "500-after", "drop")
 REQUEST_KINDS = (*EXCLUSIVE_REQUEST_KINDS, "slow")
 BATCH_KINDS = ("unsafe-entry", "fail-document", "never-close")
-KINDS = (*REQUEST_KINDS, "truncate", *BATCH_KINDS)
+# The kinds SEAL's emulator knows.
+KINDS = ("429", "500-before", "500-after", "drop", "slow", "truncate", *BATCH_KINDS)
 
 # The unsafe extra package entries, used in turn by successive faulty batches. None
 # stands for "a duplicate of a real entry name", resolved when the package is built.
@@ -54,8 +58,9 @@ UNSAFE_NAMES: tuple[str | None, ...] = (
 )
 
 
-def parse_faults(spec: str) -> dict[str, float]:
-    """Parse a fault spec into {kind: probability}; raise ValueError saying what is wrong."""
+def parse_faults(spec: str, kinds: Sequence[str] = KINDS) -> dict[str, float]:
+    """Parse a fault spec naming some of ``kinds`` into {kind: probability}; raise
+    ValueError saying what is wrong."""
     result: dict[str, float] = {}
     for raw in spec.split(","):
         item = raw.strip()
@@ -63,9 +68,9 @@ def parse_faults(spec: str) -> dict[str, float]:
             continue  # tolerate "", trailing commas and spaces: nothing to inject
         kind, sep, value = item.partition("=")
         kind = kind.strip()
-        if kind not in KINDS:
+        if kind not in kinds:
             raise ValueError(
-                f"unknown fault kind {kind!r} in {spec!r}; known kinds: {', '.join(KINDS)}"
+                f"unknown fault kind {kind!r} in {spec!r}; known kinds: {', '.join(kinds)}"
             )
         if kind in result:
             raise ValueError(f"fault kind {kind!r} is given twice in {spec!r}")
@@ -107,10 +112,13 @@ class BatchFaults:
 class Faults:
     """The fault decisions of one emulator run."""
 
-    def __init__(self, spec: str | Mapping[str, float], seed: int | None) -> None:
-        self.probabilities = dict(parse_faults(spec) if isinstance(spec, str) else spec)
+    def __init__(
+        self, spec: str | Mapping[str, float], seed: int | None, kinds: Sequence[str] = KINDS
+    ) -> None:
+        self.kinds = tuple(kinds)
+        self.probabilities = dict(parse_faults(spec, kinds) if isinstance(spec, str) else spec)
         for kind in self.probabilities:
-            if kind not in KINDS:
+            if kind not in kinds:
                 raise ValueError(f"unknown fault kind {kind!r}")
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -122,7 +130,7 @@ class Faults:
 
     def replace(self, spec: str) -> None:
         """Use a new spec from now on (same random sequence); ValueError if it is bad."""
-        probabilities = parse_faults(spec)
+        probabilities = parse_faults(spec, self.kinds)
         with self._lock:
             self.probabilities = probabilities
 
@@ -146,12 +154,16 @@ class Faults:
             self.injected.update(hits[:1] + ["slow"] * slow)
         return RequestFaults(outcome=hits[0] if hits else None, slow=slow)
 
+    def draw(self, kind: str) -> bool:
+        """Draw whether a fault of ``kind`` happens now (False when it is not configured)."""
+        with self._lock:
+            hit = self._hit(kind)
+            self.injected.update([kind] * hit)
+            return hit
+
     def truncate(self) -> bool:
         """Draw whether this package download is cut short."""
-        with self._lock:
-            hit = self._hit("truncate")
-            self.injected.update(["truncate"] * hit)
-            return hit
+        return self.draw("truncate")
 
     def for_batch(self, document_count: int) -> BatchFaults:
         """Draw the faults of a batch being accepted with ``document_count`` documents."""

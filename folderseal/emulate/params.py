@@ -10,7 +10,7 @@ import json
 import re
 from urllib.parse import SplitResult, parse_qsl
 
-from .state import ApiError
+from .httpd import ApiError
 
 __all__ = ["INT32_MAX", "batch_id_in_json", "loggable", "parse_batch_id", "positive_int"]
 

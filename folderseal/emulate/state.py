@@ -20,52 +20,32 @@ remembers a batch from before the restart never finds a different batch under it
 from __future__ import annotations
 
 import enum
-import json
-import os
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from .faults import BatchFaults
+from .httpd import ApiError
+from .journal import Journal, log_event, log_to
 
 __all__ = [
     "FIRST_BATCH_ID",
     "ApiError",
     "Batch",
     "Document",
-    "Journal",
     "Registry",
+    "SealJournal",
     "Status",
     "log_event",
+    "log_to",
 ]
 
 FIRST_BATCH_ID = 2123  # the id in the documentation's examples
-_LOG_LOCK = threading.Lock()
-
-
-_log_stream: TextIO | None = None  # None: stderr
-
-
-def log_to(stream: TextIO | None) -> None:
-    """Send the emulator's log lines to ``stream`` (None: stderr), e.g. a test's file."""
-    global _log_stream
-    with _LOG_LOCK:
-        _log_stream = stream
-
-
-def log_event(event: str, **fields: object) -> None:
-    """One JSON line on stderr. Callers never pass the API key or request bodies."""
-    line = json.dumps({"event": event, **fields}, default=str)
-    with _LOG_LOCK:  # one write per line, so lines from request threads never interleave
-        stream = _log_stream or sys.stderr
-        stream.write(line + "\n")
-        stream.flush()
 
 
 class Status(enum.IntEnum):
@@ -79,15 +59,6 @@ class Status(enum.IntEnum):
     FINISHING = 5
     CLOSED = 6
     DELETED = 7
-
-
-class ApiError(Exception):
-    """A request the emulator refuses: the HTTP status and a message for the JSON body."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def timestamp() -> str:
@@ -164,16 +135,12 @@ class Batch:
         }
 
 
-class Journal:
+class SealJournal(Journal):
     """``journal.jsonl``: one JSON object per processed document, each line fsynced."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
 
     def record(self, batch: int, document: Document, signed: bool) -> None:
         """Append one line and make it durable before returning."""
-        line = json.dumps(
+        self.append(
             {
                 "batch": batch,
                 "document": str(document.id),
@@ -181,33 +148,24 @@ class Journal:
                 "sha256": document.sha256,
                 "signed": signed,
                 "at": time.time(),
-            },
-            ensure_ascii=True,  # names may hold control characters; keep one line per entry
+            }
         )
-        with self._lock, self.path.open("a", encoding="utf-8") as out:
-            out.write(line + "\n")
-            out.flush()
-            os.fsync(out.fileno())
 
     def highest_batch(self) -> int:
         """The highest batch id in the journal, 0 if none (ids go on after a restart)."""
         highest = 0
-        try:
-            with self.path.open(encoding="utf-8") as lines:
-                for line in lines:
-                    try:
-                        highest = max(highest, int(json.loads(line)["batch"]))
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a torn last line after a crash: skip it
-        except FileNotFoundError:
-            pass
+        for entry in self.entries():
+            try:
+                highest = max(highest, int(entry["batch"]))
+            except (ValueError, KeyError, TypeError):
+                continue
         return highest
 
 
 class Registry:
     """Every batch of this run, behind one lock."""
 
-    def __init__(self, data_dir: Path, journal: Journal, lag: float = 0.0) -> None:
+    def __init__(self, data_dir: Path, journal: SealJournal, lag: float = 0.0) -> None:
         self.lag = lag
         self.accept_calls: list[int] = []  # every AcceptBatch, refused ones too
         self.root = data_dir / "batches"
