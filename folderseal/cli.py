@@ -111,6 +111,22 @@ def cmd_emulate(args: argparse.Namespace) -> int:
                     slow_seconds=args.slow_seconds, lag=args.lag)
 
 
+def cmd_emulate_clevver(args: argparse.Namespace) -> int:
+    from folderseal.providers.clevver.emulator import run_clevver
+
+    return run_clevver(host=args.host, port=args.port, api_key=args.api_key,
+                       faults=args.faults, data_dir=args.data, seed=args.seed,
+                       polls=args.polls, late_seconds=args.late_seconds,
+                       slow_seconds=args.slow_seconds)
+
+
+def cmd_emulate_unavailable(args: argparse.Namespace) -> int:
+    print(f"folderseal emulate {args.provider}: not available yet in folderseal "
+          f"{__version__}; use `folderseal emulate seal` or `folderseal emulate clevver`",
+          file=sys.stderr)
+    return int(ExitCode.USAGE)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="folderseal",
@@ -184,6 +200,26 @@ def parser() -> argparse.ArgumentParser:
                       help="seconds before an upload or accept shows in BatchStatus (a server "
                            "that processes them asynchronously)")
     seal.set_defaults(handler=cmd_emulate)
+    clevver = emulated.add_parser("clevver", help="the Clevver batch storage API")
+    clevver.add_argument("--host", default="127.0.0.1")
+    clevver.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    clevver.add_argument("--api-key", default=None,
+                         help="require this token as Authorization: Bearer")
+    clevver.add_argument("--faults", default="", metavar="SPEC",
+                         help="e.g. 500-before=0.1,429=0.2,drop=0.05,late-txid=0.1 (see README)")
+    clevver.add_argument("--data", type=Path, default=None,
+                         help="folder for stored files and journal, kept (default: a "
+                              "temporary folder, removed when the emulator stops)")
+    clevver.add_argument("--seed", type=int, default=None, help="seed for fault decisions")
+    clevver.add_argument("--polls", type=int, default=3,
+                         help="status reads from start to delivered")
+    clevver.add_argument("--late-seconds", type=float, default=3.0,
+                         help="how late a 'late-start' takes effect and a 'late-txid' shows")
+    clevver.add_argument("--slow-seconds", type=float, default=5.0,
+                         help="how long a 'slow' answer waits")
+    clevver.set_defaults(handler=cmd_emulate_clevver)
+    centrapay = emulated.add_parser("centrapay", help="the Centrapay batch API (not yet)")
+    centrapay.set_defaults(handler=cmd_emulate_unavailable)
     return top
 
 

@@ -167,6 +167,10 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         """The request's body, read in pieces."""
         return self._body
 
+    def note_fault(self, kind: str) -> None:
+        """Name a fault a route handler injected in this request's log line."""
+        self._fault.append(kind)
+
     def _handle(self) -> None:
         started = time.monotonic()
         split = urlsplit(self.path)
