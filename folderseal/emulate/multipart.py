@@ -70,7 +70,7 @@ class Multipart:
         if self._buffer.startswith(b"--"):
             self._done = True  # the closing boundary; the epilogue is drained by the server
             return None
-        while self._buffer[:1] in (b" ", b"\t"):  # transport padding after the boundary
+        while bytes(self._buffer[:1]) in (b" ", b"\t"):  # transport padding after the boundary
             del self._buffer[:1]
             self._fill(2)
         end = self._find(b"\r\n\r\n", MAX_HEADERS)
