@@ -15,7 +15,8 @@ are applied in one place, after authentication:
 
 Whatever happens, the request body is read to its end before answering (or the
 connection is closed), so a refused upload never leaves half a body to be parsed as
-the next request. Authenticated requests are counted per route (``EmulatorApp.requests``).
+the next request. Authenticated requests are counted per route (``EmulatorApp.requests``);
+the routes an emulator names ``public`` (download links) need no key and see no faults.
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ class EmulatorHandler(BaseHTTPRequestHandler):
     server: EmulatorServer
     # (method, path pattern with at most one group, handler); matched byte-exact.
     routes: ClassVar[list[tuple[str, re.Pattern[str], Route]]] = []
+    # Handlers anyone may call (public download links): no key, no faults, not counted.
+    public: ClassVar[frozenset[str]] = frozenset()
 
     # --- what each emulator says its own way ------------------------------------
 
@@ -207,6 +210,11 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         if isinstance(route, Reply):
             return self._send(route)
         handler, arg = route
+        if handler.__name__ in self.public:
+            try:
+                return self._send(handler(self, arg, {}))
+            except ApiError as exc:
+                return self._send(self.error(exc.status, exc.message))
         if not self.authorized():
             return self._send(self.unauthorized())
         self.app.count(handler.__name__)

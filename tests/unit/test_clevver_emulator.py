@@ -136,6 +136,8 @@ def test_lifecycle_stores_files_and_hands_out_receipts(emu: ClevverEmulator) -> 
             assert receipt["checksum"] == asset["checksum"] and receipt["name"] == name
             assert receipt["url"].startswith(emu.url) and receipt["txid"] in receipt["forever_url"]
             assert receipt["stored_on"]
+            for link in (receipt["url"], receipt["forever_url"]):  # public: no token
+                assert httpx.get(link).content == files[name]
             txids.add(receipt["txid"])
         assert len(txids) == 2
 
@@ -181,6 +183,7 @@ def test_refusals(emu: ClevverEmulator) -> None:
         assert r.status_code == 422 and '"file"' in r.json()["message"]
         assert c.post(f"/api/batches/{batch}/files", content=b"plain").status_code == 400
         assert c.delete(f"/api/batches/{batch}").status_code == 405
+        assert httpx.get(f"{emu.url}/forever/{'0' * 64}").status_code == 404
         assert c.post(f"/api/batches/{batch}/start").status_code == 200
         r = attach(c, batch, "late.txt", b"too late")
         assert r.status_code == 422 and "started" in r.json()["message"]

@@ -13,7 +13,8 @@ attached before. Once started (``processing``) nothing more can be attached; eac
 ``GET /api/batches/{id}`` moves its progress on by 100/``polls``, and the poll that
 reaches 100 delivers it: every asset gets a txid (64 hex), a ``url``, a
 ``forever_url`` and ``stored_on``, and its receipt (``GET /api/files/{asset id}``)
-says ``cached``. A second start of a batch is answered 200, as Clevver's docs do not
+says ``cached``. Both URLs serve the stored bytes to anyone (no token, no faults), as
+public links do. A second start of a batch is answered 200, as Clevver's docs do not
 say otherwise, and journaled as a violation.
 
 The journal (``<data>/journal.jsonl``, each line fsynced before the answer) holds
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
 import shutil
@@ -290,6 +292,17 @@ class Registry:
             return [b.view(now) for b in self._batches.values()
                     if b.status(now) == "processing"]
 
+    def stored_file(self, asset_id: str | None, txid: str | None) -> Path:
+        """The bytes behind a receipt's ``url`` (by asset id) or ``forever_url`` (by txid)."""
+        with self.lock:
+            if txid is not None:
+                asset = next((a for a in self._assets.values() if a.txid == txid), None)
+            else:
+                asset = self._assets.get(asset_id or "")
+        if asset is None:
+            raise ApiError(404, "no such file")
+        return self.assets_dir / asset.id
+
     def receipt(self, asset_id: str | None, base_url: str) -> dict[str, Any]:
         """An asset as ``GET /api/files/{id}`` shows it: with its txid once stored."""
         with self.lock:
@@ -447,6 +460,17 @@ class ClevverHandler(EmulatorHandler):
     def receipt(self, arg: str | None, query: dict[str, str]) -> Reply:
         return self.envelope(200, self.app.registry.receipt(arg, self.base_url()))
 
+    def file_link(self, arg: str | None, query: dict[str, str]) -> Reply:
+        return _file_reply(self.app.registry.stored_file(arg, None))
+
+    def forever_link(self, arg: str | None, query: dict[str, str]) -> Reply:
+        return _file_reply(self.app.registry.stored_file(None, arg))
+
+
+def _file_reply(path: Path) -> Reply:
+    file = path.open("rb")
+    return Reply(200, file=file, size=os.fstat(file.fileno()).st_size)
+
 
 ClevverHandler.routes = [
     ("GET", re.compile(r"/api/batches"), ClevverHandler.list_batches),
@@ -455,7 +479,10 @@ ClevverHandler.routes = [
     ("POST", re.compile(r"/api/batches/([^/]+)/start"), ClevverHandler.start),
     ("GET", re.compile(r"/api/batches/([^/]+)"), ClevverHandler.batch_status),
     ("GET", re.compile(r"/api/files/([^/]+)"), ClevverHandler.receipt),
+    ("GET", re.compile(r"/uploads/digital_asset/file/([^/]+)/[^/]*"), ClevverHandler.file_link),
+    ("GET", re.compile(r"/forever/([0-9a-f]{64})"), ClevverHandler.forever_link),
 ]
+ClevverHandler.public = frozenset({"file_link", "forever_link"})
 
 
 @dataclass(kw_only=True)
