@@ -216,6 +216,14 @@ def test_a_big_file_with_boundary_like_bytes_streams_intact(emu: ClevverEmulator
     assert (emu.data_dir / "assets" / asset["id"]).read_bytes() == content
 
 
+def test_an_empty_file_with_a_non_ascii_name(emu: ClevverEmulator) -> None:
+    """An empty file is an asset like any other; a UTF-8 file name comes back as sent."""
+    with client(emu) as c:
+        asset = asset_of(c, create(c), "Überweisung 2026.pdf", b"")
+    assert asset["file_size"] == 0 and asset["name"] == "Überweisung 2026.pdf"
+    assert asset["checksum"] == hashlib.sha256(b"").hexdigest()
+
+
 def test_violations_are_journaled(emu: ClevverEmulator) -> None:
     """A second start is answered 200 and journaled "started twice"; a document twice in
     one started batch, or in two started batches, is journaled too; duplicate says so."""
