@@ -73,7 +73,7 @@ class Layout:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         if not (self.root / "seal" / "seal.p12").exists():
             make_trial_seal(self.root / "seal")
-        provider = dict(self.provider) if self.provider.get("kind") == "seal" else {
+        provider = dict(self.provider) if self.provider.get("kind", "local") != "local" else {
             "kind": "local", "certificate": "seal/seal.p12", "password_file": "seal/seal.pass",
             "workers": 2, **self.provider}
         folder = {"inbox": "inbox", "outbox": "outbox", "errors": "errors",
