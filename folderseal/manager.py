@@ -43,6 +43,7 @@ from folderseal.providers import (
     Remote,
     RemoteDocument,
     RemoteStatus,
+    ask_status,
 )
 from folderseal.sink import Sink
 from folderseal.store import Store
@@ -351,7 +352,7 @@ class Manager:
         remote_id = job.remote_id or ""
         if not view.documents:
             return self._nothing_left(job, provider, view)
-        status = provider.status(view, remote_id)
+        status = ask_status(provider, view, remote_id)
         if status.state in lifecycle.STARTED:
             return self._found_accepted(job, status)
         if provider.holds_upload(view, status):
@@ -404,7 +405,7 @@ class Manager:
         if not ids or ids[-1] == job.remote_id:
             return None
         newer, view = ids[-1], self._view(job, provider)
-        status = provider.status(view, newer)
+        status = ask_status(provider, view, newer)
         self.log.warning("batch.store_behind", batch=job.id, remote=newer,
                          stored=job.remote_id, remote_state=str(status.state))
         if status.state in lifecycle.STARTED:
@@ -484,7 +485,7 @@ class Manager:
         view = self._view(job, provider)
         if not view.documents:
             return self._nothing_left(job, provider, view)
-        status = provider.status(view, job.remote_id or "")
+        status = ask_status(provider, view, job.remote_id or "")
         if status.state in lifecycle.STARTED:
             return self._found_accepted(job, status)
         if not provider.holds_upload(view, status):
@@ -516,7 +517,7 @@ class Manager:
         what can still be proven is delivered, the rest fails as "may have been signed".
         """
         view = self._view(job, provider)
-        status = provider.status(view, job.remote_id or "")
+        status = ask_status(provider, view, job.remote_id or "")
         if status.state in lifecycle.STARTED:
             return self._move(job, JobState.ACCEPTED, detail="found accepted")
         if status.state in lifecycle.OPEN and provider.holds_upload(view, status):
@@ -577,7 +578,7 @@ class Manager:
         view = self._view(job, provider)
         if self.store.clock() - self._since(job, JobState.ACCEPTED) > provider.max_wait:
             self._never_closed(job, provider)  # even while status calls keep failing
-        status = provider.status(view, job.remote_id or "")
+        status = ask_status(provider, view, job.remote_id or "")
         if status.progress is not None:
             self.store.set_progress(job, status.progress)
             self.log.info("batch.progress", batch=job.id, remote=job.remote_id,

@@ -63,7 +63,14 @@ from folderseal.config import FolderConfig, Settings
 from folderseal.errors import ExitCode, ProviderError, TransientError
 from folderseal.folders import split
 from folderseal.model import FileRecord, FileState, JobState
-from folderseal.providers import BatchView, Document, Provider, RemoteDocument, build
+from folderseal.providers import (
+    BatchView,
+    Document,
+    Provider,
+    RemoteDocument,
+    ask_status,
+    build,
+)
 from folderseal.sidecar import SCHEMA
 from folderseal.store import Store
 from folderseal.workdir import MARKER, WorkFolder
@@ -199,7 +206,7 @@ class _Folder:
         remote_id = remote_ids[-1]
         notes = self.work.document_notes(batch_id)
         view = _view(batch_id, self.name, pending, notes, self.work, self.state_dir)
-        status = self.provider.status(view, remote_id)
+        status = ask_status(self.provider, view, remote_id)
         entries = sorted(f.entry for f in pending)
         listed = sorted(f["entry"] for f in manifest["files"])
         if status.state in lifecycle.STARTED:

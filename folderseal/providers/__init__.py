@@ -13,6 +13,7 @@ the manager hands it (attempts, and each document's remote id), recorded durably
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,6 +120,7 @@ class RemoteStatus:
     detail: str = ""
     trusted: bool = True   # False when the state was read from a number, not a name
     progress: float | None = None   # 0–100 when the provider says
+    batch: str = ""        # the remote batch this is the status of (see ask_status)
 
 
 class Abandon(Exception):
@@ -224,6 +226,13 @@ class Provider(Protocol):
 
 
 ProviderFactory = Callable[..., Provider]
+
+
+def ask_status(provider: Provider, batch: BatchView, remote_id: str) -> RemoteStatus:
+    """The provider's status of ``remote_id``, naming that remote batch (so that
+    ``holds_upload`` can compare each document's answer with it)."""
+    status = provider.status(batch, remote_id)
+    return status if status.batch else dataclasses.replace(status, batch=remote_id)
 
 
 def build(name: str, cfg: object, state_dir: Path) -> Provider:
