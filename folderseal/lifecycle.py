@@ -74,13 +74,3 @@ def may_have_run(state: JobState | str | None, steps: Steps) -> bool:
     never be submitted again (for a provider whose accept is irrevocable)."""
     return steps.irrevocable and past_no_return(state)
 
-
-def steps_of(kind: str) -> Steps:
-    """The lifecycle of the provider kind ``kind``: a class attribute, so none is built
-    (``retry`` and ``recover`` judge by it)."""
-    # Imported here: the adapters import what the command line must not load at start.
-    if kind == "seal":
-        from folderseal.providers.seal import SealProvider
-        return SealProvider.steps
-    from folderseal.providers.local import LocalProvider
-    return LocalProvider.steps

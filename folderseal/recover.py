@@ -70,6 +70,7 @@ from folderseal.providers import (
     RemoteDocument,
     ask_status,
     build,
+    steps_of,
 )
 from folderseal.sidecar import SCHEMA
 from folderseal.store import Store
@@ -371,7 +372,7 @@ def recover(settings: Settings) -> int:
                 continue
             unknown = [b for b in work.batch_ids() if store.job(b) is None]
             provider = None
-            if unknown and lifecycle.steps_of(settings.providers[cfg.provider].kind).remote:
+            if unknown and steps_of(settings.providers[cfg.provider].kind).remote:
                 provider = providers.get(cfg.provider)
                 if provider is None:
                     provider = build(cfg.provider, settings.providers[cfg.provider],

@@ -43,6 +43,7 @@ from folderseal.config import Settings
 from folderseal.errorfiles import ERROR_SUFFIX, Found, find_original, place_of, record_file
 from folderseal.errors import ExitCode, FolderSealError, StateConflict
 from folderseal.model import FileRecord, FileState, JobRecord, JobState
+from folderseal.providers import steps_of
 from folderseal.retrying import Move, Refused
 from folderseal.store import Store
 from folderseal.workdir import WorkFolder
@@ -82,7 +83,7 @@ def _way(settings: Settings, record: FileRecord, job: JobRecord | None) -> tuple
                           "how far it got cannot be judged: put that provider back into the "
                           "configuration and retry again, or check with that provider and "
                           "drop the file into the inbox by hand")
-    steps = lifecycle.steps_of(settings.providers[job.provider].kind)
+    steps = steps_of(settings.providers[job.provider].kind)
     if not steps.irrevocable:
         return "inbox", ""
     if job.state == JobState.FAILED:

@@ -235,6 +235,18 @@ def ask_status(provider: Provider, batch: BatchView, remote_id: str) -> RemoteSt
     return status if status.batch else dataclasses.replace(status, batch=remote_id)
 
 
+def steps_of(kind: str) -> Steps:
+    """The lifecycle of the provider kind ``kind``: a class attribute, so no provider is
+    built (``retry`` and ``recover`` judge by it)."""
+    # Imported here: the adapters import what the command line must not load at start.
+    from folderseal.providers.local import LocalProvider
+    from folderseal.providers.seal import SealProvider
+
+    classes: dict[str, type[LocalProvider] | type[SealProvider]] = {
+        "local": LocalProvider, "seal": SealProvider}
+    return classes[kind].steps
+
+
 def build(name: str, cfg: object, state_dir: Path) -> Provider:
     """The provider for a configured ``[providers.<name>]`` table."""
     from folderseal.config import LocalProviderConfig, SealProviderConfig

@@ -53,6 +53,8 @@ class Scripted(LocalProvider):
         self.state_at_accept: list[str] = []
         self.store: object = None
         self.opened: list[bytes] = []
+        self.status_fails_from: int | None = None   # the n-th status call on fails
+        self.status_calls = 0
 
     def create(self, batch: BatchView) -> str:
         self.created.append(f"r{len(self.created) + 1}")
@@ -92,6 +94,10 @@ class Scripted(LocalProvider):
             and d.remote.checksum == d.sha256 for d in batch.documents)
 
     def status(self, batch: BatchView, remote_id: str) -> RemoteStatus:
+        self.status_calls += 1
+        if self.status_fails_from is not None and self.status_calls >= self.status_fails_from:
+            from folderseal.errors import TransientError
+            raise TransientError("the provider does not answer (scripted)")
         if remote_id not in self.accepted:
             return RemoteStatus(Remote.NEW, detail=remote_id)
         if self.gone:
