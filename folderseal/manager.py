@@ -437,7 +437,8 @@ class Manager:
         if lost_answer and lost >= MAX_LOST_ANSWERS:
             raise ProviderError(
                 "remote_unreliable",
-                f"{lost + 1} remote batches in a row lost an answer ({why}); nothing was "
+                f"{lost + 1} remote batches were abandoned because an answer was lost "
+                f"({why}); nothing was "
                 "accepted: check the network to the provider and its health, then "
                 "`folderseal retry` submits the files afresh",
                 provider=job.provider, operation="upload", batch=job.id)
@@ -448,14 +449,16 @@ class Manager:
                 f"times ({why}); nothing was accepted: ask the provider's administrator, "
                 "then `folderseal retry` submits the files afresh",
                 provider=job.provider, operation="upload", batch=job.id)
+        # The new remote batch first: if create fails, the old one is still there to
+        # be judged again (a deleted one would read as gone, a mismatch).
+        remote_id = provider.create(view)
+        self._note_remote_id(job, provider, remote_id)
         if old:
             try:
                 provider.delete(view, old)
             except (TransientError, ProviderError) as exc:
                 self.log.warning("batch.abandon_failed", batch=job.id, remote=old,
                                  reason=str(exc))
-        remote_id = provider.create(view)
-        self._note_remote_id(job, provider, remote_id)
         self.store.abandon(job, remote_id, lost_answer=lost_answer, why=why)
         self.log.warning("batch.abandoned", batch=job.id, remote=old, reason=why,
                          cause="answer_lost" if lost_answer else "mismatch",
