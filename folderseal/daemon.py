@@ -102,7 +102,8 @@ class Daemon:
         for name, folder in settings.folders.items():
             intake = FolderIntake(name, folder, folder.provider, self.store, store_id,
                                   settings.state_dir, self.hints, self.wake,
-                                  kind=settings.providers[folder.provider].kind)
+                                  kind=settings.providers[folder.provider].kind,
+                                  max_batch_files=self.providers[folder.provider].max_batch_files)
             intake.on_batch = self._batches_ready
             self.intakes[name] = intake
             intake.start(time.time())

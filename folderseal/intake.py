@@ -53,10 +53,14 @@ LOOKING = "folderseal is looking at the outbox, errors and archive folders"
 class FolderIntake:
     def __init__(self, name: str, cfg: FolderConfig, provider: str, store: Store,
                  store_id: str, state_dir: Path, hints: queue.SimpleQueue[Hint],
-                 wake: threading.Event, *, kind: str = "local") -> None:
+                 wake: threading.Event, *, kind: str = "local",
+                 max_batch_files: int | None = None) -> None:
         self.name = name
         self.cfg = cfg
         self.provider = provider
+        # The provider may cap a batch below the folder's batch_max_files (Clevver: so
+        # one lost answer costs a few files' remote batch, not a hundred's).
+        self.max_batch_files = min(cfg.batch_max_files, max_batch_files or cfg.batch_max_files)
         self.store = store
         self.store_id = store_id
         self.filter = NameFilter(cfg.include, cfg.exclude)
@@ -353,7 +357,7 @@ class FolderIntake:
                    if r.sha256 is not None]
         if self.cfg.duplicates == "skip":
             claimed = [r for r in claimed if not self._skip_duplicate(r)]
-        limits = batching.Limits(self.cfg.batch_max_files, int(self.cfg.batch_max_bytes),
+        limits = batching.Limits(self.max_batch_files, int(self.cfg.batch_max_bytes),
                                  self.cfg.batch_max_wait_seconds)
         created = []
         while chosen := batching.next_batch(claimed, limits, now):

@@ -10,34 +10,53 @@ resumes with the next step, as in docs/crash-table.md), and is one of:
   attempt count kept in the store across restarts;
 * permanent failure: the job is FAILED and each of its files goes to errors with
   the reason (files of a batch that may have been signed are never re-batched).
+
+What a state means for the files (may they be sent again?) is :mod:`folderseal.lifecycle`'s
+table; what a provider does in each step, and how it proves an upload complete, is the
+provider's (:mod:`folderseal.providers`). A step before accept that finds its remote batch
+may not hold exactly this batch abandons it (never started) and starts a new one; such
+abandons are counted by cause: answers the network lost (no limit but a safety cap) and
+a provider showing something other than what was sent (``MAX_RECREATES``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import shutil
 import threading
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from folderseal import batch as batching
-from folderseal import crashpoints, metrics
+from folderseal import crashpoints, lifecycle, metrics
 from folderseal.errors import ProviderError, StoreError, TransientError
 from folderseal.folders import JobContext
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult, FileState, JobRecord, JobState
-from folderseal.providers import BatchView, Document, Provider, Remote, RemoteStatus
+from folderseal.providers import (
+    Abandon,
+    BatchView,
+    Document,
+    Provider,
+    Remote,
+    RemoteDocument,
+    RemoteStatus,
+    ask_status,
+)
 from folderseal.sink import Sink
 from folderseal.store import Store
 from folderseal.workdir import WorkFolder
 
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
-MAX_RECREATES = 3  # remote batches abandoned before accept, before the batch fails
-# A remote batch in these states was accepted: its files may be signed already.
-ACCEPTED_ALREADY = (Remote.RUNNING, Remote.CLOSED)
+# Remote batches a batch may abandon because the provider showed something other than
+# what was sent, before the batch fails (remote_mismatch).
+MAX_RECREATES = 3
+# Abandons because an answer was lost are the network's fault and use up no limit; this
+# cap only stops a batch from feeding an unreliable provider forever (remote_unreliable).
+MAX_LOST_ANSWERS = 20
 
 
 def backoff(attempts: int) -> float:
@@ -46,13 +65,17 @@ def backoff(attempts: int) -> float:
     return delay * random.uniform(0.5, 1.0)
 
 
-class _Ledger:
-    """Counts each signing attempt in the store before it is made."""
+class BatchLedger:
+    """The :class:`~folderseal.providers.Ledger` a step is handed: what the provider
+    reports during a step is recorded at once, durably, before the step goes on."""
 
-    def __init__(self, store: Store, job: JobRecord, stop: threading.Event) -> None:
+    def __init__(self, store: Store, work: WorkFolder, job: JobRecord, stop: threading.Event,
+                 changed: Callable[[], None]) -> None:
         self.store = store
+        self.work = work
         self.job = job
         self.stop = stop
+        self.changed = changed  # the batch's documents changed: read them afresh
 
     def begin(self, documents: list[Document]) -> list[int]:
         counts = self.store.begin_attempts(self.job, [d.file_id for d in documents])
@@ -64,6 +87,26 @@ class _Ledger:
 
     def stopping(self) -> bool:
         return self.stop.is_set()
+
+    def sending(self, document: Document, remote_id: str) -> None:
+        self._note(document, RemoteDocument(batch=remote_id, id=None))
+
+    def answered(self, document: Document, remote: RemoteDocument) -> None:
+        self._note(document, remote)
+
+    def _note(self, document: Document, remote: RemoteDocument) -> None:
+        """Beside the batch in the work folder first (``recover`` reads it if the store is
+        lost), then in the store; both before the step goes on."""
+        note = remote.to_json()
+        self.work.note_document(self.job.id, document.file_id, note)
+        self.store.note_remote_document(self.job.id, document.file_id, note)
+        self.changed()
+
+    def reject(self, document: Document, code: str, message: str) -> None:
+        """The file leaves the batch as failed; it goes to errors with the batch."""
+        self.store.set_file_result(document.file_id, FileState.BATCHED, DocumentResult(
+            entry=document.entry, error_code=code, error_message=message), job_id=self.job.id)
+        self.changed()
 
 
 class Busy:
@@ -153,7 +196,11 @@ class Manager:
                     self.store.release(current, None)
                     return
                 self._require_work_folder(current)
-                current = step(current, provider)
+                job_id = current.id
+                try:
+                    current = step(current, provider)
+                except Abandon as exc:
+                    current = self._abandoned(job_id, provider, exc)
         except TransientError as exc:
             self._postpone(job.id, "transient", str(exc), self._delay(exc, provider), log)
         except ProviderError as exc:
@@ -209,22 +256,37 @@ class Manager:
     # -- helpers -------------------------------------------------------------------
 
     def _view(self, job: JobRecord, provider: Provider) -> BatchView:
-        """The batch as the provider sees it; read once per :meth:`advance`."""
+        """The batch as the provider sees it: its files still waiting for the provider,
+        each with the provider's latest answer for it; read once per :meth:`advance` (and
+        afresh after a step that changed them)."""
         cached = self._views.get(job.id)
         if cached is not None:
             return cached
+        work = self.works[job.folder]
+        records = {r.id: r for r in self.store.files_of_job(job.id)
+                   if r.state == FileState.BATCHED}
+        notes = self.store.remote_documents(job.id)
         documents = tuple(
             Document(entry=r.entry or "", file_id=r.id, sha256=r.sha256 or "", size=r.size,
-                     dev=r.dev, ino=r.ino, attempts=r.attempts)
-            for r in self.store.files_of_job(job.id) if r.state == FileState.BATCHED
-        )
-        package = self.state_dir / "packages" / f"{job.id}.zip" if provider.wants_package \
-            else None
+                     dev=r.dev, ino=r.ino, attempts=r.attempts,
+                     remote=RemoteDocument.from_json(notes.get(r.id)))
+            for r in records.values())
+        prepared = (job.package_sha256, job.package_bytes) \
+            if job.package_sha256 and job.package_bytes is not None else None
         view = BatchView(id=job.id, folder=job.folder, documents=documents,
-                         files_dir=self.works[job.folder].batch_dir(job.id), package=package,
-                         staging=self.state_dir / "downloads" / job.id)
+                         files_dir=work.batch_dir(job.id),
+                         package=self.state_dir / "packages" / f"{job.id}.zip",
+                         staging=self.state_dir / "downloads" / job.id,
+                         open_document=lambda d: work.open_file(records[d.file_id]),
+                         prepared=prepared)
         self._views[job.id] = view
         return view
+
+    def _ledger(self, job: JobRecord) -> BatchLedger:
+        def changed() -> None:
+            self._views.pop(job.id, None)
+
+        return BatchLedger(self.store, self.works[job.folder], job, self.stop, changed)
 
     def _move(self, job: JobRecord, to_state: JobState, remote_id: str | None = None,
               detail: str | None = None) -> JobRecord:
@@ -254,28 +316,19 @@ class Manager:
         assert failed is not None
         self._sink_failures(failed, self.providers[failed.provider])
 
-    @staticmethod
-    def _manifest(view: BatchView) -> list[str]:
-        return sorted(d.entry for d in view.documents)
-
     # -- the steps -----------------------------------------------------------------
 
     def _create(self, job: JobRecord, provider: Provider) -> JobRecord | None:
-        """BATCHED: finish moving files in, build the package, create the remote batch."""
+        """BATCHED: finish moving files in, let the provider prepare what goes up (SEAL:
+        its package), create the remote batch."""
         work = self.works[job.folder]
         batching.move_into_batch(work, job.id, job.provider, self.store.files_of_job(job.id))
         if (caught := self._catch_up(job, provider)) is not None:
             return caught
         view = self._view(job, provider)
-        if view.package is not None and not batching.package_matches(view.package,
-                                                                     job.package_sha256):
-            work = self.works[job.folder]
-            records = {r.id: r for r in self.store.files_of_job(job.id)}
-            members = [(d.entry, partial(work.open_file, records[d.file_id]))
-                       for d in view.documents]
-            view.package.parent.mkdir(parents=True, exist_ok=True)
-            digest, size = batching.build_package(view.package, members)
-            self.store.set_package(job, digest, size)
+        made = provider.prepare(view)
+        if made is not None and made != view.prepared:
+            self.store.set_package(job, *made)
         remote_id = provider.create(view)
         self._note_remote_id(job, provider, remote_id)
         return self._move(job, JobState.CREATED, remote_id=remote_id)
@@ -283,33 +336,43 @@ class Manager:
     def _note_remote_id(self, job: JobRecord, provider: Provider, remote_id: str) -> None:
         """Keep a remote batch id beside the batch before anything is sent there: with it,
         ``folderseal recover`` can ask the provider about the batch if the store is lost."""
-        if provider.kind != "local":
+        if provider.steps.remote:
             self.works[job.folder].note_remote_id(job.id, remote_id)
 
     def _upload(self, job: JobRecord, provider: Provider) -> JobRecord | None:
-        """CREATED: upload, once. After any doubt the remote status decides: the manifest
-        is there → uploaded; nothing there and no upload ever sent → upload; anything
-        else → abandon this remote batch (it was never accepted) and start a new one."""
+        """CREATED: send the documents. After any doubt the remote status decides: the
+        provider proves it holds the upload → uploaded; nothing sent there yet, or sent
+        document by document with each send noted (the provider goes on where it stopped,
+        and abandons on a send in doubt) → upload; sent in one piece and not showing →
+        wait out the grace, then abandon this remote batch (never started) for a new one.
+        One remote batch never gets the same upload twice."""
         if (caught := self._catch_up(job, provider)) is not None:
             return caught
         view = self._view(job, provider)
         remote_id = job.remote_id or ""
-        status = provider.status(view, remote_id)
-        if status.state in ACCEPTED_ALREADY:
+        if not view.documents:
+            return self._nothing_left(job, provider, view)
+        status = ask_status(provider, view, remote_id)
+        if status.state in lifecycle.STARTED:
             return self._found_accepted(job, status)
-        if self._holds_manifest(status, view):
+        if provider.holds_upload(view, status):
             return self._move(job, JobState.UPLOADED, detail="found uploaded")
         sent = self.store.upload_sent_at(job.id, remote_id)
-        empty = status.state in (Remote.NEW, Remote.RUNNING) and not status.documents
-        if empty and sent is None:
-            self.store.note_upload(job, remote_id)  # durable before the upload goes out
-            provider.upload(view, remote_id)
+        noted = any(d.remote is not None and d.remote.batch == remote_id
+                    for d in view.documents)
+        empty = status.state in lifecycle.OPEN and not status.documents
+        if status.state in lifecycle.OPEN and ((empty and sent is None) or noted):
+            if sent is None:
+                self.store.note_upload(job, remote_id)  # durable before the upload goes out
+            provider.upload(view, remote_id, self._ledger(job))
+            self._views.pop(job.id, None)  # the provider's answers changed the documents
             return self._move(job, JobState.UPLOADED)
         if empty and sent is not None and self._within_grace(sent, provider):
             return self._wait(job, provider)  # it may still be unpacking what was sent
-        return self._recreate(job, provider, view, f"remote batch is {status.state} with "
-                              f"{len(status.documents)} documents"
-                              f"{' after an upload was sent' if sent else ''}")
+        return self._abandon(job, provider, view, f"remote batch is {status.state} with "
+                             f"{len(status.documents)} documents"
+                             f"{' after an upload was sent' if sent else ''}",
+                             lost_answer=empty)
 
     def _within_grace(self, since: float, provider: Provider) -> bool:
         """True while something sent may not show in the provider's status yet."""
@@ -321,9 +384,9 @@ class Manager:
         return None
 
     def _found_accepted(self, job: JobRecord, status: RemoteStatus) -> JobRecord:
-        """Before accept, the remote batch shows accepted or signed: the store is behind
-        (restored from a copy, or it lost its last writes). Its files may be signed: go on
-        from ACCEPTED, never abandon it and submit them again."""
+        """Before accept, the remote batch shows started: the store is behind (restored
+        from a copy, or it lost its last writes). Its files may have run: go on from
+        ACCEPTED, never abandon it and submit them again."""
         self.log.warning("batch.store_behind", batch=job.id, remote=job.remote_id,
                          state=job.state, remote_state=str(status.state))
         return self._move(job, JobState.ACCEPTED, detail=f"found {status.state} before "
@@ -332,78 +395,116 @@ class Manager:
     def _catch_up(self, job: JobRecord, provider: Provider) -> JobRecord | None:
         """Before anything is sent: a remote batch the batch's manifest names but the store
         does not (a store restored from a copy, or one that lost its last writes) decides
-        first, so that files it may have signed are never submitted again. Accepted → on
-        from ACCEPTED; holding the upload → ACCEPTING (its status decides on accept);
-        created or uploaded in part (never accepted) → deleted, and the step goes on."""
-        if provider.kind == "local":
+        first, so that files it may have run are never submitted again. Started → on from
+        ACCEPTED; holding the upload → ACCEPTING (its status decides on accept); created
+        or uploaded in part (never started) → deleted, and the step goes on."""
+        if not provider.steps.remote:
             return None
         manifest = self.works[job.folder].manifest(job.id) or {}
         ids = [r for r in manifest.get("remote_ids", []) if isinstance(r, str) and r]
         if not ids or ids[-1] == job.remote_id:
             return None
         newer, view = ids[-1], self._view(job, provider)
-        status = provider.status(view, newer)
+        status = ask_status(provider, view, newer)
         self.log.warning("batch.store_behind", batch=job.id, remote=newer,
                          stored=job.remote_id, remote_state=str(status.state))
-        if status.state in ACCEPTED_ALREADY:
+        if status.state in lifecycle.STARTED:
             return self._move(job, JobState.ACCEPTED, remote_id=newer,
                               detail=f"found accepted: {newer}")
-        if self._holds_manifest(status, view):
+        if provider.holds_upload(view, status):
             return self._move(job, JobState.ACCEPTING, remote_id=newer,
                               detail=f"found uploaded: {newer}")
         if status.state != Remote.GONE:
             provider.delete(view, newer)
         return None
 
-    def _holds_manifest(self, status: RemoteStatus, view: BatchView) -> bool:
-        """The remote batch holds exactly this batch's files and is not gone or done."""
-        return status.state in (Remote.NEW, Remote.UPLOADED, Remote.RUNNING) and \
-            sorted(status.documents) == self._manifest(view)
+    def _abandoned(self, job_id: str, provider: Provider, exc: Abandon) -> JobRecord:
+        """A step raised Abandon: this remote batch may not hold exactly what was sent."""
+        job = self.store.job(job_id)
+        assert job is not None
+        if lifecycle.past_no_return(job.state):
+            raise exc  # accept may have been sent: never abandoned (a provider's bug)
+        return self._abandon(job, provider, self._view(job, provider), exc.why,
+                             lost_answer=exc.lost_answer)
 
-    def _recreate(self, job: JobRecord, provider: Provider, view: BatchView,
-                  why: str) -> JobRecord:
-        """Abandon a remote batch that was never accepted and start a new one; after
-        MAX_RECREATES the batch fails (before accept: retry submits it afresh)."""
+    def _abandon(self, job: JobRecord, provider: Provider, view: BatchView, why: str, *,
+                 lost_answer: bool) -> JobRecord:
+        """Abandon a remote batch that was never started and start a new one, counting the
+        abandon by its cause. After MAX_RECREATES mismatches (or MAX_LOST_ANSWERS lost
+        answers) the batch fails; nothing was accepted, so retry submits it afresh."""
         old = job.remote_id or ""
-        if self.store.recreations(job.id) >= MAX_RECREATES:
-            raise ProviderError("remote_mismatch",
-                                f"the provider's batch did not match what was uploaded "
-                                f"{MAX_RECREATES + 1} times ({why}); nothing was accepted",
-                                provider=job.provider, operation="upload", batch=job.id)
-        try:
-            provider.delete(view, old)
-        except (TransientError, ProviderError) as exc:
-            self.log.warning("batch.abandon_failed", batch=job.id, remote=old, reason=str(exc))
+        lost, mismatched = self.store.abandons(job.id)
+        if lost_answer and lost >= MAX_LOST_ANSWERS:
+            raise ProviderError(
+                "remote_unreliable",
+                f"{lost + 1} remote batches were abandoned because an answer was lost "
+                f"({why}); nothing was "
+                "accepted: check the network to the provider and its health, then "
+                "`folderseal retry` submits the files afresh",
+                provider=job.provider, operation="upload", batch=job.id)
+        if not lost_answer and mismatched >= MAX_RECREATES:
+            raise ProviderError(
+                "remote_mismatch",
+                f"the provider's batch did not match what was uploaded {MAX_RECREATES + 1} "
+                f"times ({why}); nothing was accepted: ask the provider's administrator, "
+                "then `folderseal retry` submits the files afresh",
+                provider=job.provider, operation="upload", batch=job.id)
+        # The new remote batch first: if create fails, the old one is still there to
+        # be judged again (a deleted one would read as gone, a mismatch).
         remote_id = provider.create(view)
         self._note_remote_id(job, provider, remote_id)
-        self.store.transition(job, JobState.CREATED, detail=f"abandoned {old}: {why}",
-                              remote_id=remote_id)
+        if old:
+            try:
+                provider.delete(view, old)
+            except (TransientError, ProviderError) as exc:
+                self.log.warning("batch.abandon_failed", batch=job.id, remote=old,
+                                 reason=str(exc))
+        self.store.abandon(job, remote_id, lost_answer=lost_answer, why=why)
         self.log.warning("batch.abandoned", batch=job.id, remote=old, reason=why,
+                         cause="answer_lost" if lost_answer else "mismatch",
                          new_remote=remote_id)
+        self._views.pop(job.id, None)
         moved = self.store.job(job.id)
         assert moved is not None
         return moved
 
+    def _nothing_left(self, job: JobRecord, provider: Provider, view: BatchView) -> JobRecord:
+        """Before accept, every file was taken out of the batch (rejected): nothing is
+        accepted; delivery puts them in errors with their reasons."""
+        if job.remote_id and provider.steps.remote:
+            try:
+                provider.delete(view, job.remote_id)
+            except (TransientError, ProviderError) as exc:
+                self.log.warning("batch.abandon_failed", batch=job.id, remote=job.remote_id,
+                                 reason=str(exc))
+        return self._move(job, JobState.DOWNLOADED, detail="every file was rejected before "
+                          "accept")
+
     def _accept(self, job: JobRecord, provider: Provider) -> JobRecord | None:
-        """UPLOADED: check the remote list equals the manifest, store ACCEPTING, accept."""
+        """UPLOADED: the provider proves the remote batch holds the upload; store
+        ACCEPTING (the point of no return), then accept."""
         if (caught := self._catch_up(job, provider)) is not None:
             return caught
         view = self._view(job, provider)
-        status = provider.status(view, job.remote_id or "")
-        if status.state in ACCEPTED_ALREADY:
+        if not view.documents:
+            return self._nothing_left(job, provider, view)
+        status = ask_status(provider, view, job.remote_id or "")
+        if status.state in lifecycle.STARTED:
             return self._found_accepted(job, status)
-        if not self._holds_manifest(status, view):
-            if not status.documents and status.state in (Remote.NEW, Remote.RUNNING) and \
-                    self._within_grace(self._since(job, JobState.UPLOADED), provider):
+        if not provider.holds_upload(view, status):
+            empty = status.state in lifecycle.OPEN and not status.documents
+            if empty and self._within_grace(self._since(job, JobState.UPLOADED), provider):
                 return self._wait(job, provider)  # the upload may not show yet
-            return self._recreate(job, provider, view, f"remote batch is {status.state} with "
-                                  f"{len(status.documents)} documents before accept")
+            return self._abandon(job, provider, view, f"remote batch is {status.state} with "
+                                 f"{len(status.documents)} documents before accept",
+                                 lost_answer=empty)
         job = self._move(job, JobState.ACCEPTING)
         return self._send_accept(job, provider, view)
 
     def _send_accept(self, job: JobRecord, provider: Provider,
                      view: BatchView) -> JobRecord | None:
-        provider.accept(view, job.remote_id or "", _Ledger(self.store, job, self.stop))
+        provider.accept(view, job.remote_id or "", self._ledger(job))
+        self._views.pop(job.id, None)
         if self.stop.is_set():
             self.store.release(job, self.store.clock())
             return None
@@ -412,18 +513,18 @@ class Manager:
     def _accept_again(self, job: JobRecord, provider: Provider) -> JobRecord | None:
         """ACCEPTING: accept may or may not have arrived; ask before sending it again.
 
-        Accepted or further → ACCEPTED. Still uploaded with the manifest → send accept
-        again, but only once the provider had ACCEPT_GRACE to show an accept that did
-        arrive (an accept is processed asynchronously), and only on a status given by
-        name. Gone → FAILED, "may have been signed".
+        Started → ACCEPTED. Still holding the upload, never started → accept again: at
+        once where accept is no point of no return (local); otherwise only once the
+        provider had its status grace to show an accept that did arrive (an accept is
+        processed asynchronously), and only on a status given by name. Anything else →
+        what can still be proven is delivered, the rest fails as "may have been signed".
         """
         view = self._view(job, provider)
-        status = provider.status(view, job.remote_id or "")
-        if status.state in (Remote.RUNNING, Remote.CLOSED):
+        status = ask_status(provider, view, job.remote_id or "")
+        if status.state in lifecycle.STARTED:
             return self._move(job, JobState.ACCEPTED, detail="found accepted")
-        if status.state in (Remote.NEW, Remote.UPLOADED) and \
-                sorted(status.documents) == self._manifest(view):
-            if provider.resumable_accept:
+        if status.state in lifecycle.OPEN and provider.holds_upload(view, status):
+            if not provider.steps.irrevocable:
                 return self._send_accept(job, provider, view)
             since = self._since(job, JobState.ACCEPTING)
             now = self.store.clock()
@@ -434,14 +535,40 @@ class Manager:
                 raise ProviderError("never_accepted",
                                     f"batch {job.remote_id} still shows {shown} "
                                     f"{provider.max_wait:.0f} s after accept was sent; its "
-                                    "files may have been signed: check with the provider",
+                                    f"files may have been {provider.steps.outcome}: check "
+                                    "with the provider",
                                     provider=job.provider, operation="accept", batch=job.id)
             return self._wait(job, provider)
-        raise ProviderError("lost_after_accept",
-                            f"the provider no longer knows batch {job.remote_id} ({status.state}"
-                            f"{': ' + status.detail if status.detail else ''}); its files may "
-                            "have been signed: check with the provider before retrying",
-                            provider=job.provider, operation="status", batch=job.id)
+        return self._lost_after_accept(job, provider, view, status)
+
+    def _lost_after_accept(self, job: JobRecord, provider: Provider, view: BatchView,
+                           status: RemoteStatus) -> JobRecord:
+        """After ACCEPTING the provider no longer shows the batch as sent: what it can
+        still prove (``salvage``) is recorded and delivered; every other file fails as
+        "may have been signed/stored/loaded" and is never submitted again."""
+        message = (f"the provider no longer knows batch {job.remote_id} ({status.state}"
+                   f"{': ' + status.detail if status.detail else ''}); its files may have "
+                   f"been {provider.steps.outcome}: check with the provider before "
+                   "retrying")
+        salvaged = {r.entry: r for r in provider.salvage(view, job.remote_id or "") if r.ok}
+        if not salvaged:
+            raise ProviderError("lost_after_accept", message, provider=job.provider,
+                                operation="status", batch=job.id)
+        failed = DocumentResult(entry="", error_code="lost_after_accept",
+                                error_message=message)
+        with self.store.transaction():
+            for document in view.documents:
+                result = salvaged.get(document.entry) or \
+                    dataclasses.replace(failed, entry=document.entry)
+                self.store.set_file_result(document.file_id, FileState.BATCHED, result,
+                                           job_id=job.id)
+            self.store.transition(job, JobState.DOWNLOADED,
+                                  detail=f"salvaged {len(salvaged)} of {len(view.documents)} "
+                                         "files after the provider lost the batch")
+        self.log.warning("batch.salvaged", batch=job.id, remote=job.remote_id,
+                         salvaged=len(salvaged), lost=len(view.documents) - len(salvaged))
+        self._views.pop(job.id, None)
+        return self._moved(job, JobState.DOWNLOADED)
 
     def _since(self, job: JobRecord, state: JobState) -> float:
         """When the job last entered ``state``."""
@@ -449,19 +576,22 @@ class Manager:
                      if to == state), job.updated_at)
 
     def _poll(self, job: JobRecord, provider: Provider) -> JobRecord | None:
-        """ACCEPTED: wait for the provider to close the batch."""
+        """ACCEPTED: wait for the provider to finish the batch (closed, or failed: its
+        download turns that into per-document failures)."""
         view = self._view(job, provider)
         if self.store.clock() - self._since(job, JobState.ACCEPTED) > provider.max_wait:
             self._never_closed(job, provider)  # even while status calls keep failing
-        status = provider.status(view, job.remote_id or "")
-        if status.state == Remote.CLOSED:
-            return self._move(job, JobState.CLOSED)
+        status = ask_status(provider, view, job.remote_id or "")
+        if status.progress is not None:
+            self.store.set_progress(job, status.progress)
+            self.log.info("batch.progress", batch=job.id, remote=job.remote_id,
+                          progress=status.progress)
+        if status.state in lifecycle.FINISHED:
+            return self._move(job, JobState.CLOSED, detail=None if status.state ==
+                              Remote.CLOSED else f"the provider says {status.state}")
         if status.state == Remote.GONE:
-            raise ProviderError("lost_after_accept",
-                                f"the provider no longer knows batch {job.remote_id}; its files "
-                                "may have been signed: check with the provider",
-                                provider=job.provider, operation="status", batch=job.id)
-        if status.state == Remote.UPLOADED and provider.resumable_accept:
+            return self._lost_after_accept(job, provider, view, status)
+        if status.state == Remote.UPLOADED and not provider.steps.irrevocable:
             return self._send_accept(job, provider, view)
         now = self.store.clock()
         if now - self._since(job, JobState.ACCEPTED) > provider.max_wait:
@@ -474,19 +604,31 @@ class Manager:
         raise ProviderError("never_closed",
                             f"batch {job.remote_id} did not close within "
                             f"{provider.max_wait:.0f} s (max_wait_seconds); its files may have "
-                            "been signed: check with the provider; `folderseal retry` asks "
-                            "the same batch again", provider=job.provider, operation="status",
-                            batch=job.id)
+                            f"been {provider.steps.outcome}: check with the provider; "
+                            "`folderseal retry` asks the same batch again",
+                            provider=job.provider, operation="status", batch=job.id)
 
     def _download(self, job: JobRecord, provider: Provider) -> JobRecord | None:
-        """CLOSED: fetch the results and record each file's outcome."""
+        """CLOSED: fetch the results and record each file's outcome. While a result is
+        pending (Clevver: a receipt without its txid) the batch waits and asks again at
+        the next poll; once max_wait since ACCEPTED has passed, a pending result fails
+        with its own reason."""
         view = self._view(job, provider)
         results = {r.entry: r for r in provider.download(view, job.remote_id or "")}
+        pending = sum(1 for d in view.documents
+                      if (r := results.get(d.entry)) is not None and r.pending)
+        if pending and self.store.clock() - self._since(job, JobState.ACCEPTED) <= \
+                provider.max_wait:
+            self.log.info("batch.results_pending", batch=job.id, remote=job.remote_id,
+                          pending=pending)
+            return self._wait(job, provider)
         with self.store.transaction():
             for document in view.documents:
                 result = results.get(document.entry) or DocumentResult(
                     entry=document.entry, error_code="missing",
                     error_message="the provider returned no result for this file")
+                if result.pending:
+                    result = _timed_out(result, provider)
                 self.store.set_file_result(document.file_id, FileState.BATCHED, result,
                                            job_id=job.id)
             self.store.transition(job, JobState.DOWNLOADED)
@@ -516,7 +658,7 @@ class Manager:
         if not self.works[job.folder].remove_batch(job.id):
             # An original that could not go to errors is kept here, on record.
             self.log.warning("batch.folder_kept", batch=job.id, folder=str(view.files_dir))
-        if view.package is not None:
+        if view.package is not None:  # what prepare made
             view.package.unlink(missing_ok=True)
         moved = self._move(job, JobState.CLEANED)
         self.store.release(moved, None)
@@ -547,3 +689,14 @@ class Manager:
     def _context(self, job: JobRecord, provider: Provider, count: int) -> JobContext:
         return JobContext(job=job, provider_name=provider.name, provider_kind=provider.kind,
                           batch_files=count, history=self.store.job_history(job.id))
+
+
+def _timed_out(result: DocumentResult, provider: Provider) -> DocumentResult:
+    """A result still pending once max_wait has passed: a failure, with the provider's
+    own reason when it gave one."""
+    return dataclasses.replace(
+        result, pending=False, error_code=result.error_code or "no_result",
+        error_message=result.error_message or (
+            f"the provider gave no final result for this file within {provider.max_wait:.0f} "
+            f"s (max_wait_seconds); it may have been {provider.steps.outcome}: check with "
+            "the provider; `folderseal retry` asks again"))

@@ -73,8 +73,8 @@ class MeasuredProvider:
     def create(self, batch: BatchView) -> str:
         return str(self._timed("create", lambda: self.inner.create(batch)))
 
-    def upload(self, batch: BatchView, remote_id: str) -> None:
-        self._timed("upload", lambda: self.inner.upload(batch, remote_id))
+    def upload(self, batch: BatchView, remote_id: str, ledger: Attempts) -> None:
+        self._timed("upload", lambda: self.inner.upload(batch, remote_id, ledger))
 
     def status(self, batch: BatchView, remote_id: str) -> RemoteStatus:
         result: RemoteStatus = self._timed("status", lambda: self.inner.status(batch, remote_id))

@@ -11,18 +11,25 @@ the files in the work folder went through). ``recover`` settles each file there:
 * the other files of such a batch, by what the batch's manifest (``.batch.json``,
   see :mod:`folderseal.workdir`) and the provider say:
 
-  - no remote batch id in the manifest, or the local provider: nothing was ever
-    uploaded anywhere (ids are kept before any upload), and the local provider
-    publishes once, which a sidecar proves: back into the inbox at their source path;
-  - the provider shows the remote batch accepted or signed: the batch is recorded
-    again as ACCEPTED, and the daemon polls, downloads and delivers it;
-  - uploaded with exactly the batch's files, not accepted: recorded as ACCEPTING,
-    so the daemon asks the provider again, after its grace, before accepting;
+  - no remote batch id in the manifest, or a provider that keeps no remote batch (the
+    local signer): nothing was ever uploaded anywhere (ids are kept before any
+    upload), and the local provider publishes once, which a sidecar proves: back into
+    the inbox at their source path;
+  - the provider shows the remote batch started (running, closed or failed): the
+    batch is recorded again as ACCEPTED, and the daemon polls, downloads and
+    delivers it;
+  - not started, and the provider proves it holds exactly the batch's files
+    (``holds_upload``, with each document's answer from the manifest): recorded as
+    ACCEPTING, so the daemon asks the provider again, after its grace, before
+    accepting;
   - created, or uploaded only in part: it was never accepted (folderseal accepts only
     a complete upload): the remote batch is deleted and the batch recorded as new;
   - gone, no manifest, or a file the manifest does not list (or one whose id the
     store knows already, a store restored from an older copy): it may have been
-    signed: to the errors folder, with a record saying to check with the provider;
+    signed (stored, loaded): to the errors folder, with a record saying to check with
+    the provider;
+
+  Each document's answers the manifest keeps (``documents``) go back into the store.
 
 * a file the store has waiting (claimed, batched or signed) that is not in the work
   folder: an original leaves only once delivered, failed or re-batched, so the store
@@ -51,12 +58,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from folderseal import files, statelock
+from folderseal import files, lifecycle, statelock
 from folderseal.config import FolderConfig, Settings
 from folderseal.errors import ExitCode, ProviderError, TransientError
 from folderseal.folders import split
 from folderseal.model import FileRecord, FileState, JobState
-from folderseal.providers import BatchView, Document, Provider, Remote, build
+from folderseal.providers import (
+    BatchView,
+    Document,
+    Provider,
+    RemoteDocument,
+    ask_status,
+    build,
+    steps_of,
+)
 from folderseal.sidecar import SCHEMA
 from folderseal.store import Store
 from folderseal.workdir import MARKER, WorkFolder
@@ -138,7 +153,7 @@ class _Folder:
         self.name = name
         self.cfg = cfg
         self.store = store
-        self.provider = provider  # None for the local provider
+        self.provider = provider  # None for a provider that keeps no remote batch
         self.state_dir = settings.state_dir
         self.work = WorkFolder(cfg.work_folder, name)
         self.delivered = _records(cfg.outbox, ".json")
@@ -190,31 +205,32 @@ class _Folder:
         if any(f.file_id is None or f.file_id in known for f in pending):
             return self._hold_all(batch_id, pending, "the batch's manifest does not list them")
         remote_id = remote_ids[-1]
-        view = _view(batch_id, self.name, pending, self.work, self.state_dir)
-        status = self.provider.status(view, remote_id)
+        notes = self.work.document_notes(batch_id)
+        view = _view(batch_id, self.name, pending, notes, self.work, self.state_dir)
+        status = ask_status(self.provider, view, remote_id)
         entries = sorted(f.entry for f in pending)
         listed = sorted(f["entry"] for f in manifest["files"])
-        if status.state in (Remote.RUNNING, Remote.CLOSED):
-            return self._restore(batch_id, pending, JobState.ACCEPTED, remote_id,
+        if status.state in lifecycle.STARTED:
+            return self._restore(batch_id, pending, notes, JobState.ACCEPTED, remote_id,
                                  f"remote batch {remote_id} is {status.detail or status.state}")
-        if status.state in (Remote.NEW, Remote.UPLOADED) and \
-                sorted(status.documents) == listed == entries:
-            return self._restore(batch_id, pending, JobState.ACCEPTING, remote_id,
+        if status.state in lifecycle.OPEN and listed == entries and \
+                self.provider.holds_upload(view, status):
+            return self._restore(batch_id, pending, notes, JobState.ACCEPTING, remote_id,
                                  f"remote batch {remote_id} holds the upload; accept may have "
                                  "been sent")
-        if status.state in (Remote.NEW, Remote.UPLOADED):
+        if status.state in lifecycle.OPEN:
             try:  # never accepted; a late upload into it must not count
                 self.provider.delete(view, remote_id)
             except (TransientError, ProviderError) as exc:
                 print(f"  (could not delete remote batch {remote_id}: {exc}; it was never "
                       "accepted)")
-            return self._restore(batch_id, pending, JobState.BATCHED, None,
+            return self._restore(batch_id, pending, notes, JobState.BATCHED, None,
                                  f"remote batch {remote_id} was never accepted")
         return self._hold_all(batch_id, pending, f"the provider no longer knows remote batch "
                               f"{remote_id} ({status.detail or status.state})")
 
-    def _restore(self, batch_id: str, pending: list[_File], state: JobState,
-                 remote_id: str | None, why: str) -> str:
+    def _restore(self, batch_id: str, pending: list[_File], notes: dict[str, dict[str, Any]],
+                 state: JobState, remote_id: str | None, why: str) -> str:
         rows = []
         now = self.store.clock()
         for f in pending:
@@ -223,8 +239,13 @@ class _Folder:
                          "dev": st.st_dev, "ino": st.st_ino, "size": f.size,
                          "mtime_ns": st.st_mtime_ns, "sha256": f.sha256, "seen_at": now,
                          "entry": f.entry})
-        self.store.restore_job(job_id=batch_id, folder=self.name, provider=self.cfg.provider,
-                               state=state, remote_id=remote_id, files=rows, why=why)
+        with self.store.transaction():
+            self.store.restore_job(job_id=batch_id, folder=self.name,
+                                   provider=self.cfg.provider, state=state,
+                                   remote_id=remote_id, files=rows, why=why)
+            for f in pending:  # each document's latest answer, as the manifest kept it
+                if f.file_id and f.file_id in notes:
+                    self.store.note_remote_document(batch_id, f.file_id, notes[f.file_id])
         return f"{len(pending)} recorded again as {state} ({why}); the daemon goes on"
 
     def _hold_all(self, batch_id: str, pending: list[_File], why: str) -> str:
@@ -243,7 +264,8 @@ class _Folder:
             self._write_record(target, f.source, f.sha256, f.size, batch_id, "store_lost",
                                f"the store was lost while this file was in batch {batch_id} "
                                f"of provider {self.provider.name} and {why}; it may have "
-                               "been signed: check with the provider, then drop it into "
+                               f"been {self.provider.steps.outcome}: check with the "
+                               "provider, then drop it into "
                                f"the inbox again{note}")
         return f"{len(pending)} in errors, to check with the provider ({why})"
 
@@ -326,10 +348,12 @@ class _Folder:
             path.unlink()
 
 
-def _view(batch_id: str, folder: str, pending: list[_File], work: WorkFolder,
-          state_dir: Path) -> BatchView:
+def _view(batch_id: str, folder: str, pending: list[_File], notes: dict[str, dict[str, Any]],
+          work: WorkFolder, state_dir: Path) -> BatchView:
     documents = tuple(Document(entry=f.entry, file_id=f.file_id or "", sha256=f.sha256,
-                               size=f.size, dev=0, ino=0, attempts=0) for f in pending)
+                               size=f.size, dev=0, ino=0, attempts=0,
+                               remote=RemoteDocument.from_json(notes.get(f.file_id or "")))
+                      for f in pending)
     return BatchView(id=batch_id, folder=folder, documents=documents,
                      files_dir=work.batch_dir(batch_id), package=None,
                      staging=state_dir / "downloads" / batch_id)
@@ -348,7 +372,7 @@ def recover(settings: Settings) -> int:
                 continue
             unknown = [b for b in work.batch_ids() if store.job(b) is None]
             provider = None
-            if unknown and settings.providers[cfg.provider].kind != "local":
+            if unknown and steps_of(settings.providers[cfg.provider].kind).remote:
                 provider = providers.get(cfg.provider)
                 if provider is None:
                     provider = build(cfg.provider, settings.providers[cfg.provider],

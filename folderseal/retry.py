@@ -3,16 +3,19 @@
 What a retry does depends on how far the file got (docs/crash-table.md):
 
 * failed before its batch could have been accepted (at the claim, or a batch that
-  failed before ``ACCEPTING``), or with the ``local`` provider (for which "signed
-  once" means "published once"), or a document the remote provider reports as not
-  signed: the original goes back from the errors folder into its inbox, at its
-  relative path (``-N`` if taken), and is taken like a new drop;
-* in a remote batch that failed at or after ``ACCEPTING`` (it may have been signed):
+  failed before ``ACCEPTING``), or with a provider whose accept is no point of no
+  return (the ``local`` signer, for which "signed once" means "published once"), or
+  a document the remote provider reports as not signed: the original goes back from
+  the errors folder into its inbox, at its relative path (``-N`` if taken), and is
+  taken like a new drop;
+* in a remote batch that failed at or after ``ACCEPTING`` (it may have run):
   the originals go back into the batch folder and the batch back to ``ACCEPTED``,
   so the same remote batch is asked again (status, download); nothing is submitted
   again;
 * any other failure after a remote provider may have signed it is refused, with
   the reason: check with the provider, then drop the file again by hand.
+
+"How far it got" is :mod:`folderseal.lifecycle`'s table.
 
 Only the very file that failed is moved: the file at the place its failure recorded,
 with the content recorded then (:mod:`folderseal.errorfiles`). A failure marked
@@ -35,18 +38,16 @@ import sys
 import time
 from pathlib import Path
 
-from folderseal import retrying
+from folderseal import lifecycle, retrying
 from folderseal.config import Settings
 from folderseal.errorfiles import ERROR_SUFFIX, Found, find_original, place_of, record_file
 from folderseal.errors import ExitCode, FolderSealError, StateConflict
 from folderseal.model import FileRecord, FileState, JobRecord, JobState
+from folderseal.providers import steps_of
 from folderseal.retrying import Move, Refused
 from folderseal.store import Store
 from folderseal.workdir import WorkFolder
 
-# States from which a batch may have been accepted, and so signed.
-MAY_BE_SIGNED = frozenset({JobState.ACCEPTING, JobState.ACCEPTED, JobState.CLOSED,
-                           JobState.DOWNLOADED, JobState.DELIVERED, JobState.CLEANED})
 NOT_SIGNED_CODES = frozenset({"not_signed"})  # the provider itself says so
 # Failed, with the original in the errors folder (FAILED) or perhaps no longer (CLEARED).
 RETRYABLE = (FileState.FAILED, FileState.CLEARED)
@@ -82,13 +83,15 @@ def _way(settings: Settings, record: FileRecord, job: JobRecord | None) -> tuple
                           "how far it got cannot be judged: put that provider back into the "
                           "configuration and retry again, or check with that provider and "
                           "drop the file into the inbox by hand")
-    if settings.providers[job.provider].kind == "local":
+    steps = steps_of(settings.providers[job.provider].kind)
+    if not steps.irrevocable:
         return "inbox", ""
     if job.state == JobState.FAILED:
-        return ("batch" if job.failed_step in MAY_BE_SIGNED else "inbox"), ""
+        return ("batch" if lifecycle.may_have_run(job.failed_step, steps) else "inbox"), ""
     if record.error_code in NOT_SIGNED_CODES:
         return "inbox", ""
-    return "refuse", (f"it may have been signed by the provider ({record.error_code}): check "
+    return "refuse", (f"it may have been {steps.outcome} by the provider "
+                      f"({record.error_code}): check "
                       f"with the provider (remote batch {job.remote_id}), then drop it into "
                       "the inbox again by hand if it was not")
 

@@ -8,8 +8,12 @@ Layout (on the inbox's filesystem, so claiming is one atomic rename)::
     <work>/batches/<batch id>/.batch.json  the batch's manifest: each file's source,
                                        sha256 and entry, and every remote batch id the
                                        provider gave it (written before anything is
-                                       uploaded there), so ``folderseal recover`` can
-                                       rebuild a lost store from the work folder
+                                       uploaded there), and each answer the provider
+                                       gave for one document (``documents``: file id,
+                                       remote batch, the provider's id or null while
+                                       in doubt, checksum), appended the moment it
+                                       arrives, so ``folderseal recover`` can rebuild a
+                                       lost store from the work folder
 
 A work folder that holds another store's id, or batches this store does not know,
 means the store was lost or replaced, or two daemons share one inbox: continuing
@@ -94,6 +98,23 @@ class WorkFolder:
             return
         manifest["remote_ids"].append(remote_id)
         self._save_manifest(self.batch_dir(batch_id), manifest)
+
+    def note_document(self, batch_id: str, file_id: str, note: dict[str, Any]) -> None:
+        """Append the provider's answer (or a send about to go out) for one document to
+        the manifest, durably; the latest note of a file is what counts."""
+        manifest = self.manifest(batch_id)
+        if manifest is None:
+            return
+        manifest.setdefault("documents", []).append({"file": file_id, **note})
+        self._save_manifest(self.batch_dir(batch_id), manifest)
+
+    def document_notes(self, batch_id: str) -> dict[str, dict[str, Any]]:
+        """file id → the latest note the manifest holds for it."""
+        notes: dict[str, dict[str, Any]] = {}
+        for note in (self.manifest(batch_id) or {}).get("documents", []):
+            if isinstance(note, dict) and isinstance(note.get("file"), str):
+                notes[note["file"]] = {k: v for k, v in note.items() if k != "file"}
+        return notes
 
     def manifest(self, batch_id: str) -> dict[str, Any] | None:
         """The batch's manifest, or None if it has none (or it cannot be read)."""

@@ -13,11 +13,12 @@ the manager hands it (attempts, and each document's remote id), recorded durably
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from folderseal.model import DocumentResult
 
@@ -61,6 +62,19 @@ class RemoteDocument:
     def in_doubt(self) -> bool:
         return self.id is None
 
+    def to_json(self) -> dict[str, Any]:
+        """As the store (``files.remote_document``) and the batch manifest keep it."""
+        return {"batch": self.batch, "id": self.id, "checksum": self.checksum}
+
+    @classmethod
+    def from_json(cls, note: dict[str, Any] | None) -> RemoteDocument | None:
+        if not note:
+            return None
+        found = note.get("id")
+        return cls(batch=str(note.get("batch") or ""),
+                   id=found if isinstance(found, str) else None,
+                   checksum=str(note.get("checksum") or ""))
+
 
 @dataclass(frozen=True, slots=True)
 class Document:
@@ -88,11 +102,15 @@ class BatchView:
     folder: str
     documents: tuple[Document, ...]
     files_dir: Path             # batches/<id>/ in the work folder: the entries
-    package: Path | None        # the flat ZIP, for providers that upload one
+    package: Path | None        # where prepare may keep what goes up (SEAL: the flat
+    #                             ZIP); removed by the manager when the batch is done
     staging: Path               # <state_dir>/downloads/<id>/: where results go
     # Opens a document's file for reading (a file descriptor the caller closes); refuses
     # anything but the claimed file.
     open_document: Callable[[Document], int] | None = None
+    # The (sha256, bytes) an earlier prepare made, as recorded with the batch: prepare
+    # makes it again when what is on disk no longer matches (a crash or a disk tore it).
+    prepared: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +120,7 @@ class RemoteStatus:
     detail: str = ""
     trusted: bool = True   # False when the state was read from a number, not a name
     progress: float | None = None   # 0–100 when the provider says
+    batch: str = ""        # the remote batch this is the status of (see ask_status)
 
 
 class Abandon(Exception):
@@ -159,8 +178,6 @@ Attempts = Ledger  # the name the local signer knows it by
 class Provider(Protocol):
     name: str
     kind: str
-    wants_package: bool        # TO GO with the seam: prepare() owns packaging
-    resumable_accept: bool     # TO GO with the seam: steps.irrevocable
     steps: Steps
     max_batch_files: int | None   # a cap on a batch's files (None: the folder's own)
     poll_interval: float
@@ -171,9 +188,11 @@ class Provider(Protocol):
     def start(self) -> None: ...
     def close(self) -> None: ...
     def check(self, network: bool = True) -> Health: ...
-    def prepare(self, batch: BatchView) -> None:
-        """Before create: make what goes up (SEAL's flat ZIP) in ``batch.staging``;
-        idempotent (a restart may call it again, and a torn result is made again)."""
+    def prepare(self, batch: BatchView) -> tuple[str, int] | None:
+        """Before create: make what goes up (SEAL's flat ZIP, at ``batch.package``);
+        idempotent (a restart may call it again, and a torn result is made again). The
+        (sha256, bytes) of what it made, which the manager records with the batch (and
+        hands back as ``batch.prepared``); None when it made nothing."""
 
     def create(self, batch: BatchView) -> str:
         """Make a remote batch (or do what stands for it); its id. May be repeated."""
@@ -207,6 +226,25 @@ class Provider(Protocol):
 
 
 ProviderFactory = Callable[..., Provider]
+
+
+def ask_status(provider: Provider, batch: BatchView, remote_id: str) -> RemoteStatus:
+    """The provider's status of ``remote_id``, naming that remote batch (so that
+    ``holds_upload`` can compare each document's answer with it)."""
+    status = provider.status(batch, remote_id)
+    return status if status.batch else dataclasses.replace(status, batch=remote_id)
+
+
+def steps_of(kind: str) -> Steps:
+    """The lifecycle of the provider kind ``kind``: a class attribute, so no provider is
+    built (``retry`` and ``recover`` judge by it)."""
+    # Imported here: the adapters import what the command line must not load at start.
+    from folderseal.providers.local import LocalProvider
+    from folderseal.providers.seal import SealProvider
+
+    classes: dict[str, type[LocalProvider] | type[SealProvider]] = {
+        "local": LocalProvider, "seal": SealProvider}
+    return classes[kind].steps
 
 
 def build(name: str, cfg: object, state_dir: Path) -> Provider:

@@ -1,8 +1,8 @@
 """The embedded ``local`` provider: seals with a certificate on disk.
 
 PDFs get an embedded PAdES signature; other files are delivered unchanged with a
-detached CAdES signature ``NAME.p7s``. There is no remote batch: ``create`` and
-``upload`` do nothing, ``accept`` signs every file in worker processes (so both
+detached CAdES signature ``NAME.p7s``. There is no remote batch: ``prepare``,
+``create`` and ``upload`` do nothing, ``accept`` signs every file in worker processes (so both
 cores work) and writes each result into the batch's staging folder, ``status``
 says "closed" once every file has a result, ``download`` reads the results back.
 For this provider "signed once" means "published once": signing again before
@@ -45,8 +45,10 @@ from folderseal.providers import (
     BatchView,
     Document,
     Health,
+    Ledger,
     Remote,
     RemoteStatus,
+    Steps,
 )
 from folderseal.providers.local_worker import (
     RESULT_SUFFIX,
@@ -95,8 +97,10 @@ class _Gate:
 
 class LocalProvider:
     kind = "local"
-    wants_package = False
-    resumable_accept = True  # signing again before anything is published is harmless
+    # No remote batch; signing again before anything is published is harmless, so its
+    # accept (the signing) is no point of no return: an interrupted one simply goes on.
+    steps = Steps(remote=False, irrevocable=False, outcome="signed")
+    max_batch_files: int | None = None   # the folder's batch_max_files
     status_grace = 0.0       # its status is its own staging folder: never behind
     poll_interval = 0.0
     max_wait = float("inf")
@@ -167,11 +171,17 @@ class LocalProvider:
 
     # -- lifecycle steps -----------------------------------------------------------
 
+    def prepare(self, batch: BatchView) -> tuple[str, int] | None:
+        return None  # the workers read the batch folder's files themselves
+
     def create(self, batch: BatchView) -> str:
         return batch.id
 
-    def upload(self, batch: BatchView, remote_id: str) -> None:
+    def upload(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
         return None
+
+    def holds_upload(self, batch: BatchView, status: RemoteStatus) -> bool:
+        return True  # the files never leave the batch folder
 
     def status(self, batch: BatchView, remote_id: str) -> RemoteStatus:
         # Only a readable result counts: a signed PDF is staged under its entry name
@@ -308,6 +318,9 @@ class LocalProvider:
     def download(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
         done = self._results(batch)
         return [done[d.entry] for d in batch.documents if d.entry in done]
+
+    def salvage(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
+        return []  # its status is its own staging folder: never lost
 
     def delete(self, batch: BatchView, remote_id: str) -> None:
         return None  # the staging folder is removed by the manager after cleanup

@@ -261,8 +261,10 @@ class Store(RetryRecords):
                 if current is None or current.state != job.state:
                     raise StateConflict(f"batch {job.id} is no longer {job.state}")
                 raise LeaseLost(f"batch {job.id} was taken over")
+            if remote_id is not None:  # beside the detail, never instead of it
+                detail = f"{detail}; remote {remote_id}" if detail else f"remote {remote_id}"
             self.event("batch.state", job_id=job.id, from_state=job.state, to_state=to_state,
-                       detail=detail if remote_id is None else f"remote {remote_id}")
+                       detail=detail)
 
     def set_package(self, job: JobRecord, sha256: str, size: int) -> None:
         with self.transaction():
@@ -316,22 +318,62 @@ class Store(RetryRecords):
         with self.transaction():
             return self._run("release_node_leases", node=self.node).rowcount
 
-    # -- events, nodes ----------------------------------------
+    # -- what a batch went through with its provider ------------------------------
 
     def note_upload(self, job: JobRecord, remote_id: str) -> None:
         """Record, durably, that an upload to ``remote_id`` is about to be sent."""
         with self.transaction():
-            self.keep_lease(job.id)
+            self._guarded_job("note_upload", job.id, f"batch {job.id} is not CREATED or "
+                              "its lease was lost", remote_id=remote_id)
             self.event("batch.upload_sent", job_id=job.id, detail=remote_id)
 
     def upload_sent_at(self, job_id: str, remote_id: str) -> float | None:
-        """When an upload to ``remote_id`` was about to be sent, if ever."""
+        """When an upload to ``remote_id`` was first about to be sent, if ever."""
         row = self._run("upload_sent", job_id=job_id, remote_id=remote_id).fetchone()
-        return None if row is None else float(row[0])
+        return None if row is None or row[0] is None else float(row[0])
 
-    def recreations(self, job_id: str) -> int:
-        """How many remote batches this batch abandoned before accept."""
-        return int(self._run("recreations", job_id=job_id).fetchone()[0])
+    def abandon(self, job: JobRecord, remote_id: str, *, lost_answer: bool, why: str) -> None:
+        """A remote batch abandoned before accept: back to CREATED with ``remote_id``,
+        the abandon counted by its cause (an answer lost, or a mismatch)."""
+        with self.transaction():
+            self._guarded_job("abandon_job", job.id, f"batch {job.id} is no longer "
+                              f"{job.state} or its lease was lost", from_state=job.state,
+                              remote_id=remote_id, lost=int(lost_answer),
+                              mismatch=int(not lost_answer))
+            self.event("batch.state", job_id=job.id, from_state=job.state,
+                       to_state=JobState.CREATED,
+                       detail=f"abandoned {job.remote_id or '-'} "
+                              f"({'answer lost' if lost_answer else 'mismatch'}): {why}; "
+                              f"remote {remote_id}")
+
+    def abandons(self, job_id: str) -> tuple[int, int]:
+        """The remote batches this batch abandoned before accept: (answers lost,
+        mismatches)."""
+        row = self._run("abandons", job_id=job_id).fetchone()
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    def set_progress(self, job: JobRecord, progress: float) -> None:
+        """How far the provider says the started batch is (0-100)."""
+        with self.transaction():
+            self.keep_lease(job.id)
+            self._run("set_progress", id=job.id, holder=self._holder(job.id),
+                      now=self.clock(), progress=progress)
+
+    def progress(self, job_id: str) -> float | None:
+        row = self._run("progress", job_id=job_id).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def note_remote_document(self, job_id: str, file_id: str, note: dict[str, Any]) -> None:
+        """Keep the provider's latest answer for a file (JSON), durably."""
+        with self.transaction():
+            self._guarded("set_remote_document", StateConflict,
+                          f"file {file_id} is not waiting in batch {job_id}", id=file_id,
+                          batch_id=job_id, remote_document=json.dumps(note), now=self.clock())
+
+    def remote_documents(self, job_id: str) -> dict[str, dict[str, Any]]:
+        """file id → the provider's latest answer for it, of the files of a batch."""
+        return {r["id"]: json.loads(r["remote_document"])
+                for r in self._run("remote_documents", batch_id=job_id)}
 
     def job_transitions(self, job_id: str) -> list[tuple[str, float]]:
         return [(r["to_state"], r["at"]) for r in self._run("job_transitions", job_id=job_id)]

@@ -267,3 +267,21 @@ def test_a_link_and_a_fifo_reach_an_errors_folder_on_another_filesystem(
         store.close()
     finally:
         shutil.rmtree(errors, ignore_errors=True)
+
+
+def test_a_provider_caps_the_folders_batch_size(tmp_path: Path) -> None:
+    """A provider's max_batch_files below the folder's batch_max_files makes the batches."""
+    layout = Layout(tmp_path, folder={"watch": "polling", "batch_max_files": 10})
+    layout.write()
+    settings = config.load(layout.config)
+    store = Store.open(settings.state_dir, "node")
+    intake = FolderIntake("scans", settings.folders["scans"], "local", store, store.store_id,
+                          settings.state_dir, queue.SimpleQueue(), threading.Event(),
+                          max_batch_files=2)
+    assert intake.attach(time.time())
+    STARTED.append(intake)
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (layout.inbox / name).write_text(name)
+        assert intake.claim_now(name)[0]
+    batches = intake.form_batches(float("inf"))
+    assert sorted(len(store.files_of_job(b)) for b in batches) == [1, 2]

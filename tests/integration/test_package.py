@@ -16,8 +16,9 @@ from folderseal import config
 from folderseal.daemon import Daemon
 from folderseal.errors import TransientError
 from folderseal.model import FileState, JobState
-from folderseal.providers import BatchView, Remote, RemoteStatus
+from folderseal.providers import BatchView, Ledger, Remote, RemoteStatus, Steps
 from folderseal.providers.local import LocalProvider
+from folderseal.providers.seal import SealProvider
 from tests.helpers import Layout, check_sidecar
 from tests.pdfs import make_pdf
 
@@ -25,7 +26,8 @@ from tests.pdfs import make_pdf
 class PackagingProvider(LocalProvider):
     """Signs like the local provider, but first checks the package it would upload."""
 
-    wants_package = True
+    steps = Steps(remote=True, irrevocable=False)
+    prepare = SealProvider.prepare  # the flat ZIP SEAL uploads
 
     def __init__(self, *args: object, fail_create: int = 0, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -43,7 +45,10 @@ class PackagingProvider(LocalProvider):
             return RemoteStatus(Remote.NEW)  # like a remote batch nothing was uploaded to
         return super().status(batch, remote_id)
 
-    def upload(self, batch: BatchView, remote_id: str) -> None:
+    def holds_upload(self, batch: BatchView, status: RemoteStatus) -> bool:
+        return bool(self.uploaded)
+
+    def upload(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
         assert batch.package is not None
         with zipfile.ZipFile(batch.package) as package:
             assert package.testzip() is None

@@ -15,6 +15,7 @@ import pytest
 
 from folderseal import config
 from folderseal.daemon import Daemon
+from folderseal.manager import MAX_RECREATES
 from folderseal.model import FileState, JobState
 from folderseal.providers.seal import SealProvider
 from folderseal.retry import retry
@@ -146,6 +147,56 @@ def test_a_batch_with_a_wrong_document_list_is_abandoned(layout: Layout) -> None
         daemon.close()
     assert fake.batches[2123].status == "DELETED"
     assert fake.count("accept", 2123) == 0 and fake.count("accept", 2124) == 1
+    assert _sealed(layout) == {"a.pdf", "b.txt"}
+
+
+def test_a_seal_that_keeps_listing_the_wrong_documents_fails_the_batch(layout: Layout) -> None:
+    """A SEAL that lists the wrong documents after every upload (here: each upload shows
+    twice) is not fed new remote batches without end: after MAX_RECREATES mismatches the
+    batch fails with remote_mismatch, nothing accepted, each file in errors saying so; the
+    abandons are counted in the store as mismatches."""
+    fake = FakeSealApi(key=KEY)
+    daemon = _daemon(layout, fake)
+    original = fake._do
+
+    def doubled(operation: str, batch_id: int | None, request: httpx.Request) -> httpx.Response:
+        response = original(operation, batch_id, request)
+        if operation == "upload":
+            original(operation, batch_id, request)  # every batch lists each file twice
+        return response
+
+    fake._do = doubled  # type: ignore[method-assign]
+    try:
+        ids = _run(daemon, _drop(layout), timeout=20)
+        assert daemon.store is not None
+        store = daemon.store
+        assert all(store.file(i).state == FileState.FAILED for i in ids)
+        job = store.job(store.file(ids[0]).batch_id)
+        assert job is not None and job.state == JobState.FAILED
+        assert job.error_code == "remote_mismatch"
+        assert store.abandons(job.id) == (0, MAX_RECREATES)
+    finally:
+        daemon.close()
+    assert fake.count("create") == MAX_RECREATES + 1
+    assert fake.count("upload") == MAX_RECREATES + 1 and fake.count("accept") == 0
+    assert {json.loads(p.read_text())["error"]["code"] for p in error_records(layout.errors)} \
+        == {"remote_mismatch"}
+
+
+def test_lost_upload_answers_do_not_use_up_the_mismatch_limit(layout: Layout) -> None:
+    """Uploads that never show (the network lost them) abandon their remote batches as
+    lost answers: more of them than MAX_RECREATES still end in a sealed batch."""
+    fake = FakeSealApi(key=KEY)
+    fake.script("upload", *["500-before"] * (MAX_RECREATES + 2))
+    daemon = _daemon(layout, fake)
+    try:
+        ids = _run(daemon, _drop(layout))
+        assert daemon.store is not None
+        job_id = daemon.store.file(ids[0]).batch_id
+        assert daemon.store.abandons(job_id) == (MAX_RECREATES + 2, 0)
+    finally:
+        daemon.close()
+    assert fake.count("accept") == 1 and fake.count("create") == MAX_RECREATES + 3
     assert _sealed(layout) == {"a.pdf", "b.txt"}
 
 

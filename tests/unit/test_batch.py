@@ -1,12 +1,9 @@
-"""Tests for folderseal.batch: entry names, batch limits, the flat ZIP and moving into a batch."""
+"""Tests for folderseal.batch: entry names, batch limits and moving into a batch."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,11 +11,9 @@ import pytest
 from folderseal.batch import (
     MAX_ENTRY_NAME,
     Limits,
-    build_package,
     entry_name,
     move_into_batch,
     next_batch,
-    package_matches,
     safe_name,
 )
 from folderseal.model import FileRecord, FileState
@@ -160,81 +155,6 @@ def test_partial_batch_waits_until_max_wait() -> None:
 def test_max_wait_zero_batches_at_once() -> None:
     """batch_max_wait_seconds = 0 sends whatever is claimed right away."""
     assert len(next_batch([record(claimed_at=100.0)], Limits(10, 10_000, 0.0), now=100.0)) == 1
-
-
-# -- the package -----------------------------------------------------------------------------
-
-def opener(path: Path) -> Callable[[], int]:
-    return lambda: os.open(path, os.O_RDONLY)
-
-
-def test_build_package_makes_a_flat_stored_zip(tmp_path: Path) -> None:
-    """The ZIP holds exactly the given entry names, stored, with each file's bytes."""
-    contents = {"0000_a.pdf": b"%PDF-1.7 a\n%%EOF", "0001_b.txt": os.urandom(3000),
-                "0002_empty.bin": b"", "0003_big.bin": os.urandom((1 << 20) + 17)}
-    sources = tmp_path / "src"
-    sources.mkdir()
-    members = []
-    for index, (name, data) in enumerate(contents.items()):
-        path = sources / f"in{index}"
-        path.write_bytes(data)
-        members.append((name, opener(path)))
-    package = tmp_path / "out" / "batch.zip"
-    package.parent.mkdir()
-
-    digest, size = build_package(package, members)
-
-    assert digest == hashlib.sha256(package.read_bytes()).hexdigest()
-    assert size == package.stat().st_size
-    with zipfile.ZipFile(package) as archive:
-        assert archive.testzip() is None
-        assert archive.namelist() == list(contents)
-        for info in archive.infolist():
-            assert info.compress_type == zipfile.ZIP_STORED
-            assert not info.is_dir()
-            assert archive.read(info) == contents[info.filename]
-    assert sorted(p.name for p in package.parent.iterdir()) == ["batch.zip"]
-
-
-def test_build_package_closes_every_descriptor(tmp_path: Path) -> None:
-    """Each opened descriptor is closed after its entry is written."""
-    path = tmp_path / "in"
-    path.write_bytes(b"data")
-    opened: list[int] = []
-
-    def open_and_remember() -> int:
-        fd = os.open(path, os.O_RDONLY)
-        opened.append(fd)
-        return fd
-
-    build_package(tmp_path / "p.zip", [("0000_a", open_and_remember), ("0001_b",
-                                                                       open_and_remember)])
-    for fd in opened:
-        with pytest.raises(OSError):
-            os.fstat(fd)
-
-
-def test_build_package_replaces_a_torn_package(tmp_path: Path) -> None:
-    """Rebuilding over a torn ZIP gives a valid one with the same hash as a first build."""
-    path = tmp_path / "in"
-    path.write_bytes(b"content")
-    package = tmp_path / "p.zip"
-    first = build_package(package, [("0000_a", opener(path))])
-    package.write_bytes(package.read_bytes()[:20])
-    assert build_package(package, [("0000_a", opener(path))]) == first
-
-
-def test_package_matches(tmp_path: Path) -> None:
-    """package_matches is true only for the recorded hash of an existing file."""
-    package = tmp_path / "p.zip"
-    assert package_matches(package, "0" * 64) is False
-    package.write_bytes(b"zip bytes")
-    digest = hashlib.sha256(b"zip bytes").hexdigest()
-    assert package_matches(package, digest) is True
-    assert package_matches(package, "0" * 64) is False
-    assert package_matches(package, None) is False
-    package.write_bytes(b"zip byte")
-    assert package_matches(package, digest) is False
 
 
 # -- moving into a batch ---------------------------------------------------------------------

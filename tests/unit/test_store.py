@@ -584,3 +584,47 @@ def test_output_names_are_reserved_until_the_file_is_done(store: Store) -> None:
     assert store.names_free("scans", "outbox", "f1", ["scan.pdf"])  # its own names
     store.set_file_state("f1", FileState.CLAIMED, FileState.FAILED)
     assert store.names_free("scans", "outbox", "f2", ["scan.pdf"])
+
+
+def test_an_upload_noted_before_migration_4_stays_noted(db: Path, clock: Clock) -> None:
+    """A batch waiting in CREATED whose upload was noted in an event (before the column
+    existed) keeps it after the upgrade: it never gets a second upload."""
+    old = sqlite3.connect(db)
+    for number, sql in migrations():
+        if number < 4:
+            old.executescript(sql)
+            old.execute(f"PRAGMA user_version = {number}")
+    old.execute("INSERT INTO meta VALUES ('store_id', 'old')")
+    old.execute("INSERT INTO jobs (id, folder, provider, state, remote_id, created_at, "
+                "updated_at) VALUES ('j1', 'scans', 'seal', 'CREATED', 'r2', 1, 1)")
+    for at, remote in ((5.0, "r1"), (7.0, "r2"), (9.0, "r2")):
+        old.execute("INSERT INTO events (at, node, job_id, kind, detail) VALUES "
+                    "(?, 'n', 'j1', 'batch.upload_sent', ?)", (at, remote))
+    old.commit()
+    old.close()
+    store = Store(db, "node-a", clock=clock)
+    try:
+        assert store.upload_sent_at("j1", "r2") == 7.0
+        assert store.upload_sent_at("j1", "r1") is None
+        assert store.abandons("j1") == (0, 0)
+    finally:
+        store.close()
+
+
+def test_abandons_are_counted_by_cause_and_the_detail_is_kept(store: Store) -> None:
+    """An abandon moves the job to CREATED with the new remote id, counts its cause in a
+    column, and its event keeps the reason (a remote id beside it, not instead of it)."""
+    batched_job(store)
+    job = acquired(store)
+    store.transition(job, JobState.CREATED, detail="created", remote_id="r1")
+    job = store.job(job.id)
+    assert job is not None
+    store.abandon(job, "r2", lost_answer=True, why="answer lost")
+    job = store.job(job.id)
+    assert job is not None and job.state == JobState.CREATED and job.remote_id == "r2"
+    store.abandon(job, "r3", lost_answer=False, why="wrong list")
+    assert store.abandons(job.id) == (1, 1)
+    details = [r["detail"] for r in rows(store.path, "SELECT detail FROM events WHERE "
+                                         "kind = 'batch.state' AND job_id = ?", job.id)]
+    assert details[-3:] == ["created; remote r1", "abandoned r1 (answer lost): answer lost; "
+                            "remote r2", "abandoned r2 (mismatch): wrong list; remote r3"]

@@ -1,10 +1,11 @@
 """The ``seal`` provider: Signius SEAL's batch API.
 
-``CreateBatch → upload (the flat ZIP) → AcceptBatch → BatchStatus until CLOSED →
-batchfile → BatchDeleteCache``. Exactly-once is the manager's state machine (the
-remote id is stored before upload, ACCEPTING before accept, and the remote status is
-read before anything is sent again); this adapter maps each step to its HTTP call,
-SEAL's statuses to :class:`Remote`, and the package to per-document results. Crash
+``prepare (the flat ZIP) → CreateBatch → upload → AcceptBatch → BatchStatus until
+CLOSED → batchfile → BatchDeleteCache``. Exactly-once is the manager's state machine
+(the remote id is stored before upload, ACCEPTING before accept, and the remote status
+is read before anything is sent again); this adapter maps each step to its HTTP call,
+SEAL's statuses to :class:`Remote`, proves an upload complete by BatchStatus's document
+list, and turns the package into per-document results. Crash
 points after each call that changes the remote batch let the tests kill the daemon
 between the call and the state that records it.
 """
@@ -12,6 +13,7 @@ between the call and the state that records it.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -23,8 +25,15 @@ from folderseal.errors import ConfigError, TransientError
 from folderseal.keyfiles import exposure, service_accounts, service_group
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult
-from folderseal.providers import Attempts, BatchView, Health, Remote, RemoteStatus
-from folderseal.providers.seal import package
+from folderseal.providers import (
+    BatchView,
+    Health,
+    Ledger,
+    Remote,
+    RemoteStatus,
+    Steps,
+)
+from folderseal.providers.seal import flatzip, package
 from folderseal.providers.seal.client import SealClient, without_query
 
 KNOWN = {"NEW": Remote.NEW, "UPLOADED": Remote.UPLOADED, "ACCEPTED": Remote.RUNNING,
@@ -36,8 +45,9 @@ PROBE_TIMEOUT = 10.0
 
 class SealProvider:
     kind = "seal"
-    wants_package = True
-    resumable_accept = False  # AcceptBatch starts billable signing: never twice
+    # AcceptBatch starts billable signing: the point of no return, never sent twice.
+    steps = Steps(remote=True, irrevocable=True, outcome="signed")
+    max_batch_files: int | None = None   # the folder's batch_max_files
 
     def __init__(self, name: str, cfg: SealProviderConfig, state_dir: Path,
                  transport: httpx.BaseTransport | None = None) -> None:
@@ -117,16 +127,34 @@ class SealProvider:
 
     # -- lifecycle steps -----------------------------------------------------------
 
+    def prepare(self, batch: BatchView) -> tuple[str, int] | None:
+        """The flat ZIP of the batch's entries at ``batch.package``; made again only when
+        it is missing or no longer matches the hash recorded for it."""
+        assert batch.package is not None and batch.open_document is not None
+        recorded = batch.prepared[0] if batch.prepared else None
+        if flatzip.package_matches(batch.package, recorded):
+            return batch.prepared
+        files.makedirs(batch.package.parent)
+        return flatzip.build_package(batch.package, [
+            (d.entry, partial(batch.open_document, d)) for d in batch.documents])
+
     def create(self, batch: BatchView) -> str:
         remote = self._client.create()
         self.log.info("seal.created", batch=batch.id, remote=remote.id)
         crashpoints.reached("seal:created")
         return remote.id
 
-    def upload(self, batch: BatchView, remote_id: str) -> None:
+    def upload(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
+        """One ZIP, once: the manager noted the upload before this call (SEAL adds what
+        is uploaded, so a second upload would double the batch)."""
         assert batch.package is not None
         self._client.upload(remote_id, batch.package)
         crashpoints.reached("seal:uploaded")
+
+    def holds_upload(self, batch: BatchView, status: RemoteStatus) -> bool:
+        """Not started, and its document list is exactly the batch's entries."""
+        return status.state in (Remote.NEW, Remote.UPLOADED, Remote.RUNNING) and \
+            sorted(status.documents) == sorted(d.entry for d in batch.documents)
 
     def status(self, batch: BatchView, remote_id: str) -> RemoteStatus:
         info = self._client.status(remote_id)
@@ -140,7 +168,7 @@ class SealProvider:
             state = Remote.RUNNING
         return RemoteStatus(state, names, detail=info.status, trusted=info.named)
 
-    def accept(self, batch: BatchView, remote_id: str, attempts: Attempts) -> None:
+    def accept(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
         self._client.accept(remote_id)
         self.log.info("seal.accepted", batch=batch.id, remote=remote_id)
         crashpoints.reached("seal:accepted")
@@ -155,6 +183,9 @@ class SealProvider:
         results = package.extract(path, batch.staging, batch.documents, remote, self.limits,
                                   remote_id, self.log.warning)
         return [_with_signer(result) for result in results]
+
+    def salvage(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
+        return []  # a batch SEAL no longer knows proves nothing about its files
 
     def delete(self, batch: BatchView, remote_id: str) -> None:
         if remote_id:

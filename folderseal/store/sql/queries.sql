@@ -203,14 +203,39 @@ WHERE id = :id AND state = 'BATCHED';
 UPDATE jobs SET claimed_by = NULL, lease_until = NULL
 WHERE claimed_by = :node OR claimed_by LIKE :node || '/%';
 
--- name: upload_sent
-SELECT min(at) FROM events WHERE job_id = :job_id AND kind = 'batch.upload_sent'
-  AND detail = :remote_id
-HAVING count(*) > 0;
+-- name: note_upload
+UPDATE jobs SET upload_sent_at = CASE WHEN upload_sent_remote IS :remote_id
+                                      THEN upload_sent_at ELSE :now END,
+                upload_sent_remote = :remote_id, updated_at = :now
+WHERE id = :id AND state = 'CREATED' AND claimed_by = :holder AND lease_until > :now;
 
--- name: recreations
-SELECT count(*) FROM events
-WHERE job_id = :job_id AND kind = 'batch.state' AND detail LIKE 'abandoned %';
+-- name: upload_sent
+SELECT upload_sent_at FROM jobs WHERE id = :job_id AND upload_sent_remote = :remote_id;
+
+-- name: abandon_job
+-- A remote batch abandoned before accept: the batch starts again in a new one.
+UPDATE jobs SET state = 'CREATED', remote_id = :remote_id, attempts = 0, error_code = NULL,
+                error_message = NULL, abandoned_lost = abandoned_lost + :lost,
+                abandoned_mismatch = abandoned_mismatch + :mismatch, updated_at = :now
+WHERE id = :id AND state = :from_state AND claimed_by = :holder AND lease_until > :now;
+
+-- name: abandons
+SELECT abandoned_lost, abandoned_mismatch FROM jobs WHERE id = :job_id;
+
+-- name: set_progress
+UPDATE jobs SET progress = :progress
+WHERE id = :id AND claimed_by = :holder AND lease_until > :now;
+
+-- name: progress
+SELECT progress FROM jobs WHERE id = :job_id;
+
+-- name: set_remote_document
+UPDATE files SET remote_document = :remote_document, updated_at = :now
+WHERE id = :id AND batch_id = :batch_id AND state = 'BATCHED';
+
+-- name: remote_documents
+SELECT id, remote_document FROM files
+WHERE batch_id = :batch_id AND remote_document IS NOT NULL;
 
 -- name: job_transitions
 SELECT to_state, at FROM events WHERE job_id = :job_id AND kind = 'batch.state' ORDER BY id;

@@ -25,7 +25,16 @@ CREATE TABLE jobs (
     error_message   TEXT,
     created_at      REAL NOT NULL,
     updated_at      REAL NOT NULL
-);
+    -- Added by migration 0004 (so written as SQLite keeps an added column): remote
+    -- batches abandoned before accept because an answer was lost / because the
+    -- provider showed something other than what was sent (MAX_RECREATES applies);
+    -- the remote batch an upload was about to be sent to, first at what time; how far
+    -- the provider says a started batch is (0-100).
+    , abandoned_lost INTEGER NOT NULL DEFAULT 0,
+    abandoned_mismatch INTEGER NOT NULL DEFAULT 0,
+    upload_sent_remote TEXT,
+    upload_sent_at REAL,
+    progress REAL);
 CREATE INDEX jobs_due ON jobs (next_attempt_at);
 
 -- One row per claimed source file.
@@ -49,7 +58,9 @@ CREATE TABLE files (
     seen_at       REAL NOT NULL,
     claimed_at    REAL NOT NULL,
     updated_at    REAL NOT NULL
-);
+    -- Added by migration 0004: the provider's latest answer for the file, JSON
+    -- {batch, id, checksum} (id null: sent, the answer not in yet).
+    , remote_document TEXT);
 CREATE INDEX files_by_state_and_time ON files (folder, state, updated_at);
 CREATE INDEX files_by_batch ON files (batch_id);
 CREATE INDEX files_by_hash ON files (folder, sha256);

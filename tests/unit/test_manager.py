@@ -1,0 +1,371 @@
+"""The state machine (folderseal.manager) against a scripted provider and a real store.
+
+The provider keeps a "remote batch" per create and answers each document it sends
+through the ledger, like a provider that uploads file by file (Clevver); it signs like
+the local provider (so files are really delivered), and each test scripts what goes
+wrong: an answer lost, a checksum that does not match, results still pending, a remote
+batch the provider lost after start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from folderseal import config
+from folderseal.daemon import Daemon
+from folderseal.manager import MAX_LOST_ANSWERS, MAX_RECREATES
+from folderseal.model import DocumentResult, FileState, JobState
+from folderseal.providers import (
+    Abandon,
+    BatchView,
+    Ledger,
+    Remote,
+    RemoteDocument,
+    RemoteStatus,
+    Steps,
+)
+from folderseal.providers.local import LocalProvider
+from tests.helpers import Layout, error_records, sidecars
+
+
+class Scripted(LocalProvider):
+    """A remote provider that uploads document by document; signs like the local one."""
+
+    steps = Steps(remote=True, irrevocable=True, outcome="stored")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.created: list[str] = []
+        self.deleted: list[str] = []
+        self.sent: list[tuple[str, str]] = []       # (remote, entry)
+        self.accepted: list[str] = []
+        self.abandon: list[bool] = []               # next uploads raise Abandon(lost_answer)
+        self.lose_after: int | None = None          # lose the answer of the n-th send
+        self.reject: set[str] = set()               # entries the upload rejects
+        self.gone = False                           # the provider lost the started batch
+        self.failed = False                         # … or says it failed
+        self.salvaged: set[str] = set()             # entries salvage can still prove
+        self.pending: dict[str, int] = {}           # entry → downloads still pending
+        self.state_at_accept: list[str] = []
+        self.store: object = None
+        self.opened: list[bytes] = []
+        self.status_fails_from: int | None = None   # the n-th status call on fails
+        self.status_calls = 0
+
+    def create(self, batch: BatchView) -> str:
+        self.created.append(f"r{len(self.created) + 1}")
+        return self.created[-1]
+
+    def delete(self, batch: BatchView, remote_id: str) -> None:
+        self.deleted.append(remote_id)
+
+    def upload(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
+        if self.abandon:
+            raise Abandon("scripted", lost_answer=self.abandon.pop(0))
+        for document in batch.documents:
+            if document.remote is not None and document.remote.batch == remote_id:
+                if document.remote.in_doubt:
+                    raise Abandon(f"the answer for {document.entry} was lost", lost_answer=True)
+                continue  # answered already: never sent twice
+            if document.entry in self.reject:
+                ledger.reject(document, "checksum_mismatch", "scripted mismatch")
+                continue
+            assert batch.open_document is not None
+            fd = batch.open_document(document)
+            try:
+                self.opened.append(os.pread(fd, 1 << 20, 0))
+            finally:
+                os.close(fd)
+            ledger.sending(document, remote_id)
+            self.sent.append((remote_id, document.entry))
+            if self.lose_after is not None and len(self.sent) == self.lose_after:
+                from folderseal.errors import TransientError
+                raise TransientError("the answer was lost (scripted)")
+            ledger.answered(document, RemoteDocument(batch=remote_id, id=f"a{len(self.sent)}",
+                                                     checksum=document.sha256))
+
+    def holds_upload(self, batch: BatchView, status: RemoteStatus) -> bool:
+        return status.state not in (Remote.GONE, Remote.FAILED) and all(
+            d.remote is not None and d.remote.batch == status.batch and not d.remote.in_doubt
+            and d.remote.checksum == d.sha256 for d in batch.documents)
+
+    def status(self, batch: BatchView, remote_id: str) -> RemoteStatus:
+        self.status_calls += 1
+        if self.status_fails_from is not None and self.status_calls >= self.status_fails_from:
+            from folderseal.errors import TransientError
+            raise TransientError("the provider does not answer (scripted)")
+        if remote_id not in self.accepted:
+            return RemoteStatus(Remote.NEW, detail=remote_id)
+        if self.gone:
+            return RemoteStatus(Remote.GONE, detail="scripted")
+        if self.failed:
+            return RemoteStatus(Remote.FAILED, detail=remote_id, progress=100.0)
+        found = super().status(batch, remote_id)
+        return RemoteStatus(found.state, detail=remote_id, progress=42.5)
+
+    def accept(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
+        job = self.store.job(batch.id)  # type: ignore[attr-defined]
+        self.state_at_accept.append(job.state)
+        self.accepted.append(remote_id)
+        super().accept(batch, remote_id, ledger)
+
+    def download(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
+        results = []
+        for result in super().download(batch, remote_id):
+            if self.pending.get(result.entry, 0) > 0:
+                self.pending[result.entry] -= 1
+                result = DocumentResult(entry=result.entry, pending=True, error_code="no_receipt",
+                                        error_message="no txid yet (scripted)")
+            results.append(result)
+        return results
+
+    def salvage(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
+        return [r for r in super().download(batch, remote_id) if r.entry in self.salvaged]
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    layout = Layout(tmp_path)
+    layout.write()
+    return layout
+
+
+def _daemon(layout: Layout) -> tuple[Daemon, Scripted]:
+    daemon = Daemon(config.load(layout.config), delay=lambda attempts: 0.0)
+    daemon.prepare()
+    name, real = next(iter(daemon.providers.items()))
+    real.close()
+    provider = Scripted(name, real.cfg, real.state_dir)  # type: ignore[attr-defined]
+    provider.store = daemon.store
+    provider.start()
+    daemon.providers[name] = provider
+    return daemon, provider
+
+
+def _run(daemon: Daemon, layout: Layout, names: tuple[str, ...] = ("a.txt", "b.txt"),
+         timeout: float = 60) -> tuple[str, list[str]]:
+    for name in names:
+        (layout.inbox / name).write_text(f"content of {name}")
+    intake = daemon.intakes["scans"]
+    ids = [intake.claim_now(name)[0] for name in names]
+    [job_id] = intake.form_batches(float("inf"))
+    assert daemon.store is not None
+    store = daemon.store
+    final = (JobState.CLEANED, JobState.FAILED)
+    daemon.drain(lambda: store.job(job_id).state in final and store.job(job_id)
+                 .next_attempt_at is None, timeout)
+    return job_id, [i for i in ids if i]
+
+
+def _delivered(layout: Layout) -> set[str]:
+    return {json.loads(p.read_text())["source"] for p in sidecars(layout.outbox)}
+
+
+def _errors(layout: Layout) -> dict[str, dict[str, str]]:
+    found = {}
+    for path in error_records(layout.errors):
+        record = json.loads(path.read_text())
+        found[record["source"]] = record["error"]
+    return found
+
+
+def test_accepting_is_stored_before_accept_and_each_document_is_sent_once(layout: Layout
+                                                                           ) -> None:
+    """Every document is sent once, through the claimed file; its answer is in the store
+    and in the manifest; ACCEPTING is stored before accept; the progress is kept."""
+    daemon, provider = _daemon(layout)
+    try:
+        job_id, ids = _run(daemon, layout)
+        store = daemon.store
+        assert store is not None
+        assert store.job(job_id).state == JobState.CLEANED
+        assert provider.state_at_accept == [JobState.ACCEPTING]
+        assert sorted(provider.sent) == [("r1", "0001_a.txt"), ("r1", "0002_b.txt")]
+        assert sorted(provider.opened) == [b"content of a.txt", b"content of b.txt"]
+        notes = store.remote_documents(job_id)
+        assert {n["batch"] for n in notes.values()} == {"r1"}
+        assert all(n["id"] and n["checksum"] == store.file(i).sha256 for i, n in notes.items())
+        assert store.progress(job_id) == 42.5
+    finally:
+        daemon.close()
+    assert _delivered(layout) == {"a.txt", "b.txt"}
+
+
+def test_the_manifest_keeps_each_send_and_answer_the_moment_it_arrives(layout: Layout) -> None:
+    """A send whose answer was lost leaves the document in doubt in the store and in the
+    manifest (sending, not answered); the resumed upload abandons that remote batch as a
+    lost answer and the files go to a new one, each sent there once."""
+    daemon, provider = _daemon(layout)
+    provider.lose_after = 2  # the second document's answer is lost
+    try:
+        job_id, _ = _run(daemon, layout)
+        store = daemon.store
+        assert store is not None
+        assert store.job(job_id).state == JobState.CLEANED
+        assert store.abandons(job_id) == (1, 0)
+        assert provider.created == ["r1", "r2"] and provider.deleted[0] == "r1"
+        assert provider.accepted == ["r2"]
+        assert sorted(e for r, e in provider.sent if r == "r2") == ["0001_a.txt", "0002_b.txt"]
+    finally:
+        daemon.close()
+    assert _delivered(layout) == {"a.txt", "b.txt"}
+
+
+def test_the_manifest_holds_the_notes_in_order(layout: Layout) -> None:
+    """note_document appends: an intent (id null), then the answer, per document."""
+    daemon, provider = _daemon(layout)
+    provider.lose_after = 2
+    try:
+        (layout.inbox / "a.txt").write_text("a")
+        (layout.inbox / "b.txt").write_text("b")
+        intake = daemon.intakes["scans"]
+        ids = [intake.claim_now(n)[0] for n in ("a.txt", "b.txt")]
+        [job_id] = intake.form_batches(float("inf"))
+        store = daemon.store
+        assert store is not None
+        daemon.drain(lambda: store.job(job_id).attempts > 0, 30)  # the lost answer
+        work = daemon.intakes["scans"].work
+        notes = work.manifest(job_id)["documents"]  # type: ignore[index]
+        assert [(n["file"], n["batch"], n["id"] is None) for n in notes] == [
+            (ids[0], "r1", True), (ids[0], "r1", False), (ids[1], "r1", True)]
+        assert work.document_notes(job_id)[ids[1]]["id"] is None
+        assert store.remote_documents(job_id)[ids[1]]["id"] is None
+    finally:
+        daemon.close()
+
+
+def test_lost_answers_do_not_use_up_the_limit(layout: Layout) -> None:
+    """More lost-answer abandons than MAX_RECREATES: the batch still goes through."""
+    daemon, provider = _daemon(layout)
+    provider.abandon = [True] * (MAX_RECREATES + 2)
+    try:
+        job_id, _ = _run(daemon, layout)
+        assert daemon.store is not None
+        assert daemon.store.job(job_id).state == JobState.CLEANED
+        assert daemon.store.abandons(job_id) == (MAX_RECREATES + 2, 0)
+    finally:
+        daemon.close()
+    assert len(provider.created) == MAX_RECREATES + 3
+    assert _delivered(layout) == {"a.txt", "b.txt"}
+
+
+def test_mismatches_fail_the_batch_after_max_recreates(layout: Layout) -> None:
+    """A provider that keeps showing something other than what was sent: after
+    MAX_RECREATES abandons the batch fails (remote_mismatch), never accepted."""
+    daemon, provider = _daemon(layout)
+    provider.abandon = [False] * 50
+    try:
+        job_id, _ = _run(daemon, layout)
+        assert daemon.store is not None
+        job = daemon.store.job(job_id)
+        assert job.state == JobState.FAILED and job.error_code == "remote_mismatch"
+        assert daemon.store.abandons(job_id) == (0, MAX_RECREATES)
+    finally:
+        daemon.close()
+    assert len(provider.created) == MAX_RECREATES + 1 and provider.accepted == []
+    assert {e["code"] for e in _errors(layout).values()} == {"remote_mismatch"}
+
+
+def test_lost_answers_without_end_hit_the_safety_cap(layout: Layout) -> None:
+    daemon, provider = _daemon(layout)
+    provider.abandon = [True] * (MAX_LOST_ANSWERS + 5)
+    try:
+        job_id, _ = _run(daemon, layout)
+        assert daemon.store is not None
+        job = daemon.store.job(job_id)
+        assert job.state == JobState.FAILED and job.error_code == "remote_unreliable"
+        assert "check the network" in (job.error_message or "")
+    finally:
+        daemon.close()
+    assert len(provider.created) == MAX_LOST_ANSWERS + 1 and provider.accepted == []
+
+
+def test_a_rejected_document_goes_to_errors_and_the_rest_is_delivered(layout: Layout) -> None:
+    daemon, provider = _daemon(layout)
+    provider.reject = {"0002_b.txt"}
+    try:
+        job_id, ids = _run(daemon, layout)
+        assert daemon.store is not None
+        assert daemon.store.job(job_id).state == JobState.CLEANED
+        assert daemon.store.file(ids[1]).state == FileState.FAILED
+    finally:
+        daemon.close()
+    assert _delivered(layout) == {"a.txt"}
+    assert _errors(layout)["b.txt"]["code"] == "checksum_mismatch"
+    assert ("r1", "0002_b.txt") not in provider.sent
+
+
+def test_pending_results_are_asked_again_until_they_come(layout: Layout) -> None:
+    daemon, provider = _daemon(layout)
+    provider.pending = {"0001_a.txt": 2}
+    try:
+        job_id, _ = _run(daemon, layout)
+        assert daemon.store is not None
+        assert daemon.store.job(job_id).state == JobState.CLEANED
+    finally:
+        daemon.close()
+    assert provider.pending == {"0001_a.txt": 0}
+    assert _delivered(layout) == {"a.txt", "b.txt"}
+
+
+def test_a_result_pending_past_max_wait_fails_with_its_own_reason(layout: Layout) -> None:
+    daemon, provider = _daemon(layout)
+    provider.max_wait = 0.5
+    provider.pending = {"0001_a.txt": 1000}
+    try:
+        job_id, _ = _run(daemon, layout)
+        assert daemon.store is not None
+        assert daemon.store.job(job_id).state == JobState.CLEANED
+    finally:
+        daemon.close()
+    assert _delivered(layout) == {"b.txt"}
+    assert _errors(layout)["a.txt"] == {**_errors(layout)["a.txt"], "code": "no_receipt",
+                                        "message": "no txid yet (scripted)"}
+
+
+def test_a_failed_remote_batch_is_downloaded_like_a_closed_one(layout: Layout) -> None:
+    daemon, provider = _daemon(layout)
+    provider.failed = True
+    try:
+        job_id, _ = _run(daemon, layout)
+        assert daemon.store is not None
+        assert daemon.store.job(job_id).state == JobState.CLEANED
+    finally:
+        daemon.close()
+    assert _delivered(layout) == {"a.txt", "b.txt"}  # what its download proves
+
+
+def test_after_gone_salvage_delivers_what_it_proves_and_the_rest_fails(layout: Layout) -> None:
+    """The provider lost the started batch: the files salvage proves are delivered, the
+    others fail as "may have been stored", and retry refuses to send them again."""
+    daemon, provider = _daemon(layout)
+    provider.gone = True
+    provider.salvaged = {"0001_a.txt"}
+    try:
+        job_id, ids = _run(daemon, layout)
+        assert daemon.store is not None
+        assert daemon.store.job(job_id).state == JobState.CLEANED
+    finally:
+        daemon.close()
+    assert _delivered(layout) == {"a.txt"}
+    error = _errors(layout)["b.txt"]
+    assert error["code"] == "lost_after_accept"
+    assert "may have been stored: check with the provider" in error["message"]
+
+
+def test_after_gone_with_nothing_salvaged_the_batch_fails(layout: Layout) -> None:
+    daemon, provider = _daemon(layout)
+    provider.gone = True
+    try:
+        job_id, _ = _run(daemon, layout)
+        assert daemon.store is not None
+        job = daemon.store.job(job_id)
+        assert job.state == JobState.FAILED and job.error_code == "lost_after_accept"
+    finally:
+        daemon.close()
+    assert _delivered(layout) == set()
+    assert {e["code"] for e in _errors(layout).values()} == {"lost_after_accept"}
