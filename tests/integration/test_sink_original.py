@@ -57,11 +57,11 @@ class Batch:
         self.work = WorkFolder(root / "inbox" / ".folderseal" / "work", "scans")
         self.sink = Sink("scans", self.cfg, self.work, self.store, "n1")
 
-    def stage(self) -> None:
-        """Claim, batch and 'store' FILES, leaving the batch DOWNLOADED with its results."""
+    def stage(self, contents: dict[str, bytes] = FILES) -> None:
+        """Claim, batch and 'store' files, leaving the batch DOWNLOADED with its results."""
         self.work.adopt(self.store.store_id, set())
         entries = []
-        for i, (source, data) in enumerate(FILES.items()):
+        for i, (source, data) in enumerate(contents.items()):
             path = self.work.claim_dir(f"f{i}") / source
             path.parent.mkdir(parents=True)
             path.write_bytes(data)
@@ -70,7 +70,7 @@ class Batch:
                                  ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns,
                                  sha256=hashlib.sha256(data).hexdigest(),
                                  seen_at=time.time() - 5)
-            entries.append((f"f{i}", f"{i:04d}_{path.name}"))
+            entries.append((f"f{i}", f"{i:04d}_{path.name[-40:]}"))
         self.store.create_job(job_id=BATCH, folder="scans", provider="proof", entries=entries)
         move_into_batch(self.work, BATCH, "proof", self.store.files_of_job(BATCH))
         job = self.store.acquire_job()
@@ -195,6 +195,30 @@ def test_a_taken_name_moves_the_original_and_its_sidecar_together(tmp_path: Path
         assert [o["path"] for o in sidecar["outputs"]] == [name]
         assert sidecar["status"] == "stored"
     assert "memo.txt" not in outbox_names(outbox)
+
+
+def test_a_file_the_outbox_refuses_keeps_its_receipt_in_its_error_record(
+        tmp_path: Path) -> None:
+    """A name the outbox can hold but not with ".json" after it: the original is taken
+    back out of the outbox, and the file goes to errors with a record that still
+    carries the provider's document and receipt (it was stored: the proof matters)."""
+    long_name = "r" * 247 + ".txt"  # 251 bytes; its sidecar's name would be 256
+    batch = Batch(tmp_path)
+    batch.stage({long_name: b"a stored file\n"})
+    before = delivered_count("stored")
+
+    batch.deliver()
+
+    assert outbox_names(batch.cfg.outbox) == []
+    records = list((tmp_path / "errors").rglob("*.error.json"))
+    assert len(records) == 1
+    data = json.loads(records[0].read_bytes())
+    assert data["error"]["code"] == "name_refused"
+    digest = hashlib.sha256(b"a stored file\n").hexdigest()
+    assert data["provider"]["document"] == "asset-0"
+    assert data["provider"]["receipt"] == receipt(digest, 0)
+    assert delivered_count("stored") == before
+    assert [r.state for r in batch.store.files_of_job(BATCH)] == [FileState.FAILED]
 
 
 def _first_run(root: str) -> None:
