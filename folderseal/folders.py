@@ -29,6 +29,7 @@ class JobContext:
     job: JobRecord | None
     provider_name: str
     provider_kind: str
+    outcome: str           # what its provider makes of a file: signed | stored | loaded
     batch_files: int
     history: list[Event]   # the batch's transitions and its files', in order
 
@@ -125,7 +126,7 @@ def record_fields(record: FileRecord, ctx: JobContext, node: str, end: str,
     """The sidecar fields every record of ``record`` shares, its timeline ending ``end``."""
     document = (record.result.provider_document if record.result else "") or \
         (record.entry or "")
-    steps = sidecar.timeline(record, ctx.job, ctx.history, (end, at))
+    steps = sidecar.timeline(record, ctx.job, ctx.history, (end, at), outcome=ctx.outcome)
     return {"provider_name": ctx.provider_name, "provider_kind": ctx.provider_kind,
             "job": ctx.job, "batch_files": ctx.batch_files, "document": document,
             "node": node, "steps": steps}

@@ -688,7 +688,8 @@ class Manager:
 
     def _context(self, job: JobRecord, provider: Provider, count: int) -> JobContext:
         return JobContext(job=job, provider_name=provider.name, provider_kind=provider.kind,
-                          batch_files=count, history=self.store.job_history(job.id))
+                          outcome=provider.steps.outcome, batch_files=count,
+                          history=self.store.job_history(job.id))
 
 
 def _timed_out(result: DocumentResult, provider: Provider) -> DocumentResult:

@@ -35,6 +35,10 @@ FILES_CLAIMED = Counter("folderseal_files_claimed", "Files moved into the work f
                         ["folder"], registry=REGISTRY)
 FILES_SIGNED = Counter("folderseal_files_signed", "Files delivered signed to the outbox",
                        ["folder"], registry=REGISTRY)
+FILES_DELIVERED = Counter(
+    "folderseal_files_delivered", "Files delivered to the outbox (outputs and sidecar "
+    "durable), by what the provider made of them: signed, stored, loaded",
+    ["folder", "provider", "outcome"], registry=REGISTRY)
 FILES_FAILED = Counter("folderseal_files_failed", "Files put in the errors folder, by reason",
                        ["folder", "code"], registry=REGISTRY)
 RETRIES = Counter("folderseal_retries", "Batch steps postponed after a transient failure",
@@ -43,6 +47,13 @@ PROVIDER_CALLS = Histogram(
     "folderseal_provider_call_seconds", "Provider calls by operation and outcome",
     ["provider", "operation", "outcome"], registry=REGISTRY,
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900))
+
+
+def count_delivered(folder: str, provider: str, outcome: str, count: int) -> None:
+    """``count`` files of ``folder`` delivered; signed ones count as signed too."""
+    FILES_DELIVERED.labels(folder, provider, outcome).inc(count)
+    if outcome == "signed":
+        FILES_SIGNED.labels(folder).inc(count)
 
 
 class MeasuredProvider:

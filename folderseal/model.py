@@ -74,7 +74,9 @@ class Output:
     """One file a provider produced for a source file, staged before publishing."""
 
     role: str          # signed | original | signature
-    staged: str        # path of the staged file (absolute), or "" for the original
+    # Path of the staged file (absolute), or "" for the original: the claimed file itself
+    # is published (a provider that returns the file unchanged: only an "original").
+    staged: str
     suffix: str        # appended to the primary output name ("" for the primary, ".p7s")
     sha256: str
     bytes: int
@@ -140,17 +142,21 @@ class DocumentResult:
             "error_code": self.error_code, "error_message": self.error_message,
             "provider_document": self.provider_document,
             "signer": self.signer.to_json() if self.signer else None,
+            "provider_block": self.provider_block, "pending": self.pending,
         })
 
     @classmethod
     def from_json(cls, text: str) -> DocumentResult:
         data = json.loads(text)
-        signer = data.get("signer")  # absent in results stored before it was recorded
+        # signer, provider_block and pending are absent in results stored before them.
+        signer = data.get("signer")
         return cls(entry=data["entry"],
                    outputs=tuple(Output.from_json(o) for o in data["outputs"]),
                    error_code=data["error_code"], error_message=data["error_message"],
                    provider_document=data.get("provider_document", ""),
-                   signer=Signer.from_json(signer) if signer else None)
+                   signer=Signer.from_json(signer) if signer else None,
+                   provider_block=data.get("provider_block") or {},
+                   pending=bool(data.get("pending", False)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,8 +66,10 @@ class Probe:
         self.store_path = store.path
         self.node = store.node
         self.work = work
+        # For files never batched: no step of the provider's to name (outcome).
         self.rejected_context = JobContext(job=None, provider_name=provider,
-                                           provider_kind=kind, batch_files=0, history=[])
+                                           provider_kind=kind, outcome="", batch_files=0,
+                                           history=[])
         self.log = get_logger(folder=name)
         self.failure: BaseException | None = None
         self._lock = threading.Lock()

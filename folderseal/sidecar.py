@@ -5,6 +5,11 @@ input hash, every output with its hash, the provider and batch, and a timeline. 
 error record (``<name>.error.json`` in the errors folder) has the same fields with
 ``"status": "failed"``, the reason, and the ``retry_id`` that ``folderseal retry``
 takes. Both pass through the redactor.
+
+A delivered file's ``status`` is what its provider made of it (``steps.outcome``:
+signed, stored, loaded), and so is the name of the step at which the provider finished
+(the job's CLOSED). The provider's own proof (a receipt, a report) from its result joins
+the ``provider`` object. Nothing here knows one provider from another.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from folderseal.model import Event, FileRecord, FileState, JobRecord, path_text
 from folderseal.redact import REDACTOR
 
 SCHEMA = "folderseal.sidecar/1"
-# Job states whose arrival is a step worth showing, and the name shown.
-_TIMELINE_STEPS = {"ACCEPTING": "submitted", "ACCEPTED": "accepted", "CLOSED": "signed",
-                   "DOWNLOADED": "downloaded"}
-# Steps that happened to a file only if its result came back good.
-_RESULT_STEPS = ("signed", "downloaded")
+# What a delivered file can be (a provider's steps.outcome, the sidecar's status).
+OUTCOMES = ("signed", "stored", "loaded")
+# Job states whose arrival is a step worth showing, and the name shown; the CLOSED step
+# is named by the provider's outcome. "delivered" (outputs durable: the sidecar is
+# written after them) ends the timeline of every delivered file.
+_TIMELINE_STEPS = {"ACCEPTING": "submitted", "ACCEPTED": "accepted", "DOWNLOADED": "downloaded"}
+_FINISHED = "CLOSED"
 
 
 def iso(at: float) -> str:
@@ -31,14 +38,17 @@ def iso(at: float) -> str:
 
 
 def timeline(record: FileRecord, job: JobRecord | None, history: list[Event],
-             end: tuple[str, float]) -> list[dict[str, str]]:
+             end: tuple[str, float], *, outcome: str) -> list[dict[str, str]]:
     """Steps of one file: seen, claimed, batched, the provider's steps, and ``end``.
 
-    Only what happened to this file: its batch's steps count while the file was in the
-    batch (not after it was rejected, until a retry puts it back), and "signed" and
-    "downloaded" only if its result came back good (a document the provider did not
+    The step at which the provider finished is named ``outcome`` (signed, stored,
+    loaded). Only what happened to this file: its batch's steps count while the file was
+    in the batch (not after it was rejected, until a retry puts it back), and ``outcome``
+    and "downloaded" only if its result came back good (a document the provider did not
     sign, or a file the signer refused, was neither).
     """
+    names = {**_TIMELINE_STEPS, _FINISHED: outcome}
+    result_steps = (outcome, names["DOWNLOADED"])
     steps = [("seen", record.seen_at), ("claimed", record.claimed_at)]
     if job is not None:
         steps.append(("batched", job.created_at))
@@ -52,11 +62,11 @@ def timeline(record: FileRecord, job: JobRecord | None, history: list[Event],
                     in_batch = True  # a retry put it back into its batch
                 good = good or event.state == FileState.READY
             elif event.kind == "batch.state" and in_batch:
-                step = _TIMELINE_STEPS.get(event.state or "")
+                step = names.get(event.state or "")
                 if step:
                     shown.setdefault(step, event.at)  # a step repeated after a retry: once
         steps += [(step, at) for step, at in shown.items()
-                  if good or step not in _RESULT_STEPS]
+                  if good or step not in result_steps]
     steps.append(end)
     return [{"step": step, "at": iso(at)} for step, at in steps]
 
@@ -64,6 +74,13 @@ def timeline(record: FileRecord, job: JobRecord | None, history: list[Event],
 def _common(record: FileRecord, *, status: str, provider_name: str, provider_kind: str,
             job: JobRecord | None, batch_files: int, document: str, node: str,
             steps: list[dict[str, str]]) -> dict[str, Any]:
+    provider = {"name": provider_name, "kind": provider_kind,
+                "batch": (job.remote_id or job.id) if job else None,
+                "document": document or None}
+    # The provider's proof ({"receipt": {…}}, {"report": {…}}) beside what folderseal
+    # knows; it cannot replace those four.
+    block = record.result.provider_block if record.result else {}
+    provider.update((key, value) for key, value in block.items() if key not in provider)
     return {
         "schema": SCHEMA,
         "status": status,
@@ -71,9 +88,7 @@ def _common(record: FileRecord, *, status: str, provider_name: str, provider_kin
         "source": record.source_text,
         "input": {"sha256": record.sha256, "bytes": record.size},
         "outputs": [],
-        "provider": {"name": provider_name, "kind": provider_kind,
-                     "batch": (job.remote_id or job.id) if job else None,
-                     "document": document or None},
+        "provider": provider,
         "batch": {"id": job.id if job else None, "files": batch_files},
         "node": node,
         "version": __version__,
@@ -81,10 +96,12 @@ def _common(record: FileRecord, *, status: str, provider_name: str, provider_kin
     }
 
 
-def signed(record: FileRecord, outputs: list[dict[str, Any]], **common: Any) -> bytes:
-    """The sidecar of a delivered file; ``outputs`` hold path (str), role, sha256, bytes.
-    ``signer`` is the certificate it was sealed with (null when none could be read)."""
-    data = _common(record, status="signed", **common)
+def delivered(record: FileRecord, outputs: list[dict[str, Any]], *, outcome: str,
+              **common: Any) -> bytes:
+    """The sidecar of a delivered file, whose status is ``outcome`` (signed, stored,
+    loaded); ``outputs`` hold path (str), role, sha256, bytes. ``signer`` is the
+    certificate it was sealed with (null when none could be read, or none sealed it)."""
+    data = _common(record, status=outcome, **common)
     data["outputs"] = [{"path": path_text(o["path"]), "role": o["role"], "sha256": o["sha256"],
                         "bytes": o["bytes"]} for o in outputs]
     signer = record.result.signer if record.result else None

@@ -18,6 +18,7 @@ Rules (the promises "nothing overwritten, nothing half-written, nothing lost"):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import stat
@@ -47,6 +48,16 @@ from folderseal.workdir import WorkFolder
 
 class _NameTaken(Exception):
     """A name of the output group turned out to be taken: move the group on."""
+
+
+def _refused(record: FileRecord, problem: FileRejected) -> DocumentResult:
+    """The result of a file the outbox refused: the provider's word on it (its document,
+    its proof) stays for the error record; its outputs were not published."""
+    if record.result is None:
+        return DocumentResult(entry=record.entry or "", error_code=problem.code,
+                              error_message=problem.message)
+    return dataclasses.replace(record.result, outputs=(), error_code=problem.code,
+                               error_message=problem.message, pending=False)
 
 
 class Sink:
@@ -121,7 +132,7 @@ class Sink:
                     self._publish_alone(record, plans[record.id], ctx)
                 except FileRejected as exc:
                     rejected[record.id] = exc
-        self._mark(ready, plans, rejected)
+        self._mark(ready, plans, rejected, ctx)
         refreshed = {r.id: r for r in self.store.files_of_job(ctx.job.id)} if ctx.job else {}
         for record in records:
             current = refreshed.get(record.id, record)
@@ -129,7 +140,7 @@ class Sink:
                 self.fail(current, ctx)
 
     def _mark(self, ready: list[FileRecord], plans: dict[str, list[dict[str, Any]]],
-              rejected: dict[str, FileRejected]) -> None:
+              rejected: dict[str, FileRejected], ctx: JobContext) -> None:
         with self.store.transaction():
             for record in ready:
                 problem = rejected.get(record.id)
@@ -140,13 +151,14 @@ class Sink:
                                               job_id=record.batch_id,
                                               detail=plans[record.id][0]["path"])
                 else:
-                    self.store.set_file_result(record.id, FileState.READY, DocumentResult(
-                        entry=record.entry or "", error_code=problem.code,
-                        error_message=problem.message), job_id=record.batch_id)
-        for record in ready:
-            if record.id not in rejected:
-                self.log.info("file.delivered", file=record.id, source=record.source,
-                              batch=record.batch_id)
+                    self.store.set_file_result(record.id, FileState.READY,
+                                               _refused(record, problem),
+                                               job_id=record.batch_id)
+        delivered = [record for record in ready if record.id not in rejected]
+        for record in delivered:
+            self.log.info("file.delivered", file=record.id, source=record.source,
+                          batch=record.batch_id)
+        metrics.count_delivered(self.name, ctx.provider_name, ctx.outcome, len(delivered))
 
     def _folder_of(self, record: FileRecord, retried: set[str]) -> Path:
         folder = self.cfg.outbox / split(record.source)[0]
@@ -166,7 +178,7 @@ class Sink:
         dest = self.cfg.outbox / plan[-1]["path"]
         if not self._is_our_sidecar(dest, record):
             fields = record_fields(record, ctx, self.node, "delivered", self.store.clock())
-            body = sidecar.signed(record, plan[:-1], **fields)
+            body = sidecar.delivered(record, plan[:-1], outcome=ctx.outcome, **fields)
             self._write(dest.parent, dest.name, body, record.id)
 
     def _undo_group(self, plan: list[dict[str, Any]]) -> None:
@@ -359,7 +371,6 @@ class Sink:
             for record in published:
                 self.store.set_file_state(record.id, FileState.PUBLISHED, FileState.DONE,
                                           job_id=record.batch_id)
-        metrics.FILES_SIGNED.labels(self.name).inc(len(published))
 
     def _remove_originals(self, published: list[FileRecord]) -> None:
         """Archive or delete the originals, through their batch folder's descriptor: that

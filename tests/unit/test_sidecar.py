@@ -17,6 +17,7 @@ from folderseal.model import (
     FileState,
     JobRecord,
     JobState,
+    Output,
     Signer,
 )
 from folderseal.redact import REDACTOR
@@ -58,8 +59,9 @@ HISTORY = [batch("CREATED", T0 + 3), batch("UPLOADED", T0 + 4), batch("ACCEPTING
            batch("DOWNLOADED", T0 + 8)]
 
 
-def steps_of(history: list[Event], end: str = "failed") -> list[str]:
-    return [s["step"] for s in sidecar.timeline(record(), job(), history, (end, T0 + 9))]
+def steps_of(history: list[Event], end: str = "failed", outcome: str = "signed") -> list[str]:
+    return [s["step"] for s in sidecar.timeline(record(), job(), history, (end, T0 + 9),
+                                                outcome=outcome)]
 
 
 def common(rec: FileRecord, batch: JobRecord | None = None) -> dict[str, Any]:
@@ -67,8 +69,14 @@ def common(rec: FileRecord, batch: JobRecord | None = None) -> dict[str, Any]:
     return {
         "provider_name": "signius", "provider_kind": "seal", "job": batch, "batch_files": 37,
         "document": "1", "node": "scan-host-1",
-        "steps": sidecar.timeline(rec, batch, HISTORY, ("delivered", T0 + 9)),
+        "steps": sidecar.timeline(rec, batch, HISTORY, ("delivered", T0 + 9),
+                                  outcome="signed"),
     }
+
+
+def signed(rec: FileRecord, outputs: list[dict[str, Any]], **fields: Any) -> bytes:
+    """The sidecar of a file a signing provider (seal, local) delivered."""
+    return sidecar.delivered(rec, outputs, outcome="signed", **fields)
 
 
 OUTPUTS = [{"path": "2026/11/invoice.pdf", "role": "signed", "sha256": "b" * 64,
@@ -78,7 +86,7 @@ OUTPUTS = [{"path": "2026/11/invoice.pdf", "role": "signed", "sha256": "b" * 64,
 def test_signed_sidecar_has_exactly_the_documented_fields() -> None:
     """signed() writes the fields of PRODUCT.md's sidecar example and no others."""
     rec = record()
-    data = json.loads(sidecar.signed(rec, OUTPUTS, **common(rec)))
+    data = json.loads(signed(rec, OUTPUTS, **common(rec)))
     assert set(data) == {"schema", "status", "folder", "source", "input", "outputs",
                          "provider", "batch", "node", "version", "timeline", "signer"}
     assert data["schema"] == "folderseal.sidecar/1"
@@ -104,10 +112,10 @@ def test_the_signer_is_the_certificate_the_result_names() -> None:
                  fingerprint_sha256="c" * 64, self_signed=False)
     result = DocumentResult(entry="0000_invoice.pdf", signer=who)
     rec = dataclasses.replace(record(), result=DocumentResult.from_json(result.to_json()))
-    data = json.loads(sidecar.signed(rec, OUTPUTS, **common(rec)))
+    data = json.loads(signed(rec, OUTPUTS, **common(rec)))
     assert data["signer"] == {"subject": "CN=Seal", "issuer": "CN=CA", "serial_number": "0A1B",
                               "fingerprint_sha256": "c" * 64, "self_signed": False}
-    assert json.loads(sidecar.signed(record(), OUTPUTS, **common(record())))["signer"] is None
+    assert json.loads(signed(record(), OUTPUTS, **common(record())))["signer"] is None
 
 
 def test_detached_outputs_keep_their_roles() -> None:
@@ -116,7 +124,7 @@ def test_detached_outputs_keep_their_roles() -> None:
     outputs = [{"path": "letter.txt", "role": "original", "sha256": "a" * 64, "bytes": 10},
                {"path": "letter.txt.p7s", "role": "signature", "sha256": "c" * 64,
                 "bytes": 3000, "n": 0}]
-    data = json.loads(sidecar.signed(rec, outputs, **common(rec)))
+    data = json.loads(signed(rec, outputs, **common(rec)))
     assert data["outputs"] == [
         {"path": "letter.txt", "role": "original", "sha256": "a" * 64, "bytes": 10},
         {"path": "letter.txt.p7s", "role": "signature", "sha256": "c" * 64, "bytes": 3000},
@@ -126,14 +134,14 @@ def test_detached_outputs_keep_their_roles() -> None:
 def test_provider_batch_falls_back_to_the_job_id() -> None:
     """Without a remote id (the local provider), provider.batch is the job id."""
     rec = record()
-    data = json.loads(sidecar.signed(rec, OUTPUTS, **common(rec, job(remote_id=None))))
+    data = json.loads(signed(rec, OUTPUTS, **common(rec, job(remote_id=None))))
     assert data["provider"]["batch"] == "job1"
 
 
 def test_timeline_lists_the_steps_in_order() -> None:
     """The timeline runs seen, claimed, batched, the provider's steps, then the end step."""
     rec = record()
-    data = json.loads(sidecar.signed(rec, OUTPUTS, **common(rec)))
+    data = json.loads(signed(rec, OUTPUTS, **common(rec)))
     assert [s["step"] for s in data["timeline"]] == [
         "seen", "claimed", "batched", "submitted", "accepted", "signed", "downloaded",
         "delivered"]
@@ -144,7 +152,7 @@ def test_timeline_lists_the_steps_in_order() -> None:
 def test_timestamps_are_iso_utc_with_milliseconds_and_z() -> None:
     """Every "at" is ISO 8601 in UTC, with milliseconds and a Z."""
     rec = record()
-    data = json.loads(sidecar.signed(rec, OUTPUTS, **common(rec)))
+    data = json.loads(signed(rec, OUTPUTS, **common(rec)))
     for step in data["timeline"]:
         assert ISO_MS_Z.match(step["at"]), step
     assert sidecar.iso(0.0) == "1970-01-01T00:00:00.000Z"
@@ -156,7 +164,8 @@ def test_a_step_repeated_after_a_retry_is_shown_once() -> None:
     """A state reached twice (a retry) appears once, at its first time."""
     rec = record()
     steps = sidecar.timeline(rec, job(), [batch("ACCEPTING", T0 + 5),
-                                          batch("ACCEPTING", T0 + 50)], ("delivered", T0 + 60))
+                                          batch("ACCEPTING", T0 + 50)], ("delivered", T0 + 60),
+                             outcome="signed")
     assert [s["step"] for s in steps].count("submitted") == 1
     assert steps[3] == {"step": "submitted", "at": sidecar.iso(T0 + 5)}
 
@@ -169,7 +178,7 @@ def test_a_file_the_provider_did_not_sign_has_no_signed_or_downloaded_step() -> 
     assert steps_of(rejected) == ["seen", "claimed", "batched", "submitted", "accepted",
                                   "failed"]
     other = sidecar.timeline(dataclasses.replace(record(), id="f2"), job(), rejected,
-                             ("delivered", T0 + 9))
+                             ("delivered", T0 + 9), outcome="signed")
     assert [s["step"] for s in other][-3:] == ["signed", "downloaded", "delivered"]
 
 
@@ -219,7 +228,7 @@ def test_failed_before_batching_has_no_batch() -> None:
     data = json.loads(sidecar.failed(
         rec, "stuck", "never settled", 0, "x.pdf", provider_name="signius",
         provider_kind="seal", job=None, batch_files=0, document="", node="n",
-        steps=sidecar.timeline(rec, None, [], ("failed", T0 + 5))))
+        steps=sidecar.timeline(rec, None, [], ("failed", T0 + 5), outcome="")))
     assert data["batch"] == {"id": None, "files": 0}
     assert data["provider"]["batch"] is None and data["provider"]["document"] is None
     assert [s["step"] for s in data["timeline"]] == ["seen", "claimed", "failed"]
@@ -228,7 +237,7 @@ def test_failed_before_batching_has_no_batch() -> None:
 def test_invalid_utf8_source_is_readable_json() -> None:
     """A source name with invalid UTF-8 is written with \\xNN, and the output is valid JSON."""
     rec = record("caf\udce9.pdf")
-    body = sidecar.signed(rec, [dict(OUTPUTS[0], path="caf\udce9.pdf")], **common(rec))
+    body = signed(rec, [dict(OUTPUTS[0], path="caf\udce9.pdf")], **common(rec))
     data = json.loads(body.decode("utf-8"))
     assert data["source"] == "caf\\xe9.pdf"
     assert data["outputs"][0]["path"] == "caf\\xe9.pdf"
@@ -244,7 +253,7 @@ def test_registered_secrets_never_appear() -> None:
     assert secret.encode() not in body
     data = json.loads(body)
     assert data["error"]["message"] == "401 Unauthorized: api key *** refused"
-    signed_body = sidecar.signed(rec, [dict(OUTPUTS[0], path=f"in/{secret}.pdf")],
+    signed_body = signed(rec, [dict(OUTPUTS[0], path=f"in/{secret}.pdf")],
                                  **common(rec))
     assert secret.encode() not in signed_body
 
@@ -252,6 +261,100 @@ def test_registered_secrets_never_appear() -> None:
 def test_output_is_utf8_json_ending_in_a_newline() -> None:
     """The sidecar is UTF-8 (non-ASCII kept readable) and ends with a newline."""
     rec = record("Rechnung für März.pdf")
-    body = sidecar.signed(rec, OUTPUTS, **common(rec))
+    body = signed(rec, OUTPUTS, **common(rec))
     assert body.endswith(b"\n")
     assert "Rechnung für März.pdf".encode() in body
+
+
+RECEIPT = {"asset_id": "5f0c1d2e-aaaa-bbbb-cccc-0123456789ab", "checksum": "a" * 64,
+           "txid": "9" * 64, "url": "https://clevver.org/tx/" + "9" * 64,
+           "forever_url": "https://forever.example/" + "9" * 64,
+           "stored_on": "2026-11-22T10:05:00Z", "updated_at": "2026-11-22T10:05:01Z",
+           "duplicate": False}
+
+
+def stored(**result: Any) -> FileRecord:
+    """A file a storing provider (Clevver) delivered: the original, with a receipt; its
+    result as it comes back from the store."""
+    outcome = DocumentResult(
+        entry="0000_invoice.pdf", provider_document=RECEIPT["asset_id"],
+        outputs=(Output(role="original", staged="", suffix="", sha256="a" * 64,
+                        bytes=48213),),
+        provider_block={"receipt": RECEIPT}, **result)
+    return dataclasses.replace(record(), result=DocumentResult.from_json(outcome.to_json()))
+
+
+def fields(rec: FileRecord, outcome: str, end: str = "delivered") -> dict[str, Any]:
+    return {**common(rec), "provider_name": "proof", "provider_kind": "clevver",
+            "document": RECEIPT["asset_id"],
+            "steps": sidecar.timeline(rec, job(), HISTORY, (end, T0 + 9), outcome=outcome)}
+
+
+def test_a_stored_file_has_the_providers_outcome_and_its_receipt() -> None:
+    """A storing provider's sidecar: status "stored", the original listed as the only
+    output, and the receipt inside "provider" beside name, kind, batch and document."""
+    rec = stored()
+    original = [{"path": "2026/11/invoice.pdf", "role": "original", "sha256": "a" * 64,
+                 "bytes": 48213, "n": 0}]
+    data = json.loads(sidecar.delivered(rec, original, outcome="stored",
+                                        **fields(rec, "stored")))
+    assert data["status"] == "stored"
+    assert data["outputs"] == [{"path": "2026/11/invoice.pdf", "role": "original",
+                                "sha256": "a" * 64, "bytes": 48213}]
+    assert data["provider"] == {"name": "proof", "kind": "clevver", "batch": "2123",
+                                "document": RECEIPT["asset_id"], "receipt": RECEIPT}
+    assert data["signer"] is None
+
+
+def test_the_finished_step_is_named_by_the_outcome_and_delivered_ends_it() -> None:
+    """The step at which the provider finished is named by its outcome (stored, loaded);
+    every delivered file's timeline ends with "delivered"."""
+    assert steps_of(HISTORY, "delivered", outcome="stored") == [
+        "seen", "claimed", "batched", "submitted", "accepted", "stored", "downloaded",
+        "delivered"]
+    assert "loaded" in steps_of(HISTORY, "delivered", outcome="loaded")
+    assert "signed" not in steps_of(HISTORY, "delivered", outcome="stored")
+    rejected = [*HISTORY[:5], file("REJECTED", T0 + 7.6), HISTORY[-1]]
+    assert "stored" not in steps_of(rejected, outcome="stored")
+
+
+def test_a_provider_block_cannot_replace_what_folderseal_records() -> None:
+    """The provider's block adds to "provider"; its own name, kind, batch or document
+    keys do not replace folderseal's."""
+    rec = stored(error_code="")
+    rec = dataclasses.replace(rec, result=dataclasses.replace(
+        rec.result, provider_block={"receipt": RECEIPT, "kind": "x", "batch": "y"}))
+    data = json.loads(sidecar.delivered(rec, OUTPUTS, outcome="stored",
+                                        **fields(rec, "stored")))
+    assert data["provider"]["kind"] == "clevver" and data["provider"]["batch"] == "2123"
+    assert data["provider"]["receipt"] == RECEIPT
+
+
+def test_an_error_record_carries_the_providers_block_redacted() -> None:
+    """A file that failed with a receipt (its checksum wrong) keeps the receipt in its
+    error record; a secret inside it (a URL with a key) is masked."""
+    secret = "tok-" + secrets.token_hex(16)
+    REDACTOR.add(secret)
+    receipt = {**RECEIPT, "checksum": "e" * 64, "url": f"https://x.example/?k={secret}"}
+    rec = stored(error_code="checksum_mismatch", error_message="not the file sent")
+    rec = dataclasses.replace(rec, result=dataclasses.replace(
+        rec.result, provider_block={"receipt": receipt}))
+    body = sidecar.failed(rec, "checksum_mismatch", "not the file sent", 1,
+                          "2026/11/invoice.pdf", **fields(rec, "stored", "failed"))
+    assert secret.encode() not in body
+    data = json.loads(body)
+    assert data["status"] == "failed"
+    assert data["provider"]["receipt"]["checksum"] == "e" * 64
+    assert data["provider"]["receipt"]["url"] == "https://x.example/?k=***"
+
+
+def test_a_result_keeps_its_provider_block_and_pending_through_the_store() -> None:
+    """provider_block and pending survive to_json/from_json; a result stored before they
+    existed loads with none and not pending."""
+    result = DocumentResult(entry="e", provider_block={"receipt": RECEIPT}, pending=True,
+                            error_code="no_receipt", error_message="no txid yet")
+    again = DocumentResult.from_json(result.to_json())
+    assert again == result and not again.ok
+    old = json.dumps({"entry": "e", "outputs": [], "error_code": "", "error_message": ""})
+    loaded = DocumentResult.from_json(old)
+    assert loaded.provider_block == {} and loaded.pending is False and loaded.ok
