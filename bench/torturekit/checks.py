@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.torturekit.world import World
+from folderseal.emulate import EmulatorHandle
+from folderseal.providers.clevver.emulator import ClevverEmulator
 
 ROOT_ENTRIES = {"inbox", "outbox", "errors", "state", "seal", "config.toml", "elsewhere",
                 "logs", "emulator", "signius.key", "backing", "aside", "secret"}
@@ -164,7 +166,12 @@ def check(world: World, status: dict[str, Any] | None, ignored: set[str] = froze
 
 
 def _check_signatures(world: World, verdict: Verdict) -> None:
-    if world.emulator is None:
+    """What the provider's own journal says it did: nothing signed or stored twice, no
+    batch accepted or started twice; a stored file's receipt proves the file."""
+    if isinstance(world.emulator, ClevverEmulator):
+        _check_stored(world, world.emulator, verdict)
+        return
+    if not isinstance(world.emulator, EmulatorHandle):
         return
     signed = Counter(e["sha256"] for e in world.emulator.read_journal() if e.get("signed"))
     for digest, count in signed.items():
@@ -174,6 +181,19 @@ def _check_signatures(world: World, verdict: Verdict) -> None:
     accepts = Counter(world.emulator.accept_calls())
     verdict.twice += [f"remote batch {b}: AcceptBatch sent {n} times"
                       for b, n in accepts.items() if n > 1]
+
+
+def _check_stored(world: World, emulator: ClevverEmulator, verdict: Verdict) -> None:
+    verdict.twice += [f"Clevver: {v.get('message') or v}" for v in emulator.violations()]
+    for path in _files(world.layout.outbox):
+        data = read_json(path) if path.suffix == ".json" else None
+        if data is None or data.get("status") != "stored":
+            continue
+        receipt = data.get("provider", {}).get("receipt") or {}
+        if receipt.get("checksum") != data["input"]["sha256"] or not receipt.get("txid"):
+            verdict.partial.append(f"{path}: its receipt does not prove the file "
+                                   f"(checksum {receipt.get('checksum')}, "
+                                   f"txid {receipt.get('txid')})")
 
 
 def _check_waiting(status: dict[str, Any] | None, in_inbox: int, in_work: int,

@@ -31,9 +31,21 @@ LOCAL_POINTS = ["claimed", "state:BATCHED", "state:CREATED", "state:UPLOADED",
                 "state:ACCEPTING", "attempt", "state:ACCEPTED", "state:CLOSED",
                 "state:DOWNLOADED", "output-published", "sidecar-published",
                 "state:DELIVERED", "original-removed", "state:CLEANED"]
+CLEVVER_POINTS = ["claimed", "state:BATCHED", "clevver:created", "state:CREATED",
+                  "clevver:attaching", "clevver:attached", "state:UPLOADED", "state:ACCEPTING",
+                  "clevver:starting", "clevver:started", "state:ACCEPTED", "state:CLOSED",
+                  "state:DOWNLOADED", "output-published", "sidecar-published",
+                  "state:DELIVERED", "original-removed", "state:CLEANED"]
+POINTS = {"seal": SEAL_POINTS, "local": LOCAL_POINTS, "clevver": CLEVVER_POINTS}
 # Every emulator fault kind at once; the request faults together hit about 27% of calls.
 CHAOS = ("429=0.08,500-before=0.08,500-after=0.08,drop=0.06,slow=0.1,truncate=0.3,"
          "unsafe-entry=0.3,fail-document=0.1,never-close=0.1")
+# Clevver's: every lost attach answer abandons a remote batch of up to 8 files, so the
+# request faults hit about 10% of calls; its own kinds (late start, a batch that never
+# delivers, a late txid, quirky envelopes) are drawn per batch, asset or answer.
+CLEVVER_CHAOS = ("429=0.03,500-before=0.02,500-after=0.02,drop-before=0.01,drop=0.02,"
+                 "slow=0.05,late-start=0.2,never-deliver=0.1,late-txid=0.2,quirky=0.3")
+CHAOS_BY_PROVIDER = {"seal": CHAOS, "clevver": CLEVVER_CHAOS}
 DRAIN_SECONDS = 180.0
 PAUSES = {"folder.paused", "jobs.paused", "daemon.heartbeat_failed"}
 
@@ -171,7 +183,7 @@ def crash(root: Path, cycles: int, rng: random.Random, provider: str = "seal") -
     world = World.make(root, provider=provider, seed=rng.randrange(1 << 30),
                        seal={"max_wait_seconds": 300.0})
     row = Row(f"crash ({provider})", cycles)
-    points = SEAL_POINTS if provider == "seal" else LOCAL_POINTS
+    points = POINTS[provider]
     hits: Counter[str] = Counter()
     try:
         with Feeder(world, rng, mean_gap=0.12):
@@ -203,13 +215,14 @@ def crash(root: Path, cycles: int, rng: random.Random, provider: str = "seal") -
 
 # -- 2. provider chaos -------------------------------------------------------------------
 
-def chaos(root: Path, cycles: int, rng: random.Random) -> Row:
+def chaos(root: Path, cycles: int, rng: random.Random, provider: str = "seal") -> Row:
     """Every emulator fault kind at once (request faults on ~27% of calls, truncated
     downloads and unsafe package entries on 30%), files dropped in bursts."""
     started = time.monotonic()
-    world = World.make(root, provider="seal", faults=CHAOS, seed=rng.randrange(1 << 30),
-                       seal={"max_wait_seconds": 10.0})
-    row = Row("provider chaos", cycles)
+    world = World.make(root, provider=provider, faults=CHAOS_BY_PROVIDER[provider],
+                       seed=rng.randrange(1 << 30), seal={"max_wait_seconds": 10.0})
+    row = Row("provider chaos" if provider == "seal" else f"provider chaos ({provider})",
+              cycles)
     try:
         life = world.start()
         if not life.started():
@@ -477,7 +490,9 @@ def lost_state(root: Path, cycles: int, rng: random.Random) -> Row:
 SCENARIOS: dict[str, Callable[[Path, int, random.Random], Row]] = {
     "crash-seal": lambda root, n, rng: crash(root, n, rng, "seal"),
     "crash-local": lambda root, n, rng: crash(root, n, rng, "local"),
+    "crash-clevver": lambda root, n, rng: crash(root, n, rng, "clevver"),
     "chaos": chaos,
+    "chaos-clevver": lambda root, n, rng: chaos(root, n, rng, "clevver"),
     "outage": outage,
     "full-disk": full_disk,
     "lost-state": lost_state,

@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from folderseal.emulate import EmulatorHandle, start_seal
+from folderseal.emulate import start_seal
+from folderseal.emulate.runner import RunningEmulator
 from folderseal.emulate.state import log_to
+from folderseal.providers.clevver.emulator import start_clevver
 from tests.helpers import Layout, unprivileged_python
 from tests.pdfs import make_pdf
 
@@ -35,6 +37,11 @@ FAST = {"settle_seconds": 0.2, "batch_max_wait_seconds": 0.3, "batch_max_files":
         "stuck_after_seconds": 6.0}
 SEAL = {"poll_interval_seconds": 0.1, "timeout_seconds": 3.0, "status_grace_seconds": 1.0,
         "retry_max_seconds": 1.0, "max_wait_seconds": 20.0}
+# The emulator's late starts take effect after LATE seconds: the grace a lost start's
+# answer is given before the status decides must be longer (as with a real Clevver).
+LATE = 1.0
+CLEVVER = {"poll_interval_seconds": 0.1, "timeout_seconds": 3.0, "status_grace_seconds": 2.5,
+           "retry_max_seconds": 1.0, "max_wait_seconds": 20.0, "batch_max_files": 8}
 
 
 @dataclass
@@ -50,7 +57,7 @@ class Dropped:
 class World:
     root: Path
     layout: Layout
-    emulator: EmulatorHandle | None
+    emulator: RunningEmulator | None
     user: str | None = None
     dropped: dict[str, Dropped] = field(default_factory=dict)   # by sha256
     kills: int = 0
@@ -77,6 +84,15 @@ class World:
             (root / "signius.key").write_text(API_KEY + "\n")
             provider_cfg = {"kind": "seal", "base_url": emulator.url,
                             "api_key_file": "signius.key", **SEAL, **(seal or {})}
+        elif provider == "clevver":
+            (root / "logs").mkdir()
+            log_to((root / "logs" / "emulator.log").open("a"))
+            emulator = start_clevver(api_key=API_KEY, data_dir=root / "emulator", seed=seed,
+                                     faults=faults, polls=2, late_seconds=LATE,
+                                     slow_seconds=0.5)
+            (root / "clevver.token").write_text(API_KEY + "\n")
+            provider_cfg = {"kind": "clevver", "base_url": emulator.url,
+                            "api_token_file": "clevver.token", **CLEVVER, **(seal or {})}
         layout = Layout(root, folder={**FAST, **(folder or {})}, provider=provider_cfg)
         layout.write()
         world = cls(root, layout, emulator, user)

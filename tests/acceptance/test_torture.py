@@ -48,7 +48,7 @@ def _needs_mounts() -> None:
         pytest.fail("bindfs is missing: 'make test' installs it (Debian package bindfs)")
 
 
-@pytest.mark.parametrize("provider", ["local", "seal"])
+@pytest.mark.parametrize("provider", ["local", "seal", "clevver"])
 def test_crash_points_and_random_kills_lose_nothing(root: Path, provider: str) -> None:
     """Killed at named crash points and at random moments while files flow, the daemon
     loses nothing and signs nothing twice once restarted."""
@@ -57,10 +57,11 @@ def test_crash_points_and_random_kills_lose_nothing(root: Path, provider: str) -
     assert row.kills >= 6
 
 
-def test_provider_chaos_loses_nothing(root: Path) -> None:
+@pytest.mark.parametrize("scenario", ["chaos", "chaos-clevver"])
+def test_provider_chaos_loses_nothing(root: Path, scenario: str) -> None:
     """Every emulator fault kind at once: every file is delivered or in errors, none
-    accepted twice."""
-    row = SCENARIOS["chaos"](root, 6, random.Random(2))
+    accepted (started) twice, nothing stored twice."""
+    row = SCENARIOS[scenario](root, 6, random.Random(2))
     _clean(row)
     assert sum(row.faults.values()) > 0, "no fault was injected"
 
