@@ -211,12 +211,10 @@ ProviderFactory = Callable[..., Provider]
 
 def build(name: str, cfg: object, state_dir: Path) -> Provider:
     """The provider for a configured ``[providers.<name>]`` table."""
-    from folderseal.config import LocalProviderConfig, SealProviderConfig
-    from folderseal.providers.local import LocalProvider
-    from folderseal.providers.seal import SealProvider
+    from folderseal.providers.registry import KINDS, provider_class
 
-    if isinstance(cfg, LocalProviderConfig):
-        return LocalProvider(name, cfg, state_dir)
-    if isinstance(cfg, SealProviderConfig):
-        return SealProvider(name, cfg, state_dir)
-    raise ValueError(f"no provider implementation for {type(cfg).__name__}")
+    kind = getattr(cfg, "kind", None)
+    if kind not in KINDS or not isinstance(cfg, KINDS[kind].config):
+        raise ValueError(f"no provider implementation for {type(cfg).__name__}")
+    provider: Provider = provider_class(kind)(name, cfg, state_dir)
+    return provider
