@@ -32,6 +32,7 @@ from folderseal.configbase import OptionalPath, ProviderSection, credential
 from folderseal.configbase import Section as _Section
 from folderseal.errors import ConfigError
 from folderseal.keyfiles import names_credential
+from folderseal.providers.clevver.config import ClevverProviderConfig as ClevverProviderConfig
 from folderseal.providers.local_config import LocalProviderConfig as LocalProviderConfig
 from folderseal.providers.registry import KINDS
 from folderseal.providers.seal.config import SealProviderConfig as SealProviderConfig

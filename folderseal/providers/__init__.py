@@ -102,6 +102,7 @@ class RemoteStatus:
     detail: str = ""
     trusted: bool = True   # False when the state was read from a number, not a name
     progress: float | None = None   # 0–100 when the provider says
+    remote: str = ""       # the remote batch it describes (holds_upload compares notes with it)
 
 
 class Abandon(Exception):
