@@ -9,6 +9,10 @@ A bad configuration raises :class:`ConfigError` naming each key and what to do.
 Pydantic's own messages quote the offending input, which may be a password, so
 errors are rebuilt here from their location and message only, and passed through
 the redactor as well.
+
+Each provider kind's table model lives in its provider's folder and is named in
+:mod:`folderseal.providers.registry`; what the models share is in
+:mod:`folderseal.configbase`.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from folderseal.configbase import OptionalPath, ProviderSection, credential
-from folderseal.configbase import Section as _Section
+from folderseal.configbase import OptionalPath, ProviderSection, Section, credential
 from folderseal.errors import ConfigError
 from folderseal.keyfiles import names_credential
+
+# The providers' table models live beside their providers; importers of this module
+# find them here too.
 from folderseal.providers.clevver.config import ClevverProviderConfig as ClevverProviderConfig
 from folderseal.providers.local_config import LocalProviderConfig as LocalProviderConfig
 from folderseal.providers.registry import KINDS
@@ -43,12 +49,12 @@ ENV_PREFIX = "FOLDERSEAL_"
 NAME_PATTERN = r"^[a-z0-9_]+$"
 
 
-class LogConfig(_Section):
+class LogConfig(Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class MetricsConfig(_Section):
+class MetricsConfig(Section):
     """The HTTP listener for /metrics, /healthz and the status page ("" = off)."""
 
     listen: str = ""
@@ -75,7 +81,7 @@ def listen_address(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class StoreConfig(_Section):
+class StoreConfig(Section):
     url: str = ""
 
     @field_validator("url")
@@ -102,7 +108,7 @@ PATH_KEYS = ("certificate", "key", "password_file", "api_key_file", "api_token_f
              "client_certificate", "client_key", "ca_bundle")
 
 
-class FolderConfig(_Section):
+class FolderConfig(Section):
     inbox: Path
     outbox: Path
     errors: Path
