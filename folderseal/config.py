@@ -9,6 +9,10 @@ A bad configuration raises :class:`ConfigError` naming each key and what to do.
 Pydantic's own messages quote the offending input, which may be a password, so
 errors are rebuilt here from their location and message only, and passed through
 the redactor as well.
+
+Each provider kind's table model lives in its provider's folder and is named in
+:mod:`folderseal.providers.registry`; what the models share is in
+:mod:`folderseal.configbase`.
 """
 
 from __future__ import annotations
@@ -18,18 +22,9 @@ import re
 import socket
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import (
-    BaseModel,
-    ByteSize,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import ByteSize, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -37,8 +32,16 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from folderseal.configbase import OptionalPath, ProviderSection, Section, credential
 from folderseal.errors import ConfigError
-from folderseal.keyfiles import CREDENTIALS, SecretFile, names_credential
+from folderseal.keyfiles import names_credential
+
+# The providers' table models live beside their providers; importers of this module
+# find them here too.
+from folderseal.providers.clevver.config import ClevverProviderConfig as ClevverProviderConfig
+from folderseal.providers.local_config import LocalProviderConfig as LocalProviderConfig
+from folderseal.providers.registry import KINDS
+from folderseal.providers.seal.config import SealProviderConfig as SealProviderConfig
 from folderseal.redact import REDACTOR
 
 DEFAULT_CONFIG = Path("/etc/folderseal/config.toml")
@@ -46,37 +49,12 @@ ENV_PREFIX = "FOLDERSEAL_"
 NAME_PATTERN = r"^[a-z0-9_]+$"
 
 
-def _empty_is_none(value: Any) -> Any:
-    return None if value == "" else value
-
-
-OptionalPath = Annotated[Path | None, Field(default=None)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _blank_paths(cls, data: Any) -> Any:
-        # "" means "not set" for optional paths, as in the documented defaults.
-        if isinstance(data, dict):
-            return {
-                key: _empty_is_none(value)
-                if key in ("archive", "work_dir", "key", "password_file", "password", "api_key",
-                           "api_key_file", "client_certificate", "client_key", "ca_bundle")
-                else value
-                for key, value in data.items()
-            }
-        return data
-
-
-class LogConfig(_Section):
+class LogConfig(Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class MetricsConfig(_Section):
+class MetricsConfig(Section):
     """The HTTP listener for /metrics, /healthz and the status page ("" = off)."""
 
     listen: str = ""
@@ -103,7 +81,7 @@ def listen_address(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class StoreConfig(_Section):
+class StoreConfig(Section):
     url: str = ""
 
     @field_validator("url")
@@ -119,143 +97,18 @@ class StoreConfig(_Section):
         return value
 
 
-class LocalProviderConfig(_Section):
-    """The embedded signer: PAdES for PDFs, a detached CAdES signature for the rest."""
-
-    kind: Literal["local"]
-    certificate: Path
-    key: OptionalPath
-    password: SecretStr | None = None
-    password_file: OptionalPath
-    timestamp_url: str = ""
-    workers: int = Field(default=0, ge=0)
-    sign_timeout_seconds: float = Field(default=120.0, gt=0)
-    worker_max_tasks: int = Field(default=500, ge=1)
-    sign_attempts: int = Field(default=3, ge=1)
-    retry_max_seconds: float = Field(default=300.0, gt=0)
-
-    @model_validator(mode="after")
-    def _one_password_source(self) -> LocalProviderConfig:
-        if self.password is not None and self.password_file is not None:
-            raise ValueError("set password or password_file, not both (a FOLDERSEAL_… "
-                             "variable for either replaces both from the file)")
-        return self
-
-    def read_password(self) -> bytes | None:
-        """The certificate password, registered with the redactor before it is returned."""
-        return _read_secret(self.password, self.password_file, "password_file")
-
-    def secret_files(self) -> list[SecretFile]:
-        """The password file, and the key: a PEM key file, or the PKCS#12 (which its
-        password protects, when it has one)."""
-        found = [SecretFile("password_file", self.password_file)] if self.password_file else []
-        if self.key is not None:
-            return [*found, SecretFile("key", self.key)]
-        has_password = self.password is not None or self.password_file is not None
-        return [*found, SecretFile("certificate", self.certificate, group_may_read=has_password)]
+# A [providers.<name>] table: the model of its kind in the registry, told apart by `kind`.
+if TYPE_CHECKING:
+    ProviderConfig = ProviderSection
+else:
+    ProviderConfig = Annotated[Union[tuple(kind.config for kind in KINDS.values())],  # noqa: UP007
+                               Field(discriminator="kind")]
+KNOWN_KINDS = tuple(KINDS)
+PATH_KEYS = ("certificate", "key", "password_file", "api_key_file", "api_token_file",
+             "client_certificate", "client_key", "ca_bundle")
 
 
-def _read_secret(value: SecretStr | None, file: Path | None, key: str) -> bytes | None:
-    """A secret given directly or in a file (first line), registered with the redactor."""
-    if value is not None:
-        secret = value.get_secret_value().encode()
-    elif file is not None:
-        file = _credential(file, key)
-        try:
-            secret = file.read_bytes().splitlines()[0] if file.stat().st_size else b""
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read {key} {file}: {exc.strerror}; check the path and that "
-                "folderseal's user may read it") from None
-    else:
-        return None
-    REDACTOR.add(secret)
-    return secret
-
-
-def _credential(file: Path, key: str) -> Path:
-    """A path under ``$CREDENTIALS_DIRECTORY``, where systemd puts what ``LoadCredential=``
-    loads (only the service sees the variable: ``check`` run by hand does not)."""
-    if not names_credential(file):
-        return file
-    text = str(file).replace("${CREDENTIALS_DIRECTORY}", CREDENTIALS)
-    directory = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not directory:
-        raise ConfigError(
-            f"{key} {text} needs $CREDENTIALS_DIRECTORY, which systemd sets for a service "
-            "with LoadCredential=; outside the service, run as "
-            "'systemd-run -P -p LoadCredential=… folderseal …' or give a plain path")
-    return Path(directory) / text[len(CREDENTIALS) + 1:]
-
-
-# SEAL's status codes as its newer table numbers them; names are what the API trusts.
-SEAL_STATUS_CODES = ["NEW", "UPLOADED", "ACCEPTED", "READY", "IN_PROGRESS", "FINISHING",
-                     "CLOSED", "DELETED"]
-
-
-class SealProviderConfig(_Section):
-    """Signius SEAL, the electronic-seal server, through its batch API."""
-
-    kind: Literal["seal"]
-    base_url: str
-    process_id: int = Field(default=1, ge=0)
-    auth: Literal["api-key", "basic", "none"] = "api-key"
-    api_key: SecretStr | None = None
-    api_key_file: OptionalPath
-    api_key_header: str = "API-KEY"
-    username: str = ""
-    client_certificate: OptionalPath
-    client_key: OptionalPath
-    ca_bundle: OptionalPath
-    verify_tls: bool = True
-    accept_batch_id: Literal["query", "json", "path"] = "query"
-    status_codes: list[str] = SEAL_STATUS_CODES
-    poll_interval_seconds: float = Field(default=2.0, gt=0)
-    max_wait_seconds: float = Field(default=3600.0, gt=0)
-    timeout_seconds: float = Field(default=60.0, gt=0)
-    retry_max_seconds: float = Field(default=300.0, gt=0)
-    status_grace_seconds: float = Field(default=30.0, ge=0)
-    signature_suffixes: list[str] = [".p7s", ".p7m", ".asice", ".xml"]
-    max_package_bytes: ByteSize = ByteSize(20_000_000_000)
-    max_entry_bytes: ByteSize = ByteSize(5_000_000_000)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with https:// (or http:// for a local emulator)")
-        return value.rstrip("/")
-
-    @model_validator(mode="after")
-    def _key_given(self) -> SealProviderConfig:
-        if self.api_key is not None and self.api_key_file is not None:
-            raise ValueError("set api_key or api_key_file, not both (a FOLDERSEAL_… "
-                             "variable for either replaces both from the file)")
-        if self.auth != "none" and self.api_key is None and self.api_key_file is None:
-            raise ValueError(f"auth = {self.auth!r} needs api_key, api_key_file or the "
-                             "FOLDERSEAL_PROVIDERS__<NAME>__API_KEY environment variable")
-        if self.auth == "basic" and not self.username:
-            raise ValueError('auth = "basic" needs username (the key is the password)')
-        if (self.client_key is None) != (self.client_certificate is None):
-            raise ValueError("client_certificate and client_key go together (mTLS)")
-        return self
-
-    def read_api_key(self) -> bytes | None:
-        """The API key (or Basic password), registered with the redactor."""
-        return _read_secret(self.api_key, self.api_key_file, "api_key_file")
-
-    def secret_files(self) -> list[SecretFile]:
-        return [SecretFile(key, path) for key, path in (("api_key_file", self.api_key_file),
-                                                        ("client_key", self.client_key)) if path]
-
-
-ProviderConfig = Annotated[LocalProviderConfig | SealProviderConfig, Field(discriminator="kind")]
-KNOWN_KINDS = ("local", "seal")
-PATH_KEYS = ("certificate", "key", "password_file", "api_key_file", "client_certificate",
-             "client_key", "ca_bundle")
-
-
-class FolderConfig(_Section):
+class FolderConfig(Section):
     inbox: Path
     outbox: Path
     errors: Path
@@ -411,14 +264,15 @@ def _is_secret_name(key: str) -> bool:
 def _register_secrets(raw: dict[str, Any]) -> None:
     for provider in (raw.get("providers") or {}).values():
         if isinstance(provider, dict):
-            for key in ("password", "api_key"):
+            for key in ("password", "api_key", "api_token"):
                 value = provider.get(key)
                 if isinstance(value, str):
                     REDACTOR.add(value)
 
 
 # A secret given two ways; the environment overriding either one replaces both in the file.
-SECRET_PAIRS = (("password", "password_file"), ("api_key", "api_key_file"))
+SECRET_PAIRS = (("password", "password_file"), ("api_key", "api_key_file"),
+                ("api_token", "api_token_file"))
 
 
 def _env_secrets_win(raw: dict[str, Any]) -> dict[str, Any]:
@@ -465,7 +319,7 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         if p is None or p.is_absolute():
             return p
         if names_credential(p):  # resolved now if the service has credentials, else on read
-            return _credential(p, "") if os.environ.get("CREDENTIALS_DIRECTORY") else p
+            return credential(p, "") if os.environ.get("CREDENTIALS_DIRECTORY") else p
         return base / p
 
     folders = {

@@ -12,6 +12,9 @@ of a batch published, their sidecars not yet), ``sidecar-published`` (sidecars
 written, originals not yet removed), ``original-removed``; for SEAL, ``seal:created``,
 ``seal:uploaded`` and ``seal:accepted`` (the call answered, its result not yet stored),
 ``seal:uploading`` and ``seal:downloading`` (in the middle of the stream); for
+Clevver, ``clevver:created``, ``clevver:attached`` (an attach answered, the ledger not
+yet told), ``clevver:attaching`` (in the middle of an attach stream),
+``clevver:starting`` (ACCEPTING stored, start not sent) and ``clevver:started``; for
 ``folderseal retry`` (:mod:`folderseal.retrying`), ``retry:recorded`` (its intent
 stored, nothing moved), ``retry:staged`` (a file at its hidden name in the inbox) and
 ``retry:moved`` (after each file reached its place, the store not yet told); and

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CREDENTIALS = "$CREDENTIALS_DIRECTORY"
-INLINE = ("password", "api_key")  # secrets a provider's table may hold itself
+INLINE = ("password", "api_key", "api_token")  # secrets a provider's table may hold itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,8 @@ def inline_secrets(config: Path, service: frozenset[str]) -> list[str]:
         return []
     return [f"{config} holds {', '.join(keys)} and is readable by {readers}: they can read "
             "the secret; move it to a file only the service may read (password_file, "
-            "api_key_file; or a systemd credential, \"$CREDENTIALS_DIRECTORY/NAME\"), or "
+            "api_key_file, api_token_file; or a systemd credential, "
+            "\"$CREDENTIALS_DIRECTORY/NAME\"), or "
             f"chmod 600 {config} (or 640 with a group only the service is in)"]
 
 

@@ -238,23 +238,18 @@ def ask_status(provider: Provider, batch: BatchView, remote_id: str) -> RemoteSt
 def steps_of(kind: str) -> Steps:
     """The lifecycle of the provider kind ``kind``: a class attribute, so no provider is
     built (``retry`` and ``recover`` judge by it)."""
-    # Imported here: the adapters import what the command line must not load at start.
-    from folderseal.providers.local import LocalProvider
-    from folderseal.providers.seal import SealProvider
+    from folderseal.providers.registry import provider_class
 
-    classes: dict[str, type[LocalProvider] | type[SealProvider]] = {
-        "local": LocalProvider, "seal": SealProvider}
-    return classes[kind].steps
+    steps: Steps = provider_class(kind).steps
+    return steps
 
 
 def build(name: str, cfg: object, state_dir: Path) -> Provider:
     """The provider for a configured ``[providers.<name>]`` table."""
-    from folderseal.config import LocalProviderConfig, SealProviderConfig
-    from folderseal.providers.local import LocalProvider
-    from folderseal.providers.seal import SealProvider
+    from folderseal.providers.registry import KINDS, provider_class
 
-    if isinstance(cfg, LocalProviderConfig):
-        return LocalProvider(name, cfg, state_dir)
-    if isinstance(cfg, SealProviderConfig):
-        return SealProvider(name, cfg, state_dir)
-    raise ValueError(f"no provider implementation for {type(cfg).__name__}")
+    kind = getattr(cfg, "kind", None)
+    if kind not in KINDS or not isinstance(cfg, KINDS[kind].config):
+        raise ValueError(f"no provider implementation for {type(cfg).__name__}")
+    provider: Provider = provider_class(kind)(name, cfg, state_dir)
+    return provider

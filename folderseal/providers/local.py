@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from folderseal import files
-from folderseal.config import LocalProviderConfig
 from folderseal.engine import describe_certificate
 from folderseal.errors import ConfigError, TransientError
 from folderseal.keyfiles import exposure, service_accounts, service_group
@@ -50,6 +49,7 @@ from folderseal.providers import (
     RemoteStatus,
     Steps,
 )
+from folderseal.providers.local_config import LocalProviderConfig
 from folderseal.providers.local_worker import (
     RESULT_SUFFIX,
     SealSource,

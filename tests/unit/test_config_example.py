@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from folderseal.config import (
+    ClevverProviderConfig,
     FolderConfig,
     LocalProviderConfig,
     LogConfig,
@@ -24,7 +25,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 TEXT = EXAMPLE.read_text(encoding="utf-8")
 RAW = tomllib.loads(TEXT)
 # Secrets are shown commented out, so nobody copies an empty password into a config.
-COMMENTED = {"password", "api_key"}
+COMMENTED = {"password", "api_key", "api_token"}
 
 SECTIONS: list[tuple[str, type[BaseModel], dict[str, Any]]] = [
     ("", Settings, {k: v for k, v in RAW.items() if not isinstance(v, dict)}),
@@ -33,6 +34,7 @@ SECTIONS: list[tuple[str, type[BaseModel], dict[str, Any]]] = [
     ("metrics", MetricsConfig, RAW["metrics"]),
     ("providers.company_seal", LocalProviderConfig, RAW["providers"]["company_seal"]),
     ("providers.signius", SealProviderConfig, RAW["providers"]["signius"]),
+    ("providers.proof", ClevverProviderConfig, RAW["providers"]["proof"]),
     ("folders.scans", FolderConfig, RAW["folders"]["scans"]),
 ]
 
@@ -77,3 +79,11 @@ def test_documented_defaults_are_the_real_defaults() -> None:
     for key in SealProviderConfig.model_fields:
         if key not in ("base_url", "api_key", "api_key_file"):
             assert getattr(shown_seal, key) == getattr(seal, key), key
+    clevver = ClevverProviderConfig.model_validate({"kind": "clevver", "base_url": "https://x",
+                                                   "api_token": "t"})
+    shown_clevver = ClevverProviderConfig.model_validate({**RAW["providers"]["proof"],
+                                                          "api_token_file": None,
+                                                          "api_token": "t"})
+    for key in ClevverProviderConfig.model_fields:
+        if key not in ("base_url", "api_token", "api_token_file"):
+            assert getattr(shown_clevver, key) == getattr(clevver, key), key

@@ -1,201 +1,21 @@
-"""The ``seal`` provider: Signius SEAL's batch API.
+"""The ``seal`` provider: Signius SEAL's batch API (the adapter is in :mod:`.provider`).
 
-``prepare (the flat ZIP) → CreateBatch → upload → AcceptBatch → BatchStatus until
-CLOSED → batchfile → BatchDeleteCache``. Exactly-once is the manager's state machine
-(the remote id is stored before upload, ACCEPTING before accept, and the remote status
-is read before anything is sent again); this adapter maps each step to its HTTP call,
-SEAL's statuses to :class:`Remote`, proves an upload complete by BatchStatus's document
-list, and turns the package into per-document results. Crash
-points after each call that changes the remote batch let the tests kill the daemon
-between the call and the state that records it.
+Loading the configuration imports :mod:`.config` and so this package, but not the
+adapter, which imports httpx and the signing engine: it is imported when first named.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from functools import partial
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    from folderseal.providers.seal.provider import SealProvider
 
-from folderseal import crashpoints, files
-from folderseal.config import SealProviderConfig
-from folderseal.engine import signer_of
-from folderseal.errors import ConfigError, TransientError
-from folderseal.keyfiles import exposure, service_accounts, service_group
-from folderseal.logs import get as get_logger
-from folderseal.model import DocumentResult
-from folderseal.providers import (
-    BatchView,
-    Health,
-    Ledger,
-    Remote,
-    RemoteStatus,
-    Steps,
-)
-from folderseal.providers.seal import flatzip, package
-from folderseal.providers.seal.client import SealClient, without_query
-
-KNOWN = {"NEW": Remote.NEW, "UPLOADED": Remote.UPLOADED, "ACCEPTED": Remote.RUNNING,
-         "READY": Remote.RUNNING, "IN_PROGRESS": Remote.RUNNING, "FINISHING": Remote.RUNNING,
-         "CLOSED": Remote.CLOSED, "DELETED": Remote.GONE}
-PACKAGE = "package.zip"
-PROBE_TIMEOUT = 10.0
+__all__ = ["SealProvider"]
 
 
-class SealProvider:
-    kind = "seal"
-    # AcceptBatch starts billable signing: the point of no return, never sent twice.
-    steps = Steps(remote=True, irrevocable=True, outcome="signed")
-    max_batch_files: int | None = None   # the folder's batch_max_files
-
-    def __init__(self, name: str, cfg: SealProviderConfig, state_dir: Path,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.state_dir = state_dir
-        self.transport = transport
-        self.poll_interval = cfg.poll_interval_seconds
-        self.max_wait = cfg.max_wait_seconds
-        self.retry_max_seconds = cfg.retry_max_seconds
-        self.status_grace = cfg.status_grace_seconds
-        self.client: SealClient | None = None
-        self.limits = package.Limits(tuple(cfg.signature_suffixes), int(cfg.max_package_bytes),
-                                     int(cfg.max_entry_bytes))
-        self.log = get_logger(provider=name)
-
-    # -- life cycle ----------------------------------------------------------------
-
-    def check(self, network: bool = True) -> Health:
-        """Reachability and the key: a status call on a batch that cannot exist.
-
-        404 (or another answer past authentication) means SEAL answered and took the key;
-        401/403 that it refused the key, a redirect that base_url is not SEAL's address
-        (both ConfigError). No answer, a 5xx or a 429 vouches for nothing: ``unreachable``
-        (``folderseal check`` fails; the daemon starts and its batches wait).
-        """
-        warnings = exposure(self.cfg.secret_files(), service_accounts(self.state_dir),
-                            service_group(self.state_dir))
-        if not self.cfg.verify_tls:
-            warnings.append("TLS verification is off (verify_tls = false): anyone on the "
-                            "path could pose as SEAL")
-        if not network:
-            return Health(warnings=tuple(warnings))
-        where = f"SEAL at {self.cfg.base_url}"
-        client = SealClient(self.cfg, self.name, self.transport, timeout=PROBE_TIMEOUT)
-        try:
-            status, location = client.probe()
-        except TransientError as exc:
-            return Health(warnings=tuple(warnings), unreachable=(
-                f"{where} cannot be reached ({exc}): check base_url, the network, any "
-                "firewall or proxy, and that SEAL is up; `folderseal run` starts anyway and "
-                "its batches wait until SEAL answers"))
-        finally:
-            client.close()
-        if status in (401, 403):
-            variable = f"FOLDERSEAL_PROVIDERS__{self.name.upper()}__API_KEY"
-            raise ConfigError(f"{where} refused the API key (HTTP {status}): check api_key, "
-                              f"api_key_file or {variable} against the key SEAL's "
-                              "administrator issued")
-        if 300 <= status < 400:
-            raise ConfigError(f"{where} answered a redirect (HTTP {status} to "
-                              f"{without_query(location)}): "
-                              "set base_url to the address SEAL really has")
-        if status == 429 or status >= 500:
-            return Health(warnings=tuple(warnings), unreachable=(
-                f"{where} answered a test call with HTTP {status}, so the API key could not "
-                "be checked: SEAL is overloaded or in trouble; ask its administrator and run "
-                "check again; `folderseal run` starts anyway and its batches wait"))
-        key = "no API key is sent (auth = \"none\")" if self.cfg.auth == "none" \
-            else "the API key was accepted"
-        return Health(verified=f"{where} answered; {key}", warnings=tuple(warnings))
-
-    def start(self) -> None:
-        if self.client is None:
-            self.client = SealClient(self.cfg, self.name, self.transport)
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
-
-    @property
-    def _client(self) -> SealClient:
-        self.start()
-        assert self.client is not None
-        return self.client
-
-    # -- lifecycle steps -----------------------------------------------------------
-
-    def prepare(self, batch: BatchView) -> tuple[str, int] | None:
-        """The flat ZIP of the batch's entries at ``batch.package``; made again only when
-        it is missing or no longer matches the hash recorded for it."""
-        assert batch.package is not None and batch.open_document is not None
-        recorded = batch.prepared[0] if batch.prepared else None
-        if flatzip.package_matches(batch.package, recorded):
-            return batch.prepared
-        files.makedirs(batch.package.parent)
-        return flatzip.build_package(batch.package, [
-            (d.entry, partial(batch.open_document, d)) for d in batch.documents])
-
-    def create(self, batch: BatchView) -> str:
-        remote = self._client.create()
-        self.log.info("seal.created", batch=batch.id, remote=remote.id)
-        crashpoints.reached("seal:created")
-        return remote.id
-
-    def upload(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
-        """One ZIP, once: the manager noted the upload before this call (SEAL adds what
-        is uploaded, so a second upload would double the batch)."""
-        assert batch.package is not None
-        self._client.upload(remote_id, batch.package)
-        crashpoints.reached("seal:uploaded")
-
-    def holds_upload(self, batch: BatchView, status: RemoteStatus) -> bool:
-        """Not started, and its document list is exactly the batch's entries."""
-        return status.state in (Remote.NEW, Remote.UPLOADED, Remote.RUNNING) and \
-            sorted(status.documents) == sorted(d.entry for d in batch.documents)
-
-    def status(self, batch: BatchView, remote_id: str) -> RemoteStatus:
-        info = self._client.status(remote_id)
-        if info is None:
-            return RemoteStatus(Remote.GONE, detail="SEAL answered 404")
-        names = tuple(d.name for d in info.documents)
-        state = KNOWN.get(info.status)
-        if state is None:
-            self.log.warning("seal.unknown_status", batch=batch.id, remote=remote_id,
-                             status=info.status, treated_as="running")
-            state = Remote.RUNNING
-        return RemoteStatus(state, names, detail=info.status, trusted=info.named)
-
-    def accept(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
-        self._client.accept(remote_id)
-        self.log.info("seal.accepted", batch=batch.id, remote=remote_id)
-        crashpoints.reached("seal:accepted")
-
-    def download(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
-        info = self._client.status(remote_id)
-        remote = {d.name: d for d in info.documents} if info else {}
-        files.makedirs(batch.staging)
-        path = batch.staging / PACKAGE
-        size = self._client.download(remote_id, path, self.limits.max_total)
-        self.log.info("seal.downloaded", batch=batch.id, remote=remote_id, bytes=size)
-        results = package.extract(path, batch.staging, batch.documents, remote, self.limits,
-                                  remote_id, self.log.warning)
-        return [_with_signer(result) for result in results]
-
-    def salvage(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
-        return []  # a batch SEAL no longer knows proves nothing about its files
-
-    def delete(self, batch: BatchView, remote_id: str) -> None:
-        if remote_id:
-            self._client.delete(remote_id)
-
-
-def _with_signer(result: DocumentResult) -> DocumentResult:
-    """SEAL reports nothing about the certificate it sealed with: it is read from the
-    signature of the signed output (a signed PDF, or a .p7s/.p7m beside the file)."""
-    for output in result.outputs if result.ok else ():
-        if output.staged and (signer := signer_of(Path(output.staged))) is not None:
-            return dataclasses.replace(result, signer=signer)
-    return result
+def __getattr__(name: str) -> Any:
+    if name == "SealProvider":
+        from folderseal.providers.seal.provider import SealProvider
+        return SealProvider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,10 +12,7 @@ chunks, so memory does not grow with the package.
 from __future__ import annotations
 
 import base64
-import email.utils
 import os
-import ssl
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,50 +20,15 @@ from typing import Any
 import httpx
 
 from folderseal import crashpoints, files
-from folderseal.config import SealProviderConfig
 from folderseal.errors import ProviderError, TransientError
+from folderseal.providers.http import retry_after, tls_context, without_query
 from folderseal.providers.seal import parse
+from folderseal.providers.seal.config import SealProviderConfig
 from folderseal.redact import REDACTOR
 
 BODY_IN_ERRORS = 2048
 # No batch has the largest int32 id: a status call on it tests reachability and the key.
 IMPOSSIBLE_BATCH = "2147483647"
-
-
-def _tls(cfg: SealProviderConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(cfg.ca_bundle) if cfg.ca_bundle else None)
-    if cfg.client_certificate is not None and cfg.client_key is not None:
-        context.load_cert_chain(str(cfg.client_certificate), str(cfg.client_key))
-    if not cfg.verify_tls:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def without_query(url: str) -> str:
-    """A redirect's target fit to print: its query and fragment may hold a key (a
-    pre-signed link), and its user information a password, so they are left out."""
-    head = url.split("?", 1)[0].split("#", 1)[0]
-    scheme, sep, rest = head.partition("://")
-    if not sep:
-        return head  # a relative link has no user information
-    authority, slash, path = rest.partition("/")
-    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (a number, or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class SealClient:
@@ -86,7 +48,7 @@ class SealClient:
             REDACTOR.add(base64.b64encode(f"{cfg.username}:{key.decode()}".encode()))
         self.http = httpx.Client(
             base_url=cfg.base_url, headers=headers, auth=auth, transport=transport,
-            verify=_tls(cfg), timeout=httpx.Timeout(timeout or cfg.timeout_seconds),
+            verify=tls_context(cfg), timeout=httpx.Timeout(timeout or cfg.timeout_seconds),
             follow_redirects=False)
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from folderseal.config import SEAL_STATUS_CODES
+from folderseal.providers.seal.config import SEAL_STATUS_CODES
 
 
 class PayloadError(ValueError):
