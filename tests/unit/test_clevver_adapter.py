@@ -269,7 +269,7 @@ def test_the_whole_lifecycle(tmp_path: Path) -> None:
     provider.upload(view, remote, ledger)
     view = ledger.view(view)
     opened = provider.status(view, remote)
-    assert opened.state == Remote.UPLOADED and opened.remote == remote
+    assert opened.state == Remote.UPLOADED and opened.batch == remote
     assert provider.holds_upload(view, opened)
     provider.accept(view, remote, ledger)
     running = provider.status(view, remote)
