@@ -30,7 +30,7 @@ from folderseal.emulate import EmulatorHandle
 from folderseal.providers.clevver.emulator import ClevverEmulator
 
 ROOT_ENTRIES = {"inbox", "outbox", "errors", "state", "seal", "config.toml", "elsewhere",
-                "logs", "emulator", "signius.key", "backing", "aside", "secret"}
+                "logs", "emulator", "signius.key", "clevver.token", "backing", "aside", "secret"}
 TEMP = ".folderseal-tmp-"
 UNSAFE_TARGETS = [Path("/abs/evil.txt"), Path("/abs")]
 
