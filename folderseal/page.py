@@ -67,8 +67,9 @@ def _folder(name: str, folder: dict[str, Any]) -> str:
            f"<p>{escape(facts)}</p>"]
     for label, reason in conditions(folder):
         out.append(f'<p class="warn">{escape(label.capitalize())}: {escape(reason)}</p>')
-    out.append("<h3>Files signed per minute, last hour</h3>")
-    out.append(_chart(folder["signed_per_minute"]))
+    word = folder.get("outcome", "signed")
+    out.append(f"<h3>Files {escape(word)} per minute, last hour</h3>")
+    out.append(_chart(folder["signed_per_minute"], word))
     out.append("<h3>Waiting</h3>")
     out.append(_table(["file", "why it waits"],
                       [[w["source"], w["why"]] for w in folder["waiting"]],
@@ -83,7 +84,7 @@ def _folder(name: str, folder: dict[str, Any]) -> str:
     out.append("<h3>Batches in flight</h3>")
     out.append(_table(
         ["batch", "state", "files", "age", "next step", "last error"],
-        [[b["batch"], b["state"], str(b["files"]), age_text(b["age_seconds"]),
+        [[b["batch"], _state(b), str(b["files"]), age_text(b["age_seconds"]),
           "" if b["next_attempt_in"] is None else f"in {b['next_attempt_in']:.0f} s",
           b["last_error"] or ""] for b in folder["batches"]],
         "no batch in flight", "batches"))
@@ -106,7 +107,13 @@ def _table(head: list[str], rows: list[list[str]], empty: str, kind: str) -> str
     return f'<table class="{kind}"><tr>{header}</tr>{body}</table>'
 
 
-def _chart(per_minute: list[int]) -> str:
+def _state(batch: dict[str, Any]) -> str:
+    """A batch's state, with the provider's progress when it gives one."""
+    progress = batch.get("progress")
+    return batch["state"] if progress is None else f"{batch['state']} ({progress:g}%)"
+
+
+def _chart(per_minute: list[int], word: str) -> str:
     """60 bars, oldest on the left; the tallest is labelled with its count."""
     width, height, bar = 600, 80, 10
     top = max(per_minute) or 1
@@ -115,13 +122,13 @@ def _chart(per_minute: list[int]) -> str:
         h = round(count / top * (height - 14))
         minute = len(per_minute) - i
         bars.append(f'<rect x="{i * bar}" y="{height - h}" width="{bar - 2}" height="{h}">'
-                    f"<title>{count} signed, {minute} min ago</title></rect>")
+                    f"<title>{count} {escape(word)}, {minute} min ago</title></rect>")
     total = sum(per_minute)
     return (f'<svg class="chart" width="{width}" height="{height + 14}" role="img" '
-            f'aria-label="{total} files signed in the last hour">'
+            f'aria-label="{total} files {escape(word)} in the last hour">'
             f'<text x="0" y="10">peak {max(per_minute)}/min</text>{"".join(bars)}'
             f'<line x1="0" y1="{height}" x2="{width}" y2="{height}" stroke="#999"/>'
             f'<text x="0" y="{height + 12}">60 min ago</text>'
             f'<text x="{width - 20}" y="{height + 12}">now</text></svg>'
-            f"<p>{total} files signed in the last hour.</p>")
+            f"<p>{total} files {escape(word)} in the last hour.</p>")
 

@@ -30,6 +30,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from folderseal.config import Settings
 from folderseal.errors import ExitCode, FolderSealError
 from folderseal.fragments import SHOWN_SECONDS as FRAGMENTS_SHOWN_SECONDS
 from folderseal.model import DELIVERED, NOT_DELIVERED, FileState, JobState
-from folderseal.providers import NOT_QUALIFIED, build
+from folderseal.providers import NOT_QUALIFIED, build, steps_of
 from folderseal.redact import REDACTOR
 from folderseal.sidecar import iso
 
@@ -94,7 +95,8 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
     if not settings.database.exists():
         report["warnings"] = provider_warnings(settings) if warnings is None else list(warnings)
         report["warnings"].append(f"no store at {settings.database} yet: the daemon never ran")
-        report["folders"] = {name: _empty() for name in settings.folders}
+        report["folders"] = {name: {**_empty(), "outcome": _outcome(settings, cfg.provider)}
+                             for name, cfg in settings.folders.items()}
         report["alarms"].append("the daemon is not running")
         return _redacted(report)
     db = sqlite3.connect(f"file:{settings.database}?mode=ro", uri=True, timeout=10)
@@ -114,6 +116,7 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
             if report["daemon"]["running"] else _unseen_here(db, settings)
         for name, cfg in settings.folders.items():
             folder = _folder(db, name, folder_notes.get(name, {}), now)
+            folder["outcome"] = _outcome(settings, cfg.provider)
             report["folders"][name] = folder
             max_wait = getattr(settings.providers[cfg.provider], "max_wait_seconds", None)
             report["alarms"] += _alarms(name, folder, max_wait, cfg.stuck_after_seconds)
@@ -166,6 +169,7 @@ def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
         due = job["next_attempt_at"]
         jobs.append({"batch": job["id"], "state": job["state"], "files": job["files"],
                      "remote": job["remote_id"], "attempts": job["attempts"],
+                     "progress": job["progress"],
                      "age_seconds": round(now - job["created_at"], 1),
                      "in_state_seconds": round(now - job["updated_at"], 1),
                      "next_attempt_in": None if due is None else max(0.0, round(due - now, 1)),
@@ -297,6 +301,11 @@ def _alarms(name: str, folder: dict[str, Any], max_wait: float | None,
     return found
 
 
+def _outcome(settings: Settings, provider: str) -> str:
+    """What the folder's provider makes of a delivered file: signed, stored or loaded."""
+    return steps_of(settings.providers[provider].kind).outcome
+
+
 def _empty() -> dict[str, Any]:
     return {"watch": "", "outage": "", "paused": "", "disk_full": "", "blocked": [],
             "problem": "", "settling": 0, "waiting": [], "in_flight": 0, "delivered": 0,
@@ -347,7 +356,7 @@ def summary(report: dict[str, Any]) -> str:
     first = alarms[0] if alarms else ""
     parts = [f"{sum(f['settling'] for f in folders)} waiting",
              f"{sum(f['in_flight'] for f in folders)} in flight",
-             f"{sum(f['delivered'] for f in folders)} signed",
+             f"{sum(f['delivered'] for f in folders)} {_word(folders)}",
              f"{sum(f['files'].get(FileState.FAILED, 0) for f in folders)} failed"]
     for key, label in (("outage", "share out"), ("blocked", BLOCKED)):
         names = [name for name, f in report["folders"].items()
@@ -356,6 +365,12 @@ def summary(report: dict[str, Any]) -> str:
             parts.append(f"{label}: {', '.join(names)}")
     line = ", ".join(parts)
     return f"{line}; {first}" if first else line
+
+
+def _word(folders: Iterable[dict[str, Any]]) -> str:
+    """The folders' common outcome word ("signed" when all sign), else "delivered"."""
+    words = {f.get("outcome", "signed") for f in folders}
+    return words.pop() if len(words) == 1 else "delivered"
 
 
 def show(settings: Settings, as_json: bool = False) -> int:
@@ -384,7 +399,8 @@ def show(settings: Settings, as_json: bool = False) -> int:
             f"\nfolder {name}: watch {folder['watch'] or '-'}, {folder['settling']} waiting, "
             f"{folder['in_flight']} in flight, {folder['delivered']} delivered, "
             f"{files.get(FileState.FAILED, 0)} failed, "
-            f"{sum(folder['signed_per_minute'])} signed in the last hour", style="bold"))
+            f"{sum(folder['signed_per_minute'])} {folder['outcome']} in the last hour",
+            style="bold"))
         table = _folder_table(folder)
         if table.row_count:
             console.print(table)
@@ -411,8 +427,10 @@ def _folder_table(folder: dict[str, Any]) -> Table:
     for job in folder["batches"]:
         due = "" if job["next_attempt_in"] is None else f"next step in {job['next_attempt_in']} s"
         why = "; ".join(x for x in (due, job["last_error"] or "") if x)
+        progress = "" if job["progress"] is None else f", {job['progress']:g}% done"
         table.add_row(Text("batch"), Text(job["batch"]),
-                      Text(f"{job['state']}, {job['files']} files, {job['age_seconds']:.0f} s old"),
+                      Text(f"{job['state']}{progress}, {job['files']} files, "
+                           f"{job['age_seconds']:.0f} s old"),
                       Text(why))
     for item in folder["failed"][:20]:
         table.add_row(Text("failed"), Text(item["source"]), Text(f"in errors ({item['code']})"),

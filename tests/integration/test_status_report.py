@@ -244,3 +244,36 @@ def test_a_retry_at_work_is_not_taken_for_an_interrupted_one(tmp_path: Path) -> 
         assert interrupted() == []
     [alarm] = interrupted()
     assert "run `folderseal retry` to see why" in alarm
+
+
+def test_a_storing_folder_speaks_of_stored_files_and_shows_progress(tmp_path: Path) -> None:
+    """A Clevver folder's report, summary and page say "stored", not "signed", and a
+    batch the provider reports progress for shows it."""
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG.replace('kind = "seal"\nbase_url = "https://seal.invalid"\n'
+                                   'api_key = "k"',
+                                   'kind = "clevver"\nbase_url = "https://clevver.invalid"\n'
+                                   'api_token = "t"'))
+    settings = load(path)
+    settings.state_dir.mkdir()
+    store = Store(settings.database, "n1")
+    _claim(store, "out", time.time())
+    store.create_job(job_id="job-out", folder="scans", provider="remote",
+                     entries=[("out", "0001_out.pdf")])
+    store.set_file_state("out", FileState.BATCHED, FileState.PUBLISHED)
+    _claim(store, "busy", time.time())
+    store.create_job(job_id="job-busy", folder="scans", provider="remote",
+                     entries=[("busy", "0001_busy.pdf")])
+    job = store.acquire_job(frozenset({"job-out"}))
+    assert job is not None and job.id == "job-busy"
+    store.set_progress(job, 33.3)
+    store.close()
+
+    report = collect(settings, warnings=[])
+    scans = report["folders"]["scans"]
+    assert scans["outcome"] == "stored"
+    assert [b["progress"] for b in scans["batches"] if b["batch"] == "job-busy"] == [33.3]
+    assert "1 stored" in summary(report) and "signed" not in summary(report)
+    html = page.render(report)
+    assert "files stored in the last hour" in html and "signed" not in html
+    assert "(33.3%)" in html
