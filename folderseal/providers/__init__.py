@@ -56,6 +56,7 @@ class RemoteDocument:
 
     batch: str                # the remote batch it was sent to
     id: str | None            # the provider's id for it; None: sent, the answer lost
+    #                           (in doubt); "": surely not taken (sent again)
     checksum: str = ""        # what the provider says it holds (sha256 hex), if it says
 
     @property

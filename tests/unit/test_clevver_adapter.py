@@ -406,14 +406,20 @@ def test_a_checksum_mismatch_abandons_then_rejects_on_repeat(tmp_path: Path) -> 
     assert api.count("attach") == 2                 # the third was not sent to it
     second = provider.create(view)
     api.script("attach", "", "bad-checksum")
-    provider.upload(ledger.view(view), second, ledger)   # rejects doc1, goes on
+    with pytest.raises(Abandon, match="rejected") as abandon:  # its wrong copy is there
+        provider.upload(ledger.view(view), second, ledger)
+    assert not abandon.value.lost_answer
     code, message = ledger.rejected["f1"]
     assert code == "checksum_mismatch"
     assert view.documents[1].sha256 in message
     assert ledger.notes["f1"].checksum in message
+    third = provider.create(view)
     view = ledger.view(view)
     assert [d.entry for d in view.documents] == ["doc0.pdf", "doc2.pdf"]
-    assert provider.holds_upload(view, provider.status(view, second))
+    provider.upload(view, third, ledger)
+    view = ledger.view(view)
+    assert provider.holds_upload(view, provider.status(view, third))
+    assert api.count("start") == 0
 
 
 def test_a_missing_checksum_is_asked_of_the_asset(tmp_path: Path) -> None:

@@ -212,7 +212,8 @@ class ClevverProvider:
     def _compare(self, document: Document, note: RemoteDocument,
                  previous: RemoteDocument | None, ledger: Ledger) -> None:
         """Clevver holds the file's bytes, or this remote batch is abandoned; a file
-        whose previous remote batch held other bytes too is rejected instead."""
+        whose previous remote batch held other bytes too is rejected as well (its wrong
+        copy must never be stored, so the batch holding it is never started)."""
         if note.checksum == document.sha256:
             return
         said = note.checksum or "no checksum"
@@ -226,7 +227,9 @@ class ClevverProvider:
                 "check the path to Clevver, then `folderseal retry` it"))
             self.log.warning("clevver.checksum_mismatch", remote=note.batch,
                              entry=document.entry, rejected=True)
-            return
+            # Its wrong copy is attached here: this batch is never started either.
+            raise Abandon(f"{why}; the file is rejected, and the other files go to a new "
+                          "batch", lost_answer=False)
         raise Abandon(f"{why}: the batch is never started, and the files go to a new one",
                       lost_answer=False)
 
