@@ -57,11 +57,13 @@ FINISHED = frozenset({Remote.CLOSED, Remote.FAILED})
 
 
 def reach(state: JobState | str | None) -> Reach:
-    """How far a batch in ``state`` got (FAILED: pass the step it failed in)."""
+    """How far a batch in ``state`` got (FAILED: pass the step it failed in). A state
+    that says nothing (none recorded, FAILED itself, a name this version does not know)
+    reads as "may have run": the safe side, on which nothing is submitted again."""
     try:
-        return REACH[JobState(state)] if state else Reach.NOTHING_SENT
+        return REACH[JobState(state or "")]
     except (ValueError, KeyError):
-        return Reach.NOTHING_SENT
+        return Reach.MAY_HAVE_RUN
 
 
 def past_no_return(state: JobState | str | None) -> bool:
