@@ -54,8 +54,10 @@ BACKOFF_CAP = 300.0
 # Remote batches a batch may abandon because the provider showed something other than
 # what was sent, before the batch fails (remote_mismatch).
 MAX_RECREATES = 3
-# Abandons because an answer was lost are the network's fault and use up no limit; this
-# cap only stops a batch from feeding an unreliable provider forever (remote_unreliable).
+# Abandons because an answer was lost are the network's fault and use up no limit: past
+# this many, each further one is followed by a pause (the batch's backoff, which grows),
+# so a batch does not feed an unreliable provider at full speed; its files never fail
+# for it.
 MAX_LOST_ANSWERS = 20
 
 
@@ -430,18 +432,11 @@ class Manager:
     def _abandon(self, job: JobRecord, provider: Provider, view: BatchView, why: str, *,
                  lost_answer: bool) -> JobRecord:
         """Abandon a remote batch that was never started and start a new one, counting the
-        abandon by its cause. After MAX_RECREATES mismatches (or MAX_LOST_ANSWERS lost
-        answers) the batch fails; nothing was accepted, so retry submits it afresh."""
+        abandon by its cause. After MAX_RECREATES mismatches the batch fails (nothing was
+        accepted, so retry submits it afresh); past MAX_LOST_ANSWERS lost answers each
+        abandon is followed by the batch's backoff."""
         old = job.remote_id or ""
         lost, mismatched = self.store.abandons(job.id)
-        if lost_answer and lost >= MAX_LOST_ANSWERS:
-            raise ProviderError(
-                "remote_unreliable",
-                f"{lost + 1} remote batches were abandoned because an answer was lost "
-                f"({why}); nothing was "
-                "accepted: check the network to the provider and its health, then "
-                "`folderseal retry` submits the files afresh",
-                provider=job.provider, operation="upload", batch=job.id)
         if not lost_answer and mismatched >= MAX_RECREATES:
             raise ProviderError(
                 "remote_mismatch",
@@ -464,6 +459,11 @@ class Manager:
                          cause="answer_lost" if lost_answer else "mismatch",
                          new_remote=remote_id)
         self._views.pop(job.id, None)
+        if lost_answer and lost + 1 >= MAX_LOST_ANSWERS:
+            raise TransientError(
+                f"{lost + 1} remote batches were abandoned because an answer was lost "
+                f"({why}); nothing was accepted, and the next one waits: check the network "
+                "to the provider and its health")
         moved = self.store.job(job.id)
         assert moved is not None
         return moved

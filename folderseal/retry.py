@@ -88,8 +88,13 @@ def _way(settings: Settings, record: FileRecord, job: JobRecord | None) -> tuple
         return "inbox", ""
     if job.state == JobState.FAILED:
         return ("batch" if lifecycle.may_have_run(job.failed_step, steps) else "inbox"), ""
-    if record.error_code in NOT_SIGNED_CODES:
+    if record.error_code in NOT_SIGNED_CODES | steps.not_sent:
         return "inbox", ""
+    if record.error_code in steps.ask_again:
+        if job.state == JobState.CLEANED:
+            return "batch", ""
+        return "refuse", (f"its batch {job.id} is still being finished ({job.state}): run "
+                          "retry again in a minute")
     return "refuse", (f"it may have been {steps.outcome} by the provider "
                       f"({record.error_code}): check "
                       f"with the provider (remote batch {job.remote_id}), then drop it into "
@@ -110,7 +115,9 @@ def _to_inbox(settings: Settings, store: Store, record: FileRecord) -> str:
 def _to_batch(settings: Settings, store: Store, job: JobRecord) -> tuple[list[FileRecord], str]:
     """Put a remote batch's originals back and ask the same remote batch again.
 
-    All failed files of the batch go back together, or none: each original is checked
+    A failed batch takes back all its failed files; a finished one those that failed
+    alone and that its provider is only asked about again (Clevver's receipts without a
+    transaction id). They go back together, or none: each original is checked
     (the very file, unchanged) before any is moved. A batch that failed at ACCEPTING goes
     back there (its status decides whether accept is sent); one that failed later goes
     back to ACCEPTED (poll, download).
@@ -118,6 +125,9 @@ def _to_batch(settings: Settings, store: Store, job: JobRecord) -> tuple[list[Fi
     cfg = settings.folders[job.folder]
     folder = WorkFolder(cfg.work_folder, job.folder).batch_dir(job.id)
     records = [r for r in store.files_of_job(job.id) if r.state in RETRYABLE]
+    if job.state != JobState.FAILED:  # files that failed alone: those asked again
+        ask_again = steps_of(settings.providers[job.provider].kind).ask_again
+        records = [r for r in records if r.error_code in ask_again]
     stay = (f"Batch {job.id} may have been signed, so it is asked again only with all its "
             "failed files, and they must not be dropped into the inbox: bring the very file "
             "back into the errors folder, then run retry again; if it is lost, ask the "

@@ -217,7 +217,7 @@ def _finish(store: Store, moves: list[Move], placed: Path | None) -> str:
                       "replaced?): run folderseal recover, which settles the work folder")
     to_state = JobState.ACCEPTING if job.failed_step == JobState.ACCEPTING \
         else JobState.ACCEPTED
-    store.finish_batch_retry(job.id, [m.record.id for m in moves], to_state)
+    store.finish_batch_retry(job, [m.record.id for m in moves], to_state)
     return f"back in remote batch {job.remote_id} (batch {job.id}), which is asked again"
 
 

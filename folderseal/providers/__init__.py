@@ -48,6 +48,11 @@ class Steps:
     #                           is stored, the files may have been signed/stored/loaded and
     #                           are never submitted again (False: repeating it is harmless)
     outcome: str = "signed"   # what a delivered file is: signed | stored | loaded
+    # Error codes of files that failed alone while their batch went on, as `retry` reads
+    # them: the provider has the file and is only asked again (never sent again)…
+    ask_again: frozenset[str] = frozenset()
+    # …or the provider surely never took the file: it goes back into the inbox.
+    not_sent: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,20 +8,21 @@ import json
 from typing import Any
 
 from folderseal.errors import StateConflict
-from folderseal.model import FileRecord, FileState, JobState
+from folderseal.model import FileRecord, FileState, JobRecord, JobState
 from folderseal.store.connection import Connection
 
 
 class RetryRecords(Connection):
     """What a retry writes into the store."""
 
-    def reopen_job(self, job_id: str, to_state: JobState) -> None:
-        """A failed batch goes back to ``to_state`` (retry), due at once."""
+    def reopen_job(self, job: JobRecord, to_state: JobState) -> None:
+        """A failed (or finished) batch goes back to ``to_state`` (retry), due at once."""
         with self.transaction():
             self._guarded("reopen_job", StateConflict,
-                          f"batch {job_id} is not failed, or is being worked on",
-                          id=job_id, to_state=to_state, now=self.clock())
-            self.event("batch.state", job_id=job_id, from_state=JobState.FAILED,
+                          f"batch {job.id} is no longer {job.state}, or is being worked on",
+                          id=job.id, from_state=job.state, to_state=to_state,
+                          now=self.clock())
+            self.event("batch.state", job_id=job.id, from_state=job.state,
                        to_state=to_state, detail="retry")
 
     def wake_job(self, job_id: str) -> bool:
@@ -46,12 +47,13 @@ class RetryRecords(Connection):
                            from_state=record.state, to_state=FileState.RETRYING,
                            detail=f"retry into the {plan['to']}")
 
-    def finish_batch_retry(self, job_id: str, file_ids: list[str], to_state: JobState) -> None:
+    def finish_batch_retry(self, job: JobRecord, file_ids: list[str],
+                           to_state: JobState) -> None:
         """The retried files wait in their batch again, and the batch is due at once."""
         with self.transaction():
             for file_id in file_ids:
-                self.reopen_file(file_id, job_id)
-            self.reopen_job(job_id, to_state)
+                self.reopen_file(file_id, job.id)
+            self.reopen_job(job, to_state)
 
     def reopen_file(self, file_id: str, job_id: str) -> None:
         """A retried file of a batch waits in that batch again."""

@@ -211,3 +211,32 @@ def test_random_kills_while_files_flow(tmp_path: Path, emulator: ClevverEmulator
     assert daemon.stop() == 0
     assert len(expected) == 24
     _assert_exactly_once(layout, emulator, expected)
+
+
+def test_a_receipt_without_txid_fails_alone_and_retry_asks_again(tmp_path: Path) -> None:
+    """A receipt still without its txid after max_wait_seconds sends that file to errors
+    with code no_receipt while the rest of its batch is delivered; `folderseal retry`
+    asks Clevver again and never sends the file again: it is delivered, stored once."""
+    late = 4.0
+    with start_clevver(api_key=TOKEN, data_dir=tmp_path / "emulator", seed=7, polls=2,
+                       late_seconds=late, faults="late-txid=0.5") as emulator:
+        layout = _layout(tmp_path, emulator.url, provider={"max_wait_seconds": 1.5})
+        daemon = Daemon(layout).started()
+        expected = _drop(layout, 5)
+        wait_until(lambda: _settled(layout, expected), timeout=60, what="every outcome")
+        delivered, failed = _outcomes(layout)
+        assert failed, "no receipt came late: the fault was not drawn"
+        assert delivered, "every receipt came late"
+        for records in failed.values():
+            assert records[0]["error"]["code"] == "no_receipt"
+            assert "never re-sends" in records[0]["error"]["message"]
+        time.sleep(late)  # Clevver has the txids now
+        retried = folderseal("retry", "--all", "-c", str(layout.config))
+        assert retried.returncode == 0, retried.stdout + retried.stderr
+        assert "asked again" in retried.stdout, retried.stdout
+        wait_until(lambda: len(_outcomes(layout)[0]) == len(expected), timeout=60,
+                   what="the retried files delivered")
+        assert daemon.stop() == 0
+        _assert_exactly_once(layout, emulator, expected)
+        attaches = emulator.request_counts().get("attach")
+        assert attaches == len(expected), f"{attaches} attaches for {len(expected)} files"

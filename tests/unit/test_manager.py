@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -270,18 +271,25 @@ def test_mismatches_fail_the_batch_after_max_recreates(layout: Layout) -> None:
     assert {e["code"] for e in _errors(layout).values()} == {"remote_mismatch"}
 
 
-def test_lost_answers_without_end_hit_the_safety_cap(layout: Layout) -> None:
+def test_many_lost_answers_slow_a_batch_down_but_never_fail_it(layout: Layout) -> None:
+    """Past MAX_LOST_ANSWERS, each abandon for a lost answer is followed by the batch's
+    backoff (the network's fault: the files wait, they do not fail)."""
     daemon, provider = _daemon(layout)
-    provider.abandon = [True] * (MAX_LOST_ANSWERS + 5)
+    provider.abandon = [True] * (MAX_LOST_ANSWERS + 3)
     try:
         job_id, _ = _run(daemon, layout)
         assert daemon.store is not None
         job = daemon.store.job(job_id)
-        assert job.state == JobState.FAILED and job.error_code == "remote_unreliable"
-        assert "check the network" in (job.error_message or "")
+        assert job.state == JobState.CLEANED
+        assert daemon.store.abandons(job_id) == (MAX_LOST_ANSWERS + 3, 0)
+        postponed = sqlite3.connect(daemon.settings.database).execute(
+            "SELECT count(*) FROM events WHERE job_id = ? AND kind = 'batch.postponed' "
+            "AND detail LIKE '%the next one waits%'", (job_id,)).fetchone()[0]
+        assert postponed == 4  # the 20th abandon for a lost answer and each after it
     finally:
         daemon.close()
-    assert len(provider.created) == MAX_LOST_ANSWERS + 1 and provider.accepted == []
+    assert len(provider.created) == MAX_LOST_ANSWERS + 4 and len(provider.accepted) == 1
+    assert _delivered(layout) == {"a.txt", "b.txt"}
 
 
 def test_a_rejected_document_goes_to_errors_and_the_rest_is_delivered(layout: Layout) -> None:

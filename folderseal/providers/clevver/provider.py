@@ -51,7 +51,9 @@ BATCH_REFUSED = ("http_404", "http_409", "http_410")
 
 class ClevverProvider:
     kind = "clevver"
-    steps = Steps(remote=True, irrevocable=True, outcome="stored")
+    steps = Steps(remote=True, irrevocable=True, outcome="stored",
+                  ask_again=frozenset({"no_receipt"}),
+                  not_sent=frozenset({"refused", "not_attached"}))
 
     def __init__(self, name: str, cfg: ClevverProviderConfig, state_dir: Path,
                  transport: httpx.BaseTransport | None = None) -> None:
@@ -306,8 +308,9 @@ class ClevverProvider:
                 provider_block={"receipt": receipt}, error_code="checksum_mismatch",
                 error_message=(f"Clevver's receipt for {document.entry} has checksum "
                                f"{receipt['checksum']}, not the file's sha256 "
-                               f"{document.sha256}: what it stored is not this file; "
-                               "`folderseal retry` it to store it again"))
+                               f"{document.sha256}: what it stored is not this file. "
+                               "Tell Clevver (asset " + asset.id + "), then drop the file "
+                               "into the inbox again to store it anew"))
         original = Output(role="original", staged="", suffix="", sha256=document.sha256,
                           bytes=document.size)
         return DocumentResult(document.entry, outputs=(original,), provider_document=asset.id,

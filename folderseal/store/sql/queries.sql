@@ -173,7 +173,8 @@ WHERE id = :id AND claimed_by = :holder AND lease_until > :now;
 -- name: reopen_job
 UPDATE jobs SET state = :to_state, next_attempt_at = :now, attempts = 0, failed_step = NULL,
                 error_code = NULL, error_message = NULL, updated_at = :now
-WHERE id = :id AND state = 'FAILED' AND claimed_by IS NULL;
+WHERE id = :id AND state = :from_state AND state IN ('FAILED', 'CLEANED')
+      AND claimed_by IS NULL;
 
 -- name: reopen_file
 UPDATE files SET state = 'BATCHED', result = NULL, outputs = NULL, error_code = NULL,
