@@ -1,13 +1,36 @@
-"""What the HTTP providers share: their TLS context and how answers are read for
-retry and for messages (a ``Retry-After``; a redirect's target fit to print)."""
+"""What the HTTP providers share: their client (TLS, timeouts, no redirects), Basic
+authentication with its secret masked, and how answers are read for retry and for
+messages (a ``Retry-After``; a redirect's target fit to print)."""
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import ssl
 import time
 
+import httpx
+
 from folderseal.configbase import HttpProvider
+from folderseal.redact import REDACTOR
+
+
+def client(cfg: HttpProvider, headers: dict[str, str], auth: httpx.Auth | None,
+           transport: httpx.BaseTransport | None, timeout: float | None) -> httpx.Client:
+    """A client for ``cfg.base_url``: its TLS settings, ``timeout`` (else the configured
+    one), and no redirects followed (one means base_url is wrong, and would carry the
+    credentials elsewhere)."""
+    return httpx.Client(
+        base_url=cfg.base_url, headers=headers, auth=auth, transport=transport,
+        verify=tls_context(cfg), timeout=httpx.Timeout(timeout or cfg.timeout_seconds),
+        follow_redirects=False)
+
+
+def basic_auth(username: str, secret: bytes) -> httpx.BasicAuth:
+    """HTTP Basic with ``secret`` as the password. The header carries it in base64: that
+    form is masked too, so an echo of the header shows neither."""
+    REDACTOR.add(base64.b64encode(username.encode() + b":" + secret))
+    return httpx.BasicAuth(username, secret.decode())
 
 
 def tls_context(cfg: HttpProvider) -> ssl.SSLContext:

@@ -13,7 +13,6 @@ not grow with the file.
 
 from __future__ import annotations
 
-import base64
 import io
 import os
 import re
@@ -25,7 +24,7 @@ from folderseal import crashpoints
 from folderseal.errors import ProviderError, TransientError
 from folderseal.providers.clevver import parse
 from folderseal.providers.clevver.config import ClevverProviderConfig
-from folderseal.providers.http import retry_after, tls_context, without_query
+from folderseal.providers.http import basic_auth, client, retry_after, without_query
 from folderseal.redact import REDACTOR
 
 # A refusal whose message speaks of money or limits is the account's, not the file's.
@@ -80,13 +79,8 @@ class ClevverClient:
         elif token is not None and cfg.auth == "header":
             headers[cfg.api_token_header] = token.decode()
         elif token is not None and cfg.auth == "basic":
-            auth = httpx.BasicAuth(cfg.username, token.decode())
-            # The header value carries the token too (base64): an echo of it is masked.
-            REDACTOR.add(base64.b64encode(f"{cfg.username}:{token.decode()}".encode()))
-        self.http = httpx.Client(
-            base_url=cfg.base_url, headers=headers, auth=auth, transport=transport,
-            verify=tls_context(cfg), timeout=httpx.Timeout(timeout or cfg.timeout_seconds),
-            follow_redirects=False)
+            auth = basic_auth(cfg.username, token)
+        self.http = client(cfg, headers, auth, transport, timeout)
 
     def close(self) -> None:
         self.http.close()

@@ -11,7 +11,6 @@ chunks, so memory does not grow with the package.
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import httpx
 
 from folderseal import crashpoints, files
 from folderseal.errors import ProviderError, TransientError
-from folderseal.providers.http import retry_after, tls_context, without_query
+from folderseal.providers.http import basic_auth, client, retry_after, without_query
 from folderseal.providers.seal import parse
 from folderseal.providers.seal.config import SealProviderConfig
 from folderseal.redact import REDACTOR
@@ -43,13 +42,8 @@ class SealClient:
         if cfg.auth == "api-key" and key is not None:
             headers[cfg.api_key_header] = key.decode()
         elif cfg.auth == "basic" and key is not None:
-            auth = httpx.BasicAuth(cfg.username, key.decode())
-            # The header value carries the key too (base64): an echo of it is masked.
-            REDACTOR.add(base64.b64encode(f"{cfg.username}:{key.decode()}".encode()))
-        self.http = httpx.Client(
-            base_url=cfg.base_url, headers=headers, auth=auth, transport=transport,
-            verify=tls_context(cfg), timeout=httpx.Timeout(timeout or cfg.timeout_seconds),
-            follow_redirects=False)
+            auth = basic_auth(cfg.username, key)
+        self.http = client(cfg, headers, auth, transport, timeout)
 
     def close(self) -> None:
         self.http.close()
