@@ -255,6 +255,25 @@ def sidecars(outbox: Path) -> list[Path]:
 def error_records(errors: Path) -> list[Path]:
     return sorted(errors.rglob("*.error.json"))
 
+def outcomes(layout: Layout) -> tuple[dict[str, list[dict[str, Any]]],
+                                      dict[str, list[dict[str, Any]]]]:
+    """Sidecars and error records by source: what became of each dropped file."""
+    delivered: dict[str, list[dict[str, Any]]] = {}
+    for path in sidecars(layout.outbox):
+        data = json.loads(path.read_text())
+        delivered.setdefault(data["source"], []).append(data)
+    failed: dict[str, list[dict[str, Any]]] = {}
+    for path in error_records(layout.errors):
+        data = json.loads(path.read_text())
+        failed.setdefault(data["source"], []).append(data)
+    return delivered, failed
+
+
+def settled(layout: Layout, expected: dict[str, str]) -> bool:
+    """Every expected source has an outcome (a sidecar or an error record)."""
+    delivered, failed = outcomes(layout)
+    return set(delivered) | set(failed) >= set(expected)
+
 
 def check_pdf(path: Path) -> None:
     """pdfsig (poppler) must call the signature valid and covering the whole file."""

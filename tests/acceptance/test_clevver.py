@@ -9,7 +9,6 @@ batch was started twice, and that each file came out unchanged with its receipt.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import threading
 import time
@@ -20,7 +19,17 @@ from pathlib import Path
 import pytest
 
 from folderseal.providers.clevver.emulator import ClevverEmulator, start_clevver
-from tests.helpers import Daemon, Layout, error_records, folderseal, sha256, sidecars, wait_until
+from tests.helpers import (
+    Daemon,
+    Layout,
+    error_records,
+    folderseal,
+    outcomes,
+    settled,
+    sha256,
+    sidecars,
+    wait_until,
+)
 
 TOKEN = "clevver-token-5b1d8e4a"
 
@@ -58,23 +67,6 @@ def _drop(layout: Layout, count: int, start: int = 0) -> dict[str, str]:
     return expected
 
 
-def _outcomes(layout: Layout) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
-    delivered: dict[str, list[dict]] = {}
-    for path in sidecars(layout.outbox):
-        data = json.loads(path.read_text())
-        delivered.setdefault(data["source"], []).append(data)
-    failed: dict[str, list[dict]] = {}
-    for path in error_records(layout.errors):
-        data = json.loads(path.read_text())
-        failed.setdefault(data["source"], []).append(data)
-    return delivered, failed
-
-
-def _settled(layout: Layout, expected: dict[str, str]) -> bool:
-    delivered, failed = _outcomes(layout)
-    return set(delivered) | set(failed) >= set(expected)
-
-
 def _check_stored(layout: Layout, sidecar: dict, digest: str) -> None:
     """The original in the outbox, unchanged, with a receipt that proves it."""
     assert sidecar["status"] == "stored"
@@ -102,10 +94,10 @@ def _assert_exactly_once(layout: Layout, emulator: ClevverEmulator, expected: di
                      if e.get("event") == "asset" and e["asset"] in started_assets)
     starts = Counter(e["batch"] for e in journal if e.get("event") == "start")  # every call
     assert all(n == 1 for n in starts.values()), f"a batch was started twice: {starts}"
-    delivered, failed = _outcomes(layout)
+    delivered, failed = outcomes(layout)
     for source, digest in expected.items():
-        outcomes = delivered.get(source, []) + failed.get(source, [])
-        assert len(outcomes) == 1, f"{source}: {len(outcomes)} outcomes"
+        found = delivered.get(source, []) + failed.get(source, [])
+        assert len(found) == 1, f"{source}: {len(found)} outcomes"
         assert stored[digest] <= 1, f"{source} was stored {stored[digest]} times"
         if source in delivered:
             assert stored[digest] == 1, f"{source} delivered but Clevver never stored it"
@@ -137,7 +129,7 @@ def test_files_are_stored_with_a_receipt(tmp_path: Path, emulator: ClevverEmulat
     assert "token was accepted" in check.stdout + check.stderr
     daemon = Daemon(layout).started()
     expected = _drop(layout, 12)
-    wait_until(lambda: _settled(layout, expected), timeout=90, what="every file's outcome")
+    wait_until(lambda: settled(layout, expected), timeout=90, what="every file's outcome")
     assert daemon.stop() == 0
     _assert_exactly_once(layout, emulator, expected)
     counts = emulator.request_counts()
@@ -157,10 +149,10 @@ def test_every_fault_at_once(tmp_path: Path, emulator: ClevverEmulator) -> None:
     layout = _layout(tmp_path, emulator.url, provider={"max_wait_seconds": 6.0})
     daemon = Daemon(layout).started()
     expected = _drop(layout, 30)
-    wait_until(lambda: _settled(layout, expected), timeout=240, what="every file's outcome")
+    wait_until(lambda: settled(layout, expected), timeout=240, what="every file's outcome")
     assert daemon.stop() == 0
     _assert_exactly_once(layout, emulator, expected, allowed_failures=("never_closed",))
-    delivered, _failed = _outcomes(layout)
+    delivered, _failed = outcomes(layout)
     assert delivered, "nothing got through"
     injected = emulator.injected_faults()
     assert {"late-start", "late-txid", "quirky"} <= set(injected), injected
@@ -183,7 +175,7 @@ def test_restart_after_crash_point_stores_each_file_once(tmp_path: Path, point: 
     assert crashed.process.wait(timeout=60) == -9, f"crash point {point} was never reached"
     crashed.kill()
     daemon = Daemon(layout).started()
-    wait_until(lambda: _settled(layout, expected), timeout=90, what="every file's outcome")
+    wait_until(lambda: settled(layout, expected), timeout=90, what="every file's outcome")
     time.sleep(0.5)  # a duplicate, if any, would show up now
     assert daemon.stop() == 0
     _assert_exactly_once(layout, emulator, expected)
@@ -206,7 +198,7 @@ def test_random_kills_while_files_flow(tmp_path: Path, emulator: ClevverEmulator
         kills += 1
     dropping.join()
     daemon = Daemon(layout).started()
-    wait_until(lambda: _settled(layout, expected), timeout=120, what="every file's outcome")
+    wait_until(lambda: settled(layout, expected), timeout=120, what="every file's outcome")
     time.sleep(0.5)
     assert daemon.stop() == 0
     assert len(expected) == 24
@@ -223,8 +215,8 @@ def test_a_receipt_without_txid_fails_alone_and_retry_asks_again(tmp_path: Path)
         layout = _layout(tmp_path, emulator.url, provider={"max_wait_seconds": 1.5})
         daemon = Daemon(layout).started()
         expected = _drop(layout, 5)
-        wait_until(lambda: _settled(layout, expected), timeout=60, what="every outcome")
-        delivered, failed = _outcomes(layout)
+        wait_until(lambda: settled(layout, expected), timeout=60, what="every outcome")
+        delivered, failed = outcomes(layout)
         assert failed, "no receipt came late: the fault was not drawn"
         assert delivered, "every receipt came late"
         for records in failed.values():
@@ -234,7 +226,7 @@ def test_a_receipt_without_txid_fails_alone_and_retry_asks_again(tmp_path: Path)
         retried = folderseal("retry", "--all", "-c", str(layout.config))
         assert retried.returncode == 0, retried.stdout + retried.stderr
         assert "asked again" in retried.stdout, retried.stdout
-        wait_until(lambda: len(_outcomes(layout)[0]) == len(expected), timeout=60,
+        wait_until(lambda: len(outcomes(layout)[0]) == len(expected), timeout=60,
                    what="the retried files delivered")
         assert daemon.stop() == 0
         _assert_exactly_once(layout, emulator, expected)

@@ -31,6 +31,8 @@ from tests.helpers import (
     check_sidecar,
     error_records,
     folderseal,
+    outcomes,
+    settled,
     sidecars,
     wait_until,
 )
@@ -73,31 +75,14 @@ def _drop(layout: Layout, count: int, start: int = 0) -> dict[str, str]:
     return expected
 
 
-def _outcomes(layout: Layout) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
-    delivered: dict[str, list[dict]] = {}
-    for path in sidecars(layout.outbox):
-        data = json.loads(path.read_text())
-        delivered.setdefault(data["source"], []).append(data)
-    failed: dict[str, list[dict]] = {}
-    for path in error_records(layout.errors):
-        data = json.loads(path.read_text())
-        failed.setdefault(data["source"], []).append(data)
-    return delivered, failed
-
-
-def _settled(layout: Layout, expected: dict[str, str]) -> bool:
-    delivered, failed = _outcomes(layout)
-    return set(delivered) | set(failed) >= set(expected)
-
-
 def _assert_exactly_once(layout: Layout, emulator: EmulatorHandle,
                          expected: dict[str, str], allow_failures: bool = False) -> None:
     """Every file: one outcome; signed at most once by SEAL, and once if delivered."""
-    delivered, failed = _outcomes(layout)
+    delivered, failed = outcomes(layout)
     signed = Counter(e["sha256"] for e in emulator.read_journal() if e["signed"])
     for source, digest in expected.items():
-        outcomes = delivered.get(source, []) + failed.get(source, [])
-        assert len(outcomes) == 1, f"{source}: {len(outcomes)} outcomes"
+        found = delivered.get(source, []) + failed.get(source, [])
+        assert len(found) == 1, f"{source}: {len(found)} outcomes"
         assert signed[digest] <= 1, f"{source} was signed {signed[digest]} times"
         if source in delivered:
             assert signed[digest] == 1, f"{source} delivered but SEAL never signed it"
@@ -126,7 +111,7 @@ def test_files_are_sealed_through_seal(tmp_path: Path, emulator: EmulatorHandle)
     layout = _layout(tmp_path, emulator.url)
     daemon = Daemon(layout).started()
     expected = _drop(layout, 6)
-    wait_until(lambda: _settled(layout, expected), timeout=60, what="every file's outcome")
+    wait_until(lambda: settled(layout, expected), timeout=60, what="every file's outcome")
     assert daemon.stop() == 0
     _assert_exactly_once(layout, emulator, expected)
     sidecar = json.loads((layout.outbox / "doc-0.pdf.json").read_text())
@@ -146,10 +131,10 @@ def test_every_fault_at_once(tmp_path: Path, emulator: EmulatorHandle) -> None:
                      provider={"max_wait_seconds": 4.0, "retry_max_seconds": 1.0})
     daemon = Daemon(layout).started()
     expected = _drop(layout, 16)
-    wait_until(lambda: _settled(layout, expected), timeout=240, what="every file's outcome")
+    wait_until(lambda: settled(layout, expected), timeout=240, what="every file's outcome")
     assert daemon.stop() == 0
     _assert_exactly_once(layout, emulator, expected, allow_failures=True)
-    delivered, failed = _outcomes(layout)
+    delivered, failed = outcomes(layout)
     assert delivered, "nothing got through"
     for records in failed.values():
         assert records[0]["error"]["code"] in ("not_signed", "never_closed", "missing")
@@ -168,10 +153,10 @@ def test_an_unsafe_package_entry_is_never_written(tmp_path: Path,
     layout = _layout(tmp_path, emulator.url, batch_max_files=4)
     daemon = Daemon(layout).started()
     expected = _drop(layout, 8)
-    wait_until(lambda: _settled(layout, expected), timeout=120, what="every file's outcome")
+    wait_until(lambda: settled(layout, expected), timeout=120, what="every file's outcome")
     assert daemon.stop() == 0
     _assert_exactly_once(layout, emulator, expected, allow_failures=True)
-    delivered, failed = _outcomes(layout)
+    delivered, failed = outcomes(layout)
     assert delivered, "nothing got through"
     assert all(records[0]["error"]["code"] == "missing" for records in failed.values())
     assert not [p for p in tmp_path.rglob("*evil*")], "an unsafe entry was written"
@@ -196,7 +181,7 @@ def test_kill_around_each_step_signs_each_file_once(tmp_path: Path, emulator: Em
     assert crashed.process.wait(timeout=60) == -9, f"{point} was never reached"
     crashed.kill()
     daemon = Daemon(layout).started()
-    wait_until(lambda: _settled(layout, expected), timeout=60, what="every file's outcome")
+    wait_until(lambda: settled(layout, expected), timeout=60, what="every file's outcome")
     time.sleep(0.3)
     assert daemon.stop() == 0
     _assert_exactly_once(layout, emulator, expected)
@@ -212,7 +197,7 @@ def test_a_seal_that_answers_before_it_processes(tmp_path: Path) -> None:
         layout = _layout(tmp_path, emulator.url, provider={"status_grace_seconds": 5.0})
         daemon = Daemon(layout).started()
         expected = _drop(layout, 4)
-        wait_until(lambda: _settled(layout, expected), timeout=60, what="every outcome")
+        wait_until(lambda: settled(layout, expected), timeout=60, what="every outcome")
         assert daemon.stop() == 0
         _assert_exactly_once(layout, emulator, expected)
         assert "batch.abandoned" not in [e.get("event") for e in daemon.events()]
@@ -230,7 +215,7 @@ def test_kill_around_an_asynchronous_seal(tmp_path: Path, point: str) -> None:
         assert crashed.process.wait(timeout=60) == -9
         crashed.kill()
         daemon = Daemon(layout).started()
-        wait_until(lambda: _settled(layout, expected), timeout=60, what="every outcome")
+        wait_until(lambda: settled(layout, expected), timeout=60, what="every outcome")
         assert daemon.stop() == 0
         _assert_exactly_once(layout, emulator, expected)
 
@@ -323,7 +308,7 @@ def test_seal_sidecars_name_the_certificate_read_from_the_signature(
     layout = _layout(tmp_path, emulator.url)
     daemon = Daemon(layout).started()
     expected = _drop(layout, 2)
-    wait_until(lambda: _settled(layout, expected), timeout=60, what="both sealed")
+    wait_until(lambda: settled(layout, expected), timeout=60, what="both sealed")
     assert daemon.stop() == 0
     seal = emulator.data_dir / "seal"
     _, certificate, _ = pkcs12.load_key_and_certificates(
@@ -439,7 +424,7 @@ def test_a_store_lost_mid_batch_is_rebuilt_by_recover(tmp_path: Path, emulator: 
     recovered = folderseal("recover", "-c", str(layout.config))
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     daemon = Daemon(layout).started()
-    wait_until(lambda: _settled(layout, expected), timeout=60, what="every file's outcome")
+    wait_until(lambda: settled(layout, expected), timeout=60, what="every file's outcome")
     time.sleep(0.3)
     assert daemon.stop() == 0
     _assert_exactly_once(layout, emulator, expected)
