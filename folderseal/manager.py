@@ -308,6 +308,12 @@ class Manager:
         """The batch failed for good: FAILED, and each of its files to errors."""
         current = self.store.job(job_id)
         assert current is not None
+        steps = self.providers[current.provider].steps
+        if lifecycle.may_have_run(current.state, steps) and "may have been" not in message:
+            # Whatever refused, the provider may have run the batch: the operator must
+            # know before dropping its files again.
+            message = (f"{message}; its files may have been {steps.outcome}: check with "
+                       "the provider; `folderseal retry` asks the same batch again")
         try:
             self.store.fail_job(current, code, message)
         except StoreError as exc:

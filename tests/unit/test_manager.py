@@ -18,6 +18,7 @@ import pytest
 
 from folderseal import config
 from folderseal.daemon import Daemon
+from folderseal.errors import ProviderError
 from folderseal.manager import MAX_LOST_ANSWERS, MAX_RECREATES
 from folderseal.model import DocumentResult, FileState, JobState
 from folderseal.providers import (
@@ -56,6 +57,7 @@ class Scripted(LocalProvider):
         self.opened: list[bytes] = []
         self.status_fails_from: int | None = None   # the n-th status call on fails
         self.status_calls = 0
+        self.refuse_accept = False                  # accept answers a permanent refusal
 
     def create(self, batch: BatchView) -> str:
         self.created.append(f"r{len(self.created) + 1}")
@@ -112,6 +114,9 @@ class Scripted(LocalProvider):
         job = self.store.job(batch.id)  # type: ignore[attr-defined]
         self.state_at_accept.append(job.state)
         self.accepted.append(remote_id)
+        if self.refuse_accept:
+            raise ProviderError("http_400", "the provider answered HTTP 400: bad batch",
+                                provider=self.name, operation="accept", batch=batch.id)
         super().accept(batch, remote_id, ledger)
 
     def download(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
@@ -377,3 +382,23 @@ def test_after_gone_with_nothing_salvaged_the_batch_fails(layout: Layout) -> Non
         daemon.close()
     assert _delivered(layout) == set()
     assert {e["code"] for e in _errors(layout).values()} == {"lost_after_accept"}
+
+
+def test_a_refusal_past_the_point_of_no_return_says_the_files_may_have_run(
+        layout: Layout) -> None:
+    """A permanent refusal of accept (sent after ACCEPTING was stored) fails the batch,
+    and its files' records say they may have run (been stored) and that retry asks the same
+    batch again, whatever the provider's own words were."""
+    daemon, provider = _daemon(layout)
+    provider.refuse_accept = True
+    try:
+        job_id, _ = _run(daemon, layout)
+        assert daemon.store is not None
+        assert daemon.store.job(job_id).state == JobState.FAILED
+    finally:
+        daemon.close()
+    for error in _errors(layout).values():
+        assert error["code"] == "http_400"
+        assert "bad batch" in error["message"]
+        assert f"may have been {provider.steps.outcome}" in error["message"]
+        assert "asks the same batch again" in error["message"]
