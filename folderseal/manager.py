@@ -103,7 +103,10 @@ class BatchLedger:
         self.changed()
 
     def reject(self, document: Document, code: str, message: str) -> None:
-        """The file leaves the batch as failed; it goes to errors with the batch."""
+        """The file leaves the batch as failed; it goes to errors with the batch. Marked
+        in the manifest first, so that after a lost store ``recover`` does not count it
+        as part of the batch again."""
+        self.work.note_rejected(self.job.id, document.file_id, code, message)
         self.store.set_file_result(document.file_id, FileState.BATCHED, DocumentResult(
             entry=document.entry, error_code=code, error_message=message), job_id=self.job.id)
         self.changed()
