@@ -583,7 +583,8 @@ class Manager:
         download turns that into per-document failures)."""
         view = self._view(job, provider)
         if self.store.clock() - self._since(job, JobState.ACCEPTED) > provider.max_wait:
-            self._never_closed(job, provider)  # even while status calls keep failing
+            # Checked before asking, so it holds even while status calls keep failing.
+            self._never_closed(job, provider)
         status = ask_status(provider, view, job.remote_id or "")
         if status.progress is not None:
             self.store.set_progress(job, status.progress)
@@ -596,10 +597,7 @@ class Manager:
             return self._lost_after_accept(job, provider, view, status)
         if status.state == Remote.UPLOADED and not provider.steps.irrevocable:
             return self._send_accept(job, provider, view)
-        now = self.store.clock()
-        if now - self._since(job, JobState.ACCEPTED) > provider.max_wait:
-            self._never_closed(job, provider)
-        self.store.release(job, now + provider.poll_interval)
+        self.store.release(job, self.store.clock() + provider.poll_interval)
         return None
 
     @staticmethod
