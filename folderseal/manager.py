@@ -494,6 +494,9 @@ class Manager:
         status = ask_status(provider, view, job.remote_id or "")
         if status.state in lifecycle.STARTED:
             return self._found_accepted(job, status)
+        if (held := self._rejected_copies(job)):  # a crash came before its abandon
+            return self._abandon(job, provider, view, f"remote batch holds a copy of "
+                                 f"{held[0]}, which was rejected", lost_answer=False)
         if not provider.holds_upload(view, status):
             empty = status.state in lifecycle.OPEN and not status.documents
             if empty and self._within_grace(self._since(job, JobState.UPLOADED), provider):
@@ -503,6 +506,14 @@ class Manager:
                                  lost_answer=empty)
         job = self._move(job, JobState.ACCEPTING)
         return self._send_accept(job, provider, view)
+
+    def _rejected_copies(self, job: JobRecord) -> list[str]:
+        """Files rejected from the batch that its remote batch took (Clevver: a wrong
+        copy): that remote batch is never started, or the copy would be stored."""
+        notes = self.store.remote_documents(job.id)
+        return [r.entry or r.source for r in self.store.files_of_job(job.id)
+                if r.state == FileState.REJECTED and (n := notes.get(r.id)) is not None
+                and n.get("batch") == job.remote_id and n.get("id")]
 
     def _send_accept(self, job: JobRecord, provider: Provider,
                      view: BatchView) -> JobRecord | None:

@@ -229,18 +229,19 @@ class _Folder:
                                  f"remote batch {remote_id} is {status.detail or status.state}")
         # Accept (start) is only ever sent once the provider proved the remote batch holds
         # every file of the batch (holds_upload: for Clevver, each one answered for this
-        # remote batch with its checksum; a rejected file is no longer part of it). So a
-        # batch that holds it may have been started, its start not yet shown (Clevver
-        # shows one late): ACCEPTING, and the daemon's grace decides. One that does not
-        # (a send in doubt or never made) was never started: it is safe to abandon.
+        # remote batch with its checksum; a rejected file is no longer part of it) and no
+        # copy of a rejected file. So a batch that holds it may have been started, its
+        # start not yet shown (Clevver shows one late): ACCEPTING, and the daemon's grace
+        # decides. One that does not (a send in doubt or never made, a rejected file's
+        # wrong copy attached) was never started: it is safe to abandon.
         if status.state in lifecycle.OPEN and listed == entries and \
+                not _holds_copy(notes, rejected, remote_id) and \
                 self.provider.holds_upload(view, status):
             return self._restore(batch_id, pending, notes, JobState.ACCEPTING, remote_id,
                                  f"remote batch {remote_id} holds the upload; accept may have "
                                  "been sent")
-        if status.state == Remote.GONE and listed == entries and all(
-                (n := notes.get(f.file_id or "")) and n.get("batch") == remote_id and n.get("id")
-                for f in pending):
+        if status.state == Remote.GONE and listed == entries and \
+                all(_holds_copy(notes, {f.file_id or ""}, remote_id) for f in pending):
             # Every file answered: accept may have been sent. From ACCEPTING the daemon
             # asks again and salvages what the provider can still prove (a receipt); the
             # rest goes to errors as "may have been stored".
@@ -383,6 +384,12 @@ class _Folder:
                                 files.folder_mode(self.cfg.file_mode))
         else:
             path.unlink()
+
+
+def _holds_copy(notes: dict[str, dict[str, Any]], file_ids: set[str], remote_id: str) -> bool:
+    """True if one of ``file_ids`` was answered (taken) in ``remote_id``."""
+    return any((n := notes.get(i)) and n.get("batch") == remote_id and n.get("id")
+               for i in file_ids)
 
 
 def _view(batch_id: str, folder: str, pending: list[_File], notes: dict[str, dict[str, Any]],

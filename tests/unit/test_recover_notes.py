@@ -129,6 +129,20 @@ def test_a_rejected_file_does_not_undo_a_complete_upload(layout: Layout) -> None
     assert _error_codes(layout) == {"a.txt": "checksum_mismatch"}
 
 
+def test_a_remote_batch_holding_a_rejected_files_copy_is_abandoned(layout: Layout) -> None:
+    """r1 took a's wrong copy, then a was rejected (the store lost before r1 was
+    abandoned): r1 is never started, so it is abandoned, the rest batched anew."""
+    job_id, ids, provider = _stop_at(layout, {"status_fails_from": 2})
+    WorkFolder(layout.work, "scans").note_rejected(job_id, ids[0], "checksum_mismatch",
+                                                   "scripted")
+    outcome, store = _recover(layout, provider, job_id)
+    try:
+        assert "BATCHED" in outcome and provider.deleted == ["r1"]
+        assert _error_codes(layout) == {"a.txt": "checksum_mismatch"}
+    finally:
+        store.close()
+
+
 def test_a_lost_remote_batch_with_every_file_answered_is_salvaged(layout: Layout) -> None:
     """Clevver no longer knows r1, to which every file was sent (its start may have been
     sent): ACCEPTING, so the daemon's salvage step decides each file; not all to errors
