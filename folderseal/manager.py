@@ -105,7 +105,10 @@ class BatchLedger:
         self.changed()
 
     def reject(self, document: Document, code: str, message: str) -> None:
-        """The file leaves the batch as failed; it goes to errors with the batch."""
+        """The file leaves the batch as failed; it goes to errors with the batch. Marked
+        in the manifest first, so that after a lost store ``recover`` does not count it
+        as part of the batch again."""
+        self.work.note_rejected(self.job.id, document.file_id, code, message)
         self.store.set_file_result(document.file_id, FileState.BATCHED, DocumentResult(
             entry=document.entry, error_code=code, error_message=message), job_id=self.job.id)
         self.changed()
@@ -497,6 +500,9 @@ class Manager:
         status = ask_status(provider, view, job.remote_id or "")
         if status.state in lifecycle.STARTED:
             return self._found_accepted(job, status)
+        if (held := self._rejected_copies(job)):  # a crash came before its abandon
+            return self._abandon(job, provider, view, f"remote batch holds a copy of "
+                                 f"{held[0]}, which was rejected", lost_answer=False)
         if not provider.holds_upload(view, status):
             empty = status.state in lifecycle.OPEN and not status.documents
             if empty and self._within_grace(self._since(job, JobState.UPLOADED), provider):
@@ -506,6 +512,14 @@ class Manager:
                                  lost_answer=empty)
         job = self._move(job, JobState.ACCEPTING)
         return self._send_accept(job, provider, view)
+
+    def _rejected_copies(self, job: JobRecord) -> list[str]:
+        """Files rejected from the batch that its remote batch took (Clevver: a wrong
+        copy): that remote batch is never started, or the copy would be stored."""
+        notes = self.store.remote_documents(job.id)
+        return [r.entry or r.source for r in self.store.files_of_job(job.id)
+                if r.state == FileState.REJECTED and (n := notes.get(r.id)) is not None
+                and n.get("batch") == job.remote_id and n.get("id")]
 
     def _send_accept(self, job: JobRecord, provider: Provider,
                      view: BatchView) -> JobRecord | None:
@@ -586,7 +600,8 @@ class Manager:
         download turns that into per-document failures)."""
         view = self._view(job, provider)
         if self.store.clock() - self._since(job, JobState.ACCEPTED) > provider.max_wait:
-            self._never_closed(job, provider)  # even while status calls keep failing
+            # Checked before asking, so it holds even while status calls keep failing.
+            self._never_closed(job, provider)
         status = ask_status(provider, view, job.remote_id or "")
         if status.progress is not None:
             self.store.set_progress(job, status.progress)
@@ -599,10 +614,7 @@ class Manager:
             return self._lost_after_accept(job, provider, view, status)
         if status.state == Remote.UPLOADED and not provider.steps.irrevocable:
             return self._send_accept(job, provider, view)
-        now = self.store.clock()
-        if now - self._since(job, JobState.ACCEPTED) > provider.max_wait:
-            self._never_closed(job, provider)
-        self.store.release(job, now + provider.poll_interval)
+        self.store.release(job, self.store.clock() + provider.poll_interval)
         return None
 
     @staticmethod

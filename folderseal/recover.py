@@ -24,6 +24,11 @@ the files in the work folder went through). ``recover`` settles each file there:
     accepting;
   - created, or uploaded only in part: it was never accepted (folderseal accepts only
     a complete upload): the remote batch is deleted and the batch recorded as new;
+  - gone, and the manifest has every file answered for it (accept may have been
+    sent): recorded as ACCEPTING, so the daemon delivers what the provider can still
+    prove (a receipt) and fails the rest as "may have been stored";
+  - a file the manifest marks rejected by the provider is no longer part of the batch:
+    to the errors folder with its reason, as the daemon would have;
   - gone, no manifest, or a file the manifest does not list (or one whose id the
     store knows already, a store restored from an older copy): it may have been
     signed (stored, loaded): to the errors folder, with a record saying to check with
@@ -67,6 +72,7 @@ from folderseal.providers import (
     BatchView,
     Document,
     Provider,
+    Remote,
     RemoteDocument,
     ask_status,
     build,
@@ -168,7 +174,8 @@ class _Folder:
         folder = self.work.batch_dir(batch_id)
         manifest = self.work.manifest(batch_id) or {}
         listed = {f.get("entry"): f for f in manifest.get("files", []) if isinstance(f, dict)}
-        removed, pending = 0, []
+        rejected = self.work.rejected(batch_id)
+        removed, refused, pending = 0, 0, []
         for entry in sorted(n for n in os.listdir(folder) if not n.startswith(".")):
             path = folder / entry
             digest, size = files.hash_path(path)
@@ -182,17 +189,24 @@ class _Folder:
                 info = None
             source = _safe_source(info["source"] if info else self.failed.get(key)) or \
                 re.sub(r"^\d{4}_", "", entry)
-            pending.append(_File(entry, path, source, digest, size,
-                                 info.get("id") if info else None))
+            found = _File(entry, path, source, digest, size, info.get("id") if info else None)
+            if found.file_id in rejected:  # out of the batch: to errors, as the daemon would
+                self._reject(batch_id, found, *rejected[found.file_id])
+                refused += 1
+                continue
+            pending.append(found)
         done = f"{removed} delivered before (original " \
-               f"{'archived' if self.cfg.archive else 'removed'})"
-        outcome = self._settle(batch_id, manifest, pending) if pending else "nothing left"
+               f"{'archived' if self.cfg.archive else 'removed'})" + \
+            (f"; {refused} rejected by the provider, in errors" if refused else "")
+        outcome = self._settle(batch_id, manifest, pending, set(rejected)) if pending \
+            else "nothing left"
         shutil.rmtree(self.state_dir / "downloads" / batch_id, ignore_errors=True)
         if self.store.job(batch_id) is None:
             self.work.remove_batch(batch_id)
         return f"{done}; {outcome}"
 
-    def _settle(self, batch_id: str, manifest: dict[str, Any], pending: list[_File]) -> str:
+    def _settle(self, batch_id: str, manifest: dict[str, Any], pending: list[_File],
+                rejected: set[str]) -> str:
         remote_ids = [r for r in manifest.get("remote_ids", []) if isinstance(r, str) and r]
         if self.provider is not None and not manifest:
             return self._hold_all(batch_id, pending, "the batch has no manifest")
@@ -209,15 +223,32 @@ class _Folder:
         view = _view(batch_id, self.name, pending, notes, self.work, self.state_dir)
         status = ask_status(self.provider, view, remote_id)
         entries = sorted(f.entry for f in pending)
-        listed = sorted(f["entry"] for f in manifest["files"])
+        listed = sorted(f["entry"] for f in manifest["files"] if f.get("id") not in rejected)
         if status.state in lifecycle.STARTED:
             return self._restore(batch_id, pending, notes, JobState.ACCEPTED, remote_id,
                                  f"remote batch {remote_id} is {status.detail or status.state}")
+        # Accept (start) is only ever sent once the provider proved the remote batch holds
+        # every file of the batch (holds_upload: for Clevver, each one answered for this
+        # remote batch with its checksum; a rejected file is no longer part of it) and no
+        # copy of a rejected file. So a batch that holds it may have been started, its
+        # start not yet shown (Clevver shows one late): ACCEPTING, and the daemon's grace
+        # decides. One that does not (a send in doubt or never made, a rejected file's
+        # wrong copy attached) was never started: it is safe to abandon.
         if status.state in lifecycle.OPEN and listed == entries and \
+                not _holds_copy(notes, rejected, remote_id) and \
                 self.provider.holds_upload(view, status):
             return self._restore(batch_id, pending, notes, JobState.ACCEPTING, remote_id,
                                  f"remote batch {remote_id} holds the upload; accept may have "
                                  "been sent")
+        if status.state == Remote.GONE and listed == entries and \
+                all(_holds_copy(notes, {f.file_id or ""}, remote_id) for f in pending):
+            # Every file answered: accept may have been sent. From ACCEPTING the daemon
+            # asks again and salvages what the provider can still prove (a receipt); the
+            # rest goes to errors as "may have been stored".
+            return self._restore(batch_id, pending, notes, JobState.ACCEPTING, remote_id,
+                                 f"the provider no longer knows remote batch {remote_id}; "
+                                 "every file was sent there, so what it can still prove is "
+                                 "delivered")
         if status.state in lifecycle.OPEN:
             try:  # never accepted; a late upload into it must not count
                 self.provider.delete(view, remote_id)
@@ -268,6 +299,13 @@ class _Folder:
                                "provider, then drop it into "
                                f"the inbox again{note}")
         return f"{len(pending)} in errors, to check with the provider ({why})"
+
+    def _reject(self, batch_id: str, f: _File, code: str, message: str) -> None:
+        """A file the provider rejected (the manifest says so): to errors with its reason;
+        it is never part of the batch again."""
+        target = files.move_numbered(f.path, self.cfg.errors / f.source,
+                                     files.folder_mode(self.cfg.file_mode))
+        self._write_record(target, f.source, f.sha256, f.size, batch_id, code, message)
 
     def _unnamed_outputs(self, f: _File) -> list[Path]:
         """The outputs of ``f`` in the outbox that no sidecar names: under its name or a
@@ -346,6 +384,12 @@ class _Folder:
                                 files.folder_mode(self.cfg.file_mode))
         else:
             path.unlink()
+
+
+def _holds_copy(notes: dict[str, dict[str, Any]], file_ids: set[str], remote_id: str) -> bool:
+    """True if one of ``file_ids`` was answered (taken) in ``remote_id``."""
+    return any((n := notes.get(i)) and n.get("batch") == remote_id and n.get("id")
+               for i in file_ids)
 
 
 def _view(batch_id: str, folder: str, pending: list[_File], notes: dict[str, dict[str, Any]],

@@ -12,8 +12,10 @@ Layout (on the inbox's filesystem, so claiming is one atomic rename)::
                                        gave for one document (``documents``: file id,
                                        remote batch, the provider's id or null while
                                        in doubt, checksum), appended the moment it
-                                       arrives, so ``folderseal recover`` can rebuild a
-                                       lost store from the work folder
+                                       arrives, and each file the provider rejected
+                                       (``rejected``: file id, code, message), so
+                                       ``folderseal recover`` can rebuild a lost store
+                                       from the work folder
 
 A work folder that holds another store's id, or batches this store does not know,
 means the store was lost or replaced, or two daemons share one inbox: continuing
@@ -107,6 +109,25 @@ class WorkFolder:
             return
         manifest.setdefault("documents", []).append({"file": file_id, **note})
         self._save_manifest(self.batch_dir(batch_id), manifest)
+
+    def note_rejected(self, batch_id: str, file_id: str, code: str, message: str) -> None:
+        """Mark a file the provider rejected, durably, before the store records it: after
+        a lost store it must not count as part of the batch again (``recover``)."""
+        manifest = self.manifest(batch_id)
+        if manifest is None:
+            return
+        manifest.setdefault("rejected", []).append(
+            {"file": file_id, "code": code, "message": message})
+        self._save_manifest(self.batch_dir(batch_id), manifest)
+
+    def rejected(self, batch_id: str) -> dict[str, tuple[str, str]]:
+        """file id → (code, message) of each file the manifest marks rejected."""
+        found: dict[str, tuple[str, str]] = {}
+        for mark in (self.manifest(batch_id) or {}).get("rejected", []):
+            if isinstance(mark, dict) and isinstance(mark.get("file"), str):
+                found[mark["file"]] = (str(mark.get("code") or "rejected"),
+                                       str(mark.get("message") or ""))
+        return found
 
     def document_notes(self, batch_id: str) -> dict[str, dict[str, Any]]:
         """file id → the latest note the manifest holds for it."""

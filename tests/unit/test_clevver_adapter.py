@@ -569,7 +569,9 @@ def test_check_says_whether_the_token_is_accepted(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("action", ["402", "say:400:Quota exceeded for plan",
-                                    "say:422:Insufficient credit on the account"])
+                                    "say:422:Insufficient credit on the account",
+                                    "say:400:Payment required to store more files",
+                                    "say:400:Your subscription has expired"])
 def test_payment_and_quota_refusals_are_permanent_with_their_message(
         tmp_path: Path, action: str) -> None:
     api = FakeClevver()
@@ -594,6 +596,23 @@ def test_a_file_clevver_refuses_is_rejected_and_the_rest_go_on(tmp_path: Path) -
     assert "unsupported file type" in ledger.rejected["f1"][1]
     view = ledger.view(view)
     assert provider.holds_upload(view, provider.status(view, remote))
+
+
+@pytest.mark.parametrize("said", ["credit_note.pdf: unsupported file type",
+                                  "balance-2026.xlsx is empty",
+                                  "subscription_invoice.pdf exceeds the size limit"])
+def test_a_refusal_naming_a_file_is_that_files_not_the_accounts(
+        tmp_path: Path, said: str) -> None:
+    """Words such as credit or balance in a file's name make no quota refusal: only
+    that file is rejected, and the batch goes on."""
+    api, ledger = FakeClevver(), FakeLedger()
+    provider = _provider(tmp_path, api)
+    view = _view(tmp_path, CONTENTS)
+    remote = provider.create(view)
+    api.script("attach", "", f"say:422:{said}")
+    provider.upload(view, remote, ledger)
+    assert ledger.rejected["f1"][0] == "refused" and said in ledger.rejected["f1"][1]
+    assert set(ledger.rejected) == {"f1"}
 
 
 def test_an_attach_to_a_batch_clevver_lost_abandons_it(tmp_path: Path) -> None:

@@ -312,6 +312,36 @@ def test_a_rejected_document_goes_to_errors_and_the_rest_is_delivered(layout: La
     assert ("r1", "0002_b.txt") not in provider.sent
 
 
+def test_a_remote_batch_holding_a_rejected_files_copy_is_never_started(
+        layout: Layout) -> None:
+    """A crash came between rejecting a file whose wrong copy r1 took and abandoning r1:
+    r1 holds every other file, but is abandoned, never started, so the copy is never
+    stored."""
+    daemon, provider = _daemon(layout)
+    provider.status_fails_from = 2  # stops after the upload: both answered for r1
+    try:
+        for name in ("a.txt", "b.txt"):
+            (layout.inbox / name).write_text(f"content of {name}")
+        intake = daemon.intakes["scans"]
+        ids = [intake.claim_now(name)[0] for name in ("a.txt", "b.txt")]
+        [job_id] = intake.form_batches(float("inf"))
+        store = daemon.store
+        assert store is not None
+        daemon.drain(lambda: store.job(job_id).attempts > 0, 30)
+        assert store.job(job_id).state == JobState.UPLOADED
+        store.set_file_result(ids[0] or "", FileState.BATCHED, DocumentResult(
+            entry="0001_a.txt", error_code="checksum_mismatch", error_message="scripted"),
+            job_id=job_id)
+        provider.status_fails_from = None
+        daemon.drain(lambda: store.job(job_id).state == JobState.CLEANED, 30)
+        assert store.job(job_id).state == JobState.CLEANED
+    finally:
+        daemon.close()
+    assert provider.created == ["r1", "r2"] and provider.accepted == ["r2"]
+    assert _delivered(layout) == {"b.txt"}
+    assert _errors(layout)["a.txt"]["code"] == "checksum_mismatch"
+
+
 def test_pending_results_are_asked_again_until_they_come(layout: Layout) -> None:
     daemon, provider = _daemon(layout)
     provider.pending = {"0001_a.txt": 2}

@@ -4,6 +4,7 @@ between ACCEPTING (the upload is complete) and a new remote batch."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from folderseal import config
 from folderseal.model import JobState
 from folderseal.recover import _Folder
 from folderseal.store import Store
-from tests.helpers import Layout
+from folderseal.workdir import WorkFolder
+from tests.helpers import Layout, error_records
 from tests.unit.test_manager import Scripted, _daemon
 
 
@@ -79,3 +81,79 @@ def test_an_upload_with_a_send_in_doubt_gets_a_new_remote_batch(layout: Layout) 
         assert store.remote_documents(job_id)[ids[1]]["id"] is None  # kept, as it was
     finally:
         store.close()
+
+
+def _run_on(layout: Layout, provider: Scripted, store: Store, job_id: str) -> None:
+    """Start the daemon on the recovered store (as ``recover`` leaves it: the work folder
+    now its own) with the same provider, and let it finish the batch."""
+    settings = config.load(layout.config)
+    WorkFolder(settings.folders["scans"].work_folder, "scans").marker.write_text(
+        f"{store.store_id}\n")
+    store.close()
+    daemon, fresh = _daemon(layout)
+    fresh.close()
+    daemon.providers[fresh.name] = provider
+    provider.store = daemon.store
+    provider.start()
+    try:
+        final = daemon.store
+        assert final is not None
+        daemon.drain(lambda: final.job(job_id).state in (JobState.CLEANED, JobState.FAILED)
+                     and final.job(job_id).next_attempt_at is None, 30)
+        job = final.job(job_id)
+        assert job is not None and job.state in (JobState.CLEANED, JobState.FAILED)
+    finally:
+        daemon.close()
+
+
+def _error_codes(layout: Layout) -> dict[str, str]:
+    return {json.loads(p.read_text())["source"]: json.loads(p.read_text())["error"]["code"]
+            for p in error_records(layout.errors)}
+
+
+def test_a_rejected_file_does_not_undo_a_complete_upload(layout: Layout) -> None:
+    """The manifest marks a rejected: it goes to errors with its reason, and the rest,
+    all answered for r1 (which may have been started, not yet shown), is ACCEPTING, never
+    abandoned for a second remote batch that would store the files twice."""
+    job_id, ids, provider = _stop_at(layout, {"status_fails_from": 2, "reject": {"0001_a.txt"}})
+    assert set(WorkFolder(layout.work, "scans").rejected(job_id)) == {ids[0]}
+    outcome, store = _recover(layout, provider, job_id)
+    assert "ACCEPTING" in outcome and "1 rejected" in outcome
+    job = store.job(job_id)
+    assert job is not None and job.state == JobState.ACCEPTING and job.remote_id == "r1"
+    assert provider.deleted == []
+    assert _error_codes(layout) == {"a.txt": "checksum_mismatch"}
+    _run_on(layout, provider, store, job_id)
+    assert provider.created == ["r1"] and provider.accepted == ["r1"]
+    assert provider.sent == [("r1", "0002_b.txt")]  # b went up once, to one batch
+    assert _error_codes(layout) == {"a.txt": "checksum_mismatch"}
+
+
+def test_a_remote_batch_holding_a_rejected_files_copy_is_abandoned(layout: Layout) -> None:
+    """r1 took a's wrong copy, then a was rejected (the store lost before r1 was
+    abandoned): r1 is never started, so it is abandoned, the rest batched anew."""
+    job_id, ids, provider = _stop_at(layout, {"status_fails_from": 2})
+    WorkFolder(layout.work, "scans").note_rejected(job_id, ids[0], "checksum_mismatch",
+                                                   "scripted")
+    outcome, store = _recover(layout, provider, job_id)
+    try:
+        assert "BATCHED" in outcome and provider.deleted == ["r1"]
+        assert _error_codes(layout) == {"a.txt": "checksum_mismatch"}
+    finally:
+        store.close()
+
+
+def test_a_lost_remote_batch_with_every_file_answered_is_salvaged(layout: Layout) -> None:
+    """Clevver no longer knows r1, to which every file was sent (its start may have been
+    sent): ACCEPTING, so the daemon's salvage step decides each file; not all to errors
+    at once."""
+    job_id, ids, provider = _stop_at(layout, {"status_fails_from": 2})
+    provider.accepted, provider.gone = ["r1"], True
+    outcome, store = _recover(layout, provider, job_id)
+    assert "ACCEPTING" in outcome
+    job = store.job(job_id)
+    assert job is not None and job.state == JobState.ACCEPTING and job.remote_id == "r1"
+    assert error_records(layout.errors) == []
+    _run_on(layout, provider, store, job_id)
+    assert provider.created == ["r1"]
+    assert _error_codes(layout) == {"a.txt": "lost_after_accept", "b.txt": "lost_after_accept"}

@@ -27,9 +27,15 @@ from folderseal.providers.clevver.config import ClevverProviderConfig
 from folderseal.providers.http import basic_auth, client, retry_after, without_query
 from folderseal.redact import REDACTOR
 
-# A refusal whose message speaks of money or limits is the account's, not the file's.
-QUOTA = re.compile(r"quota|payment|credit|balance|insufficient funds|billing|subscription",
-                   re.IGNORECASE)
+# A refusal whose message says the account ran out of money or limits is the account's,
+# not the file's (HTTP 402 always is). Whole phrases only: a refusal that names a file
+# such as credit_note.pdf or balance-2026.xlsx is that file's.
+QUOTA = re.compile(
+    r"\bquota (?:exceeded|reached|exhausted|limit)|\b(?:exceeded|over) (?:the |your |its )?"
+    r"quota\b|\bpayment (?:required|failed|declined|overdue)\b|\binsufficient "
+    r"(?:funds|credits?|balance)\b|\bout of credits?\b|\bno credits? (?:left|remaining)\b|"
+    r"\b(?:subscription|plan|trial) (?:has )?(?:expired|ended|inactive|cancell?ed)\b|"
+    r"\bcredit limit (?:reached|exceeded)\b", re.IGNORECASE)
 
 
 class NotSent(TransientError):
