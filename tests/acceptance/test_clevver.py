@@ -159,9 +159,10 @@ def test_every_fault_at_once(tmp_path: Path, emulator: ClevverEmulator) -> None:
     _no_token_anywhere(layout)
 
 
+# Clevver's own crash points and the states around its start; every crash point (these,
+# the states and the publishing steps) is in `bench/torture.py --only crash-clevver`.
 CRASH_POINTS = ["clevver:created", "clevver:attaching", "clevver:attached",
-                "state:UPLOADED", "state:ACCEPTING", "clevver:starting", "clevver:started",
-                "state:ACCEPTED", "state:CLOSED", "state:DOWNLOADED"]
+                "state:ACCEPTING", "clevver:starting", "clevver:started", "state:CLOSED"]
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
