@@ -415,7 +415,7 @@ class Manager:
         ids = [r for r in manifest.get("remote_ids", []) if isinstance(r, str) and r]
         if not ids or ids[-1] == job.remote_id:
             return None
-        newer, view = ids[-1], self._view(job, provider)
+        newer, view = ids[-1], self._noted_in_manifest(job, self._view(job, provider))
         status = ask_status(provider, view, newer)
         self.log.warning("batch.store_behind", batch=job.id, remote=newer,
                          stored=job.remote_id, remote_state=str(status.state))
@@ -423,11 +423,26 @@ class Manager:
             return self._move(job, JobState.ACCEPTED, remote_id=newer,
                               detail=f"found accepted: {newer}")
         if provider.holds_upload(view, status):
+            # Its start may have been sent and not shown yet: ACCEPTING, whose grace
+            # decides; the store learns the answers the manifest kept.
+            for document in view.documents:
+                if document.remote is not None:
+                    self.store.note_remote_document(job.id, document.file_id,
+                                                    document.remote.to_json())
+            self._views.pop(job.id, None)
             return self._move(job, JobState.ACCEPTING, remote_id=newer,
                               detail=f"found uploaded: {newer}")
         if status.state != Remote.GONE:
             provider.delete(view, newer)
         return None
+
+    def _noted_in_manifest(self, job: JobRecord, view: BatchView) -> BatchView:
+        """The view with each document's answer as the manifest keeps it (written before
+        the store's): what a store that lost its last writes no longer knows."""
+        notes = self.works[job.folder].document_notes(job.id)
+        return dataclasses.replace(view, documents=tuple(
+            dataclasses.replace(d, remote=RemoteDocument.from_json(notes.get(d.file_id))
+                                or d.remote) for d in view.documents))
 
     def _abandoned(self, job_id: str, provider: Provider, exc: Abandon) -> JobRecord:
         """A step raised Abandon: this remote batch may not hold exactly what was sent."""

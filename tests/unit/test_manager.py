@@ -58,6 +58,7 @@ class Scripted(LocalProvider):
         self.status_fails_from: int | None = None   # the n-th status call on fails
         self.status_calls = 0
         self.refuse_accept = False                  # accept answers a permanent refusal
+        self.accept_unanswered = False              # accept fails before it is sent
 
     def create(self, batch: BatchView) -> str:
         self.created.append(f"r{len(self.created) + 1}")
@@ -111,6 +112,9 @@ class Scripted(LocalProvider):
         return RemoteStatus(found.state, detail=remote_id, progress=42.5)
 
     def accept(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
+        if self.accept_unanswered:
+            from folderseal.errors import TransientError
+            raise TransientError("no connection (scripted)")
         job = self.store.job(batch.id)  # type: ignore[attr-defined]
         self.state_at_accept.append(job.state)
         self.accepted.append(remote_id)
@@ -432,3 +436,36 @@ def test_a_refusal_past_the_point_of_no_return_says_the_files_may_have_run(
         assert "bad batch" in error["message"]
         assert f"may have been {provider.steps.outcome}" in error["message"]
         assert "asks the same batch again" in error["message"]
+
+
+def test_a_store_behind_its_manifest_judges_the_upload_by_the_manifests_answers(
+        layout: Layout) -> None:
+    """The store lost its last writes (back to BATCHED, no answers), while the manifest
+    kept the remote batch and every answer: that batch holds the upload (its start may
+    have been sent, not shown yet), so it goes on to ACCEPTING and is accepted; no file
+    is sent to another remote batch."""
+    daemon, provider = _daemon(layout)
+    provider.accept_unanswered = True
+    try:
+        for name in ("a.txt", "b.txt"):
+            (layout.inbox / name).write_text(f"content of {name}")
+        intake = daemon.intakes["scans"]
+        for name in ("a.txt", "b.txt"):
+            intake.claim_now(name)
+        [job_id] = intake.form_batches(float("inf"))
+        assert daemon.store is not None
+        store = daemon.store
+        daemon.drain(lambda: store.job(job_id).state == JobState.ACCEPTING, 60)
+        with sqlite3.connect(daemon.settings.database) as db:  # the rolled-back store
+            db.execute("UPDATE jobs SET state = 'BATCHED', remote_id = NULL, "
+                       "next_attempt_at = 0, claimed_by = NULL, lease_until = NULL "
+                       "WHERE id = ?", (job_id,))
+            db.execute("UPDATE files SET remote_document = NULL WHERE batch_id = ?",
+                       (job_id,))
+        provider.accept_unanswered = False
+        daemon.drain(lambda: store.job(job_id).state == JobState.CLEANED, 60)
+    finally:
+        daemon.close()
+    assert provider.created == ["r1"] and provider.accepted == ["r1"]
+    assert sorted(provider.sent) == [("r1", "0001_a.txt"), ("r1", "0002_b.txt")]
+    assert _delivered(layout) == {"a.txt", "b.txt"}
