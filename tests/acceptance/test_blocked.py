@@ -93,8 +93,11 @@ def test_a_missing_outbox_stops_claims_until_it_is_created(
     assert health.status_code == 200, health.text
     assert "Claims stopped" in httpx.get(f"{url}/").text
     wait_until(lambda: notify.first("READY") is not None, what="READY=1")
+    # STATUS= follows the heartbeat: under load the first ones may predate the block.
+    wait_until(lambda: any("folder scans: claims stopped: the outbox" in s
+                           for s in notify.statuses()), timeout=20,
+               what="STATUS= naming the stopped claims")
     stopped = [s for s in notify.statuses() if "folder scans: claims stopped: the outbox" in s]
-    assert stopped, notify.statuses()
     assert stopped[-1].count("claims stopped") == 1, stopped[-1]
 
     layout.outbox.mkdir()
