@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .faults import Faults, parse_faults
-from .runner import RunningEmulator, data_folder, run_until_signal, serve
+from .runner import RunningEmulator, check_address_and_key, data_folder, run_until_signal, serve
 from .server import SealApp, seal_server
 from .signing import BatchSigner, load_or_make_seal
 from .state import Registry, SealJournal
@@ -77,12 +77,9 @@ def start_seal(
     bound.
     """
     fault_plan = Faults(faults, seed)  # first: a bad spec fails before anything is made
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} is not between 0 and 65535")
+    check_address_and_key(port, api_key)
     if step_delay < 0 or slow_seconds < 0:
         raise ValueError("step_delay and slow_seconds must not be negative")
-    if api_key == "":
-        raise ValueError("the API key is empty; give a key, or None for no authentication")
     data_dir, temporary = data_folder(data_dir, "seal")
     try:
         journal = SealJournal(data_dir / JOURNAL_NAME)

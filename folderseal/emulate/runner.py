@@ -81,6 +81,15 @@ class RunningEmulator:
         self.stop()
 
 
+def check_address_and_key(port: int, api_key: str | None) -> None:
+    """What every emulator refuses before it makes anything: a port out of range, an
+    empty key (None means no authentication)."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is not between 0 and 65535")
+    if api_key == "":
+        raise ValueError("the API key is empty; give a key, or None for no authentication")
+
+
 def data_folder(data_dir: Path | None, name: str) -> tuple[Path, bool]:
     """The emulator's data folder and whether it is temporary (made here for this run)."""
     if data_dir is None:

@@ -70,7 +70,13 @@ from folderseal.emulate.httpd import (
 )
 from folderseal.emulate.journal import Journal, log_event
 from folderseal.emulate.multipart import CHUNK, BadMultipart, Multipart
-from folderseal.emulate.runner import RunningEmulator, data_folder, run_until_signal, serve
+from folderseal.emulate.runner import (
+    RunningEmulator,
+    check_address_and_key,
+    data_folder,
+    run_until_signal,
+    serve,
+)
 
 __all__ = ["FAULT_KINDS", "ClevverEmulator", "run_clevver", "start_clevver"]
 
@@ -517,14 +523,11 @@ def start_clevver(
     argument, OSError when the address cannot be bound.
     """
     fault_plan = Faults(faults, seed, FAULT_KINDS)  # first: a bad spec makes nothing
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} is not between 0 and 65535")
+    check_address_and_key(port, api_key)
     if polls < 1:
         raise ValueError(f"polls is {polls}; a batch needs at least 1 status read to deliver")
     if late_seconds < 0 or slow_seconds < 0:
         raise ValueError("late_seconds and slow_seconds must not be negative")
-    if api_key == "":
-        raise ValueError("the API key is empty; give a key, or None for no authentication")
     data_dir, temporary = data_folder(data_dir, "clevver")
     try:
         journal = Journal(data_dir / JOURNAL_NAME)
