@@ -256,3 +256,14 @@ ON CONFLICT (node) DO UPDATE SET pid = excluded.pid, started_at = excluded.start
 
 -- name: nodes
 SELECT * FROM nodes ORDER BY node;
+
+-- name: set_publish_key
+UPDATE jobs SET publish_key = :publish_key, updated_at = :now
+WHERE id = :id AND claimed_by = :holder AND lease_until > :now;
+
+-- name: set_remote_id
+UPDATE jobs SET remote_id = :remote_id, updated_at = :now
+WHERE id = :id AND claimed_by = :holder AND lease_until > :now;
+
+-- name: publish_keys
+SELECT publish_key FROM jobs WHERE publish_key IS NOT NULL;
