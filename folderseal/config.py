@@ -38,6 +38,9 @@ from folderseal.keyfiles import names_credential
 
 # The providers' table models live beside their providers; importers of this module
 # find them here too.
+from folderseal.providers.centrapay.config import (
+    CentrapayProviderConfig as CentrapayProviderConfig,
+)
 from folderseal.providers.clevver.config import ClevverProviderConfig as ClevverProviderConfig
 from folderseal.providers.local_config import LocalProviderConfig as LocalProviderConfig
 from folderseal.providers.registry import KINDS
@@ -105,7 +108,8 @@ else:
                                Field(discriminator="kind")]
 KNOWN_KINDS = tuple(KINDS)
 PATH_KEYS = ("certificate", "key", "password_file", "api_key_file", "api_token_file",
-             "client_certificate", "client_key", "ca_bundle")
+             "client_certificate", "client_key", "ca_bundle", "s3_secret_access_key_file",
+             "publish_dir")
 
 
 class FolderConfig(Section):
@@ -264,7 +268,7 @@ def _is_secret_name(key: str) -> bool:
 def _register_secrets(raw: dict[str, Any]) -> None:
     for provider in (raw.get("providers") or {}).values():
         if isinstance(provider, dict):
-            for key in ("password", "api_key", "api_token"):
+            for key in ("password", "api_key", "api_token", "s3_secret_access_key"):
                 value = provider.get(key)
                 if isinstance(value, str):
                     REDACTOR.add(value)
@@ -272,7 +276,8 @@ def _register_secrets(raw: dict[str, Any]) -> None:
 
 # A secret given two ways; the environment overriding either one replaces both in the file.
 SECRET_PAIRS = (("password", "password_file"), ("api_key", "api_key_file"),
-                ("api_token", "api_token_file"))
+                ("api_token", "api_token_file"),
+                ("s3_secret_access_key", "s3_secret_access_key_file"))
 
 
 def _env_secrets_win(raw: dict[str, Any]) -> dict[str, Any]:

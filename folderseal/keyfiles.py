@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CREDENTIALS = "$CREDENTIALS_DIRECTORY"
-INLINE = ("password", "api_key", "api_token")  # secrets a provider's table may hold itself
+# Secrets a provider's table may hold itself.
+INLINE = ("password", "api_key", "api_token", "s3_secret_access_key")
 
 
 @dataclass(frozen=True, slots=True)

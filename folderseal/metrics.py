@@ -41,6 +41,10 @@ FILES_DELIVERED = Counter(
     ["folder", "provider", "outcome"], registry=REGISTRY)
 FILES_FAILED = Counter("folderseal_files_failed", "Files put in the errors folder, by reason",
                        ["folder", "code"], registry=REGISTRY)
+RECORDS_FAILED = Counter(
+    "folderseal_records_failed", "Records a provider could not load from a batch file it "
+    "otherwise loaded (Centrapay: a complete batch's errorCount)", ["folder", "provider"],
+    registry=REGISTRY)
 RETRIES = Counter("folderseal_retries", "Batch steps postponed after a transient failure",
                   ["folder", "provider", "code"], registry=REGISTRY)
 PROVIDER_CALLS = Histogram(

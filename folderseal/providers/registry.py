@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from folderseal.configbase import ProviderSection
+from folderseal.providers.centrapay.config import CentrapayProviderConfig
 from folderseal.providers.clevver.config import ClevverProviderConfig
 from folderseal.providers.local_config import LocalProviderConfig
 from folderseal.providers.seal.config import SealProviderConfig
@@ -32,6 +33,7 @@ KINDS: dict[str, Kind] = {
     "local": Kind(LocalProviderConfig, P + "local:LocalProvider"),
     "seal": Kind(SealProviderConfig, P + "seal.provider:SealProvider"),
     "clevver": Kind(ClevverProviderConfig, P + "clevver.provider:ClevverProvider"),
+    "centrapay": Kind(CentrapayProviderConfig, P + "centrapay.provider:CentrapayProvider"),
 }
 
 

@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from folderseal.config import (
+    CentrapayProviderConfig,
     ClevverProviderConfig,
     FolderConfig,
     LocalProviderConfig,
@@ -25,7 +26,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 TEXT = EXAMPLE.read_text(encoding="utf-8")
 RAW = tomllib.loads(TEXT)
 # Secrets are shown commented out, so nobody copies an empty password into a config.
-COMMENTED = {"password", "api_key", "api_token"}
+COMMENTED = {"password", "api_key", "api_token", "s3_secret_access_key"}
 
 SECTIONS: list[tuple[str, type[BaseModel], dict[str, Any]]] = [
     ("", Settings, {k: v for k, v in RAW.items() if not isinstance(v, dict)}),
@@ -35,6 +36,7 @@ SECTIONS: list[tuple[str, type[BaseModel], dict[str, Any]]] = [
     ("providers.company_seal", LocalProviderConfig, RAW["providers"]["company_seal"]),
     ("providers.signius", SealProviderConfig, RAW["providers"]["signius"]),
     ("providers.proof", ClevverProviderConfig, RAW["providers"]["proof"]),
+    ("providers.loads", CentrapayProviderConfig, RAW["providers"]["loads"]),
     ("folders.scans", FolderConfig, RAW["folders"]["scans"]),
 ]
 
@@ -87,3 +89,13 @@ def test_documented_defaults_are_the_real_defaults() -> None:
     for key in ClevverProviderConfig.model_fields:
         if key not in ("base_url", "api_token", "api_token_file"):
             assert getattr(shown_clevver, key) == getattr(clevver, key), key
+    centrapay = CentrapayProviderConfig.model_validate({
+        "kind": "centrapay", "base_url": "https://x", "api_key": "k", "account_id": "a",
+        "batch_type": "t", "s3_bucket": "b"})
+    shown_centrapay = CentrapayProviderConfig.model_validate({**RAW["providers"]["loads"],
+                                                              "api_key_file": None,
+                                                              "api_key": "k"})
+    for key in CentrapayProviderConfig.model_fields:
+        if key not in ("base_url", "api_key", "api_key_file", "account_id", "batch_type",
+                       "s3_bucket"):
+            assert getattr(shown_centrapay, key) == getattr(centrapay, key), key

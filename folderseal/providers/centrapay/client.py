@@ -1,0 +1,199 @@
+"""The HTTP side of Centrapay: one httpx client and one request limiter per provider.
+
+Every call waits its turn at the provider's :class:`RateLimiter` (request starts at
+least 60/max_requests_per_minute seconds apart, across all its batches and threads), so
+polls of many batches are spread out and the account's limit is never reached by
+folderseal alone. Every call goes through :meth:`CentrapayClient._call`, where foreign
+errors become folderseal's: 429 is :class:`NotSent` with its ``Retry-After``; no
+connection made is :class:`NotSent` (the create surely never reached Centrapay); any
+other network error, a 5xx or an answer that cannot be read is a plain
+:class:`TransientError` (for the create: it may have been done). A 4xx refusal of the
+create is :class:`NotSent` too (Centrapay did nothing) with what to fix. The create's
+body holds a pre-signed URL, a read key to the records: no message built here quotes a
+URL's query (:func:`scrub`).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from folderseal.errors import NotSent, TransientError
+from folderseal.providers.centrapay import parse
+from folderseal.providers.centrapay.config import CentrapayProviderConfig
+from folderseal.providers.http import client, retry_after, without_query
+from folderseal.redact import REDACTOR
+
+_URL_QUERY = re.compile(r"(https?://[^\s?#\"'<>]*)[?#][^\s\"'<>]*", re.IGNORECASE)
+# Signature parameters outside a URL (an error that quotes the query alone).
+_SIGNED = re.compile(r"(X-Amz-(?:Signature|Credential|Security-Token)=)[^&\s\"'<>]+",
+                     re.IGNORECASE)
+
+
+def scrub(message: str) -> str:
+    """``message`` with every URL's query and every registered secret masked: a
+    pre-signed URL's query is a read key to the records."""
+    return REDACTOR.text(_SIGNED.sub(r"\1…", _URL_QUERY.sub(r"\1?…", message)))
+
+
+class RateLimiter:
+    """Spaces request starts ``60 / per_minute`` seconds apart, whichever thread makes
+    them: each caller reserves the next free start under a lock, then sleeps until it."""
+
+    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.spacing = 60.0 / per_minute
+        self.clock = clock
+        self.sleep = sleep
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def wait(self) -> float:
+        """Wait for this request's turn; the seconds waited."""
+        with self._lock:
+            now = self.clock()
+            start = max(now, self._next)
+            self._next = start + self.spacing
+        if start > now:
+            self.sleep(start - now)
+        return start - now
+
+
+class CentrapayClient:
+    def __init__(self, cfg: CentrapayProviderConfig, provider: str, limiter: RateLimiter,
+                 transport: httpx.BaseTransport | None = None,
+                 timeout: float | None = None) -> None:
+        self.cfg = cfg
+        self.provider = provider
+        self.limiter = limiter
+        headers = {"Accept": "application/json", "X-Api-Key": cfg.read_api_key().decode()}
+        self.http = client(cfg, headers, None, transport, timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    @property
+    def _key_variable(self) -> str:
+        return f"FOLDERSEAL_PROVIDERS__{self.provider.upper()}__API_KEY"
+
+    # -- the calls -----------------------------------------------------------------
+
+    def create(self, batch_type: str, url: str, account_id: str, test: bool) -> parse.Batch:
+        """``POST /api/batches``: Centrapay fetches the file at ``url`` and loads it.
+        Creating is starting: an answer that is lost leaves it unknown whether it did."""
+        body = {"type": batch_type, "url": url, "accountId": account_id, "test": test}
+        response = self._call("POST", "/api/batches", "create", json=body)
+        try:
+            found = parse.batch(self._json(response, "create"))
+        except parse.PayloadError as exc:
+            raise TransientError(f"Centrapay answered the create unreadably ({exc}); it may "
+                                 "have created the batch") from None
+        if not found.id:
+            raise TransientError("Centrapay answered the create without a batch id; it may "
+                                 "have created the batch")
+        return found
+
+    def status(self, batch_id: str) -> parse.Batch | None:
+        """The batch as Centrapay sees it; None when it answers 403 (its answer for a
+        batch it does not know)."""
+        response = self._call("GET", f"/api/batches/{batch_id}", "status", batch_id)
+        if response.status_code == 403:
+            return None
+        try:
+            return parse.batch(self._json(response, "status", batch_id))
+        except parse.PayloadError as exc:
+            raise TransientError(f"Centrapay answered the status of batch {batch_id} "
+                                 f"unreadably ({exc}); asking again later") from None
+
+    def probe(self, batch_id: str) -> tuple[int, str, str]:
+        """The HTTP status, Location and message of a GET of ``batch_id``: it tests the
+        address and the key (a batch that does not exist answers 403, a refused key 401)."""
+        self.limiter.wait()
+        try:
+            response = self.http.get(f"/api/batches/{batch_id}")
+        except httpx.HTTPError as exc:
+            raise self._transient(exc, "check", "") from None
+        return response.status_code, response.headers.get("Location", ""), \
+            self._said(response)
+
+    # -- the boundary ----------------------------------------------------------------
+
+    def _call(self, method: str, path: str, operation: str, batch: str = "",
+              **kwargs: Any) -> httpx.Response:
+        self.limiter.wait()
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise self._transient(exc, operation, batch) from None
+        self._check(response, operation, batch)
+        return response
+
+    def _where(self, operation: str, batch: str) -> str:
+        return f"Centrapay {operation}{' of batch ' + batch if batch else ''}"
+
+    def _check(self, response: httpx.Response, operation: str, batch: str) -> None:
+        status = response.status_code
+        if status < 300 or (operation == "status" and status == 403):
+            return
+        where = self._where(operation, batch)
+        if status == 429:
+            wait = retry_after(response.headers.get("Retry-After"))
+            raise NotSent(f"{where} answered HTTP 429 (too many requests: another client "
+                          "shares the account's limit, or max_requests_per_minute is above "
+                          "it); retrying "
+                          f"{'after ' + format(wait, '.0f') + ' s' if wait else 'later'}",
+                          retry_after=None if wait is None else max(1.0, wait))
+        if status >= 500:
+            raise TransientError(f"{where} answered HTTP {status}; retrying later")
+        said = self._said(response)
+        if status < 400:
+            target = without_query(response.headers.get("Location", "?"))
+            fix = (f"answered a redirect (HTTP {status} to {target}): set base_url to "
+                   "Centrapay's host root, e.g. https://service.centrapay.com")
+        elif status == 401 or (status == 403 and operation == "create"):
+            fix = (f"refused the API key (HTTP {status}{': ' + said if said else ''}): "
+                   f"check api_key_file, api_key or {self._key_variable}, and that the key "
+                   f"may create batches for account_id {self.cfg.account_id}")
+        elif status == 404:
+            fix = (f"answered HTTP 404{' (' + said + ')' if said else ''}: set base_url to "
+                   "Centrapay's host root (the paths start with /api/)")
+        else:
+            fix = (f"refused it (HTTP {status}{': ' + said if said else ''}): check "
+                   f"batch_type {self.cfg.batch_type!r} and account_id "
+                   f"{self.cfg.account_id!r}")
+        if operation == "create":
+            # Refused: Centrapay created nothing, so the create may be sent again.
+            raise NotSent(f"{where} {fix}; nothing was created, and it is sent again later")
+        # A poll refused: asked again until max_wait_seconds (the batch may be loading).
+        raise TransientError(f"{where} {fix}; asking again later")
+
+    @staticmethod
+    def _said(response: httpx.Response) -> str:
+        """What an answer says, URLs' queries and secrets masked: its message, else the
+        start of its body."""
+        response.read()
+        try:
+            said = parse.message(parse.decode(response.text))
+        except (parse.PayloadError, UnicodeDecodeError):
+            said = ""
+        said = said or response.content[:parse.MESSAGE_MAX].decode("utf-8", "replace")
+        return scrub(" ".join(said.split()))
+
+    def _transient(self, exc: httpx.HTTPError, operation: str, batch: str) -> TransientError:
+        where = self._where(operation, batch)
+        # No connection was made (or none was free): nothing reached Centrapay.
+        kind = NotSent if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout
+                                     | httpx.PoolTimeout) else TransientError
+        after = "" if kind is NotSent or operation != "create" else "; it may have been done"
+        return kind(scrub(f"{where} failed: {type(exc).__name__}: {exc}{after}"))
+
+    def _json(self, response: httpx.Response, operation: str, batch: str = "") -> Any:
+        try:
+            return parse.decode(response.text)
+        except (parse.PayloadError, UnicodeDecodeError) as exc:
+            raise parse.PayloadError(scrub(str(exc))[:200]) from None

@@ -1,0 +1,413 @@
+"""Publishing a batch file where Centrapay fetches it: an S3-compatible bucket (a
+pre-signed GET URL) or a folder a web server serves (an unguessable name).
+
+A publisher names what it publishes by a *key* (the S3 object key, or the file's name
+in publish_dir), which the manager records before any byte is published; the URL is
+made from it only when the create is sent (a pre-signed URL is a read key to the
+records: it is never logged or recorded). ``tidy`` removes, at start, what no batch
+names any more. Both stream the file (memory stays flat whatever its size) and call
+``reached`` once the first chunk is on its way (the crash point in the middle).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+import threading
+from collections.abc import Callable
+from pathlib import Path, PurePath
+from typing import Any, Protocol
+
+from folderseal.errors import TransientError
+from folderseal.files import fsync_dir, write_all
+from folderseal.providers.centrapay.client import scrub
+from folderseal.providers.centrapay.config import CentrapayProviderConfig
+
+CHUNK = 1 << 20                 # the folder copy's read size
+PART = 8 << 20                  # S3 multipart part size (and the single-PUT threshold)
+S3_CONCURRENCY = 2              # parts in flight: memory is about PART × (2 + 2)
+CONTENT_TYPES = {".jsonl": "application/x-ndjson", ".ndjson": "application/x-ndjson",
+                 ".csv": "text/csv"}
+_SUFFIX = re.compile(r"^\.[a-z0-9]{1,16}$")
+
+
+class PublishError(TransientError):
+    """Publishing, checking or removing failed. ``config``: the fix is in the
+    configuration or the bucket's/folder's permissions (``check`` reports it so)."""
+
+    def __init__(self, message: str, *, config: bool = False) -> None:
+        super().__init__(scrub(message))
+        self.config = config
+
+
+class Publisher(Protocol):
+    where: str    # what it publishes to, for messages ("bucket b at …", "publish_dir …")
+
+    def key_for(self, batch_id: str, entry: str) -> str:
+        """The key a batch's file is published under."""
+
+    def probe_key(self) -> str:
+        """A key for ``check``'s probe (tidied like a batch file's if left behind)."""
+
+    def publish(self, key: str, fd: int, size: int, reached: Callable[[], None]) -> None:
+        """Publish the file open at ``fd`` (``size`` bytes) under ``key``."""
+
+    def url(self, key: str) -> str:
+        """The URL Centrapay fetches ``key`` at (made now: a pre-signed one starts its
+        expiry now). A secret: never logged."""
+
+    def present(self, key: str, size: int) -> bool:
+        """``key`` is published whole (``size`` bytes)."""
+
+    def remove(self, key: str) -> None:
+        """Remove ``key`` (nothing when it is not there)."""
+
+    def tidy(self, keep: set[str]) -> int:
+        """Remove what folderseal published here that ``keep`` does not name, and
+        unfinished uploads; how many."""
+
+
+def make(cfg: CentrapayProviderConfig) -> Publisher:
+    return S3Publisher(cfg) if cfg.publish == "s3" else FolderPublisher(cfg)
+
+
+def suffix(entry: str) -> str:
+    """The entry's suffix (lower case) if it is a plain one, else ""."""
+    found = PurePath(entry).suffix.lower()
+    return found if _SUFFIX.match(found) else ""
+
+
+# -- a served folder ----------------------------------------------------------------------
+
+class FolderPublisher:
+    """Copies into publish_dir under 32 random hex digits (128 bits) and the entry's
+    suffix: temp (``.<name>.part``), fsync, rename, fsync the folder; mode 0644 for the
+    web server."""
+
+    NAME = re.compile(r"^[0-9a-f]{32}(?:\.[a-z0-9]{1,16})?$")
+    TEMP = re.compile(r"^\.([0-9a-f]{32}(?:\.[a-z0-9]{1,16})?)\.part$")
+    MODE = 0o644
+
+    def __init__(self, cfg: CentrapayProviderConfig) -> None:
+        assert cfg.publish_dir is not None
+        self.dir = Path(cfg.publish_dir)
+        self.prefix = cfg.publish_url_prefix
+        self.where = f"publish_dir {self.dir}"
+
+    def key_for(self, batch_id: str, entry: str) -> str:
+        return secrets.token_hex(16) + suffix(entry)
+
+    def probe_key(self) -> str:
+        return secrets.token_hex(16) + ".txt"
+
+    def _path(self, key: str) -> Path:
+        if not self.NAME.match(key):   # a key from the store: never a path elsewhere
+            raise PublishError(f"{key!r} is not a name folderseal publishes under; "
+                               "the batch's record is damaged")
+        return self.dir / key
+
+    def publish(self, key: str, fd: int, size: int, reached: Callable[[], None]) -> None:
+        final = self._path(key)
+        temp = self.dir / f".{key}.part"
+        try:
+            out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                          | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise self._error("cannot write into", exc) from None
+        try:
+            try:
+                copied = _copy(fd, out, reached)
+                os.fchmod(out, self.MODE)
+                os.fsync(out)
+            finally:
+                os.close(out)
+            if copied != size:
+                raise PublishError(f"the batch file changed while it was copied to {final} "
+                                   f"({copied} bytes, not {size}); copying again later")
+            os.rename(temp, final)
+            fsync_dir(self.dir)
+        except OSError as exc:
+            _unlink(temp)
+            raise self._error("cannot write into", exc) from None
+        except BaseException:
+            _unlink(temp)
+            raise
+
+    def url(self, key: str) -> str:
+        self._path(key)
+        return self.prefix + key
+
+    def present(self, key: str, size: int) -> bool:
+        try:
+            return self._path(key).stat().st_size == size
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise self._error("cannot look into", exc) from None
+
+    def remove(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            removed = _unlink(path) | _unlink(self.dir / f".{key}.part")
+            if removed:
+                fsync_dir(self.dir)
+        except OSError as exc:
+            raise self._error("cannot remove a file from", exc) from None
+
+    def tidy(self, keep: set[str]) -> int:
+        removed = 0
+        try:
+            with os.scandir(self.dir) as entries:
+                names = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise self._error("cannot list", exc) from None
+        for name in names:
+            temp = self.TEMP.match(name)
+            # A temp of a name a batch still records is left to that batch's create.
+            if (self.NAME.match(name) and name not in keep) or \
+                    (temp and temp.group(1) not in keep):
+                try:
+                    removed += _unlink(self.dir / name)
+                except OSError as exc:
+                    raise self._error("cannot remove a file from", exc) from None
+        if removed:
+            fsync_dir(self.dir)
+        return removed
+
+    def _error(self, doing: str, exc: OSError) -> PublishError:
+        fix = ("give folderseal's user write access to it" if exc.errno in
+               (errno.EACCES, errno.EPERM, errno.EROFS) else
+               "create it (a folder the web server serves at publish_url_prefix)"
+               if exc.errno == errno.ENOENT else "free some space" if exc.errno in
+               (errno.ENOSPC, errno.EDQUOT) else "check the folder")
+        return PublishError(f"folderseal {doing} {self.where}: {exc.strerror}; {fix}",
+                            config=exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS,
+                                                 errno.ENOENT, errno.ENOTDIR))
+
+
+def _copy(src: int, dst: int, reached: Callable[[], None]) -> int:
+    """Copy ``src`` from its start; ``reached`` once the first chunk is written."""
+    offset = 0
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    while True:
+        count = os.preadv(src, [buffer], offset)
+        if not count:
+            return offset
+        write_all(dst, view[:count])
+        if not offset:
+            reached()
+        offset += count
+
+
+def _unlink(path: Path) -> int:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return 0
+    return 1
+
+
+# -- an S3-compatible bucket ----------------------------------------------------------------
+
+class S3Publisher:
+    """Uploads to ``<s3_prefix><batch id>/<entry>`` with boto3: one PUT up to PART bytes,
+    a multipart upload above (PART-sized parts, S3_CONCURRENCY in flight, an upload that
+    fails aborted). The client is built at first use, so loading the configuration and
+    ``check --offline`` import no boto3."""
+
+    def __init__(self, cfg: CentrapayProviderConfig) -> None:
+        self.cfg = cfg
+        self.bucket = cfg.s3_bucket
+        self.prefix = cfg.s3_prefix
+        endpoint = cfg.s3_endpoint_url or "AWS"
+        self.where = f"bucket {self.bucket} at {endpoint}"
+        self._mine = re.compile(re.escape(self.prefix) +
+                                r"(?:[0-9a-f]{8,64}/[^/]+|probe-[0-9a-f]{32}\.txt)\Z")
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def s3(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._build()
+            return self._client
+
+    def _build(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        cfg = self.cfg
+        kwargs: dict[str, Any] = {}
+        if cfg.s3_access_key_id:
+            secret = cfg.read_s3_secret()
+            assert secret is not None  # the configuration requires it with the key id
+            kwargs = {"aws_access_key_id": cfg.s3_access_key_id,
+                      "aws_secret_access_key": secret.decode()}
+        config = Config(
+            signature_version="s3v4", connect_timeout=cfg.timeout_seconds,
+            read_timeout=cfg.timeout_seconds, retries={"max_attempts": 3, "mode": "standard"},
+            # Another endpoint (MinIO, Ceph, a local server) may have no DNS per bucket.
+            s3={"addressing_style": "path" if cfg.s3_endpoint_url else "auto"})
+        return boto3.session.Session().client(
+            "s3", region_name=cfg.s3_region or None,
+            endpoint_url=cfg.s3_endpoint_url or None, config=config, **kwargs)
+
+    def key_for(self, batch_id: str, entry: str) -> str:
+        return f"{self.prefix}{batch_id}/{entry}"
+
+    def probe_key(self) -> str:
+        return f"{self.prefix}probe-{secrets.token_hex(16)}.txt"
+
+    def publish(self, key: str, fd: int, size: int, reached: Callable[[], None]) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART,
+                                max_concurrency=S3_CONCURRENCY, use_threads=True,
+                                preferred_transfer_client="classic")
+        config.max_in_memory_upload_chunks = S3_CONCURRENCY  # bounds what is read ahead
+        sent = [False]
+        lock = threading.Lock()
+
+        def progress(amount: int) -> None:
+            with lock:
+                first = amount > 0 and not sent[0]
+                sent[0] = sent[0] or amount > 0
+            if first:
+                reached()
+
+        extra = {"ContentType": CONTENT_TYPES.get(PurePath(key).suffix.lower(),
+                                                  "application/octet-stream")}
+        stream = os.fdopen(os.dup(fd), "rb", closefd=True)
+        try:
+            stream.seek(0)
+            self.s3.upload_fileobj(stream, self.bucket, key, ExtraArgs=extra,
+                                   Callback=progress, Config=config)
+        except Exception as exc:
+            self._abort_uploads(key)
+            raise self._error("uploading", key, exc) from None
+        finally:
+            stream.close()
+        if not self.present(key, size):
+            raise PublishError(f"{self.where} does not show {key} with its {size} bytes after "
+                               "the upload; uploading again later")
+
+    def url(self, key: str) -> str:
+        try:
+            url: str = self.s3.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key},
+                ExpiresIn=self.cfg.url_expiry_seconds)
+        except Exception as exc:
+            raise self._error("signing a URL for", key, exc) from None
+        return url
+
+    def present(self, key: str, size: int) -> bool:
+        try:
+            head = self.s3.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._error("looking for", key, exc) from None
+        return int(head.get("ContentLength", -1)) == size
+
+    def remove(self, key: str) -> None:
+        try:
+            self.s3.delete_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return
+            raise self._error("removing", key, exc) from None
+
+    def tidy(self, keep: set[str]) -> int:
+        """Objects under s3_prefix named as folderseal names them (``<batch id>/<entry>``,
+        a check's probe) that ``keep`` does not name, and every unfinished multipart
+        upload there; anything else under the prefix is left alone."""
+        removed = 0
+        try:
+            pages = self.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix)
+            stale = [item["Key"] for page in pages for item in page.get("Contents", [])
+                     if self._mine.match(item["Key"]) and item["Key"] not in keep]
+            for start in range(0, len(stale), 1000):
+                answer = self.s3.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": k} for k in stale[start:start + 1000]],
+                    "Quiet": True})
+                failed = answer.get("Errors") or []
+                removed += min(1000, len(stale) - start) - len(failed)
+                if failed:
+                    raise PublishError(f"{self.where} refused to remove "
+                                       f"{failed[0].get('Key')} ({failed[0].get('Code')}); "
+                                       "give folderseal's credentials s3:DeleteObject there")
+        except PublishError:
+            raise
+        except Exception as exc:
+            raise self._error("tidying", self.prefix or "(the whole bucket)", exc) from None
+        return removed + self._abort_uploads(None)
+
+    def _abort_uploads(self, key: str | None) -> int:
+        """Abort unfinished multipart uploads of ``key`` (None: every one of folderseal's
+        under the prefix); how many. Best effort for one key: tidy finds what is left."""
+        aborted = 0
+        try:
+            pages = self.s3.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=key or self.prefix)
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    name = upload["Key"]
+                    if (name == key) if key else bool(self._mine.match(name)):
+                        self.s3.abort_multipart_upload(Bucket=self.bucket, Key=name,
+                                                       UploadId=upload["UploadId"])
+                        aborted += 1
+        except Exception as exc:
+            if key is None:
+                raise self._error("aborting unfinished uploads under", self.prefix, exc) \
+                    from None
+        return aborted
+
+    def _error(self, doing: str, key: str, exc: Exception) -> PublishError:
+        code = _code(exc)
+        where = f"{doing} {key} in {self.where}"
+        if code in ("NoSuchBucket",):
+            return PublishError(f"{where}: the bucket does not exist; create it, or fix "
+                                "s3_bucket and s3_endpoint_url", config=True)
+        if code in ("AccessDenied", "AllAccessDisabled", "Forbidden", "403"):
+            return PublishError(f"{where}: access denied; give folderseal's credentials "
+                                "s3:PutObject, s3:GetObject, s3:DeleteObject, s3:ListBucket, "
+                                "s3:ListBucketMultipartUploads and s3:AbortMultipartUpload "
+                                "on the bucket and prefix", config=True)
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+                    "InvalidToken", "TokenRefreshRequired", "AuthorizationHeaderMalformed"):
+            return PublishError(f"{where}: the S3 credentials were refused ({code}); check "
+                                "s3_access_key_id and s3_secret_access_key_file (or the AWS "
+                                "credential chain) and s3_region", config=True)
+        name = type(exc).__name__
+        if name in ("NoCredentialsError", "PartialCredentialsError"):
+            return PublishError(f"{where}: no S3 credentials were found; set "
+                                "s3_access_key_id and s3_secret_access_key_file, or provide "
+                                "the usual AWS chain (environment, ~/.aws, an instance role)",
+                                config=True)
+        if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
+                    "ReadTimeoutError", "ProxyConnectionError", "SSLError"):
+            return PublishError(f"{where}: the S3 endpoint cannot be reached ({name}); check "
+                                "s3_endpoint_url and the network; retrying later")
+        said = f"{code}: {exc}" if code else f"{name}: {exc}"
+        return PublishError(f"{where} failed ({said}); retrying later")
+
+
+def _code(exc: BaseException) -> str:
+    """The S3 error code of a botocore ClientError (or of the one an S3UploadFailedError
+    wraps); "" for anything else."""
+    for candidate in (exc, exc.__cause__, exc.__context__):
+        response = getattr(candidate, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            if code:
+                return str(code)
+    found = re.search(r"An error occurred \((\w+)\)", str(exc))
+    return found.group(1) if found else ""
+
