@@ -81,7 +81,7 @@ class CentrapayClient:
     def _key_variable(self) -> str:
         return f"FOLDERSEAL_PROVIDERS__{self.provider.upper()}__API_KEY"
 
-    # -- the calls -----------------------------------------------------------------
+    # -- the calls -------------------------------------------------------------------------
 
     def create(self, batch_type: str, url: str, account_id: str, test: bool) -> parse.Batch:
         """``POST /api/batches``: Centrapay fetches the file at ``url`` and loads it.
@@ -121,7 +121,7 @@ class CentrapayClient:
         return response.status_code, response.headers.get("Location", ""), \
             self._said(response)
 
-    # -- the boundary ----------------------------------------------------------------
+    # -- the boundary ----------------------------------------------------------------------
 
     def _call(self, method: str, path: str, operation: str, batch: str = "",
               **kwargs: Any) -> httpx.Response:

@@ -69,7 +69,7 @@ class CentrapayProvider:
         self._unknown: set[str] = set()     # statuses already warned about
         self._warned: set[str] = set()      # batches whose failed records were counted
 
-    # -- life cycle ----------------------------------------------------------------
+    # -- life cycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         if self.client is None:
@@ -195,7 +195,7 @@ class CentrapayProvider:
                               f"not served back at {shown} ({got}): {fix}")
         return ""
 
-    # -- lifecycle steps -----------------------------------------------------------
+    # -- lifecycle steps -------------------------------------------------------------------
 
     def prepare(self, batch: BatchView, ledger: Ledger) -> None:
         """Check the batch file, streamed; a bad one is rejected with its report and
@@ -362,7 +362,7 @@ class CentrapayProvider:
     def tidy(self, keep: set[str]) -> int:
         return self.publisher.tidy(keep)
 
-    # -- helpers ---------------------------------------------------------------------
+    # -- helpers ---------------------------------------------------------------------------
 
     def _document(self, batch: BatchView) -> Document:
         if not batch.documents:

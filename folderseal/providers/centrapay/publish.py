@@ -79,7 +79,7 @@ def suffix(entry: str) -> str:
     return found if _SUFFIX.match(found) else ""
 
 
-# -- a served folder ----------------------------------------------------------------------
+# -- a served folder -----------------------------------------------------------------------
 
 class FolderPublisher:
     """Copies into publish_dir under 32 random hex digits (128 bits) and the entry's
@@ -212,7 +212,7 @@ def _unlink(path: Path) -> int:
     return 1
 
 
-# -- an S3-compatible bucket ----------------------------------------------------------------
+# -- an S3-compatible bucket ---------------------------------------------------------------
 
 class S3Publisher:
     """Uploads to ``<s3_prefix><batch id>/<entry>`` with boto3: one PUT up to PART bytes,

@@ -91,7 +91,7 @@ def validate(fd: int, fmt: str) -> Report:
     return report
 
 
-# -- reading ------------------------------------------------------------------------------
+# -- reading -------------------------------------------------------------------------------
 
 @dataclass
 class _Line:
@@ -150,7 +150,7 @@ def _decoded(index: int, raw: bytes) -> _Line:
     return _Line(index, text, "bom" if bom else "")
 
 
-# -- the formats --------------------------------------------------------------------------
+# -- the formats ---------------------------------------------------------------------------
 
 def _check_lines(lines: Iterator[_Line], report: Report, json_objects: bool) -> None:
     for line in lines:
