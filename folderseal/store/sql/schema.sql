@@ -34,7 +34,9 @@ CREATE TABLE jobs (
     abandoned_mismatch INTEGER NOT NULL DEFAULT 0,
     upload_sent_remote TEXT,
     upload_sent_at REAL,
-    progress REAL);
+    progress REAL
+    -- Added by migration 0005: what create published for the provider to fetch.
+    , publish_key TEXT);
 CREATE INDEX jobs_due ON jobs (next_attempt_at);
 
 -- One row per claimed source file.
