@@ -106,6 +106,13 @@ class Daemon:
             self.web = WebServer(settings.metrics.address, self.report, self.health)
         store_id = self.store.store_id
         for name, folder in settings.folders.items():
+            cap = self.providers[folder.provider].max_batch_files
+            if cap is not None and cap < folder.batch_max_files:
+                self.log.info("folder.batch_capped", folder=name, provider=folder.provider,
+                              batch_max_files=folder.batch_max_files, cap=cap,
+                              reason=f"provider {folder.provider!r} "
+                              f"({settings.providers[folder.provider].kind}) takes at most "
+                              f"{cap} file(s) per batch; batch_max_files is capped for it")
             intake = FolderIntake(name, folder, folder.provider, self.store, store_id,
                                   settings.state_dir, self.hints, self.wake,
                                   kind=settings.providers[folder.provider].kind,

@@ -163,7 +163,8 @@ class Store(RetryRecords):
                            from_state=FileState.CLAIMED, to_state=FileState.BATCHED)
 
     def restore_job(self, *, job_id: str, folder: str, provider: str, state: JobState,
-                    remote_id: str | None, files: list[dict[str, Any]], why: str) -> None:
+                    remote_id: str | None, files: list[dict[str, Any]], why: str,
+                    publish_key: str | None = None) -> None:
         """Record again a batch a lost store knew (``folderseal recover``): its files
         (keys as :meth:`add_claim`'s, plus ``entry``) and the state the provider's
         answer puts it in, in one transaction."""
@@ -173,7 +174,7 @@ class Store(RetryRecords):
                             entries=[(f["id"], f["entry"]) for f in files])
             if state != JobState.BATCHED:
                 self._run("restore_job", id=job_id, state=state, remote_id=remote_id,
-                          now=self.clock())
+                          publish_key=publish_key, now=self.clock())
             self.event("batch.state", job_id=job_id, from_state=JobState.BATCHED,
                        to_state=state, detail=f"restored by folderseal recover: {why}")
 

@@ -197,7 +197,8 @@ WHERE id = :id AND state != 'FAILED' AND next_attempt_at > :now
   AND (claimed_by IS NULL OR lease_until <= :now);
 
 -- name: restore_job
-UPDATE jobs SET state = :state, remote_id = :remote_id, updated_at = :now
+UPDATE jobs SET state = :state, remote_id = :remote_id, publish_key = :publish_key,
+                updated_at = :now
 WHERE id = :id AND state = 'BATCHED';
 
 -- name: release_node_leases
