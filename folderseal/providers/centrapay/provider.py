@@ -68,6 +68,9 @@ class CentrapayProvider:
         self.log = get_logger(provider=name)
         self._unknown: set[str] = set()     # statuses already warned about
         self._warned: set[str] = set()      # batches whose failed records were counted
+        # The final answer a poll read, so that download need not ask again (every call
+        # counts against the account's rate).
+        self._finals: dict[str, parse.Batch] = {}
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -283,17 +286,22 @@ class CentrapayProvider:
                                  remote=remote_id, status=found.status or "(none)",
                                  treated_as="running")
             state = Remote.RUNNING
+        if found.final:
+            self._finals[remote_id] = found
         return RemoteStatus(state, detail=found.status, batch=remote_id)
 
     def accept(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
         """Create the Centrapay batch (creating is starting), with a URL made now; its id
         is recorded the moment it is answered."""
-        crashpoints.reached("centrapay:creating")
         document = self._document(batch)
         if not batch.published:
             raise NotSent(f"{document.entry} has no published copy to send; it is "
                           "published again")
         url = self.publisher.url(batch.published)
+        # Noted in the batch's manifest before it is sent: after a lost store, `recover`
+        # knows a create may have gone out (and never sends it again unasked).
+        ledger.sending(document, "")
+        crashpoints.reached("centrapay:creating")
         found = self._client.create(self.cfg.batch_type, url, self.cfg.account_id,
                                     self.cfg.test)
         ledger.created(found.id)
@@ -306,7 +314,7 @@ class CentrapayProvider:
         """The one file's outcome from the final status: complete → delivered unchanged
         with the report (failed records are a warning); error → ``load_failed``."""
         document = self._document(batch)
-        found = self._client.status(remote_id)
+        found = self._finals.pop(remote_id, None) or self._client.status(remote_id)
         if found is None or not found.final:
             said = "no longer knows it (403)" if found is None else f"shows {found.status}"
             return [DocumentResult(document.entry, provider_document=remote_id, pending=True,
@@ -358,6 +366,7 @@ class CentrapayProvider:
             self.publisher.remove(batch.published)
             self.log.info("centrapay.unpublished", batch=batch.id, key=batch.published)
         self._warned.discard(remote_id)
+        self._finals.pop(remote_id, None)
 
     def tidy(self, keep: set[str]) -> int:
         return self.publisher.tidy(keep)
