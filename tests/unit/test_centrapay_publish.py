@@ -115,3 +115,95 @@ def test_tidy_removes_what_no_batch_names(tmp_path: Path) -> None:
         [kept, f".{kept}.part", "index.html", "A" * 32, "e" * 31, f"{'f' * 32}.jsonl.bak",
          ".hidden", "0" * 32])
     assert publisher.tidy({kept}) == 0
+
+
+# -- S3: what is told apart without a server (a real one: tests/s3server.py) ------------------
+
+class FakeS3:
+    """The calls tidy makes, over a fixed listing."""
+
+    def __init__(self, keys: list[str], uploads: list[str]) -> None:
+        self.keys = keys
+        self.uploads = uploads
+        self.deleted: list[str] = []
+        self.aborted: list[str] = []
+
+    def get_paginator(self, name: str) -> object:
+        fake = self
+
+        class Pages:
+            def paginate(self, Bucket: str, Prefix: str) -> list[dict[str, object]]:
+                if name == "list_objects_v2":
+                    return [{"Contents": [{"Key": k} for k in fake.keys
+                                          if k.startswith(Prefix)]}]
+                return [{"Uploads": [{"Key": k, "UploadId": f"u-{k}"} for k in fake.uploads
+                                     if k.startswith(Prefix)]}]
+        return Pages()
+
+    def delete_objects(self, Bucket: str, Delete: dict[str, object]) -> dict[str, object]:
+        self.deleted += [o["Key"] for o in Delete["Objects"]]  # type: ignore[attr-defined]
+        return {}
+
+    def abort_multipart_upload(self, Bucket: str, Key: str, UploadId: str) -> None:
+        self.aborted.append(Key)
+
+
+def _s3(**overrides: object) -> publish.S3Publisher:
+    cfg = CentrapayProviderConfig.model_validate({
+        "kind": "centrapay", "base_url": "http://centrapay.test", "api_key": "k",
+        "account_id": "acc", "batch_type": "ticketek-ticket", "s3_bucket": "batch-files",
+        **overrides})
+    made = publish.make(cfg)
+    assert isinstance(made, publish.S3Publisher)
+    return made
+
+
+def test_s3_keys_and_what_tidy_may_remove() -> None:
+    publisher = _s3()
+    key = publisher.key_for("0123456789abcdef01234567", "0000_t.jsonl")
+    assert key == "folderseal/0123456789abcdef01234567/0000_t.jsonl"
+    probe = publisher.probe_key()
+    stale = "folderseal/aaaaaaaaaaaaaaaaaaaaaaaa/0000_old.jsonl"
+    fake = FakeS3([key, stale, probe, "folderseal/README", "folderseal/x/y/z",
+                   "other/aaaaaaaaaaaaaaaaaaaaaaaa/0000_a.jsonl"],
+                  [key, "folderseal/notes/unfinished"])
+    publisher._client = fake
+    assert publisher.tidy({key}) == 3
+    assert fake.deleted == [stale, probe] and fake.aborted == [key]
+
+
+def test_an_empty_prefix_never_tidies_foreign_objects() -> None:
+    publisher = _s3(s3_prefix="")
+    fake = FakeS3(["photos/2026/a.jpg", "0123456789abcdef01234567/0000_a.csv", "index.html",
+                   "deadbeef/0000_a.csv", "0123456789abcdef01234567/notes.txt"], [])
+    publisher._client = fake
+    assert publisher.tidy(set()) == 1
+    assert fake.deleted == ["0123456789abcdef01234567/0000_a.csv"]
+
+
+def test_s3_errors_name_the_bucket_and_the_fix() -> None:
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    publisher = _s3(s3_secret_access_key="s3-secret-value", s3_access_key_id="AKIA")
+
+    def error(code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": "m"}}, "PutObject")
+
+    cases = [(error("NoSuchBucket"), "the bucket does not exist", True),
+             (error("AccessDenied"), "s3:PutObject", True),
+             (error("SignatureDoesNotMatch"), "s3_secret_access_key_file", True),
+             (NoCredentialsError(), "no S3 credentials", True),
+             (EndpointConnectionError(endpoint_url="https://s3.test"), "cannot be reached",
+              False),
+             (error("SlowDown"), "SlowDown", False)]
+    for exc, says, config in cases:
+        found = publisher._error("uploading", "folderseal/b/0000_a.jsonl", exc)
+        assert says in str(found) and found.config == config, (exc, str(found))
+        assert "folderseal/b/0000_a.jsonl in bucket batch-files at AWS" in str(found)
+        assert "s3-secret-value" not in str(found)
+    try:
+        raise S3UploadFailedError("Failed to upload x to batch-files/k: An error occurred "
+                                  "(AccessDenied) when calling the PutObject operation")
+    except S3UploadFailedError as exc:
+        assert publisher._error("uploading", "k", exc).config

@@ -40,7 +40,7 @@ class CentrapayProviderConfig(HttpProvider):
     url_expiry_seconds: int = Field(default=3600, ge=60, le=MAX_URL_EXPIRY)
     publish_dir: OptionalPath
     publish_url_prefix: str = ""
-    max_requests_per_minute: float = Field(default=150.0, gt=0, le=6000)
+    max_requests_per_minute: float = Field(default=150.0, gt=0)
     status_grace_seconds: float = Field(default=30.0, ge=0)
     poll_interval_seconds: float = Field(default=5.0, gt=0)
     max_wait_seconds: float = Field(default=3600.0, gt=0)

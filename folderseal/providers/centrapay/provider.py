@@ -32,7 +32,7 @@ from folderseal.model import DocumentResult, Output
 from folderseal.providers import BatchView, Document, Health, Ledger, Remote, RemoteStatus, Steps
 from folderseal.providers.centrapay import parse, publish, validate
 from folderseal.providers.centrapay.client import CentrapayClient, RateLimiter, scrub
-from folderseal.providers.centrapay.config import CentrapayProviderConfig
+from folderseal.providers.centrapay.config import BATCH_TYPES, CentrapayProviderConfig
 from folderseal.providers.http import tls_context, without_query
 
 PROBE_TIMEOUT = 10.0
@@ -107,6 +107,15 @@ class CentrapayProvider:
                             "path could pose as Centrapay")
         if self.cfg.publish == "folder":
             warnings += _listable(self.cfg.publish_dir)
+        elif not self.cfg.s3_prefix:
+            warnings.append(f"s3_prefix is empty: folderseal's batch files go to the root of "
+                            f"bucket {self.cfg.s3_bucket}, beside everything else there; "
+                            'give them a prefix of their own, e.g. s3_prefix = "folderseal/"')
+        if not self.cfg.format:
+            warnings.append(f"batch_type {self.cfg.batch_type!r} is not one folderseal knows "
+                            "(" + ", ".join(BATCH_TYPES) + "): each file's format is told by "
+                            "its suffix (.jsonl, .ndjson, .csv), and a file with another suffix "
+                            "is checked for UTF-8 only")
         if self.cfg.test:
             warnings.append("test = true: Centrapay creates test batches (nothing is loaded "
                             "for real)")

@@ -28,6 +28,7 @@ from folderseal.providers.centrapay.config import CentrapayProviderConfig
 CHUNK = 1 << 20                 # the folder copy's read size
 PART = 8 << 20                  # S3 multipart part size (and the single-PUT threshold)
 S3_CONCURRENCY = 2              # parts in flight: memory is about PART × (2 + 2)
+S3_CONNECT = 10.0               # seconds to connect (a start's tidy must not hang long)
 CONTENT_TYPES = {".jsonl": "application/x-ndjson", ".ndjson": "application/x-ndjson",
                  ".csv": "text/csv"}
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,16}$")
@@ -227,7 +228,7 @@ class S3Publisher:
         endpoint = cfg.s3_endpoint_url or "AWS"
         self.where = f"bucket {self.bucket} at {endpoint}"
         self._mine = re.compile(re.escape(self.prefix) +
-                                r"(?:[0-9a-f]{8,64}/[^/]+|probe-[0-9a-f]{32}\.txt)\Z")
+                                r"(?:[0-9a-f]{24}/\d{4,}_[^/]+|probe-[0-9a-f]{32}\.txt)\Z")
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -250,7 +251,7 @@ class S3Publisher:
             kwargs = {"aws_access_key_id": cfg.s3_access_key_id,
                       "aws_secret_access_key": secret.decode()}
         config = Config(
-            signature_version="s3v4", connect_timeout=cfg.timeout_seconds,
+            signature_version="s3v4", connect_timeout=min(cfg.timeout_seconds, S3_CONNECT),
             read_timeout=cfg.timeout_seconds, retries={"max_attempts": 3, "mode": "standard"},
             # Another endpoint (MinIO, Ceph, a local server) may have no DNS per bucket.
             s3={"addressing_style": "path" if cfg.s3_endpoint_url else "auto"})
@@ -324,9 +325,10 @@ class S3Publisher:
             raise self._error("removing", key, exc) from None
 
     def tidy(self, keep: set[str]) -> int:
-        """Objects under s3_prefix named as folderseal names them (``<batch id>/<entry>``,
-        a check's probe) that ``keep`` does not name, and every unfinished multipart
-        upload there; anything else under the prefix is left alone."""
+        """Objects under s3_prefix named as folderseal names them (``<batch id>/<entry>``:
+        24 hex digits, then ``NNNN_name``; a check's probe) that ``keep`` does not name,
+        and every unfinished multipart upload of that form there; anything else under the
+        prefix is left alone."""
         removed = 0
         try:
             pages = self.s3.get_paginator("list_objects_v2").paginate(
