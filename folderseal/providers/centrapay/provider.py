@@ -116,9 +116,6 @@ class CentrapayProvider:
                             "(" + ", ".join(BATCH_TYPES) + "): each file's format is told by "
                             "its suffix (.jsonl, .ndjson, .csv), and a file with another suffix "
                             "is checked for UTF-8 only")
-        if self.cfg.test:
-            warnings.append("test = true: Centrapay creates test batches (nothing is loaded "
-                            "for real)")
         if not network:
             return Health(warnings=tuple(warnings))
         where = f"Centrapay at {self.cfg.base_url}"
@@ -226,6 +223,9 @@ class CentrapayProvider:
         fd = self._open(batch, document)
         try:
             report = validate.validate(fd, fmt)
+        except OSError as exc:
+            raise TransientError(f"reading {document.entry} to check it failed "
+                                 f"({exc.strerror}); checking again later") from None
         finally:
             os.close(fd)
         if report.ok:

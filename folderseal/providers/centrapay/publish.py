@@ -196,7 +196,11 @@ def _copy(src: int, dst: int, reached: Callable[[], None]) -> int:
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
     while True:
-        count = os.preadv(src, [buffer], offset)
+        try:
+            count = os.preadv(src, [buffer], offset)
+        except OSError as exc:   # the batch file's side, not publish_dir's
+            raise PublishError(f"reading the batch file failed ({exc.strerror}); copying "
+                               "again later") from None
         if not count:
             return offset
         write_all(dst, view[:count])
