@@ -22,7 +22,8 @@ _MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
 # The query of a pre-signed URL (S3's, and others like it) is a read key to what it
 # names: masked whole wherever such a URL turns up, though none is ever logged knowingly.
 _SIGNED_QUERY = re.compile(
-    r"\?[^\s\"'<>]*(?:X-Amz-Signature|X-Amz-Credential|Signature|AWSAccessKeyId)=[^\s\"'<>]*")
+    r"\?[^\s\"'<>]*(?:X-Amz-Signature|X-Amz-Credential|Signature|AWSAccessKeyId)="
+    r"[^\s\"'<>]*?(?=[:;,.)\]]?(?:[\s\"'<>]|$))")
 
 
 class Redactor:
