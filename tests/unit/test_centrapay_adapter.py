@@ -591,7 +591,7 @@ def test_check_proves_the_key_and_the_published_url(tmp_path: Path, public: Path
     assert "took the API key" in health.verified and "fetched back" in health.verified
     assert "batch_max_files is capped at 1" in health.verified
     assert not health.unreachable and os.listdir(public) == []
-    assert api.calls[0][0] == "status" and api.calls[0][1].startswith("folderseal-check-")
+    assert api.calls[0][0] == "status" and len(api.calls[0][1]) == 22
 
 
 def test_check_names_what_to_fix(tmp_path: Path, public: Path, served: str) -> None:

@@ -158,7 +158,7 @@ def _s3(**overrides: object) -> publish.S3Publisher:
     return made
 
 
-def test_s3_keys_and_what_tidy_may_remove() -> None:
+def test_s3_keys_and_tidy_under_the_prefix() -> None:
     publisher = _s3()
     key = publisher.key_for("0123456789abcdef01234567", "0000_t.jsonl")
     assert key == "folderseal/0123456789abcdef01234567/0000_t.jsonl"
@@ -168,8 +168,9 @@ def test_s3_keys_and_what_tidy_may_remove() -> None:
                    "other/aaaaaaaaaaaaaaaaaaaaaaaa/0000_a.jsonl"],
                   [key, "folderseal/notes/unfinished"])
     publisher._client = fake
-    assert publisher.tidy({key}) == 3
-    assert fake.deleted == [stale, probe] and fake.aborted == [key]
+    assert publisher.tidy({key}) == 6
+    assert fake.deleted == [stale, probe, "folderseal/README", "folderseal/x/y/z"]
+    assert fake.aborted == [key, "folderseal/notes/unfinished"]
 
 
 def test_an_empty_prefix_never_tidies_foreign_objects() -> None:

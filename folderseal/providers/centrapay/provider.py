@@ -39,6 +39,7 @@ PROBE_TIMEOUT = 10.0
 INVALID = "invalid_batch_file"
 LOAD_FAILED = "load_failed"
 ONE_FILE = "one_file_per_batch"
+BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 ONE_FILE_NOTE = ("each Centrapay batch holds one file, so the folders' batch_max_files is "
                  "capped at 1 (one file = one batch = one job)")
 
@@ -122,7 +123,7 @@ class CentrapayProvider:
         client = CentrapayClient(self.cfg, self.name, self.limiter, self.transport,
                                  timeout=PROBE_TIMEOUT)
         try:
-            status, location, said = client.probe("folderseal-check-" + secrets.token_hex(8))
+            status, location, said = client.probe(_unknown_id())
         except TransientError as exc:
             return Health(warnings=tuple(warnings), unreachable=(
                 f"{where} cannot be reached ({exc}): check base_url, the network, any "
@@ -391,6 +392,11 @@ class CentrapayProvider:
     def _open(batch: BatchView, document: Document) -> int:
         assert batch.open_document is not None
         return batch.open_document(document)
+
+
+def _unknown_id() -> str:
+    """A batch id that looks like Centrapay's (22 base58 characters) and names none."""
+    return "".join(secrets.choice(BASE58) for _ in range(22))
 
 
 def _listable(folder: Path | None) -> list[str]:

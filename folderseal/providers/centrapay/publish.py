@@ -231,8 +231,12 @@ class S3Publisher:
         self.prefix = cfg.s3_prefix
         endpoint = cfg.s3_endpoint_url or "AWS"
         self.where = f"bucket {self.bucket} at {endpoint}"
-        self._mine = re.compile(re.escape(self.prefix) +
-                                r"(?:[0-9a-f]{24}/\d{4,}_[^/]+|probe-[0-9a-f]{32}\.txt)\Z")
+        # What tidy may remove: everything under a prefix of folderseal's own (the
+        # configuration says so); at the bucket's root (no prefix) only keys of the form
+        # folderseal gives them (<24 hex digits>/<NNNN_entry>, a check's probe).
+        self._mine = re.compile(re.escape(self.prefix) + r".+\Z" if self.prefix else
+                                r"(?:[0-9a-f]{24}/\d{4,}_[^/]+|probe-[0-9a-f]{32}\.txt)\Z",
+                                re.DOTALL)
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -329,10 +333,9 @@ class S3Publisher:
             raise self._error("removing", key, exc) from None
 
     def tidy(self, keep: set[str]) -> int:
-        """Objects under s3_prefix named as folderseal names them (``<batch id>/<entry>``:
-        24 hex digits, then ``NNNN_name``; a check's probe) that ``keep`` does not name,
-        and every unfinished multipart upload of that form there; anything else under the
-        prefix is left alone."""
+        """Objects under s3_prefix that ``keep`` does not name, and every unfinished
+        multipart upload there. With no prefix (the bucket's root), only keys of the form
+        folderseal gives them; anything else in the bucket is never touched."""
         removed = 0
         try:
             pages = self.s3.get_paginator("list_objects_v2").paginate(
