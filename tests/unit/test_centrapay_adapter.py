@@ -530,23 +530,37 @@ def test_the_limiter_spaces_request_starts() -> None:
 
 
 def test_the_limiter_holds_every_call_across_threads() -> None:
-    limiter = RateLimiter(1200)                  # 50 ms apart
-    starts: list[float] = []
+    """Threads asking at once each get their own start, spacing apart (reserved under the
+    lock); in real time the eighth starts no sooner than 7 spacings after they began."""
+    targets: list[float] = []
     lock = threading.Lock()
 
-    def call() -> None:
-        limiter.wait()
+    def sleep(seconds: float) -> None:
         with lock:
-            starts.append(time.monotonic())
+            targets.append(seconds)
 
-    threads = [threading.Thread(target=call) for _ in range(8)]
+    fake = RateLimiter(600, clock=lambda: 0.0, sleep=sleep)    # 0.1 s apart, time frozen
+    threads = [threading.Thread(target=fake.wait) for _ in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    starts.sort()
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    assert min(gaps) > 0.04 and starts[-1] - starts[0] >= 0.34
+    assert sorted(round(t, 6) for t in targets) == [round(0.1 * n, 6) for n in range(1, 16)]
+    real = RateLimiter(1200)                                   # 50 ms apart
+    starts: list[float] = []
+
+    def call() -> None:
+        real.wait()
+        with lock:
+            starts.append(time.monotonic())
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    before = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert max(starts) - before >= 0.35 - 0.001
 
 
 def test_every_call_waits_at_the_limiter(tmp_path: Path, public: Path) -> None:

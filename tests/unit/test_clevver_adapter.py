@@ -707,10 +707,11 @@ def test_the_registry_builds_a_clevver_provider(tmp_path: Path) -> None:
 def test_loading_the_configuration_imports_no_adapter() -> None:
     code = ("import sys, folderseal.config as c; print(sorted(c.KNOWN_KINDS)); "
             "print([m for m in ('httpx', 'folderseal.engine', 'folderseal.providers.seal."
-            "provider', 'folderseal.providers.clevver.provider') if m in sys.modules])")
+            "provider', 'folderseal.providers.clevver.provider', 'boto3', "
+            "'folderseal.providers.centrapay.provider') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split("\n")
-    assert out[0] == "['clevver', 'local', 'seal']"
+    assert out[0] == "['centrapay', 'clevver', 'local', 'seal']"
     assert out[1] == "[]"
 
 
