@@ -436,6 +436,7 @@ class Fetcher:
         self.registry = registry
         self.timeout = timeout
         self._queue: queue.Queue[Batch | None] = queue.Queue()
+        self._stopping = threading.Event()
         self._threads = [threading.Thread(target=self._run, name=f"centrapay-fetch-{i}",
                                           daemon=True) for i in range(workers)]
         for thread in self._threads:
@@ -445,7 +446,9 @@ class Fetcher:
         self._queue.put(batch)
 
     def stop(self) -> None:
-        """Stop the workers (a fetch under way is left to its timeout: daemon threads)."""
+        """Stop the workers: batches not fetched yet never will be, and a fetch under way
+        (left to its timeout: daemon threads) is not journaled."""
+        self._stopping.set()
         for _ in self._threads:
             self._queue.put(None)
         deadline = time.monotonic() + 5
@@ -454,12 +457,14 @@ class Fetcher:
 
     def _run(self) -> None:
         with httpx.Client(timeout=self.timeout, follow_redirects=True) as client:
-            while (batch := self._queue.get()) is not None:
+            while (batch := self._queue.get()) is not None and not self._stopping.is_set():
                 try:
                     outcome = self.fetch(client, batch)
                 except Exception as exc:  # a bug here must not stop the worker
                     log_event("emulator.internal_error", batch=batch.id, error=repr(exc))
                     outcome = Outcome(None, "the emulator failed to read the batch file")
+                if self._stopping.is_set():
+                    return  # the emulator stopped meanwhile: its journal is closed
                 self.registry.fetched(batch, outcome)
 
     def fetch(self, client: httpx.Client, batch: Batch) -> Outcome:
