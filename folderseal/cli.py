@@ -67,7 +67,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if not args.all and not args.ids:
         print("folderseal retry: give --all or one or more file or batch ids", file=sys.stderr)
         return ExitCode.USAGE
-    return retry(_settings(args), None if args.all else args.ids)
+    if args.force and args.all:
+        print("folderseal retry: --force sends files whose outcome is unknown again; name "
+              "each by its id (never with --all)", file=sys.stderr)
+        return ExitCode.USAGE
+    return retry(_settings(args), None if args.all else args.ids, force=args.force)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -178,6 +182,10 @@ def parser() -> argparse.ArgumentParser:
     retry = command("retry", cmd_retry, "put failed files back (see the crash table)")
     retry.add_argument("--all", action="store_true", help="every failed file")
     retry.add_argument("ids", nargs="*", metavar="ID", help="file or batch ids")
+    retry.add_argument("--force", action="store_true",
+                       help="also send again the files named by their own id whose outcome "
+                       "is unknown (outcome_unknown: the provider may have taken them and "
+                       "cannot be asked; look first); never with --all")
     verify = command("verify", cmd_verify, "check outputs against their sidecars and "
                      "signatures", config=False)
     verify.add_argument("paths", nargs="+", metavar="PATH",

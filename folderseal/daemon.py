@@ -27,7 +27,13 @@ from typing import Any, cast
 
 from folderseal import safety, statelock, status, systemd
 from folderseal.config import Settings
-from folderseal.errors import ConfigError, ExitCode, FolderSealError, TransientError
+from folderseal.errors import (
+    ConfigError,
+    ExitCode,
+    FolderSealError,
+    ProviderError,
+    TransientError,
+)
 from folderseal.intake import FolderIntake
 from folderseal.logs import get as get_logger
 from folderseal.manager import Busy, Manager, backoff
@@ -100,6 +106,13 @@ class Daemon:
             self.web = WebServer(settings.metrics.address, self.report, self.health)
         store_id = self.store.store_id
         for name, folder in settings.folders.items():
+            cap = self.providers[folder.provider].max_batch_files
+            if cap is not None and cap < folder.batch_max_files:
+                self.log.info("folder.batch_capped", folder=name, provider=folder.provider,
+                              batch_max_files=folder.batch_max_files, cap=cap,
+                              reason=f"provider {folder.provider!r} "
+                              f"({settings.providers[folder.provider].kind}) takes at most "
+                              f"{cap} file(s) per batch; batch_max_files is capped for it")
             intake = FolderIntake(name, folder, folder.provider, self.store, store_id,
                                   settings.state_dir, self.hints, self.wake,
                                   kind=settings.providers[folder.provider].kind,
@@ -109,8 +122,29 @@ class Daemon:
             intake.start(time.time())
         for provider in self.providers.values():
             provider.start()
+        self._tidy_published()
         if self.web is not None:
             self.web.start()
+
+    def _tidy_published(self) -> None:
+        """Remove what a provider published that no batch names any more (a crash
+        between publishing and recording, or before removing): customer records must not
+        stay readable at a URL for ever. A provider that cannot be reached now is tidied
+        at the next start; nothing depends on it."""
+        assert self.store is not None
+        keep = self.store.publish_keys()
+        for name, provider in self.providers.items():
+            if not provider.steps.publishes:
+                continue
+            try:
+                removed = provider.tidy(keep)
+            except (TransientError, ProviderError, OSError) as exc:
+                self.log.warning("provider.tidy_failed", provider=name, reason=str(exc),
+                                 next_step="it is tried again at the next start; check "
+                                 "that the publish folder or bucket can be reached")
+                continue
+            if removed:
+                self.log.info("provider.tidied", provider=name, removed=removed)
 
     def _check_store_is_current(self) -> None:
         """A store older than a work folder (restored from a copy, or its last writes lost)

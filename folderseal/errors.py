@@ -85,6 +85,11 @@ class TransientError(FolderSealError):
         self.retry_after = retry_after
 
 
+class NotSent(TransientError):
+    """A call that surely never reached the provider (the connection was never made, or
+    it refused with 429 before acting): the step may be repeated, even an irrevocable one."""
+
+
 class OutboxUnavailable(TransientError):
     """The outbox (or errors or archive folder) is full, read-only or gone."""
 

@@ -26,16 +26,18 @@ import random
 import shutil
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from folderseal import batch as batching
 from folderseal import crashpoints, lifecycle, metrics
-from folderseal.errors import ProviderError, StoreError, TransientError
+from folderseal.errors import NotSent, ProviderError, StoreError, TransientError
 from folderseal.folders import JobContext
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult, FileState, JobRecord, JobState
 from folderseal.providers import (
+    OUTCOME_UNKNOWN,
     Abandon,
     BatchView,
     Document,
@@ -104,13 +106,25 @@ class BatchLedger:
         self.store.note_remote_document(self.job.id, document.file_id, note)
         self.changed()
 
-    def reject(self, document: Document, code: str, message: str) -> None:
+    def reject(self, document: Document, code: str, message: str,
+               block: dict[str, Any] | None = None) -> None:
         """The file leaves the batch as failed; it goes to errors with the batch. Marked
         in the manifest first, so that after a lost store ``recover`` does not count it
         as part of the batch again."""
         self.work.note_rejected(self.job.id, document.file_id, code, message)
         self.store.set_file_result(document.file_id, FileState.BATCHED, DocumentResult(
-            entry=document.entry, error_code=code, error_message=message), job_id=self.job.id)
+            entry=document.entry, error_code=code, error_message=message,
+            provider_block=block or {}), job_id=self.job.id)
+        self.changed()
+
+    def publishing(self, key: str) -> None:
+        self.work.note_published(self.job.id, key)
+        self.store.set_publish_key(self.job, key)
+        self.changed()
+
+    def created(self, remote_id: str) -> None:
+        self.work.note_remote_id(self.job.id, remote_id)
+        self.store.set_remote_id(self.job, remote_id)
         self.changed()
 
 
@@ -283,7 +297,7 @@ class Manager:
                          package=self.state_dir / "packages" / f"{job.id}.zip",
                          staging=self.state_dir / "downloads" / job.id,
                          open_document=lambda d: work.open_file(records[d.file_id]),
-                         prepared=prepared)
+                         prepared=prepared, published=job.publish_key or "")
         self._views[job.id] = view
         return view
 
@@ -336,18 +350,22 @@ class Manager:
         batching.move_into_batch(work, job.id, job.provider, self.store.files_of_job(job.id))
         if (caught := self._catch_up(job, provider)) is not None:
             return caught
-        view = self._view(job, provider)
-        made = provider.prepare(view)
+        ledger = self._ledger(job)
+        made = provider.prepare(self._view(job, provider), ledger)
+        view = self._view(job, provider)  # read afresh: prepare may have rejected files
+        if not view.documents:
+            return self._nothing_left(job, provider, view)
         if made is not None and made != view.prepared:
             self.store.set_package(job, *made)
-        remote_id = provider.create(view)
+        remote_id = provider.create(view, ledger)
         self._note_remote_id(job, provider, remote_id)
-        return self._move(job, JobState.CREATED, remote_id=remote_id)
+        return self._move(job, JobState.CREATED, remote_id=remote_id or None)
 
     def _note_remote_id(self, job: JobRecord, provider: Provider, remote_id: str) -> None:
         """Keep a remote batch id beside the batch before anything is sent there: with it,
-        ``folderseal recover`` can ask the provider about the batch if the store is lost."""
-        if provider.steps.remote:
+        ``folderseal recover`` can ask the provider about the batch if the store is lost.
+        (A provider whose accept creates the batch has none yet: "".)"""
+        if provider.steps.remote and remote_id:
             self.works[job.folder].note_remote_id(job.id, remote_id)
 
     def _upload(self, job: JobRecord, provider: Provider) -> JobRecord | None:
@@ -422,6 +440,10 @@ class Manager:
         if status.state in lifecycle.STARTED:
             return self._move(job, JobState.ACCEPTED, remote_id=newer,
                               detail=f"found accepted: {newer}")
+        if provider.steps.accept_creates:
+            # Its accept created it: it was accepted, whatever its status shows now.
+            return self._move(job, JobState.ACCEPTING, remote_id=newer,
+                              detail=f"found created: {newer}")
         if provider.holds_upload(view, status):
             # Its start may have been sent and not shown yet: ACCEPTING, whose grace
             # decides; the store learns the answers the manifest kept.
@@ -470,7 +492,7 @@ class Manager:
                 provider=job.provider, operation="upload", batch=job.id)
         # The new remote batch first: if create fails, the old one is still there to
         # be judged again (a deleted one would read as gone, a mismatch).
-        remote_id = provider.create(view)
+        remote_id = provider.create(view, self._ledger(job))
         self._note_remote_id(job, provider, remote_id)
         if old:
             try:
@@ -538,7 +560,13 @@ class Manager:
 
     def _send_accept(self, job: JobRecord, provider: Provider,
                      view: BatchView) -> JobRecord | None:
-        provider.accept(view, job.remote_id or "", self._ledger(job))
+        try:
+            provider.accept(view, job.remote_id or "", self._ledger(job))
+        except NotSent as exc:
+            # It surely never reached the provider: back before the point of no return,
+            # and accept is sent again once the wait is over.
+            self.store.transition(job, JobState.UPLOADED, detail=f"accept not sent: {exc}")
+            raise
         self._views.pop(job.id, None)
         if self.stop.is_set():
             self.store.release(job, self.store.clock())
@@ -554,10 +582,15 @@ class Manager:
         processed asynchronously), and only on a status given by name. Anything else →
         what can still be proven is delivered, the rest fails as "may have been signed".
         """
+        if provider.steps.accept_creates:
+            job = self._created_by_accept(job, provider)
         view = self._view(job, provider)
         status = ask_status(provider, view, job.remote_id or "")
         if status.state in lifecycle.STARTED:
             return self._move(job, JobState.ACCEPTED, detail="found accepted")
+        if status.state == Remote.GONE and provider.steps.accept_creates and \
+                self._within_grace(self._since(job, JobState.ACCEPTING), provider):
+            return self._wait(job, provider)  # a batch just created may not show yet
         if status.state in lifecycle.OPEN and provider.holds_upload(view, status):
             if not provider.steps.irrevocable:
                 return self._send_accept(job, provider, view)
@@ -576,6 +609,31 @@ class Manager:
             return self._wait(job, provider)
         return self._lost_after_accept(job, provider, view, status)
 
+    def _created_by_accept(self, job: JobRecord, provider: Provider) -> JobRecord:
+        """ACCEPTING, where accept creates the remote batch: its id as the answer gave it
+        (the store's, or the manifest's when the store lost that write). With none, the
+        answer was lost and the provider cannot be asked: the files may have been taken,
+        and are never sent again unasked (OUTCOME_UNKNOWN)."""
+        if job.remote_id:
+            return job
+        manifest = self.works[job.folder].manifest(job.id) or {}
+        ids = [r for r in manifest.get("remote_ids", []) if isinstance(r, str) and r]
+        if ids:
+            self.store.set_remote_id(job, ids[-1])
+            learnt = self.store.job(job.id)
+            assert learnt is not None
+            return learnt
+        since = datetime.fromtimestamp(self._since(job, JobState.ACCEPTING), UTC)
+        raise ProviderError(
+            OUTCOME_UNKNOWN,
+            f"the answer to creating this file's {provider.kind} batch (sent after "
+            f"{since.isoformat(timespec='seconds')}) was lost; it may have been "
+            f"{provider.steps.outcome}: look for a batch created at this time for this file "
+            f"in {provider.kind.capitalize()} before retrying (published as "
+            f"{job.publish_key or '-'}); `folderseal retry --force <retry_id>` sends it again "
+            "(never `retry --all`)",
+            provider=job.provider, operation="accept", batch=job.id)
+
     def _lost_after_accept(self, job: JobRecord, provider: Provider, view: BatchView,
                            status: RemoteStatus) -> JobRecord:
         """After ACCEPTING the provider no longer shows the batch as sent: what it can
@@ -585,9 +643,13 @@ class Manager:
                    f"{': ' + status.detail if status.detail else ''}); its files may have "
                    f"been {provider.steps.outcome}: check with the provider before "
                    "retrying")
+        if provider.steps.accept_creates:  # nothing else to ask: it may have loaded them
+            message += (" (look for a batch created then for this file before retrying; "
+                        "`folderseal retry --force <retry_id>` sends it again)")
         salvaged = {r.entry: r for r in provider.salvage(view, job.remote_id or "") if r.ok}
         if not salvaged:
-            raise ProviderError("lost_after_accept", message, provider=job.provider,
+            code = OUTCOME_UNKNOWN if provider.steps.accept_creates else "lost_after_accept"
+            raise ProviderError(code, message, provider=job.provider,
                                 operation="status", batch=job.id)
         failed = DocumentResult(entry="", error_code="lost_after_accept",
                                 error_message=message)
@@ -626,6 +688,9 @@ class Manager:
             return self._move(job, JobState.CLOSED, detail=None if status.state ==
                               Remote.CLOSED else f"the provider says {status.state}")
         if status.state == Remote.GONE:
+            if provider.steps.accept_creates and \
+                    self._within_grace(self._since(job, JobState.ACCEPTED), provider):
+                return self._wait(job, provider)  # a batch just created may not show yet
             return self._lost_after_accept(job, provider, view, status)
         if status.state == Remote.UPLOADED and not provider.steps.irrevocable:
             return self._send_accept(job, provider, view)
@@ -687,6 +752,8 @@ class Manager:
             # The outputs are safe; the remote copy is removed on a later pass.
             self.log.warning("batch.delete_failed", batch=job.id, reason=str(exc))
             raise TransientError(f"deleting the remote batch failed: {exc}") from exc
+        if job.publish_key:
+            self.store.set_publish_key(job, None)
         shutil.rmtree(view.staging, ignore_errors=True)
         if not self.works[job.folder].remove_batch(job.id):
             # An original that could not go to errors is kept here, on record.
@@ -716,7 +783,28 @@ class Manager:
         shutil.rmtree(view.staging, ignore_errors=True)
         if view.package is not None:
             view.package.unlink(missing_ok=True)
-        self.store.release(job, None)
+        self.store.release(job, self._unpublish_failed(job, provider, view))
+        return None
+
+    def _unpublish_failed(self, job: JobRecord, provider: Provider,
+                          view: BatchView) -> float | None:
+        """Remove what a failed batch published (Steps.publishes); when it cannot be
+        removed yet, the time to come back. After OUTCOME_UNKNOWN it stays for max_wait
+        (the provider may still fetch it for a create whose answer was lost), then goes:
+        a later fetch fails, which loads nothing."""
+        if not job.publish_key:
+            return None
+        due = self._since(job, JobState.FAILED) + (
+            provider.max_wait if job.error_code == OUTCOME_UNKNOWN else 0.0)
+        if self.store.clock() < due:
+            return due
+        try:
+            provider.delete(view, job.remote_id or "")
+        except (TransientError, ProviderError) as exc:
+            self.log.warning("batch.unpublish_failed", batch=job.id, key=job.publish_key,
+                             reason=str(exc), retry="later")
+            return self.store.clock() + self._delay(None, provider)(job.attempts + 1)
+        self.store.set_publish_key(job, None)
         return None
 
     def _context(self, job: JobRecord, provider: Provider, count: int) -> JobContext:

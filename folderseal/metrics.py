@@ -81,8 +81,8 @@ class MeasuredProvider:
             PROVIDER_CALLS.labels(self.inner.name, operation, outcome).observe(
                 time.monotonic() - started)
 
-    def create(self, batch: BatchView) -> str:
-        return str(self._timed("create", lambda: self.inner.create(batch)))
+    def create(self, batch: BatchView, ledger: Attempts) -> str:
+        return str(self._timed("create", lambda: self.inner.create(batch, ledger)))
 
     def upload(self, batch: BatchView, remote_id: str, ledger: Attempts) -> None:
         self._timed("upload", lambda: self.inner.upload(batch, remote_id, ledger))

@@ -221,3 +221,4 @@ class JobRecord:
     error_message: str | None
     created_at: float
     updated_at: float
+    publish_key: str | None = None   # what create published for the provider to fetch

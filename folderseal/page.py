@@ -94,6 +94,13 @@ def _folder(name: str, folder: dict[str, Any]) -> str:
         [[f["at"], f["source"], f"{f['code']}: {f['reason'] or ''}", f["file"]]
          for f in folder["failed"][:10]],
         "no file has failed", "failures"))
+    if folder.get("records_failed"):
+        out.append("<h3>Delivered with records not loaded</h3>")
+        out.append(_table(
+            ["when", "file", "records not loaded", "file id"],
+            [[f["at"], f["source"], str(f["records_failed"]), f["file"]]
+             for f in folder["records_failed"][:10]],
+            "", "records"))
     out.append("</section>")
     return "\n".join(out)
 

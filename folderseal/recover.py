@@ -27,6 +27,12 @@ the files in the work folder went through). ``recover`` settles each file there:
   - gone, and the manifest has every file answered for it (accept may have been
     sent): recorded as ACCEPTING, so the daemon delivers what the provider can still
     prove (a receipt) and fails the rest as "may have been stored";
+  - a provider whose accept creates the remote batch (Centrapay): no remote id, and
+    the manifest shows no create about to be sent: never sent, back into the inbox
+    (what was published for it is removed by the daemon at start); a create about to
+    be sent, its answer not kept: recorded as ACCEPTING, and the daemon fails it as
+    ``outcome_unknown``; a remote id kept: ACCEPTED when the provider shows it,
+    otherwise ACCEPTING (the daemon allows its grace, then ``outcome_unknown``);
   - a file the manifest marks rejected by the provider is no longer part of the batch:
     to the errors folder with its reason, as the daemon would have;
   - gone, no manifest, or a file the manifest does not list (or one whose id the
@@ -210,6 +216,11 @@ class _Folder:
         remote_ids = [r for r in manifest.get("remote_ids", []) if isinstance(r, str) and r]
         if self.provider is not None and not manifest:
             return self._hold_all(batch_id, pending, "the batch has no manifest")
+        creates = self.provider is not None and self.provider.steps.accept_creates
+        if creates and not remote_ids and self._create_sent(batch_id, pending):
+            return self._restore(batch_id, pending, {}, JobState.ACCEPTING, None,
+                                 "a create was about to be sent and its answer was not kept",
+                                 manifest)
         if self.provider is None or not remote_ids:
             for f in pending:  # never uploaded to any remote batch: taken again
                 files.move_numbered(f.path, self.cfg.inbox / f.source)
@@ -226,7 +237,12 @@ class _Folder:
         listed = sorted(f["entry"] for f in manifest["files"] if f.get("id") not in rejected)
         if status.state in lifecycle.STARTED:
             return self._restore(batch_id, pending, notes, JobState.ACCEPTED, remote_id,
-                                 f"remote batch {remote_id} is {status.detail or status.state}")
+                                 f"remote batch {remote_id} is {status.detail or status.state}",
+                                 manifest)
+        if creates:  # its accept created it: accepted, whatever its status shows now
+            return self._restore(batch_id, pending, notes, JobState.ACCEPTING, remote_id,
+                                 f"remote batch {remote_id} was created, and is "
+                                 f"{status.detail or status.state} now", manifest)
         # Accept (start) is only ever sent once the provider proved the remote batch holds
         # every file of the batch (holds_upload: for Clevver, each one answered for this
         # remote batch with its checksum; a rejected file is no longer part of it) and no
@@ -260,8 +276,14 @@ class _Folder:
         return self._hold_all(batch_id, pending, f"the provider no longer knows remote batch "
                               f"{remote_id} ({status.detail or status.state})")
 
+    def _create_sent(self, batch_id: str, pending: list[_File]) -> bool:
+        """The manifest shows a create about to be sent for one of ``pending``."""
+        notes = self.work.document_notes(batch_id)
+        return any(f.file_id in notes for f in pending)
+
     def _restore(self, batch_id: str, pending: list[_File], notes: dict[str, dict[str, Any]],
-                 state: JobState, remote_id: str | None, why: str) -> str:
+                 state: JobState, remote_id: str | None, why: str,
+                 manifest: dict[str, Any] | None = None) -> str:
         rows = []
         now = self.store.clock()
         for f in pending:
@@ -273,7 +295,8 @@ class _Folder:
         with self.store.transaction():
             self.store.restore_job(job_id=batch_id, folder=self.name,
                                    provider=self.cfg.provider, state=state,
-                                   remote_id=remote_id, files=rows, why=why)
+                                   remote_id=remote_id, files=rows, why=why,
+                                   publish_key=(manifest or {}).get("published") or None)
             for f in pending:  # each document's latest answer, as the manifest kept it
                 if f.file_id and f.file_id in notes:
                     self.store.note_remote_document(batch_id, f.file_id, notes[f.file_id])

@@ -19,6 +19,11 @@ from typing import Any
 MASK = "***"
 _SECRET_KEY = re.compile(r"pass(word|phrase)?|api[_-]?key|secret|token|authorization", re.I)
 _MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
+# The query of a pre-signed URL (S3's, and others like it) is a read key to what it
+# names: masked whole wherever such a URL turns up, though none is ever logged knowingly.
+_SIGNED_QUERY = re.compile(
+    r"\?[^\s\"'<>]*(?:X-Amz-Signature|X-Amz-Credential|Signature|AWSAccessKeyId)="
+    r"[^\s\"'<>]*?(?=[:;,.)\]]?(?:[\s\"'<>]|$))")
 
 
 class Redactor:
@@ -46,6 +51,8 @@ class Redactor:
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, MASK)
+        if "Signature=" in value or "X-Amz-" in value or "AWSAccessKeyId=" in value:
+            value = _SIGNED_QUERY.sub("?" + MASK, value)
         return value
 
     def data(self, value: Any) -> Any:

@@ -13,7 +13,11 @@ What a retry does depends on how far the file got (docs/crash-table.md):
   so the same remote batch is asked again (status, download); nothing is submitted
   again;
 * any other failure after a remote provider may have signed it is refused, with
-  the reason: check with the provider, then drop the file again by hand.
+  the reason: check with the provider, then drop the file again by hand;
+* ``outcome_unknown`` (the provider may have taken the file, and cannot be asked:
+  Centrapay's create whose answer was lost): refused, unless ``--force`` names the
+  file by its own id (never with ``--all``): then it goes back into the inbox and is
+  sent again as a new batch.
 
 "How far it got" is :mod:`folderseal.lifecycle`'s table.
 
@@ -43,7 +47,7 @@ from folderseal.config import Settings
 from folderseal.errorfiles import ERROR_SUFFIX, Found, find_original, place_of, record_file
 from folderseal.errors import ExitCode, FolderSealError, StateConflict
 from folderseal.model import FileRecord, FileState, JobRecord, JobState
-from folderseal.providers import steps_of
+from folderseal.providers import OUTCOME_UNKNOWN, steps_of
 from folderseal.retrying import Move, Refused
 from folderseal.store import Store
 from folderseal.workdir import WorkFolder
@@ -74,10 +78,20 @@ def _found(settings: Settings, store: Store, record: FileRecord) -> Found:
     return found
 
 
-def _way(settings: Settings, record: FileRecord, job: JobRecord | None) -> tuple[str, str]:
-    """How this failed file may be retried: "inbox", "batch" or "refuse" (and why)."""
+def _way(settings: Settings, record: FileRecord, job: JobRecord | None,
+         forced: bool = False) -> tuple[str, str]:
+    """How this failed file may be retried: "inbox", "batch" or "refuse" (and why).
+    ``forced``: the operator named this very file with --force."""
     if job is None:
         return "inbox", ""
+    if record.error_code == OUTCOME_UNKNOWN:
+        if forced:
+            return "inbox", ""
+        return "refuse", ("it may have been taken by the provider, which cannot be asked "
+                          f"(the answer to batch {job.id}'s create was lost): look for a batch "
+                          "created then for this file at the provider; if there is none, "
+                          f"`folderseal retry --force {record.id}` sends it again (never "
+                          "with --all)")
     if job.provider not in settings.providers:
         return "refuse", (f"its batch's provider {job.provider!r} is no longer configured, so "
                           "how far it got cannot be judged: put that provider back into the "
@@ -206,10 +220,13 @@ def _explain_non_failure(store: Store, given: str) -> bool:
     return True
 
 
-def _chosen(settings: Settings, store: Store, ids: list[str]) -> tuple[list[FileRecord], bool]:
-    """The failed files the ids name (a batch id names all its failed files); False if an
-    id names nothing to retry and that is an error."""
+def _chosen(settings: Settings, store: Store,
+            ids: list[str]) -> tuple[list[FileRecord], set[str], bool]:
+    """The failed files the ids name (a batch id names all its failed files), the ids of
+    those named by their own id or path; False if an id names nothing to retry and that
+    is an error."""
     chosen: dict[str, FileRecord] = {}
+    named: set[str] = set()
     ok = True
     for given in ids:
         known = store.file(given) is not None or store.job(given) is not None
@@ -217,16 +234,19 @@ def _chosen(settings: Settings, store: Store, ids: list[str]) -> tuple[list[File
         record = store.file(wanted)
         if record is not None and record.state in RETRYABLE:
             chosen[record.id] = record
+            named.add(record.id)
             continue
         failed = [] if record is not None else \
             [r for r in store.files_of_job(wanted) if r.state in RETRYABLE]
         chosen.update((r.id, r) for r in failed)
         if not failed and not _explain_non_failure(store, wanted):
             ok = False
-    return list(chosen.values()), ok
+    return list(chosen.values()), named, ok
 
 
-def retry(settings: Settings, ids: list[str] | None) -> int:
+def retry(settings: Settings, ids: list[str] | None, force: bool = False) -> int:
+    """Retry the failed files ``ids`` names (None: every failed file). ``force`` sends an
+    ``outcome_unknown`` file again, only when ``ids`` names it by its own id."""
     store = Store.open(settings.state_dir, settings.node_name)
     try:
         with retrying.lock(settings.state_dir, LOCK_WAIT_SECONDS) as free:
@@ -234,12 +254,12 @@ def retry(settings: Settings, ids: list[str] | None) -> int:
                 print("another folderseal retry is at work (or the daemon is finishing an "
                       "interrupted one): run this again when it is done", file=sys.stderr)
                 return ExitCode.FAILURE
-            return _retry(settings, store, ids)
+            return _retry(settings, store, ids, force)
     finally:
         store.close()
 
 
-def _retry(settings: Settings, store: Store, ids: list[str] | None) -> int:
+def _retry(settings: Settings, store: Store, ids: list[str] | None, force: bool) -> int:
     ok = True
     for name, cfg in settings.folders.items():
         for record, outcome, done in retrying.settle(store, name, cfg):
@@ -247,17 +267,19 @@ def _retry(settings: Settings, store: Store, ids: list[str] | None) -> int:
                   f"{'finished' if done else 'not finished'}: {outcome}",
                   file=sys.stdout if done else sys.stderr)
             ok = ok and done
+    forced: set[str] = set()
     if ids is None:
         chosen = store.failed_files()
         if not chosen:
             print("nothing to retry")
     else:
-        chosen, named = _chosen(settings, store, ids)
-        ok = ok and named
+        chosen, named, found = _chosen(settings, store, ids)
+        forced = named if force else set()
+        ok = ok and found
     by_batch: dict[str, JobRecord] = {}
     for record in chosen:
         job = store.job(record.batch_id) if record.batch_id else None
-        way, why = _way(settings, record, job)
+        way, why = _way(settings, record, job, forced=record.id in forced)
         try:
             if way == "batch" and job is not None:
                 by_batch[job.id] = job

@@ -180,6 +180,16 @@ def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
                "at": iso(r["updated_at"])}
               for r in _rows(db, "SELECT * FROM files WHERE folder = ? AND state = ? "
                                  "ORDER BY updated_at DESC LIMIT 100", name, FileState.FAILED)]
+    # Delivered, but the provider reports records of it it could not load (Centrapay):
+    # not an alarm (the file went through), but the operator must fix those records.
+    marks = ", ".join("?" * len(DELIVERED))
+    partly = [{"file": r["id"],
+               "source": bytes(r["source"]).decode("utf-8", "backslashreplace"),
+               "records_failed": r["bad"], "at": iso(r["updated_at"])}
+              for r in _rows(db, "SELECT id, source, updated_at, json_extract(result, "
+                                 "'$.provider_block.report.errorCount') AS bad FROM files "
+                                 f"WHERE folder = ? AND state IN ({marks}) AND bad > 0 "
+                                 "ORDER BY updated_at DESC LIMIT 100", name, *DELIVERED)]
     # A file of a batch that is delivered but not yet cleaned (PUBLISHED) is out: its
     # outputs and sidecar are durable, only its original waits to be removed.
     marks = ", ".join("?" * len(NOT_DELIVERED))
@@ -198,6 +208,7 @@ def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
             "fragments_suspected": len(fragments), "fragments": fragments[:20],
             "oldest_waiting_seconds": round(now - oldest, 1), "files": counts,
             "batch_states": batch_states, "batches": jobs, "failed": failed,
+            "records_failed": partly,
             "signed_per_minute": _signed_per_minute(db, name, now)}
 
 
@@ -311,7 +322,7 @@ def _empty() -> dict[str, Any]:
             "problem": "", "settling": 0, "waiting": [], "in_flight": 0, "delivered": 0,
             "oldest_waiting_seconds": 0.0,
             "ignored": _ignored(None, 0.0), "fragments_suspected": 0, "fragments": [],
-            "files": {}, "batch_states": {}, "batches": [], "failed": [],
+            "files": {}, "batch_states": {}, "batches": [], "failed": [], "records_failed": [],
             "signed_per_minute": [0] * HOUR_MINUTES}
 
 
@@ -432,6 +443,11 @@ def _folder_table(folder: dict[str, Any]) -> Table:
                       Text(f"{job['state']}{progress}, {job['files']} files, "
                            f"{job['age_seconds']:.0f} s old"),
                       Text(why))
+    for item in folder.get("records_failed", [])[:20]:
+        table.add_row(Text("records failed"), Text(item["source"]),
+                      Text(f"delivered; {item['records_failed']} record(s) not loaded"),
+                      Text("the sidecar's provider.report lists them: fix those records and "
+                           "drop a file with only them"), Text(item["file"]))
     for item in folder["failed"][:20]:
         table.add_row(Text("failed"), Text(item["source"]), Text(f"in errors ({item['code']})"),
                       Text(item["reason"] or ""), Text(item["file"]))

@@ -101,6 +101,16 @@ class WorkFolder:
         manifest["remote_ids"].append(remote_id)
         self._save_manifest(self.batch_dir(batch_id), manifest)
 
+    def note_published(self, batch_id: str, key: str) -> None:
+        """Record, durably, the name or key the batch's file is about to be published
+        under (Centrapay), before the store and before any byte is published: a
+        ``recover`` after a lost store still knows what to remove."""
+        manifest = self.manifest(batch_id)
+        if manifest is None or manifest.get("published") == key:
+            return
+        manifest["published"] = key
+        self._save_manifest(self.batch_dir(batch_id), manifest)
+
     def note_document(self, batch_id: str, file_id: str, note: dict[str, Any]) -> None:
         """Append the provider's answer (or a send about to go out) for one document to
         the manifest, durably; the latest note of a file is what counts."""

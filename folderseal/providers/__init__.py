@@ -53,6 +53,19 @@ class Steps:
     ask_again: frozenset[str] = frozenset()
     # …or the provider surely never took the file: it goes back into the inbox.
     not_sent: frozenset[str] = frozenset()
+    # Accept itself makes the remote batch (Centrapay: creating is starting): before it
+    # there is none (create returns ""), and an accept whose answer was lost cannot be
+    # looked up, so its files fail as OUTCOME_UNKNOWN and are never sent again unasked.
+    accept_creates: bool = False
+    # Create publishes the file where the provider fetches it (Centrapay): ``delete``
+    # removes it once the batch is done or failed, and ``tidy`` removes, at start,
+    # whatever no batch names any more.
+    publishes: bool = False
+
+
+# The code of files whose provider may or may not have taken them, with no way to ask:
+# `folderseal retry` sends them again only with --force and their explicit id.
+OUTCOME_UNKNOWN = "outcome_unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +130,9 @@ class BatchView:
     # The (sha256, bytes) an earlier prepare made, as recorded with the batch: prepare
     # makes it again when what is on disk no longer matches (a crash or a disk tore it).
     prepared: tuple[str, int] | None = None
+    # The name or key create last published the batch's file under ("" none), as
+    # recorded (Ledger.publishing) before it was published.
+    published: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,9 +189,19 @@ class Ledger(Protocol):
     def answered(self, document: Document, remote: RemoteDocument) -> None:
         """Record the provider's answer for a document, durably (store and work folder)."""
 
-    def reject(self, document: Document, code: str, message: str) -> None:
+    def reject(self, document: Document, code: str, message: str,
+               block: dict[str, Any] | None = None) -> None:
         """Take a document out of the batch as failed (it goes to errors with the reason
-        when the batch is delivered or fails); the rest of the batch goes on."""
+        when the batch is delivered or fails); the rest of the batch goes on. ``block``
+        (``{"report": {…}}``) goes into the error record's provider object."""
+
+    def publishing(self, key: str) -> None:
+        """Record, durably, the name or key the batch's file is about to be published
+        under, before any byte of it is (so that nothing published is ever unnamed)."""
+
+    def created(self, remote_id: str) -> None:
+        """Record, durably, the remote batch an accept that creates (Steps.accept_creates)
+        was answered with: beside the batch in the work folder first, then in the store."""
 
 
 Attempts = Ledger  # the name the local signer knows it by
@@ -194,14 +220,17 @@ class Provider(Protocol):
     def start(self) -> None: ...
     def close(self) -> None: ...
     def check(self, network: bool = True) -> Health: ...
-    def prepare(self, batch: BatchView) -> tuple[str, int] | None:
-        """Before create: make what goes up (SEAL's flat ZIP, at ``batch.package``);
+    def prepare(self, batch: BatchView, ledger: Ledger) -> tuple[str, int] | None:
+        """Before create: check what goes up (a file the provider would refuse is
+        ``ledger.reject``-ed) and make it (SEAL's flat ZIP, at ``batch.package``);
         idempotent (a restart may call it again, and a torn result is made again). The
         (sha256, bytes) of what it made, which the manager records with the batch (and
         hands back as ``batch.prepared``); None when it made nothing."""
 
-    def create(self, batch: BatchView) -> str:
-        """Make a remote batch (or do what stands for it); its id. May be repeated."""
+    def create(self, batch: BatchView, ledger: Ledger) -> str:
+        """Make a remote batch (or do what stands for it: Centrapay publishes the file,
+        noting its key with ``ledger.publishing`` first, and returns ""); its id. May be
+        repeated."""
 
     def upload(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
         """Send the documents. Each per-document send is noted with ``ledger.sending``
@@ -228,7 +257,12 @@ class Provider(Protocol):
         proven (Clevver: receipts with a txid); the other files go to errors as
         "may have been signed/stored". [] when nothing can be proven."""
 
-    def delete(self, batch: BatchView, remote_id: str) -> None: ...
+    def delete(self, batch: BatchView, remote_id: str) -> None:
+        """Remove the remote batch, or what create published (``batch.published``)."""
+
+    def tidy(self, keep: set[str]) -> int:
+        """At start, with ``Steps.publishes``: remove what this provider published that no
+        batch names (``keep``: every publish key a batch still records); how many."""
 
 
 ProviderFactory = Callable[..., Provider]

@@ -171,10 +171,10 @@ class LocalProvider:
 
     # -- lifecycle steps -----------------------------------------------------------
 
-    def prepare(self, batch: BatchView) -> tuple[str, int] | None:
+    def prepare(self, batch: BatchView, ledger: Ledger) -> tuple[str, int] | None:
         return None  # the workers read the batch folder's files themselves
 
-    def create(self, batch: BatchView) -> str:
+    def create(self, batch: BatchView, ledger: Ledger) -> str:
         return batch.id
 
     def upload(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
@@ -321,6 +321,9 @@ class LocalProvider:
 
     def salvage(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
         return []  # its status is its own staging folder: never lost
+
+    def tidy(self, keep: set[str]) -> int:
+        return 0  # it publishes nothing
 
     def delete(self, batch: BatchView, remote_id: str) -> None:
         return None  # the staging folder is removed by the manager after cleanup

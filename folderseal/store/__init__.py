@@ -163,7 +163,8 @@ class Store(RetryRecords):
                            from_state=FileState.CLAIMED, to_state=FileState.BATCHED)
 
     def restore_job(self, *, job_id: str, folder: str, provider: str, state: JobState,
-                    remote_id: str | None, files: list[dict[str, Any]], why: str) -> None:
+                    remote_id: str | None, files: list[dict[str, Any]], why: str,
+                    publish_key: str | None = None) -> None:
         """Record again a batch a lost store knew (``folderseal recover``): its files
         (keys as :meth:`add_claim`'s, plus ``entry``) and the state the provider's
         answer puts it in, in one transaction."""
@@ -173,7 +174,7 @@ class Store(RetryRecords):
                             entries=[(f["id"], f["entry"]) for f in files])
             if state != JobState.BATCHED:
                 self._run("restore_job", id=job_id, state=state, remote_id=remote_id,
-                          now=self.clock())
+                          publish_key=publish_key, now=self.clock())
             self.event("batch.state", job_id=job_id, from_state=JobState.BATCHED,
                        to_state=state, detail=f"restored by folderseal recover: {why}")
 
@@ -359,6 +360,23 @@ class Store(RetryRecords):
             self._run("set_progress", id=job.id, holder=self._holder(job.id),
                       now=self.clock(), progress=progress)
 
+    def set_publish_key(self, job: JobRecord, key: str | None) -> None:
+        """The name or key the batch's file is published under (None: removed)."""
+        with self.transaction():
+            self._guarded_job("set_publish_key", job.id, f"batch {job.id} lease lost",
+                              publish_key=key)
+
+    def publish_keys(self) -> set[str]:
+        """Every publish key a batch still records: what must not be tidied away."""
+        return {r[0] for r in self._run("publish_keys")}
+
+    def set_remote_id(self, job: JobRecord, remote_id: str) -> None:
+        """The remote batch an accept created (Steps.accept_creates), as it answered."""
+        with self.transaction():
+            self._guarded_job("set_remote_id", job.id, f"batch {job.id} lease lost",
+                              remote_id=remote_id)
+            self.event("batch.remote_created", job_id=job.id, detail=remote_id)
+
     def progress(self, job_id: str) -> float | None:
         row = self._run("progress", job_id=job_id).fetchone()
         return None if row is None or row[0] is None else float(row[0])
@@ -415,5 +433,5 @@ def _job(row: sqlite3.Row) -> JobRecord:
         package_sha256=row["package_sha256"], package_bytes=row["package_bytes"],
         failed_step=row["failed_step"], error_code=row["error_code"],
         error_message=row["error_message"], created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        updated_at=row["updated_at"], publish_key=row["publish_key"],
     )

@@ -34,11 +34,11 @@ class PackagingProvider(LocalProvider):
         self.fail_create = fail_create
         self.uploaded: list[dict[str, bytes]] = []
 
-    def create(self, batch: BatchView) -> str:
+    def create(self, batch: BatchView, ledger: Ledger) -> str:
         if self.fail_create:
             self.fail_create -= 1
             raise TransientError("provider not reachable (test)")
-        return super().create(batch)
+        return super().create(batch, ledger)
 
     def status(self, batch: BatchView, remote_id: str) -> RemoteStatus:
         if not self.uploaded:

@@ -264,8 +264,8 @@ def test_the_whole_lifecycle(tmp_path: Path) -> None:
     view = _view(tmp_path, CONTENTS)
     assert provider.steps.outcome == "stored" and provider.steps.irrevocable
     assert provider.max_batch_files == 20
-    assert provider.prepare(view) is None
-    remote = provider.create(view)
+    assert provider.prepare(view, ledger) is None
+    remote = provider.create(view, FakeLedger())
     provider.upload(view, remote, ledger)
     view = ledger.view(view)
     opened = provider.status(view, remote)
@@ -301,7 +301,7 @@ def test_a_5xx_attach_answer_leaves_the_file_in_doubt(tmp_path: Path) -> None:
     api, ledger = FakeClevver(), FakeLedger()
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS)
-    remote = provider.create(view)
+    remote = provider.create(view, FakeLedger())
     api.script("attach", "", "503")
     with pytest.raises(TransientError, match="HTTP 503"):
         provider.upload(view, remote, ledger)
@@ -318,7 +318,7 @@ def test_a_lost_attach_answer_abandons_the_remote_batch(tmp_path: Path) -> None:
     api, ledger = FakeClevver(), FakeLedger()
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS)
-    first = provider.create(view)
+    first = provider.create(view, FakeLedger())
     api.script("attach", "", "timeout-after")
     with pytest.raises(TransientError, match="ReadTimeout"):
         provider.upload(view, first, ledger)
@@ -327,7 +327,7 @@ def test_a_lost_attach_answer_abandons_the_remote_batch(tmp_path: Path) -> None:
         provider.upload(ledger.view(view), first, ledger)
     assert abandon.value.lost_answer
     assert api.count("attach") == 2                 # nothing more was sent to it
-    second = provider.create(view)
+    second = provider.create(view, FakeLedger())
     provider.upload(ledger.view(view), second, ledger)
     view = ledger.view(view)
     assert all(d.remote is not None and d.remote.batch == second for d in view.documents)
@@ -341,7 +341,7 @@ def test_a_timeout_before_the_work_is_in_doubt_too(tmp_path: Path) -> None:
     api, ledger = FakeClevver(), FakeLedger()
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS[:1])
-    remote = provider.create(view)
+    remote = provider.create(view, FakeLedger())
     api.script("attach", "timeout-before")
     with pytest.raises(TransientError):
         provider.upload(view, remote, ledger)
@@ -357,7 +357,7 @@ def test_an_attach_clevver_surely_did_not_do_is_sent_again_without_doubt(
     api, ledger = FakeClevver(), FakeLedger()
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS)
-    remote = provider.create(view)
+    remote = provider.create(view, FakeLedger())
     api.script("attach", "", fault)
     with pytest.raises(TransientError) as caught:
         provider.upload(view, remote, ledger)
@@ -376,7 +376,7 @@ def test_a_crash_after_the_attach_answer_leaves_the_file_in_doubt(
     api, ledger = FakeClevver(), FakeLedger()
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS[:1])
-    remote = provider.create(view)
+    remote = provider.create(view, FakeLedger())
 
     def crash(name: str) -> None:
         if name == "clevver:attached":
@@ -397,14 +397,14 @@ def test_a_checksum_mismatch_abandons_then_rejects_on_repeat(tmp_path: Path) -> 
     api, ledger = FakeClevver(), FakeLedger()
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS)
-    first = provider.create(view)
+    first = provider.create(view, FakeLedger())
     api.script("attach", "", "bad-checksum")
     with pytest.raises(Abandon, match="not its sha256") as abandon:
         provider.upload(view, first, ledger)
     assert not abandon.value.lost_answer
     assert ledger.notes["f1"].id and ledger.notes["f1"].checksum != view.documents[1].sha256
     assert api.count("attach") == 2                 # the third was not sent to it
-    second = provider.create(view)
+    second = provider.create(view, FakeLedger())
     api.script("attach", "", "bad-checksum")
     with pytest.raises(Abandon, match="rejected") as abandon:  # its wrong copy is there
         provider.upload(ledger.view(view), second, ledger)
@@ -413,7 +413,7 @@ def test_a_checksum_mismatch_abandons_then_rejects_on_repeat(tmp_path: Path) -> 
     assert code == "checksum_mismatch"
     assert view.documents[1].sha256 in message
     assert ledger.notes["f1"].checksum in message
-    third = provider.create(view)
+    third = provider.create(view, FakeLedger())
     view = ledger.view(view)
     assert [d.entry for d in view.documents] == ["doc0.pdf", "doc2.pdf"]
     provider.upload(view, third, ledger)
@@ -426,7 +426,7 @@ def test_a_missing_checksum_is_asked_of_the_asset(tmp_path: Path) -> None:
     api, ledger = FakeClevver(), FakeLedger()
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS[:1])
-    remote = provider.create(view)
+    remote = provider.create(view, FakeLedger())
     api.script("attach", "no-checksum")
     api.script("receipt", "bad-checksum")
     with pytest.raises(Abandon, match="0000"):
@@ -438,7 +438,7 @@ def test_a_receipt_with_another_checksum_fails_that_file(tmp_path: Path) -> None
     api, ledger = FakeClevver(), FakeLedger()
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS[:2])
-    remote = provider.create(view)
+    remote = provider.create(view, FakeLedger())
     provider.upload(view, remote, ledger)
     view = ledger.view(view)
     provider.accept(view, remote, ledger)
@@ -462,7 +462,7 @@ def test_a_lost_start_answer_is_settled_by_the_status(
     api, ledger = FakeClevver(), FakeLedger()
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS[:1])
-    remote = provider.create(view)
+    remote = provider.create(view, FakeLedger())
     provider.upload(view, remote, ledger)
     api.script("start", fault)
     with pytest.raises(TransientError):
@@ -475,7 +475,7 @@ def test_an_unknown_status_is_running_and_warned_about_once(tmp_path: Path) -> N
     api = FakeClevver()
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS[:1])
-    remote = provider.create(view)
+    remote = provider.create(view, FakeLedger())
     api.script("status", "archiving", "archiving")
     with structlog.testing.capture_logs() as logs:
         first = provider.status(view, remote)
@@ -498,7 +498,7 @@ def test_status_429_waits_retry_after(tmp_path: Path) -> None:
     api = FakeClevver()
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS[:1])
-    remote = provider.create(view)
+    remote = provider.create(view, FakeLedger())
     api.script("status", "429")
     with pytest.raises(TransientError) as caught:
         provider.status(view, remote)
@@ -511,7 +511,7 @@ def test_a_receipt_without_a_txid_is_pending(tmp_path: Path) -> None:
     api, ledger = FakeClevver(), FakeLedger()
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS[:2])
-    remote = provider.create(view)
+    remote = provider.create(view, FakeLedger())
     provider.upload(view, remote, ledger)
     view = ledger.view(view)
     provider.accept(view, remote, ledger)
@@ -531,7 +531,7 @@ def test_salvage_keeps_only_receipts_with_a_txid(tmp_path: Path) -> None:
     api, ledger = FakeClevver(), FakeLedger()
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS)
-    remote = provider.create(view)
+    remote = provider.create(view, FakeLedger())
     provider.upload(view, remote, ledger)
     view = ledger.view(view)
     provider.accept(view, remote, ledger)
@@ -549,7 +549,7 @@ def test_a_refused_token_is_permanent_and_never_shown(tmp_path: Path) -> None:
     provider = _provider(tmp_path, FakeClevver(), api_token="a-wrong-token-1234")
     view = _view(tmp_path, CONTENTS[:1])
     with pytest.raises(ProviderError) as caught:
-        provider.create(view)
+        provider.create(view, FakeLedger())
     assert caught.value.code == "http_401"
     assert "check api_token" in caught.value.message
     assert "FOLDERSEAL_PROVIDERS__PROOF__API_TOKEN" in caught.value.message
@@ -579,7 +579,7 @@ def test_payment_and_quota_refusals_are_permanent_with_their_message(
     view = _view(tmp_path, CONTENTS[:1])
     api.script("create", action)
     with pytest.raises(ProviderError) as caught:
-        provider.create(view)
+        provider.create(view, FakeLedger())
     assert caught.value.code == "quota"
     said = "scripted 402" if action == "402" else action.split(":", 2)[2]
     assert said in caught.value.message and "folderseal retry" in caught.value.message
@@ -589,7 +589,7 @@ def test_a_file_clevver_refuses_is_rejected_and_the_rest_go_on(tmp_path: Path) -
     api, ledger = FakeClevver(), FakeLedger()
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS)
-    remote = provider.create(view)
+    remote = provider.create(view, FakeLedger())
     api.script("attach", "", "say:415:unsupported file type")
     provider.upload(view, remote, ledger)
     assert ledger.rejected["f1"][0] == "refused"
@@ -608,7 +608,7 @@ def test_a_refusal_naming_a_file_is_that_files_not_the_accounts(
     api, ledger = FakeClevver(), FakeLedger()
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS)
-    remote = provider.create(view)
+    remote = provider.create(view, FakeLedger())
     api.script("attach", "", f"say:422:{said}")
     provider.upload(view, remote, ledger)
     assert ledger.rejected["f1"][0] == "refused" and said in ledger.rejected["f1"][1]
@@ -630,7 +630,7 @@ def test_stopping_leaves_the_rest_for_the_next_run(tmp_path: Path) -> None:
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS)
     with pytest.raises(TransientError, match="stopping"):
-        provider.upload(view, provider.create(view), ledger)
+        provider.upload(view, provider.create(view, FakeLedger()), ledger)
     assert api.count("attach") == 0 and not ledger.notes
 
 
@@ -686,7 +686,7 @@ def test_an_attach_streams_the_file_and_never_reads_it_whole(
     provider = _provider(tmp_path, transport)
     ledger = FakeLedger()
     with pytest.raises(Abandon):  # the fake answers with no checksum at all
-        provider.upload(view, provider.create(view), ledger)
+        provider.upload(view, provider.create(view, FakeLedger()), ledger)
     assert len(transport.chunks) > 100
     assert max(offset - received for received, offset in transport.chunks) <= 64 * 1024
     assert transport.received == transport.length > size

@@ -60,7 +60,7 @@ class Scripted(LocalProvider):
         self.refuse_accept = False                  # accept answers a permanent refusal
         self.accept_unanswered = False              # accept fails before it is sent
 
-    def create(self, batch: BatchView) -> str:
+    def create(self, batch: BatchView, ledger: Ledger) -> str:
         self.created.append(f"r{len(self.created) + 1}")
         return self.created[-1]
 

@@ -122,3 +122,15 @@ def test_empty_secret_named_value_is_kept() -> None:
     """An empty password (nothing set) is shown as it is, not as ***."""
     redactor = Redactor()
     assert redactor.data({"password": "", "token": None}) == {"password": "", "token": None}
+
+
+def test_a_pre_signed_urls_query_is_masked_whole() -> None:
+    """A pre-signed URL's query is a read key: masked though never registered."""
+    redactor = Redactor()
+    url = ("https://bucket.s3.amazonaws.com/folderseal/b1/0001_a.jsonl?X-Amz-Algorithm="
+           "AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLE%2F20261202&X-Amz-Signature=0a1b2c")
+    masked = redactor.text(f"could not fetch {url}: 403")
+    assert masked == ("could not fetch https://bucket.s3.amazonaws.com/folderseal/b1/"
+                      "0001_a.jsonl?***: 403")
+    assert redactor.data({"url": url}) == {"url": url.split("?")[0] + "?" + MASK}
+    assert redactor.text("http://host/x?page=2") == "http://host/x?page=2"

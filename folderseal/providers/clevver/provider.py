@@ -136,11 +136,11 @@ class ClevverProvider:
 
     # -- lifecycle steps -----------------------------------------------------------
 
-    def prepare(self, batch: BatchView) -> None:
+    def prepare(self, batch: BatchView, ledger: Ledger) -> None:
         """Nothing to make: each document goes up as it is."""
         return None
 
-    def create(self, batch: BatchView) -> str:
+    def create(self, batch: BatchView, ledger: Ledger) -> str:
         remote = self._client.create()
         self.log.info("clevver.created", batch=batch.id, remote=remote.id)
         crashpoints.reached("clevver:created")
@@ -276,6 +276,9 @@ class ClevverProvider:
                 if not result.pending:
                     results.append(result)
         return results
+
+    def tidy(self, keep: set[str]) -> int:
+        return 0  # it publishes nothing
 
     def delete(self, batch: BatchView, remote_id: str) -> None:
         """Clevver has no call to delete a batch (an unstarted one stores nothing)."""

@@ -128,7 +128,7 @@ class SealProvider:
 
     # -- lifecycle steps -----------------------------------------------------------
 
-    def prepare(self, batch: BatchView) -> tuple[str, int] | None:
+    def prepare(self, batch: BatchView, ledger: Ledger) -> tuple[str, int] | None:
         """The flat ZIP of the batch's entries at ``batch.package``; made again only when
         it is missing or no longer matches the hash recorded for it."""
         assert batch.package is not None and batch.open_document is not None
@@ -139,7 +139,7 @@ class SealProvider:
         return flatzip.build_package(batch.package, [
             (d.entry, partial(batch.open_document, d)) for d in batch.documents])
 
-    def create(self, batch: BatchView) -> str:
+    def create(self, batch: BatchView, ledger: Ledger) -> str:
         remote = self._client.create()
         self.log.info("seal.created", batch=batch.id, remote=remote.id)
         crashpoints.reached("seal:created")
@@ -187,6 +187,9 @@ class SealProvider:
 
     def salvage(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
         return []  # a batch SEAL no longer knows proves nothing about its files
+
+    def tidy(self, keep: set[str]) -> int:
+        return 0  # it publishes nothing
 
     def delete(self, batch: BatchView, remote_id: str) -> None:
         if remote_id:

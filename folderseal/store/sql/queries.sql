@@ -197,7 +197,8 @@ WHERE id = :id AND state != 'FAILED' AND next_attempt_at > :now
   AND (claimed_by IS NULL OR lease_until <= :now);
 
 -- name: restore_job
-UPDATE jobs SET state = :state, remote_id = :remote_id, updated_at = :now
+UPDATE jobs SET state = :state, remote_id = :remote_id, publish_key = :publish_key,
+                updated_at = :now
 WHERE id = :id AND state = 'BATCHED';
 
 -- name: release_node_leases
@@ -256,3 +257,14 @@ ON CONFLICT (node) DO UPDATE SET pid = excluded.pid, started_at = excluded.start
 
 -- name: nodes
 SELECT * FROM nodes ORDER BY node;
+
+-- name: set_publish_key
+UPDATE jobs SET publish_key = :publish_key, updated_at = :now
+WHERE id = :id AND claimed_by = :holder AND lease_until > :now;
+
+-- name: set_remote_id
+UPDATE jobs SET remote_id = :remote_id, updated_at = :now
+WHERE id = :id AND claimed_by = :holder AND lease_until > :now;
+
+-- name: publish_keys
+SELECT publish_key FROM jobs WHERE publish_key IS NOT NULL;

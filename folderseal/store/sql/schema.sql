@@ -29,12 +29,14 @@ CREATE TABLE jobs (
     -- batches abandoned before accept because an answer was lost / because the
     -- provider showed something other than what was sent (MAX_RECREATES applies);
     -- the remote batch an upload was about to be sent to, first at what time; how far
-    -- the provider says a started batch is (0-100).
+    -- the provider says a started batch is (0-100). Added by migration 0005: the name
+    -- or key create published the batch's file under for the provider to fetch.
     , abandoned_lost INTEGER NOT NULL DEFAULT 0,
     abandoned_mismatch INTEGER NOT NULL DEFAULT 0,
     upload_sent_remote TEXT,
     upload_sent_at REAL,
-    progress REAL);
+    progress REAL,
+    publish_key TEXT);
 CREATE INDEX jobs_due ON jobs (next_attempt_at);
 
 -- One row per claimed source file.

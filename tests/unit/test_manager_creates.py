@@ -1,0 +1,207 @@
+"""The state machine for a provider whose accept creates the remote batch and whose
+create publishes the file (Centrapay's shape), against a scripted provider and a real
+store: a lost create answer is never sent again (outcome_unknown), a call that never
+left goes back before the point of no return, a batch unknown just after its create is
+waited for, a file refused by prepare sends nothing, and what was published is removed
+(at once after delivery; max_wait after an outcome_unknown)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from folderseal import config
+from folderseal.daemon import Daemon
+from folderseal.errors import NotSent, TransientError
+from folderseal.model import JobState
+from folderseal.providers import BatchView, Ledger, Remote, RemoteStatus, Steps
+from folderseal.providers.local import LocalProvider
+from tests.helpers import Layout
+from tests.unit.test_manager import _delivered, _errors, _run
+
+
+class Publishing(LocalProvider):
+    """Publishes in create, creates the remote batch in accept; signs like the local one."""
+
+    steps = Steps(remote=True, irrevocable=True, outcome="loaded", accept_creates=True,
+                  publishes=True, not_sent=frozenset({"load_failed", "invalid_batch_file"}))
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.published: list[str] = []
+        self.removed: list[str] = []
+        self.creates = 0                  # create calls that reached the "provider"
+        self.answer: list[str] = []       # scripted create outcomes: lost | not_sent | ok
+        self.unknown_for = 0              # status answers GONE this many times first
+        self.refuse = False               # prepare rejects every file
+        self.max_wait = 3600.0
+
+    def prepare(self, batch: BatchView, ledger: Ledger) -> None:
+        if self.refuse:
+            for document in batch.documents:
+                ledger.reject(document, "invalid_batch_file", "line 0: not a JSON object",
+                              {"report": {"status": "invalid", "errorCount": 1}})
+
+    def create(self, batch: BatchView, ledger: Ledger) -> str:
+        key = f"k{len(self.published) + 1}"
+        ledger.publishing(key)
+        self.published.append(key)
+        return ""
+
+    def status(self, batch: BatchView, remote_id: str) -> RemoteStatus:
+        if not remote_id:
+            return RemoteStatus(Remote.UPLOADED)
+        if self.unknown_for:
+            self.unknown_for -= 1
+            return RemoteStatus(Remote.GONE, detail="403")
+        return super().status(batch, remote_id)
+
+    def holds_upload(self, batch: BatchView, status: RemoteStatus) -> bool:
+        return status.state == Remote.UPLOADED
+
+    def accept(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
+        if remote_id:  # never asked to create twice
+            raise AssertionError(f"accept again for {remote_id}")
+        outcome = self.answer.pop(0) if self.answer else "ok"
+        if outcome == "not_sent":
+            raise NotSent("connection refused (scripted)")
+        for document in batch.documents:
+            ledger.sending(document, "")
+        self.creates += 1
+        if outcome == "lost":
+            raise TransientError("the connection dropped after the create was sent (scripted)")
+        ledger.created(f"c{self.creates}")
+        super().accept(batch, remote_id, ledger)
+
+    def delete(self, batch: BatchView, remote_id: str) -> None:
+        self.removed.append(batch.published)
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    layout = Layout(tmp_path)
+    layout.write()
+    return layout
+
+
+def _daemon(layout: Layout, grace: float = 0.0) -> tuple[Daemon, Publishing]:
+    daemon = Daemon(config.load(layout.config), delay=lambda attempts: 0.0)
+    daemon.prepare()
+    name, real = next(iter(daemon.providers.items()))
+    real.close()
+    provider = Publishing(name, real.cfg, real.state_dir)  # type: ignore[attr-defined]
+    provider.status_grace = grace
+    provider.poll_interval = 0.05
+    provider.start()
+    daemon.providers[name] = provider
+    return daemon, provider
+
+
+def test_a_file_is_published_created_once_and_unpublished_after_delivery(layout: Layout
+                                                                         ) -> None:
+    daemon, provider = _daemon(layout)
+    try:
+        job_id, _ = _run(daemon, layout, ("a.txt",))
+        store = daemon.store
+        assert store is not None
+        job = store.job(job_id)
+        assert job.state == JobState.CLEANED and job.remote_id == "c1"
+        assert provider.creates == 1 and provider.published == ["k1"]
+        assert provider.removed == ["k1"] and job.publish_key is None
+        assert _delivered(layout) == {"a.txt"}
+    finally:
+        daemon.close()
+
+
+def _failed(daemon: Daemon, layout: Layout, name: str) -> str:
+    """Drop ``name`` and drive its batch until it failed and its file is in errors."""
+    (layout.inbox / name).write_text(f"content of {name}")
+    intake = daemon.intakes["scans"]
+    intake.claim_now(name)
+    [job_id] = intake.form_batches(float("inf"))
+    store = daemon.store
+    assert store is not None
+    daemon.drain(lambda: store.job(job_id).state == JobState.FAILED
+                 and (layout.errors / name).exists(), 30)
+    return job_id
+
+
+def test_a_lost_create_answer_is_outcome_unknown_and_never_created_again(layout: Layout
+                                                                         ) -> None:
+    daemon, provider = _daemon(layout)
+    provider.answer = ["lost"]
+    try:
+        job_id = _failed(daemon, layout, "a.txt")
+        store = daemon.store
+        assert store is not None
+        job = store.job(job_id)
+        assert provider.creates == 1
+        assert job.state == JobState.FAILED and job.error_code == "outcome_unknown"
+        error = _errors(layout)["a.txt"]
+        assert error["code"] == "outcome_unknown"
+        assert "may have been loaded" in error["message"]
+        assert "look for a batch created at this time" in error["message"]
+        assert "published as k1" in error["message"] and "--force" in error["message"]
+        # The published copy stays for max_wait (a fetch may still come), then goes.
+        assert provider.removed == [] and job.publish_key == "k1"
+        assert job.next_attempt_at is not None
+        provider.max_wait = 0.0
+        with sqlite3.connect(store.path) as db:  # its time has come
+            db.execute("UPDATE jobs SET next_attempt_at = 0 WHERE id = ?", (job_id,))
+        daemon.drain(lambda: store.job(job_id).next_attempt_at is None, 30)
+        assert provider.removed == ["k1"] and store.job(job_id).publish_key is None
+    finally:
+        daemon.close()
+
+
+def test_a_create_that_never_left_goes_back_and_is_sent_later(layout: Layout) -> None:
+    daemon, provider = _daemon(layout)
+    provider.answer = ["not_sent", "ok"]
+    try:
+        job_id, _ = _run(daemon, layout, ("a.txt",))
+        store = daemon.store
+        assert store is not None
+        assert store.job(job_id).state == JobState.CLEANED
+        assert provider.creates == 1 and _delivered(layout) == {"a.txt"}
+        moves = [to for to, _ in store.job_transitions(job_id)]
+        assert moves.count(JobState.ACCEPTING) == 2 and JobState.UPLOADED in moves
+    finally:
+        daemon.close()
+
+
+def test_a_batch_unknown_just_after_its_create_is_waited_for(layout: Layout) -> None:
+    daemon, provider = _daemon(layout, grace=30.0)
+    provider.unknown_for = 2
+    try:
+        job_id, _ = _run(daemon, layout, ("a.txt",))
+        assert daemon.store is not None
+        assert daemon.store.job(job_id).state == JobState.CLEANED
+        assert provider.unknown_for == 0 and _delivered(layout) == {"a.txt"}
+    finally:
+        daemon.close()
+
+
+def test_a_batch_unknown_after_the_grace_is_outcome_unknown(layout: Layout) -> None:
+    daemon, provider = _daemon(layout, grace=0.0)
+    provider.unknown_for = 1000
+    try:
+        job_id = _failed(daemon, layout, "a.txt")
+        assert daemon.store is not None
+        assert daemon.store.job(job_id).error_code == "outcome_unknown"
+        assert _errors(layout)["a.txt"]["code"] == "outcome_unknown"
+        assert provider.creates == 1
+    finally:
+        daemon.close()
+
+
+def test_a_file_prepare_refuses_is_never_published_or_sent(layout: Layout) -> None:
+    daemon, provider = _daemon(layout)
+    provider.refuse = True
+    try:
+        _run(daemon, layout, ("a.txt",))
+        assert provider.published == [] and provider.creates == 0
+        assert _errors(layout)["a.txt"]["code"] == "invalid_batch_file"
+    finally:
+        daemon.close()
