@@ -25,8 +25,11 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
+from botocore.config import Config
+from moto.server import ThreadedMotoServer
 
 from folderseal import cli
 from folderseal.providers.centrapay.emulator import (
@@ -260,6 +263,41 @@ def test_a_file_that_cannot_be_read_ends_in_error(
     assert events(emu, "fetched", "complete") == []
     assert "f00dfeedsecret" not in capsys.readouterr().err
     assert "f00dfeedsecret" not in emu.journal_path.read_text()
+
+
+def test_an_s3_pre_signed_url_is_fetched(emu: CentrapayEmulator,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A real S3-compatible server on loopback (moto's server mode): the emulator fetches
+    the object by its pre-signed URL and loads it; a pre-signed URL of a missing object
+    ends in error. The signature shows in no journal line or log."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        s3 = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
+                          aws_access_key_id="test-key-id", aws_secret_access_key="test-secret",
+                          config=Config(signature_version="s3v4"))
+        s3.create_bucket(Bucket="loads")
+        s3.put_object(Bucket="loads", Key="batches/b1/tickets.jsonl", Body=JSONL)
+        signed, missing = (
+            s3.generate_presigned_url("get_object", Params={"Bucket": "loads", "Key": key},
+                                      ExpiresIn=600)
+            for key in ("batches/b1/tickets.jsonl", "batches/b2/gone.jsonl"))
+        signature = signed.split("X-Amz-Signature=")[1].split("&")[0]
+        with client(emu) as c:
+            final = poll_until_final(c, created(c, signed))[-1]
+            gone = poll_until_final(c, created(c, missing))[-1]
+    finally:
+        server.stop()
+    assert (final["status"], final["count"], final["errorCount"]) == ("complete", "6", "4")
+    assert gone["status"] == "error" and "HTTP 404" in gone["errors"][0]["message"]
+    [fetched] = events(emu, "fetched")
+    assert fetched["sha256"] == sha(JSONL)
+    urls = [e["url"] for e in events(emu, "create")]
+    assert urls == [f"http://{host}:{port}/loads/batches/b1/tickets.jsonl",
+                    f"http://{host}:{port}/loads/batches/b2/gone.jsonl"]
+    assert signature not in emu.journal_path.read_text()
+    assert signature not in capsys.readouterr().err
 
 
 def test_steps_are_paced_by_step_seconds(start: Any, files: Files) -> None:
