@@ -176,14 +176,14 @@ def split_lines(chunks: Iterable[bytes]) -> Iterator[str | None]:
     """The file's lines as text, without their ends (and without a leading BOM); None
     for a line longer than MAX_LINE, which is skipped, not held in memory."""
     pending = bytearray()
-    too_long = first = False
+    too_long = after_first = False
     for chunk in chunks:
         start = 0
         while (end := chunk.find(b"\n", start)) >= 0:
             if not too_long:
                 pending += chunk[start:end]
-            yield None if too_long or len(pending) > MAX_LINE else _text(pending, first)
-            first, too_long = True, False
+            yield None if too_long or len(pending) > MAX_LINE else _text(pending, after_first)
+            after_first, too_long = True, False
             pending.clear()
             start = end + 1
         if not too_long:
@@ -192,7 +192,7 @@ def split_lines(chunks: Iterable[bytes]) -> Iterator[str | None]:
                 too_long = True
                 pending.clear()
     if pending or too_long:
-        yield None if too_long else _text(pending, first)
+        yield None if too_long else _text(pending, after_first)
 
 
 def _text(line: bytearray, after_first: bool) -> str:
@@ -413,10 +413,9 @@ class Registry:
             if batch is None or now < batch.hidden_until:
                 raise ApiError(403, "Forbidden")
             line = batch.step(now, self.step_seconds)
-            view = batch.view()
-        if line is not None:
-            self.journal.append({**line, "at": time.time()})
-        return view
+            if line is not None:  # under the lock: no other read shows it unjournaled
+                self.journal.append({**line, "at": time.time()})
+            return batch.view()
 
     def quirky_extras(self, batch_id: str) -> dict[str, Any]:
         """Fields a quirky answer adds (the client must ignore them)."""
