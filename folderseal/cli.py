@@ -124,11 +124,34 @@ def cmd_emulate_clevver(args: argparse.Namespace) -> int:
                        slow_seconds=args.slow_seconds)
 
 
-def cmd_emulate_unavailable(args: argparse.Namespace) -> int:
-    print(f"folderseal emulate {args.provider}: not available yet in folderseal "
-          f"{__version__}; use `folderseal emulate seal` or `folderseal emulate clevver`",
-          file=sys.stderr)
-    return int(ExitCode.USAGE)
+def cmd_emulate_centrapay(args: argparse.Namespace) -> int:
+    from folderseal.providers.centrapay.emulator import run_centrapay
+
+    return run_centrapay(host=args.host, port=args.port, api_key=args.api_key,
+                         faults=args.faults, data_dir=args.data, seed=args.seed,
+                         step_seconds=args.step_seconds, late_seconds=args.late_seconds,
+                         slow_seconds=args.slow_seconds, rate_limit=args.rate_limit,
+                         workers=args.workers)
+
+
+def _emulator(emulated: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+              handler: Callable[[argparse.Namespace], int], text: str, key_help: str,
+              faults_example: str, data_help: str) -> argparse.ArgumentParser:
+    """The parser of `folderseal emulate <name>` with the options every emulator has."""
+    sub = emulated.add_parser(name, help=text)
+    sub.add_argument("--host", default="127.0.0.1")
+    sub.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    sub.add_argument("--api-key", default=None, help=key_help)
+    sub.add_argument("--faults", default="", metavar="SPEC",
+                     help=f"e.g. {faults_example} (see README)")
+    sub.add_argument("--data", type=Path, default=None,
+                     help=f"{data_help}, kept (default: a temporary folder, removed when the "
+                          f"emulator stops)")
+    sub.add_argument("--seed", type=int, default=None, help="seed for fault decisions")
+    sub.add_argument("--slow-seconds", type=float, default=5.0,
+                     help="how long a 'slow' answer waits")
+    sub.set_defaults(handler=handler)
+    return sub
 
 
 def parser() -> argparse.ArgumentParser:
@@ -187,47 +210,40 @@ def parser() -> argparse.ArgumentParser:
     command("recover", cmd_recover, "rebuild a lost store from the work folders")
     emulate = commands.add_parser(
         "emulate", help="run a local emulator of a provider's API (for trials and tests)",
-        description="Run a local server that speaks a provider's API and signs with the "
-                    "local engine, optionally injecting faults.")
+        description="Run a local server that speaks a provider's API (SEAL signs with the "
+                    "local engine), optionally injecting faults, with a journal of what it did.")
     emulated = emulate.add_subparsers(dest="provider", required=True, metavar="PROVIDER")
-    seal = emulated.add_parser("seal", help="the Signius SEAL batch API")
-    seal.add_argument("--host", default="127.0.0.1")
-    seal.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    seal.add_argument("--api-key", default=None, help="require this API-KEY header")
-    seal.add_argument("--faults", default="", metavar="SPEC",
-                      help="e.g. 500-before=0.1,429=0.2,drop=0.05 (see README)")
-    seal.add_argument("--data", type=Path, default=None,
-                      help="folder for batches and journal, kept (default: a temporary "
-                           "folder, removed when the emulator stops)")
-    seal.add_argument("--seed", type=int, default=None, help="seed for fault decisions")
+    seal = _emulator(emulated, "seal", cmd_emulate, "the Signius SEAL batch API",
+                     "require this API-KEY header", "500-before=0.1,429=0.2,drop=0.05",
+                     "folder for batches and journal")
     seal.add_argument("--step-delay", type=float, default=0.2,
                       help="seconds per status step after accept")
-    seal.add_argument("--slow-seconds", type=float, default=5.0,
-                      help="how long a 'slow' answer waits")
     seal.add_argument("--lag", type=float, default=0.0,
                       help="seconds before an upload or accept shows in BatchStatus (a server "
                            "that processes them asynchronously)")
-    seal.set_defaults(handler=cmd_emulate)
-    clevver = emulated.add_parser("clevver", help="the Clevver batch storage API")
-    clevver.add_argument("--host", default="127.0.0.1")
-    clevver.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    clevver.add_argument("--api-key", default=None,
-                         help="require this token as Authorization: Bearer")
-    clevver.add_argument("--faults", default="", metavar="SPEC",
-                         help="e.g. 500-before=0.1,429=0.2,drop=0.05,late-txid=0.1 (see README)")
-    clevver.add_argument("--data", type=Path, default=None,
-                         help="folder for stored files and journal, kept (default: a "
-                              "temporary folder, removed when the emulator stops)")
-    clevver.add_argument("--seed", type=int, default=None, help="seed for fault decisions")
+    clevver = _emulator(emulated, "clevver", cmd_emulate_clevver,
+                        "the Clevver batch storage API",
+                        "require this token as Authorization: Bearer",
+                        "500-before=0.1,429=0.2,drop=0.05,late-txid=0.1",
+                        "folder for stored files and journal")
     clevver.add_argument("--polls", type=int, default=3,
                          help="status reads from start to delivered")
     clevver.add_argument("--late-seconds", type=float, default=3.0,
                          help="how late a 'late-start' takes effect and a 'late-txid' shows")
-    clevver.add_argument("--slow-seconds", type=float, default=5.0,
-                         help="how long a 'slow' answer waits")
-    clevver.set_defaults(handler=cmd_emulate_clevver)
-    centrapay = emulated.add_parser("centrapay", help="the Centrapay batch API (not yet)")
-    centrapay.set_defaults(handler=cmd_emulate_unavailable)
+    centrapay = _emulator(emulated, "centrapay", cmd_emulate_centrapay,
+                          "the Centrapay batch API (it fetches each batch file from its URL)",
+                          "require this X-Api-Key header",
+                          "500-before=0.1,500-after=0.05,drop=0.05,bad-url=0.1,late-403=0.2",
+                          "folder for the journal")
+    centrapay.add_argument("--step-seconds", type=float, default=0.2,
+                           help="least seconds between two status steps of a fetched batch "
+                                "(each status read moves it at most one step)")
+    centrapay.add_argument("--late-seconds", type=float, default=2.0,
+                           help="how long a 'late-403' batch answers 403 after its create")
+    centrapay.add_argument("--rate-limit", type=int, default=200,
+                           help="requests a minute before 429 with Retry-After (0: no limit)")
+    centrapay.add_argument("--workers", type=int, default=4,
+                           help="batch files fetched at the same time")
     return top
 
 

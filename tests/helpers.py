@@ -19,12 +19,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from folderseal.emulate.runner import RunningEmulator
 from folderseal.engine import make_trial_seal
+
+E = TypeVar("E", bound=RunningEmulator)
 
 FAST = {
     "settle_seconds": 0.3,
@@ -236,6 +239,37 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30, what: str = "
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+def emulators(start: Callable[..., E], folder: Path, **defaults: Any) -> Iterator[Callable[..., E]]:
+    """For a fixture (``yield from``): a factory of in-process emulators, each with its own
+    data folder in ``folder`` and ``defaults`` unless told otherwise; all stopped after."""
+    handles: list[E] = []
+
+    def _start(**kwargs: Any) -> E:
+        handle = start(data_dir=folder / f"data{len(handles)}", **{**defaults, **kwargs})
+        handles.append(handle)
+        return handle
+
+    yield _start
+    for handle in handles:
+        handle.stop()
+
+
+def emulator_listening(process: subprocess.Popen[str]) -> dict[str, Any]:
+    """The ``emulator.listening`` line that ``folderseal emulate …`` prints first."""
+    assert process.stdout is not None
+    line: dict[str, Any] = json.loads(process.stdout.readline())
+    assert line["event"] == "emulator.listening"
+    return line
+
+
+def proc_memory(pid: int, name: str) -> int:
+    """A /proc/PID/status memory figure (VmRSS, VmHWM…), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"{name} not in /proc/{pid}/status")
 
 
 def log_events(stream: io.StringIO, name: str) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .faults import Faults, parse_faults
-from .runner import RunningEmulator, check_address_and_key, data_folder, run_until_signal, serve
+from .runner import RunningEmulator, check_address_and_key, data_folder, runs_until_signal, serve
 from .server import SealApp, seal_server
 from .signing import BatchSigner, load_or_make_seal
 from .state import Registry, SealJournal
@@ -53,9 +53,6 @@ class EmulatorHandle(RunningEmulator):
     def accept_calls(self) -> list[int]:
         """The batch id of every AcceptBatch received, refused ones included."""
         return list(self._registry.accept_calls)
-
-    def __enter__(self) -> EmulatorHandle:
-        return self
 
 
 def start_seal(
@@ -111,28 +108,8 @@ def start_seal(
     )
 
 
-def run_seal(
-    host: str = "127.0.0.1",
-    port: int = 0,
-    api_key: str | None = None,
-    faults: str = "",
-    data_dir: Path | None = None,
-    seed: int | None = None,
-    step_delay: float = 0.2,
-    slow_seconds: float = 2.0,
-    lag: float = 0.0,
-) -> int:
-    """Run the emulator until SIGINT or SIGTERM; return the exit code.
-
-    Prints one JSON line to stdout once listening (``emulator.listening`` with url,
-    journal and data), and one JSON line per request to stderr. Exit 0 after a signal
-    (a temporary data folder removed first), 2 for a bad fault spec or argument, 1 when
-    the address cannot be bound.
-    """
-    return run_until_signal(
-        "seal",
-        f"{host}:{port}",
-        lambda: start_seal(
-            host, port, api_key, faults, data_dir, seed, step_delay, slow_seconds, lag
-        ),
-    )
+# Until SIGINT or SIGTERM (see run_until_signal): prints one JSON line to stdout once
+# listening (``emulator.listening`` with url, journal and data), one JSON line per request
+# to stderr; exit 0 after a signal (a temporary data folder removed first), 2 for a bad
+# fault spec or argument, 1 when the address cannot be bound.
+run_seal = runs_until_signal("seal", start_seal)

@@ -17,6 +17,9 @@ Whatever happens, the request body is read to its end before answering (or the
 connection is closed), so a refused upload never leaves half a body to be parsed as
 the next request. Authenticated requests are counted per route (``EmulatorApp.requests``);
 the routes an emulator names ``public`` (download links) need no key and see no faults.
+Two hooks let an emulator add its own rules: ``admit`` may refuse an authenticated
+request before any fault is drawn (a rate limit), and ``faulted`` hears of every request
+fault that hit a request (to journal, say, a create whose answer was lost).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Any, ClassVar
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from .body import BadFraming, Body, ClientGone
-from .faults import Faults
+from .faults import Faults, RequestFaults
 from .journal import log_event
 
 __all__ = ["ApiError", "EmulatorApp", "EmulatorHandler", "EmulatorServer", "Reply", "Route"]
@@ -116,6 +119,9 @@ class EmulatorHandler(BaseHTTPRequestHandler):
     """One connection; each request goes through ``_handle``."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, as real clients expect
+    # Headers and body go out in two writes: without TCP_NODELAY the second waits for
+    # the client's delayed ACK (~40 ms a request on Linux).
+    disable_nagle_algorithm = True
     server: EmulatorServer
     # (method, path pattern with at most one group, handler); matched byte-exact.
     routes: ClassVar[list[tuple[str, re.Pattern[str], Route]]] = []
@@ -134,6 +140,15 @@ class EmulatorHandler(BaseHTTPRequestHandler):
 
     def unauthorized(self) -> Reply:
         return self.error(401, "missing or wrong API key")
+
+    def admit(self, route: str) -> Reply | None:
+        """A refusal of this authenticated request before any fault is drawn (e.g. a rate
+        limit's 429), or None to serve it. ``route`` is the handler's name."""
+        return None
+
+    def faulted(self, route: str, faults: RequestFaults, done: Reply | None) -> None:
+        """Called when request faults hit a request, before its (lost or late) answer
+        goes out; ``done`` is the handler's own reply, None when it did not run."""
 
     def loggable(self, split: SplitResult) -> str:
         """The path for the log; the query is hidden (it may hold a key)."""
@@ -218,9 +233,13 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         if not self.authorized():
             return self._send(self.unauthorized())
         self.app.count(handler.__name__)
+        refusal = self.admit(handler.__name__)
+        if refusal is not None:
+            return self._send(refusal)
         faults = self.app.faults.for_request()
         if faults.outcome:
             self._fault.append(faults.outcome)
+        done: Reply | None = None
         if faults.outcome == "429":
             reply = self.error(429, "too many requests", **{"Retry-After": "1"})
         elif faults.outcome == "500-before":
@@ -233,9 +252,12 @@ class EmulatorHandler(BaseHTTPRequestHandler):
                 reply = handler(self, arg, query)
             except ApiError as exc:
                 reply = self.error(exc.status, exc.message)
+            done = reply
             if faults.outcome == "500-after":
                 reply.discard()
                 reply = self.error(500, "internal server error (injected after the work)")
+        if faults.outcome or faults.slow:
+            self.faulted(handler.__name__, faults, done)
         if faults.slow:
             self._fault.append("slow")
             time.sleep(self.app.slow_seconds)

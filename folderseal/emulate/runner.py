@@ -3,11 +3,13 @@
 Every emulator is started the same way: ``data_folder`` gives it a folder (a temporary
 one when none is given, removed when it stops), ``serve`` runs its server in a
 thread, and the ``RunningEmulator`` handle says where it listens and stops it.
-``run_until_signal`` is the body of ``folderseal emulate <provider>``.
+``run_until_signal`` is the body of ``folderseal emulate <provider>``, and
+``runs_until_signal`` makes an emulator's ``run_…`` function from its ``start_…``.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import signal
@@ -18,14 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, ParamSpec, Self
 
 from folderseal.errors import ExitCode
 
 from .httpd import EmulatorServer
 from .journal import Journal, log_event
 
-__all__ = ["RunningEmulator", "data_folder", "run_until_signal", "serve"]
+__all__ = ["RunningEmulator", "data_folder", "run_until_signal", "runs_until_signal", "serve"]
+
+P = ParamSpec("P")
 
 
 @dataclass(kw_only=True)
@@ -74,7 +78,12 @@ class RunningEmulator:
         """The journal's entries so far, in order."""
         return list(Journal(self.journal_path).entries())
 
-    def __enter__(self) -> RunningEmulator:
+    def violations(self) -> list[dict[str, Any]]:
+        """The journal's ``violation`` lines: what the client did that it must never do
+        (each emulator says which; SEAL's journal has none)."""
+        return [e for e in self.read_journal() if e.get("event") == "violation"]
+
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -108,6 +117,26 @@ def serve(server: EmulatorServer, host: str, name: str) -> tuple[str, threading.
     )
     thread.start()
     return f"http://{shown_host}:{real_port}", thread
+
+
+def runs_until_signal(name: str, start: Callable[P, RunningEmulator]) -> Callable[P, int]:
+    """The command-line twin of an emulator's ``start`` function (which takes ``host``
+    and ``port``): the same arguments, run until a signal (see ``run_until_signal``)."""
+    signature = inspect.signature(start)
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> int:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            print(f"{name} emulator: {exc}", file=sys.stderr)
+            return int(ExitCode.USAGE)
+        bound.apply_defaults()
+        where = f"{bound.arguments['host']}:{bound.arguments['port']}"
+        return run_until_signal(name, where, lambda: start(*args, **kwargs))
+
+    run.__name__ = f"run_{name}"
+    run.__doc__ = f"Run the {name} emulator until SIGINT or SIGTERM; the exit code."
+    return run
 
 
 def run_until_signal(name: str, where: str, start: Callable[[], RunningEmulator]) -> int:

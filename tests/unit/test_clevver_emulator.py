@@ -7,7 +7,6 @@ loopback with httpx; the command-line and memory tests run it in a subprocess.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import signal
@@ -22,6 +21,7 @@ import httpx
 import pytest
 
 from folderseal.providers.clevver.emulator import ClevverEmulator, run_clevver, start_clevver
+from tests.helpers import emulator_listening, emulators, proc_memory
 
 KEY = "clevver-token-0123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -32,17 +32,7 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Any]:
     """A factory starting emulators (key KEY) in tmp_path; all stopped after the test."""
-    handles: list[ClevverEmulator] = []
-
-    def _start(**kwargs: Any) -> ClevverEmulator:
-        kwargs.setdefault("api_key", KEY)
-        handle = start_clevver(data_dir=tmp_path / f"data{len(handles)}", **kwargs)
-        handles.append(handle)
-        return handle
-
-    yield _start
-    for handle in handles:
-        handle.stop()
+    yield from emulators(start_clevver, tmp_path, api_key=KEY)
 
 
 @pytest.fixture
@@ -425,38 +415,21 @@ def test_fault_spec(start: Any) -> None:
 # --- command line and memory ----------------------------------------------------------
 
 
-def _listening(process: subprocess.Popen[str]) -> dict[str, Any]:
-    assert process.stdout is not None
-    line: dict[str, Any] = json.loads(process.stdout.readline())
-    assert line["event"] == "emulator.listening"
-    return line
-
-
 def test_the_emulator_command(tmp_path: Path) -> None:
     """`folderseal emulate clevver --port 0` says where it listens, requires its token,
-    keeps its --data folder and stops with exit 0 on SIGTERM; centrapay is not there yet."""
+    keeps its --data folder and stops with exit 0 on SIGTERM."""
     process = subprocess.Popen(
         [sys.executable, "-m", "folderseal", "emulate", "clevver", "--port", "0",
          "--api-key", KEY, "--data", str(tmp_path / "emu")],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        url = _listening(process)["url"]
+        url = emulator_listening(process)["url"]
         assert httpx.post(f"{url}/api/batches").status_code == 401
         assert httpx.post(f"{url}/api/batches", headers=AUTH).status_code == 201
     finally:
         process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=15) == 0
     assert (tmp_path / "emu" / "journal.jsonl").exists()
-    later = subprocess.run([sys.executable, "-m", "folderseal", "emulate", "centrapay"],
-                           capture_output=True, text=True, timeout=60)
-    assert later.returncode == 2 and "not available yet" in later.stderr
-
-
-def _vm(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"{field} not in /proc/{pid}/status")
 
 
 @pytest.mark.slow
@@ -474,16 +447,16 @@ def test_a_200mb_attach_streams_in_flat_memory(tmp_path: Path) -> None:
          "--data", str(tmp_path / "emu")],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        url = _listening(process)["url"]
+        url = emulator_listening(process)["url"]
         with httpx.Client(base_url=url, timeout=120) as c:
             batch = create(c)
             asset_of(c, batch, "warm.txt", b"warm-up")
-            baseline = _vm(process.pid, "VmRSS")
+            baseline = proc_memory(process.pid, "VmRSS")
             with big.open("rb") as body:
                 r = c.post(f"/api/batches/{batch}/files", files={"file": ("big.bin", body)})
             assert r.status_code == 200, r.text
             assert r.json()["data"]["checksum"] == digest.hexdigest()
-            growth = _vm(process.pid, "VmHWM") - baseline
+            growth = proc_memory(process.pid, "VmHWM") - baseline
         assert growth < 50 * 1024 * 1024, f"peak RSS grew by {growth / 2**20:.1f} MiB"
     finally:
         process.send_signal(signal.SIGTERM)

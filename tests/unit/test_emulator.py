@@ -26,6 +26,7 @@ import pytest
 from folderseal.emulate import EmulatorHandle, run_seal, start_seal
 from folderseal.emulate.faults import Faults, parse_faults
 from folderseal.engine import make_trial_seal
+from tests.helpers import proc_memory
 from tests.pdfs import make_pdf
 
 STEP = 0.02  # seconds per status step: fast, but still observable
@@ -447,14 +448,6 @@ def test_fault_spec_errors(spec: str, message: str) -> None:
     assert run_seal(faults=spec) == 2
 
 
-def _vm(pid: int, field: str) -> int:
-    """A /proc/PID/status memory figure, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"{field} not in /proc/{pid}/status")
-
-
 @pytest.mark.slow
 def test_200mb_upload_streams_in_flat_memory(tmp_path: Path, seal_dir: Path) -> None:
     """run_seal serves a 200 MB batch end to end with its peak RSS growing under 50 MB."""
@@ -481,7 +474,7 @@ def test_200mb_upload_streams_in_flat_memory(tmp_path: Path, seal_dir: Path) -> 
         assert listening["journal"] == str(data / "journal.jsonl")
         with httpx.Client(base_url=listening["url"], timeout=120) as c:
             signed_batch(c, [("warm.txt", b"warm-up"), ("warm.pdf", make_pdf())])
-            baseline = _vm(proc.pid, "VmRSS")
+            baseline = proc_memory(proc.pid, "VmRSS")
             batch = create(c)
             with big.open("rb") as body:
                 r = c.post(f"/api/upload/{batch}", content=body)
@@ -492,7 +485,7 @@ def test_200mb_upload_streams_in_flat_memory(tmp_path: Path, seal_dir: Path) -> 
             with c.stream("GET", f"/api/batchfile/{batch}") as r, out.open("wb") as dst:
                 for piece in r.iter_raw():
                     dst.write(piece)
-            peak = _vm(proc.pid, "VmHWM")
+            peak = proc_memory(proc.pid, "VmHWM")
         with zipfile.ZipFile(out) as archive:
             assert archive.getinfo("big.bin").file_size == 200 * 1024 * 1024
         growth = peak - baseline

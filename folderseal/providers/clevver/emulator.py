@@ -74,7 +74,7 @@ from folderseal.emulate.runner import (
     RunningEmulator,
     check_address_and_key,
     data_folder,
-    run_until_signal,
+    runs_until_signal,
     serve,
 )
 
@@ -493,14 +493,8 @@ ClevverHandler.public = frozenset({"file_link", "forever_link"})
 
 @dataclass(kw_only=True)
 class ClevverEmulator(RunningEmulator):
-    """A running Clevver emulator."""
-
-    def violations(self) -> list[dict[str, Any]]:
-        """The journal's violations: batches started twice, documents stored twice."""
-        return [e for e in self.read_journal() if e.get("event") == "violation"]
-
-    def __enter__(self) -> ClevverEmulator:
-        return self
+    """A running Clevver emulator (its ``violations()``: batches started twice, documents
+    stored twice)."""
 
 
 def start_clevver(
@@ -545,21 +539,5 @@ def start_clevver(
                            _server=server, _thread=thread, _temporary=temporary)
 
 
-def run_clevver(
-    host: str = "127.0.0.1",
-    port: int = 0,
-    api_key: str | None = None,
-    faults: str = "",
-    data_dir: Path | None = None,
-    seed: int | None = None,
-    polls: int = 3,
-    late_seconds: float = 3.0,
-    slow_seconds: float = 2.0,
-) -> int:
-    """Run the emulator until SIGINT or SIGTERM; the exit code (see ``run_until_signal``)."""
-    return run_until_signal(
-        "clevver",
-        f"{host}:{port}",
-        lambda: start_clevver(host, port, api_key, faults, data_dir, seed, polls,
-                              late_seconds, slow_seconds),
-    )
+# Until SIGINT or SIGTERM, for `folderseal emulate clevver` (see run_until_signal).
+run_clevver = runs_until_signal("clevver", start_clevver)
