@@ -18,6 +18,8 @@ from folderseal.errors import NotSent, TransientError
 from folderseal.model import JobState
 from folderseal.providers import BatchView, Ledger, Remote, RemoteStatus, Steps
 from folderseal.providers.local import LocalProvider
+from folderseal.recover import _Folder
+from folderseal.store import Store
 from tests.helpers import Layout
 from tests.unit.test_manager import _delivered, _errors, _run
 
@@ -205,3 +207,60 @@ def test_a_file_prepare_refuses_is_never_published_or_sent(layout: Layout) -> No
         assert _errors(layout)["a.txt"]["code"] == "invalid_batch_file"
     finally:
         daemon.close()
+
+
+def _stopped(layout: Layout, answer: str) -> tuple[str, Publishing]:
+    """Drive a file until its create fails once (``answer``), then lose the store."""
+    daemon = Daemon(config.load(layout.config), delay=lambda attempts: 3600.0)
+    daemon.prepare()
+    name, real = next(iter(daemon.providers.items()))
+    real.close()
+    provider = Publishing(name, real.cfg, real.state_dir)  # type: ignore[attr-defined]
+    provider.retry_max_seconds = 3600.0
+    provider.answer = [answer]
+    provider.start()
+    daemon.providers[name] = provider
+    try:
+        (layout.inbox / "a.txt").write_text("content of a.txt")
+        intake = daemon.intakes["scans"]
+        intake.claim_now("a.txt")
+        [job_id] = intake.form_batches(float("inf"))
+        store = daemon.store
+        assert store is not None
+        daemon.drain(lambda: store.job(job_id).attempts > 0, 30)
+    finally:
+        daemon.close()
+    for path in layout.state.glob("folderseal.sqlite*"):
+        path.unlink()
+    return job_id, provider
+
+
+def _recovered(layout: Layout, provider: Publishing, job_id: str) -> tuple[str, Store]:
+    settings = config.load(layout.config)
+    store = Store.open(settings.state_dir, settings.node_name)
+    folder = _Folder("scans", settings.folders["scans"], settings, store, provider)
+    return folder.batch(job_id), store
+
+
+def test_recover_keeps_a_create_in_doubt_at_accepting_with_its_publish_key(layout: Layout
+                                                                           ) -> None:
+    job_id, provider = _stopped(layout, "lost")
+    outcome, store = _recovered(layout, provider, job_id)
+    try:
+        job = store.job(job_id)
+        assert job is not None and job.state == JobState.ACCEPTING, outcome
+        assert job.remote_id is None and job.publish_key == "k1"
+        assert not (layout.inbox / "a.txt").exists()
+    finally:
+        store.close()
+
+
+def test_recover_puts_a_file_whose_create_never_left_back_into_the_inbox(layout: Layout
+                                                                         ) -> None:
+    job_id, provider = _stopped(layout, "not_sent")
+    outcome, store = _recovered(layout, provider, job_id)
+    try:
+        assert store.job(job_id) is None, outcome
+        assert (layout.inbox / "a.txt").read_text() == "content of a.txt"
+    finally:
+        store.close()
