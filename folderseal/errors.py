@@ -90,6 +90,12 @@ class NotSent(TransientError):
     it refused with 429 before acting): the step may be repeated, even an irrevocable one."""
 
 
+class Throttled(NotSent):
+    """The provider's request budget is spent for now (its limiter, or a 429): nothing was
+    sent, and the job waits its turn for ``retry_after`` seconds, released (not a failure,
+    no attempt counted), so that it does not hold a job thread while it waits."""
+
+
 class OutboxUnavailable(TransientError):
     """The outbox (or errors or archive folder) is full, read-only or gone."""
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from folderseal import batch as batching
 from folderseal import crashpoints, lifecycle, metrics
-from folderseal.errors import NotSent, ProviderError, StoreError, TransientError
+from folderseal.errors import NotSent, ProviderError, StoreError, Throttled, TransientError
 from folderseal.folders import JobContext
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult, FileState, JobRecord, JobState
@@ -220,6 +220,8 @@ class Manager:
                     current = step(current, provider)
                 except Abandon as exc:
                     current = self._abandoned(job_id, provider, exc)
+        except Throttled as exc:  # its turn comes later: not a failure
+            self._release_now(job.id, exc.retry_after or 1.0, log)
         except TransientError as exc:
             self._postpone(job.id, "transient", str(exc), self._delay(exc, provider), log)
         except ProviderError as exc:
@@ -245,6 +247,16 @@ class Manager:
         if not self.works[job.folder].attached(self.store_id):
             raise TransientError(f"the work folder of folder {job.folder!r} cannot be "
                                  "reached (is the inbox share mounted?); the batch waits")
+
+    def _release_now(self, job_id: str, seconds: float, log: Any) -> None:
+        """Release the job (in whatever state it is now) for ``seconds``."""
+        current = self.store.job(job_id)
+        if current is None:
+            return
+        try:
+            self.store.release(current, self.store.clock() + seconds)
+        except (StoreError, TransientError) as exc:
+            log.warning("batch.release_failed", reason=str(exc), retry="when its lease runs out")
 
     def _postpone(self, job_id: str, code: str, message: str,
                   delay: Callable[[int], float], log: Any) -> None:
