@@ -31,7 +31,6 @@ from folderseal.errors import (
     ConfigError,
     ExitCode,
     FolderSealError,
-    ProviderError,
     TransientError,
 )
 from folderseal.intake import FolderIntake
@@ -122,23 +121,27 @@ class Daemon:
             intake.start(time.time())
         for provider in self.providers.values():
             provider.start()
-        self._tidy_published()
         if self.web is not None:
             self.web.start()
 
     def _tidy_published(self) -> None:
-        """Remove what a provider published that no batch names any more (a crash
-        between publishing and recording, or before removing): customer records must not
-        stay readable at a URL for ever. A provider that cannot be reached now is tidied
-        at the next start; nothing depends on it."""
-        assert self.store is not None
-        keep = self.store.publish_keys()
-        for name, provider in self.providers.items():
-            if not provider.steps.publishes:
-                continue
+        """Once, in the background after start: remove what a provider published that no
+        batch names any more (a crash between publishing and recording, or before
+        removing): customer records must not stay readable at a URL for ever. Slow or
+        out of reach, it holds up nothing; what it could not remove waits for the next
+        start."""
+        publishing = {n: p for n, p in self.providers.items() if p.steps.publishes}
+        if not publishing:
+            return
+        store = Store(self.settings.database, self.node)
+        try:
+            keep = store.publish_keys()
+        finally:
+            store.close()
+        for name, provider in publishing.items():
             try:
                 removed = provider.tidy(keep)
-            except (TransientError, ProviderError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a cleanup must never stop the daemon
                 self.log.warning("provider.tidy_failed", provider=name, reason=str(exc),
                                  next_step="it is tried again at the next start; check "
                                  "that the publish folder or bucket can be reached")
@@ -272,6 +275,7 @@ class Daemon:
             self.wake.clear()
 
     def _notices_loop(self) -> None:
+        self._tidy_published()
         self.notices.keep_checking(self.providers, self.stop)
 
     def _batches_ready(self) -> None:

@@ -441,8 +441,7 @@ class Manager:
         or uploaded in part (never started) → deleted, and the step goes on."""
         if not provider.steps.remote:
             return None
-        manifest = self.works[job.folder].manifest(job.id) or {}
-        ids = [r for r in manifest.get("remote_ids", []) if isinstance(r, str) and r]
+        ids = self.works[job.folder].remote_ids(job.id)
         if not ids or ids[-1] == job.remote_id:
             return None
         newer, view = ids[-1], self._noted_in_manifest(job, self._view(job, provider))
@@ -628,22 +627,27 @@ class Manager:
         and are never sent again unasked (OUTCOME_UNKNOWN)."""
         if job.remote_id:
             return job
-        manifest = self.works[job.folder].manifest(job.id) or {}
-        ids = [r for r in manifest.get("remote_ids", []) if isinstance(r, str) and r]
+        ids = self.works[job.folder].remote_ids(job.id)
         if ids:
             self.store.set_remote_id(job, ids[-1])
             learnt = self.store.job(job.id)
             assert learnt is not None
             return learnt
+        raise self._outcome_unknown(job, provider, "the answer to its create was lost")
+
+    def _outcome_unknown(self, job: JobRecord, provider: Provider, why: str) -> ProviderError:
+        """The files of a batch whose accept created its remote batch, when the provider
+        cannot tell whether it took them: never sent again unasked."""
         since = datetime.fromtimestamp(self._since(job, JobState.ACCEPTING), UTC)
-        raise ProviderError(
+        name = provider.kind.capitalize()
+        remote = f" (its batch there is {job.remote_id})" if job.remote_id else ""
+        return ProviderError(
             OUTCOME_UNKNOWN,
-            f"the answer to creating this file's {provider.kind} batch (sent after "
-            f"{since.isoformat(timespec='seconds')}) was lost; it may have been "
-            f"{provider.steps.outcome}: look for a batch created at this time for this file "
-            f"in {provider.kind.capitalize()} before retrying (published as "
-            f"{job.publish_key or '-'}); `folderseal retry --force <retry_id>` sends it again "
-            "(never `retry --all`)",
+            f"{why} (the create was sent at {since.isoformat(timespec='seconds')}): it may "
+            f"have been {provider.steps.outcome}: look for a batch created at this time for "
+            f"this file in {name}{remote} before retrying (published as "
+            f"{job.publish_key or '-'}); if there is none, `folderseal retry --force "
+            "<retry_id>` sends it again (never `retry --all`)",
             provider=job.provider, operation="accept", batch=job.id)
 
     def _lost_after_accept(self, job: JobRecord, provider: Provider, view: BatchView,
@@ -651,17 +655,17 @@ class Manager:
         """After ACCEPTING the provider no longer shows the batch as sent: what it can
         still prove (``salvage``) is recorded and delivered; every other file fails as
         "may have been signed/stored/loaded" and is never submitted again."""
-        message = (f"the provider no longer knows batch {job.remote_id} ({status.state}"
-                   f"{': ' + status.detail if status.detail else ''}); its files may have "
-                   f"been {provider.steps.outcome}: check with the provider before "
-                   "retrying")
+        lost = (f"the provider no longer knows batch {job.remote_id} ({status.state}"
+                f"{': ' + status.detail if status.detail else ''})")
         if provider.steps.accept_creates:  # nothing else to ask: it may have loaded them
-            message += (" (look for a batch created then for this file before retrying; "
-                        "`folderseal retry --force <retry_id>` sends it again)")
+            raise self._outcome_unknown(
+                job, provider, f"{lost} {provider.status_grace:.0f} s (status_grace_seconds) "
+                "after creating it")
+        message = (f"{lost}; its files may have been {provider.steps.outcome}: check with "
+                   "the provider before retrying")
         salvaged = {r.entry: r for r in provider.salvage(view, job.remote_id or "") if r.ok}
         if not salvaged:
-            code = OUTCOME_UNKNOWN if provider.steps.accept_creates else "lost_after_accept"
-            raise ProviderError(code, message, provider=job.provider,
+            raise ProviderError("lost_after_accept", message, provider=job.provider,
                                 operation="status", batch=job.id)
         failed = DocumentResult(entry="", error_code="lost_after_accept",
                                 error_message=message)

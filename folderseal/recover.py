@@ -213,7 +213,7 @@ class _Folder:
 
     def _settle(self, batch_id: str, manifest: dict[str, Any], pending: list[_File],
                 rejected: set[str]) -> str:
-        remote_ids = [r for r in manifest.get("remote_ids", []) if isinstance(r, str) and r]
+        remote_ids = self.work.remote_ids(batch_id)
         if self.provider is not None and not manifest:
             return self._hold_all(batch_id, pending, "the batch has no manifest")
         creates = self.provider is not None and self.provider.steps.accept_creates

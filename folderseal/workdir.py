@@ -111,6 +111,11 @@ class WorkFolder:
         manifest["published"] = key
         self._save_manifest(self.batch_dir(batch_id), manifest)
 
+    def remote_ids(self, batch_id: str) -> list[str]:
+        """The remote batch ids the manifest keeps, oldest first."""
+        return [r for r in (self.manifest(batch_id) or {}).get("remote_ids", [])
+                if isinstance(r, str) and r]
+
     def note_document(self, batch_id: str, file_id: str, note: dict[str, Any]) -> None:
         """Append the provider's answer (or a send about to go out) for one document to
         the manifest, durably; the latest note of a file is what counts."""
