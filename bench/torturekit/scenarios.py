@@ -368,9 +368,12 @@ def _fill(folder: Path) -> Path:
 
 
 def _work_files(world: World) -> set[str]:
+    """The files in the work folder now; the daemon moves claim folders while this
+    walks, so a folder that vanishes mid-walk is skipped (os.walk ignores it)."""
     work = world.layout.work
-    return {str(p.relative_to(work)) for p in work.rglob("*")
-            if p.is_file() and not p.name.startswith(".") and p.name != "store-id"}
+    return {str(Path(top, name).relative_to(work))
+            for top, _, names in os.walk(work) for name in names
+            if not name.startswith(".") and name != "store-id"}
 
 
 def full_disk(root: Path, cycles: int, rng: random.Random) -> Row:
