@@ -692,10 +692,21 @@ class Manager:
         """ACCEPTED: wait for the provider to finish the batch (closed, or failed: its
         download turns that into per-document failures)."""
         view = self._view(job, provider)
-        if self.store.clock() - self._since(job, JobState.ACCEPTED) > provider.max_wait:
-            # Checked before asking, so it holds even while status calls keep failing.
+        # Once max_wait has passed the batch is asked one last time: a batch whose poll
+        # waited behind others (a busy daemon, a spent request budget) is judged by the
+        # provider's answer, not by how long it waited for its turn to ask. A failing ask
+        # then ends it too, so it holds while status calls keep failing.
+        overdue = self.store.clock() - self._since(job, JobState.ACCEPTED) > provider.max_wait
+        try:
+            status = ask_status(provider, view, job.remote_id or "")
+        except NotSent:
+            raise  # not asked yet (its turn to ask has not come): no answer to judge by
+        except TransientError:
+            if overdue:
+                self._never_closed(job, provider)
+            raise
+        if overdue and status.state not in lifecycle.FINISHED:
             self._never_closed(job, provider)
-        status = ask_status(provider, view, job.remote_id or "")
         if status.progress is not None:
             self.store.set_progress(job, status.progress)
             self.log.info("batch.progress", batch=job.id, remote=job.remote_id,

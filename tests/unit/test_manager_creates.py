@@ -8,6 +8,7 @@ waited for, a file refused by prepare sends nothing, and what was published is r
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,8 @@ class Publishing(LocalProvider):
         self.answer: list[str] = []       # scripted create outcomes: lost | not_sent | ok
         self.unknown_for = 0              # status answers GONE this many times first
         self.refuse = False               # prepare rejects every file
+        self.running = False              # status answers RUNNING for ever
+        self.asked = 0                    # status calls for a created batch
         self.max_wait = 3600.0
 
     def prepare(self, batch: BatchView, ledger: Ledger) -> None:
@@ -55,10 +58,18 @@ class Publishing(LocalProvider):
     def status(self, batch: BatchView, remote_id: str) -> RemoteStatus:
         if not remote_id:
             return RemoteStatus(Remote.UPLOADED)
+        self.asked += 1
         if self.unknown_for:
             self.unknown_for -= 1
             return RemoteStatus(Remote.GONE, detail="403")
-        return super().status(batch, remote_id)
+        if self.running:
+            return RemoteStatus(Remote.RUNNING)
+        for _ in range(200):  # answer once the signing is done: one poll closes it
+            status = super().status(batch, remote_id)
+            if status.state == Remote.CLOSED:
+                break
+            time.sleep(0.05)
+        return status
 
     def holds_upload(self, batch: BatchView, status: RemoteStatus) -> bool:
         return status.state == Remote.UPLOADED
@@ -264,3 +275,30 @@ def test_recover_puts_a_file_whose_create_never_left_back_into_the_inbox(layout:
         assert (layout.inbox / "a.txt").read_text() == "content of a.txt"
     finally:
         store.close()
+
+
+def test_a_poll_that_waited_past_max_wait_is_judged_by_the_answer(layout: Layout) -> None:
+    """A batch whose first poll comes after max_wait (a busy daemon, a spent request
+    budget) is asked once more: finished, it is delivered, not failed as never_closed."""
+    daemon, provider = _daemon(layout)
+    provider.max_wait = 0.0
+    try:
+        job_id, _ = _run(daemon, layout, ("a.txt",))
+        assert daemon.store is not None
+        assert daemon.store.job(job_id).state == JobState.CLEANED
+        assert provider.asked == 1 and _delivered(layout) == {"a.txt"}
+    finally:
+        daemon.close()
+
+
+def test_a_batch_still_running_after_max_wait_never_closed(layout: Layout) -> None:
+    daemon, provider = _daemon(layout)
+    provider.max_wait = 0.0
+    provider.running = True
+    try:
+        job_id = _failed(daemon, layout, "a.txt")
+        assert daemon.store is not None
+        assert daemon.store.job(job_id).error_code == "never_closed"
+        assert provider.asked == 1 and provider.creates == 1
+    finally:
+        daemon.close()
