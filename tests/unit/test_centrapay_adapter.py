@@ -10,7 +10,6 @@ import http.server
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,10 +22,10 @@ import structlog
 
 from folderseal import config as config_module
 from folderseal import crashpoints, metrics
-from folderseal.errors import ConfigError, NotSent, TransientError
+from folderseal.errors import ConfigError, NotSent, Throttled, TransientError
 from folderseal.providers import BatchView, Document, Remote, build, steps_of
 from folderseal.providers.centrapay import CentrapayProvider, publish
-from folderseal.providers.centrapay.client import RateLimiter, scrub
+from folderseal.providers.centrapay.client import scrub
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
 
 KEY = "cp-key-for-the-centrapay-adapter-tests"
@@ -361,7 +360,12 @@ def test_a_create_that_surely_did_nothing_is_not_sent(tmp_path: Path, public: Pa
         provider.accept(view, "", ledger)
     assert not ledger.created_ids and not api.batches
     if action == "429":
-        assert caught.value.retry_after == 7.0
+        assert isinstance(caught.value, Throttled) and caught.value.retry_after == 7.0
+        # every call of the account waits out the Retry-After
+        with pytest.raises(Throttled):
+            provider.accept(view, "", ledger)
+        assert api.count("create") == 1
+        provider.limiter._next = 0.0
     if action == "401":
         assert "FOLDERSEAL_PROVIDERS__LOADS__API_KEY" in str(caught.value)
     provider.accept(view, "", ledger)      # sent again later
@@ -488,9 +492,13 @@ def test_status_answers(tmp_path: Path, public: Path) -> None:
     assert gone.state == Remote.GONE and gone.batch == "no-such-batch"
     provider.accept(view, "", ledger)
     api.script("status", "429")
-    with pytest.raises(NotSent) as caught:
+    with pytest.raises(Throttled) as caught:
         provider.status(view, "cp1")
     assert caught.value.retry_after == 7.0
+    with pytest.raises(Throttled):         # held until the Retry-After has passed
+        provider.status(view, "cp1")
+    assert api.count("status") == 2
+    provider.limiter._next = 0.0
     api.script("status", "502")
     with pytest.raises(TransientError, match="HTTP 502"):
         provider.status(view, "cp1")
@@ -515,53 +523,6 @@ def test_salvage_and_tidy(tmp_path: Path, public: Path) -> None:
 
 
 # -- the request limiter -------------------------------------------------------------------
-
-def test_the_limiter_spaces_request_starts() -> None:
-    now = [100.0]
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    limiter = RateLimiter(120, clock=lambda: now[0], sleep=sleep)
-    assert [limiter.wait() for _ in range(3)] == [0.0, 0.5, 1.0]
-    now[0] += 10
-    assert limiter.wait() == 0.0 and slept == [0.5, 1.0]
-
-
-def test_the_limiter_holds_every_call_across_threads() -> None:
-    """Threads asking at once each get their own start, spacing apart (reserved under the
-    lock); in real time the eighth starts no sooner than 7 spacings after they began."""
-    targets: list[float] = []
-    lock = threading.Lock()
-
-    def sleep(seconds: float) -> None:
-        with lock:
-            targets.append(seconds)
-
-    fake = RateLimiter(600, clock=lambda: 0.0, sleep=sleep)    # 0.1 s apart, time frozen
-    threads = [threading.Thread(target=fake.wait) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(round(t, 6) for t in targets) == [round(0.1 * n, 6) for n in range(1, 16)]
-    real = RateLimiter(1200)                                   # 50 ms apart
-    starts: list[float] = []
-
-    def call() -> None:
-        real.wait()
-        with lock:
-            starts.append(time.monotonic())
-
-    threads = [threading.Thread(target=call) for _ in range(8)]
-    before = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert max(starts) - before >= 0.35 - 0.001
-
 
 def test_every_call_waits_at_the_limiter(tmp_path: Path, public: Path) -> None:
     api, ledger = FakeCentrapay(public), FakeLedger()

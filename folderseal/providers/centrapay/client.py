@@ -1,11 +1,13 @@
 """The HTTP side of Centrapay: one httpx client and one request limiter per provider.
 
-Every call waits its turn at the provider's :class:`RateLimiter` (request starts at
-least 60/max_requests_per_minute seconds apart, across all its batches and threads), so
-polls of many batches are spread out and the account's limit is never reached by
-folderseal alone. Every call goes through :meth:`CentrapayClient._call`, where foreign
-errors become folderseal's: 429 is :class:`NotSent` with its ``Retry-After``; no
-connection made is :class:`NotSent` (the create surely never reached Centrapay); any
+Every call waits its turn at the provider's :class:`~folderseal.providers.http.RateLimiter`
+(request starts at least 60/max_requests_per_minute seconds apart, across all its
+batches and threads; a turn more than a second away is :class:`Throttled`), so polls of
+many batches are spread out and the account's limit is never reached by folderseal
+alone. Every call goes through :meth:`CentrapayClient._call`, where foreign errors
+become folderseal's: 429 is :class:`Throttled` with its ``Retry-After``, and the limiter
+holds every call of the account until then; a request that could not be built, or no
+connection made, is :class:`NotSent` (the create surely never reached Centrapay); any
 other network error, a 5xx or an answer that cannot be read is a plain
 :class:`TransientError` (for the create: it may have been done). A 4xx refusal of the
 create is :class:`NotSent` too (Centrapay did nothing) with what to fix. The create's
@@ -16,19 +18,17 @@ URL's query (:func:`scrub`).
 from __future__ import annotations
 
 import re
-import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from folderseal.errors import NotSent, TransientError
+from folderseal.errors import NotSent, Throttled, TransientError
 from folderseal.providers.centrapay import parse
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
-from folderseal.providers.http import client, retry_after, without_query
+from folderseal.providers.http import RateLimiter, client, retry_after, without_query
 from folderseal.redact import REDACTOR
 
+THROTTLED_WAIT = 10.0    # seconds every call waits after a 429 without Retry-After
 _URL_QUERY = re.compile(r"(https?://[^\s?#\"'<>]*)[?#][^\s\"'<>]*", re.IGNORECASE)
 # Signature parameters outside a URL (an error that quotes the query alone).
 _SIGNED = re.compile(r"(X-Amz-(?:Signature|Credential|Security-Token)=)[^&\s\"'<>]+",
@@ -39,29 +39,6 @@ def scrub(message: str) -> str:
     """``message`` with every URL's query and every registered secret masked: a
     pre-signed URL's query is a read key to the records."""
     return REDACTOR.text(_SIGNED.sub(r"\1…", _URL_QUERY.sub(r"\1?…", message)))
-
-
-class RateLimiter:
-    """Spaces request starts ``60 / per_minute`` seconds apart, whichever thread makes
-    them: each caller reserves the next free start under a lock, then sleeps until it."""
-
-    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.spacing = 60.0 / per_minute
-        self.clock = clock
-        self.sleep = sleep
-        self._lock = threading.Lock()
-        self._next = 0.0
-
-    def wait(self) -> float:
-        """Wait for this request's turn; the seconds waited."""
-        with self._lock:
-            now = self.clock()
-            start = max(now, self._next)
-            self._next = start + self.spacing
-        if start > now:
-            self.sleep(start - now)
-        return start - now
 
 
 class CentrapayClient:
@@ -125,9 +102,17 @@ class CentrapayClient:
 
     def _call(self, method: str, path: str, operation: str, batch: str = "",
               **kwargs: Any) -> httpx.Response:
+        """One request; everything up to its sending raises :class:`NotSent` (a
+        :class:`Throttled` turn, a request that cannot be built)."""
         self.limiter.wait()
+        where = self._where(operation, batch)
         try:
-            response = self.http.request(method, path, **kwargs)
+            request = self.http.build_request(method, path, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, nothing was sent
+            raise NotSent(scrub(f"{where} could not be made ({type(exc).__name__}: {exc}); "
+                                "nothing was sent, and it is tried again later")) from None
+        try:
+            response = self.http.send(request)
         except httpx.HTTPError as exc:
             raise self._transient(exc, operation, batch) from None
         self._check(response, operation, batch)
@@ -142,12 +127,13 @@ class CentrapayClient:
             return
         where = self._where(operation, batch)
         if status == 429:
-            wait = retry_after(response.headers.get("Retry-After"))
-            raise NotSent(f"{where} answered HTTP 429 (too many requests: another client "
-                          "shares the account's limit, or max_requests_per_minute is above "
-                          "it); retrying "
-                          f"{'after ' + format(wait, '.0f') + ' s' if wait else 'later'}",
-                          retry_after=None if wait is None else max(1.0, wait))
+            told = retry_after(response.headers.get("Retry-After"))
+            wait = max(1.0, told if told is not None else THROTTLED_WAIT)
+            # Every call of this account waits: the next ones would be refused too.
+            self.limiter.hold_until(self.limiter.clock() + wait)
+            raise Throttled(f"{where} answered HTTP 429 (too many requests: another client "
+                            "shares the account's limit, or max_requests_per_minute is above "
+                            f"it); every call waits {wait:.0f} s", retry_after=wait)
         if status >= 500:
             raise TransientError(f"{where} answered HTTP {status}; retrying later")
         said = self._said(response)
@@ -188,7 +174,8 @@ class CentrapayClient:
         where = self._where(operation, batch)
         # No connection was made (or none was free): nothing reached Centrapay.
         kind = NotSent if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout
-                                     | httpx.PoolTimeout) else TransientError
+                                     | httpx.PoolTimeout | httpx.UnsupportedProtocol) \
+            else TransientError
         after = "" if kind is NotSent or operation != "create" else "; it may have been done"
         return kind(scrub(f"{where} failed: {type(exc).__name__}: {exc}{after}"))
 

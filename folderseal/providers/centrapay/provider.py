@@ -31,9 +31,9 @@ from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult, Output
 from folderseal.providers import BatchView, Document, Health, Ledger, Remote, RemoteStatus, Steps
 from folderseal.providers.centrapay import parse, publish, validate
-from folderseal.providers.centrapay.client import CentrapayClient, RateLimiter, scrub
+from folderseal.providers.centrapay.client import CentrapayClient, scrub
 from folderseal.providers.centrapay.config import BATCH_TYPES, CentrapayProviderConfig
-from folderseal.providers.http import tls_context, without_query
+from folderseal.providers.http import RateLimiter, tls_context, without_query
 
 PROBE_TIMEOUT = 10.0
 INVALID = "invalid_batch_file"
@@ -63,7 +63,8 @@ class CentrapayProvider:
         self.max_wait = cfg.max_wait_seconds
         self.retry_max_seconds = cfg.retry_max_seconds
         self.status_grace = cfg.status_grace_seconds
-        self.limiter = RateLimiter(cfg.max_requests_per_minute)  # every call of this account
+        # Every call of this account, across its batches and threads.
+        self.limiter = RateLimiter(cfg.max_requests_per_minute, f"Centrapay ({name})")
         self.publisher = publisher or publish.make(cfg)
         self.client: CentrapayClient | None = None
         self.log = get_logger(provider=name)

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from folderseal import crashpoints
-from folderseal.errors import ConfigError, TransientError
+from folderseal.errors import ConfigError, NotSent, TransientError
 from folderseal.keyfiles import exposure, service_accounts, service_group
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult, Output
@@ -37,7 +37,7 @@ from folderseal.providers import (
     Steps,
 )
 from folderseal.providers.clevver import parse
-from folderseal.providers.clevver.client import ClevverClient, NotSent, Refused
+from folderseal.providers.clevver.client import ClevverClient, Refused
 from folderseal.providers.clevver.config import ClevverProviderConfig
 from folderseal.providers.http import without_query
 
