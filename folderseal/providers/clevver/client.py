@@ -7,10 +7,10 @@ did nothing, and the job waits its turn without an attempt counted); a request t
 could not be built or a connection never made is :class:`NotSent` (the same call may be
 made again without doubt, even the start); 401/403 and payment or quota refusals are
 :class:`ProviderError` that say what to do; another 4xx is :class:`Refused`. An answer
-that cannot be read is transient too (a proxy's error page, a half-written response). An attach streams the
-file from its descriptor 64 KiB at a time (httpx's multipart reads a file object in
-``FileField.CHUNK_SIZE`` pieces and takes Content-Length from ``fstat``), so memory does
-not grow with the file.
+that cannot be read is transient too (a proxy's error page, a half-written response).
+An attach streams the file from its descriptor 64 KiB at a time (httpx's multipart
+reads a file object in ``FileField.CHUNK_SIZE`` pieces and takes Content-Length from
+``fstat``), so memory does not grow with the file.
 """
 
 from __future__ import annotations
