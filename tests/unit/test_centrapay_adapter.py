@@ -372,6 +372,41 @@ def test_a_create_that_surely_did_nothing_is_not_sent(tmp_path: Path, public: Pa
     assert ledger.created_ids == ["cp1"]
 
 
+@pytest.mark.parametrize("fault", ["sign", "limiter", "build", "ledger"])
+def test_a_create_that_fails_before_it_is_sent_is_not_sent(
+        tmp_path: Path, public: Path, fault: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever fails before POST /api/batches leaves (making the URL, the limiter's
+    turn, building the request, noting it in the manifest) is NotSent: the manager goes
+    back to UPLOADED and sends it later, never outcome_unknown."""
+    api, ledger = FakeCentrapay(public), FakeLedger()
+    provider = _provider(tmp_path, api)
+    view = _published(provider, _view(tmp_path, JSONL), ledger)
+    provider.start()
+    assert provider.client is not None
+    if fault == "sign":
+        def url(key: str) -> str:
+            raise publish.PublishError("signing a URL for k in bucket b failed (Boom)")
+        monkeypatch.setattr(provider.publisher, "url", url)
+    elif fault == "limiter":
+        provider.limiter.hold_until(provider.limiter.clock() + 60)
+    elif fault == "build":
+        def build_request(*args: Any, **kwargs: Any) -> httpx.Request:
+            raise httpx.InvalidURL("no host")
+        monkeypatch.setattr(provider.client.http, "build_request", build_request)
+    else:
+        def sending(document: Document, remote_id: str) -> None:
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(ledger, "sending", sending)
+    with pytest.raises(NotSent) as caught:
+        provider.accept(view, "", ledger)
+    assert isinstance(caught.value, Throttled) == (fault == "limiter")
+    assert api.count("create") == 0 and not ledger.created_ids
+    monkeypatch.undo()
+    provider.limiter._next = 0.0
+    provider.accept(view, "", ledger)      # sent later, once
+    assert ledger.created_ids == ["cp1"] and api.count("create") == 1
+
+
 @pytest.mark.parametrize("action", ["timeout-before", "timeout-after", "500", "no-id"])
 def test_a_create_whose_answer_is_lost_may_have_been_done(tmp_path: Path, public: Path,
                                                           action: str) -> None:

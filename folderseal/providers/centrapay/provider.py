@@ -308,13 +308,24 @@ class CentrapayProvider:
         if not batch.published:
             raise NotSent(f"{document.entry} has no published copy to send; it is "
                           "published again")
-        url = self.publisher.url(batch.published)
-        # Noted in the batch's manifest before it is sent: after a lost store, `recover`
-        # knows a create may have gone out (and never sends it again unasked).
-        ledger.sending(document, "")
+        try:
+            url = self.publisher.url(batch.published)
+            client = self._client
+            # Noted in the batch's manifest before it is sent: after a lost store,
+            # `recover` knows a create may have gone out (and never sends it again unasked).
+            ledger.sending(document, "")
+        except NotSent:
+            raise
+        except (TransientError, ConfigError, OSError) as exc:
+            # Nothing has left: the manager goes back before the point of no return.
+            raise NotSent(scrub(f"the create of the Centrapay batch for {document.entry} "
+                                f"could not be prepared ({exc}); nothing was sent, and it "
+                                "is tried again later")) from None
         crashpoints.reached("centrapay:creating")
-        found = self._client.create(self.cfg.batch_type, url, self.cfg.account_id,
-                                    self.cfg.test)
+        # NotSent from here on when the request never left (the limiter's turn, a
+        # request that could not be built, no connection); anything else may have been
+        # done.
+        found = client.create(self.cfg.batch_type, url, self.cfg.account_id, self.cfg.test)
         ledger.created(found.id)
         self.log.info("centrapay.created", batch=batch.id, remote=found.id,
                       entry=document.entry, key=batch.published, status=found.status,
