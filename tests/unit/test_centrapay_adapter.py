@@ -553,7 +553,7 @@ def test_salvage_and_tidy(tmp_path: Path, public: Path) -> None:
     view = _published(provider, _view(tmp_path, JSONL), ledger)
     assert provider.salvage(view, "cp1") == []
     (public / ("f" * 32 + ".jsonl")).write_bytes(b"left by a crash")
-    assert provider.tidy({view.published}) == 1
+    assert provider.tidy(lambda: {view.published}) == 1
     assert os.listdir(public) == [view.published]
 
 

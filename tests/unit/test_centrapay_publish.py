@@ -88,7 +88,7 @@ def test_a_missing_folder_names_the_fix(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert caught.value.config
-    assert publisher.tidy(set()) == 0
+    assert publisher.tidy(set) == 0
 
 
 def test_a_key_that_is_not_a_published_name_is_refused(tmp_path: Path) -> None:
@@ -110,11 +110,41 @@ def test_tidy_removes_what_no_batch_names(tmp_path: Path) -> None:
     for name in names:
         (folder / name).write_bytes(b"x")
     (folder / ("0" * 32)).mkdir()    # a folder of that name is not ours to remove
-    assert publisher.tidy({kept, "9" * 32}) == 4
+    assert publisher.tidy(lambda: {kept, "9" * 32}) == 4
     assert sorted(os.listdir(folder)) == sorted(
         [kept, f".{kept}.part", "index.html", "A" * 32, "e" * 31, f"{'f' * 32}.jsonl.bak",
          ".hidden", "0" * 32])
-    assert publisher.tidy({kept}) == 0
+    assert publisher.tidy(lambda: {kept}) == 0
+
+
+def test_tidy_lists_first_and_asks_what_to_keep_after(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that records its key and writes its copy while tidy starts (before the
+    listing) keeps it: keep() is asked after the listing. (Asked before, as the store
+    was read once, the copy would be removed as a stray.)"""
+    folder = tmp_path / "public"
+    folder.mkdir()
+    publisher = _publisher(folder)
+    stray, fresh = "a" * 32 + ".jsonl", "b" * 32 + ".jsonl"
+    (folder / stray).write_bytes(b"left by a crash")
+    recorded: set[str] = set()
+    events: list[str] = []
+    scandir = os.scandir
+
+    def listing(path: object) -> object:
+        recorded.add(fresh)                  # the batch records its key…
+        (folder / fresh).write_bytes(b"x")   # …then copies
+        events.append("listed")
+        return scandir(path)  # type: ignore[call-overload]
+
+    def keep() -> set[str]:
+        events.append("keep")
+        return set(recorded)
+
+    monkeypatch.setattr(publish.os, "scandir", listing)
+    assert publisher.tidy(keep) == 1
+    assert events == ["listed", "keep"]
+    assert os.listdir(folder) == [fresh]
 
 
 # -- S3: what is told apart without a server (a real one: tests/s3server.py) ------------------
@@ -168,9 +198,28 @@ def test_s3_keys_and_tidy_under_the_prefix() -> None:
                    "other/aaaaaaaaaaaaaaaaaaaaaaaa/0000_a.jsonl"],
                   [key, "folderseal/notes/unfinished"])
     publisher._client = fake
-    assert publisher.tidy({key}) == 6
+    assert publisher.tidy(lambda: {key}) == 5
     assert fake.deleted == [stale, probe, "folderseal/README", "folderseal/x/y/z"]
-    assert fake.aborted == [key, "folderseal/notes/unfinished"]
+    assert fake.aborted == ["folderseal/notes/unfinished"]   # not the batch's own
+
+
+def test_s3_tidy_lists_first_and_asks_what_to_keep_after() -> None:
+    """An upload (finished or in progress) whose key is recorded while tidy lists is
+    neither removed nor aborted."""
+    publisher = _s3()
+    fresh = publisher.key_for("0123456789abcdef01234567", "0000_t.jsonl")
+    fake = FakeS3([fresh], [fresh])
+    publisher._client = fake
+    recorded: set[str] = set()
+    paginator = fake.get_paginator
+
+    def listing(name: str) -> object:
+        recorded.add(fresh)   # recorded while tidy lists (before its upload started)
+        return paginator(name)
+
+    fake.get_paginator = listing  # type: ignore[method-assign]
+    assert publisher.tidy(lambda: set(recorded)) == 0
+    assert fake.deleted == [] and fake.aborted == []
 
 
 def test_an_empty_prefix_never_tidies_foreign_objects() -> None:
@@ -178,7 +227,7 @@ def test_an_empty_prefix_never_tidies_foreign_objects() -> None:
     fake = FakeS3(["photos/2026/a.jpg", "0123456789abcdef01234567/0000_a.csv", "index.html",
                    "deadbeef/0000_a.csv", "0123456789abcdef01234567/notes.txt"], [])
     publisher._client = fake
-    assert publisher.tidy(set()) == 1
+    assert publisher.tidy(set) == 1
     assert fake.deleted == ["0123456789abcdef01234567/0000_a.csv"]
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -390,7 +391,7 @@ class CentrapayProvider:
         self._warned.discard(remote_id)
         self._finals.pop(remote_id, None)
 
-    def tidy(self, keep: set[str]) -> int:
+    def tidy(self, keep: Callable[[], set[str]]) -> int:
         return self.publisher.tidy(keep)
 
     # -- helpers ---------------------------------------------------------------------------

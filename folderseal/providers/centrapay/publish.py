@@ -65,9 +65,11 @@ class Publisher(Protocol):
     def remove(self, key: str) -> None:
         """Remove ``key`` (nothing when it is not there)."""
 
-    def tidy(self, keep: set[str]) -> int:
-        """Remove what folderseal published here that ``keep`` does not name, and
-        unfinished uploads; how many."""
+    def tidy(self, keep: Callable[[], set[str]]) -> int:
+        """Remove what folderseal published here, and unfinished uploads, that ``keep()``
+        does not name; how many. Lists first and calls ``keep()`` after: a key is recorded
+        before its copy or upload starts, so anything listed that ``keep()`` does not
+        name is a stray."""
 
 
 def make(cfg: CentrapayProviderConfig) -> Publisher:
@@ -157,7 +159,7 @@ class FolderPublisher:
         except OSError as exc:
             raise self._error("cannot remove a file from", exc) from None
 
-    def tidy(self, keep: set[str]) -> int:
+    def tidy(self, keep: Callable[[], set[str]]) -> int:
         removed = 0
         try:
             with os.scandir(self.dir) as entries:
@@ -166,11 +168,12 @@ class FolderPublisher:
             return 0
         except OSError as exc:
             raise self._error("cannot list", exc) from None
+        kept = keep()   # after the listing: a name recorded since is in it
         for name in names:
             temp = self.TEMP.match(name)
             # A temp of a name a batch still records is left to that batch's create.
-            if (self.NAME.match(name) and name not in keep) or \
-                    (temp and temp.group(1) not in keep):
+            if (self.NAME.match(name) and name not in kept) or \
+                    (temp and temp.group(1) not in kept):
                 try:
                     removed += _unlink(self.dir / name)
                 except OSError as exc:
@@ -332,16 +335,20 @@ class S3Publisher:
                 return
             raise self._error("removing", key, exc) from None
 
-    def tidy(self, keep: set[str]) -> int:
-        """Objects under s3_prefix that ``keep`` does not name, and every unfinished
-        multipart upload there. With no prefix (the bucket's root), only keys of the form
-        folderseal gives them; anything else in the bucket is never touched."""
+    def tidy(self, keep: Callable[[], set[str]]) -> int:
+        """Objects under s3_prefix, and unfinished multipart uploads there, that
+        ``keep()`` (called once both are listed) does not name. With no prefix (the
+        bucket's root), only keys of the form folderseal gives them; anything else in the
+        bucket is never touched."""
         removed = 0
         try:
             pages = self.s3.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.prefix)
-            stale = [item["Key"] for page in pages for item in page.get("Contents", [])
-                     if self._mine.match(item["Key"]) and item["Key"] not in keep]
+            listed = [item["Key"] for page in pages for item in page.get("Contents", [])
+                      if self._mine.match(item["Key"])]
+            uploads = self._uploads(None)
+            kept = keep()   # after the listings: a key recorded since is in it
+            stale = [key for key in listed if key not in kept]
             for start in range(0, len(stale), 1000):
                 answer = self.s3.delete_objects(Bucket=self.bucket, Delete={
                     "Objects": [{"Key": k} for k in stale[start:start + 1000]],
@@ -352,31 +359,35 @@ class S3Publisher:
                     raise PublishError(f"{self.where} refused to remove "
                                        f"{failed[0].get('Key')} ({failed[0].get('Code')}); "
                                        "give folderseal's credentials s3:DeleteObject there")
+            for name, upload_id in uploads:
+                if name not in kept:
+                    self.s3.abort_multipart_upload(Bucket=self.bucket, Key=name,
+                                                   UploadId=upload_id)
+                    removed += 1
         except PublishError:
             raise
         except Exception as exc:
             raise self._error("tidying", self.prefix or "(the whole bucket)", exc) from None
-        return removed + self._abort_uploads(None)
+        return removed
 
-    def _abort_uploads(self, key: str | None) -> int:
-        """Abort unfinished multipart uploads of ``key`` (None: every one of folderseal's
-        under the prefix); how many. Best effort for one key: tidy finds what is left."""
-        aborted = 0
+    def _uploads(self, key: str | None) -> list[tuple[str, str]]:
+        """The unfinished multipart uploads (key, upload id) of ``key`` (None: every one
+        of folderseal's under the prefix)."""
+        pages = self.s3.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=key or self.prefix)
+        return [(upload["Key"], upload["UploadId"]) for page in pages
+                for upload in page.get("Uploads", [])
+                if ((upload["Key"] == key) if key else bool(self._mine.match(upload["Key"])))]
+
+    def _abort_uploads(self, key: str) -> None:
+        """Abort the unfinished multipart uploads of ``key``; best effort (tidy finds
+        what is left)."""
         try:
-            pages = self.s3.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=key or self.prefix)
-            for page in pages:
-                for upload in page.get("Uploads", []):
-                    name = upload["Key"]
-                    if (name == key) if key else bool(self._mine.match(name)):
-                        self.s3.abort_multipart_upload(Bucket=self.bucket, Key=name,
-                                                       UploadId=upload["UploadId"])
-                        aborted += 1
-        except Exception as exc:
-            if key is None:
-                raise self._error("aborting unfinished uploads under", self.prefix, exc) \
-                    from None
-        return aborted
+            for name, upload_id in self._uploads(key):
+                self.s3.abort_multipart_upload(Bucket=self.bucket, Key=name,
+                                               UploadId=upload_id)
+        except Exception:  # noqa: BLE001 - best effort: the upload's own error is raised
+            pass
 
     def _error(self, doing: str, key: str, exc: Exception) -> PublishError:
         code = _code(exc)

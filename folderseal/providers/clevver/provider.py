@@ -16,6 +16,7 @@ connection, a refusal): it is sent again, to the same remote batch, without doub
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -277,7 +278,7 @@ class ClevverProvider:
                     results.append(result)
         return results
 
-    def tidy(self, keep: set[str]) -> int:
+    def tidy(self, keep: Callable[[], set[str]]) -> int:
         return 0  # it publishes nothing
 
     def delete(self, batch: BatchView, remote_id: str) -> None:

@@ -13,6 +13,7 @@ between the call and the state that records it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -188,7 +189,7 @@ class SealProvider:
     def salvage(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
         return []  # a batch SEAL no longer knows proves nothing about its files
 
-    def tidy(self, keep: set[str]) -> int:
+    def tidy(self, keep: Callable[[], set[str]]) -> int:
         return 0  # it publishes nothing
 
     def delete(self, batch: BatchView, remote_id: str) -> None:
