@@ -315,10 +315,10 @@ def test_extra_files_in_a_batch_are_rejected_unsent(tmp_path: Path, public: Path
         "f1": "one_file_per_batch", "f2": "one_file_per_batch"}
 
 
-def test_publishing_again_replaces_the_earlier_copy(tmp_path: Path, public: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """A create repeated (a crash in the middle of the copy) publishes under a new name,
-    recorded first, and removes the earlier copy."""
+def test_publishing_again_reuses_the_recorded_name(tmp_path: Path, public: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A create repeated (a crash in the middle of the copy) publishes under the name the
+    batch recorded, its copy replaced whole: nothing is left behind unnamed."""
     provider = _provider(tmp_path, FakeCentrapay(public))
     ledger = FakeLedger()
     view = _view(tmp_path, JSONL * 1000)
@@ -332,11 +332,31 @@ def test_publishing_again_replaces_the_earlier_copy(tmp_path: Path, public: Path
     monkeypatch.undo()
     view = ledger.view(view)
     assert provider.status(view, "").state == Remote.NEW   # the copy never completed
+    (first,) = ledger.published
     provider.create(view, ledger)
-    first, second = ledger.published
-    assert first != second and os.listdir(public) == [second]
+    assert ledger.published == [first] and os.listdir(public) == [first]
     view = ledger.view(view)
     assert provider.status(view, "").state == Remote.UPLOADED
+    provider.create(view, ledger)          # again, whole: the same name, one copy
+    assert ledger.published == [first] and os.listdir(public) == [first]
+    assert (public / first).read_bytes() == JSONL * 1000
+
+
+def test_a_recorded_copy_under_another_key_is_removed_first(tmp_path: Path,
+                                                            public: Path) -> None:
+    """A recorded key this publisher would not give the file (another suffix, another
+    configuration): its copy is removed before the new key is recorded."""
+    provider = _provider(tmp_path, FakeCentrapay(public))
+    ledger = FakeLedger()
+    view = _view(tmp_path, JSONL)
+    old = "c" * 32 + ".csv"
+    (public / old).write_bytes(b"an earlier copy")
+    seen: list[list[str]] = []
+    ledger.on_publishing = lambda key: seen.append(os.listdir(public))
+    import dataclasses
+    provider.create(dataclasses.replace(view, published=old), ledger)
+    (new,) = ledger.published
+    assert new != old and seen == [[]] and os.listdir(public) == [new]
 
 
 def test_a_published_copy_of_another_size_is_no_upload(tmp_path: Path, public: Path) -> None:

@@ -247,11 +247,20 @@ class CentrapayProvider:
         return None
 
     def create(self, batch: BatchView, ledger: Ledger) -> str:
-        """Publish the batch file: its key recorded first, then the copy or upload; an
-        earlier copy under another key is removed. Nothing remote yet: ""."""
+        """Publish the batch file: its key recorded first, then the copy or upload.
+        Published again (a restart, a retry), it reuses the key the batch recorded, its
+        copy replaced whole; a recorded copy under another key (the configuration
+        changed) is removed before the new key is recorded, so no copy is ever left
+        readable with no batch naming it. Nothing remote yet: ""."""
         document = self._document(batch)
-        key = self.publisher.key_for(batch.id, document.entry)
-        ledger.publishing(key)
+        recorded = batch.published
+        key = self.publisher.key_for(batch.id, document.entry, recorded)
+        if recorded and recorded != key:
+            self.publisher.remove(recorded)
+            self.log.info("centrapay.unpublished", batch=batch.id, key=recorded,
+                          why="published again under another key")
+        if key != recorded:
+            ledger.publishing(key)
         fd = self._open(batch, document)
         try:
             self.publisher.publish(key, fd, document.size,
@@ -260,14 +269,8 @@ class CentrapayProvider:
             os.close(fd)
         crashpoints.reached("centrapay:published")
         self.log.info("centrapay.published", batch=batch.id, entry=document.entry, key=key,
-                      to=self.publisher.where, bytes=document.size)
-        if batch.published and batch.published != key:
-            try:
-                self.publisher.remove(batch.published)
-            except publish.PublishError as exc:  # no batch names it now: tidy removes it
-                self.log.warning("centrapay.unpublish_failed", batch=batch.id,
-                                 key=batch.published, reason=str(exc),
-                                 next_step="it is removed at the next start")
+                      to=self.publisher.where, bytes=document.size,
+                      again=key == recorded)
         return ""
 
     def upload(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:

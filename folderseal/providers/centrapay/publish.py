@@ -46,8 +46,9 @@ class PublishError(TransientError):
 class Publisher(Protocol):
     where: str    # what it publishes to, for messages ("bucket b at …", "publish_dir …")
 
-    def key_for(self, batch_id: str, entry: str) -> str:
-        """The key a batch's file is published under."""
+    def key_for(self, batch_id: str, entry: str, recorded: str = "") -> str:
+        """The key a batch's file is published under: ``recorded`` (what the batch
+        recorded before) when it is one this publisher would give the file."""
 
     def probe_key(self) -> str:
         """A key for ``check``'s probe (tidied like a batch file's if left behind)."""
@@ -99,7 +100,9 @@ class FolderPublisher:
         self.prefix = cfg.publish_url_prefix
         self.where = f"publish_dir {self.dir}"
 
-    def key_for(self, batch_id: str, entry: str) -> str:
+    def key_for(self, batch_id: str, entry: str, recorded: str = "") -> str:
+        if self.NAME.match(recorded) and recorded[32:] == suffix(entry):
+            return recorded   # published again: the same name, its copy replaced
         return secrets.token_hex(16) + suffix(entry)
 
     def probe_key(self) -> str:
@@ -270,8 +273,8 @@ class S3Publisher:
             "s3", region_name=cfg.s3_region or None,
             endpoint_url=cfg.s3_endpoint_url or None, config=config, **kwargs)
 
-    def key_for(self, batch_id: str, entry: str) -> str:
-        return f"{self.prefix}{batch_id}/{entry}"
+    def key_for(self, batch_id: str, entry: str, recorded: str = "") -> str:
+        return f"{self.prefix}{batch_id}/{entry}"   # the same each time
 
     def probe_key(self) -> str:
         return f"{self.prefix}probe-{secrets.token_hex(16)}.txt"
