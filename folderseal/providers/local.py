@@ -48,6 +48,7 @@ from folderseal.providers import (
     Remote,
     RemoteStatus,
     Steps,
+    fingerprint,
 )
 from folderseal.providers.local_config import LocalProviderConfig
 from folderseal.providers.local_worker import (
@@ -324,6 +325,9 @@ class LocalProvider:
 
     def tidy(self, keep: Callable[[], set[str]]) -> int:
         return 0  # it publishes nothing
+
+    def shown(self, key: str) -> str:
+        return fingerprint(key)  # it publishes nothing: never called with a key
 
     def delete(self, batch: BatchView, remote_id: str) -> None:
         return None  # the staging folder is removed by the manager after cleanup

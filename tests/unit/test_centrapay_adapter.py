@@ -271,6 +271,28 @@ def test_the_whole_lifecycle(tmp_path: Path, public: Path,
     assert os.listdir(public) == []
 
 
+def test_logs_show_a_fingerprint_of_the_published_name(tmp_path: Path, public: Path) -> None:
+    """publish_url_prefix + the name is a read key to the records: no log line of the
+    provider shows the whole name, each names its first 8 characters."""
+    api, ledger = FakeCentrapay(public), FakeLedger()
+    provider = _provider(tmp_path, api)
+    with structlog.testing.capture_logs() as logs:
+        view = _published(provider, _view(tmp_path, JSONL), ledger)
+        provider.create(view, ledger)                    # published again
+        provider.accept(view, "", ledger)
+        api.batches["cp1"].statuses = ["created", "error"]
+        _to_the_end(provider, view, "cp1")
+        provider.download(view, "cp1")
+        provider.delete(view, "cp1")
+    key = view.published
+    shown = json.dumps(logs, default=str)
+    assert key not in shown and key[8:] not in shown
+    keyed = [e["event"] for e in logs if e.get("key") == key[:8] + "…"]
+    assert keyed == ["centrapay.published", "centrapay.published", "centrapay.created",
+                     "centrapay.load_failed", "centrapay.unpublished"]
+    assert provider.shown(key) == key[:8] + "…"
+
+
 def test_an_invalid_file_is_rejected_with_its_report_and_never_published(
         tmp_path: Path, public: Path) -> None:
     api, ledger = FakeCentrapay(public), FakeLedger()

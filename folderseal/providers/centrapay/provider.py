@@ -179,7 +179,7 @@ class CentrapayProvider:
             try:
                 self.publisher.remove(key)
             except publish.PublishError as exc:
-                self.log.warning("centrapay.probe_left", key=key, reason=str(exc),
+                self.log.warning("centrapay.probe_left", key=self.shown(key), reason=str(exc),
                                  next_step="it is removed at the next start")
 
     def _fetch_probe(self, key: str, body: bytes) -> str:
@@ -203,7 +203,8 @@ class CentrapayProvider:
         if response.status_code != 200 or response.content != body:
             got = f"HTTP {response.status_code}" if response.status_code != 200 \
                 else "other content"
-            raise ConfigError(f"the probe published as {key} in {self.publisher.where} was "
+            raise ConfigError(f"the probe published as {self.shown(key)} in "
+                              f"{self.publisher.where} was "
                               f"not served back at {shown} ({got}): {fix}")
         return ""
 
@@ -257,7 +258,7 @@ class CentrapayProvider:
         key = self.publisher.key_for(batch.id, document.entry, recorded)
         if recorded and recorded != key:
             self.publisher.remove(recorded)
-            self.log.info("centrapay.unpublished", batch=batch.id, key=recorded,
+            self.log.info("centrapay.unpublished", batch=batch.id, key=self.shown(recorded),
                           why="published again under another key")
         if key != recorded:
             ledger.publishing(key)
@@ -268,7 +269,8 @@ class CentrapayProvider:
         finally:
             os.close(fd)
         crashpoints.reached("centrapay:published")
-        self.log.info("centrapay.published", batch=batch.id, entry=document.entry, key=key,
+        self.log.info("centrapay.published", batch=batch.id, entry=document.entry,
+                      key=self.shown(key),
                       to=self.publisher.where, bytes=document.size,
                       again=key == recorded)
         return ""
@@ -332,7 +334,7 @@ class CentrapayProvider:
         found = client.create(self.cfg.batch_type, url, self.cfg.account_id, self.cfg.test)
         ledger.created(found.id)
         self.log.info("centrapay.created", batch=batch.id, remote=found.id,
-                      entry=document.entry, key=batch.published, status=found.status,
+                      entry=document.entry, key=self.shown(batch.published), status=found.status,
                       test=self.cfg.test)
         crashpoints.reached("centrapay:created")
 
@@ -360,7 +362,7 @@ class CentrapayProvider:
         block = {"report": report}
         if found.status == "error":
             self.log.warning("centrapay.load_failed", batch=batch.id, remote=remote_id,
-                             entry=document.entry, key=batch.published)
+                             entry=document.entry, key=self.shown(batch.published))
             return [DocumentResult(document.entry, provider_document=remote_id,
                                    provider_block=block, error_code=LOAD_FAILED,
                                    error_message=(
@@ -390,12 +392,18 @@ class CentrapayProvider:
         there). Nothing when it is gone already."""
         if batch.published:
             self.publisher.remove(batch.published)
-            self.log.info("centrapay.unpublished", batch=batch.id, key=batch.published)
+            self.log.info("centrapay.unpublished", batch=batch.id,
+                          key=self.shown(batch.published))
         self._warned.discard(remote_id)
         self._finals.pop(remote_id, None)
 
     def tidy(self, keep: Callable[[], set[str]]) -> int:
         return self.publisher.tidy(keep)
+
+    def shown(self, key: str) -> str:
+        """A publish key as logs show it: a served folder's name is a read key (a
+        fingerprint of it), an S3 object key is not."""
+        return self.publisher.shown(key)
 
     # -- helpers ---------------------------------------------------------------------------
 

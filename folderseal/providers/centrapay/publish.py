@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from folderseal.errors import TransientError
 from folderseal.files import fsync_dir, write_all
+from folderseal.providers import fingerprint
 from folderseal.providers.centrapay.client import scrub
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
 
@@ -66,6 +67,9 @@ class Publisher(Protocol):
     def remove(self, key: str) -> None:
         """Remove ``key`` (nothing when it is not there)."""
 
+    def shown(self, key: str) -> str:
+        """``key`` as logs and messages may show it (never a read key)."""
+
     def tidy(self, keep: Callable[[], set[str]]) -> int:
         """Remove what folderseal published here, and unfinished uploads, that ``keep()``
         does not name; how many. Lists first and calls ``keep()`` after: a key is recorded
@@ -108,9 +112,13 @@ class FolderPublisher:
     def probe_key(self) -> str:
         return secrets.token_hex(16) + ".txt"
 
+    def shown(self, key: str) -> str:
+        """A fingerprint: the name with publish_url_prefix is a read key to the records."""
+        return fingerprint(key)
+
     def _path(self, key: str) -> Path:
         if not self.NAME.match(key):   # a key from the store: never a path elsewhere
-            raise PublishError(f"{key!r} is not a name folderseal publishes under; "
+            raise PublishError(f"{fingerprint(key)!r} is not a name folderseal publishes under; "
                                "the batch's record is damaged")
         return self.dir / key
 
@@ -130,7 +138,8 @@ class FolderPublisher:
             finally:
                 os.close(out)
             if copied != size:
-                raise PublishError(f"the batch file changed while it was copied to {final} "
+                raise PublishError(f"the batch file changed while it was copied to "
+                                   f"{self.where} as {fingerprint(key)} "
                                    f"({copied} bytes, not {size}); copying again later")
             os.rename(temp, final)
             fsync_dir(self.dir)
@@ -278,6 +287,10 @@ class S3Publisher:
 
     def probe_key(self) -> str:
         return f"{self.prefix}probe-{secrets.token_hex(16)}.txt"
+
+    def shown(self, key: str) -> str:
+        """The object key: reading it needs a signed URL (or the bucket's credentials)."""
+        return key
 
     def publish(self, key: str, fd: int, size: int, reached: Callable[[], None]) -> None:
         from boto3.s3.transfer import TransferConfig

@@ -36,6 +36,7 @@ from folderseal.providers import (
     RemoteDocument,
     RemoteStatus,
     Steps,
+    fingerprint,
 )
 from folderseal.providers.clevver import parse
 from folderseal.providers.clevver.client import ClevverClient, Refused
@@ -280,6 +281,9 @@ class ClevverProvider:
 
     def tidy(self, keep: Callable[[], set[str]]) -> int:
         return 0  # it publishes nothing
+
+    def shown(self, key: str) -> str:
+        return fingerprint(key)  # it publishes nothing: never called with a key
 
     def delete(self, batch: BatchView, remote_id: str) -> None:
         """Clevver has no call to delete a batch (an unstarted one stores nothing)."""

@@ -32,6 +32,7 @@ from folderseal.providers import (
     Remote,
     RemoteStatus,
     Steps,
+    fingerprint,
 )
 from folderseal.providers.http import without_query
 from folderseal.providers.seal import flatzip, package
@@ -191,6 +192,9 @@ class SealProvider:
 
     def tidy(self, keep: Callable[[], set[str]]) -> int:
         return 0  # it publishes nothing
+
+    def shown(self, key: str) -> str:
+        return fingerprint(key)  # it publishes nothing: never called with a key
 
     def delete(self, batch: BatchView, remote_id: str) -> None:
         if remote_id:
