@@ -561,6 +561,45 @@ def test_a_report_that_cannot_be_read_is_pending(tmp_path: Path, public: Path) -
     assert result.pending and "403" in result.error_message
 
 
+@pytest.mark.parametrize("final", ["complete", "error"])
+def test_a_final_status_without_its_report_is_asked_again(tmp_path: Path, public: Path,
+                                                          final: str) -> None:
+    """complete or error without counts (no report): running, with one clear warning,
+    asked again; the next answer with its report ends it. Download on such an answer
+    (a restart at CLOSED) is pending no_report, not a crash."""
+    api, ledger = FakeCentrapay(public), FakeLedger()
+    provider = _provider(tmp_path, api)
+    view = _published(provider, _view(tmp_path, JSONL), ledger)
+    provider.accept(view, "", ledger)
+    api.batches["cp1"].statuses = [final]
+    with structlog.testing.capture_logs() as logs:
+        api.script("status", final, final)       # {id, status} only
+        for _ in range(2):
+            status = provider.status(view, "cp1")
+            assert status.state == Remote.RUNNING and "without its report" in status.detail
+        assert provider.status(view, "cp1").state in (Remote.CLOSED, Remote.FAILED)
+        (result,) = provider.download(view, "cp1")
+    warned = [e for e in logs if e["event"] == "centrapay.no_report"]
+    assert len(warned) == 1 and warned[0]["log_level"] == "warning"
+    assert warned[0]["status"] == final and "asked again" in warned[0]["next_step"]
+    assert not result.pending      # the final answer the poll kept, with its report
+    api.script("status", final)
+    (result,) = provider.download(view, "cp1")
+    assert result.pending and result.error_code == "no_report"
+    assert "without its report" in result.error_message
+
+
+def test_memos_per_batch_are_capped() -> None:
+    from folderseal.providers.centrapay.provider import Capped
+    memo: Capped[bool] = Capped(size=3)
+    for number in range(10):
+        memo[f"b{number}"] = True
+    assert list(memo) == ["b7", "b8", "b9"]
+    memo["b8"] = True             # touched again: the newest
+    memo["b10"] = True
+    assert list(memo) == ["b9", "b8", "b10"]
+
+
 def test_status_answers(tmp_path: Path, public: Path) -> None:
     api, ledger = FakeCentrapay(public), FakeLedger()
     provider = _provider(tmp_path, api)

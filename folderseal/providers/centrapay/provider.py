@@ -20,8 +20,10 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -36,7 +38,9 @@ from folderseal.providers.centrapay.client import CentrapayClient, scrub
 from folderseal.providers.centrapay.config import BATCH_TYPES, CentrapayProviderConfig
 from folderseal.providers.http import RateLimiter, tls_context, without_query
 
+V = TypeVar("V")
 PROBE_TIMEOUT = 10.0
+MEMO = 1000         # batches (or status names) a memo remembers at most
 INVALID = "invalid_batch_file"
 LOAD_FAILED = "load_failed"
 ONE_FILE = "one_file_per_batch"
@@ -69,11 +73,14 @@ class CentrapayProvider:
         self.publisher = publisher or publish.make(cfg)
         self.client: CentrapayClient | None = None
         self.log = get_logger(provider=name)
-        self._unknown: set[str] = set()     # statuses already warned about
-        self._warned: set[str] = set()      # batches whose failed records were counted
-        # The final answer a poll read, so that download need not ask again (every call
-        # counts against the account's rate).
-        self._finals: dict[str, parse.Batch] = {}
+        # Memos, capped (memory must not grow with the batches): statuses already
+        # warned about; batches whose failed records were counted, or whose final
+        # answer without a report was warned about; the final answer a poll read, so
+        # that download need not ask again (every call counts against the rate).
+        self._unknown: Capped[bool] = Capped()
+        self._warned: Capped[bool] = Capped()
+        self._no_report: Capped[bool] = Capped()
+        self._finals: Capped[parse.Batch] = Capped()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -295,10 +302,22 @@ class CentrapayProvider:
         found = self._client.status(remote_id)
         if found is None:
             return RemoteStatus(Remote.GONE, detail="Centrapay answered 403", batch=remote_id)
+        if found.final and not found.reported:
+            # A final status without its counts proves nothing yet: asked again (until
+            # max_wait_seconds), as a status that is still moving.
+            if remote_id not in self._no_report:
+                self._no_report[remote_id] = True
+                self.log.warning("centrapay.no_report", batch=batch.id, remote=remote_id,
+                                 status=found.status, treated_as="running",
+                                 next_step="asked again at the next poll until "
+                                 "max_wait_seconds; check the batch in Centrapay if it "
+                                 "stays so")
+            return RemoteStatus(Remote.RUNNING, detail=f"{found.status} without its "
+                                "report; asking again", batch=remote_id)
         state = parse.remote_state(found.status)
         if state is None:
             if found.status not in self._unknown:  # once: a batch is polled for long
-                self._unknown.add(found.status)
+                self._unknown[found.status] = True
                 self.log.warning("centrapay.unknown_status", batch=batch.id,
                                  remote=remote_id, status=found.status or "(none)",
                                  treated_as="running")
@@ -376,7 +395,7 @@ class CentrapayProvider:
                              entry=document.entry, records=report["count"],
                              failed=failed, listed=len(report["errors"]))
             if remote_id not in self._warned:   # a repeated download counts them once
-                self._warned.add(remote_id)
+                self._warned[remote_id] = True
                 metrics.RECORDS_FAILED.labels(batch.folder, self.name).inc(failed)
         original = Output(role="original", staged="", suffix="", sha256=document.sha256,
                           bytes=document.size)
@@ -394,8 +413,8 @@ class CentrapayProvider:
             self.publisher.remove(batch.published)
             self.log.info("centrapay.unpublished", batch=batch.id,
                           key=self.shown(batch.published))
-        self._warned.discard(remote_id)
-        self._finals.pop(remote_id, None)
+        for memo in (self._warned, self._no_report, self._finals):
+            memo.pop(remote_id, None)
 
     def tidy(self, keep: Callable[[], set[str]]) -> int:
         return self.publisher.tidy(keep)
@@ -416,6 +435,20 @@ class CentrapayProvider:
     def _open(batch: BatchView, document: Document) -> int:
         assert batch.open_document is not None
         return batch.open_document(document)
+
+
+class Capped(OrderedDict[str, V]):
+    """A memo of at most ``size`` entries: the oldest is forgotten first."""
+
+    def __init__(self, size: int = MEMO) -> None:
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key: str, value: V) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
 
 
 def _unknown_id() -> str:
