@@ -12,12 +12,11 @@ other network error, a 5xx or an answer that cannot be read is a plain
 :class:`TransientError` (for the create: it may have been done). A 4xx refusal of the
 create is :class:`NotSent` too (Centrapay did nothing) with what to fix. The create's
 body holds a pre-signed URL, a read key to the records: no message built here quotes a
-URL's query (:func:`scrub`).
+URL's query (:func:`~folderseal.redact.without_secrets`).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import httpx
@@ -26,19 +25,9 @@ from folderseal.errors import NotSent, Throttled, TransientError
 from folderseal.providers.centrapay import parse
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
 from folderseal.providers.http import RateLimiter, client, retry_after, without_query
-from folderseal.redact import REDACTOR
+from folderseal.redact import without_secrets
 
 THROTTLED_WAIT = 10.0    # seconds every call waits after a 429 without Retry-After
-_URL_QUERY = re.compile(r"(https?://[^\s?#\"'<>]*)[?#][^\s\"'<>]*", re.IGNORECASE)
-# Signature parameters outside a URL (an error that quotes the query alone).
-_SIGNED = re.compile(r"(X-Amz-(?:Signature|Credential|Security-Token)=)[^&\s\"'<>]+",
-                     re.IGNORECASE)
-
-
-def scrub(message: str) -> str:
-    """``message`` with every URL's query and every registered secret masked: a
-    pre-signed URL's query is a read key to the records."""
-    return REDACTOR.text(_SIGNED.sub(r"\1…", _URL_QUERY.sub(r"\1?…", message)))
 
 
 class CentrapayClient:
@@ -109,8 +98,9 @@ class CentrapayClient:
         try:
             request = self.http.build_request(method, path, **kwargs)
         except Exception as exc:  # noqa: BLE001 - whatever it is, nothing was sent
-            raise NotSent(scrub(f"{where} could not be made ({type(exc).__name__}: {exc}); "
-                                "nothing was sent, and it is tried again later")) from None
+            raise NotSent(without_secrets(f"{where} could not be made ({type(exc).__name__}: "
+                                          f"{exc}); nothing was sent, and it is tried again "
+                                          "later")) from None
         try:
             response = self.http.send(request)
         except httpx.HTTPError as exc:
@@ -168,7 +158,7 @@ class CentrapayClient:
         except (parse.PayloadError, UnicodeDecodeError):
             said = ""
         said = said or response.content[:parse.MESSAGE_MAX].decode("utf-8", "replace")
-        return scrub(" ".join(said.split()))
+        return without_secrets(" ".join(said.split()))
 
     def _transient(self, exc: httpx.HTTPError, operation: str, batch: str) -> TransientError:
         where = self._where(operation, batch)
@@ -177,10 +167,10 @@ class CentrapayClient:
                                      | httpx.PoolTimeout | httpx.UnsupportedProtocol) \
             else TransientError
         after = "" if kind is NotSent or operation != "create" else "; it may have been done"
-        return kind(scrub(f"{where} failed: {type(exc).__name__}: {exc}{after}"))
+        return kind(without_secrets(f"{where} failed: {type(exc).__name__}: {exc}{after}"))
 
     def _json(self, response: httpx.Response, operation: str, batch: str = "") -> Any:
         try:
             return parse.decode(response.text)
         except (parse.PayloadError, UnicodeDecodeError) as exc:
-            raise parse.PayloadError(scrub(str(exc))[:200]) from None
+            raise parse.PayloadError(without_secrets(str(exc))[:200]) from None

@@ -34,9 +34,10 @@ from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult, Output
 from folderseal.providers import BatchView, Document, Health, Ledger, Remote, RemoteStatus, Steps
 from folderseal.providers.centrapay import parse, publish, validate
-from folderseal.providers.centrapay.client import CentrapayClient, scrub
+from folderseal.providers.centrapay.client import CentrapayClient
 from folderseal.providers.centrapay.config import BATCH_TYPES, CentrapayProviderConfig
 from folderseal.providers.http import RateLimiter, tls_context, without_query
+from folderseal.redact import without_secrets
 
 V = TypeVar("V")
 PROBE_TIMEOUT = 10.0
@@ -202,8 +203,8 @@ class CentrapayProvider:
                 response = fetcher.get(url)
         except httpx.HTTPError as exc:
             return (f"the probe published at {shown} could not be fetched "
-                    f"({type(exc).__name__}: {scrub(str(exc))}); {fix}; `folderseal run` "
-                    "starts anyway")
+                    f"({type(exc).__name__}: {without_secrets(str(exc))}); {fix}; "
+                    "`folderseal run` starts anyway")
         if response.status_code >= 500:
             return (f"fetching the probe published at {shown} answered HTTP "
                     f"{response.status_code}; {fix}; run check again later")
@@ -343,9 +344,9 @@ class CentrapayProvider:
             raise
         except (TransientError, ConfigError, OSError) as exc:
             # Nothing has left: the manager goes back before the point of no return.
-            raise NotSent(scrub(f"the create of the Centrapay batch for {document.entry} "
-                                f"could not be prepared ({exc}); nothing was sent, and it "
-                                "is tried again later")) from None
+            raise NotSent(without_secrets(
+                f"the create of the Centrapay batch for {document.entry} could not be "
+                f"prepared ({exc}); nothing was sent, and it is tried again later")) from None
         crashpoints.reached("centrapay:creating")
         # NotSent from here on when the request never left (the limiter's turn, a
         # request that could not be built, no connection); anything else may have been

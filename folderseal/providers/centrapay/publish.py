@@ -23,8 +23,8 @@ from typing import Any, Protocol
 from folderseal.errors import TransientError
 from folderseal.files import fsync_dir, write_all
 from folderseal.providers import fingerprint
-from folderseal.providers.centrapay.client import scrub
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
+from folderseal.redact import without_secrets
 
 CHUNK = 1 << 20                 # the folder copy's read size
 PART = 8 << 20                  # S3 multipart part size (and the single-PUT threshold)
@@ -40,7 +40,7 @@ class PublishError(TransientError):
     configuration or the bucket's/folder's permissions (``check`` reports it so)."""
 
     def __init__(self, message: str, *, config: bool = False) -> None:
-        super().__init__(scrub(message))
+        super().__init__(without_secrets(message))
         self.config = config
 
 

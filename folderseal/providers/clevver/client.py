@@ -27,7 +27,7 @@ from folderseal.errors import NotSent, ProviderError, Throttled, TransientError
 from folderseal.providers.clevver import parse
 from folderseal.providers.clevver.config import ClevverProviderConfig
 from folderseal.providers.http import basic_auth, client, retry_after, without_query
-from folderseal.redact import REDACTOR
+from folderseal.redact import without_secrets
 
 THROTTLED_WAIT = 10.0    # seconds a call waits after a 429 without Retry-After
 # A refusal whose message says the account ran out of money or limits is the account's,
@@ -149,7 +149,7 @@ class ClevverClient:
             request = self.http.build_request(method, path, **kwargs)
         except Exception as exc:  # noqa: BLE001 - whatever it is, nothing was sent
             where = f"Clevver {operation}{' of batch ' + batch if batch else ''}"
-            raise NotSent(REDACTOR.text(f"{where} could not be made ({type(exc).__name__}: "
+            raise NotSent(without_secrets(f"{where} could not be made ({type(exc).__name__}: "
                                         f"{exc}); nothing was sent, and it is tried again "
                                         "later")) from None
         try:
@@ -201,7 +201,7 @@ class ClevverClient:
         except (parse.PayloadError, UnicodeDecodeError):
             said = ""
         said = said or response.content[:parse.MESSAGE_MAX].decode("utf-8", "replace").strip()
-        return REDACTOR.text(said)
+        return without_secrets(said)
 
     def _transient(self, exc: httpx.HTTPError, operation: str, batch: str) -> TransientError:
         where = f"Clevver {operation}{' of batch ' + batch if batch else ''}"
@@ -209,7 +209,7 @@ class ClevverClient:
         kind = NotSent if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout
                                      | httpx.PoolTimeout | httpx.UnsupportedProtocol) \
             else TransientError
-        return kind(REDACTOR.text(f"{where} failed: {type(exc).__name__}: {exc}"))
+        return kind(without_secrets(f"{where} failed: {type(exc).__name__}: {exc}"))
 
     def _json(self, response: httpx.Response, operation: str, batch: str = "") -> Any:
         try:
@@ -217,4 +217,4 @@ class ClevverClient:
         except (parse.PayloadError, UnicodeDecodeError) as exc:
             where = f"Clevver {operation}{' of batch ' + batch if batch else ''}"
             raise TransientError(f"{where} answered something unreadable "
-                                 f"({REDACTOR.text(str(exc))[:200]}); retrying later") from None
+                                 f"({without_secrets(str(exc))[:200]}); retrying later") from None
