@@ -708,7 +708,24 @@ def test_check_offline_warns_about_a_listable_folder(tmp_path: Path, public: Pat
     warnings = _provider(tmp_path, FakeCentrapay(public)).check(network=False).warnings
     assert any("may be listed by every account" in w for w in warnings)
     public.chmod(0o711)
-    assert not _provider(tmp_path, FakeCentrapay(public)).check(network=False).warnings
+    assert not _provider(tmp_path, FakeCentrapay(public),
+                         max_requests_per_minute=150).check(network=False).warnings
+
+
+def test_a_rate_above_centrapays_is_accepted_with_a_warning(tmp_path: Path,
+                                                            public: Path) -> None:
+    provider = _provider(tmp_path, FakeCentrapay(public), max_requests_per_minute=250)
+    (warning,) = [w for w in provider.check(network=False).warnings
+                  if "max_requests_per_minute" in w]
+    assert "above the about 200 requests a minute Centrapay allows" in warning
+    with structlog.testing.capture_logs() as logs:
+        provider.start()
+    (logged,) = [e for e in logs if e["event"] == "centrapay.rate_above_limit"]
+    assert logged["log_level"] == "warning" and logged["max_requests_per_minute"] == 250
+    quiet = _provider(tmp_path, FakeCentrapay(public), max_requests_per_minute=200)
+    with structlog.testing.capture_logs() as logs:
+        quiet.start()
+    assert not [e for e in logs if e["event"] == "centrapay.rate_above_limit"]
 
 
 # -- the registry and the configuration ----------------------------------------------------

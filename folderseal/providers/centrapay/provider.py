@@ -18,8 +18,6 @@ file's.
 from __future__ import annotations
 
 import os
-import secrets
-import tempfile
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -29,25 +27,20 @@ import httpx
 
 from folderseal import crashpoints, metrics
 from folderseal.errors import ConfigError, NotSent, TransientError
-from folderseal.keyfiles import exposure, service_accounts, service_group
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult, Output
 from folderseal.providers import BatchView, Document, Health, Ledger, Remote, RemoteStatus, Steps
-from folderseal.providers.centrapay import parse, publish, validate
+from folderseal.providers.centrapay import check, parse, publish, validate
 from folderseal.providers.centrapay.client import CentrapayClient
-from folderseal.providers.centrapay.config import BATCH_TYPES, CentrapayProviderConfig
-from folderseal.providers.http import RateLimiter, tls_context, without_query
+from folderseal.providers.centrapay.config import RATE_LIMIT, CentrapayProviderConfig
+from folderseal.providers.http import RateLimiter
 from folderseal.redact import without_secrets
 
 V = TypeVar("V")
-PROBE_TIMEOUT = 10.0
 MEMO = 1000         # batches (or status names) a memo remembers at most
 INVALID = "invalid_batch_file"
 LOAD_FAILED = "load_failed"
 ONE_FILE = "one_file_per_batch"
-BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-ONE_FILE_NOTE = ("each Centrapay batch holds one file, so the folders' batch_max_files is "
-                 "capped at 1 (one file = one batch = one job)")
 
 
 class CentrapayProvider:
@@ -91,7 +84,11 @@ class CentrapayProvider:
             self.log.info("centrapay.ready", publish=self.cfg.publish,
                           to=self.publisher.where, batch_type=self.cfg.batch_type,
                           max_requests_per_minute=self.cfg.max_requests_per_minute,
-                          note=ONE_FILE_NOTE)
+                          note=check.ONE_FILE_NOTE)
+            if self.cfg.max_requests_per_minute > RATE_LIMIT:
+                self.log.warning("centrapay.rate_above_limit",
+                                 max_requests_per_minute=self.cfg.max_requests_per_minute,
+                                 reason=check.rate_warning(self.cfg.max_requests_per_minute))
 
     def close(self) -> None:
         if self.client is not None:
@@ -105,116 +102,8 @@ class CentrapayProvider:
         return self.client
 
     def check(self, network: bool = True) -> Health:
-        """The key (a GET of a batch that does not exist answers 403 with it, 401
-        without), then a probe published, fetched back from its URL and removed.
-
-        A refused key, a redirect, a wrong address, a bucket or folder folderseal may
-        not write, a URL that answers but not with the probe: ConfigError. No answer, a
-        5xx or a 429: ``unreachable`` (the daemon starts anyway; its batches wait)."""
-        warnings = exposure(self.cfg.secret_files(), service_accounts(self.state_dir),
-                            service_group(self.state_dir))
-        if not self.cfg.verify_tls:
-            warnings.append("TLS verification is off (verify_tls = false): anyone on the "
-                            "path could pose as Centrapay")
-        if self.cfg.publish == "folder":
-            warnings += _listable(self.cfg.publish_dir)
-        elif not self.cfg.s3_prefix:
-            warnings.append(f"s3_prefix is empty: folderseal's batch files go to the root of "
-                            f"bucket {self.cfg.s3_bucket}, beside everything else there; "
-                            'give them a prefix of their own, e.g. s3_prefix = "folderseal/"')
-        if not self.cfg.format:
-            warnings.append(f"batch_type {self.cfg.batch_type!r} is not one folderseal knows "
-                            "(" + ", ".join(BATCH_TYPES) + "): each file's format is told by "
-                            "its suffix (.jsonl, .ndjson, .csv), and a file with another suffix "
-                            "is checked for UTF-8 only")
-        if not network:
-            return Health(warnings=tuple(warnings))
-        where = f"Centrapay at {self.cfg.base_url}"
-        client = CentrapayClient(self.cfg, self.name, self.limiter, self.transport,
-                                 timeout=PROBE_TIMEOUT)
-        try:
-            status, location, said = client.probe(_unknown_id())
-        except TransientError as exc:
-            return Health(warnings=tuple(warnings), unreachable=(
-                f"{where} cannot be reached ({exc}): check base_url, the network, any "
-                "firewall or proxy; `folderseal run` starts anyway and its batches wait "
-                "until Centrapay answers"))
-        finally:
-            client.close()
-        if status == 401:
-            variable = f"FOLDERSEAL_PROVIDERS__{self.name.upper()}__API_KEY"
-            raise ConfigError(f"{where} refused the API key (HTTP 401): check api_key_file, "
-                              f"api_key or {variable}")
-        if 300 <= status < 400:
-            raise ConfigError(f"{where} answered a redirect (HTTP {status} to "
-                              f"{without_query(location)}): set base_url to the address "
-                              "Centrapay really has")
-        if status == 429 or status >= 500:
-            return Health(warnings=tuple(warnings), unreachable=(
-                f"{where} answered a test call with HTTP {status}, so the API key could not "
-                "be checked; run check again later; `folderseal run` starts anyway and its "
-                "batches wait"))
-        if status != 403:
-            raise ConfigError(f"{where} answered GET /api/batches/<a batch that does not "
-                              f"exist> with HTTP {status}{' (' + said + ')' if said else ''}, "
-                              "not 403: base_url is the host root (e.g. "
-                              "https://service.centrapay.com; the paths start with /api/)")
-        unreachable = self._probe_publish()
-        verified = f"{where} took the API key; {ONE_FILE_NOTE}"
-        if not unreachable:
-            verified += (f"; a probe published to {self.publisher.where} was fetched back "
-                         "from its URL and removed")
-        return Health(verified=verified, warnings=tuple(warnings), unreachable=unreachable)
-
-    def _probe_publish(self) -> str:
-        """Publish a tiny probe, fetch it back from its URL, remove it. ConfigError for
-        what must be fixed; the reason for what could not be tried now."""
-        key = self.publisher.probe_key()
-        body = f"folderseal check {secrets.token_hex(8)}\n".encode()
-        with tempfile.TemporaryFile() as probe:
-            probe.write(body)
-            probe.flush()
-            try:
-                self.publisher.publish(key, probe.fileno(), len(body), lambda: None)
-            except publish.PublishError as exc:
-                if exc.config:
-                    raise ConfigError(f"publishing a probe failed: {exc}") from None
-                return (f"a probe could not be published ({exc}); `folderseal run` starts "
-                        "anyway and its batches wait")
-        try:
-            return self._fetch_probe(key, body)
-        finally:
-            try:
-                self.publisher.remove(key)
-            except publish.PublishError as exc:
-                self.log.warning("centrapay.probe_left", key=self.shown(key), reason=str(exc),
-                                 next_step="it is removed at the next start")
-
-    def _fetch_probe(self, key: str, body: bytes) -> str:
-        url = self.publisher.url(key)
-        shown = without_query(url)
-        fix = ("the bucket's endpoint must be reachable from Centrapay: check s3_endpoint_url"
-               if self.cfg.publish == "s3" else "serve publish_dir at publish_url_prefix")
-        try:
-            context = tls_context(self.cfg.model_copy(update={"client_certificate": None,
-                                                              "client_key": None}))
-            with httpx.Client(verify=context, timeout=PROBE_TIMEOUT,
-                              follow_redirects=False) as fetcher:
-                response = fetcher.get(url)
-        except httpx.HTTPError as exc:
-            return (f"the probe published at {shown} could not be fetched "
-                    f"({type(exc).__name__}: {without_secrets(str(exc))}); {fix}; "
-                    "`folderseal run` starts anyway")
-        if response.status_code >= 500:
-            return (f"fetching the probe published at {shown} answered HTTP "
-                    f"{response.status_code}; {fix}; run check again later")
-        if response.status_code != 200 or response.content != body:
-            got = f"HTTP {response.status_code}" if response.status_code != 200 \
-                else "other content"
-            raise ConfigError(f"the probe published as {self.shown(key)} in "
-                              f"{self.publisher.where} was "
-                              f"not served back at {shown} ({got}): {fix}")
-        return ""
+        """What ``folderseal check`` proves: :mod:`.check`."""
+        return check.health(self, network)
 
     # -- lifecycle steps -------------------------------------------------------------------
 
@@ -450,25 +339,3 @@ class Capped(OrderedDict[str, V]):
         self.move_to_end(key)
         while len(self) > self.size:
             self.popitem(last=False)
-
-
-def _unknown_id() -> str:
-    """A batch id that looks like Centrapay's (22 base58 characters) and names none."""
-    return "".join(secrets.choice(BASE58) for _ in range(22))
-
-
-def _listable(folder: Path | None) -> list[str]:
-    """A warning when other accounts may list publish_dir: the names are the only key to
-    the records in it."""
-    if folder is None:
-        return []
-    try:
-        mode = folder.stat().st_mode
-    except OSError:
-        return []
-    if mode & 0o004:
-        return [f"publish_dir {folder} may be listed by every account (mode "
-                f"{mode & 0o777:o}), and the file names are the only key to the records: "
-                f"chmod o-r {folder} (keep o+x for the web server), and turn off directory "
-                "listing in the web server"]
-    return []
