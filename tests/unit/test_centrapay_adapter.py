@@ -310,6 +310,19 @@ def test_an_invalid_file_is_rejected_with_its_report_and_never_published(
     assert os.listdir(public) == [] and api.calls == [] and not ledger.published
 
 
+def test_records_without_an_external_id_are_a_warning_not_a_rejection(
+        tmp_path: Path, public: Path) -> None:
+    provider = _provider(tmp_path, FakeCentrapay(public))
+    ledger = FakeLedger()
+    with structlog.testing.capture_logs() as logs:
+        provider.prepare(_view(tmp_path, b'\xef\xbb\xbf{"name": "a"}\n{"externalId": "2"}\n'),
+                         ledger)
+    assert not ledger.rejected
+    (warning,) = [e for e in logs if e["event"] == "centrapay.no_external_id"]
+    assert warning["log_level"] == "warning" and warning["lines"] == [0]
+    assert warning["records"] == 1
+
+
 def test_a_suffix_that_disagrees_with_the_batch_type_is_a_warning(
         tmp_path: Path, public: Path) -> None:
     provider = _provider(tmp_path, FakeCentrapay(public))

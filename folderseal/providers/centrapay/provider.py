@@ -129,6 +129,13 @@ class CentrapayProvider:
                                  f"({exc.strerror}); checking again later") from None
         finally:
             os.close(fd)
+        if report.no_external_id:
+            self.log.warning("centrapay.no_external_id", batch=batch.id, entry=document.entry,
+                             records=report.no_external_id,
+                             lines=report.no_external_id_lines,
+                             reason="records without a string externalId; Centrapay "
+                             "reports each of them in the batch's report",
+                             next_step="give every record its externalId")
         if report.ok:
             self.log.info("centrapay.valid", batch=batch.id, entry=document.entry,
                           format=fmt or "unknown", records=report.count)
