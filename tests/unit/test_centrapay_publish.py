@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from folderseal.providers.centrapay import publish
@@ -257,3 +260,71 @@ def test_s3_errors_name_the_bucket_and_the_fix() -> None:
                                   "(AccessDenied) when calling the PutObject operation")
     except S3UploadFailedError as exc:
         assert publisher._error("uploading", "k", exc).config
+
+
+# -- S3: a real S3-compatible server on loopback (moto's server mode) ---------------------
+
+@pytest.fixture()
+def moto_url() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def test_s3_uploads_share_one_client_and_one_bounded_transfer_manager(
+        tmp_path: Path, moto_url: str) -> None:
+    """Uploads from many threads at once (a PUT and multipart ones) go through the
+    publisher's one client and one transfer manager, whose bounds are shared; each is
+    published whole, fetched back by its pre-signed URL, removed, and tidy sees the
+    rest."""
+    publisher = _s3(s3_endpoint_url=moto_url, s3_access_key_id="test-key-id",
+                    s3_secret_access_key="test-secret-for-moto")
+    publisher.s3.create_bucket(Bucket="batch-files")
+    sizes = [publish.PART + 5, publish.PART * 2 + 7, 1000]
+    datas = [os.urandom(size) for size in sizes]
+    keys = [publisher.key_for(f"{n:024x}", f"0000_{n}.jsonl") for n in range(len(sizes))]
+    reached: list[str] = []
+    errors: list[BaseException] = []
+
+    def upload(number: int) -> None:
+        path = tmp_path / f"source{number}"
+        path.write_bytes(datas[number])
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            publisher.publish(keys[number], fd, sizes[number],
+                              lambda: reached.append(keys[number]))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            os.close(fd)
+
+    threads = [threading.Thread(target=upload, args=(n,)) for n in range(len(sizes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(reached) == sorted(keys)        # once each, after its first bytes
+    client, transfers = publisher.s3, publisher.transfers
+    assert publisher.s3 is client and publisher.transfers is transfers
+    assert client.meta.config.max_pool_connections == publish.S3_CONNECTIONS
+    assert transfers.config.max_request_concurrency == publish.S3_CONCURRENCY
+    assert transfers.config.max_in_memory_upload_chunks == publish.S3_CONCURRENCY
+    for key, data in zip(keys, datas, strict=True):
+        assert publisher.present(key, len(data))
+        url = publisher.url(key)
+        assert "X-Amz-Signature=" in url and publisher.shown(key) == key
+        assert httpx.get(url).content == data
+    publisher.remove(keys[0])
+    assert not publisher.present(keys[0], sizes[0])
+    assert publisher.tidy(lambda: {keys[1]}) == 1
+    assert publisher.present(keys[1], sizes[1]) and not publisher.present(keys[2], sizes[2])
+    publisher.close()
+    assert publisher.transfers is not transfers   # built again after close
+    publisher.close()

@@ -94,6 +94,7 @@ class CentrapayProvider:
         if self.client is not None:
             self.client.close()
             self.client = None
+        self.publisher.close()
 
     @property
     def _client(self) -> CentrapayClient:

@@ -28,7 +28,8 @@ from folderseal.redact import without_secrets
 
 CHUNK = 1 << 20                 # the folder copy's read size
 PART = 8 << 20                  # S3 multipart part size (and the single-PUT threshold)
-S3_CONCURRENCY = 2              # parts in flight: memory is about PART × (2 + 2)
+S3_CONCURRENCY = 2              # parts in flight across all uploads (and read ahead)
+S3_CONNECTIONS = 4              # the client's connection pool
 S3_CONNECT = 10.0               # seconds to connect (a start's tidy must not hang long)
 CONTENT_TYPES = {".jsonl": "application/x-ndjson", ".ndjson": "application/x-ndjson",
                  ".csv": "text/csv"}
@@ -69,6 +70,9 @@ class Publisher(Protocol):
 
     def shown(self, key: str) -> str:
         """``key`` as logs and messages may show it (never a read key)."""
+
+    def close(self) -> None:
+        """Let go of what it holds (threads, connections); usable again after."""
 
     def tidy(self, keep: Callable[[], set[str]]) -> int:
         """Remove what folderseal published here, and unfinished uploads, that ``keep()``
@@ -115,6 +119,9 @@ class FolderPublisher:
     def shown(self, key: str) -> str:
         """A fingerprint: the name with publish_url_prefix is a read key to the records."""
         return fingerprint(key)
+
+    def close(self) -> None:
+        pass
 
     def _path(self, key: str) -> Path:
         if not self.NAME.match(key):   # a key from the store: never a path elsewhere
@@ -236,9 +243,14 @@ def _unlink(path: Path) -> int:
 
 class S3Publisher:
     """Uploads to ``<s3_prefix><batch id>/<entry>`` with boto3: one PUT up to PART bytes,
-    a multipart upload above (PART-sized parts, S3_CONCURRENCY in flight, an upload that
-    fails aborted). The client is built at first use, so loading the configuration and
-    ``check --offline`` import no boto3."""
+    a multipart upload above (PART-sized parts, an upload that fails aborted).
+
+    One client and one transfer manager per publisher, built at first use (so loading
+    the configuration and ``check --offline`` import no boto3) and shared by every
+    thread (both are thread-safe): across all the uploads at once, at most
+    S3_CONCURRENCY parts are in flight and as many read ahead (memory stays about
+    PART × 2 × S3_CONCURRENCY whatever the number of batches), over at most
+    S3_CONNECTIONS connections."""
 
     def __init__(self, cfg: CentrapayProviderConfig) -> None:
         self.cfg = cfg
@@ -253,6 +265,7 @@ class S3Publisher:
                                 r"(?:[0-9a-f]{24}/\d{4,}_[^/]+|probe-[0-9a-f]{32}\.txt)\Z",
                                 re.DOTALL)
         self._client: Any = None
+        self._transfers: Any = None
         self._lock = threading.Lock()
 
     @property
@@ -261,6 +274,28 @@ class S3Publisher:
             if self._client is None:
                 self._client = self._build()
             return self._client
+
+    @property
+    def transfers(self) -> Any:
+        """The transfer manager every upload goes through (its bounds are shared)."""
+        client = self.s3
+        with self._lock:
+            if self._transfers is None:
+                from boto3.s3.transfer import TransferConfig, create_transfer_manager
+
+                config = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART,
+                                        max_concurrency=S3_CONCURRENCY, use_threads=True,
+                                        preferred_transfer_client="classic")
+                config.max_in_memory_upload_chunks = S3_CONCURRENCY  # bounds reading ahead
+                self._transfers = create_transfer_manager(client, config)
+            return self._transfers
+
+    def close(self) -> None:
+        """Let the transfer manager's threads go (built again at the next upload)."""
+        with self._lock:
+            transfers, self._transfers = self._transfers, None
+        if transfers is not None:
+            transfers.shutdown()
 
     def _build(self) -> Any:
         import boto3
@@ -276,6 +311,7 @@ class S3Publisher:
         config = Config(
             signature_version="s3v4", connect_timeout=min(cfg.timeout_seconds, S3_CONNECT),
             read_timeout=cfg.timeout_seconds, retries={"max_attempts": 3, "mode": "standard"},
+            max_pool_connections=S3_CONNECTIONS,
             # Another endpoint (MinIO, Ceph, a local server) may have no DNS per bucket.
             s3={"addressing_style": "path" if cfg.s3_endpoint_url else "auto"})
         return boto3.session.Session().client(
@@ -293,12 +329,8 @@ class S3Publisher:
         return key
 
     def publish(self, key: str, fd: int, size: int, reached: Callable[[], None]) -> None:
-        from boto3.s3.transfer import TransferConfig
+        from boto3.s3.transfer import ProgressCallbackInvoker
 
-        config = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART,
-                                max_concurrency=S3_CONCURRENCY, use_threads=True,
-                                preferred_transfer_client="classic")
-        config.max_in_memory_upload_chunks = S3_CONCURRENCY  # bounds what is read ahead
         sent = [False]
         lock = threading.Lock()
 
@@ -314,8 +346,8 @@ class S3Publisher:
         stream = os.fdopen(os.dup(fd), "rb", closefd=True)
         try:
             stream.seek(0)
-            self.s3.upload_fileobj(stream, self.bucket, key, ExtraArgs=extra,
-                                   Callback=progress, Config=config)
+            self.transfers.upload(stream, self.bucket, key, extra_args=extra,
+                                  subscribers=[ProgressCallbackInvoker(progress)]).result()
         except Exception as exc:
             self._abort_uploads(key)
             raise self._error("uploading", key, exc) from None
