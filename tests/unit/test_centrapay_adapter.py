@@ -520,6 +520,20 @@ def test_a_signed_url_never_shows(tmp_path: Path, public: Path) -> None:
     assert without_secrets(f"see {secret_url} now") == "see https://s3.test/bucket/k?… now"
 
 
+def test_a_refusal_that_quotes_the_url_shows_a_fingerprint(tmp_path: Path,
+                                                          public: Path) -> None:
+    """publish_url_prefix + the folder name is a read key: a refusal that echoes the
+    request names the fingerprint, never the name."""
+    api, ledger = FakeCentrapay(public), FakeLedger()
+    provider = _provider(tmp_path, api)
+    view = _published(provider, _view(tmp_path, JSONL), ledger)
+    api.script("create", "echo")
+    with pytest.raises(NotSent) as caught:
+        provider.accept(view, "", ledger)
+    assert view.published not in str(caught.value)
+    assert f"{PREFIX}{view.published[:8]}…" in str(caught.value)
+
+
 # -- polling and the report ----------------------------------------------------------------
 
 def test_a_complete_batch_with_failed_records_is_delivered_and_counted(

@@ -49,11 +49,21 @@ class CentrapayClient:
 
     # -- the calls -------------------------------------------------------------------------
 
-    def create(self, batch_type: str, url: str, account_id: str, test: bool) -> parse.Batch:
+    def create(self, batch_type: str, url: str, account_id: str, test: bool,
+               hide: tuple[str, str] = ("", "")) -> parse.Batch:
         """``POST /api/batches``: Centrapay fetches the file at ``url`` and loads it.
-        Creating is starting: an answer that is lost leaves it unknown whether it did."""
+        Creating is starting: an answer that is lost leaves it unknown whether it did.
+        ``hide``: (a read key in ``url``, what messages show instead), for an answer
+        that quotes the URL (a served folder's name is the key)."""
         body = {"type": batch_type, "url": url, "accountId": account_id, "test": test}
-        response = self._call("POST", "/api/batches", "create", json=body)
+        secret, shown = hide
+        try:
+            response = self._call("POST", "/api/batches", "create", json=body)
+        except TransientError as exc:
+            if not secret or secret not in str(exc):
+                raise
+            raise type(exc)(str(exc).replace(secret, shown),
+                            retry_after=exc.retry_after) from None
         try:
             found = parse.batch(self._json(response, "create"))
         except parse.PayloadError as exc:

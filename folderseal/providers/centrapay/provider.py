@@ -248,7 +248,8 @@ class CentrapayProvider:
         # NotSent from here on when the request never left (the limiter's turn, a
         # request that could not be built, no connection); anything else may have been
         # done.
-        found = client.create(self.cfg.batch_type, url, self.cfg.account_id, self.cfg.test)
+        found = client.create(self.cfg.batch_type, url, self.cfg.account_id, self.cfg.test,
+                              hide=(batch.published, self.shown(batch.published)))
         ledger.created(found.id)
         self.log.info("centrapay.created", batch=batch.id, remote=found.id,
                       entry=document.entry, key=self.shown(batch.published), status=found.status,
