@@ -3,16 +3,17 @@ account, fetching it from a URL.
 
 ``prepare`` checks the file (UTF-8, and JSON objects per line or CSV rows as wide as
 the header): a bad file is rejected with its report and nothing is published or sent.
-``create`` publishes it (nothing remote exists yet, so it may be repeated): its key is
-recorded first, then the copy or upload. The published object standing whole is the
-"upload". ``accept`` is the point of no return: it makes the URL right then (a
-pre-signed URL starts its expiry now) and creates the Centrapay batch, whose id is
-recorded the moment it is answered; creating is starting, and a create whose answer is
-lost cannot be looked up (the manager fails the file as ``outcome_unknown``). Then the
-batch is polled (``created → copied → chunked → complete | error``); its report goes
-into the sidecar, and the original file comes out unchanged. ``delete`` removes what
-was published. A batch holds exactly one file, so the report's line indexes are that
-file's.
+``create`` publishes it (nothing remote exists yet, so it may be repeated, under the
+key the batch recorded): its key is recorded first, then the copy or upload. The
+published object standing whole is the "upload". ``accept`` is the point of no return:
+it makes the URL right then (a pre-signed URL starts its expiry now) and creates the
+Centrapay batch, whose id is recorded the moment it is answered; creating is starting,
+and a create whose answer is lost cannot be looked up (the manager fails the file as
+``outcome_unknown``). Then the batch is polled (``created → copied → chunked →
+complete | error``); its report goes into the sidecar, and the original file comes out
+unchanged. ``delete`` removes what was published. A batch holds exactly one file, so
+the report's line indexes are that file's. What ``folderseal check`` proves is in
+:mod:`.check`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from folderseal.errors import ConfigError, NotSent, TransientError
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult, Output
 from folderseal.providers import BatchView, Document, Health, Ledger, Remote, RemoteStatus, Steps
-from folderseal.providers.centrapay import check, parse, publish, validate
+from folderseal.providers.centrapay import check as checks
+from folderseal.providers.centrapay import parse, publish, validate
 from folderseal.providers.centrapay.client import CentrapayClient
 from folderseal.providers.centrapay.config import RATE_LIMIT, CentrapayProviderConfig
 from folderseal.providers.http import RateLimiter
@@ -84,11 +86,11 @@ class CentrapayProvider:
             self.log.info("centrapay.ready", publish=self.cfg.publish,
                           to=self.publisher.where, batch_type=self.cfg.batch_type,
                           max_requests_per_minute=self.cfg.max_requests_per_minute,
-                          note=check.ONE_FILE_NOTE)
+                          note=checks.ONE_FILE_NOTE)
             if self.cfg.max_requests_per_minute > RATE_LIMIT:
                 self.log.warning("centrapay.rate_above_limit",
                                  max_requests_per_minute=self.cfg.max_requests_per_minute,
-                                 reason=check.rate_warning(self.cfg.max_requests_per_minute))
+                                 reason=checks.rate_warning(self.cfg.max_requests_per_minute))
 
     def close(self) -> None:
         if self.client is not None:
@@ -104,7 +106,7 @@ class CentrapayProvider:
 
     def check(self, network: bool = True) -> Health:
         """What ``folderseal check`` proves: :mod:`.check`."""
-        return check.health(self, network)
+        return checks.health(self, network)
 
     # -- lifecycle steps -------------------------------------------------------------------
 
