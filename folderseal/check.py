@@ -41,9 +41,9 @@ def _batch_caps(settings: configuration.Settings, provider: str, cap: int | None
     batch_max_files (Centrapay: one file per batch), whatever the check finds."""
     if cap is None:
         return []
-    return [f"folders.{name}: makes batches of {'one file' if cap == 1 else f'{cap} files'}"
-            f" (provider {provider} takes {cap} per batch), whatever batch_max_files says "
-            f"(it says {folder.batch_max_files})"
+    size = "one file" if cap == 1 else f"at most {cap} files"
+    return [f"folders.{name}: makes batches of {size} (provider {provider} takes {cap} per "
+            f"batch), whatever batch_max_files says (it says {folder.batch_max_files})"
             for name, folder in sorted(settings.folders.items())
             if folder.provider == provider and (cap == 1 or cap < folder.batch_max_files)]
 
