@@ -179,6 +179,31 @@ def test_a_lost_create_answer_is_outcome_unknown_and_never_created_again(layout:
         daemon.close()
 
 
+def test_tidy_after_start_reads_the_keys_to_keep_after_listing(layout: Layout) -> None:
+    """The daemon hands tidy the store's reader, not a set read beforehand: a key
+    recorded while the provider lists is kept."""
+    daemon, provider = _daemon(layout)
+    seen: list[set[str]] = []
+
+    def tidy(keep: Any) -> int:
+        assert callable(keep)
+        before = keep()
+        job_id, _ = _run(daemon, layout, ("a.txt",))   # a batch publishes meanwhile…
+        store = daemon.store
+        assert store is not None
+        with sqlite3.connect(store.path) as db:     # …and still names its copy
+            db.execute("UPDATE jobs SET publish_key = ? WHERE id = ?", (K1, job_id))
+        seen.extend([before, keep()])
+        return 0
+
+    provider.tidy = tidy  # type: ignore[method-assign]
+    try:
+        daemon._tidy_published()
+    finally:
+        daemon.close()
+    assert seen == [set(), {K1}]
+
+
 def test_logs_name_a_fingerprint_of_the_published_key(layout: Layout) -> None:
     """The outcome_unknown failure and an unpublish that failed log the key's
     fingerprint, never the key (with publish_url_prefix, a read key to the records)."""
