@@ -36,6 +36,18 @@ def _access(path: Path, write: bool) -> str:
     return ""
 
 
+def _batch_caps(settings: configuration.Settings, provider: str, cap: int | None) -> list[str]:
+    """A note for each folder of ``provider`` whose batches it caps below the folder's
+    batch_max_files (Centrapay: one file per batch), whatever the check finds."""
+    if cap is None:
+        return []
+    size = "one file" if cap == 1 else f"at most {cap} files"
+    return [f"folders.{name}: makes batches of {size} (provider {provider} takes {cap} per "
+            f"batch), whatever batch_max_files says (it says {folder.batch_max_files})"
+            for name, folder in sorted(settings.folders.items())
+            if folder.provider == provider and (cap == 1 or cap < folder.batch_max_files)]
+
+
 def run_checks(config_path: Path | None) -> int:
     problems: list[str] = []
     warnings: list[str] = []
@@ -70,7 +82,13 @@ def run_checks(config_path: Path | None) -> int:
     unreachable: list[str] = []
     for name in sorted({f.provider for f in settings.folders.values()}):
         try:
-            health = build(name, settings.providers[name], settings.state_dir).check()
+            provider = build(name, settings.providers[name], settings.state_dir)
+        except FolderSealError as exc:
+            problems.append(f"provider {name}: {exc}")
+            continue
+        notes += _batch_caps(settings, name, provider.max_batch_files)
+        try:
+            health = provider.check()
         except FolderSealError as exc:
             problems.append(f"provider {name}: {exc}")
             continue

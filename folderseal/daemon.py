@@ -135,19 +135,20 @@ class Daemon:
             return
         store = Store(self.settings.database, self.node)
         try:
-            keep = store.publish_keys()
+            for name, provider in publishing.items():
+                try:
+                    # Read after the provider listed what is published: a batch that
+                    # records its key meanwhile keeps its copy.
+                    removed = provider.tidy(store.publish_keys)
+                except Exception as exc:  # noqa: BLE001 - a cleanup must never stop the daemon
+                    self.log.warning("provider.tidy_failed", provider=name, reason=str(exc),
+                                     next_step="it is tried again at the next start; check "
+                                     "that the publish folder or bucket can be reached")
+                    continue
+                if removed:
+                    self.log.info("provider.tidied", provider=name, removed=removed)
         finally:
             store.close()
-        for name, provider in publishing.items():
-            try:
-                removed = provider.tidy(keep)
-            except Exception as exc:  # noqa: BLE001 - a cleanup must never stop the daemon
-                self.log.warning("provider.tidy_failed", provider=name, reason=str(exc),
-                                 next_step="it is tried again at the next start; check "
-                                 "that the publish folder or bucket can be reached")
-                continue
-            if removed:
-                self.log.info("provider.tidied", provider=name, removed=removed)
 
     def _check_store_is_current(self) -> None:
         """A store older than a work folder (restored from a copy, or its last writes lost)

@@ -646,7 +646,8 @@ class Manager:
             f"{why} (the create was sent at {since.isoformat(timespec='seconds')}): it may "
             f"have been {provider.steps.outcome}: look for a batch created at this time for "
             f"this file in {name}{remote} before retrying (published as "
-            f"{job.publish_key or '-'}); if there is none, `folderseal retry --force "
+            f"{provider.shown(job.publish_key) if job.publish_key else '-'}; the error record "
+            "names it whole in provider.published); if there is none, `folderseal retry --force "
             "<retry_id>` sends it again (never `retry --all`)",
             provider=job.provider, operation="accept", batch=job.id)
 
@@ -828,7 +829,8 @@ class Manager:
         try:
             provider.delete(view, job.remote_id or "")
         except (TransientError, ProviderError) as exc:
-            self.log.warning("batch.unpublish_failed", batch=job.id, key=job.publish_key,
+            self.log.warning("batch.unpublish_failed", batch=job.id,
+                             key=provider.shown(job.publish_key),
                              reason=str(exc), retry="later")
             return self.store.clock() + self._delay(None, provider)(job.attempts + 1)
         self.store.set_publish_key(job, None)

@@ -7,6 +7,10 @@ output and exception messages printed by the command line all pass through
 values of keys whose names say they hold a secret. Registering the value, not only
 the key, catches a secret that turns up somewhere unexpected (an error body that
 echoes a header, a validation message that quotes its input).
+
+Every provider's error messages are built through :func:`without_secrets`, the one
+masker: registered secrets, and any URL's query and fragment (a pre-signed URL's is a
+read key to what it names) or a signature parameter quoted alone.
 """
 
 from __future__ import annotations
@@ -24,6 +28,13 @@ _MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
 _SIGNED_QUERY = re.compile(
     r"\?[^\s\"'<>]*(?:X-Amz-Signature|X-Amz-Credential|Signature|AWSAccessKeyId)="
     r"[^\s\"'<>]*?(?=[:;,.)\]]?(?:[\s\"'<>]|$))")
+
+
+# Any URL's query and fragment, in a provider's message: never needed to act on it.
+_URL_QUERY = re.compile(r"(https?://[^\s?#\"'<>]*)[?#][^\s\"'<>]*", re.IGNORECASE)
+# Signature parameters outside a URL (an error that quotes the query alone).
+_SIGNED_PARAM = re.compile(r"((?:X-Amz-(?:Signature|Credential|Security-Token)|Signature|"
+                           r"AWSAccessKeyId)=)[^&\s\"'<>]+", re.IGNORECASE)
 
 
 class Redactor:
@@ -72,3 +83,10 @@ class Redactor:
 
 
 REDACTOR = Redactor()
+
+
+def without_secrets(text: str) -> str:
+    """``text`` fit for a message: every registered secret (API keys, passwords), every
+    URL's query and fragment (``https://host/path?…``) and every signature parameter
+    quoted alone (``X-Amz-Signature=…``) masked."""
+    return REDACTOR.text(_SIGNED_PARAM.sub(r"\1…", _URL_QUERY.sub(r"\1?…", text)))

@@ -116,6 +116,11 @@ def failed(record: FileRecord, code: str, message: str, attempts: int, original:
     data["retry_id"] = record.id
     data["error"] = {"code": code, "message": message, "attempts": attempts,
                      "original": path_text(original)}
+    job = common.get("job")
+    if job is not None and job.publish_key:
+        # Where the file was published for the provider to fetch, whole (logs and
+        # messages show a fingerprint: with the URL prefix it may be a read key).
+        data["provider"]["published"] = job.publish_key
     return _dump(data)
 
 

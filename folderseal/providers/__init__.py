@@ -260,12 +260,25 @@ class Provider(Protocol):
     def delete(self, batch: BatchView, remote_id: str) -> None:
         """Remove the remote batch, or what create published (``batch.published``)."""
 
-    def tidy(self, keep: set[str]) -> int:
-        """At start, with ``Steps.publishes``: remove what this provider published that no
-        batch names (``keep``: every publish key a batch still records); how many."""
+    def shown(self, key: str) -> str:
+        """A publish key as logs and messages show it: a fingerprint when the key is
+        a read key (Centrapay's served folder), else the key."""
+
+    def tidy(self, keep: Callable[[], set[str]]) -> int:
+        """After start, with ``Steps.publishes``: remove what this provider published that
+        no batch names; how many. It lists what is published FIRST, then calls ``keep()``
+        (every publish key a batch records now): a batch records its key before its copy
+        or upload starts, so whatever was listed and ``keep()`` does not name is a stray,
+        and a copy being made while tidy runs is never removed."""
 
 
 ProviderFactory = Callable[..., Provider]
+
+
+def fingerprint(key: str) -> str:
+    """How logs name a publish key that is a read key (a served folder's unguessable
+    name): its first 8 characters, enough to tell copies apart and to find it."""
+    return key if len(key) <= 8 else key[:8] + "…"
 
 
 def ask_status(provider: Provider, batch: BatchView, remote_id: str) -> RemoteStatus:

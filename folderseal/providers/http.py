@@ -1,17 +1,20 @@
 """What the HTTP providers share: their client (TLS, timeouts, no redirects), Basic
-authentication with its secret masked, and how answers are read for retry and for
-messages (a ``Retry-After``; a redirect's target fit to print)."""
+authentication with its secret masked, a request limiter, and how answers are read for
+retry and for messages (a ``Retry-After``; a redirect's target fit to print)."""
 
 from __future__ import annotations
 
 import base64
 import email.utils
 import ssl
+import threading
 import time
+from collections.abc import Callable
 
 import httpx
 
 from folderseal.configbase import HttpProvider
+from folderseal.errors import Throttled
 from folderseal.redact import REDACTOR
 
 
@@ -67,3 +70,52 @@ def retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+class RateLimiter:
+    """Spaces request starts ``60 / per_minute`` seconds apart, whichever thread makes
+    them, so that the account's limit is never reached by folderseal alone.
+
+    A caller whose turn comes within :data:`MAX_SLEEP` seconds reserves it under the
+    lock and sleeps until it. One whose turn is further away reserves nothing and gets
+    :class:`Throttled` with the seconds until a turn promised to it (the manager
+    releases the job until then, rather than holding a job thread): promises are
+    handed out ``spacing`` apart too, so many batches asked at once come back one after
+    another, not all together. :meth:`hold_until` holds every call until a time (a
+    429's Retry-After)."""
+
+    MAX_SLEEP = 1.0
+
+    def __init__(self, per_minute: float, what: str = "the provider",
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.per_minute = per_minute
+        self.spacing = 60.0 / per_minute
+        self.what = what
+        self.clock = clock
+        self.sleep = sleep
+        self._lock = threading.Lock()
+        self._next = 0.0       # the first start not reserved
+        self._promised = 0.0   # the first turn not promised to a throttled caller
+
+    def wait(self) -> float:
+        """Wait for this request's turn (the seconds waited), or raise :class:`Throttled`
+        when it is more than MAX_SLEEP seconds away."""
+        with self._lock:
+            now = self.clock()
+            start = max(now, self._next)
+            if start - now > self.MAX_SLEEP:
+                turn = max(start, self._promised)
+                self._promised = turn + self.spacing
+                raise Throttled(f"{self.what}'s request budget (max_requests_per_minute = "
+                                f"{self.per_minute:g}) is spent for now; this call waits "
+                                f"{turn - now:.0f} s for its turn", retry_after=turn - now)
+            self._next = start + self.spacing
+        if start > now:
+            self.sleep(start - now)
+        return start - now
+
+    def hold_until(self, when: float) -> None:
+        """No call starts before ``when`` (on this limiter's clock)."""
+        with self._lock:
+            self._next = max(self._next, when)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -48,6 +48,7 @@ from folderseal.providers import (
     Remote,
     RemoteStatus,
     Steps,
+    fingerprint,
 )
 from folderseal.providers.local_config import LocalProviderConfig
 from folderseal.providers.local_worker import (
@@ -322,8 +323,11 @@ class LocalProvider:
     def salvage(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
         return []  # its status is its own staging folder: never lost
 
-    def tidy(self, keep: set[str]) -> int:
+    def tidy(self, keep: Callable[[], set[str]]) -> int:
         return 0  # it publishes nothing
+
+    def shown(self, key: str) -> str:
+        return fingerprint(key)  # it publishes nothing: never called with a key
 
     def delete(self, batch: BatchView, remote_id: str) -> None:
         return None  # the staging folder is removed by the manager after cleanup

@@ -10,7 +10,6 @@ import http.server
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,11 +22,11 @@ import structlog
 
 from folderseal import config as config_module
 from folderseal import crashpoints, metrics
-from folderseal.errors import ConfigError, NotSent, TransientError
+from folderseal.errors import ConfigError, NotSent, Throttled, TransientError
 from folderseal.providers import BatchView, Document, Remote, build, steps_of
 from folderseal.providers.centrapay import CentrapayProvider, publish
-from folderseal.providers.centrapay.client import RateLimiter, scrub
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
+from folderseal.redact import without_secrets
 
 KEY = "cp-key-for-the-centrapay-adapter-tests"
 ACCOUNT = "C4QnjXvj8At6SMsEN4LRi9"
@@ -272,6 +271,28 @@ def test_the_whole_lifecycle(tmp_path: Path, public: Path,
     assert os.listdir(public) == []
 
 
+def test_logs_show_a_fingerprint_of_the_published_name(tmp_path: Path, public: Path) -> None:
+    """publish_url_prefix + the name is a read key to the records: no log line of the
+    provider shows the whole name, each names its first 8 characters."""
+    api, ledger = FakeCentrapay(public), FakeLedger()
+    provider = _provider(tmp_path, api)
+    with structlog.testing.capture_logs() as logs:
+        view = _published(provider, _view(tmp_path, JSONL), ledger)
+        provider.create(view, ledger)                    # published again
+        provider.accept(view, "", ledger)
+        api.batches["cp1"].statuses = ["created", "error"]
+        _to_the_end(provider, view, "cp1")
+        provider.download(view, "cp1")
+        provider.delete(view, "cp1")
+    key = view.published
+    shown = json.dumps(logs, default=str)
+    assert key not in shown and key[8:] not in shown
+    keyed = [e["event"] for e in logs if e.get("key") == key[:8] + "…"]
+    assert keyed == ["centrapay.published", "centrapay.published", "centrapay.created",
+                     "centrapay.load_failed", "centrapay.unpublished"]
+    assert provider.shown(key) == key[:8] + "…"
+
+
 def test_an_invalid_file_is_rejected_with_its_report_and_never_published(
         tmp_path: Path, public: Path) -> None:
     api, ledger = FakeCentrapay(public), FakeLedger()
@@ -287,6 +308,19 @@ def test_an_invalid_file_is_rejected_with_its_report_and_never_published(
         {"index": 2, "message": "a JSON array, not an object (each line holds one record "
                                 "{…})"}]}}
     assert os.listdir(public) == [] and api.calls == [] and not ledger.published
+
+
+def test_records_without_an_external_id_are_a_warning_not_a_rejection(
+        tmp_path: Path, public: Path) -> None:
+    provider = _provider(tmp_path, FakeCentrapay(public))
+    ledger = FakeLedger()
+    with structlog.testing.capture_logs() as logs:
+        provider.prepare(_view(tmp_path, b'\xef\xbb\xbf{"name": "a"}\n{"externalId": "2"}\n'),
+                         ledger)
+    assert not ledger.rejected
+    (warning,) = [e for e in logs if e["event"] == "centrapay.no_external_id"]
+    assert warning["log_level"] == "warning" and warning["lines"] == [0]
+    assert warning["records"] == 1
 
 
 def test_a_suffix_that_disagrees_with_the_batch_type_is_a_warning(
@@ -316,10 +350,10 @@ def test_extra_files_in_a_batch_are_rejected_unsent(tmp_path: Path, public: Path
         "f1": "one_file_per_batch", "f2": "one_file_per_batch"}
 
 
-def test_publishing_again_replaces_the_earlier_copy(tmp_path: Path, public: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """A create repeated (a crash in the middle of the copy) publishes under a new name,
-    recorded first, and removes the earlier copy."""
+def test_publishing_again_reuses_the_recorded_name(tmp_path: Path, public: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A create repeated (a crash in the middle of the copy) publishes under the name the
+    batch recorded, its copy replaced whole: nothing is left behind unnamed."""
     provider = _provider(tmp_path, FakeCentrapay(public))
     ledger = FakeLedger()
     view = _view(tmp_path, JSONL * 1000)
@@ -333,11 +367,31 @@ def test_publishing_again_replaces_the_earlier_copy(tmp_path: Path, public: Path
     monkeypatch.undo()
     view = ledger.view(view)
     assert provider.status(view, "").state == Remote.NEW   # the copy never completed
+    (first,) = ledger.published
     provider.create(view, ledger)
-    first, second = ledger.published
-    assert first != second and os.listdir(public) == [second]
+    assert ledger.published == [first] and os.listdir(public) == [first]
     view = ledger.view(view)
     assert provider.status(view, "").state == Remote.UPLOADED
+    provider.create(view, ledger)          # again, whole: the same name, one copy
+    assert ledger.published == [first] and os.listdir(public) == [first]
+    assert (public / first).read_bytes() == JSONL * 1000
+
+
+def test_a_recorded_copy_under_another_key_is_removed_first(tmp_path: Path,
+                                                            public: Path) -> None:
+    """A recorded key this publisher would not give the file (another suffix, another
+    configuration): its copy is removed before the new key is recorded."""
+    provider = _provider(tmp_path, FakeCentrapay(public))
+    ledger = FakeLedger()
+    view = _view(tmp_path, JSONL)
+    old = "c" * 32 + ".csv"
+    (public / old).write_bytes(b"an earlier copy")
+    seen: list[list[str]] = []
+    ledger.on_publishing = lambda key: seen.append(os.listdir(public))
+    import dataclasses
+    provider.create(dataclasses.replace(view, published=old), ledger)
+    (new,) = ledger.published
+    assert new != old and seen == [[]] and os.listdir(public) == [new]
 
 
 def test_a_published_copy_of_another_size_is_no_upload(tmp_path: Path, public: Path) -> None:
@@ -361,11 +415,51 @@ def test_a_create_that_surely_did_nothing_is_not_sent(tmp_path: Path, public: Pa
         provider.accept(view, "", ledger)
     assert not ledger.created_ids and not api.batches
     if action == "429":
-        assert caught.value.retry_after == 7.0
+        assert isinstance(caught.value, Throttled) and caught.value.retry_after == 7.0
+        # every call of the account waits out the Retry-After
+        with pytest.raises(Throttled):
+            provider.accept(view, "", ledger)
+        assert api.count("create") == 1
+        provider.limiter._next = 0.0
     if action == "401":
         assert "FOLDERSEAL_PROVIDERS__LOADS__API_KEY" in str(caught.value)
     provider.accept(view, "", ledger)      # sent again later
     assert ledger.created_ids == ["cp1"]
+
+
+@pytest.mark.parametrize("fault", ["sign", "limiter", "build", "ledger"])
+def test_a_create_that_fails_before_it_is_sent_is_not_sent(
+        tmp_path: Path, public: Path, fault: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever fails before POST /api/batches leaves (making the URL, the limiter's
+    turn, building the request, noting it in the manifest) is NotSent: the manager goes
+    back to UPLOADED and sends it later, never outcome_unknown."""
+    api, ledger = FakeCentrapay(public), FakeLedger()
+    provider = _provider(tmp_path, api)
+    view = _published(provider, _view(tmp_path, JSONL), ledger)
+    provider.start()
+    assert provider.client is not None
+    if fault == "sign":
+        def url(key: str) -> str:
+            raise publish.PublishError("signing a URL for k in bucket b failed (Boom)")
+        monkeypatch.setattr(provider.publisher, "url", url)
+    elif fault == "limiter":
+        provider.limiter.hold_until(provider.limiter.clock() + 60)
+    elif fault == "build":
+        def build_request(*args: Any, **kwargs: Any) -> httpx.Request:
+            raise httpx.InvalidURL("no host")
+        monkeypatch.setattr(provider.client.http, "build_request", build_request)
+    else:
+        def sending(document: Document, remote_id: str) -> None:
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(ledger, "sending", sending)
+    with pytest.raises(NotSent) as caught:
+        provider.accept(view, "", ledger)
+    assert isinstance(caught.value, Throttled) == (fault == "limiter")
+    assert api.count("create") == 0 and not ledger.created_ids
+    monkeypatch.undo()
+    provider.limiter._next = 0.0
+    provider.accept(view, "", ledger)      # sent later, once
+    assert ledger.created_ids == ["cp1"] and api.count("create") == 1
 
 
 @pytest.mark.parametrize("action", ["timeout-before", "timeout-after", "500", "no-id"])
@@ -423,8 +517,21 @@ def test_a_signed_url_never_shows(tmp_path: Path, public: Path) -> None:
     shown = str(caught.value) + json.dumps(logs, default=str)
     assert "deadbeefsignature" not in shown and KEY not in shown
     assert "https://s3.test/bucket/k?…" in str(caught.value)
-    assert scrub(f"see {secret_url} now") == "see https://s3.test/bucket/k?… now"
-    assert "deadbeef" not in scrub("X-Amz-Signature=deadbeef&x=1")
+    assert without_secrets(f"see {secret_url} now") == "see https://s3.test/bucket/k?… now"
+
+
+def test_a_refusal_that_quotes_the_url_shows_a_fingerprint(tmp_path: Path,
+                                                          public: Path) -> None:
+    """publish_url_prefix + the folder name is a read key: a refusal that echoes the
+    request names the fingerprint, never the name."""
+    api, ledger = FakeCentrapay(public), FakeLedger()
+    provider = _provider(tmp_path, api)
+    view = _published(provider, _view(tmp_path, JSONL), ledger)
+    api.script("create", "echo")
+    with pytest.raises(NotSent) as caught:
+        provider.accept(view, "", ledger)
+    assert view.published not in str(caught.value)
+    assert f"{PREFIX}{view.published[:8]}…" in str(caught.value)
 
 
 # -- polling and the report ----------------------------------------------------------------
@@ -480,6 +587,45 @@ def test_a_report_that_cannot_be_read_is_pending(tmp_path: Path, public: Path) -
     assert result.pending and "403" in result.error_message
 
 
+@pytest.mark.parametrize("final", ["complete", "error"])
+def test_a_final_status_without_its_report_is_asked_again(tmp_path: Path, public: Path,
+                                                          final: str) -> None:
+    """complete or error without counts (no report): running, with one clear warning,
+    asked again; the next answer with its report ends it. Download on such an answer
+    (a restart at CLOSED) is pending no_report, not a crash."""
+    api, ledger = FakeCentrapay(public), FakeLedger()
+    provider = _provider(tmp_path, api)
+    view = _published(provider, _view(tmp_path, JSONL), ledger)
+    provider.accept(view, "", ledger)
+    api.batches["cp1"].statuses = [final]
+    with structlog.testing.capture_logs() as logs:
+        api.script("status", final, final)       # {id, status} only
+        for _ in range(2):
+            status = provider.status(view, "cp1")
+            assert status.state == Remote.RUNNING and "without its report" in status.detail
+        assert provider.status(view, "cp1").state in (Remote.CLOSED, Remote.FAILED)
+        (result,) = provider.download(view, "cp1")
+    warned = [e for e in logs if e["event"] == "centrapay.no_report"]
+    assert len(warned) == 1 and warned[0]["log_level"] == "warning"
+    assert warned[0]["status"] == final and "asked again" in warned[0]["next_step"]
+    assert not result.pending      # the final answer the poll kept, with its report
+    api.script("status", final)
+    (result,) = provider.download(view, "cp1")
+    assert result.pending and result.error_code == "no_report"
+    assert "without its report" in result.error_message
+
+
+def test_memos_per_batch_are_capped() -> None:
+    from folderseal.providers.centrapay.provider import Capped
+    memo: Capped[bool] = Capped(size=3)
+    for number in range(10):
+        memo[f"b{number}"] = True
+    assert list(memo) == ["b7", "b8", "b9"]
+    memo["b8"] = True             # touched again: the newest
+    memo["b10"] = True
+    assert list(memo) == ["b9", "b8", "b10"]
+
+
 def test_status_answers(tmp_path: Path, public: Path) -> None:
     api, ledger = FakeCentrapay(public), FakeLedger()
     provider = _provider(tmp_path, api)
@@ -488,9 +634,13 @@ def test_status_answers(tmp_path: Path, public: Path) -> None:
     assert gone.state == Remote.GONE and gone.batch == "no-such-batch"
     provider.accept(view, "", ledger)
     api.script("status", "429")
-    with pytest.raises(NotSent) as caught:
+    with pytest.raises(Throttled) as caught:
         provider.status(view, "cp1")
     assert caught.value.retry_after == 7.0
+    with pytest.raises(Throttled):         # held until the Retry-After has passed
+        provider.status(view, "cp1")
+    assert api.count("status") == 2
+    provider.limiter._next = 0.0
     api.script("status", "502")
     with pytest.raises(TransientError, match="HTTP 502"):
         provider.status(view, "cp1")
@@ -510,58 +660,11 @@ def test_salvage_and_tidy(tmp_path: Path, public: Path) -> None:
     view = _published(provider, _view(tmp_path, JSONL), ledger)
     assert provider.salvage(view, "cp1") == []
     (public / ("f" * 32 + ".jsonl")).write_bytes(b"left by a crash")
-    assert provider.tidy({view.published}) == 1
+    assert provider.tidy(lambda: {view.published}) == 1
     assert os.listdir(public) == [view.published]
 
 
 # -- the request limiter -------------------------------------------------------------------
-
-def test_the_limiter_spaces_request_starts() -> None:
-    now = [100.0]
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    limiter = RateLimiter(120, clock=lambda: now[0], sleep=sleep)
-    assert [limiter.wait() for _ in range(3)] == [0.0, 0.5, 1.0]
-    now[0] += 10
-    assert limiter.wait() == 0.0 and slept == [0.5, 1.0]
-
-
-def test_the_limiter_holds_every_call_across_threads() -> None:
-    """Threads asking at once each get their own start, spacing apart (reserved under the
-    lock); in real time the eighth starts no sooner than 7 spacings after they began."""
-    targets: list[float] = []
-    lock = threading.Lock()
-
-    def sleep(seconds: float) -> None:
-        with lock:
-            targets.append(seconds)
-
-    fake = RateLimiter(600, clock=lambda: 0.0, sleep=sleep)    # 0.1 s apart, time frozen
-    threads = [threading.Thread(target=fake.wait) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(round(t, 6) for t in targets) == [round(0.1 * n, 6) for n in range(1, 16)]
-    real = RateLimiter(1200)                                   # 50 ms apart
-    starts: list[float] = []
-
-    def call() -> None:
-        real.wait()
-        with lock:
-            starts.append(time.monotonic())
-
-    threads = [threading.Thread(target=call) for _ in range(8)]
-    before = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert max(starts) - before >= 0.35 - 0.001
-
 
 def test_every_call_waits_at_the_limiter(tmp_path: Path, public: Path) -> None:
     api, ledger = FakeCentrapay(public), FakeLedger()
@@ -632,7 +735,24 @@ def test_check_offline_warns_about_a_listable_folder(tmp_path: Path, public: Pat
     warnings = _provider(tmp_path, FakeCentrapay(public)).check(network=False).warnings
     assert any("may be listed by every account" in w for w in warnings)
     public.chmod(0o711)
-    assert not _provider(tmp_path, FakeCentrapay(public)).check(network=False).warnings
+    assert not _provider(tmp_path, FakeCentrapay(public),
+                         max_requests_per_minute=150).check(network=False).warnings
+
+
+def test_a_rate_above_centrapays_is_accepted_with_a_warning(tmp_path: Path,
+                                                            public: Path) -> None:
+    provider = _provider(tmp_path, FakeCentrapay(public), max_requests_per_minute=250)
+    (warning,) = [w for w in provider.check(network=False).warnings
+                  if "max_requests_per_minute" in w]
+    assert "above the about 200 requests a minute Centrapay allows" in warning
+    with structlog.testing.capture_logs() as logs:
+        provider.start()
+    (logged,) = [e for e in logs if e["event"] == "centrapay.rate_above_limit"]
+    assert logged["log_level"] == "warning" and logged["max_requests_per_minute"] == 250
+    quiet = _provider(tmp_path, FakeCentrapay(public), max_requests_per_minute=200)
+    with structlog.testing.capture_logs() as logs:
+        quiet.start()
+    assert not [e for e in logs if e["event"] == "centrapay.rate_above_limit"]
 
 
 # -- the registry and the configuration ----------------------------------------------------

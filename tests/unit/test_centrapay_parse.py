@@ -98,10 +98,19 @@ def test_what_is_not_json() -> None:
         parse.decode("<html>502 Bad Gateway</html>")
 
 
-def test_a_complete_batch_must_say_its_count() -> None:
+def test_a_final_batch_must_carry_its_report() -> None:
+    """complete or error without counts is no report (asked again); a complete one
+    must say its count."""
+    for status in ("complete", "error"):
+        found = parse.batch({"id": "b", "status": status, "errors": []})
+        assert found.final and not found.reported
+        with pytest.raises(parse.PayloadError, match=f"{status} without its report"):
+            parse.checked_report(found, test=False)
     with pytest.raises(parse.PayloadError, match="without a count"):
-        parse.checked_report(parse.batch({"id": "b", "status": "complete"}), test=False)
-    failed = parse.checked_report(parse.batch({"id": "b", "status": "error"}), test=False)
+        parse.checked_report(parse.batch({"id": "b", "status": "complete",
+                                          "errorCount": "0"}), test=False)
+    failed = parse.checked_report(parse.batch({"id": "b", "status": "error",
+                                               "errorCount": "0"}), test=False)
     assert failed == {"status": "error", "count": None, "errorCount": 0, "errors": [],
                       "test": False}
 

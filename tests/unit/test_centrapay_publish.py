@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from folderseal.providers.centrapay import publish
@@ -88,7 +91,7 @@ def test_a_missing_folder_names_the_fix(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert caught.value.config
-    assert publisher.tidy(set()) == 0
+    assert publisher.tidy(set) == 0
 
 
 def test_a_key_that_is_not_a_published_name_is_refused(tmp_path: Path) -> None:
@@ -110,11 +113,41 @@ def test_tidy_removes_what_no_batch_names(tmp_path: Path) -> None:
     for name in names:
         (folder / name).write_bytes(b"x")
     (folder / ("0" * 32)).mkdir()    # a folder of that name is not ours to remove
-    assert publisher.tidy({kept, "9" * 32}) == 4
+    assert publisher.tidy(lambda: {kept, "9" * 32}) == 4
     assert sorted(os.listdir(folder)) == sorted(
         [kept, f".{kept}.part", "index.html", "A" * 32, "e" * 31, f"{'f' * 32}.jsonl.bak",
          ".hidden", "0" * 32])
-    assert publisher.tidy({kept}) == 0
+    assert publisher.tidy(lambda: {kept}) == 0
+
+
+def test_tidy_lists_first_and_asks_what_to_keep_after(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that records its key and writes its copy while tidy starts (before the
+    listing) keeps it: keep() is asked after the listing. (Asked before, as the store
+    was read once, the copy would be removed as a stray.)"""
+    folder = tmp_path / "public"
+    folder.mkdir()
+    publisher = _publisher(folder)
+    stray, fresh = "a" * 32 + ".jsonl", "b" * 32 + ".jsonl"
+    (folder / stray).write_bytes(b"left by a crash")
+    recorded: set[str] = set()
+    events: list[str] = []
+    scandir = os.scandir
+
+    def listing(path: object) -> object:
+        recorded.add(fresh)                  # the batch records its key…
+        (folder / fresh).write_bytes(b"x")   # …then copies
+        events.append("listed")
+        return scandir(path)  # type: ignore[call-overload]
+
+    def keep() -> set[str]:
+        events.append("keep")
+        return set(recorded)
+
+    monkeypatch.setattr(publish.os, "scandir", listing)
+    assert publisher.tidy(keep) == 1
+    assert events == ["listed", "keep"]
+    assert os.listdir(folder) == [fresh]
 
 
 # -- S3: what is told apart without a server (a real one: tests/s3server.py) ------------------
@@ -168,9 +201,28 @@ def test_s3_keys_and_tidy_under_the_prefix() -> None:
                    "other/aaaaaaaaaaaaaaaaaaaaaaaa/0000_a.jsonl"],
                   [key, "folderseal/notes/unfinished"])
     publisher._client = fake
-    assert publisher.tidy({key}) == 6
+    assert publisher.tidy(lambda: {key}) == 5
     assert fake.deleted == [stale, probe, "folderseal/README", "folderseal/x/y/z"]
-    assert fake.aborted == [key, "folderseal/notes/unfinished"]
+    assert fake.aborted == ["folderseal/notes/unfinished"]   # not the batch's own
+
+
+def test_s3_tidy_lists_first_and_asks_what_to_keep_after() -> None:
+    """An upload (finished or in progress) whose key is recorded while tidy lists is
+    neither removed nor aborted."""
+    publisher = _s3()
+    fresh = publisher.key_for("0123456789abcdef01234567", "0000_t.jsonl")
+    fake = FakeS3([fresh], [fresh])
+    publisher._client = fake
+    recorded: set[str] = set()
+    paginator = fake.get_paginator
+
+    def listing(name: str) -> object:
+        recorded.add(fresh)   # recorded while tidy lists (before its upload started)
+        return paginator(name)
+
+    fake.get_paginator = listing  # type: ignore[method-assign]
+    assert publisher.tidy(lambda: set(recorded)) == 0
+    assert fake.deleted == [] and fake.aborted == []
 
 
 def test_an_empty_prefix_never_tidies_foreign_objects() -> None:
@@ -178,7 +230,7 @@ def test_an_empty_prefix_never_tidies_foreign_objects() -> None:
     fake = FakeS3(["photos/2026/a.jpg", "0123456789abcdef01234567/0000_a.csv", "index.html",
                    "deadbeef/0000_a.csv", "0123456789abcdef01234567/notes.txt"], [])
     publisher._client = fake
-    assert publisher.tidy(set()) == 1
+    assert publisher.tidy(set) == 1
     assert fake.deleted == ["0123456789abcdef01234567/0000_a.csv"]
 
 
@@ -208,3 +260,71 @@ def test_s3_errors_name_the_bucket_and_the_fix() -> None:
                                   "(AccessDenied) when calling the PutObject operation")
     except S3UploadFailedError as exc:
         assert publisher._error("uploading", "k", exc).config
+
+
+# -- S3: a real S3-compatible server on loopback (moto's server mode) ---------------------
+
+@pytest.fixture()
+def moto_url() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def test_s3_uploads_share_one_client_and_one_bounded_transfer_manager(
+        tmp_path: Path, moto_url: str) -> None:
+    """Uploads from many threads at once (a PUT and multipart ones) go through the
+    publisher's one client and one transfer manager, whose bounds are shared; each is
+    published whole, fetched back by its pre-signed URL, removed, and tidy sees the
+    rest."""
+    publisher = _s3(s3_endpoint_url=moto_url, s3_access_key_id="test-key-id",
+                    s3_secret_access_key="test-secret-for-moto")
+    publisher.s3.create_bucket(Bucket="batch-files")
+    sizes = [publish.PART + 5, publish.PART * 2 + 7, 1000]
+    datas = [os.urandom(size) for size in sizes]
+    keys = [publisher.key_for(f"{n:024x}", f"0000_{n}.jsonl") for n in range(len(sizes))]
+    reached: list[str] = []
+    errors: list[BaseException] = []
+
+    def upload(number: int) -> None:
+        path = tmp_path / f"source{number}"
+        path.write_bytes(datas[number])
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            publisher.publish(keys[number], fd, sizes[number],
+                              lambda: reached.append(keys[number]))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            os.close(fd)
+
+    threads = [threading.Thread(target=upload, args=(n,)) for n in range(len(sizes))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(reached) == sorted(keys)        # once each, after its first bytes
+    client, transfers = publisher.s3, publisher.transfers
+    assert publisher.s3 is client and publisher.transfers is transfers
+    assert client.meta.config.max_pool_connections == publish.S3_CONNECTIONS
+    assert transfers.config.max_request_concurrency == publish.S3_CONCURRENCY
+    assert transfers.config.max_in_memory_upload_chunks == publish.S3_CONCURRENCY
+    for key, data in zip(keys, datas, strict=True):
+        assert publisher.present(key, len(data))
+        url = publisher.url(key)
+        assert "X-Amz-Signature=" in url and publisher.shown(key) == key
+        assert httpx.get(url).content == data
+    publisher.remove(keys[0])
+    assert not publisher.present(keys[0], sizes[0])
+    assert publisher.tidy(lambda: {keys[1]}) == 1
+    assert publisher.present(keys[1], sizes[1]) and not publisher.present(keys[2], sizes[2])
+    publisher.close()
+    assert publisher.transfers is not transfers   # built again after close
+    publisher.close()

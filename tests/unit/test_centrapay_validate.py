@@ -72,9 +72,21 @@ def test_the_first_twenty_bad_lines_are_listed_and_all_are_counted(check: Check)
     assert report.summary().endswith("and 47 more")
 
 
-def test_a_byte_order_mark_is_refused_in_json_lines(check: Check) -> None:
-    report = check(b'\xef\xbb\xbf{"a": 1}\n{"b": 2}\n', "jsonl")
-    assert _indexes(report) == [0] and "byte order mark" in report.errors[0]["message"]
+def test_a_byte_order_mark_is_skipped_in_json_lines(check: Check) -> None:
+    """As Centrapay does: the BOM is no part of the first record (nor counted)."""
+    report = check(b'\xef\xbb\xbf{"externalId": "1"}\n{"externalId": "2"}\n', "jsonl")
+    assert report.ok and report.count == 2 and report.no_external_id == 0
+    report = check(b'\xef\xbb\xbf\n{"externalId": "1"}\n', "jsonl")   # a BOM alone
+    assert report.ok and report.count == 1
+    report = check(b'{"externalId": "1"}\n\xef\xbb\xbf{"externalId": "2"}\n', "jsonl")
+    assert _indexes(report) == [1]     # only at the file's start
+
+
+def test_records_without_an_external_id_are_counted_not_rejected(check: Check) -> None:
+    report = check(b'{"externalId": "1"}\n{"name": "a"}\n{"externalId": 7}\n'
+                   b'{"externalId": ""}\n', "jsonl")
+    assert report.ok and report.count == 4
+    assert report.no_external_id == 3 and report.no_external_id_lines == [1, 2, 3]
 
 
 def test_an_empty_file_holds_no_records(check: Check) -> None:
@@ -115,6 +127,11 @@ def test_a_csv_header_must_be_there_and_name_its_columns(check: Check) -> None:
     assert _indexes(blank_name) == [0] and "empty column" in blank_name.errors[0]["message"]
     twice = check(b"\nid,id\n1,2\n", "csv")
     assert _indexes(twice) == [1] and "twice" in twice.errors[0]["message"]
+    # A BOM is no part of the header: its first name is "id", at line 0.
+    bom = check(b"\xef\xbb\xbfid, id\n1,2\n", "csv")
+    assert _indexes(bom) == [0] and "twice" in bom.errors[0]["message"]
+    bom_blank = check(b"\xef\xbb\xbf,name\n1,2\n", "csv")
+    assert _indexes(bom_blank) == [0] and "empty column" in bom_blank.errors[0]["message"]
 
 
 def test_an_unknown_format_checks_utf8_only(check: Check) -> None:

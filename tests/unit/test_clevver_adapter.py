@@ -20,7 +20,7 @@ import pytest
 import structlog
 
 from folderseal import crashpoints
-from folderseal.errors import ConfigError, ProviderError, TransientError
+from folderseal.errors import ConfigError, NotSent, ProviderError, Throttled, TransientError
 from folderseal.providers import (
     Abandon,
     BatchView,
@@ -359,10 +359,10 @@ def test_an_attach_clevver_surely_did_not_do_is_sent_again_without_doubt(
     view = _view(tmp_path, CONTENTS)
     remote = provider.create(view, FakeLedger())
     api.script("attach", "", fault)
-    with pytest.raises(TransientError) as caught:
+    with pytest.raises(NotSent) as caught:
         provider.upload(view, remote, ledger)
     if fault == "429":
-        assert caught.value.retry_after == 7.0
+        assert isinstance(caught.value, Throttled) and caught.value.retry_after == 7.0
     assert ledger.notes["f1"] == RemoteDocument(batch=remote, id="")
     provider.upload(ledger.view(view), remote, ledger)
     view = ledger.view(view)
@@ -494,13 +494,30 @@ def test_a_batch_clevver_no_longer_knows_is_gone(tmp_path: Path) -> None:
     assert not provider.holds_upload(view, gone)
 
 
+@pytest.mark.parametrize("fault", ["429", "connect"])
+def test_a_start_that_never_reached_clevver_is_not_sent(tmp_path: Path, fault: str) -> None:
+    """A 429 or a refused connection on start: NotSent (Throttled for a 429), so the
+    manager goes back to UPLOADED and starts it again, never counting it as sent."""
+    api, ledger = FakeClevver(), FakeLedger()
+    provider = _provider(tmp_path, api)
+    view = _view(tmp_path, CONTENTS[:1])
+    remote = provider.create(view, FakeLedger())
+    provider.upload(view, remote, ledger)
+    api.script("start", fault)
+    with pytest.raises(NotSent) as caught:
+        provider.accept(ledger.view(view), remote, ledger)
+    assert isinstance(caught.value, Throttled) == (fault == "429")
+    provider.accept(ledger.view(view), remote, ledger)
+    assert api.count("start") == 2
+
+
 def test_status_429_waits_retry_after(tmp_path: Path) -> None:
     api = FakeClevver()
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS[:1])
     remote = provider.create(view, FakeLedger())
     api.script("status", "429")
-    with pytest.raises(TransientError) as caught:
+    with pytest.raises(Throttled) as caught:
         provider.status(view, remote)
     assert caught.value.retry_after == 7.0
 

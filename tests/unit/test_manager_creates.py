@@ -7,11 +7,14 @@ waited for, a file refused by prepare sends nothing, and what was published is r
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 
 from folderseal import config
 from folderseal.daemon import Daemon
@@ -21,8 +24,22 @@ from folderseal.providers import BatchView, Ledger, Remote, RemoteStatus, Steps
 from folderseal.providers.local import LocalProvider
 from folderseal.recover import _Folder
 from folderseal.store import Store
-from tests.helpers import Layout
+from tests.helpers import Layout, error_records
 from tests.unit.test_manager import _delivered, _errors, _run
+
+
+def _records(layout: Layout) -> dict[str, dict[str, Any]]:
+    return {(record := json.loads(path.read_text()))["source"]: record
+            for path in error_records(layout.errors)}
+
+
+def _key(number: int) -> str:
+    """The publish key of the ``number``-th copy: as long and unguessable-looking as a
+    served folder's name (logs show a fingerprint of it)."""
+    return f"k{number}-" + "0123456789abcdef" * 2
+
+
+K1 = _key(1)
 
 
 class Publishing(LocalProvider):
@@ -50,7 +67,7 @@ class Publishing(LocalProvider):
                               {"report": {"status": "invalid", "errorCount": 1}})
 
     def create(self, batch: BatchView, ledger: Ledger) -> str:
-        key = f"k{len(self.published) + 1}"
+        key = _key(len(self.published) + 1)
         ledger.publishing(key)
         self.published.append(key)
         return ""
@@ -121,8 +138,8 @@ def test_a_file_is_published_created_once_and_unpublished_after_delivery(layout:
         assert store is not None
         job = store.job(job_id)
         assert job.state == JobState.CLEANED and job.remote_id == "c1"
-        assert provider.creates == 1 and provider.published == ["k1"]
-        assert provider.removed == ["k1"] and job.publish_key is None
+        assert provider.creates == 1 and provider.published == [K1]
+        assert provider.removed == [K1] and job.publish_key is None
         assert _delivered(layout) == {"a.txt"}
     finally:
         daemon.close()
@@ -156,17 +173,84 @@ def test_a_lost_create_answer_is_outcome_unknown_and_never_created_again(layout:
         assert error["code"] == "outcome_unknown"
         assert "may have been loaded" in error["message"]
         assert "look for a batch created at this time" in error["message"]
-        assert "published as k1" in error["message"] and "--force" in error["message"]
+        assert "--force" in error["message"]
+        # The message (stored, logged, shown by status) names a fingerprint of the key;
+        # the error record names it whole.
+        assert f"published as {K1[:8]}…" in error["message"] and K1 not in error["message"]
+        assert _records(layout)["a.txt"]["provider"]["published"] == K1
         # The published copy stays for max_wait (a fetch may still come), then goes.
-        assert provider.removed == [] and job.publish_key == "k1"
+        assert provider.removed == [] and job.publish_key == K1
         assert job.next_attempt_at is not None
         provider.max_wait = 0.0
         with sqlite3.connect(store.path) as db:  # its time has come
             db.execute("UPDATE jobs SET next_attempt_at = 0 WHERE id = ?", (job_id,))
         daemon.drain(lambda: store.job(job_id).next_attempt_at is None, 30)
-        assert provider.removed == ["k1"] and store.job(job_id).publish_key is None
+        assert provider.removed == [K1] and store.job(job_id).publish_key is None
     finally:
         daemon.close()
+
+
+def test_tidy_after_start_reads_the_keys_to_keep_after_listing(layout: Layout) -> None:
+    """The daemon hands tidy the store's reader, not a set read beforehand: a key
+    recorded while the provider lists is kept."""
+    daemon, provider = _daemon(layout)
+    seen: list[set[str]] = []
+
+    def tidy(keep: Any) -> int:
+        assert callable(keep)
+        before = keep()
+        job_id, _ = _run(daemon, layout, ("a.txt",))   # a batch publishes meanwhile…
+        store = daemon.store
+        assert store is not None
+        with sqlite3.connect(store.path) as db:     # …and still names its copy
+            db.execute("UPDATE jobs SET publish_key = ? WHERE id = ?", (K1, job_id))
+        seen.extend([before, keep()])
+        return 0
+
+    provider.tidy = tidy  # type: ignore[method-assign]
+    try:
+        daemon._tidy_published()
+    finally:
+        daemon.close()
+    assert seen == [set(), {K1}]
+
+
+def test_logs_name_a_fingerprint_of_the_published_key(layout: Layout) -> None:
+    """The outcome_unknown failure and an unpublish that failed log the key's
+    fingerprint, never the key (with publish_url_prefix, a read key to the records)."""
+    daemon, provider = _daemon(layout)
+    provider.answer = ["lost"]
+    deletes = 0
+    remove = provider.delete
+
+    def delete(batch: BatchView, remote_id: str) -> None:
+        nonlocal deletes
+        deletes += 1
+        if deletes == 1:
+            raise TransientError("the publish folder is read-only (scripted)")
+        remove(batch, remote_id)
+
+    provider.delete = delete  # type: ignore[method-assign]
+    try:
+        with structlog.testing.capture_logs() as logs:
+            job_id = _failed(daemon, layout, "a.txt")
+            store = daemon.store
+            assert store is not None
+            provider.max_wait = 0.0
+            with sqlite3.connect(store.path) as db:  # its time has come
+                db.execute("UPDATE jobs SET next_attempt_at = 0 WHERE id = ?", (job_id,))
+            daemon.drain(lambda: deletes == 1, 30)
+            with sqlite3.connect(store.path) as db:  # and again
+                db.execute("UPDATE jobs SET next_attempt_at = 0 WHERE id = ?", (job_id,))
+            daemon.drain(lambda: store.job(job_id).publish_key is None, 30)
+    finally:
+        daemon.close()
+    shown = json.dumps(logs, default=str)
+    assert K1 not in shown
+    events = {e["event"]: e for e in logs}
+    assert f"published as {K1[:8]}…" in events["batch.failed"]["reason"]
+    assert events["batch.unpublish_failed"]["key"] == f"{K1[:8]}…"
+    assert provider.removed == [K1]
 
 
 def test_a_create_that_never_left_goes_back_and_is_sent_later(layout: Layout) -> None:
@@ -260,7 +344,7 @@ def test_recover_keeps_a_create_in_doubt_at_accepting_with_its_publish_key(layou
     try:
         job = store.job(job_id)
         assert job is not None and job.state == JobState.ACCEPTING, outcome
-        assert job.remote_id is None and job.publish_key == "k1"
+        assert job.remote_id is None and job.publish_key == K1
         assert not (layout.inbox / "a.txt").exists()
     finally:
         store.close()

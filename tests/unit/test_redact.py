@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from folderseal.redact import MASK, Redactor
+from folderseal.redact import MASK, REDACTOR, Redactor, without_secrets
 
 
 def test_registered_secret_is_masked_in_text() -> None:
@@ -134,3 +134,21 @@ def test_a_pre_signed_urls_query_is_masked_whole() -> None:
                       "0001_a.jsonl?***: 403")
     assert redactor.data({"url": url}) == {"url": url.split("?")[0] + "?" + MASK}
     assert redactor.text("http://host/x?page=2") == "http://host/x?page=2"
+
+
+def test_without_secrets_masks_keys_and_signed_queries() -> None:
+    """The one masker of providers' messages: registered secrets, every URL's query and
+    fragment, and signature parameters quoted without their URL."""
+    REDACTOR.add("cp-api-key-for-the-masker")
+    text = ("key cp-api-key-for-the-masker refused; fetching "
+            "https://s3.test/b/k.jsonl?X-Amz-Algorithm=AWS4&X-Amz-Credential=AKIA%2F1"
+            "&X-Amz-Signature=deadbeef failed; query X-Amz-Signature=cafe01&X-Amz-Expires=60 "
+            "and Signature=f00d, https://files.test/a#frag")
+    masked = without_secrets(text)
+    for secret in ("cp-api-key-for-the-masker", "AKIA", "deadbeef", "cafe01", "f00d", "frag"):
+        assert secret not in masked
+    assert f"key {MASK} refused" in masked
+    assert "https://s3.test/b/k.jsonl?… failed" in masked
+    assert "X-Amz-Signature=…" in masked and "Signature=…" in masked
+    assert without_secrets("nothing to hide at https://x.test/a") == \
+        "nothing to hide at https://x.test/a"

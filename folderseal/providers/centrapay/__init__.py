@@ -4,7 +4,8 @@ the load report.
 
 The adapter is in :mod:`.provider`, its HTTP calls in :mod:`.client`, the reading of
 Centrapay's answers in :mod:`.parse`, the local check of a batch file in
-:mod:`.validate`, publishing (S3 or a served folder) in :mod:`.publish`. Loading the
+:mod:`.validate`, publishing (S3 or a served folder) in :mod:`.publish`, what
+``folderseal check`` proves in :mod:`.check`. Loading the
 configuration imports :mod:`.config` and so this package, but not the adapter (it
 imports httpx and boto3): that is imported when named.
 """

@@ -1,67 +1,33 @@
 """The HTTP side of Centrapay: one httpx client and one request limiter per provider.
 
-Every call waits its turn at the provider's :class:`RateLimiter` (request starts at
-least 60/max_requests_per_minute seconds apart, across all its batches and threads), so
-polls of many batches are spread out and the account's limit is never reached by
-folderseal alone. Every call goes through :meth:`CentrapayClient._call`, where foreign
-errors become folderseal's: 429 is :class:`NotSent` with its ``Retry-After``; no
-connection made is :class:`NotSent` (the create surely never reached Centrapay); any
+Every call waits its turn at the provider's :class:`~folderseal.providers.http.RateLimiter`
+(request starts at least 60/max_requests_per_minute seconds apart, across all its
+batches and threads; a turn more than a second away is :class:`Throttled`), so polls of
+many batches are spread out and the account's limit is never reached by folderseal
+alone. Every call goes through :meth:`CentrapayClient._call`, where foreign errors
+become folderseal's: 429 is :class:`Throttled` with its ``Retry-After``, and the limiter
+holds every call of the account until then; a request that could not be built, or no
+connection made, is :class:`NotSent` (the create surely never reached Centrapay); any
 other network error, a 5xx or an answer that cannot be read is a plain
 :class:`TransientError` (for the create: it may have been done). A 4xx refusal of the
 create is :class:`NotSent` too (Centrapay did nothing) with what to fix. The create's
 body holds a pre-signed URL, a read key to the records: no message built here quotes a
-URL's query (:func:`scrub`).
+URL's query (:func:`~folderseal.redact.without_secrets`).
 """
 
 from __future__ import annotations
 
-import re
-import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from folderseal.errors import NotSent, TransientError
+from folderseal.errors import NotSent, Throttled, TransientError
 from folderseal.providers.centrapay import parse
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
-from folderseal.providers.http import client, retry_after, without_query
-from folderseal.redact import REDACTOR
+from folderseal.providers.http import RateLimiter, client, retry_after, without_query
+from folderseal.redact import without_secrets
 
-_URL_QUERY = re.compile(r"(https?://[^\s?#\"'<>]*)[?#][^\s\"'<>]*", re.IGNORECASE)
-# Signature parameters outside a URL (an error that quotes the query alone).
-_SIGNED = re.compile(r"(X-Amz-(?:Signature|Credential|Security-Token)=)[^&\s\"'<>]+",
-                     re.IGNORECASE)
-
-
-def scrub(message: str) -> str:
-    """``message`` with every URL's query and every registered secret masked: a
-    pre-signed URL's query is a read key to the records."""
-    return REDACTOR.text(_SIGNED.sub(r"\1…", _URL_QUERY.sub(r"\1?…", message)))
-
-
-class RateLimiter:
-    """Spaces request starts ``60 / per_minute`` seconds apart, whichever thread makes
-    them: each caller reserves the next free start under a lock, then sleeps until it."""
-
-    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.spacing = 60.0 / per_minute
-        self.clock = clock
-        self.sleep = sleep
-        self._lock = threading.Lock()
-        self._next = 0.0
-
-    def wait(self) -> float:
-        """Wait for this request's turn; the seconds waited."""
-        with self._lock:
-            now = self.clock()
-            start = max(now, self._next)
-            self._next = start + self.spacing
-        if start > now:
-            self.sleep(start - now)
-        return start - now
+THROTTLED_WAIT = 10.0    # seconds every call waits after a 429 without Retry-After
 
 
 class CentrapayClient:
@@ -83,11 +49,21 @@ class CentrapayClient:
 
     # -- the calls -------------------------------------------------------------------------
 
-    def create(self, batch_type: str, url: str, account_id: str, test: bool) -> parse.Batch:
+    def create(self, batch_type: str, url: str, account_id: str, test: bool,
+               hide: tuple[str, str] = ("", "")) -> parse.Batch:
         """``POST /api/batches``: Centrapay fetches the file at ``url`` and loads it.
-        Creating is starting: an answer that is lost leaves it unknown whether it did."""
+        Creating is starting: an answer that is lost leaves it unknown whether it did.
+        ``hide``: (a read key in ``url``, what messages show instead), for an answer
+        that quotes the URL (a served folder's name is the key)."""
         body = {"type": batch_type, "url": url, "accountId": account_id, "test": test}
-        response = self._call("POST", "/api/batches", "create", json=body)
+        secret, shown = hide
+        try:
+            response = self._call("POST", "/api/batches", "create", json=body)
+        except TransientError as exc:
+            if not secret or secret not in str(exc):
+                raise
+            raise type(exc)(str(exc).replace(secret, shown),
+                            retry_after=exc.retry_after) from None
         try:
             found = parse.batch(self._json(response, "create"))
         except parse.PayloadError as exc:
@@ -125,9 +101,18 @@ class CentrapayClient:
 
     def _call(self, method: str, path: str, operation: str, batch: str = "",
               **kwargs: Any) -> httpx.Response:
+        """One request; everything up to its sending raises :class:`NotSent` (a
+        :class:`Throttled` turn, a request that cannot be built)."""
         self.limiter.wait()
+        where = self._where(operation, batch)
         try:
-            response = self.http.request(method, path, **kwargs)
+            request = self.http.build_request(method, path, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, nothing was sent
+            raise NotSent(without_secrets(f"{where} could not be made ({type(exc).__name__}: "
+                                          f"{exc}); nothing was sent, and it is tried again "
+                                          "later")) from None
+        try:
+            response = self.http.send(request)
         except httpx.HTTPError as exc:
             raise self._transient(exc, operation, batch) from None
         self._check(response, operation, batch)
@@ -142,12 +127,13 @@ class CentrapayClient:
             return
         where = self._where(operation, batch)
         if status == 429:
-            wait = retry_after(response.headers.get("Retry-After"))
-            raise NotSent(f"{where} answered HTTP 429 (too many requests: another client "
-                          "shares the account's limit, or max_requests_per_minute is above "
-                          "it); retrying "
-                          f"{'after ' + format(wait, '.0f') + ' s' if wait else 'later'}",
-                          retry_after=None if wait is None else max(1.0, wait))
+            told = retry_after(response.headers.get("Retry-After"))
+            wait = max(1.0, told if told is not None else THROTTLED_WAIT)
+            # Every call of this account waits: the next ones would be refused too.
+            self.limiter.hold_until(self.limiter.clock() + wait)
+            raise Throttled(f"{where} answered HTTP 429 (too many requests: another client "
+                            "shares the account's limit, or max_requests_per_minute is above "
+                            f"it); every call waits {wait:.0f} s", retry_after=wait)
         if status >= 500:
             raise TransientError(f"{where} answered HTTP {status}; retrying later")
         said = self._said(response)
@@ -182,18 +168,19 @@ class CentrapayClient:
         except (parse.PayloadError, UnicodeDecodeError):
             said = ""
         said = said or response.content[:parse.MESSAGE_MAX].decode("utf-8", "replace")
-        return scrub(" ".join(said.split()))
+        return without_secrets(" ".join(said.split()))
 
     def _transient(self, exc: httpx.HTTPError, operation: str, batch: str) -> TransientError:
         where = self._where(operation, batch)
         # No connection was made (or none was free): nothing reached Centrapay.
         kind = NotSent if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout
-                                     | httpx.PoolTimeout) else TransientError
+                                     | httpx.PoolTimeout | httpx.UnsupportedProtocol) \
+            else TransientError
         after = "" if kind is NotSent or operation != "create" else "; it may have been done"
-        return kind(scrub(f"{where} failed: {type(exc).__name__}: {exc}{after}"))
+        return kind(without_secrets(f"{where} failed: {type(exc).__name__}: {exc}{after}"))
 
     def _json(self, response: httpx.Response, operation: str, batch: str = "") -> Any:
         try:
             return parse.decode(response.text)
         except (parse.PayloadError, UnicodeDecodeError) as exc:
-            raise parse.PayloadError(scrub(str(exc))[:200]) from None
+            raise parse.PayloadError(without_secrets(str(exc))[:200]) from None

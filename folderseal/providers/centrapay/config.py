@@ -13,6 +13,9 @@ from folderseal.keyfiles import SecretFile
 # accepted (Centrapay adds types); its files' format is then told by their suffix.
 BATCH_TYPES = {"farmlands-external-asset": "jsonl", "ticketek-ticket": "jsonl",
                "business-onboard": "csv"}
+# About the requests a minute Centrapay allows an account: max_requests_per_minute may
+# be set above it (check and start warn).
+RATE_LIMIT = 200
 # S3 signs a GET for at most seven days (SigV4).
 MAX_URL_EXPIRY = 7 * 24 * 3600
 # Keys of this table where "" means "not set", as for the shared secrets and paths.

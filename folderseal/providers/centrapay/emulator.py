@@ -92,6 +92,7 @@ from folderseal.emulate.runner import (
     serve,
 )
 from folderseal.providers.http import without_query
+from folderseal.redact import without_secrets
 
 __all__ = ["FAULT_KINDS", "CentrapayEmulator", "run_centrapay", "start_centrapay"]
 
@@ -113,13 +114,6 @@ BOM = b"\xef\xbb\xbf"
 
 def new_id() -> str:
     return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
-
-
-def scrub(text: str, url: str) -> str:
-    """``text`` without ``url``'s query (a read key), e.g. an exception's message."""
-    query = urlsplit(url).query
-    text = text.replace(url, without_query(url))
-    return text.replace(query, "***") if query else text
 
 
 # --- the report: one streamed pass over the fetched bytes -------------------------------
@@ -486,8 +480,9 @@ class Fetcher:
         except Unreadable as exc:
             return Outcome(None, str(exc), intake.digest.hexdigest(), intake.size)
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-            return Outcome(None, scrub(f"could not fetch the batch file: {type(exc).__name__}: "
-                                       f"{exc}; nothing was loaded", batch.url))
+            return Outcome(None, without_secrets(f"could not fetch the batch file: "
+                                                 f"{type(exc).__name__}: {exc}; nothing was "
+                                                 "loaded"))
         return Outcome(report, "", intake.digest.hexdigest(), intake.size)
 
 

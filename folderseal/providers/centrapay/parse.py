@@ -47,6 +47,12 @@ class Batch:
     def final(self) -> bool:
         return self.status in FINAL
 
+    @property
+    def reported(self) -> bool:
+        """The answer carries a report (a count or an errorCount); a final status
+        without one is asked again."""
+        return self.count is not None or self.error_count is not None
+
     def report(self, test: bool) -> dict[str, Any]:
         """The sidecar's ``report``: counts exact (the number of errors listed when
         Centrapay gave no errorCount), the errors capped at MAX_ERRORS."""
@@ -153,8 +159,12 @@ def remote_state(status: str) -> Remote | None:
 
 
 def checked_report(found: Batch, test: bool) -> dict[str, Any]:
-    """The report of a final batch; PayloadError when a complete batch does not say how
-    many records it loaded (a report without its count proves nothing)."""
+    """The report of a final batch; PayloadError when it has none (neither count nor
+    errorCount), or when a complete batch does not say how many records it loaded (a
+    report without its count proves nothing)."""
+    if not found.reported:
+        raise PayloadError(f"a batch {found.status or 'final'} without its report (no count "
+                           "or errorCount)")
     if found.status == "complete" and found.count is None:
         raise PayloadError("a complete batch without a count (or totalCount)")
     return found.report(test)

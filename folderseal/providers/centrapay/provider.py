@@ -3,45 +3,46 @@ account, fetching it from a URL.
 
 ``prepare`` checks the file (UTF-8, and JSON objects per line or CSV rows as wide as
 the header): a bad file is rejected with its report and nothing is published or sent.
-``create`` publishes it (nothing remote exists yet, so it may be repeated): its key is
-recorded first, then the copy or upload. The published object standing whole is the
-"upload". ``accept`` is the point of no return: it makes the URL right then (a
-pre-signed URL starts its expiry now) and creates the Centrapay batch, whose id is
-recorded the moment it is answered; creating is starting, and a create whose answer is
-lost cannot be looked up (the manager fails the file as ``outcome_unknown``). Then the
-batch is polled (``created → copied → chunked → complete | error``); its report goes
-into the sidecar, and the original file comes out unchanged. ``delete`` removes what
-was published. A batch holds exactly one file, so the report's line indexes are that
-file's.
+``create`` publishes it (nothing remote exists yet, so it may be repeated, under the
+key the batch recorded): its key is recorded first, then the copy or upload. The
+published object standing whole is the "upload". ``accept`` is the point of no return:
+it makes the URL right then (a pre-signed URL starts its expiry now) and creates the
+Centrapay batch, whose id is recorded the moment it is answered; creating is starting,
+and a create whose answer is lost cannot be looked up (the manager fails the file as
+``outcome_unknown``). Then the batch is polled (``created → copied → chunked →
+complete | error``); its report goes into the sidecar, and the original file comes out
+unchanged. ``delete`` removes what was published. A batch holds exactly one file, so
+the report's line indexes are that file's. What ``folderseal check`` proves is in
+:mod:`.check`.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
-import tempfile
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
 from folderseal import crashpoints, metrics
 from folderseal.errors import ConfigError, NotSent, TransientError
-from folderseal.keyfiles import exposure, service_accounts, service_group
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult, Output
 from folderseal.providers import BatchView, Document, Health, Ledger, Remote, RemoteStatus, Steps
+from folderseal.providers.centrapay import check as checks
 from folderseal.providers.centrapay import parse, publish, validate
-from folderseal.providers.centrapay.client import CentrapayClient, RateLimiter, scrub
-from folderseal.providers.centrapay.config import BATCH_TYPES, CentrapayProviderConfig
-from folderseal.providers.http import tls_context, without_query
+from folderseal.providers.centrapay.client import CentrapayClient
+from folderseal.providers.centrapay.config import RATE_LIMIT, CentrapayProviderConfig
+from folderseal.providers.http import RateLimiter
+from folderseal.redact import without_secrets
 
-PROBE_TIMEOUT = 10.0
+V = TypeVar("V")
+MEMO = 1000         # batches (or status names) a memo remembers at most
 INVALID = "invalid_batch_file"
 LOAD_FAILED = "load_failed"
 ONE_FILE = "one_file_per_batch"
-BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-ONE_FILE_NOTE = ("each Centrapay batch holds one file, so the folders' batch_max_files is "
-                 "capped at 1 (one file = one batch = one job)")
 
 
 class CentrapayProvider:
@@ -63,15 +64,19 @@ class CentrapayProvider:
         self.max_wait = cfg.max_wait_seconds
         self.retry_max_seconds = cfg.retry_max_seconds
         self.status_grace = cfg.status_grace_seconds
-        self.limiter = RateLimiter(cfg.max_requests_per_minute)  # every call of this account
+        # Every call of this account, across its batches and threads.
+        self.limiter = RateLimiter(cfg.max_requests_per_minute, f"Centrapay ({name})")
         self.publisher = publisher or publish.make(cfg)
         self.client: CentrapayClient | None = None
         self.log = get_logger(provider=name)
-        self._unknown: set[str] = set()     # statuses already warned about
-        self._warned: set[str] = set()      # batches whose failed records were counted
-        # The final answer a poll read, so that download need not ask again (every call
-        # counts against the account's rate).
-        self._finals: dict[str, parse.Batch] = {}
+        # Memos, capped (memory must not grow with the batches): statuses already
+        # warned about; batches whose failed records were counted, or whose final
+        # answer without a report was warned about; the final answer a poll read, so
+        # that download need not ask again (every call counts against the rate).
+        self._unknown: Capped[bool] = Capped()
+        self._warned: Capped[bool] = Capped()
+        self._no_report: Capped[bool] = Capped()
+        self._finals: Capped[parse.Batch] = Capped()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -81,12 +86,17 @@ class CentrapayProvider:
             self.log.info("centrapay.ready", publish=self.cfg.publish,
                           to=self.publisher.where, batch_type=self.cfg.batch_type,
                           max_requests_per_minute=self.cfg.max_requests_per_minute,
-                          note=ONE_FILE_NOTE)
+                          note=checks.ONE_FILE_NOTE)
+            if self.cfg.max_requests_per_minute > RATE_LIMIT:
+                self.log.warning("centrapay.rate_above_limit",
+                                 max_requests_per_minute=self.cfg.max_requests_per_minute,
+                                 reason=checks.rate_warning(self.cfg.max_requests_per_minute))
 
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
             self.client = None
+        self.publisher.close()
 
     @property
     def _client(self) -> CentrapayClient:
@@ -95,115 +105,8 @@ class CentrapayProvider:
         return self.client
 
     def check(self, network: bool = True) -> Health:
-        """The key (a GET of a batch that does not exist answers 403 with it, 401
-        without), then a probe published, fetched back from its URL and removed.
-
-        A refused key, a redirect, a wrong address, a bucket or folder folderseal may
-        not write, a URL that answers but not with the probe: ConfigError. No answer, a
-        5xx or a 429: ``unreachable`` (the daemon starts anyway; its batches wait)."""
-        warnings = exposure(self.cfg.secret_files(), service_accounts(self.state_dir),
-                            service_group(self.state_dir))
-        if not self.cfg.verify_tls:
-            warnings.append("TLS verification is off (verify_tls = false): anyone on the "
-                            "path could pose as Centrapay")
-        if self.cfg.publish == "folder":
-            warnings += _listable(self.cfg.publish_dir)
-        elif not self.cfg.s3_prefix:
-            warnings.append(f"s3_prefix is empty: folderseal's batch files go to the root of "
-                            f"bucket {self.cfg.s3_bucket}, beside everything else there; "
-                            'give them a prefix of their own, e.g. s3_prefix = "folderseal/"')
-        if not self.cfg.format:
-            warnings.append(f"batch_type {self.cfg.batch_type!r} is not one folderseal knows "
-                            "(" + ", ".join(BATCH_TYPES) + "): each file's format is told by "
-                            "its suffix (.jsonl, .ndjson, .csv), and a file with another suffix "
-                            "is checked for UTF-8 only")
-        if not network:
-            return Health(warnings=tuple(warnings))
-        where = f"Centrapay at {self.cfg.base_url}"
-        client = CentrapayClient(self.cfg, self.name, self.limiter, self.transport,
-                                 timeout=PROBE_TIMEOUT)
-        try:
-            status, location, said = client.probe(_unknown_id())
-        except TransientError as exc:
-            return Health(warnings=tuple(warnings), unreachable=(
-                f"{where} cannot be reached ({exc}): check base_url, the network, any "
-                "firewall or proxy; `folderseal run` starts anyway and its batches wait "
-                "until Centrapay answers"))
-        finally:
-            client.close()
-        if status == 401:
-            variable = f"FOLDERSEAL_PROVIDERS__{self.name.upper()}__API_KEY"
-            raise ConfigError(f"{where} refused the API key (HTTP 401): check api_key_file, "
-                              f"api_key or {variable}")
-        if 300 <= status < 400:
-            raise ConfigError(f"{where} answered a redirect (HTTP {status} to "
-                              f"{without_query(location)}): set base_url to the address "
-                              "Centrapay really has")
-        if status == 429 or status >= 500:
-            return Health(warnings=tuple(warnings), unreachable=(
-                f"{where} answered a test call with HTTP {status}, so the API key could not "
-                "be checked; run check again later; `folderseal run` starts anyway and its "
-                "batches wait"))
-        if status != 403:
-            raise ConfigError(f"{where} answered GET /api/batches/<a batch that does not "
-                              f"exist> with HTTP {status}{' (' + said + ')' if said else ''}, "
-                              "not 403: base_url is the host root (e.g. "
-                              "https://service.centrapay.com; the paths start with /api/)")
-        unreachable = self._probe_publish()
-        verified = f"{where} took the API key; {ONE_FILE_NOTE}"
-        if not unreachable:
-            verified += (f"; a probe published to {self.publisher.where} was fetched back "
-                         "from its URL and removed")
-        return Health(verified=verified, warnings=tuple(warnings), unreachable=unreachable)
-
-    def _probe_publish(self) -> str:
-        """Publish a tiny probe, fetch it back from its URL, remove it. ConfigError for
-        what must be fixed; the reason for what could not be tried now."""
-        key = self.publisher.probe_key()
-        body = f"folderseal check {secrets.token_hex(8)}\n".encode()
-        with tempfile.TemporaryFile() as probe:
-            probe.write(body)
-            probe.flush()
-            try:
-                self.publisher.publish(key, probe.fileno(), len(body), lambda: None)
-            except publish.PublishError as exc:
-                if exc.config:
-                    raise ConfigError(f"publishing a probe failed: {exc}") from None
-                return (f"a probe could not be published ({exc}); `folderseal run` starts "
-                        "anyway and its batches wait")
-        try:
-            return self._fetch_probe(key, body)
-        finally:
-            try:
-                self.publisher.remove(key)
-            except publish.PublishError as exc:
-                self.log.warning("centrapay.probe_left", key=key, reason=str(exc),
-                                 next_step="it is removed at the next start")
-
-    def _fetch_probe(self, key: str, body: bytes) -> str:
-        url = self.publisher.url(key)
-        shown = without_query(url)
-        fix = ("the bucket's endpoint must be reachable from Centrapay: check s3_endpoint_url"
-               if self.cfg.publish == "s3" else "serve publish_dir at publish_url_prefix")
-        try:
-            context = tls_context(self.cfg.model_copy(update={"client_certificate": None,
-                                                              "client_key": None}))
-            with httpx.Client(verify=context, timeout=PROBE_TIMEOUT,
-                              follow_redirects=False) as fetcher:
-                response = fetcher.get(url)
-        except httpx.HTTPError as exc:
-            return (f"the probe published at {shown} could not be fetched "
-                    f"({type(exc).__name__}: {scrub(str(exc))}); {fix}; `folderseal run` "
-                    "starts anyway")
-        if response.status_code >= 500:
-            return (f"fetching the probe published at {shown} answered HTTP "
-                    f"{response.status_code}; {fix}; run check again later")
-        if response.status_code != 200 or response.content != body:
-            got = f"HTTP {response.status_code}" if response.status_code != 200 \
-                else "other content"
-            raise ConfigError(f"the probe published as {key} in {self.publisher.where} was "
-                              f"not served back at {shown} ({got}): {fix}")
-        return ""
+        """What ``folderseal check`` proves: :mod:`.check`."""
+        return checks.health(self, network)
 
     # -- lifecycle steps -------------------------------------------------------------------
 
@@ -229,6 +132,13 @@ class CentrapayProvider:
                                  f"({exc.strerror}); checking again later") from None
         finally:
             os.close(fd)
+        if report.no_external_id:
+            self.log.warning("centrapay.no_external_id", batch=batch.id, entry=document.entry,
+                             records=report.no_external_id,
+                             lines=report.no_external_id_lines,
+                             reason="records without a string externalId; Centrapay "
+                             "reports each of them in the batch's report",
+                             next_step="give every record its externalId")
         if report.ok:
             self.log.info("centrapay.valid", batch=batch.id, entry=document.entry,
                           format=fmt or "unknown", records=report.count)
@@ -245,11 +155,20 @@ class CentrapayProvider:
         return None
 
     def create(self, batch: BatchView, ledger: Ledger) -> str:
-        """Publish the batch file: its key recorded first, then the copy or upload; an
-        earlier copy under another key is removed. Nothing remote yet: ""."""
+        """Publish the batch file: its key recorded first, then the copy or upload.
+        Published again (a restart, a retry), it reuses the key the batch recorded, its
+        copy replaced whole; a recorded copy under another key (the configuration
+        changed) is removed before the new key is recorded, so no copy is ever left
+        readable with no batch naming it. Nothing remote yet: ""."""
         document = self._document(batch)
-        key = self.publisher.key_for(batch.id, document.entry)
-        ledger.publishing(key)
+        recorded = batch.published
+        key = self.publisher.key_for(batch.id, document.entry, recorded)
+        if recorded and recorded != key:
+            self.publisher.remove(recorded)
+            self.log.info("centrapay.unpublished", batch=batch.id, key=self.shown(recorded),
+                          why="published again under another key")
+        if key != recorded:
+            ledger.publishing(key)
         fd = self._open(batch, document)
         try:
             self.publisher.publish(key, fd, document.size,
@@ -257,15 +176,10 @@ class CentrapayProvider:
         finally:
             os.close(fd)
         crashpoints.reached("centrapay:published")
-        self.log.info("centrapay.published", batch=batch.id, entry=document.entry, key=key,
-                      to=self.publisher.where, bytes=document.size)
-        if batch.published and batch.published != key:
-            try:
-                self.publisher.remove(batch.published)
-            except publish.PublishError as exc:  # no batch names it now: tidy removes it
-                self.log.warning("centrapay.unpublish_failed", batch=batch.id,
-                                 key=batch.published, reason=str(exc),
-                                 next_step="it is removed at the next start")
+        self.log.info("centrapay.published", batch=batch.id, entry=document.entry,
+                      key=self.shown(key),
+                      to=self.publisher.where, bytes=document.size,
+                      again=key == recorded)
         return ""
 
     def upload(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
@@ -288,10 +202,22 @@ class CentrapayProvider:
         found = self._client.status(remote_id)
         if found is None:
             return RemoteStatus(Remote.GONE, detail="Centrapay answered 403", batch=remote_id)
+        if found.final and not found.reported:
+            # A final status without its counts proves nothing yet: asked again (until
+            # max_wait_seconds), as a status that is still moving.
+            if remote_id not in self._no_report:
+                self._no_report[remote_id] = True
+                self.log.warning("centrapay.no_report", batch=batch.id, remote=remote_id,
+                                 status=found.status, treated_as="running",
+                                 next_step="asked again at the next poll until "
+                                 "max_wait_seconds; check the batch in Centrapay if it "
+                                 "stays so")
+            return RemoteStatus(Remote.RUNNING, detail=f"{found.status} without its "
+                                "report; asking again", batch=remote_id)
         state = parse.remote_state(found.status)
         if state is None:
             if found.status not in self._unknown:  # once: a batch is polled for long
-                self._unknown.add(found.status)
+                self._unknown[found.status] = True
                 self.log.warning("centrapay.unknown_status", batch=batch.id,
                                  remote=remote_id, status=found.status or "(none)",
                                  treated_as="running")
@@ -307,16 +233,28 @@ class CentrapayProvider:
         if not batch.published:
             raise NotSent(f"{document.entry} has no published copy to send; it is "
                           "published again")
-        url = self.publisher.url(batch.published)
-        # Noted in the batch's manifest before it is sent: after a lost store, `recover`
-        # knows a create may have gone out (and never sends it again unasked).
-        ledger.sending(document, "")
+        try:
+            url = self.publisher.url(batch.published)
+            client = self._client
+            # Noted in the batch's manifest before it is sent: after a lost store,
+            # `recover` knows a create may have gone out (and never sends it again unasked).
+            ledger.sending(document, "")
+        except NotSent:
+            raise
+        except (TransientError, ConfigError, OSError) as exc:
+            # Nothing has left: the manager goes back before the point of no return.
+            raise NotSent(without_secrets(
+                f"the create of the Centrapay batch for {document.entry} could not be "
+                f"prepared ({exc}); nothing was sent, and it is tried again later")) from None
         crashpoints.reached("centrapay:creating")
-        found = self._client.create(self.cfg.batch_type, url, self.cfg.account_id,
-                                    self.cfg.test)
+        # NotSent from here on when the request never left (the limiter's turn, a
+        # request that could not be built, no connection); anything else may have been
+        # done.
+        found = client.create(self.cfg.batch_type, url, self.cfg.account_id, self.cfg.test,
+                              hide=(batch.published, self.shown(batch.published)))
         ledger.created(found.id)
         self.log.info("centrapay.created", batch=batch.id, remote=found.id,
-                      entry=document.entry, key=batch.published, status=found.status,
+                      entry=document.entry, key=self.shown(batch.published), status=found.status,
                       test=self.cfg.test)
         crashpoints.reached("centrapay:created")
 
@@ -344,7 +282,7 @@ class CentrapayProvider:
         block = {"report": report}
         if found.status == "error":
             self.log.warning("centrapay.load_failed", batch=batch.id, remote=remote_id,
-                             entry=document.entry, key=batch.published)
+                             entry=document.entry, key=self.shown(batch.published))
             return [DocumentResult(document.entry, provider_document=remote_id,
                                    provider_block=block, error_code=LOAD_FAILED,
                                    error_message=(
@@ -358,7 +296,7 @@ class CentrapayProvider:
                              entry=document.entry, records=report["count"],
                              failed=failed, listed=len(report["errors"]))
             if remote_id not in self._warned:   # a repeated download counts them once
-                self._warned.add(remote_id)
+                self._warned[remote_id] = True
                 metrics.RECORDS_FAILED.labels(batch.folder, self.name).inc(failed)
         original = Output(role="original", staged="", suffix="", sha256=document.sha256,
                           bytes=document.size)
@@ -374,12 +312,18 @@ class CentrapayProvider:
         there). Nothing when it is gone already."""
         if batch.published:
             self.publisher.remove(batch.published)
-            self.log.info("centrapay.unpublished", batch=batch.id, key=batch.published)
-        self._warned.discard(remote_id)
-        self._finals.pop(remote_id, None)
+            self.log.info("centrapay.unpublished", batch=batch.id,
+                          key=self.shown(batch.published))
+        for memo in (self._warned, self._no_report, self._finals):
+            memo.pop(remote_id, None)
 
-    def tidy(self, keep: set[str]) -> int:
+    def tidy(self, keep: Callable[[], set[str]]) -> int:
         return self.publisher.tidy(keep)
+
+    def shown(self, key: str) -> str:
+        """A publish key as logs show it: a served folder's name is a read key (a
+        fingerprint of it), an S3 object key is not."""
+        return self.publisher.shown(key)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -394,23 +338,15 @@ class CentrapayProvider:
         return batch.open_document(document)
 
 
-def _unknown_id() -> str:
-    """A batch id that looks like Centrapay's (22 base58 characters) and names none."""
-    return "".join(secrets.choice(BASE58) for _ in range(22))
+class Capped(OrderedDict[str, V]):
+    """A memo of at most ``size`` entries: the oldest is forgotten first."""
 
+    def __init__(self, size: int = MEMO) -> None:
+        super().__init__()
+        self.size = size
 
-def _listable(folder: Path | None) -> list[str]:
-    """A warning when other accounts may list publish_dir: the names are the only key to
-    the records in it."""
-    if folder is None:
-        return []
-    try:
-        mode = folder.stat().st_mode
-    except OSError:
-        return []
-    if mode & 0o004:
-        return [f"publish_dir {folder} may be listed by every account (mode "
-                f"{mode & 0o777:o}), and the file names are the only key to the records: "
-                f"chmod o-r {folder} (keep o+x for the web server), and turn off directory "
-                "listing in the web server"]
-    return []
+    def __setitem__(self, key: str, value: V) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)

@@ -22,12 +22,14 @@ from typing import Any, Protocol
 
 from folderseal.errors import TransientError
 from folderseal.files import fsync_dir, write_all
-from folderseal.providers.centrapay.client import scrub
+from folderseal.providers import fingerprint
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
+from folderseal.redact import without_secrets
 
 CHUNK = 1 << 20                 # the folder copy's read size
 PART = 8 << 20                  # S3 multipart part size (and the single-PUT threshold)
-S3_CONCURRENCY = 2              # parts in flight: memory is about PART × (2 + 2)
+S3_CONCURRENCY = 2              # parts in flight across all uploads (and read ahead)
+S3_CONNECTIONS = 4              # the client's connection pool
 S3_CONNECT = 10.0               # seconds to connect (a start's tidy must not hang long)
 CONTENT_TYPES = {".jsonl": "application/x-ndjson", ".ndjson": "application/x-ndjson",
                  ".csv": "text/csv"}
@@ -39,15 +41,16 @@ class PublishError(TransientError):
     configuration or the bucket's/folder's permissions (``check`` reports it so)."""
 
     def __init__(self, message: str, *, config: bool = False) -> None:
-        super().__init__(scrub(message))
+        super().__init__(without_secrets(message))
         self.config = config
 
 
 class Publisher(Protocol):
     where: str    # what it publishes to, for messages ("bucket b at …", "publish_dir …")
 
-    def key_for(self, batch_id: str, entry: str) -> str:
-        """The key a batch's file is published under."""
+    def key_for(self, batch_id: str, entry: str, recorded: str = "") -> str:
+        """The key a batch's file is published under: ``recorded`` (what the batch
+        recorded before) when it is one this publisher would give the file."""
 
     def probe_key(self) -> str:
         """A key for ``check``'s probe (tidied like a batch file's if left behind)."""
@@ -65,9 +68,17 @@ class Publisher(Protocol):
     def remove(self, key: str) -> None:
         """Remove ``key`` (nothing when it is not there)."""
 
-    def tidy(self, keep: set[str]) -> int:
-        """Remove what folderseal published here that ``keep`` does not name, and
-        unfinished uploads; how many."""
+    def shown(self, key: str) -> str:
+        """``key`` as logs and messages may show it (never a read key)."""
+
+    def close(self) -> None:
+        """Let go of what it holds (threads, connections); usable again after."""
+
+    def tidy(self, keep: Callable[[], set[str]]) -> int:
+        """Remove what folderseal published here, and unfinished uploads, that ``keep()``
+        does not name; how many. Lists first and calls ``keep()`` after: a key is recorded
+        before its copy or upload starts, so anything listed that ``keep()`` does not
+        name is a stray."""
 
 
 def make(cfg: CentrapayProviderConfig) -> Publisher:
@@ -97,15 +108,24 @@ class FolderPublisher:
         self.prefix = cfg.publish_url_prefix
         self.where = f"publish_dir {self.dir}"
 
-    def key_for(self, batch_id: str, entry: str) -> str:
+    def key_for(self, batch_id: str, entry: str, recorded: str = "") -> str:
+        if self.NAME.match(recorded) and recorded[32:] == suffix(entry):
+            return recorded   # published again: the same name, its copy replaced
         return secrets.token_hex(16) + suffix(entry)
 
     def probe_key(self) -> str:
         return secrets.token_hex(16) + ".txt"
 
+    def shown(self, key: str) -> str:
+        """A fingerprint: the name with publish_url_prefix is a read key to the records."""
+        return fingerprint(key)
+
+    def close(self) -> None:
+        pass
+
     def _path(self, key: str) -> Path:
         if not self.NAME.match(key):   # a key from the store: never a path elsewhere
-            raise PublishError(f"{key!r} is not a name folderseal publishes under; "
+            raise PublishError(f"{fingerprint(key)!r} is not a name folderseal publishes under; "
                                "the batch's record is damaged")
         return self.dir / key
 
@@ -125,7 +145,8 @@ class FolderPublisher:
             finally:
                 os.close(out)
             if copied != size:
-                raise PublishError(f"the batch file changed while it was copied to {final} "
+                raise PublishError(f"the batch file changed while it was copied to "
+                                   f"{self.where} as {fingerprint(key)} "
                                    f"({copied} bytes, not {size}); copying again later")
             os.rename(temp, final)
             fsync_dir(self.dir)
@@ -157,7 +178,7 @@ class FolderPublisher:
         except OSError as exc:
             raise self._error("cannot remove a file from", exc) from None
 
-    def tidy(self, keep: set[str]) -> int:
+    def tidy(self, keep: Callable[[], set[str]]) -> int:
         removed = 0
         try:
             with os.scandir(self.dir) as entries:
@@ -166,11 +187,12 @@ class FolderPublisher:
             return 0
         except OSError as exc:
             raise self._error("cannot list", exc) from None
+        kept = keep()   # after the listing: a name recorded since is in it
         for name in names:
             temp = self.TEMP.match(name)
             # A temp of a name a batch still records is left to that batch's create.
-            if (self.NAME.match(name) and name not in keep) or \
-                    (temp and temp.group(1) not in keep):
+            if (self.NAME.match(name) and name not in kept) or \
+                    (temp and temp.group(1) not in kept):
                 try:
                     removed += _unlink(self.dir / name)
                 except OSError as exc:
@@ -221,9 +243,14 @@ def _unlink(path: Path) -> int:
 
 class S3Publisher:
     """Uploads to ``<s3_prefix><batch id>/<entry>`` with boto3: one PUT up to PART bytes,
-    a multipart upload above (PART-sized parts, S3_CONCURRENCY in flight, an upload that
-    fails aborted). The client is built at first use, so loading the configuration and
-    ``check --offline`` import no boto3."""
+    a multipart upload above (PART-sized parts, an upload that fails aborted).
+
+    One client and one transfer manager per publisher, built at first use (so loading
+    the configuration and ``check --offline`` import no boto3) and shared by every
+    thread (both are thread-safe): across all the uploads at once, at most
+    S3_CONCURRENCY parts are in flight and as many read ahead (memory stays about
+    PART × 2 × S3_CONCURRENCY whatever the number of batches), over at most
+    S3_CONNECTIONS connections."""
 
     def __init__(self, cfg: CentrapayProviderConfig) -> None:
         self.cfg = cfg
@@ -238,6 +265,7 @@ class S3Publisher:
                                 r"(?:[0-9a-f]{24}/\d{4,}_[^/]+|probe-[0-9a-f]{32}\.txt)\Z",
                                 re.DOTALL)
         self._client: Any = None
+        self._transfers: Any = None
         self._lock = threading.Lock()
 
     @property
@@ -246,6 +274,28 @@ class S3Publisher:
             if self._client is None:
                 self._client = self._build()
             return self._client
+
+    @property
+    def transfers(self) -> Any:
+        """The transfer manager every upload goes through (its bounds are shared)."""
+        client = self.s3
+        with self._lock:
+            if self._transfers is None:
+                from boto3.s3.transfer import TransferConfig, create_transfer_manager
+
+                config = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART,
+                                        max_concurrency=S3_CONCURRENCY, use_threads=True,
+                                        preferred_transfer_client="classic")
+                config.max_in_memory_upload_chunks = S3_CONCURRENCY  # bounds reading ahead
+                self._transfers = create_transfer_manager(client, config)
+            return self._transfers
+
+    def close(self) -> None:
+        """Let the transfer manager's threads go (built again at the next upload)."""
+        with self._lock:
+            transfers, self._transfers = self._transfers, None
+        if transfers is not None:
+            transfers.shutdown()
 
     def _build(self) -> Any:
         import boto3
@@ -261,25 +311,26 @@ class S3Publisher:
         config = Config(
             signature_version="s3v4", connect_timeout=min(cfg.timeout_seconds, S3_CONNECT),
             read_timeout=cfg.timeout_seconds, retries={"max_attempts": 3, "mode": "standard"},
+            max_pool_connections=S3_CONNECTIONS,
             # Another endpoint (MinIO, Ceph, a local server) may have no DNS per bucket.
             s3={"addressing_style": "path" if cfg.s3_endpoint_url else "auto"})
         return boto3.session.Session().client(
             "s3", region_name=cfg.s3_region or None,
             endpoint_url=cfg.s3_endpoint_url or None, config=config, **kwargs)
 
-    def key_for(self, batch_id: str, entry: str) -> str:
-        return f"{self.prefix}{batch_id}/{entry}"
+    def key_for(self, batch_id: str, entry: str, recorded: str = "") -> str:
+        return f"{self.prefix}{batch_id}/{entry}"   # the same each time
 
     def probe_key(self) -> str:
         return f"{self.prefix}probe-{secrets.token_hex(16)}.txt"
 
-    def publish(self, key: str, fd: int, size: int, reached: Callable[[], None]) -> None:
-        from boto3.s3.transfer import TransferConfig
+    def shown(self, key: str) -> str:
+        """The object key: reading it needs a signed URL (or the bucket's credentials)."""
+        return key
 
-        config = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART,
-                                max_concurrency=S3_CONCURRENCY, use_threads=True,
-                                preferred_transfer_client="classic")
-        config.max_in_memory_upload_chunks = S3_CONCURRENCY  # bounds what is read ahead
+    def publish(self, key: str, fd: int, size: int, reached: Callable[[], None]) -> None:
+        from boto3.s3.transfer import ProgressCallbackInvoker
+
         sent = [False]
         lock = threading.Lock()
 
@@ -295,8 +346,8 @@ class S3Publisher:
         stream = os.fdopen(os.dup(fd), "rb", closefd=True)
         try:
             stream.seek(0)
-            self.s3.upload_fileobj(stream, self.bucket, key, ExtraArgs=extra,
-                                   Callback=progress, Config=config)
+            self.transfers.upload(stream, self.bucket, key, extra_args=extra,
+                                  subscribers=[ProgressCallbackInvoker(progress)]).result()
         except Exception as exc:
             self._abort_uploads(key)
             raise self._error("uploading", key, exc) from None
@@ -332,16 +383,20 @@ class S3Publisher:
                 return
             raise self._error("removing", key, exc) from None
 
-    def tidy(self, keep: set[str]) -> int:
-        """Objects under s3_prefix that ``keep`` does not name, and every unfinished
-        multipart upload there. With no prefix (the bucket's root), only keys of the form
-        folderseal gives them; anything else in the bucket is never touched."""
+    def tidy(self, keep: Callable[[], set[str]]) -> int:
+        """Objects under s3_prefix, and unfinished multipart uploads there, that
+        ``keep()`` (called once both are listed) does not name. With no prefix (the
+        bucket's root), only keys of the form folderseal gives them; anything else in the
+        bucket is never touched."""
         removed = 0
         try:
             pages = self.s3.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.prefix)
-            stale = [item["Key"] for page in pages for item in page.get("Contents", [])
-                     if self._mine.match(item["Key"]) and item["Key"] not in keep]
+            listed = [item["Key"] for page in pages for item in page.get("Contents", [])
+                      if self._mine.match(item["Key"])]
+            uploads = self._uploads(None)
+            kept = keep()   # after the listings: a key recorded since is in it
+            stale = [key for key in listed if key not in kept]
             for start in range(0, len(stale), 1000):
                 answer = self.s3.delete_objects(Bucket=self.bucket, Delete={
                     "Objects": [{"Key": k} for k in stale[start:start + 1000]],
@@ -352,31 +407,35 @@ class S3Publisher:
                     raise PublishError(f"{self.where} refused to remove "
                                        f"{failed[0].get('Key')} ({failed[0].get('Code')}); "
                                        "give folderseal's credentials s3:DeleteObject there")
+            for name, upload_id in uploads:
+                if name not in kept:
+                    self.s3.abort_multipart_upload(Bucket=self.bucket, Key=name,
+                                                   UploadId=upload_id)
+                    removed += 1
         except PublishError:
             raise
         except Exception as exc:
             raise self._error("tidying", self.prefix or "(the whole bucket)", exc) from None
-        return removed + self._abort_uploads(None)
+        return removed
 
-    def _abort_uploads(self, key: str | None) -> int:
-        """Abort unfinished multipart uploads of ``key`` (None: every one of folderseal's
-        under the prefix); how many. Best effort for one key: tidy finds what is left."""
-        aborted = 0
+    def _uploads(self, key: str | None) -> list[tuple[str, str]]:
+        """The unfinished multipart uploads (key, upload id) of ``key`` (None: every one
+        of folderseal's under the prefix)."""
+        pages = self.s3.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=key or self.prefix)
+        return [(upload["Key"], upload["UploadId"]) for page in pages
+                for upload in page.get("Uploads", [])
+                if ((upload["Key"] == key) if key else bool(self._mine.match(upload["Key"])))]
+
+    def _abort_uploads(self, key: str) -> None:
+        """Abort the unfinished multipart uploads of ``key``; best effort (tidy finds
+        what is left)."""
         try:
-            pages = self.s3.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=key or self.prefix)
-            for page in pages:
-                for upload in page.get("Uploads", []):
-                    name = upload["Key"]
-                    if (name == key) if key else bool(self._mine.match(name)):
-                        self.s3.abort_multipart_upload(Bucket=self.bucket, Key=name,
-                                                       UploadId=upload["UploadId"])
-                        aborted += 1
-        except Exception as exc:
-            if key is None:
-                raise self._error("aborting unfinished uploads under", self.prefix, exc) \
-                    from None
-        return aborted
+            for name, upload_id in self._uploads(key):
+                self.s3.abort_multipart_upload(Bucket=self.bucket, Key=name,
+                                               UploadId=upload_id)
+        except Exception:  # noqa: BLE001 - best effort: the upload's own error is raised
+            pass
 
     def _error(self, doing: str, key: str, exc: Exception) -> PublishError:
         code = _code(exc)

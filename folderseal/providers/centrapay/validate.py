@@ -1,10 +1,14 @@
 """The local check of a batch file before anything is published or sent.
 
 Streamed, line by line, so memory stays flat whatever the file's size: the file must be
-UTF-8; in a JSON Lines file each non-empty line is a JSON object; a CSV file has its
-header and every row as many columns. A file that fails is never published: its report
-names the first bad lines by their 0-based index over the file's lines (the header is
-line 0), as Centrapay's own report does.
+UTF-8 (a byte order mark at its start is skipped, as Centrapay does, and is no part of
+the first record or header); in a JSON Lines file each non-empty line is a JSON object;
+a CSV file has its header (every column named, no name twice) and every row as many
+columns. A file that fails is never published: its report names the first bad lines by
+their 0-based index over the file's lines (the header is line 0), as Centrapay's own
+report does. A JSON record without a string ``externalId`` is no local rejection (the
+API documents no required field): Centrapay reports such a record in its own report,
+and the provider logs a warning naming the first such lines.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ class Report:
     count: int = 0
     error_count: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    no_external_id: int = 0         # JSON records without a string externalId
+    no_external_id_lines: list[int] = field(default_factory=list)   # the first ones
 
     @property
     def ok(self) -> bool:
@@ -45,6 +51,11 @@ class Report:
         self.error_count += 1
         if len(self.errors) < MAX_ERRORS:
             self.errors.append({"index": index, "message": message})
+
+    def unidentified(self, index: int) -> None:
+        self.no_external_id += 1
+        if len(self.no_external_id_lines) < MAX_ERRORS:
+            self.no_external_id_lines.append(index)
 
     def block(self) -> dict[str, Any]:
         """The error record's ``provider`` block for a file that failed the check."""
@@ -96,8 +107,9 @@ def validate(fd: int, fmt: str) -> Report:
 @dataclass
 class _Line:
     index: int
-    text: str            # decoded, without its \n; "" when it could not be
-    problem: str = ""    # why it could not be read (not UTF-8, too long), or BOM
+    text: str            # decoded, without its \n (and the file's BOM); "" when it could
+    #                      not be
+    problem: str = ""    # why it could not be read (not UTF-8, too long)
 
 
 def _lines(fd: int) -> Iterator[_Line]:
@@ -139,27 +151,21 @@ def _too_long(index: int) -> _Line:
 
 
 def _decoded(index: int, raw: bytes) -> _Line:
-    bom = index == 0 and raw.startswith(BOM)
-    if bom:
-        raw = raw[len(BOM):]
+    if index == 0:
+        raw = raw.removeprefix(BOM)   # the file's byte order mark, no part of line 0
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return _Line(index, "", f"not UTF-8: byte 0x{raw[exc.start]:02x} at column "
                                 f"{exc.start + 1} (save the file as UTF-8)")
-    return _Line(index, text, "bom" if bom else "")
+    return _Line(index, text)
 
 
 # -- the formats ---------------------------------------------------------------------------
 
 def _check_lines(lines: Iterator[_Line], report: Report, json_objects: bool) -> None:
     for line in lines:
-        if line.problem == "bom" and json_objects:
-            report.count += 1
-            report.bad(line.index, "starts with a byte order mark, which JSON does not "
-                                   "allow (save the file as UTF-8 without BOM)")
-            continue
-        if line.problem and line.problem != "bom":
+        if line.problem:
             report.count += 1
             report.bad(line.index, line.problem)
             continue
@@ -167,27 +173,33 @@ def _check_lines(lines: Iterator[_Line], report: Report, json_objects: bool) -> 
         if not text:
             continue
         report.count += 1
-        if json_objects and (problem := _not_an_object(text)):
+        if not json_objects:
+            continue
+        problem, record = _object(text)
+        if problem:
             report.bad(line.index, problem)
+        elif not isinstance(record.get("externalId"), str) or not record["externalId"]:
+            report.unidentified(line.index)
     if report.count == 0:
         report.bad(0, "the file holds no records: nothing to load")
 
 
-def _not_an_object(text: str) -> str:
-    """Why ``text`` (stripped) is not one JSON object; "" when it is."""
+def _object(text: str) -> tuple[str, dict[str, Any]]:
+    """The JSON object ``text`` (stripped) holds, or why it holds none."""
     try:
         value, end = _DECODER.raw_decode(text)   # no whitespace around: stripped
     except json.JSONDecodeError as exc:
-        return f"not valid JSON: {exc.msg} at column {exc.colno}"
+        return f"not valid JSON: {exc.msg} at column {exc.colno}", {}
     except ValueError as exc:
-        return f"not valid JSON: {exc}"
+        return f"not valid JSON: {exc}", {}
     except RecursionError:
-        return "JSON nested too deeply to be read"
+        return "JSON nested too deeply to be read", {}
     if end != len(text):
-        return f"not valid JSON: more after the value that ends at column {end}"
+        return f"not valid JSON: more after the value that ends at column {end}", {}
     if not isinstance(value, dict):
-        return f"a JSON {_json_type(value)}, not an object (each line holds one record {{…}})"
-    return ""
+        return (f"a JSON {_json_type(value)}, not an object (each line holds one record "
+                "{…})"), {}
+    return "", value
 
 
 def _no_constant(name: str) -> Any:
@@ -221,7 +233,7 @@ class _Feed:
     def __iter__(self) -> Iterator[str]:
         for line in self.lines:
             self.consumed = line.index + 1
-            if line.problem and line.problem != "bom":
+            if line.problem:
                 self.problems.append((line.index, line.problem))
                 yield "\n"   # an empty line in its place: the row it is in is bad anyway
             else:

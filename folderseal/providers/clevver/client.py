@@ -2,13 +2,15 @@
 
 Every call goes through :meth:`ClevverClient._call`, the one boundary where foreign
 errors become folderseal's: network errors, timeouts and 5xx are
-:class:`TransientError`; 429 is :class:`NotSent` (transient, carrying ``Retry-After``:
-Clevver did nothing); 401/403 and payment or quota refusals are :class:`ProviderError`
-that say what to do; another 4xx is :class:`Refused`. An answer that cannot be read is
-transient too (a proxy's error page, a half-written response). An attach streams the
-file from its descriptor 64 KiB at a time (httpx's multipart reads a file object in
-``FileField.CHUNK_SIZE`` pieces and takes Content-Length from ``fstat``), so memory does
-not grow with the file.
+:class:`TransientError`; 429 is :class:`Throttled` (carrying ``Retry-After``: Clevver
+did nothing, and the job waits its turn without an attempt counted); a request that
+could not be built or a connection never made is :class:`NotSent` (the same call may be
+made again without doubt, even the start); 401/403 and payment or quota refusals are
+:class:`ProviderError` that say what to do; another 4xx is :class:`Refused`. An answer
+that cannot be read is transient too (a proxy's error page, a half-written response).
+An attach streams the file from its descriptor 64 KiB at a time (httpx's multipart
+reads a file object in ``FileField.CHUNK_SIZE`` pieces and takes Content-Length from
+``fstat``), so memory does not grow with the file.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from typing import IO, Any, cast
 import httpx
 
 from folderseal import crashpoints
-from folderseal.errors import ProviderError, TransientError
+from folderseal.errors import NotSent, ProviderError, Throttled, TransientError
 from folderseal.providers.clevver import parse
 from folderseal.providers.clevver.config import ClevverProviderConfig
 from folderseal.providers.http import basic_auth, client, retry_after, without_query
-from folderseal.redact import REDACTOR
+from folderseal.redact import without_secrets
 
+THROTTLED_WAIT = 10.0    # seconds a call waits after a 429 without Retry-After
 # A refusal whose message says the account ran out of money or limits is the account's,
 # not the file's (HTTP 402 always is). Whole phrases only: a refusal that names a file
 # such as credit_note.pdf or balance-2026.xlsx is that file's.
@@ -36,11 +39,6 @@ QUOTA = re.compile(
     r"(?:funds|credits?|balance)\b|\bout of credits?\b|\bno credits? (?:left|remaining)\b|"
     r"\b(?:subscription|plan|trial) (?:has )?(?:expired|ended|inactive|cancell?ed)\b|"
     r"\bcredit limit (?:reached|exceeded)\b", re.IGNORECASE)
-
-
-class NotSent(TransientError):
-    """Clevver surely did not do the call (429, or no connection was made): the same
-    call may be made again without doubt."""
 
 
 class Refused(ProviderError):
@@ -148,7 +146,14 @@ class ClevverClient:
     def _call(self, method: str, path: str, operation: str, batch: str = "",
               missing_ok: bool = False, **kwargs: Any) -> httpx.Response:
         try:
-            response = self.http.request(method, path, **kwargs)
+            request = self.http.build_request(method, path, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, nothing was sent
+            where = f"Clevver {operation}{' of batch ' + batch if batch else ''}"
+            raise NotSent(without_secrets(f"{where} could not be made ({type(exc).__name__}: "
+                                        f"{exc}); nothing was sent, and it is tried again "
+                                        "later")) from None
+        try:
+            response = self.http.send(request)
         except httpx.HTTPError as exc:
             raise self._transient(exc, operation, batch) from None
         if not (missing_ok and response.status_code in (404, 410)):
@@ -162,9 +167,10 @@ class ClevverClient:
         where = f"Clevver {operation}{' of batch ' + batch if batch else ''}"
         if status == 429:
             wait = retry_after(response.headers.get("Retry-After"))
-            raise NotSent(f"{where} answered HTTP 429 (too many requests); retrying "
-                          f"{'after ' + format(wait, '.0f') + ' s' if wait else 'later'}",
-                          retry_after=None if wait is None else max(1.0, wait))
+            raise Throttled(f"{where} answered HTTP 429 (too many requests); nothing was "
+                            "done, and it is sent again "
+                            f"{'after ' + format(wait, '.0f') + ' s' if wait else 'later'}",
+                            retry_after=max(1.0, wait if wait is not None else THROTTLED_WAIT))
         if status >= 500:
             raise TransientError(f"{where} answered HTTP {status}; retrying later")
         kw: dict[str, Any] = {"provider": self.provider, "operation": operation, "batch": batch}
@@ -195,14 +201,15 @@ class ClevverClient:
         except (parse.PayloadError, UnicodeDecodeError):
             said = ""
         said = said or response.content[:parse.MESSAGE_MAX].decode("utf-8", "replace").strip()
-        return REDACTOR.text(said)
+        return without_secrets(said)
 
     def _transient(self, exc: httpx.HTTPError, operation: str, batch: str) -> TransientError:
         where = f"Clevver {operation}{' of batch ' + batch if batch else ''}"
         # No connection was made: nothing reached Clevver.
-        kind = NotSent if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) \
+        kind = NotSent if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout
+                                     | httpx.PoolTimeout | httpx.UnsupportedProtocol) \
             else TransientError
-        return kind(REDACTOR.text(f"{where} failed: {type(exc).__name__}: {exc}"))
+        return kind(without_secrets(f"{where} failed: {type(exc).__name__}: {exc}"))
 
     def _json(self, response: httpx.Response, operation: str, batch: str = "") -> Any:
         try:
@@ -210,4 +217,4 @@ class ClevverClient:
         except (parse.PayloadError, UnicodeDecodeError) as exc:
             where = f"Clevver {operation}{' of batch ' + batch if batch else ''}"
             raise TransientError(f"{where} answered something unreadable "
-                                 f"({REDACTOR.text(str(exc))[:200]}); retrying later") from None
+                                 f"({without_secrets(str(exc))[:200]}); retrying later") from None

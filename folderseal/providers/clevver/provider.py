@@ -16,12 +16,13 @@ connection, a refusal): it is sent again, to the same remote batch, without doub
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from folderseal import crashpoints
-from folderseal.errors import ConfigError, TransientError
+from folderseal.errors import ConfigError, NotSent, TransientError
 from folderseal.keyfiles import exposure, service_accounts, service_group
 from folderseal.logs import get as get_logger
 from folderseal.model import DocumentResult, Output
@@ -35,9 +36,10 @@ from folderseal.providers import (
     RemoteDocument,
     RemoteStatus,
     Steps,
+    fingerprint,
 )
 from folderseal.providers.clevver import parse
-from folderseal.providers.clevver.client import ClevverClient, NotSent, Refused
+from folderseal.providers.clevver.client import ClevverClient, Refused
 from folderseal.providers.clevver.config import ClevverProviderConfig
 from folderseal.providers.http import without_query
 
@@ -277,8 +279,11 @@ class ClevverProvider:
                     results.append(result)
         return results
 
-    def tidy(self, keep: set[str]) -> int:
+    def tidy(self, keep: Callable[[], set[str]]) -> int:
         return 0  # it publishes nothing
+
+    def shown(self, key: str) -> str:
+        return fingerprint(key)  # it publishes nothing: never called with a key
 
     def delete(self, batch: BatchView, remote_id: str) -> None:
         """Clevver has no call to delete a batch (an unstarted one stores nothing)."""

@@ -23,7 +23,7 @@ from folderseal.errors import ProviderError, TransientError
 from folderseal.providers.http import basic_auth, client, retry_after, without_query
 from folderseal.providers.seal import parse
 from folderseal.providers.seal.config import SealProviderConfig
-from folderseal.redact import REDACTOR
+from folderseal.redact import without_secrets
 
 BODY_IN_ERRORS = 2048
 # No batch has the largest int32 id: a status call on it tests reachability and the key.
@@ -157,21 +157,21 @@ class SealClient:
                                 f"to {target}); set base_url to the address SEAL really has",
                                 provider=self.provider, operation=operation, batch=batch)
         response.read()
-        body = REDACTOR.text(response.content[:BODY_IN_ERRORS].decode("utf-8", "replace"))
+        body = without_secrets(response.content[:BODY_IN_ERRORS].decode("utf-8", "replace"))
         hint = " (the API key was refused: check api_key)" if status in (401, 403) else ""
         raise ProviderError(f"http_{status}", f"{where} answered HTTP {status}{hint}: {body}",
                             provider=self.provider, operation=operation, batch=batch)
 
     def _transient(self, exc: httpx.HTTPError, operation: str, batch: str) -> TransientError:
         where = f"SEAL {operation}{' of batch ' + batch if batch else ''}"
-        return TransientError(REDACTOR.text(f"{where} failed: {type(exc).__name__}: {exc}"))
+        return TransientError(without_secrets(f"{where} failed: {type(exc).__name__}: {exc}"))
 
     def _batch(self, response: httpx.Response, operation: str) -> parse.RemoteBatchInfo:
         try:
             return parse.batch(response.json(), self.cfg.status_codes)
         except (ValueError, parse.PayloadError) as exc:
             raise TransientError(f"SEAL {operation} answered something unreadable "
-                                 f"({REDACTOR.text(str(exc))[:200]}); retrying later") from None
+                                 f"({without_secrets(str(exc))[:200]}); retrying later") from None
 
 
 def _chunks(path: Path) -> Iterator[bytes]:

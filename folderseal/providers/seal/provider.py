@@ -13,6 +13,7 @@ between the call and the state that records it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from folderseal.providers import (
     Remote,
     RemoteStatus,
     Steps,
+    fingerprint,
 )
 from folderseal.providers.http import without_query
 from folderseal.providers.seal import flatzip, package
@@ -188,8 +190,11 @@ class SealProvider:
     def salvage(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
         return []  # a batch SEAL no longer knows proves nothing about its files
 
-    def tidy(self, keep: set[str]) -> int:
+    def tidy(self, keep: Callable[[], set[str]]) -> int:
         return 0  # it publishes nothing
+
+    def shown(self, key: str) -> str:
+        return fingerprint(key)  # it publishes nothing: never called with a key
 
     def delete(self, batch: BatchView, remote_id: str) -> None:
         if remote_id:
