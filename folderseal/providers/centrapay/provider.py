@@ -17,6 +17,7 @@ file's.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import tempfile
@@ -177,7 +178,8 @@ class CentrapayProvider:
             try:
                 self.publisher.remove(key)
             except publish.PublishError as exc:
-                self.log.warning("centrapay.probe_left", key=key, reason=str(exc),
+                self.log.warning("centrapay.probe_left", key=self._logged(key),
+                                 reason=str(exc),
                                  next_step="it is removed at the next start")
 
     def _fetch_probe(self, key: str, body: bytes) -> str:
@@ -257,14 +259,15 @@ class CentrapayProvider:
         finally:
             os.close(fd)
         crashpoints.reached("centrapay:published")
-        self.log.info("centrapay.published", batch=batch.id, entry=document.entry, key=key,
+        self.log.info("centrapay.published", batch=batch.id, entry=document.entry,
+                      key=self._logged(key),
                       to=self.publisher.where, bytes=document.size)
         if batch.published and batch.published != key:
             try:
                 self.publisher.remove(batch.published)
             except publish.PublishError as exc:  # no batch names it now: tidy removes it
                 self.log.warning("centrapay.unpublish_failed", batch=batch.id,
-                                 key=batch.published, reason=str(exc),
+                                 key=self._logged(batch.published), reason=str(exc),
                                  next_step="it is removed at the next start")
         return ""
 
@@ -316,7 +319,8 @@ class CentrapayProvider:
                                     self.cfg.test)
         ledger.created(found.id)
         self.log.info("centrapay.created", batch=batch.id, remote=found.id,
-                      entry=document.entry, key=batch.published, status=found.status,
+                      entry=document.entry, key=self._logged(batch.published),
+                      status=found.status,
                       test=self.cfg.test)
         crashpoints.reached("centrapay:created")
 
@@ -344,7 +348,7 @@ class CentrapayProvider:
         block = {"report": report}
         if found.status == "error":
             self.log.warning("centrapay.load_failed", batch=batch.id, remote=remote_id,
-                             entry=document.entry, key=batch.published)
+                             entry=document.entry, key=self._logged(batch.published))
             return [DocumentResult(document.entry, provider_document=remote_id,
                                    provider_block=block, error_code=LOAD_FAILED,
                                    error_message=(
@@ -374,7 +378,8 @@ class CentrapayProvider:
         there). Nothing when it is gone already."""
         if batch.published:
             self.publisher.remove(batch.published)
-            self.log.info("centrapay.unpublished", batch=batch.id, key=batch.published)
+            self.log.info("centrapay.unpublished", batch=batch.id,
+                          key=self._logged(batch.published))
         self._warned.discard(remote_id)
         self._finals.pop(remote_id, None)
 
@@ -382,6 +387,14 @@ class CentrapayProvider:
         return self.publisher.tidy(keep)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _logged(self, key: str) -> str:
+        """A published key as logs show it: an S3 object key as it is (its URL is signed),
+        a name in publish_dir by a fingerprint (with publish_url_prefix it reads the
+        records)."""
+        if self.cfg.publish == "s3" or not key:
+            return key
+        return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def _document(self, batch: BatchView) -> Document:
         if not batch.documents:
