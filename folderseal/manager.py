@@ -641,12 +641,13 @@ class Manager:
         since = datetime.fromtimestamp(self._since(job, JobState.ACCEPTING), UTC)
         name = provider.kind.capitalize()
         remote = f" (its batch there is {job.remote_id})" if job.remote_id else ""
+        published = _shown_key(provider, job.publish_key or "-")
         return ProviderError(
             OUTCOME_UNKNOWN,
             f"{why} (the create was sent at {since.isoformat(timespec='seconds')}): it may "
             f"have been {provider.steps.outcome}: look for a batch created at this time for "
             f"this file in {name}{remote} before retrying (published as "
-            f"{job.publish_key or '-'}); if there is none, `folderseal retry --force "
+            f"{published}); if there is none, `folderseal retry --force "
             "<retry_id>` sends it again (never `retry --all`)",
             provider=job.provider, operation="accept", batch=job.id)
 
@@ -817,7 +818,8 @@ class Manager:
         try:
             provider.delete(view, job.remote_id or "")
         except (TransientError, ProviderError) as exc:
-            self.log.warning("batch.unpublish_failed", batch=job.id, key=job.publish_key,
+            self.log.warning("batch.unpublish_failed", batch=job.id,
+                             key=_shown_key(provider, job.publish_key),
                              reason=str(exc), retry="later")
             return self.store.clock() + self._delay(None, provider)(job.attempts + 1)
         self.store.set_publish_key(job, None)
@@ -838,3 +840,10 @@ def _timed_out(result: DocumentResult, provider: Provider) -> DocumentResult:
             f"the provider gave no final result for this file within {provider.max_wait:.0f} "
             f"s (max_wait_seconds); it may have been {provider.steps.outcome}: check with "
             "the provider; `folderseal retry` asks again"))
+
+
+def _shown_key(provider: Provider, key: str) -> str:
+    """A published key as logs and messages show it (a provider whose keys are read keys
+    shows a fingerprint: its ``shown_key``)."""
+    shown = getattr(provider, "shown_key", None)
+    return str(shown(key)) if shown is not None and key != "-" else key

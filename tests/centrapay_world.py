@@ -46,6 +46,13 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def names(url: str) -> tuple[str, str]:
+    """A published URL's last part and the fingerprint logs and records show for a
+    name in publish_dir."""
+    name = url.rsplit("/", 1)[-1]
+    return name, "sha256:" + hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -88,7 +95,7 @@ LOST = {"500-after", "drop"}                # created, and its answer lost
 
 
 def journal_verdict(journal: list[dict[str, Any]], delivered: dict[str, dict[str, Any]],
-                    failed: dict[str, dict[str, Any]]) -> list[str]:
+                    failed: dict[str, dict[str, Any]], crashed: bool = False) -> list[str]:
     """What the emulator's journal says against the daemon's outcomes (by the file's
     sha256: ``delivered`` sidecars and ``failed`` error records). Problems, [] if none:
 
@@ -97,6 +104,7 @@ def journal_verdict(journal: list[dict[str, Any]], delivered: dict[str, dict[str
     * ``outcome_unknown`` for a file none of whose creates met a fault that leaves the
       client in doubt (a 5xx or a cut connection), or a lost create answer that did not
       end as ``outcome_unknown`` for its file;
+      (after a kill, ``crashed``, a create the kill interrupted is in doubt too);
     * ``load_failed`` for a batch the emulator did not fail;
     * a create the outcomes do not account for: a file created twice.
     """
@@ -108,9 +116,9 @@ def journal_verdict(journal: list[dict[str, Any]], delivered: dict[str, dict[str
     fetched = {e["batch"]: e for e in journal if e.get("event") == "fetched"}
     errored = {e["batch"] for e in journal if e.get("event") == "error"}
     faults = [e for e in journal if e.get("event") == "create_fault"]
-    doubtful = {e["url"].rsplit("/", 1)[-1] for e in faults if e.get("url")
-                and AMBIGUOUS & set(e["kind"].split("+"))}
-    lost = {e["batch"]: e["url"].rsplit("/", 1)[-1] for e in faults
+    doubtful = {n for e in faults if e.get("url") and AMBIGUOUS & set(e["kind"].split("+"))
+                for n in names(e["url"])}
+    lost = {e["batch"]: names(e["url"]) for e in faults
             if e["created"] and LOST & set(e["kind"].split("+"))}
     accounted: Counter[str] = Counter()
     for digest, sidecar in delivered.items():
@@ -130,11 +138,11 @@ def journal_verdict(journal: list[dict[str, Any]], delivered: dict[str, dict[str
                             f"{seen}")
     unknown_text = " ".join(json.dumps(r) for r in failed.values()
                             if r["error"]["code"] == "outcome_unknown")
-    for digest, record in failed.items():
+    for record in failed.values():
         code = record["error"]["code"]
         if code == "outcome_unknown":
             text = json.dumps(record)
-            if not any(name in text for name in doubtful):
+            if not crashed and not any(name in text for name in doubtful):
                 problems.append(f"{record['source']}: outcome_unknown, but none of its "
                                 f"creates met a fault ({record['error']['message']})")
         elif code == "load_failed":
@@ -143,12 +151,22 @@ def journal_verdict(journal: list[dict[str, Any]], delivered: dict[str, dict[str
             if remote not in errored:
                 problems.append(f"{record['source']}: load_failed, but batch {remote} "
                                 "did not fail at Centrapay")
-    for remote, name in lost.items():
-        if name not in unknown_text:
+    for remote, shown in lost.items():
+        if not any(name in unknown_text for name in shown):
             problems.append(f"batch {remote}: its create answer was lost, but no file "
                             "ended outcome_unknown for it")
         accounted[remote] += 1
+    for remote, create in creates.items():   # in doubt, and so outcome_unknown
+        if remote not in accounted and any(name in unknown_text
+                                           for name in names(str(create["url"]))):
+            accounted[remote] += 1
     problems += [f"batch {r}: accounted for {n} times" for r, n in accounted.items() if n > 1]
     problems += [f"batch {r} ({e['url']}) was created but no outcome names it: a file "
                  "created twice?" for r, e in creates.items() if r not in accounted]
     return problems
+
+
+def published_names(journal: list[dict[str, Any]]) -> set[str]:
+    """The last part of every URL a create named (a published name or object key)."""
+    return {str(e["url"]).rsplit("/", 1)[-1] for e in journal
+            if e.get("event") in ("create", "create_fault") and e.get("url")}

@@ -178,7 +178,7 @@ class CentrapayProvider:
             try:
                 self.publisher.remove(key)
             except publish.PublishError as exc:
-                self.log.warning("centrapay.probe_left", key=self._logged(key),
+                self.log.warning("centrapay.probe_left", key=self.shown_key(key),
                                  reason=str(exc),
                                  next_step="it is removed at the next start")
 
@@ -260,14 +260,14 @@ class CentrapayProvider:
             os.close(fd)
         crashpoints.reached("centrapay:published")
         self.log.info("centrapay.published", batch=batch.id, entry=document.entry,
-                      key=self._logged(key),
+                      key=self.shown_key(key),
                       to=self.publisher.where, bytes=document.size)
         if batch.published and batch.published != key:
             try:
                 self.publisher.remove(batch.published)
             except publish.PublishError as exc:  # no batch names it now: tidy removes it
                 self.log.warning("centrapay.unpublish_failed", batch=batch.id,
-                                 key=self._logged(batch.published), reason=str(exc),
+                                 key=self.shown_key(batch.published), reason=str(exc),
                                  next_step="it is removed at the next start")
         return ""
 
@@ -319,7 +319,7 @@ class CentrapayProvider:
                                     self.cfg.test)
         ledger.created(found.id)
         self.log.info("centrapay.created", batch=batch.id, remote=found.id,
-                      entry=document.entry, key=self._logged(batch.published),
+                      entry=document.entry, key=self.shown_key(batch.published),
                       status=found.status,
                       test=self.cfg.test)
         crashpoints.reached("centrapay:created")
@@ -348,7 +348,7 @@ class CentrapayProvider:
         block = {"report": report}
         if found.status == "error":
             self.log.warning("centrapay.load_failed", batch=batch.id, remote=remote_id,
-                             entry=document.entry, key=self._logged(batch.published))
+                             entry=document.entry, key=self.shown_key(batch.published))
             return [DocumentResult(document.entry, provider_document=remote_id,
                                    provider_block=block, error_code=LOAD_FAILED,
                                    error_message=(
@@ -379,7 +379,7 @@ class CentrapayProvider:
         if batch.published:
             self.publisher.remove(batch.published)
             self.log.info("centrapay.unpublished", batch=batch.id,
-                          key=self._logged(batch.published))
+                          key=self.shown_key(batch.published))
         self._warned.discard(remote_id)
         self._finals.pop(remote_id, None)
 
@@ -388,10 +388,11 @@ class CentrapayProvider:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _logged(self, key: str) -> str:
-        """A published key as logs show it: an S3 object key as it is (its URL is signed),
-        a name in publish_dir by a fingerprint (with publish_url_prefix it reads the
-        records)."""
+    def shown_key(self, key: str) -> str:
+        """A published key as logs and messages show it: an S3 object key as it is (its
+        URL is signed), a name in publish_dir by a fingerprint of it (the name with
+        publish_url_prefix reads the records): ``sha256:`` and the first 16 hex digits
+        of the name's sha256."""
         if self.cfg.publish == "s3" or not key:
             return key
         return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:16]
