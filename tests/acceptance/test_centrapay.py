@@ -288,8 +288,8 @@ def test_the_rate_limit_holds_with_200_files_in_flight(
         assert daemon.stop() == 0
     journal = emulator.read_journal()
     assert [e for e in journal if e["event"] == "rate_limited"] == []
-    # Driven at the limit the whole time: 9 calls a second (less what start-up took).
-    assert calls >= 5 * elapsed, f"{calls} calls in {elapsed:.0f} s: the limiter idled"
+    # Driven near the limit the whole time: 9 calls a second at most, 4 at least here.
+    assert calls >= 4 * elapsed, f"{calls} calls in {elapsed:.0f} s: the limiter idled"
     creates = sum(1 for e in journal if e["event"] == "create")
     assert creates >= 20 and len(sidecars(layout.outbox)) < 200, creates
     assert status.returncode in (0, 1), status.stderr
