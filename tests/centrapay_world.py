@@ -105,7 +105,8 @@ def journal_verdict(journal: list[dict[str, Any]], delivered: dict[str, dict[str
       client in doubt (a 5xx or a cut connection), or a lost create answer that did not
       end as ``outcome_unknown`` for its file;
       (after a kill, ``crashed``, a create the kill interrupted is in doubt too);
-    * ``load_failed`` for a batch the emulator did not fail;
+    * ``load_failed`` for a batch the emulator did not fail (another code naming its
+      remote batch, e.g. ``never_closed``, accounts for that batch's create);
     * a create the outcomes do not account for: a file created twice.
     """
     problems = [f"violation: {v.get('message')}" for v in journal
@@ -145,10 +146,11 @@ def journal_verdict(journal: list[dict[str, Any]], delivered: dict[str, dict[str
             if not crashed and not any(name in text for name in doubtful):
                 problems.append(f"{record['source']}: outcome_unknown, but none of its "
                                 f"creates met a fault ({record['error']['message']})")
-        elif code == "load_failed":
+        else:   # a file of a batch created once: load_failed, never_closed…
             remote = record.get("provider", {}).get("batch") or ""
-            accounted[remote] += 1
-            if remote not in errored:
+            if remote in creates:
+                accounted[remote] += 1
+            if code == "load_failed" and remote not in errored:
                 problems.append(f"{record['source']}: load_failed, but batch {remote} "
                                 "did not fail at Centrapay")
     for remote, shown in lost.items():
