@@ -192,30 +192,60 @@ def test_the_url_is_signed_at_the_create_and_reads_only_that_object(
 def test_a_failed_multipart_upload_is_aborted(tmp_path: Path, s3_endpoint: str,
                                               s3_bucket: str, emulator: CentrapayEmulator,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """An upload that breaks off in the middle (the batch file changes size under it)
-    leaves neither an object nor an unfinished multipart upload in the bucket."""
+    """An upload that breaks off in the middle of its parts leaves neither an object nor
+    an unfinished multipart upload in the bucket (the publisher aborts it when S3's own
+    abort failed); a file that is not the size its batch recorded is not taken as
+    published."""
     monkeypatch.setattr(publish, "PART", 5 * MIB)
     provider = _provider(tmp_path, s3_endpoint, s3_bucket, emulator.url)
     content = _records(60_000, width=120)
     view = _view(tmp_path, content)
     document = view.documents[0]
-    short = dataclasses.replace(document, size=len(content) + 1)
     path = view.files_dir / document.entry
     key = provider.publisher.key_for(view.id, document.entry)
+    # The second part's call fails as a cut network would; s3transfer's own abort of
+    # the upload fails too, so only the publisher's abort can clean up after it.
+    from botocore.exceptions import EndpointConnectionError
 
-    def truncate() -> None:   # the first part is on its way: cut the file under it
-        os.truncate(path, 6 * MIB)
+    s3 = provider.publisher.s3
+    started: list[str] = []
+    aborts: list[str] = []
 
+    def cut(params: dict[str, Any], **kwargs: Any) -> None:
+        if params.get("PartNumber") == 2:
+            started.extend(uploads(s3_endpoint, s3_bucket))
+            raise EndpointConnectionError(endpoint_url=s3_endpoint)
+
+    def first_abort_fails(params: dict[str, Any], **kwargs: Any) -> None:
+        aborts.append(params["Key"])
+        if len(aborts) == 1:
+            raise EndpointConnectionError(endpoint_url=s3_endpoint)
+
+    s3.meta.events.register("before-parameter-build.s3.UploadPart", cut)
+    s3.meta.events.register("before-parameter-build.s3.AbortMultipartUpload",
+                            first_abort_fails)
     fd = os.open(path, os.O_RDONLY)
     try:
         with pytest.raises(publish.PublishError) as caught:
-            provider.publisher.publish(key, fd, short.size, truncate)
+            provider.publisher.publish(key, fd, document.size, lambda: None)
     finally:
         os.close(fd)
-    assert key in str(caught.value) and "again later" in str(caught.value)
+    s3.meta.events.unregister("before-parameter-build.s3.UploadPart", cut)
+    assert started == [key], "no multipart upload was under way"
+    assert aborts == [key, key], aborts
+    assert key in str(caught.value) and "later" in str(caught.value)
     assert uploads(s3_endpoint, s3_bucket) == []
-    # Whatever S3 kept of it is no whole object: the create's status check says NEW.
-    assert not provider.publisher.present(key, short.size)
+    assert keys(s3_endpoint, s3_bucket) == []
+
+    os.truncate(path, 6 * MIB)   # the file is not what the batch recorded any more
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(publish.PublishError, match="again later"):
+            provider.publisher.publish(key, fd, document.size, lambda: None)
+    finally:
+        os.close(fd)
+    assert uploads(s3_endpoint, s3_bucket) == []
+    assert not provider.publisher.present(key, document.size)
 
 
 def test_tidy_at_start_removes_strays_and_aborts_unfinished_uploads(
