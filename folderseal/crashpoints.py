@@ -15,6 +15,9 @@ written, originals not yet removed), ``original-removed``; for SEAL, ``seal:crea
 Clevver, ``clevver:created``, ``clevver:attached`` (an attach answered, the ledger not
 yet told), ``clevver:attaching`` (in the middle of an attach stream),
 ``clevver:starting`` (ACCEPTING stored, start not sent) and ``clevver:started``; for
+Centrapay, ``centrapay:publishing`` (in the middle of the copy or upload),
+``centrapay:published``, ``centrapay:creating`` (ACCEPTING stored, the create not
+sent) and ``centrapay:created`` (the create's answer recorded); for
 ``folderseal retry`` (:mod:`folderseal.retrying`), ``retry:recorded`` (its intent
 stored, nothing moved), ``retry:staged`` (a file at its hidden name in the inbox) and
 ``retry:moved`` (after each file reached its place, the store not yet told); and
