@@ -44,3 +44,20 @@ def debug_log() -> Iterator[io.StringIO]:
     logs.configure("json", "debug", stream)
     yield stream
     logs.configure("json", "info", io.StringIO())
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server (a real HTTP server on loopback, in a subprocess) for the session."""
+    from tests.s3server import s3_server
+
+    with s3_server(tmp_path_factory.mktemp("moto") / "moto.log") as url:
+        yield url
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A fresh, empty bucket on the session's S3 server."""
+    from tests.s3server import make_bucket
+
+    return make_bucket(s3_endpoint)

@@ -27,10 +27,13 @@ from typing import Any
 
 from bench.torturekit.world import World
 from folderseal.emulate import EmulatorHandle
+from folderseal.providers.centrapay.emulator import CentrapayEmulator
 from folderseal.providers.clevver.emulator import ClevverEmulator
+from tests import centrapay_world
 
 ROOT_ENTRIES = {"inbox", "outbox", "errors", "state", "seal", "config.toml", "elsewhere",
-                "logs", "emulator", "signius.key", "clevver.token", "backing", "aside", "secret"}
+                "logs", "emulator", "signius.key", "clevver.token", "backing", "aside", "secret",
+                "public", "centrapay.key"}
 TEMP = ".folderseal-tmp-"
 UNSAFE_TARGETS = [Path("/abs/evil.txt"), Path("/abs")]
 
@@ -49,6 +52,8 @@ class Verdict:
     unlisted: list[str] = field(default_factory=list)   # waiting, but status does not say
     strangers: list[str] = field(default_factory=list)  # sealed, but never dropped as such
     failures: Counter[str] = field(default_factory=Counter)  # error code → files
+    journal: list[str] = field(default_factory=list)    # the provider's journal disagrees
+    published: list[str] = field(default_factory=list)  # still published after the drain
 
     @property
     def ok(self) -> bool:
@@ -57,7 +62,7 @@ class Verdict:
     def problems(self) -> list[str]:
         out = []
         for name in ("lost", "twice", "partial", "outside", "secrets", "unlisted",
-                     "strangers"):
+                     "strangers", "journal", "published"):
             items = getattr(self, name)
             if items:
                 out.append(f"{name}: {len(items)}: {items[:5]}")
@@ -171,6 +176,9 @@ def _check_signatures(world: World, verdict: Verdict) -> None:
     if isinstance(world.emulator, ClevverEmulator):
         _check_stored(world, world.emulator, verdict)
         return
+    if isinstance(world.emulator, CentrapayEmulator):
+        _check_loaded(world, world.emulator, verdict)
+        return
     if not isinstance(world.emulator, EmulatorHandle):
         return
     signed = Counter(e["sha256"] for e in world.emulator.read_journal() if e.get("signed"))
@@ -194,6 +202,24 @@ def _check_stored(world: World, emulator: ClevverEmulator, verdict: Verdict) -> 
             verdict.partial.append(f"{path}: its receipt does not prove the file "
                                    f"(checksum {receipt.get('checksum')}, "
                                    f"txid {receipt.get('txid')})")
+
+
+def _check_loaded(world: World, emulator: CentrapayEmulator, verdict: Verdict) -> None:
+    """Centrapay's journal against the outcomes: nothing loaded or created twice, each
+    sidecar's report the one Centrapay made, outcome_unknown only for a create in doubt
+    (a fault, or a kill), and nothing left published after the drain."""
+    delivered: dict[str, dict[str, Any]] = {}
+    failed: dict[str, dict[str, Any]] = {}
+    for folder, into in ((world.layout.outbox, delivered), (world.layout.errors, failed)):
+        for path in _files(folder):
+            if path.suffix == ".json" and (data := read_json(path)) is not None \
+                    and "input" in data:
+                into[data["input"]["sha256"]] = data
+    problems = centrapay_world.journal_verdict(emulator.read_journal(), delivered, failed,
+                                               crashed=world.kills > 0)
+    verdict.twice += [p for p in problems if "twice" in p or "violation" in p]
+    verdict.journal += [p for p in problems if "twice" not in p and "violation" not in p]
+    verdict.published += [str(p) for p in world.published()]
 
 
 def _check_waiting(status: dict[str, Any] | None, in_inbox: int, in_work: int,
@@ -237,6 +263,12 @@ def _check_secrets(world: World, status: dict[str, Any] | None, verdict: Verdict
             if path.suffix in (".log", ".json"):
                 texts.append((str(path), path.read_text(errors="replace")))
     texts.append(("status", json.dumps(status or {})))
+    if isinstance(world.emulator, CentrapayEmulator):   # a publish_dir name reads records
+        names = centrapay_world.published_names(world.emulator.read_journal())
+        for where, text in texts:
+            if where == "status" or where.endswith(".log"):
+                verdict.secrets += [f"published name {n[:6]}… in {where}" for n in names
+                                    if n in text]
     for secret in world.secrets:
         verdict.secrets += [f"{secret[:4]}… in {where}" for where, text in texts
                             if secret in text]

@@ -36,7 +36,15 @@ CLEVVER_POINTS = ["claimed", "state:BATCHED", "clevver:created", "state:CREATED"
                   "clevver:starting", "clevver:started", "state:ACCEPTED", "state:CLOSED",
                   "state:DOWNLOADED", "output-published", "sidecar-published",
                   "state:DELIVERED", "original-removed", "state:CLEANED"]
-POINTS = {"seal": SEAL_POINTS, "local": LOCAL_POINTS, "clevver": CLEVVER_POINTS}
+# Centrapay's own points first: a short run (the test's sample) still hits each.
+CENTRAPAY_POINTS = ["centrapay:publishing", "centrapay:published", "centrapay:creating",
+                    "centrapay:created", "claimed", "state:BATCHED", "state:CREATED",
+                    "state:UPLOADED", "state:ACCEPTING", "state:ACCEPTED",
+                    "state:CLOSED", "state:DOWNLOADED", "output-published",
+                    "sidecar-published", "state:DELIVERED", "original-removed",
+                    "state:CLEANED"]
+POINTS = {"seal": SEAL_POINTS, "local": LOCAL_POINTS, "clevver": CLEVVER_POINTS,
+          "centrapay": CENTRAPAY_POINTS}
 # Every emulator fault kind at once; the request faults together hit about 27% of calls.
 CHAOS = ("429=0.08,500-before=0.08,500-after=0.08,drop=0.06,slow=0.1,truncate=0.3,"
          "unsafe-entry=0.3,fail-document=0.1,never-close=0.1")
@@ -45,7 +53,21 @@ CHAOS = ("429=0.08,500-before=0.08,500-after=0.08,drop=0.06,slow=0.1,truncate=0.
 # delivers, a late txid, quirky envelopes) are drawn per batch, asset or answer.
 CLEVVER_CHAOS = ("429=0.03,500-before=0.02,500-after=0.02,drop-before=0.01,drop=0.02,"
                  "slow=0.05,late-start=0.2,never-deliver=0.1,late-txid=0.2,quirky=0.3")
-CHAOS_BY_PROVIDER = {"seal": CHAOS, "clevver": CLEVVER_CHAOS}
+# Centrapay's: every lost create answer costs one file (outcome_unknown, never re-sent),
+# so the request faults hit about 12% of calls; its own kinds (a url it cannot fetch, a
+# batch that answers 403 for a while after its create, quirky answers) per batch.
+CENTRAPAY_CHAOS = ("429=0.03,500-before=0.02,500-after=0.02,drop-before=0.01,drop=0.02,"
+                   "slow=0.05,bad-url=0.1,late-403=0.2,quirky=0.3")
+CHAOS_BY_PROVIDER = {"seal": CHAOS, "clevver": CLEVVER_CHAOS, "centrapay": CENTRAPAY_CHAOS}
+# Files a second the feeder drops in the crash scenario: Centrapay makes one batch (a
+# create and its polls, one limiter) per file, so it is fed more slowly.
+FEED_GAP = {"centrapay": 0.3}
+# Centrapay's max_wait_seconds in the chaos scenario: a minute, as world.CENTRAPAY says
+# (each of its batches is one file polled through one limiter; 10 s would turn polls
+# queued under load into never_closed records). It is also how long a copy whose create
+# is in doubt stays published, and so how long the drain may wait for publish_dir to
+# empty. The crash scenario gives every provider 300 s (see crash()).
+CHAOS_MAX_WAIT = {"centrapay": 60.0}
 DRAIN_SECONDS = 180.0
 PAUSES = {"folder.paused", "jobs.paused", "daemon.heartbeat_failed"}
 
@@ -108,6 +130,8 @@ def drain(world: World, row: Row, life: Life | None = None, ignored: set[str] = 
     if life is None:
         return row.take(world, check(world, None, ignored))
     life.wait_for(lambda: settled(world, ignored), timeout)
+    # A copy whose create is in doubt stays published max_wait_seconds, then goes.
+    life.wait_for(lambda: not world.published(), world.publish_wait)
     time.sleep(0.5)
     status = world.status()
     code = life.stop()
@@ -173,20 +197,22 @@ def unexpected_exit(life: Life, code: int | None, row: Row) -> None:
 
 # -- 1. crash ----------------------------------------------------------------------------
 
-def crash(root: Path, cycles: int, rng: random.Random, provider: str = "seal") -> Row:
+def crash(root: Path, cycles: int, rng: random.Random, provider: str = "seal",
+          max_wait: float | None = None) -> Row:
     """Kill -9 at every named crash point in turn (its 1st to 3rd time), and every
     fourth cycle at a random moment, while the feeder drops files."""
     started = time.monotonic()
     # No fault here makes a batch never close, and the emulator signs in this process
     # with the daemon busy beside it: a long campaign on a slow machine builds a backlog,
     # and a 20 s max_wait would turn it into never_closed records the crashes did not cause.
+    # (Centrapay: its copies in doubt stay published that long, so its drain waits so.)
     world = World.make(root, provider=provider, seed=rng.randrange(1 << 30),
-                       seal={"max_wait_seconds": 300.0})
+                       seal={"max_wait_seconds": max_wait or 300.0})
     row = Row(f"crash ({provider})", cycles)
     points = POINTS[provider]
     hits: Counter[str] = Counter()
     try:
-        with Feeder(world, rng, mean_gap=0.12):
+        with Feeder(world, rng, mean_gap=FEED_GAP.get(provider, 0.12)):
             for cycle in range(cycles):
                 if cycle % 4 == 3:
                     life = world.start()
@@ -215,12 +241,15 @@ def crash(root: Path, cycles: int, rng: random.Random, provider: str = "seal") -
 
 # -- 2. provider chaos -------------------------------------------------------------------
 
-def chaos(root: Path, cycles: int, rng: random.Random, provider: str = "seal") -> Row:
+def chaos(root: Path, cycles: int, rng: random.Random, provider: str = "seal",
+          max_wait: float | None = None) -> Row:
     """Every emulator fault kind at once (request faults on ~27% of calls, truncated
     downloads and unsafe package entries on 30%), files dropped in bursts."""
     started = time.monotonic()
     world = World.make(root, provider=provider, faults=CHAOS_BY_PROVIDER[provider],
-                       seed=rng.randrange(1 << 30), seal={"max_wait_seconds": 10.0})
+                       seed=rng.randrange(1 << 30),
+                       seal={"max_wait_seconds": max_wait or CHAOS_MAX_WAIT.get(provider,
+                                                                                 10.0)})
     row = Row("provider chaos" if provider == "seal" else f"provider chaos ({provider})",
               cycles)
     try:
@@ -496,6 +525,8 @@ SCENARIOS: dict[str, Callable[[Path, int, random.Random], Row]] = {
     "crash-clevver": lambda root, n, rng: crash(root, n, rng, "clevver"),
     "chaos": chaos,
     "chaos-clevver": lambda root, n, rng: chaos(root, n, rng, "clevver"),
+    "crash-centrapay": lambda root, n, rng: crash(root, n, rng, "centrapay"),
+    "chaos-centrapay": lambda root, n, rng: chaos(root, n, rng, "centrapay"),
     "outage": outage,
     "full-disk": full_disk,
     "lost-state": lost_state,

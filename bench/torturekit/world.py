@@ -27,7 +27,9 @@ from typing import Any
 from folderseal.emulate import start_seal
 from folderseal.emulate.runner import RunningEmulator
 from folderseal.emulate.state import log_to
+from folderseal.providers.centrapay.emulator import start_centrapay
 from folderseal.providers.clevver.emulator import start_clevver
+from tests import centrapay_world
 from tests.helpers import Layout, unprivileged_python
 from tests.pdfs import make_pdf
 
@@ -42,6 +44,15 @@ SEAL = {"poll_interval_seconds": 0.1, "timeout_seconds": 3.0, "status_grace_seco
 LATE = 1.0
 CLEVVER = {"poll_interval_seconds": 0.1, "timeout_seconds": 3.0, "status_grace_seconds": 2.5,
            "retry_max_seconds": 1.0, "max_wait_seconds": 20.0, "batch_max_files": 8}
+# Centrapay: one file per batch, each a create and a few polls through one limiter per
+# provider. Under load the polls of many batches queue at the limiter, so a batch waits
+# longer than its own steps take: max_wait_seconds is a realistic minute, not 20 s (a
+# poll starved past it would end as never_closed, which the campaign did not cause).
+# The emulator allows a little more than the client asks (its window counts whole calls).
+CENTRAPAY = {"poll_interval_seconds": 0.3, "timeout_seconds": 3.0,
+             "status_grace_seconds": 2.5, "retry_max_seconds": 1.0, "max_wait_seconds": 60.0,
+             "max_requests_per_minute": 3000}
+CENTRAPAY_EMULATOR_RATE = 3300
 
 
 @dataclass
@@ -64,7 +75,10 @@ class World:
     lives: int = 0
     counter: int = 0
     life: Life | None = None        # the daemon's latest run
+    public: Path | None = None      # Centrapay's publish_dir (served on loopback)
+    publish_wait: float = 0.0       # how long a copy in doubt may stay published
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _closing: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     # -- set-up --------------------------------------------------------------------
 
@@ -93,9 +107,26 @@ class World:
             (root / "clevver.token").write_text(API_KEY + "\n")
             provider_cfg = {"kind": "clevver", "base_url": emulator.url,
                             "api_token_file": "clevver.token", **CLEVVER, **(seal or {})}
+        closing = contextlib.ExitStack()
+        public = None
+        if provider == "centrapay":
+            (root / "logs").mkdir()
+            log_to((root / "logs" / "emulator.log").open("a"))
+            emulator = start_centrapay(api_key=API_KEY, data_dir=root / "emulator", seed=seed,
+                                       faults=faults, step_seconds=0.05, late_seconds=LATE,
+                                       slow_seconds=0.5, rate_limit=CENTRAPAY_EMULATOR_RATE)
+            (root / "centrapay.key").write_text(API_KEY + "\n")
+            public = root / "public"
+            public.mkdir(mode=0o711)
+            url = closing.enter_context(centrapay_world.served(public))
+            provider_cfg = {**centrapay_world.provider_keys(emulator.url, "centrapay.key"),
+                            **centrapay_world.folder_keys(public, url), **CENTRAPAY,
+                            **(seal or {})}
         layout = Layout(root, folder={**FAST, **(folder or {})}, provider=provider_cfg)
         layout.write()
-        world = cls(root, layout, emulator, user)
+        world = cls(root, layout, emulator, user, public=public,
+                    publish_wait=float(provider_cfg.get("max_wait_seconds", 0)) + 15,
+                    _closing=closing)
         if user:
             world.hand_over(user)
         return world
@@ -125,6 +156,13 @@ class World:
         if self.emulator is not None:
             self.emulator.stop()
             log_to(None)
+        self._closing.close()
+
+    def published(self) -> list[Path]:
+        """What is published in Centrapay's publish_dir (nothing when not Centrapay)."""
+        if self.public is None:
+            return []
+        return sorted(p for p in self.public.iterdir() if not p.name.startswith("."))
 
     # -- the daemon ----------------------------------------------------------------
 
@@ -175,10 +213,15 @@ class World:
     # -- files ---------------------------------------------------------------------
 
     def next_file(self, rng: random.Random) -> tuple[str, bytes]:
-        """A new uniquely numbered file: a one-page PDF, or a text file in a subfolder."""
+        """A new uniquely numbered file: a one-page PDF, or a text file in a subfolder
+        (for Centrapay a JSON Lines batch file, now and then with records it refuses)."""
         with self._lock:
             self.counter += 1
             n = self.counter
+        if self.public is not None:
+            bad = (0,) if rng.random() < 0.2 else ()
+            return (f"loads/l-{n:05d}.jsonl",
+                    centrapay_world.jsonl(f"t{n}", rng.randint(1, 60), missing_id=bad))
         if rng.random() < 0.4:
             return f"scan-{n:05d}.pdf", make_pdf(None, text=f"torture {n}")
         return f"notes/n-{n:05d}.txt", f"note {n} ".encode() * rng.randint(1, 400)

@@ -28,3 +28,21 @@ def test_quick_benchmark_reports_every_figure() -> None:
         assert figures[run]["main_mb"] > 0 and figures[run]["workers_seen"] >= 1
         assert figures[run]["worker_mb_max"] > 0
     assert figures["e_claim_latency"]["p50_s"] >= figures["e_claim_latency"]["settle_s"]
+
+
+def test_quick_centrapay_benchmark_reports_every_figure() -> None:
+    """bench/centrapay.py --quick loads its files through the emulator with folder and S3
+    publishing (each checked against the emulator's journal) and prints each figure."""
+    script = BENCH.with_name("centrapay.py")
+    out = subprocess.run([sys.executable, str(script), "--quick", "--json"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout)
+    assert set(figures) == {"folder", "s3"}
+    for kind in ("folder", "s3"):
+        many = figures[kind]["many"]
+        assert many["files_per_s"] > 0 and many["mb_per_s"] > 0
+        assert many["creates_per_file"] == 1.0 and many["calls_per_file"] >= 2
+        for run in ("big", "tenth"):
+            assert 0 < figures[kind][run]["daemon_peak_mb"] < 400
+            assert figures[kind][run]["samples"] >= 1

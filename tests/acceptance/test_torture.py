@@ -19,7 +19,7 @@ import pytest
 
 from bench.torturekit.durability import durability
 from bench.torturekit.hostile import hostile
-from bench.torturekit.scenarios import SCENARIOS, Row
+from bench.torturekit.scenarios import SCENARIOS, Row, chaos, crash
 
 pytestmark = pytest.mark.slow
 
@@ -64,6 +64,31 @@ def test_provider_chaos_loses_nothing(root: Path, scenario: str) -> None:
     row = SCENARIOS[scenario](root, 6, random.Random(2))
     _clean(row)
     assert sum(row.faults.values()) > 0, "no fault was injected"
+
+
+def test_centrapay_crash_points_and_random_kills_lose_nothing(root: Path) -> None:
+    """Centrapay: killed at each of its crash points (publishing, published, creating,
+    created) and at random moments while batch files flow, the daemon loses nothing,
+    creates no file twice (by the emulator's journal), and leaves nothing published.
+    max_wait_seconds is short here: a copy whose create is in doubt stays that long."""
+    row = crash(root, 8, random.Random(1), "centrapay", max_wait=8.0)
+    _clean(row)
+    assert row.kills >= 6
+    hit = {k for k in row.faults if k.startswith("kill at centrapay:")}
+    assert len(hit) >= 3, row.faults
+
+
+def test_centrapay_chaos_loses_nothing(root: Path) -> None:
+    """Every Centrapay emulator fault at once: each file delivered with its report or in
+    errors (outcome_unknown only for a create in doubt), none created twice, nothing
+    left published."""
+    row = chaos(root, 6, random.Random(2), "centrapay", max_wait=8.0)
+    _clean(row)
+    assert sum(row.faults.values()) > 0, "no fault was injected"
+    # never_closed: a batch polled too late under load (its create counted once all
+    # the same); 8 s max_wait keeps the sample short.
+    assert set(row.notes["failures"]) <= {"load_failed", "outcome_unknown",
+                                          "never_closed"}, row.notes
 
 
 def test_share_outage_loses_nothing(root: Path) -> None:
