@@ -9,6 +9,7 @@ import email.utils
 import ssl
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 import httpx
@@ -76,15 +77,16 @@ class RateLimiter:
     """Spaces request starts ``60 / per_minute`` seconds apart, whichever thread makes
     them, so that the account's limit is never reached by folderseal alone.
 
-    A caller whose turn comes within :data:`MAX_SLEEP` seconds reserves it under the
-    lock and sleeps until it. One whose turn is further away reserves nothing and gets
-    :class:`Throttled` with the seconds until a turn promised to it (the manager
-    releases the job until then, rather than holding a job thread): promises are
-    handed out ``spacing`` apart too, so many batches asked at once come back one after
-    another, not all together. :meth:`hold_until` holds every call until a time (a
-    429's Retry-After)."""
+    Every caller reserves the next free start under the lock, first come first served.
+    A turn within :data:`MAX_SLEEP` seconds is slept until. A turn further away is kept
+    as a ticket for its ``holder`` (a batch) and the caller gets :class:`Throttled`
+    with the seconds until it (the manager releases the job until then, rather than
+    holding a job thread); when the holder asks again, its ticket is its turn, so later
+    callers never overtake it and no reserved start is wasted. :meth:`hold_until` holds
+    every call until a time (a 429's Retry-After)."""
 
     MAX_SLEEP = 1.0
+    MAX_TICKETS = 10_000   # holders that never came back (their batch ended elsewhere)
 
     def __init__(self, per_minute: float, what: str = "the provider",
                  clock: Callable[[], float] = time.monotonic,
@@ -96,26 +98,37 @@ class RateLimiter:
         self.sleep = sleep
         self._lock = threading.Lock()
         self._next = 0.0       # the first start not reserved
-        self._promised = 0.0   # the first turn not promised to a throttled caller
+        self._tickets: OrderedDict[str, float] = OrderedDict()
 
-    def wait(self) -> float:
+    def wait(self, holder: str = "") -> float:
         """Wait for this request's turn (the seconds waited), or raise :class:`Throttled`
-        when it is more than MAX_SLEEP seconds away."""
+        when it is more than MAX_SLEEP seconds away (kept for ``holder``)."""
         with self._lock:
             now = self.clock()
-            start = max(now, self._next)
+            start = self._tickets.pop(holder, None) if holder else None
+            # A ticket is used even when its holder comes back a little late (the
+            # manager wakes jobs at its own pace); one a minute old is void.
+            if start is None or start < now - 60.0:
+                start = max(now, self._next)
+                self._next = start + self.spacing
             if start - now > self.MAX_SLEEP:
-                turn = max(start, self._promised)
-                self._promised = turn + self.spacing
+                if holder:
+                    self._tickets[holder] = start
+                    if len(self._tickets) > self.MAX_TICKETS:
+                        self._tickets.popitem(last=False)
                 raise Throttled(f"{self.what}'s request budget (max_requests_per_minute = "
                                 f"{self.per_minute:g}) is spent for now; this call waits "
-                                f"{turn - now:.0f} s for its turn", retry_after=turn - now)
-            self._next = start + self.spacing
+                                f"{start - now:.0f} s for its turn", retry_after=start - now)
         if start > now:
             self.sleep(start - now)
-        return start - now
+        return max(0.0, start - now)
 
     def hold_until(self, when: float) -> None:
-        """No call starts before ``when`` (on this limiter's clock)."""
+        """No call starts before ``when`` (on this limiter's clock). Tickets before it
+        move past it in their order, still ahead of every later caller."""
         with self._lock:
-            self._next = max(self._next, when)
+            turn = when
+            for holder, start in sorted(self._tickets.items(), key=lambda item: item[1]):
+                self._tickets[holder] = max(start, turn)
+                turn = self._tickets[holder] + self.spacing
+            self._next = max(self._next, turn)

@@ -1,6 +1,6 @@
 """The request limiter the HTTP providers share: starts spaced apart across threads, the
 limit never exceeded over any window, a turn far off is Throttled (not slept in a job
-thread) and promised turns are spread out, and hold_until holds every call."""
+thread) and kept for its holder, first come first served, and hold_until holds every call."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_the_limit_is_never_exceeded_over_any_window() -> None:
         index = min(range(len(due)), key=due.__getitem__)
         clock.now = max(clock.now, due[index])
         try:
-            limiter.wait()
+            limiter.wait(f"batch {index}")
         except Throttled as exc:
             assert exc.retry_after is not None and exc.retry_after > RateLimiter.MAX_SLEEP
             due[index] = clock.now + exc.retry_after
@@ -64,23 +64,30 @@ def test_the_limit_is_never_exceeded_over_any_window() -> None:
     assert min(gaps) >= 60.0 / 200 - 1e-9
 
 
-def test_a_turn_far_off_is_throttled_with_spread_out_turns() -> None:
+def test_a_turn_far_off_is_throttled_and_kept_for_its_holder() -> None:
     clock = Clock(passes=False)
     limiter = RateLimiter(60, what="Centrapay (loads)", clock=clock, sleep=clock.sleep)
     limiter.wait()                      # now
     limiter.wait()                      # 1 s on: slept
     turns = []
-    for _ in range(3):
+    for holder in ("a", "b", "c"):
         with pytest.raises(Throttled) as caught:
-            limiter.wait()
+            limiter.wait(holder)
         assert isinstance(caught.value, NotSent)   # nothing was sent
         assert "Centrapay (loads)" in str(caught.value)
         assert "max_requests_per_minute = 60" in str(caught.value)
         assert caught.value.retry_after is not None
         turns.append(clock.now + caught.value.retry_after)
-    # each throttled caller is promised a turn of its own, one spacing apart
+    # each throttled caller has a turn of its own, one spacing apart
     assert [round(b - a, 6) for a, b in zip(turns, turns[1:], strict=False)] == [1.0, 1.0]
     assert clock.slept == [1.0]         # no sleep of more than a second
+    # a newcomer queues behind them; "b", back at its turn (a little late), goes at
+    # once: nobody overtook it
+    with pytest.raises(Throttled) as caught:
+        limiter.wait("d")
+    assert clock.now + (caught.value.retry_after or 0) == pytest.approx(turns[-1] + 1.0)
+    clock.now = turns[1] + 0.3
+    assert limiter.wait("b") == 0.0
 
 
 def test_hold_until_holds_every_call() -> None:
@@ -92,7 +99,8 @@ def test_hold_until_holds_every_call() -> None:
             limiter.wait()
         assert caught.value.retry_after is not None and caught.value.retry_after >= 30
     clock.now += 29.5
-    assert limiter.wait() == pytest.approx(0.5)     # the last half second is slept
+    # the last half second is slept, after the two starts the throttled calls reserved
+    assert limiter.wait() == pytest.approx(0.5 + 2 * 0.01)
     limiter.hold_until(clock.now - 100)              # a time past holds nothing
     assert limiter.wait() == pytest.approx(0.01)
 
@@ -119,3 +127,24 @@ def test_threads_each_get_their_own_start() -> None:
     assert max(starts) - before >= 0.35 - 0.001
     ordered = sorted(starts)
     assert all(b - a >= 0.05 - 0.01 for a, b in zip(ordered, ordered[1:], strict=False))
+
+
+def test_a_hold_moves_tickets_past_it_in_their_order() -> None:
+    """A 429's hold keeps the throttled callers ahead of newcomers, in their order."""
+    clock = Clock(passes=False)
+    limiter = RateLimiter(60, clock=clock, sleep=clock.sleep)
+    limiter.wait()
+    limiter.wait()
+    turns = {}
+    for holder in ("a", "b"):
+        with pytest.raises(Throttled) as caught:
+            limiter.wait(holder)
+        turns[holder] = clock.now + (caught.value.retry_after or 0)
+    limiter.hold_until(clock.now + 30)
+    clock.now += 30
+    assert limiter.wait("a") == 0.0                  # first after the hold
+    with pytest.raises(Throttled) as caught:         # a newcomer queues behind "b"
+        limiter.wait("c")
+    assert caught.value.retry_after == pytest.approx(2.0)
+    clock.now += 1
+    assert limiter.wait("b") == 0.0

@@ -58,7 +58,8 @@ class CentrapayClient:
         body = {"type": batch_type, "url": url, "accountId": account_id, "test": test}
         secret, shown = hide
         try:
-            response = self._call("POST", "/api/batches", "create", json=body)
+            response = self._call("POST", "/api/batches", "create", holder=without_query(url),
+                                  json=body)
         except TransientError as exc:
             if not secret or secret not in str(exc):
                 raise
@@ -100,10 +101,11 @@ class CentrapayClient:
     # -- the boundary ----------------------------------------------------------------------
 
     def _call(self, method: str, path: str, operation: str, batch: str = "",
-              **kwargs: Any) -> httpx.Response:
+              holder: str = "", **kwargs: Any) -> httpx.Response:
         """One request; everything up to its sending raises :class:`NotSent` (a
-        :class:`Throttled` turn, a request that cannot be built)."""
-        self.limiter.wait()
+        :class:`Throttled` turn, kept for ``holder`` (else ``batch``), a request that
+        cannot be built)."""
+        self.limiter.wait(f"{operation} {holder or batch}")
         where = self._where(operation, batch)
         try:
             request = self.http.build_request(method, path, **kwargs)
