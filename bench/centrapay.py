@@ -46,7 +46,13 @@ from folderseal.providers.centrapay.emulator import (  # noqa: E402
 )
 from tests import centrapay_world as cw  # noqa: E402
 from tests import s3server  # noqa: E402
-from tests.helpers import Daemon, Layout, sidecars, wait_until  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    Daemon,
+    Layout,
+    drop_at_once,
+    last_sidecar,
+    wait_until,
+)
 
 KEY = "bench-centrapay-key-0123456789"
 FOLDER = {"settle_seconds": 0.2, "batch_max_wait_seconds": 0.2, "poll_interval_seconds": 0.5,
@@ -136,18 +142,10 @@ def many_files(root: Path, kind: str, endpoint: str, count: int, records: int
             publishing(kind, work, endpoint) as (keys, published):
         layout = Layout(work)
         write_config(layout, emulator, keys)
-        staging = work / "staging"
-        staging.mkdir()
-        for name, data in files.items():
-            (staging / name).write_bytes(data)
         daemon = Daemon(layout).started()
         try:
-            dropped = time.time()
-            for name in files:
-                os.rename(staging / name, layout.inbox / name)
-            wait_until(lambda: len(sidecars(layout.outbox)) >= count, timeout=1800,
-                       what=f"{count} sidecars")
-            last = max(p.stat().st_mtime for p in sidecars(layout.outbox))
+            dropped = drop_at_once(layout, files)
+            last = last_sidecar(layout, count, timeout=1800)
             wait_until(lambda: not published(), timeout=60, what="every copy removed")
         finally:
             daemon.stop(timeout=120)

@@ -32,7 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from folderseal.emulate.journal import log_to  # noqa: E402
 from folderseal.providers.clevver.emulator import ClevverEmulator, start_clevver  # noqa: E402
-from tests.helpers import Daemon, Layout, sidecars, wait_until  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    Daemon,
+    Layout,
+    drop_at_once,
+    last_sidecar,
+    wait_until,
+)
 
 TOKEN = "bench-token-0123456789"
 FOLDER = {"settle_seconds": 0.2, "batch_max_wait_seconds": 0.2, "poll_interval_seconds": 0.5,
@@ -93,18 +99,10 @@ def small_files(root: Path, count: int, polls: int, batch_files: int) -> dict[st
     with start_clevver(api_key=TOKEN, data_dir=root / "emulator", polls=polls) as emulator:
         layout = Layout(root / "small")
         write_config(layout, emulator, batch_files)
-        staging = layout.root / "staging"
-        staging.mkdir()
-        for name, data in files.items():
-            (staging / name).write_bytes(data)
         daemon = Daemon(layout).started()
         try:
-            dropped = time.time()
-            for name in files:
-                os.rename(staging / name, layout.inbox / name)
-            wait_until(lambda: len(sidecars(layout.outbox)) >= count, timeout=900,
-                       what=f"{count} sidecars")
-            last = max(p.stat().st_mtime for p in sidecars(layout.outbox))
+            dropped = drop_at_once(layout, files)
+            last = last_sidecar(layout, count, timeout=900)
         finally:
             daemon.stop()
         check_outputs(layout, {n: hashlib.sha256(d).hexdigest() for n, d in files.items()},

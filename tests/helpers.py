@@ -344,3 +344,23 @@ def check_sidecar(sidecar: Path, layout: Layout) -> dict[str, Any]:
         assert data["input"]["sha256"] == sha256(roles["original"])
         check_detached(roles["original"], roles["signature"])
     return data
+
+
+def drop_at_once(layout: Layout, files: dict[str, bytes]) -> float:
+    """Write ``files`` beside the inbox, then rename them all in (each appears whole);
+    the time of the drop."""
+    staging = layout.root / "staging"
+    staging.mkdir(exist_ok=True)
+    for name, data in files.items():
+        (staging / name).write_bytes(data)
+    dropped = time.time()
+    for name in files:
+        os.rename(staging / name, layout.inbox / name)
+    return dropped
+
+
+def last_sidecar(layout: Layout, count: int, timeout: float) -> float:
+    """Wait for ``count`` sidecars in the outbox; the mtime of the newest."""
+    wait_until(lambda: len(sidecars(layout.outbox)) >= count, timeout=timeout,
+               what=f"{count} sidecars")
+    return max(p.stat().st_mtime for p in sidecars(layout.outbox))
