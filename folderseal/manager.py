@@ -851,4 +851,3 @@ def _timed_out(result: DocumentResult, provider: Provider) -> DocumentResult:
             f"the provider gave no final result for this file within {provider.max_wait:.0f} "
             f"s (max_wait_seconds); it may have been {provider.steps.outcome}: check with "
             "the provider; `folderseal retry` asks again"))
-
