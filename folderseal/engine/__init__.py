@@ -4,16 +4,39 @@ Load a :class:`Seal` once, then call :func:`sign_pdf` or :func:`sign_detached` p
 :func:`verify_pdf` and :func:`verify_detached` check the results without trusting
 anything, :func:`signer_of` reads back who signed an output, and
 :func:`make_trial_seal` writes a self-signed seal to start with.
+
+Each name is imported from its module when first asked for: pyHanko takes about half a
+second to import, and commands that never sign (``status``, ``check`` of a seal) should
+not pay for it.
 """
 
 from __future__ import annotations
 
-from .cades import DetachedSignature, sign_detached
-from .pades import sign_pdf
-from .seal import Seal, SealMaterialError
-from .signer import describe_certificate, signer_of
-from .trial import TrialSeal, make_trial_seal
-from .verify import Verdict, verify_detached, verify_pdf
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .cades import DetachedSignature, sign_detached
+    from .pades import sign_pdf
+    from .seal import Seal, SealMaterialError
+    from .signer import describe_certificate, signer_of
+    from .trial import TrialSeal, make_trial_seal
+    from .verify import Verdict, verify_detached, verify_pdf
+
+_HOMES = {
+    "DetachedSignature": "cades",
+    "sign_detached": "cades",
+    "sign_pdf": "pades",
+    "Seal": "seal",
+    "SealMaterialError": "seal",
+    "describe_certificate": "signer",
+    "signer_of": "signer",
+    "TrialSeal": "trial",
+    "make_trial_seal": "trial",
+    "Verdict": "verify",
+    "verify_detached": "verify",
+    "verify_pdf": "verify",
+}
 
 __all__ = [
     "DetachedSignature",
@@ -29,3 +52,10 @@ __all__ = [
     "verify_detached",
     "verify_pdf",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)

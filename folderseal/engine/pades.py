@@ -7,7 +7,7 @@ Speed: pyHanko sizes the signature container by making a complete dry-run signat
 first. ``reservation_for`` computes a safe size from the seal instead, so each PDF is
 signed once; if a signature ever does not fit, ``sign_pdf`` redoes it with pyHanko's
 own estimate, so a too-small guess costs time, never a file. (The other savings, the
-per-signature key parse and CMS rebuilding, are in ``seal.HeldKeySigner``.)
+per-signature key parse and CMS rebuilding, are in ``heldkey.HeldKeySigner``.)
 """
 
 from __future__ import annotations

@@ -15,9 +15,6 @@ from pathlib import Path
 from asn1crypto import cms
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from pyhanko.pdf_utils.misc import PdfError
-from pyhanko.pdf_utils.reader import PdfFileReader
-from pyhanko.sign.general import extract_certificate_info
 
 from folderseal.model import Signer
 
@@ -49,6 +46,11 @@ def _self_signed(cert: x509.Certificate) -> bool:
 
 def signer_of(path: Path) -> Signer | None:
     """The signer of a signed PDF or a CMS signature file; None if none can be read."""
+    # pyHanko takes half a second to import: only reading outputs back needs it.
+    from pyhanko.pdf_utils.misc import PdfError
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.general import extract_certificate_info
+
     try:
         if path.name.lower().endswith(".pdf"):
             with path.open("rb") as stream:

@@ -20,8 +20,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from folderseal import files
-from folderseal.engine import Seal, describe_certificate, sign_detached, sign_pdf
+from folderseal import engine, files
+from folderseal.engine.seal import Seal
+from folderseal.engine.signer import describe_certificate
 from folderseal.errors import FileRejected
 from folderseal.model import DocumentResult, Output, Signer
 from folderseal.safety import open_claimed, open_dir
@@ -134,7 +135,7 @@ def _open_output(path: Path) -> int:
 def _pades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
     out_path = _staged(task, "")
     with os.fdopen(_open_output(out_path), "w+b") as dst:
-        sign_pdf(state.seal, src, dst, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
+        engine.sign_pdf(state.seal, src, dst, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
         dst.flush()
         os.fsync(dst.fileno())
         whole, prefix, size = files.hash_with_prefix(dst.fileno(), task.size)
@@ -147,7 +148,7 @@ def _pades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
 
 
 def _cades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
-    signature = sign_detached(state.seal, src, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
+    signature = engine.sign_detached(state.seal, src, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
     if signature.content_sha256 != task.sha256:
         raise _changed("content")
     sig_path = _staged(task, ".p7s")

@@ -20,7 +20,7 @@ from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes, Signer, SimpleS
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from folderseal.engine import Seal, SealMaterialError, TrialSeal, make_trial_seal
-from folderseal.engine.seal import HeldKeySigner
+from folderseal.engine.heldkey import HeldKeySigner
 from folderseal.errors import ConfigError
 from tests.engine_fixtures import seal, trial_seal  # noqa: F401 - pytest fixtures
 
