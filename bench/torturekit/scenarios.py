@@ -304,7 +304,13 @@ class Share:
         subprocess.run(["umount", "-l", str(self.mountpoint)], check=False,
                        stderr=subprocess.DEVNULL)
         if self.process is not None:
-            self.process.wait(timeout=10)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                # A lazy unmount ends the server only once the kernel drops the last
+                # reference to the mount; the mount is detached already, so end it here.
+                self.process.kill()
+                self.process.wait()
             self.process = None
 
 
