@@ -49,7 +49,8 @@ def _seal_layout(tmp_path: Path, url: str, **kwargs: Any) -> Layout:
     (tmp_path / "signius.key").write_text(KEY + "\n")
     layout = Layout(tmp_path, provider={
         "kind": "seal", "base_url": url, "api_key_file": "signius.key",
-        "poll_interval_seconds": 0.1, "timeout_seconds": 5.0, "status_grace_seconds": 1.0},
+        "poll_interval_seconds": 0.1, "timeout_seconds": 5.0, "status_grace_seconds": 1.0,
+        "retry_max_seconds": 1.0},
         **kwargs)
     layout.write()
     return layout
