@@ -39,11 +39,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from folderseal.emulate.journal import log_to  # noqa: E402
 from folderseal.providers.centrapay.emulator import (  # noqa: E402
     CentrapayEmulator,
     start_centrapay,
 )
+from folderseal.providers.emulation.journal import log_to  # noqa: E402
 from tests import centrapay_world as cw  # noqa: E402
 from tests import s3server  # noqa: E402
 from tests.helpers import (  # noqa: E402

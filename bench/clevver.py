@@ -30,8 +30,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from folderseal.emulate.journal import log_to  # noqa: E402
 from folderseal.providers.clevver.emulator import ClevverEmulator, start_clevver  # noqa: E402
+from folderseal.providers.emulation.journal import log_to  # noqa: E402
 from tests.helpers import (  # noqa: E402
     Daemon,
     Layout,

@@ -1,9 +1,9 @@
-"""Signing engine speed: stock pyHanko vs folderseal.engine, on the same generated files.
+"""Signing engine speed: stock pyHanko vs folderseal.signing, on the same generated files.
 
 Run from the repository root: ``.venv/bin/python bench/engine.py [-n 200]``.
 Prints ms/file for (a) stock pyHanko (``SimpleSigner.load_pkcs12`` once, then
-``signers.sign_pdf`` per file), (b) ``folderseal.engine.sign_pdf`` and (c)
-``folderseal.engine.sign_detached`` on 100 KB files. All in this one process.
+``signers.sign_pdf`` per file), (b) ``folderseal.signing.sign_pdf`` and (c)
+``folderseal.signing.sign_detached`` on 100 KB files. All in this one process.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter  # noqa: E402
 from pyhanko.sign import fields, signers  # noqa: E402
 
-from folderseal.engine import (  # noqa: E402
+from folderseal.signing import (  # noqa: E402
     Seal,
     make_trial_seal,
     sign_detached,

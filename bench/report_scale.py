@@ -18,13 +18,14 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from folderseal import metrics, page
-from folderseal.config import Settings, load
-from folderseal.errorfiles import identity, mark
-from folderseal.failures import Failures
-from folderseal.status import collect
+from folderseal.core import metrics
+from folderseal.core.config import Settings, load
+from folderseal.publish.errorfiles import identity, mark
+from folderseal.publish.failures import Failures
+from folderseal.service import page
+from folderseal.service.status import collect
 from folderseal.store import Store
-from folderseal.workdir import WorkFolder
+from folderseal.work import WorkFolder
 
 CONFIG = """
 state_dir = "state"

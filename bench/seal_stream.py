@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from folderseal.emulate import start_seal  # noqa: E402
+from folderseal.providers.seal.emulator import start_seal  # noqa: E402
 from tests.helpers import Daemon, Layout, wait_until  # noqa: E402
 
 KEY = "bench-key-0123456789"

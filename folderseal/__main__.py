@@ -2,7 +2,7 @@
 
 import sys
 
-from folderseal.cli import main
+from folderseal.commands import main
 
 if __name__ == "__main__":
     sys.exit(main())

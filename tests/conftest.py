@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from folderseal import logs
+from folderseal.core import logs
 from tests.helpers import Daemon
 
 

@@ -13,9 +13,9 @@ import os
 import time
 from pathlib import Path
 
-from folderseal.model import DocumentResult
+from folderseal.core.model import DocumentResult
 from folderseal.providers import local_worker
-from folderseal.providers.local_worker import SignTask, WorkerState
+from folderseal.providers.local.worker import SignTask, WorkerState
 
 setup = local_worker.setup
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pyhanko.sign.timestamps import DummyTimeStamper
 
-from folderseal.engine import Seal, TrialSeal, make_trial_seal
+from folderseal.signing import Seal, TrialSeal, make_trial_seal
 
 __all__ = ["make_tsa", "seal", "trial_seal", "tsa_url"]
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from folderseal.emulate.runner import RunningEmulator
-from folderseal.engine import make_trial_seal
+from folderseal.providers.emulation.runner import RunningEmulator
+from folderseal.signing import make_trial_seal
 
 E = TypeVar("E", bound=RunningEmulator)
 

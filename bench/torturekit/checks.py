@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.torturekit.world import World
-from folderseal.emulate import EmulatorHandle
 from folderseal.providers.centrapay.emulator import CentrapayEmulator
 from folderseal.providers.clevver.emulator import ClevverEmulator
+from folderseal.providers.seal.emulator import EmulatorHandle
 from tests import centrapay_world
 
 ROOT_ENTRIES = {"inbox", "outbox", "errors", "state", "seal", "config.toml", "elsewhere",

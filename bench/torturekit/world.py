@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from folderseal.emulate import start_seal
-from folderseal.emulate.runner import RunningEmulator
-from folderseal.emulate.state import log_to
 from folderseal.providers.centrapay.emulator import start_centrapay
 from folderseal.providers.clevver.emulator import start_clevver
+from folderseal.providers.emulation.runner import RunningEmulator
+from folderseal.providers.seal.emulator import start_seal
+from folderseal.providers.seal.emulator.state import log_to
 from tests import centrapay_world
 from tests.helpers import Layout, unprivileged_python
 from tests.pdfs import make_pdf

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from folderseal.model import DocumentResult
+from folderseal.core.model import DocumentResult
 
 # In the warning of a provider whose seal proves a file unchanged but not who sealed it;
 # `status` and the status page show such a warning as a banner.

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import httpx
 
-from folderseal.configbase import HttpProvider
-from folderseal.errors import Throttled
-from folderseal.redact import REDACTOR
+from folderseal.core.configbase import HttpProvider
+from folderseal.core.errors import Throttled
+from folderseal.core.redact import REDACTOR
 
 
 def client(cfg: HttpProvider, headers: dict[str, str], auth: httpx.Auth | None,

@@ -12,10 +12,10 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from folderseal.configbase import ProviderSection
+from folderseal.core.configbase import ProviderSection
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
 from folderseal.providers.clevver.config import ClevverProviderConfig
-from folderseal.providers.local_config import LocalProviderConfig
+from folderseal.providers.local.config import LocalProviderConfig
 from folderseal.providers.seal.config import SealProviderConfig
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ class Kind:
 
 P = "folderseal.providers."
 KINDS: dict[str, Kind] = {
-    "local": Kind(LocalProviderConfig, P + "local:LocalProvider"),
+    "local": Kind(LocalProviderConfig, P + "local.provider:LocalProvider"),
     "seal": Kind(SealProviderConfig, P + "seal.provider:SealProvider"),
     "clevver": Kind(ClevverProviderConfig, P + "clevver.provider:ClevverProvider"),
     "centrapay": Kind(CentrapayProviderConfig, P + "centrapay.provider:CentrapayProvider"),

@@ -1,7 +1,7 @@
 """The store: SQLite in WAL mode, the authority on what happened to every file.
 
 This package only executes storage operations; what they mean for a batch lives in
-:mod:`folderseal.manager`. Each thread opens its own :class:`Store`. Its plumbing
+:mod:`folderseal.jobs.machine`. Each thread opens its own :class:`Store`. Its plumbing
 (transactions, guarded writes, events) is :mod:`folderseal.store.connection`; what
 ``folderseal retry`` records, :mod:`folderseal.store.retries`; files, batches, leases
 and the heartbeat, here.
@@ -16,9 +16,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from folderseal.errors import LeaseLost, StateConflict
-from folderseal.model import DocumentResult, Event, FileRecord, FileState, JobRecord, JobState
-from folderseal.redact import REDACTOR
+from folderseal.core.errors import LeaseLost, StateConflict
+from folderseal.core.model import DocumentResult, Event, FileRecord, FileState, JobRecord, JobState
+from folderseal.core.redact import REDACTOR
 from folderseal.store.connection import _SQL, QUERIES, Connection, migrations, new_id
 from folderseal.store.retries import RetryRecords
 

@@ -21,9 +21,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Self
 
-from folderseal import statelock
-from folderseal.errors import ConfigError, StateConflict, StateUnavailable, StoreError
-from folderseal.model import FileState, path_text
+from folderseal.core.errors import ConfigError, StateConflict, StateUnavailable, StoreError
+from folderseal.core.model import FileState, path_text
+from folderseal.service import statelock
 
 # SQLite's words for a state folder that cannot take writes (or is busy too long).
 _UNAVAILABLE = ("disk is full", "disk I/O error", "readonly database", "database is locked",

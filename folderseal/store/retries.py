@@ -1,4 +1,4 @@
-"""The store's records of ``folderseal retry`` (:mod:`folderseal.retrying`): its intent,
+"""The store's records of ``folderseal retry`` (:mod:`folderseal.publish.retrying`): its intent,
 its end (a file back in the inbox, or back in its reopened batch), its undoing, what is
 known of a failure's original in the errors folder, and a waiting batch woken."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from folderseal.errors import StateConflict
-from folderseal.model import FileRecord, FileState, JobRecord, JobState
+from folderseal.core.errors import StateConflict
+from folderseal.core.model import FileRecord, FileState, JobRecord, JobState
 from folderseal.store.connection import Connection
 
 

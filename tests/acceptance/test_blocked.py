@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from bench.torturekit.scenarios import Share
-from folderseal.probe import HUNG_SECONDS
-from folderseal.status import LOOK_SECONDS
+from folderseal.publish.probe import HUNG_SECONDS
+from folderseal.service.status import LOOK_SECONDS
 from tests.acceptance.test_service import NotifySocket
 from tests.helpers import FAST, Daemon, Layout, check_sidecar, folderseal, sidecars, wait_until
 

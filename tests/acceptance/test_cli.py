@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from folderseal.engine import make_trial_seal
+from folderseal.signing import make_trial_seal
 from tests.helpers import (
     FAST,
     Daemon,

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from folderseal import page
-from folderseal.emulate import start_seal
+from folderseal.providers.seal.emulator import start_seal
+from folderseal.service import page
 from tests.helpers import (
     Daemon,
     Layout,

@@ -24,7 +24,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from folderseal.emulate import EmulatorHandle, start_seal
+from folderseal.providers.seal.emulator import EmulatorHandle, start_seal
 from tests.helpers import (
     Daemon,
     Layout,

@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from bench.torturekit.scenarios import Share
-from folderseal.emulate import EmulatorHandle, start_seal
+from folderseal.providers.seal.emulator import EmulatorHandle, start_seal
 from tests.helpers import Daemon, Layout, error_records, folderseal, sidecars, wait_until
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from folderseal import config as configuration
+from folderseal.commands.init import ServiceLayout, init_service
+from folderseal.core import config as configuration
 from folderseal.providers import NOT_QUALIFIED
-from folderseal.starter import ServiceLayout, init_service
 from tests.helpers import Daemon, Layout, folderseal, wait_until
 
 USER, GROUP = "nobody", "nogroup"

@@ -16,7 +16,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from folderseal.emulate import EmulatorHandle, start_seal
+from folderseal.providers.seal.emulator import EmulatorHandle, start_seal
 from tests.helpers import Daemon, Layout, error_records, sidecars, wait_until
 
 KEY = "page-key-0c41e2"

@@ -9,10 +9,10 @@ from threading import Event
 
 import pytest
 
-from folderseal import config
-from folderseal.daemon import Daemon
-from folderseal.errors import ExitCode
+from folderseal.core import config
+from folderseal.core.errors import ExitCode
 from folderseal.providers import Provider
+from folderseal.service.daemon import Daemon
 from tests.helpers import Layout
 
 

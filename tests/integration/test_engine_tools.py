@@ -22,7 +22,8 @@ from pyhanko.sign import fields, signers
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 
-from folderseal.engine import (
+from folderseal.core.errors import ConfigError, FileRejected, TransientError
+from folderseal.signing import (
     Seal,
     TrialSeal,
     pades,
@@ -31,7 +32,6 @@ from folderseal.engine import (
     verify_detached,
     verify_pdf,
 )
-from folderseal.errors import ConfigError, FileRejected, TransientError
 from tests.engine_fixtures import seal, trial_seal, tsa_url  # noqa: F401 - pytest fixtures
 from tests.pdfs import make_big_pdf, make_encrypted_pdf, make_pdf
 
@@ -137,7 +137,7 @@ def test_large_pdf_is_streamed(trial_seal: TrialSeal, tmp_path: Path) -> None:  
     growth_kib = _run_probe(
         """
         import io, sys
-        from folderseal.engine import Seal, sign_pdf
+        from folderseal.signing import Seal, sign_pdf
         from tests.pdfs import make_pdf
 
         p12, password, src, dst = sys.argv[1:5]
@@ -393,7 +393,7 @@ def test_detached_memory_stays_flat_for_300_mb(trial_seal: TrialSeal, tmp_path: 
     output = _run_probe(
         """
         import io, sys
-        from folderseal.engine import Seal, sign_detached
+        from folderseal.signing import Seal, sign_detached
 
         p12, password, big = sys.argv[1:4]
         seal = Seal.from_pkcs12(Path(p12), Path(password).read_bytes().strip())

@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
-from folderseal import config, errorfiles, files
-from folderseal.daemon import Daemon
-from folderseal.model import FileState
-from folderseal.retry import retry
-from folderseal.status import collect
+from folderseal.commands.retry import retry
+from folderseal.core import config
+from folderseal.core.model import FileState
+from folderseal.publish import errorfiles, files
+from folderseal.service.daemon import Daemon
+from folderseal.service.status import collect
 from tests.helpers import Layout, wait_until
 
 

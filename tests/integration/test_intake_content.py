@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from folderseal import config, logs
-from folderseal.inbox import MAX_DEPTH
-from folderseal.intake import FolderIntake
+from folderseal.core import config, logs
+from folderseal.intake.folder import FolderIntake
+from folderseal.intake.inbox import MAX_DEPTH
 from folderseal.store import Store
 from tests.helpers import Layout, error_records, sha256
 from tests.images import make_jpeg, make_tiff

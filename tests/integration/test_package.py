@@ -12,13 +12,13 @@ import hashlib
 import zipfile
 from pathlib import Path
 
-from folderseal import config
-from folderseal.daemon import Daemon
-from folderseal.errors import TransientError
-from folderseal.model import FileState, JobState
+from folderseal.core import config
+from folderseal.core.errors import TransientError
+from folderseal.core.model import FileState, JobState
 from folderseal.providers import BatchView, Ledger, Remote, RemoteStatus, Steps
-from folderseal.providers.local import LocalProvider
+from folderseal.providers.local.provider import LocalProvider
 from folderseal.providers.seal import SealProvider
+from folderseal.service.daemon import Daemon
 from tests.helpers import Layout, check_sidecar
 from tests.pdfs import make_pdf
 

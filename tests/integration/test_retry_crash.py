@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from folderseal.daemon import Daemon
-from folderseal.model import FileState, JobState
+from folderseal.core.model import FileState, JobState
+from folderseal.service.daemon import Daemon
 from folderseal.store import Store
 from tests.helpers import Layout, error_records, log_events, sidecars, wait_until
 from tests.integration.test_seal_flow import KEY, _daemon, _drain, _drop, _layout, _run

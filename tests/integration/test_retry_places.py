@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from folderseal.model import FileState
+from folderseal.core.model import FileState
 from folderseal.store import Store
 from tests.helpers import Layout
 from tests.integration.test_retry_crash import (

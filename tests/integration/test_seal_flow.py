@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from folderseal import config
-from folderseal.daemon import Daemon
-from folderseal.manager import MAX_RECREATES
-from folderseal.model import FileState, JobState
+from folderseal.commands.retry import retry
+from folderseal.core import config
+from folderseal.core.model import FileState, JobState
+from folderseal.jobs.machine import MAX_RECREATES
 from folderseal.providers.seal import SealProvider
-from folderseal.retry import retry
+from folderseal.service.daemon import Daemon
 from tests.helpers import Layout, error_records, sidecars
 from tests.pdfs import make_pdf
 from tests.seal_fake import FakeSealApi
@@ -418,7 +418,7 @@ def test_a_provider_surprise_postpones_the_batch_only(layout: Layout) -> None:
 def test_a_lost_store_with_seal_sends_files_to_errors_not_the_inbox(layout: Layout) -> None:
     """recover, for a remote provider's batch the store forgot, holds its files in errors
     with a "check with the provider" record; it never submits them again."""
-    from folderseal.recover import recover
+    from folderseal.service.recover import recover
 
     batch = layout.work / "batches" / "01a2feedbeef"
     batch.mkdir(parents=True)

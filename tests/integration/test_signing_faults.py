@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from folderseal import config
-from folderseal.daemon import Daemon
-from folderseal.model import FileState
+from folderseal.core import config
+from folderseal.core.model import FileState
 from folderseal.providers import BatchView, Document, Remote
-from folderseal.providers.local import LocalProvider
+from folderseal.providers.local.provider import LocalProvider
+from folderseal.service.daemon import Daemon
 from tests.helpers import Layout, check_sidecar, error_records
 from tests.pdfs import make_pdf
 

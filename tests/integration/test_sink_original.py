@@ -19,14 +19,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from folderseal import metrics, verify
-from folderseal.batch import move_into_batch
-from folderseal.config import FolderConfig
-from folderseal.folders import JobContext
-from folderseal.model import DocumentResult, FileState, JobState, Output
-from folderseal.sink import Sink
+from folderseal.commands import verify
+from folderseal.core import metrics
+from folderseal.core.config import FolderConfig
+from folderseal.core.model import DocumentResult, FileState, JobState, Output
+from folderseal.intake.batching import move_into_batch
+from folderseal.publish.folders import JobContext
+from folderseal.publish.sink import Sink
 from folderseal.store import LEASE_SECONDS, Store
-from folderseal.workdir import WorkFolder
+from folderseal.work import WorkFolder
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH = "b1"

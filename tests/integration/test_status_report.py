@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from folderseal import page, retrying, statelock
-from folderseal.config import Settings, load
-from folderseal.metrics import ReportCollector
-from folderseal.model import FileState, JobState
-from folderseal.status import ALARM_ATTEMPTS, collect, show, summary
+from folderseal.core.config import Settings, load
+from folderseal.core.metrics import ReportCollector
+from folderseal.core.model import FileState, JobState
+from folderseal.publish import retrying
+from folderseal.service import page, statelock
+from folderseal.service.status import ALARM_ATTEMPTS, collect, show, summary
 from folderseal.store import Store
 
 CONFIG = """

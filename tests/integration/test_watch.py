@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from folderseal import config
-from folderseal.intake import FolderIntake
+from folderseal.core import config
+from folderseal.intake.folder import FolderIntake
+from folderseal.intake.watch import Watcher, _Observer
 from folderseal.store import Store
-from folderseal.watch import Watcher, _Observer
 from tests.helpers import Layout
 
 

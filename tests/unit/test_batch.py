@@ -1,4 +1,4 @@
-"""Tests for folderseal.batch: entry names, batch limits and moving into a batch."""
+"""Tests for folderseal.intake.batching: entry names, batch limits and moving into a batch."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from folderseal.batch import (
+from folderseal.core.model import FileRecord, FileState
+from folderseal.intake.batching import (
     MAX_ENTRY_NAME,
     Limits,
     entry_name,
@@ -16,8 +17,7 @@ from folderseal.batch import (
     next_batch,
     safe_name,
 )
-from folderseal.model import FileRecord, FileState
-from folderseal.workdir import WorkFolder
+from folderseal.work import WorkFolder
 
 ASCII_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 

@@ -20,14 +20,14 @@ import httpx
 import pytest
 import structlog
 
-from folderseal import config as config_module
-from folderseal import crashpoints, metrics
-from folderseal.errors import ConfigError, NotSent, Throttled, TransientError
+from folderseal.core import config as config_module
+from folderseal.core import crashpoints, metrics
+from folderseal.core.errors import ConfigError, NotSent, Throttled, TransientError
+from folderseal.core.redact import without_secrets
 from folderseal.providers import BatchView, Document, Remote, build, steps_of
 from folderseal.providers.centrapay import CentrapayProvider, publish
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
 from folderseal.providers.http import RateLimiter
-from folderseal.redact import without_secrets
 
 KEY = "cp-key-for-the-centrapay-adapter-tests"
 ACCOUNT = "C4QnjXvj8At6SMsEN4LRi9"

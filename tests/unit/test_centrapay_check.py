@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from folderseal.check import run_checks
-from folderseal.errors import ExitCode
+from folderseal.commands.check import run_checks
+from folderseal.core.errors import ExitCode
 from tests.helpers import Layout
 
 KEY = "cp-key-for-the-check-tests"

@@ -31,7 +31,7 @@ import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from folderseal import cli
+from folderseal import commands as cli
 from folderseal.providers.centrapay.emulator import (
     ERRORS_KEPT,
     MAX_LINE,

@@ -19,8 +19,8 @@ import httpx
 import pytest
 import structlog
 
-from folderseal import crashpoints
-from folderseal.errors import ConfigError, NotSent, ProviderError, Throttled, TransientError
+from folderseal.core import crashpoints
+from folderseal.core.errors import ConfigError, NotSent, ProviderError, Throttled, TransientError
 from folderseal.providers import (
     Abandon,
     BatchView,
@@ -722,8 +722,8 @@ def test_the_registry_builds_a_clevver_provider(tmp_path: Path) -> None:
 
 
 def test_loading_the_configuration_imports_no_adapter() -> None:
-    code = ("import sys, folderseal.config as c; print(sorted(c.KNOWN_KINDS)); "
-            "print([m for m in ('httpx', 'folderseal.engine', 'folderseal.providers.seal."
+    code = ("import sys, folderseal.core.config as c; print(sorted(c.KNOWN_KINDS)); "
+            "print([m for m in ('httpx', 'folderseal.signing', 'folderseal.providers.seal."
             "provider', 'folderseal.providers.clevver.provider', 'boto3', "
             "'folderseal.providers.centrapay.provider') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -751,8 +751,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.mark.usefixtures("_clean_env")
 def test_the_token_from_the_environment_wins_over_the_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from folderseal.config import load
-    from folderseal.redact import REDACTOR
+    from folderseal.core.config import load
+    from folderseal.core.redact import REDACTOR
 
     path = _config(tmp_path, 'api_token_file = "clevver.token"\n')
     monkeypatch.setenv("FOLDERSEAL_PROVIDERS__PROOF__API_TOKEN", "env-token-5678")
@@ -766,7 +766,7 @@ def test_the_token_from_the_environment_wins_over_the_file(
 
 @pytest.mark.usefixtures("_clean_env")
 def test_a_clevver_table_without_a_token_says_how_to_give_one(tmp_path: Path) -> None:
-    from folderseal.config import load
+    from folderseal.core.config import load
 
     with pytest.raises(ConfigError) as caught:
         load(_config(tmp_path, ""))

@@ -1,4 +1,4 @@
-"""Tests for folderseal.complete: whole files pass, every cut-short prefix is caught, the
+"""Tests for folderseal.intake.complete: whole files pass, every cut-short prefix is caught, the
 format is told by content, reads stay small, and no bytes make a check raise."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from folderseal import complete
+from folderseal.intake import complete
 from tests.images import make_docx, make_jpeg, make_png, make_tiff, tiff_directory
 from tests.pdfs import make_pdf
 

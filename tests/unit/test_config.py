@@ -1,4 +1,5 @@
-"""Tests for folderseal.config: TOML files, defaults, env overrides and operator-facing errors."""
+"""Tests for folderseal.core.config: TOML files, defaults, env overrides and operator-facing
+errors."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from folderseal.config import load
-from folderseal.errors import ConfigError, ExitCode
+from folderseal.core.config import load
+from folderseal.core.errors import ConfigError, ExitCode
 
 PASSWORD = "S3cr3t-Pa55"
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from folderseal.config import (
+from folderseal.core.config import (
     CentrapayProviderConfig,
     ClevverProviderConfig,
     FolderConfig,

@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
-from folderseal.emulate import EmulatorHandle, run_seal, start_seal
-from folderseal.emulate.faults import Faults, parse_faults
-from folderseal.engine import make_trial_seal
+from folderseal.providers.emulation.faults import Faults, parse_faults
+from folderseal.providers.seal.emulator import EmulatorHandle, run_seal, start_seal
+from folderseal.signing import make_trial_seal
 from tests.helpers import proc_memory
 from tests.pdfs import make_pdf
 
@@ -459,7 +459,8 @@ def test_200mb_upload_streams_in_flat_memory(tmp_path: Path, seal_dir: Path) -> 
         for _ in range(200):
             entry.write(chunk)
     code = (
-        "import sys; from pathlib import Path; from folderseal.emulate import run_seal; "
+        "import sys; from pathlib import Path; "
+        "from folderseal.providers.seal.emulator import run_seal; "
         "sys.exit(run_seal('127.0.0.1', 0, None, '', Path(sys.argv[1]), None, 0.02, 0.0))"
     )
     with (tmp_path / "stderr.log").open("wb") as err:

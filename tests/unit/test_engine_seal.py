@@ -19,9 +19,9 @@ from cryptography.x509.oid import NameOID
 from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes, Signer, SimpleSigner
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
-from folderseal.engine import Seal, SealMaterialError, TrialSeal, make_trial_seal
-from folderseal.engine.heldkey import HeldKeySigner
-from folderseal.errors import ConfigError
+from folderseal.core.errors import ConfigError
+from folderseal.signing import Seal, SealMaterialError, TrialSeal, make_trial_seal
+from folderseal.signing.heldkey import HeldKeySigner
 from tests.engine_fixtures import seal, trial_seal  # noqa: F401 - pytest fixtures
 
 PASSWORD = b"correct horse battery staple"

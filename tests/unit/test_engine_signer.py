@@ -1,4 +1,4 @@
-"""Tests for folderseal.engine.signer: certificates described for sidecars, read back."""
+"""Tests for folderseal.signing.signer: certificates described for sidecars, read back."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from folderseal.engine import describe_certificate, signer_of
+from folderseal.signing import describe_certificate, signer_of
 from tests.pdfs import make_pdf
 
 NOW = datetime.datetime.now(datetime.UTC)

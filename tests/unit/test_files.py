@@ -1,4 +1,4 @@
-"""Tests for folderseal.files: numbering, durable no-replace writes and moves, hashing."""
+"""Tests for folderseal.publish.files: numbering, durable no-replace writes and moves, hashing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from folderseal import files
+from folderseal.publish import files
 
 SHM = Path("/dev/shm")
 

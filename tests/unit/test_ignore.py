@@ -1,10 +1,10 @@
-"""Tests for folderseal.ignore.NameFilter: the built-in ignore list and user patterns."""
+"""Tests for folderseal.intake.ignore.NameFilter: the built-in ignore list and user patterns."""
 
 from __future__ import annotations
 
 import pytest
 
-from folderseal.ignore import NameFilter
+from folderseal.intake.ignore import NameFilter
 
 
 @pytest.mark.parametrize("name", [

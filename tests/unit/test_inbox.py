@@ -1,4 +1,4 @@
-"""Tests for folderseal.inbox: looking at a file on a network share."""
+"""Tests for folderseal.intake.inbox: looking at a file on a network share."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from folderseal import inbox
+from folderseal.intake import inbox
 
 
 def test_a_file_a_windows_program_holds_open_is_looked_at_not_an_outage(

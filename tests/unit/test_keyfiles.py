@@ -1,4 +1,4 @@
-"""Tests for folderseal.keyfiles: secret files other accounts may read are warned about."""
+"""Tests for folderseal.core.keyfiles: secret files other accounts may read are warned about."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from folderseal import keyfiles
-from folderseal.keyfiles import (
+from folderseal.core import keyfiles
+from folderseal.core.keyfiles import (
     SecretFile,
     exposure,
     inline_secrets,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from folderseal import lifecycle
-from folderseal.lifecycle import Reach
-from folderseal.model import JobState
+from folderseal.core.model import JobState
+from folderseal.jobs import lifecycle
+from folderseal.jobs.lifecycle import Reach
 from folderseal.providers import Remote, Steps, steps_of
 
 SEAL = Steps(remote=True, irrevocable=True, outcome="signed")

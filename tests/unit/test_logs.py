@@ -8,8 +8,8 @@ import uuid
 
 import structlog
 
-from folderseal import logs
-from folderseal.redact import REDACTOR
+from folderseal.core import logs
+from folderseal.core.redact import REDACTOR
 
 
 def _events(stream: io.StringIO) -> list[dict]:

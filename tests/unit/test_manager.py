@@ -1,4 +1,4 @@
-"""The state machine (folderseal.manager) against a scripted provider and a real store.
+"""The state machine (folderseal.jobs.machine) against a scripted provider and a real store.
 
 The provider keeps a "remote batch" per create and answers each document it sends
 through the ledger, like a provider that uploads file by file (Clevver); it signs like
@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from folderseal import config
-from folderseal.daemon import Daemon
-from folderseal.errors import ProviderError
-from folderseal.manager import MAX_LOST_ANSWERS, MAX_RECREATES
-from folderseal.model import DocumentResult, FileState, JobState
+from folderseal.core import config
+from folderseal.core.errors import ProviderError
+from folderseal.core.model import DocumentResult, FileState, JobState
+from folderseal.jobs.machine import MAX_LOST_ANSWERS, MAX_RECREATES
 from folderseal.providers import (
     Abandon,
     BatchView,
@@ -30,7 +29,8 @@ from folderseal.providers import (
     RemoteStatus,
     Steps,
 )
-from folderseal.providers.local import LocalProvider
+from folderseal.providers.local.provider import LocalProvider
+from folderseal.service.daemon import Daemon
 from tests.helpers import Layout, error_records, sidecars
 
 
@@ -87,7 +87,7 @@ class Scripted(LocalProvider):
             ledger.sending(document, remote_id)
             self.sent.append((remote_id, document.entry))
             if self.lose_after is not None and len(self.sent) == self.lose_after:
-                from folderseal.errors import TransientError
+                from folderseal.core.errors import TransientError
                 raise TransientError("the answer was lost (scripted)")
             ledger.answered(document, RemoteDocument(batch=remote_id, id=f"a{len(self.sent)}",
                                                      checksum=document.sha256))
@@ -100,7 +100,7 @@ class Scripted(LocalProvider):
     def status(self, batch: BatchView, remote_id: str) -> RemoteStatus:
         self.status_calls += 1
         if self.status_fails_from is not None and self.status_calls >= self.status_fails_from:
-            from folderseal.errors import TransientError
+            from folderseal.core.errors import TransientError
             raise TransientError("the provider does not answer (scripted)")
         if remote_id not in self.accepted:
             return RemoteStatus(Remote.NEW, detail=remote_id)
@@ -113,7 +113,7 @@ class Scripted(LocalProvider):
 
     def accept(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
         if self.accept_unanswered:
-            from folderseal.errors import TransientError
+            from folderseal.core.errors import TransientError
             raise TransientError("no connection (scripted)")
         job = self.store.job(batch.id)  # type: ignore[attr-defined]
         self.state_at_accept.append(job.state)

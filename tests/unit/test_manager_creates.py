@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import structlog
 
-from folderseal import config
-from folderseal.daemon import Daemon
-from folderseal.errors import NotSent, TransientError
-from folderseal.model import JobState
+from folderseal.core import config
+from folderseal.core.errors import NotSent, TransientError
+from folderseal.core.model import JobState
 from folderseal.providers import BatchView, Ledger, Remote, RemoteStatus, Steps
-from folderseal.providers.local import LocalProvider
-from folderseal.recover import _Folder
+from folderseal.providers.local.provider import LocalProvider
+from folderseal.service.daemon import Daemon
+from folderseal.service.recover import _Folder
 from folderseal.store import Store
 from tests.helpers import Layout, error_records
 from tests.unit.test_manager import _delivered, _errors, _run

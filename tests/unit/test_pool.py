@@ -1,4 +1,5 @@
-"""Tests for folderseal.pool: real spawned worker processes, no mocking of the pool."""
+"""Tests for folderseal.providers.local.pool: real spawned worker processes, no mocking of the
+pool."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from folderseal.pool import (
+from folderseal.providers.local.pool import (
     PoolClosed,
     TaskFailed,
     TaskTimeout,
@@ -368,7 +369,7 @@ def test_workers_ignore_sigint(make_pool: PoolFactory, capfd: pytest.CaptureFixt
 
 PARENT_SCRIPT = f"""
 import time
-from folderseal.pool import WorkerPool
+from folderseal.providers.local.pool import WorkerPool
 pool = WorkerPool(setup="{TASKS}:setup_state", handler="{TASKS}:call", setup_arg=None,
                   workers=2, task_timeout=60, max_tasks_per_worker=100)
 pool.start()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from folderseal import metrics
+from folderseal.core import metrics
 
 NAMES = ("process_cpu_seconds_total", "process_open_fds", "process_max_fds",
          "process_virtual_memory_bytes", "process_resident_memory_bytes",

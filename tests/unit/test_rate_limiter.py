@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from folderseal.errors import NotSent, Throttled
+from folderseal.core.errors import NotSent, Throttled
 from folderseal.providers.http import RateLimiter
 
 

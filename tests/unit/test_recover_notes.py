@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from folderseal import config
-from folderseal.model import JobState
-from folderseal.recover import _Folder
+from folderseal.core import config
+from folderseal.core.model import JobState
+from folderseal.service.recover import _Folder
 from folderseal.store import Store
-from folderseal.workdir import WorkFolder
+from folderseal.work import WorkFolder
 from tests.helpers import Layout, error_records
 from tests.unit.test_manager import Scripted, _daemon
 

@@ -1,8 +1,9 @@
-"""Tests for folderseal.redact.Redactor: registered secrets and secret-named keys are masked."""
+"""Tests for folderseal.core.redact.Redactor: registered secrets and secret-named keys are
+masked."""
 
 from __future__ import annotations
 
-from folderseal.redact import MASK, REDACTOR, Redactor, without_secrets
+from folderseal.core.redact import MASK, REDACTOR, Redactor, without_secrets
 
 
 def test_registered_secret_is_masked_in_text() -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from folderseal.config import SealProviderConfig
-from folderseal.errors import ConfigError, ProviderError, TransientError
+from folderseal.core.config import SealProviderConfig
+from folderseal.core.errors import ConfigError, ProviderError, TransientError
 from folderseal.providers.seal import SealProvider
 from folderseal.providers.seal.client import SealClient, retry_after
 from tests.seal_fake import FakeSealApi
@@ -126,7 +126,7 @@ def test_429_carries_retry_after() -> None:
 
 def test_other_4xx_fail_with_status_and_redacted_body() -> None:
     """A 400 fails the step with the HTTP status and the body, the key masked."""
-    from folderseal.redact import REDACTOR
+    from folderseal.core.redact import REDACTOR
 
     REDACTOR.add(KEY)
     fake = FakeSealApi(key=KEY)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from folderseal.errors import ProviderError
+from folderseal.core.errors import ProviderError
 from folderseal.providers import Document
 from folderseal.providers.seal.package import Limits, extract, unsafe
 from folderseal.providers.seal.parse import RemoteDocument

@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from folderseal import page
-from folderseal.config import LocalProviderConfig
-from folderseal.engine import make_trial_seal
-from folderseal.providers.local import LocalProvider
+from folderseal.core.config import LocalProviderConfig
+from folderseal.providers.local.provider import LocalProvider
+from folderseal.service import page
+from folderseal.signing import make_trial_seal
 
 PASSWORD = b"qualification-test"
 NOT_QUALIFIED = "sealing with a self-signed trial certificate: NOT QUALIFIED"

@@ -1,4 +1,4 @@
-"""Tests for folderseal.settle.SettleTracker, driven with explicit clock values."""
+"""Tests for folderseal.intake.settle.SettleTracker, driven with explicit clock values."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from folderseal import complete, logs
-from folderseal.settle import Look, SettleTracker
+from folderseal.core import logs
+from folderseal.intake import complete
+from folderseal.intake.settle import Look, SettleTracker
 
 SETTLE = 5.0
 STUCK = 100.0

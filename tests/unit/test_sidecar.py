@@ -1,4 +1,5 @@
-"""Tests for folderseal.sidecar: the sidecar and error record schema, timestamps, redaction."""
+"""Tests for folderseal.publish.sidecar: the sidecar and error record schema, timestamps,
+redaction."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from folderseal import __version__, sidecar
-from folderseal.model import (
+from folderseal import __version__
+from folderseal.core.model import (
     DocumentResult,
     Event,
     FileRecord,
@@ -20,7 +21,8 @@ from folderseal.model import (
     Output,
     Signer,
 )
-from folderseal.redact import REDACTOR
+from folderseal.core.redact import REDACTOR
+from folderseal.publish import sidecar
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 T0 = datetime(2026, 11, 22, 10, 0, 1, 120000, tzinfo=UTC).timestamp()

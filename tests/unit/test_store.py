@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from folderseal.errors import LeaseLost, StateConflict
-from folderseal.model import DocumentResult, FileState, JobRecord, JobState
+from folderseal.core.errors import LeaseLost, StateConflict
+from folderseal.core.model import DocumentResult, FileState, JobRecord, JobState
 from folderseal.store import _SQL, LEASE_SECONDS, Store, migrations
 
 T0 = 1_800_000_000.0

@@ -1,4 +1,4 @@
-"""folderseal.systemd on a real unix datagram socket: what is sent, and when."""
+"""folderseal.core.systemd on a real unix datagram socket: what is sent, and when."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from folderseal import systemd
+from folderseal.core import systemd
 
 
 @pytest.fixture

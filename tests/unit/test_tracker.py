@@ -1,4 +1,5 @@
-"""Tests for folderseal.tracker: multiprocessing's resource tracker stopped at exit, and
+"""Tests for folderseal.providers.local.tracker: multiprocessing's resource tracker stopped at
+exit, and
 the private attributes that relies on pinned for the Python the tests run on."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from multiprocessing import resource_tracker
 
 import pytest
 
-from folderseal import tracker
+from folderseal.providers.local import tracker
 
 
 def _gone(pid: int) -> bool:
@@ -53,7 +54,7 @@ def test_a_python_without_those_attributes_gets_a_warning_not_a_crash(
     """Where the private attributes are missing, the stop logs a warning and returns, so the
     daemon still closes its store and exits 0."""
     monkeypatch.setattr(resource_tracker, "_resource_tracker", object())
-    with caplog.at_level(logging.WARNING, logger="folderseal.tracker"):
+    with caplog.at_level(logging.WARNING, logger="folderseal.providers.local.tracker"):
         tracker.stop_resource_tracker()
     assert "could not be stopped (AttributeError" in caplog.text
 

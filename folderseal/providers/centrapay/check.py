@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from folderseal.errors import ConfigError, TransientError
-from folderseal.keyfiles import exposure, service_accounts, service_group
+from folderseal.core.errors import ConfigError, TransientError
+from folderseal.core.keyfiles import exposure, service_accounts, service_group
+from folderseal.core.redact import without_secrets
 from folderseal.providers import Health
 from folderseal.providers.centrapay import publish
 from folderseal.providers.centrapay.client import CentrapayClient
 from folderseal.providers.centrapay.config import BATCH_TYPES, RATE_LIMIT
 from folderseal.providers.http import tls_context, without_query
-from folderseal.redact import without_secrets
 
 if TYPE_CHECKING:
     from folderseal.providers.centrapay.provider import CentrapayProvider

@@ -12,7 +12,7 @@ other network error, a 5xx or an answer that cannot be read is a plain
 :class:`TransientError` (for the create: it may have been done). A 4xx refusal of the
 create is :class:`NotSent` too (Centrapay did nothing) with what to fix. The create's
 body holds a pre-signed URL, a read key to the records: no message built here quotes a
-URL's query (:func:`~folderseal.redact.without_secrets`).
+URL's query (:func:`~folderseal.core.redact.without_secrets`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Any
 
 import httpx
 
-from folderseal.errors import NotSent, Throttled, TransientError
+from folderseal.core.errors import NotSent, Throttled, TransientError
+from folderseal.core.redact import without_secrets
 from folderseal.providers.centrapay import parse
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
 from folderseal.providers.http import RateLimiter, client, retry_after, without_query
-from folderseal.redact import without_secrets
 
 THROTTLED_WAIT = 10.0    # seconds every call waits after a 429 without Retry-After
 

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from folderseal.configbase import HttpProvider, OptionalPath, read_secret
-from folderseal.keyfiles import SecretFile
+from folderseal.core.configbase import HttpProvider, OptionalPath, read_secret
+from folderseal.core.keyfiles import SecretFile
 
 # Centrapay's documented batch types and the format of their files. Another type is
 # accepted (Centrapay adds types); its files' format is then told by their suffix.

@@ -40,7 +40,7 @@ batches. ``violations()`` reads them, ``read_journal()`` all of it. A restart on
 data folder reads the journal back, so it still sees the contents loaded before.
 
 Faults (a spec as the other emulators take, e.g. ``500-before=0.1,drop=0.05,late-403``):
-the request faults of ``folderseal.emulate.httpd`` (``429``, ``500-before``,
+the request faults of ``folderseal.providers.emulation.httpd`` (``429``, ``500-before``,
 ``drop-before``, ``500-after``, ``drop``, ``slow``) and Centrapay's own:
 
 * ``bad-url``, drawn per batch created: its fetch fails, so it goes ``error``;
@@ -75,16 +75,17 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from folderseal.emulate.faults import REQUEST_KINDS, Faults, RequestFaults
-from folderseal.emulate.httpd import (
+from folderseal.core.redact import without_secrets
+from folderseal.providers.emulation.faults import REQUEST_KINDS, Faults, RequestFaults
+from folderseal.providers.emulation.httpd import (
     ApiError,
     EmulatorApp,
     EmulatorHandler,
     EmulatorServer,
     Reply,
 )
-from folderseal.emulate.journal import Journal, log_event
-from folderseal.emulate.runner import (
+from folderseal.providers.emulation.journal import Journal, log_event
+from folderseal.providers.emulation.runner import (
     RunningEmulator,
     check_address_and_key,
     data_folder,
@@ -92,7 +93,6 @@ from folderseal.emulate.runner import (
     serve,
 )
 from folderseal.providers.http import without_query
-from folderseal.redact import without_secrets
 
 __all__ = ["FAULT_KINDS", "CentrapayEmulator", "run_centrapay", "start_centrapay"]
 

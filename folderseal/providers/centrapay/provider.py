@@ -26,17 +26,17 @@ from typing import TypeVar
 
 import httpx
 
-from folderseal import crashpoints, metrics
-from folderseal.errors import ConfigError, NotSent, TransientError
-from folderseal.logs import get as get_logger
-from folderseal.model import DocumentResult, Output
+from folderseal.core import crashpoints, metrics
+from folderseal.core.errors import ConfigError, NotSent, TransientError
+from folderseal.core.logs import get as get_logger
+from folderseal.core.model import DocumentResult, Output
+from folderseal.core.redact import without_secrets
 from folderseal.providers import BatchView, Document, Health, Ledger, Remote, RemoteStatus, Steps
 from folderseal.providers.centrapay import check as checks
 from folderseal.providers.centrapay import parse, publish, validate
 from folderseal.providers.centrapay.client import CentrapayClient
 from folderseal.providers.centrapay.config import RATE_LIMIT, CentrapayProviderConfig
 from folderseal.providers.http import RateLimiter
-from folderseal.redact import without_secrets
 
 V = TypeVar("V")
 MEMO = 1000         # batches (or status names) a memo remembers at most

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import Any, Protocol
 
-from folderseal.errors import TransientError
-from folderseal.files import fsync_dir, write_all
+from folderseal.core.errors import TransientError
+from folderseal.core.redact import without_secrets
 from folderseal.providers import fingerprint
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
-from folderseal.redact import without_secrets
+from folderseal.publish.files import fsync_dir, write_all
 
 CHUNK = 1 << 20                 # the folder copy's read size
 PART = 8 << 20                  # S3 multipart part size (and the single-PUT threshold)

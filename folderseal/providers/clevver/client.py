@@ -22,12 +22,12 @@ from typing import IO, Any, cast
 
 import httpx
 
-from folderseal import crashpoints
-from folderseal.errors import NotSent, ProviderError, Throttled, TransientError
+from folderseal.core import crashpoints
+from folderseal.core.errors import NotSent, ProviderError, Throttled, TransientError
+from folderseal.core.redact import without_secrets
 from folderseal.providers.clevver import parse
 from folderseal.providers.clevver.config import ClevverProviderConfig
 from folderseal.providers.http import basic_auth, client, retry_after, without_query
-from folderseal.redact import without_secrets
 
 THROTTLED_WAIT = 10.0    # seconds a call waits after a 429 without Retry-After
 # A refusal whose message says the account ran out of money or limits is the account's,

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from folderseal.configbase import HttpProvider, OptionalPath, read_secret
-from folderseal.keyfiles import SecretFile
+from folderseal.core.configbase import HttpProvider, OptionalPath, read_secret
+from folderseal.core.keyfiles import SecretFile
 
 
 class ClevverProviderConfig(HttpProvider):

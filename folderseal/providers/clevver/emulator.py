@@ -24,7 +24,7 @@ started twice, a document (by checksum: tests drop files of distinct content) in
 started batch twice, or in two started batches. ``violations()`` reads them.
 
 Faults (a spec as SEAL's emulator takes, e.g. ``500-before=0.1,drop=0.05,late-txid``):
-the request faults of ``folderseal.emulate.httpd`` (``429``, ``500-before``,
+the request faults of ``folderseal.providers.emulation.httpd`` (``429``, ``500-before``,
 ``drop-before``, ``500-after``, ``drop``, ``slow``) and Clevver's own:
 
 * ``late-start``, drawn at a batch's first start: the start is answered, but takes
@@ -60,17 +60,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from folderseal.emulate.faults import REQUEST_KINDS, Faults
-from folderseal.emulate.httpd import (
+from folderseal.providers.emulation.faults import REQUEST_KINDS, Faults
+from folderseal.providers.emulation.httpd import (
     ApiError,
     EmulatorApp,
     EmulatorHandler,
     EmulatorServer,
     Reply,
 )
-from folderseal.emulate.journal import Journal, log_event
-from folderseal.emulate.multipart import CHUNK, BadMultipart, Multipart
-from folderseal.emulate.runner import (
+from folderseal.providers.emulation.journal import Journal, log_event
+from folderseal.providers.emulation.multipart import CHUNK, BadMultipart, Multipart
+from folderseal.providers.emulation.runner import (
     RunningEmulator,
     check_address_and_key,
     data_folder,

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import httpx
 
-from folderseal import crashpoints
-from folderseal.errors import ConfigError, NotSent, TransientError
-from folderseal.keyfiles import exposure, service_accounts, service_group
-from folderseal.logs import get as get_logger
-from folderseal.model import DocumentResult, Output
+from folderseal.core import crashpoints
+from folderseal.core.errors import ConfigError, NotSent, TransientError
+from folderseal.core.keyfiles import exposure, service_accounts, service_group
+from folderseal.core.logs import get as get_logger
+from folderseal.core.model import DocumentResult, Output
 from folderseal.providers import (
     Abandon,
     BatchView,

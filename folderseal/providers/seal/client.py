@@ -18,12 +18,13 @@ from typing import Any
 
 import httpx
 
-from folderseal import crashpoints, files
-from folderseal.errors import ProviderError, TransientError
+from folderseal.core import crashpoints
+from folderseal.core.errors import ProviderError, TransientError
+from folderseal.core.redact import without_secrets
 from folderseal.providers.http import basic_auth, client, retry_after, without_query
 from folderseal.providers.seal import parse
 from folderseal.providers.seal.config import SealProviderConfig
-from folderseal.redact import without_secrets
+from folderseal.publish import files
 
 BODY_IN_ERRORS = 2048
 # No batch has the largest int32 id: a status call on it tests reachability and the key.

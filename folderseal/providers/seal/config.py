@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import ByteSize, Field, SecretStr, model_validator
 
-from folderseal.configbase import HttpProvider, OptionalPath, read_secret
-from folderseal.keyfiles import SecretFile
+from folderseal.core.configbase import HttpProvider, OptionalPath, read_secret
+from folderseal.core.keyfiles import SecretFile
 
 # SEAL's status codes as its newer table numbers them; names are what the API trusts.
 SEAL_STATUS_CODES = ["NEW", "UPLOADED", "ACCEPTED", "READY", "IN_PROGRESS", "FINISHING",

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import httpx
 
-from folderseal import crashpoints, files
-from folderseal.engine import signer_of
-from folderseal.errors import ConfigError, TransientError
-from folderseal.keyfiles import exposure, service_accounts, service_group
-from folderseal.logs import get as get_logger
-from folderseal.model import DocumentResult
+from folderseal.core import crashpoints
+from folderseal.core.errors import ConfigError, TransientError
+from folderseal.core.keyfiles import exposure, service_accounts, service_group
+from folderseal.core.logs import get as get_logger
+from folderseal.core.model import DocumentResult
 from folderseal.providers import (
     BatchView,
     Health,
@@ -38,6 +37,8 @@ from folderseal.providers.http import without_query
 from folderseal.providers.seal import flatzip, package
 from folderseal.providers.seal.client import SealClient
 from folderseal.providers.seal.config import SealProviderConfig
+from folderseal.publish import files
+from folderseal.signing import signer_of
 
 KNOWN = {"NEW": Remote.NEW, "UPLOADED": Remote.UPLOADED, "ACCEPTED": Remote.RUNNING,
          "READY": Remote.RUNNING, "IN_PROGRESS": Remote.RUNNING, "FINISHING": Remote.RUNNING,

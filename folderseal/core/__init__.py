@@ -1,0 +1,3 @@
+"""The bottom layer: data types, errors, configuration, logs, redaction, crash points
+and metric definitions. Every other layer may use it; it uses no other layer.
+"""

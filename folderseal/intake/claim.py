@@ -1,0 +1,202 @@
+"""Claiming: taking a file out of the inbox by one rename, and recording it.
+
+A claim is one ``rename()`` into ``work/incoming/<claim id>/<relative path>``: atomic
+(the work folder is on the inbox's filesystem), won by one process only, and it moves
+a symlink itself rather than what the link points to. The renames of one step are
+made durable together (each folder synced once), and only then recorded in the store,
+in one transaction; a crash in between leaves claims the store does not know, which
+every scan of ``incoming/`` registers (they were never sent anywhere).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from folderseal.core import crashpoints
+from folderseal.core.errors import ConfigError
+from folderseal.core.logs import get as get_logger
+from folderseal.core.model import DocumentResult, FileState
+from folderseal.intake.settle import SettleTracker
+from folderseal.publish import files
+from folderseal.store import Store, new_id
+from folderseal.work import WorkFolder
+
+# A rename refused because a program holds the file (SMB, Windows clients): try later.
+IN_USE = frozenset({errno.EBUSY, errno.EACCES, errno.EPERM, errno.ETXTBSY})
+OUTAGE = frozenset({errno.ENOENT, errno.ESTALE, errno.ENOTCONN, errno.EHOSTDOWN, errno.EIO,
+                    errno.ETIMEDOUT, errno.ENODEV, errno.EHOSTUNREACH})
+# A claim that fails at once: (code, message).
+Failure = tuple[str, str]
+NOT_REGULAR: Failure = (
+    "not_regular", "it is not a regular file (a symbolic link, folder link, FIFO or device); "
+    "folderseal seals regular files only and never follows links")
+# Claimed only after it stayed empty for ten settle periods (settle.EMPTY_SETTLE_FACTOR).
+EMPTY: Failure = (
+    "empty", "the file is empty (0 bytes) and stayed empty well past settle_seconds, so "
+    "there is nothing to seal: the program that wrote it (a scanner, a copy job) stopped "
+    "before writing any content. Scan or copy it into the inbox again; this empty file can "
+    "be deleted")
+
+
+class Outage(Exception):
+    """The inbox is out of reach right now."""
+
+
+class Claims:
+    """Claims files of one inbox into its work folder and records them."""
+
+    def __init__(self, name: str, inbox: Path, work: WorkFolder, store: Store,
+                 tracker: SettleTracker, on_rejected: Callable[[], None]) -> None:
+        self.name = name
+        self.inbox = inbox
+        self.work = work
+        self.store = store
+        self.tracker = tracker
+        self.on_rejected = on_rejected
+        self.log = get_logger(folder=name)
+
+    def register_unknown(self, now: float) -> int:
+        """Register claims the store does not know (a crash or a refused write); how many."""
+        recovered = 0
+        present = self.work.claim_ids()
+        known = self.store.known_ids(present) if present else set()
+        for claim_id in present:
+            if claim_id in known:
+                continue
+            top = self.work.claim_dir(claim_id)
+            found = [str(p.relative_to(top)) for p in top.rglob("*")
+                     if p.is_symlink() or not p.is_dir()]
+            if not found:
+                shutil.rmtree(top, ignore_errors=True)  # a claim that never got its file
+                continue
+            if len(found) > 1:  # a claim holds one file; something else wrote here
+                self.log.warning("file.claim_crowded", file=claim_id, found=found[:5])
+            self.log.info("file.claim_recovered", file=claim_id, source=found[0])
+            self.register([(claim_id, found[0], now, None)])
+            recovered += 1
+        return recovered
+
+    def rename_in(self, source: str) -> str | None:
+        """Claim by rename; the claim id, or None if the file is busy or gone."""
+        claim_id = new_id()
+        head, _, name = source.rpartition("/")
+        target = self.work.claim_dir(claim_id) / head
+        target.mkdir(parents=True)
+        try:
+            os.rename(self.inbox / source, target / name)
+        except OSError as exc:
+            shutil.rmtree(self.work.claim_dir(claim_id), ignore_errors=True)
+            if exc.errno == errno.EXDEV:
+                raise ConfigError(f"the work folder {self.work.path} is on another filesystem "
+                                  f"than the inbox {self.inbox}") from None
+            if exc.errno == errno.ENOENT:
+                self.tracker.forget(source)
+            elif exc.errno in IN_USE:
+                self.tracker.wait(source, f"in use by another program ({exc.strerror})",
+                                  self.store.clock())
+            elif exc.errno in OUTAGE:
+                raise Outage(f"cannot claim {source}: {exc.strerror}") from None
+            else:
+                raise
+            return None
+        return claim_id
+
+    def claim_all(self, wanted: list[tuple[str, tuple[str, str] | None]]) -> list[str | None]:
+        """Claim files by rename, make the renames durable, then record them in the store.
+
+        Folders are synced once per call, however many files moved; a crash before the
+        store knows a claim leaves it in incoming/, where the next scan finds it.
+        """
+        claimed: list[tuple[str, str, float, tuple[str, str] | None]] = []
+        ids: list[str | None] = []
+        folders = {self.work.incoming}
+        for source, fail in wanted:
+            candidate = self.tracker.candidates.get(source)
+            seen_at = candidate.first_seen if candidate else self.store.clock()
+            claim_id = self.rename_in(source)
+            ids.append(claim_id)
+            if claim_id is None:
+                continue
+            self.tracker.forget(source)
+            claimed.append((claim_id, source, seen_at, fail))
+            folder = self.work.claim_dir(claim_id)
+            folders.add(folder)
+            for part in source.split("/")[:-1]:
+                folder = folder / part
+                folders.add(folder)
+            folders.add((self.inbox / source).parent)
+        for folder in sorted(folders, key=lambda p: -len(p.parts)):  # deepest first
+            files.fsync_dir(folder)
+        if claimed:
+            crashpoints.reached("claimed")
+            self.register(claimed)
+        return ids
+
+    def register(self, claimed: list[tuple[str, str, float, Failure | None]]) -> None:
+        """Record claimed files with their hashes in one transaction; fail the bad ones."""
+        rows = []
+        failures = []
+        for claim_id, source, seen_at, fail in claimed:
+            path = self.work.claim_dir(claim_id) / source
+            st, digest, problem = (os.lstat(path), None, fail) if fail else self._check(path)
+            rows.append({"id": claim_id, "folder": self.name, "source": source,
+                         "dev": st.st_dev, "ino": st.st_ino, "size": st.st_size,
+                         "mtime_ns": st.st_mtime_ns, "sha256": digest, "seen_at": seen_at})
+            if problem is not None:
+                failures.append((claim_id, problem))
+        self.store.add_claims(rows)
+        for row in rows:
+            self.log.info("file.claimed", file=row["id"], source=row["source"],
+                          bytes=row["size"])
+        for claim_id, (code, message) in failures:
+            self.fail(claim_id, code, message)
+
+    @staticmethod
+    def _check(path: Path) -> tuple[os.stat_result, str | None, Failure | None]:
+        """Stat and hash a claimed file: its hash, or why it cannot be sealed.
+
+        Neither (no hash, no failure) means reading failed for a passing reason (EIO on
+        a share); the file stays claimed and the next sweep tries again.
+        """
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return st, None, NOT_REGULAR
+        if st.st_size == 0:
+            return st, None, EMPTY
+        try:
+            digest, _ = files.hash_path(path)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                return st, None, ("unreadable", f"cannot read the file: {exc.strerror}")
+            return st, None, None
+        return st, digest, None
+
+    def fail(self, claim_id: str, code: str, message: str) -> None:
+        """A claimed file that cannot be sealed: REJECTED, and the folder's errors thread
+        told. It, never this (the main loop), puts the file into the errors folder: a
+        share there that hangs must not stop every folder (:mod:`folderseal.publish.probe`)."""
+        self.store.set_file_result(claim_id, FileState.CLAIMED, DocumentResult(
+            entry="", error_code=code, error_message=message))
+        self.on_rejected()
+
+    def sweep(self) -> None:
+        """Finish claims that a crash left half done (never hashed); the rejected ones
+        are the errors thread's."""
+        for record in self.store.unfinished_claims(self.name):
+            if record.state == FileState.REJECTED:
+                continue
+            path = self.work.path_of(record)
+            try:
+                st, digest, problem = self._check(path)
+            except FileNotFoundError:
+                problem, digest = ("vanished", "the claimed file is no longer in the work "
+                                   f"folder ({path})"), None
+            if problem is not None:
+                self.fail(record.id, *problem)
+            elif digest is not None:
+                self.store.set_claim_hash(record.id, digest, st.st_size, st.st_mtime_ns)

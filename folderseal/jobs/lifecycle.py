@@ -1,0 +1,78 @@
+"""The one lifecycle table: what a batch's state says a provider may have done with its
+files, and how a remote batch's state reads. The manager, ``recover`` and ``retry``
+decide by it (docs/crash-table.md shows it); nothing else spells these rules out.
+
+=================================  ==========================================
+job state                          what the provider may have done
+=================================  ==========================================
+BATCHED                            nothing: nothing was sent
+CREATED, UPLOADED                  received them, never started: the remote
+                                   batch may be abandoned and the files batched
+                                   again
+ACCEPTING, ACCEPTED, CLOSED,       may have run (signed, stored, loaded): never
+DOWNLOADED                         submitted again — when the provider's accept
+                                   is irrevocable; otherwise (local) running
+                                   again is harmless until delivery
+DELIVERED, CLEANED                 delivered
+=================================  ==========================================
+
+FAILED is judged by the step it failed in (``JobRecord.failed_step``).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from folderseal.core.model import JobState
+from folderseal.providers import Remote, Steps
+
+
+class Reach(enum.IntEnum):
+    """How far a batch's files got with the provider, in order."""
+
+    NOTHING_SENT = 0   # nothing left the work folder
+    SENT = 1           # sent, never started: may be abandoned and batched again
+    MAY_HAVE_RUN = 2   # accept may have been sent: the point of no return
+    DELIVERED = 3      # outputs and sidecars durable
+
+
+REACH: dict[JobState, Reach] = {
+    JobState.BATCHED: Reach.NOTHING_SENT,
+    JobState.CREATED: Reach.SENT,
+    JobState.UPLOADED: Reach.SENT,
+    JobState.ACCEPTING: Reach.MAY_HAVE_RUN,
+    JobState.ACCEPTED: Reach.MAY_HAVE_RUN,
+    JobState.CLOSED: Reach.MAY_HAVE_RUN,
+    JobState.DOWNLOADED: Reach.MAY_HAVE_RUN,
+    JobState.DELIVERED: Reach.DELIVERED,
+    JobState.CLEANED: Reach.DELIVERED,
+}
+
+# A remote batch in these states was started: its files may have run already.
+STARTED = frozenset({Remote.RUNNING, Remote.CLOSED, Remote.FAILED})
+# A remote batch in these states was never started: it may still be abandoned.
+OPEN = frozenset({Remote.NEW, Remote.UPLOADED})
+# The provider is done with a started batch: its results can be downloaded.
+FINISHED = frozenset({Remote.CLOSED, Remote.FAILED})
+
+
+def reach(state: JobState | str | None) -> Reach:
+    """How far a batch in ``state`` got (FAILED: pass the step it failed in). A state
+    that says nothing (none recorded, FAILED itself, a name this version does not know)
+    reads as "may have run": the safe side, on which nothing is submitted again."""
+    try:
+        return REACH[JobState(state or "")]
+    except (ValueError, KeyError):
+        return Reach.MAY_HAVE_RUN
+
+
+def past_no_return(state: JobState | str | None) -> bool:
+    """ACCEPTING was stored: accept may have reached the provider."""
+    return reach(state) >= Reach.MAY_HAVE_RUN
+
+
+def may_have_run(state: JobState | str | None, steps: Steps) -> bool:
+    """The files of a batch in ``state`` may have been signed/stored/loaded, and so must
+    never be submitted again (for a provider whose accept is irrevocable)."""
+    return steps.irrevocable and past_no_return(state)
+

@@ -1,0 +1,166 @@
+"""What runs inside a signing worker process of the local provider.
+
+``setup`` loads the seal once per worker (the private key stays in memory: loading
+it per signature costs more than the signature). ``sign`` seals one batched file into
+the batch's staging folder and checks the result before anyone may publish it:
+
+* the input opened is the claimed file (same device and inode, no symlink);
+* a PAdES output begins with the exact bytes of the claimed input (its sha256), so
+  no output is ever matched to the wrong file;
+* a detached signature was computed over content whose sha256 is the claimed one.
+
+A file that cannot be signed comes back as a failed :class:`DocumentResult`; only a
+crash or a hang of the worker itself is left to the pool to report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from folderseal import signing
+from folderseal.core.errors import FileRejected
+from folderseal.core.model import DocumentResult, Output, Signer
+from folderseal.publish import files
+from folderseal.publish.safety import open_claimed, open_dir
+from folderseal.signing.seal import Seal
+from folderseal.signing.signer import describe_certificate
+
+
+@dataclass(frozen=True, slots=True)
+class SealSource:
+    """How a worker finds the seal; the password travels over the pool's pipe."""
+
+    certificate: Path
+    key: Path | None
+    password: bytes | None
+    timestamp_url: str
+
+    def __repr__(self) -> str:  # never show the password
+        return f"SealSource(certificate={self.certificate!s}, key={self.key!s})"
+
+
+@dataclass(frozen=True, slots=True)
+class SignTask:
+    files_dir: str
+    entry: str
+    dev: int
+    ino: int
+    sha256: str
+    size: int
+    staging: str
+    is_pdf: bool
+
+
+@dataclass(slots=True)
+class WorkerState:
+    seal: Seal
+    timestamp_url: str
+    signer: Signer   # the seal's certificate, as every sidecar of this seal records it
+
+
+def load_seal(source: SealSource) -> Seal:
+    if source.key is not None:
+        return Seal.from_pem(source.key, source.certificate, source.password)
+    return Seal.from_pkcs12(source.certificate, source.password)
+
+
+def setup(source: SealSource) -> WorkerState:
+    seal = load_seal(source)
+    return WorkerState(seal=seal, timestamp_url=source.timestamp_url,
+                       signer=describe_certificate(seal.certificate.dump()))
+
+
+def sign(state: WorkerState, task: SignTask) -> DocumentResult:
+    """Seal one file; its outputs and its result are on disk (fsynced) when this returns."""
+    try:
+        result = _sign(state, task)
+    except FileRejected as exc:
+        result = DocumentResult(entry=task.entry, error_code=exc.code, error_message=exc.message)
+    save_result(Path(task.staging), result)
+    return result
+
+
+RESULT_SUFFIX = ".result.json"
+
+
+def save_result(staging: Path, result: DocumentResult) -> None:
+    """Write a file's result durably beside its outputs (the provider's record of it)."""
+    path = staging / (result.entry + RESULT_SUFFIX)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, result.to_json().encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    files.fsync_dir(staging)
+
+
+def _sign(state: WorkerState, task: SignTask) -> DocumentResult:
+    folder = open_dir(task.files_dir)
+    try:
+        src_fd = open_claimed(folder, task.entry, task.dev, task.ino)
+    finally:
+        os.close(folder)
+    with os.fdopen(src_fd, "rb") as src:
+        if os.fstat(src.fileno()).st_size != task.size:
+            raise _changed("size")
+        if task.is_pdf:
+            return _pades(state, task, src)
+        return _cades(state, task, src)
+
+
+def _changed(what: str) -> FileRejected:
+    return FileRejected(
+        "input_changed",
+        f"the file changed after it was claimed (its {what} differs), so it was not sealed: "
+        "a program was still writing it after it looked finished. Check that the file here "
+        "is complete, then `folderseal retry` it (the id is in `folderseal status`); to "
+        "prevent this, have the writer write under a temporary name and rename it when "
+        "done, or raise settle_seconds")
+
+
+def _staged(task: SignTask, suffix: str) -> Path:
+    return Path(task.staging) / (task.entry + suffix)
+
+
+def _open_output(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   0o600)
+
+
+def _pades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
+    out_path = _staged(task, "")
+    with os.fdopen(_open_output(out_path), "w+b") as dst:
+        signing.sign_pdf(state.seal, src, dst, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
+        dst.flush()
+        os.fsync(dst.fileno())
+        whole, prefix, size = files.hash_with_prefix(dst.fileno(), task.size)
+    if prefix != task.sha256:
+        out_path.unlink(missing_ok=True)
+        raise FileRejected("output_mismatch", "the signed PDF does not begin with the exact "
+                           "bytes of the claimed file; it was not published")
+    return DocumentResult(entry=task.entry, signer=state.signer, outputs=(
+        Output(role="signed", staged=str(out_path), suffix="", sha256=whole, bytes=size),))
+
+
+def _cades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
+    signature = signing.sign_detached(state.seal, src, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
+    if signature.content_sha256 != task.sha256:
+        raise _changed("content")
+    sig_path = _staged(task, ".p7s")
+    fd = _open_output(sig_path)
+    try:
+        os.write(fd, signature.der)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return DocumentResult(entry=task.entry, signer=state.signer, outputs=(
+        Output(role="original", staged="", suffix="", sha256=task.sha256, bytes=task.size),
+        Output(role="signature", staged=str(sig_path), suffix=".p7s",
+               sha256=hashlib.sha256(signature.der).hexdigest(), bytes=len(signature.der)),
+    ))

@@ -1,0 +1,133 @@
+"""Output folders (outbox, errors, archive): relative names, roots, and what errors mean.
+
+Shared by :mod:`folderseal.publish.sink` (publishing) and :mod:`folderseal.publish.failures` (the
+errors
+folder). A missing root is an outage (a share not mounted): it is never created. A
+folder that is full, read-only or gone is transient: the batch waits and retries.
+While a root is missing, not writable or not answering the intake claims nothing
+(:func:`blocked`, looked at off the main loop by :mod:`folderseal.publish.probe`): files wait,
+visible, in the inbox instead of piling up in the work folder.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from folderseal.core.config import FolderConfig
+from folderseal.core.errors import FileRejected, OutboxUnavailable
+from folderseal.core.model import Event, FileRecord, JobRecord
+from folderseal.publish import files, sidecar
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """What the sink needs to know about the batch a file came in."""
+
+    job: JobRecord | None
+    provider_name: str
+    provider_kind: str
+    outcome: str           # what its provider makes of a file: signed | stored | loaded
+    batch_files: int
+    history: list[Event]   # the batch's transitions and its files', in order
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """An output folder a folder cannot use now: nothing is claimed until it can."""
+
+    reason: str    # "<outbox|errors|archive>_<missing|not_writable|not_answering>": a label
+    message: str   # which folder, and what to do
+
+
+OUTPUT_ROOTS = ("outbox", "errors", "archive")
+BLOCK_REASONS = tuple(f"{key}_{why}" for key in OUTPUT_ROOTS
+                      for why in ("missing", "not_writable", "not_answering"))
+UNTIL = "files wait in the inbox until"
+
+
+def blocked(cfg: FolderConfig) -> list[Blocked]:
+    """The output folders of ``cfg`` that are missing or that folderseal may not write."""
+    return [b for key in OUTPUT_ROOTS if (b := blocked_root(key, getattr(cfg, key)))]
+
+
+def blocked_root(key: str, root: Path | None) -> Blocked | None:
+    """Why the ``key`` folder ``root`` cannot take outputs now (None if it can)."""
+    if root is None:
+        return None
+    try:
+        is_dir = stat.S_ISDIR(os.stat(root).st_mode)
+    except PermissionError:  # a folder above it is closed to folderseal
+        return Blocked(f"{key}_not_writable", (
+            f"folderseal (uid {os.geteuid()}) may not reach the {key} folder {root}: a "
+            f"folder above it is closed to it; fix that folder's permissions; {UNTIL} it "
+            "can"))
+    except OSError:  # not there, or a share that answers with an error
+        is_dir = False
+    if not is_dir:
+        return Blocked(f"{key}_missing", (
+            f"the {key} folder {root} is not there: mount its share, or create it; "
+            f"{UNTIL} it is back"))
+    if not os.access(root, os.W_OK | os.X_OK):
+        return Blocked(f"{key}_not_writable", (
+            f"folderseal (uid {os.geteuid()}) may not write to the {key} folder {root}: "
+            f"fix its permissions; {UNTIL} it can"))
+    return None
+
+
+def not_answering(key: str, root: Path, seconds: float) -> Blocked:
+    """The ``key`` folder has not answered a look for ``seconds`` or more."""
+    return Blocked(f"{key}_not_answering", (
+        f"the {key} folder {root} has not answered for over {seconds:.0f} s (a hung "
+        f"share?): check its share and the network to its server; {UNTIL} it answers"))
+
+
+def split(relative: str) -> tuple[str, str]:
+    """``"a/b/c.pdf"`` → ``("a/b", "c.pdf")``."""
+    head, _, name = relative.rpartition("/")
+    return head, name
+
+
+def join(head: str, name: str) -> str:
+    return f"{head}/{name}" if head else name
+
+
+def require_root(root: Path, key: str) -> None:
+    """A missing outbox, errors or archive root is an outage; it is never created."""
+    if not root.is_dir():
+        raise OutboxUnavailable(
+            f"the {key} folder {root} is not there (a share not mounted?); "
+            "folderseal waits for it and retries")
+
+
+def makedirs(folder: Path, file_mode: int) -> None:
+    """A folder below an outbox, errors or archive root, readable as its files are."""
+    try:
+        files.makedirs(folder, files.folder_mode(file_mode))
+    except OSError as exc:
+        if exc.errno in files.NAME_ERRNOS:
+            raise FileRejected("name_refused", f"the filesystem refused the folder name "
+                               f"{folder.name!r} ({exc.strerror})") from None
+        raise
+
+
+def translate(exc: OSError, folder: Path) -> Exception:
+    """A full, read-only or vanished folder is transient: wait; anything else stays."""
+    if exc.errno in files.TRANSIENT_ERRNOS:
+        return OutboxUnavailable(f"cannot write to {folder}: {exc.strerror}; folderseal "
+                                 "keeps the files in its work folder and retries")
+    return exc
+
+
+def record_fields(record: FileRecord, ctx: JobContext, node: str, end: str,
+                  at: float) -> dict[str, Any]:
+    """The sidecar fields every record of ``record`` shares, its timeline ending ``end``."""
+    document = (record.result.provider_document if record.result else "") or \
+        (record.entry or "")
+    steps = sidecar.timeline(record, ctx.job, ctx.history, (end, at), outcome=ctx.outcome)
+    return {"provider_name": ctx.provider_name, "provider_kind": ctx.provider_kind,
+            "job": ctx.job, "batch_files": ctx.batch_files, "document": document,
+            "node": node, "steps": steps}

@@ -1,0 +1,128 @@
+"""The JSON records folderseal writes beside every result: sidecars and error records.
+
+A sidecar (``<primary output>.json``) proves what happened to one source file: its
+input hash, every output with its hash, the provider and batch, and a timeline. An
+error record (``<name>.error.json`` in the errors folder) has the same fields with
+``"status": "failed"``, the reason, and the ``retry_id`` that ``folderseal retry``
+takes. Both pass through the redactor.
+
+A delivered file's ``status`` is what its provider made of it (``steps.outcome``:
+signed, stored, loaded), and so is the name of the step at which the provider finished
+(the job's CLOSED). The provider's own proof (a receipt, a report) from its result joins
+the ``provider`` object. Nothing here knows one provider from another.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from folderseal import __version__
+from folderseal.core.model import Event, FileRecord, FileState, JobRecord, path_text
+from folderseal.core.redact import REDACTOR
+
+SCHEMA = "folderseal.sidecar/1"
+# What a delivered file can be (a provider's steps.outcome, the sidecar's status).
+OUTCOMES = ("signed", "stored", "loaded")
+# Job states whose arrival is a step worth showing, and the name shown; the CLOSED step
+# is named by the provider's outcome. "delivered" (outputs durable: the sidecar is
+# written after them) ends the timeline of every delivered file.
+_TIMELINE_STEPS = {"ACCEPTING": "submitted", "ACCEPTED": "accepted", "DOWNLOADED": "downloaded"}
+_FINISHED = "CLOSED"
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def timeline(record: FileRecord, job: JobRecord | None, history: list[Event],
+             end: tuple[str, float], *, outcome: str) -> list[dict[str, str]]:
+    """Steps of one file: seen, claimed, batched, the provider's steps, and ``end``.
+
+    The step at which the provider finished is named ``outcome`` (signed, stored,
+    loaded). Only what happened to this file: its batch's steps count while the file was
+    in the batch (not after it was rejected, until a retry puts it back), and ``outcome``
+    and "downloaded" only if its result came back good (a document the provider did not
+    sign, or a file the signer refused, was neither).
+    """
+    names = {**_TIMELINE_STEPS, _FINISHED: outcome}
+    result_steps = (outcome, names["DOWNLOADED"])
+    steps = [("seen", record.seen_at), ("claimed", record.claimed_at)]
+    if job is not None:
+        steps.append(("batched", job.created_at))
+        in_batch, good = True, False
+        shown: dict[str, float] = {}
+        for event in history:
+            if event.file_id == record.id and event.kind == "file.state":
+                if event.state == FileState.REJECTED:
+                    in_batch = False
+                elif event.state == FileState.BATCHED:
+                    in_batch = True  # a retry put it back into its batch
+                good = good or event.state == FileState.READY
+            elif event.kind == "batch.state" and in_batch:
+                step = names.get(event.state or "")
+                if step:
+                    shown.setdefault(step, event.at)  # a step repeated after a retry: once
+        steps += [(step, at) for step, at in shown.items()
+                  if good or step not in result_steps]
+    steps.append(end)
+    return [{"step": step, "at": iso(at)} for step, at in steps]
+
+
+def _common(record: FileRecord, *, status: str, provider_name: str, provider_kind: str,
+            job: JobRecord | None, batch_files: int, document: str, node: str,
+            steps: list[dict[str, str]]) -> dict[str, Any]:
+    provider = {"name": provider_name, "kind": provider_kind,
+                "batch": (job.remote_id or job.id) if job else None,
+                "document": document or None}
+    # The provider's proof ({"receipt": {…}}, {"report": {…}}) beside what folderseal
+    # knows; it cannot replace those four.
+    block = record.result.provider_block if record.result else {}
+    provider.update((key, value) for key, value in block.items() if key not in provider)
+    return {
+        "schema": SCHEMA,
+        "status": status,
+        "folder": record.folder,
+        "source": record.source_text,
+        "input": {"sha256": record.sha256, "bytes": record.size},
+        "outputs": [],
+        "provider": provider,
+        "batch": {"id": job.id if job else None, "files": batch_files},
+        "node": node,
+        "version": __version__,
+        "timeline": steps,
+    }
+
+
+def delivered(record: FileRecord, outputs: list[dict[str, Any]], *, outcome: str,
+              **common: Any) -> bytes:
+    """The sidecar of a delivered file, whose status is ``outcome`` (signed, stored,
+    loaded); ``outputs`` hold path (str), role, sha256, bytes. ``signer`` is the
+    certificate it was sealed with (null when none could be read, or none sealed it)."""
+    data = _common(record, status=outcome, **common)
+    data["outputs"] = [{"path": path_text(o["path"]), "role": o["role"], "sha256": o["sha256"],
+                        "bytes": o["bytes"]} for o in outputs]
+    signer = record.result.signer if record.result else None
+    data["signer"] = signer.to_json() if signer else None
+    return _dump(data)
+
+
+def failed(record: FileRecord, code: str, message: str, attempts: int, original: str,
+           **common: Any) -> bytes:
+    """The error record of a file that went to the errors folder."""
+    data = _common(record, status="failed", **common)
+    data["retry_id"] = record.id
+    data["error"] = {"code": code, "message": message, "attempts": attempts,
+                     "original": path_text(original)}
+    job = common.get("job")
+    if job is not None and job.publish_key:
+        # Where the file was published for the provider to fetch, whole (logs and
+        # messages show a fingerprint: with the URL prefix it may be a read key).
+        data["provider"]["published"] = job.publish_key
+    return _dump(data)
+
+
+def _dump(data: dict[str, Any]) -> bytes:
+    return (json.dumps(REDACTOR.data(data), indent=2, ensure_ascii=False) + "\n").encode()

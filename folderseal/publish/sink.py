@@ -1,0 +1,406 @@
+"""Publishing results: outputs and sidecars into the outbox, failures into errors.
+
+Rules (the promises "nothing overwritten, nothing half-written, nothing lost"):
+
+* Output names are chosen and recorded in the store before anything is published.
+  A restart finds the recorded names; an output already there with the right hash
+  is not written again.
+* Publishing never replaces: a temp file in the target folder is fsynced, then
+  ``link()``-ed to its name. A taken name moves the whole group (signed file,
+  detached signature, sidecar) to one shared suffix ``-1``, ``-2``, …
+* The sidecar is written after the outputs are durable; originals are archived or
+  deleted only after outputs and sidecars are durable (``finish``).
+* A full, read-only or vanished outbox is :class:`OutboxUnavailable`: the job waits
+  and nothing is deleted from the work folder. A name the outbox's filesystem
+  refuses fails that one file, which goes to errors with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from folderseal.core import crashpoints, metrics
+from folderseal.core.config import FolderConfig
+from folderseal.core.errors import FileRejected, TransientError
+from folderseal.core.logs import get as get_logger
+from folderseal.core.model import DocumentResult, FileRecord, FileState
+from folderseal.publish import files, sidecar
+from folderseal.publish.failures import Failures
+from folderseal.publish.folders import (
+    JobContext,
+    join,
+    makedirs,
+    record_fields,
+    require_root,
+    split,
+    translate,
+)
+from folderseal.publish.safety import open_dir
+from folderseal.store import Store
+from folderseal.work import WorkFolder
+
+
+class _NameTaken(Exception):
+    """A name of the output group turned out to be taken: move the group on."""
+
+
+def _refused(record: FileRecord, problem: FileRejected) -> DocumentResult:
+    """The result of a file the outbox refused: the provider's word on it (its document,
+    its proof) stays for the error record; its outputs were not published."""
+    if record.result is None:
+        return DocumentResult(entry=record.entry or "", error_code=problem.code,
+                              error_message=problem.message)
+    return dataclasses.replace(record.result, outputs=(), error_code=problem.code,
+                               error_message=problem.message, pending=False)
+
+
+class Sink:
+    """Publishes the results of one folder."""
+
+    def __init__(self, name: str, cfg: FolderConfig, work: WorkFolder, store: Store,
+                 node: str) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.work = work
+        self.store = store
+        self.node = node
+        self.log = get_logger(folder=name)
+        self.failures = Failures(name, cfg, work, store, node)
+        self.fail = self.failures.fail
+
+    # -- delivery ------------------------------------------------------------------
+
+    def deliver(self, records: list[FileRecord], ctx: JobContext,
+                keep_lease: Callable[[], None]) -> None:
+        """Publish every READY file and sink every REJECTED one; mark them in the store.
+
+        Names are recorded for the whole batch in one transaction; then all outputs
+        are placed, each folder they went to is synced once, then all sidecars, and
+        their folders synced once again. A name found taken on the way sends that one
+        file down the careful path (:meth:`_publish_alone`).
+        """
+        require_root(self.cfg.outbox, "outbox")
+        ready = [r for r in records if r.state == FileState.READY]
+        plans: dict[str, list[dict[str, Any]]] = {}
+        retried: set[str] = set()
+        rejected: dict[str, FileRejected] = {}
+        with self.store.transaction():
+            for record in ready:
+                if record.outputs:
+                    plans[record.id] = [dict(o) for o in record.outputs]
+                    retried.add(record.id)  # a run before this one may have left temps
+                    continue
+                try:
+                    plans[record.id] = self._plan(record, 0)
+                except FileRejected as exc:
+                    rejected[record.id] = exc
+        alone: set[str] = set()
+        for phase in ("outputs", "sidecars"):
+            keep_lease()  # a node whose lease expired must not publish
+            folders: set[Path] = set()
+            for record in ready:
+                if record.id in rejected or record.id in alone:
+                    continue
+                try:
+                    folder = self._folder_of(record, retried)
+                    if phase == "outputs":
+                        self._place_outputs(record, plans[record.id])
+                    else:
+                        self._place_sidecar(record, plans[record.id], ctx)
+                    folders.add(folder)
+                except _NameTaken:
+                    alone.add(record.id)
+                except FileRejected as exc:
+                    self._undo_group(plans[record.id])
+                    rejected[record.id] = exc
+                except OSError as exc:
+                    raise translate(exc, self.cfg.outbox) from None
+            for folder in folders:
+                files.fsync_dir(folder)
+            if phase == "outputs":
+                crashpoints.reached("output-published")
+        for record in ready:
+            if record.id in alone:
+                keep_lease()
+                try:
+                    self._publish_alone(record, plans[record.id], ctx)
+                except FileRejected as exc:
+                    rejected[record.id] = exc
+        self._mark(ready, plans, rejected, ctx)
+        refreshed = {r.id: r for r in self.store.files_of_job(ctx.job.id)} if ctx.job else {}
+        for record in records:
+            current = refreshed.get(record.id, record)
+            if current.state == FileState.REJECTED:
+                self.fail(current, ctx)
+
+    def _mark(self, ready: list[FileRecord], plans: dict[str, list[dict[str, Any]]],
+              rejected: dict[str, FileRejected], ctx: JobContext) -> None:
+        with self.store.transaction():
+            for record in ready:
+                problem = rejected.get(record.id)
+                if record.id not in plans and problem is None:
+                    continue
+                if problem is None:
+                    self.store.set_file_state(record.id, FileState.READY, FileState.PUBLISHED,
+                                              job_id=record.batch_id,
+                                              detail=plans[record.id][0]["path"])
+                else:
+                    self.store.set_file_result(record.id, FileState.READY,
+                                               _refused(record, problem),
+                                               job_id=record.batch_id)
+        delivered = [record for record in ready if record.id not in rejected]
+        for record in delivered:
+            self.log.info("file.delivered", file=record.id, source=record.source,
+                          batch=record.batch_id)
+        metrics.count_delivered(self.name, ctx.provider_name, ctx.outcome, len(delivered))
+
+    def _folder_of(self, record: FileRecord, retried: set[str]) -> Path:
+        folder = self.cfg.outbox / split(record.source)[0]
+        makedirs(folder, self.cfg.file_mode)
+        if record.id in retried:
+            files.remove_leftovers(folder, record.id)
+        return folder
+
+    def _place_outputs(self, record: FileRecord, plan: list[dict[str, Any]]) -> None:
+        for output in plan[:-1]:
+            dest = self.cfg.outbox / output["path"]
+            if not self._is_ours(dest, output["sha256"]):
+                self._place(record, output, dest)
+
+    def _place_sidecar(self, record: FileRecord, plan: list[dict[str, Any]],
+                       ctx: JobContext) -> None:
+        dest = self.cfg.outbox / plan[-1]["path"]
+        if not self._is_our_sidecar(dest, record):
+            fields = record_fields(record, ctx, self.node, "delivered", self.store.clock())
+            body = sidecar.delivered(record, plan[:-1], outcome=ctx.outcome, **fields)
+            self._write(dest.parent, dest.name, body, record.id)
+
+    def _undo_group(self, plan: list[dict[str, Any]]) -> None:
+        """Remove outputs of a group this run placed (they hold exactly our bytes)."""
+        for output in plan[:-1]:
+            dest = self.cfg.outbox / output["path"]
+            with contextlib.suppress(_NameTaken, OSError):
+                if self._is_ours(dest, output["sha256"]):
+                    dest.unlink()
+
+    def _publish_alone(self, record: FileRecord, plan: list[dict[str, Any]],
+                       ctx: JobContext) -> None:
+        """One group, synced step by step; a taken name moves the group to the next suffix."""
+        folder = self.cfg.outbox / split(record.source)[0]
+        while True:
+            try:
+                self._place_outputs(record, plan)
+                files.fsync_dir(folder)
+                self._place_sidecar(record, plan, ctx)
+                files.fsync_dir(folder)
+                return
+            except _NameTaken:
+                self._undo_group(plan)
+                with self.store.transaction():
+                    plan = self._plan(record, int(plan[-1]["n"]) + 1)
+            except FileRejected:
+                self._undo_group(plan)
+                raise
+            except OSError as exc:
+                raise translate(exc, folder) from None
+
+    def _plan(self, record: FileRecord, start: int) -> list[dict[str, Any]]:
+        """Choose and record the first suffix from ``start`` at which the group's names
+        are all free."""
+        assert record.result is not None
+        head, name = split(record.source)
+        folder = self.cfg.outbox / head
+        for n in range(start, files.MAX_NUMBERED):
+            primary = files.numbered(name, n)
+            names = [primary + o.suffix for o in record.result.outputs] + [primary + ".json"]
+            paths = [join(head, candidate) for candidate in names]
+            # Free on disk (or holding exactly this output: a run whose record was lost
+            # placed it), and not planned by another file still on its way out.
+            free = self._sidecar_free_or_ours(folder / names[-1], record) and all(
+                self._free_or_same(folder / candidate, o.sha256, o.bytes)
+                for candidate, o in zip(names, record.result.outputs, strict=False))
+            if free and self.store.names_free(record.folder, "outbox", record.id, paths):
+                plan = [{"role": o.role, "path": path, "staged": o.staged, "sha256": o.sha256,
+                         "bytes": o.bytes, "n": n}
+                        for o, path in zip(record.result.outputs, paths, strict=False)]
+                plan.append({"role": "sidecar", "path": paths[-1], "n": n})
+                self.store.set_file_outputs(record, plan, "outbox")
+                return plan
+        raise FileRejected("name_exhausted", f"{files.MAX_NUMBERED} outputs named like "
+                           f"{name!r} exist already in the outbox; clear some out")
+
+    def _place(self, record: FileRecord, output: dict[str, Any], dest: Path) -> None:
+        """Publish one output at ``dest`` from its staged file (or the original)."""
+        original = output["role"] == "original"
+        if original:
+            src_fd = self.work.open_file(record)
+            # Link the very file opened and checked, not whatever the path names now.
+            src = Path(f"/proc/self/fd/{src_fd}")
+        else:
+            src = Path(output["staged"])
+            try:
+                src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise FileRejected("output_lost", f"the signed output {src} is gone from the "
+                                   "state folder; nothing was published: retry the file"
+                                   ) from None
+        try:
+            # On the outbox's filesystem, the file itself gets its final name: no copy.
+            # Not an original that is to be archived: the two must not share an inode.
+            if (not original or self.cfg.archive is None) and \
+                    self._same_device(src_fd, dest.parent):
+                digest, _ = files.hash_fd(src_fd)
+                self._check_hash(record, output, digest)
+                try:
+                    os.fchmod(src_fd, self.cfg.file_mode)
+                    os.fsync(src_fd)
+                    self._publish(lambda: files.link_noreplace(src, dest, follow=original),
+                                  dest)
+                    return
+                except OSError as exc:
+                    # Another user's file (not ours to chmod or to link), or a
+                    # filesystem without hard links: copy it instead.
+                    if exc.errno not in files.NO_LINK_ERRNOS:
+                        raise
+            with files.temp_file(dest.parent, 0o600, record.id) as (fd, tmp):
+                digest, _ = files.copy_fd(src_fd, fd)
+                self._check_hash(record, output, digest)
+                os.fchmod(fd, self.cfg.file_mode)
+                os.fsync(fd)
+                self._publish(lambda: files.rename_noreplace(tmp, dest), dest)
+        finally:
+            os.close(src_fd)
+
+    @staticmethod
+    def _same_device(fd: int, folder: Path) -> bool:
+        return os.fstat(fd).st_dev == os.stat(folder).st_dev
+
+    @staticmethod
+    def _check_hash(record: FileRecord, output: dict[str, Any], digest: str) -> None:
+        if digest != output["sha256"]:
+            raise FileRejected(
+                "output_changed",
+                f"the {output['role']} output changed after it was produced (sha256 "
+                f"{digest[:12]}… instead of {output['sha256'][:12]}…); it was not published")
+
+    @staticmethod
+    def _publish(give_name: Callable[[], object], dest: Path) -> None:
+        """Give a file its final name ``dest``, never replacing one."""
+        try:
+            give_name()
+        except FileExistsError:
+            raise _NameTaken() from None
+        except OSError as exc:
+            if exc.errno in files.NAME_ERRNOS:
+                raise FileRejected(
+                    "name_refused",
+                    f"the outbox's filesystem refused the name {dest.name!r} "
+                    f"({exc.strerror}); rename the file and drop it again") from None
+            raise
+
+    def _write(self, folder: Path, name: str, body: bytes, tag: str) -> None:
+        self._publish(lambda: files.write_new(folder, name, body, self.cfg.file_mode, tag),
+                      folder / name)
+
+    @staticmethod
+    def _is_ours(dest: Path, sha256: str) -> bool:
+        """True if ``dest`` holds exactly this output; _NameTaken if something else."""
+        if not os.path.lexists(dest):
+            return False
+        try:
+            digest, _ = files.hash_path(dest)
+        except OSError:
+            raise _NameTaken() from None
+        if digest != sha256:
+            raise _NameTaken()
+        return True
+
+    @staticmethod
+    def _free_or_same(dest: Path, sha256: str, size: int) -> bool:
+        """True if nothing is at ``dest``, or a regular file with exactly these bytes."""
+        try:
+            st = os.lstat(dest)
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            if exc.errno in files.NAME_ERRNOS:
+                return True  # a name nothing can hold: publishing it says so clearly
+            raise
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+            return False
+        try:
+            return files.hash_path(dest)[0] == sha256
+        except OSError:
+            return False
+
+    @classmethod
+    def _sidecar_free_or_ours(cls, dest: Path, record: FileRecord) -> bool:
+        """True if no sidecar is at ``dest``, or this file's own from this batch (a run
+        whose record of the names was lost wrote it): the group is not published again."""
+        try:
+            return not os.path.lexists(dest) or cls._is_our_sidecar(dest, record)
+        except _NameTaken:
+            return False
+
+    @staticmethod
+    def _is_our_sidecar(dest: Path, record: FileRecord) -> bool:
+        if not os.path.lexists(dest):
+            return False
+        try:
+            data = json.loads(dest.read_bytes())
+            ours = (data["input"]["sha256"] == record.sha256
+                    and data["batch"]["id"] == record.batch_id)
+        except (OSError, ValueError, KeyError, TypeError):
+            ours = False
+        if not ours:
+            raise _NameTaken()
+        return True
+
+    def finish(self, records: list[FileRecord]) -> None:
+        """Archive or delete the originals of published files (idempotent)."""
+        published = [r for r in records if r.state == FileState.PUBLISHED]
+        if published:
+            self._remove_originals(published)
+        with self.store.transaction():
+            for record in published:
+                self.store.set_file_state(record.id, FileState.PUBLISHED, FileState.DONE,
+                                          job_id=record.batch_id)
+
+    def _remove_originals(self, published: list[FileRecord]) -> None:
+        """Archive or delete the originals, through their batch folder's descriptor: that
+        folder missing means the inbox share is away (its mount point is empty), not that
+        the originals are gone, so nothing is marked done until it is back."""
+        folder = self.work.batch_dir(published[0].batch_id or "")
+        try:
+            dir_fd = open_dir(folder)
+        except FileNotFoundError:
+            raise TransientError(f"the batch folder {folder} cannot be found (is the inbox "
+                                 "share mounted?); its originals are removed later") from None
+        except OSError as exc:
+            raise translate(exc, folder) from None
+        try:
+            for record in published:
+                name = record.entry or ""
+                if self.cfg.archive is None:
+                    with contextlib.suppress(FileNotFoundError):  # removed before a crash
+                        os.unlink(name, dir_fd=dir_fd)
+                elif os.path.lexists(f"/proc/self/fd/{dir_fd}/{name}"):
+                    self._archive(record, folder / name)
+        except OSError as exc:
+            raise translate(exc, self.cfg.archive or folder) from None
+        finally:
+            os.close(dir_fd)
+
+    def _archive(self, record: FileRecord, original: Path) -> None:
+        assert self.cfg.archive is not None
+        require_root(self.cfg.archive, "archive")
+        files.move_numbered(original, self.cfg.archive / record.source,
+                            files.folder_mode(self.cfg.file_mode))
+

@@ -1,0 +1,369 @@
+"""The daemon: intake on the main thread, batches on job threads, signing in processes.
+
+One concurrency model: threads. The main thread runs every folder's intake (watch
+hints, scans, settle, claims, batch forming) and never blocks on a provider; job
+threads (each with its own store connection) drive batches through the provider's
+lifecycle; the local provider signs in worker processes. SIGTERM or SIGINT sets the
+stop flag: the intake stops claiming, each job thread finishes the step it is in
+(the local signer stops between files; a remote batch's state is durable), worker
+processes exit, and the process exits 0. A second signal exits at once.
+
+An unexpected exception in any thread stops the daemon with exit code 1, so systemd
+restarts it; a share that goes away is an outage handled by the intake, not a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, cast
+
+from folderseal.core import systemd
+from folderseal.core.config import Settings
+from folderseal.core.errors import (
+    ConfigError,
+    ExitCode,
+    FolderSealError,
+    TransientError,
+)
+from folderseal.core.logs import get as get_logger
+from folderseal.core.metrics import MeasuredProvider
+from folderseal.intake.folder import FolderIntake
+from folderseal.intake.watch import Hint
+from folderseal.jobs.machine import Busy, Manager, backoff
+from folderseal.providers import Provider, build
+from folderseal.providers.local.tracker import stop_resource_tracker
+from folderseal.publish import safety
+from folderseal.publish.sink import Sink
+from folderseal.service import statelock, status
+from folderseal.service.notices import Notices
+from folderseal.service.recover import missing_originals
+from folderseal.service.web import WebServer
+from folderseal.store import Store
+
+HEARTBEAT_SECONDS = 2.0
+STATUS_SECONDS = 10.0   # systemd's STATUS= line: a full status report each time
+STALL_SECONDS = 60.0    # a main loop this late is hung, without a systemd watchdog
+STATE_RETRY_SECONDS = 2.0
+NOTICES_JOIN_SECONDS = 1.0
+MAX_SLEEP = 1.0
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, job_threads: int = 2,
+                 delay: Callable[[int], float] = backoff, config_path: Path | None = None) -> None:
+        self.settings = settings
+        self.job_threads = job_threads
+        self.delay = delay
+        self.node = settings.node_name
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.jobs_ready = threading.Condition()
+        self.busy = Busy()  # jobs the job threads are working on
+        self.hints: queue.SimpleQueue[Hint] = queue.SimpleQueue()
+        self.log = get_logger(node=self.node)
+        self.providers: dict[str, Provider] = {}
+        self.intakes: dict[str, FolderIntake] = {}
+        self.store: Store | None = None
+        self.fatal: BaseException | None = None
+        self.started_at = time.time()
+        self.loop_at = self.started_at    # the main loop's last round
+        self.notices = Notices(config_path, settings.state_dir, self.log)
+        self.threads: list[threading.Thread] = []
+        self.notifier = systemd.Notifier()
+        # Late by a whole WatchdogSec= is when systemd gives up on the daemon too.
+        self.stall_seconds = 2 * self.notifier.interval if self.notifier.interval \
+            else STALL_SECONDS
+        self.web: WebServer | None = None
+        self._lock_fd: int | None = None
+
+    # -- start and stop ------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Everything that can refuse to start: lock, layout, store, seal, work folders."""
+        settings = self.settings
+        if not settings.folders:
+            raise ConfigError("no [folders.<name>] table is configured: nothing to watch")
+        safety.check_layout(settings)
+        self._lock_fd = statelock.acquire(settings.state_dir)  # makes the folder if needed
+        self.store = Store.open(settings.state_dir, self.node, check=True)
+        released = self.store.release_node_leases()
+        if released:
+            self.log.info("daemon.leases_released", jobs=released)
+        self._check_open_jobs()
+        self._check_store_is_current()
+        for name in sorted({folder.provider for folder in settings.folders.values()}):
+            provider = build(name, settings.providers[name], settings.state_dir)
+            self.providers[name] = cast(Provider, MeasuredProvider(provider))
+        self.notices.start(self.providers)
+        if settings.metrics.address is not None:
+            self.web = WebServer(settings.metrics.address, self.report, self.health)
+        store_id = self.store.store_id
+        for name, folder in settings.folders.items():
+            cap = self.providers[folder.provider].max_batch_files
+            if cap is not None and cap < folder.batch_max_files:
+                self.log.info("folder.batch_capped", folder=name, provider=folder.provider,
+                              batch_max_files=folder.batch_max_files, cap=cap,
+                              reason=f"provider {folder.provider!r} "
+                              f"({settings.providers[folder.provider].kind}) takes at most "
+                              f"{cap} file(s) per batch; batch_max_files is capped for it")
+            intake = FolderIntake(name, folder, folder.provider, self.store, store_id,
+                                  settings.state_dir, self.hints, self.wake,
+                                  kind=settings.providers[folder.provider].kind,
+                                  max_batch_files=self.providers[folder.provider].max_batch_files)
+            intake.on_batch = self._batches_ready
+            self.intakes[name] = intake
+            intake.start(time.time())
+        for provider in self.providers.values():
+            provider.start()
+        if self.web is not None:
+            self.web.start()
+
+    def _tidy_published(self) -> None:
+        """Once, in the background after start: remove what a provider published that no
+        batch names any more (a crash between publishing and recording, or before
+        removing): customer records must not stay readable at a URL for ever. Slow or
+        out of reach, it holds up nothing; what it could not remove waits for the next
+        start."""
+        publishing = {n: p for n, p in self.providers.items() if p.steps.publishes}
+        if not publishing:
+            return
+        store = Store(self.settings.database, self.node)
+        try:
+            for name, provider in publishing.items():
+                try:
+                    # Read after the provider listed what is published: a batch that
+                    # records its key meanwhile keeps its copy.
+                    removed = provider.tidy(store.publish_keys)
+                except Exception as exc:  # noqa: BLE001 - a cleanup must never stop the daemon
+                    self.log.warning("provider.tidy_failed", provider=name, reason=str(exc),
+                                     next_step="it is tried again at the next start; check "
+                                     "that the publish folder or bucket can be reached")
+                    continue
+                if removed:
+                    self.log.info("provider.tidied", provider=name, removed=removed)
+        finally:
+            store.close()
+
+    def _check_store_is_current(self) -> None:
+        """A store older than a work folder (restored from a copy, or its last writes lost)
+        would drive batches whose files were delivered since: refuse, and say how out."""
+        assert self.store is not None
+        for name, folder in self.settings.folders.items():
+            gone = missing_originals(self.store, name, folder)
+            if gone:
+                raise ConfigError(
+                    f"the store is older than the work folder of folder {name!r}: {len(gone)} "
+                    f"file(s) it has waiting there are gone (such as {gone[0].source_text!r}: "
+                    "delivered, failed or re-batched after this copy of the store was made). "
+                    "Run 'folderseal recover': it settles them by their sidecars and records")
+
+    def _check_open_jobs(self) -> None:
+        """Every batch still under way needs its folder and provider in the configuration."""
+        assert self.store is not None
+        for folder, provider, count in self.store.open_job_owners():
+            if folder not in self.settings.folders or provider not in self.settings.providers:
+                raise ConfigError(
+                    f"{count} batch(es) of folder {folder!r} with provider {provider!r} are "
+                    "still under way, but the configuration no longer has that folder or "
+                    "provider: put it back until `folderseal status` shows them finished")
+
+    def close(self) -> None:
+        if self.web is not None:
+            self.web.close()
+        for intake in self.intakes.values():
+            intake.stop()
+        for provider in self.providers.values():
+            provider.close()
+        # The signing workers are gone: no process of ours may outlive the daemon.
+        stop_resource_tracker()
+        if self.store is not None:
+            self.store.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stop.is_set():
+            os._exit(ExitCode.FAILURE)  # asked twice: stop now
+        self.stop.set()
+        self.wake.set()
+
+    # -- running -------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped; the exit code."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        self.threads = [threading.Thread(target=self._guard, args=(self._job_loop,),
+                                         name=f"jobs-{i}", daemon=True)
+                        for i in range(self.job_threads)]
+        self.threads.append(threading.Thread(target=self._guard, args=(self._notices_loop,),
+                                             name="notices", daemon=True))
+        for thread in self.threads:
+            thread.start()
+        self.log.info("daemon.started", pid=os.getpid(), folders=sorted(self.intakes),
+                      state_dir=str(self.settings.state_dir))
+        try:
+            self._guard(self._intake_loop)
+        finally:
+            self.stop.set()
+            with self.jobs_ready:
+                self.jobs_ready.notify_all()
+            self.notifier.stopping()
+            for thread in self.threads:
+                # A provider check under way is not waited for: it changes nothing.
+                thread.join(NOTICES_JOIN_SECONDS if thread.name == "notices" else None)
+            self.close()
+        if isinstance(self.fatal, FolderSealError):  # e.g. a foreign work folder: exit 78
+            self.log.error("daemon.stopped", reason=str(self.fatal))
+            return self.fatal.exit_code
+        if self.fatal is not None:
+            self.log.error("daemon.stopped", reason="unexpected failure; systemd restarts it")
+            return ExitCode.FAILURE
+        self.log.info("daemon.stopped", reason="asked to stop")
+        return ExitCode.OK
+
+    def _guard(self, loop: Callable[[], None]) -> None:
+        try:
+            loop()
+        except BaseException as exc:  # noqa: BLE001 - any surprise ends the daemon
+            if self.fatal is None:
+                self.fatal = exc
+            self.log.exception("daemon.crashed", thread=threading.current_thread().name)
+            self.stop.set()
+            self.wake.set()
+
+    def _intake_loop(self) -> None:
+        assert self.store is not None
+        last_beat = last_status = 0.0
+        ready = False
+        line = ""
+        while not self.stop.is_set():
+            now = time.time()
+            hints: dict[str, list[str | None]] = {name: [] for name in self.intakes}
+            while True:
+                try:
+                    folder, path = self.hints.get_nowait()
+                except queue.Empty:
+                    break
+                hints.setdefault(folder, []).append(path)
+            for name, intake in self.intakes.items():
+                intake.step(now, hints.get(name, []))
+            self.loop_at = time.time()  # a round that ended now
+            if now - last_beat >= HEARTBEAT_SECONDS:
+                try:
+                    self.heartbeat()
+                except TransientError as exc:
+                    self.log.warning("daemon.heartbeat_failed", reason=str(exc))
+                last_beat = now
+            if ready or all(i.first_scan_done for i in self.intakes.values()):
+                if not ready or now - last_status >= STATUS_SECONDS:
+                    line, last_status = self._status_line(), now
+                if not ready:  # every reachable inbox scanned; a share that is down says so
+                    self.notifier.ready(line)
+                    ready = True
+                # From this loop, and only while every folder makes progress: a hung loop
+                # or a dead watcher stops the pings, and systemd restarts the daemon.
+                self.notifier.beat(now, line, healthy=not self.problems(now))
+            wakeup = min((i.next_wakeup() for i in self.intakes.values()), default=now + 1)
+            self.wake.wait(min(MAX_SLEEP, max(0.0, wakeup - time.time())))
+            self.wake.clear()
+
+    def _notices_loop(self) -> None:
+        self._tidy_published()
+        self.notices.keep_checking(self.providers, self.stop)
+
+    def _batches_ready(self) -> None:
+        with self.jobs_ready:
+            self.jobs_ready.notify_all()
+
+    def _job_loop(self) -> None:
+        store = Store(self.settings.database, self.node)
+        try:
+            manager = self._manager(store)
+            while not self.stop.is_set():
+                try:
+                    if manager.run_once():
+                        continue
+                except TransientError as exc:  # the state folder takes no writes: wait
+                    self.log.warning("jobs.paused", reason=str(exc))
+                    self.stop.wait(STATE_RETRY_SECONDS)
+                    continue
+                due = store.next_due()
+                timeout = MAX_SLEEP if due is None else min(MAX_SLEEP, max(0.01, due - time.time()))
+                with self.jobs_ready:
+                    self.jobs_ready.wait(timeout)
+        finally:
+            store.close()
+
+    def _manager(self, store: Store) -> Manager:
+        works = {name: intake.work for name, intake in self.intakes.items()}
+        sinks = {name: Sink(name, self.settings.folders[name], works[name], store, self.node)
+                 for name in self.intakes}
+        return Manager(store, self.providers, sinks, works, self.settings.state_dir, self.stop,
+                       delay=self.delay, busy=self.busy)
+
+    def heartbeat(self) -> None:
+        """Record that this daemon is alive, with its notes (what `status` shows of it)."""
+        assert self.store is not None
+        now = time.time()
+        notes: dict[str, Any] = {"folders": {n: i.notes(now) for n, i in self.intakes.items()},
+                                 "warnings": self.notices.texts()}
+        self.store.heartbeat(os.getpid(), self.started_at, notes)
+
+    # -- health --------------------------------------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        """The status report (as ``folderseal status`` prints it)."""
+        return status.collect(self.settings, warnings=self.notices.texts())
+
+    def _status_line(self) -> str:
+        try:
+            return status.summary(self.report())
+        except Exception as exc:  # noqa: BLE001 - a status line must never stop the loop
+            return f"status unavailable: {type(exc).__name__}"
+
+    def problems(self, now: float | None = None) -> list[str]:
+        """Why the daemon is not making progress (empty when it is): the main loop late,
+        a folder's watcher down, a job or notices thread gone."""
+        now = time.time() if now is None else now
+        found = []
+        if now - self.loop_at > self.stall_seconds:
+            found.append(f"the main loop has made no progress for {now - self.loop_at:.0f} s "
+                         "(a share that hangs?)")
+        found += [p for p in (i.health(now) for i in self.intakes.values()) if p]
+        found += [f"the thread {t.name} stopped" for t in self.threads if not t.is_alive()]
+        return found
+
+    def health(self) -> list[str]:
+        """:meth:`problems`, and whether the store answers (for ``/healthz``)."""
+        found = self.problems()
+        try:
+            db = sqlite3.connect(f"file:{self.settings.database}?mode=ro", uri=True, timeout=2)
+            try:
+                db.execute("SELECT count(*) FROM meta").fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            found.append(f"the store does not answer: {exc}")
+        return found
+
+    # -- one-shot ------------------------------------------------------------------
+
+    def drain(self, until: Callable[[], bool], timeout: float) -> None:
+        """Advance jobs on this thread until ``until()`` holds (for ``folderseal sign``)."""
+        assert self.store is not None
+        manager = self._manager(self.store)
+        deadline = time.time() + timeout
+        while not until() and not self.stop.is_set() and time.time() < deadline:
+            if not manager.run_once():
+                due = self.store.next_due()
+                time.sleep(0.05 if due is None else min(1.0, max(0.0, due - time.time())))

@@ -1,0 +1,455 @@
+"""``folderseal status``: what is waiting, in flight, failed, and why; and what needs a person.
+
+Reads the store (never writes it) and the daemon's last heartbeat, which carries what
+only the running daemon knows: files still settling in each inbox and why they wait,
+claims paused for disk space or the in-flight limit, a share in an outage, a folder
+that stopped making progress, and its warnings (the providers as the service sees them,
+with the network and its credentials). Without a running daemon the providers are
+checked here, without the network. The status page and the metrics read the same report.
+
+Alarms are what needs a person now, and make ``status`` exit 1: the daemon down or
+hung, a watcher down, a share out, an outbox, errors or archive folder missing or not
+writable (claims stop), a disk under ``min_free_bytes``, a provider still
+failing after many retries, a batch past ``max_wait_seconds``, a file older than
+``stuck_after_seconds``, failures whose errors folder cannot be seen (another folder is
+configured, or it is not mounted, or it does not answer), a ``folderseal retry`` left
+unfinished. Files in errors with a record are a normal outcome: listed, never an alarm.
+
+Nothing here touches a share while the daemon runs: the daemon's main loop, its status
+page and ``/metrics`` read this report too, and a share that hangs would hang them. The
+daemon works out whether failures can be seen off its main loop and puts that in its
+heartbeat. Without a daemon, ``status`` reads each errors folder's marker itself, in a
+thread it waits for ``LOOK_SECONDS`` at most.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from folderseal.core.config import Settings
+from folderseal.core.errors import ExitCode, FolderSealError
+from folderseal.core.model import DELIVERED, NOT_DELIVERED, FileState, JobState
+from folderseal.core.redact import REDACTOR
+from folderseal.intake.fragments import SHOWN_SECONDS as FRAGMENTS_SHOWN_SECONDS
+from folderseal.providers import NOT_QUALIFIED, build, steps_of
+from folderseal.publish import errorfiles, retrying
+from folderseal.publish.sidecar import iso
+from folderseal.service import statelock
+
+HEARTBEAT_STALE = 30.0
+ALARM_ATTEMPTS = 8  # consecutive failures of one step: about 4 minutes of backoff
+FINISHED_JOBS = (JobState.CLEANED, JobState.FAILED)
+HOUR_MINUTES = 60
+RETRY_STALE_SECONDS = 60.0  # RETRYING this long, with no retry at work: it was interrupted
+LOOK_SECONDS = 5.0  # without a daemon: how long status waits for an errors folder
+
+
+def _rows(db: sqlite3.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
+    return [dict(r) for r in db.execute(sql, args)]
+
+
+def provider_warnings(settings: Settings, last_beat: dict[str, Any] | None = None) -> list[str]:
+    """What the providers in use warn about, checked here without the network (when no
+    daemon runs to say what it found). A provider that cannot be checked here (its
+    password is the service's credential, say) is named with why, and with the warnings
+    the daemon published about it in its last heartbeat."""
+    last = json.loads(last_beat["notes"]).get("warnings", []) if last_beat else []
+    when = iso(last_beat["heartbeat_at"]) if last_beat else ""
+    warnings: list[str] = []
+    for name in sorted({f.provider for f in settings.folders.values()}):
+        try:
+            provider = build(name, settings.providers[name], settings.state_dir)
+            warnings += [f"provider {name}: {w}" for w in provider.check(network=False).warnings]
+        except FolderSealError as exc:
+            warnings.append(f"provider {name}: cannot be checked here ({exc}), so its "
+                            "certificate (qualified or not) is not known here; while the "
+                            "daemon runs, `folderseal status` shows what the service found")
+            warnings += [f"{w} (the daemon's finding when it last ran, {when})"
+                         for w in last if w.startswith(f"provider {name}: ")]
+    return warnings
+
+
+def loud(warning: str) -> bool:
+    """A warning shown as a banner: the seal proves nothing about who sealed."""
+    return NOT_QUALIFIED in warning
+
+
+def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, Any]:
+    """The report: per folder what waits and why, batches, failures, signed per minute,
+    and the alarms. Secrets are redacted."""
+    now = time.time()
+    report: dict[str, Any] = {
+        "node": settings.node_name, "generated": iso(now), "daemon": {"running": False},
+        "folders": {}, "alarms": [], "warnings": []}
+    if not settings.database.exists():
+        report["warnings"] = provider_warnings(settings) if warnings is None else list(warnings)
+        report["warnings"].append(f"no store at {settings.database} yet: the daemon never ran")
+        report["folders"] = {name: {**_empty(), "outcome": _outcome(settings, cfg.provider)}
+                             for name, cfg in settings.folders.items()}
+        report["alarms"].append("the daemon is not running")
+        return _redacted(report)
+    db = sqlite3.connect(f"file:{settings.database}?mode=ro", uri=True, timeout=10)
+    db.row_factory = sqlite3.Row
+    try:
+        beat = next(iter(_rows(db, "SELECT * FROM nodes WHERE node = ?", settings.node_name)),
+                    None)
+        notes = _daemon(beat, settings, report, now)
+        if warnings is None:  # the running daemon's own findings (the network, its credentials)
+            warnings = notes["warnings"] if "warnings" in notes else \
+                provider_warnings(settings, beat)
+        report["warnings"] = list(warnings)
+        retry_at_work = retrying.in_progress(settings.state_dir)
+        folder_notes: dict[str, Any] = notes.get("folders", {})
+        # While the daemon runs, its errors threads say this: no share is read here.
+        unseen = {name: n.get("failures_unseen", "") for name, n in folder_notes.items()} \
+            if report["daemon"]["running"] else _unseen_here(db, settings)
+        for name, cfg in settings.folders.items():
+            folder = _folder(db, name, folder_notes.get(name, {}), now)
+            folder["outcome"] = _outcome(settings, cfg.provider)
+            report["folders"][name] = folder
+            max_wait = getattr(settings.providers[cfg.provider], "max_wait_seconds", None)
+            report["alarms"] += _alarms(name, folder, max_wait, cfg.stuck_after_seconds)
+            report["alarms"] += [f"folder {name}: {alarm}" for alarm in (
+                unseen.get(name, ""), _retry_unfinished(db, name, now, retry_at_work)) if alarm]
+    finally:
+        db.close()
+    return _redacted(report)
+
+
+def _redacted(report: dict[str, Any]) -> dict[str, Any]:
+    redacted: dict[str, Any] = REDACTOR.data(report)
+    return redacted
+
+
+def _daemon(beat: dict[str, Any] | None, settings: Settings, report: dict[str, Any],
+            now: float) -> dict[str, Any]:
+    """Fill in the daemon's part; the notes of its last heartbeat, if it runs and that is
+    fresh (else {})."""
+    pid = statelock.holder(settings.state_dir)
+    if pid is None:
+        report["alarms"].append("the daemon is not running")
+        return {}
+    report["daemon"] = {"running": True, "pid": pid}
+    if beat is None or beat["pid"] != pid:
+        return {}
+    age = now - beat["heartbeat_at"]
+    report["daemon"].update(heartbeat=iso(beat["heartbeat_at"]), started=iso(beat["started_at"]),
+                            heartbeat_age_seconds=round(age, 1))
+    if age >= HEARTBEAT_STALE:
+        report["alarms"].append(f"the daemon's last heartbeat is {age:.0f} s old: its main "
+                                "loop is stuck (a share that hangs?); systemd's watchdog "
+                                "restarts it")
+        return {}
+    notes: dict[str, Any] = json.loads(beat["notes"])
+    return notes
+
+
+def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
+            now: float) -> dict[str, Any]:
+    counts = {r["state"]: r["n"] for r in _rows(
+        db, "SELECT state, count(*) AS n FROM files WHERE folder = ? GROUP BY state", name)}
+    batch_states = {r["state"]: r["n"] for r in _rows(
+        db, "SELECT state, count(*) AS n FROM jobs WHERE folder = ? GROUP BY state", name)}
+    jobs = []
+    for job in _rows(db, "SELECT j.*, (SELECT count(*) FROM files f WHERE f.batch_id = j.id) "
+                         "AS files FROM jobs j WHERE folder = ? AND (state NOT IN (?, ?) OR "
+                         "next_attempt_at IS NOT NULL) ORDER BY created_at", name,
+                     *FINISHED_JOBS):
+        due = job["next_attempt_at"]
+        jobs.append({"batch": job["id"], "state": job["state"], "files": job["files"],
+                     "remote": job["remote_id"], "attempts": job["attempts"],
+                     "progress": job["progress"],
+                     "age_seconds": round(now - job["created_at"], 1),
+                     "in_state_seconds": round(now - job["updated_at"], 1),
+                     "next_attempt_in": None if due is None else max(0.0, round(due - now, 1)),
+                     "last_error": job["error_message"]})
+    failed = [{"file": r["id"],  # the retry id
+               "source": bytes(r["source"]).decode("utf-8", "backslashreplace"),
+               "code": r["error_code"], "reason": r["error_message"], "attempts": r["attempts"],
+               "at": iso(r["updated_at"])}
+              for r in _rows(db, "SELECT * FROM files WHERE folder = ? AND state = ? "
+                                 "ORDER BY updated_at DESC LIMIT 100", name, FileState.FAILED)]
+    # Delivered, but the provider reports records of it it could not load (Centrapay):
+    # not an alarm (the file went through), but the operator must fix those records.
+    marks = ", ".join("?" * len(DELIVERED))
+    partly = [{"file": r["id"],
+               "source": bytes(r["source"]).decode("utf-8", "backslashreplace"),
+               "records_failed": r["bad"], "at": iso(r["updated_at"])}
+              for r in _rows(db, "SELECT id, source, updated_at, json_extract(result, "
+                                 "'$.provider_block.report.errorCount') AS bad FROM files "
+                                 f"WHERE folder = ? AND state IN ({marks}) AND bad > 0 "
+                                 "ORDER BY updated_at DESC LIMIT 100", name, *DELIVERED)]
+    # A file of a batch that is delivered but not yet cleaned (PUBLISHED) is out: its
+    # outputs and sidecar are durable, only its original waits to be removed.
+    marks = ", ".join("?" * len(NOT_DELIVERED))
+    claimed = db.execute(f"SELECT min(claimed_at) FROM files WHERE folder = ? AND state IN "
+                         f"({marks})", (name, *NOT_DELIVERED)).fetchone()[0]
+    waiting = notes.get("waiting", [])
+    oldest = min([claimed or now, *(w["since"] for w in waiting)])
+    fragments = _fragments(db, name, now)
+    return {"watch": notes.get("mode", ""), "outage": notes.get("outage", ""),
+            "paused": notes.get("paused", ""), "disk_full": notes.get("disk_full", ""),
+            "blocked": notes.get("blocked", []),
+            "problem": notes.get("problem", ""), "settling": notes.get("candidates", 0),
+            "waiting": waiting, "in_flight": sum(counts.get(s, 0) for s in NOT_DELIVERED),
+            "delivered": sum(counts.get(s, 0) for s in DELIVERED),
+            "ignored": _ignored(notes.get("ignored"), now),
+            "fragments_suspected": len(fragments), "fragments": fragments[:20],
+            "oldest_waiting_seconds": round(now - oldest, 1), "files": counts,
+            "batch_states": batch_states, "batches": jobs, "failed": failed,
+            "records_failed": partly,
+            "signed_per_minute": _signed_per_minute(db, name, now)}
+
+
+def _unseen_here(db: sqlite3.Connection, settings: Settings) -> dict[str, str]:
+    """Without a daemon: :func:`errorfiles.failures_unseen` of each folder, read here, each errors
+    folder in a thread of its own; one that has not answered within LOOK_SECONDS is
+    reported so, and left to its thread (status ends without it)."""
+    answers: dict[str, str] = {}
+
+    def answer(name: str, errors: Path, went: list[str]) -> None:
+        answers[name] = errorfiles.failures_unseen(errors, went)
+
+    looks = []
+    for name, cfg in settings.folders.items():
+        went = [str(o["folder_id"]) for row in _rows(
+                    db, "SELECT outputs FROM files WHERE folder = ? AND state = ?", name,
+                    FileState.FAILED)
+                for o in json.loads(row["outputs"] or "[]")
+                if o.get("role") == "error" and o.get("folder_id")]
+        if went:
+            look = threading.Thread(target=answer, args=(name, cfg.errors, went),
+                                    name=f"look-{name}", daemon=True)
+            look.start()
+            looks.append((name, cfg.errors, len(went), look))
+    found = {}
+    deadline = time.monotonic() + LOOK_SECONDS
+    for name, errors, count, look in looks:
+        look.join(max(0.0, deadline - time.monotonic()))
+        found[name] = answers.get(name, "") if not look.is_alive() else (
+            f"the errors folder {errors} does not answer (nothing within {LOOK_SECONDS:.0f} "
+            f"s: a share whose server is gone?), so its {count} failed file(s) cannot be "
+            "seen: check its share and the server behind it")
+    return found
+
+
+def _retry_unfinished(db: sqlite3.Connection, name: str, now: float,
+                      retry_at_work: bool) -> str:
+    """Files a `folderseal retry` left RETRYING (it was interrupted), if any; a retry at
+    work (it holds the retry lock) is not interrupted however long it takes."""
+    stale = db.execute("SELECT count(*) FROM files WHERE folder = ? AND state = ? AND "
+                       "updated_at < ?", (name, FileState.RETRYING,
+                                          now - RETRY_STALE_SECONDS)).fetchone()[0]
+    if not stale or retry_at_work:
+        return ""
+    return (f"{stale} file(s) in a `folderseal retry` that was interrupted: the daemon "
+            "finishes it at its next rescan; if this stays, run `folderseal retry` to see "
+            "why it cannot")
+
+
+def _fragments(db: sqlite3.Connection, name: str, now: float) -> list[dict[str, Any]]:
+    """The last day's suspected fragments (files found where one was claimed moments
+    before), newest first. The kind is a literal, so the partial index serves it, and
+    CROSS JOIN keeps SQLite from walking every file of the folder instead."""
+    return [{"source": bytes(r["source"]).decode("utf-8", "backslashreplace"),
+             "at": iso(r["at"]), "earlier_claim": r["file_id"], "why": r["detail"]}
+            for r in _rows(db, "SELECT e.at, e.file_id, e.detail, f.source FROM events e "
+                               "CROSS JOIN files f ON f.id = e.file_id "
+                               "WHERE e.kind = 'file.fragment_suspected' AND e.at > ? "
+                               "AND f.folder = ? ORDER BY e.at DESC",
+                           now - FRAGMENTS_SHOWN_SECONDS, name)]
+
+
+def _ignored(tally: dict[str, Any] | None, now: float) -> dict[str, Any]:
+    """Files the last scan passed over by name: how many, the oldest and its age."""
+    tally = tally or {}
+    mtime = tally.get("oldest_mtime")
+    return {"count": tally.get("count", 0), "oldest": tally.get("oldest", ""),
+            "oldest_age_seconds": None if mtime is None else round(now - mtime, 1)}
+
+
+def _signed_per_minute(db: sqlite3.Connection, name: str, now: float) -> list[int]:
+    """Files delivered in each of the last 60 minutes, oldest first."""
+    per_minute = [0] * HOUR_MINUTES
+    for row in db.execute("SELECT CAST((? - updated_at) / 60 AS INTEGER) AS ago, count(*) "
+                          "FROM files WHERE folder = ? AND state = ? AND updated_at > ? "
+                          "GROUP BY ago", (now, name, FileState.DONE, now - 3600)):
+        if 0 <= row[0] < HOUR_MINUTES:
+            per_minute[HOUR_MINUTES - 1 - row[0]] = row[1]
+    return per_minute
+
+
+def _alarms(name: str, folder: dict[str, Any], max_wait: float | None,
+            stuck_after: float) -> list[str]:
+    found = []
+    for key, what in (("problem", "not making progress"), ("outage", "share out"),
+                      ("disk_full", "disk full")):
+        if folder[key]:
+            found.append(f"folder {name}: {what}: {folder[key]}")
+    found += [f"folder {name}: {BLOCKED}: {b['message']}" for b in folder["blocked"]]
+    for job in folder["batches"]:
+        if job["attempts"] >= ALARM_ATTEMPTS and job["state"] not in FINISHED_JOBS:
+            found.append(f"folder {name}: batch {job['batch']} still failing in "
+                         f"{job['state']} after {job['attempts']} attempts: {job['last_error']}")
+        if max_wait is not None and job["age_seconds"] > max_wait:
+            found.append(f"folder {name}: batch {job['batch']} ({job['state']}) is "
+                         f"{job['age_seconds']:.0f} s old, past max_wait_seconds "
+                         f"({max_wait:.0f} s)")
+    if folder["oldest_waiting_seconds"] > stuck_after:
+        found.append(f"folder {name}: a file has waited {folder['oldest_waiting_seconds']:.0f} "
+                     f"s, more than stuck_after_seconds ({stuck_after:.0f} s)")
+    return found
+
+
+def _outcome(settings: Settings, provider: str) -> str:
+    """What the folder's provider makes of a delivered file: signed, stored or loaded."""
+    return steps_of(settings.providers[provider].kind).outcome
+
+
+def _empty() -> dict[str, Any]:
+    return {"watch": "", "outage": "", "paused": "", "disk_full": "", "blocked": [],
+            "problem": "", "settling": 0, "waiting": [], "in_flight": 0, "delivered": 0,
+            "oldest_waiting_seconds": 0.0,
+            "ignored": _ignored(None, 0.0), "fragments_suspected": 0, "fragments": [],
+            "files": {}, "batch_states": {}, "batches": [], "failed": [], "records_failed": [],
+            "signed_per_minute": [0] * HOUR_MINUTES}
+
+
+CONDITIONS = (("outage", "share out"), ("disk_full", "disk full"), ("paused", "claims paused"),
+              ("problem", "not making progress"))
+BLOCKED = "claims stopped"
+
+
+def conditions(folder: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, reason) of what holds a folder up; a pause for disk space shows once."""
+    return [(label, folder[key]) for key, label in CONDITIONS
+            if folder[key] and not (key == "paused" and folder[key] == folder["disk_full"])] \
+        + [(BLOCKED, b["message"]) for b in folder["blocked"]]
+
+
+def ignored_why(ignored: dict[str, Any]) -> str:
+    """What an operator reads of the ignored files in an inbox, and what to do."""
+    age = ignored["oldest_age_seconds"]
+    oldest = "" if age is None else (f"; the oldest, {ignored['oldest']}, was last written "
+                                     f"{age_text(age)} ago")
+    return (f"{ignored['count']} file(s) whose names are ignored (temporary or hidden names, "
+            f"exclude patterns) lie in the inbox{oldest}: one still being copied is young; "
+            "rename a forgotten one to have it sealed, or remove it")
+
+
+def age_text(seconds: float) -> str:
+    """An age as a person reads it: 45 s, 12 min, 3.5 h, 4 days."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+def summary(report: dict[str, Any]) -> str:
+    """One line: waiting, in flight, failed, shares out, claims stopped, the first alarm
+    (systemd STATUS=); a folder the first alarm is about is not named twice."""
+    folders = report["folders"].values()
+    alarms = [a for a in report["alarms"] if a != "the daemon is not running"]
+    first = alarms[0] if alarms else ""
+    parts = [f"{sum(f['settling'] for f in folders)} waiting",
+             f"{sum(f['in_flight'] for f in folders)} in flight",
+             f"{sum(f['delivered'] for f in folders)} {_word(folders)}",
+             f"{sum(f['files'].get(FileState.FAILED, 0) for f in folders)} failed"]
+    for key, label in (("outage", "share out"), ("blocked", BLOCKED)):
+        names = [name for name, f in report["folders"].items()
+                 if f[key] and not first.startswith(f"folder {name}: {label}:")]
+        if names:
+            parts.append(f"{label}: {', '.join(names)}")
+    line = ", ".join(parts)
+    return f"{line}; {first}" if first else line
+
+
+def _word(folders: Iterable[dict[str, Any]]) -> str:
+    """The folders' common outcome word ("signed" when all sign), else "delivered"."""
+    words = {f.get("outcome", "signed") for f in folders}
+    return words.pop() if len(words) == 1 else "delivered"
+
+
+def show(settings: Settings, as_json: bool = False) -> int:
+    """Print the report; exit 1 when something needs a person now, else 0."""
+    statelock.check_readable(settings.state_dir)  # else a traceback, and no report
+    report = collect(settings)
+    code = ExitCode.FAILURE if report["alarms"] else ExitCode.OK
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return code
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    daemon = report["daemon"]
+    beat = f", last heartbeat {daemon['heartbeat']}" if daemon.get("heartbeat") else ""
+    console.print(Text(f"folderseal on {report['node']}: daemon " + (
+        f"running (pid {daemon['pid']}{beat})" if daemon["running"] else "not running"),
+        style="bold"))
+    for warning in filter(loud, report["warnings"]):
+        console.print(Text(f"WARNING: {warning}", style="bold white on red"))
+    for alarm in report["alarms"]:
+        console.print(Text(f"ALARM: {alarm}", style="bold red"))
+    for warning in itertools.filterfalse(loud, report["warnings"]):
+        console.print(Text(f"warning: {warning}", style="yellow"))
+    for name, folder in report["folders"].items():
+        files = folder["files"]
+        console.print(Text(
+            f"\nfolder {name}: watch {folder['watch'] or '-'}, {folder['settling']} waiting, "
+            f"{folder['in_flight']} in flight, {folder['delivered']} delivered, "
+            f"{files.get(FileState.FAILED, 0)} failed, "
+            f"{sum(folder['signed_per_minute'])} {folder['outcome']} in the last hour",
+            style="bold"))
+        table = _folder_table(folder)
+        if table.row_count:
+            console.print(table)
+    return code
+
+
+def _folder_table(folder: dict[str, Any]) -> Table:
+    table = Table()
+    for column in ("what", "name", "state", "why"):
+        table.add_column(column, overflow="fold")
+    table.add_column("retry id", no_wrap=True)  # to be copied whole
+    for label, reason in conditions(folder):
+        table.add_row(Text(label), Text(""), Text(""), Text(reason))
+    for item in folder["waiting"]:
+        table.add_row(Text("waiting"), Text(item["source"]), Text("in the inbox"),
+                      Text(item["why"]))
+    ignored = folder["ignored"]
+    if ignored["count"]:
+        table.add_row(Text("ignored"), Text(ignored["oldest"]),
+                      Text(f"{ignored['count']} in the inbox"), Text(ignored_why(ignored)))
+    for item in folder["fragments"]:
+        table.add_row(Text("fragment?"), Text(item["source"]), Text(f"seen {item['at']}"),
+                      Text(item["why"] or ""))
+    for job in folder["batches"]:
+        due = "" if job["next_attempt_in"] is None else f"next step in {job['next_attempt_in']} s"
+        why = "; ".join(x for x in (due, job["last_error"] or "") if x)
+        progress = "" if job["progress"] is None else f", {job['progress']:g}% done"
+        table.add_row(Text("batch"), Text(job["batch"]),
+                      Text(f"{job['state']}{progress}, {job['files']} files, "
+                           f"{job['age_seconds']:.0f} s old"),
+                      Text(why))
+    for item in folder.get("records_failed", [])[:20]:
+        table.add_row(Text("records failed"), Text(item["source"]),
+                      Text(f"delivered; {item['records_failed']} record(s) not loaded"),
+                      Text("the sidecar's provider.report lists them: fix those records and "
+                           "drop a file with only them"), Text(item["file"]))
+    for item in folder["failed"][:20]:
+        table.add_row(Text("failed"), Text(item["source"]), Text(f"in errors ({item['code']})"),
+                      Text(item["reason"] or ""), Text(item["file"]))
+    return table

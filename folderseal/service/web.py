@@ -1,0 +1,121 @@
+"""The daemon's HTTP listener (``[metrics] listen``): ``/metrics``, ``/healthz`` and ``/``.
+
+Read-only and without authentication, so it listens on loopback unless the operator
+names another address. ``/metrics`` is Prometheus text; ``/healthz`` answers 200 when
+the main loop and every folder's watcher make progress and the store answers, 503 with
+the reasons otherwise. It is liveness: a watcher backing off from a share outage is
+alive (the outage shows in ``/metrics``, ``/`` and ``folderseal status``). ``/`` is the
+status page for a person.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from folderseal.core import metrics
+from folderseal.core.errors import ConfigError
+from folderseal.core.logs import get as get_logger
+from folderseal.service import page
+
+Report = Callable[[], dict[str, Any]]
+Problems = Callable[[], list[str]]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    report: Report
+    problems: Problems
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "folderseal"
+
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == "/metrics":
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.REGISTRY))
+            elif path == "/healthz":
+                problems = self.server.problems()
+                body = "\n".join(problems) if problems else "ok"
+                self._send(503 if problems else 200, "text/plain; charset=utf-8",
+                           (body + "\n").encode())
+            elif path == "/":
+                self._send(200, "text/html; charset=utf-8",
+                           page.render(self.server.report()).encode())
+            else:
+                self._send(404, "text/plain; charset=utf-8", b"not found: try /, /metrics "
+                           b"or /healthz\n")
+        except Exception:  # noqa: BLE001 - a page that fails must not touch the daemon
+            get_logger().exception("web.request_failed", path=path)
+            self._send(500, "text/plain; charset=utf-8", b"internal error; see the log\n")
+
+    def _send(self, code: int, content_type: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's
+        get_logger().debug("web.request", request=format % args)
+
+
+class WebServer:
+    def __init__(self, address: tuple[str, int], report: Report, problems: Problems) -> None:
+        self.address = address
+        self.collector = metrics.ReportCollector(report)
+        try:
+            self.server = _Server(address)
+        except OSError as exc:
+            raise ConfigError(f"[metrics] listen = \"{address[0]}:{address[1]}\" cannot be "
+                              f"used: {exc.strerror}; choose a free port, or listen = \"\" "
+                              "to turn it off (FOLDERSEAL_METRICS__LISTEN)") from None
+        self.server.report = report
+        self.server.problems = problems
+        self.thread = threading.Thread(target=self.server.serve_forever, name="web",
+                                       daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        metrics.REGISTRY.register(self.collector)
+        self.thread.start()
+        log = get_logger()
+        log.info("web.listening", url=f"http://{_host(self.address[0])}:{self.port}/")
+        if not _is_loopback(self.address[0]):
+            log.warning("web.exposed", listen=self.address[0],
+                        advice="the status page and metrics have no login; keep them on "
+                               "loopback or behind a proxy that has one")
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.server.shutdown()
+            metrics.REGISTRY.unregister(self.collector)
+        self.server.server_close()
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
