@@ -10,8 +10,10 @@ is recorded, and two rules are checked on the record:
    staged file) only after that file was fsynced. Otherwise a power cut could leave a
    published name over missing bytes.
 2. *Names before removal*: an original leaves the work folder only when every name
-   published in the outbox before it is durable (its folder fsynced after the publish).
-   Otherwise a power cut could undo the output and keep the removal: a file lost.
+   published in the outbox for it (its outputs and sidecar, named after it) is durable
+   (its folder fsynced after the publish). Otherwise a power cut could undo the output
+   and keep the removal: a file lost. Another batch's names, published meanwhile by
+   another job thread, are that batch's to make durable before its own removals.
 
 What it cannot see: the disk's own write cache (fsync is trusted to flush it), and
 SQLite's internal ordering (trusted: WAL with ``synchronous = FULL``).
@@ -76,6 +78,14 @@ def _targets(name: str, fds: list[str], strings: list[str]) -> tuple[str, str]:
     return (os.path.join(old_dir, strings[0]), os.path.join(new_dir, strings[1]))
 
 
+def _named_after(published: str, original: str) -> bool:
+    """Whether an outbox name is one of an original's outputs: the work folder names an
+    original ``NNNN_<name>``, and its outputs are ``<name>`` and ``<name>.<suffix>``."""
+    name = os.path.basename(original).partition("_")[2]
+    base = os.path.basename(published)
+    return base == name or base.startswith(name + ".")
+
+
 def audit(trace: Path, outbox: Path, batches: Path) -> tuple[Counter[str], list[str]]:
     """Check the two rules on a trace; (counts, violations)."""
     seen: Counter[str] = Counter()
@@ -107,9 +117,10 @@ def audit(trace: Path, outbox: Path, batches: Path) -> tuple[Counter[str], list[
         for path in removed:
             if path.startswith(work) and not os.path.basename(path).startswith("."):
                 seen["originals removed"] += 1
-                if undurable:
+                own = sorted(n for n in undurable if _named_after(n, path))
+                if own:
                     broken.append(f"names before removal: {path} removed while "
-                                  f"{sorted(undurable)[:2]} were not durable yet")
+                                  f"{own[:2]} were not durable yet")
     return seen, broken
 
 

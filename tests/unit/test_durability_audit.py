@@ -47,6 +47,20 @@ def test_an_original_removed_before_the_outbox_was_synced_is_found(tmp_path: Pat
     assert len(broken) == 1 and broken[0].startswith("names before removal:")
 
 
+def test_another_batchs_names_do_not_hold_back_a_removal(tmp_path: Path) -> None:
+    """A second job thread publishing another file's output (not yet durable) while this
+    batch removes its original, whose own outputs are durable: rule 2 holds."""
+    other = ('12 linkat(AT_FDCWD</x>, "/proc/self/fd/9", AT_FDCWD</x>, "/o/notes/n.txt", '
+             "AT_SYMLINK_FOLLOW) = 0\n")
+    trace = GOOD.replace("10 unlink(", other + "10 unlink(", 1)
+    seen, broken = _audit(tmp_path, trace)
+    assert broken == []
+    assert seen == {"outputs published": 3, "originals removed": 1}
+    # ... and its own output not durable yet is still found
+    seen, broken = _audit(tmp_path, trace.replace("10 fsync(8</o>) = 0\n", ""))
+    assert len(broken) == 1 and "/o/a.txt" in broken[0], broken
+
+
 def test_short_pids_padded_by_strace_are_read(tmp_path: Path) -> None:
     """strace pads the pid to five places ("5396  linkat(…"), as on a fresh machine whose
     pids are still short: the same trace must count the same calls."""
