@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from folderseal.core.model import DocumentResult
-from folderseal.providers import local_worker
+from folderseal.providers.local import worker as local_worker
 from folderseal.providers.local.worker import SignTask, WorkerState
 
 setup = local_worker.setup
