@@ -217,9 +217,11 @@ def move_noreplace(src: Path, dst: Path, mode: int | None = None, tag: str = "")
             _copy_link(src, dst, tag)
         else:
             _copy_file(src, dst, mode, tag)
+        fsync_dir(dst.parent)  # the copy's name survives a power cut before the original goes
         crashpoints.reached("move:copied")
         src.unlink()
-    fsync_dir(dst.parent)
+    else:
+        fsync_dir(dst.parent)
     fsync_dir(src.parent)
 
 

@@ -147,6 +147,30 @@ def test_move_noreplace_across_filesystems(tmp_path: Path, other_fs: Path) -> No
     assert leftovers(other_fs) == []
 
 
+def test_move_noreplace_across_filesystems_makes_the_copy_durable_before_removing(
+        tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy's folder is fsynced before the original is unlinked: a power cut between
+    the two cannot leave the file in neither place."""
+    calls: list[str] = []
+    real_fsync_dir, real_unlink = files.fsync_dir, Path.unlink
+
+    def fsync_dir(folder: Path) -> None:
+        calls.append(f"fsync {folder}")
+        real_fsync_dir(folder)
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        calls.append(f"unlink {self}")
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(files, "fsync_dir", fsync_dir)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    src = tmp_path / "a.pdf"
+    src.write_bytes(b"%PDF-1.7 sealed later")
+    files.move_noreplace(src, other_fs / "a.pdf", tag="f1")
+    assert f"unlink {src}" in calls
+    assert calls.index(f"fsync {other_fs}") < calls.index(f"unlink {src}"), calls
+
+
 def test_move_noreplace_across_filesystems_refuses_a_taken_name(
         tmp_path: Path, other_fs: Path) -> None:
     """Across filesystems a taken name is not replaced, the source stays, no temp is left."""
