@@ -1,5 +1,5 @@
 """folderseal's reliability campaign: crashes, provider chaos, share outages, full disks,
-hostile input and lost state, each checked against PRODUCT.md's promises.
+hostile input and lost state, each checked against docs/design.md's promises.
 
     .venv/bin/python bench/torture.py --cycles 200          # the full campaign
     .venv/bin/python bench/torture.py --cycles 3 --only crash-local,chaos

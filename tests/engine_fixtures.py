@@ -1,4 +1,4 @@
-"""Fixtures for the signing engine tests: a trial seal, and a local RFC 3161 time-stamp server.
+"""Fixtures for the signing tests: a trial seal, and a local RFC 3161 time-stamp server.
 
 Import the fixtures by name into a test module (``from tests.engine_fixtures import ...``).
 """

@@ -1,4 +1,4 @@
-"""The invariants every scenario ends with (PRODUCT.md's promises, checked from outside).
+"""The invariants every scenario ends with (docs/design.md's promises, checked from outside).
 
 1. Every dropped file is in exactly one place: the outbox with a sidecar, the errors
    folder with a record, or still waiting (inbox or work folder) and counted by

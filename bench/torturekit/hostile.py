@@ -14,7 +14,7 @@
   never written anywhere.
 
 Names the built-in ignore list covers stay in the inbox untouched; the list is written
-out again here from hotfolder-lessons.md rather than imported, so a change to
+out again here from the README's "Ignored names" rather than imported, so a change to
 folderseal's list that drops a temp-file pattern shows up as a finding.
 """
 

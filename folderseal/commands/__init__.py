@@ -180,7 +180,7 @@ def parser() -> argparse.ArgumentParser:
     status = command("status", cmd_status, "what is waiting, in flight, failed, and why")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     command("check", cmd_check, "validate configuration, folders, permissions and providers")
-    retry = command("retry", cmd_retry, "put failed files back (see the crash table)")
+    retry = command("retry", cmd_retry, "put failed files back (see docs/design.md)")
     retry.add_argument("--all", action="store_true", help="every failed file")
     retry.add_argument("ids", nargs="*", metavar="ID", help="file or batch ids")
     retry.add_argument("--force", action="store_true",
@@ -212,7 +212,7 @@ def parser() -> argparse.ArgumentParser:
     emulate = commands.add_parser(
         "emulate", help="run a local emulator of a provider's API (for trials and tests)",
         description="Run a local server that speaks a provider's API (SEAL signs with the "
-                    "local engine), optionally injecting faults, with a journal of what it did.")
+                    "local signer), optionally injecting faults, with a journal of what it did.")
     emulated = emulate.add_subparsers(dest="provider", required=True, metavar="PROVIDER")
     seal = _emulator(emulated, "seal", cmd_emulate, "the Signius SEAL batch API",
                      "require this API-KEY header", "500-before=0.1,429=0.2,drop=0.05",

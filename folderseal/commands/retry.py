@@ -1,6 +1,6 @@
 """``folderseal retry``: put failed files back, without ever sealing one twice.
 
-What a retry does depends on how far the file got (docs/crash-table.md):
+What a retry does depends on how far the file got (docs/design.md, "folderseal retry"):
 
 * failed before its batch could have been accepted (at the claim, or a batch that
   failed before ``ACCEPTING``), or with a provider whose accept is no point of no

@@ -5,15 +5,15 @@ right after the step of that name (``NAME@N`` on its N-th time). A SIGKILL leave
 no chance to clean up, which is the point: the restart must cope. Unset, the check
 costs one dictionary lookup.
 
-Every crash point, and what a restart does after it (docs/crash-table.md has the
-whole table):
+Every crash point, and what a restart does after it (docs/design.md, "The crash
+table", has the whole table):
 
 Intake, the state machine and delivery
 
 - ``claimed``: files renamed into the work folder, not yet recorded: the scan at
   start registers and batches them (they were never sent anywhere).
 - ``state:<JOB STATE>`` (after each transition, ``state:BATCHED`` included): the
-  restart resumes the step of that state (the crash table's row).
+  restart resumes the step of that state (its row in docs/design.md's crash table).
 - ``attempt``: attempts counted, the call not yet made: the step runs again, the
   attempt stays counted.
 - ``output-published``: a batch's outputs published, their sidecars not yet:

@@ -1,6 +1,6 @@
 """The one lifecycle table: what a batch's state says a provider may have done with its
-files, and how a remote batch's state reads. The manager, ``recover`` and ``retry``
-decide by it (docs/crash-table.md shows it); nothing else spells these rules out.
+files, and how a remote batch's state reads. The state machine, ``recover`` and ``retry``
+decide by it (docs/design.md, "The lifecycle table"); nothing else spells these rules out.
 
 =================================  ==========================================
 job state                          what the provider may have done

@@ -2,7 +2,7 @@
 
 This is the one place that knows what each state means and which step follows it.
 Each step runs under the job's lease, ends in a guarded transition (so a restart
-resumes with the next step, as in docs/crash-table.md), and is one of:
+resumes with the next step, as in docs/design.md's crash table), and is one of:
 
 * done: the job moves on and the next step runs at once;
 * waiting: the provider is still working; the job is released until its next poll;

@@ -3,11 +3,11 @@
 ``prepare → create → upload → accept → status (until closed) → download → delete``.
 A provider that has no such step does nothing in it (the local signer has no remote
 batch to create). Each provider declares its :class:`Steps`: whether it keeps a
-remote batch, whether its accept step is the point of no return (the manager stores
+remote batch, whether its accept step is the point of no return (the state machine stores
 ACCEPTING before it, for every provider) and what a delivered file is. Providers know
-nothing about the store or the folders: the manager drives them and records every
+nothing about the store or the folders: the state machine drives them and records every
 step; what a provider reports back during a step goes through the :class:`Ledger`
-the manager hands it (attempts, and each document's remote id), recorded durably
+the state machine hands it (attempts, and each document's remote id), recorded durably
 *before* (an intent) and *after* (an answer) the call it is about.
 """
 
@@ -122,7 +122,7 @@ class BatchView:
     documents: tuple[Document, ...]
     files_dir: Path             # batches/<id>/ in the work folder: the entries
     package: Path | None        # where prepare may keep what goes up (SEAL: the flat
-    #                             ZIP); removed by the manager when the batch is done
+    #                             ZIP); removed by the state machine when the batch is done
     staging: Path               # <state_dir>/downloads/<id>/: where results go
     # Opens a document's file for reading (a file descriptor the caller closes); refuses
     # anything but the claimed file.
@@ -171,7 +171,7 @@ class Health:
 
 
 class Ledger(Protocol):
-    """The manager's ledger, handed to the steps that send or sign file by file."""
+    """The state machine's ledger, handed to the steps that send or sign file by file."""
 
     def begin(self, documents: list[Document]) -> list[int]:
         """Count an attempt at each document durably before it is made; the counts."""
@@ -224,7 +224,7 @@ class Provider(Protocol):
         """Before create: check what goes up (a file the provider would refuse is
         ``ledger.reject``-ed) and make it (SEAL's flat ZIP, at ``batch.package``);
         idempotent (a restart may call it again, and a torn result is made again). The
-        (sha256, bytes) of what it made, which the manager records with the batch (and
+        (sha256, bytes) of what it made, which the state machine records with the batch (and
         hands back as ``batch.prepared``); None when it made nothing."""
 
     def create(self, batch: BatchView, ledger: Ledger) -> str:

@@ -3,7 +3,7 @@
 A new provider is one folder under ``providers/`` and one line here. The configuration
 models are imported now (the configuration is validated with them); the provider
 classes only when a provider is built, by their import path, because they import what
-configuration loading must not (httpx, the signing engine).
+configuration loading must not (httpx, folderseal.signing).
 """
 
 from __future__ import annotations

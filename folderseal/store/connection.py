@@ -5,7 +5,7 @@ Each thread opens its own connection (sqlite3 connections are not shared between
 threads). Writes run in ``BEGIN IMMEDIATE`` transactions; a guarded write that matches
 zero rows raises :class:`StateConflict` or :class:`LeaseLost` instead of passing
 silently. ``synchronous = FULL`` makes every commit durable before the step after it
-starts (the crash table depends on it). SQL is data: the schema, the numbered
+starts (docs/design.md's crash table depends on it). SQL is data: the schema, the numbered
 migrations and every query live in ``sql/``.
 """
 

@@ -38,7 +38,7 @@ class Keep(set[str]):
 
 
 class Ledger:
-    """The little of the manager's ledger these steps use."""
+    """The little of the state machine's ledger these steps use."""
 
     def __init__(self) -> None:
         self.published: list[str] = []

@@ -1,4 +1,4 @@
-"""The engine's outputs checked by tools folderseal did not write: pdfsig, openssl, pyHanko."""
+"""The signer's outputs checked by tools folderseal did not write: pdfsig, openssl, pyHanko."""
 
 from __future__ import annotations
 

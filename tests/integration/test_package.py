@@ -1,4 +1,4 @@
-"""The flat ZIP package, through the real manager, for a provider that uploads one.
+"""The flat ZIP package, through the real state machine, for a provider that uploads one.
 
 The local provider signs the batch folder's files directly and needs no package; a
 provider like SEAL uploads one flat ZIP. A test provider that wants a package (and

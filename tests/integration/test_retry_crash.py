@@ -3,7 +3,7 @@ batch way: afterwards every file is in errors with its record and listed, or bac
 inbox or its batch, and once the next `retry` or the daemon's reconcile of the errors
 folder has finished what the killed one began, every file is sealed exactly once.
 
-The daemon is the real one in this process (its intake, manager and sink) over the
+The daemon is the real one in this process (its intake, state machine and sink) over the
 scripted fake SEAL of test_seal_flow; `retry` is a real subprocess.
 """
 

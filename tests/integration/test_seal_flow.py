@@ -1,4 +1,4 @@
-"""The real manager, store and sink driving the SEAL adapter over a scripted fake SEAL.
+"""The real state machine, store and sink driving the SEAL adapter over a scripted fake SEAL.
 
 Each test loses an answer, a connection or a request around one lifecycle step and
 checks the contract: never two uploads to one batch, never a second accept of a

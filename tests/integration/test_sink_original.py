@@ -4,7 +4,7 @@ outbox at its source path as the primary output, its sidecar ``<name>.json`` bes
 with the provider's outcome as status and the receipt in "provider".
 
 Real folders, a real SQLite store, the real WorkFolder and Sink; the batch is recorded
-in the store as the manager leaves it after download. A crash between the outputs and
+in the store as the state machine leaves it after download. A crash between the outputs and
 the sidecars is a real SIGKILL of a child process at the ``output-published`` point.
 """
 
@@ -91,7 +91,7 @@ class Batch:
         self.store.transition(job, JobState.DOWNLOADED)
 
     def deliver(self) -> None:
-        """What the manager does with a DOWNLOADED batch: deliver, then finish."""
+        """What the state machine does with a DOWNLOADED batch: deliver, then finish."""
         if BATCH not in self.store._leases:  # a restart takes the batch over
             assert self.store.acquire_job() is not None
         job = self.store.job(BATCH)

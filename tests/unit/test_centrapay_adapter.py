@@ -159,7 +159,7 @@ class FakeLedger:
         self.log.append("created")
 
     def view(self, view: BatchView) -> BatchView:
-        """The batch as the manager would hand it next."""
+        """The batch as the state machine would hand it next."""
         import dataclasses
         return dataclasses.replace(
             view, published=self.published[-1] if self.published else view.published,
@@ -438,7 +438,7 @@ def test_a_create_that_surely_did_nothing_is_not_sent(tmp_path: Path, public: Pa
 def test_a_create_that_fails_before_it_is_sent_is_not_sent(
         tmp_path: Path, public: Path, fault: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever fails before POST /api/batches leaves (making the URL, the limiter's
-    turn, building the request, noting it in the manifest) is NotSent: the manager goes
+    turn, building the request, noting it in the manifest) is NotSent: the state machine goes
     back to UPLOADED and sends it later, never outcome_unknown."""
     api, ledger = FakeCentrapay(public), FakeLedger()
     provider = _provider(tmp_path, api)

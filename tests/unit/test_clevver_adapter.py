@@ -181,7 +181,7 @@ def _file_part(request: httpx.Request) -> bytes:
 # -- an in-test ledger -------------------------------------------------------------------
 
 class FakeLedger:
-    """Keeps each document's latest note, as the manager's store column does."""
+    """Keeps each document's latest note, as the state machine's store column does."""
 
     def __init__(self) -> None:
         self.notes: dict[str, RemoteDocument] = {}
@@ -210,7 +210,7 @@ class FakeLedger:
         self.rejected[document.file_id] = (code, message)
 
     def view(self, view: BatchView) -> BatchView:
-        """The batch as the manager would hand it next: notes, rejected files gone."""
+        """The batch as the state machine would hand it next: notes, rejected files gone."""
         return dataclasses.replace(view, documents=tuple(
             dataclasses.replace(d, remote=self.notes.get(d.file_id))
             for d in view.documents if d.file_id not in self.rejected))
@@ -497,7 +497,7 @@ def test_a_batch_clevver_no_longer_knows_is_gone(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fault", ["429", "connect"])
 def test_a_start_that_never_reached_clevver_is_not_sent(tmp_path: Path, fault: str) -> None:
     """A 429 or a refused connection on start: NotSent (Throttled for a 429), so the
-    manager goes back to UPLOADED and starts it again, never counting it as sent."""
+    state machine goes back to UPLOADED and starts it again, never counting it as sent."""
     api, ledger = FakeClevver(), FakeLedger()
     provider = _provider(tmp_path, api)
     view = _view(tmp_path, CONTENTS[:1])

@@ -74,7 +74,7 @@ def test_loads_a_toml_file(tmp_path: Path) -> None:
 
 
 def test_defaults_match_the_documented_ones(tmp_path: Path) -> None:
-    """Keys left out take the defaults PRODUCT.md documents."""
+    """Keys left out take the defaults config.example.toml documents."""
     settings = load(minimal(tmp_path))
     folder = settings.folders["scans"]
     assert settings.state_dir == Path("/var/lib/folderseal")

@@ -54,7 +54,7 @@ def file(state: str, at: float, file_id: str = "f1") -> Event:
     return Event(kind="file.state", file_id=file_id, state=state, at=at)
 
 
-# A delivered file's batch, as the manager records it: the result comes back (READY)
+# A delivered file's batch, as the state machine records it: the result comes back (READY)
 # in the download step, just before DOWNLOADED.
 HISTORY = [batch("CREATED", T0 + 3), batch("UPLOADED", T0 + 4), batch("ACCEPTING", T0 + 5),
            batch("ACCEPTED", T0 + 6), batch("CLOSED", T0 + 7), file("READY", T0 + 7.5),
@@ -86,7 +86,7 @@ OUTPUTS = [{"path": "2026/11/invoice.pdf", "role": "signed", "sha256": "b" * 64,
 
 
 def test_signed_sidecar_has_exactly_the_documented_fields() -> None:
-    """signed() writes the fields of PRODUCT.md's sidecar example and no others."""
+    """signed() writes the fields of docs/design.md's sidecar example and no others."""
     rec = record()
     data = json.loads(signed(rec, OUTPUTS, **common(rec)))
     assert set(data) == {"schema", "status", "folder", "source", "input", "outputs",

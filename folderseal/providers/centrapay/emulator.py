@@ -1,4 +1,5 @@
-"""A local Centrapay: the batch API of providers.md §3 on loopback, for trials and tests.
+"""A local Centrapay: its batch API (docs/design.md, "The providers' APIs") on loopback, for
+trials and tests.
 
 ``folderseal emulate centrapay`` runs it (``run_centrapay``); tests start it in a thread
 (``start_centrapay``). Requests need ``X-Api-Key: <api key>`` when a key is given (401

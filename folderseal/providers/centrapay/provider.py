@@ -8,7 +8,7 @@ key the batch recorded): its key is recorded first, then the copy or upload. The
 published object standing whole is the "upload". ``accept`` is the point of no return:
 it makes the URL right then (a pre-signed URL starts its expiry now) and creates the
 Centrapay batch, whose id is recorded the moment it is answered; creating is starting,
-and a create whose answer is lost cannot be looked up (the manager fails the file as
+and a create whose answer is lost cannot be looked up (the state machine fails the file as
 ``outcome_unknown``). Then the batch is polled (``created → copied → chunked →
 complete | error``); its report goes into the sidecar, and the original file comes out
 unchanged. ``delete`` removes what was published. A batch holds exactly one file, so
@@ -242,7 +242,7 @@ class CentrapayProvider:
         except NotSent:
             raise
         except (TransientError, ConfigError, OSError) as exc:
-            # Nothing has left: the manager goes back before the point of no return.
+            # Nothing has left: the state machine goes back before the point of no return.
             raise NotSent(without_secrets(
                 f"the create of the Centrapay batch for {document.entry} could not be "
                 f"prepared ({exc}); nothing was sent, and it is tried again later")) from None

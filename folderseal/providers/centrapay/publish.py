@@ -2,7 +2,7 @@
 pre-signed GET URL) or a folder a web server serves (an unguessable name).
 
 A publisher names what it publishes by a *key* (the S3 object key, or the file's name
-in publish_dir), which the manager records before any byte is published; the URL is
+in publish_dir), which the state machine records before any byte is published; the URL is
 made from it only when the create is sent (a pre-signed URL is a read key to the
 records: it is never logged or recorded). ``tidy`` removes, at start, what no batch
 names any more. Both stream the file (memory stays flat whatever its size) and call

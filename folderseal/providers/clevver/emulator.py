@@ -1,4 +1,5 @@
-"""A local Clevver: the batch API of providers.md §2 on loopback, for trials and tests.
+"""A local Clevver: its batch API (docs/design.md, "The providers' APIs") on loopback, for
+trials and tests.
 
 ``folderseal emulate clevver`` runs it (``run_clevver``); tests start it in a thread
 (``start_clevver``). It speaks the documented endpoints with their documented shapes:

@@ -1,5 +1,5 @@
 """The ``[providers.<name>]`` table of ``kind = "local"`` (apart from the signer, which
-imports the signing engine: loading the configuration must not)."""
+imports folderseal.signing: loading the configuration must not)."""
 
 from __future__ import annotations
 

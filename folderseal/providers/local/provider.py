@@ -330,7 +330,7 @@ class LocalProvider:
         return fingerprint(key)  # it publishes nothing: never called with a key
 
     def delete(self, batch: BatchView, remote_id: str) -> None:
-        return None  # the staging folder is removed by the manager after cleanup
+        return None  # the staging folder is removed by the state machine after cleanup
 
     # -- results in the staging folder ---------------------------------------------
 

@@ -1,7 +1,7 @@
 """The ``seal`` provider: Signius SEAL's batch API (the adapter is in :mod:`.provider`).
 
 Loading the configuration imports :mod:`.config` and so this package, but not the
-adapter, which imports httpx and the signing engine: it is imported when first named.
+adapter, which imports httpx and folderseal.signing: it is imported when first named.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The ``seal`` provider: Signius SEAL's batch API.
 
 ``prepare (the flat ZIP) → CreateBatch → upload → AcceptBatch → BatchStatus until
-CLOSED → batchfile → BatchDeleteCache``. Exactly-once is the manager's state machine
+CLOSED → batchfile → BatchDeleteCache``. Exactly-once is the job state machine's
 (the remote id is stored before upload, ACCEPTING before accept, and the remote status
 is read before anything is sent again); this adapter maps each step to its HTTP call,
 SEAL's statuses to :class:`Remote`, proves an upload complete by BatchStatus's document
@@ -149,7 +149,7 @@ class SealProvider:
         return remote.id
 
     def upload(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
-        """One ZIP, once: the manager noted the upload before this call (SEAL adds what
+        """One ZIP, once: the state machine noted the upload before this call (SEAL adds what
         is uploaded, so a second upload would double the batch)."""
         assert batch.package is not None
         self._client.upload(remote_id, batch.package)

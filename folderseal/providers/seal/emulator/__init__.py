@@ -12,7 +12,7 @@ emulator lives in its folder (Clevver's: ``folderseal.providers.clevver.emulator
 SEAL's emulator speaks the documented endpoints with their quirks (string vs number
 ids and statuses, status names vs numbers, three places for AcceptBatch's
 ``batchId``, duplicate documents on a second upload), signs with folderseal's own
-engine and a trial seal, and journals one line per document it signed (or failed to
+signer and a trial seal, and journals one line per document it signed (or failed to
 sign). Its modules: ``server`` (endpoints, auth), ``state`` (batches, journal),
 ``signing`` (the background signing of accepted batches), ``package`` (ZIP in and
 out), ``params`` (ids from path, query or JSON).

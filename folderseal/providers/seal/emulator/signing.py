@@ -2,7 +2,7 @@
 
 Each accepted batch gets a thread that walks it through ACCEPTED → READY →
 IN_PROGRESS → FINISHING → CLOSED, waiting ``step_delay`` seconds before each step.
-Documents are signed during IN_PROGRESS with folderseal's own engine:
+Documents are signed during IN_PROGRESS with folderseal's own signer:
 
 * a PDF (``.pdf``, any case) gets an embedded PAdES signature; the package holds the
   signed PDF under the uploaded name;
