@@ -20,9 +20,10 @@ from prometheus_client import generate_latest
 
 from folderseal.core import metrics
 from folderseal.core.config import Settings, load
+from folderseal.providers import registry  # noqa: F401  the provider kinds, for load()
 from folderseal.publish.errorfiles import identity, mark
 from folderseal.publish.failures import Failures
-from folderseal.service import page
+from folderseal.service import gauges, page
 from folderseal.service.status import collect
 from folderseal.store import Store
 from folderseal.work import WorkFolder
@@ -98,7 +99,7 @@ def main() -> None:
                 ("/metrics", lambda: generate_latest(metrics.REGISTRY))):
             if name == "/metrics":
                 metrics.REGISTRY.register(
-                    metrics.ReportCollector(lambda: collect(settings, warnings=[])))
+                    gauges.ReportCollector(lambda: collect(settings, warnings=[])))
             work()  # warm the page cache
             runs = []
             for _ in range(5):

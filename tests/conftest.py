@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from folderseal.core import logs
+from folderseal.providers import registry  # noqa: F401  the provider kinds, for config.load
 from tests.helpers import Daemon
 
 

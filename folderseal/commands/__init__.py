@@ -17,6 +17,7 @@ from folderseal.core import config as configuration
 from folderseal.core import logs, systemd
 from folderseal.core.errors import ExitCode, FolderSealError
 from folderseal.core.redact import REDACTOR
+from folderseal.providers import registry  # noqa: F401  registers the kinds before any config is read
 
 # What `init --service` writes unless told otherwise: what systemd/folderseal.service expects.
 SERVICE_DEFAULTS = {"user": "folderseal", "drop_group": "folderseal-drop",

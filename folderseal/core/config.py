@@ -10,9 +10,9 @@ Pydantic's own messages quote the offending input, which may be a password, so
 errors are rebuilt here from their location and message only, and passed through
 the redactor as well.
 
-Each provider kind's table model lives in its provider's folder and is named in
-:mod:`folderseal.providers.registry`; what the models share is in
-:mod:`folderseal.core.configbase`.
+Each provider kind's table model lives in its provider's folder and is registered here
+by :mod:`folderseal.providers.registry` (:func:`register_provider_kinds`), so this bottom
+layer imports no provider; what the models share is in :mod:`folderseal.core.configbase`.
 """
 
 from __future__ import annotations
@@ -36,16 +36,6 @@ from folderseal.core.configbase import OptionalPath, ProviderSection, Section, c
 from folderseal.core.errors import ConfigError
 from folderseal.core.keyfiles import names_credential
 from folderseal.core.redact import REDACTOR
-
-# The providers' table models live beside their providers; importers of this module
-# find them here too.
-from folderseal.providers.centrapay.config import (
-    CentrapayProviderConfig as CentrapayProviderConfig,
-)
-from folderseal.providers.clevver.config import ClevverProviderConfig as ClevverProviderConfig
-from folderseal.providers.local.config import LocalProviderConfig as LocalProviderConfig
-from folderseal.providers.registry import KINDS
-from folderseal.providers.seal.config import SealProviderConfig as SealProviderConfig
 
 DEFAULT_CONFIG = Path("/etc/folderseal/config.toml")
 ENV_PREFIX = "FOLDERSEAL_"
@@ -100,13 +90,11 @@ class StoreConfig(Section):
         return value
 
 
-# A [providers.<name>] table: the model of its kind in the registry, told apart by `kind`.
+# A [providers.<name>] table: the model of its kind, told apart by `kind`. The union of
+# the registered models is given to Settings when the kinds are registered.
 if TYPE_CHECKING:
     ProviderConfig = ProviderSection
-else:
-    ProviderConfig = Annotated[Union[tuple(kind.config for kind in KINDS.values())],  # noqa: UP007
-                               Field(discriminator="kind")]
-KNOWN_KINDS = tuple(KINDS)
+_KINDS: dict[str, type[ProviderSection]] = {}
 PATH_KEYS = ("certificate", "key", "password_file", "api_key_file", "api_token_file",
              "client_certificate", "client_key", "ca_bundle", "s3_secret_access_key_file",
              "publish_dir")
@@ -193,10 +181,10 @@ class Settings(BaseSettings):
         if isinstance(data, dict):
             for name, provider in (data.get("providers") or {}).items():
                 kind = provider.get("kind") if isinstance(provider, dict) else None
-                if kind is not None and kind not in KNOWN_KINDS:
+                if kind is not None and kind not in _KINDS:
                     raise ValueError(
                         f"providers.{name}.kind: unknown provider kind {kind!r}; "
-                        "this version offers: " + ", ".join(KNOWN_KINDS)
+                        "this version offers: " + ", ".join(_KINDS)
                     )
         return data
 
@@ -230,8 +218,25 @@ def default_config_path() -> Path:
     return Path(os.environ.get("FOLDERSEAL_CONFIG") or DEFAULT_CONFIG)
 
 
+def register_provider_kinds(models: dict[str, type[ProviderSection]]) -> None:
+    """Make each kind's table model known (called by :mod:`folderseal.providers.registry`
+    when it is imported): ``[providers.<name>]`` tables are read with them from then on."""
+    _KINDS.update(models)
+    union: Any = Annotated[Union[tuple(_KINDS.values())],  # noqa: UP007
+                           Field(discriminator="kind")]
+    Settings.model_rebuild(force=True, _types_namespace={"ProviderConfig": union})
+
+
+def known_kinds() -> tuple[str, ...]:
+    """The provider kinds this version offers."""
+    return tuple(_KINDS)
+
+
 def load(path: Path | None = None) -> Settings:
     """Read, merge and validate the configuration; raise ConfigError if it cannot be used."""
+    if not _KINDS:
+        raise RuntimeError("no provider kinds are registered: import "
+                           "folderseal.providers.registry before loading a configuration")
     path = path or default_config_path()
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -361,7 +366,7 @@ def _explain(path: Path, exc: ValidationError) -> str:
     lines = []
     for error in exc.errors(include_input=False, include_url=False, include_context=False):
         loc = tuple(str(part) for part in error["loc"])
-        if len(loc) > 2 and loc[0] == "providers" and loc[2] in KNOWN_KINDS:
+        if len(loc) > 2 and loc[0] == "providers" and loc[2] in _KINDS:
             loc = loc[:2] + loc[3:]  # pydantic names the kind (the union's tag) as a level
         lines.append((loc, _FRIENDLY.get(error["type"], error["msg"])))
     return _explain_lines(path, lines)

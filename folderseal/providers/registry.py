@@ -1,7 +1,8 @@
 """The provider kinds: for each, its configuration model and its provider class.
 
 A new provider is one folder under ``providers/`` and one line here. The configuration
-models are imported now (the configuration is validated with them); the provider
+models are imported now and registered with :mod:`folderseal.core.config` (which imports
+no provider: the configuration is validated with what is registered); the provider
 classes only when a provider is built, by their import path, because they import what
 configuration loading must not (httpx, folderseal.signing).
 """
@@ -12,6 +13,7 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from folderseal.core.config import register_provider_kinds
 from folderseal.core.configbase import ProviderSection
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
 from folderseal.providers.clevver.config import ClevverProviderConfig
@@ -35,6 +37,7 @@ KINDS: dict[str, Kind] = {
     "clevver": Kind(ClevverProviderConfig, P + "clevver.provider:ClevverProvider"),
     "centrapay": Kind(CentrapayProviderConfig, P + "centrapay.provider:CentrapayProvider"),
 }
+register_provider_kinds({kind: found.config for kind, found in KINDS.items()})
 
 
 def provider_class(kind: str) -> Any:

@@ -34,12 +34,12 @@ from folderseal.core.errors import (
     TransientError,
 )
 from folderseal.core.logs import get as get_logger
-from folderseal.core.metrics import MeasuredProvider
 from folderseal.intake.folder import FolderIntake
 from folderseal.intake.watch import Hint
 from folderseal.jobs.machine import Busy, Manager, backoff
 from folderseal.providers import Provider, build
 from folderseal.providers.local.tracker import stop_resource_tracker
+from folderseal.providers.measured import MeasuredProvider
 from folderseal.publish import safety
 from folderseal.publish.sink import Sink
 from folderseal.service import statelock, status

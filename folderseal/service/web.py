@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from folderseal.core import metrics
 from folderseal.core.errors import ConfigError
 from folderseal.core.logs import get as get_logger
-from folderseal.service import page
+from folderseal.service import gauges, page
 
 Report = Callable[[], dict[str, Any]]
 Problems = Callable[[], list[str]]
@@ -77,7 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
 class WebServer:
     def __init__(self, address: tuple[str, int], report: Report, problems: Problems) -> None:
         self.address = address
-        self.collector = metrics.ReportCollector(report)
+        self.collector = gauges.ReportCollector(report)
         try:
             self.server = _Server(address)
         except OSError as exc:

@@ -25,6 +25,7 @@ import pytest
 from folderseal.commands.init import ServiceLayout, init_service
 from folderseal.core import config as configuration
 from folderseal.providers import NOT_QUALIFIED
+from folderseal.providers.local.config import LocalProviderConfig
 from tests.helpers import Daemon, Layout, folderseal, wait_until
 
 USER, GROUP = "nobody", "nogroup"
@@ -104,7 +105,7 @@ def test_init_service_writes_what_the_service_user_can_use(
     assert (folder.inbox, folder.outbox, folder.errors) == (
         srv / "inbox", srv / "outbox", srv / "errors")
     provider = settings.providers[folder.provider]
-    assert isinstance(provider, configuration.LocalProviderConfig)
+    assert isinstance(provider, LocalProviderConfig)
     assert str(provider.password_file) == "$CREDENTIALS_DIRECTORY/seal.pass"
 
     # What systemd's LoadCredential= makes: a copy only the service user can read.

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from folderseal.core.config import Settings, load
-from folderseal.core.metrics import ReportCollector
 from folderseal.core.model import FileState, JobState
 from folderseal.publish import retrying
 from folderseal.service import page, statelock
+from folderseal.service.gauges import ReportCollector
 from folderseal.service.status import ALARM_ATTEMPTS, collect, show, summary
 from folderseal.store import Store
 

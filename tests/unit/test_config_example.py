@@ -10,17 +10,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from folderseal.core.config import (
-    CentrapayProviderConfig,
-    ClevverProviderConfig,
-    FolderConfig,
-    LocalProviderConfig,
-    LogConfig,
-    MetricsConfig,
-    SealProviderConfig,
-    Settings,
-    StoreConfig,
-)
+from folderseal.core.config import FolderConfig, LogConfig, MetricsConfig, Settings, StoreConfig
+from folderseal.providers.centrapay.config import CentrapayProviderConfig
+from folderseal.providers.clevver.config import ClevverProviderConfig
+from folderseal.providers.local.config import LocalProviderConfig
+from folderseal.providers.seal.config import SealProviderConfig
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 TEXT = EXAMPLE.read_text(encoding="utf-8")

@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from folderseal.core.config import SealProviderConfig
 from folderseal.core.errors import ConfigError, ProviderError, TransientError
 from folderseal.providers.seal import SealProvider
 from folderseal.providers.seal.client import SealClient, retry_after
+from folderseal.providers.seal.config import SealProviderConfig
 from tests.seal_fake import FakeSealApi
 
 KEY = "k3y-for-the-adapter-tests"

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from folderseal.core.config import LocalProviderConfig
+from folderseal.providers.local.config import LocalProviderConfig
 from folderseal.providers.local.provider import LocalProvider
 from folderseal.service import page
 from folderseal.signing import make_trial_seal

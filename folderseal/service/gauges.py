@@ -1,0 +1,54 @@
+"""The gauges of ``/metrics``, read from the status report when scraped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from folderseal.publish.folders import BLOCK_REASONS
+
+
+class ReportCollector(Collector):
+    """Gauges from the status report (:func:`folderseal.service.status.collect`)."""
+
+    def __init__(self, report: Callable[[], dict[str, Any]]) -> None:
+        self.report = report
+
+    def collect(self) -> Iterator[Metric]:
+        report = self.report()
+        batches = GaugeMetricFamily("folderseal_batches", "Batches by state",
+                                    labels=["folder", "state"])
+        files = GaugeMetricFamily("folderseal_files", "Files in the store by state",
+                                  labels=["folder", "state"])
+        oldest = GaugeMetricFamily("folderseal_oldest_waiting_seconds",
+                                   "Age of the oldest file not yet delivered or failed",
+                                   labels=["folder"])
+        full = GaugeMetricFamily("folderseal_outbox_full",
+                                 "1 while claims wait for disk space (min_free_bytes)",
+                                 labels=["folder"])
+        outage = GaugeMetricFamily("folderseal_share_outage",
+                                   "1 while the folder's inbox share is out of reach",
+                                   labels=["folder"])
+        blocked = GaugeMetricFamily(
+            "folderseal_folder_blocked", "1 while the folder claims nothing because its "
+            "outbox, errors or archive folder is missing or not writable",
+            labels=["folder", "reason"])
+        alarms = GaugeMetricFamily("folderseal_alarms",
+                                   "Things that need a person now (folderseal status exits 1)")
+        for name, folder in report["folders"].items():
+            for state, count in folder["batch_states"].items():
+                batches.add_metric([name, state], count)
+            for state, count in folder["files"].items():
+                files.add_metric([name, state], count)
+            oldest.add_metric([name], folder["oldest_waiting_seconds"])
+            full.add_metric([name], 1.0 if folder["disk_full"] else 0.0)
+            outage.add_metric([name], 1.0 if folder["outage"] else 0.0)
+            reasons = {b["reason"] for b in folder["blocked"]}
+            for reason in BLOCK_REASONS:  # every series, so that 0 says "not blocked"
+                blocked.add_metric([name, reason], 1.0 if reason in reasons else 0.0)
+        alarms.add_metric([], len(report["alarms"]))
+        yield from (batches, files, oldest, full, outage, blocked, alarms)
