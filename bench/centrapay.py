@@ -33,7 +33,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,33 @@ def publishing(kind: str, root: Path, endpoint: str) -> Iterator[tuple[dict[str,
            lambda: s3server.keys(endpoint, bucket))
 
 
+@dataclass
+class Loading:
+    """A daemon loading through the emulator: its folders, the emulator, and what is
+    still published."""
+
+    layout: Layout
+    emulator: CentrapayEmulator
+    published: Callable[[], list[str]]
+    daemon: Daemon
+
+
+@contextlib.contextmanager
+def loading(work: Path, kind: str, endpoint: str, **emulator: Any) -> Iterator[Loading]:
+    """The emulator (no faults, no rate limit), publishing of ``kind``, and a daemon
+    configured for both in ``work``, started; the daemon is stopped on the way out."""
+    with start_centrapay(api_key=KEY, data_dir=work / "emulator", step_seconds=0.0,
+                         rate_limit=0, **emulator) as handle, \
+            publishing(kind, work, endpoint) as (keys, published):
+        layout = Layout(work)
+        write_config(layout, handle, keys)
+        daemon = Daemon(layout).started()
+        try:
+            yield Loading(layout, handle, published, daemon)
+        finally:
+            daemon.stop(timeout=120)
+
+
 def check_outputs(layout: Layout, originals: dict[str, tuple[str, int]],
                   emulator: CentrapayEmulator, left: list[str]) -> None:
     """Each file unchanged, its report the count Centrapay loaded; nothing published."""
@@ -137,21 +165,13 @@ def many_files(root: Path, kind: str, endpoint: str, count: int, records: int
     total = sum(len(d) for d in files.values())
     work = root / f"many-{kind}"
     work.mkdir()
-    with start_centrapay(api_key=KEY, data_dir=work / "emulator", step_seconds=0.0,
-                         rate_limit=0, workers=4) as emulator, \
-            publishing(kind, work, endpoint) as (keys, published):
-        layout = Layout(work)
-        write_config(layout, emulator, keys)
-        daemon = Daemon(layout).started()
-        try:
-            dropped = drop_at_once(layout, files)
-            last = last_sidecar(layout, count, timeout=1800)
-            wait_until(lambda: not published(), timeout=60, what="every copy removed")
-        finally:
-            daemon.stop(timeout=120)
-        check_outputs(layout, {n: (cw.sha(d), records) for n, d in files.items()}, emulator,
-                      published())
-        requests = emulator.request_counts()
+    with loading(work, kind, endpoint, workers=4) as run:
+        dropped = drop_at_once(run.layout, files)
+        last = last_sidecar(run.layout, count, timeout=1800)
+        wait_until(lambda: not run.published(), timeout=60, what="every copy removed")
+    check_outputs(run.layout, {n: (cw.sha(d), records) for n, d in files.items()},
+                  run.emulator, run.published())
+    requests = run.emulator.request_counts()
     elapsed = last - dropped
     calls = sum(requests.values())
     return {"publish": kind, "files": count, "records_per_file": records,
@@ -179,40 +199,34 @@ def big_file(root: Path, kind: str, endpoint: str, mib: int, label: str) -> dict
     """(c): the daemon's peak RSS while one ``mib`` MiB batch file goes through."""
     work = root / f"{label}-{kind}"
     work.mkdir()
-    with start_centrapay(api_key=KEY, data_dir=work / "emulator", step_seconds=0.0,
-                         rate_limit=0, fetch_timeout=3600) as emulator, \
-            publishing(kind, work, endpoint) as (keys, published):
-        layout = Layout(work)
-        write_config(layout, emulator, keys)
-        big = work / "big.jsonl"
-        sha256, count = write_big(big, mib)
-        size = big.stat().st_size
-        daemon = Daemon(layout).started()
-        samples: list[tuple[float, int]] = []
-        done = threading.Event()
+    big = work / "big.jsonl"
+    sha256, count = write_big(big, mib)
+    size = big.stat().st_size
+    samples: list[tuple[float, int]] = []
+    done = threading.Event()
+    with loading(work, kind, endpoint, fetch_timeout=3600) as run:
+        pid = run.daemon.process.pid
 
         def sample() -> None:
             begun = time.monotonic()
             while not done.wait(0.2):
-                samples.append((time.monotonic() - begun,
-                                _memory(daemon.process.pid, "VmRSS")))
+                samples.append((time.monotonic() - begun, _memory(pid, "VmRSS")))
 
         sampler = threading.Thread(target=sample, daemon=True)
         try:
             started = time.monotonic()
             sampler.start()
-            os.rename(big, layout.inbox / "big.jsonl")
-            wait_until(lambda: (layout.outbox / "big.jsonl.json").exists(), timeout=7200,
-                       what="the big file loaded")
+            os.rename(big, run.layout.inbox / "big.jsonl")
+            wait_until(lambda: (run.layout.outbox / "big.jsonl.json").exists(),
+                       timeout=7200, what="the big file loaded")
             seconds = time.monotonic() - started
-            peak = _memory(daemon.process.pid, "VmHWM")
+            peak = _memory(pid, "VmHWM")
             done.set()
             sampler.join(5)
-            wait_until(lambda: not published(), timeout=60, what="the copy removed")
+            wait_until(lambda: not run.published(), timeout=60, what="the copy removed")
         finally:
             done.set()
-            daemon.stop(timeout=120)
-        check_outputs(layout, {"big.jsonl": (sha256, count)}, emulator, published())
+    check_outputs(run.layout, {"big.jsonl": (sha256, count)}, run.emulator, run.published())
     rss = [r for _, r in samples if r]
     quarters = [max(rss[len(rss) * q // 4:len(rss) * (q + 1) // 4] or [0]) / MB
                 for q in range(4)] if rss else []

@@ -1,12 +1,14 @@
 """Shared by the Centrapay acceptance tests, the torture scenarios and the benchmark:
 batch files (JSON Lines and CSV, with bad lines if asked), a folder served over HTTP on
 loopback (what ``publish = "folder"`` needs: a web server for publish_dir), the
-provider's keys, and the emulator journal's verdict on what the daemon did.
+provider's keys, the emulator journal's verdict on what the daemon did, and an
+in-memory ledger for driving the provider's steps by hand.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -16,6 +18,8 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from folderseal.providers import BatchView, Document
 
 ACCOUNT = "C4QnjXvj8At6SMsEN4LRi9"
 JSONL_TYPE = "farmlands-external-asset"
@@ -50,6 +54,55 @@ def names(url: str) -> tuple[str]:
     """How an error record names what was published at ``url``: its last part (the
     object key's last part, or the name in publish_dir, in ``provider.published``)."""
     return (url.rsplit("/", 1)[-1],)
+
+
+class FakeLedger:
+    """The state machine's ledger as a Centrapay batch uses it, in memory: what was rejected
+    (by file id: code, message, provider block), published (keys) and created (remote
+    ids), in order in ``log``; ``on_publishing`` (a key) runs before a key is noted."""
+
+    def __init__(self) -> None:
+        self.rejected: dict[str, tuple[str, str, dict[str, Any] | None]] = {}
+        self.published: list[str] = []
+        self.created_ids: list[str] = []
+        self.log: list[str] = []
+        self.on_publishing: Any = None
+
+    def begin(self, documents: list[Document]) -> list[int]:
+        return [d.attempts + 1 for d in documents]
+
+    def forgive(self, documents: list[Document]) -> None:
+        pass
+
+    def stopping(self) -> bool:
+        return False
+
+    def sending(self, document: Document, remote_id: str) -> None:
+        assert remote_id == ""   # a create about to be sent: there is no remote batch yet
+        self.log.append("sending")
+
+    def answered(self, document: Document, remote: Any) -> None:
+        raise AssertionError("Centrapay sends no document")
+
+    def reject(self, document: Document, code: str, message: str,
+               block: dict[str, Any] | None = None) -> None:
+        self.rejected[document.file_id] = (code, message, block)
+
+    def publishing(self, key: str) -> None:
+        if self.on_publishing is not None:
+            self.on_publishing(key)
+        self.published.append(key)
+        self.log.append("publishing")
+
+    def created(self, remote_id: str) -> None:
+        self.created_ids.append(remote_id)
+        self.log.append("created")
+
+    def view(self, view: BatchView) -> BatchView:
+        """The batch as the state machine would hand it next."""
+        return dataclasses.replace(
+            view, published=self.published[-1] if self.published else view.published,
+            documents=tuple(d for d in view.documents if d.file_id not in self.rejected))
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

@@ -13,9 +13,12 @@ the daemon would start and its batches wait).
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from folderseal.commands.shared import add_command
 from folderseal.core import config as configuration
 from folderseal.core.errors import ExitCode, FolderSealError
 from folderseal.core.keyfiles import inline_secrets, service_accounts
@@ -23,6 +26,18 @@ from folderseal.core.redact import REDACTOR
 from folderseal.intake.watch import choose_mode
 from folderseal.providers import build
 from folderseal.publish import files, safety
+
+if TYPE_CHECKING:
+    from folderseal.commands.shared import Subparsers
+
+
+def add_parser(commands: Subparsers) -> None:
+    add_command(commands, "check", handle,
+                "validate configuration, folders, permissions and providers")
+
+
+def handle(args: argparse.Namespace) -> int:
+    return run_checks(args.config)
 
 
 def _access(path: Path, write: bool) -> str:

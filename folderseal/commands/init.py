@@ -21,6 +21,7 @@ that group and the service can read it), never the configuration.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import grp
 import json
@@ -30,12 +31,22 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from folderseal import signing  # its names load pyHanko when first used, not here
+from folderseal.commands.shared import add_command
 from folderseal.core.errors import ExitCode
 from folderseal.core.keyfiles import group_name
-from folderseal.signing import make_trial_seal
+
+if TYPE_CHECKING:
+    from folderseal.commands.shared import Subparsers
 
 GROUP_FILE = "/etc/group"
+# What `init --service` writes unless told otherwise: what systemd/folderseal.service expects.
+SERVICE_DEFAULTS = {"user": "folderseal", "drop_group": "folderseal-drop",
+                    "state_dir": "/var/lib/folderseal",
+                    "inbox": "/srv/folderseal/inbox", "outbox": "/srv/folderseal/outbox",
+                    "errors": "/srv/folderseal/errors"}
 
 CONFIG = """\
 # folderseal starter configuration, written by `folderseal init`.
@@ -95,6 +106,45 @@ UNIT_STATE_DIR = Path("/var/lib/folderseal")
 UNIT_SHARE = Path("/srv/folderseal")
 
 
+def add_parser(commands: Subparsers) -> None:
+    init = add_command(commands, "init", handle,
+                       "write a starter configuration and a trial seal", config=False)
+    init.add_argument("dir", nargs="?", default=None, metavar="DIR",
+                      help="where to write (default: the current folder; with --service "
+                           "/etc/folderseal)")
+    init.add_argument("--service", action="store_true",
+                      help="as root, for the systemd unit: the store, the folders and the "
+                           "seal owned and moded for the service user (see systemd/README.md)")
+    init.add_argument("--user", help="with --service: the user the service runs as "
+                                     "(default folderseal; it must exist)")
+    init.add_argument("--drop-group", dest="drop_group", metavar="GROUP",
+                      help="with --service: the group of the accounts that drop files, owning "
+                           "the folders but not the configuration (default folderseal-drop; "
+                           "made if missing)")
+    for key in ("state_dir", "inbox", "outbox", "errors"):
+        init.add_argument(f"--{key.replace('_', '-')}", dest=key, metavar="PATH",
+                          help=f"with --service: this folder (default {SERVICE_DEFAULTS[key]})")
+
+
+def handle(args: argparse.Namespace) -> int:
+    given = {k: getattr(args, k) for k in SERVICE_DEFAULTS if getattr(args, k) is not None}
+    if not args.service:
+        if given:
+            print("folderseal init: --user, --drop-group, --state-dir, --inbox, --outbox and "
+                  "--errors go with --service", file=sys.stderr)
+            return ExitCode.USAGE
+        return init(Path(args.dir or "."))
+    chosen = SERVICE_DEFAULTS | given
+
+    def folder(key: str) -> Path:
+        return Path(chosen[key]).absolute()  # the config lives elsewhere: no relative paths
+
+    return init_service(ServiceLayout(
+        directory=Path(args.dir or "/etc/folderseal").absolute(), user=chosen["user"],
+        drop_group=chosen["drop_group"], state_dir=folder("state_dir"),
+        inbox=folder("inbox"), outbox=folder("outbox"), errors=folder("errors")))
+
+
 def _taken(directory: Path) -> bool:
     taken = [directory / name for name in SEAL_FILES if (directory / name).exists()]
     if taken:
@@ -110,7 +160,7 @@ def init(directory: Path) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     for sub in ("inbox", "outbox", "errors", "state"):
         (directory / sub).mkdir(exist_ok=True)
-    seal = make_trial_seal(directory)
+    seal = signing.make_trial_seal(directory)
     config.write_text(CONFIG, encoding="utf-8")
     print(f"wrote {config} and a trial seal ({seal.pkcs12_path}, NOT QUALIFIED).\n"
           f"Start:  folderseal run -c {config}\n"
@@ -178,7 +228,7 @@ def init_service(layout: ServiceLayout) -> int:
               "this again; nothing else was changed", file=sys.stderr)
         return ExitCode.FAILURE
     _make_folder(layout.directory, 0o750, 0, gid)
-    seal = make_trial_seal(layout.directory)   # both files root:root 0600
+    seal = signing.make_trial_seal(layout.directory)   # both files root:root 0600
     os.chown(seal.pkcs12_path, 0, gid)          # the service reads the (encrypted) key
     os.chmod(seal.pkcs12_path, 0o640)
     config = layout.directory / "config.toml"

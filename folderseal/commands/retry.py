@@ -36,12 +36,15 @@ due now: the daemon takes it up within a second.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from folderseal.commands.shared import add_command, settings
 from folderseal.core.config import Settings
 from folderseal.core.errors import ExitCode, FolderSealError, StateConflict
 from folderseal.core.model import FileRecord, FileState, JobRecord, JobState
@@ -53,10 +56,34 @@ from folderseal.publish.retrying import Move, Refused
 from folderseal.store import Store
 from folderseal.work import WorkFolder
 
+if TYPE_CHECKING:
+    from folderseal.commands.shared import Subparsers
+
 NOT_SIGNED_CODES = frozenset({"not_signed"})  # the provider itself says so
 # Failed, with the original in the errors folder (FAILED) or perhaps no longer (CLEARED).
 RETRYABLE = (FileState.FAILED, FileState.CLEARED)
 LOCK_WAIT_SECONDS = 30.0
+
+
+def add_parser(commands: Subparsers) -> None:
+    retry = add_command(commands, "retry", handle, "put failed files back (see docs/design.md)")
+    retry.add_argument("--all", action="store_true", help="every failed file")
+    retry.add_argument("ids", nargs="*", metavar="ID", help="file or batch ids")
+    retry.add_argument("--force", action="store_true",
+                       help="also send again the files named by their own id whose outcome "
+                       "is unknown (outcome_unknown: the provider may have taken them and "
+                       "cannot be asked; look first); never with --all")
+
+
+def handle(args: argparse.Namespace) -> int:
+    if not args.all and not args.ids:
+        print("folderseal retry: give --all or one or more file or batch ids", file=sys.stderr)
+        return ExitCode.USAGE
+    if args.force and args.all:
+        print("folderseal retry: --force sends files whose outcome is unknown again; name "
+              "each by its id (never with --all)", file=sys.stderr)
+        return ExitCode.USAGE
+    return retry(settings(args), None if args.all else args.ids, force=args.force)
 
 
 def _found(settings: Settings, store: Store, record: FileRecord) -> Found:

@@ -9,16 +9,33 @@ state folder (the daemon would take the files anyway: drop them into the inbox).
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from folderseal.commands.shared import add_command, settings
 from folderseal.core.config import Settings
 from folderseal.core.errors import ExitCode
 from folderseal.core.model import FileState
-from folderseal.service.daemon import Daemon
+
+if TYPE_CHECKING:
+    from folderseal.commands.shared import Subparsers
 
 FINAL = (FileState.DONE, FileState.FAILED)
+
+
+def add_parser(commands: Subparsers) -> None:
+    sign = add_command(commands, "sign", handle,
+                       "seal the given files now (they must lie in an inbox)")
+    sign.add_argument("paths", nargs="+", metavar="PATH")
+    sign.add_argument("--timeout", type=float, default=3600.0,
+                      help="give up waiting after this many seconds (default 3600)")
+
+
+def handle(args: argparse.Namespace) -> int:
+    return sign_paths(settings(args), [Path(p) for p in args.paths], timeout=args.timeout)
 
 
 def _locate(settings: Settings, path: Path) -> tuple[str, str] | None:
@@ -31,6 +48,8 @@ def _locate(settings: Settings, path: Path) -> tuple[str, str] | None:
 
 
 def sign_paths(settings: Settings, paths: list[Path], timeout: float = 3600.0) -> int:
+    from folderseal.service.daemon import Daemon  # here: the parser never needs it
+
     daemon = Daemon(settings, job_threads=0)
     try:
         daemon.prepare()

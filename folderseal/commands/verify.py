@@ -17,15 +17,31 @@ not looked at from here: verify says so, and where to look.
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from folderseal import signing  # its names load pyHanko when first used, not here
+from folderseal.commands.shared import add_command
 from folderseal.core.errors import ExitCode
 from folderseal.publish import files
 from folderseal.publish.sidecar import OUTCOMES, SCHEMA
-from folderseal.signing import verify_detached, verify_pdf
+
+if TYPE_CHECKING:
+    from folderseal.commands.shared import Subparsers
+
+
+def add_parser(commands: Subparsers) -> None:
+    verify = add_command(commands, "verify", handle, "check outputs against their sidecars "
+                         "and signatures", config=False)
+    verify.add_argument("paths", nargs="+", metavar="PATH",
+                        help="outputs, sidecars, or folders holding them")
+
+
+def handle(args: argparse.Namespace) -> int:
+    return verify_paths([Path(p) for p in args.paths])
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +114,9 @@ def check_sidecar(sidecar: Path) -> Checked:
         return Checked(problems, unchecked)
     verdicts = []
     if "signed" in located and located["signed"].name.lower().endswith(".pdf"):
-        verdicts.append(verify_pdf(located["signed"]))
+        verdicts.append(signing.verify_pdf(located["signed"]))
     if "signature" in located and "original" in located:
-        verdicts.append(verify_detached(located["original"], located["signature"]))
+        verdicts.append(signing.verify_detached(located["original"], located["signature"]))
     signer = data.get("signer")
     recorded = signer.get("fingerprint_sha256") if isinstance(signer, dict) else None
     for verdict in verdicts:

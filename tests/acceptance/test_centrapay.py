@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from folderseal.providers.centrapay import emulator as emulator_module
 from folderseal.providers.centrapay.emulator import CentrapayEmulator, start_centrapay
+from folderseal.providers.centrapay.emulator import endpoints as emulator_module
 from tests import centrapay_world as cw
 from tests.helpers import (
     Daemon,

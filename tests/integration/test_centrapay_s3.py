@@ -22,6 +22,8 @@ from folderseal.providers import BatchView, Document, Remote
 from folderseal.providers.centrapay import CentrapayProvider, publish
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
 from folderseal.providers.centrapay.emulator import CentrapayEmulator, start_centrapay
+from folderseal.providers.centrapay.publish import s3 as publish_s3
+from tests.centrapay_world import FakeLedger
 from tests.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, client, keys, uploads
 
 KEY = "cp-key-s3-integration-7c1e"
@@ -35,40 +37,6 @@ class Keep(set[str]):
 
     def __call__(self) -> set[str]:
         return set(self)
-
-
-class Ledger:
-    """The little of the state machine's ledger these steps use."""
-
-    def __init__(self) -> None:
-        self.published: list[str] = []
-        self.created_ids: list[str] = []
-        self.rejected: list[tuple[str, str]] = []
-
-    def begin(self, documents: list[Document]) -> list[int]:
-        return [d.attempts + 1 for d in documents]
-
-    def forgive(self, documents: list[Document]) -> None:
-        pass
-
-    def stopping(self) -> bool:
-        return False
-
-    def sending(self, document: Document, remote_id: str) -> None:
-        pass
-
-    def answered(self, document: Document, remote: Any) -> None:
-        raise AssertionError("Centrapay sends no document")
-
-    def reject(self, document: Document, code: str, message: str,
-               block: dict[str, Any] | None = None) -> None:
-        self.rejected.append((code, message))
-
-    def publishing(self, key: str) -> None:
-        self.published.append(key)
-
-    def created(self, remote_id: str) -> None:
-        self.created_ids.append(remote_id)
 
 
 @pytest.fixture
@@ -125,14 +93,14 @@ def test_a_multipart_upload_is_fetched_by_centrapay_then_removed(
     fetches it through a pre-signed URL made at the create and loads it (the journal
     has its sha256 and size), the report reaches the sidecar's block, and the object is
     gone once the batch is delivered. No signed query reaches the journal."""
-    monkeypatch.setattr(publish, "PART", 5 * MIB)   # S3's least part size
+    monkeypatch.setattr(publish_s3, "PART", 5 * MIB)   # S3's least part size
     content = _records(75_000, width=120, bad=(7, 70_000))
     assert len(content) > 2 * 5 * MIB
     provider = _provider(tmp_path, s3_endpoint, s3_bucket, emulator.url)
-    ledger = Ledger()
+    ledger = FakeLedger()
     view = _view(tmp_path, content)
     provider.prepare(view, ledger)
-    assert ledger.rejected == []
+    assert ledger.rejected == {}
     assert provider.create(view, ledger) == ""
     [key] = ledger.published
     assert key == f"loads/{view.id}/0000_assets.jsonl"
@@ -177,7 +145,7 @@ def test_the_url_is_signed_at_the_create_and_reads_only_that_object(
     """The pre-signed URL reads the object; without its query S3 refuses it (it is the
     read key); a second URL made later is another one."""
     provider = _provider(tmp_path, s3_endpoint, s3_bucket, emulator.url)
-    ledger = Ledger()
+    ledger = FakeLedger()
     content = _records(10)
     view = _view(tmp_path, content)
     provider.create(view, ledger)
@@ -196,7 +164,7 @@ def test_a_failed_multipart_upload_is_aborted(tmp_path: Path, s3_endpoint: str,
     an unfinished multipart upload in the bucket (the publisher aborts it when S3's own
     abort failed); a file that is not the size its batch recorded is not taken as
     published."""
-    monkeypatch.setattr(publish, "PART", 5 * MIB)
+    monkeypatch.setattr(publish_s3, "PART", 5 * MIB)
     provider = _provider(tmp_path, s3_endpoint, s3_bucket, emulator.url)
     content = _records(60_000, width=120)
     view = _view(tmp_path, content)

@@ -28,6 +28,7 @@ from folderseal.providers import BatchView, Document, Remote, build, steps_of
 from folderseal.providers.centrapay import CentrapayProvider, publish
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
 from folderseal.providers.http import RateLimiter
+from tests.centrapay_world import FakeLedger
 
 KEY = "cp-key-for-the-centrapay-adapter-tests"
 ACCOUNT = "C4QnjXvj8At6SMsEN4LRi9"
@@ -116,54 +117,6 @@ class FakeCentrapay:
         return {"id": batch.id, "status": batch.statuses[0], "type": batch.type,
                 "count": str(len(lines)), "errorCount": str(len(batch.errors)),
                 "errors": batch.errors}
-
-
-# -- an in-test ledger ---------------------------------------------------------------------
-
-class FakeLedger:
-    def __init__(self) -> None:
-        self.rejected: dict[str, tuple[str, str, dict[str, Any] | None]] = {}
-        self.published: list[str] = []
-        self.created_ids: list[str] = []
-        self.log: list[str] = []
-        self.on_publishing: Any = None
-
-    def begin(self, documents: list[Document]) -> list[int]:
-        return [d.attempts + 1 for d in documents]
-
-    def forgive(self, documents: list[Document]) -> None:
-        pass
-
-    def stopping(self) -> bool:
-        return False
-
-    def sending(self, document: Document, remote_id: str) -> None:
-        assert remote_id == ""   # a create about to be sent: there is no remote batch yet
-        self.log.append("sending")
-
-    def answered(self, document: Document, remote: Any) -> None:
-        raise AssertionError("Centrapay sends no document")
-
-    def reject(self, document: Document, code: str, message: str,
-               block: dict[str, Any] | None = None) -> None:
-        self.rejected[document.file_id] = (code, message, block)
-
-    def publishing(self, key: str) -> None:
-        if self.on_publishing is not None:
-            self.on_publishing(key)
-        self.published.append(key)
-        self.log.append("publishing")
-
-    def created(self, remote_id: str) -> None:
-        self.created_ids.append(remote_id)
-        self.log.append("created")
-
-    def view(self, view: BatchView) -> BatchView:
-        """The batch as the state machine would hand it next."""
-        import dataclasses
-        return dataclasses.replace(
-            view, published=self.published[-1] if self.published else view.published,
-            documents=tuple(d for d in view.documents if d.file_id not in self.rejected))
 
 
 # -- fixtures ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
 from folderseal import commands as cli
+from folderseal.commands import emulate
 from folderseal.providers.centrapay.emulator import (
     ERRORS_KEPT,
     MAX_LINE,
@@ -622,7 +623,7 @@ def test_the_parser() -> None:
         "::1", 0, "k", "bad-url=0.1", Path("/tmp/d"), 3)
     assert (args.step_seconds, args.late_seconds, args.slow_seconds, args.rate_limit,
             args.workers) == (0.0, 1.5, 1.0, 50, 2)
-    assert args.handler is cli.cmd_emulate_centrapay
+    assert args.handler is emulate.emulate_centrapay
 
 
 def test_the_emulator_command(tmp_path: Path, files: Files) -> None:

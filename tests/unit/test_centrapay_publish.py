@@ -144,7 +144,7 @@ def test_tidy_lists_first_and_asks_what_to_keep_after(tmp_path: Path,
         events.append("keep")
         return set(recorded)
 
-    monkeypatch.setattr(publish.os, "scandir", listing)
+    monkeypatch.setattr(os, "scandir", listing)
     assert publisher.tidy(keep) == 1
     assert events == ["listed", "keep"]
     assert os.listdir(folder) == [fresh]

@@ -22,13 +22,12 @@ from pathlib import PurePath
 from typing import Any
 
 from folderseal.providers.centrapay.config import BATCH_TYPES
+from folderseal.providers.centrapay.lines import BOM, MAX_LINE, split_lines
 
 MAX_ERRORS = 20             # bad lines listed in the report (all are counted)
-MAX_LINE = 1 << 20          # a longer line is refused unread: no record is that big
 READ_CHUNK = 1 << 20
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 FORMAT_NAMES = {"jsonl": "JSON Lines", "csv": "CSV"}
-BOM = b"\xef\xbb\xbf"
 JSON_SPACE = " \t\r\n"     # JSON's whitespace (not Unicode's)
 
 
@@ -113,36 +112,18 @@ class _Line:
 
 
 def _lines(fd: int) -> Iterator[_Line]:
-    """The file's lines (split at \\n), each decoded on its own (a \\n byte is never part
-    of a UTF-8 sequence); read by position, so ``fd``'s offset is left alone. Never
-    holds more than READ_CHUNK + MAX_LINE bytes."""
-    offset = index = 0
-    pending = b""
-    skipping = False      # inside a line longer than MAX_LINE: dropped as it is read
-    while True:
-        chunk = os.pread(fd, READ_CHUNK, offset)
+    """The file's lines (see :func:`split_lines`), each decoded on its own; read by
+    position, so ``fd``'s offset is left alone. Never holds more than READ_CHUNK +
+    MAX_LINE bytes."""
+    for index, raw in enumerate(split_lines(_chunks(fd))):
+        yield _too_long(index) if raw is None else _decoded(index, raw)
+
+
+def _chunks(fd: int) -> Iterator[bytes]:
+    offset = 0
+    while chunk := os.pread(fd, READ_CHUNK, offset):
         offset += len(chunk)
-        if not chunk:
-            if skipping:
-                yield _too_long(index)
-            elif pending:
-                yield _decoded(index, pending)
-            return
-        if skipping:
-            end = chunk.find(b"\n")
-            if end < 0:
-                continue
-            yield _too_long(index)
-            index += 1
-            skipping = False
-            chunk = chunk[end + 1:]
-        parts = (pending + chunk if pending else chunk).split(b"\n")
-        pending = parts.pop()
-        for part in parts:
-            yield _too_long(index) if len(part) > MAX_LINE else _decoded(index, part)
-            index += 1
-        if len(pending) > MAX_LINE:
-            pending, skipping = b"", True
+        yield chunk
 
 
 def _too_long(index: int) -> _Line:
