@@ -11,14 +11,16 @@ a restart resumes with the next step, as in docs/crash-table.md), and is one of:
 * permanent failure: the job is FAILED and each of its files goes to errors with
   the reason (files of a batch that may have been signed are never re-batched).
 
-What a state means for the files (may they be sent again?) is :mod:`folderseal.jobs.lifecycle`'s
-table; what a provider does in each step, and how it proves an upload complete, is the
-provider's (:mod:`folderseal.providers`). The steps themselves live by phase: before
-accept in :mod:`~folderseal.jobs.send` (with abandoning a remote batch that may not
-hold exactly this batch), the point of no return in :mod:`~folderseal.jobs.accept`
-(and :mod:`~folderseal.jobs.creates` for providers whose accept creates the remote
-batch), waiting and fetching results in :mod:`~folderseal.jobs.poll`, and the end in
-:mod:`~folderseal.jobs.deliver`; each works with one :class:`~folderseal.jobs.context.StepContext`.
+What a state means for the files (may they be sent again?) is
+:mod:`folderseal.jobs.lifecycle`'s table; what a provider does in each step, and how it
+proves an upload complete, is the provider's (:mod:`folderseal.providers`). The steps
+themselves live by phase, each working with one
+:class:`~folderseal.jobs.context.StepContext`: before accept in
+:mod:`~folderseal.jobs.send` (with abandoning a remote batch that may not hold exactly
+this batch), the point of no return in :mod:`~folderseal.jobs.accept` (and
+:mod:`~folderseal.jobs.creates` for providers whose accept creates the remote batch),
+waiting and fetching results in :mod:`~folderseal.jobs.poll`, and the end in
+:mod:`~folderseal.jobs.deliver`.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ Step = Callable[[StepContext, JobRecord], JobRecord | None]
 STEPS: dict[JobState, Step] = {
     JobState.BATCHED: send.create,          # files batched: prepare, create remote batch
     JobState.CREATED: send.upload,          # remote batch made: send the documents
-    JobState.UPLOADED: accept.accept,       # upload proven: store ACCEPTING, accept
+    JobState.UPLOADED: accept.accept,       # sent: proven held? ACCEPTING, accept
     JobState.ACCEPTING: accept.accept_again,  # accept may have arrived: ask first
     JobState.ACCEPTED: poll.poll,           # the provider works: poll until it finishes
     JobState.CLOSED: poll.download,         # finished: fetch each file's result

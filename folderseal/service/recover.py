@@ -173,8 +173,8 @@ class _Folder:
                 rejected: set[str]) -> str:
         if self.provider is not None and manifest is None:
             return self._hold_all(batch_id, pending, "the batch has no manifest")
-        if manifest is not None and not manifest.remote_ids and self.provider is not None \
-                and self.provider.steps.accept_creates and \
+        creates = self.provider is not None and self.provider.steps.accept_creates
+        if creates and manifest is not None and not manifest.remote_ids and \
                 any(f.file_id in manifest.notes for f in pending):  # a create about to go
             return self._restore(batch_id, pending, {}, JobState.ACCEPTING, None,
                                  "a create was about to be sent and its answer was not kept",
