@@ -12,10 +12,12 @@ Layout (on the inbox's filesystem, so claiming is one atomic rename)::
                                        gave for one document (``documents``: file id,
                                        remote batch, the provider's id or null while
                                        in doubt, checksum), appended the moment it
-                                       arrives, and each file the provider rejected
-                                       (``rejected``: file id, code, message), so
-                                       ``folderseal recover`` can rebuild a lost store
-                                       from the work folder
+                                       arrives, each file the provider rejected
+                                       (``rejected``: file id, code, message), and the
+                                       name the batch's file was published under
+                                       (``published``), so ``folderseal recover`` can
+                                       rebuild a lost store from the work folder;
+                                       :class:`Manifests` is its one reader and writer
 
 A work folder that holds another store's id, or batches this store does not know,
 means the store was lost or replaced, or two daemons share one inbox: continuing
@@ -27,7 +29,8 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +43,181 @@ MARKER = "store-id"
 MANIFEST = ".batch.json"
 
 
+@dataclass(frozen=True, slots=True)
+class ListedFile:
+    """One file as its batch's manifest lists it."""
+
+    id: str | None        # None when the manifest does not say
+    source: str           # its path in the inbox ("" when the manifest does not say)
+    entry: str            # its flat name in the batch folder
+    sha256: str | None
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A batch's manifest, as read: what ``recover`` and the state machine go by when
+    the store lost (or never had) what the work folder knows."""
+
+    batch: str
+    provider: str
+    files: tuple[ListedFile, ...]
+    remote_ids: tuple[str, ...]               # oldest first
+    published: str                            # "" when nothing was published
+    notes: dict[str, dict[str, Any]]          # file id → the latest note for it
+    rejected: dict[str, tuple[str, str]]      # file id → (code, message)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        """Read what :class:`Manifests` wrote; anything malformed is skipped."""
+        listed = tuple(
+            ListedFile(id=f.get("id") if isinstance(f.get("id"), str) else None,
+                       source=f["source"] if isinstance(f.get("source"), str) else "",
+                       entry=f["entry"] if isinstance(f.get("entry"), str) else "",
+                       sha256=f.get("sha256") if isinstance(f.get("sha256"), str) else None,
+                       size=f["bytes"] if isinstance(f.get("bytes"), int) else 0)
+            for f in data.get("files", []) if isinstance(f, dict))
+        notes: dict[str, dict[str, Any]] = {}
+        for note in data.get("documents", []):
+            if isinstance(note, dict) and isinstance(note.get("file"), str):
+                notes[note["file"]] = {k: v for k, v in note.items() if k != "file"}
+        rejected: dict[str, tuple[str, str]] = {}
+        for mark in data.get("rejected", []):
+            if isinstance(mark, dict) and isinstance(mark.get("file"), str):
+                rejected[mark["file"]] = (str(mark.get("code") or "rejected"),
+                                          str(mark.get("message") or ""))
+        return cls(batch=str(data.get("batch") or ""), provider=str(data.get("provider") or ""),
+                   files=listed,
+                   remote_ids=tuple(r for r in data.get("remote_ids", [])
+                                    if isinstance(r, str) and r),
+                   published=data["published"] if isinstance(data.get("published"), str)
+                   else "", notes=notes, rejected=rejected)
+
+
+class Manifests:
+    """The manifests beside a work folder's batches: their one reader and writer.
+
+    Every change is written durably before the store records it (a step goes on only
+    after both), so after a lost store the manifest knows at least as much."""
+
+    def __init__(self, batches: Path, folder: str) -> None:
+        self.batches = batches
+        self.folder = folder
+
+    def write(self, batch_id: str, provider: str, records: Iterable[FileRecord]) -> None:
+        """Describe a new batch beside its files (once; a restart keeps the first)."""
+        folder = self.batches / batch_id
+        files.makedirs(folder)
+        if (folder / MANIFEST).exists():
+            return
+        self._save(folder, {
+            "batch": batch_id, "folder": self.folder, "provider": provider, "remote_ids": [],
+            "files": [{"id": r.id, "source": r.source, "entry": r.entry, "sha256": r.sha256,
+                       "bytes": r.size} for r in records]})
+
+    def json(self, batch_id: str) -> dict[str, Any] | None:
+        """The manifest as stored, or None if it has none (or it cannot be read)."""
+        try:
+            data = json.loads((self.batches / batch_id / MANIFEST).read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
+        return data if isinstance(data, dict) and data.get("batch") == batch_id else None
+
+    def read(self, batch_id: str) -> Manifest | None:
+        """The batch's manifest, or None if it has none (or it cannot be read)."""
+        data = self.json(batch_id)
+        return Manifest.from_json(data) if data is not None else None
+
+    def remote_ids(self, batch_id: str) -> list[str]:
+        """The remote batch ids the manifest keeps, oldest first."""
+        manifest = self.read(batch_id)
+        return list(manifest.remote_ids) if manifest else []
+
+    def document_notes(self, batch_id: str) -> dict[str, dict[str, Any]]:
+        """file id → the latest note the manifest holds for it."""
+        manifest = self.read(batch_id)
+        return manifest.notes if manifest else {}
+
+    def rejected(self, batch_id: str) -> dict[str, tuple[str, str]]:
+        """file id → (code, message) of each file the manifest marks rejected."""
+        manifest = self.read(batch_id)
+        return manifest.rejected if manifest else {}
+
+    def note_remote_id(self, batch_id: str, remote_id: str) -> None:
+        """Add a remote batch id to the manifest, durably, before the store records it
+        (so before anything is uploaded there)."""
+        def add(manifest: dict[str, Any]) -> bool:
+            if remote_id in manifest["remote_ids"]:
+                return False
+            manifest["remote_ids"].append(remote_id)
+            return True
+
+        self._change(batch_id, add)
+
+    def note_published(self, batch_id: str, key: str) -> None:
+        """Record, durably, the name or key the batch's file is about to be published
+        under (Centrapay), before the store and before any byte is published: a
+        ``recover`` after a lost store still knows what to remove."""
+        def note(manifest: dict[str, Any]) -> bool:
+            if manifest.get("published") == key:
+                return False
+            manifest["published"] = key
+            return True
+
+        self._change(batch_id, note)
+
+    def note_document(self, batch_id: str, file_id: str, note: dict[str, Any]) -> None:
+        """Append the provider's answer (or a send about to go out) for one document to
+        the manifest, durably; the latest note of a file is what counts."""
+        self._append(batch_id, "documents", {"file": file_id, **note})
+
+    def note_rejected(self, batch_id: str, file_id: str, code: str, message: str) -> None:
+        """Mark a file the provider rejected, durably, before the store records it: after
+        a lost store it must not count as part of the batch again (``recover``)."""
+        self._append(batch_id, "rejected", {"file": file_id, "code": code, "message": message})
+
+    def discard(self, batch_id: str) -> None:
+        """Remove the manifest of a finished batch, and any temp file a crash left."""
+        folder = self.batches / batch_id
+        files.remove_leftovers(folder, "manifest")
+        (folder / MANIFEST).unlink(missing_ok=True)
+
+    def _change(self, batch_id: str, change: Callable[[dict[str, Any]], bool]) -> None:
+        """Apply ``change`` to the stored manifest and save it if it says it changed; a
+        batch without a manifest keeps none."""
+        manifest = self.json(batch_id)
+        if manifest is not None and change(manifest):
+            self._save(self.batches / batch_id, manifest)
+
+    def _append(self, batch_id: str, key: str, item: dict[str, Any]) -> None:
+        def append(manifest: dict[str, Any]) -> bool:
+            manifest.setdefault(key, []).append(item)
+            return True
+
+        self._change(batch_id, append)
+
+    @staticmethod
+    def _save(folder: Path, manifest: dict[str, Any]) -> None:
+        # ensure_ascii keeps source names that are not UTF-8 (surrogate escapes) intact.
+        body = json.dumps(manifest, indent=1, ensure_ascii=True).encode() + b"\n"
+        with files.temp_file(folder, 0o600, "manifest") as (fd, tmp):
+            files.write_all(fd, body)
+            os.fsync(fd)
+            os.replace(tmp, folder / MANIFEST)
+        files.fsync_dir(folder)
+
+
 class WorkFolder:
+    """One inbox's work folder: its claims, its batches (with their :class:`Manifests`)
+    and the marker naming the store that owns them."""
+
     def __init__(self, path: Path, folder: str) -> None:
         self.path = path
         self.folder = folder
         self.incoming = path / "incoming"
         self.batches = path / "batches"
         self.marker = path / MARKER
+        self.manifests = Manifests(self.batches, folder)
 
     def claim_dir(self, claim_id: str) -> Path:
         return self.incoming / claim_id
@@ -79,86 +250,9 @@ class WorkFolder:
         finally:
             os.close(folder)
 
-    # -- the batch manifest ----------------------------------------------------------
-
     def write_manifest(self, batch_id: str, provider: str, records: Iterable[FileRecord]) -> None:
         """Describe a new batch beside its files (once; a restart keeps the first)."""
-        folder = self.batch_dir(batch_id)
-        files.makedirs(folder)
-        if (folder / MANIFEST).exists():
-            return
-        self._save_manifest(folder, {
-            "batch": batch_id, "folder": self.folder, "provider": provider, "remote_ids": [],
-            "files": [{"id": r.id, "source": r.source, "entry": r.entry, "sha256": r.sha256,
-                       "bytes": r.size} for r in records]})
-
-    def note_remote_id(self, batch_id: str, remote_id: str) -> None:
-        """Add a remote batch id to the manifest, durably, before the store records it
-        (so before anything is uploaded there)."""
-        manifest = self.manifest(batch_id)
-        if manifest is None or remote_id in manifest["remote_ids"]:
-            return
-        manifest["remote_ids"].append(remote_id)
-        self._save_manifest(self.batch_dir(batch_id), manifest)
-
-    def note_published(self, batch_id: str, key: str) -> None:
-        """Record, durably, the name or key the batch's file is about to be published
-        under (Centrapay), before the store and before any byte is published: a
-        ``recover`` after a lost store still knows what to remove."""
-        manifest = self.manifest(batch_id)
-        if manifest is None or manifest.get("published") == key:
-            return
-        manifest["published"] = key
-        self._save_manifest(self.batch_dir(batch_id), manifest)
-
-    def remote_ids(self, batch_id: str) -> list[str]:
-        """The remote batch ids the manifest keeps, oldest first."""
-        return [r for r in (self.manifest(batch_id) or {}).get("remote_ids", [])
-                if isinstance(r, str) and r]
-
-    def note_document(self, batch_id: str, file_id: str, note: dict[str, Any]) -> None:
-        """Append the provider's answer (or a send about to go out) for one document to
-        the manifest, durably; the latest note of a file is what counts."""
-        manifest = self.manifest(batch_id)
-        if manifest is None:
-            return
-        manifest.setdefault("documents", []).append({"file": file_id, **note})
-        self._save_manifest(self.batch_dir(batch_id), manifest)
-
-    def note_rejected(self, batch_id: str, file_id: str, code: str, message: str) -> None:
-        """Mark a file the provider rejected, durably, before the store records it: after
-        a lost store it must not count as part of the batch again (``recover``)."""
-        manifest = self.manifest(batch_id)
-        if manifest is None:
-            return
-        manifest.setdefault("rejected", []).append(
-            {"file": file_id, "code": code, "message": message})
-        self._save_manifest(self.batch_dir(batch_id), manifest)
-
-    def rejected(self, batch_id: str) -> dict[str, tuple[str, str]]:
-        """file id → (code, message) of each file the manifest marks rejected."""
-        found: dict[str, tuple[str, str]] = {}
-        for mark in (self.manifest(batch_id) or {}).get("rejected", []):
-            if isinstance(mark, dict) and isinstance(mark.get("file"), str):
-                found[mark["file"]] = (str(mark.get("code") or "rejected"),
-                                       str(mark.get("message") or ""))
-        return found
-
-    def document_notes(self, batch_id: str) -> dict[str, dict[str, Any]]:
-        """file id → the latest note the manifest holds for it."""
-        notes: dict[str, dict[str, Any]] = {}
-        for note in (self.manifest(batch_id) or {}).get("documents", []):
-            if isinstance(note, dict) and isinstance(note.get("file"), str):
-                notes[note["file"]] = {k: v for k, v in note.items() if k != "file"}
-        return notes
-
-    def manifest(self, batch_id: str) -> dict[str, Any] | None:
-        """The batch's manifest, or None if it has none (or it cannot be read)."""
-        try:
-            data = json.loads((self.batch_dir(batch_id) / MANIFEST).read_bytes())
-        except (FileNotFoundError, ValueError):
-            return None
-        return data if isinstance(data, dict) and data.get("batch") == batch_id else None
+        self.manifests.write(batch_id, provider, records)
 
     def remove_batch(self, batch_id: str) -> bool:
         """Remove a finished batch's folder and manifest; False if files are left in it."""
@@ -166,8 +260,7 @@ class WorkFolder:
         try:
             if [name for name in os.listdir(folder) if not name.startswith(".")]:
                 return False
-            files.remove_leftovers(folder, "manifest")
-            (folder / MANIFEST).unlink(missing_ok=True)
+            self.manifests.discard(batch_id)
             folder.rmdir()
         except FileNotFoundError:
             pass
@@ -176,16 +269,6 @@ class WorkFolder:
                 raise
             return False
         return True
-
-    @staticmethod
-    def _save_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-        # ensure_ascii keeps source names that are not UTF-8 (surrogate escapes) intact.
-        body = json.dumps(manifest, indent=1, ensure_ascii=True).encode() + b"\n"
-        with files.temp_file(folder, 0o600, "manifest") as (fd, tmp):
-            files.write_all(fd, body)
-            os.fsync(fd)
-            os.replace(tmp, folder / MANIFEST)
-        files.fsync_dir(folder)
 
     def owner(self) -> str | None:
         """The store id in the marker, or None if there is no marker."""
@@ -228,6 +311,16 @@ class WorkFolder:
             files.write_new(self.path, MARKER, f"{store_id}\n".encode(), 0o644)
         for sub in (self.incoming, self.batches):
             files.makedirs(sub)
+
+    def hand_over(self, store_id: str) -> None:
+        """Make the marker name ``store_id`` (``recover``, once it settled every batch
+        of the store that owned this work folder): replaced atomically and durably."""
+        with files.temp_file(self.path, 0o644, MARKER) as (fd, tmp):
+            files.write_all(fd, f"{store_id}\n".encode())
+            os.fchmod(fd, 0o644)
+            os.fsync(fd)
+            os.replace(tmp, self.marker)
+        files.fsync_dir(self.path)
 
     def attached(self, store_id: str) -> bool:
         """True if the marker is readable and ours: the share is mounted and it is ours."""

@@ -124,5 +124,21 @@ def failed(record: FileRecord, code: str, message: str, attempts: int, original:
     return _dump(data)
 
 
+def failed_by_recover(*, folder: str, source: str, sha256: str | None, size: int,
+                      batch_id: str, provider_name: str, code: str, message: str,
+                      original: str) -> bytes:
+    """The error record of a file ``folderseal recover`` puts into errors: only what the
+    work folder and the configuration tell (the store that knew the rest is lost or
+    older than the work folder), and no ``retry_id``: the operator drops it again."""
+    data = {
+        "schema": SCHEMA, "status": "failed", "folder": folder, "source": source,
+        "input": {"sha256": sha256, "bytes": size}, "outputs": [],
+        "batch": {"id": batch_id}, "provider": {"name": provider_name},
+        "error": {"code": code, "attempts": 0, "original": original, "message": message}}
+    # ASCII, so that a source name that is not UTF-8 (surrogate escapes) reads back as
+    # the same name: recover takes a record's source as the file's path.
+    return (json.dumps(REDACTOR.data(data), indent=2) + "\n").encode()
+
+
 def _dump(data: dict[str, Any]) -> bytes:
     return (json.dumps(REDACTOR.data(data), indent=2, ensure_ascii=False) + "\n").encode()

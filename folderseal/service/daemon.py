@@ -36,7 +36,8 @@ from folderseal.core.errors import (
 from folderseal.core.logs import get as get_logger
 from folderseal.intake.folder import FolderIntake
 from folderseal.intake.watch import Hint
-from folderseal.jobs.machine import Busy, Manager, backoff
+from folderseal.jobs.backoff import backoff
+from folderseal.jobs.machine import Busy, Manager
 from folderseal.providers import Provider, build
 from folderseal.providers.local.tracker import stop_resource_tracker
 from folderseal.providers.measured import MeasuredProvider

@@ -60,7 +60,6 @@ until then, so nothing is signed twice).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -72,23 +71,12 @@ from typing import Any
 from folderseal.core.config import FolderConfig, Settings
 from folderseal.core.errors import ExitCode, ProviderError, TransientError
 from folderseal.core.model import FileRecord, FileState, JobState
-from folderseal.jobs import lifecycle
-from folderseal.providers import (
-    BatchView,
-    Document,
-    Provider,
-    Remote,
-    RemoteDocument,
-    ask_status,
-    build,
-    steps_of,
-)
-from folderseal.publish import files
-from folderseal.publish.folders import split
-from folderseal.publish.sidecar import SCHEMA
-from folderseal.service import statelock
+from folderseal.jobs import lifecycle, views
+from folderseal.providers import Provider, Remote, ask_status, build, steps_of
+from folderseal.publish import files, sidecar
+from folderseal.service import statelock, traces
 from folderseal.store import Store
-from folderseal.work import MARKER, WorkFolder
+from folderseal.work import Manifest, WorkFolder
 
 WAITING = (FileState.CLAIMED, FileState.BATCHED, FileState.READY)
 FINISHED = (JobState.DELIVERED, JobState.CLEANED, JobState.FAILED)
@@ -115,38 +103,6 @@ def missing_originals(store: Store, folder: str, cfg: FolderConfig) -> list[File
     return gone
 
 
-def _sweep_temp_files(cfg: FolderConfig) -> int:
-    count = 0
-    for root in (cfg.outbox, cfg.errors):
-        if root.is_dir():
-            for path in root.rglob(f"{files.TEMP_PREFIX}*"):
-                path.unlink(missing_ok=True)
-                count += 1
-    return count
-
-
-def _records(root: Path | None, suffix: str) -> dict[tuple[str, str], str]:
-    """(batch id, input sha256) → source, from every sidecar or error record below root."""
-    found: dict[tuple[str, str], str] = {}
-    if root is None or not root.is_dir():
-        return found
-    for path in root.rglob(f"*{suffix}"):
-        try:
-            data = json.loads(path.read_bytes())
-            found[(data["batch"]["id"], data["input"]["sha256"])] = data["source"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return found
-
-
-def _safe_source(source: object) -> str:
-    """A source path from a record, if it stays inside its folder ("" if not)."""
-    if not isinstance(source, str) or not source or source.startswith("/") or \
-            ".." in source.split("/"):
-        return ""
-    return source
-
-
 @dataclass(frozen=True, slots=True)
 class _File:
     """A file of an unknown batch that was not delivered."""
@@ -170,8 +126,8 @@ class _Folder:
         self.provider = provider  # None for a provider that keeps no remote batch
         self.state_dir = settings.state_dir
         self.work = WorkFolder(cfg.work_folder, name)
-        self.delivered = _records(cfg.outbox, ".json")
-        self.failed = _records(cfg.errors, ".error.json")
+        self.delivered = traces.records(cfg.outbox, ".json")
+        self.failed = traces.records(cfg.errors, ".error.json")
         self.requeued: set[str] = set()  # sha256 of files put back into the inbox
         # Detached signatures the sink places beside a copy of the original (NAME.p7s…).
         self.suffixes: list[str] = getattr(settings.providers[cfg.provider],
@@ -180,9 +136,9 @@ class _Folder:
     def batch(self, batch_id: str) -> str:
         """Settle one unknown batch; what became of it, in words."""
         folder = self.work.batch_dir(batch_id)
-        manifest = self.work.manifest(batch_id) or {}
-        listed = {f.get("entry"): f for f in manifest.get("files", []) if isinstance(f, dict)}
-        rejected = self.work.rejected(batch_id)
+        manifest = self.work.manifests.read(batch_id)
+        listed = {f.entry: f for f in manifest.files} if manifest else {}
+        rejected = manifest.rejected if manifest else {}
         removed, refused, pending = 0, 0, []
         for entry in sorted(n for n in os.listdir(folder) if not n.startswith(".")):
             path = folder / entry
@@ -193,11 +149,11 @@ class _Folder:
                 removed += 1
                 continue
             info = listed.get(entry)
-            if info is None or info.get("sha256") != digest:
+            if info is None or info.sha256 != digest:
                 info = None
-            source = _safe_source(info["source"] if info else self.failed.get(key)) or \
+            source = traces.safe_source(info.source if info else self.failed.get(key)) or \
                 re.sub(r"^\d{4}_", "", entry)
-            found = _File(entry, path, source, digest, size, info.get("id") if info else None)
+            found = _File(entry, path, source, digest, size, info.id if info else None)
             if found.file_id in rejected:  # out of the batch: to errors, as the daemon would
                 self._reject(batch_id, found, *rejected[found.file_id])
                 refused += 1
@@ -208,22 +164,22 @@ class _Folder:
             (f"; {refused} rejected by the provider, in errors" if refused else "")
         outcome = self._settle(batch_id, manifest, pending, set(rejected)) if pending \
             else "nothing left"
-        shutil.rmtree(self.state_dir / "downloads" / batch_id, ignore_errors=True)
+        shutil.rmtree(views.staging_dir(self.state_dir, batch_id), ignore_errors=True)
         if self.store.job(batch_id) is None:
             self.work.remove_batch(batch_id)
         return f"{done}; {outcome}"
 
-    def _settle(self, batch_id: str, manifest: dict[str, Any], pending: list[_File],
+    def _settle(self, batch_id: str, manifest: Manifest | None, pending: list[_File],
                 rejected: set[str]) -> str:
-        remote_ids = self.work.remote_ids(batch_id)
-        if self.provider is not None and not manifest:
+        if self.provider is not None and manifest is None:
             return self._hold_all(batch_id, pending, "the batch has no manifest")
         creates = self.provider is not None and self.provider.steps.accept_creates
-        if creates and not remote_ids and self._create_sent(batch_id, pending):
+        if creates and manifest is not None and not manifest.remote_ids and \
+                any(f.file_id in manifest.notes for f in pending):  # a create about to go
             return self._restore(batch_id, pending, {}, JobState.ACCEPTING, None,
                                  "a create was about to be sent and its answer was not kept",
-                                 manifest)
-        if self.provider is None or not remote_ids:
+                                 manifest.published)
+        if self.provider is None or manifest is None or not manifest.remote_ids:
             for f in pending:  # never uploaded to any remote batch: taken again
                 files.move_numbered(f.path, self.cfg.inbox / f.source)
                 self.requeued.add(f.sha256)
@@ -231,20 +187,22 @@ class _Folder:
         known = self.store.known_ids([f.file_id for f in pending if f.file_id])
         if any(f.file_id is None or f.file_id in known for f in pending):
             return self._hold_all(batch_id, pending, "the batch's manifest does not list them")
-        remote_id = remote_ids[-1]
-        notes = self.work.document_notes(batch_id)
-        view = _view(batch_id, self.name, pending, notes, self.work, self.state_dir)
+        remote_id = manifest.remote_ids[-1]
+        notes = manifest.notes
+        view = views.batch_view(batch_id, self.work, self.state_dir, (
+            views.document(entry=f.entry, file_id=f.file_id or "", sha256=f.sha256,
+                           size=f.size, notes=notes) for f in pending))
         status = ask_status(self.provider, view, remote_id)
         entries = sorted(f.entry for f in pending)
-        listed = sorted(f["entry"] for f in manifest["files"] if f.get("id") not in rejected)
+        listed = sorted(f.entry for f in manifest.files if f.id not in rejected)
         if status.state in lifecycle.STARTED:
             return self._restore(batch_id, pending, notes, JobState.ACCEPTED, remote_id,
                                  f"remote batch {remote_id} is {status.detail or status.state}",
-                                 manifest)
-        if creates:  # its accept created it: accepted, whatever its status shows now
+                                 manifest.published)
+        if self.provider.steps.accept_creates:  # accepted, whatever its status shows now
             return self._restore(batch_id, pending, notes, JobState.ACCEPTING, remote_id,
                                  f"remote batch {remote_id} was created, and is "
-                                 f"{status.detail or status.state} now", manifest)
+                                 f"{status.detail or status.state} now", manifest.published)
         # Accept (start) is only ever sent once the provider proved the remote batch holds
         # every file of the batch (holds_upload: for Clevver, each one answered for this
         # remote batch with its checksum; a rejected file is no longer part of it) and no
@@ -278,14 +236,8 @@ class _Folder:
         return self._hold_all(batch_id, pending, f"the provider no longer knows remote batch "
                               f"{remote_id} ({status.detail or status.state})")
 
-    def _create_sent(self, batch_id: str, pending: list[_File]) -> bool:
-        """The manifest shows a create about to be sent for one of ``pending``."""
-        notes = self.work.document_notes(batch_id)
-        return any(f.file_id in notes for f in pending)
-
     def _restore(self, batch_id: str, pending: list[_File], notes: dict[str, dict[str, Any]],
-                 state: JobState, remote_id: str | None, why: str,
-                 manifest: dict[str, Any] | None = None) -> str:
+                 state: JobState, remote_id: str | None, why: str, published: str = "") -> str:
         rows = []
         now = self.store.clock()
         for f in pending:
@@ -298,7 +250,7 @@ class _Folder:
             self.store.restore_job(job_id=batch_id, folder=self.name,
                                    provider=self.cfg.provider, state=state,
                                    remote_id=remote_id, files=rows, why=why,
-                                   publish_key=(manifest or {}).get("published") or None)
+                                   publish_key=published or None)
             for f in pending:  # each document's latest answer, as the manifest kept it
                 if f.file_id and f.file_id in notes:
                     self.store.note_remote_document(batch_id, f.file_id, notes[f.file_id])
@@ -311,7 +263,8 @@ class _Folder:
         assert self.provider is not None
         mode = files.folder_mode(self.cfg.file_mode)
         for f in pending:
-            outputs = self._unnamed_outputs(f)
+            outputs = traces.unnamed_outputs(self.cfg.outbox, f.source, f.sha256, f.size,
+                                              self.suffixes)
             target = files.move_numbered(f.path, self.cfg.errors / f.source, mode)
             moved = [files.move_numbered(out, target.parent / out.name, mode).name
                      for out in outputs]
@@ -332,42 +285,13 @@ class _Folder:
                                      files.folder_mode(self.cfg.file_mode))
         self._write_record(target, f.source, f.sha256, f.size, batch_id, code, message)
 
-    def _unnamed_outputs(self, f: _File) -> list[Path]:
-        """The outputs of ``f`` in the outbox that no sidecar names: under its name or a
-        numbered one (as the sink chose), a signed PDF that begins with the original's
-        bytes, or a copy of the original with its detached signature beside it."""
-        head, name = split(f.source)
-        folder = self.cfg.outbox / head
-        for n in range(files.MAX_NUMBERED):
-            primary = folder / files.numbered(name, n)
-            if not os.path.lexists(primary):
-                return []  # the sink takes the first free number: none further
-            if os.path.lexists(f"{primary}.json") or not primary.is_file() or \
-                    primary.is_symlink():
-                continue
-            fd = os.open(primary, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                whole, prefix, size = files.hash_with_prefix(fd, f.size)
-            finally:
-                os.close(fd)
-            if whole == f.sha256:
-                return [primary, *(p for s in self.suffixes
-                                   if (p := Path(f"{primary}{s}")).is_file())]
-            if size > f.size and prefix == f.sha256:
-                return [primary]
-        return []
-
     def _write_record(self, target: Path, source: str, sha256: str | None, size: int,
                       batch_id: str, code: str, message: str) -> None:
-        record = {
-            "schema": SCHEMA, "status": "failed", "folder": self.name, "source": source,
-            "input": {"sha256": sha256, "bytes": size}, "outputs": [],
-            "batch": {"id": batch_id}, "provider": {"name": self.cfg.provider},
-            "error": {"code": code, "attempts": 0, "original": str(target),
-                      "message": message}}
+        body = sidecar.failed_by_recover(
+            folder=self.name, source=source, sha256=sha256, size=size, batch_id=batch_id,
+            provider_name=self.cfg.provider, code=code, message=message, original=str(target))
         files.makedirs(target.parent, files.folder_mode(self.cfg.file_mode))
-        files.write_new(target.parent, target.name + ".error.json",
-                        (json.dumps(record, indent=2) + "\n").encode(), self.cfg.file_mode)
+        files.write_new(target.parent, target.name + ".error.json", body, self.cfg.file_mode)
         self.failed[(batch_id, sha256 or "")] = source
 
     def stale(self, gone: list[FileRecord]) -> str:
@@ -405,7 +329,7 @@ class _Folder:
 
     def _finish(self, path: Path, source: str) -> None:
         if self.cfg.archive is not None:
-            files.move_numbered(path, self.cfg.archive / (_safe_source(source) or path.name),
+            files.move_numbered(path, self.cfg.archive / (traces.safe_source(source) or path.name),
                                 files.folder_mode(self.cfg.file_mode))
         else:
             path.unlink()
@@ -415,17 +339,6 @@ def _holds_copy(notes: dict[str, dict[str, Any]], file_ids: set[str], remote_id:
     """True if one of ``file_ids`` was answered (taken) in ``remote_id``."""
     return any((n := notes.get(i)) and n.get("batch") == remote_id and n.get("id")
                for i in file_ids)
-
-
-def _view(batch_id: str, folder: str, pending: list[_File], notes: dict[str, dict[str, Any]],
-          work: WorkFolder, state_dir: Path) -> BatchView:
-    documents = tuple(Document(entry=f.entry, file_id=f.file_id or "", sha256=f.sha256,
-                               size=f.size, dev=0, ino=0, attempts=0,
-                               remote=RemoteDocument.from_json(notes.get(f.file_id or "")))
-                      for f in pending)
-    return BatchView(id=batch_id, folder=folder, documents=documents,
-                     files_dir=work.batch_dir(batch_id), package=None,
-                     staging=state_dir / "downloads" / batch_id)
 
 
 def recover(settings: Settings) -> int:
@@ -459,14 +372,11 @@ def recover(settings: Settings) -> int:
             gone = missing_originals(store, name, cfg)  # after the unknown batches
             if gone:
                 print(f"folder {name}: {folder.stale(gone)}")
-            swept = _sweep_temp_files(cfg)
+            swept = traces.sweep_temp_files(cfg)
             if swept:
                 print(f"folder {name}: removed {swept} temp file(s) a crash left behind")
             if work.owner() != store.store_id:
-                tmp = work.path / f".{MARKER}.tmp"
-                tmp.write_text(f"{store.store_id}\n", encoding="ascii")
-                os.replace(tmp, work.marker)
-                files.fsync_dir(work.path)
+                work.hand_over(store.store_id)
                 print(f"folder {name}: the work folder now belongs to store {store.store_id}")
         print("recovered; start the daemon again" if code == ExitCode.OK else
               "not all recovered: the daemon refuses to start until every batch is settled")

@@ -16,7 +16,7 @@ import pytest
 from folderseal.commands.retry import retry
 from folderseal.core import config
 from folderseal.core.model import FileState, JobState
-from folderseal.jobs.machine import MAX_RECREATES
+from folderseal.jobs.send import MAX_RECREATES
 from folderseal.providers.seal import SealProvider
 from folderseal.service.daemon import Daemon
 from tests.helpers import Layout, error_records, sidecars

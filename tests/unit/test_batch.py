@@ -238,8 +238,8 @@ def test_the_manifest_describes_the_batch_and_keeps_every_remote_id(tmp_path: Pa
     claim(work, "c1", odd, b"one")
     move_into_batch(work, "b1", "seal", [record("c1", odd, size=3, entry="0000_scan-_.pdf")])
     for remote in ("r1", "r2", "r1"):
-        work.note_remote_id("b1", remote)
-    manifest = work.manifest("b1")
+        work.manifests.note_remote_id("b1", remote)
+    manifest = work.manifests.json("b1")
     assert manifest is not None
     assert manifest["provider"] == "seal" and manifest["remote_ids"] == ["r1", "r2"]
     assert manifest["files"] == [{"id": "c1", "source": odd, "entry": "0000_scan-_.pdf",

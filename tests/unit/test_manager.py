@@ -19,7 +19,7 @@ import pytest
 from folderseal.core import config
 from folderseal.core.errors import ProviderError
 from folderseal.core.model import DocumentResult, FileState, JobState
-from folderseal.jobs.machine import MAX_LOST_ANSWERS, MAX_RECREATES
+from folderseal.jobs.send import MAX_LOST_ANSWERS, MAX_RECREATES
 from folderseal.providers import (
     Abandon,
     BatchView,
@@ -239,10 +239,10 @@ def test_the_manifest_holds_the_notes_in_order(layout: Layout) -> None:
         assert store is not None
         daemon.drain(lambda: store.job(job_id).attempts > 0, 30)  # the lost answer
         work = daemon.intakes["scans"].work
-        notes = work.manifest(job_id)["documents"]  # type: ignore[index]
+        notes = work.manifests.json(job_id)["documents"]  # type: ignore[index]
         assert [(n["file"], n["batch"], n["id"] is None) for n in notes] == [
             (ids[0], "r1", True), (ids[0], "r1", False), (ids[1], "r1", True)]
-        assert work.document_notes(job_id)[ids[1]]["id"] is None
+        assert work.manifests.document_notes(job_id)[ids[1]]["id"] is None
         assert store.remote_documents(job_id)[ids[1]]["id"] is None
     finally:
         daemon.close()

@@ -116,7 +116,7 @@ def test_a_rejected_file_does_not_undo_a_complete_upload(layout: Layout) -> None
     all answered for r1 (which may have been started, not yet shown), is ACCEPTING, never
     abandoned for a second remote batch that would store the files twice."""
     job_id, ids, provider = _stop_at(layout, {"status_fails_from": 2, "reject": {"0001_a.txt"}})
-    assert set(WorkFolder(layout.work, "scans").rejected(job_id)) == {ids[0]}
+    assert set(WorkFolder(layout.work, "scans").manifests.rejected(job_id)) == {ids[0]}
     outcome, store = _recover(layout, provider, job_id)
     assert "ACCEPTING" in outcome and "1 rejected" in outcome
     job = store.job(job_id)
@@ -133,8 +133,8 @@ def test_a_remote_batch_holding_a_rejected_files_copy_is_abandoned(layout: Layou
     """r1 took a's wrong copy, then a was rejected (the store lost before r1 was
     abandoned): r1 is never started, so it is abandoned, the rest batched anew."""
     job_id, ids, provider = _stop_at(layout, {"status_fails_from": 2})
-    WorkFolder(layout.work, "scans").note_rejected(job_id, ids[0], "checksum_mismatch",
-                                                   "scripted")
+    WorkFolder(layout.work, "scans").manifests.note_rejected(
+        job_id, ids[0], "checksum_mismatch", "scripted")
     outcome, store = _recover(layout, provider, job_id)
     try:
         assert "BATCHED" in outcome and provider.deleted == ["r1"]
