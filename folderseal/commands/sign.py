@@ -73,7 +73,7 @@ def sign_paths(settings: Settings, paths: list[Path], timeout: float = 3600.0) -
                 claims[claim_id] = path
         for intake in daemon.intakes.values():
             intake.form_batches(float("inf"))
-            intake.sink_rejected()
+        daemon.sink_rejected()
 
         def finished() -> bool:
             return all((r := store.file(i)) is not None and r.state in FINAL for i in claims)

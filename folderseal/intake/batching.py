@@ -1,9 +1,12 @@
-"""Grouping claimed files into batches.
+"""Grouping claimed files into batches: the one place batches are formed.
 
-A batch is recorded in the store (job and entry names) *before* its files are moved
-into ``batches/<batch id>/``, so the work folder never holds a batch the store does
-not know; moving is idempotent and finishes after a crash. Entry names are flat,
-ASCII-safe and unique within the batch (two subfolders may hold the same name):
+:class:`Batches` forms a folder's batches from its claimed files when one is due (full,
+or its oldest file waited ``batch_max_wait_seconds``), passing over duplicates when
+``duplicates = "skip"``. A batch is recorded in the store (job and entry names)
+*before* its files are moved into ``batches/<batch id>/``, so the work folder never
+holds a batch the store does not know; moving (:func:`move_into_batch`, here and again
+in the batch's first step) is idempotent and finishes after a crash. Entry names are
+flat, ASCII-safe and unique within the batch (two subfolders may hold the same name):
 ``0007_Rechnung_fur_Marz.pdf``. What goes up to a provider (SEAL's flat ZIP) is the
 provider's own business (its ``prepare`` step).
 """
@@ -14,11 +17,16 @@ import errno
 import os
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from folderseal.core.model import FileRecord
+from folderseal.core import crashpoints
+from folderseal.core.config import FolderConfig
+from folderseal.core.logs import get as get_logger
+from folderseal.core.model import FileRecord, FileState
 from folderseal.publish import files
+from folderseal.store import Store, new_id
 from folderseal.work import WorkFolder
 
 MAX_ENTRY_NAME = 120
@@ -74,6 +82,58 @@ def next_batch(claimed: list[FileRecord], limits: Limits, now: float) -> list[Fi
     full = len(chosen) >= limits.max_files or total >= limits.max_bytes
     oldest = min(r.claimed_at for r in chosen)
     return chosen if full or now - oldest >= limits.max_wait else []
+
+
+class Batches:
+    """Forms the batches of one folder from its claimed files."""
+
+    def __init__(self, name: str, cfg: FolderConfig, provider: str, store: Store,
+                 work: WorkFolder, fail: Callable[[str, tuple[str, str]], None], *,
+                 max_batch_files: int | None = None) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.provider = provider
+        self.store = store
+        self.work = work
+        self.fail = fail  # rejects a claimed file: (claim id, (code, message))
+        # The provider may cap a batch below the folder's batch_max_files (Clevver: so
+        # one lost answer costs a few files' remote batch, not a hundred's).
+        self.limits = Limits(min(cfg.batch_max_files, max_batch_files or cfg.batch_max_files),
+                             int(cfg.batch_max_bytes), cfg.batch_max_wait_seconds)
+        self.next_at = 0.0  # when a batch may be due next
+        self.log = get_logger(folder=name)
+
+    def form(self, now: float) -> list[str]:
+        """Group claimed files into batches that are due; returns the new batch ids."""
+        claimed = [r for r in self.store.files_in_state(self.name, FileState.CLAIMED)
+                   if r.sha256 is not None]
+        if self.cfg.duplicates == "skip":
+            claimed = [r for r in claimed if not self._skip_duplicate(r)]
+        created = []
+        while chosen := next_batch(claimed, self.limits, now):
+            claimed = claimed[len(chosen):]
+            job_id = new_id()
+            entries = [(r.id, entry_name(i, r.source)) for i, r in enumerate(chosen, start=1)]
+            self.store.create_job(job_id=job_id, folder=self.name, provider=self.provider,
+                                  entries=entries)
+            crashpoints.reached("state:BATCHED")
+            move_into_batch(self.work, job_id, self.provider, self.store.files_of_job(job_id))
+            self.log.info("batch.batched", batch=job_id, files=len(chosen),
+                          bytes=sum(r.size for r in chosen))
+            created.append(job_id)
+        oldest = min((r.claimed_at for r in claimed), default=None)
+        self.next_at = float("inf") if oldest is None else oldest + self.limits.max_wait
+        return created
+
+    def _skip_duplicate(self, record: FileRecord) -> bool:
+        twin = self.store.delivered_twin(record)
+        if twin is None:
+            return False
+        assert record.sha256 is not None
+        self.fail(record.id, (
+            "duplicate", f"the same content (sha256 {record.sha256[:12]}…) was already "
+                         f"delivered from {twin.source_text!r} (duplicates = \"skip\")"))
+        return True
 
 
 def move_into_batch(work: WorkFolder, batch_id: str, provider: str,

@@ -6,6 +6,12 @@ a symlink itself rather than what the link points to. The renames of one step ar
 made durable together (each folder synced once), and only then recorded in the store,
 in one transaction; a crash in between leaves claims the store does not know, which
 every scan of ``incoming/`` registers (they were never sent anywhere).
+
+A claimed file that cannot be sealed (not a regular file, empty, unreadable, vanished,
+stuck, a duplicate) is recorded ``REJECTED`` with the reason, and handed on through the
+``reject`` callback the claims were given: putting it into the errors folder is not
+the claim's business (the daemon has the folder's errors thread do it, off the main
+loop).
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from folderseal.core import crashpoints
+from folderseal.core import crashpoints, metrics
 from folderseal.core.errors import ConfigError
 from folderseal.core.logs import get as get_logger
 from folderseal.core.model import DocumentResult, FileState
+from folderseal.intake.fragments import Fragments
 from folderseal.intake.settle import SettleTracker
 from folderseal.publish import files
 from folderseal.store import Store, new_id
@@ -32,6 +39,8 @@ OUTAGE = frozenset({errno.ENOENT, errno.ESTALE, errno.ENOTCONN, errno.EHOSTDOWN,
                     errno.ETIMEDOUT, errno.ENODEV, errno.EHOSTUNREACH})
 # A claim that fails at once: (code, message).
 Failure = tuple[str, str]
+# Told of each rejected claim (its id and why), after the store recorded it REJECTED.
+Reject = Callable[[str, Failure], None]
 NOT_REGULAR: Failure = (
     "not_regular", "it is not a regular file (a symbolic link, folder link, FIFO or device); "
     "folderseal seals regular files only and never follows links")
@@ -51,13 +60,14 @@ class Claims:
     """Claims files of one inbox into its work folder and records them."""
 
     def __init__(self, name: str, inbox: Path, work: WorkFolder, store: Store,
-                 tracker: SettleTracker, on_rejected: Callable[[], None]) -> None:
+                 tracker: SettleTracker, fragments: Fragments, reject: Reject) -> None:
         self.name = name
         self.inbox = inbox
         self.work = work
         self.store = store
         self.tracker = tracker
-        self.on_rejected = on_rejected
+        self.fragments = fragments  # told of each claim: a file at its path may continue it
+        self.reject = reject
         self.log = get_logger(folder=name)
 
     def register_unknown(self, now: float) -> int:
@@ -106,18 +116,19 @@ class Claims:
             return None
         return claim_id
 
-    def claim_all(self, wanted: list[tuple[str, tuple[str, str] | None]]) -> list[str | None]:
+    def claim_all(self, wanted: list[tuple[str, Failure | None]]) -> list[str | None]:
         """Claim files by rename, make the renames durable, then record them in the store.
 
         Folders are synced once per call, however many files moved; a crash before the
         store knows a claim leaves it in incoming/, where the next scan finds it.
         """
-        claimed: list[tuple[str, str, float, tuple[str, str] | None]] = []
+        claimed: list[tuple[str, str, float, Failure | None]] = []
         ids: list[str | None] = []
         folders = {self.work.incoming}
         for source, fail in wanted:
-            candidate = self.tracker.candidates.get(source)
-            seen_at = candidate.first_seen if candidate else self.store.clock()
+            seen_at = self.tracker.first_seen(source)
+            if seen_at is None:
+                seen_at = self.store.clock()
             claim_id = self.rename_in(source)
             ids.append(claim_id)
             if claim_id is None:
@@ -135,6 +146,10 @@ class Claims:
         if claimed:
             crashpoints.reached("claimed")
             self.register(claimed)
+            now = self.store.clock()
+            for claim_id, source, _, _ in claimed:
+                self.fragments.claimed(source, claim_id, now)
+            metrics.FILES_CLAIMED.labels(self.name).inc(len(claimed))
         return ids
 
     def register(self, claimed: list[tuple[str, str, float, Failure | None]]) -> None:
@@ -153,8 +168,8 @@ class Claims:
         for row in rows:
             self.log.info("file.claimed", file=row["id"], source=row["source"],
                           bytes=row["size"])
-        for claim_id, (code, message) in failures:
-            self.fail(claim_id, code, message)
+        for claim_id, failure in failures:
+            self.fail(claim_id, failure)
 
     @staticmethod
     def _check(path: Path) -> tuple[os.stat_result, str | None, Failure | None]:
@@ -176,13 +191,14 @@ class Claims:
             return st, None, None
         return st, digest, None
 
-    def fail(self, claim_id: str, code: str, message: str) -> None:
-        """A claimed file that cannot be sealed: REJECTED, and the folder's errors thread
-        told. It, never this (the main loop), puts the file into the errors folder: a
-        share there that hangs must not stop every folder (:mod:`folderseal.publish.probe`)."""
+    def fail(self, claim_id: str, failure: Failure) -> None:
+        """A claimed file that cannot be sealed: REJECTED, then handed to ``reject``.
+        Whatever that does, it must not write the errors folder on this thread (the main
+        loop): a share there that hangs must not stop every folder."""
+        code, message = failure
         self.store.set_file_result(claim_id, FileState.CLAIMED, DocumentResult(
             entry="", error_code=code, error_message=message))
-        self.on_rejected()
+        self.reject(claim_id, failure)
 
     def sweep(self) -> None:
         """Finish claims that a crash left half done (never hashed); the rejected ones
@@ -197,6 +213,6 @@ class Claims:
                 problem, digest = ("vanished", "the claimed file is no longer in the work "
                                    f"folder ({path})"), None
             if problem is not None:
-                self.fail(record.id, *problem)
+                self.fail(record.id, problem)
             elif digest is not None:
                 self.store.set_claim_hash(record.id, digest, st.st_size, st.st_mtime_ns)

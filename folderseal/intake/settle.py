@@ -9,10 +9,14 @@ marker, see :mod:`folderseal.intake.complete`): a writer may pause longer than
 looked at again and again, and after ``stuck_after_seconds`` it is reported as stuck
 (and goes to the errors folder with the reason it waited).
 
-The tracker is bookkeeping with an injected clock; the intake does the looks (stat),
-and :meth:`SettleTracker.not_ready` reads a stable file's content once per look. The
-content check is written never to raise; should some bytes still make it raise, the
-file is one it cannot tell about (logged once): it is taken, and the signer decides.
+The tracker owns readiness: when a candidate is looked at, whether it settled
+(:meth:`SettleTracker.looked`), whether a settled file may be taken
+(:meth:`SettleTracker.not_ready`: the empty-file grace, and the content check, which
+reads a stable file once per look), why it waits and when it is stuck. It is
+bookkeeping with an injected clock; the intake does the looks (stat). Its candidates
+are its own: other modules ask through its methods. The content check is written never
+to raise; should some bytes still make it raise, the file is one it cannot tell about
+(logged once): it is taken, and the signer decides.
 """
 
 from __future__ import annotations
@@ -70,28 +74,28 @@ class SettleTracker:
                  folder: str = "") -> None:
         self.settle = settle_seconds
         self.stuck_after = stuck_after_seconds
-        self.candidates: dict[str, Candidate] = {}
+        self._candidates: dict[str, Candidate] = {}
         self.log = get_logger(folder=folder)
 
     def hint(self, source: str, now: float) -> bool:
         """Something may have happened at ``source``: make sure it gets looked at. True
         when the file is new to the tracker."""
-        if source in self.candidates:
+        if source in self._candidates:
             return False
-        self.candidates[source] = Candidate(source, first_seen=now, next_look_at=now)
+        self._candidates[source] = Candidate(source, first_seen=now, next_look_at=now)
         return True
 
     def due(self, now: float) -> list[str]:
-        return [c.source for c in self.candidates.values() if c.next_look_at <= now]
+        return [c.source for c in self._candidates.values() if c.next_look_at <= now]
 
     def looked(self, source: str, look: Look | None, now: float) -> bool:
         """Record a look; True when the file is unchanged for ``settle_seconds``."""
-        candidate = self.candidates.get(source)
+        candidate = self._candidates.get(source)
         if candidate is None:
             return False
         candidate.held = False
         if look is None:  # gone (moved away or deleted by its writer)
-            del self.candidates[source]
+            del self._candidates[source]
             return False
         if candidate.first_looked is None:
             candidate.first_looked = now
@@ -115,14 +119,14 @@ class SettleTracker:
         if look.size == 0:
             # Some writers create a file and fill it later: an empty file must stay empty
             # ten settle periods before it is taken (and failed as empty).
-            candidate = self.candidates.get(source)
+            candidate = self._candidates.get(source)
             since = candidate.stable_since if candidate else now
             grace = EMPTY_SETTLE_FACTOR * self.settle
             return "" if now - since >= grace else "the file is empty; waiting for content"
         try:
             return content_not_ready(path, look.size)
         except CHECK_ERRORS as exc:
-            candidate = self.candidates.get(source)
+            candidate = self._candidates.get(source)
             if candidate is None or not candidate.check_failed:
                 self.log.warning("file.content_check_failed", source=source,
                                  error=str(exc) or type(exc).__name__,
@@ -137,30 +141,41 @@ class SettleTracker:
         ``held`` means it is ready but held back (no room to claim it): a file held back
         for long is not stuck, so it never goes to errors for that.
         """
-        candidate = self.candidates.get(source)
+        candidate = self._candidates.get(source)
         if candidate is not None:
             candidate.waiting_for = reason
             candidate.held = held
             candidate.next_look_at = now + max(self.settle, 1.0)
 
-    def forget(self, source: str) -> None:
-        self.candidates.pop(source, None)
+    def forget(self, source: str) -> Candidate | None:
+        """Drop a candidate (claimed, or gone); the candidate it was, if any."""
+        return self._candidates.pop(source, None)
+
+    def first_seen(self, source: str) -> float | None:
+        """When ``source`` was first hinted (None: not a candidate)."""
+        candidate = self._candidates.get(source)
+        return candidate.first_seen if candidate else None
+
+    def why_stuck(self, candidate: Candidate) -> str:
+        """Why a stuck candidate goes to errors (what it waited for)."""
+        return (f"it never became ready within {self.stuck_after:.0f} s: "
+                f"{candidate.waiting_for or 'it kept changing'}")
 
     def stuck(self, now: float, looked: Collection[str] | None = None) -> list[Candidate]:
         """Candidates still not ready ``stuck_after`` seconds after their first look; with
         ``looked``, only those just looked at. A look that came late (the daemon was busy,
         say claiming a 2 GiB file) and found a change says nothing of a file that keeps
         changing: it gets another look on time first."""
-        return [c for c in self.candidates.values()
+        return [c for c in self._candidates.values()
                 if not c.held and c.first_looked is not None and c.steady
                 and now - c.first_looked >= self.stuck_after
                 and (looked is None or c.source in looked)]
 
     def next_look(self) -> float | None:
-        return min((c.next_look_at for c in self.candidates.values()), default=None)
+        return min((c.next_look_at for c in self._candidates.values()), default=None)
 
     def waiting(self) -> list[Candidate]:
-        return sorted(self.candidates.values(), key=lambda c: c.first_seen)
+        return sorted(self._candidates.values(), key=lambda c: c.first_seen)
 
 
 def content_not_ready(path: Path, size: int) -> str:

@@ -42,12 +42,14 @@ from folderseal.providers import Provider, build
 from folderseal.providers.local.tracker import stop_resource_tracker
 from folderseal.providers.measured import MeasuredProvider
 from folderseal.publish import safety
+from folderseal.publish.probe import Probe
 from folderseal.publish.sink import Sink
 from folderseal.service import statelock, status
 from folderseal.service.notices import Notices
 from folderseal.service.recover import missing_originals
 from folderseal.service.web import WebServer
 from folderseal.store import Store
+from folderseal.work import WorkFolder
 
 HEARTBEAT_SECONDS = 2.0
 STATUS_SECONDS = 10.0   # systemd's STATUS= line: a full status report each time
@@ -72,6 +74,8 @@ class Daemon:
         self.log = get_logger(node=self.node)
         self.providers: dict[str, Provider] = {}
         self.intakes: dict[str, FolderIntake] = {}
+        self.works: dict[str, WorkFolder] = {}
+        self.sinks: dict[str, Sink] = {}  # each folder's, on the main thread's store
         self.store: Store | None = None
         self.fatal: BaseException | None = None
         self.started_at = time.time()
@@ -106,7 +110,6 @@ class Daemon:
         self.notices.start(self.providers)
         if settings.metrics.address is not None:
             self.web = WebServer(settings.metrics.address, self.report, self.health)
-        store_id = self.store.store_id
         for name, folder in settings.folders.items():
             cap = self.providers[folder.provider].max_batch_files
             if cap is not None and cap < folder.batch_max_files:
@@ -115,17 +118,35 @@ class Daemon:
                               reason=f"provider {folder.provider!r} "
                               f"({settings.providers[folder.provider].kind}) takes at most "
                               f"{cap} file(s) per batch; batch_max_files is capped for it")
-            intake = FolderIntake(name, folder, folder.provider, self.store, store_id,
-                                  settings.state_dir, self.hints, self.wake,
-                                  kind=settings.providers[folder.provider].kind,
-                                  max_batch_files=self.providers[folder.provider].max_batch_files)
-            intake.on_batch = self._batches_ready
+            intake = self._intake(name)
             self.intakes[name] = intake
             intake.start(time.time())
         for provider in self.providers.values():
             provider.start()
         if self.web is not None:
             self.web.start()
+
+    def _intake(self, name: str) -> FolderIntake:
+        """One folder's parts: its work folder, its sink on this thread's store, the probe
+        of its output folders (whose errors thread puts rejected files into the errors
+        folder), and the intake that drives them."""
+        assert self.store is not None
+        folder = self.settings.folders[name]
+        work = self.works[name] = WorkFolder(folder.work_folder, name)
+        self.sinks[name] = Sink(name, folder, work, self.store, self.node)
+        probe = Probe(name, folder, self.settings.state_dir, self.store, work, folder.provider,
+                      self.settings.providers[folder.provider].kind)
+        return FolderIntake(name, folder, self.store, work, probe, self.hints, self.wake,
+                            provider=folder.provider,
+                            reject=lambda _claim, _why: probe.rejected(),
+                            max_batch_files=self.providers[folder.provider].max_batch_files,
+                            on_batch=self._batches_ready)
+
+    def sink_rejected(self) -> None:
+        """Put the files the intakes rejected into the errors folders now, on this thread
+        (``folderseal sign``, which has no main loop to hold up)."""
+        for name, intake in self.intakes.items():
+            intake.probe.sink_rejected(self.sinks[name].failures)
 
     def _tidy_published(self) -> None:
         """Once, in the background after start: remove what a provider published that no
@@ -306,11 +327,12 @@ class Daemon:
             store.close()
 
     def _manager(self, store: Store) -> Manager:
-        works = {name: intake.work for name, intake in self.intakes.items()}
-        sinks = {name: Sink(name, self.settings.folders[name], works[name], store, self.node)
-                 for name in self.intakes}
-        return Manager(store, self.providers, sinks, works, self.settings.state_dir, self.stop,
-                       delay=self.delay, busy=self.busy)
+        """A state machine on ``store`` (a job thread's own, or the main thread's)."""
+        sinks = self.sinks if store is self.store else {
+            name: Sink(name, self.settings.folders[name], work, store, self.node)
+            for name, work in self.works.items()}
+        return Manager(store, self.providers, sinks, self.works, self.settings.state_dir,
+                       self.stop, delay=self.delay, busy=self.busy)
 
     def heartbeat(self) -> None:
         """Record that this daemon is alive, with its notes (what `status` shows of it)."""

@@ -69,7 +69,7 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
 
 
 def _reconcile(daemon: Daemon) -> None:
-    daemon.intakes["scans"].sink.failures.reconcile()
+    daemon.sinks["scans"].failures.reconcile()
 
 
 def _state(daemon: Daemon, file_id: str) -> FileState:
@@ -108,7 +108,7 @@ def test_an_errors_folder_on_another_filesystem_clears_nothing(tmp_path: Path) -
     try:
         assert daemon.store is not None
         file_id = _failed_in_errors(layout, daemon)
-        failures = daemon.intakes["scans"].sink.failures
+        failures = daemon.sinks["scans"].failures
         subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(layout.errors)], check=True)
         try:
             assert not (layout.errors / "fake.pdf").exists()
@@ -156,7 +156,7 @@ def test_a_failure_whose_device_or_inode_number_changed_stays_and_retries(
         file_id = _failed_in_errors(layout, daemon)
         _rewrite_place(daemon, file_id, **changes)
         reads.clear()
-        daemon.intakes["scans"].sink.failures.reconcile()
+        daemon.sinks["scans"].failures.reconcile()
         assert reads == []
         record = daemon.store.file(file_id)
         assert record is not None and record.state == FileState.FAILED
@@ -193,7 +193,7 @@ def test_errors_pointed_at_another_folder_clears_nothing_and_status_says_so(
     daemon.prepare()
     try:
         assert daemon.store is not None
-        daemon.intakes["scans"].sink.failures.reconcile()
+        daemon.sinks["scans"].failures.reconcile()
         assert daemon.store.file(file_id).state == FileState.FAILED
         # While the daemon runs, status takes the finding from its heartbeat: the
         # folder's errors thread works it out, so no status reads a share.

@@ -7,10 +7,8 @@ import hashlib
 import io
 import json
 import os
-import queue
 import shutil
 import stat
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ from folderseal.intake.inbox import MAX_DEPTH
 from folderseal.store import Store
 from tests.helpers import Layout, error_records, sha256
 from tests.images import make_jpeg, make_tiff
+from tests.intake_parts import folder_intake
 
 
 @pytest.fixture
@@ -56,8 +55,7 @@ def _intake(tmp_path: Path, **folder: Any) -> tuple[Layout, FolderIntake, Store]
     layout.write()
     settings = config.load(layout.config)
     store = Store.open(settings.state_dir, "node")
-    intake = FolderIntake("scans", settings.folders["scans"], "local", store, store.store_id,
-                          settings.state_dir, queue.SimpleQueue(), threading.Event())
+    intake = folder_intake(settings, store)
     assert intake.attach(time.time())
     STARTED.append(intake)
     return layout, intake, store
@@ -275,9 +273,7 @@ def test_a_provider_caps_the_folders_batch_size(tmp_path: Path) -> None:
     layout.write()
     settings = config.load(layout.config)
     store = Store.open(settings.state_dir, "node")
-    intake = FolderIntake("scans", settings.folders["scans"], "local", store, store.store_id,
-                          settings.state_dir, queue.SimpleQueue(), threading.Event(),
-                          max_batch_files=2)
+    intake = folder_intake(settings, store, max_batch_files=2)
     assert intake.attach(time.time())
     STARTED.append(intake)
     for name in ("a.txt", "b.txt", "c.txt"):

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from folderseal.core import config
-from folderseal.intake.folder import FolderIntake
 from folderseal.intake.watch import Watcher, _Observer
 from folderseal.store import Store
 from tests.helpers import Layout
+from tests.intake_parts import folder_intake
 
 
 def _hints(hints: queue.SimpleQueue, seconds: float) -> list:
@@ -80,8 +80,7 @@ def test_running_out_of_inotify_watches_falls_back_to_polling(
 
     monkeypatch.setattr(_Observer, "schedule", exhausted)
     store = Store.open(settings.state_dir, "node")
-    intake = FolderIntake("scans", settings.folders["scans"], "local", store, store.store_id,
-                          settings.state_dir, queue.SimpleQueue(), threading.Event())
+    intake = folder_intake(settings, store)
     assert intake.attach(time.time())
     assert intake.mode == "polling"
     assert intake.notes(0.0)["mode"] == "polling"
@@ -95,8 +94,7 @@ def test_polling_mode_still_claims_files(tmp_path: Path) -> None:
     layout.write()
     settings = config.load(layout.config)
     store = Store.open(settings.state_dir, "node")
-    intake = FolderIntake("scans", settings.folders["scans"], "local", store, store.store_id,
-                          settings.state_dir, queue.SimpleQueue(), threading.Event())
+    intake = folder_intake(settings, store)
     assert intake.attach(time.time()) and intake.mode == "polling"
     (layout.inbox / "polled.txt").write_text("found by a scan")
     deadline = time.time() + 5

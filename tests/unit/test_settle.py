@@ -11,7 +11,7 @@ import pytest
 
 from folderseal.core import logs
 from folderseal.intake import complete
-from folderseal.intake.settle import Look, SettleTracker
+from folderseal.intake.settle import Candidate, Look, SettleTracker
 
 SETTLE = 5.0
 STUCK = 100.0
@@ -19,6 +19,11 @@ STUCK = 100.0
 
 def look(size: int = 10, mtime_ns: int = 1_000, ino: int = 7, dev: int = 1) -> Look:
     return Look(dev=dev, ino=ino, size=size, mtime_ns=mtime_ns, regular=True)
+
+
+def candidates(settle: SettleTracker) -> dict[str, Candidate]:
+    """The tracker's own bookkeeping, which these tests of it read."""
+    return settle._candidates  # noqa: SLF001 - the state under test
 
 
 def tracker(source: str = "scan.pdf", now: float = 0.0) -> SettleTracker:
@@ -97,7 +102,7 @@ def test_vanished_file_is_forgotten() -> None:
     settle = tracker()
     settle.looked("scan.pdf", look(), 0.0)
     assert settle.looked("scan.pdf", None, SETTLE) is False
-    assert settle.candidates == {}
+    assert candidates(settle) == {}
     assert settle.next_look() is None
     assert settle.looked("scan.pdf", look(), 2 * SETTLE) is False  # unknown now
 
@@ -106,7 +111,7 @@ def test_look_at_an_unknown_source_is_not_ready() -> None:
     """A look for a path that was never hinted is ignored."""
     settle = SettleTracker(SETTLE, STUCK)
     assert settle.looked("other.pdf", look(), 0.0) is False
-    assert settle.candidates == {}
+    assert candidates(settle) == {}
 
 
 def test_hint_again_keeps_the_first_seen_time() -> None:
@@ -114,7 +119,7 @@ def test_hint_again_keeps_the_first_seen_time() -> None:
     settle = tracker(now=0.0)
     settle.looked("scan.pdf", look(), 0.0)
     settle.hint("scan.pdf", 3.0)
-    assert settle.candidates["scan.pdf"].first_seen == 0.0
+    assert candidates(settle)["scan.pdf"].first_seen == 0.0
     assert settle.looked("scan.pdf", look(), SETTLE) is True
 
 
@@ -124,7 +129,7 @@ def test_wait_postpones_and_records_the_reason() -> None:
     settle.looked("scan.pdf", look(), 0.0)
     assert settle.looked("scan.pdf", look(), SETTLE) is True
     settle.wait("scan.pdf", "no %%EOF yet", SETTLE)
-    candidate = settle.candidates["scan.pdf"]
+    candidate = candidates(settle)["scan.pdf"]
     assert candidate.waiting_for == "no %%EOF yet"
     assert settle.due(SETTLE) == []
     assert settle.next_look() == 2 * SETTLE
@@ -145,14 +150,14 @@ def test_change_clears_the_waiting_reason() -> None:
     settle.looked("scan.pdf", look(size=1), 0.0)
     settle.wait("scan.pdf", "locked", 1.0)
     settle.looked("scan.pdf", look(size=2), 6.0)
-    assert settle.candidates["scan.pdf"].waiting_for == ""
+    assert candidates(settle)["scan.pdf"].waiting_for == ""
 
 
 def test_wait_on_an_unknown_source_does_nothing() -> None:
     """wait() for a path that is not a candidate adds nothing."""
     settle = SettleTracker(SETTLE, STUCK)
     settle.wait("gone.pdf", "locked", 0.0)
-    assert settle.candidates == {}
+    assert candidates(settle) == {}
 
 
 def test_stuck_after_stuck_after_seconds() -> None:
@@ -170,7 +175,7 @@ def test_forget_removes_a_candidate() -> None:
     settle = tracker()
     settle.forget("scan.pdf")
     settle.forget("never-seen.pdf")
-    assert settle.candidates == {}
+    assert candidates(settle) == {}
 
 
 def test_next_look_is_the_earliest_of_all_candidates() -> None:

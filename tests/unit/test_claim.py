@@ -1,0 +1,148 @@
+"""Tests for folderseal.intake.claim.Claims: real files in tmp_path, a real SQLite store,
+and a reject callback that records what it is handed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from folderseal.core.model import FileState
+from folderseal.intake.claim import EMPTY, NOT_REGULAR, Claims
+from folderseal.intake.fragments import Fragments
+from folderseal.intake.settle import SettleTracker
+from folderseal.store import Store
+from folderseal.work import WorkFolder
+from tests.intake_parts import Rejected
+
+
+@dataclass
+class Parts:
+    inbox: Path
+    work: WorkFolder
+    store: Store
+    tracker: SettleTracker
+    rejected: Rejected
+    claims: Claims
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> Iterator[Parts]:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    store = Store.open(tmp_path / "state", "node")
+    work = WorkFolder(inbox / ".folderseal" / "work", "scans")
+    work.adopt(store.store_id, store.job_ids())
+    tracker = SettleTracker(1.0, 100.0, "scans")
+    rejected = Rejected()
+    claims = Claims("scans", inbox, work, store, tracker, Fragments("scans", 1.0, store),
+                    rejected)
+    yield Parts(inbox, work, store, tracker, rejected, claims)
+    store.close()
+
+
+def test_a_claim_moves_the_file_into_the_work_folder_and_records_its_hash(
+        parts: Parts) -> None:
+    """A claimed file leaves the inbox for incoming/<claim id>/<its path>, and the store
+    records it CLAIMED with its size, its hash and when it was first seen."""
+    (parts.inbox / "sub").mkdir()
+    (parts.inbox / "sub" / "scan.txt").write_bytes(b"a scanned page\n")
+    parts.tracker.hint("sub/scan.txt", 123.0)
+    [claim_id] = parts.claims.claim_all([("sub/scan.txt", None)])
+    assert claim_id is not None
+    assert not (parts.inbox / "sub" / "scan.txt").exists()
+    moved = parts.work.claim_dir(claim_id) / "sub" / "scan.txt"
+    assert moved.read_bytes() == b"a scanned page\n"
+    record = parts.store.file(claim_id)
+    assert record is not None and record.state == FileState.CLAIMED
+    assert record.source_text == "sub/scan.txt" and record.size == 15
+    assert record.sha256 == hashlib.sha256(b"a scanned page\n").hexdigest()
+    assert record.seen_at == 123.0
+    assert parts.tracker.waiting() == []  # claimed: no longer a candidate
+    assert parts.rejected == []
+
+
+def test_a_symbolic_link_is_claimed_as_itself_and_rejected(parts: Parts) -> None:
+    """A link is moved as a link (never followed), recorded REJECTED as not a regular file,
+    and handed to the reject callback with that reason."""
+    target = parts.inbox.parent / "elsewhere.txt"
+    target.write_text("not in the inbox")
+    (parts.inbox / "link.txt").symlink_to(target)
+    [claim_id] = parts.claims.claim_all([("link.txt", NOT_REGULAR)])
+    assert claim_id is not None
+    assert os.readlink(parts.work.claim_dir(claim_id) / "link.txt") == str(target)
+    assert target.read_text() == "not in the inbox"
+    record = parts.store.file(claim_id)
+    assert record is not None and record.state == FileState.REJECTED
+    assert record.error_code == "not_regular"
+    assert parts.rejected == [(claim_id, NOT_REGULAR)]
+
+
+def test_an_empty_file_is_rejected_as_empty(parts: Parts) -> None:
+    """A file found empty when claimed is rejected with the reason and what to do."""
+    (parts.inbox / "blank.pdf").write_bytes(b"")
+    [claim_id] = parts.claims.claim_all([("blank.pdf", None)])
+    assert claim_id is not None
+    record = parts.store.file(claim_id)
+    assert record is not None and record.state == FileState.REJECTED
+    assert (record.error_code, record.error_message) == EMPTY
+    assert parts.rejected == [(claim_id, EMPTY)]
+
+
+def test_a_file_gone_before_its_claim_is_forgotten(parts: Parts) -> None:
+    """A candidate whose file went away (moved or deleted by its writer) is not claimed,
+    is no candidate any more, and is not rejected: it was never ours."""
+    parts.tracker.hint("gone.txt", 0.0)
+    assert parts.claims.claim_all([("gone.txt", None)]) == [None]
+    assert parts.tracker.waiting() == []
+    assert parts.store.file_ids("scans") == set()
+    assert parts.work.claim_ids() == []
+    assert parts.rejected == []
+
+
+def test_a_claim_the_store_never_recorded_is_registered(parts: Parts) -> None:
+    """A file renamed into incoming/ before a crash, never recorded, is registered by
+    register_unknown; a claim folder that never got its file is removed."""
+    left = parts.work.claim_dir("0000000000aa-left")
+    (left / "deep").mkdir(parents=True)
+    (left / "deep" / "page.txt").write_text("claimed before the crash")
+    empty = parts.work.claim_dir("0000000000ab-empty")
+    empty.mkdir(parents=True)
+    assert parts.claims.register_unknown(50.0) == 1
+    record = parts.store.file("0000000000aa-left")
+    assert record is not None and record.state == FileState.CLAIMED
+    assert record.source_text == "deep/page.txt" and record.seen_at == 50.0
+    assert not empty.exists()
+    assert parts.claims.register_unknown(60.0) == 0  # known now
+
+
+def _unhashed(parts: Parts, claim_id: str, source: str, content: bytes) -> Path:
+    """A claim recorded without its hash (reading it failed for a passing reason)."""
+    path = parts.work.claim_dir(claim_id) / source
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    st = os.lstat(path)
+    parts.store.add_claims([{"id": claim_id, "folder": "scans", "source": source,
+                             "dev": st.st_dev, "ino": st.st_ino, "size": st.st_size,
+                             "mtime_ns": st.st_mtime_ns, "sha256": None, "seen_at": 0.0}])
+    return path
+
+
+def test_a_sweep_hashes_unfinished_claims_and_rejects_vanished_ones(parts: Parts) -> None:
+    """Claims recorded without their hash are finished by a sweep: one still in the work
+    folder gets its hash; one gone from it is rejected as vanished."""
+    _unhashed(parts, "0000000000ac-read", "read.txt", b"read at last")
+    _unhashed(parts, "0000000000ad-lost", "lost.txt", b"soon gone").unlink()
+    parts.claims.sweep()
+    read = parts.store.file("0000000000ac-read")
+    assert read is not None and read.state == FileState.CLAIMED
+    assert read.sha256 == hashlib.sha256(b"read at last").hexdigest()
+    lost = parts.store.file("0000000000ad-lost")
+    assert lost is not None and lost.state == FileState.REJECTED
+    assert lost.error_code == "vanished"
+    assert [(i, code) for i, (code, _) in parts.rejected] == [("0000000000ad-lost",
+                                                              "vanished")]
