@@ -88,6 +88,7 @@ from folderseal.publish.folders import split
 from folderseal.publish.sidecar import SCHEMA
 from folderseal.service import statelock
 from folderseal.store import Store
+from folderseal.store.sqlite import SqliteStore
 from folderseal.work import MARKER, WorkFolder
 
 WAITING = (FileState.CLAIMED, FileState.BATCHED, FileState.READY)
@@ -430,7 +431,7 @@ def _view(batch_id: str, folder: str, pending: list[_File], notes: dict[str, dic
 
 def recover(settings: Settings) -> int:
     lock = statelock.acquire(settings.state_dir)  # never beside a running daemon
-    store = Store.open(settings.state_dir, settings.node_name, check=True)
+    store = SqliteStore.open(settings.state_dir, settings.node_name, check=True)
     providers: dict[str, Provider] = {}
     code = ExitCode.OK
     try:

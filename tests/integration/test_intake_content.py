@@ -22,6 +22,7 @@ from folderseal.core import config, logs
 from folderseal.intake.folder import FolderIntake
 from folderseal.intake.inbox import MAX_DEPTH
 from folderseal.store import Store
+from folderseal.store.sqlite import SqliteStore
 from tests.helpers import Layout, error_records, sha256
 from tests.images import make_jpeg, make_tiff
 
@@ -55,7 +56,7 @@ def _intake(tmp_path: Path, **folder: Any) -> tuple[Layout, FolderIntake, Store]
                                       "poll_interval_seconds": 0.1, **folder})
     layout.write()
     settings = config.load(layout.config)
-    store = Store.open(settings.state_dir, "node")
+    store = SqliteStore.open(settings.state_dir, "node")
     intake = FolderIntake("scans", settings.folders["scans"], "local", store, store.store_id,
                           settings.state_dir, queue.SimpleQueue(), threading.Event())
     assert intake.attach(time.time())
@@ -274,7 +275,7 @@ def test_a_provider_caps_the_folders_batch_size(tmp_path: Path) -> None:
     layout = Layout(tmp_path, folder={"watch": "polling", "batch_max_files": 10})
     layout.write()
     settings = config.load(layout.config)
-    store = Store.open(settings.state_dir, "node")
+    store = SqliteStore.open(settings.state_dir, "node")
     intake = FolderIntake("scans", settings.folders["scans"], "local", store, store.store_id,
                           settings.state_dir, queue.SimpleQueue(), threading.Event(),
                           max_batch_files=2)

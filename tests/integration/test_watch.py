@@ -13,7 +13,7 @@ import pytest
 from folderseal.core import config
 from folderseal.intake.folder import FolderIntake
 from folderseal.intake.watch import Watcher, _Observer
-from folderseal.store import Store
+from folderseal.store.sqlite import SqliteStore
 from tests.helpers import Layout
 
 
@@ -79,7 +79,7 @@ def test_running_out_of_inotify_watches_falls_back_to_polling(
         raise OSError(errno.ENOSPC, "inotify watch limit reached")
 
     monkeypatch.setattr(_Observer, "schedule", exhausted)
-    store = Store.open(settings.state_dir, "node")
+    store = SqliteStore.open(settings.state_dir, "node")
     intake = FolderIntake("scans", settings.folders["scans"], "local", store, store.store_id,
                           settings.state_dir, queue.SimpleQueue(), threading.Event())
     assert intake.attach(time.time())
@@ -94,7 +94,7 @@ def test_polling_mode_still_claims_files(tmp_path: Path) -> None:
                                       "poll_interval_seconds": 0.2})
     layout.write()
     settings = config.load(layout.config)
-    store = Store.open(settings.state_dir, "node")
+    store = SqliteStore.open(settings.state_dir, "node")
     intake = FolderIntake("scans", settings.folders["scans"], "local", store, store.store_id,
                           settings.state_dir, queue.SimpleQueue(), threading.Event())
     assert intake.attach(time.time()) and intake.mode == "polling"
