@@ -39,7 +39,7 @@ from rich.text import Text
 
 from folderseal.core.config import Settings
 from folderseal.core.errors import ExitCode, FolderSealError
-from folderseal.core.model import DELIVERED, NOT_DELIVERED, FileState, JobState
+from folderseal.core.model import DELIVERED, NOT_DELIVERED, FileState, JobState, path_text
 from folderseal.core.redact import REDACTOR
 from folderseal.intake.fragments import SHOWN_SECONDS as FRAGMENTS_SHOWN_SECONDS
 from folderseal.providers import NOT_QUALIFIED, build, steps_of
@@ -173,8 +173,8 @@ def _folder(store: Store, name: str, notes: dict[str, Any], now: float,
               for r, at in store.last_changed(name, FileState.FAILED, 100)]
     # Delivered, but the provider reports records of it it could not load (Centrapay):
     # not an alarm (the file went through), but the operator must fix those records.
-    partly = [{"file": r.id, "source": r.source_text, "records_failed": bad, "at": iso(at)}
-              for r, bad, at in store.records_failed(name, 100)]
+    partly = [{"file": file_id, "source": path_text(source), "records_failed": bad,
+               "at": iso(at)} for file_id, source, bad, at in store.records_failed(name, 100)]
     # A file of a batch that is delivered but not yet cleaned (PUBLISHED) is out: its
     # outputs and sidecar are durable, only its original waits to be removed.
     claimed = store.oldest_in_flight(name)
@@ -207,8 +207,8 @@ def _unseen_here(store: Store, settings: Settings) -> dict[str, str]:
 
     looks = []
     for name, cfg in settings.folders.items():
-        went = [str(o["folder_id"]) for record in store.files_in_state(name, FileState.FAILED)
-                for o in record.outputs if o.get("role") == "error" and o.get("folder_id")]
+        went = [str(o["folder_id"]) for outputs in store.outputs_in_state(name, FileState.FAILED)
+                for o in outputs if o.get("role") == "error" and o.get("folder_id")]
         if went:
             look = threading.Thread(target=answer, args=(name, cfg.errors, went),
                                     name=f"look-{name}", daemon=True)
@@ -239,9 +239,9 @@ def _retry_unfinished(store: Store, name: str, now: float, retry_at_work: bool) 
 def _fragments(store: Store, name: str, now: float) -> list[dict[str, Any]]:
     """The last day's suspected fragments (files found where one was claimed moments
     before), newest first."""
-    return [{"source": earlier.source_text, "at": iso(at), "earlier_claim": earlier.id,
-             "why": why}
-            for earlier, at, why in store.suspected_fragments(name, now - FRAGMENTS_SHOWN_SECONDS)]
+    return [{"source": path_text(source), "at": iso(at), "earlier_claim": earlier, "why": why}
+            for earlier, source, at, why in store.suspected_fragments(
+                name, now - FRAGMENTS_SHOWN_SECONDS)]
 
 
 def _ignored(tally: dict[str, Any] | None, now: float) -> dict[str, Any]:

@@ -299,17 +299,20 @@ class Store(Protocol):
                      limit: int) -> list[tuple[FileRecord, float]]:
         """(record, when it last changed) of files of ``folder`` in ``state``, latest first."""
 
-    def records_failed(self, folder: str, limit: int) -> list[tuple[FileRecord, int, float]]:
-        """(record, how many, when) of delivered files with records the provider could
-        not load, latest first."""
+    def records_failed(self, folder: str, limit: int) -> list[tuple[str, str, int, float]]:
+        """(id, source, how many, when) of delivered files with records the provider
+        could not load, latest first."""
 
     def oldest_in_flight(self, folder: str) -> float | None:
         """When the oldest file :meth:`count_in_flight` counts was claimed (None: none)."""
 
     def suspected_fragments(self, folder: str,
-                            since: float) -> list[tuple[FileRecord, float, str | None]]:
-        """(the earlier claim, when, why) of each suspected fragment since ``since``,
-        newest first."""
+                            since: float) -> list[tuple[str, str, float, str | None]]:
+        """(the earlier claim's id and source, when, why) of each suspected fragment
+        since ``since``, newest first."""
+
+    def outputs_in_state(self, folder: str, state: FileState) -> list[tuple[dict[str, Any], ...]]:
+        """The outputs planned for each file of ``folder`` in ``state``."""
 
     def changes_per_minute(self, folder: str, state: FileState, now: float,
                            minutes: int) -> list[int]:

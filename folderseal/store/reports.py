@@ -4,6 +4,8 @@ the events themselves."""
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 from folderseal.core.model import FileRecord, FileState
@@ -37,10 +39,10 @@ class ReportQueries(StoreBase):
         return [(file_record(r), r["updated_at"])
                 for r in self._run("last_changed", folder=folder, state=state, limit=limit)]
 
-    def records_failed(self, folder: str, limit: int) -> list[tuple[FileRecord, int, float]]:
-        """(record, how many, when) of at most ``limit`` delivered files of ``folder``
+    def records_failed(self, folder: str, limit: int) -> list[tuple[str, str, int, float]]:
+        """(id, source, how many, when) of at most ``limit`` delivered files of ``folder``
         whose provider reports records of them it could not load, the latest first."""
-        return [(file_record(r), int(r["bad"]), r["updated_at"])
+        return [(r["id"], os.fsdecode(r["source"]), int(r["bad"]), r["updated_at"])
                 for r in self._run("records_failed", folder=folder, limit=limit)]
 
     def oldest_in_flight(self, folder: str) -> float | None:
@@ -49,11 +51,17 @@ class ReportQueries(StoreBase):
         return None if row is None or row[0] is None else float(row[0])
 
     def suspected_fragments(self, folder: str,
-                            since: float) -> list[tuple[FileRecord, float, str | None]]:
-        """(the earlier claim, when, why) of each file of ``folder`` found after ``since``
-        where one was claimed moments before (``file.fragment_suspected``), newest first."""
-        return [(file_record(r), r["noted_at"], r["noted"])
+                            since: float) -> list[tuple[str, str, float, str | None]]:
+        """(the earlier claim's id and source, when, why) of each file of ``folder`` found
+        after ``since`` where one was claimed moments before (``file.fragment_suspected``),
+        newest first."""
+        return [(r["file_id"], os.fsdecode(r["source"]), r["at"], r["detail"])
                 for r in self._run("suspected_fragments", folder=folder, since=since)]
+
+    def outputs_in_state(self, folder: str, state: FileState) -> list[tuple[dict[str, Any], ...]]:
+        """The outputs planned for each file of ``folder`` in ``state``."""
+        return [tuple(json.loads(r["outputs"])) if r["outputs"] else ()
+                for r in self._run("outputs_in_state", folder=folder, state=state)]
 
     def changes_per_minute(self, folder: str, state: FileState, now: float,
                            minutes: int) -> list[int]:

@@ -89,9 +89,8 @@ def test_records_failed_are_delivered_files_the_provider_could_not_load(
         if n < 3:
             store.set_file_state(file_id, FileState.READY,
                                  FileState.DONE if n else FileState.PUBLISHED)
-    found = store.records_failed("scans", 10)
-    assert [(r.id, bad, at) for r, bad, at in found] == [(files[2], 5, T0 + 3),
-                                                         (files[0], 2, T0 + 1)]
+    assert store.records_failed("scans", 10) == [(files[2], f"{files[2]}.pdf", 5, T0 + 3),
+                                                 (files[0], f"{files[0]}.pdf", 2, T0 + 1)]
     assert len(store.records_failed("scans", 1)) == 1
 
 
@@ -120,10 +119,9 @@ def test_suspected_fragments_since_a_time_newest_first(store: Store, clock: Cloc
     clock.advance(1)
     store.event("file.fragment_suspected", file_id="earlier", detail="again")
     store.event("file.claimed", file_id="earlier")
-    found = store.suspected_fragments("scans", T0 + 50)
-    assert [(r.id, r.source_text, at, why) for r, at, why in found] == [
-        ("earlier", "scan\\xe9.pdf", T0 + 101, "again"),
-        ("earlier", "scan\\xe9.pdf", T0 + 100, "same name")]
+    assert store.suspected_fragments("scans", T0 + 50) == [
+        ("earlier", "scan\udce9.pdf", T0 + 101, "again"),
+        ("earlier", "scan\udce9.pdf", T0 + 100, "same name")]
 
 
 def test_changes_per_minute_count_the_last_minutes_oldest_first(
@@ -148,3 +146,18 @@ def test_count_stale_counts_files_unchanged_since(store: Store, clock: Clock) ->
     assert store.count_stale("scans", FileState.RETRYING, T0 + 50) == 1
     assert store.count_stale("scans", FileState.RETRYING, T0 + 101) == 2
     assert store.count_stale("scans", FileState.FAILED, T0 + 101) == 0
+
+
+def test_outputs_in_state_are_each_files_planned_outputs(store: Store) -> None:
+    """The outputs planned for each file of a folder in a state (none planned: empty)."""
+    claim(store, "planned")
+    claim(store, "bare")
+    claim(store, "other", folder="letters")
+    planned = store.file("planned")
+    assert planned is not None
+    error = {"role": "error", "path": "scan.pdf", "folder_id": "F"}
+    store.set_file_outputs(planned, [error], "errors")
+    for file_id in ("planned", "bare", "other"):
+        store.set_file_state(file_id, FileState.CLAIMED, FileState.FAILED)
+    assert sorted(store.outputs_in_state("scans", FileState.FAILED), key=len) == [(), (error,)]
+    assert store.outputs_in_state("scans", FileState.DONE) == []

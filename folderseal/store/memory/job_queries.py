@@ -22,6 +22,7 @@ from folderseal.store.memory.tables import (
     update,
 )
 
+# -- batches and their leases -----------------------------------------------------------
 
 @query
 def insert_job(t: Tables, *, id: str, folder: str, provider: str, now: float) -> Result:
@@ -145,6 +146,8 @@ def postpone_job(t: Tables, *, id: str, holder: str, now: float, next_attempt_at
                   error_code=error_code, error_message=error_message, updated_at=real(now))
 
 
+# -- what a batch went through with its provider ------------------------------------------
+
 @query
 def note_upload(t: Tables, *, id: str, holder: str, now: float, remote_id: str) -> Result:
     found = held(t, id, holder, now, "CREATED")
@@ -207,6 +210,8 @@ def publish_keys(t: Tables) -> Result:
                   if j["publish_key"] is not None)
 
 
+# -- folderseal retry ----------------------------------------------------------------------
+
 @query
 def reopen_job(t: Tables, *, id: str, from_state: str, to_state: str, now: float) -> Result:
     return update(job_if(t, id, lambda j: j["state"] == from_state
@@ -224,7 +229,7 @@ def wake_job(t: Tables, *, id: str, now: float) -> Result:
 
 
 
-# -- what a batch went through, and the daemons --------------------------------------
+# -- its history, and the daemons -------------------------------------------------------
 
 @query
 def job_transitions(t: Tables, *, job_id: str) -> Result:

@@ -63,8 +63,8 @@ def _positive(value: Any) -> bool:
 
 @query
 def records_failed(t: Tables, *, folder: str, limit: int) -> Result:
-    found = [{**f, "bad": bad} for f in t.files.values()
-             if f["folder"] == folder and f["state"] in DELIVERED
+    found = [{"id": f["id"], "source": f["source"], "updated_at": f["updated_at"], "bad": bad}
+             for f in t.files.values() if f["folder"] == folder and f["state"] in DELIVERED
              and _positive(bad := _error_count(f["result"]))]
     return answer(_latest_first(found, limit))
 
@@ -77,10 +77,17 @@ def oldest_in_flight(t: Tables, *, folder: str) -> Result:
 
 @query
 def suspected_fragments(t: Tables, *, folder: str, since: float) -> Result:
-    found = [{**t.files[e["file_id"]], "noted_at": e["at"], "noted": e["detail"]}
+    found = [{"file_id": e["file_id"], "source": t.files[e["file_id"]]["source"], "at": e["at"],
+              "detail": e["detail"]}
              for e in t.events if e["kind"] == "file.fragment_suspected" and e["at"] > since
              and e["file_id"] in t.files and t.files[e["file_id"]]["folder"] == folder]
-    return answer(sorted(found, key=lambda f: f["noted_at"], reverse=True))
+    return answer(sorted(found, key=lambda f: f["at"], reverse=True))
+
+
+@query
+def outputs_in_state(t: Tables, *, folder: str, state: str) -> Result:
+    return answer({"outputs": f["outputs"]} for f in t.files.values()
+                  if f["folder"] == folder and f["state"] == state)
 
 
 @query

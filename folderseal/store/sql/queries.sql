@@ -287,7 +287,8 @@ ORDER BY updated_at DESC LIMIT :limit;
 -- name: records_failed
 -- Delivered (model.DELIVERED), but the provider reports records of the file it could not
 -- load (Centrapay's report).
-SELECT *, json_extract(result, '$.provider_block.report.errorCount') AS bad FROM files
+SELECT id, source, updated_at,
+       json_extract(result, '$.provider_block.report.errorCount') AS bad FROM files
 WHERE folder = :folder AND state IN ('PUBLISHED', 'DONE') AND bad > 0
 ORDER BY updated_at DESC LIMIT :limit;
 
@@ -298,10 +299,13 @@ WHERE folder = :folder AND state IN ('CLAIMED', 'BATCHED', 'READY', 'REJECTED');
 -- name: suspected_fragments
 -- The kind is a literal, so the partial index serves it, and CROSS JOIN keeps SQLite from
 -- walking every file of the folder instead.
-SELECT f.*, e.at AS noted_at, e.detail AS noted FROM events e
+SELECT e.file_id, f.source, e.at, e.detail FROM events e
 CROSS JOIN files f ON f.id = e.file_id
 WHERE e.kind = 'file.fragment_suspected' AND e.at > :since AND f.folder = :folder
 ORDER BY e.at DESC;
+
+-- name: outputs_in_state
+SELECT outputs FROM files WHERE folder = :folder AND state = :state;
 
 -- name: changes_per_minute
 SELECT CAST((:now - updated_at) / 60 AS INTEGER) AS ago, count(*) FROM files
