@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,6 +113,36 @@ def test_connections_share_records_but_not_leases(store: Store, backend: Backend
     with pytest.raises(LeaseLost):
         other.renew_lease(job.id)
     assert store.connect().job_ids() == {job.id}
+
+
+def test_threads_each_with_a_connection_share_the_batches_out_once(store: Store) -> None:
+    """Connections on threads of their own claim and lease concurrently: every claim is
+    kept, and each due batch is handed to one of them only."""
+    for n in range(6):
+        batched_job(store, f"job{n}", n=1)
+    taken: list[str] = []
+    errors: list[BaseException] = []
+
+    def work(node: str) -> None:
+        mine = store.connect(node)
+        try:
+            for n in range(5):
+                claim(mine, f"{node}-{n}")
+            while (job := mine.acquire_job()) is not None:
+                taken.append(job.id)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            mine.close()
+
+    threads = [threading.Thread(target=work, args=(f"node-{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(taken) == [f"job{n}" for n in range(6)]
+    assert len(store.file_ids("scans")) == 6 + 4 * 5
 
 
 def test_the_store_answers(store: Store) -> None:
