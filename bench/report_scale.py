@@ -25,7 +25,7 @@ from folderseal.publish.errorfiles import identity, mark
 from folderseal.publish.failures import Failures
 from folderseal.service import gauges, page
 from folderseal.service.status import collect
-from folderseal.store import Store
+from folderseal.store.sqlite import SqliteStore
 from folderseal.work import WorkFolder
 
 CONFIG = """
@@ -42,7 +42,7 @@ provider = "local"
 """
 
 
-def _fill(store: Store, files: int, now: float) -> None:
+def _fill(store: SqliteStore, files: int, now: float) -> None:
     rows = [{"id": f"f{i:08d}", "folder": "scans", "source": f"2026/scan-{i:08d}.pdf",
              "dev": 1, "ino": i, "size": 1000, "mtime_ns": 0, "sha256": "ab" * 32,
              "seen_at": now - 3600 * 24 * 365 * (1 - i / files)} for i in range(files)]
@@ -61,7 +61,7 @@ def _fill(store: Store, files: int, now: float) -> None:
                        [(now - 300 * i, f"f{files - 1 - i:08d}") for i in range(576)])
 
 
-def _place_failures(store: Store, settings: Settings) -> None:
+def _place_failures(store: SqliteStore, settings: Settings) -> None:
     """Put each failed file's original in the errors folder, its identity recorded."""
     errors = settings.folders["scans"].errors
     (errors / "2026").mkdir(parents=True)
@@ -86,7 +86,7 @@ def main() -> None:
         root = Path(tmp)
         (root / "config.toml").write_text(CONFIG)
         settings = load(root / "config.toml")
-        store = Store.open(settings.state_dir, "bench")
+        store = SqliteStore.open(settings.state_dir, "bench")
         started = time.perf_counter()
         _fill(store, args.files, time.time())
         _place_failures(store, settings)
@@ -107,7 +107,7 @@ def main() -> None:
                 work()
                 runs.append(time.perf_counter() - t)
             timings[name] = sorted(runs)[2]
-        store = Store.open(settings.state_dir, "bench")
+        store = SqliteStore.open(settings.state_dir, "bench")
         scans = settings.folders["scans"]
         failures = Failures("scans", scans, WorkFolder(scans.work_folder, "scans"), store, "b")
         runs = []

@@ -54,6 +54,7 @@ from folderseal.publish import retrying
 from folderseal.publish.errorfiles import ERROR_SUFFIX, Found, find_original, place_of, record_file
 from folderseal.publish.retrying import Move, Refused
 from folderseal.store import Store
+from folderseal.store.sqlite import SqliteStore
 from folderseal.work import WorkFolder
 
 if TYPE_CHECKING:
@@ -275,7 +276,7 @@ def _chosen(settings: Settings, store: Store,
 def retry(settings: Settings, ids: list[str] | None, force: bool = False) -> int:
     """Retry the failed files ``ids`` names (None: every failed file). ``force`` sends an
     ``outcome_unknown`` file again, only when ``ids`` names it by its own id."""
-    store = Store.open(settings.state_dir, settings.node_name)
+    store = SqliteStore.open(settings.state_dir, settings.node_name)
     try:
         with retrying.lock(settings.state_dir, LOCK_WAIT_SECONDS) as free:
             if not free:

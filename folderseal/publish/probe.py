@@ -63,7 +63,7 @@ class Probe:
         self.name = name
         self.cfg = cfg
         self.state_dir = state_dir
-        self.store_path = store.path
+        self.connect = store.connect  # each thread of the probe opens its own
         self.node = store.node
         self.work = work
         # For files never batched: no step of the provider's to name (outcome).
@@ -177,7 +177,7 @@ class Probe:
                 f"({self.cfg.min_free_bytes / 1e6:.0f} MB)")
 
     def _reconcile_loop(self) -> None:
-        store = Store(self.store_path, self.node)  # a connection of this thread's own
+        store = self.connect()  # a connection of this thread's own
         try:
             failures = Failures(self.name, self.cfg, self.work, store, self.node)
             reconcile_at = 0.0

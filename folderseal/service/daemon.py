@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +48,7 @@ from folderseal.service.notices import Notices
 from folderseal.service.recover import missing_originals
 from folderseal.service.web import WebServer
 from folderseal.store import Store
+from folderseal.store.sqlite import SqliteStore
 from folderseal.work import WorkFolder
 
 HEARTBEAT_SECONDS = 2.0
@@ -98,7 +98,7 @@ class Daemon:
             raise ConfigError("no [folders.<name>] table is configured: nothing to watch")
         safety.check_layout(settings)
         self._lock_fd = statelock.acquire(settings.state_dir)  # makes the folder if needed
-        self.store = Store.open(settings.state_dir, self.node, check=True)
+        self.store = SqliteStore.open(settings.state_dir, self.node, check=True)
         released = self.store.release_node_leases()
         if released:
             self.log.info("daemon.leases_released", jobs=released)
@@ -157,7 +157,8 @@ class Daemon:
         publishing = {n: p for n, p in self.providers.items() if p.steps.publishes}
         if not publishing:
             return
-        store = Store(self.settings.database, self.node)
+        assert self.store is not None
+        store = self.store.connect()  # a connection of this thread's own
         try:
             for name, provider in publishing.items():
                 try:
@@ -308,7 +309,8 @@ class Daemon:
             self.jobs_ready.notify_all()
 
     def _job_loop(self) -> None:
-        store = Store(self.settings.database, self.node)
+        assert self.store is not None
+        store = self.store.connect()  # a connection of this thread's own
         try:
             manager = self._manager(store)
             while not self.stop.is_set():
@@ -369,14 +371,9 @@ class Daemon:
     def health(self) -> list[str]:
         """:meth:`problems`, and whether the store answers (for ``/healthz``)."""
         found = self.problems()
-        try:
-            db = sqlite3.connect(f"file:{self.settings.database}?mode=ro", uri=True, timeout=2)
-            try:
-                db.execute("SELECT count(*) FROM meta").fetchone()
-            finally:
-                db.close()
-        except sqlite3.Error as exc:
-            found.append(f"the store does not answer: {exc}")
+        why = self.store.why_unavailable() if self.store is not None else "it is not open"
+        if why is not None:
+            found.append(f"the store does not answer: {why}")
         return found
 
     # -- one-shot ------------------------------------------------------------------

@@ -76,6 +76,7 @@ from folderseal.providers import Provider, Remote, ask_status, build, steps_of
 from folderseal.publish import files, sidecar
 from folderseal.service import statelock, traces
 from folderseal.store import Store
+from folderseal.store.sqlite import SqliteStore
 from folderseal.work import Manifest, WorkFolder
 
 WAITING = (FileState.CLAIMED, FileState.BATCHED, FileState.READY)
@@ -343,7 +344,7 @@ def _holds_copy(notes: dict[str, dict[str, Any]], file_ids: set[str], remote_id:
 
 def recover(settings: Settings) -> int:
     lock = statelock.acquire(settings.state_dir)  # never beside a running daemon
-    store = Store.open(settings.state_dir, settings.node_name, check=True)
+    store = SqliteStore.open(settings.state_dir, settings.node_name, check=True)
     providers: dict[str, Provider] = {}
     code = ExitCode.OK
     try:

@@ -24,8 +24,6 @@ thread it waits for ``LOOK_SECONDS`` at most.
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
@@ -34,13 +32,15 @@ from typing import Any
 
 from folderseal.core.config import Settings
 from folderseal.core.errors import FolderSealError
-from folderseal.core.model import DELIVERED, NOT_DELIVERED, FileState, JobState
+from folderseal.core.model import DELIVERED, NOT_DELIVERED, FileState, JobState, path_text
 from folderseal.core.redact import REDACTOR
 from folderseal.intake.fragments import SHOWN_SECONDS as FRAGMENTS_SHOWN_SECONDS
 from folderseal.providers import NOT_QUALIFIED, build, steps_of
 from folderseal.publish import errorfiles, retrying
 from folderseal.publish.sidecar import iso
 from folderseal.service import statelock
+from folderseal.store import Store
+from folderseal.store.sqlite import SqliteStore
 
 HEARTBEAT_STALE = 30.0
 ALARM_ATTEMPTS = 8  # consecutive failures of one step: about 4 minutes of backoff
@@ -50,16 +50,12 @@ RETRY_STALE_SECONDS = 60.0  # RETRYING this long, with no retry at work: it was 
 LOOK_SECONDS = 5.0  # without a daemon: how long status waits for an errors folder
 
 
-def _rows(db: sqlite3.Connection, sql: str, *args: Any) -> list[dict[str, Any]]:
-    return [dict(r) for r in db.execute(sql, args)]
-
-
 def provider_warnings(settings: Settings, last_beat: dict[str, Any] | None = None) -> list[str]:
     """What the providers in use warn about, checked here without the network (when no
     daemon runs to say what it found). A provider that cannot be checked here (its
     password is the service's credential, say) is named with why, and with the warnings
     the daemon published about it in its last heartbeat."""
-    last = json.loads(last_beat["notes"]).get("warnings", []) if last_beat else []
+    last = last_beat["notes"].get("warnings", []) if last_beat else []
     when = iso(last_beat["heartbeat_at"]) if last_beat else ""
     warnings: list[str] = []
     for name in sorted({f.provider for f in settings.folders.values()}):
@@ -94,11 +90,9 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
                              for name, cfg in settings.folders.items()}
         report["alarms"].append("the daemon is not running")
         return _redacted(report)
-    db = sqlite3.connect(f"file:{settings.database}?mode=ro", uri=True, timeout=10)
-    db.row_factory = sqlite3.Row
+    store = SqliteStore.reading(settings.database, settings.node_name)
     try:
-        beat = next(iter(_rows(db, "SELECT * FROM nodes WHERE node = ?", settings.node_name)),
-                    None)
+        beat = next((n for n in store.nodes() if n["node"] == settings.node_name), None)
         notes = _daemon(beat, settings, report, now)
         if warnings is None:  # the running daemon's own findings (the network, its credentials)
             warnings = notes["warnings"] if "warnings" in notes else \
@@ -108,17 +102,19 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
         folder_notes: dict[str, Any] = notes.get("folders", {})
         # While the daemon runs, its errors threads say this: no share is read here.
         unseen = {name: n.get("failures_unseen", "") for name, n in folder_notes.items()} \
-            if report["daemon"]["running"] else _unseen_here(db, settings)
+            if report["daemon"]["running"] else _unseen_here(store, settings)
+        files, batches = store.count_by_state(), store.count_jobs_by_state()
         for name, cfg in settings.folders.items():
-            folder = _folder(db, name, folder_notes.get(name, {}), now)
+            folder = _folder(store, name, folder_notes.get(name, {}), now,
+                             files.get(name, {}), batches.get(name, {}))
             folder["outcome"] = _outcome(settings, cfg.provider)
             report["folders"][name] = folder
             max_wait = getattr(settings.providers[cfg.provider], "max_wait_seconds", None)
             report["alarms"] += _alarms(name, folder, max_wait, cfg.stuck_after_seconds)
             report["alarms"] += [f"folder {name}: {alarm}" for alarm in (
-                unseen.get(name, ""), _retry_unfinished(db, name, now, retry_at_work)) if alarm]
+                unseen.get(name, ""), _retry_unfinished(store, name, now, retry_at_work)) if alarm]
     finally:
-        db.close()
+        store.close()
     return _redacted(report)
 
 
@@ -146,53 +142,38 @@ def _daemon(beat: dict[str, Any] | None, settings: Settings, report: dict[str, A
                                 "loop is stuck (a share that hangs?); systemd's watchdog "
                                 "restarts it")
         return {}
-    notes: dict[str, Any] = json.loads(beat["notes"])
+    notes: dict[str, Any] = beat["notes"]
     return notes
 
 
-def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
-            now: float) -> dict[str, Any]:
-    counts = {r["state"]: r["n"] for r in _rows(
-        db, "SELECT state, count(*) AS n FROM files WHERE folder = ? GROUP BY state", name)}
-    batch_states = {r["state"]: r["n"] for r in _rows(
-        db, "SELECT state, count(*) AS n FROM jobs WHERE folder = ? GROUP BY state", name)}
+def _folder(store: Store, name: str, notes: dict[str, Any], now: float,
+            counts: dict[str, int], batch_states: dict[str, int]) -> dict[str, Any]:
+    """A folder's part of the report; ``counts`` and ``batch_states`` are its files and
+    batches by state (read once for every folder)."""
     jobs = []
-    for job in _rows(db, "SELECT j.*, (SELECT count(*) FROM files f WHERE f.batch_id = j.id) "
-                         "AS files FROM jobs j WHERE folder = ? AND (state NOT IN (?, ?) OR "
-                         "next_attempt_at IS NOT NULL) ORDER BY created_at", name,
-                     *FINISHED_JOBS):
-        due = job["next_attempt_at"]
-        jobs.append({"batch": job["id"], "state": job["state"], "files": job["files"],
-                     "remote": job["remote_id"], "attempts": job["attempts"],
-                     "progress": job["progress"],
-                     "age_seconds": round(now - job["created_at"], 1),
-                     "in_state_seconds": round(now - job["updated_at"], 1),
+    for active in store.active_jobs(name):
+        job, due = active.job, active.job.next_attempt_at
+        jobs.append({"batch": job.id, "state": job.state.value, "files": active.files,
+                     "remote": job.remote_id, "attempts": job.attempts,
+                     "progress": active.progress,
+                     "age_seconds": round(now - job.created_at, 1),
+                     "in_state_seconds": round(now - job.updated_at, 1),
                      "next_attempt_in": None if due is None else max(0.0, round(due - now, 1)),
-                     "last_error": job["error_message"]})
-    failed = [{"file": r["id"],  # the retry id
-               "source": bytes(r["source"]).decode("utf-8", "backslashreplace"),
-               "code": r["error_code"], "reason": r["error_message"], "attempts": r["attempts"],
-               "at": iso(r["updated_at"])}
-              for r in _rows(db, "SELECT * FROM files WHERE folder = ? AND state = ? "
-                                 "ORDER BY updated_at DESC LIMIT 100", name, FileState.FAILED)]
+                     "last_error": job.error_message})
+    failed = [{"file": r.id,  # the retry id
+               "source": r.source_text, "code": r.error_code, "reason": r.error_message,
+               "attempts": r.attempts, "at": iso(at)}
+              for r, at in store.last_changed(name, FileState.FAILED, 100)]
     # Delivered, but the provider reports records of it it could not load (Centrapay):
     # not an alarm (the file went through), but the operator must fix those records.
-    marks = ", ".join("?" * len(DELIVERED))
-    partly = [{"file": r["id"],
-               "source": bytes(r["source"]).decode("utf-8", "backslashreplace"),
-               "records_failed": r["bad"], "at": iso(r["updated_at"])}
-              for r in _rows(db, "SELECT id, source, updated_at, json_extract(result, "
-                                 "'$.provider_block.report.errorCount') AS bad FROM files "
-                                 f"WHERE folder = ? AND state IN ({marks}) AND bad > 0 "
-                                 "ORDER BY updated_at DESC LIMIT 100", name, *DELIVERED)]
+    partly = [{"file": file_id, "source": path_text(source), "records_failed": bad,
+               "at": iso(at)} for file_id, source, bad, at in store.records_failed(name, 100)]
     # A file of a batch that is delivered but not yet cleaned (PUBLISHED) is out: its
     # outputs and sidecar are durable, only its original waits to be removed.
-    marks = ", ".join("?" * len(NOT_DELIVERED))
-    claimed = db.execute(f"SELECT min(claimed_at) FROM files WHERE folder = ? AND state IN "
-                         f"({marks})", (name, *NOT_DELIVERED)).fetchone()[0]
+    claimed = store.oldest_in_flight(name)
     waiting = notes.get("waiting", [])
     oldest = min([claimed or now, *(w["since"] for w in waiting)])
-    fragments = _fragments(db, name, now)
+    fragments = _fragments(store, name, now)
     return {"watch": notes.get("mode", ""), "outage": notes.get("outage", ""),
             "paused": notes.get("paused", ""), "disk_full": notes.get("disk_full", ""),
             "blocked": notes.get("blocked", []),
@@ -204,10 +185,11 @@ def _folder(db: sqlite3.Connection, name: str, notes: dict[str, Any],
             "oldest_waiting_seconds": round(now - oldest, 1), "files": counts,
             "batch_states": batch_states, "batches": jobs, "failed": failed,
             "records_failed": partly,
-            "signed_per_minute": _signed_per_minute(db, name, now)}
+            "signed_per_minute": store.changes_per_minute(name, FileState.DONE, now,
+                                                          HOUR_MINUTES)}
 
 
-def _unseen_here(db: sqlite3.Connection, settings: Settings) -> dict[str, str]:
+def _unseen_here(store: Store, settings: Settings) -> dict[str, str]:
     """Without a daemon: :func:`errorfiles.failures_unseen` of each folder, read here, each errors
     folder in a thread of its own; one that has not answered within LOOK_SECONDS is
     reported so, and left to its thread (status ends without it)."""
@@ -218,11 +200,8 @@ def _unseen_here(db: sqlite3.Connection, settings: Settings) -> dict[str, str]:
 
     looks = []
     for name, cfg in settings.folders.items():
-        went = [str(o["folder_id"]) for row in _rows(
-                    db, "SELECT outputs FROM files WHERE folder = ? AND state = ?", name,
-                    FileState.FAILED)
-                for o in json.loads(row["outputs"] or "[]")
-                if o.get("role") == "error" and o.get("folder_id")]
+        went = [str(o["folder_id"]) for outputs in store.outputs_in_state(name, FileState.FAILED)
+                for o in outputs if o.get("role") == "error" and o.get("folder_id")]
         if went:
             look = threading.Thread(target=answer, args=(name, cfg.errors, went),
                                     name=f"look-{name}", daemon=True)
@@ -239,13 +218,10 @@ def _unseen_here(db: sqlite3.Connection, settings: Settings) -> dict[str, str]:
     return found
 
 
-def _retry_unfinished(db: sqlite3.Connection, name: str, now: float,
-                      retry_at_work: bool) -> str:
+def _retry_unfinished(store: Store, name: str, now: float, retry_at_work: bool) -> str:
     """Files a `folderseal retry` left RETRYING (it was interrupted), if any; a retry at
     work (it holds the retry lock) is not interrupted however long it takes."""
-    stale = db.execute("SELECT count(*) FROM files WHERE folder = ? AND state = ? AND "
-                       "updated_at < ?", (name, FileState.RETRYING,
-                                          now - RETRY_STALE_SECONDS)).fetchone()[0]
+    stale = store.count_stale(name, FileState.RETRYING, now - RETRY_STALE_SECONDS)
     if not stale or retry_at_work:
         return ""
     return (f"{stale} file(s) in a `folderseal retry` that was interrupted: the daemon "
@@ -253,17 +229,12 @@ def _retry_unfinished(db: sqlite3.Connection, name: str, now: float,
             "why it cannot")
 
 
-def _fragments(db: sqlite3.Connection, name: str, now: float) -> list[dict[str, Any]]:
+def _fragments(store: Store, name: str, now: float) -> list[dict[str, Any]]:
     """The last day's suspected fragments (files found where one was claimed moments
-    before), newest first. The kind is a literal, so the partial index serves it, and
-    CROSS JOIN keeps SQLite from walking every file of the folder instead."""
-    return [{"source": bytes(r["source"]).decode("utf-8", "backslashreplace"),
-             "at": iso(r["at"]), "earlier_claim": r["file_id"], "why": r["detail"]}
-            for r in _rows(db, "SELECT e.at, e.file_id, e.detail, f.source FROM events e "
-                               "CROSS JOIN files f ON f.id = e.file_id "
-                               "WHERE e.kind = 'file.fragment_suspected' AND e.at > ? "
-                               "AND f.folder = ? ORDER BY e.at DESC",
-                           now - FRAGMENTS_SHOWN_SECONDS, name)]
+    before), newest first."""
+    return [{"source": path_text(source), "at": iso(at), "earlier_claim": earlier, "why": why}
+            for earlier, source, at, why in store.suspected_fragments(
+                name, now - FRAGMENTS_SHOWN_SECONDS)]
 
 
 def _ignored(tally: dict[str, Any] | None, now: float) -> dict[str, Any]:
@@ -272,17 +243,6 @@ def _ignored(tally: dict[str, Any] | None, now: float) -> dict[str, Any]:
     mtime = tally.get("oldest_mtime")
     return {"count": tally.get("count", 0), "oldest": tally.get("oldest", ""),
             "oldest_age_seconds": None if mtime is None else round(now - mtime, 1)}
-
-
-def _signed_per_minute(db: sqlite3.Connection, name: str, now: float) -> list[int]:
-    """Files delivered in each of the last 60 minutes, oldest first."""
-    per_minute = [0] * HOUR_MINUTES
-    for row in db.execute("SELECT CAST((? - updated_at) / 60 AS INTEGER) AS ago, count(*) "
-                          "FROM files WHERE folder = ? AND state = ? AND updated_at > ? "
-                          "GROUP BY ago", (now, name, FileState.DONE, now - 3600)):
-        if 0 <= row[0] < HOUR_MINUTES:
-            per_minute[HOUR_MINUTES - 1 - row[0]] = row[1]
-    return per_minute
 
 
 def _alarms(name: str, folder: dict[str, Any], max_wait: float | None,

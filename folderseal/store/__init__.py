@@ -1,437 +1,327 @@
-"""The store: SQLite in WAL mode, the authority on what happened to every file.
+"""The store: the authority on what happened to every file and batch.
 
-This package only executes storage operations; what they mean for a batch lives in
-:mod:`folderseal.jobs.machine`. Each thread opens its own :class:`Store`. Its plumbing
-(transactions, guarded writes, events) is :mod:`folderseal.store.connection`; what
-``folderseal retry`` records, :mod:`folderseal.store.retries`; files, batches, leases
-and the heartbeat, here.
+:class:`Store` is what the rest of folderseal asks of it. Two backends keep that
+promise and pass the same contract tests: :class:`~folderseal.store.sqlite.SqliteStore`
+(SQLite in WAL mode, in the state folder: what the service runs on) and
+:class:`~folderseal.store.memory.MemoryStore` (plain dicts, for tests of the parts
+above it). The store only executes storage operations; what they mean for a batch
+lives in :mod:`folderseal.jobs.machine`.
+
+A store object is one connection, for one thread; :meth:`Store.connect` opens another
+to the same store. Guarded writes raise :class:`~folderseal.core.errors.StateConflict`
+(the record is not in the state the caller expects) or
+:class:`~folderseal.core.errors.LeaseLost` (this connection no longer holds the batch's
+lease) instead of passing silently, and each change records its event.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sqlite3
+import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
-from folderseal.core.errors import LeaseLost, StateConflict
 from folderseal.core.model import DocumentResult, Event, FileRecord, FileState, JobRecord, JobState
-from folderseal.core.redact import REDACTOR
-from folderseal.store.connection import _SQL, QUERIES, Connection, migrations, new_id
-from folderseal.store.retries import RetryRecords
 
-__all__ = ["LEASE_SECONDS", "QUERIES", "_SQL", "Connection", "Store", "migrations", "new_id"]
+__all__ = ["LEASE_SECONDS", "ActiveJob", "EventRecord", "Store", "new_id"]
 
 LEASE_SECONDS = 60.0
 
 
-class Store(RetryRecords):
-    """One connection to the SQLite store, for one thread."""
+def new_id() -> str:
+    """A sortable unique id: 12 hex digits of milliseconds, then 12 random ones."""
+    return f"{int(time.time() * 1000):012x}{uuid.uuid4().hex[:12]}"
 
-    # -- files ----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ActiveJob:
+    """A batch not finished yet, as ``folderseal status`` lists it."""
+
+    job: JobRecord
+    files: int                # how many files it holds
+    progress: float | None    # how far the provider says it is (0-100), if it says
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One recorded event, as the store keeps it."""
+
+    at: float
+    node: str
+    job_id: str | None
+    file_id: str | None
+    kind: str
+    from_state: str | None
+    to_state: str | None
+    detail: str | None
+
+
+class Store(Protocol):
+    """One connection to the store, for one thread."""
+
+    node: str                       # this daemon's node name; leases carry it
+    clock: Callable[[], float]      # the time every record is stamped with
+
+    # -- the connection ---------------------------------------------------------
+
+    @property
+    def store_id(self) -> str:
+        """The store's random id, made when it was created (work folders name it)."""
+
+    @property
+    def state_dir(self) -> Path:
+        """The state folder the store belongs to (the retry lock lives there)."""
+
+    def connect(self, node: str | None = None) -> Store:
+        """Another connection to the same store, for another thread (or node)."""
+
+    def close(self) -> None:
+        """Close this connection."""
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """A write transaction: all of it or nothing; nested uses join the outer one."""
+
+    def event(self, kind: str, *, job_id: str | None = None, file_id: str | None = None,
+              from_state: str | None = None, to_state: str | None = None,
+              detail: str | None = None) -> None:
+        """Record one event (a transition, a claim, an attempt, a finding)."""
+
+    def why_unavailable(self) -> str | None:
+        """Why the store does not answer a read now (None: it does); any thread may ask."""
+
+    # -- files ------------------------------------------------------------------
 
     def add_claim(self, *, id: str, folder: str, source: str, dev: int, ino: int, size: int,
                   mtime_ns: int, sha256: str | None, seen_at: float) -> None:
-        self.add_claims([{"id": id, "folder": folder, "source": source, "dev": dev, "ino": ino,
-                          "size": size, "mtime_ns": mtime_ns, "sha256": sha256,
-                          "seen_at": seen_at}])
+        """Record one claimed file, CLAIMED, claimed now."""
 
     def add_claims(self, rows: list[dict[str, Any]]) -> None:
         """Record claimed files (keys as :meth:`add_claim`'s arguments) in one transaction."""
-        now = self.clock()
-        with self.transaction():
-            for row in rows:
-                self._run("insert_file", **{**row, "source": os.fsencode(row["source"])},
-                          claimed_at=now, now=now)
-                self.event("file.claimed", file_id=row["id"], to_state=FileState.CLAIMED)
 
     def file(self, file_id: str) -> FileRecord | None:
-        row = self._run("get_file", id=file_id).fetchone()
-        return None if row is None else _file(row)
+        """The file of that id, if the store has it."""
 
     def files_in_state(self, folder: str, state: FileState) -> list[FileRecord]:
-        return [_file(r) for r in self._run("files_in_state", folder=folder, state=state)]
+        """The files of ``folder`` in ``state``, in the order they were claimed."""
 
     def unfinished_claims(self, folder: str) -> list[FileRecord]:
         """Claims left half done: never hashed, or rejected but not yet in errors."""
-        return [_file(r) for r in self._run("unfinished_claims", folder=folder)]
 
     def files_of_job(self, job_id: str) -> list[FileRecord]:
-        return [_file(r) for r in self._run("files_of_job", batch_id=job_id)]
+        """The files of a batch, in the order of their entry names."""
 
     def failed_files(self) -> list[FileRecord]:
-        return [_file(r) for r in self._run("failed_files")]
+        """Every FAILED file, the longest failed first."""
 
     def recent_claims(self, folder: str, since: float) -> list[tuple[str, str, float]]:
         """(id, source, claimed_at) of the files of ``folder`` claimed after ``since``."""
-        since_id = f"{max(0, int(since * 1000) - 1):012x}"  # see new_id
-        return [(r["id"], os.fsdecode(r["source"]), r["claimed_at"])
-                for r in self._run("recent_claims", folder=folder, since=since,
-                                   since_id=since_id)]
 
     def file_ids(self, folder: str) -> set[str]:
-        return {r[0] for r in self._run("file_ids", folder=folder)}
+        """The ids of every file of ``folder``."""
+
+    def known_ids(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` the store has a file for."""
 
     def count_in_flight(self, folder: str) -> int:
-        return int(self._run("count_in_flight", folder=folder).fetchone()[0])
+        """How many files of ``folder`` are claimed and not yet delivered."""
 
     def count_by_state(self) -> dict[str, dict[str, int]]:
-        counts: dict[str, dict[str, int]] = {}
-        for row in self._run("count_by_state"):
-            counts.setdefault(row["folder"], {})[row["state"]] = row["n"]
-        return counts
+        """folder → file state → how many files of that folder are in it."""
 
     def delivered_twin(self, record: FileRecord) -> FileRecord | None:
         """A published or done file of the same folder with the same input hash."""
-        row = self._run("delivered_twin", folder=record.folder, sha256=record.sha256,
-                        id=record.id).fetchone()
-        return None if row is None else self.file(row["id"])
+
+    def set_file_state(self, file_id: str, from_state: FileState, to_state: FileState,
+                       job_id: str | None = None, detail: str | None = None) -> None:
+        """Move a file from ``from_state`` to ``to_state`` (StateConflict if it is not in
+        ``from_state``); done, failed or retried, its planned names are free again."""
 
     def set_file_result(self, file_id: str, from_state: FileState, result: DocumentResult,
                         job_id: str | None = None) -> None:
-        to_state = FileState.READY if result.ok else FileState.REJECTED
-        with self.transaction():
-            self._guarded("set_file_result", StateConflict,
-                          f"file {file_id} is not {from_state}", id=file_id,
-                          from_state=from_state, to_state=to_state, result=result.to_json(),
-                          error_code=result.error_code or None,
-                          error_message=REDACTOR.text(result.error_message) or None,
-                          now=self.clock())
-            self.event("file.state", file_id=file_id, job_id=job_id, from_state=from_state,
-                       to_state=to_state, detail=result.error_code or None)
+        """Record the provider's result for a file: READY if it is good, else REJECTED."""
 
     def names_free(self, folder: str, area: str, file_id: str, paths: list[str]) -> bool:
         """True if no other unfinished file planned any of ``paths`` (in outbox|errors)."""
-        return not any(self._run("name_taken", folder=folder, area=area, file_id=file_id,
-                                 path=os.fsencode(p)).fetchone() for p in paths)
 
     def set_file_outputs(self, record: FileRecord, outputs: list[dict[str, Any]],
                          area: str) -> None:
         """Record the output names chosen for a file, and reserve them in ``area``."""
-        with self.transaction():
-            self._guarded("set_file_outputs", StateConflict,
-                          f"file {record.id} cannot take output names now", id=record.id,
-                          outputs=json.dumps(outputs), now=self.clock())
-            self._run("release_names", file_id=record.id)
-            for output in outputs:
-                self._run("reserve_name", folder=record.folder, area=area, file_id=record.id,
-                          path=os.fsencode(output["path"]))
 
     def set_claim_hash(self, file_id: str, sha256: str, size: int, mtime_ns: int) -> None:
-        with self.transaction():
-            self._guarded("set_claim_hash", StateConflict, f"file {file_id} is not claimed",
-                          id=file_id, sha256=sha256, size=size, mtime_ns=mtime_ns,
-                          now=self.clock())
+        """Record a CLAIMED file's hash, size and mtime (StateConflict if not CLAIMED)."""
 
-    def begin_attempts(self, job: JobRecord, file_ids: list[str]) -> list[int]:
-        """Count an attempt at each file before it is made, in one transaction."""
-        counts = []
-        with self.transaction():
-            self.keep_lease(job.id)
-            for file_id in file_ids:
-                row = self._run("begin_attempt", id=file_id, batch_id=job.id,
-                                now=self.clock()).fetchone()
-                if row is None:
-                    raise StateConflict(f"file {file_id} is not waiting in batch {job.id}")
-                self.event("file.attempt", file_id=file_id, job_id=job.id, detail=str(row[0]))
-                counts.append(int(row[0]))
-        return counts
+    def note_remote_document(self, job_id: str, file_id: str, note: dict[str, Any]) -> None:
+        """Keep the provider's latest answer for a file waiting in a batch, durably."""
 
-    def forgive_attempts(self, job: JobRecord, file_ids: list[str]) -> None:
-        """Take back one attempt of each file (it ended in a transient failure)."""
-        with self.transaction():
-            for file_id in file_ids:
-                self._run("forgive_attempt", id=file_id, batch_id=job.id, now=self.clock())
-                self.event("file.attempt_forgiven", file_id=file_id, job_id=job.id)
+    def remote_documents(self, job_id: str) -> dict[str, dict[str, Any]]:
+        """file id → the provider's latest answer for it, of the files of a batch."""
 
-    # -- jobs -----------------------------------------------------------------
+    # -- batches and their leases -------------------------------------------------
 
     def create_job(self, *, job_id: str, folder: str, provider: str,
                    entries: list[tuple[str, str]]) -> None:
-        """Record a batch and the entry name of each of its files, in one transaction."""
-        now = self.clock()
-        with self.transaction():
-            self._run("insert_job", id=job_id, folder=folder, provider=provider, now=now)
-            self.event("batch.created", job_id=job_id, to_state=JobState.BATCHED,
-                       detail=str(len(entries)))
-            for file_id, entry in entries:
-                self._guarded("batch_file", StateConflict, f"file {file_id} is not claimed",
-                              id=file_id, batch_id=job_id, entry=entry, now=now)
-                self.event("file.batched", file_id=file_id, job_id=job_id,
-                           from_state=FileState.CLAIMED, to_state=FileState.BATCHED)
+        """Record a batch and the entry name of each of its CLAIMED files, in one transaction."""
 
     def restore_job(self, *, job_id: str, folder: str, provider: str, state: JobState,
                     remote_id: str | None, files: list[dict[str, Any]], why: str,
                     publish_key: str | None = None) -> None:
-        """Record again a batch a lost store knew (``folderseal recover``): its files
-        (keys as :meth:`add_claim`'s, plus ``entry``) and the state the provider's
-        answer puts it in, in one transaction."""
-        with self.transaction():
-            self.add_claims([{k: v for k, v in f.items() if k != "entry"} for f in files])
-            self.create_job(job_id=job_id, folder=folder, provider=provider,
-                            entries=[(f["id"], f["entry"]) for f in files])
-            if state != JobState.BATCHED:
-                self._run("restore_job", id=job_id, state=state, remote_id=remote_id,
-                          publish_key=publish_key, now=self.clock())
-            self.event("batch.state", job_id=job_id, from_state=JobState.BATCHED,
-                       to_state=state, detail=f"restored by folderseal recover: {why}")
+        """Record again a batch a lost store knew (``folderseal recover``), with its files."""
 
     def job(self, job_id: str) -> JobRecord | None:
-        row = self._run("get_job", id=job_id).fetchone()
-        return None if row is None else _job(row)
+        """The batch of that id, if the store has it."""
+
+    def job_ids(self) -> set[str]:
+        """The ids of every batch."""
 
     def open_job_owners(self) -> list[tuple[str, str, int]]:
         """(folder, provider, count) of the batches not finished yet."""
-        return [(r[0], r[1], r[2]) for r in self._run("open_job_owners")]
 
     def resume_job(self, job: JobRecord, state: JobState, why: str) -> None:
-        """``folderseal recover`` (no daemon runs): move a job on, due at once, unleased."""
-        with self.transaction():
-            self._guarded("resume_job", StateConflict, f"batch {job.id} is not {job.state}",
-                          id=job.id, from_state=job.state, state=state, now=self.clock())
-            self.event("batch.state", job_id=job.id, from_state=job.state, to_state=state,
-                       detail=f"folderseal recover: {why}")
-
-    def known_ids(self, ids: list[str]) -> set[str]:
-        """Which of ``ids`` the store has a file for."""
-        return {r[0] for r in self._run("known_file_ids", ids=json.dumps(ids))}
-
-    def job_ids(self) -> set[str]:
-        return {r[0] for r in self._run("all_job_ids")}
+        """``folderseal recover``: move a batch on to ``state``, due at once, unleased."""
 
     def acquire_job(self, busy: frozenset[str] = frozenset()) -> JobRecord | None:
-        """Take the lease on the job that is due first, skipping ``busy`` ones.
-
-        Each acquisition writes a holder of its own (``node/token``): after a lease
-        lapsed and another thread or node took the job over, the old holder's guarded
-        writes match nothing and it stops.
-        """
-        now = self.clock()
-        holder = f"{self.node}/{uuid.uuid4().hex[:8]}"
-        with self.transaction():
-            row = self._run("acquire_job", holder=holder, now=now, busy=json.dumps(sorted(busy)),
-                            lease_until=now + LEASE_SECONDS).fetchone()
-        if row is None:
-            return None
-        self._leases[row["id"]] = (holder, now + LEASE_SECONDS)
-        return _job(row)
+        """Take the lease on the batch due first, skipping ``busy`` ones (None: none due)."""
 
     def next_due(self) -> float | None:
-        row = self._run("next_due", now=self.clock()).fetchone()
-        return None if row[0] is None else float(row[0])
-
-    def _holder(self, job_id: str) -> str:
-        if job_id not in self._leases:
-            raise LeaseLost(f"this process holds no lease on batch {job_id}")
-        return self._leases[job_id][0]
+        """When the next unleased batch is due (None: none is)."""
 
     def renew_lease(self, job_id: str) -> None:
-        now = self.clock()
-        holder = self._holder(job_id)
-        with self.transaction():
-            self._guarded("renew_lease", LeaseLost, f"batch {job_id} was taken over",
-                          id=job_id, holder=holder, lease_until=now + LEASE_SECONDS)
-        self._leases[job_id] = (holder, now + LEASE_SECONDS)
+        """Extend this connection's lease on a batch (LeaseLost if another took it)."""
 
     def keep_lease(self, job_id: str) -> None:
-        """Make sure this holder keeps the job's lease a while yet (LeaseLost if not).
-
-        Only the holder extends its lease, so the expiry it last wrote is the truth; the
-        store is written only when half of it is gone.
-        """
-        if self._leases.get(job_id, ("", 0.0))[1] - self.clock() < LEASE_SECONDS / 2:
-            self.renew_lease(job_id)
-
-    def _guarded_job(self, name: str, job_id: str, what: str, **params: Any) -> None:
-        """A job write guarded by its lease (renewed first if half of it is gone)."""
-        self.keep_lease(job_id)
-        self._guarded(name, LeaseLost, what, id=job_id, holder=self._holder(job_id),
-                      now=self.clock(), **params)
+        """Make sure this connection keeps the batch's lease a while yet (LeaseLost if not)."""
 
     def transition(self, job: JobRecord, to_state: JobState, detail: str | None = None,
                    remote_id: str | None = None) -> None:
-        """Move a job from the state it is in to the next, guarded by state and lease."""
-        with self.transaction():
-            self.keep_lease(job.id)
-            if self._run("transition_job", id=job.id, from_state=job.state, to_state=to_state,
-                         holder=self._holder(job.id), remote_id=remote_id,
-                         now=self.clock()).rowcount != 1:
-                current = self.job(job.id)
-                if current is None or current.state != job.state:
-                    raise StateConflict(f"batch {job.id} is no longer {job.state}")
-                raise LeaseLost(f"batch {job.id} was taken over")
-            if remote_id is not None:  # beside the detail, never instead of it
-                detail = f"{detail}; remote {remote_id}" if detail else f"remote {remote_id}"
-            self.event("batch.state", job_id=job.id, from_state=job.state, to_state=to_state,
-                       detail=detail)
+        """Move a batch on from the state it is in, guarded by that state and the lease."""
 
     def set_package(self, job: JobRecord, sha256: str, size: int) -> None:
-        with self.transaction():
-            self._guarded_job("set_package", job.id, f"batch {job.id} lease lost",
-                              package_sha256=sha256, package_bytes=size)
+        """Record the hash and size of a BATCHED batch's package (lease held)."""
 
     def fail_job(self, job: JobRecord, code: str, message: str) -> None:
-        """Mark a job FAILED and each of its unfinished files REJECTED with the reason."""
-        message = REDACTOR.text(message)
-        with self.transaction():
-            current = self.job(job.id)
-            state = current.state if current else job.state
-            self._guarded_job("fail_job", job.id, f"batch {job.id} is not {state} any more",
-                              from_state=state, error_code=code, error_message=message)
-            self.event("batch.state", job_id=job.id, from_state=state,
-                       to_state=JobState.FAILED, detail=code)
-            for record in self.files_of_job(job.id):
-                if record.state in (FileState.BATCHED, FileState.READY):
-                    result = DocumentResult(entry=record.entry or "", error_code=code,
-                                            error_message=message)
-                    self.set_file_result(record.id, record.state, result, job_id=job.id)
+        """Mark a batch FAILED and each of its unfinished files REJECTED with the reason."""
 
     def release(self, job: JobRecord, next_attempt_at: float | None) -> None:
-        """Let go of the job's lease; it is due again at ``next_attempt_at`` (None: never)."""
-        holder = self._leases.pop(job.id, ("", 0.0))[0]
-        with self.transaction():
-            self._run("release_job", id=job.id, holder=holder, now=self.clock(),
-                      next_attempt_at=next_attempt_at)
+        """Let go of the batch's lease; it is due again at ``next_attempt_at`` (None: never)."""
 
     def postpone(self, job: JobRecord, delay: Callable[[int], float], code: str,
                  message: str) -> tuple[int, float]:
-        """Record a transient failure and release the job; returns attempts and next time.
-
-        The attempt count is kept across restarts, so backoff keeps growing.
-        """
-        message = REDACTOR.text(message)
-        now = self.clock()
-        with self.transaction():
-            current = self.job(job.id)
-            attempts = (current.attempts if current else job.attempts) + 1
-            at = now + delay(attempts)
-            self._guarded_job("postpone_job", job.id, f"batch {job.id} lease lost",
-                              next_attempt_at=at, attempts=attempts, error_code=code,
-                              error_message=message)
-            self.event("batch.postponed", job_id=job.id, detail=f"{code}: {message}")
-        self._leases.pop(job.id, None)
-        return attempts, at
+        """Count a transient failure and release the batch; returns attempts and next time."""
 
     def release_node_leases(self) -> int:
-        """At start: leases this node held before a crash are void."""
-        with self.transaction():
-            return self._run("release_node_leases", node=self.node).rowcount
+        """At start: void the leases this node held before a crash; how many."""
+
+    def begin_attempts(self, job: JobRecord, file_ids: list[str]) -> list[int]:
+        """Count an attempt at each file of the batch before it is made; the counts."""
+
+    def forgive_attempts(self, job: JobRecord, file_ids: list[str]) -> None:
+        """Take back one attempt of each file (it ended in a transient failure)."""
 
     # -- what a batch went through with its provider ------------------------------
 
     def note_upload(self, job: JobRecord, remote_id: str) -> None:
         """Record, durably, that an upload to ``remote_id`` is about to be sent."""
-        with self.transaction():
-            self._guarded_job("note_upload", job.id, f"batch {job.id} is not CREATED or "
-                              "its lease was lost", remote_id=remote_id)
-            self.event("batch.upload_sent", job_id=job.id, detail=remote_id)
 
     def upload_sent_at(self, job_id: str, remote_id: str) -> float | None:
         """When an upload to ``remote_id`` was first about to be sent, if ever."""
-        row = self._run("upload_sent", job_id=job_id, remote_id=remote_id).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
 
     def abandon(self, job: JobRecord, remote_id: str, *, lost_answer: bool, why: str) -> None:
-        """A remote batch abandoned before accept: back to CREATED with ``remote_id``,
-        the abandon counted by its cause (an answer lost, or a mismatch)."""
-        with self.transaction():
-            self._guarded_job("abandon_job", job.id, f"batch {job.id} is no longer "
-                              f"{job.state} or its lease was lost", from_state=job.state,
-                              remote_id=remote_id, lost=int(lost_answer),
-                              mismatch=int(not lost_answer))
-            self.event("batch.state", job_id=job.id, from_state=job.state,
-                       to_state=JobState.CREATED,
-                       detail=f"abandoned {job.remote_id or '-'} "
-                              f"({'answer lost' if lost_answer else 'mismatch'}): {why}; "
-                              f"remote {remote_id}")
+        """A remote batch abandoned before accept: back to CREATED with ``remote_id``."""
 
     def abandons(self, job_id: str) -> tuple[int, int]:
-        """The remote batches this batch abandoned before accept: (answers lost,
-        mismatches)."""
-        row = self._run("abandons", job_id=job_id).fetchone()
-        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+        """The remote batches a batch abandoned before accept: (answers lost, mismatches)."""
 
     def set_progress(self, job: JobRecord, progress: float) -> None:
         """How far the provider says the started batch is (0-100)."""
-        with self.transaction():
-            self.keep_lease(job.id)
-            self._run("set_progress", id=job.id, holder=self._holder(job.id),
-                      now=self.clock(), progress=progress)
+
+    def progress(self, job_id: str) -> float | None:
+        """The progress last recorded for a batch, if any."""
 
     def set_publish_key(self, job: JobRecord, key: str | None) -> None:
         """The name or key the batch's file is published under (None: removed)."""
-        with self.transaction():
-            self._guarded_job("set_publish_key", job.id, f"batch {job.id} lease lost",
-                              publish_key=key)
 
     def publish_keys(self) -> set[str]:
         """Every publish key a batch still records: what must not be tidied away."""
-        return {r[0] for r in self._run("publish_keys")}
 
     def set_remote_id(self, job: JobRecord, remote_id: str) -> None:
-        """The remote batch an accept created (Steps.accept_creates), as it answered."""
-        with self.transaction():
-            self._guarded_job("set_remote_id", job.id, f"batch {job.id} lease lost",
-                              remote_id=remote_id)
-            self.event("batch.remote_created", job_id=job.id, detail=remote_id)
-
-    def progress(self, job_id: str) -> float | None:
-        row = self._run("progress", job_id=job_id).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
-
-    def note_remote_document(self, job_id: str, file_id: str, note: dict[str, Any]) -> None:
-        """Keep the provider's latest answer for a file (JSON), durably."""
-        with self.transaction():
-            self._guarded("set_remote_document", StateConflict,
-                          f"file {file_id} is not waiting in batch {job_id}", id=file_id,
-                          batch_id=job_id, remote_document=json.dumps(note), now=self.clock())
-
-    def remote_documents(self, job_id: str) -> dict[str, dict[str, Any]]:
-        """file id → the provider's latest answer for it, of the files of a batch."""
-        return {r["id"]: json.loads(r["remote_document"])
-                for r in self._run("remote_documents", batch_id=job_id)}
+        """The remote batch an accept created, as the provider answered."""
 
     def job_transitions(self, job_id: str) -> list[tuple[str, float]]:
-        return [(r["to_state"], r["at"]) for r in self._run("job_transitions", job_id=job_id)]
+        """(state, when) of each transition of a batch, in order."""
 
     def job_history(self, job_id: str) -> list[Event]:
-        """The batch's transitions and its files', in order: what each file's timeline is
-        drawn from."""
-        return [Event(kind=r["kind"], file_id=r["file_id"], state=r["to_state"], at=r["at"])
-                for r in self._run("job_history", job_id=job_id)]
+        """The batch's transitions and its files', in order."""
+
+    # -- folderseal retry ---------------------------------------------------------
+
+    def reopen_job(self, job: JobRecord, to_state: JobState) -> None:
+        """A failed (or finished) unleased batch goes back to ``to_state``, due at once."""
+
+    def wake_job(self, job_id: str) -> bool:
+        """A batch waiting for its next attempt is due now; False if it was not waiting."""
+
+    def begin_retry(self, plans: list[tuple[FileRecord, dict[str, Any]]]) -> None:
+        """Record a retry's intent: each failed file RETRYING, with where it goes."""
+
+    def finish_batch_retry(self, job: JobRecord, file_ids: list[str],
+                           to_state: JobState) -> None:
+        """The retried files wait in their batch again, and the batch is due at once."""
+
+    def reopen_file(self, file_id: str, job_id: str) -> None:
+        """A retried file of a batch waits in that batch again."""
+
+    def undo_retry(self, file_ids: list[str], why: str) -> None:
+        """Retried files whose moves were undone are FAILED again, in one transaction."""
+
+    def set_error_place(self, record: FileRecord, place: dict[str, Any]) -> None:
+        """Record what is known now of a failure's original in the errors folder."""
+
+    # -- the daemons ---------------------------------------------------------------
 
     def heartbeat(self, pid: int, started_at: float, notes: dict[str, Any]) -> None:
-        with self.transaction():
-            self._run("heartbeat", node=self.node, pid=pid, started_at=started_at,
-                      now=self.clock(), notes=json.dumps(notes))
+        """Record that this node's daemon is alive, with its notes for status."""
 
     def nodes(self) -> list[dict[str, Any]]:
-        return [{**dict(r), "notes": json.loads(r["notes"])} for r in self._run("nodes")]
+        """Each node's last heartbeat: node, pid, started_at, heartbeat_at, notes."""
 
+    # -- what status reads -----------------------------------------------------------
 
-def _file(row: sqlite3.Row) -> FileRecord:
-    return FileRecord(
-        id=row["id"], folder=row["folder"], source=os.fsdecode(row["source"]),
-        state=FileState(row["state"]), dev=row["dev"], ino=row["ino"], size=row["size"],
-        mtime_ns=row["mtime_ns"], sha256=row["sha256"], batch_id=row["batch_id"],
-        entry=row["entry"], attempts=row["attempts"],
-        result=DocumentResult.from_json(row["result"]) if row["result"] else None,
-        outputs=tuple(json.loads(row["outputs"])) if row["outputs"] else (),
-        error_code=row["error_code"], error_message=row["error_message"],
-        seen_at=row["seen_at"], claimed_at=row["claimed_at"],
-    )
+    def count_jobs_by_state(self) -> dict[str, dict[str, int]]:
+        """folder → batch state → how many batches of that folder are in it."""
 
+    def active_jobs(self, folder: str) -> list[ActiveJob]:
+        """The batches of ``folder`` not finished or due again, the oldest first."""
 
-def _job(row: sqlite3.Row) -> JobRecord:
-    return JobRecord(
-        id=row["id"], folder=row["folder"], provider=row["provider"],
-        state=JobState(row["state"]), claimed_by=row["claimed_by"],
-        lease_until=row["lease_until"], next_attempt_at=row["next_attempt_at"],
-        attempts=row["attempts"], remote_id=row["remote_id"],
-        package_sha256=row["package_sha256"], package_bytes=row["package_bytes"],
-        failed_step=row["failed_step"], error_code=row["error_code"],
-        error_message=row["error_message"], created_at=row["created_at"],
-        updated_at=row["updated_at"], publish_key=row["publish_key"],
-    )
+    def last_changed(self, folder: str, state: FileState,
+                     limit: int) -> list[tuple[FileRecord, float]]:
+        """(record, when it last changed) of files of ``folder`` in ``state``, latest first."""
+
+    def records_failed(self, folder: str, limit: int) -> list[tuple[str, str, int, float]]:
+        """(id, source, how many, when) of delivered files with records the provider
+        could not load, latest first."""
+
+    def oldest_in_flight(self, folder: str) -> float | None:
+        """When the oldest file :meth:`count_in_flight` counts was claimed (None: none)."""
+
+    def suspected_fragments(self, folder: str,
+                            since: float) -> list[tuple[str, str, float, str | None]]:
+        """(the earlier claim's id and source, when, why) of each suspected fragment
+        since ``since``, newest first."""
+
+    def outputs_in_state(self, folder: str, state: FileState) -> list[tuple[dict[str, Any], ...]]:
+        """The outputs planned for each file of ``folder`` in ``state``."""
+
+    def changes_per_minute(self, folder: str, state: FileState, now: float,
+                           minutes: int) -> list[int]:
+        """Files of ``folder`` in ``state`` that last changed in each minute before
+        ``now``, the oldest minute first."""
+
+    def count_stale(self, folder: str, state: FileState, before: float) -> int:
+        """How many files of ``folder`` are in ``state`` and last changed before ``before``."""
+
+    def events(self, *, job_id: str | None = None, file_id: str | None = None,
+               kind: str | None = None) -> list[EventRecord]:
+        """The recorded events that match every filter given, in the order they happened."""

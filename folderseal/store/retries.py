@@ -9,10 +9,10 @@ from typing import Any
 
 from folderseal.core.errors import StateConflict
 from folderseal.core.model import FileRecord, FileState, JobRecord, JobState
-from folderseal.store.connection import Connection
+from folderseal.store.base import StoreBase
 
 
-class RetryRecords(Connection):
+class RetryRecords(StoreBase):
     """What a retry writes into the store."""
 
     def reopen_job(self, job: JobRecord, to_state: JobState) -> None:

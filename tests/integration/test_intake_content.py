@@ -20,6 +20,7 @@ from folderseal.core import config, logs
 from folderseal.intake.folder import FolderIntake
 from folderseal.intake.inbox import MAX_DEPTH
 from folderseal.store import Store
+from folderseal.store.sqlite import SqliteStore
 from tests.helpers import Layout, error_records, sha256
 from tests.images import make_jpeg, make_tiff
 from tests.intake_parts import folder_intake
@@ -54,7 +55,7 @@ def _intake(tmp_path: Path, **folder: Any) -> tuple[Layout, FolderIntake, Store]
                                       "poll_interval_seconds": 0.1, **folder})
     layout.write()
     settings = config.load(layout.config)
-    store = Store.open(settings.state_dir, "node")
+    store = SqliteStore.open(settings.state_dir, "node")
     intake = folder_intake(settings, store)
     assert intake.attach(time.time())
     STARTED.append(intake)
@@ -272,7 +273,7 @@ def test_a_provider_caps_the_folders_batch_size(tmp_path: Path) -> None:
     layout = Layout(tmp_path, folder={"watch": "polling", "batch_max_files": 10})
     layout.write()
     settings = config.load(layout.config)
-    store = Store.open(settings.state_dir, "node")
+    store = SqliteStore.open(settings.state_dir, "node")
     intake = folder_intake(settings, store, max_batch_files=2)
     assert intake.attach(time.time())
     STARTED.append(intake)

@@ -24,7 +24,7 @@ import pytest
 
 from folderseal.core.model import FileState, JobState
 from folderseal.service.daemon import Daemon
-from folderseal.store import Store
+from folderseal.store.sqlite import SqliteStore
 from tests.helpers import Layout, error_records, log_events, sidecars, wait_until
 from tests.integration.test_seal_flow import KEY, _daemon, _drain, _drop, _layout, _run
 from tests.seal_fake import FakeSealApi
@@ -47,7 +47,7 @@ def _accounted(layout: Layout, dropped: dict[str, str]) -> None:
     """Each dropped file is in exactly one place the store accounts for: in errors with its
     record beside it and FAILED (so listed), back in the inbox and RETRIED, or in its
     batch folder, BATCHED in a batch that is not failed."""
-    store = Store.open(layout.state, "check")
+    store = SqliteStore.open(layout.state, "check")
     try:
         by_sha = {r.sha256: r for state in FileState for r in store.files_in_state(
             "scans", state) if r.sha256 in dropped.values()}
@@ -178,7 +178,7 @@ def test_a_retry_into_its_batch_killed_at_each_point(tmp_path: Path, point: str,
     layout = _layout(tmp_path)
     fake = FakeSealApi(key=KEY)
     ids, dropped = _failed_after_accept(layout, fake)
-    store = Store.open(layout.state, "check")
+    store = SqliteStore.open(layout.state, "check")
     batch = store.file(ids[0]).batch_id  # type: ignore[union-attr]
     store.close()
     assert batch is not None
@@ -198,7 +198,7 @@ def test_a_retry_whose_move_fails_is_undone(tmp_path: Path) -> None:
     layout = _layout(tmp_path)
     fake = FakeSealApi(key=KEY)
     ids, dropped = _failed_after_accept(layout, fake)
-    store = Store.open(layout.state, "check")
+    store = SqliteStore.open(layout.state, "check")
     records = [store.file(i) for i in ids]
     store.close()
     last = max(records, key=lambda r: r.entry or "")  # type: ignore[union-attr]
@@ -227,7 +227,7 @@ def test_an_interrupted_batch_retry_whose_batch_the_store_lost_says_what_to_do(
     layout = _layout(tmp_path)
     fake = FakeSealApi(key=KEY)
     ids, _ = _failed_after_accept(layout, fake)
-    store = Store.open(layout.state, "check")
+    store = SqliteStore.open(layout.state, "check")
     batch = store.file(ids[0]).batch_id  # type: ignore[union-attr]
     store.close()
     assert batch is not None

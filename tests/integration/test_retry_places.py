@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from folderseal.core.model import FileState
-from folderseal.store import Store
+from folderseal.store.sqlite import SqliteStore
 from tests.helpers import Layout
 from tests.integration.test_retry_crash import (
     _accounted,
@@ -82,7 +82,7 @@ def _failed(layout: Layout, fake: FakeSealApi, way: str) -> tuple[list[str], dic
     if way == "inbox":
         return *_failed_before_accept(layout, fake), ["--all"]
     ids, dropped = _failed_after_accept(layout, fake)
-    store = Store.open(layout.state, "check")
+    store = SqliteStore.open(layout.state, "check")
     batch = store.file(ids[0]).batch_id  # type: ignore[union-attr]
     store.close()
     assert batch is not None
@@ -113,7 +113,7 @@ def _sealed(layout: Layout, fake: FakeSealApi, way: str, ids: list[str],
 
 
 def _states(layout: Layout) -> dict[str, FileState]:
-    store = Store.open(layout.state, "check")
+    store = SqliteStore.open(layout.state, "check")
     try:
         return {r.source: r.state for state in FileState
                 for r in store.files_in_state("scans", state)}
@@ -266,7 +266,7 @@ def test_an_unreadable_original_kept_in_the_work_folder_is_named_as_such(
     layout = _layout(tmp_path)
     fake = FakeSealApi(key=KEY)
     ids, dropped, given = _failed(layout, fake, "batch")
-    store = Store.open(layout.state, "check")
+    store = SqliteStore.open(layout.state, "check")
     try:
         record = store.file(ids[0])
         assert record is not None and record.batch_id and record.entry

@@ -26,7 +26,8 @@ from folderseal.core.model import DocumentResult, FileState, JobState, Output
 from folderseal.intake.batching import move_into_batch
 from folderseal.publish.folders import JobContext
 from folderseal.publish.sink import Sink
-from folderseal.store import LEASE_SECONDS, Store
+from folderseal.store import LEASE_SECONDS
+from folderseal.store.sqlite import SqliteStore
 from folderseal.work import WorkFolder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +55,7 @@ class Batch:
                                 errors=root / "errors",
                                 archive=root / "archive" if archive else None,
                                 work_dir=None, provider="proof")
-        self.store = Store(root / "state" / "folderseal.sqlite", "n1", clock=clock)
+        self.store = SqliteStore(root / "state" / "folderseal.sqlite", "n1", clock=clock)
         self.work = WorkFolder(root / "inbox" / ".folderseal" / "work", "scans")
         self.sink = Sink("scans", self.cfg, self.work, self.store, "n1")
 

@@ -18,6 +18,7 @@ from folderseal.service import page, statelock
 from folderseal.service.gauges import ReportCollector
 from folderseal.service.status import ALARM_ATTEMPTS, collect, summary
 from folderseal.store import Store
+from folderseal.store.sqlite import SqliteStore
 
 CONFIG = """
 state_dir = "state"
@@ -56,7 +57,7 @@ def test_a_batch_failing_for_long_and_an_old_batch_are_alarms(tmp_path: Path) ->
     now = time.time()
     clock = [now - 3000.0]
     settings.state_dir.mkdir()
-    store = Store(settings.database, "n1", clock=lambda: clock[0])
+    store = SqliteStore(settings.database, "n1", clock=lambda: clock[0])
     _claim(store, "old", clock[0])
     store.create_job(job_id="job-old", folder="scans", provider="remote",
                      entries=[("old", "0001_old.pdf")])
@@ -122,7 +123,7 @@ def test_a_quiet_store_with_files_in_errors_has_no_alarm_but_the_daemon(
         tmp_path: Path) -> None:
     """Only the stopped daemon is an alarm when everything else is delivered or failed."""
     settings = _settings(tmp_path)
-    store = Store.open(settings.state_dir, "n1", check=False)
+    store = SqliteStore.open(settings.state_dir, "n1", check=False)
     _claim(store, "bad", time.time())
     store.set_file_state("bad", FileState.CLAIMED, FileState.FAILED)
     store.close()
@@ -148,7 +149,7 @@ def test_suspected_fragments_of_the_last_day_and_ignored_names_are_shown(
     now = time.time()
     clock = [now - 25 * 3600.0]
     settings.state_dir.mkdir()
-    store = Store(settings.database, "n1", clock=lambda: clock[0])
+    store = SqliteStore(settings.database, "n1", clock=lambda: clock[0])
     for claim_id, at in (("yesterday", now - 25 * 3600.0), ("slow", now - 3600.0)):
         clock[0] = at - 5
         _claim(store, claim_id, clock[0])
@@ -189,7 +190,7 @@ def test_the_in_flight_limit_counts_what_status_calls_in_flight(tmp_path: Path) 
     claims back by equals the report's in_flight (PUBLISHED files are delivered)."""
     settings = _settings(tmp_path)
     settings.state_dir.mkdir()
-    store = Store(settings.database, "n1")
+    store = SqliteStore(settings.database, "n1")
     for state in FileState:
         _claim(store, state.lower(), time.time())
         if state != FileState.CLAIMED:
@@ -207,7 +208,7 @@ def test_files_of_a_delivered_batch_count_as_delivered_not_in_flight(tmp_path: P
     now = time.time()
     clock = [now - 5000.0]  # older than stuck_after_seconds (3600)
     settings.state_dir.mkdir()
-    store = Store(settings.database, "n1", clock=lambda: clock[0])
+    store = SqliteStore(settings.database, "n1", clock=lambda: clock[0])
     _claim(store, "out", clock[0])
     store.create_job(job_id="job-out", folder="scans", provider="remote",
                      entries=[("out", "0001_out.pdf")])
@@ -230,7 +231,7 @@ def test_a_retry_at_work_is_not_taken_for_an_interrupted_one(tmp_path: Path) -> 
     settings = _settings(tmp_path)
     settings.state_dir.mkdir()
     ago = time.time() - 600
-    store = Store(settings.database, "n1", clock=lambda: ago)
+    store = SqliteStore(settings.database, "n1", clock=lambda: ago)
     _claim(store, "f1", ago)
     store.set_file_state("f1", FileState.CLAIMED, FileState.FAILED)
     record = store.file("f1")
@@ -258,7 +259,7 @@ def test_a_storing_folder_speaks_of_stored_files_and_shows_progress(tmp_path: Pa
                                    'api_token = "t"'))
     settings = load(path)
     settings.state_dir.mkdir()
-    store = Store(settings.database, "n1")
+    store = SqliteStore(settings.database, "n1")
     _claim(store, "out", time.time())
     store.create_job(job_id="job-out", folder="scans", provider="remote",
                      entries=[("out", "0001_out.pdf")])

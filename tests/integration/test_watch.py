@@ -12,7 +12,7 @@ import pytest
 
 from folderseal.core import config
 from folderseal.intake.watch import Watcher, _Observer
-from folderseal.store import Store
+from folderseal.store.sqlite import SqliteStore
 from tests.helpers import Layout
 from tests.intake_parts import folder_intake
 
@@ -79,7 +79,7 @@ def test_running_out_of_inotify_watches_falls_back_to_polling(
         raise OSError(errno.ENOSPC, "inotify watch limit reached")
 
     monkeypatch.setattr(_Observer, "schedule", exhausted)
-    store = Store.open(settings.state_dir, "node")
+    store = SqliteStore.open(settings.state_dir, "node")
     intake = folder_intake(settings, store)
     assert intake.attach(time.time())
     assert intake.mode == "polling"
@@ -93,7 +93,7 @@ def test_polling_mode_still_claims_files(tmp_path: Path) -> None:
                                       "poll_interval_seconds": 0.2})
     layout.write()
     settings = config.load(layout.config)
-    store = Store.open(settings.state_dir, "node")
+    store = SqliteStore.open(settings.state_dir, "node")
     intake = folder_intake(settings, store)
     assert intake.attach(time.time()) and intake.mode == "polling"
     (layout.inbox / "polled.txt").write_text("found by a scan")

@@ -16,6 +16,7 @@ from folderseal.intake.claim import EMPTY, NOT_REGULAR, Claims
 from folderseal.intake.fragments import Fragments
 from folderseal.intake.settle import SettleTracker
 from folderseal.store import Store
+from folderseal.store.memory import MemoryStore
 from folderseal.work import WorkFolder
 from tests.intake_parts import Rejected
 
@@ -34,7 +35,7 @@ class Parts:
 def parts(tmp_path: Path) -> Iterator[Parts]:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    store = Store.open(tmp_path / "state", "node")
+    store = MemoryStore("node", state_dir=tmp_path / "state")
     work = WorkFolder(inbox / ".folderseal" / "work", "scans")
     work.adopt(store.store_id, store.job_ids())
     tracker = SettleTracker(1.0, 100.0, "scans")

@@ -21,6 +21,7 @@ from folderseal.core.model import FileState
 from folderseal.intake.claim import NOT_REGULAR
 from folderseal.intake.folder import FolderIntake
 from folderseal.store import Store
+from folderseal.store.memory import MemoryStore
 from tests.helpers import Layout, wait_until
 from tests.images import make_jpeg
 from tests.intake_parts import Rejected, folder_intake
@@ -40,7 +41,7 @@ def built(tmp_path: Path) -> Iterator[Any]:
                                           "batch_max_wait_seconds": MAX_WAIT, **folder})
         layout.write()
         settings = config.load(layout.config)
-        store = Store.open(settings.state_dir, "node")
+        store = MemoryStore("node", state_dir=settings.state_dir)
         rejected = Rejected()
         intake = folder_intake(settings, store, reject=rejected)
         made.append((intake, store))

@@ -24,6 +24,7 @@ from folderseal.providers.local.provider import LocalProvider
 from folderseal.service.daemon import Daemon
 from folderseal.service.recover import _Folder
 from folderseal.store import Store
+from folderseal.store.sqlite import SqliteStore
 from tests.helpers import Layout, error_records
 from tests.unit.test_manager import _delivered, _errors, _run
 
@@ -332,7 +333,7 @@ def _stopped(layout: Layout, answer: str) -> tuple[str, Publishing]:
 
 def _recovered(layout: Layout, provider: Publishing, job_id: str) -> tuple[str, Store]:
     settings = config.load(layout.config)
-    store = Store.open(settings.state_dir, settings.node_name)
+    store = SqliteStore.open(settings.state_dir, settings.node_name)
     folder = _Folder("scans", settings.folders["scans"], settings, store, provider)
     return folder.batch(job_id), store
 

@@ -13,6 +13,7 @@ from folderseal.core import config
 from folderseal.core.model import JobState
 from folderseal.service.recover import _Folder
 from folderseal.store import Store
+from folderseal.store.sqlite import SqliteStore
 from folderseal.work import WorkFolder
 from tests.helpers import Layout, error_records
 from tests.unit.test_manager import Scripted, _daemon
@@ -50,7 +51,7 @@ def _stop_at(layout: Layout, scripted: dict[str, object]) -> tuple[str, list[str
 
 def _recover(layout: Layout, provider: Scripted, job_id: str) -> tuple[str, Store]:
     settings = config.load(layout.config)
-    store = Store.open(settings.state_dir, settings.node_name)
+    store = SqliteStore.open(settings.state_dir, settings.node_name)
     folder = _Folder("scans", settings.folders["scans"], settings, store, provider)
     return folder.batch(job_id), store
 

@@ -1,4 +1,5 @@
--- Every query the store runs, under "-- name:" headers; loaded once by store.py.
+-- Every query the store runs, under "-- name:" headers; loaded once by sqlite.py;
+-- memory.py answers each name the same way in Python (memory/*_queries.py).
 -- Guarded writes name the state they expect and, for jobs, the lease: a write that
 -- matches zero rows is an error the caller must not ignore.
 
@@ -268,3 +269,58 @@ WHERE id = :id AND claimed_by = :holder AND lease_until > :now;
 
 -- name: publish_keys
 SELECT publish_key FROM jobs WHERE publish_key IS NOT NULL;
+
+-- name: count_jobs_by_state
+-- From here on, what status reads (reports.py): never a write.
+SELECT folder, state, count(*) AS n FROM jobs GROUP BY folder, state;
+
+-- name: active_jobs
+-- Not finished, or due again (a failed batch a retry woke).
+SELECT j.*, (SELECT count(*) FROM files f WHERE f.batch_id = j.id) AS files FROM jobs j
+WHERE folder = :folder AND (state NOT IN ('CLEANED', 'FAILED') OR next_attempt_at IS NOT NULL)
+ORDER BY created_at;
+
+-- name: last_changed
+SELECT * FROM files WHERE folder = :folder AND state = :state
+ORDER BY updated_at DESC LIMIT :limit;
+
+-- name: records_failed
+-- Delivered (model.DELIVERED), but the provider reports records of the file it could not
+-- load (Centrapay's report).
+SELECT id, source, updated_at,
+       json_extract(result, '$.provider_block.report.errorCount') AS bad FROM files
+WHERE folder = :folder AND state IN ('PUBLISHED', 'DONE') AND bad > 0
+ORDER BY updated_at DESC LIMIT :limit;
+
+-- name: oldest_in_flight
+SELECT min(claimed_at) FROM files
+WHERE folder = :folder AND state IN ('CLAIMED', 'BATCHED', 'READY', 'REJECTED');
+
+-- name: suspected_fragments
+-- The kind is a literal, so the partial index serves it, and CROSS JOIN keeps SQLite from
+-- walking every file of the folder instead.
+SELECT e.file_id, f.source, e.at, e.detail FROM events e
+CROSS JOIN files f ON f.id = e.file_id
+WHERE e.kind = 'file.fragment_suspected' AND e.at > :since AND f.folder = :folder
+ORDER BY e.at DESC;
+
+-- name: outputs_in_state
+SELECT outputs FROM files WHERE folder = :folder AND state = :state;
+
+-- name: changes_per_minute
+SELECT CAST((:now - updated_at) / 60 AS INTEGER) AS ago, count(*) FROM files
+WHERE folder = :folder AND state = :state AND updated_at > :since
+GROUP BY ago;
+
+-- name: count_stale
+SELECT count(*) FROM files WHERE folder = :folder AND state = :state AND updated_at < :before;
+
+-- name: events
+SELECT * FROM events
+WHERE (:job_id IS NULL OR job_id = :job_id) AND (:file_id IS NULL OR file_id = :file_id)
+  AND (:kind IS NULL OR kind = :kind)
+ORDER BY id;
+
+-- name: answers
+-- Whether the store answers a read at all (/healthz).
+SELECT count(*) FROM meta;

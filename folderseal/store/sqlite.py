@@ -1,12 +1,12 @@
-"""One connection to the store: SQLite in WAL mode, its schema and queries, transactions,
-guarded writes and their events.
+"""The store on SQLite in WAL mode: the authority on what happened to every file.
 
-Each thread opens its own connection (sqlite3 connections are not shared between
-threads). Writes run in ``BEGIN IMMEDIATE`` transactions; a guarded write that matches
-zero rows raises :class:`StateConflict` or :class:`LeaseLost` instead of passing
-silently. ``synchronous = FULL`` makes every commit durable before the step after it
-starts (docs/design.md's crash table depends on it). SQL is data: the schema, the numbered
-migrations and every query live in ``sql/``.
+Each thread opens its own :class:`SqliteStore` (sqlite3 connections are not shared
+between threads; :meth:`SqliteStore.connect` opens another). Writes run in ``BEGIN
+IMMEDIATE`` transactions; ``synchronous = FULL`` makes every commit durable before the
+step after it starts (docs/design.md's crash table depends on it). SQL is data: the schema, the
+numbered migrations and every query live in ``sql/``. What the operations mean is
+written once for both backends (files, jobs, retries, reports); this module runs them
+on SQLite.
 """
 
 from __future__ import annotations
@@ -19,16 +19,22 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from folderseal.core.errors import ConfigError, StateConflict, StateUnavailable, StoreError
-from folderseal.core.model import FileState, path_text
+from folderseal.core.errors import ConfigError, StateUnavailable
 from folderseal.service import statelock
+from folderseal.store import Store
+from folderseal.store.jobs import JobRecords
+from folderseal.store.reports import ReportQueries
+from folderseal.store.retries import RetryRecords
 
 # SQLite's words for a state folder that cannot take writes (or is busy too long).
 _UNAVAILABLE = ("disk is full", "disk I/O error", "readonly database", "database is locked",
                 "unable to open database file")
 _SQL = resources.files("folderseal.store") / "sql"
+FILE_NAME = "folderseal.sqlite"  # in the state folder
+READ_TIMEOUT = 10.0   # status waits this long for a writer's lock
+HEALTH_TIMEOUT = 2.0  # /healthz, likewise
 
 
 def _load_queries() -> dict[str, str]:
@@ -53,25 +59,21 @@ def migrations() -> list[tuple[int, str]]:
 QUERIES = _load_queries()
 
 
-def new_id() -> str:
-    """A sortable unique id: 12 hex digits of milliseconds, then 12 random ones."""
-    return f"{int(time.time() * 1000):012x}{uuid.uuid4().hex[:12]}"
-
-
-class Connection:
-    """One connection to the SQLite store, for one thread: the plumbing every part of
-    the store uses, and the one guarded change of a file's state."""
+class SqliteStore(JobRecords, RetryRecords, ReportQueries):
+    """One connection to the SQLite store, for one thread."""
 
     def __init__(self, path: Path, node: str, clock: Callable[[], float] = time.time,
-                 check: bool = False) -> None:
+                 check: bool = False, *, read_only: bool = False) -> None:
+        super().__init__(node, clock)
         self.path = path
-        self.node = node
-        self.clock = clock
+        self._read_only = read_only
+        self._in_transaction = False
+        if read_only:  # nothing made, migrated or written: status runs beside the daemon
+            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=READ_TIMEOUT)
+            self._db.row_factory = sqlite3.Row
+            return
         self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
         self._db.row_factory = sqlite3.Row
-        self._in_transaction = False
-        # job id → (holder, expiry) of the leases this connection holds
-        self._leases: dict[str, tuple[str, float]] = {}
         try:
             self._exec("PRAGMA journal_mode = WAL")
             self._exec("PRAGMA synchronous = FULL")
@@ -92,7 +94,17 @@ class Connection:
     def open(cls, state_dir: Path, node: str, check: bool = False) -> Self:
         """The store of ``state_dir``; ``check`` reads every page first (at start)."""
         statelock.prepare(state_dir)  # made if missing; refused with the fix if unusable
-        return cls(state_dir / "folderseal.sqlite", node, check=check)
+        return cls(state_dir / FILE_NAME, node, check=check)
+
+    @classmethod
+    def reading(cls, path: Path, node: str) -> Self:
+        """The store at ``path``, opened only to read it (``folderseal status``, with or
+        without a daemon): nothing is made, migrated or written."""
+        return cls(path, node, read_only=True)
+
+    def connect(self, node: str | None = None) -> Self:
+        """Another connection to this store, for another thread (or another node)."""
+        return type(self)(self.path, node or self.node, self.clock, read_only=self._read_only)
 
     def close(self) -> None:
         self._db.close()
@@ -100,6 +112,19 @@ class Connection:
     @property
     def state_dir(self) -> Path:
         return self.path.parent
+
+    def why_unavailable(self) -> str | None:
+        """Why the store does not answer a read now (None: it does). A connection of its
+        own, so any thread may ask; it waits HEALTH_TIMEOUT at most."""
+        try:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=HEALTH_TIMEOUT)
+            try:
+                db.execute(QUERIES["answers"]).fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            return str(exc)
+        return None
 
     # -- plumbing -------------------------------------------------------------
 
@@ -153,39 +178,6 @@ class Connection:
     def _run(self, name: str, **params: Any) -> sqlite3.Cursor:
         return self._exec(QUERIES[name], params)
 
-    def _guarded(self, name: str, error: type[StoreError], what: str, **params: Any) -> None:
-        if self._run(name, **params).rowcount != 1:
-            raise error(what)
 
-    def event(self, kind: str, *, job_id: str | None = None, file_id: str | None = None,
-              from_state: str | None = None, to_state: str | None = None,
-              detail: str | None = None) -> None:
-        self._run("insert_event", at=self.clock(), node=self.node, job_id=job_id,
-                  file_id=file_id, kind=kind, from_state=from_state, to_state=to_state,
-                  detail=None if detail is None else path_text(detail))
-
-    # -- meta -----------------------------------------------------------------
-
-    def _get_meta(self, key: str) -> str | None:
-        row = self._run("get_meta", key=key).fetchone()
-        return None if row is None else str(row[0])
-
-    @property
-    def store_id(self) -> str:
-        value = self._get_meta("store_id")
-        if value is None:
-            raise StoreError("the store has no id; it was not created by folderseal")
-        return value
-
-    # -- the state of a file ----------------------------------------------------
-
-    def set_file_state(self, file_id: str, from_state: FileState, to_state: FileState,
-                       job_id: str | None = None, detail: str | None = None) -> None:
-        with self.transaction():
-            self._guarded("set_file_state", StateConflict,
-                          f"file {file_id} is not {from_state}", id=file_id,
-                          from_state=from_state, to_state=to_state, now=self.clock())
-            if to_state in (FileState.DONE, FileState.FAILED, FileState.RETRIED):
-                self._run("release_names", file_id=file_id)  # on disk now, or given up
-            self.event("file.state", file_id=file_id, job_id=job_id, from_state=from_state,
-                       to_state=to_state, detail=detail)
+if TYPE_CHECKING:  # mypy holds the backend to the protocol
+    _CONFORMS: type[Store] = SqliteStore

@@ -1,0 +1,93 @@
+"""What both backends of the store share: guarded writes, the events they record, the
+leases a connection holds, and the meta record.
+
+Every operation of the store is written once, in this module's subclasses (files,
+jobs, retries, reports), on top of named queries: :meth:`StoreBase._run` runs the query
+of that name (its SQL in ``sql/queries.sql`` for :class:`~folderseal.store.sqlite.SqliteStore`,
+a Python function of the same name for :class:`~folderseal.store.memory.MemoryStore`). So
+both backends raise the same errors in the same cases and record the same events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from folderseal.core.errors import StateConflict, StoreError
+from folderseal.core.model import FileState, path_text
+
+
+class Cursor(Protocol):
+    """What a named query answers: rows (by column name or position) and, for a write,
+    how many rows it changed."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class StoreBase:
+    """One connection to a store, for one thread: the plumbing every operation uses."""
+
+    def __init__(self, node: str, clock: Callable[[], float]) -> None:
+        self.node = node
+        self.clock = clock
+        # job id → (holder, expiry) of the leases this connection holds
+        self._leases: dict[str, tuple[str, float]] = {}
+
+    # -- what a backend provides ----------------------------------------------
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """A write transaction; nested uses join the outer one."""
+        raise NotImplementedError
+
+    def _run(self, name: str, **params: Any) -> Cursor:
+        """Run the named query with ``params``."""
+        raise NotImplementedError
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _guarded(self, name: str, error: type[StoreError], what: str, **params: Any) -> None:
+        if self._run(name, **params).rowcount != 1:
+            raise error(what)
+
+    def event(self, kind: str, *, job_id: str | None = None, file_id: str | None = None,
+              from_state: str | None = None, to_state: str | None = None,
+              detail: str | None = None) -> None:
+        """Record one event (a transition, a claim, an attempt, a finding)."""
+        self._run("insert_event", at=self.clock(), node=self.node, job_id=job_id,
+                  file_id=file_id, kind=kind, from_state=from_state, to_state=to_state,
+                  detail=None if detail is None else path_text(detail))
+
+    # -- meta -----------------------------------------------------------------
+
+    def _get_meta(self, key: str) -> str | None:
+        row = self._run("get_meta", key=key).fetchone()
+        return None if row is None else str(row[0])
+
+    @property
+    def store_id(self) -> str:
+        """The store's random id, made when it was created (work folders name it)."""
+        value = self._get_meta("store_id")
+        if value is None:
+            raise StoreError("the store has no id; it was not created by folderseal")
+        return value
+
+    # -- the state of a file ----------------------------------------------------
+
+    def set_file_state(self, file_id: str, from_state: FileState, to_state: FileState,
+                       job_id: str | None = None, detail: str | None = None) -> None:
+        """Move a file from ``from_state`` (StateConflict if it is not in it) to
+        ``to_state``; a file done, failed or retried gives its planned names back."""
+        with self.transaction():
+            self._guarded("set_file_state", StateConflict,
+                          f"file {file_id} is not {from_state}", id=file_id,
+                          from_state=from_state, to_state=to_state, now=self.clock())
+            if to_state in (FileState.DONE, FileState.FAILED, FileState.RETRIED):
+                self._run("release_names", file_id=file_id)  # on disk now, or given up
+            self.event("file.state", file_id=file_id, job_id=job_id, from_state=from_state,
+                       to_state=to_state, detail=detail)

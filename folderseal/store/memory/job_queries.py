@@ -1,0 +1,259 @@
+"""The in-memory store's queries of batches, their leases and the daemons' heartbeats: each
+answers the query of its name in ``sql/queries.sql``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from folderseal.store.memory.tables import (
+    JOB_COLUMNS,
+    Result,
+    Tables,
+    answer,
+    free,
+    held,
+    job_if,
+    like,
+    one_value,
+    query,
+    real,
+    unique,
+    update,
+)
+
+# -- batches and their leases -----------------------------------------------------------
+
+@query
+def insert_job(t: Tables, *, id: str, folder: str, provider: str, now: float) -> Result:
+    unique(id in t.jobs, "jobs.id")
+    row = dict.fromkeys(JOB_COLUMNS)
+    row.update(id=id, folder=folder, provider=provider, state="BATCHED",
+               next_attempt_at=real(now), attempts=0, created_at=real(now),
+               updated_at=real(now), abandoned_lost=0, abandoned_mismatch=0)
+    t.jobs[id] = row
+    return Result(rowcount=1)
+
+
+@query
+def get_job(t: Tables, *, id: str) -> Result:
+    return answer(job_if(t, id, lambda j: True))
+
+
+@query
+def all_job_ids(t: Tables) -> Result:
+    return answer({"id": i} for i in t.jobs)
+
+
+@query
+def open_job_owners(t: Tables) -> Result:
+    owners: dict[tuple[str, str], int] = {}
+    for j in t.jobs.values():
+        if j["next_attempt_at"] is not None:
+            key = (j["folder"], j["provider"])
+            owners[key] = owners.get(key, 0) + 1
+    return answer({"folder": f, "provider": p, "count(*)": n}
+                  for (f, p), n in sorted(owners.items()))
+
+
+@query
+def resume_job(t: Tables, *, id: str, from_state: str, state: str, now: float) -> Result:
+    return update(job_if(t, id, lambda j: j["state"] == from_state), state=state,
+                  next_attempt_at=real(now), attempts=0, claimed_by=None, lease_until=None,
+                  updated_at=real(now))
+
+
+@query
+def restore_job(t: Tables, *, id: str, state: str, remote_id: str | None,
+                publish_key: str | None, now: float) -> Result:
+    return update(job_if(t, id, lambda j: j["state"] == "BATCHED"), state=state,
+                  remote_id=remote_id, publish_key=publish_key, updated_at=real(now))
+
+
+def _due(job: dict[str, Any], now: float) -> bool:
+    due = job["next_attempt_at"]
+    return due is not None and due <= now and free(job, now)
+
+
+@query
+def acquire_job(t: Tables, *, holder: str, now: float, busy: str,
+                lease_until: float) -> Result:
+    skipped = set(json.loads(busy))
+    due = sorted((j for j in t.jobs.values() if _due(j, now) and j["id"] not in skipped),
+                 key=lambda j: (j["next_attempt_at"], j["created_at"]))
+    found = due[:1]
+    update(found, claimed_by=holder, lease_until=real(lease_until))
+    return answer(found)  # RETURNING *
+
+
+@query
+def next_due(t: Tables, *, now: float) -> Result:
+    times = [j["next_attempt_at"] for j in t.jobs.values()
+             if j["next_attempt_at"] is not None and free(j, now)]
+    return one_value(min(times, default=None))
+
+
+@query
+def renew_lease(t: Tables, *, id: str, holder: str, lease_until: float) -> Result:
+    # A lapsed lease may be renewed by its holder as long as nobody took it over.
+    return update(job_if(t, id, lambda j: j["claimed_by"] == holder),
+                  lease_until=real(lease_until))
+
+
+@query
+def release_job(t: Tables, *, id: str, holder: str, now: float,
+                next_attempt_at: float | None) -> Result:
+    return update(job_if(t, id, lambda j: j["claimed_by"] == holder), claimed_by=None,
+                  lease_until=None, next_attempt_at=real(next_attempt_at), updated_at=real(now))
+
+
+@query
+def release_node_leases(t: Tables, *, node: str) -> Result:
+    return update([j for j in t.jobs.values() if j["claimed_by"] == node
+                   or like(j["claimed_by"], f"{node}/%")], claimed_by=None, lease_until=None)
+
+
+@query
+def transition_job(t: Tables, *, id: str, from_state: str, to_state: str, holder: str,
+                   remote_id: str | None, now: float) -> Result:
+    found = held(t, id, holder, now, from_state)
+    for j in found:
+        j.update(state=to_state, attempts=0, error_code=None, error_message=None,
+                 remote_id=j["remote_id"] if remote_id is None else remote_id,
+                 updated_at=real(now))
+    return Result(rowcount=len(found))
+
+
+@query
+def set_package(t: Tables, *, id: str, holder: str, now: float, package_sha256: str,
+                package_bytes: int) -> Result:
+    return update(held(t, id, holder, now, "BATCHED"), package_sha256=package_sha256,
+                  package_bytes=package_bytes, updated_at=real(now))
+
+
+@query
+def fail_job(t: Tables, *, id: str, holder: str, now: float, from_state: str,
+             error_code: str, error_message: str) -> Result:
+    return update(held(t, id, holder, now, from_state), state="FAILED", failed_step=from_state,
+                  error_code=error_code, error_message=error_message, updated_at=real(now))
+
+
+@query
+def postpone_job(t: Tables, *, id: str, holder: str, now: float, next_attempt_at: float,
+                 attempts: int, error_code: str, error_message: str) -> Result:
+    return update(held(t, id, holder, now), claimed_by=None, lease_until=None,
+                  next_attempt_at=real(next_attempt_at), attempts=attempts,
+                  error_code=error_code, error_message=error_message, updated_at=real(now))
+
+
+# -- what a batch went through with its provider ------------------------------------------
+
+@query
+def note_upload(t: Tables, *, id: str, holder: str, now: float, remote_id: str) -> Result:
+    found = held(t, id, holder, now, "CREATED")
+    for j in found:
+        if j["upload_sent_remote"] != remote_id:  # IS: None matches None
+            j["upload_sent_at"] = real(now)
+        j.update(upload_sent_remote=remote_id, updated_at=real(now))
+    return Result(rowcount=len(found))
+
+
+@query
+def upload_sent(t: Tables, *, job_id: str, remote_id: str) -> Result:
+    return answer({"upload_sent_at": j["upload_sent_at"]} for j in job_if(
+        t, job_id, lambda j: j["upload_sent_remote"] is not None
+        and j["upload_sent_remote"] == remote_id))
+
+
+@query
+def abandon_job(t: Tables, *, id: str, holder: str, now: float, from_state: str,
+                remote_id: str, lost: int, mismatch: int) -> Result:
+    found = held(t, id, holder, now, from_state)
+    for j in found:
+        j.update(state="CREATED", remote_id=remote_id, attempts=0, error_code=None,
+                 error_message=None, abandoned_lost=j["abandoned_lost"] + lost,
+                 abandoned_mismatch=j["abandoned_mismatch"] + mismatch, updated_at=real(now))
+    return Result(rowcount=len(found))
+
+
+@query
+def abandons(t: Tables, *, job_id: str) -> Result:
+    return answer({"abandoned_lost": j["abandoned_lost"],
+                   "abandoned_mismatch": j["abandoned_mismatch"]}
+                  for j in job_if(t, job_id, lambda j: True))
+
+
+@query
+def set_progress(t: Tables, *, id: str, holder: str, now: float, progress: float) -> Result:
+    return update(held(t, id, holder, now), progress=real(progress))
+
+
+@query
+def progress(t: Tables, *, job_id: str) -> Result:
+    return answer({"progress": j["progress"]} for j in job_if(t, job_id, lambda j: True))
+
+
+@query
+def set_publish_key(t: Tables, *, id: str, holder: str, now: float,
+                    publish_key: str | None) -> Result:
+    return update(held(t, id, holder, now), publish_key=publish_key, updated_at=real(now))
+
+
+@query
+def set_remote_id(t: Tables, *, id: str, holder: str, now: float, remote_id: str) -> Result:
+    return update(held(t, id, holder, now), remote_id=remote_id, updated_at=real(now))
+
+
+@query
+def publish_keys(t: Tables) -> Result:
+    return answer({"publish_key": j["publish_key"]} for j in t.jobs.values()
+                  if j["publish_key"] is not None)
+
+
+# -- folderseal retry ----------------------------------------------------------------------
+
+@query
+def reopen_job(t: Tables, *, id: str, from_state: str, to_state: str, now: float) -> Result:
+    return update(job_if(t, id, lambda j: j["state"] == from_state
+                           and j["state"] in ("FAILED", "CLEANED") and j["claimed_by"] is None),
+                   state=to_state, next_attempt_at=real(now), attempts=0, failed_step=None,
+                   error_code=None, error_message=None, updated_at=real(now))
+
+
+@query
+def wake_job(t: Tables, *, id: str, now: float) -> Result:
+    def waiting(j: dict[str, Any]) -> bool:
+        due = j["next_attempt_at"]
+        return j["state"] != "FAILED" and due is not None and due > now and free(j, now)
+    return update(job_if(t, id, waiting), next_attempt_at=real(now), updated_at=real(now))
+
+
+
+# -- its history, and the daemons -------------------------------------------------------
+
+@query
+def job_transitions(t: Tables, *, job_id: str) -> Result:
+    return answer({"to_state": e["to_state"], "at": e["at"]} for e in t.events
+                  if e["job_id"] == job_id and e["kind"] == "batch.state")
+
+
+@query
+def job_history(t: Tables, *, job_id: str) -> Result:
+    members = {f["id"] for f in t.files.values() if f["batch_id"] == job_id}
+    return answer({"kind": e["kind"], "file_id": e["file_id"], "to_state": e["to_state"],
+                   "at": e["at"]} for e in t.events
+                  if (e["job_id"] == job_id and e["kind"] == "batch.state")
+                  or (e["kind"] in ("file.batched", "file.state") and e["file_id"] in members))
+
+
+@query
+def heartbeat(t: Tables, *, node: str, pid: int, started_at: float, now: float,
+              notes: str) -> Result:
+    t.nodes[node] = {"node": node, "pid": pid, "started_at": real(started_at),
+                     "heartbeat_at": real(now), "notes": notes}
+    return Result(rowcount=1)
+
+
+@query
+def nodes(t: Tables) -> Result:
+    return answer(row for _, row in sorted(t.nodes.items()))
