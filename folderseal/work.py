@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from folderseal.core import files
 from folderseal.core.errors import ForeignWorkFolderError
 from folderseal.core.model import FileRecord, FileState
-from folderseal.publish import files
-from folderseal.publish.safety import open_claimed, open_dir, open_relative_dir
+from folderseal.core.safety import open_claimed, open_dir, open_relative_dir
 
 MARKER = "store-id"
 MANIFEST = ".batch.json"

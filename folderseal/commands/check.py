@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 
 from folderseal.commands.shared import add_command
 from folderseal.core import config as configuration
+from folderseal.core import files, safety
 from folderseal.core.errors import ExitCode, FolderSealError
 from folderseal.core.keyfiles import inline_secrets, service_accounts
 from folderseal.core.redact import REDACTOR
 from folderseal.intake.watch import choose_mode
 from folderseal.providers import build
-from folderseal.publish import files, safety
 
 if TYPE_CHECKING:
     from folderseal.commands.shared import Subparsers

@@ -16,10 +16,10 @@ from rich.text import Text
 
 from folderseal.commands.shared import add_command
 from folderseal.core import config as configuration
+from folderseal.core import statelock
 from folderseal.core.config import Settings
 from folderseal.core.errors import ExitCode
 from folderseal.core.model import FileState
-from folderseal.service import statelock
 from folderseal.service.status import collect, conditions, ignored_why, loud
 
 if TYPE_CHECKING:

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from folderseal import signing  # its names load pyHanko when first used, not here
 from folderseal.commands.shared import add_command
+from folderseal.core import files
 from folderseal.core.errors import ExitCode
-from folderseal.publish import files
 from folderseal.publish.sidecar import OUTCOMES, SCHEMA
 
 if TYPE_CHECKING:

@@ -15,41 +15,17 @@ from __future__ import annotations
 
 import errno
 import os
-import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from folderseal.core import crashpoints
+from folderseal.core import crashpoints, files
 from folderseal.core.config import FolderConfig
 from folderseal.core.logs import get as get_logger
 from folderseal.core.model import FileRecord, FileState
-from folderseal.publish import files
+from folderseal.core.safety import safe_name
 from folderseal.store import Store, new_id
 from folderseal.work import WorkFolder
-
-MAX_ENTRY_NAME = 120
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_name(name: str, limit: int = MAX_ENTRY_NAME) -> str:
-    """An ASCII name close to ``name``: ``Rechnung für März.pdf`` → ``Rechnung_fur_Marz.pdf``."""
-    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    stem, dot, ext = text.rpartition(".")
-    if not dot or not stem.strip(".") or len(ext) > 10:
-        stem, ext = text, ""
-    stem, ext = _ascii(stem), _ascii(ext).strip("._-")
-    if not stem.strip("_"):
-        stem = "file"
-    ext = f".{ext}" if ext else ""
-    return stem[: max(1, limit - len(ext))] + ext
-
-
-def _ascii(text: str) -> str:
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(c for c in text if not unicodedata.combining(c))
-    return _UNSAFE.sub("_", text).lstrip("._-")
 
 
 def entry_name(index: int, source: str) -> str:

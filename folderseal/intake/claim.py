@@ -23,13 +23,12 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from folderseal.core import crashpoints, metrics
+from folderseal.core import crashpoints, files, metrics
 from folderseal.core.errors import ConfigError
 from folderseal.core.logs import get as get_logger
 from folderseal.core.model import DocumentResult, FileState
 from folderseal.intake.fragments import Fragments
 from folderseal.intake.settle import SettleTracker
-from folderseal.publish import files
 from folderseal.store import Store, new_id
 from folderseal.work import WorkFolder
 

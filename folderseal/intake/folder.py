@@ -24,10 +24,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from folderseal.core import mounts
 from folderseal.core.config import FolderConfig
 from folderseal.core.errors import TransientError
 from folderseal.core.logs import get as get_logger
-from folderseal.intake import mounts
 from folderseal.intake.attach import Attachment, outage_reason
 from folderseal.intake.batching import Batches
 from folderseal.intake.claim import NOT_REGULAR, Claims, Failure, Outage, Reject

@@ -22,7 +22,7 @@ from watchdog.observers.api import DEFAULT_OBSERVER_TIMEOUT, BaseObserver
 from watchdog.observers.inotify import InotifyEmitter, InotifyObserver, InotifyWatchGroup
 from watchdog.observers.inotify_c import InotifyConstants, InotifyFD
 
-from folderseal.intake import mounts
+from folderseal.core import mounts
 
 # A hint: (folder name, absolute path) for a file, or (folder name, None) for "rescan".
 Hint = tuple[str, str | None]

@@ -48,9 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from folderseal.core import files
 from folderseal.core.model import FileRecord
-from folderseal.publish import files
-from folderseal.publish.safety import READ_FLAGS
+from folderseal.core.safety import READ_FLAGS
 
 ERROR_SUFFIX = ".error.json"
 MARKER = ".folderseal-errors"

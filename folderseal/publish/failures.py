@@ -21,13 +21,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from folderseal.core import metrics
+from folderseal.core import files, metrics
 from folderseal.core.config import FolderConfig
 from folderseal.core.errors import FileRejected, OutboxUnavailable, StateConflict
 from folderseal.core.logs import get as get_logger
 from folderseal.core.model import FileRecord, FileState
-from folderseal.intake import batching as batching
-from folderseal.publish import errorfiles, files, retrying, sidecar
+from folderseal.core.safety import safe_name
+from folderseal.publish import errorfiles, retrying, sidecar
 from folderseal.publish.errorfiles import ERROR_SUFFIX, find_original, place_of
 from folderseal.publish.folders import (
     JobContext,
@@ -232,12 +232,12 @@ class Failures:
         head, name = split(record.source)
         prefix = ""
         if plain:
-            head, prefix, name = "", record.id[-8:] + "_", batching.safe_name(name, 80)
+            head, prefix, name = "", record.id[-8:] + "_", safe_name(name, 80)
         folder = self.cfg.errors / head
         makedirs(folder, self.cfg.file_mode)
         if len(os.fsencode(prefix + name + ERROR_SUFFIX)) + 6 > _name_max(folder):
             # No room for "-N.error.json": keep the record readable under a short name.
-            prefix, name = record.id[-8:] + "_", batching.safe_name(name, 80)
+            prefix, name = record.id[-8:] + "_", safe_name(name, 80)
         for n in range(start, files.MAX_NUMBERED):
             candidate = prefix + files.numbered(name, n)
             path = join(head, candidate)

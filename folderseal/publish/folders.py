@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from folderseal.core import files
 from folderseal.core.config import FolderConfig
 from folderseal.core.errors import FileRejected, OutboxUnavailable
 from folderseal.core.model import Event, FileRecord, JobRecord
-from folderseal.publish import files, sidecar
+from folderseal.publish import sidecar
 
 
 @dataclass(frozen=True, slots=True)

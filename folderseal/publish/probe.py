@@ -27,11 +27,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from folderseal.core import files
 from folderseal.core.config import FolderConfig
 from folderseal.core.errors import FileRejected, TransientError
 from folderseal.core.logs import get as get_logger
 from folderseal.core.model import FileState
-from folderseal.publish import errorfiles, files, folders
+from folderseal.publish import errorfiles, folders
 from folderseal.publish.errorfiles import place_of
 from folderseal.publish.failures import Failures
 from folderseal.publish.folders import Blocked, JobContext

@@ -53,11 +53,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from folderseal.core import crashpoints
+from folderseal.core import crashpoints, files
 from folderseal.core.config import FolderConfig
 from folderseal.core.errors import FolderSealError, StoreError, TransientError
 from folderseal.core.model import FileRecord, FileState, JobState
-from folderseal.publish import errorfiles, files
+from folderseal.publish import errorfiles
 from folderseal.store import Store
 from folderseal.work import WorkFolder
 

@@ -26,12 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from folderseal.core import crashpoints, metrics
+from folderseal.core import crashpoints, files, metrics
 from folderseal.core.config import FolderConfig
 from folderseal.core.errors import FileRejected, TransientError
 from folderseal.core.logs import get as get_logger
 from folderseal.core.model import DocumentResult, FileRecord, FileState
-from folderseal.publish import files, sidecar
+from folderseal.core.safety import open_dir
+from folderseal.publish import sidecar
 from folderseal.publish.failures import Failures
 from folderseal.publish.folders import (
     JobContext,
@@ -42,7 +43,6 @@ from folderseal.publish.folders import (
     split,
     translate,
 )
-from folderseal.publish.safety import open_dir
 from folderseal.store import Store
 from folderseal.work import WorkFolder
 

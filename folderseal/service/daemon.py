@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, cast
 
-from folderseal.core import systemd
+from folderseal.core import safety, statelock, systemd
 from folderseal.core.config import Settings
 from folderseal.core.errors import (
     ConfigError,
@@ -40,10 +40,9 @@ from folderseal.jobs.machine import Busy, Manager
 from folderseal.providers import Provider, build
 from folderseal.providers.local.tracker import stop_resource_tracker
 from folderseal.providers.measured import MeasuredProvider
-from folderseal.publish import safety
 from folderseal.publish.probe import Probe
 from folderseal.publish.sink import Sink
-from folderseal.service import statelock, status
+from folderseal.service import status
 from folderseal.service.notices import Notices
 from folderseal.service.recover import missing_originals
 from folderseal.service.web import WebServer

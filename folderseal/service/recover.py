@@ -68,13 +68,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from folderseal.core import files, statelock
 from folderseal.core.config import FolderConfig, Settings
 from folderseal.core.errors import ExitCode, ProviderError, TransientError
 from folderseal.core.model import FileRecord, FileState, JobState
 from folderseal.jobs import lifecycle, views
 from folderseal.providers import Provider, Remote, ask_status, build, steps_of
-from folderseal.publish import files, sidecar
-from folderseal.service import statelock, traces
+from folderseal.publish import sidecar
+from folderseal.service import traces
 from folderseal.store import Store
 from folderseal.store.sqlite import SqliteStore
 from folderseal.work import Manifest, WorkFolder

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from folderseal.core import statelock
 from folderseal.core.config import Settings
 from folderseal.core.errors import FolderSealError
 from folderseal.core.model import DELIVERED, NOT_DELIVERED, FileState, JobState, path_text
@@ -38,7 +39,6 @@ from folderseal.intake.fragments import SHOWN_SECONDS as FRAGMENTS_SHOWN_SECONDS
 from folderseal.providers import NOT_QUALIFIED, build, steps_of
 from folderseal.publish import errorfiles, retrying
 from folderseal.publish.sidecar import iso
-from folderseal.service import statelock
 from folderseal.store import Store
 from folderseal.store.sqlite import SqliteStore
 

@@ -9,8 +9,8 @@ import json
 import os
 from pathlib import Path
 
+from folderseal.core import files
 from folderseal.core.config import FolderConfig
-from folderseal.publish import files
 from folderseal.publish.folders import split
 
 

@@ -21,8 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from folderseal.core import statelock
 from folderseal.core.errors import ConfigError, StateUnavailable
-from folderseal.service import statelock
 from folderseal.store import Store
 from folderseal.store.jobs import JobRecords
 from folderseal.store.reports import ReportQueries

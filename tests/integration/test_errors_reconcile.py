@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from folderseal.commands.retry import retry
-from folderseal.core import config
+from folderseal.core import config, files
 from folderseal.core.model import FileState
-from folderseal.publish import errorfiles, files
+from folderseal.publish import errorfiles
 from folderseal.service.daemon import Daemon
 from folderseal.service.status import collect
 from tests.helpers import Layout, wait_until

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from folderseal.commands.status import show
+from folderseal.core import statelock
 from folderseal.core.config import Settings, load
 from folderseal.core.model import FileState, JobState
 from folderseal.publish import retrying
-from folderseal.service import page, statelock
+from folderseal.service import page
 from folderseal.service.gauges import ReportCollector
 from folderseal.service.status import ALARM_ATTEMPTS, collect, summary
 from folderseal.store import Store

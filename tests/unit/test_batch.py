@@ -9,14 +9,8 @@ from pathlib import Path
 import pytest
 
 from folderseal.core.model import FileRecord, FileState
-from folderseal.intake.batching import (
-    MAX_ENTRY_NAME,
-    Limits,
-    entry_name,
-    move_into_batch,
-    next_batch,
-    safe_name,
-)
+from folderseal.core.safety import MAX_ENTRY_NAME, safe_name
+from folderseal.intake.batching import Limits, entry_name, move_into_batch, next_batch
 from folderseal.work import WorkFolder
 
 ASCII_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")

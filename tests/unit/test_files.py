@@ -1,4 +1,4 @@
-"""Tests for folderseal.publish.files: numbering, durable no-replace writes and moves, hashing."""
+"""Tests for folderseal.core.files: numbering, durable no-replace writes and moves, hashing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from folderseal.publish import files
+from folderseal.core import files
 
 SHM = Path("/dev/shm")
 

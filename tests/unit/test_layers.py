@@ -31,10 +31,8 @@ LAYERS: list[set[str]] = [
 # Within one layer: (importer, imported) pairs allowed, with why.
 SIBLINGS: set[tuple[str, str]] = {
     ("__main__", "commands"),  # ``python -m folderseal`` is the command line
-    ("jobs", "intake"),        # a batch whose files were re-batched goes through batching
+    ("jobs", "intake"),        # a batch's first step finishes moving its files in (batching)
     ("providers", "signing"),  # the local provider signs with the embedded signer
-    ("providers", "work"),     # providers read a batch's files from its work folder
-    ("store", "work"),         # the store records work-folder paths it is given
 }
 
 
@@ -101,6 +99,13 @@ def test_every_layer_list_names_real_packages() -> None:
     present = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
     present |= {p.stem for p in ROOT.glob("*.py")} - {"__init__", "__main__"}
     assert named == present
+
+
+def test_every_allowed_sibling_import_is_used() -> None:
+    """No exception in SIBLINGS outlives the import it was made for."""
+    used = {(_package(_module_name(p)), _package(i))
+            for p in ROOT.rglob("*.py") for i in _imports(p)}
+    assert SIBLINGS <= used, SIBLINGS - used
 
 
 def test_no_module_imports_a_layer_above_it() -> None:

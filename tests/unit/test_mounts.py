@@ -1,4 +1,4 @@
-"""Tests for folderseal.intake.mounts with a hand-written mountinfo file."""
+"""Tests for folderseal.core.mounts with a hand-written mountinfo file."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from folderseal.intake.mounts import Mount, mount_of, mounts
+from folderseal.core.mounts import Mount, mount_of, mounts
 
 
 def mountinfo(tmp_path: Path, entries: list[tuple[str, str]]) -> Path:

@@ -1,4 +1,4 @@
-"""Tests for folderseal.publish.safety: refused layouts and opening claimed files without being
+"""Tests for folderseal.core.safety: refused layouts and opening claimed files without being
 fooled."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from folderseal.core.config import Settings, load
 from folderseal.core.errors import ConfigError, PlantedFile
-from folderseal.publish.safety import check_layout, layout_problems, open_claimed, open_relative_dir
+from folderseal.core.safety import check_layout, layout_problems, open_claimed, open_relative_dir
 from tests.helpers import Layout
 
 SHM = Path("/dev/shm")
@@ -336,6 +336,6 @@ def test_state_dir_on_a_network_filesystem_is_refused(
     fake.write_text(
         "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
         f"40 22 0:50 / {layout.state} rw - cifs //nas/state rw\n")
-    monkeypatch.setattr("folderseal.intake.mounts.MOUNTINFO", fake)
+    monkeypatch.setattr("folderseal.core.mounts.MOUNTINFO", fake)
     problems = layout_problems(settings)
     assert any("network filesystem (cifs)" in p and "state_dir" in p for p in problems)

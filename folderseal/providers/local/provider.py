@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from folderseal.core import files
 from folderseal.core.errors import ConfigError, TransientError
 from folderseal.core.keyfiles import exposure, service_accounts, service_group
 from folderseal.core.logs import get as get_logger
@@ -56,7 +57,6 @@ from folderseal.providers.local.worker import (
     load_seal,
     save_result,
 )
-from folderseal.publish import files
 from folderseal.signing import describe_certificate
 
 EXPIRY_WARNING_DAYS = 30

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from folderseal import signing
+from folderseal.core import files
 from folderseal.core.errors import FileRejected
 from folderseal.core.model import DocumentResult, Output, Signer
-from folderseal.publish import files
-from folderseal.publish.safety import open_claimed, open_dir
+from folderseal.core.safety import open_claimed, open_dir
 from folderseal.signing.seal import Seal
 from folderseal.signing.signer import describe_certificate
 

@@ -18,13 +18,12 @@ from typing import Any
 
 import httpx
 
-from folderseal.core import crashpoints
+from folderseal.core import crashpoints, files
 from folderseal.core.errors import ProviderError, TransientError
 from folderseal.core.redact import without_secrets
 from folderseal.providers.http import basic_auth, client, retry_after, without_query
 from folderseal.providers.seal import parse
 from folderseal.providers.seal.config import SealProviderConfig
-from folderseal.publish import files
 
 BODY_IN_ERRORS = 2048
 # No batch has the largest int32 id: a status call on it tests reachability and the key.

@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from folderseal.publish import files
+from folderseal.core import files
 
 
 def build_package(path: Path, members: Iterable[tuple[str, Callable[[], int]]]) -> tuple[str, int]:

@@ -23,11 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from folderseal.core import files
 from folderseal.core.errors import ProviderError
 from folderseal.core.model import DocumentResult, Output
 from folderseal.providers import Document
 from folderseal.providers.seal.parse import RemoteDocument
-from folderseal.publish import files
 
 MAX_ENTRIES_PER_DOCUMENT = 10
 

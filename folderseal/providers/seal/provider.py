@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from folderseal.core import crashpoints
+from folderseal.core import crashpoints, files
 from folderseal.core.errors import ConfigError, TransientError
 from folderseal.core.keyfiles import exposure, service_accounts, service_group
 from folderseal.core.logs import get as get_logger
@@ -37,7 +37,6 @@ from folderseal.providers.http import without_query
 from folderseal.providers.seal import flatzip, package
 from folderseal.providers.seal.client import SealClient
 from folderseal.providers.seal.config import SealProviderConfig
-from folderseal.publish import files
 from folderseal.signing import signer_of
 
 KNOWN = {"NEW": Remote.NEW, "UPLOADED": Remote.UPLOADED, "ACCEPTED": Remote.RUNNING,

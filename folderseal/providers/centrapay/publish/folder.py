@@ -10,10 +10,10 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path, PurePath
 
+from folderseal.core.files import fsync_dir, write_all
 from folderseal.providers import fingerprint
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
 from folderseal.providers.centrapay.publish.interface import PublishError
-from folderseal.publish.files import fsync_dir, write_all
 
 CHUNK = 1 << 20                 # the folder copy's read size
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,16}$")

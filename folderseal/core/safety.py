@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
+import unicodedata
 from pathlib import Path
 
+from folderseal.core import mounts
 from folderseal.core.config import FolderConfig, Settings
 from folderseal.core.errors import ConfigError, PlantedFile
-from folderseal.intake import mounts
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -160,3 +162,28 @@ def open_claimed(dir_fd: int, name: str, dev: int, ino: int) -> int:
         )
     os.set_blocking(fd, True)
     return fd
+
+
+# -- names ----------------------------------------------------------------------------
+
+MAX_ENTRY_NAME = 120
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str, limit: int = MAX_ENTRY_NAME) -> str:
+    """An ASCII name close to ``name``: ``Rechnung für März.pdf`` → ``Rechnung_fur_Marz.pdf``."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    stem, dot, ext = text.rpartition(".")
+    if not dot or not stem.strip(".") or len(ext) > 10:
+        stem, ext = text, ""
+    stem, ext = _ascii(stem), _ascii(ext).strip("._-")
+    if not stem.strip("_"):
+        stem = "file"
+    ext = f".{ext}" if ext else ""
+    return stem[: max(1, limit - len(ext))] + ext
+
+
+def _ascii(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    return _UNSAFE.sub("_", text).lstrip("._-")
