@@ -62,7 +62,10 @@ def _refused(record: FileRecord, problem: FileRejected) -> DocumentResult:
 
 
 class Sink:
-    """Publishes the results of one folder."""
+    """Publishes the results of one folder.
+
+    Its methods are the publishing of one batch in its durable order (outputs, sidecars,
+    originals) and the errors folder's moves; they share the folder's roots and the store."""
 
     def __init__(self, name: str, cfg: FolderConfig, work: WorkFolder, store: Store,
                  node: str) -> None:

@@ -59,6 +59,9 @@ MAX_SLEEP = 1.0
 
 
 class Daemon:
+    """The running daemon. Its methods are its life (prepare, run, stop) and the wiring of each
+    folder's parts and threads; what each part does lives in its own module."""
+
     def __init__(self, settings: Settings, *, job_threads: int = 2,
                  delay: Callable[[int], float] = backoff, config_path: Path | None = None) -> None:
         self.settings = settings

@@ -60,7 +60,10 @@ class EventRecord:
 
 
 class Store(Protocol):
-    """One connection to the store, for one thread."""
+    """One connection to the store, for one thread.
+
+    The protocol lists every store operation the package uses: the contract is this wide on
+    purpose, and tests/unit/test_store_contract*.py run all of it on both backends."""
 
     node: str                       # this daemon's node name; leases carry it
     clock: Callable[[], float]      # the time every record is stamped with

@@ -13,7 +13,9 @@ from folderseal.store.base import StoreBase
 
 
 class FileRecords(StoreBase):
-    """What the store knows of each claimed file."""
+    """What the store knows of each claimed file.
+
+    One method per store operation on files: each is one named query."""
 
     def add_claim(self, *, id: str, folder: str, source: str, dev: int, ino: int, size: int,
                   mtime_ns: int, sha256: str | None, seen_at: float) -> None:

@@ -21,7 +21,10 @@ from folderseal.store.files import FileRecords
 
 
 class JobRecords(FileRecords):
-    """What the store knows of each batch, and the leases this connection holds."""
+    """What the store knows of each batch, and the leases this connection holds.
+
+    One method per store operation on batches: the store's contract is this wide, and each
+    method is one named query."""
 
     def create_job(self, *, job_id: str, folder: str, provider: str,
                    entries: list[tuple[str, str]]) -> None:

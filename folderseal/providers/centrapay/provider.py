@@ -46,6 +46,10 @@ ONE_FILE = "one_file_per_batch"
 
 
 class CentrapayProvider:
+    """The Centrapay provider. Its methods are the provider protocol's steps and checks plus the
+    publish and report helpers of one Centrapay batch; they share one client, one publisher
+    and one limiter."""
+
     kind = "centrapay"
     steps = Steps(remote=True, irrevocable=True, outcome="loaded", accept_creates=True,
                   publishes=True,

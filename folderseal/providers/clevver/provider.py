@@ -52,6 +52,10 @@ BATCH_REFUSED = ("http_404", "http_409", "http_410")
 
 
 class ClevverProvider:
+    """The Clevver provider. Its methods are the provider protocol's steps and checks plus
+    Clevver's per-document attach and receipt helpers; they share one client and one ledger,
+    so they stay one class."""
+
     kind = "clevver"
     steps = Steps(remote=True, irrevocable=True, outcome="stored",
                   ask_again=frozenset({"no_receipt"}),

@@ -116,7 +116,10 @@ Route = Callable[[Any, str | None, dict[str, str]], Reply]
 
 
 class EmulatorHandler(BaseHTTPRequestHandler):
-    """One connection; each request goes through ``_handle``."""
+    """One connection; each request goes through ``_handle``.
+
+    Its methods are http.server's per-verb handlers and the reply, body and fault helpers they
+    share."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, as real clients expect
     # Headers and body go out in two writes: without TCP_NODELAY the second waits for

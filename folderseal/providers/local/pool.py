@@ -199,7 +199,11 @@ class _Slot:
 
 
 class WorkerPool:
-    """Runs ``handler(state, task)`` in spawned worker processes; see the module docstring."""
+    """Runs ``handler(state, task)`` in spawned worker processes; see the module docstring.
+
+    Its methods are the pool's life (start, submit, close) and the bookkeeping of each worker
+    process (spawn, reap, time out, replace); splitting them would expose the shared worker
+    table."""
 
     def __init__(self, *, setup: str, handler: str, setup_arg: object, workers: int,
                  task_timeout: float, max_tasks_per_worker: int, name: str = "signer",

@@ -97,6 +97,10 @@ class _Gate:
 
 
 class LocalProvider:
+    """The embedded signer as a provider. Its methods are the provider protocol's steps and
+    checks plus running a batch's files through the worker pool; they share the pool and the
+    seal's source."""
+
     kind = "local"
     # No remote batch; signing again before anything is published is harmless, so its
     # accept (the signing) is no point of no return: an interrupted one simply goes on.

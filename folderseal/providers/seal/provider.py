@@ -47,6 +47,9 @@ PROBE_TIMEOUT = 10.0
 
 
 class SealProvider:
+    """The Signius SEAL provider. Its methods are the provider protocol's steps and checks; they
+    share one client."""
+
     kind = "seal"
     # AcceptBatch starts billable signing: the point of no return, never sent twice.
     steps = Steps(remote=True, irrevocable=True, outcome="signed")

@@ -31,7 +31,10 @@ class S3Publisher:
     thread (both are thread-safe): across all the uploads at once, at most
     S3_CONCURRENCY parts are in flight and as many read ahead (memory stays about
     PART × 2 × S3_CONCURRENCY whatever the number of batches), over at most
-    S3_CONNECTIONS connections."""
+    S3_CONNECTIONS connections.
+
+    Its methods are the publisher interface plus the lazily built client and transfer manager
+    they share."""
 
     def __init__(self, cfg: CentrapayProviderConfig) -> None:
         self.cfg = cfg
