@@ -1,19 +1,6 @@
 """What the store's contract tests share: each runs once on the SQLite store and once on
-the in-memory one (``BACKENDS``), so the fake cannot drift from the real.
-
-A contract test module's fixtures::
-
-    @pytest.fixture(params=BACKENDS)
-    def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-        yield from opened(request.param, tmp_path)
-
-    @pytest.fixture
-    def store(backend: Backend) -> Store:
-        return backend.open("node-a")
-
-    @pytest.fixture
-    def clock(backend: Backend) -> Clock:
-        return backend.clock
+the in-memory one (``BACKENDS``), so the fake cannot drift from the real. The fixtures
+built from them are in ``tests/unit/store_contract/conftest.py``.
 """
 
 from __future__ import annotations

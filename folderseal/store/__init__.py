@@ -63,7 +63,7 @@ class Store(Protocol):
     """One connection to the store, for one thread.
 
     The protocol lists every store operation the package uses: the contract is this wide on
-    purpose, and tests/unit/test_store_contract*.py run all of it on both backends."""
+    purpose, and tests/unit/store_contract/ runs all of it on both backends."""
 
     node: str                       # this daemon's node name; leases carry it
     clock: Callable[[], float]      # the time every record is stamped with

@@ -1,6 +1,6 @@
 """What only the SQLite store has: its file in the state folder, the schema and its
 migrations, WAL, names kept as BLOBs, what outlives a reopening, read-only opening and
-the health check. Everything the store promises is in test_store_contract.py, run on
+the health check. Everything the store promises is in store_contract/, run on
 this backend and the in-memory one alike."""
 
 from __future__ import annotations

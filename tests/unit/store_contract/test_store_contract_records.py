@@ -8,8 +8,6 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +18,6 @@ from folderseal.store import Store
 from folderseal.store.memory import QUERIES as MEMORY_QUERIES
 from folderseal.store.sqlite import QUERIES as SQLITE_QUERIES
 from tests.store_backends import (
-    BACKENDS,
     T0,
     Backend,
     Clock,
@@ -28,23 +25,7 @@ from tests.store_backends import (
     batch_events,
     batched_job,
     claim,
-    opened,
 )
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    yield from opened(request.param, tmp_path)
-
-
-@pytest.fixture
-def store(backend: Backend) -> Store:
-    return backend.open("node-a")
-
-
-@pytest.fixture
-def clock(backend: Backend) -> Clock:
-    return backend.clock
 
 
 def _state(store: Store, file_id: str) -> FileState:

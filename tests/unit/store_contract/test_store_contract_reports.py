@@ -4,29 +4,9 @@ provider could not load, suspected fragments, deliveries per minute, stale retri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from folderseal.core.model import DocumentResult, FileState, JobState
 from folderseal.store import Store
-from tests.store_backends import BACKENDS, T0, Backend, Clock, acquired, batched_job, claim, opened
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    yield from opened(request.param, tmp_path)
-
-
-@pytest.fixture
-def store(backend: Backend) -> Store:
-    return backend.open("node-a")
-
-
-@pytest.fixture
-def clock(backend: Backend) -> Clock:
-    return backend.clock
+from tests.store_backends import T0, Clock, acquired, batched_job, claim
 
 
 def _in_state(store: Store, file_id: str, state: FileState, folder: str = "scans") -> None:

@@ -6,8 +6,6 @@ tested in test_store.py."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +13,6 @@ from folderseal.core.errors import LeaseLost, StateConflict
 from folderseal.core.model import DocumentResult, FileState, JobRecord, JobState
 from folderseal.store import LEASE_SECONDS, Store
 from tests.store_backends import (
-    BACKENDS,
     T0,
     Backend,
     Clock,
@@ -23,24 +20,7 @@ from tests.store_backends import (
     batch_events,
     batched_job,
     claim,
-    opened,
 )
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    yield from opened(request.param, tmp_path)
-
-
-@pytest.fixture
-def store(backend: Backend) -> Store:
-    return backend.open("node-a")
-
-
-@pytest.fixture
-def clock(backend: Backend) -> Clock:
-    return backend.clock
-
 
 # -- claims ----------------------------------------------------------------------------------
 
