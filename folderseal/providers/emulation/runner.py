@@ -16,7 +16,8 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -98,12 +99,20 @@ def check_address_and_key(port: int, api_key: str | None) -> None:
         raise ValueError("the API key is empty; give a key, or None for no authentication")
 
 
-def data_folder(data_dir: Path | None, name: str) -> tuple[Path, bool]:
-    """The emulator's data folder and whether it is temporary (made here for this run)."""
-    if data_dir is None:
-        return Path(tempfile.mkdtemp(prefix=f"folderseal-{name}-emulator-")), True
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return data_dir, False
+@contextmanager
+def data_folder(data_dir: Path | None, name: str) -> Iterator[tuple[Path, bool]]:
+    """The emulator's data folder and whether it is temporary (made here for this run),
+    for the start-up inside the block: a temporary folder is removed if it fails."""
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        yield data_dir, False
+        return
+    made = Path(tempfile.mkdtemp(prefix=f"folderseal-{name}-emulator-"))
+    try:
+        yield made, True
+    except BaseException:
+        shutil.rmtree(made, ignore_errors=True)
+        raise
 
 
 def serve(server: EmulatorServer, host: str, name: str) -> tuple[str, threading.Thread]:

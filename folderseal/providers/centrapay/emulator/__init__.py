@@ -55,7 +55,6 @@ the request faults of ``folderseal.providers.emulation.httpd`` (``429``, ``500-b
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,8 +125,7 @@ def start_centrapay(
         raise ValueError(f"rate_limit is {rate_limit}; give requests a minute, or 0 for none")
     if workers < 1 or fetch_timeout <= 0:
         raise ValueError("workers must be at least 1 and fetch_timeout more than 0")
-    data_dir, temporary = data_folder(data_dir, "centrapay")
-    try:
+    with data_folder(data_dir, "centrapay") as (data_dir, temporary):
         journal = Journal(data_dir / JOURNAL_NAME)
         journal.path.touch()
         registry = Registry(journal, fault_plan, step_seconds, late_seconds)
@@ -139,10 +137,6 @@ def start_centrapay(
         except BaseException:
             fetcher.stop()
             raise
-    except BaseException:
-        if temporary:
-            shutil.rmtree(data_dir, ignore_errors=True)
-        raise
     url, thread = serve(server, host, "centrapay")
     return CentrapayEmulator(url=url, journal_path=journal.path, data_dir=data_dir,
                              _server=server, _thread=thread, _temporary=temporary,

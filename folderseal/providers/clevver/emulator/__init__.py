@@ -47,7 +47,6 @@ checksums stored before.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,18 +100,13 @@ def start_clevver(
         raise ValueError(f"polls is {polls}; a batch needs at least 1 status read to deliver")
     if late_seconds < 0 or slow_seconds < 0:
         raise ValueError("late_seconds and slow_seconds must not be negative")
-    data_dir, temporary = data_folder(data_dir, "clevver")
-    try:
+    with data_folder(data_dir, "clevver") as (data_dir, temporary):
         journal = Journal(data_dir / JOURNAL_NAME)
         journal.path.touch()
         registry = Registry(data_dir, journal, fault_plan, polls, late_seconds)
         app = ClevverApp(registry=registry, faults=fault_plan, api_key=api_key,
                          slow_seconds=slow_seconds)
         server = EmulatorServer((host, port), app, ClevverHandler)
-    except BaseException:
-        if temporary:
-            shutil.rmtree(data_dir, ignore_errors=True)
-        raise
     url, thread = serve(server, host, "clevver")
     return ClevverEmulator(url=url, journal_path=journal.path, data_dir=data_dir,
                            _server=server, _thread=thread, _temporary=temporary)

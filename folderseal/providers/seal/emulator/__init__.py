@@ -25,7 +25,6 @@ kept (its journal is the evidence of a test run).
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,8 +82,7 @@ def start_seal(
     check_address_and_key(port, api_key)
     if step_delay < 0 or slow_seconds < 0:
         raise ValueError("step_delay and slow_seconds must not be negative")
-    data_dir, temporary = data_folder(data_dir, "seal")
-    try:
+    with data_folder(data_dir, "seal") as (data_dir, temporary):
         journal = SealJournal(data_dir / JOURNAL_NAME)
         journal.path.touch()
         registry = Registry(data_dir, journal, lag)
@@ -97,10 +95,6 @@ def start_seal(
             slow_seconds=slow_seconds,
         )
         server = seal_server((host, port), app)
-    except BaseException:
-        if temporary:
-            shutil.rmtree(data_dir, ignore_errors=True)
-        raise
     url, thread = serve(server, host, "seal")
     return EmulatorHandle(
         url=url,
