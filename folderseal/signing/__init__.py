@@ -16,12 +16,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .cades import DetachedSignature, sign_detached
-    from .pades import sign_pdf
-    from .seal import Seal, SealMaterialError
-    from .signer import describe_certificate, signer_of
-    from .trial import TrialSeal, make_trial_seal
-    from .verify import Verdict, verify_detached, verify_pdf
+    from .cades import DetachedSignature as DetachedSignature
+    from .cades import sign_detached as sign_detached
+    from .pades import sign_pdf as sign_pdf
+    from .seal import Seal as Seal
+    from .seal import SealMaterialError as SealMaterialError
+    from .signer import describe_certificate as describe_certificate
+    from .signer import signer_of as signer_of
+    from .trial import TrialSeal as TrialSeal
+    from .trial import make_trial_seal as make_trial_seal
+    from .verify import Verdict as Verdict
+    from .verify import verify_detached as verify_detached
+    from .verify import verify_pdf as verify_pdf
 
 _HOMES = {
     "DetachedSignature": "cades",
@@ -38,20 +44,7 @@ _HOMES = {
     "verify_pdf": "verify",
 }
 
-__all__ = [
-    "DetachedSignature",
-    "Seal",
-    "SealMaterialError",
-    "TrialSeal",
-    "Verdict",
-    "describe_certificate",
-    "make_trial_seal",
-    "sign_detached",
-    "sign_pdf",
-    "signer_of",
-    "verify_detached",
-    "verify_pdf",
-]
+__all__ = list(_HOMES)
 
 
 def __getattr__(name: str) -> Any:
