@@ -1,3 +1,3 @@
 """Publishing: results and sidecars into the outbox, failures and their records into
-errors, with durable file operations and path safety.
+errors, and the looks at those folders made off the main loop (``probe``).
 """
