@@ -246,7 +246,7 @@ class WorkFolder:
         finally:
             os.close(root)
         try:
-            return open_claimed(folder, name, record.dev, record.ino)
+            return open_claimed(folder, name, record.dev, record.ino, record.sha256)
         finally:
             os.close(folder)
 

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -279,6 +280,7 @@ class Share:
         self.backing = backing
         self.mountpoint = mountpoint
         self.process: subprocess.Popen[bytes] | None = None
+        self.decoys: list[Share] = []
 
     def mount(self) -> None:
         # -f keeps bindfs in the foreground: killing it is the share dying under us.
@@ -290,6 +292,16 @@ class Share:
             if time.monotonic() > deadline:
                 raise RuntimeError("bindfs did not mount")
             time.sleep(0.05)
+
+    def mount_elsewhere(self) -> None:
+        """Mount again on a new device number, as an NFS or SMB share does after an
+        outage: a decoy mount takes the number the kernel would hand out again."""
+        empty = Path(tempfile.mkdtemp(prefix="folderseal-decoy-"))
+        (empty / "point").mkdir()
+        decoy = Share(empty, empty / "point")
+        decoy.mount()
+        self.decoys.append(decoy)
+        self.mount()
 
     def mounted(self) -> bool:
         return subprocess.run(["mountpoint", "-q", str(self.mountpoint)]).returncode == 0
@@ -312,6 +324,15 @@ class Share:
                 self.process.kill()
                 self.process.wait()
             self.process = None
+
+    def close(self) -> None:
+        """Unmount the share, if it is mounted, and every decoy."""
+        if self.process is not None or self.mounted():
+            self.unmount()
+        for decoy in self.decoys:
+            decoy.unmount()
+            shutil.rmtree(decoy.backing, ignore_errors=True)
+        self.decoys = []
 
 
 def _files_below(folder: Path) -> set[str]:
@@ -344,6 +365,7 @@ def outage(root: Path, cycles: int, rng: random.Random) -> Row:
                 outages = count_events([life.log], {"folder.outage"})["folder.outage"]
                 watching = count_events([life.log], {"folder.watching"})["folder.watching"]
                 before = _files_below(backing / ".folderseal")
+                mounted_on = world.layout.inbox.stat().st_dev
                 how = "died" if cycle % 2 == 0 else "unmounted"
                 share.die() if how == "died" else share.unmount()
                 seen[f"share {how}"] += 1
@@ -367,7 +389,9 @@ def outage(root: Path, cycles: int, rng: random.Random) -> Row:
                 if gone:  # claims may move on to batches (an in-flight step); never vanish
                     row.problems.append(f"cycle {cycle}: claimed files vanished during the "
                                         f"outage: {sorted(gone)[:3]}")
-                share.mount()
+                share.mount_elsewhere()
+                seen["share back on a new device"] += (
+                    world.layout.inbox.stat().st_dev != mounted_on)
                 if not life.wait_for(lambda n=watching: count_events(
                         [life.log], {"folder.watching"})["folder.watching"] > n, 90):
                     row.problems.append(f"cycle {cycle}: work did not resume after the share "
@@ -376,8 +400,7 @@ def outage(root: Path, cycles: int, rng: random.Random) -> Row:
         row.faults = seen
         return no_failures(drain(world, row, life), "while the share was away")
     finally:
-        if share.process is not None or share.mounted():
-            share.unmount()
+        share.close()
         world.close()
         row.wall = time.monotonic() - started
 

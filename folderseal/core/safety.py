@@ -11,7 +11,8 @@ therefore
   inbox where the scan would see it; the state folder on a network filesystem;
 * claims by renaming, which moves a symlink itself and never what it points to;
 * opens every file it reads later through a directory descriptor with
-  ``O_NOFOLLOW`` and compares (device, inode) with the claim record, so a file
+  ``O_NOFOLLOW`` and compares (device, inode) — or, when those changed because a
+  share was mounted again, the content hash — with the claim record, so a file
   planted in the work folder (a symlink to ``/etc/shadow``, a different file under
   a claimed name) is never sealed or published.
 """
@@ -25,7 +26,7 @@ import stat
 import unicodedata
 from pathlib import Path
 
-from folderseal.core import mounts
+from folderseal.core import files, mounts
 from folderseal.core.config import FolderConfig, Settings
 from folderseal.core.errors import ConfigError, PlantedFile
 
@@ -144,8 +145,15 @@ def open_relative_dir(root_fd: int, parts: tuple[str, ...]) -> int:
     return fd
 
 
-def open_claimed(dir_fd: int, name: str, dev: int, ino: int) -> int:
-    """Open a claimed file for reading, refusing anything but the claimed regular file."""
+def open_claimed(dir_fd: int, name: str, dev: int, ino: int, sha256: str | None = None) -> int:
+    """Open a claimed file for reading, refusing anything but the claimed regular file.
+
+    The claimed file is the regular file with the claim's (device, inode). A share
+    mounted again after an outage gives its files a new device number (FUSE, NFS and
+    SMB mounts all do; SMB without ``serverino`` even new inode numbers), so when the
+    claim's content hash is known a regular file whose identity differs but whose
+    bytes hash to it is the claimed file too: what is sealed is what was claimed.
+    """
     try:
         fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
@@ -153,14 +161,21 @@ def open_claimed(dir_fd: int, name: str, dev: int, ino: int) -> int:
             raise PlantedFile(f"{name!r} in the work folder was replaced by a symbolic link; "
                               "it was not sealed") from None
         raise
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (dev, ino):
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PlantedFile(f"{name!r} in the work folder is not a regular file; it was "
+                              "not sealed. Something else writes into the work folder")
+        os.set_blocking(fd, True)
+        if (st.st_dev, st.st_ino) != (dev, ino) and (
+                sha256 is None or files.hash_fd(fd)[0] != sha256):
+            raise PlantedFile(
+                f"{name!r} in the work folder is not the file that was claimed (device/inode "
+                "and content changed); it was not sealed. Something else writes into the "
+                "work folder")
+    except BaseException:
         os.close(fd)
-        raise PlantedFile(
-            f"{name!r} in the work folder is not the file that was claimed (device/inode "
-            "changed); it was not sealed. Something else writes into the work folder"
-        )
-    os.set_blocking(fd, True)
+        raise
     return fd
 
 

@@ -93,11 +93,13 @@ def test_centrapay_chaos_loses_nothing(root: Path) -> None:
 
 def test_share_outage_loses_nothing(root: Path) -> None:
     """An inbox share that dies and is unmounted is an outage: nothing is deleted or
-    forgotten, and work resumes when it returns."""
+    forgotten, and work resumes when it returns — on a new device number, as an NFS or
+    SMB share does, so files claimed before the outage are known by their content."""
     _needs_mounts()
     row = SCENARIOS["outage"](root, 2, random.Random(3))
     _clean(row)
     assert row.waiting == 0
+    assert row.faults["share back on a new device"] == 2, row.faults
 
 
 def test_full_disks_make_work_wait(root: Path) -> None:

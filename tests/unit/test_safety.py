@@ -4,6 +4,7 @@ fooled."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -224,6 +225,32 @@ def test_open_claimed_refuses_a_wrong_device(folder: tuple[Path, int]) -> None:
     st = os.stat(path / "0000_a.pdf")
     with pytest.raises(PlantedFile):
         open_claimed(dir_fd, "0000_a.pdf", st.st_dev + 1, st.st_ino)
+
+
+def test_open_claimed_refuses_a_different_inode_with_other_content_even_knowing_the_hash(
+        folder: tuple[Path, int]) -> None:
+    """Knowing the claim's hash does not let a different file with other bytes through."""
+    path, dir_fd = folder
+    st = os.stat(path / "0000_a.pdf")
+    claimed = hashlib.sha256(b"claimed content").hexdigest()
+    (path / "swap").write_bytes(b"planted content")
+    os.replace(path / "swap", path / "0000_a.pdf")
+    with pytest.raises(PlantedFile):
+        open_claimed(dir_fd, "0000_a.pdf", st.st_dev, st.st_ino, claimed)
+
+
+def test_open_claimed_accepts_a_remounted_share_by_content(folder: tuple[Path, int]) -> None:
+    """A share mounted again gives its files a new device (and on SMB inode) number: the
+    file whose bytes hash to the claim's sha256 is the claimed file, read from its start."""
+    path, dir_fd = folder
+    st = os.stat(path / "0000_a.pdf")
+    claimed = hashlib.sha256(b"claimed content").hexdigest()
+    fd = open_claimed(dir_fd, "0000_a.pdf", st.st_dev + 1, st.st_ino + 7, claimed)
+    try:
+        assert os.read(fd, 100) == b"claimed content"
+        assert os.get_blocking(fd)
+    finally:
+        os.close(fd)
 
 
 def test_open_claimed_refuses_a_fifo_without_blocking(folder: tuple[Path, int]) -> None:

@@ -103,7 +103,7 @@ def save_result(staging: Path, result: DocumentResult) -> None:
 def _sign(state: WorkerState, task: SignTask) -> DocumentResult:
     folder = open_dir(task.files_dir)
     try:
-        src_fd = open_claimed(folder, task.entry, task.dev, task.ino)
+        src_fd = open_claimed(folder, task.entry, task.dev, task.ino, task.sha256)
     finally:
         os.close(folder)
     with os.fdopen(src_fd, "rb") as src:
