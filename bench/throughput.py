@@ -90,7 +90,7 @@ def end_to_end(root: Path, files: dict[str, bytes], label: str) -> dict[str, flo
 
 
 def _phases(events: list[dict], dropped: float) -> dict[str, float]:
-    """Where the time went: first claim, last claim, and busy time per job step."""
+    """Where the time went: first claim, last claim, and busy time per batch step."""
     claims = [_iso(e["timestamp"]) for e in events if e.get("event") == "file.claimed"]
     steps: dict[str, list[float]] = {}
     for e in events:

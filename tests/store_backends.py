@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from folderseal.core.model import JobRecord
+from folderseal.core.model import BatchRecord
 from folderseal.store import Store
 from folderseal.store.memory import MemoryStore
 from folderseal.store.sqlite import SqliteStore
@@ -68,22 +68,22 @@ def claim(store: Store, file_id: str, source: str = "scan.pdf", size: int = 100,
                     seen_at=store.clock() - 1)
 
 
-def batched_job(store: Store, job_id: str = "job1", n: int = 2) -> JobRecord:
-    ids = [f"{job_id}-f{i}" for i in range(n)]
+def formed_batch(store: Store, batch_id: str = "job1", n: int = 2) -> BatchRecord:
+    ids = [f"{batch_id}-f{i}" for i in range(n)]
     for file_id in ids:
         claim(store, file_id, source=f"{file_id}.pdf")
-    store.create_job(job_id=job_id, folder="scans", provider="local",
+    store.create_batch(batch_id=batch_id, folder="scans", provider="local",
                      entries=[(f, f"{i:04d}_{f}.pdf") for i, f in enumerate(ids)])
-    job = store.job(job_id)
-    assert job is not None
-    return job
+    batch = store.batch(batch_id)
+    assert batch is not None
+    return batch
 
 
-def acquired(store: Store) -> JobRecord:
-    job = store.acquire_job()
-    assert job is not None
-    return job
+def acquired(store: Store) -> BatchRecord:
+    batch = store.acquire_batch()
+    assert batch is not None
+    return batch
 
 
-def batch_events(store: Store, job_id: str) -> list[tuple[str | None, str | None]]:
-    return [(e.from_state, e.to_state) for e in store.events(job_id=job_id, kind="batch.state")]
+def batch_events(store: Store, batch_id: str) -> list[tuple[str | None, str | None]]:
+    return [(e.from_state, e.to_state) for e in store.events(batch_id=batch_id, kind="batch.state")]

@@ -13,7 +13,7 @@ is recorded, and two rules are checked on the record:
    published in the outbox for it (its outputs and sidecar, named after it) is durable
    (its folder fsynced after the publish). Otherwise a power cut could undo the output
    and keep the removal: a file lost. Another batch's names, published meanwhile by
-   another job thread, are that batch's to make durable before its own removals.
+   another batch thread, are that batch's to make durable before its own removals.
 
 What it cannot see: the disk's own write cache (fsync is trusted to flush it), and
 SQLite's internal ordering (trusted: WAL with ``synchronous = FULL``).

@@ -70,7 +70,7 @@ FEED_GAP = {"centrapay": 0.3}
 # empty. The crash scenario gives every provider 300 s (see crash()).
 CHAOS_MAX_WAIT = {"centrapay": 60.0}
 DRAIN_SECONDS = 180.0
-PAUSES = {"folder.paused", "jobs.paused", "daemon.heartbeat_failed"}
+PAUSES = {"folder.paused", "batches.paused", "daemon.heartbeat_failed"}
 
 
 @dataclass

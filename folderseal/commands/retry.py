@@ -19,7 +19,7 @@ What a retry does depends on how far the file got (docs/design.md, "folderseal r
   file by its own id (never with ``--all``): then it goes back into the inbox and is
   sent again as a new batch.
 
-"How far it got" is :mod:`folderseal.jobs.lifecycle`'s table.
+"How far it got" is :mod:`folderseal.batches.lifecycle`'s table.
 
 Only the very file that failed is moved: the file at the place its failure recorded,
 with the content recorded then (:mod:`folderseal.publish.errorfiles`). A failure marked
@@ -44,11 +44,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from folderseal.batches import lifecycle
 from folderseal.commands.shared import add_command, settings
 from folderseal.core.config import Settings
 from folderseal.core.errors import ExitCode, FolderSealError, StateConflict
-from folderseal.core.model import FileRecord, FileState, JobRecord, JobState
-from folderseal.jobs import lifecycle
+from folderseal.core.model import BatchRecord, BatchState, FileRecord, FileState
 from folderseal.providers import OUTCOME_UNKNOWN, steps_of
 from folderseal.publish import retrying
 from folderseal.publish.errorfiles import ERROR_SUFFIX, Found, find_original, place_of, record_file
@@ -107,40 +107,40 @@ def _found(settings: Settings, store: Store, record: FileRecord) -> Found:
     return found
 
 
-def _way(settings: Settings, record: FileRecord, job: JobRecord | None,
+def _way(settings: Settings, record: FileRecord, batch: BatchRecord | None,
          forced: bool = False) -> tuple[str, str]:
     """How this failed file may be retried: "inbox", "batch" or "refuse" (and why).
     ``forced``: the operator named this very file with --force."""
-    if job is None:
+    if batch is None:
         return "inbox", ""
     if record.error_code == OUTCOME_UNKNOWN:
         if forced:
             return "inbox", ""
         return "refuse", ("it may have been taken by the provider, which cannot be asked "
-                          f"(the answer to batch {job.id}'s create was lost): look for a batch "
+                          f"(the answer to batch {batch.id}'s create was lost): look for a batch "
                           "created then for this file at the provider; if there is none, "
                           f"`folderseal retry --force {record.id}` sends it again (never "
                           "with --all)")
-    if job.provider not in settings.providers:
-        return "refuse", (f"its batch's provider {job.provider!r} is no longer configured, so "
+    if batch.provider not in settings.providers:
+        return "refuse", (f"its batch's provider {batch.provider!r} is no longer configured, so "
                           "how far it got cannot be judged: put that provider back into the "
                           "configuration and retry again, or check with that provider and "
                           "drop the file into the inbox by hand")
-    steps = steps_of(settings.providers[job.provider].kind)
+    steps = steps_of(settings.providers[batch.provider].kind)
     if not steps.irrevocable:
         return "inbox", ""
-    if job.state == JobState.FAILED:
-        return ("batch" if lifecycle.may_have_run(job.failed_step, steps) else "inbox"), ""
+    if batch.state == BatchState.FAILED:
+        return ("batch" if lifecycle.may_have_run(batch.failed_step, steps) else "inbox"), ""
     if record.error_code in NOT_SIGNED_CODES | steps.not_sent:
         return "inbox", ""
     if record.error_code in steps.ask_again:
-        if job.state == JobState.CLEANED:
+        if batch.state == BatchState.CLEANED:
             return "batch", ""
-        return "refuse", (f"its batch {job.id} is still being finished ({job.state}): run "
+        return "refuse", (f"its batch {batch.id} is still being finished ({batch.state}): run "
                           "retry again in a minute")
     return "refuse", (f"it may have been {steps.outcome} by the provider "
                       f"({record.error_code}): check "
-                      f"with the provider (remote batch {job.remote_id}), then drop it into "
+                      f"with the provider (remote batch {batch.remote_id}), then drop it into "
                       "the inbox again by hand if it was not")
 
 
@@ -155,7 +155,7 @@ def _to_inbox(settings: Settings, store: Store, record: FileRecord) -> str:
     return retrying.carry_out(store, cfg, [move])
 
 
-def _to_batch(settings: Settings, store: Store, job: JobRecord) -> tuple[list[FileRecord], str]:
+def _to_batch(settings: Settings, store: Store, batch: BatchRecord) -> tuple[list[FileRecord], str]:
     """Put a remote batch's originals back and ask the same remote batch again.
 
     A failed batch takes back all its failed files; a finished one those that failed
@@ -165,16 +165,16 @@ def _to_batch(settings: Settings, store: Store, job: JobRecord) -> tuple[list[Fi
     back there (its status decides whether accept is sent); one that failed later goes
     back to ACCEPTED (poll, download).
     """
-    cfg = settings.folders[job.folder]
-    folder = WorkFolder(cfg.work_folder, job.folder).batch_dir(job.id)
-    records = [r for r in store.files_of_job(job.id) if r.state in RETRYABLE]
-    if job.state != JobState.FAILED:  # files that failed alone: those asked again
-        ask_again = steps_of(settings.providers[job.provider].kind).ask_again
+    cfg = settings.folders[batch.folder]
+    folder = WorkFolder(cfg.work_folder, batch.folder).batch_dir(batch.id)
+    records = [r for r in store.files_of_batch(batch.id) if r.state in RETRYABLE]
+    if batch.state != BatchState.FAILED:  # files that failed alone: those asked again
+        ask_again = steps_of(settings.providers[batch.provider].kind).ask_again
         records = [r for r in records if r.error_code in ask_again]
-    stay = (f"Batch {job.id} may have been signed, so it is asked again only with all its "
+    stay = (f"Batch {batch.id} may have been signed, so it is asked again only with all its "
             "failed files, and they must not be dropped into the inbox: bring the very file "
             "back into the errors folder, then run retry again; if it is lost, ask the "
-            f"provider what became of remote batch {job.remote_id}")
+            f"provider what became of remote batch {batch.remote_id}")
     moves = []
     for record in records:
         found = _found(settings, store, record)
@@ -223,8 +223,8 @@ def _explain_non_failure(store: Store, given: str) -> bool:
         print(f"{given} {record.source_text}: nothing to retry: {done}")
         return True
     batch_id = given if record is None else record.batch_id
-    job = store.job(batch_id) if batch_id else None
-    if job is None:
+    batch = store.batch(batch_id) if batch_id else None
+    if batch is None:
         if record is None:
             print(f"{given}: no failed file or batch with this id, and no file of an errors "
                   "folder at this path: copy the id from the error record (retry_id) or from "
@@ -232,20 +232,20 @@ def _explain_non_failure(store: Store, given: str) -> bool:
             return False
         print(f"{given} {record.source_text}: nothing to retry: it waits to be batched")
         return True
-    what = f"batch {job.id}" if record is None else \
-        f"{given} {record.source_text} (batch {job.id})"
-    due = job.next_attempt_at
-    if store.wake_job(job.id):
-        after = f" after {job.attempts} failed attempt(s) ({job.error_message})" \
-            if job.attempts else ""
-        print(f"{what}: was waiting in {job.state}{after}, its next step due in "
+    what = f"batch {batch.id}" if record is None else \
+        f"{given} {record.source_text} (batch {batch.id})"
+    due = batch.next_attempt_at
+    if store.wake_batch(batch.id):
+        after = f" after {batch.attempts} failed attempt(s) ({batch.error_message})" \
+            if batch.attempts else ""
+        print(f"{what}: was waiting in {batch.state}{after}, its next step due in "
               f"{(due or 0) - time.time():.0f} s; woken: the daemon takes it up within a second")
-    elif job.state == JobState.FAILED:
+    elif batch.state == BatchState.FAILED:
         print(f"{what}: nothing to retry: each of its files was delivered or retried already")
     elif due is None:
-        print(f"{what}: nothing to retry: it is {job.state}, finished")
+        print(f"{what}: nothing to retry: it is {batch.state}, finished")
     else:
-        print(f"{what}: nothing to retry: it is {job.state}, and being worked on now")
+        print(f"{what}: nothing to retry: it is {batch.state}, and being worked on now")
     return True
 
 
@@ -258,7 +258,7 @@ def _chosen(settings: Settings, store: Store,
     named: set[str] = set()
     ok = True
     for given in ids:
-        known = store.file(given) is not None or store.job(given) is not None
+        known = store.file(given) is not None or store.batch(given) is not None
         wanted = given if known else _id_of_path(settings, store, given) or given
         record = store.file(wanted)
         if record is not None and record.state in RETRYABLE:
@@ -266,7 +266,7 @@ def _chosen(settings: Settings, store: Store,
             named.add(record.id)
             continue
         failed = [] if record is not None else \
-            [r for r in store.files_of_job(wanted) if r.state in RETRYABLE]
+            [r for r in store.files_of_batch(wanted) if r.state in RETRYABLE]
         chosen.update((r.id, r) for r in failed)
         if not failed and not _explain_non_failure(store, wanted):
             ok = False
@@ -305,13 +305,13 @@ def _retry(settings: Settings, store: Store, ids: list[str] | None, force: bool)
         chosen, named, found = _chosen(settings, store, ids)
         forced = named if force else set()
         ok = ok and found
-    by_batch: dict[str, JobRecord] = {}
+    by_batch: dict[str, BatchRecord] = {}
     for record in chosen:
-        job = store.job(record.batch_id) if record.batch_id else None
-        way, why = _way(settings, record, job, forced=record.id in forced)
+        batch = store.batch(record.batch_id) if record.batch_id else None
+        way, why = _way(settings, record, batch, forced=record.id in forced)
         try:
-            if way == "batch" and job is not None:
-                by_batch[job.id] = job
+            if way == "batch" and batch is not None:
+                by_batch[batch.id] = batch
                 continue
             if way == "refuse":
                 raise Refused(why)
@@ -319,12 +319,12 @@ def _retry(settings: Settings, store: Store, ids: list[str] | None, force: bool)
         except (OSError, FolderSealError) as exc:
             print(f"{record.id} {record.source_text}: not retried: {exc}", file=sys.stderr)
             ok = False
-    for job in by_batch.values():
+    for batch in by_batch.values():
         try:
-            records, outcome = _to_batch(settings, store, job)
+            records, outcome = _to_batch(settings, store, batch)
             for record in records:
                 print(f"{record.id} {record.source_text}: {outcome}")
         except (OSError, FolderSealError) as exc:
-            print(f"batch {job.id}: not retried: {exc}", file=sys.stderr)
+            print(f"batch {batch.id}: not retried: {exc}", file=sys.stderr)
             ok = False
     return ExitCode.OK if ok else ExitCode.FAILURE

@@ -50,7 +50,7 @@ def _locate(settings: Settings, path: Path) -> tuple[str, str] | None:
 def sign_paths(settings: Settings, paths: list[Path], timeout: float = 3600.0) -> int:
     from folderseal.service.daemon import Daemon  # here: the parser never needs it
 
-    daemon = Daemon(settings, job_threads=0)
+    daemon = Daemon(settings, batch_threads=0)
     try:
         daemon.prepare()
         assert daemon.store is not None

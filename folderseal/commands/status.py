@@ -87,13 +87,14 @@ def _folder_table(folder: dict[str, Any]) -> Table:
     for item in folder["fragments"]:
         table.add_row(Text("fragment?"), Text(item["source"]), Text(f"seen {item['at']}"),
                       Text(item["why"] or ""))
-    for job in folder["batches"]:
-        due = "" if job["next_attempt_in"] is None else f"next step in {job['next_attempt_in']} s"
-        why = "; ".join(x for x in (due, job["last_error"] or "") if x)
-        progress = "" if job["progress"] is None else f", {job['progress']:g}% done"
-        table.add_row(Text("batch"), Text(job["batch"]),
-                      Text(f"{job['state']}{progress}, {job['files']} files, "
-                           f"{job['age_seconds']:.0f} s old"),
+    for batch in folder["batches"]:
+        wait = batch["next_attempt_in"]
+        due = "" if wait is None else f"next step in {wait} s"
+        why = "; ".join(x for x in (due, batch["last_error"] or "") if x)
+        progress = "" if batch["progress"] is None else f", {batch['progress']:g}% done"
+        table.add_row(Text("batch"), Text(batch["batch"]),
+                      Text(f"{batch['state']}{progress}, {batch['files']} files, "
+                           f"{batch['age_seconds']:.0f} s old"),
                       Text(why))
     for item in folder.get("records_failed", [])[:20]:
         table.add_row(Text("records failed"), Text(item["source"]),

@@ -12,7 +12,7 @@ Intake, the state machine and delivery
 
 - ``claimed``: files renamed into the work folder, not yet recorded: the scan at
   start registers and batches them (they were never sent anywhere).
-- ``state:<JOB STATE>`` (after each transition, ``state:BATCHED`` included): the
+- ``state:<BATCH STATE>`` (after each transition, ``state:BATCHED`` included): the
   restart resumes the step of that state (its row in docs/design.md's crash table).
 - ``attempt``: attempts counted, the call not yet made: the step runs again, the
   attempt stays counted.

@@ -7,7 +7,7 @@ The tree::
     │   └── ForeignWorkFolderError  a work folder belongs to another store (exit 78)
     ├── StoreError                  the store refused an operation
     │   ├── StateConflict           a guarded transition matched zero rows
-    │   └── LeaseLost               this node no longer holds the job's lease
+    │   └── LeaseLost               this node no longer holds the batch's lease
     ├── FileRejected                one file cannot be processed; it goes to errors
     │   └── PlantedFile             a file in the work folder is not the one claimed
     ├── TransientError              the step may succeed later: back off and retry
@@ -54,11 +54,11 @@ class StoreError(FolderSealError):
 
 
 class StateConflict(StoreError):
-    """A guarded state change matched zero rows: someone else moved the job first."""
+    """A guarded state change matched zero rows: someone else moved the batch first."""
 
 
 class LeaseLost(StoreError):
-    """This node's lease on a job expired or was taken over; it must not go on."""
+    """This node's lease on a batch expired or was taken over; it must not go on."""
 
 
 class FileRejected(FolderSealError):
@@ -78,7 +78,7 @@ class PlantedFile(FileRejected):
 
 
 class TransientError(FolderSealError):
-    """The step may succeed later; the job waits and retries with backoff."""
+    """The step may succeed later; the batch waits and retries with backoff."""
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -92,8 +92,8 @@ class NotSent(TransientError):
 
 class Throttled(NotSent):
     """The provider's request budget is spent for now (its limiter, or a 429): nothing was
-    sent, and the job waits its turn for ``retry_after`` seconds, released (not a failure,
-    no attempt counted), so that it does not hold a job thread while it waits."""
+    sent, and the batch waits its turn for ``retry_after`` seconds, released (not a failure,
+    no attempt counted), so that it does not hold a batch thread while it waits."""
 
 
 class OutboxUnavailable(TransientError):

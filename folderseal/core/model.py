@@ -1,6 +1,6 @@
-"""The data passed between stages, and the states of jobs and files.
+"""The data passed between stages, and the states of batches and files.
 
-A job (one per batch) moves through states that each name a completed step, so a
+A batch (one per batch) moves through states that each name a completed step, so a
 restart knows the next step from the state alone::
 
     BATCHED → CREATED → UPLOADED → ACCEPTING → ACCEPTED → CLOSED → DOWNLOADED
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class JobState(enum.StrEnum):
+class BatchState(enum.StrEnum):
     BATCHED = "BATCHED"
     CREATED = "CREATED"
     UPLOADED = "UPLOADED"
@@ -202,13 +202,13 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
-class JobRecord:
+class BatchRecord:
     """A batch and where it stands in the provider's lifecycle."""
 
     id: str
     folder: str
     provider: str
-    state: JobState
+    state: BatchState
     claimed_by: str | None
     lease_until: float | None
     next_attempt_at: float | None

@@ -62,7 +62,7 @@ class Attachment:
                 return False
             # First contact: make (or check) the work folder. ForeignWorkFolderError
             # ends the daemon with exit 78: continuing could seal files twice.
-            self.work.adopt(self.store_id, self.store.job_ids())
+            self.work.adopt(self.store_id, self.store.batch_ids())
             self.fragments.start(now)
             self.adopted = True
         elif not self.work.attached(self.store_id):

@@ -2,7 +2,7 @@
 
 :class:`Batches` forms a folder's batches from its claimed files when one is due (full,
 or its oldest file waited ``batch_max_wait_seconds``), passing over duplicates when
-``duplicates = "skip"``. A batch is recorded in the store (job and entry names)
+``duplicates = "skip"``. A batch is recorded in the store (batch and entry names)
 *before* its files are moved into ``batches/<batch id>/``, so the work folder never
 holds a batch the store does not know; moving (:func:`move_into_batch`, here and again
 in the batch's first step) is idempotent and finishes after a crash. Entry names are
@@ -88,15 +88,15 @@ class Batches:
         created = []
         while chosen := next_batch(claimed, self.limits, now):
             claimed = claimed[len(chosen):]
-            job_id = new_id()
+            batch_id = new_id()
             entries = [(r.id, entry_name(i, r.source)) for i, r in enumerate(chosen, start=1)]
-            self.store.create_job(job_id=job_id, folder=self.name, provider=self.provider,
+            self.store.create_batch(batch_id=batch_id, folder=self.name, provider=self.provider,
                                   entries=entries)
             crashpoints.reached("state:BATCHED")
-            move_into_batch(self.work, job_id, self.provider, self.store.files_of_job(job_id))
-            self.log.info("batch.batched", batch=job_id, files=len(chosen),
+            move_into_batch(self.work, batch_id, self.provider, self.store.files_of_batch(batch_id))
+            self.log.info("batch.batched", batch=batch_id, files=len(chosen),
                           bytes=sum(r.size for r in chosen))
-            created.append(job_id)
+            created.append(batch_id)
         oldest = min((r.claimed_at for r in claimed), default=None)
         self.next_at = float("inf") if oldest is None else oldest + self.limits.max_wait
         return created
@@ -117,7 +117,7 @@ def move_into_batch(work: WorkFolder, batch_id: str, provider: str,
     """Write the batch's manifest, then move each batched file from
     ``incoming/<claim>/`` to ``batches/<batch>/<entry>``.
 
-    Idempotent: a file already moved is skipped, so a restart can finish the job.
+    Idempotent: a file already moved is skipped, so a restart can finish the batch.
     """
     target = work.batch_dir(batch_id)
     work.write_manifest(batch_id, provider, records)

@@ -60,7 +60,7 @@ class FolderIntake:
         self.store = store
         self.work = work
         self.probe = probe
-        self.on_batch = on_batch  # new batches are there for the job threads
+        self.on_batch = on_batch  # new batches are there for the batch threads
         self.tracker = SettleTracker(cfg.settle_seconds, cfg.stuck_after_seconds, name)
         self.fragments = Fragments(name, cfg.settle_seconds, store)
         self.watcher = Watcher(name, cfg.inbox, cfg.recursive, hints, wake)
@@ -179,7 +179,7 @@ class FolderIntake:
             room -= 1
             size += look.size
             if len(wanted) >= CLAIMS_PER_STEP or size >= CLAIM_BYTES_PER_STEP:
-                break  # the rest stay due: batches form between steps, and jobs start sooner
+                break  # the rest stay due: batches form between steps, and batches start sooner
         taken = {source for source, _ in wanted}
         for candidate in self.tracker.stuck(now, looked):
             if candidate.source in taken:

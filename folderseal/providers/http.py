@@ -80,8 +80,8 @@ class RateLimiter:
     Every caller reserves the next free start under the lock, first come first served.
     A turn within :data:`MAX_SLEEP` seconds is slept until. A turn further away is kept
     as a ticket for its ``holder`` (a batch) and the caller gets :class:`Throttled`
-    with the seconds until it (the state machine releases the job until then, rather than
-    holding a job thread); when the holder asks again, its ticket is its turn, so later
+    with the seconds until it (the state machine releases the batch until then, rather than
+    holding a batch thread); when the holder asks again, its ticket is its turn, so later
     callers never overtake it and no reserved start is wasted. :meth:`hold_until` holds
     every call until a time (a 429's Retry-After)."""
 
@@ -107,7 +107,7 @@ class RateLimiter:
             now = self.clock()
             start = self._tickets.pop(holder, None) if holder else None
             # A ticket is used even when its holder comes back a little late (the
-            # state machine wakes jobs at its own pace); one a minute old is void.
+            # state machine wakes batches at its own pace); one a minute old is void.
             if start is None or start < now - 60.0:
                 start = max(now, self._next)
                 self._next = start + self.spacing

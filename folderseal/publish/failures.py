@@ -30,7 +30,7 @@ from folderseal.core.safety import safe_name
 from folderseal.publish import errorfiles, retrying, sidecar
 from folderseal.publish.errorfiles import ERROR_SUFFIX, find_original, place_of
 from folderseal.publish.folders import (
-    JobContext,
+    BatchContext,
     join,
     makedirs,
     record_fields,
@@ -63,7 +63,7 @@ class Failures:
         # The folders of cleared failures' places as the last reconcile saw them.
         self._folders: dict[Path, tuple[int, ...] | None] = {}
 
-    def fail(self, record: FileRecord, ctx: JobContext) -> None:
+    def fail(self, record: FileRecord, ctx: BatchContext) -> None:
         """Move a rejected (or claimed) file's original to errors and write its record."""
         code = record.error_code or "failed"
         message = record.error_message or "failed"
@@ -86,7 +86,7 @@ class Failures:
         except OSError as exc:
             raise translate(exc, self.cfg.errors) from None
         self.store.set_file_state(record.id, record.state, FileState.FAILED,
-                                  job_id=record.batch_id, detail=code)
+                                  batch_id=record.batch_id, detail=code)
         metrics.FILES_FAILED.labels(record.folder, code).inc()
         self.log.warning("file.failed", file=record.id, source=record.source, code=code,
                          reason=message + note, errors=str(self.cfg.errors / planned["path"]))

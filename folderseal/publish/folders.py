@@ -20,15 +20,15 @@ from typing import Any
 from folderseal.core import files
 from folderseal.core.config import FolderConfig
 from folderseal.core.errors import FileRejected, OutboxUnavailable
-from folderseal.core.model import Event, FileRecord, JobRecord
+from folderseal.core.model import BatchRecord, Event, FileRecord
 from folderseal.publish import sidecar
 
 
 @dataclass(frozen=True, slots=True)
-class JobContext:
+class BatchContext:
     """What the sink needs to know about the batch a file came in."""
 
-    job: JobRecord | None
+    batch: BatchRecord | None
     provider_name: str
     provider_kind: str
     outcome: str           # what its provider makes of a file: signed | stored | loaded
@@ -123,12 +123,12 @@ def translate(exc: OSError, folder: Path) -> Exception:
     return exc
 
 
-def record_fields(record: FileRecord, ctx: JobContext, node: str, end: str,
+def record_fields(record: FileRecord, ctx: BatchContext, node: str, end: str,
                   at: float) -> dict[str, Any]:
     """The sidecar fields every record of ``record`` shares, its timeline ending ``end``."""
     document = (record.result.provider_document if record.result else "") or \
         (record.entry or "")
-    steps = sidecar.timeline(record, ctx.job, ctx.history, (end, at), outcome=ctx.outcome)
+    steps = sidecar.timeline(record, ctx.batch, ctx.history, (end, at), outcome=ctx.outcome)
     return {"provider_name": ctx.provider_name, "provider_kind": ctx.provider_kind,
-            "job": ctx.job, "batch_files": ctx.batch_files, "document": document,
+            "batch": ctx.batch, "batch_files": ctx.batch_files, "document": document,
             "node": node, "steps": steps}

@@ -35,7 +35,7 @@ from folderseal.core.model import FileState
 from folderseal.publish import errorfiles, folders
 from folderseal.publish.errorfiles import place_of
 from folderseal.publish.failures import Failures
-from folderseal.publish.folders import Blocked, JobContext
+from folderseal.publish.folders import BatchContext, Blocked
 from folderseal.store import Store
 from folderseal.work import WorkFolder
 
@@ -68,7 +68,7 @@ class Probe:
         self.node = store.node
         self.work = work
         # For files never batched: no step of the provider's to name (outcome).
-        self.rejected_context = JobContext(job=None, provider_name=provider,
+        self.rejected_context = BatchContext(batch=None, provider_name=provider,
                                            provider_kind=kind, outcome="", batch_files=0,
                                            history=[])
         self.log = get_logger(folder=name)

@@ -56,7 +56,7 @@ from typing import Any, NoReturn
 from folderseal.core import crashpoints, files
 from folderseal.core.config import FolderConfig
 from folderseal.core.errors import FolderSealError, StoreError, TransientError
-from folderseal.core.model import FileRecord, FileState, JobState
+from folderseal.core.model import BatchState, FileRecord, FileState
 from folderseal.publish import errorfiles
 from folderseal.store import Store
 from folderseal.work import WorkFolder
@@ -212,14 +212,14 @@ def _finish(store: Store, moves: list[Move], placed: Path | None) -> str:
         store.set_file_state(first.record.id, FileState.RETRYING, FileState.RETRIED,
                              detail=where)
         return f"back in the inbox as {where}"
-    job = store.job(first.record.batch_id or "")
-    if job is None:
+    batch = store.batch(first.record.batch_id or "")
+    if batch is None:
         raise Refused(f"its batch {first.record.batch_id} is not in the store (was the store "
                       "replaced?): run folderseal recover, which settles the work folder")
-    to_state = JobState.ACCEPTING if job.failed_step == JobState.ACCEPTING \
-        else JobState.ACCEPTED
-    store.finish_batch_retry(job, [m.record.id for m in moves], to_state)
-    return f"back in remote batch {job.remote_id} (batch {job.id}), which is asked again"
+    to_state = BatchState.ACCEPTING if batch.failed_step == BatchState.ACCEPTING \
+        else BatchState.ACCEPTED
+    store.finish_batch_retry(batch, [m.record.id for m in moves], to_state)
+    return f"back in remote batch {batch.remote_id} (batch {batch.id}), which is asked again"
 
 
 def _move(move: Move, inbox: Path, batches: Path, resumed: bool) -> Path | None:

@@ -8,7 +8,7 @@ takes. Both pass through the redactor.
 
 A delivered file's ``status`` is what its provider made of it (``steps.outcome``:
 signed, stored, loaded), and so is the name of the step at which the provider finished
-(the job's CLOSED). The provider's own proof (a receipt, a report) from its result joins
+(the batch's CLOSED). The provider's own proof (a receipt, a report) from its result joins
 the ``provider`` object. Nothing here knows one provider from another.
 """
 
@@ -19,13 +19,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from folderseal import __version__
-from folderseal.core.model import Event, FileRecord, FileState, JobRecord, path_text
+from folderseal.core.model import BatchRecord, Event, FileRecord, FileState, path_text
 from folderseal.core.redact import REDACTOR
 
 SCHEMA = "folderseal.sidecar/1"
 # What a delivered file can be (a provider's steps.outcome, the sidecar's status).
 OUTCOMES = ("signed", "stored", "loaded")
-# Job states whose arrival is a step worth showing, and the name shown; the CLOSED step
+# Batch states whose arrival is a step worth showing, and the name shown; the CLOSED step
 # is named by the provider's outcome. "delivered" (outputs durable: the sidecar is
 # written after them) ends the timeline of every delivered file.
 _TIMELINE_STEPS = {"ACCEPTING": "submitted", "ACCEPTED": "accepted", "DOWNLOADED": "downloaded"}
@@ -37,7 +37,7 @@ def iso(at: float) -> str:
         "+00:00", "Z")
 
 
-def timeline(record: FileRecord, job: JobRecord | None, history: list[Event],
+def timeline(record: FileRecord, batch: BatchRecord | None, history: list[Event],
              end: tuple[str, float], *, outcome: str) -> list[dict[str, str]]:
     """Steps of one file: seen, claimed, batched, the provider's steps, and ``end``.
 
@@ -50,8 +50,8 @@ def timeline(record: FileRecord, job: JobRecord | None, history: list[Event],
     names = {**_TIMELINE_STEPS, _FINISHED: outcome}
     result_steps = (outcome, names["DOWNLOADED"])
     steps = [("seen", record.seen_at), ("claimed", record.claimed_at)]
-    if job is not None:
-        steps.append(("batched", job.created_at))
+    if batch is not None:
+        steps.append(("batched", batch.created_at))
         in_batch, good = True, False
         shown: dict[str, float] = {}
         for event in history:
@@ -72,10 +72,10 @@ def timeline(record: FileRecord, job: JobRecord | None, history: list[Event],
 
 
 def _common(record: FileRecord, *, status: str, provider_name: str, provider_kind: str,
-            job: JobRecord | None, batch_files: int, document: str, node: str,
+            batch: BatchRecord | None, batch_files: int, document: str, node: str,
             steps: list[dict[str, str]]) -> dict[str, Any]:
     provider = {"name": provider_name, "kind": provider_kind,
-                "batch": (job.remote_id or job.id) if job else None,
+                "batch": (batch.remote_id or batch.id) if batch else None,
                 "document": document or None}
     # The provider's proof ({"receipt": {…}}, {"report": {…}}) beside what folderseal
     # knows; it cannot replace those four.
@@ -89,7 +89,7 @@ def _common(record: FileRecord, *, status: str, provider_name: str, provider_kin
         "input": {"sha256": record.sha256, "bytes": record.size},
         "outputs": [],
         "provider": provider,
-        "batch": {"id": job.id if job else None, "files": batch_files},
+        "batch": {"id": batch.id if batch else None, "files": batch_files},
         "node": node,
         "version": __version__,
         "timeline": steps,
@@ -116,11 +116,11 @@ def failed(record: FileRecord, code: str, message: str, attempts: int, original:
     data["retry_id"] = record.id
     data["error"] = {"code": code, "message": message, "attempts": attempts,
                      "original": path_text(original)}
-    job = common.get("job")
-    if job is not None and job.publish_key:
+    batch = common.get("batch")
+    if batch is not None and batch.publish_key:
         # Where the file was published for the provider to fetch, whole (logs and
         # messages show a fingerprint: with the URL prefix it may be a read key).
-        data["provider"]["published"] = job.publish_key
+        data["provider"]["published"] = batch.publish_key
     return _dump(data)
 
 

@@ -10,7 +10,7 @@ Rules (the promises "nothing overwritten, nothing half-written, nothing lost"):
   detached signature, sidecar) to one shared suffix ``-1``, ``-2``, …
 * The sidecar is written after the outputs are durable; originals are archived or
   deleted only after outputs and sidecars are durable (``finish``).
-* A full, read-only or vanished outbox is :class:`OutboxUnavailable`: the job waits
+* A full, read-only or vanished outbox is :class:`OutboxUnavailable`: the batch waits
   and nothing is deleted from the work folder. A name the outbox's filesystem
   refuses fails that one file, which goes to errors with the reason.
 """
@@ -35,7 +35,7 @@ from folderseal.core.safety import open_dir
 from folderseal.publish import sidecar
 from folderseal.publish.failures import Failures
 from folderseal.publish.folders import (
-    JobContext,
+    BatchContext,
     join,
     makedirs,
     record_fields,
@@ -80,7 +80,7 @@ class Sink:
 
     # -- delivery ------------------------------------------------------------------
 
-    def deliver(self, records: list[FileRecord], ctx: JobContext,
+    def deliver(self, records: list[FileRecord], ctx: BatchContext,
                 keep_lease: Callable[[], None]) -> None:
         """Publish every READY file and sink every REJECTED one; mark them in the store.
 
@@ -137,14 +137,14 @@ class Sink:
                 except FileRejected as exc:
                     rejected[record.id] = exc
         self._mark(ready, plans, rejected, ctx)
-        refreshed = {r.id: r for r in self.store.files_of_job(ctx.job.id)} if ctx.job else {}
+        refreshed = {r.id: r for r in self.store.files_of_batch(ctx.batch.id)} if ctx.batch else {}
         for record in records:
             current = refreshed.get(record.id, record)
             if current.state == FileState.REJECTED:
                 self.fail(current, ctx)
 
     def _mark(self, ready: list[FileRecord], plans: dict[str, list[dict[str, Any]]],
-              rejected: dict[str, FileRejected], ctx: JobContext) -> None:
+              rejected: dict[str, FileRejected], ctx: BatchContext) -> None:
         with self.store.transaction():
             for record in ready:
                 problem = rejected.get(record.id)
@@ -152,12 +152,12 @@ class Sink:
                     continue
                 if problem is None:
                     self.store.set_file_state(record.id, FileState.READY, FileState.PUBLISHED,
-                                              job_id=record.batch_id,
+                                              batch_id=record.batch_id,
                                               detail=plans[record.id][0]["path"])
                 else:
                     self.store.set_file_result(record.id, FileState.READY,
                                                _refused(record, problem),
-                                               job_id=record.batch_id)
+                                               batch_id=record.batch_id)
         delivered = [record for record in ready if record.id not in rejected]
         for record in delivered:
             self.log.info("file.delivered", file=record.id, source=record.source,
@@ -178,7 +178,7 @@ class Sink:
                 self._place(record, output, dest)
 
     def _place_sidecar(self, record: FileRecord, plan: list[dict[str, Any]],
-                       ctx: JobContext) -> None:
+                       ctx: BatchContext) -> None:
         dest = self.cfg.outbox / plan[-1]["path"]
         if not self._is_our_sidecar(dest, record):
             fields = record_fields(record, ctx, self.node, "delivered", self.store.clock())
@@ -194,7 +194,7 @@ class Sink:
                     dest.unlink()
 
     def _publish_alone(self, record: FileRecord, plan: list[dict[str, Any]],
-                       ctx: JobContext) -> None:
+                       ctx: BatchContext) -> None:
         """One group, synced step by step; a taken name moves the group to the next suffix."""
         folder = self.cfg.outbox / split(record.source)[0]
         while True:
@@ -374,7 +374,7 @@ class Sink:
         with self.store.transaction():
             for record in published:
                 self.store.set_file_state(record.id, FileState.PUBLISHED, FileState.DONE,
-                                          job_id=record.batch_id)
+                                          batch_id=record.batch_id)
 
     def _remove_originals(self, published: list[FileRecord]) -> None:
         """Archive or delete the originals, through their batch folder's descriptor: that

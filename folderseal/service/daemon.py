@@ -1,10 +1,10 @@
-"""The daemon: intake on the main thread, batches on job threads, signing in processes.
+"""The daemon: intake on the main thread, batches on batch threads, signing in processes.
 
 One concurrency model: threads. The main thread runs every folder's intake (watch
-hints, scans, settle, claims, batch forming) and never blocks on a provider; job
+hints, scans, settle, claims, batch forming) and never blocks on a provider; batch
 threads (each with its own store connection) drive batches through the provider's
 lifecycle; the local provider signs in worker processes. SIGTERM or SIGINT sets the
-stop flag: the intake stops claiming, each job thread finishes the step it is in
+stop flag: the intake stops claiming, each batch thread finishes the step it is in
 (the local signer stops between files; a remote batch's state is durable), worker
 processes exit, and the process exits 0. A second signal exits at once.
 
@@ -24,6 +24,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, cast
 
+from folderseal.batches.backoff import backoff
+from folderseal.batches.machine import Busy, Machine
 from folderseal.core import safety, statelock, systemd
 from folderseal.core.config import Settings
 from folderseal.core.errors import (
@@ -35,8 +37,6 @@ from folderseal.core.errors import (
 from folderseal.core.logs import get as get_logger
 from folderseal.intake.folder import FolderIntake
 from folderseal.intake.watch import Hint
-from folderseal.jobs.backoff import backoff
-from folderseal.jobs.machine import Busy, Manager
 from folderseal.providers import Provider, build
 from folderseal.providers.local.tracker import stop_resource_tracker
 from folderseal.providers.measured import MeasuredProvider
@@ -62,16 +62,16 @@ class Daemon:
     """The running daemon. Its methods are its life (prepare, run, stop) and the wiring of each
     folder's parts and threads; what each part does lives in its own module."""
 
-    def __init__(self, settings: Settings, *, job_threads: int = 2,
+    def __init__(self, settings: Settings, *, batch_threads: int = 2,
                  delay: Callable[[int], float] = backoff, config_path: Path | None = None) -> None:
         self.settings = settings
-        self.job_threads = job_threads
+        self.batch_threads = batch_threads
         self.delay = delay
         self.node = settings.node_name
         self.stop = threading.Event()
         self.wake = threading.Event()
-        self.jobs_ready = threading.Condition()
-        self.busy = Busy()  # jobs the job threads are working on
+        self.batches_ready = threading.Condition()
+        self.busy = Busy()  # batches the batch threads are working on
         self.hints: queue.SimpleQueue[Hint] = queue.SimpleQueue()
         self.log = get_logger(node=self.node)
         self.providers: dict[str, Provider] = {}
@@ -103,8 +103,8 @@ class Daemon:
         self.store = SqliteStore.open(settings.state_dir, self.node, check=True)
         released = self.store.release_node_leases()
         if released:
-            self.log.info("daemon.leases_released", jobs=released)
-        self._check_open_jobs()
+            self.log.info("daemon.leases_released", batches=released)
+        self._check_open_batches()
         self._check_store_is_current()
         for name in sorted({folder.provider for folder in settings.folders.values()}):
             provider = build(name, settings.providers[name], settings.state_dir)
@@ -190,10 +190,10 @@ class Daemon:
                     "delivered, failed or re-batched after this copy of the store was made). "
                     "Run 'folderseal recover': it settles them by their sidecars and records")
 
-    def _check_open_jobs(self) -> None:
+    def _check_open_batches(self) -> None:
         """Every batch still under way needs its folder and provider in the configuration."""
         assert self.store is not None
-        for folder, provider, count in self.store.open_job_owners():
+        for folder, provider, count in self.store.open_batch_owners():
             if folder not in self.settings.folders or provider not in self.settings.providers:
                 raise ConfigError(
                     f"{count} batch(es) of folder {folder!r} with provider {provider!r} are "
@@ -227,9 +227,9 @@ class Daemon:
         """Run until stopped; the exit code."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        self.threads = [threading.Thread(target=self._guard, args=(self._job_loop,),
-                                         name=f"jobs-{i}", daemon=True)
-                        for i in range(self.job_threads)]
+        self.threads = [threading.Thread(target=self._guard, args=(self._batch_loop,),
+                                         name=f"batches-{i}", daemon=True)
+                        for i in range(self.batch_threads)]
         self.threads.append(threading.Thread(target=self._guard, args=(self._notices_loop,),
                                              name="notices", daemon=True))
         for thread in self.threads:
@@ -240,8 +240,8 @@ class Daemon:
             self._guard(self._intake_loop)
         finally:
             self.stop.set()
-            with self.jobs_ready:
-                self.jobs_ready.notify_all()
+            with self.batches_ready:
+                self.batches_ready.notify_all()
             self.notifier.stopping()
             for thread in self.threads:
                 # A provider check under way is not waited for: it changes nothing.
@@ -307,35 +307,35 @@ class Daemon:
         self.notices.keep_checking(self.providers, self.stop)
 
     def _batches_ready(self) -> None:
-        with self.jobs_ready:
-            self.jobs_ready.notify_all()
+        with self.batches_ready:
+            self.batches_ready.notify_all()
 
-    def _job_loop(self) -> None:
+    def _batch_loop(self) -> None:
         assert self.store is not None
         store = self.store.connect()  # a connection of this thread's own
         try:
-            manager = self._manager(store)
+            machine = self._machine(store)
             while not self.stop.is_set():
                 try:
-                    if manager.run_once():
+                    if machine.run_once():
                         continue
                 except TransientError as exc:  # the state folder takes no writes: wait
-                    self.log.warning("jobs.paused", reason=str(exc))
+                    self.log.warning("batches.paused", reason=str(exc))
                     self.stop.wait(STATE_RETRY_SECONDS)
                     continue
                 due = store.next_due()
                 timeout = MAX_SLEEP if due is None else min(MAX_SLEEP, max(0.01, due - time.time()))
-                with self.jobs_ready:
-                    self.jobs_ready.wait(timeout)
+                with self.batches_ready:
+                    self.batches_ready.wait(timeout)
         finally:
             store.close()
 
-    def _manager(self, store: Store) -> Manager:
-        """A state machine on ``store`` (a job thread's own, or the main thread's)."""
+    def _machine(self, store: Store) -> Machine:
+        """A state machine on ``store`` (a batch thread's own, or the main thread's)."""
         sinks = self.sinks if store is self.store else {
             name: Sink(name, self.settings.folders[name], work, store, self.node)
             for name, work in self.works.items()}
-        return Manager(store, self.providers, sinks, self.works, self.settings.state_dir,
+        return Machine(store, self.providers, sinks, self.works, self.settings.state_dir,
                        self.stop, delay=self.delay, busy=self.busy)
 
     def heartbeat(self) -> None:
@@ -360,7 +360,7 @@ class Daemon:
 
     def problems(self, now: float | None = None) -> list[str]:
         """Why the daemon is not making progress (empty when it is): the main loop late,
-        a folder's watcher down, a job or notices thread gone."""
+        a folder's watcher down, a batch or notices thread gone."""
         now = time.time() if now is None else now
         found = []
         if now - self.loop_at > self.stall_seconds:
@@ -381,11 +381,11 @@ class Daemon:
     # -- one-shot ------------------------------------------------------------------
 
     def drain(self, until: Callable[[], bool], timeout: float) -> None:
-        """Advance jobs on this thread until ``until()`` holds (for ``folderseal sign``)."""
+        """Advance batches on this thread until ``until()`` holds (for ``folderseal sign``)."""
         assert self.store is not None
-        manager = self._manager(self.store)
+        machine = self._machine(self.store)
         deadline = time.time() + timeout
         while not until() and not self.stop.is_set() and time.time() < deadline:
-            if not manager.run_once():
+            if not machine.run_once():
                 due = self.store.next_due()
                 time.sleep(0.05 if due is None else min(1.0, max(0.0, due - time.time())))

@@ -68,11 +68,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from folderseal.batches import lifecycle, views
 from folderseal.core import files, statelock
 from folderseal.core.config import FolderConfig, Settings
 from folderseal.core.errors import ExitCode, ProviderError, TransientError
-from folderseal.core.model import FileRecord, FileState, JobState
-from folderseal.jobs import lifecycle, views
+from folderseal.core.model import BatchState, FileRecord, FileState
 from folderseal.providers import Provider, Remote, ask_status, build, steps_of
 from folderseal.publish import sidecar
 from folderseal.service import traces
@@ -81,7 +81,7 @@ from folderseal.store.sqlite import SqliteStore
 from folderseal.work import Manifest, WorkFolder
 
 WAITING = (FileState.CLAIMED, FileState.BATCHED, FileState.READY)
-FINISHED = (JobState.DELIVERED, JobState.CLEANED, JobState.FAILED)
+FINISHED = (BatchState.DELIVERED, BatchState.CLEANED, BatchState.FAILED)
 OUTCOME_WORDS = {FileState.DONE: "files found delivered",
                  FileState.RETRIED: "files taken again from the inbox",
                  FileState.FAILED: "files failed"}
@@ -167,7 +167,7 @@ class _Folder:
         outcome = self._settle(batch_id, manifest, pending, set(rejected)) if pending \
             else "nothing left"
         shutil.rmtree(views.staging_dir(self.state_dir, batch_id), ignore_errors=True)
-        if self.store.job(batch_id) is None:
+        if self.store.batch(batch_id) is None:
             self.work.remove_batch(batch_id)
         return f"{done}; {outcome}"
 
@@ -178,7 +178,7 @@ class _Folder:
         creates = self.provider is not None and self.provider.steps.accept_creates
         if creates and manifest is not None and not manifest.remote_ids and \
                 any(f.file_id in manifest.notes for f in pending):  # a create about to go
-            return self._restore(batch_id, pending, {}, JobState.ACCEPTING, None,
+            return self._restore(batch_id, pending, {}, BatchState.ACCEPTING, None,
                                  "a create was about to be sent and its answer was not kept",
                                  manifest.published)
         if self.provider is None or manifest is None or not manifest.remote_ids:
@@ -198,11 +198,11 @@ class _Folder:
         entries = sorted(f.entry for f in pending)
         listed = sorted(f.entry for f in manifest.files if f.id not in rejected)
         if status.state in lifecycle.STARTED:
-            return self._restore(batch_id, pending, notes, JobState.ACCEPTED, remote_id,
+            return self._restore(batch_id, pending, notes, BatchState.ACCEPTED, remote_id,
                                  f"remote batch {remote_id} is {status.detail or status.state}",
                                  manifest.published)
         if self.provider.steps.accept_creates:  # accepted, whatever its status shows now
-            return self._restore(batch_id, pending, notes, JobState.ACCEPTING, remote_id,
+            return self._restore(batch_id, pending, notes, BatchState.ACCEPTING, remote_id,
                                  f"remote batch {remote_id} was created, and is "
                                  f"{status.detail or status.state} now", manifest.published)
         # Accept (start) is only ever sent once the provider proved the remote batch holds
@@ -215,7 +215,7 @@ class _Folder:
         if status.state in lifecycle.OPEN and listed == entries and \
                 not _holds_copy(notes, rejected, remote_id) and \
                 self.provider.holds_upload(view, status):
-            return self._restore(batch_id, pending, notes, JobState.ACCEPTING, remote_id,
+            return self._restore(batch_id, pending, notes, BatchState.ACCEPTING, remote_id,
                                  f"remote batch {remote_id} holds the upload; accept may have "
                                  "been sent")
         if status.state == Remote.GONE and listed == entries and \
@@ -223,7 +223,7 @@ class _Folder:
             # Every file answered: accept may have been sent. From ACCEPTING the daemon
             # asks again and salvages what the provider can still prove (a receipt); the
             # rest goes to errors as "may have been stored".
-            return self._restore(batch_id, pending, notes, JobState.ACCEPTING, remote_id,
+            return self._restore(batch_id, pending, notes, BatchState.ACCEPTING, remote_id,
                                  f"the provider no longer knows remote batch {remote_id}; "
                                  "every file was sent there, so what it can still prove is "
                                  "delivered")
@@ -233,13 +233,13 @@ class _Folder:
             except (TransientError, ProviderError) as exc:
                 print(f"  (could not delete remote batch {remote_id}: {exc}; it was never "
                       "accepted)")
-            return self._restore(batch_id, pending, notes, JobState.BATCHED, None,
+            return self._restore(batch_id, pending, notes, BatchState.BATCHED, None,
                                  f"remote batch {remote_id} was never accepted")
         return self._hold_all(batch_id, pending, f"the provider no longer knows remote batch "
                               f"{remote_id} ({status.detail or status.state})")
 
     def _restore(self, batch_id: str, pending: list[_File], notes: dict[str, dict[str, Any]],
-                 state: JobState, remote_id: str | None, why: str, published: str = "") -> str:
+                 state: BatchState, remote_id: str | None, why: str, published: str = "") -> str:
         rows = []
         now = self.store.clock()
         for f in pending:
@@ -249,7 +249,7 @@ class _Folder:
                          "mtime_ns": st.st_mtime_ns, "sha256": f.sha256, "seen_at": now,
                          "entry": f.entry})
         with self.store.transaction():
-            self.store.restore_job(job_id=batch_id, folder=self.name,
+            self.store.restore_batch(batch_id=batch_id, folder=self.name,
                                    provider=self.cfg.provider, state=state,
                                    remote_id=remote_id, files=rows, why=why,
                                    publish_key=published or None)
@@ -317,14 +317,14 @@ class _Folder:
                         "the store was older than the work folder: this file left it, but "
                         "no sidecar or error record names it; check the outbox and the "
                         "provider before dropping it again")
-            self.store.set_file_state(record.id, record.state, to, job_id=record.batch_id,
+            self.store.set_file_state(record.id, record.state, to, batch_id=record.batch_id,
                                       detail=f"folderseal recover: {why}")
             outcome[OUTCOME_WORDS[to]] += 1
         for batch_id in sorted({r.batch_id for r in gone if r.batch_id}):
-            job = self.store.job(batch_id)
-            if job is not None and job.state not in FINISHED and not any(
-                    r.state in WAITING for r in self.store.files_of_job(batch_id)):
-                self.store.resume_job(job, JobState.DELIVERED, "no file of it is waiting")
+            batch = self.store.batch(batch_id)
+            if batch is not None and batch.state not in FINISHED and not any(
+                    r.state in WAITING for r in self.store.files_of_batch(batch_id)):
+                self.store.resume_batch(batch, BatchState.DELIVERED, "no file of it is waiting")
                 outcome["batches to finish"] += 1
         return "the store was older than the work folder: " + ", ".join(
             f"{n} {what}" for what, n in sorted(outcome.items()))
@@ -354,7 +354,7 @@ def recover(settings: Settings) -> int:
             work = WorkFolder(cfg.work_folder, name)
             if not work.path.is_dir():
                 continue
-            unknown = [b for b in work.batch_ids() if store.job(b) is None]
+            unknown = [b for b in work.batch_ids() if store.batch(b) is None]
             provider = None
             if unknown and steps_of(settings.providers[cfg.provider].kind).remote:
                 provider = providers.get(cfg.provider)

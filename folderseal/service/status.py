@@ -33,7 +33,7 @@ from typing import Any
 from folderseal.core import statelock
 from folderseal.core.config import Settings
 from folderseal.core.errors import FolderSealError
-from folderseal.core.model import DELIVERED, NOT_DELIVERED, FileState, JobState, path_text
+from folderseal.core.model import DELIVERED, NOT_DELIVERED, BatchState, FileState, path_text
 from folderseal.core.redact import REDACTOR
 from folderseal.intake.fragments import SHOWN_SECONDS as FRAGMENTS_SHOWN_SECONDS
 from folderseal.providers import NOT_QUALIFIED, build, steps_of
@@ -44,7 +44,7 @@ from folderseal.store.sqlite import SqliteStore
 
 HEARTBEAT_STALE = 30.0
 ALARM_ATTEMPTS = 8  # consecutive failures of one step: about 4 minutes of backoff
-FINISHED_JOBS = (JobState.CLEANED, JobState.FAILED)
+FINISHED_BATCHES = (BatchState.CLEANED, BatchState.FAILED)
 HOUR_MINUTES = 60
 RETRY_STALE_SECONDS = 60.0  # RETRYING this long, with no retry at work: it was interrupted
 LOOK_SECONDS = 5.0  # without a daemon: how long status waits for an errors folder
@@ -103,7 +103,7 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
         # While the daemon runs, its errors threads say this: no share is read here.
         unseen = {name: n.get("failures_unseen", "") for name, n in folder_notes.items()} \
             if report["daemon"]["running"] else _unseen_here(store, settings)
-        files, batches = store.count_by_state(), store.count_jobs_by_state()
+        files, batches = store.count_by_state(), store.count_batches_by_state()
         for name, cfg in settings.folders.items():
             folder = _folder(store, name, folder_notes.get(name, {}), now,
                              files.get(name, {}), batches.get(name, {}))
@@ -150,16 +150,16 @@ def _folder(store: Store, name: str, notes: dict[str, Any], now: float,
             counts: dict[str, int], batch_states: dict[str, int]) -> dict[str, Any]:
     """A folder's part of the report; ``counts`` and ``batch_states`` are its files and
     batches by state (read once for every folder)."""
-    jobs = []
-    for active in store.active_jobs(name):
-        job, due = active.job, active.job.next_attempt_at
-        jobs.append({"batch": job.id, "state": job.state.value, "files": active.files,
-                     "remote": job.remote_id, "attempts": job.attempts,
+    batches = []
+    for active in store.active_batches(name):
+        batch, due = active.batch, active.batch.next_attempt_at
+        batches.append({"batch": batch.id, "state": batch.state.value, "files": active.files,
+                     "remote": batch.remote_id, "attempts": batch.attempts,
                      "progress": active.progress,
-                     "age_seconds": round(now - job.created_at, 1),
-                     "in_state_seconds": round(now - job.updated_at, 1),
+                     "age_seconds": round(now - batch.created_at, 1),
+                     "in_state_seconds": round(now - batch.updated_at, 1),
                      "next_attempt_in": None if due is None else max(0.0, round(due - now, 1)),
-                     "last_error": job.error_message})
+                     "last_error": batch.error_message})
     failed = [{"file": r.id,  # the retry id
                "source": r.source_text, "code": r.error_code, "reason": r.error_message,
                "attempts": r.attempts, "at": iso(at)}
@@ -183,7 +183,7 @@ def _folder(store: Store, name: str, notes: dict[str, Any], now: float,
             "ignored": _ignored(notes.get("ignored"), now),
             "fragments_suspected": len(fragments), "fragments": fragments[:20],
             "oldest_waiting_seconds": round(now - oldest, 1), "files": counts,
-            "batch_states": batch_states, "batches": jobs, "failed": failed,
+            "batch_states": batch_states, "batches": batches, "failed": failed,
             "records_failed": partly,
             "signed_per_minute": store.changes_per_minute(name, FileState.DONE, now,
                                                           HOUR_MINUTES)}
@@ -253,13 +253,14 @@ def _alarms(name: str, folder: dict[str, Any], max_wait: float | None,
         if folder[key]:
             found.append(f"folder {name}: {what}: {folder[key]}")
     found += [f"folder {name}: {BLOCKED}: {b['message']}" for b in folder["blocked"]]
-    for job in folder["batches"]:
-        if job["attempts"] >= ALARM_ATTEMPTS and job["state"] not in FINISHED_JOBS:
-            found.append(f"folder {name}: batch {job['batch']} still failing in "
-                         f"{job['state']} after {job['attempts']} attempts: {job['last_error']}")
-        if max_wait is not None and job["age_seconds"] > max_wait:
-            found.append(f"folder {name}: batch {job['batch']} ({job['state']}) is "
-                         f"{job['age_seconds']:.0f} s old, past max_wait_seconds "
+    for batch in folder["batches"]:
+        if batch["attempts"] >= ALARM_ATTEMPTS and batch["state"] not in FINISHED_BATCHES:
+            found.append(f"folder {name}: batch {batch['batch']} still failing in "
+                         f"{batch['state']} after {batch['attempts']} attempts: "
+                         f"{batch['last_error']}")
+        if max_wait is not None and batch["age_seconds"] > max_wait:
+            found.append(f"folder {name}: batch {batch['batch']} ({batch['state']}) is "
+                         f"{batch['age_seconds']:.0f} s old, past max_wait_seconds "
                          f"({max_wait:.0f} s)")
     if folder["oldest_waiting_seconds"] > stuck_after:
         found.append(f"folder {name}: a file has waited {folder['oldest_waiting_seconds']:.0f} "

@@ -103,7 +103,7 @@ class HeldKeySigner(SimpleSigner):
     ) -> Any:
         # pyHanko's (private) hook choosing the signed attributes. Should a pyHanko
         # upgrade rename it, this override is simply not called: signatures stay
-        # correct, only slower (tests/unit/test_engine_seal.py pins the name).
+        # correct, only slower (tests/unit/test_signing_seal.py pins the name).
         if self.signed_attr_prov_spec is None and use_cades:
             return _CachedCAdESSpec(
                 v2_der=self._v2_der,

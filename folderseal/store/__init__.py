@@ -5,7 +5,7 @@ promise and pass the same contract tests: :class:`~folderseal.store.sqlite.Sqlit
 (SQLite in WAL mode, in the state folder: what the service runs on) and
 :class:`~folderseal.store.memory.MemoryStore` (plain dicts, for tests of the parts
 above it). The store only executes storage operations; what they mean for a batch
-lives in :mod:`folderseal.jobs.machine`.
+lives in :mod:`folderseal.batches.machine`.
 
 A store object is one connection, for one thread; :meth:`Store.connect` opens another
 to the same store. Guarded writes raise :class:`~folderseal.core.errors.StateConflict`
@@ -24,9 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from folderseal.core.model import DocumentResult, Event, FileRecord, FileState, JobRecord, JobState
+from folderseal.core.model import (
+    BatchRecord,
+    BatchState,
+    DocumentResult,
+    Event,
+    FileRecord,
+    FileState,
+)
 
-__all__ = ["LEASE_SECONDS", "ActiveJob", "EventRecord", "Store", "new_id"]
+__all__ = ["LEASE_SECONDS", "ActiveBatch", "EventRecord", "Store", "new_id"]
 
 LEASE_SECONDS = 60.0
 
@@ -37,10 +44,10 @@ def new_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class ActiveJob:
+class ActiveBatch:
     """A batch not finished yet, as ``folderseal status`` lists it."""
 
-    job: JobRecord
+    batch: BatchRecord
     files: int                # how many files it holds
     progress: float | None    # how far the provider says it is (0-100), if it says
 
@@ -51,7 +58,7 @@ class EventRecord:
 
     at: float
     node: str
-    job_id: str | None
+    batch_id: str | None
     file_id: str | None
     kind: str
     from_state: str | None
@@ -87,7 +94,7 @@ class Store(Protocol):
     def transaction(self) -> AbstractContextManager[None]:
         """A write transaction: all of it or nothing; nested uses join the outer one."""
 
-    def event(self, kind: str, *, job_id: str | None = None, file_id: str | None = None,
+    def event(self, kind: str, *, batch_id: str | None = None, file_id: str | None = None,
               from_state: str | None = None, to_state: str | None = None,
               detail: str | None = None) -> None:
         """Record one event (a transition, a claim, an attempt, a finding)."""
@@ -113,7 +120,7 @@ class Store(Protocol):
     def unfinished_claims(self, folder: str) -> list[FileRecord]:
         """Claims left half done: never hashed, or rejected but not yet in errors."""
 
-    def files_of_job(self, job_id: str) -> list[FileRecord]:
+    def files_of_batch(self, batch_id: str) -> list[FileRecord]:
         """The files of a batch, in the order of their entry names."""
 
     def failed_files(self) -> list[FileRecord]:
@@ -138,12 +145,12 @@ class Store(Protocol):
         """A published or done file of the same folder with the same input hash."""
 
     def set_file_state(self, file_id: str, from_state: FileState, to_state: FileState,
-                       job_id: str | None = None, detail: str | None = None) -> None:
+                       batch_id: str | None = None, detail: str | None = None) -> None:
         """Move a file from ``from_state`` to ``to_state`` (StateConflict if it is not in
         ``from_state``); done, failed or retried, its planned names are free again."""
 
     def set_file_result(self, file_id: str, from_state: FileState, result: DocumentResult,
-                        job_id: str | None = None) -> None:
+                        batch_id: str | None = None) -> None:
         """Record the provider's result for a file: READY if it is good, else REJECTED."""
 
     def names_free(self, folder: str, area: str, file_id: str, paths: list[str]) -> bool:
@@ -156,124 +163,124 @@ class Store(Protocol):
     def set_claim_hash(self, file_id: str, sha256: str, size: int, mtime_ns: int) -> None:
         """Record a CLAIMED file's hash, size and mtime (StateConflict if not CLAIMED)."""
 
-    def note_remote_document(self, job_id: str, file_id: str, note: dict[str, Any]) -> None:
+    def note_remote_document(self, batch_id: str, file_id: str, note: dict[str, Any]) -> None:
         """Keep the provider's latest answer for a file waiting in a batch, durably."""
 
-    def remote_documents(self, job_id: str) -> dict[str, dict[str, Any]]:
+    def remote_documents(self, batch_id: str) -> dict[str, dict[str, Any]]:
         """file id → the provider's latest answer for it, of the files of a batch."""
 
     # -- batches and their leases -------------------------------------------------
 
-    def create_job(self, *, job_id: str, folder: str, provider: str,
+    def create_batch(self, *, batch_id: str, folder: str, provider: str,
                    entries: list[tuple[str, str]]) -> None:
         """Record a batch and the entry name of each of its CLAIMED files, in one transaction."""
 
-    def restore_job(self, *, job_id: str, folder: str, provider: str, state: JobState,
+    def restore_batch(self, *, batch_id: str, folder: str, provider: str, state: BatchState,
                     remote_id: str | None, files: list[dict[str, Any]], why: str,
                     publish_key: str | None = None) -> None:
         """Record again a batch a lost store knew (``folderseal recover``), with its files."""
 
-    def job(self, job_id: str) -> JobRecord | None:
+    def batch(self, batch_id: str) -> BatchRecord | None:
         """The batch of that id, if the store has it."""
 
-    def job_ids(self) -> set[str]:
+    def batch_ids(self) -> set[str]:
         """The ids of every batch."""
 
-    def open_job_owners(self) -> list[tuple[str, str, int]]:
+    def open_batch_owners(self) -> list[tuple[str, str, int]]:
         """(folder, provider, count) of the batches not finished yet."""
 
-    def resume_job(self, job: JobRecord, state: JobState, why: str) -> None:
+    def resume_batch(self, batch: BatchRecord, state: BatchState, why: str) -> None:
         """``folderseal recover``: move a batch on to ``state``, due at once, unleased."""
 
-    def acquire_job(self, busy: frozenset[str] = frozenset()) -> JobRecord | None:
+    def acquire_batch(self, busy: frozenset[str] = frozenset()) -> BatchRecord | None:
         """Take the lease on the batch due first, skipping ``busy`` ones (None: none due)."""
 
     def next_due(self) -> float | None:
         """When the next unleased batch is due (None: none is)."""
 
-    def renew_lease(self, job_id: str) -> None:
+    def renew_lease(self, batch_id: str) -> None:
         """Extend this connection's lease on a batch (LeaseLost if another took it)."""
 
-    def keep_lease(self, job_id: str) -> None:
+    def keep_lease(self, batch_id: str) -> None:
         """Make sure this connection keeps the batch's lease a while yet (LeaseLost if not)."""
 
-    def transition(self, job: JobRecord, to_state: JobState, detail: str | None = None,
+    def transition(self, batch: BatchRecord, to_state: BatchState, detail: str | None = None,
                    remote_id: str | None = None) -> None:
         """Move a batch on from the state it is in, guarded by that state and the lease."""
 
-    def set_package(self, job: JobRecord, sha256: str, size: int) -> None:
+    def set_package(self, batch: BatchRecord, sha256: str, size: int) -> None:
         """Record the hash and size of a BATCHED batch's package (lease held)."""
 
-    def fail_job(self, job: JobRecord, code: str, message: str) -> None:
+    def fail_batch(self, batch: BatchRecord, code: str, message: str) -> None:
         """Mark a batch FAILED and each of its unfinished files REJECTED with the reason."""
 
-    def release(self, job: JobRecord, next_attempt_at: float | None) -> None:
+    def release(self, batch: BatchRecord, next_attempt_at: float | None) -> None:
         """Let go of the batch's lease; it is due again at ``next_attempt_at`` (None: never)."""
 
-    def postpone(self, job: JobRecord, delay: Callable[[int], float], code: str,
+    def postpone(self, batch: BatchRecord, delay: Callable[[int], float], code: str,
                  message: str) -> tuple[int, float]:
         """Count a transient failure and release the batch; returns attempts and next time."""
 
     def release_node_leases(self) -> int:
         """At start: void the leases this node held before a crash; how many."""
 
-    def begin_attempts(self, job: JobRecord, file_ids: list[str]) -> list[int]:
+    def begin_attempts(self, batch: BatchRecord, file_ids: list[str]) -> list[int]:
         """Count an attempt at each file of the batch before it is made; the counts."""
 
-    def forgive_attempts(self, job: JobRecord, file_ids: list[str]) -> None:
+    def forgive_attempts(self, batch: BatchRecord, file_ids: list[str]) -> None:
         """Take back one attempt of each file (it ended in a transient failure)."""
 
     # -- what a batch went through with its provider ------------------------------
 
-    def note_upload(self, job: JobRecord, remote_id: str) -> None:
+    def note_upload(self, batch: BatchRecord, remote_id: str) -> None:
         """Record, durably, that an upload to ``remote_id`` is about to be sent."""
 
-    def upload_sent_at(self, job_id: str, remote_id: str) -> float | None:
+    def upload_sent_at(self, batch_id: str, remote_id: str) -> float | None:
         """When an upload to ``remote_id`` was first about to be sent, if ever."""
 
-    def abandon(self, job: JobRecord, remote_id: str, *, lost_answer: bool, why: str) -> None:
+    def abandon(self, batch: BatchRecord, remote_id: str, *, lost_answer: bool, why: str) -> None:
         """A remote batch abandoned before accept: back to CREATED with ``remote_id``."""
 
-    def abandons(self, job_id: str) -> tuple[int, int]:
+    def abandons(self, batch_id: str) -> tuple[int, int]:
         """The remote batches a batch abandoned before accept: (answers lost, mismatches)."""
 
-    def set_progress(self, job: JobRecord, progress: float) -> None:
+    def set_progress(self, batch: BatchRecord, progress: float) -> None:
         """How far the provider says the started batch is (0-100)."""
 
-    def progress(self, job_id: str) -> float | None:
+    def progress(self, batch_id: str) -> float | None:
         """The progress last recorded for a batch, if any."""
 
-    def set_publish_key(self, job: JobRecord, key: str | None) -> None:
+    def set_publish_key(self, batch: BatchRecord, key: str | None) -> None:
         """The name or key the batch's file is published under (None: removed)."""
 
     def publish_keys(self) -> set[str]:
         """Every publish key a batch still records: what must not be tidied away."""
 
-    def set_remote_id(self, job: JobRecord, remote_id: str) -> None:
+    def set_remote_id(self, batch: BatchRecord, remote_id: str) -> None:
         """The remote batch an accept created, as the provider answered."""
 
-    def job_transitions(self, job_id: str) -> list[tuple[str, float]]:
+    def batch_transitions(self, batch_id: str) -> list[tuple[str, float]]:
         """(state, when) of each transition of a batch, in order."""
 
-    def job_history(self, job_id: str) -> list[Event]:
+    def batch_history(self, batch_id: str) -> list[Event]:
         """The batch's transitions and its files', in order."""
 
     # -- folderseal retry ---------------------------------------------------------
 
-    def reopen_job(self, job: JobRecord, to_state: JobState) -> None:
+    def reopen_batch(self, batch: BatchRecord, to_state: BatchState) -> None:
         """A failed (or finished) unleased batch goes back to ``to_state``, due at once."""
 
-    def wake_job(self, job_id: str) -> bool:
+    def wake_batch(self, batch_id: str) -> bool:
         """A batch waiting for its next attempt is due now; False if it was not waiting."""
 
     def begin_retry(self, plans: list[tuple[FileRecord, dict[str, Any]]]) -> None:
         """Record a retry's intent: each failed file RETRYING, with where it goes."""
 
-    def finish_batch_retry(self, job: JobRecord, file_ids: list[str],
-                           to_state: JobState) -> None:
+    def finish_batch_retry(self, batch: BatchRecord, file_ids: list[str],
+                           to_state: BatchState) -> None:
         """The retried files wait in their batch again, and the batch is due at once."""
 
-    def reopen_file(self, file_id: str, job_id: str) -> None:
+    def reopen_file(self, file_id: str, batch_id: str) -> None:
         """A retried file of a batch waits in that batch again."""
 
     def undo_retry(self, file_ids: list[str], why: str) -> None:
@@ -292,10 +299,10 @@ class Store(Protocol):
 
     # -- what status reads -----------------------------------------------------------
 
-    def count_jobs_by_state(self) -> dict[str, dict[str, int]]:
+    def count_batches_by_state(self) -> dict[str, dict[str, int]]:
         """folder → batch state → how many batches of that folder are in it."""
 
-    def active_jobs(self, folder: str) -> list[ActiveJob]:
+    def active_batches(self, folder: str) -> list[ActiveBatch]:
         """The batches of ``folder`` not finished or due again, the oldest first."""
 
     def last_changed(self, folder: str, state: FileState,
@@ -325,6 +332,6 @@ class Store(Protocol):
     def count_stale(self, folder: str, state: FileState, before: float) -> int:
         """How many files of ``folder`` are in ``state`` and last changed before ``before``."""
 
-    def events(self, *, job_id: str | None = None, file_id: str | None = None,
+    def events(self, *, batch_id: str | None = None, file_id: str | None = None,
                kind: str | None = None) -> list[EventRecord]:
         """The recorded events that match every filter given, in the order they happened."""

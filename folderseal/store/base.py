@@ -2,7 +2,7 @@
 leases a connection holds, and the meta record.
 
 Every operation of the store is written once, in this module's subclasses (files,
-jobs, retries, reports), on top of named queries: :meth:`StoreBase._run` runs the query
+batches, retries, reports), on top of named queries: :meth:`StoreBase._run` runs the query
 of that name (its SQL in ``sql/queries.sql`` for :class:`~folderseal.store.sqlite.SqliteStore`,
 a Python function of the same name for :class:`~folderseal.store.memory.MemoryStore`). So
 both backends raise the same errors in the same cases and record the same events.
@@ -36,7 +36,7 @@ class StoreBase:
     def __init__(self, node: str, clock: Callable[[], float]) -> None:
         self.node = node
         self.clock = clock
-        # job id → (holder, expiry) of the leases this connection holds
+        # batch id → (holder, expiry) of the leases this connection holds
         self._leases: dict[str, tuple[str, float]] = {}
 
     # -- what a backend provides ----------------------------------------------
@@ -55,11 +55,11 @@ class StoreBase:
         if self._run(name, **params).rowcount != 1:
             raise error(what)
 
-    def event(self, kind: str, *, job_id: str | None = None, file_id: str | None = None,
+    def event(self, kind: str, *, batch_id: str | None = None, file_id: str | None = None,
               from_state: str | None = None, to_state: str | None = None,
               detail: str | None = None) -> None:
         """Record one event (a transition, a claim, an attempt, a finding)."""
-        self._run("insert_event", at=self.clock(), node=self.node, job_id=job_id,
+        self._run("insert_event", at=self.clock(), node=self.node, batch_id=batch_id,
                   file_id=file_id, kind=kind, from_state=from_state, to_state=to_state,
                   detail=None if detail is None else path_text(detail))
 
@@ -80,7 +80,7 @@ class StoreBase:
     # -- the state of a file ----------------------------------------------------
 
     def set_file_state(self, file_id: str, from_state: FileState, to_state: FileState,
-                       job_id: str | None = None, detail: str | None = None) -> None:
+                       batch_id: str | None = None, detail: str | None = None) -> None:
         """Move a file from ``from_state`` (StateConflict if it is not in it) to
         ``to_state``; a file done, failed or retried gives its planned names back."""
         with self.transaction():
@@ -89,5 +89,5 @@ class StoreBase:
                           from_state=from_state, to_state=to_state, now=self.clock())
             if to_state in (FileState.DONE, FileState.FAILED, FileState.RETRIED):
                 self._run("release_names", file_id=file_id)  # on disk now, or given up
-            self.event("file.state", file_id=file_id, job_id=job_id, from_state=from_state,
+            self.event("file.state", file_id=file_id, batch_id=batch_id, from_state=from_state,
                        to_state=to_state, detail=detail)

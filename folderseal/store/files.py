@@ -43,8 +43,8 @@ class FileRecords(StoreBase):
         """Claims left half done: never hashed, or rejected but not yet in errors."""
         return [file_record(r) for r in self._run("unfinished_claims", folder=folder)]
 
-    def files_of_job(self, job_id: str) -> list[FileRecord]:
-        return [file_record(r) for r in self._run("files_of_job", batch_id=job_id)]
+    def files_of_batch(self, batch_id: str) -> list[FileRecord]:
+        return [file_record(r) for r in self._run("files_of_batch", batch_id=batch_id)]
 
     def failed_files(self) -> list[FileRecord]:
         return [file_record(r) for r in self._run("failed_files")]
@@ -79,7 +79,7 @@ class FileRecords(StoreBase):
         return None if row is None else self.file(row["id"])
 
     def set_file_result(self, file_id: str, from_state: FileState, result: DocumentResult,
-                        job_id: str | None = None) -> None:
+                        batch_id: str | None = None) -> None:
         to_state = FileState.READY if result.ok else FileState.REJECTED
         with self.transaction():
             self._guarded("set_file_result", StateConflict,
@@ -88,7 +88,7 @@ class FileRecords(StoreBase):
                           error_code=result.error_code or None,
                           error_message=REDACTOR.text(result.error_message) or None,
                           now=self.clock())
-            self.event("file.state", file_id=file_id, job_id=job_id, from_state=from_state,
+            self.event("file.state", file_id=file_id, batch_id=batch_id, from_state=from_state,
                        to_state=to_state, detail=result.error_code or None)
 
     def names_free(self, folder: str, area: str, file_id: str, paths: list[str]) -> bool:
@@ -114,17 +114,17 @@ class FileRecords(StoreBase):
                           id=file_id, sha256=sha256, size=size, mtime_ns=mtime_ns,
                           now=self.clock())
 
-    def note_remote_document(self, job_id: str, file_id: str, note: dict[str, Any]) -> None:
+    def note_remote_document(self, batch_id: str, file_id: str, note: dict[str, Any]) -> None:
         """Keep the provider's latest answer for a file (JSON), durably."""
         with self.transaction():
             self._guarded("set_remote_document", StateConflict,
-                          f"file {file_id} is not waiting in batch {job_id}", id=file_id,
-                          batch_id=job_id, remote_document=json.dumps(note), now=self.clock())
+                          f"file {file_id} is not waiting in batch {batch_id}", id=file_id,
+                          batch_id=batch_id, remote_document=json.dumps(note), now=self.clock())
 
-    def remote_documents(self, job_id: str) -> dict[str, dict[str, Any]]:
+    def remote_documents(self, batch_id: str) -> dict[str, dict[str, Any]]:
         """file id → the provider's latest answer for it, of the files of a batch."""
         return {r["id"]: json.loads(r["remote_document"])
-                for r in self._run("remote_documents", batch_id=job_id)}
+                for r in self._run("remote_documents", batch_id=batch_id)}
 
 
 def file_record(row: Any) -> FileRecord:

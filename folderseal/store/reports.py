@@ -9,28 +9,28 @@ import os
 from typing import Any
 
 from folderseal.core.model import FileRecord, FileState
-from folderseal.store import ActiveJob, EventRecord
+from folderseal.store import ActiveBatch, EventRecord
 from folderseal.store.base import StoreBase
+from folderseal.store.batches import batch_record
 from folderseal.store.files import file_record
-from folderseal.store.jobs import job_record
 
 
 class ReportQueries(StoreBase):
     """Read-only questions about a folder, answered by the store's own queries so that
     they stay fast on a store of many files."""
 
-    def count_jobs_by_state(self) -> dict[str, dict[str, int]]:
+    def count_batches_by_state(self) -> dict[str, dict[str, int]]:
         """folder → batch state → how many batches of that folder are in it."""
         counts: dict[str, dict[str, int]] = {}
-        for row in self._run("count_jobs_by_state"):
+        for row in self._run("count_batches_by_state"):
             counts.setdefault(row["folder"], {})[row["state"]] = row["n"]
         return counts
 
-    def active_jobs(self, folder: str) -> list[ActiveJob]:
+    def active_batches(self, folder: str) -> list[ActiveBatch]:
         """The batches of ``folder`` not finished (CLEANED or FAILED) or due again, the
         oldest first, each with how many files it holds and how far the provider is."""
-        return [ActiveJob(job=job_record(r), files=r["files"], progress=r["progress"])
-                for r in self._run("active_jobs", folder=folder)]
+        return [ActiveBatch(batch=batch_record(r), files=r["files"], progress=r["progress"])
+                for r in self._run("active_batches", folder=folder)]
 
     def last_changed(self, folder: str, state: FileState,
                      limit: int) -> list[tuple[FileRecord, float]]:
@@ -79,14 +79,14 @@ class ReportQueries(StoreBase):
         return int(self._run("count_stale", folder=folder, state=state,
                              before=before).fetchone()[0])
 
-    def events(self, *, job_id: str | None = None, file_id: str | None = None,
+    def events(self, *, batch_id: str | None = None, file_id: str | None = None,
                kind: str | None = None) -> list[EventRecord]:
         """The recorded events that match every filter given, in the order they happened."""
-        return [event_record(r) for r in self._run("events", job_id=job_id, file_id=file_id,
+        return [event_record(r) for r in self._run("events", batch_id=batch_id, file_id=file_id,
                                                     kind=kind)]
 
 
 def event_record(row: Any) -> EventRecord:
-    return EventRecord(at=row["at"], node=row["node"], job_id=row["job_id"],
+    return EventRecord(at=row["at"], node=row["node"], batch_id=row["batch_id"],
                        file_id=row["file_id"], kind=row["kind"], from_state=row["from_state"],
                        to_state=row["to_state"], detail=row["detail"])

@@ -8,29 +8,29 @@ import json
 from typing import Any
 
 from folderseal.core.errors import StateConflict
-from folderseal.core.model import FileRecord, FileState, JobRecord, JobState
+from folderseal.core.model import BatchRecord, BatchState, FileRecord, FileState
 from folderseal.store.base import StoreBase
 
 
 class RetryRecords(StoreBase):
     """What a retry writes into the store."""
 
-    def reopen_job(self, job: JobRecord, to_state: JobState) -> None:
+    def reopen_batch(self, batch: BatchRecord, to_state: BatchState) -> None:
         """A failed (or finished) batch goes back to ``to_state`` (retry), due at once."""
         with self.transaction():
-            self._guarded("reopen_job", StateConflict,
-                          f"batch {job.id} is no longer {job.state}, or is being worked on",
-                          id=job.id, from_state=job.state, to_state=to_state,
+            self._guarded("reopen_batch", StateConflict,
+                          f"batch {batch.id} is no longer {batch.state}, or is being worked on",
+                          id=batch.id, from_state=batch.state, to_state=to_state,
                           now=self.clock())
-            self.event("batch.state", job_id=job.id, from_state=job.state,
+            self.event("batch.state", batch_id=batch.id, from_state=batch.state,
                        to_state=to_state, detail="retry")
 
-    def wake_job(self, job_id: str) -> bool:
+    def wake_batch(self, batch_id: str) -> bool:
         """A batch waiting for its next attempt is due now; False if it was not waiting."""
         with self.transaction():
-            if self._run("wake_job", id=job_id, now=self.clock()).rowcount != 1:
+            if self._run("wake_batch", id=batch_id, now=self.clock()).rowcount != 1:
                 return False
-            self.event("batch.woken", job_id=job_id, detail="retry")
+            self.event("batch.woken", batch_id=batch_id, detail="retry")
         return True
 
     def begin_retry(self, plans: list[tuple[FileRecord, dict[str, Any]]]) -> None:
@@ -43,24 +43,24 @@ class RetryRecords(StoreBase):
                               f"file {record.id} is not {record.state} any more", id=record.id,
                               from_state=record.state, outputs=json.dumps(outputs),
                               now=self.clock())
-                self.event("file.state", file_id=record.id, job_id=record.batch_id,
+                self.event("file.state", file_id=record.id, batch_id=record.batch_id,
                            from_state=record.state, to_state=FileState.RETRYING,
                            detail=f"retry into the {plan['to']}")
 
-    def finish_batch_retry(self, job: JobRecord, file_ids: list[str],
-                           to_state: JobState) -> None:
+    def finish_batch_retry(self, batch: BatchRecord, file_ids: list[str],
+                           to_state: BatchState) -> None:
         """The retried files wait in their batch again, and the batch is due at once."""
         with self.transaction():
             for file_id in file_ids:
-                self.reopen_file(file_id, job.id)
-            self.reopen_job(job, to_state)
+                self.reopen_file(file_id, batch.id)
+            self.reopen_batch(batch, to_state)
 
-    def reopen_file(self, file_id: str, job_id: str) -> None:
+    def reopen_file(self, file_id: str, batch_id: str) -> None:
         """A retried file of a batch waits in that batch again."""
         with self.transaction():
             self._guarded("reopen_file", StateConflict, f"file {file_id} is not being retried",
                           id=file_id, now=self.clock())
-            self.event("file.state", file_id=file_id, job_id=job_id,
+            self.event("file.state", file_id=file_id, batch_id=batch_id,
                        from_state=FileState.RETRYING, to_state=FileState.BATCHED,
                        detail="retry")
 

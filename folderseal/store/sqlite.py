@@ -5,7 +5,7 @@ between threads; :meth:`SqliteStore.connect` opens another). Writes run in ``BEG
 IMMEDIATE`` transactions; ``synchronous = FULL`` makes every commit durable before the
 step after it starts (docs/design.md's crash table depends on it). SQL is data: the schema, the
 numbered migrations and every query live in ``sql/``. What the operations mean is
-written once for both backends (files, jobs, retries, reports); this module runs them
+written once for both backends (files, batches, retries, reports); this module runs them
 on SQLite.
 """
 
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Self
 from folderseal.core import statelock
 from folderseal.core.errors import ConfigError, StateUnavailable
 from folderseal.store import Store
-from folderseal.store.jobs import JobRecords
+from folderseal.store.batches import BatchRecords
 from folderseal.store.reports import ReportQueries
 from folderseal.store.retries import RetryRecords
 
@@ -59,7 +59,7 @@ def migrations() -> list[tuple[int, str]]:
 QUERIES = _load_queries()
 
 
-class SqliteStore(JobRecords, RetryRecords, ReportQueries):
+class SqliteStore(BatchRecords, RetryRecords, ReportQueries):
     """One connection to the SQLite store, for one thread."""
 
     def __init__(self, path: Path, node: str, clock: Callable[[], float] = time.time,

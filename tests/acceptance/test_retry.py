@@ -290,7 +290,7 @@ def test_retry_of_a_batch_waiting_out_a_backoff_wakes_it(tmp_path: Path) -> None
         busy.server_close()
     batch = _status(layout)["folders"]["scans"]["batches"][0]["batch"]
     with closing(sqlite3.connect(layout.state / "folderseal.sqlite")) as db:
-        due = db.execute("SELECT next_attempt_at FROM jobs WHERE id = ?", (batch,)).fetchone()[0]
+        due = db.execute("SELECT next_attempt_at FROM batches WHERE id = ?", (batch,)).fetchone()[0]
     with start_seal(port=port, api_key=KEY, data_dir=tmp_path / "emulator",
                     step_delay=0.02, slow_seconds=0.3):
         out = _retry(layout, batch)

@@ -12,9 +12,9 @@ import socket
 import subprocess
 from pathlib import Path
 
-from tests.engine_fixtures import tsa_url  # noqa: F401 - a fixture
 from tests.helpers import Daemon, Layout, check_sidecar, error_records, wait_until
 from tests.pdfs import make_pdf
+from tests.signing_fixtures import tsa_url  # noqa: F401 - a fixture
 
 
 def _dead_url() -> str:

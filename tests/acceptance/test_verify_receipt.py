@@ -38,7 +38,7 @@ def stored_file(outbox: Path, data: bytes, checksum: str | None = None,
                                  "forever_url": None, "stored_on": "2026-11-22T10:05:00Z",
                                  "updated_at": "2026-11-22T10:05:01Z",
                                  "duplicate": False}},
-        "batch": {"id": "job-1", "files": 1}, "node": "n", "version": "0",
+        "batch": {"id": "batch-1", "files": 1}, "node": "n", "version": "0",
         "timeline": [], "signer": None,
     }
     (outbox / "2026" / "contract.pdf.json").write_text(json.dumps(sidecar))

@@ -23,7 +23,7 @@ def test_a_failure_in_the_provider_checks_thread_stops_the_daemon(
     ending that thread unseen and leaving its warnings as they were for ever."""
     layout = Layout(tmp_path)
     layout.write()
-    daemon = Daemon(config.load(layout.config), job_threads=1)
+    daemon = Daemon(config.load(layout.config), batch_threads=1)
     daemon.prepare()
 
     def broken(providers: Mapping[str, Provider], stop: Event) -> None:

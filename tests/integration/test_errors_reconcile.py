@@ -62,7 +62,7 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     layout = Layout(tmp_path)
     layout.write()
-    daemon = Daemon(config.load(layout.config), job_threads=0)
+    daemon = Daemon(config.load(layout.config), batch_threads=0)
     daemon.prepare()
     yield daemon
     daemon.close()
@@ -103,7 +103,7 @@ def test_an_errors_folder_on_another_filesystem_clears_nothing(tmp_path: Path) -
         pytest.skip("mounts a tmpfs: needs root (CI runs as root)")
     layout = Layout(tmp_path)
     layout.write()
-    daemon = Daemon(config.load(layout.config), job_threads=0)
+    daemon = Daemon(config.load(layout.config), batch_threads=0)
     daemon.prepare()
     try:
         assert daemon.store is not None
@@ -149,7 +149,7 @@ def test_a_failure_whose_device_or_inode_number_changed_stays_and_retries(
     layout = Layout(tmp_path)
     layout.write()
     settings = config.load(layout.config)
-    daemon = Daemon(settings, job_threads=0)
+    daemon = Daemon(settings, batch_threads=0)
     daemon.prepare()
     try:
         assert daemon.store is not None
@@ -179,7 +179,7 @@ def test_errors_pointed_at_another_folder_clears_nothing_and_status_says_so(
     seen and retried there."""
     layout = Layout(tmp_path)
     layout.write()
-    daemon = Daemon(config.load(layout.config), job_threads=0)
+    daemon = Daemon(config.load(layout.config), batch_threads=0)
     daemon.prepare()
     try:
         file_id = _failed_in_errors(layout, daemon)
@@ -189,7 +189,7 @@ def test_errors_pointed_at_another_folder_clears_nothing_and_status_says_so(
     layout.folder["errors"] = "errors2"
     layout.write()
     settings = config.load(layout.config)
-    daemon = Daemon(settings, job_threads=0)
+    daemon = Daemon(settings, batch_threads=0)
     daemon.prepare()
     try:
         assert daemon.store is not None

@@ -281,4 +281,4 @@ def test_a_provider_caps_the_folders_batch_size(tmp_path: Path) -> None:
         (layout.inbox / name).write_text(name)
         assert intake.claim_now(name)[0]
     batches = intake.form_batches(float("inf"))
-    assert sorted(len(store.files_of_job(b)) for b in batches) == [1, 2]
+    assert sorted(len(store.files_of_batch(b)) for b in batches) == [1, 2]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from folderseal.core import config
 from folderseal.core.errors import TransientError
-from folderseal.core.model import FileState, JobState
+from folderseal.core.model import BatchState, FileState
 from folderseal.providers import BatchView, Ledger, Remote, RemoteStatus, Steps
 from folderseal.providers.local.provider import LocalProvider
 from folderseal.providers.seal import SealProvider
@@ -79,8 +79,8 @@ def _drop(layout: Layout) -> dict[str, bytes]:
 def _batch(daemon: Daemon, sources: list[str]) -> tuple[str, list[str]]:
     intake = daemon.intakes["scans"]
     ids = [intake.claim_now(source)[0] for source in sources]
-    [job_id] = intake.form_batches(float("inf"))
-    return job_id, [i for i in ids if i]
+    [batch_id] = intake.form_batches(float("inf"))
+    return batch_id, [i for i in ids if i]
 
 
 def test_the_package_is_flat_faithful_and_removed_after_cleanup(tmp_path: Path) -> None:
@@ -91,10 +91,10 @@ def test_the_package_is_flat_faithful_and_removed_after_cleanup(tmp_path: Path) 
     files = _drop(layout)
     daemon, provider = _daemon(layout)
     try:
-        job_id, ids = _batch(daemon, list(files))
+        batch_id, ids = _batch(daemon, list(files))
         assert daemon.store is not None
         store = daemon.store
-        daemon.drain(lambda: store.job(job_id).state == JobState.CLEANED, timeout=60)
+        daemon.drain(lambda: store.batch(batch_id).state == BatchState.CLEANED, timeout=60)
         [entries] = provider.uploaded
         names = sorted(entries)
         assert names == ["0001_Bericht.pdf", "0002_Bericht.pdf", "0003_Rechnung_fur_Marz.txt"]
@@ -102,9 +102,9 @@ def test_the_package_is_flat_faithful_and_removed_after_cleanup(tmp_path: Path) 
         by_entry = {store.file(i).entry: store.file(i) for i in ids}
         for entry, data in entries.items():
             assert hashlib.sha256(data).hexdigest() == by_entry[entry].sha256
-        job = store.job(job_id)
-        assert job is not None and job.package_sha256 and job.package_bytes
-        assert not (layout.state / "packages" / f"{job_id}.zip").exists()
+        batch = store.batch(batch_id)
+        assert batch is not None and batch.package_sha256 and batch.package_bytes
+        assert not (layout.state / "packages" / f"{batch_id}.zip").exists()
         for source in files:
             check_sidecar(layout.outbox / f"{source}.json", layout)
     finally:
@@ -119,20 +119,20 @@ def test_a_torn_package_is_rebuilt_before_it_is_uploaded(tmp_path: Path) -> None
     files = _drop(layout)
     daemon, provider = _daemon(layout, fail_create=1)
     try:
-        job_id, ids = _batch(daemon, list(files))
+        batch_id, ids = _batch(daemon, list(files))
         assert daemon.store is not None
         store = daemon.store
-        daemon.drain(lambda: store.job(job_id).package_sha256 is not None, timeout=30)
-        job = store.job(job_id)
-        assert job is not None and job.state == JobState.BATCHED  # create failed: waiting
-        package = layout.state / "packages" / f"{job_id}.zip"
-        recorded = job.package_sha256
+        daemon.drain(lambda: store.batch(batch_id).package_sha256 is not None, timeout=30)
+        batch = store.batch(batch_id)
+        assert batch is not None and batch.state == BatchState.BATCHED  # create failed: waiting
+        package = layout.state / "packages" / f"{batch_id}.zip"
+        recorded = batch.package_sha256
         package.write_bytes(package.read_bytes()[:100])  # torn
-        daemon.drain(lambda: store.job(job_id).state == JobState.CLEANED, timeout=60)
+        daemon.drain(lambda: store.batch(batch_id).state == BatchState.CLEANED, timeout=60)
         [entries] = provider.uploaded
         assert {hashlib.sha256(d).hexdigest() for d in entries.values()} == \
             {store.file(i).sha256 for i in ids}
-        assert store.job(job_id).package_sha256 == recorded  # same content, same package
+        assert store.batch(batch_id).package_sha256 == recorded  # same content, same package
         assert all(store.file(i).state == FileState.DONE for i in ids)
     finally:
         daemon.close()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from folderseal.core.model import FileState, JobState
+from folderseal.core.model import BatchState, FileState
 from folderseal.service.daemon import Daemon
 from folderseal.store.sqlite import SqliteStore
 from tests.helpers import Layout, error_records, log_events, sidecars, wait_until
@@ -68,9 +68,9 @@ def _accounted(layout: Layout, dropped: dict[str, str]) -> None:
         for path in (layout.work / "batches").rglob("*"):
             if path.is_file() and not path.name.startswith("."):
                 record = by_sha[_digest(path)]
-                job = store.job(record.batch_id or "")
-                assert record.state == FileState.BATCHED and job is not None \
-                    and job.state != JobState.FAILED, (path, record.state, job)
+                batch = store.batch(record.batch_id or "")
+                assert record.state == FileState.BATCHED and batch is not None \
+                    and batch.state != BatchState.FAILED, (path, record.state, batch)
                 places[_digest(path)].append("batch")
         assert all(len(found) == 1 for found in places.values()), places
         failed = {r.sha256 for r in store.failed_files()}
@@ -159,8 +159,8 @@ def _failed_after_accept(layout: Layout, fake: FakeSealApi) -> tuple[list[str], 
     try:
         ids = _run(daemon, names)
         assert daemon.store is not None
-        job = daemon.store.job(daemon.store.file(ids[0]).batch_id)
-        assert job is not None and job.failed_step == JobState.ACCEPTED
+        batch = daemon.store.batch(daemon.store.file(ids[0]).batch_id)
+        assert batch is not None and batch.failed_step == BatchState.ACCEPTED
     finally:
         daemon.close()
     assert len(error_records(layout.errors)) == 2
@@ -235,7 +235,7 @@ def test_an_interrupted_batch_retry_whose_batch_the_store_lost_says_what_to_do(
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     with closing(sqlite3.connect(layout.state / "folderseal.sqlite")) as db, db:
         db.execute("PRAGMA foreign_keys = OFF")
-        db.execute("DELETE FROM jobs WHERE id = ?", (batch,))
+        db.execute("DELETE FROM batches WHERE id = ?", (batch,))
     out = _retry(layout, "--all")
     assert out.returncode == 1, out.stdout + out.stderr
     assert "Traceback" not in out.stderr, out.stderr

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from folderseal.batches.send import MAX_RECREATES
 from folderseal.commands.retry import retry
 from folderseal.core import config
-from folderseal.core.model import FileState, JobState
-from folderseal.jobs.send import MAX_RECREATES
+from folderseal.core.model import BatchState, FileState
 from folderseal.providers.seal import SealProvider
 from folderseal.service.daemon import Daemon
 from tests.helpers import Layout, error_records, sidecars
@@ -171,10 +171,10 @@ def test_a_seal_that_keeps_listing_the_wrong_documents_fails_the_batch(layout: L
         assert daemon.store is not None
         store = daemon.store
         assert all(store.file(i).state == FileState.FAILED for i in ids)
-        job = store.job(store.file(ids[0]).batch_id)
-        assert job is not None and job.state == JobState.FAILED
-        assert job.error_code == "remote_mismatch"
-        assert store.abandons(job.id) == (0, MAX_RECREATES)
+        batch = store.batch(store.file(ids[0]).batch_id)
+        assert batch is not None and batch.state == BatchState.FAILED
+        assert batch.error_code == "remote_mismatch"
+        assert store.abandons(batch.id) == (0, MAX_RECREATES)
     finally:
         daemon.close()
     assert fake.count("create") == MAX_RECREATES + 1
@@ -192,8 +192,8 @@ def test_lost_upload_answers_do_not_use_up_the_mismatch_limit(layout: Layout) ->
     try:
         ids = _run(daemon, _drop(layout))
         assert daemon.store is not None
-        job_id = daemon.store.file(ids[0]).batch_id
-        assert daemon.store.abandons(job_id) == (MAX_RECREATES + 2, 0)
+        batch_id = daemon.store.file(ids[0]).batch_id
+        assert daemon.store.abandons(batch_id) == (MAX_RECREATES + 2, 0)
     finally:
         daemon.close()
     assert fake.count("accept") == 1 and fake.count("create") == MAX_RECREATES + 3
@@ -261,9 +261,9 @@ def test_a_failure_after_accept_is_retried_on_the_same_remote_batch(layout: Layo
     try:
         ids = _run(daemon, _drop(layout))
         assert daemon.store is not None
-        job = daemon.store.job(daemon.store.file(ids[0]).batch_id)
-        assert job is not None and job.state == JobState.FAILED
-        assert job.failed_step == JobState.ACCEPTED
+        batch = daemon.store.batch(daemon.store.file(ids[0]).batch_id)
+        assert batch is not None and batch.state == BatchState.FAILED
+        assert batch.failed_step == BatchState.ACCEPTED
     finally:
         daemon.close()
     assert len(error_records(layout.errors)) == 2
@@ -316,14 +316,14 @@ def test_429_waits_as_long_as_seal_asks(layout: Layout) -> None:
         intake = daemon.intakes["scans"]
         (layout.inbox / "a.pdf").write_bytes(make_pdf(None))
         assert intake.claim_now("a.pdf")[0] is not None
-        [job_id] = intake.form_batches(float("inf"))
+        [batch_id] = intake.form_batches(float("inf"))
         assert daemon.store is not None
         store = daemon.store
-        daemon.drain(lambda: store.job(job_id).attempts == 1, 10)
-        job = store.job(job_id)
-        assert job is not None and job.state == JobState.BATCHED
-        assert job.next_attempt_at is not None
-        assert 6.5 <= job.next_attempt_at - daemon.store.clock() <= 7.0
+        daemon.drain(lambda: store.batch(batch_id).attempts == 1, 10)
+        batch = store.batch(batch_id)
+        assert batch is not None and batch.state == BatchState.BATCHED
+        assert batch.next_attempt_at is not None
+        assert 6.5 <= batch.next_attempt_at - daemon.store.clock() <= 7.0
     finally:
         daemon.close()
 
@@ -338,8 +338,8 @@ def test_a_failed_delete_never_blocks_delivery(layout: Layout) -> None:
         assert daemon.store is not None
         store = daemon.store
         assert _sealed(layout) == {"a.pdf", "b.txt"}  # delivered before any delete worked
-        job_id = store.file(ids[0]).batch_id
-        daemon.drain(lambda: store.job(job_id).state == JobState.CLEANED, 30)
+        batch_id = store.file(ids[0]).batch_id
+        daemon.drain(lambda: store.batch(batch_id).state == BatchState.CLEANED, 30)
     finally:
         daemon.close()
     assert fake.count("delete") == 3 and fake.batches[2123].status == "DELETED"
@@ -382,8 +382,8 @@ def test_a_batch_refused_at_accept_is_retried_at_accept(layout: Layout) -> None:
     try:
         ids = _run(daemon, _drop(layout))
         assert daemon.store is not None
-        job = daemon.store.job(daemon.store.file(ids[0]).batch_id)
-        assert job is not None and job.failed_step == JobState.ACCEPTING
+        batch = daemon.store.batch(daemon.store.file(ids[0]).batch_id)
+        assert batch is not None and batch.failed_step == BatchState.ACCEPTING
     finally:
         daemon.close()
     assert retry(config.load(layout.config), None) == 0

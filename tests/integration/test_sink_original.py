@@ -22,9 +22,9 @@ from pathlib import Path
 from folderseal.commands import verify
 from folderseal.core import metrics
 from folderseal.core.config import FolderConfig
-from folderseal.core.model import DocumentResult, FileState, JobState, Output
+from folderseal.core.model import BatchState, DocumentResult, FileState, Output
 from folderseal.intake.batching import move_into_batch
-from folderseal.publish.folders import JobContext
+from folderseal.publish.folders import BatchContext
 from folderseal.publish.sink import Sink
 from folderseal.store import LEASE_SECONDS
 from folderseal.store.sqlite import SqliteStore
@@ -73,38 +73,38 @@ class Batch:
                                  sha256=hashlib.sha256(data).hexdigest(),
                                  seen_at=time.time() - 5)
             entries.append((f"f{i}", f"{i:04d}_{path.name[-40:]}"))
-        self.store.create_job(job_id=BATCH, folder="scans", provider="proof", entries=entries)
-        move_into_batch(self.work, BATCH, "proof", self.store.files_of_job(BATCH))
-        job = self.store.acquire_job()
-        assert job is not None
-        for state in (JobState.CREATED, JobState.UPLOADED, JobState.ACCEPTING,
-                      JobState.ACCEPTED, JobState.CLOSED):
-            self.store.transition(job, state, remote_id="remote-9" if
-                                  state == JobState.CREATED else None)
-            job = self.store.job(BATCH) or job
-        for n, record in enumerate(self.store.files_of_job(BATCH)):
+        self.store.create_batch(batch_id=BATCH, folder="scans", provider="proof", entries=entries)
+        move_into_batch(self.work, BATCH, "proof", self.store.files_of_batch(BATCH))
+        batch = self.store.acquire_batch()
+        assert batch is not None
+        for state in (BatchState.CREATED, BatchState.UPLOADED, BatchState.ACCEPTING,
+                      BatchState.ACCEPTED, BatchState.CLOSED):
+            self.store.transition(batch, state, remote_id="remote-9" if
+                                  state == BatchState.CREATED else None)
+            batch = self.store.batch(BATCH) or batch
+        for n, record in enumerate(self.store.files_of_batch(BATCH)):
             assert record.sha256 is not None and record.entry is not None
             self.store.set_file_result(record.id, FileState.BATCHED, DocumentResult(
                 entry=record.entry, provider_document=f"asset-{n}",
                 outputs=(Output(role="original", staged="", suffix="", sha256=record.sha256,
                                 bytes=record.size),),
-                provider_block={"receipt": receipt(record.sha256, n)}), job_id=BATCH)
-        self.store.transition(job, JobState.DOWNLOADED)
+                provider_block={"receipt": receipt(record.sha256, n)}), batch_id=BATCH)
+        self.store.transition(batch, BatchState.DOWNLOADED)
 
     def deliver(self) -> None:
         """What the state machine does with a DOWNLOADED batch: deliver, then finish."""
         if BATCH not in self.store._leases:  # a restart takes the batch over
-            assert self.store.acquire_job() is not None
-        job = self.store.job(BATCH)
-        records = self.store.files_of_job(BATCH)
-        ctx = JobContext(job=job, provider_name="proof", provider_kind="clevver",
+            assert self.store.acquire_batch() is not None
+        batch = self.store.batch(BATCH)
+        records = self.store.files_of_batch(BATCH)
+        ctx = BatchContext(batch=batch, provider_name="proof", provider_kind="clevver",
                          outcome="stored", batch_files=len(records),
-                         history=self.store.job_history(BATCH))
+                         history=self.store.batch_history(BATCH))
         self.sink.deliver(records, ctx, keep_lease=lambda: self.store.keep_lease(BATCH))
-        self.sink.finish(self.store.files_of_job(BATCH))
+        self.sink.finish(self.store.files_of_batch(BATCH))
 
     def original(self, source: str) -> Path:
-        record = next(r for r in self.store.files_of_job(BATCH) if r.source == source)
+        record = next(r for r in self.store.files_of_batch(BATCH) if r.source == source)
         return self.work.batch_dir(BATCH) / (record.entry or "")
 
 
@@ -154,7 +154,7 @@ def test_the_original_is_published_unchanged_with_its_receipt(tmp_path: Path) ->
         steps = [s["step"] for s in sidecar["timeline"]]
         assert steps[-3:] == ["stored", "downloaded", "delivered"] and "signed" not in steps
         assert verify.check_sidecar(outbox / f"{source}.json").problems == []
-    assert {r.state for r in batch.store.files_of_job(BATCH)} == {FileState.DONE}
+    assert {r.state for r in batch.store.files_of_batch(BATCH)} == {FileState.DONE}
     assert not any(batch.original(s).exists() for s in FILES)
     assert delivered_count("stored") == before_stored + 2
     assert signed_count() == before_signed
@@ -220,7 +220,7 @@ def test_a_file_the_outbox_refuses_keeps_its_receipt_in_its_error_record(
     assert data["provider"]["document"] == "asset-0"
     assert data["provider"]["receipt"] == receipt(digest, 0)
     assert delivered_count("stored") == before
-    assert [r.state for r in batch.store.files_of_job(BATCH)] == [FileState.FAILED]
+    assert [r.state for r in batch.store.files_of_batch(BATCH)] == [FileState.FAILED]
 
 
 def _first_run(root: str) -> None:
@@ -258,7 +258,7 @@ def test_a_crash_between_outputs_and_sidecars_publishes_each_original_once(
                                     "memo.txt", "memo.txt.json"]
     assert {s: (outbox / s).stat().st_ino for s in FILES} == inodes  # not written again
     assert all(verify.check_sidecar(outbox / f"{s}.json").problems == [] for s in FILES)
-    assert {r.state for r in batch.store.files_of_job(BATCH)} == {FileState.DONE}
+    assert {r.state for r in batch.store.files_of_batch(BATCH)} == {FileState.DONE}
 
 
 def test_a_name_taken_after_a_crash_moves_the_group_on(tmp_path: Path) -> None:
@@ -276,4 +276,4 @@ def test_a_name_taken_after_a_crash_moves_the_group_on(tmp_path: Path) -> None:
     assert (outbox / "memo-1.txt").read_bytes() == FILES["memo.txt"]
     assert verify.check_sidecar(outbox / "memo-1.txt.json").problems == []
     assert not (outbox / "memo.txt.json").exists()
-    assert {r.state for r in batch.store.files_of_job(BATCH)} == {FileState.DONE}
+    assert {r.state for r in batch.store.files_of_batch(BATCH)} == {FileState.DONE}

@@ -13,7 +13,7 @@ import pytest
 from folderseal.commands.status import show
 from folderseal.core import statelock
 from folderseal.core.config import Settings, load
-from folderseal.core.model import FileState, JobState
+from folderseal.core.model import BatchState, FileState
 from folderseal.publish import retrying
 from folderseal.service import page
 from folderseal.service.gauges import ReportCollector
@@ -60,16 +60,16 @@ def test_a_batch_failing_for_long_and_an_old_batch_are_alarms(tmp_path: Path) ->
     settings.state_dir.mkdir()
     store = SqliteStore(settings.database, "n1", clock=lambda: clock[0])
     _claim(store, "old", clock[0])
-    store.create_job(job_id="job-old", folder="scans", provider="remote",
+    store.create_batch(batch_id="batch-old", folder="scans", provider="remote",
                      entries=[("old", "0001_old.pdf")])
     clock[0] = now - 60.0
     _claim(store, "failing", clock[0])
-    store.create_job(job_id="job-failing", folder="scans", provider="remote",
+    store.create_batch(batch_id="batch-failing", folder="scans", provider="remote",
                      entries=[("failing", "0001_failing.pdf")])
     for _ in range(ALARM_ATTEMPTS):
-        job = store.acquire_job(frozenset({"job-old"}))
-        assert job is not None and job.id == "job-failing"
-        store.postpone(job, lambda _a: 0.0, "transient", "HTTP 503 from the provider")
+        batch = store.acquire_batch(frozenset({"batch-old"}))
+        assert batch is not None and batch.id == "batch-failing"
+        store.postpone(batch, lambda _a: 0.0, "transient", "HTTP 503 from the provider")
     for file_id, state in (("done", FileState.DONE), ("bad", FileState.FAILED)):
         clock[0] = now - 90.0
         _claim(store, file_id, clock[0])
@@ -79,14 +79,14 @@ def test_a_batch_failing_for_long_and_an_old_batch_are_alarms(tmp_path: Path) ->
     report = collect(settings, warnings=[])
     alarms = report["alarms"]
     assert "the daemon is not running" in alarms
-    assert any("job-failing" in a and f"after {ALARM_ATTEMPTS} attempts" in a
+    assert any("batch-failing" in a and f"after {ALARM_ATTEMPTS} attempts" in a
                and "HTTP 503" in a for a in alarms), alarms
-    assert any("job-old" in a and "max_wait_seconds" in a for a in alarms), alarms
+    assert any("batch-old" in a and "max_wait_seconds" in a for a in alarms), alarms
     assert not any("bad" in a for a in alarms), "a file in errors is no alarm"
     scans = report["folders"]["scans"]
     assert scans["failed"][0]["source"] == "bad.pdf"
     assert scans["in_flight"] == 2 and 2990 < scans["oldest_waiting_seconds"] < 3100
-    assert scans["batch_states"] == {JobState.BATCHED: 2}
+    assert scans["batch_states"] == {BatchState.BATCHED: 2}
     assert scans["signed_per_minute"][-2] == 1 and sum(scans["signed_per_minute"]) == 1
     line = summary(report)
     assert line.startswith("0 waiting, 2 in flight, 1 signed, 1 failed; folder scans: batch")
@@ -211,7 +211,7 @@ def test_files_of_a_delivered_batch_count_as_delivered_not_in_flight(tmp_path: P
     settings.state_dir.mkdir()
     store = SqliteStore(settings.database, "n1", clock=lambda: clock[0])
     _claim(store, "out", clock[0])
-    store.create_job(job_id="job-out", folder="scans", provider="remote",
+    store.create_batch(batch_id="batch-out", folder="scans", provider="remote",
                      entries=[("out", "0001_out.pdf")])
     store.set_file_state("out", FileState.BATCHED, FileState.PUBLISHED)
     clock[0] = now - 10.0
@@ -262,21 +262,21 @@ def test_a_storing_folder_speaks_of_stored_files_and_shows_progress(tmp_path: Pa
     settings.state_dir.mkdir()
     store = SqliteStore(settings.database, "n1")
     _claim(store, "out", time.time())
-    store.create_job(job_id="job-out", folder="scans", provider="remote",
+    store.create_batch(batch_id="batch-out", folder="scans", provider="remote",
                      entries=[("out", "0001_out.pdf")])
     store.set_file_state("out", FileState.BATCHED, FileState.PUBLISHED)
     _claim(store, "busy", time.time())
-    store.create_job(job_id="job-busy", folder="scans", provider="remote",
+    store.create_batch(batch_id="batch-busy", folder="scans", provider="remote",
                      entries=[("busy", "0001_busy.pdf")])
-    job = store.acquire_job(frozenset({"job-out"}))
-    assert job is not None and job.id == "job-busy"
-    store.set_progress(job, 33.3)
+    batch = store.acquire_batch(frozenset({"batch-out"}))
+    assert batch is not None and batch.id == "batch-busy"
+    store.set_progress(batch, 33.3)
     store.close()
 
     report = collect(settings, warnings=[])
     scans = report["folders"]["scans"]
     assert scans["outcome"] == "stored"
-    assert [b["progress"] for b in scans["batches"] if b["batch"] == "job-busy"] == [33.3]
+    assert [b["progress"] for b in scans["batches"] if b["batch"] == "batch-busy"] == [33.3]
     assert "1 stored" in summary(report) and "signed" not in summary(report)
     html = page.render(report)
     assert "files stored in the last hour" in html and "signed" not in html

@@ -136,7 +136,7 @@ class FakeClevver:
     def start(self, request: httpx.Request, target: str, action: str) -> httpx.Response:
         batch = self.batches[target]
         batch.status = "processing"
-        return httpx.Response(200, json=self._batch(batch, "Batch job started"))
+        return httpx.Response(200, json=self._batch(batch, "Job batch started"))
 
     def status(self, request: httpx.Request, target: str, action: str) -> httpx.Response:
         batch = self.batches.get(target)

@@ -108,7 +108,7 @@ def test_lifecycle_stores_files_and_hands_out_receipts(emu: ClevverEmulator) -> 
         r = c.post(f"/api/batches/{batch}/start")
         assert r.status_code == 200
         assert r.json()["data"]["status"] == "processing"
-        assert r.json()["data"]["message"] == "Batch job started"
+        assert r.json()["data"]["message"] == "Job batch started"
         [active] = c.get("/api/batches").json()["data"]
         assert active["id"] == batch and active["status"] == "processing"
         receipt = c.get(f"/api/files/{assets['a.pdf']['id']}").json()["data"]

@@ -48,7 +48,7 @@ def test_an_original_removed_before_the_outbox_was_synced_is_found(tmp_path: Pat
 
 
 def test_another_batchs_names_do_not_hold_back_a_removal(tmp_path: Path) -> None:
-    """A second job thread publishing another file's output (not yet durable) while this
+    """A second batch thread publishing another file's output (not yet durable) while this
     batch removes its original, whose own outputs are durable: rule 2 holds."""
     other = ('12 linkat(AT_FDCWD</x>, "/proc/self/fd/9", AT_FDCWD</x>, "/o/notes/n.txt", '
              "AT_SYMLINK_FOLLOW) = 0\n")

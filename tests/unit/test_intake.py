@@ -91,7 +91,7 @@ def test_a_dropped_file_is_claimed_once_settled_and_batched_when_due(built: Any)
     assert intake.form_batches(record.claimed_at + MAX_WAIT - 1) == []
     assert intake.next_wakeup() <= record.claimed_at + MAX_WAIT
     [batch] = intake.form_batches(record.claimed_at + MAX_WAIT)
-    [batched] = store.files_of_job(batch)
+    [batched] = store.files_of_batch(batch)
     assert batched.id == record.id and batched.entry == "0001_scan.txt"
     assert (intake.work.batch_dir(batch) / "0001_scan.txt").read_text() == "a scanned page\n"
     assert rejected == []
@@ -244,7 +244,7 @@ def test_duplicates_skip_rejects_content_already_delivered(built: Any) -> None:
     again, _ = intake.claim_now("again.txt")
     other, _ = intake.claim_now("other.txt")
     [batch] = intake.form_batches(float("inf"))
-    assert [r.id for r in store.files_of_job(batch)] == [other]
+    assert [r.id for r in store.files_of_batch(batch)] == [other]
     [(claim_id, (code, message))] = rejected
     assert (claim_id, code) == (again, "duplicate")
     assert "already delivered from 'first.txt'" in message

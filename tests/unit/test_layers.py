@@ -1,9 +1,9 @@
 """The package's layers, checked on every import (an import-linter contract, in a test).
 
-A file travels inbox → intake → work folder → jobs → providers → publish; the layers
+A file travels inbox → intake → work folder → batches → providers → publish; the layers
 below say who may import whom, so that a module never reaches up:
 
-    commands → service → intake / jobs → publish → providers / store / signing / work → core
+    commands → service → intake / batches → publish → providers / store / signing / work → core
 
 Siblings of one layer may depend on each other only in the directions listed in
 ``SIBLINGS``. Imports inside functions and under ``TYPE_CHECKING`` count too: a
@@ -23,7 +23,7 @@ ROOT = Path(folderseal.__file__).parent
 LAYERS: list[set[str]] = [
     {"commands", "__main__"},
     {"service"},
-    {"intake", "jobs"},
+    {"intake", "batches"},
     {"publish"},
     {"providers", "store", "signing", "work"},
     {"core", "__init__"},
@@ -31,13 +31,13 @@ LAYERS: list[set[str]] = [
 # Within one layer: (importer, imported) pairs allowed, with why.
 SIBLINGS: set[tuple[str, str]] = {
     ("__main__", "commands"),  # ``python -m folderseal`` is the command line
-    ("jobs", "intake"),        # a batch's first step finishes moving its files in (batching)
+    ("batches", "intake"),        # a batch's first step finishes moving its files in (batching)
     ("providers", "signing"),  # the local provider signs with the embedded signer
 }
 
 
 def _package(module: str) -> str:
-    """``folderseal.jobs.machine`` → ``jobs``; ``folderseal.work`` → ``work``."""
+    """``folderseal.batches.machine`` → ``batches``; ``folderseal.work`` → ``work``."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else "__init__"
 
@@ -109,7 +109,7 @@ def test_every_allowed_sibling_import_is_used() -> None:
 
 
 def test_no_module_imports_a_layer_above_it() -> None:
-    """commands → service → intake / jobs → publish → providers / store / signing / work
+    """commands → service → intake / batches → publish → providers / store / signing / work
     → core, and siblings only as SIBLINGS allows."""
     assert violations() == []
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from folderseal.core.model import JobState
-from folderseal.jobs import lifecycle
-from folderseal.jobs.lifecycle import Reach
+from folderseal.batches import lifecycle
+from folderseal.batches.lifecycle import Reach
+from folderseal.core.model import BatchState
 from folderseal.providers import Remote, Steps, steps_of
 
 SEAL = Steps(remote=True, irrevocable=True, outcome="signed")
@@ -14,19 +14,19 @@ LOCAL = Steps(remote=False, irrevocable=False, outcome="signed")
 
 
 def test_every_state_but_failed_has_a_reach() -> None:
-    assert set(lifecycle.REACH) == set(JobState) - {JobState.FAILED}
+    assert set(lifecycle.REACH) == set(BatchState) - {BatchState.FAILED}
 
 
 @pytest.mark.parametrize(("state", "expected"), [
-    (JobState.BATCHED, False), (JobState.CREATED, False), (JobState.UPLOADED, False),
-    (JobState.ACCEPTING, True), (JobState.ACCEPTED, True), (JobState.CLOSED, True),
-    (JobState.DOWNLOADED, True)])
-def test_the_point_of_no_return_is_accepting(state: JobState, expected: bool) -> None:
+    (BatchState.BATCHED, False), (BatchState.CREATED, False), (BatchState.UPLOADED, False),
+    (BatchState.ACCEPTING, True), (BatchState.ACCEPTED, True), (BatchState.CLOSED, True),
+    (BatchState.DOWNLOADED, True)])
+def test_the_point_of_no_return_is_accepting(state: BatchState, expected: bool) -> None:
     assert lifecycle.may_have_run(state, SEAL) is expected
     assert lifecycle.may_have_run(state, LOCAL) is False  # signing again is harmless
 
 
-@pytest.mark.parametrize("state", [None, "", JobState.FAILED, "SOMETHING_NEW"])
+@pytest.mark.parametrize("state", [None, "", BatchState.FAILED, "SOMETHING_NEW"])
 def test_a_state_that_says_nothing_is_read_on_the_safe_side(state: str | None) -> None:
     """No recorded step, FAILED itself, or a state this version does not know: the files
     may have run, so they are never submitted again."""

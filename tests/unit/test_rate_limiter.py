@@ -1,5 +1,5 @@
 """The request limiter the HTTP providers share: starts spaced apart across threads, the
-limit never exceeded over any window, a turn far off is Throttled (not slept in a job
+limit never exceeded over any window, a turn far off is Throttled (not slept in a batch
 thread) and kept for its holder, first come first served, and hold_until holds every call."""
 
 from __future__ import annotations

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from folderseal.core import config
-from folderseal.core.model import JobState
+from folderseal.core.model import BatchState
 from folderseal.service.recover import _Folder
 from folderseal.store import Store
 from folderseal.store.sqlite import SqliteStore
 from folderseal.work import WorkFolder
 from tests.helpers import Layout, error_records
-from tests.unit.test_manager import Scripted, _daemon
+from tests.unit.test_machine import Scripted, _daemon
 
 
 @pytest.fixture
@@ -36,34 +36,34 @@ def _stop_at(layout: Layout, scripted: dict[str, object]) -> tuple[str, list[str
         (layout.inbox / "b.txt").write_text("b")
         intake = daemon.intakes["scans"]
         ids = [intake.claim_now(n)[0] for n in ("a.txt", "b.txt")]
-        [job_id] = intake.form_batches(float("inf"))
+        [batch_id] = intake.form_batches(float("inf"))
         store = daemon.store
         assert store is not None
-        daemon.drain(lambda: store.job(job_id).attempts > 0, 30)
+        daemon.drain(lambda: store.batch(batch_id).attempts > 0, 30)
     finally:
         daemon.close()
     for path in layout.state.glob("folderseal.sqlite*"):
         path.unlink()
     provider.status_fails_from = None
     provider.lose_after = None
-    return job_id, [i for i in ids if i], provider
+    return batch_id, [i for i in ids if i], provider
 
 
-def _recover(layout: Layout, provider: Scripted, job_id: str) -> tuple[str, Store]:
+def _recover(layout: Layout, provider: Scripted, batch_id: str) -> tuple[str, Store]:
     settings = config.load(layout.config)
     store = SqliteStore.open(settings.state_dir, settings.node_name)
     folder = _Folder("scans", settings.folders["scans"], settings, store, provider)
-    return folder.batch(job_id), store
+    return folder.batch(batch_id), store
 
 
 def test_a_complete_upload_is_recorded_as_accepting_with_its_notes(layout: Layout) -> None:
-    job_id, ids, provider = _stop_at(layout, {"status_fails_from": 2})  # stopped UPLOADED
-    outcome, store = _recover(layout, provider, job_id)
+    batch_id, ids, provider = _stop_at(layout, {"status_fails_from": 2})  # stopped UPLOADED
+    outcome, store = _recover(layout, provider, batch_id)
     try:
         assert "ACCEPTING" in outcome
-        job = store.job(job_id)
-        assert job is not None and job.state == JobState.ACCEPTING and job.remote_id == "r1"
-        notes = store.remote_documents(job_id)
+        batch = store.batch(batch_id)
+        assert batch is not None and batch.state == BatchState.ACCEPTING and batch.remote_id == "r1"
+        notes = store.remote_documents(batch_id)
         assert set(notes) == set(ids)
         assert all(n["batch"] == "r1" and n["id"] for n in notes.values())
         assert provider.deleted == []
@@ -72,19 +72,19 @@ def test_a_complete_upload_is_recorded_as_accepting_with_its_notes(layout: Layou
 
 
 def test_an_upload_with_a_send_in_doubt_gets_a_new_remote_batch(layout: Layout) -> None:
-    job_id, ids, provider = _stop_at(layout, {"lose_after": 2})  # b's answer lost
-    outcome, store = _recover(layout, provider, job_id)
+    batch_id, ids, provider = _stop_at(layout, {"lose_after": 2})  # b's answer lost
+    outcome, store = _recover(layout, provider, batch_id)
     try:
         assert "BATCHED" in outcome
-        job = store.job(job_id)
-        assert job is not None and job.state == JobState.BATCHED
+        batch = store.batch(batch_id)
+        assert batch is not None and batch.state == BatchState.BATCHED
         assert provider.deleted == ["r1"]
-        assert store.remote_documents(job_id)[ids[1]]["id"] is None  # kept, as it was
+        assert store.remote_documents(batch_id)[ids[1]]["id"] is None  # kept, as it was
     finally:
         store.close()
 
 
-def _run_on(layout: Layout, provider: Scripted, store: Store, job_id: str) -> None:
+def _run_on(layout: Layout, provider: Scripted, store: Store, batch_id: str) -> None:
     """Start the daemon on the recovered store (as ``recover`` leaves it: the work folder
     now its own) with the same provider, and let it finish the batch."""
     settings = config.load(layout.config)
@@ -99,10 +99,10 @@ def _run_on(layout: Layout, provider: Scripted, store: Store, job_id: str) -> No
     try:
         final = daemon.store
         assert final is not None
-        daemon.drain(lambda: final.job(job_id).state in (JobState.CLEANED, JobState.FAILED)
-                     and final.job(job_id).next_attempt_at is None, 30)
-        job = final.job(job_id)
-        assert job is not None and job.state in (JobState.CLEANED, JobState.FAILED)
+        daemon.drain(lambda: final.batch(batch_id).state in (BatchState.CLEANED, BatchState.FAILED)
+                     and final.batch(batch_id).next_attempt_at is None, 30)
+        batch = final.batch(batch_id)
+        assert batch is not None and batch.state in (BatchState.CLEANED, BatchState.FAILED)
     finally:
         daemon.close()
 
@@ -116,15 +116,15 @@ def test_a_rejected_file_does_not_undo_a_complete_upload(layout: Layout) -> None
     """The manifest marks a rejected: it goes to errors with its reason, and the rest,
     all answered for r1 (which may have been started, not yet shown), is ACCEPTING, never
     abandoned for a second remote batch that would store the files twice."""
-    job_id, ids, provider = _stop_at(layout, {"status_fails_from": 2, "reject": {"0001_a.txt"}})
-    assert set(WorkFolder(layout.work, "scans").manifests.rejected(job_id)) == {ids[0]}
-    outcome, store = _recover(layout, provider, job_id)
+    batch_id, ids, provider = _stop_at(layout, {"status_fails_from": 2, "reject": {"0001_a.txt"}})
+    assert set(WorkFolder(layout.work, "scans").manifests.rejected(batch_id)) == {ids[0]}
+    outcome, store = _recover(layout, provider, batch_id)
     assert "ACCEPTING" in outcome and "1 rejected" in outcome
-    job = store.job(job_id)
-    assert job is not None and job.state == JobState.ACCEPTING and job.remote_id == "r1"
+    batch = store.batch(batch_id)
+    assert batch is not None and batch.state == BatchState.ACCEPTING and batch.remote_id == "r1"
     assert provider.deleted == []
     assert _error_codes(layout) == {"a.txt": "checksum_mismatch"}
-    _run_on(layout, provider, store, job_id)
+    _run_on(layout, provider, store, batch_id)
     assert provider.created == ["r1"] and provider.accepted == ["r1"]
     assert provider.sent == [("r1", "0002_b.txt")]  # b went up once, to one batch
     assert _error_codes(layout) == {"a.txt": "checksum_mismatch"}
@@ -133,10 +133,10 @@ def test_a_rejected_file_does_not_undo_a_complete_upload(layout: Layout) -> None
 def test_a_remote_batch_holding_a_rejected_files_copy_is_abandoned(layout: Layout) -> None:
     """r1 took a's wrong copy, then a was rejected (the store lost before r1 was
     abandoned): r1 is never started, so it is abandoned, the rest batched anew."""
-    job_id, ids, provider = _stop_at(layout, {"status_fails_from": 2})
+    batch_id, ids, provider = _stop_at(layout, {"status_fails_from": 2})
     WorkFolder(layout.work, "scans").manifests.note_rejected(
-        job_id, ids[0], "checksum_mismatch", "scripted")
-    outcome, store = _recover(layout, provider, job_id)
+        batch_id, ids[0], "checksum_mismatch", "scripted")
+    outcome, store = _recover(layout, provider, batch_id)
     try:
         assert "BATCHED" in outcome and provider.deleted == ["r1"]
         assert _error_codes(layout) == {"a.txt": "checksum_mismatch"}
@@ -148,13 +148,13 @@ def test_a_lost_remote_batch_with_every_file_answered_is_salvaged(layout: Layout
     """Clevver no longer knows r1, to which every file was sent (its start may have been
     sent): ACCEPTING, so the daemon's salvage step decides each file; not all to errors
     at once."""
-    job_id, ids, provider = _stop_at(layout, {"status_fails_from": 2})
+    batch_id, ids, provider = _stop_at(layout, {"status_fails_from": 2})
     provider.accepted, provider.gone = ["r1"], True
-    outcome, store = _recover(layout, provider, job_id)
+    outcome, store = _recover(layout, provider, batch_id)
     assert "ACCEPTING" in outcome
-    job = store.job(job_id)
-    assert job is not None and job.state == JobState.ACCEPTING and job.remote_id == "r1"
+    batch = store.batch(batch_id)
+    assert batch is not None and batch.state == BatchState.ACCEPTING and batch.remote_id == "r1"
     assert error_records(layout.errors) == []
-    _run_on(layout, provider, store, job_id)
+    _run_on(layout, provider, store, batch_id)
     assert provider.created == ["r1"]
     assert _error_codes(layout) == {"a.txt": "lost_after_accept", "b.txt": "lost_after_accept"}

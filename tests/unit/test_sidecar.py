@@ -12,12 +12,12 @@ from typing import Any
 
 from folderseal import __version__
 from folderseal.core.model import (
+    BatchRecord,
+    BatchState,
     DocumentResult,
     Event,
     FileRecord,
     FileState,
-    JobRecord,
-    JobState,
     Output,
     Signer,
 )
@@ -37,9 +37,9 @@ def record(source: str = "2026/11/invoice.pdf") -> FileRecord:
     )
 
 
-def job(remote_id: str | None = "2123") -> JobRecord:
-    return JobRecord(
-        id="job1", folder="scans", provider="signius", state=JobState.DOWNLOADED,
+def batch_record(remote_id: str | None = "2123") -> BatchRecord:
+    return BatchRecord(
+        id="job1", folder="scans", provider="signius", state=BatchState.DOWNLOADED,
         claimed_by="scan-host-1", lease_until=T0 + 60, next_attempt_at=None, attempts=0,
         remote_id=remote_id, package_sha256=None, package_bytes=None, failed_step=None,
         error_code=None, error_message=None, created_at=T0 + 2, updated_at=T0 + 9,
@@ -62,14 +62,14 @@ HISTORY = [batch("CREATED", T0 + 3), batch("UPLOADED", T0 + 4), batch("ACCEPTING
 
 
 def steps_of(history: list[Event], end: str = "failed", outcome: str = "signed") -> list[str]:
-    return [s["step"] for s in sidecar.timeline(record(), job(), history, (end, T0 + 9),
+    return [s["step"] for s in sidecar.timeline(record(), batch_record(), history, (end, T0 + 9),
                                                 outcome=outcome)]
 
 
-def common(rec: FileRecord, batch: JobRecord | None = None) -> dict[str, Any]:
-    batch = batch if batch is not None else job()
+def common(rec: FileRecord, batch: BatchRecord | None = None) -> dict[str, Any]:
+    batch = batch if batch is not None else batch_record()
     return {
-        "provider_name": "signius", "provider_kind": "seal", "job": batch, "batch_files": 37,
+        "provider_name": "signius", "provider_kind": "seal", "batch": batch, "batch_files": 37,
         "document": "1", "node": "scan-host-1",
         "steps": sidecar.timeline(rec, batch, HISTORY, ("delivered", T0 + 9),
                                   outcome="signed"),
@@ -133,10 +133,10 @@ def test_detached_outputs_keep_their_roles() -> None:
     ]
 
 
-def test_provider_batch_falls_back_to_the_job_id() -> None:
-    """Without a remote id (the local provider), provider.batch is the job id."""
+def test_provider_batch_falls_back_to_the_batch_id() -> None:
+    """Without a remote id (the local provider), provider.batch is the batch id."""
     rec = record()
-    data = json.loads(signed(rec, OUTPUTS, **common(rec, job(remote_id=None))))
+    data = json.loads(signed(rec, OUTPUTS, **common(rec, batch_record(remote_id=None))))
     assert data["provider"]["batch"] == "job1"
 
 
@@ -165,7 +165,7 @@ def test_timestamps_are_iso_utc_with_milliseconds_and_z() -> None:
 def test_a_step_repeated_after_a_retry_is_shown_once() -> None:
     """A state reached twice (a retry) appears once, at its first time."""
     rec = record()
-    steps = sidecar.timeline(rec, job(), [batch("ACCEPTING", T0 + 5),
+    steps = sidecar.timeline(rec, batch_record(), [batch("ACCEPTING", T0 + 5),
                                           batch("ACCEPTING", T0 + 50)], ("delivered", T0 + 60),
                              outcome="signed")
     assert [s["step"] for s in steps].count("submitted") == 1
@@ -179,7 +179,7 @@ def test_a_file_the_provider_did_not_sign_has_no_signed_or_downloaded_step() -> 
                 HISTORY[-1]]
     assert steps_of(rejected) == ["seen", "claimed", "batched", "submitted", "accepted",
                                   "failed"]
-    other = sidecar.timeline(dataclasses.replace(record(), id="f2"), job(), rejected,
+    other = sidecar.timeline(dataclasses.replace(record(), id="f2"), batch_record(), rejected,
                              ("delivered", T0 + 9), outcome="signed")
     assert [s["step"] for s in other][-3:] == ["signed", "downloaded", "delivered"]
 
@@ -229,7 +229,7 @@ def test_failed_before_batching_has_no_batch() -> None:
     rec = record()
     data = json.loads(sidecar.failed(
         rec, "stuck", "never settled", 0, "x.pdf", provider_name="signius",
-        provider_kind="seal", job=None, batch_files=0, document="", node="n",
+        provider_kind="seal", batch=None, batch_files=0, document="", node="n",
         steps=sidecar.timeline(rec, None, [], ("failed", T0 + 5), outcome="")))
     assert data["batch"] == {"id": None, "files": 0}
     assert data["provider"]["batch"] is None and data["provider"]["document"] is None
@@ -289,7 +289,7 @@ def stored(**result: Any) -> FileRecord:
 def fields(rec: FileRecord, outcome: str, end: str = "delivered") -> dict[str, Any]:
     return {**common(rec), "provider_name": "proof", "provider_kind": "clevver",
             "document": RECEIPT["asset_id"],
-            "steps": sidecar.timeline(rec, job(), HISTORY, (end, T0 + 9), outcome=outcome)}
+            "steps": sidecar.timeline(rec, batch_record(), HISTORY, (end, T0 + 9), outcome=outcome)}
 
 
 def test_a_stored_file_has_the_providers_outcome_and_its_receipt() -> None:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 PROBE_TIMEOUT = 10.0
 BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 ONE_FILE_NOTE = ("each Centrapay batch holds one file, so the folders' batch_max_files is "
-                 "capped at 1 (one file = one batch = one job)")
+                 "capped at 1 (one file = one batch = one batch)")
 
 
 def health(provider: CentrapayProvider, network: bool = True) -> Health:

@@ -3,7 +3,7 @@
 Every call goes through :meth:`ClevverClient._call`, the one boundary where foreign
 errors become folderseal's: network errors, timeouts and 5xx are
 :class:`TransientError`; 429 is :class:`Throttled` (carrying ``Retry-After``: Clevver
-did nothing, and the job waits its turn without an attempt counted); a request that
+did nothing, and the batch waits its turn without an attempt counted); a request that
 could not be built or a connection never made is :class:`NotSent` (the same call may be
 made again without doubt, even the start); 401/403 and payment or quota refusals are
 :class:`ProviderError` that say what to do; another 4xx is :class:`Refused`. An answer

@@ -1,7 +1,7 @@
 """The ``seal`` provider: Signius SEAL's batch API.
 
 ``prepare (the flat ZIP) → CreateBatch → upload → AcceptBatch → BatchStatus until
-CLOSED → batchfile → BatchDeleteCache``. Exactly-once is the job state machine's
+CLOSED → batchfile → BatchDeleteCache``. Exactly-once is the batch state machine's
 (the remote id is stored before upload, ACCEPTING before accept, and the remote status
 is read before anything is sent again); this adapter maps each step to its HTTP call,
 SEAL's statuses to :class:`Remote`, proves an upload complete by BatchStatus's document

@@ -2,9 +2,9 @@
 the parts above it (the state machine, intake, claim, sink, recover).
 
 It runs the very operations the SQLite store runs (:mod:`folderseal.store.files`,
-``jobs``, ``retries``, ``reports``), so it raises the same errors (StateConflict,
+``batches``, ``retries``, ``reports``), so it raises the same errors (StateConflict,
 LeaseLost) in the same cases and records the same events; only the queries underneath
-are plain Python on dicts and lists (:mod:`.file_queries`, ``job_queries``,
+are plain Python on dicts and lists (:mod:`.file_queries`, ``batch_queries``,
 ``report_queries``), and
 the contract tests run every promise against both. Like SQLite's, a transaction is all
 or nothing and one at a time: a lock shared by every connection to the store serialises
@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 from folderseal.core.errors import StoreError
 from folderseal.store import Store
-from folderseal.store.jobs import JobRecords
-from folderseal.store.memory import file_queries, job_queries, report_queries  # noqa: F401 - each registers its queries
+from folderseal.store.batches import BatchRecords
+from folderseal.store.memory import batch_queries, file_queries, report_queries  # noqa: F401 - each registers its queries
 from folderseal.store.memory.tables import QUERIES, Result, Tables
 from folderseal.store.reports import ReportQueries
 from folderseal.store.retries import RetryRecords
@@ -43,7 +43,7 @@ class _Shared:
         self.tables = Tables(meta={"store_id": uuid.uuid4().hex})
 
 
-class MemoryStore(JobRecords, RetryRecords, ReportQueries):
+class MemoryStore(BatchRecords, RetryRecords, ReportQueries):
     """One connection to an in-memory store; :meth:`connect` opens another to it."""
 
     def __init__(self, node: str = "memory", clock: Callable[[], float] = time.time, *,

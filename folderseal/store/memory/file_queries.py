@@ -38,10 +38,10 @@ def set_meta(t: Tables, *, key: str, value: str) -> Result:
 
 
 @query
-def insert_event(t: Tables, *, at: float, node: str, job_id: str | None, file_id: str | None,
+def insert_event(t: Tables, *, at: float, node: str, batch_id: str | None, file_id: str | None,
                  kind: str, from_state: str | None, to_state: str | None,
                  detail: str | None) -> Result:
-    t.events.append({"id": len(t.events) + 1, "at": real(at), "node": node, "job_id": job_id,
+    t.events.append({"id": len(t.events) + 1, "at": real(at), "node": node, "batch_id": batch_id,
                      "file_id": file_id, "kind": kind, "from_state": from_state,
                      "to_state": to_state, "detail": detail})
     return Result(rowcount=1)
@@ -87,7 +87,7 @@ def unfinished_claims(t: Tables, *, folder: str) -> Result:
 
 
 @query
-def files_of_job(t: Tables, *, batch_id: str) -> Result:
+def files_of_batch(t: Tables, *, batch_id: str) -> Result:
     # ORDER BY entry: NULL first
     return answer(sorted((f for f in t.files.values() if f["batch_id"] == batch_id),
                         key=lambda f: (f["entry"] is not None, f["entry"] or "")))

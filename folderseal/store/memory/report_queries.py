@@ -9,7 +9,7 @@ from typing import Any
 
 from folderseal.store.memory.tables import (
     DELIVERED,
-    FINISHED_JOBS,
+    FINISHED_BATCHES,
     IN_FLIGHT,
     Result,
     Tables,
@@ -21,16 +21,16 @@ from folderseal.store.memory.tables import (
 
 
 @query
-def count_jobs_by_state(t: Tables) -> Result:
-    return counts(((j["folder"], j["state"]) for j in t.jobs.values()), ("folder", "state"))
+def count_batches_by_state(t: Tables) -> Result:
+    return counts(((j["folder"], j["state"]) for j in t.batches.values()), ("folder", "state"))
 
 
 @query
-def active_jobs(t: Tables, *, folder: str) -> Result:
+def active_batches(t: Tables, *, folder: str) -> Result:
     held = Counter(f["batch_id"] for f in t.files.values())
     return answer({**j, "files": held[j["id"]]} for j in sorted(
-        (j for j in t.jobs.values() if j["folder"] == folder and (
-            j["state"] not in FINISHED_JOBS or j["next_attempt_at"] is not None)),
+        (j for j in t.batches.values() if j["folder"] == folder and (
+            j["state"] not in FINISHED_BATCHES or j["next_attempt_at"] is not None)),
         key=lambda j: j["created_at"]))
 
 
@@ -105,7 +105,7 @@ def count_stale(t: Tables, *, folder: str, state: str, before: float) -> Result:
 
 
 @query
-def events(t: Tables, *, job_id: str | None, file_id: str | None, kind: str | None) -> Result:
-    return answer(e for e in t.events if (job_id is None or e["job_id"] == job_id)
+def events(t: Tables, *, batch_id: str | None, file_id: str | None, kind: str | None) -> Result:
+    return answer(e for e in t.events if (batch_id is None or e["batch_id"] == batch_id)
                   and (file_id is None or e["file_id"] == file_id)
                   and (kind is None or e["kind"] == kind))

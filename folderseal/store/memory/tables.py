@@ -1,7 +1,7 @@
 """The in-memory store's tables, its rows and answers, and what its queries share.
 
 Every query of ``sql/queries.sql`` is answered in Python (:mod:`.file_queries`,
-:mod:`.job_queries`, :mod:`.report_queries`):
+:mod:`.batch_queries`, :mod:`.report_queries`):
 one function per query name, registered with :func:`query`, taking the query's
 parameters and giving the same rows (by column name, or by position as SQLite's rows
 are) and the same count of rows changed. SQL's NULL rules are kept: a comparison with
@@ -20,12 +20,12 @@ from typing import Any
 FILE_COLUMNS = ("id", "folder", "source", "state", "dev", "ino", "size", "mtime_ns", "sha256",
                 "batch_id", "entry", "attempts", "result", "outputs", "error_code",
                 "error_message", "seen_at", "claimed_at", "updated_at", "remote_document")
-JOB_COLUMNS = ("id", "folder", "provider", "state", "claimed_by", "lease_until",
+BATCH_COLUMNS = ("id", "folder", "provider", "state", "claimed_by", "lease_until",
                "next_attempt_at", "attempts", "remote_id", "package_sha256", "package_bytes",
                "failed_step", "error_code", "error_message", "created_at", "updated_at",
                "abandoned_lost", "abandoned_mismatch", "upload_sent_remote", "upload_sent_at",
                "progress", "publish_key")
-FINISHED_JOBS = ("CLEANED", "FAILED")  # active_jobs shows them only when due again
+FINISHED_BATCHES = ("CLEANED", "FAILED")  # active_batches shows them only when due again
 IN_FLIGHT = ("CLAIMED", "BATCHED", "READY", "REJECTED")
 DELIVERED = ("PUBLISHED", "DONE")
 
@@ -59,7 +59,7 @@ class Tables:
 
     meta: dict[str, str] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
-    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     output_names: dict[tuple[str, str, bytes], str] = field(default_factory=dict)
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -67,7 +67,7 @@ class Tables:
     def copy(self) -> Tables:
         """A copy to roll back to (the values in a row are immutable)."""
         return Tables(dict(self.meta), {k: dict(v) for k, v in self.files.items()},
-                      {k: dict(v) for k, v in self.jobs.items()}, list(self.events),
+                      {k: dict(v) for k, v in self.batches.items()}, list(self.events),
                       dict(self.output_names), {k: dict(v) for k, v in self.nodes.items()})
 
 
@@ -103,23 +103,23 @@ def real(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
-def free(job: dict[str, Any], now: float) -> bool:
-    """Nobody holds the job's lease, or it lapsed."""
-    until = job["lease_until"]
-    return job["claimed_by"] is None or (until is not None and until <= now)
+def free(batch: dict[str, Any], now: float) -> bool:
+    """Nobody holds the batch's lease, or it lapsed."""
+    until = batch["lease_until"]
+    return batch["claimed_by"] is None or (until is not None and until <= now)
 
 
-def leased(job: dict[str, Any], holder: str, now: float) -> bool:
-    """``holder`` holds the job's lease, and it has not lapsed."""
-    until = job["lease_until"]
-    return job["claimed_by"] == holder and until is not None and until > now
+def leased(batch: dict[str, Any], holder: str, now: float) -> bool:
+    """``holder`` holds the batch's lease, and it has not lapsed."""
+    until = batch["lease_until"]
+    return batch["claimed_by"] == holder and until is not None and until > now
 
 
 def held(t: Tables, id: str, holder: str, now: float, *states: str) -> list[dict[str, Any]]:
-    """The job, if ``holder`` holds its lease (and it is in one of ``states``, if given)."""
-    job = t.jobs.get(id)
-    return [job] if job is not None and leased(job, holder, now) and (
-        not states or job["state"] in states) else []
+    """The batch, if ``holder`` holds its lease (and it is in one of ``states``, if given)."""
+    batch = t.batches.get(id)
+    return [batch] if batch is not None and leased(batch, holder, now) and (
+        not states or batch["state"] in states) else []
 
 
 def file_if(t: Tables, id: str, test: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
@@ -128,9 +128,9 @@ def file_if(t: Tables, id: str, test: Callable[[dict[str, Any]], bool]) -> list[
     return [row] if row is not None and test(row) else []
 
 
-def job_if(t: Tables, id: str, test: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
-    """The job of that id, if it passes ``test``."""
-    row = t.jobs.get(id)
+def batch_if(t: Tables, id: str, test: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """The batch of that id, if it passes ``test``."""
+    row = t.batches.get(id)
     return [row] if row is not None and test(row) else []
 
 

@@ -1,6 +1,6 @@
 -- Every query the store runs, under "-- name:" headers; loaded once by sqlite.py;
 -- memory.py answers each name the same way in Python (memory/*_queries.py).
--- Guarded writes name the state they expect and, for jobs, the lease: a write that
+-- Guarded writes name the state they expect and, for batches, the lease: a write that
 -- matches zero rows is an error the caller must not ignore.
 
 -- name: get_meta
@@ -11,8 +11,8 @@ INSERT INTO meta (key, value) VALUES (:key, :value)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
 -- name: insert_event
-INSERT INTO events (at, node, job_id, file_id, kind, from_state, to_state, detail)
-VALUES (:at, :node, :job_id, :file_id, :kind, :from_state, :to_state, :detail);
+INSERT INTO events (at, node, batch_id, file_id, kind, from_state, to_state, detail)
+VALUES (:at, :node, :batch_id, :file_id, :kind, :from_state, :to_state, :detail);
 
 -- name: insert_file
 INSERT INTO files (id, folder, source, state, dev, ino, size, mtime_ns, sha256,
@@ -31,7 +31,7 @@ SELECT * FROM files
 WHERE folder = :folder AND batch_id IS NULL
   AND ((state = 'CLAIMED' AND sha256 IS NULL) OR state = 'REJECTED');
 
--- name: files_of_job
+-- name: files_of_batch
 SELECT * FROM files WHERE batch_id = :batch_id ORDER BY entry;
 
 -- name: failed_files
@@ -100,34 +100,34 @@ WHERE id = :id AND state = 'CLAIMED';
 UPDATE files SET outputs = :outputs, updated_at = :now
 WHERE id = :id AND state IN ('READY', 'REJECTED', 'CLAIMED', 'BATCHED');
 
--- name: insert_job
-INSERT INTO jobs (id, folder, provider, state, next_attempt_at, created_at, updated_at)
+-- name: insert_batch
+INSERT INTO batches (id, folder, provider, state, next_attempt_at, created_at, updated_at)
 VALUES (:id, :folder, :provider, 'BATCHED', :now, :now, :now);
 
--- name: get_job
-SELECT * FROM jobs WHERE id = :id;
+-- name: get_batch
+SELECT * FROM batches WHERE id = :id;
 
--- name: open_job_owners
-SELECT folder, provider, count(*) FROM jobs WHERE next_attempt_at IS NOT NULL
+-- name: open_batch_owners
+SELECT folder, provider, count(*) FROM batches WHERE next_attempt_at IS NOT NULL
 GROUP BY folder, provider;
 
--- name: resume_job
-UPDATE jobs SET state = :state, next_attempt_at = :now, attempts = 0, claimed_by = NULL,
+-- name: resume_batch
+UPDATE batches SET state = :state, next_attempt_at = :now, attempts = 0, claimed_by = NULL,
                 lease_until = NULL, updated_at = :now
 WHERE id = :id AND state = :from_state;
 
 -- name: known_file_ids
 SELECT id FROM files WHERE id IN (SELECT value FROM json_each(:ids));
 
--- name: all_job_ids
-SELECT id FROM jobs;
+-- name: all_batch_ids
+SELECT id FROM batches;
 
--- name: acquire_job
--- :holder is "<node>/<token>", new for every acquisition; :busy lists the jobs other
+-- name: acquire_batch
+-- :holder is "<node>/<token>", new for every acquisition; :busy lists the batches other
 -- threads of this process are working on (their leases may have lapsed).
-UPDATE jobs SET claimed_by = :holder, lease_until = :lease_until
+UPDATE batches SET claimed_by = :holder, lease_until = :lease_until
 WHERE id = (
-    SELECT id FROM jobs
+    SELECT id FROM batches
     WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= :now
       AND (claimed_by IS NULL OR lease_until <= :now)
       AND id NOT IN (SELECT value FROM json_each(:busy))
@@ -137,42 +137,42 @@ WHERE id = (
 RETURNING *;
 
 -- name: next_due
-SELECT min(next_attempt_at) FROM jobs
+SELECT min(next_attempt_at) FROM batches
 WHERE next_attempt_at IS NOT NULL AND (claimed_by IS NULL OR lease_until <= :now);
 
--- name: transition_job
-UPDATE jobs SET state = :to_state, attempts = 0, error_code = NULL, error_message = NULL,
+-- name: transition_batch
+UPDATE batches SET state = :to_state, attempts = 0, error_code = NULL, error_message = NULL,
                 remote_id = coalesce(:remote_id, remote_id), updated_at = :now
 WHERE id = :id AND state = :from_state AND claimed_by = :holder AND lease_until > :now;
 
 -- name: set_package
-UPDATE jobs SET package_sha256 = :package_sha256, package_bytes = :package_bytes,
+UPDATE batches SET package_sha256 = :package_sha256, package_bytes = :package_bytes,
                 updated_at = :now
 WHERE id = :id AND state = 'BATCHED' AND claimed_by = :holder AND lease_until > :now;
 
--- name: fail_job
-UPDATE jobs SET state = 'FAILED', failed_step = :from_state, error_code = :error_code,
+-- name: fail_batch
+UPDATE batches SET state = 'FAILED', failed_step = :from_state, error_code = :error_code,
                 error_message = :error_message, updated_at = :now
 WHERE id = :id AND state = :from_state AND claimed_by = :holder AND lease_until > :now;
 
 -- name: renew_lease
 -- A lapsed lease may be renewed by its holder as long as nobody took it over.
-UPDATE jobs SET lease_until = :lease_until
+UPDATE batches SET lease_until = :lease_until
 WHERE id = :id AND claimed_by = :holder;
 
--- name: release_job
-UPDATE jobs SET claimed_by = NULL, lease_until = NULL, next_attempt_at = :next_attempt_at,
+-- name: release_batch
+UPDATE batches SET claimed_by = NULL, lease_until = NULL, next_attempt_at = :next_attempt_at,
                 updated_at = :now
 WHERE id = :id AND claimed_by = :holder;
 
--- name: postpone_job
-UPDATE jobs SET claimed_by = NULL, lease_until = NULL, next_attempt_at = :next_attempt_at,
+-- name: postpone_batch
+UPDATE batches SET claimed_by = NULL, lease_until = NULL, next_attempt_at = :next_attempt_at,
                 attempts = :attempts, error_code = :error_code,
                 error_message = :error_message, updated_at = :now
 WHERE id = :id AND claimed_by = :holder AND lease_until > :now;
 
--- name: reopen_job
-UPDATE jobs SET state = :to_state, next_attempt_at = :now, attempts = 0, failed_step = NULL,
+-- name: reopen_batch
+UPDATE batches SET state = :to_state, next_attempt_at = :now, attempts = 0, failed_step = NULL,
                 error_code = NULL, error_message = NULL, updated_at = :now
 WHERE id = :id AND state = :from_state AND state IN ('FAILED', 'CLEANED')
       AND claimed_by IS NULL;
@@ -191,46 +191,46 @@ WHERE id = :id AND state = :from_state AND state IN ('FAILED', 'CLEARED');
 -- updated_at (the time of the failure, as status shows it) stays.
 UPDATE files SET outputs = :outputs WHERE id = :id AND state IN ('FAILED', 'CLEARED');
 
--- name: wake_job
+-- name: wake_batch
 -- `folderseal retry` of a batch waiting out a backoff (or a poll): due now.
-UPDATE jobs SET next_attempt_at = :now, updated_at = :now
+UPDATE batches SET next_attempt_at = :now, updated_at = :now
 WHERE id = :id AND state != 'FAILED' AND next_attempt_at > :now
   AND (claimed_by IS NULL OR lease_until <= :now);
 
--- name: restore_job
-UPDATE jobs SET state = :state, remote_id = :remote_id, publish_key = :publish_key,
+-- name: restore_batch
+UPDATE batches SET state = :state, remote_id = :remote_id, publish_key = :publish_key,
                 updated_at = :now
 WHERE id = :id AND state = 'BATCHED';
 
 -- name: release_node_leases
-UPDATE jobs SET claimed_by = NULL, lease_until = NULL
+UPDATE batches SET claimed_by = NULL, lease_until = NULL
 WHERE claimed_by = :node OR claimed_by LIKE :node || '/%';
 
 -- name: note_upload
-UPDATE jobs SET upload_sent_at = CASE WHEN upload_sent_remote IS :remote_id
+UPDATE batches SET upload_sent_at = CASE WHEN upload_sent_remote IS :remote_id
                                       THEN upload_sent_at ELSE :now END,
                 upload_sent_remote = :remote_id, updated_at = :now
 WHERE id = :id AND state = 'CREATED' AND claimed_by = :holder AND lease_until > :now;
 
 -- name: upload_sent
-SELECT upload_sent_at FROM jobs WHERE id = :job_id AND upload_sent_remote = :remote_id;
+SELECT upload_sent_at FROM batches WHERE id = :batch_id AND upload_sent_remote = :remote_id;
 
--- name: abandon_job
+-- name: abandon_batch
 -- A remote batch abandoned before accept: the batch starts again in a new one.
-UPDATE jobs SET state = 'CREATED', remote_id = :remote_id, attempts = 0, error_code = NULL,
+UPDATE batches SET state = 'CREATED', remote_id = :remote_id, attempts = 0, error_code = NULL,
                 error_message = NULL, abandoned_lost = abandoned_lost + :lost,
                 abandoned_mismatch = abandoned_mismatch + :mismatch, updated_at = :now
 WHERE id = :id AND state = :from_state AND claimed_by = :holder AND lease_until > :now;
 
 -- name: abandons
-SELECT abandoned_lost, abandoned_mismatch FROM jobs WHERE id = :job_id;
+SELECT abandoned_lost, abandoned_mismatch FROM batches WHERE id = :batch_id;
 
 -- name: set_progress
-UPDATE jobs SET progress = :progress
+UPDATE batches SET progress = :progress
 WHERE id = :id AND claimed_by = :holder AND lease_until > :now;
 
 -- name: progress
-SELECT progress FROM jobs WHERE id = :job_id;
+SELECT progress FROM batches WHERE id = :batch_id;
 
 -- name: set_remote_document
 UPDATE files SET remote_document = :remote_document, updated_at = :now
@@ -240,14 +240,14 @@ WHERE id = :id AND batch_id = :batch_id AND state = 'BATCHED';
 SELECT id, remote_document FROM files
 WHERE batch_id = :batch_id AND remote_document IS NOT NULL;
 
--- name: job_transitions
-SELECT to_state, at FROM events WHERE job_id = :job_id AND kind = 'batch.state' ORDER BY id;
+-- name: batch_transitions
+SELECT to_state, at FROM events WHERE batch_id = :batch_id AND kind = 'batch.state' ORDER BY id;
 
--- name: job_history
+-- name: batch_history
 SELECT kind, file_id, to_state, at FROM events
-WHERE (job_id = :job_id AND kind = 'batch.state')
+WHERE (batch_id = :batch_id AND kind = 'batch.state')
    OR (kind IN ('file.batched', 'file.state')
-       AND file_id IN (SELECT id FROM files WHERE batch_id = :job_id))
+       AND file_id IN (SELECT id FROM files WHERE batch_id = :batch_id))
 ORDER BY id;
 
 -- name: heartbeat
@@ -260,23 +260,23 @@ ON CONFLICT (node) DO UPDATE SET pid = excluded.pid, started_at = excluded.start
 SELECT * FROM nodes ORDER BY node;
 
 -- name: set_publish_key
-UPDATE jobs SET publish_key = :publish_key, updated_at = :now
+UPDATE batches SET publish_key = :publish_key, updated_at = :now
 WHERE id = :id AND claimed_by = :holder AND lease_until > :now;
 
 -- name: set_remote_id
-UPDATE jobs SET remote_id = :remote_id, updated_at = :now
+UPDATE batches SET remote_id = :remote_id, updated_at = :now
 WHERE id = :id AND claimed_by = :holder AND lease_until > :now;
 
 -- name: publish_keys
-SELECT publish_key FROM jobs WHERE publish_key IS NOT NULL;
+SELECT publish_key FROM batches WHERE publish_key IS NOT NULL;
 
--- name: count_jobs_by_state
+-- name: count_batches_by_state
 -- From here on, what status reads (reports.py): never a write.
-SELECT folder, state, count(*) AS n FROM jobs GROUP BY folder, state;
+SELECT folder, state, count(*) AS n FROM batches GROUP BY folder, state;
 
--- name: active_jobs
+-- name: active_batches
 -- Not finished, or due again (a failed batch a retry woke).
-SELECT j.*, (SELECT count(*) FROM files f WHERE f.batch_id = j.id) AS files FROM jobs j
+SELECT j.*, (SELECT count(*) FROM files f WHERE f.batch_id = j.id) AS files FROM batches j
 WHERE folder = :folder AND (state NOT IN ('CLEANED', 'FAILED') OR next_attempt_at IS NOT NULL)
 ORDER BY created_at;
 
@@ -317,7 +317,7 @@ SELECT count(*) FROM files WHERE folder = :folder AND state = :state AND updated
 
 -- name: events
 SELECT * FROM events
-WHERE (:job_id IS NULL OR job_id = :job_id) AND (:file_id IS NULL OR file_id = :file_id)
+WHERE (:batch_id IS NULL OR batch_id = :batch_id) AND (:file_id IS NULL OR file_id = :file_id)
   AND (:kind IS NULL OR kind = :kind)
 ORDER BY id;
 

@@ -6,9 +6,9 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 );
 
--- One row per batch: the job driven through the provider's lifecycle.
+-- One row per batch: the batch driven through the provider's lifecycle.
 -- The lease (claimed_by, lease_until) is kept apart from the state.
-CREATE TABLE jobs (
+CREATE TABLE batches (
     id              TEXT PRIMARY KEY,
     folder          TEXT NOT NULL,
     provider        TEXT NOT NULL,
@@ -37,7 +37,7 @@ CREATE TABLE jobs (
     upload_sent_at REAL,
     progress REAL,
     publish_key TEXT);
-CREATE INDEX jobs_due ON jobs (next_attempt_at);
+CREATE INDEX batches_due ON batches (next_attempt_at);
 
 -- One row per claimed source file.
 CREATE TABLE files (
@@ -50,7 +50,7 @@ CREATE TABLE files (
     size          INTEGER NOT NULL,
     mtime_ns      INTEGER NOT NULL,
     sha256        TEXT,
-    batch_id      TEXT REFERENCES jobs (id),
+    batch_id      TEXT REFERENCES batches (id),
     entry         TEXT,
     attempts      INTEGER NOT NULL DEFAULT 0,
     result        TEXT,
@@ -72,14 +72,14 @@ CREATE TABLE events (
     id         INTEGER PRIMARY KEY,
     at         REAL NOT NULL,
     node       TEXT NOT NULL,
-    job_id     TEXT,
+    batch_id   TEXT,
     file_id    TEXT,
     kind       TEXT NOT NULL,
     from_state TEXT,
     to_state   TEXT,
     detail     TEXT
 );
-CREATE INDEX events_by_job ON events (job_id);
+CREATE INDEX events_by_batch ON events (batch_id);
 CREATE INDEX events_by_file ON events (file_id);
 -- The last day's suspected fragments, for status.
 CREATE INDEX events_fragment_suspected ON events (at) WHERE kind = 'file.fragment_suspected';

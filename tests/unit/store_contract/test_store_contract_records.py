@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from folderseal.core.errors import LeaseLost, StateConflict
-from folderseal.core.model import DocumentResult, FileState, JobRecord, JobState
+from folderseal.core.model import BatchRecord, BatchState, DocumentResult, FileState
 from folderseal.core.redact import REDACTOR
 from folderseal.store import Store
 from folderseal.store.memory import QUERIES as MEMORY_QUERIES
@@ -23,8 +23,8 @@ from tests.store_backends import (
     Clock,
     acquired,
     batch_events,
-    batched_job,
     claim,
+    formed_batch,
 )
 
 
@@ -34,22 +34,22 @@ def _state(store: Store, file_id: str) -> FileState:
     return record.state
 
 
-def _job(store: Store, job_id: str) -> JobRecord:
-    job = store.job(job_id)
-    assert job is not None
-    return job
+def _batch(store: Store, batch_id: str) -> BatchRecord:
+    batch = store.batch(batch_id)
+    assert batch is not None
+    return batch
 
 
-def _failed(store: Store, job_id: str = "job1") -> JobRecord:
+def _failed(store: Store, batch_id: str = "job1") -> BatchRecord:
     """A batch failed with both its files in errors, unleased and never due."""
-    batched_job(store, job_id)
-    job = store.acquire_job(frozenset(store.job_ids() - {job_id}))
-    assert job is not None
-    store.fail_job(job, "provider_refused", "no")
-    for record in store.files_of_job(job_id):
-        store.set_file_state(record.id, FileState.REJECTED, FileState.FAILED, job_id=job_id)
-    store.release(job, None)
-    return _job(store, job_id)
+    formed_batch(store, batch_id)
+    batch = store.acquire_batch(frozenset(store.batch_ids() - {batch_id}))
+    assert batch is not None
+    store.fail_batch(batch, "provider_refused", "no")
+    for record in store.files_of_batch(batch_id):
+        store.set_file_state(record.id, FileState.REJECTED, FileState.FAILED, batch_id=batch_id)
+    store.release(batch, None)
+    return _batch(store, batch_id)
 
 
 # -- the backends, transactions, connections ------------------------------------------------
@@ -87,20 +87,20 @@ def test_nested_transactions_join_the_outer_one(store: Store) -> None:
 
 def test_connections_share_records_but_not_leases(store: Store, backend: Backend) -> None:
     """Another connection sees every record at once, but holds none of this one's leases."""
-    batched_job(store)
-    job = acquired(store)
+    formed_batch(store)
+    batch = acquired(store)
     other = backend.open("node-b")
-    assert other.node == "node-b" and other.job_ids() == {job.id}
+    assert other.node == "node-b" and other.batch_ids() == {batch.id}
     with pytest.raises(LeaseLost):
-        other.renew_lease(job.id)
-    assert store.connect().job_ids() == {job.id}
+        other.renew_lease(batch.id)
+    assert store.connect().batch_ids() == {batch.id}
 
 
 def test_threads_each_with_a_connection_share_the_batches_out_once(store: Store) -> None:
     """Connections on threads of their own claim and lease concurrently: every claim is
     kept, and each due batch is handed to one of them only."""
     for n in range(6):
-        batched_job(store, f"job{n}", n=1)
+        formed_batch(store, f"batch{n}", n=1)
     taken: list[str] = []
     errors: list[BaseException] = []
 
@@ -109,8 +109,8 @@ def test_threads_each_with_a_connection_share_the_batches_out_once(store: Store)
         try:
             for n in range(5):
                 claim(mine, f"{node}-{n}")
-            while (job := mine.acquire_job()) is not None:
-                taken.append(job.id)
+            while (batch := mine.acquire_batch()) is not None:
+                taken.append(batch.id)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
         finally:
@@ -122,7 +122,7 @@ def test_threads_each_with_a_connection_share_the_batches_out_once(store: Store)
     for thread in threads:
         thread.join()
     assert errors == []
-    assert sorted(taken) == [f"job{n}" for n in range(6)]
+    assert sorted(taken) == [f"batch{n}" for n in range(6)]
     assert len(store.file_ids("scans")) == 6 + 4 * 5
 
 
@@ -141,7 +141,7 @@ def test_events_keep_their_node_and_make_names_printable(store: Store, backend: 
     notes = store.events(file_id="f1", kind="file.note")
     assert [(e.at, e.node, e.detail) for e in notes] == [(T0 + 5, "node-b", "caf\\xe9")]
     assert [e.kind for e in store.events(file_id="f1")] == ["file.claimed", "file.note"]
-    assert store.events(job_id="nothing") == []
+    assert store.events(batch_id="nothing") == []
 
 
 # -- files ---------------------------------------------------------------------------------
@@ -220,13 +220,13 @@ def test_a_delivered_twin_has_the_same_hash_in_the_same_folder(store: Store) -> 
 def test_a_result_makes_a_file_ready_or_rejected(store: Store) -> None:
     """A good result makes a waiting file READY; a failure makes it REJECTED with its code
     and its message redacted; both guarded by the state expected, with their events."""
-    job = batched_job(store)
-    good, bad = (r.id for r in store.files_of_job(job.id))
-    store.set_file_result(good, FileState.BATCHED, DocumentResult(entry="e0"), job_id=job.id)
+    batch = formed_batch(store)
+    good, bad = (r.id for r in store.files_of_batch(batch.id))
+    store.set_file_result(good, FileState.BATCHED, DocumentResult(entry="e0"), batch_id=batch.id)
     message = "refused at https://provider.example/batch?X-Amz-Signature=abcdef123456"
     store.set_file_result(bad, FileState.BATCHED,
                           DocumentResult(entry="e1", error_code="refused",
-                                         error_message=message), job_id=job.id)
+                                         error_message=message), batch_id=batch.id)
     ready, rejected = store.file(good), store.file(bad)
     assert ready is not None and ready.state == FileState.READY and ready.error_code is None
     assert ready.result == DocumentResult(entry="e0")
@@ -272,12 +272,12 @@ def test_output_names_taken_by_another_refuse_the_whole_plan(store: Store) -> No
 
 def test_remote_documents_are_kept_for_files_waiting_in_the_batch(store: Store) -> None:
     """The provider's latest answer for a file is kept while it waits in its batch."""
-    job = batched_job(store)
-    batched_job(store, "job2", n=1)
-    file_id = store.files_of_job(job.id)[0].id
-    store.note_remote_document(job.id, file_id, {"batch": "r1", "id": None})
-    store.note_remote_document(job.id, file_id, {"batch": "r1", "id": "d7"})
-    assert store.remote_documents(job.id) == {file_id: {"batch": "r1", "id": "d7"}}
+    batch = formed_batch(store)
+    formed_batch(store, "job2", n=1)
+    file_id = store.files_of_batch(batch.id)[0].id
+    store.note_remote_document(batch.id, file_id, {"batch": "r1", "id": None})
+    store.note_remote_document(batch.id, file_id, {"batch": "r1", "id": "d7"})
+    assert store.remote_documents(batch.id) == {file_id: {"batch": "r1", "id": "d7"}}
     assert store.remote_documents("job2") == {}
     with pytest.raises(StateConflict):
         store.note_remote_document("job2", file_id, {"batch": "r2"})
@@ -288,9 +288,9 @@ def test_remote_documents_are_kept_for_files_waiting_in_the_batch(store: Store) 
 def test_released_batches_are_due_again_or_never(store: Store, clock: Clock) -> None:
     """A released batch is due again when told, or never (None): then no folder owns it
     among the open batches, and none is due."""
-    batched_job(store, "job1", n=1)
-    batched_job(store, "job2", n=1)
-    assert store.open_job_owners() == [("scans", "local", 2)]
+    formed_batch(store, "job1", n=1)
+    formed_batch(store, "job2", n=1)
+    assert store.open_batch_owners() == [("scans", "local", 2)]
     first = acquired(store)
     assert store.next_due() == T0  # the other one
     second = acquired(store)
@@ -298,81 +298,81 @@ def test_released_batches_are_due_again_or_never(store: Store, clock: Clock) -> 
     store.release(first, T0 + 20)
     store.release(second, None)
     assert store.next_due() == T0 + 20
-    assert store.open_job_owners() == [("scans", "local", 1)]
+    assert store.open_batch_owners() == [("scans", "local", 1)]
     clock.advance(20)
     again = acquired(store)
-    assert again.id == first.id and store.acquire_job() is None
+    assert again.id == first.id and store.acquire_batch() is None
 
 
-def test_resume_job_moves_a_batch_on_unleased_and_due(store: Store, clock: Clock) -> None:
+def test_resume_batch_moves_a_batch_on_unleased_and_due(store: Store, clock: Clock) -> None:
     """folderseal recover moves a batch on from the state it is in, due at once, no lease,
     no attempts; a batch no longer in that state is a StateConflict."""
-    batched_job(store)
-    job = acquired(store)
-    store.postpone(job, lambda n: 100.0, "transient", "down")
+    formed_batch(store)
+    batch = acquired(store)
+    store.postpone(batch, lambda n: 100.0, "transient", "down")
     clock.advance(5)
-    stale = _job(store, job.id)
-    store.resume_job(stale, JobState.CREATED, "the provider knows it")
-    resumed = _job(store, job.id)
+    stale = _batch(store, batch.id)
+    store.resume_batch(stale, BatchState.CREATED, "the provider knows it")
+    resumed = _batch(store, batch.id)
     assert (resumed.state, resumed.claimed_by, resumed.lease_until) == (
-        JobState.CREATED, None, None)
+        BatchState.CREATED, None, None)
     assert (resumed.next_attempt_at, resumed.attempts) == (T0 + 5, 0)
-    assert store.events(job_id=job.id, kind="batch.state")[-1].detail == \
+    assert store.events(batch_id=batch.id, kind="batch.state")[-1].detail == \
         "folderseal recover: the provider knows it"
     with pytest.raises(StateConflict):
-        store.resume_job(stale, JobState.CREATED, "again")
+        store.resume_batch(stale, BatchState.CREATED, "again")
 
 
-def test_restore_job_records_a_lost_batch_with_its_files(store: Store) -> None:
+def test_restore_batch_records_a_lost_batch_with_its_files(store: Store) -> None:
     """folderseal recover records again a batch a lost store knew: its files, their entry
     names, and the state, remote id and publish key the provider's answer gives it."""
     files = [{"id": f"r{i}", "folder": "scans", "source": f"r{i}.pdf", "dev": 1, "ino": i,
               "size": 10, "mtime_ns": 1, "sha256": "ab" * 32, "seen_at": T0,
               "entry": f"{i:04d}_r{i}.pdf"} for i in range(2)]
-    store.restore_job(job_id="lost", folder="scans", provider="seal", state=JobState.UPLOADED,
+    store.restore_batch(batch_id="lost", folder="scans", provider="seal", state=BatchState.UPLOADED,
                       remote_id="R-9", files=files, why="the provider has it",
                       publish_key="k/lost.zip")
-    job = _job(store, "lost")
-    assert (job.state, job.remote_id, job.publish_key) == (JobState.UPLOADED, "R-9",
+    batch = _batch(store, "lost")
+    assert (batch.state, batch.remote_id, batch.publish_key) == (BatchState.UPLOADED, "R-9",
                                                            "k/lost.zip")
-    assert [(r.id, r.state, r.entry) for r in store.files_of_job("lost")] == [
+    assert [(r.id, r.state, r.entry) for r in store.files_of_batch("lost")] == [
         ("r0", FileState.BATCHED, "0000_r0.pdf"), ("r1", FileState.BATCHED, "0001_r1.pdf")]
     assert batch_events(store, "lost") == [("BATCHED", "UPLOADED")]
-    assert store.events(job_id="lost", kind="batch.state")[0].detail == \
+    assert store.events(batch_id="lost", kind="batch.state")[0].detail == \
         "restored by folderseal recover: the provider has it"
     assert store.publish_keys() == {"k/lost.zip"}
 
 
 def test_the_package_is_recorded_only_while_batched_and_leased(store: Store) -> None:
     """set_package needs the batch BATCHED and its lease held."""
-    batched_job(store)
-    job = acquired(store)
-    store.set_package(job, "cd" * 32, 1234)
-    packaged = _job(store, job.id)
+    formed_batch(store)
+    batch = acquired(store)
+    store.set_package(batch, "cd" * 32, 1234)
+    packaged = _batch(store, batch.id)
     assert (packaged.package_sha256, packaged.package_bytes) == ("cd" * 32, 1234)
-    store.transition(job, JobState.CREATED)
+    store.transition(batch, BatchState.CREATED)
     with pytest.raises(LeaseLost):
-        store.set_package(job, "ef" * 32, 1)
+        store.set_package(batch, "ef" * 32, 1)
 
 
 def test_an_upload_keeps_the_time_it_was_first_sent_to_a_remote(store: Store,
                                                                  clock: Clock) -> None:
     """note_upload records when an upload to a remote batch was first about to be sent;
     again to the same remote keeps that time, to another starts anew."""
-    batched_job(store)
-    job = acquired(store)
-    store.transition(job, JobState.CREATED, remote_id="r1")
-    created = _job(store, job.id)
+    formed_batch(store)
+    batch = acquired(store)
+    store.transition(batch, BatchState.CREATED, remote_id="r1")
+    created = _batch(store, batch.id)
     store.note_upload(created, "r1")
     clock.advance(10)
     store.note_upload(created, "r1")
-    assert store.upload_sent_at(job.id, "r1") == T0
+    assert store.upload_sent_at(batch.id, "r1") == T0
     store.note_upload(created, "r2")
-    assert store.upload_sent_at(job.id, "r2") == T0 + 10
-    assert store.upload_sent_at(job.id, "r1") is None
-    assert [e.detail for e in store.events(job_id=job.id, kind="batch.upload_sent")] == [
+    assert store.upload_sent_at(batch.id, "r2") == T0 + 10
+    assert store.upload_sent_at(batch.id, "r1") is None
+    assert [e.detail for e in store.events(batch_id=batch.id, kind="batch.upload_sent")] == [
         "r1", "r1", "r2"]
-    store.transition(created, JobState.UPLOADED)
+    store.transition(created, BatchState.UPLOADED)
     with pytest.raises(LeaseLost):
         store.note_upload(created, "r3")
 
@@ -381,38 +381,38 @@ def test_progress_publish_key_and_remote_id_need_the_lease(
         store: Store, backend: Backend, clock: Clock) -> None:
     """How far the provider is, the key a batch is published under and the remote batch
     an accept made are recorded by the lease holder only."""
-    batched_job(store)
-    job = acquired(store)
-    assert store.progress(job.id) is None
-    store.set_progress(job, 40)
-    store.set_publish_key(job, "pub/job1.zip")
-    store.set_remote_id(job, "R-1")
-    assert store.progress(job.id) == 40
+    formed_batch(store)
+    batch = acquired(store)
+    assert store.progress(batch.id) is None
+    store.set_progress(batch, 40)
+    store.set_publish_key(batch, "pub/job1.zip")
+    store.set_remote_id(batch, "R-1")
+    assert store.progress(batch.id) == 40
     assert store.publish_keys() == {"pub/job1.zip"}
-    assert _job(store, job.id).remote_id == "R-1"
-    assert [e.detail for e in store.events(job_id=job.id, kind="batch.remote_created")] == [
+    assert _batch(store, batch.id).remote_id == "R-1"
+    assert [e.detail for e in store.events(batch_id=batch.id, kind="batch.remote_created")] == [
         "R-1"]
-    store.set_publish_key(job, None)
+    store.set_publish_key(batch, None)
     assert store.publish_keys() == set()
     clock.advance(60)
-    assert backend.open("node-b").acquire_job() is not None
-    for write in (lambda: store.set_progress(job, 50),
-                  lambda: store.set_publish_key(job, "x"),
-                  lambda: store.set_remote_id(job, "R-2")):
+    assert backend.open("node-b").acquire_batch() is not None
+    for write in (lambda: store.set_progress(batch, 50),
+                  lambda: store.set_publish_key(batch, "x"),
+                  lambda: store.set_remote_id(batch, "R-2")):
         with pytest.raises(LeaseLost):
             write()
-    assert store.progress(job.id) == 40 and _job(store, job.id).remote_id == "R-1"
+    assert store.progress(batch.id) == 40 and _batch(store, batch.id).remote_id == "R-1"
 
 
 def test_forgiven_attempts_are_taken_back_never_below_zero(store: Store) -> None:
     """forgive_attempts takes one attempt back from each file, stopping at zero."""
-    batched_job(store)
-    job = acquired(store)
-    first, second = (r.id for r in store.files_of_job(job.id))
-    store.begin_attempts(job, [first])
-    store.forgive_attempts(job, [first, second])
-    assert [r.attempts for r in store.files_of_job(job.id)] == [0, 0]
-    assert len(store.events(job_id=job.id, kind="file.attempt_forgiven")) == 2
+    formed_batch(store)
+    batch = acquired(store)
+    first, second = (r.id for r in store.files_of_batch(batch.id))
+    store.begin_attempts(batch, [first])
+    store.forgive_attempts(batch, [first, second])
+    assert [r.attempts for r in store.files_of_batch(batch.id)] == [0, 0]
+    assert len(store.events(batch_id=batch.id, kind="file.attempt_forgiven")) == 2
 
 
 # -- folderseal retry ------------------------------------------------------------------------
@@ -420,41 +420,42 @@ def test_forgiven_attempts_are_taken_back_never_below_zero(store: Store) -> None
 def test_a_retry_into_its_batch(store: Store, clock: Clock) -> None:
     """A retry marks failed files RETRYING with where they go, then they wait in their
     batch again and the batch is due at once, its failure forgotten."""
-    job = _failed(store)
-    ids = [r.id for r in store.files_of_job(job.id)]
-    store.begin_retry([(r, {"role": "retry", "to": "batch"}) for r in store.files_of_job(job.id)])
-    retrying = store.files_of_job(job.id)
+    batch = _failed(store)
+    ids = [r.id for r in store.files_of_batch(batch.id)]
+    store.begin_retry([(r, {"role": "retry", "to": "batch"})
+                       for r in store.files_of_batch(batch.id)])
+    retrying = store.files_of_batch(batch.id)
     assert {r.state for r in retrying} == {FileState.RETRYING}
     assert retrying[0].outputs[-1] == {"role": "retry", "to": "batch"}
     clock.advance(3)
-    store.finish_batch_retry(job, ids, JobState.BATCHED)
-    again = _job(store, job.id)
-    assert (again.state, again.next_attempt_at, again.attempts) == (JobState.BATCHED, T0 + 3, 0)
+    store.finish_batch_retry(batch, ids, BatchState.BATCHED)
+    again = _batch(store, batch.id)
+    assert (again.state, again.next_attempt_at, again.attempts) == (BatchState.BATCHED, T0 + 3, 0)
     assert (again.failed_step, again.error_code) == (None, None)
-    for record in store.files_of_job(job.id):
+    for record in store.files_of_batch(batch.id):
         assert record.state == FileState.BATCHED and record.result is None
         assert record.outputs == () and record.error_code is None
-    assert batch_events(store, job.id)[-1] == ("FAILED", "BATCHED")
+    assert batch_events(store, batch.id)[-1] == ("FAILED", "BATCHED")
 
 
 def test_a_batch_is_reopened_only_when_failed_or_cleaned_and_unleased(store: Store) -> None:
-    """reopen_job refuses a batch still at work, or not in the state the caller saw."""
-    batched_job(store)
-    job = acquired(store)
+    """reopen_batch refuses a batch still at work, or not in the state the caller saw."""
+    formed_batch(store)
+    batch = acquired(store)
     with pytest.raises(StateConflict):
-        store.reopen_job(job, JobState.BATCHED)
+        store.reopen_batch(batch, BatchState.BATCHED)
     failed = _failed(store, "job2")
-    store.reopen_job(failed, JobState.BATCHED)
+    store.reopen_batch(failed, BatchState.BATCHED)
     with pytest.raises(StateConflict):
-        store.reopen_job(failed, JobState.BATCHED)
+        store.reopen_batch(failed, BatchState.BATCHED)
 
 
 def test_undo_and_refusals_of_a_retry(store: Store) -> None:
     """A retry of files not failed is refused whole; one undone fails the files again."""
-    job = _failed(store)
+    batch = _failed(store)
     claim(store, "fresh")
     fresh = store.file("fresh")
-    failed = store.files_of_job(job.id)
+    failed = store.files_of_batch(batch.id)
     assert fresh is not None
     with pytest.raises(StateConflict):
         store.begin_retry([(failed[0], {"role": "retry", "to": "inbox"}),
@@ -466,18 +467,18 @@ def test_undo_and_refusals_of_a_retry(store: Store) -> None:
     assert store.events(file_id=failed[0].id)[-1].detail == "retry undone: the inbox is full"
 
 
-def test_wake_job_makes_a_waiting_batch_due_now(store: Store, clock: Clock) -> None:
+def test_wake_batch_makes_a_waiting_batch_due_now(store: Store, clock: Clock) -> None:
     """A batch waiting out a backoff is due now; one not waiting, or failed, is not woken."""
-    batched_job(store)
-    job = acquired(store)
-    store.postpone(job, lambda n: 100.0, "transient", "down")
+    formed_batch(store)
+    batch = acquired(store)
+    store.postpone(batch, lambda n: 100.0, "transient", "down")
     clock.advance(1)
-    assert store.wake_job(job.id) is True
-    assert _job(store, job.id).next_attempt_at == T0 + 1
-    assert [e.detail for e in store.events(job_id=job.id, kind="batch.woken")] == ["retry"]
-    assert store.wake_job(job.id) is False  # due already
+    assert store.wake_batch(batch.id) is True
+    assert _batch(store, batch.id).next_attempt_at == T0 + 1
+    assert [e.detail for e in store.events(batch_id=batch.id, kind="batch.woken")] == ["retry"]
+    assert store.wake_batch(batch.id) is False  # due already
     failed = _failed(store, "job2")
-    assert store.wake_job(failed.id) is False
+    assert store.wake_batch(failed.id) is False
 
 
 def test_an_error_place_is_recorded_without_changing_when_it_failed(

@@ -4,9 +4,9 @@ provider could not load, suspected fragments, deliveries per minute, stale retri
 
 from __future__ import annotations
 
-from folderseal.core.model import DocumentResult, FileState, JobState
+from folderseal.core.model import BatchState, DocumentResult, FileState
 from folderseal.store import Store
-from tests.store_backends import T0, Clock, acquired, batched_job, claim
+from tests.store_backends import T0, Clock, acquired, claim, formed_batch
 
 
 def _in_state(store: Store, file_id: str, state: FileState, folder: str = "scans") -> None:
@@ -16,32 +16,32 @@ def _in_state(store: Store, file_id: str, state: FileState, folder: str = "scans
 
 def test_batches_are_counted_by_folder_and_state(store: Store) -> None:
     """How many batches of each folder are in each state."""
-    batched_job(store, "job1", n=1)
-    batched_job(store, "job2", n=1)
-    store.transition(acquired(store), JobState.CREATED)
-    assert store.count_jobs_by_state() == {"scans": {"BATCHED": 1, "CREATED": 1}}
+    formed_batch(store, "job1", n=1)
+    formed_batch(store, "job2", n=1)
+    store.transition(acquired(store), BatchState.CREATED)
+    assert store.count_batches_by_state() == {"scans": {"BATCHED": 1, "CREATED": 1}}
 
 
-def test_active_jobs_are_the_unfinished_or_due_oldest_first(store: Store, clock: Clock) -> None:
+def test_active_batches_are_the_unfinished_or_due_oldest_first(store: Store, clock: Clock) -> None:
     """Open batches, and finished ones due again, oldest first, with how many files each
     holds and the provider's progress; finished ones never due again are left out."""
-    batched_job(store, "job1", n=2)
+    formed_batch(store, "job1", n=2)
     clock.advance(1)
-    batched_job(store, "job2", n=1)
+    formed_batch(store, "job2", n=1)
     clock.advance(1)
-    batched_job(store, "job3", n=1)
+    formed_batch(store, "job3", n=1)
     first = acquired(store)
     store.set_progress(first, 25)
     second, third = acquired(store), acquired(store)
-    store.fail_job(second, "refused", "no")
+    store.fail_batch(second, "refused", "no")
     store.release(second, None)
-    store.transition(third, JobState.CLEANED)
+    store.transition(third, BatchState.CLEANED)
     store.release(third, T0 + 100)  # a finished batch that is due again
-    listed = store.active_jobs("scans")
-    assert [(a.job.id, a.files, a.progress) for a in listed] == [
+    listed = store.active_batches("scans")
+    assert [(a.batch.id, a.files, a.progress) for a in listed] == [
         ("job1", 2, 25.0), ("job3", 1, None)]
-    assert listed[0].job.state == JobState.BATCHED
-    assert store.active_jobs("letters") == []
+    assert listed[0].batch.state == BatchState.BATCHED
+    assert store.active_batches("letters") == []
 
 
 def test_last_changed_lists_the_latest_first_up_to_the_limit(
@@ -60,8 +60,8 @@ def test_records_failed_are_delivered_files_the_provider_could_not_load(
         store: Store, clock: Clock) -> None:
     """Delivered files whose provider's report counts records it could not load: how many
     and when, the latest first; none for a count of zero or a file not delivered."""
-    job = batched_job(store, n=4)
-    files = [r.id for r in store.files_of_job(job.id)]
+    batch = formed_batch(store, n=4)
+    files = [r.id for r in store.files_of_batch(batch.id)]
     for n, (file_id, bad) in enumerate(zip(files, (2, 0, 5, 3), strict=True)):
         clock.advance(1)
         result = DocumentResult(entry=f"e{n}", provider_block={"report": {"errorCount": bad}})

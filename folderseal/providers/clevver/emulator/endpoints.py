@@ -126,7 +126,7 @@ class ClevverHandler(EmulatorHandler):
         return received
 
     def start(self, arg: str | None, query: dict[str, str]) -> Reply:
-        return self.envelope(200, self.app.registry.start(arg), "Batch job started")
+        return self.envelope(200, self.app.registry.start(arg), "Job batch started")
 
     def batch_status(self, arg: str | None, query: dict[str, str]) -> Reply:
         return self.envelope(200, self.app.registry.poll(arg))

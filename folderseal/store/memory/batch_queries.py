@@ -7,13 +7,13 @@ import json
 from typing import Any
 
 from folderseal.store.memory.tables import (
-    JOB_COLUMNS,
+    BATCH_COLUMNS,
     Result,
     Tables,
     answer,
+    batch_if,
     free,
     held,
-    job_if,
     like,
     one_value,
     query,
@@ -25,30 +25,30 @@ from folderseal.store.memory.tables import (
 # -- batches and their leases -----------------------------------------------------------
 
 @query
-def insert_job(t: Tables, *, id: str, folder: str, provider: str, now: float) -> Result:
-    unique(id in t.jobs, "jobs.id")
-    row = dict.fromkeys(JOB_COLUMNS)
+def insert_batch(t: Tables, *, id: str, folder: str, provider: str, now: float) -> Result:
+    unique(id in t.batches, "batches.id")
+    row = dict.fromkeys(BATCH_COLUMNS)
     row.update(id=id, folder=folder, provider=provider, state="BATCHED",
                next_attempt_at=real(now), attempts=0, created_at=real(now),
                updated_at=real(now), abandoned_lost=0, abandoned_mismatch=0)
-    t.jobs[id] = row
+    t.batches[id] = row
     return Result(rowcount=1)
 
 
 @query
-def get_job(t: Tables, *, id: str) -> Result:
-    return answer(job_if(t, id, lambda j: True))
+def get_batch(t: Tables, *, id: str) -> Result:
+    return answer(batch_if(t, id, lambda j: True))
 
 
 @query
-def all_job_ids(t: Tables) -> Result:
-    return answer({"id": i} for i in t.jobs)
+def all_batch_ids(t: Tables) -> Result:
+    return answer({"id": i} for i in t.batches)
 
 
 @query
-def open_job_owners(t: Tables) -> Result:
+def open_batch_owners(t: Tables) -> Result:
     owners: dict[tuple[str, str], int] = {}
-    for j in t.jobs.values():
+    for j in t.batches.values():
         if j["next_attempt_at"] is not None:
             key = (j["folder"], j["provider"])
             owners[key] = owners.get(key, 0) + 1
@@ -57,29 +57,29 @@ def open_job_owners(t: Tables) -> Result:
 
 
 @query
-def resume_job(t: Tables, *, id: str, from_state: str, state: str, now: float) -> Result:
-    return update(job_if(t, id, lambda j: j["state"] == from_state), state=state,
+def resume_batch(t: Tables, *, id: str, from_state: str, state: str, now: float) -> Result:
+    return update(batch_if(t, id, lambda j: j["state"] == from_state), state=state,
                   next_attempt_at=real(now), attempts=0, claimed_by=None, lease_until=None,
                   updated_at=real(now))
 
 
 @query
-def restore_job(t: Tables, *, id: str, state: str, remote_id: str | None,
+def restore_batch(t: Tables, *, id: str, state: str, remote_id: str | None,
                 publish_key: str | None, now: float) -> Result:
-    return update(job_if(t, id, lambda j: j["state"] == "BATCHED"), state=state,
+    return update(batch_if(t, id, lambda j: j["state"] == "BATCHED"), state=state,
                   remote_id=remote_id, publish_key=publish_key, updated_at=real(now))
 
 
-def _due(job: dict[str, Any], now: float) -> bool:
-    due = job["next_attempt_at"]
-    return due is not None and due <= now and free(job, now)
+def _due(batch: dict[str, Any], now: float) -> bool:
+    due = batch["next_attempt_at"]
+    return due is not None and due <= now and free(batch, now)
 
 
 @query
-def acquire_job(t: Tables, *, holder: str, now: float, busy: str,
+def acquire_batch(t: Tables, *, holder: str, now: float, busy: str,
                 lease_until: float) -> Result:
     skipped = set(json.loads(busy))
-    due = sorted((j for j in t.jobs.values() if _due(j, now) and j["id"] not in skipped),
+    due = sorted((j for j in t.batches.values() if _due(j, now) and j["id"] not in skipped),
                  key=lambda j: (j["next_attempt_at"], j["created_at"]))
     found = due[:1]
     update(found, claimed_by=holder, lease_until=real(lease_until))
@@ -88,7 +88,7 @@ def acquire_job(t: Tables, *, holder: str, now: float, busy: str,
 
 @query
 def next_due(t: Tables, *, now: float) -> Result:
-    times = [j["next_attempt_at"] for j in t.jobs.values()
+    times = [j["next_attempt_at"] for j in t.batches.values()
              if j["next_attempt_at"] is not None and free(j, now)]
     return one_value(min(times, default=None))
 
@@ -96,25 +96,25 @@ def next_due(t: Tables, *, now: float) -> Result:
 @query
 def renew_lease(t: Tables, *, id: str, holder: str, lease_until: float) -> Result:
     # A lapsed lease may be renewed by its holder as long as nobody took it over.
-    return update(job_if(t, id, lambda j: j["claimed_by"] == holder),
+    return update(batch_if(t, id, lambda j: j["claimed_by"] == holder),
                   lease_until=real(lease_until))
 
 
 @query
-def release_job(t: Tables, *, id: str, holder: str, now: float,
+def release_batch(t: Tables, *, id: str, holder: str, now: float,
                 next_attempt_at: float | None) -> Result:
-    return update(job_if(t, id, lambda j: j["claimed_by"] == holder), claimed_by=None,
+    return update(batch_if(t, id, lambda j: j["claimed_by"] == holder), claimed_by=None,
                   lease_until=None, next_attempt_at=real(next_attempt_at), updated_at=real(now))
 
 
 @query
 def release_node_leases(t: Tables, *, node: str) -> Result:
-    return update([j for j in t.jobs.values() if j["claimed_by"] == node
+    return update([j for j in t.batches.values() if j["claimed_by"] == node
                    or like(j["claimed_by"], f"{node}/%")], claimed_by=None, lease_until=None)
 
 
 @query
-def transition_job(t: Tables, *, id: str, from_state: str, to_state: str, holder: str,
+def transition_batch(t: Tables, *, id: str, from_state: str, to_state: str, holder: str,
                    remote_id: str | None, now: float) -> Result:
     found = held(t, id, holder, now, from_state)
     for j in found:
@@ -132,14 +132,14 @@ def set_package(t: Tables, *, id: str, holder: str, now: float, package_sha256: 
 
 
 @query
-def fail_job(t: Tables, *, id: str, holder: str, now: float, from_state: str,
+def fail_batch(t: Tables, *, id: str, holder: str, now: float, from_state: str,
              error_code: str, error_message: str) -> Result:
     return update(held(t, id, holder, now, from_state), state="FAILED", failed_step=from_state,
                   error_code=error_code, error_message=error_message, updated_at=real(now))
 
 
 @query
-def postpone_job(t: Tables, *, id: str, holder: str, now: float, next_attempt_at: float,
+def postpone_batch(t: Tables, *, id: str, holder: str, now: float, next_attempt_at: float,
                  attempts: int, error_code: str, error_message: str) -> Result:
     return update(held(t, id, holder, now), claimed_by=None, lease_until=None,
                   next_attempt_at=real(next_attempt_at), attempts=attempts,
@@ -159,14 +159,14 @@ def note_upload(t: Tables, *, id: str, holder: str, now: float, remote_id: str) 
 
 
 @query
-def upload_sent(t: Tables, *, job_id: str, remote_id: str) -> Result:
-    return answer({"upload_sent_at": j["upload_sent_at"]} for j in job_if(
-        t, job_id, lambda j: j["upload_sent_remote"] is not None
+def upload_sent(t: Tables, *, batch_id: str, remote_id: str) -> Result:
+    return answer({"upload_sent_at": j["upload_sent_at"]} for j in batch_if(
+        t, batch_id, lambda j: j["upload_sent_remote"] is not None
         and j["upload_sent_remote"] == remote_id))
 
 
 @query
-def abandon_job(t: Tables, *, id: str, holder: str, now: float, from_state: str,
+def abandon_batch(t: Tables, *, id: str, holder: str, now: float, from_state: str,
                 remote_id: str, lost: int, mismatch: int) -> Result:
     found = held(t, id, holder, now, from_state)
     for j in found:
@@ -177,10 +177,10 @@ def abandon_job(t: Tables, *, id: str, holder: str, now: float, from_state: str,
 
 
 @query
-def abandons(t: Tables, *, job_id: str) -> Result:
+def abandons(t: Tables, *, batch_id: str) -> Result:
     return answer({"abandoned_lost": j["abandoned_lost"],
                    "abandoned_mismatch": j["abandoned_mismatch"]}
-                  for j in job_if(t, job_id, lambda j: True))
+                  for j in batch_if(t, batch_id, lambda j: True))
 
 
 @query
@@ -189,8 +189,8 @@ def set_progress(t: Tables, *, id: str, holder: str, now: float, progress: float
 
 
 @query
-def progress(t: Tables, *, job_id: str) -> Result:
-    return answer({"progress": j["progress"]} for j in job_if(t, job_id, lambda j: True))
+def progress(t: Tables, *, batch_id: str) -> Result:
+    return answer({"progress": j["progress"]} for j in batch_if(t, batch_id, lambda j: True))
 
 
 @query
@@ -206,43 +206,43 @@ def set_remote_id(t: Tables, *, id: str, holder: str, now: float, remote_id: str
 
 @query
 def publish_keys(t: Tables) -> Result:
-    return answer({"publish_key": j["publish_key"]} for j in t.jobs.values()
+    return answer({"publish_key": j["publish_key"]} for j in t.batches.values()
                   if j["publish_key"] is not None)
 
 
 # -- folderseal retry ----------------------------------------------------------------------
 
 @query
-def reopen_job(t: Tables, *, id: str, from_state: str, to_state: str, now: float) -> Result:
-    return update(job_if(t, id, lambda j: j["state"] == from_state
+def reopen_batch(t: Tables, *, id: str, from_state: str, to_state: str, now: float) -> Result:
+    return update(batch_if(t, id, lambda j: j["state"] == from_state
                            and j["state"] in ("FAILED", "CLEANED") and j["claimed_by"] is None),
                    state=to_state, next_attempt_at=real(now), attempts=0, failed_step=None,
                    error_code=None, error_message=None, updated_at=real(now))
 
 
 @query
-def wake_job(t: Tables, *, id: str, now: float) -> Result:
+def wake_batch(t: Tables, *, id: str, now: float) -> Result:
     def waiting(j: dict[str, Any]) -> bool:
         due = j["next_attempt_at"]
         return j["state"] != "FAILED" and due is not None and due > now and free(j, now)
-    return update(job_if(t, id, waiting), next_attempt_at=real(now), updated_at=real(now))
+    return update(batch_if(t, id, waiting), next_attempt_at=real(now), updated_at=real(now))
 
 
 
 # -- its history, and the daemons -------------------------------------------------------
 
 @query
-def job_transitions(t: Tables, *, job_id: str) -> Result:
+def batch_transitions(t: Tables, *, batch_id: str) -> Result:
     return answer({"to_state": e["to_state"], "at": e["at"]} for e in t.events
-                  if e["job_id"] == job_id and e["kind"] == "batch.state")
+                  if e["batch_id"] == batch_id and e["kind"] == "batch.state")
 
 
 @query
-def job_history(t: Tables, *, job_id: str) -> Result:
-    members = {f["id"] for f in t.files.values() if f["batch_id"] == job_id}
+def batch_history(t: Tables, *, batch_id: str) -> Result:
+    members = {f["id"] for f in t.files.values() if f["batch_id"] == batch_id}
     return answer({"kind": e["kind"], "file_id": e["file_id"], "to_state": e["to_state"],
                    "at": e["at"]} for e in t.events
-                  if (e["job_id"] == job_id and e["kind"] == "batch.state")
+                  if (e["batch_id"] == batch_id and e["kind"] == "batch.state")
                   or (e["kind"] in ("file.batched", "file.state") and e["file_id"] in members))
 
 

@@ -1,4 +1,4 @@
-"""The state machine (folderseal.jobs.machine) against a scripted provider and a real store.
+"""The state machine (folderseal.batches.machine) against a scripted provider and a real store.
 
 The provider keeps a "remote batch" per create and answers each document it sends
 through the ledger, like a provider that uploads file by file (Clevver); it signs like
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from folderseal.batches.send import MAX_LOST_ANSWERS, MAX_RECREATES
 from folderseal.core import config
 from folderseal.core.errors import ProviderError
-from folderseal.core.model import DocumentResult, FileState, JobState
-from folderseal.jobs.send import MAX_LOST_ANSWERS, MAX_RECREATES
+from folderseal.core.model import BatchState, DocumentResult, FileState
 from folderseal.providers import (
     Abandon,
     BatchView,
@@ -115,8 +115,8 @@ class Scripted(LocalProvider):
         if self.accept_unanswered:
             from folderseal.core.errors import TransientError
             raise TransientError("no connection (scripted)")
-        job = self.store.job(batch.id)  # type: ignore[attr-defined]
-        self.state_at_accept.append(job.state)
+        current = self.store.batch(batch.id)  # type: ignore[attr-defined]
+        self.state_at_accept.append(current.state)
         self.accepted.append(remote_id)
         if self.refuse_accept:
             raise ProviderError("http_400", "the provider answered HTTP 400: bad batch",
@@ -162,13 +162,13 @@ def _run(daemon: Daemon, layout: Layout, names: tuple[str, ...] = ("a.txt", "b.t
         (layout.inbox / name).write_text(f"content of {name}")
     intake = daemon.intakes["scans"]
     ids = [intake.claim_now(name)[0] for name in names]
-    [job_id] = intake.form_batches(float("inf"))
+    [batch_id] = intake.form_batches(float("inf"))
     assert daemon.store is not None
     store = daemon.store
-    final = (JobState.CLEANED, JobState.FAILED)
-    daemon.drain(lambda: store.job(job_id).state in final and store.job(job_id)
+    final = (BatchState.CLEANED, BatchState.FAILED)
+    daemon.drain(lambda: store.batch(batch_id).state in final and store.batch(batch_id)
                  .next_attempt_at is None, timeout)
-    return job_id, [i for i in ids if i]
+    return batch_id, [i for i in ids if i]
 
 
 def _delivered(layout: Layout) -> set[str]:
@@ -189,17 +189,17 @@ def test_accepting_is_stored_before_accept_and_each_document_is_sent_once(layout
     and in the manifest; ACCEPTING is stored before accept; the progress is kept."""
     daemon, provider = _daemon(layout)
     try:
-        job_id, ids = _run(daemon, layout)
+        batch_id, ids = _run(daemon, layout)
         store = daemon.store
         assert store is not None
-        assert store.job(job_id).state == JobState.CLEANED
-        assert provider.state_at_accept == [JobState.ACCEPTING]
+        assert store.batch(batch_id).state == BatchState.CLEANED
+        assert provider.state_at_accept == [BatchState.ACCEPTING]
         assert sorted(provider.sent) == [("r1", "0001_a.txt"), ("r1", "0002_b.txt")]
         assert sorted(provider.opened) == [b"content of a.txt", b"content of b.txt"]
-        notes = store.remote_documents(job_id)
+        notes = store.remote_documents(batch_id)
         assert {n["batch"] for n in notes.values()} == {"r1"}
         assert all(n["id"] and n["checksum"] == store.file(i).sha256 for i, n in notes.items())
-        assert store.progress(job_id) == 42.5
+        assert store.progress(batch_id) == 42.5
     finally:
         daemon.close()
     assert _delivered(layout) == {"a.txt", "b.txt"}
@@ -212,11 +212,11 @@ def test_the_manifest_keeps_each_send_and_answer_the_moment_it_arrives(layout: L
     daemon, provider = _daemon(layout)
     provider.lose_after = 2  # the second document's answer is lost
     try:
-        job_id, _ = _run(daemon, layout)
+        batch_id, _ = _run(daemon, layout)
         store = daemon.store
         assert store is not None
-        assert store.job(job_id).state == JobState.CLEANED
-        assert store.abandons(job_id) == (1, 0)
+        assert store.batch(batch_id).state == BatchState.CLEANED
+        assert store.abandons(batch_id) == (1, 0)
         assert provider.created == ["r1", "r2"] and provider.deleted[0] == "r1"
         assert provider.accepted == ["r2"]
         assert sorted(e for r, e in provider.sent if r == "r2") == ["0001_a.txt", "0002_b.txt"]
@@ -234,16 +234,16 @@ def test_the_manifest_holds_the_notes_in_order(layout: Layout) -> None:
         (layout.inbox / "b.txt").write_text("b")
         intake = daemon.intakes["scans"]
         ids = [intake.claim_now(n)[0] for n in ("a.txt", "b.txt")]
-        [job_id] = intake.form_batches(float("inf"))
+        [batch_id] = intake.form_batches(float("inf"))
         store = daemon.store
         assert store is not None
-        daemon.drain(lambda: store.job(job_id).attempts > 0, 30)  # the lost answer
+        daemon.drain(lambda: store.batch(batch_id).attempts > 0, 30)  # the lost answer
         work = daemon.intakes["scans"].work
-        notes = work.manifests.json(job_id)["documents"]  # type: ignore[index]
+        notes = work.manifests.json(batch_id)["documents"]  # type: ignore[index]
         assert [(n["file"], n["batch"], n["id"] is None) for n in notes] == [
             (ids[0], "r1", True), (ids[0], "r1", False), (ids[1], "r1", True)]
-        assert work.manifests.document_notes(job_id)[ids[1]]["id"] is None
-        assert store.remote_documents(job_id)[ids[1]]["id"] is None
+        assert work.manifests.document_notes(batch_id)[ids[1]]["id"] is None
+        assert store.remote_documents(batch_id)[ids[1]]["id"] is None
     finally:
         daemon.close()
 
@@ -253,10 +253,10 @@ def test_lost_answers_do_not_use_up_the_limit(layout: Layout) -> None:
     daemon, provider = _daemon(layout)
     provider.abandon = [True] * (MAX_RECREATES + 2)
     try:
-        job_id, _ = _run(daemon, layout)
+        batch_id, _ = _run(daemon, layout)
         assert daemon.store is not None
-        assert daemon.store.job(job_id).state == JobState.CLEANED
-        assert daemon.store.abandons(job_id) == (MAX_RECREATES + 2, 0)
+        assert daemon.store.batch(batch_id).state == BatchState.CLEANED
+        assert daemon.store.abandons(batch_id) == (MAX_RECREATES + 2, 0)
     finally:
         daemon.close()
     assert len(provider.created) == MAX_RECREATES + 3
@@ -269,11 +269,11 @@ def test_mismatches_fail_the_batch_after_max_recreates(layout: Layout) -> None:
     daemon, provider = _daemon(layout)
     provider.abandon = [False] * 50
     try:
-        job_id, _ = _run(daemon, layout)
+        batch_id, _ = _run(daemon, layout)
         assert daemon.store is not None
-        job = daemon.store.job(job_id)
-        assert job.state == JobState.FAILED and job.error_code == "remote_mismatch"
-        assert daemon.store.abandons(job_id) == (0, MAX_RECREATES)
+        batch = daemon.store.batch(batch_id)
+        assert batch.state == BatchState.FAILED and batch.error_code == "remote_mismatch"
+        assert daemon.store.abandons(batch_id) == (0, MAX_RECREATES)
     finally:
         daemon.close()
     assert len(provider.created) == MAX_RECREATES + 1 and provider.accepted == []
@@ -286,14 +286,14 @@ def test_many_lost_answers_slow_a_batch_down_but_never_fail_it(layout: Layout) -
     daemon, provider = _daemon(layout)
     provider.abandon = [True] * (MAX_LOST_ANSWERS + 3)
     try:
-        job_id, _ = _run(daemon, layout)
+        batch_id, _ = _run(daemon, layout)
         assert daemon.store is not None
-        job = daemon.store.job(job_id)
-        assert job.state == JobState.CLEANED
-        assert daemon.store.abandons(job_id) == (MAX_LOST_ANSWERS + 3, 0)
+        batch = daemon.store.batch(batch_id)
+        assert batch.state == BatchState.CLEANED
+        assert daemon.store.abandons(batch_id) == (MAX_LOST_ANSWERS + 3, 0)
         postponed = sqlite3.connect(daemon.settings.database).execute(
-            "SELECT count(*) FROM events WHERE job_id = ? AND kind = 'batch.postponed' "
-            "AND detail LIKE '%the next one waits%'", (job_id,)).fetchone()[0]
+            "SELECT count(*) FROM events WHERE batch_id = ? AND kind = 'batch.postponed' "
+            "AND detail LIKE '%the next one waits%'", (batch_id,)).fetchone()[0]
         assert postponed == 4  # the 20th abandon for a lost answer and each after it
     finally:
         daemon.close()
@@ -305,9 +305,9 @@ def test_a_rejected_document_goes_to_errors_and_the_rest_is_delivered(layout: La
     daemon, provider = _daemon(layout)
     provider.reject = {"0002_b.txt"}
     try:
-        job_id, ids = _run(daemon, layout)
+        batch_id, ids = _run(daemon, layout)
         assert daemon.store is not None
-        assert daemon.store.job(job_id).state == JobState.CLEANED
+        assert daemon.store.batch(batch_id).state == BatchState.CLEANED
         assert daemon.store.file(ids[1]).state == FileState.FAILED
     finally:
         daemon.close()
@@ -328,17 +328,17 @@ def test_a_remote_batch_holding_a_rejected_files_copy_is_never_started(
             (layout.inbox / name).write_text(f"content of {name}")
         intake = daemon.intakes["scans"]
         ids = [intake.claim_now(name)[0] for name in ("a.txt", "b.txt")]
-        [job_id] = intake.form_batches(float("inf"))
+        [batch_id] = intake.form_batches(float("inf"))
         store = daemon.store
         assert store is not None
-        daemon.drain(lambda: store.job(job_id).attempts > 0, 30)
-        assert store.job(job_id).state == JobState.UPLOADED
+        daemon.drain(lambda: store.batch(batch_id).attempts > 0, 30)
+        assert store.batch(batch_id).state == BatchState.UPLOADED
         store.set_file_result(ids[0] or "", FileState.BATCHED, DocumentResult(
             entry="0001_a.txt", error_code="checksum_mismatch", error_message="scripted"),
-            job_id=job_id)
+            batch_id=batch_id)
         provider.status_fails_from = None
-        daemon.drain(lambda: store.job(job_id).state == JobState.CLEANED, 30)
-        assert store.job(job_id).state == JobState.CLEANED
+        daemon.drain(lambda: store.batch(batch_id).state == BatchState.CLEANED, 30)
+        assert store.batch(batch_id).state == BatchState.CLEANED
     finally:
         daemon.close()
     assert provider.created == ["r1", "r2"] and provider.accepted == ["r2"]
@@ -350,9 +350,9 @@ def test_pending_results_are_asked_again_until_they_come(layout: Layout) -> None
     daemon, provider = _daemon(layout)
     provider.pending = {"0001_a.txt": 2}
     try:
-        job_id, _ = _run(daemon, layout)
+        batch_id, _ = _run(daemon, layout)
         assert daemon.store is not None
-        assert daemon.store.job(job_id).state == JobState.CLEANED
+        assert daemon.store.batch(batch_id).state == BatchState.CLEANED
     finally:
         daemon.close()
     assert provider.pending == {"0001_a.txt": 0}
@@ -364,9 +364,9 @@ def test_a_result_pending_past_max_wait_fails_with_its_own_reason(layout: Layout
     provider.max_wait = 0.5
     provider.pending = {"0001_a.txt": 1000}
     try:
-        job_id, _ = _run(daemon, layout)
+        batch_id, _ = _run(daemon, layout)
         assert daemon.store is not None
-        assert daemon.store.job(job_id).state == JobState.CLEANED
+        assert daemon.store.batch(batch_id).state == BatchState.CLEANED
     finally:
         daemon.close()
     assert _delivered(layout) == {"b.txt"}
@@ -378,9 +378,9 @@ def test_a_failed_remote_batch_is_downloaded_like_a_closed_one(layout: Layout) -
     daemon, provider = _daemon(layout)
     provider.failed = True
     try:
-        job_id, _ = _run(daemon, layout)
+        batch_id, _ = _run(daemon, layout)
         assert daemon.store is not None
-        assert daemon.store.job(job_id).state == JobState.CLEANED
+        assert daemon.store.batch(batch_id).state == BatchState.CLEANED
     finally:
         daemon.close()
     assert _delivered(layout) == {"a.txt", "b.txt"}  # what its download proves
@@ -393,9 +393,9 @@ def test_after_gone_salvage_delivers_what_it_proves_and_the_rest_fails(layout: L
     provider.gone = True
     provider.salvaged = {"0001_a.txt"}
     try:
-        job_id, ids = _run(daemon, layout)
+        batch_id, ids = _run(daemon, layout)
         assert daemon.store is not None
-        assert daemon.store.job(job_id).state == JobState.CLEANED
+        assert daemon.store.batch(batch_id).state == BatchState.CLEANED
     finally:
         daemon.close()
     assert _delivered(layout) == {"a.txt"}
@@ -408,10 +408,10 @@ def test_after_gone_with_nothing_salvaged_the_batch_fails(layout: Layout) -> Non
     daemon, provider = _daemon(layout)
     provider.gone = True
     try:
-        job_id, _ = _run(daemon, layout)
+        batch_id, _ = _run(daemon, layout)
         assert daemon.store is not None
-        job = daemon.store.job(job_id)
-        assert job.state == JobState.FAILED and job.error_code == "lost_after_accept"
+        batch = daemon.store.batch(batch_id)
+        assert batch.state == BatchState.FAILED and batch.error_code == "lost_after_accept"
     finally:
         daemon.close()
     assert _delivered(layout) == set()
@@ -426,9 +426,9 @@ def test_a_refusal_past_the_point_of_no_return_says_the_files_may_have_run(
     daemon, provider = _daemon(layout)
     provider.refuse_accept = True
     try:
-        job_id, _ = _run(daemon, layout)
+        batch_id, _ = _run(daemon, layout)
         assert daemon.store is not None
-        assert daemon.store.job(job_id).state == JobState.FAILED
+        assert daemon.store.batch(batch_id).state == BatchState.FAILED
     finally:
         daemon.close()
     for error in _errors(layout).values():
@@ -452,18 +452,18 @@ def test_a_store_behind_its_manifest_judges_the_upload_by_the_manifests_answers(
         intake = daemon.intakes["scans"]
         for name in ("a.txt", "b.txt"):
             intake.claim_now(name)
-        [job_id] = intake.form_batches(float("inf"))
+        [batch_id] = intake.form_batches(float("inf"))
         assert daemon.store is not None
         store = daemon.store
-        daemon.drain(lambda: store.job(job_id).state == JobState.ACCEPTING, 60)
+        daemon.drain(lambda: store.batch(batch_id).state == BatchState.ACCEPTING, 60)
         with sqlite3.connect(daemon.settings.database) as db:  # the rolled-back store
-            db.execute("UPDATE jobs SET state = 'BATCHED', remote_id = NULL, "
+            db.execute("UPDATE batches SET state = 'BATCHED', remote_id = NULL, "
                        "next_attempt_at = 0, claimed_by = NULL, lease_until = NULL "
-                       "WHERE id = ?", (job_id,))
+                       "WHERE id = ?", (batch_id,))
             db.execute("UPDATE files SET remote_document = NULL WHERE batch_id = ?",
-                       (job_id,))
+                       (batch_id,))
         provider.accept_unanswered = False
-        daemon.drain(lambda: store.job(job_id).state == JobState.CLEANED, 60)
+        daemon.drain(lambda: store.batch(batch_id).state == BatchState.CLEANED, 60)
     finally:
         daemon.close()
     assert provider.created == ["r1"] and provider.accepted == ["r1"]

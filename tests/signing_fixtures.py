@@ -1,6 +1,6 @@
 """Fixtures for the signing tests: a trial seal, and a local RFC 3161 time-stamp server.
 
-Import the fixtures by name into a test module (``from tests.engine_fixtures import ...``).
+Import the fixtures by name into a test module (``from tests.signing_fixtures import ...``).
 """
 
 from __future__ import annotations

@@ -1,26 +1,26 @@
-"""The job state machine: every batch, driven through its provider's lifecycle.
+"""The batch state machine: every batch, driven through its provider's lifecycle.
 
 This is the one place that knows what each state means and which step follows it
-(:data:`STEPS`). Each step runs under the job's lease, ends in a guarded transition (so
+(:data:`STEPS`). Each step runs under the batch's lease, ends in a guarded transition (so
 a restart resumes with the next step, as in docs/design.md's crash table), and is one of:
 
-* done: the job moves on and the next step runs at once;
-* waiting: the provider is still working; the job is released until its next poll;
-* transient failure: the job is released with exponential backoff and jitter, its
-  attempt count kept in the store across restarts (:mod:`folderseal.jobs.backoff`);
-* permanent failure: the job is FAILED and each of its files goes to errors with
+* done: the batch moves on and the next step runs at once;
+* waiting: the provider is still working; the batch is released until its next poll;
+* transient failure: the batch is released with exponential backoff and jitter, its
+  attempt count kept in the store across restarts (:mod:`folderseal.batches.backoff`);
+* permanent failure: the batch is FAILED and each of its files goes to errors with
   the reason (files of a batch that may have been signed are never re-batched).
 
 What a state means for the files (may they be sent again?) is
-:mod:`folderseal.jobs.lifecycle`'s table; what a provider does in each step, and how it
+:mod:`folderseal.batches.lifecycle`'s table; what a provider does in each step, and how it
 proves an upload complete, is the provider's (:mod:`folderseal.providers`). The steps
 themselves live by phase, each working with one
-:class:`~folderseal.jobs.context.StepContext`: before accept in
-:mod:`~folderseal.jobs.send` (with abandoning a remote batch that may not hold exactly
-this batch), the point of no return in :mod:`~folderseal.jobs.accept` (and
-:mod:`~folderseal.jobs.creates` for providers whose accept creates the remote batch),
-waiting and fetching results in :mod:`~folderseal.jobs.poll`, and the end in
-:mod:`~folderseal.jobs.deliver`.
+:class:`~folderseal.batches.context.StepContext`: before accept in
+:mod:`~folderseal.batches.send` (with abandoning a remote batch that may not hold exactly
+this batch), the point of no return in :mod:`~folderseal.batches.accept` (and
+:mod:`~folderseal.batches.creates` for providers whose accept creates the remote batch),
+waiting and fetching results in :mod:`~folderseal.batches.poll`, and the end in
+:mod:`~folderseal.batches.deliver`.
 """
 
 from __future__ import annotations
@@ -30,45 +30,45 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from folderseal.batches import accept, deliver, lifecycle, poll, send
+from folderseal.batches.backoff import Delay, backoff
+from folderseal.batches.context import StepContext
 from folderseal.core import metrics
 from folderseal.core.errors import ProviderError, StoreError, Throttled, TransientError
 from folderseal.core.logs import get as get_logger
-from folderseal.core.model import JobRecord, JobState
-from folderseal.jobs import accept, deliver, lifecycle, poll, send
-from folderseal.jobs.backoff import Delay, backoff
-from folderseal.jobs.context import StepContext
+from folderseal.core.model import BatchRecord, BatchState
 from folderseal.providers import Abandon, Provider
 from folderseal.publish.sink import Sink
 from folderseal.store import Store
 from folderseal.work import WorkFolder
 
-Step = Callable[[StepContext, JobRecord], JobRecord | None]
+Step = Callable[[StepContext, BatchRecord], BatchRecord | None]
 
-# What each state means, by the step that follows it: the job it returns runs its next
-# step at once; None means the job waits (released) or rests. CLEANED has none.
-STEPS: dict[JobState, Step] = {
-    JobState.BATCHED: send.create,          # files batched: prepare, create remote batch
-    JobState.CREATED: send.upload,          # remote batch made: send the documents
-    JobState.UPLOADED: accept.accept,       # sent: proven held? ACCEPTING, accept
-    JobState.ACCEPTING: accept.accept_again,  # accept may have arrived: ask first
-    JobState.ACCEPTED: poll.poll,           # the provider works: poll until it finishes
-    JobState.CLOSED: poll.download,         # finished: fetch each file's result
-    JobState.DOWNLOADED: deliver.deliver,   # results kept: publish outputs, sidecars
-    JobState.DELIVERED: deliver.clean,      # outputs durable: remove originals, remote
-    JobState.FAILED: deliver.sink_failures,  # failed for good: files to errors
+# What each state means, by the step that follows it: the batch it returns runs its next
+# step at once; None means the batch waits (released) or rests. CLEANED has none.
+STEPS: dict[BatchState, Step] = {
+    BatchState.BATCHED: send.create,          # files batched: prepare, create remote batch
+    BatchState.CREATED: send.upload,          # remote batch made: send the documents
+    BatchState.UPLOADED: accept.accept,       # sent: proven held? ACCEPTING, accept
+    BatchState.ACCEPTING: accept.accept_again,  # accept may have arrived: ask first
+    BatchState.ACCEPTED: poll.poll,           # the provider works: poll until it finishes
+    BatchState.CLOSED: poll.download,         # finished: fetch each file's result
+    BatchState.DOWNLOADED: deliver.deliver,   # results kept: publish outputs, sidecars
+    BatchState.DELIVERED: deliver.clean,      # outputs durable: remove originals, remote
+    BatchState.FAILED: deliver.sink_failures,  # failed for good: files to errors
 }
 
 
 class Busy:
-    """The jobs the threads of this process are working on; used as its own lock.
+    """The batches the threads of this process are working on; used as its own lock.
 
-    Acquiring skips them, so two threads never work on one job, even when a long step
+    Acquiring skips them, so two threads never work on one batch, even when a long step
     let its lease lapse.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._jobs: set[str] = set()
+        self._batches: set[str] = set()
 
     def __enter__(self) -> Busy:
         self._lock.acquire()
@@ -77,19 +77,19 @@ class Busy:
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
 
-    def jobs(self) -> frozenset[str]:
-        return frozenset(self._jobs)
+    def batches(self) -> frozenset[str]:
+        return frozenset(self._batches)
 
-    def add(self, job_id: str) -> None:
-        self._jobs.add(job_id)
+    def add(self, batch_id: str) -> None:
+        self._batches.add(batch_id)
 
-    def discard(self, job_id: str) -> None:
+    def discard(self, batch_id: str) -> None:
         with self._lock:
-            self._jobs.discard(job_id)
+            self._batches.discard(batch_id)
 
 
-class Manager:
-    """Advances due jobs; one per job thread (each thread has its own store connection)."""
+class Machine:
+    """Advances due batches; one per batch thread (each thread has its own store connection)."""
 
     def __init__(self, store: Store, providers: dict[str, Provider], sinks: dict[str, Sink],
                  works: dict[str, WorkFolder], state_dir: Path, stop: threading.Event,
@@ -106,25 +106,25 @@ class Manager:
         self.store_id = store.store_id
 
     def run_once(self) -> bool:
-        """Advance the job that is due first; False if none is due."""
+        """Advance the batch that is due first; False if none is due."""
         with self.busy:
-            job = self.store.acquire_job(self.busy.jobs())
-            if job is None:
+            batch = self.store.acquire_batch(self.busy.batches())
+            if batch is None:
                 return False
-            self.busy.add(job.id)
+            self.busy.add(batch.id)
         try:
-            self.advance(job)
+            self.advance(batch)
         finally:
-            self.busy.discard(job.id)
+            self.busy.discard(batch.id)
         return True
 
-    def advance(self, job: JobRecord) -> None:
-        """Run steps of one job until it waits, finishes, fails, or the daemon stops."""
-        provider = self.providers[job.provider]
-        log = self.log.bind(batch=job.id, folder=job.folder, provider=job.provider)
-        ctx = StepContext(job, self.store, provider, self.works, self.sinks, self.state_dir,
+    def advance(self, batch: BatchRecord) -> None:
+        """Run steps of one batch until it waits, finishes, fails, or the daemon stops."""
+        provider = self.providers[batch.provider]
+        log = self.log.bind(batch=batch.id, folder=batch.folder, provider=batch.provider)
+        ctx = StepContext(batch, self.store, provider, self.works, self.sinks, self.state_dir,
                           self.stop, self.delay, self.log)
-        current: JobRecord | None = job
+        current: BatchRecord | None = batch
         try:
             while current is not None:
                 if self.stop.is_set():
@@ -135,20 +135,20 @@ class Manager:
                     self.store.release(current, None)
                     return
                 self._require_work_folder(current)
-                job_id = current.id
+                batch_id = current.id
                 try:
                     current = step(ctx, current)
                 except Abandon as exc:
-                    current = send.abandoned(ctx, job_id, exc)
+                    current = send.abandoned(ctx, batch_id, exc)
         except Throttled as exc:  # its turn comes later: not a failure
-            self._release_now(job.id, exc.retry_after or 1.0, log)
+            self._release_now(batch.id, exc.retry_after or 1.0, log)
         except TransientError as exc:
-            self._postpone(job.id, "transient", str(exc), ctx.retry_delay(exc), log)
+            self._postpone(batch.id, "transient", str(exc), ctx.retry_delay(exc), log)
         except ProviderError as exc:
-            self._fail(ctx, job.id, exc.code, exc.message, log)
+            self._fail(ctx, batch.id, exc.code, exc.message, log)
         except OSError as exc:
             # The disk or a folder is in trouble (full, read-only, gone): wait and retry.
-            self._postpone(job.id, "io", f"{exc.strerror or exc}: {exc.filename or ''}",
+            self._postpone(batch.id, "io", f"{exc.strerror or exc}: {exc.filename or ''}",
                            ctx.retry_delay(), log)
         except StoreError as exc:  # LeaseLost, StateConflict: someone else has it now
             log.warning("batch.lease_lost", reason=str(exc))
@@ -156,21 +156,21 @@ class Manager:
             # A step that fails in a way nobody foresaw (a provider's odd answer, a bug):
             # the batch waits with backoff, loudly, and status shows why; restarting the
             # daemon would only hit the same batch again and stop every folder with it.
-            log.exception("batch.step_crashed", state=job.state)
-            self._postpone(job.id, "internal", f"{type(exc).__name__}: {exc}",
+            log.exception("batch.step_crashed", state=batch.state)
+            self._postpone(batch.id, "internal", f"{type(exc).__name__}: {exc}",
                            ctx.retry_delay(), log)
 
-    def _require_work_folder(self, job: JobRecord) -> None:
+    def _require_work_folder(self, batch: BatchRecord) -> None:
         """Every step reads, moves or removes files in the work folder: never while the
         inbox share is away, where its mount point is an empty folder and a missing
         original would look removed already."""
-        if not self.works[job.folder].attached(self.store_id):
-            raise TransientError(f"the work folder of folder {job.folder!r} cannot be "
+        if not self.works[batch.folder].attached(self.store_id):
+            raise TransientError(f"the work folder of folder {batch.folder!r} cannot be "
                                  "reached (is the inbox share mounted?); the batch waits")
 
-    def _release_now(self, job_id: str, seconds: float, log: Any) -> None:
-        """Release the job (in whatever state it is now) for ``seconds``."""
-        current = self.store.job(job_id)
+    def _release_now(self, batch_id: str, seconds: float, log: Any) -> None:
+        """Release the batch (in whatever state it is now) for ``seconds``."""
+        current = self.store.batch(batch_id)
         if current is None:
             return
         try:
@@ -178,9 +178,9 @@ class Manager:
         except (StoreError, TransientError) as exc:
             log.warning("batch.release_failed", reason=str(exc), retry="when its lease runs out")
 
-    def _postpone(self, job_id: str, code: str, message: str, delay: Delay, log: Any) -> None:
+    def _postpone(self, batch_id: str, code: str, message: str, delay: Delay, log: Any) -> None:
         try:
-            current = self.store.job(job_id)
+            current = self.store.batch(batch_id)
             assert current is not None
             attempts, at = self.store.postpone(current, delay, code, message)
         except StoreError as exc:
@@ -194,9 +194,9 @@ class Manager:
         log.warning("batch.postponed", state=current.state, reason=message, attempts=attempts,
                     retry_in=round(at - self.store.clock(), 1))
 
-    def _fail(self, ctx: StepContext, job_id: str, code: str, message: str, log: Any) -> None:
+    def _fail(self, ctx: StepContext, batch_id: str, code: str, message: str, log: Any) -> None:
         """The batch failed for good: FAILED, and each of its files to errors."""
-        current = self.store.job(job_id)
+        current = self.store.batch(batch_id)
         assert current is not None
         steps = self.providers[current.provider].steps
         if lifecycle.may_have_run(current.state, steps) and "may have been" not in message:
@@ -205,11 +205,11 @@ class Manager:
             message = (f"{message}; its files may have been {steps.outcome}: check with "
                        "the provider; `folderseal retry` asks the same batch again")
         try:
-            self.store.fail_job(current, code, message)
+            self.store.fail_batch(current, code, message)
         except StoreError as exc:
             log.warning("batch.lease_lost", reason=str(exc))
             return
         log.error("batch.failed", code=code, reason=message, state=current.state)
-        failed = self.store.job(job_id)
+        failed = self.store.batch(batch_id)
         assert failed is not None
         deliver.sink_failures(ctx, failed)

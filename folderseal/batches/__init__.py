@@ -1,4 +1,4 @@
-"""Jobs: the state machine that drives each batch through its provider's lifecycle.
+"""Batches: the state machine that drives each batch through its provider's lifecycle.
 
 ``machine`` knows each state and the step that follows it; the steps live by phase in
 ``send`` (before accept), ``accept`` and ``creates`` (the point of no return), ``poll``

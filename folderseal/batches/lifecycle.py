@@ -3,7 +3,7 @@ files, and how a remote batch's state reads. The state machine, ``recover`` and 
 decide by it (docs/design.md, "The lifecycle table"); nothing else spells these rules out.
 
 =================================  ==========================================
-job state                          what the provider may have done
+batch state                          what the provider may have done
 =================================  ==========================================
 BATCHED                            nothing: nothing was sent
 CREATED, UPLOADED                  received them, never started: the remote
@@ -16,14 +16,14 @@ DOWNLOADED                         submitted again — when the provider's accep
 DELIVERED, CLEANED                 delivered
 =================================  ==========================================
 
-FAILED is judged by the step it failed in (``JobRecord.failed_step``).
+FAILED is judged by the step it failed in (``BatchRecord.failed_step``).
 """
 
 from __future__ import annotations
 
 import enum
 
-from folderseal.core.model import JobState
+from folderseal.core.model import BatchState
 from folderseal.providers import Remote, Steps
 
 
@@ -36,16 +36,16 @@ class Reach(enum.IntEnum):
     DELIVERED = 3      # outputs and sidecars durable
 
 
-REACH: dict[JobState, Reach] = {
-    JobState.BATCHED: Reach.NOTHING_SENT,
-    JobState.CREATED: Reach.SENT,
-    JobState.UPLOADED: Reach.SENT,
-    JobState.ACCEPTING: Reach.MAY_HAVE_RUN,
-    JobState.ACCEPTED: Reach.MAY_HAVE_RUN,
-    JobState.CLOSED: Reach.MAY_HAVE_RUN,
-    JobState.DOWNLOADED: Reach.MAY_HAVE_RUN,
-    JobState.DELIVERED: Reach.DELIVERED,
-    JobState.CLEANED: Reach.DELIVERED,
+REACH: dict[BatchState, Reach] = {
+    BatchState.BATCHED: Reach.NOTHING_SENT,
+    BatchState.CREATED: Reach.SENT,
+    BatchState.UPLOADED: Reach.SENT,
+    BatchState.ACCEPTING: Reach.MAY_HAVE_RUN,
+    BatchState.ACCEPTED: Reach.MAY_HAVE_RUN,
+    BatchState.CLOSED: Reach.MAY_HAVE_RUN,
+    BatchState.DOWNLOADED: Reach.MAY_HAVE_RUN,
+    BatchState.DELIVERED: Reach.DELIVERED,
+    BatchState.CLEANED: Reach.DELIVERED,
 }
 
 # A remote batch in these states was started: its files may have run already.
@@ -56,22 +56,22 @@ OPEN = frozenset({Remote.NEW, Remote.UPLOADED})
 FINISHED = frozenset({Remote.CLOSED, Remote.FAILED})
 
 
-def reach(state: JobState | str | None) -> Reach:
+def reach(state: BatchState | str | None) -> Reach:
     """How far a batch in ``state`` got (FAILED: pass the step it failed in). A state
     that says nothing (none recorded, FAILED itself, a name this version does not know)
     reads as "may have run": the safe side, on which nothing is submitted again."""
     try:
-        return REACH[JobState(state or "")]
+        return REACH[BatchState(state or "")]
     except (ValueError, KeyError):
         return Reach.MAY_HAVE_RUN
 
 
-def past_no_return(state: JobState | str | None) -> bool:
+def past_no_return(state: BatchState | str | None) -> bool:
     """ACCEPTING was stored: accept may have reached the provider."""
     return reach(state) >= Reach.MAY_HAVE_RUN
 
 
-def may_have_run(state: JobState | str | None, steps: Steps) -> bool:
+def may_have_run(state: BatchState | str | None, steps: Steps) -> bool:
     """The files of a batch in ``state`` may have been signed/stored/loaded, and so must
     never be submitted again (for a provider whose accept is irrevocable)."""
     return steps.irrevocable and past_no_return(state)

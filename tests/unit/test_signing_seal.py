@@ -22,7 +22,7 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 from folderseal.core.errors import ConfigError
 from folderseal.signing import Seal, SealMaterialError, TrialSeal, make_trial_seal
 from folderseal.signing.heldkey import HeldKeySigner
-from tests.engine_fixtures import seal, trial_seal  # noqa: F401 - pytest fixtures
+from tests.signing_fixtures import seal, trial_seal  # noqa: F401 - pytest fixtures
 
 PASSWORD = b"correct horse battery staple"
 NOW = datetime.datetime.now(datetime.UTC)

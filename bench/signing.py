@@ -1,6 +1,6 @@
 """Signing engine speed: stock pyHanko vs folderseal.signing, on the same generated files.
 
-Run from the repository root: ``.venv/bin/python bench/engine.py [-n 200]``.
+Run from the repository root: ``.venv/bin/python bench/signing.py [-n 200]``.
 Prints ms/file for (a) stock pyHanko (``SimpleSigner.load_pkcs12`` once, then
 ``signers.sign_pdf`` per file), (b) ``folderseal.signing.sign_pdf`` and (c)
 ``folderseal.signing.sign_detached`` on 100 KB files. All in this one process.

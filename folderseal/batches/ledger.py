@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from folderseal.core import crashpoints
-from folderseal.core.model import DocumentResult, FileState, JobRecord
+from folderseal.core.model import BatchRecord, DocumentResult, FileState
 from folderseal.providers import Document, RemoteDocument
 from folderseal.store import Store
 from folderseal.work import WorkFolder
@@ -21,21 +21,21 @@ from folderseal.work import WorkFolder
 class BatchLedger:
     """The :class:`~folderseal.providers.Ledger` of one batch's step."""
 
-    def __init__(self, store: Store, work: WorkFolder, job: JobRecord, stop: threading.Event,
+    def __init__(self, store: Store, work: WorkFolder, batch: BatchRecord, stop: threading.Event,
                  changed: Callable[[], None]) -> None:
         self.store = store
         self.manifests = work.manifests
-        self.job = job
+        self.batch = batch
         self.stop = stop
         self.changed = changed  # the batch's documents changed: read them afresh
 
     def begin(self, documents: list[Document]) -> list[int]:
-        counts = self.store.begin_attempts(self.job, [d.file_id for d in documents])
+        counts = self.store.begin_attempts(self.batch, [d.file_id for d in documents])
         crashpoints.reached("attempt")
         return counts
 
     def forgive(self, documents: list[Document]) -> None:
-        self.store.forgive_attempts(self.job, [d.file_id for d in documents])
+        self.store.forgive_attempts(self.batch, [d.file_id for d in documents])
 
     def stopping(self) -> bool:
         return self.stop.is_set()
@@ -50,8 +50,8 @@ class BatchLedger:
         """Beside the batch in the work folder first (``recover`` reads it if the store is
         lost), then in the store; both before the step goes on."""
         note = remote.to_json()
-        self.manifests.note_document(self.job.id, document.file_id, note)
-        self.store.note_remote_document(self.job.id, document.file_id, note)
+        self.manifests.note_document(self.batch.id, document.file_id, note)
+        self.store.note_remote_document(self.batch.id, document.file_id, note)
         self.changed()
 
     def reject(self, document: Document, code: str, message: str,
@@ -59,18 +59,18 @@ class BatchLedger:
         """The file leaves the batch as failed; it goes to errors with the batch. Marked
         in the manifest first, so that after a lost store ``recover`` does not count it
         as part of the batch again."""
-        self.manifests.note_rejected(self.job.id, document.file_id, code, message)
+        self.manifests.note_rejected(self.batch.id, document.file_id, code, message)
         self.store.set_file_result(document.file_id, FileState.BATCHED, DocumentResult(
             entry=document.entry, error_code=code, error_message=message,
-            provider_block=block or {}), job_id=self.job.id)
+            provider_block=block or {}), batch_id=self.batch.id)
         self.changed()
 
     def publishing(self, key: str) -> None:
-        self.manifests.note_published(self.job.id, key)
-        self.store.set_publish_key(self.job, key)
+        self.manifests.note_published(self.batch.id, key)
+        self.store.set_publish_key(self.batch, key)
         self.changed()
 
     def created(self, remote_id: str) -> None:
-        self.manifests.note_remote_id(self.job.id, remote_id)
-        self.store.set_remote_id(self.job, remote_id)
+        self.manifests.note_remote_id(self.batch.id, remote_id)
+        self.store.set_remote_id(self.batch, remote_id)
         self.changed()

@@ -32,8 +32,8 @@ from folderseal.signing import (
     verify_detached,
     verify_pdf,
 )
-from tests.engine_fixtures import seal, trial_seal, tsa_url  # noqa: F401 - pytest fixtures
 from tests.pdfs import make_big_pdf, make_encrypted_pdf, make_pdf
+from tests.signing_fixtures import seal, trial_seal, tsa_url  # noqa: F401 - pytest fixtures
 
 pytestmark = pytest.mark.skipif(
     shutil.which("pdfsig") is None or shutil.which("openssl") is None,

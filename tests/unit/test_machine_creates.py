@@ -18,7 +18,7 @@ import structlog
 
 from folderseal.core import config
 from folderseal.core.errors import NotSent, TransientError
-from folderseal.core.model import JobState
+from folderseal.core.model import BatchState
 from folderseal.providers import BatchView, Ledger, Remote, RemoteStatus, Steps
 from folderseal.providers.local.provider import LocalProvider
 from folderseal.service.daemon import Daemon
@@ -26,7 +26,7 @@ from folderseal.service.recover import _Folder
 from folderseal.store import Store
 from folderseal.store.sqlite import SqliteStore
 from tests.helpers import Layout, error_records
-from tests.unit.test_manager import _delivered, _errors, _run
+from tests.unit.test_machine import _delivered, _errors, _run
 
 
 def _records(layout: Layout) -> dict[str, dict[str, Any]]:
@@ -134,13 +134,13 @@ def test_a_file_is_published_created_once_and_unpublished_after_delivery(layout:
                                                                          ) -> None:
     daemon, provider = _daemon(layout)
     try:
-        job_id, _ = _run(daemon, layout, ("a.txt",))
+        batch_id, _ = _run(daemon, layout, ("a.txt",))
         store = daemon.store
         assert store is not None
-        job = store.job(job_id)
-        assert job.state == JobState.CLEANED and job.remote_id == "c1"
+        batch = store.batch(batch_id)
+        assert batch.state == BatchState.CLEANED and batch.remote_id == "c1"
         assert provider.creates == 1 and provider.published == [K1]
-        assert provider.removed == [K1] and job.publish_key is None
+        assert provider.removed == [K1] and batch.publish_key is None
         assert _delivered(layout) == {"a.txt"}
     finally:
         daemon.close()
@@ -151,12 +151,12 @@ def _failed(daemon: Daemon, layout: Layout, name: str) -> str:
     (layout.inbox / name).write_text(f"content of {name}")
     intake = daemon.intakes["scans"]
     intake.claim_now(name)
-    [job_id] = intake.form_batches(float("inf"))
+    [batch_id] = intake.form_batches(float("inf"))
     store = daemon.store
     assert store is not None
-    daemon.drain(lambda: store.job(job_id).state == JobState.FAILED
+    daemon.drain(lambda: store.batch(batch_id).state == BatchState.FAILED
                  and (layout.errors / name).exists(), 30)
-    return job_id
+    return batch_id
 
 
 def test_a_lost_create_answer_is_outcome_unknown_and_never_created_again(layout: Layout
@@ -164,12 +164,12 @@ def test_a_lost_create_answer_is_outcome_unknown_and_never_created_again(layout:
     daemon, provider = _daemon(layout)
     provider.answer = ["lost"]
     try:
-        job_id = _failed(daemon, layout, "a.txt")
+        batch_id = _failed(daemon, layout, "a.txt")
         store = daemon.store
         assert store is not None
-        job = store.job(job_id)
+        batch = store.batch(batch_id)
         assert provider.creates == 1
-        assert job.state == JobState.FAILED and job.error_code == "outcome_unknown"
+        assert batch.state == BatchState.FAILED and batch.error_code == "outcome_unknown"
         error = _errors(layout)["a.txt"]
         assert error["code"] == "outcome_unknown"
         assert "may have been loaded" in error["message"]
@@ -180,13 +180,13 @@ def test_a_lost_create_answer_is_outcome_unknown_and_never_created_again(layout:
         assert f"published as {K1[:8]}…" in error["message"] and K1 not in error["message"]
         assert _records(layout)["a.txt"]["provider"]["published"] == K1
         # The published copy stays for max_wait (a fetch may still come), then goes.
-        assert provider.removed == [] and job.publish_key == K1
-        assert job.next_attempt_at is not None
+        assert provider.removed == [] and batch.publish_key == K1
+        assert batch.next_attempt_at is not None
         provider.max_wait = 0.0
         with sqlite3.connect(store.path) as db:  # its time has come
-            db.execute("UPDATE jobs SET next_attempt_at = 0 WHERE id = ?", (job_id,))
-        daemon.drain(lambda: store.job(job_id).next_attempt_at is None, 30)
-        assert provider.removed == [K1] and store.job(job_id).publish_key is None
+            db.execute("UPDATE batches SET next_attempt_at = 0 WHERE id = ?", (batch_id,))
+        daemon.drain(lambda: store.batch(batch_id).next_attempt_at is None, 30)
+        assert provider.removed == [K1] and store.batch(batch_id).publish_key is None
     finally:
         daemon.close()
 
@@ -200,11 +200,11 @@ def test_tidy_after_start_reads_the_keys_to_keep_after_listing(layout: Layout) -
     def tidy(keep: Any) -> int:
         assert callable(keep)
         before = keep()
-        job_id, _ = _run(daemon, layout, ("a.txt",))   # a batch publishes meanwhile…
+        batch_id, _ = _run(daemon, layout, ("a.txt",))   # a batch publishes meanwhile…
         store = daemon.store
         assert store is not None
         with sqlite3.connect(store.path) as db:     # …and still names its copy
-            db.execute("UPDATE jobs SET publish_key = ? WHERE id = ?", (K1, job_id))
+            db.execute("UPDATE batches SET publish_key = ? WHERE id = ?", (K1, batch_id))
         seen.extend([before, keep()])
         return 0
 
@@ -234,16 +234,16 @@ def test_logs_name_a_fingerprint_of_the_published_key(layout: Layout) -> None:
     provider.delete = delete  # type: ignore[method-assign]
     try:
         with structlog.testing.capture_logs() as logs:
-            job_id = _failed(daemon, layout, "a.txt")
+            batch_id = _failed(daemon, layout, "a.txt")
             store = daemon.store
             assert store is not None
             provider.max_wait = 0.0
             with sqlite3.connect(store.path) as db:  # its time has come
-                db.execute("UPDATE jobs SET next_attempt_at = 0 WHERE id = ?", (job_id,))
+                db.execute("UPDATE batches SET next_attempt_at = 0 WHERE id = ?", (batch_id,))
             daemon.drain(lambda: deletes == 1, 30)
             with sqlite3.connect(store.path) as db:  # and again
-                db.execute("UPDATE jobs SET next_attempt_at = 0 WHERE id = ?", (job_id,))
-            daemon.drain(lambda: store.job(job_id).publish_key is None, 30)
+                db.execute("UPDATE batches SET next_attempt_at = 0 WHERE id = ?", (batch_id,))
+            daemon.drain(lambda: store.batch(batch_id).publish_key is None, 30)
     finally:
         daemon.close()
     shown = json.dumps(logs, default=str)
@@ -258,13 +258,13 @@ def test_a_create_that_never_left_goes_back_and_is_sent_later(layout: Layout) ->
     daemon, provider = _daemon(layout)
     provider.answer = ["not_sent", "ok"]
     try:
-        job_id, _ = _run(daemon, layout, ("a.txt",))
+        batch_id, _ = _run(daemon, layout, ("a.txt",))
         store = daemon.store
         assert store is not None
-        assert store.job(job_id).state == JobState.CLEANED
+        assert store.batch(batch_id).state == BatchState.CLEANED
         assert provider.creates == 1 and _delivered(layout) == {"a.txt"}
-        moves = [to for to, _ in store.job_transitions(job_id)]
-        assert moves.count(JobState.ACCEPTING) == 2 and JobState.UPLOADED in moves
+        moves = [to for to, _ in store.batch_transitions(batch_id)]
+        assert moves.count(BatchState.ACCEPTING) == 2 and BatchState.UPLOADED in moves
     finally:
         daemon.close()
 
@@ -273,9 +273,9 @@ def test_a_batch_unknown_just_after_its_create_is_waited_for(layout: Layout) -> 
     daemon, provider = _daemon(layout, grace=30.0)
     provider.unknown_for = 2
     try:
-        job_id, _ = _run(daemon, layout, ("a.txt",))
+        batch_id, _ = _run(daemon, layout, ("a.txt",))
         assert daemon.store is not None
-        assert daemon.store.job(job_id).state == JobState.CLEANED
+        assert daemon.store.batch(batch_id).state == BatchState.CLEANED
         assert provider.unknown_for == 0 and _delivered(layout) == {"a.txt"}
     finally:
         daemon.close()
@@ -285,9 +285,9 @@ def test_a_batch_unknown_after_the_grace_is_outcome_unknown(layout: Layout) -> N
     daemon, provider = _daemon(layout, grace=0.0)
     provider.unknown_for = 1000
     try:
-        job_id = _failed(daemon, layout, "a.txt")
+        batch_id = _failed(daemon, layout, "a.txt")
         assert daemon.store is not None
-        assert daemon.store.job(job_id).error_code == "outcome_unknown"
+        assert daemon.store.batch(batch_id).error_code == "outcome_unknown"
         assert _errors(layout)["a.txt"]["code"] == "outcome_unknown"
         assert provider.creates == 1
     finally:
@@ -320,32 +320,32 @@ def _stopped(layout: Layout, answer: str) -> tuple[str, Publishing]:
         (layout.inbox / "a.txt").write_text("content of a.txt")
         intake = daemon.intakes["scans"]
         intake.claim_now("a.txt")
-        [job_id] = intake.form_batches(float("inf"))
+        [batch_id] = intake.form_batches(float("inf"))
         store = daemon.store
         assert store is not None
-        daemon.drain(lambda: store.job(job_id).attempts > 0, 30)
+        daemon.drain(lambda: store.batch(batch_id).attempts > 0, 30)
     finally:
         daemon.close()
     for path in layout.state.glob("folderseal.sqlite*"):
         path.unlink()
-    return job_id, provider
+    return batch_id, provider
 
 
-def _recovered(layout: Layout, provider: Publishing, job_id: str) -> tuple[str, Store]:
+def _recovered(layout: Layout, provider: Publishing, batch_id: str) -> tuple[str, Store]:
     settings = config.load(layout.config)
     store = SqliteStore.open(settings.state_dir, settings.node_name)
     folder = _Folder("scans", settings.folders["scans"], settings, store, provider)
-    return folder.batch(job_id), store
+    return folder.batch(batch_id), store
 
 
 def test_recover_keeps_a_create_in_doubt_at_accepting_with_its_publish_key(layout: Layout
                                                                            ) -> None:
-    job_id, provider = _stopped(layout, "lost")
-    outcome, store = _recovered(layout, provider, job_id)
+    batch_id, provider = _stopped(layout, "lost")
+    outcome, store = _recovered(layout, provider, batch_id)
     try:
-        job = store.job(job_id)
-        assert job is not None and job.state == JobState.ACCEPTING, outcome
-        assert job.remote_id is None and job.publish_key == K1
+        batch = store.batch(batch_id)
+        assert batch is not None and batch.state == BatchState.ACCEPTING, outcome
+        assert batch.remote_id is None and batch.publish_key == K1
         assert not (layout.inbox / "a.txt").exists()
     finally:
         store.close()
@@ -353,10 +353,10 @@ def test_recover_keeps_a_create_in_doubt_at_accepting_with_its_publish_key(layou
 
 def test_recover_puts_a_file_whose_create_never_left_back_into_the_inbox(layout: Layout
                                                                          ) -> None:
-    job_id, provider = _stopped(layout, "not_sent")
-    outcome, store = _recovered(layout, provider, job_id)
+    batch_id, provider = _stopped(layout, "not_sent")
+    outcome, store = _recovered(layout, provider, batch_id)
     try:
-        assert store.job(job_id) is None, outcome
+        assert store.batch(batch_id) is None, outcome
         assert (layout.inbox / "a.txt").read_text() == "content of a.txt"
     finally:
         store.close()
@@ -368,9 +368,9 @@ def test_a_poll_that_waited_past_max_wait_is_judged_by_the_answer(layout: Layout
     daemon, provider = _daemon(layout)
     provider.max_wait = 0.0
     try:
-        job_id, _ = _run(daemon, layout, ("a.txt",))
+        batch_id, _ = _run(daemon, layout, ("a.txt",))
         assert daemon.store is not None
-        assert daemon.store.job(job_id).state == JobState.CLEANED
+        assert daemon.store.batch(batch_id).state == BatchState.CLEANED
         assert provider.asked == 1 and _delivered(layout) == {"a.txt"}
     finally:
         daemon.close()
@@ -381,9 +381,9 @@ def test_a_batch_still_running_after_max_wait_never_closed(layout: Layout) -> No
     provider.max_wait = 0.0
     provider.running = True
     try:
-        job_id = _failed(daemon, layout, "a.txt")
+        batch_id = _failed(daemon, layout, "a.txt")
         assert daemon.store is not None
-        assert daemon.store.job(job_id).error_code == "never_closed"
+        assert daemon.store.batch(batch_id).error_code == "never_closed"
         assert provider.asked == 1 and provider.creates == 1
     finally:
         daemon.close()

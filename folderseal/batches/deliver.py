@@ -8,87 +8,87 @@ from __future__ import annotations
 
 import shutil
 
+from folderseal.batches.context import StepContext
 from folderseal.core import crashpoints
 from folderseal.core.errors import ProviderError, TransientError
-from folderseal.core.model import FileState, JobRecord, JobState
-from folderseal.jobs.context import StepContext
+from folderseal.core.model import BatchRecord, BatchState, FileState
 from folderseal.providers import OUTCOME_UNKNOWN, BatchView
 
 
-def deliver(ctx: StepContext, job: JobRecord) -> JobRecord | None:
+def deliver(ctx: StepContext, batch: BatchRecord) -> BatchRecord | None:
     """DOWNLOADED: publish outputs and sidecars; failed files go to errors."""
-    records = ctx.store.files_of_job(job.id)
-    ctx.sink.deliver(records, ctx.delivery(job, len(records)),
-                     keep_lease=lambda: ctx.store.keep_lease(job.id))
+    records = ctx.store.files_of_batch(batch.id)
+    ctx.sink.deliver(records, ctx.delivery(batch, len(records)),
+                     keep_lease=lambda: ctx.store.keep_lease(batch.id))
     crashpoints.reached("sidecar-published")
-    return ctx.move(job, JobState.DELIVERED)
+    return ctx.move(batch, BatchState.DELIVERED)
 
 
-def clean(ctx: StepContext, job: JobRecord) -> JobRecord | None:
+def clean(ctx: StepContext, batch: BatchRecord) -> BatchRecord | None:
     """DELIVERED: remove originals (or archive them), then the remote batch."""
-    ctx.sink.finish(ctx.store.files_of_job(job.id))
+    ctx.sink.finish(ctx.store.files_of_batch(batch.id))
     crashpoints.reached("original-removed")
-    view = ctx.view(job)
+    view = ctx.view(batch)
     try:
-        ctx.provider.delete(view, job.remote_id or "")
+        ctx.provider.delete(view, batch.remote_id or "")
     except (TransientError, ProviderError) as exc:
         # The outputs are safe; the remote copy is removed on a later pass.
-        ctx.log.warning("batch.delete_failed", batch=job.id, reason=str(exc))
+        ctx.log.warning("batch.delete_failed", batch=batch.id, reason=str(exc))
         raise TransientError(f"deleting the remote batch failed: {exc}") from exc
-    if job.publish_key:
-        ctx.store.set_publish_key(job, None)
+    if batch.publish_key:
+        ctx.store.set_publish_key(batch, None)
     shutil.rmtree(view.staging, ignore_errors=True)
-    if not ctx.work.remove_batch(job.id):
+    if not ctx.work.remove_batch(batch.id):
         # An original that could not go to errors is kept here, on record.
-        ctx.log.warning("batch.folder_kept", batch=job.id, folder=str(view.files_dir))
+        ctx.log.warning("batch.folder_kept", batch=batch.id, folder=str(view.files_dir))
     if view.package is not None:  # what prepare made
         view.package.unlink(missing_ok=True)
-    moved = ctx.move(job, JobState.CLEANED)
+    moved = ctx.move(batch, BatchState.CLEANED)
     ctx.store.release(moved, None)
     return None
 
 
-def sink_failures(ctx: StepContext, job: JobRecord) -> JobRecord | None:
+def sink_failures(ctx: StepContext, batch: BatchRecord) -> BatchRecord | None:
     """FAILED: move each rejected file to errors with its record; then rest."""
-    records = ctx.store.files_of_job(job.id)
-    context = ctx.delivery(job, len(records))
+    records = ctx.store.files_of_batch(batch.id)
+    context = ctx.delivery(batch, len(records))
     try:
         for record in records:
             if record.state == FileState.REJECTED:
                 ctx.sink.fail(record, context)
     except TransientError as exc:  # the errors folder is full or gone: come back later
-        ctx.log.warning("batch.failures_postponed", batch=job.id, reason=str(exc))
-        delay = ctx.retry_delay()(job.attempts + 1)
-        ctx.store.release(job, ctx.store.clock() + delay)
+        ctx.log.warning("batch.failures_postponed", batch=batch.id, reason=str(exc))
+        delay = ctx.retry_delay()(batch.attempts + 1)
+        ctx.store.release(batch, ctx.store.clock() + delay)
         return None
     # Every file is in errors: what the batch left in the state folder can go (a
     # retry of a remote batch downloads again; one before accept re-batches).
-    view = ctx.view(job)
+    view = ctx.view(batch)
     shutil.rmtree(view.staging, ignore_errors=True)
     if view.package is not None:
         view.package.unlink(missing_ok=True)
-    ctx.store.release(job, _unpublish_failed(ctx, job, view))
+    ctx.store.release(batch, _unpublish_failed(ctx, batch, view))
     return None
 
 
-def _unpublish_failed(ctx: StepContext, job: JobRecord, view: BatchView) -> float | None:
+def _unpublish_failed(ctx: StepContext, batch: BatchRecord, view: BatchView) -> float | None:
     """Remove what a failed batch published (Steps.publishes); when it cannot be
     removed yet, the time to come back. After OUTCOME_UNKNOWN it stays for max_wait
     (the provider may still fetch it for a create whose answer was lost), then goes:
     a later fetch fails, which loads nothing."""
-    if not job.publish_key:
+    if not batch.publish_key:
         return None
     provider = ctx.provider
-    due = ctx.since(job, JobState.FAILED) + (
-        provider.max_wait if job.error_code == OUTCOME_UNKNOWN else 0.0)
+    due = ctx.since(batch, BatchState.FAILED) + (
+        provider.max_wait if batch.error_code == OUTCOME_UNKNOWN else 0.0)
     if ctx.store.clock() < due:
         return due
     try:
-        provider.delete(view, job.remote_id or "")
+        provider.delete(view, batch.remote_id or "")
     except (TransientError, ProviderError) as exc:
-        ctx.log.warning("batch.unpublish_failed", batch=job.id,
-                        key=provider.shown(job.publish_key),
+        ctx.log.warning("batch.unpublish_failed", batch=batch.id,
+                        key=provider.shown(batch.publish_key),
                         reason=str(exc), retry="later")
-        return ctx.store.clock() + ctx.retry_delay()(job.attempts + 1)
-    ctx.store.set_publish_key(job, None)
+        return ctx.store.clock() + ctx.retry_delay()(batch.attempts + 1)
+    ctx.store.set_publish_key(batch, None)
     return None

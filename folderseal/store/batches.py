@@ -1,0 +1,310 @@
+"""The store's records of batches: their states, the leases on them, what each went through
+with its provider, and the daemons' heartbeats.
+
+Only the holder of a batch's lease moves it on: every write below is guarded by the
+state it expects and by the lease, and one that matches nothing raises
+:class:`StateConflict` or :class:`LeaseLost` instead of passing silently.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from folderseal.core.errors import LeaseLost, StateConflict
+from folderseal.core.model import BatchRecord, BatchState, DocumentResult, Event, FileState
+from folderseal.core.redact import REDACTOR
+from folderseal.store import LEASE_SECONDS
+from folderseal.store.files import FileRecords
+
+
+class BatchRecords(FileRecords):
+    """What the store knows of each batch, and the leases this connection holds.
+
+    One method per store operation on batches: the store's contract is this wide, and each
+    method is one named query."""
+
+    def create_batch(self, *, batch_id: str, folder: str, provider: str,
+                   entries: list[tuple[str, str]]) -> None:
+        """Record a batch and the entry name of each of its files, in one transaction."""
+        now = self.clock()
+        with self.transaction():
+            self._run("insert_batch", id=batch_id, folder=folder, provider=provider, now=now)
+            self.event("batch.created", batch_id=batch_id, to_state=BatchState.BATCHED,
+                       detail=str(len(entries)))
+            for file_id, entry in entries:
+                self._guarded("batch_file", StateConflict, f"file {file_id} is not claimed",
+                              id=file_id, batch_id=batch_id, entry=entry, now=now)
+                self.event("file.batched", file_id=file_id, batch_id=batch_id,
+                           from_state=FileState.CLAIMED, to_state=FileState.BATCHED)
+
+    def restore_batch(self, *, batch_id: str, folder: str, provider: str, state: BatchState,
+                    remote_id: str | None, files: list[dict[str, Any]], why: str,
+                    publish_key: str | None = None) -> None:
+        """Record again a batch a lost store knew (``folderseal recover``): its files
+        (keys as :meth:`add_claim`'s, plus ``entry``) and the state the provider's
+        answer puts it in, in one transaction."""
+        with self.transaction():
+            self.add_claims([{k: v for k, v in f.items() if k != "entry"} for f in files])
+            self.create_batch(batch_id=batch_id, folder=folder, provider=provider,
+                            entries=[(f["id"], f["entry"]) for f in files])
+            if state != BatchState.BATCHED:
+                self._run("restore_batch", id=batch_id, state=state, remote_id=remote_id,
+                          publish_key=publish_key, now=self.clock())
+            self.event("batch.state", batch_id=batch_id, from_state=BatchState.BATCHED,
+                       to_state=state, detail=f"restored by folderseal recover: {why}")
+
+    def batch(self, batch_id: str) -> BatchRecord | None:
+        row = self._run("get_batch", id=batch_id).fetchone()
+        return None if row is None else batch_record(row)
+
+    def open_batch_owners(self) -> list[tuple[str, str, int]]:
+        """(folder, provider, count) of the batches not finished yet."""
+        return [(r[0], r[1], r[2]) for r in self._run("open_batch_owners")]
+
+    def resume_batch(self, batch: BatchRecord, state: BatchState, why: str) -> None:
+        """``folderseal recover`` (no daemon runs): move a batch on, due at once, unleased."""
+        with self.transaction():
+            self._guarded("resume_batch", StateConflict, f"batch {batch.id} is not {batch.state}",
+                          id=batch.id, from_state=batch.state, state=state, now=self.clock())
+            self.event("batch.state", batch_id=batch.id, from_state=batch.state, to_state=state,
+                       detail=f"folderseal recover: {why}")
+
+    def batch_ids(self) -> set[str]:
+        return {r[0] for r in self._run("all_batch_ids")}
+
+    def acquire_batch(self, busy: frozenset[str] = frozenset()) -> BatchRecord | None:
+        """Take the lease on the batch that is due first, skipping ``busy`` ones.
+
+        Each acquisition writes a holder of its own (``node/token``): after a lease
+        lapsed and another thread or node took the batch over, the old holder's guarded
+        writes match nothing and it stops.
+        """
+        now = self.clock()
+        holder = f"{self.node}/{uuid.uuid4().hex[:8]}"
+        with self.transaction():
+            row = self._run("acquire_batch", holder=holder, now=now, busy=json.dumps(sorted(busy)),
+                            lease_until=now + LEASE_SECONDS).fetchone()
+        if row is None:
+            return None
+        self._leases[row["id"]] = (holder, now + LEASE_SECONDS)
+        return batch_record(row)
+
+    def next_due(self) -> float | None:
+        row = self._run("next_due", now=self.clock()).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def _holder(self, batch_id: str) -> str:
+        if batch_id not in self._leases:
+            raise LeaseLost(f"this process holds no lease on batch {batch_id}")
+        return self._leases[batch_id][0]
+
+    def renew_lease(self, batch_id: str) -> None:
+        now = self.clock()
+        holder = self._holder(batch_id)
+        with self.transaction():
+            self._guarded("renew_lease", LeaseLost, f"batch {batch_id} was taken over",
+                          id=batch_id, holder=holder, lease_until=now + LEASE_SECONDS)
+        self._leases[batch_id] = (holder, now + LEASE_SECONDS)
+
+    def keep_lease(self, batch_id: str) -> None:
+        """Make sure this holder keeps the batch's lease a while yet (LeaseLost if not).
+
+        Only the holder extends its lease, so the expiry it last wrote is the truth; the
+        store is written only when half of it is gone.
+        """
+        if self._leases.get(batch_id, ("", 0.0))[1] - self.clock() < LEASE_SECONDS / 2:
+            self.renew_lease(batch_id)
+
+    def _guarded_batch(self, name: str, batch_id: str, what: str, **params: Any) -> None:
+        """A batch write guarded by its lease (renewed first if half of it is gone)."""
+        self.keep_lease(batch_id)
+        self._guarded(name, LeaseLost, what, id=batch_id, holder=self._holder(batch_id),
+                      now=self.clock(), **params)
+
+    def transition(self, batch: BatchRecord, to_state: BatchState, detail: str | None = None,
+                   remote_id: str | None = None) -> None:
+        """Move a batch from the state it is in to the next, guarded by state and lease."""
+        with self.transaction():
+            self.keep_lease(batch.id)
+            if self._run("transition_batch", id=batch.id, from_state=batch.state, to_state=to_state,
+                         holder=self._holder(batch.id), remote_id=remote_id,
+                         now=self.clock()).rowcount != 1:
+                current = self.batch(batch.id)
+                if current is None or current.state != batch.state:
+                    raise StateConflict(f"batch {batch.id} is no longer {batch.state}")
+                raise LeaseLost(f"batch {batch.id} was taken over")
+            if remote_id is not None:  # beside the detail, never instead of it
+                detail = f"{detail}; remote {remote_id}" if detail else f"remote {remote_id}"
+            self.event("batch.state", batch_id=batch.id, from_state=batch.state, to_state=to_state,
+                       detail=detail)
+
+    def set_package(self, batch: BatchRecord, sha256: str, size: int) -> None:
+        with self.transaction():
+            self._guarded_batch("set_package", batch.id, f"batch {batch.id} lease lost",
+                              package_sha256=sha256, package_bytes=size)
+
+    def fail_batch(self, batch: BatchRecord, code: str, message: str) -> None:
+        """Mark a batch FAILED and each of its unfinished files REJECTED with the reason."""
+        message = REDACTOR.text(message)
+        with self.transaction():
+            current = self.batch(batch.id)
+            state = current.state if current else batch.state
+            self._guarded_batch("fail_batch", batch.id, f"batch {batch.id} is not {state} any more",
+                              from_state=state, error_code=code, error_message=message)
+            self.event("batch.state", batch_id=batch.id, from_state=state,
+                       to_state=BatchState.FAILED, detail=code)
+            for record in self.files_of_batch(batch.id):
+                if record.state in (FileState.BATCHED, FileState.READY):
+                    result = DocumentResult(entry=record.entry or "", error_code=code,
+                                            error_message=message)
+                    self.set_file_result(record.id, record.state, result, batch_id=batch.id)
+
+    def release(self, batch: BatchRecord, next_attempt_at: float | None) -> None:
+        """Let go of the batch's lease; it is due again at ``next_attempt_at`` (None: never)."""
+        holder = self._leases.pop(batch.id, ("", 0.0))[0]
+        with self.transaction():
+            self._run("release_batch", id=batch.id, holder=holder, now=self.clock(),
+                      next_attempt_at=next_attempt_at)
+
+    def postpone(self, batch: BatchRecord, delay: Callable[[int], float], code: str,
+                 message: str) -> tuple[int, float]:
+        """Record a transient failure and release the batch; returns attempts and next time.
+
+        The attempt count is kept across restarts, so backoff keeps growing.
+        """
+        message = REDACTOR.text(message)
+        now = self.clock()
+        with self.transaction():
+            current = self.batch(batch.id)
+            attempts = (current.attempts if current else batch.attempts) + 1
+            at = now + delay(attempts)
+            self._guarded_batch("postpone_batch", batch.id, f"batch {batch.id} lease lost",
+                              next_attempt_at=at, attempts=attempts, error_code=code,
+                              error_message=message)
+            self.event("batch.postponed", batch_id=batch.id, detail=f"{code}: {message}")
+        self._leases.pop(batch.id, None)
+        return attempts, at
+
+    def release_node_leases(self) -> int:
+        """At start: leases this node held before a crash are void."""
+        with self.transaction():
+            return self._run("release_node_leases", node=self.node).rowcount
+
+    # -- what a batch went through with its provider ------------------------------
+
+    def note_upload(self, batch: BatchRecord, remote_id: str) -> None:
+        """Record, durably, that an upload to ``remote_id`` is about to be sent."""
+        with self.transaction():
+            self._guarded_batch("note_upload", batch.id, f"batch {batch.id} is not CREATED or "
+                              "its lease was lost", remote_id=remote_id)
+            self.event("batch.upload_sent", batch_id=batch.id, detail=remote_id)
+
+    def upload_sent_at(self, batch_id: str, remote_id: str) -> float | None:
+        """When an upload to ``remote_id`` was first about to be sent, if ever."""
+        row = self._run("upload_sent", batch_id=batch_id, remote_id=remote_id).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def abandon(self, batch: BatchRecord, remote_id: str, *, lost_answer: bool, why: str) -> None:
+        """A remote batch abandoned before accept: back to CREATED with ``remote_id``,
+        the abandon counted by its cause (an answer lost, or a mismatch)."""
+        with self.transaction():
+            self._guarded_batch("abandon_batch", batch.id, f"batch {batch.id} is no longer "
+                              f"{batch.state} or its lease was lost", from_state=batch.state,
+                              remote_id=remote_id, lost=int(lost_answer),
+                              mismatch=int(not lost_answer))
+            self.event("batch.state", batch_id=batch.id, from_state=batch.state,
+                       to_state=BatchState.CREATED,
+                       detail=f"abandoned {batch.remote_id or '-'} "
+                              f"({'answer lost' if lost_answer else 'mismatch'}): {why}; "
+                              f"remote {remote_id}")
+
+    def abandons(self, batch_id: str) -> tuple[int, int]:
+        """The remote batches this batch abandoned before accept: (answers lost,
+        mismatches)."""
+        row = self._run("abandons", batch_id=batch_id).fetchone()
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    def set_progress(self, batch: BatchRecord, progress: float) -> None:
+        """How far the provider says the started batch is (0-100)."""
+        with self.transaction():
+            self.keep_lease(batch.id)
+            self._run("set_progress", id=batch.id, holder=self._holder(batch.id),
+                      now=self.clock(), progress=progress)
+
+    def set_publish_key(self, batch: BatchRecord, key: str | None) -> None:
+        """The name or key the batch's file is published under (None: removed)."""
+        with self.transaction():
+            self._guarded_batch("set_publish_key", batch.id, f"batch {batch.id} lease lost",
+                              publish_key=key)
+
+    def publish_keys(self) -> set[str]:
+        """Every publish key a batch still records: what must not be tidied away."""
+        return {r[0] for r in self._run("publish_keys")}
+
+    def set_remote_id(self, batch: BatchRecord, remote_id: str) -> None:
+        """The remote batch an accept created (Steps.accept_creates), as it answered."""
+        with self.transaction():
+            self._guarded_batch("set_remote_id", batch.id, f"batch {batch.id} lease lost",
+                              remote_id=remote_id)
+            self.event("batch.remote_created", batch_id=batch.id, detail=remote_id)
+
+    def progress(self, batch_id: str) -> float | None:
+        row = self._run("progress", batch_id=batch_id).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def batch_transitions(self, batch_id: str) -> list[tuple[str, float]]:
+        return [(r["to_state"], r["at"]) for r in self._run("batch_transitions", batch_id=batch_id)]
+
+    def batch_history(self, batch_id: str) -> list[Event]:
+        """The batch's transitions and its files', in order: what each file's timeline is
+        drawn from."""
+        return [Event(kind=r["kind"], file_id=r["file_id"], state=r["to_state"], at=r["at"])
+                for r in self._run("batch_history", batch_id=batch_id)]
+
+    # -- attempts at the files of a batch, and the daemons' heartbeats ---------------
+
+    def begin_attempts(self, batch: BatchRecord, file_ids: list[str]) -> list[int]:
+        """Count an attempt at each file before it is made, in one transaction."""
+        counts = []
+        with self.transaction():
+            self.keep_lease(batch.id)
+            for file_id in file_ids:
+                row = self._run("begin_attempt", id=file_id, batch_id=batch.id,
+                                now=self.clock()).fetchone()
+                if row is None:
+                    raise StateConflict(f"file {file_id} is not waiting in batch {batch.id}")
+                self.event("file.attempt", file_id=file_id, batch_id=batch.id, detail=str(row[0]))
+                counts.append(int(row[0]))
+        return counts
+
+    def forgive_attempts(self, batch: BatchRecord, file_ids: list[str]) -> None:
+        """Take back one attempt of each file (it ended in a transient failure)."""
+        with self.transaction():
+            for file_id in file_ids:
+                self._run("forgive_attempt", id=file_id, batch_id=batch.id, now=self.clock())
+                self.event("file.attempt_forgiven", file_id=file_id, batch_id=batch.id)
+
+    def heartbeat(self, pid: int, started_at: float, notes: dict[str, Any]) -> None:
+        with self.transaction():
+            self._run("heartbeat", node=self.node, pid=pid, started_at=started_at,
+                      now=self.clock(), notes=json.dumps(notes))
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [{**dict(r), "notes": json.loads(r["notes"])} for r in self._run("nodes")]
+
+
+def batch_record(row: Any) -> BatchRecord:
+    """A batch's row (columns as in schema.sql) as a record."""
+    return BatchRecord(
+        id=row["id"], folder=row["folder"], provider=row["provider"],
+        state=BatchState(row["state"]), claimed_by=row["claimed_by"],
+        lease_until=row["lease_until"], next_attempt_at=row["next_attempt_at"],
+        attempts=row["attempts"], remote_id=row["remote_id"],
+        package_sha256=row["package_sha256"], package_bytes=row["package_bytes"],
+        failed_step=row["failed_step"], error_code=row["error_code"],
+        error_message=row["error_message"], created_at=row["created_at"],
+        updated_at=row["updated_at"], publish_key=row["publish_key"],
+    )
