@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
-import importlib
 import logging
 import multiprocessing
 import os
@@ -40,7 +38,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -48,10 +45,10 @@ from multiprocessing.context import SpawnProcess
 from typing import Any
 
 from folderseal.core.errors import FolderSealError
+from folderseal.providers.local.poolchild import PICKLE, worker_main
 
 log = logging.getLogger(__name__)
 _STOP_GRACE = 5.0  # seconds a retired worker gets to exit before it is killed
-_PICKLE = pickle.HIGHEST_PROTOCOL
 _SIGNAL_NAMES = {s.value: s.name for s in signal.Signals}
 
 
@@ -117,70 +114,6 @@ def _describe_exit(code: int | None) -> str:
     return f"signal {-code}, {_SIGNAL_NAMES.get(-code, 'unknown')}{hint}"
 
 
-def _worker_main(conn: Connection, parent_pid: int) -> None:
-    """Body of a worker process: set up once, then answer tasks until the pipe closes."""
-    # Ctrl-C and a SIGTERM sent to the whole process group are for the parent, which
-    # stops its workers itself; a worker killed mid-task would count against the file.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: the watchdog still works
-        ctypes.CDLL(None).prctl(1, ctypes.c_ulong(signal.SIGKILL), 0, 0, 0)  # PDEATHSIG
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    try:
-        setup_name, handler_name, setup_arg = pickle.loads(conn.recv_bytes())
-        handler = _resolve(handler_name)
-        state = _resolve(setup_name)(setup_arg)
-        del setup_arg
-    except BaseException as exc:
-        _reply(conn, ("setup_failed", type(exc).__name__, str(exc)))
-        return
-    _reply(conn, ("ready",))
-    while True:
-        try:
-            data = conn.recv_bytes()
-        except (EOFError, OSError):  # the parent retired this worker, or is gone
-            return  # a normal exit, which flushes stdout and stderr
-        try:
-            reply: tuple[Any, ...] = ("ok", handler(state, pickle.loads(data)))
-        except BaseException as exc:
-            reply = _error_reply(exc)
-        _reply(conn, reply)
-
-
-def _watch_parent(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
-        time.sleep(0.5)
-    os._exit(1)
-
-
-def _resolve(spec: str) -> Any:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _error_reply(exc: BaseException) -> tuple[Any, ...]:
-    if isinstance(exc, Exception):  # never re-raise SystemExit or KeyboardInterrupt upstairs
-        with contextlib.suppress(Exception):
-            tb = "".join(traceback.format_exception(exc))
-            exc.add_note(f"raised in worker pid {os.getpid()}:\n{tb}")
-        with contextlib.suppress(Exception):
-            pickle.loads(pickle.dumps(exc, _PICKLE))
-            return ("error", exc)
-    return ("failed", type(exc).__name__, str(exc))
-
-
-def _reply(conn: Connection, message: tuple[Any, ...]) -> None:
-    try:
-        data = pickle.dumps(message, _PICKLE)
-    except Exception as exc:
-        text = f"the handler's result could not be pickled: {exc}"
-        data = pickle.dumps(("failed", type(exc).__name__, text), _PICKLE)
-    try:
-        conn.send_bytes(data)
-    except OSError:  # the parent is gone or gave up on this worker
-        os._exit(1)
-
-
 @dataclass(eq=False)
 class _Worker:
     process: SpawnProcess
@@ -212,7 +145,7 @@ class WorkerPool:
             raise ValueError("setup and handler must be given as 'module:function'")
         if min(workers, max_tasks_per_worker, task_timeout, setup_timeout) <= 0:
             raise ValueError("workers, max_tasks_per_worker and the timeouts must be positive")
-        self._setup_blob = pickle.dumps((setup, handler, setup_arg), _PICKLE)
+        self._setup_blob = pickle.dumps((setup, handler, setup_arg), PICKLE)
         self._name, self._max_tasks = name, max_tasks_per_worker
         self._timeout, self._setup_timeout = task_timeout, setup_timeout
         self._ctx = multiprocessing.get_context("spawn")
@@ -248,7 +181,7 @@ class WorkerPool:
     def submit(self, task: object) -> Future[Any]:
         """Queue ``task`` (an unpicklable one raises here); the future gives the result."""
         future: Future[Any] = Future()
-        data = pickle.dumps(task, _PICKLE)
+        data = pickle.dumps(task, PICKLE)
         with self._lock:
             if self._broken is not None:
                 error: PoolError = WorkerSetupFailed(self._broken)
@@ -377,7 +310,7 @@ class WorkerPool:
 
     def _spawn(self) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe()
-        process = self._ctx.Process(target=_worker_main, args=(child_conn, os.getpid()),
+        process = self._ctx.Process(target=worker_main, args=(child_conn, os.getpid()),
                                     name=f"{self._name}-worker", daemon=True)
         process.start()
         child_conn.close()
