@@ -23,7 +23,7 @@ from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter  # noq
 from pyhanko.sign import fields, signers  # noqa: E402
 
 from folderseal.signing import (  # noqa: E402
-    Seal,
+    Credentials,
     make_trial_seal,
     sign_detached,
     sign_pdf,
@@ -82,15 +82,15 @@ def main() -> None:
                 writer = IncrementalPdfFileWriter(src, strict=False)
                 signers.sign_pdf(writer, meta, signer=stock, output=dst)
 
-        seal = Seal.from_pkcs12(trial.pkcs12_path, password)
+        credentials = Credentials.from_pkcs12(trial.pkcs12_path, password)
 
         def ours_one(path: Path) -> None:
             with path.open("rb") as src, (out / f"ours-{path.name}").open("w+b") as dst:
-                sign_pdf(seal, src, dst)
+                sign_pdf(credentials, src, dst)
 
         def detached_one(path: Path) -> None:
             with path.open("rb") as src:
-                signature = sign_detached(seal, src)
+                signature = sign_detached(credentials, src)
             (out / f"{path.name}.p7s").write_bytes(signature.der)
 
         print(f"python {sys.version.split()[0]}, RSA-2048 trial seal, {n} files per case")

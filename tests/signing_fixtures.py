@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pyhanko.sign.timestamps import DummyTimeStamper
 
-from folderseal.signing import Seal, TrialSeal, make_trial_seal
+from folderseal.signing import Credentials, TrialSeal, make_trial_seal
 
-__all__ = ["make_tsa", "seal", "trial_seal", "tsa_url"]
+__all__ = ["credentials", "make_tsa", "trial_seal", "tsa_url"]
 
 
 @pytest.fixture
@@ -32,9 +32,9 @@ def trial_seal(tmp_path: Path) -> TrialSeal:
 
 
 @pytest.fixture
-def seal(trial_seal: TrialSeal) -> Seal:
+def credentials(trial_seal: TrialSeal) -> Credentials:
     """The trial seal, loaded."""
-    return Seal.from_pkcs12(trial_seal.pkcs12_path, trial_seal.password())
+    return Credentials.from_pkcs12(trial_seal.pkcs12_path, trial_seal.password())
 
 
 def make_tsa() -> DummyTimeStamper:

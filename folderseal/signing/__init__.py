@@ -1,6 +1,6 @@
 """The embedded local signer: PAdES for PDFs, detached CAdES for everything else.
 
-Load a :class:`Seal` once, then call :func:`sign_pdf` or :func:`sign_detached` per file;
+Load a :class:`Credentials` once, then call :func:`sign_pdf` or :func:`sign_detached` per file;
 :func:`verify_pdf` and :func:`verify_detached` check the results without trusting
 anything, :func:`signer_of` reads back who signed an output, and
 :func:`make_trial_seal` writes a self-signed seal to start with.
@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .cades import DetachedSignature as DetachedSignature
     from .cades import sign_detached as sign_detached
+    from .credentials import Credentials as Credentials
+    from .credentials import CredentialsError as CredentialsError
     from .pades import sign_pdf as sign_pdf
-    from .seal import Seal as Seal
-    from .seal import SealMaterialError as SealMaterialError
     from .signer import describe_certificate as describe_certificate
     from .signer import signer_of as signer_of
     from .trial import TrialSeal as TrialSeal
@@ -33,8 +33,8 @@ _HOMES = {
     "DetachedSignature": "cades",
     "sign_detached": "cades",
     "sign_pdf": "pades",
-    "Seal": "seal",
-    "SealMaterialError": "seal",
+    "Credentials": "credentials",
+    "CredentialsError": "credentials",
     "describe_certificate": "signer",
     "signer_of": "signer",
     "TrialSeal": "trial",

@@ -16,7 +16,7 @@ from typing import BinaryIO
 from asn1crypto import cms
 from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
 
-from .seal import Seal
+from .credentials import Credentials
 from .tsa import run_with_tsa, timestamper_for
 
 __all__ = ["CHUNK_SIZE", "DetachedSignature", "sign_detached"]
@@ -36,10 +36,11 @@ class DetachedSignature:
         return f"DetachedSignature({len(self.der)} bytes, content_sha256={self.content_sha256})"
 
 
-def sign_detached(seal: Seal, src: BinaryIO, *, timestamp_url: str = "") -> DetachedSignature:
+def sign_detached(credentials: Credentials, src: BinaryIO, *,
+                  timestamp_url: str = "") -> DetachedSignature:
     """Sign everything ``src`` yields from its current position; return the DER signature."""
     digest = _sha256_stream(src)
-    coro = seal.signer.async_sign(
+    coro = credentials.signer.async_sign(
         digest,
         "sha256",
         use_pades=True,  # pyHanko's name for "CAdES attributes"; with is_pdf_sig=False

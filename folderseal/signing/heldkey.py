@@ -3,7 +3,7 @@
 pyHanko's stock ``SimpleSigner`` parses the private key again from DER on every
 signature, and for RSA that parse includes a key consistency check costing tens of
 milliseconds; :class:`HeldKeySigner` signs with the parsed key object of a
-:class:`~folderseal.signing.seal.Seal` instead, and caches the certificate-only parts
+:class:`~folderseal.signing.credentials.Credentials` instead, and caches the certificate-only parts
 of the CMS structure.
 """
 
@@ -23,7 +23,7 @@ from pyhanko.sign.signers.pdf_cms import SimpleSigner
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 from pyhanko_certvalidator.util import get_pyca_cryptography_hash, process_pss_params
 
-from folderseal.signing.seal import SigningKey
+from folderseal.signing.credentials import SigningKey
 
 __all__ = ["HeldKeySigner"]
 

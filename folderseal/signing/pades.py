@@ -26,7 +26,7 @@ from pyhanko.sign.signers import PdfSignatureMetadata, PdfSigner
 
 from folderseal.core.errors import FileRejected
 
-from .seal import Seal
+from .credentials import Credentials
 from .tsa import TSA_TOKEN_ALLOWANCE, run_with_tsa, timestamper_for
 
 __all__ = ["reservation_for", "sign_pdf"]
@@ -53,7 +53,7 @@ _PYHANKO_REFUSALS = (
 
 
 def sign_pdf(
-    seal: Seal,
+    credentials: Credentials,
     src: BinaryIO,
     dst: BinaryIO,
     *,
@@ -70,36 +70,36 @@ def sign_pdf(
         # pyHanko reads dots as a path through nested form fields.
         raise ValueError(f"signature field name {field_name!r} must be non-empty, without dots")
     _check_header(src)
-    reserve = reservation_for(seal, with_timestamp=bool(timestamp_url))
+    reserve = reservation_for(credentials, with_timestamp=bool(timestamp_url))
     try:
         try:
-            _sign_once(seal, src, dst, reserve, timestamp_url, field_name)
+            _sign_once(credentials, src, dst, reserve, timestamp_url, field_name)
         except SigningError as exc:
             if not str(exc).startswith(_TOO_SMALL):
                 raise
             # Let pyHanko measure (a dry-run signature, plus 50%) and start again.
             dst.seek(0)
             dst.truncate()
-            _sign_once(seal, src, dst, None, timestamp_url, field_name)
+            _sign_once(credentials, src, dst, None, timestamp_url, field_name)
     except SigningError as exc:
         raise FileRejected("unsignable_pdf", f"the PDF cannot be signed: {_short(exc)}") from exc
 
 
-def reservation_for(seal: Seal, *, with_timestamp: bool) -> int:
+def reservation_for(credentials: Credentials, *, with_timestamp: bool) -> int:
     """Hex digits to reserve for the signature container; always even, never too small."""
-    certs = seal.certificates()
+    certs = credentials.certificates()
     raw = sum(len(c.dump()) for c in certs)
     # The signer's issuer name and serial appear twice more: in the SignerInfo and in
     # the ESS signing-certificate-v2 attribute.
-    raw += 2 * (len(seal.certificate.issuer.dump()) + 32)
-    raw += _max_signature_size(seal) + CMS_OVERHEAD
+    raw += 2 * (len(credentials.certificate.issuer.dump()) + 32)
+    raw += _max_signature_size(credentials) + CMS_OVERHEAD
     if with_timestamp:
         raw += TSA_TOKEN_ALLOWANCE
     return 2 * raw  # hex encoding doubles it
 
 
-def _max_signature_size(seal: Seal) -> int:
-    key = seal.private_key
+def _max_signature_size(credentials: Credentials) -> int:
+    key = credentials.private_key
     if isinstance(key, ec.EllipticCurvePrivateKey):
         # DER ECDSA-Sig-Value: two integers of up to n+1 bytes, plus tags and lengths.
         return 2 * (key.key_size // 8 + 2) + 9
@@ -119,7 +119,7 @@ def _check_header(src: BinaryIO) -> None:
 
 
 def _sign_once(
-    seal: Seal,
+    credentials: Credentials,
     src: BinaryIO,
     dst: BinaryIO,
     reserve: int | None,
@@ -133,7 +133,7 @@ def _sign_once(
         md_algorithm="sha256",
         subfilter=fields.SigSeedSubFilter.PADES,
     )
-    signer = PdfSigner(meta, seal.signer, timestamper=timestamper_for(timestamp_url))
+    signer = PdfSigner(meta, credentials.signer, timestamper=timestamper_for(timestamp_url))
     coro = signer.async_sign_pdf(writer, bytes_reserved=reserve, output=dst, chunk_size=CHUNK_SIZE)
     try:
         run_with_tsa(coro, timestamp_url)

@@ -24,7 +24,7 @@ from pyhanko_certvalidator import ValidationContext
 
 from folderseal.core.errors import ConfigError, FileRejected, TransientError
 from folderseal.signing import (
-    Seal,
+    Credentials,
     TrialSeal,
     pades,
     sign_detached,
@@ -33,7 +33,7 @@ from folderseal.signing import (
     verify_pdf,
 )
 from tests.pdfs import make_big_pdf, make_encrypted_pdf, make_pdf
-from tests.signing_fixtures import seal, trial_seal, tsa_url  # noqa: F401 - pytest fixtures
+from tests.signing_fixtures import credentials, trial_seal, tsa_url  # noqa: F401 - pytest fixtures
 
 pytestmark = pytest.mark.skipif(
     shutil.which("pdfsig") is None or shutil.which("openssl") is None,
@@ -41,9 +41,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _sign_pdf_file(seal: Seal, src: Path, dst: Path, **kwargs: str) -> None:  # noqa: F811
+def _sign_pdf_file(
+        credentials: Credentials, src: Path, dst: Path, **kwargs: str) -> None:  # noqa: F811
     with src.open("rb") as fin, dst.open("w+b") as fout:
-        sign_pdf(seal, fin, fout, **kwargs)
+        sign_pdf(credentials, fin, fout, **kwargs)
 
 
 def _pdfsig(path: Path) -> str:
@@ -89,11 +90,12 @@ def _last_status(path: Path) -> object:
 
 
 @pytest.mark.parametrize("pages", [1, 3])
-def test_signed_pdf_is_valid_for_pdfsig(seal: Seal, tmp_path: Path, pages: int) -> None:  # noqa: F811
+def test_signed_pdf_is_valid_for_pdfsig(
+        credentials: Credentials, tmp_path: Path, pages: int) -> None:  # noqa: F811
     """A signed PDF is a valid, whole-document PAdES signature for poppler and for verify_pdf."""
     src, dst = tmp_path / "in.pdf", tmp_path / "out.pdf"
     original = make_pdf(src, pages=pages)
-    _sign_pdf_file(seal, src, dst)
+    _sign_pdf_file(credentials, src, dst)
     signed = dst.read_bytes()
     assert signed.startswith(original)
     report = _pdfsig(dst)
@@ -137,11 +139,11 @@ def test_large_pdf_is_streamed(trial_seal: TrialSeal, tmp_path: Path) -> None:  
     growth_kib = _run_probe(
         """
         import io, sys
-        from folderseal.signing import Seal, sign_pdf
+        from folderseal.signing import Credentials, sign_pdf
         from tests.pdfs import make_pdf
 
         p12, password, src, dst = sys.argv[1:5]
-        seal = Seal.from_pkcs12(Path(p12), Path(password).read_bytes().strip())
+        seal = Credentials.from_pkcs12(Path(p12), Path(password).read_bytes().strip())
         sign_pdf(seal, io.BytesIO(make_pdf(None)), io.BytesIO())  # warm-up
         before = hwm_kib()
         with open(src, "rb") as fin, open(dst, "w+b") as fout:
@@ -156,19 +158,20 @@ def test_large_pdf_is_streamed(trial_seal: TrialSeal, tmp_path: Path) -> None:  
     assert "Signature is Valid" in report and "Total document signed" in report, report
 
 
-def test_reservation_fits_without_a_dry_run(seal: Seal, tmp_path: Path) -> None:  # noqa: F811
+def test_reservation_fits_without_a_dry_run(
+        credentials: Credentials, tmp_path: Path) -> None:  # noqa: F811
     """The computed reservation is what ends up in the PDF: pyHanko's estimate was not needed."""
     src, dst = tmp_path / "in.pdf", tmp_path / "out.pdf"
     make_pdf(src)
-    _sign_pdf_file(seal, src, dst)
+    _sign_pdf_file(credentials, src, dst)
     start, first_len, second_start, _ = _byte_range(dst.read_bytes())
     assert start == 0
     hex_slots = second_start - first_len - 2  # minus the < and > delimiters
-    assert hex_slots == pades.reservation_for(seal, with_timestamp=False)
+    assert hex_slots == pades.reservation_for(credentials, with_timestamp=False)
 
 
 def test_too_small_reservation_falls_back_to_measuring(
-    seal: Seal,  # noqa: F811
+    credentials: Credentials,  # noqa: F811
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -176,7 +179,7 @@ def test_too_small_reservation_falls_back_to_measuring(
     monkeypatch.setattr(pades, "reservation_for", lambda *_a, **_k: 64)
     src, dst = tmp_path / "in.pdf", tmp_path / "out.pdf"
     original = make_pdf(src)
-    _sign_pdf_file(seal, src, dst)
+    _sign_pdf_file(credentials, src, dst)
     signed = dst.read_bytes()
     assert signed.startswith(original)
     assert signed.count(b"/ByteRange") == 1  # the failed attempt left nothing behind
@@ -184,12 +187,13 @@ def test_too_small_reservation_falls_back_to_measuring(
     assert verify_pdf(dst).ok
 
 
-def test_signed_pdf_can_be_sealed_again(seal: Seal, tmp_path: Path) -> None:  # noqa: F811
+def test_signed_pdf_can_be_sealed_again(
+        credentials: Credentials, tmp_path: Path) -> None:  # noqa: F811
     """Signing an already sealed PDF appends a second signature and keeps the first valid."""
     src, once, twice = tmp_path / "in.pdf", tmp_path / "once.pdf", tmp_path / "twice.pdf"
     make_pdf(src)
-    _sign_pdf_file(seal, src, once)
-    _sign_pdf_file(seal, once, twice)
+    _sign_pdf_file(credentials, src, once)
+    _sign_pdf_file(credentials, once, twice)
     assert twice.read_bytes().startswith(once.read_bytes())
     report = _pdfsig(twice)
     assert report.count("Signature is Valid") == 2, report
@@ -199,7 +203,7 @@ def test_signed_pdf_can_be_sealed_again(seal: Seal, tmp_path: Path) -> None:  # 
 
 
 def test_certified_pdf_forbidding_changes_is_unsignable(
-    seal: Seal,  # noqa: F811
+    credentials: Credentials,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     """A PDF whose certification signature forbids changes is rejected as unsignable_pdf."""
@@ -211,9 +215,9 @@ def test_certified_pdf_forbidding_changes_is_unsignable(
         docmdp_permissions=fields.MDPPerm.NO_CHANGES,
     )
     with certified.open("wb") as out:
-        signers.sign_pdf(writer, meta, signer=seal.signer, output=out)
+        signers.sign_pdf(writer, meta, signer=credentials.signer, output=out)
     with pytest.raises(FileRejected) as caught:
-        _sign_pdf_file(seal, certified, tmp_path / "out.pdf")
+        _sign_pdf_file(credentials, certified, tmp_path / "out.pdf")
     assert caught.value.code == "unsignable_pdf"
     assert "forbids all changes" in caught.value.message
 
@@ -229,7 +233,7 @@ def test_certified_pdf_forbidding_changes_is_unsignable(
     ],
 )
 def test_bad_inputs_are_rejected_with_a_code(
-    seal: Seal,  # noqa: F811
+    credentials: Credentials,  # noqa: F811
     tmp_path: Path,
     name: str,
     content: bytes,
@@ -239,17 +243,18 @@ def test_bad_inputs_are_rejected_with_a_code(
     src = tmp_path / f"{name}.pdf"
     src.write_bytes(content)
     with pytest.raises(FileRejected) as caught:
-        _sign_pdf_file(seal, src, tmp_path / "out.pdf")
+        _sign_pdf_file(credentials, src, tmp_path / "out.pdf")
     assert caught.value.code == code, caught.value.message
     if code == "encrypted_pdf":
         assert "needs a password to open" in caught.value.message
 
 
-def test_verify_pdf_rejects_tampering(seal: Seal, tmp_path: Path) -> None:  # noqa: F811
+def test_verify_pdf_rejects_tampering(
+        credentials: Credentials, tmp_path: Path) -> None:  # noqa: F811
     """verify_pdf says not ok when signed bytes change or bytes are appended after signing."""
     src, dst = tmp_path / "in.pdf", tmp_path / "out.pdf"
     make_pdf(src, text="pay 100 EUR")
-    _sign_pdf_file(seal, src, dst)
+    _sign_pdf_file(credentials, src, dst)
     signed = dst.read_bytes()
 
     tampered = tmp_path / "tampered.pdf"
@@ -266,11 +271,12 @@ def test_verify_pdf_rejects_tampering(seal: Seal, tmp_path: Path) -> None:  # no
     assert not verify_pdf(src).ok  # unsigned
 
 
-def test_pdf_with_timestamp_is_pades_b_t(seal: Seal, tmp_path: Path, tsa_url: str) -> None:  # noqa: F811
+def test_pdf_with_timestamp_is_pades_b_t(
+        credentials: Credentials, tmp_path: Path, tsa_url: str) -> None:  # noqa: F811
     """With a TSA URL the PDF signature carries a valid signature time-stamp, and pdfsig agrees."""
     src, dst = tmp_path / "in.pdf", tmp_path / "out.pdf"
     original = make_pdf(src)
-    _sign_pdf_file(seal, src, dst, timestamp_url=tsa_url)
+    _sign_pdf_file(credentials, src, dst, timestamp_url=tsa_url)
     assert dst.read_bytes().startswith(original)
     status = _last_status(dst)
     timestamp = getattr(status, "timestamp_validity", None)
@@ -281,46 +287,49 @@ def test_pdf_with_timestamp_is_pades_b_t(seal: Seal, tmp_path: Path, tsa_url: st
     verdict = verify_pdf(dst)
     assert verdict.ok and "time-stamped" in verdict.detail, verdict.detail
     _, first_len, second_start, _ = _byte_range(dst.read_bytes())
-    assert second_start - first_len - 2 == pades.reservation_for(seal, with_timestamp=True)
+    assert second_start - first_len - 2 == pades.reservation_for(credentials, with_timestamp=True)
 
 
-def test_unreachable_tsa_is_transient(seal: Seal, tmp_path: Path) -> None:  # noqa: F811
+def test_unreachable_tsa_is_transient(
+        credentials: Credentials, tmp_path: Path) -> None:  # noqa: F811
     """A time-stamp server that does not answer gives TransientError, not a rejected file."""
     src = tmp_path / "in.pdf"
     make_pdf(src)
     dead = "http://127.0.0.1:9/tsa?token=s3cret"  # port 9 (discard): nothing listens
     with pytest.raises(TransientError) as caught:
-        _sign_pdf_file(seal, src, tmp_path / "out.pdf", timestamp_url=dead)
+        _sign_pdf_file(credentials, src, tmp_path / "out.pdf", timestamp_url=dead)
     assert "s3cret" not in str(caught.value)
     with src.open("rb") as fin, pytest.raises(TransientError):
-        sign_detached(seal, fin, timestamp_url=dead)
+        sign_detached(credentials, fin, timestamp_url=dead)
 
 
-def test_bad_tsa_url_is_a_config_error(seal: Seal, tmp_path: Path) -> None:  # noqa: F811
+def test_bad_tsa_url_is_a_config_error(
+        credentials: Credentials, tmp_path: Path) -> None:  # noqa: F811
     """A time-stamp URL that is not http(s) is a configuration error, not the file's fault."""
     src = tmp_path / "in.pdf"
     make_pdf(src)
     with pytest.raises(ConfigError, match="http"):
-        _sign_pdf_file(seal, src, tmp_path / "out.pdf", timestamp_url="ftp://tsa.example/")
+        _sign_pdf_file(credentials, src, tmp_path / "out.pdf", timestamp_url="ftp://tsa.example/")
 
 
 # --- CAdES detached ---------------------------------------------------------------------
 
 
-def _detached(seal: Seal, content: Path, **kwargs: str) -> Path:  # noqa: F811
+def _detached(credentials: Credentials, content: Path, **kwargs: str) -> Path:  # noqa: F811
     with content.open("rb") as stream:
-        signature = sign_detached(seal, stream, **kwargs)
+        signature = sign_detached(credentials, stream, **kwargs)
     assert signature.content_sha256 == hashlib.sha256(content.read_bytes()).hexdigest()
     p7s = content.with_name(content.name + ".p7s")
     p7s.write_bytes(signature.der)
     return p7s
 
 
-def test_detached_signature_verifies_with_openssl(seal: Seal, tmp_path: Path) -> None:  # noqa: F811
+def test_detached_signature_verifies_with_openssl(
+        credentials: Credentials, tmp_path: Path) -> None:  # noqa: F811
     """A detached signature verifies with openssl cms and carries signing-certificate-v2."""
     content = tmp_path / "invoice.xml"
     content.write_bytes(os.urandom(100 * 1024))
-    p7s = _detached(seal, content)
+    p7s = _detached(credentials, content)
     done = _openssl_verify(content, p7s)
     assert done.returncode == 0, done.stderr
     printed = _openssl_print(p7s)
@@ -332,11 +341,12 @@ def test_detached_signature_verifies_with_openssl(seal: Seal, tmp_path: Path) ->
     assert verdict.detail.startswith("CAdES detached signature valid")
 
 
-def test_tampered_content_fails_openssl_and_verify(seal: Seal, tmp_path: Path) -> None:  # noqa: F811
+def test_tampered_content_fails_openssl_and_verify(
+        credentials: Credentials, tmp_path: Path) -> None:  # noqa: F811
     """Changing one byte of the content makes both openssl and verify_detached refuse it."""
     content = tmp_path / "data.bin"
     content.write_bytes(b"A" * 5000)
-    p7s = _detached(seal, content)
+    p7s = _detached(credentials, content)
     content.write_bytes(b"A" * 4999 + b"B")
     done = _openssl_verify(content, p7s)
     assert done.returncode != 0
@@ -344,12 +354,12 @@ def test_tampered_content_fails_openssl_and_verify(seal: Seal, tmp_path: Path) -
     assert not verdict.ok and "content changed" in verdict.detail, verdict.detail
 
 
-def test_plain_pkcs7_is_not_cades(seal: Seal, tmp_path: Path) -> None:  # noqa: F811
+def test_plain_pkcs7_is_not_cades(credentials: Credentials, tmp_path: Path) -> None:  # noqa: F811
     """A valid detached PKCS#7 without signing-certificate-v2 is not accepted as CAdES."""
     content = tmp_path / "data.bin"
     content.write_bytes(b"plain pkcs7 content")
-    cert = x509.load_der_x509_certificate(seal.certificate.dump())
-    key = seal.private_key
+    cert = x509.load_der_x509_certificate(credentials.certificate.dump())
+    key = credentials.private_key
     assert not isinstance(key, type(None))
     der = (
         pkcs7.PKCS7SignatureBuilder()
@@ -368,14 +378,14 @@ def test_plain_pkcs7_is_not_cades(seal: Seal, tmp_path: Path) -> None:  # noqa: 
 
 
 def test_detached_with_timestamp_is_cades_b_t(
-    seal: Seal,  # noqa: F811
+    credentials: Credentials,  # noqa: F811
     tmp_path: Path,
     tsa_url: str,  # noqa: F811
 ) -> None:
     """With a TSA URL the detached signature carries a signature time-stamp token."""
     content = tmp_path / "report.csv"
     content.write_bytes(b"a,b,c\n" * 1000)
-    p7s = _detached(seal, content, timestamp_url=tsa_url)
+    p7s = _detached(credentials, content, timestamp_url=tsa_url)
     printed = _openssl_print(p7s)
     assert "id-smime-aa-timeStampToken" in printed
     assert "id-smime-aa-signingCertificateV2" in printed
@@ -393,10 +403,10 @@ def test_detached_memory_stays_flat_for_300_mb(trial_seal: TrialSeal, tmp_path: 
     output = _run_probe(
         """
         import io, sys
-        from folderseal.signing import Seal, sign_detached
+        from folderseal.signing import Credentials, sign_detached
 
         p12, password, big = sys.argv[1:4]
-        seal = Seal.from_pkcs12(Path(p12), Path(password).read_bytes().strip())
+        seal = Credentials.from_pkcs12(Path(p12), Path(password).read_bytes().strip())
         sign_detached(seal, io.BytesIO(b"warm-up"))  # imports and caches before measuring
         before = hwm_kib()
         with open(big, "rb") as stream:

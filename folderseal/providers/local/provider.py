@@ -52,9 +52,9 @@ from folderseal.providers.local.pool import (
 )
 from folderseal.providers.local.worker import (
     RESULT_SUFFIX,
-    SealSource,
+    CredentialsSource,
     SignTask,
-    load_seal,
+    load_credentials,
     save_result,
 )
 from folderseal.signing import describe_certificate
@@ -126,32 +126,32 @@ class LocalProvider:
 
     # -- life cycle ----------------------------------------------------------------
 
-    def _source(self) -> SealSource:
-        return SealSource(certificate=self.cfg.certificate, key=self.cfg.key,
+    def _source(self) -> CredentialsSource:
+        return CredentialsSource(certificate=self.cfg.certificate, key=self.cfg.key,
                           password=self.cfg.read_password(),
                           timestamp_url=self.cfg.timestamp_url)
 
     def check(self, network: bool = True) -> Health:
         """Load the seal once; warn of an expiry within 30 days, a self-signed certificate
         and key files other accounts may read."""
-        seal = load_seal(self._source())
-        left = seal.not_after - datetime.now(UTC)
+        credentials = load_credentials(self._source())
+        left = credentials.not_after - datetime.now(UTC)
         if left.total_seconds() <= 0:
             raise ConfigError(f"the seal certificate {self.cfg.certificate} expired on "
-                              f"{seal.not_after:%Y-%m-%d}; install a new one")
+                              f"{credentials.not_after:%Y-%m-%d}; install a new one")
         warnings = exposure(self.cfg.secret_files(), service_accounts(self.state_dir),
                             service_group(self.state_dir))
         if left.days < EXPIRY_WARNING_DAYS:
-            warnings.append(f"the seal certificate expires on {seal.not_after:%Y-%m-%d} "
+            warnings.append(f"the seal certificate expires on {credentials.not_after:%Y-%m-%d} "
                             f"({left.days} days); renew it")
-        if describe_certificate(seal.certificate.dump()).self_signed:
+        if describe_certificate(credentials.certificate.dump()).self_signed:
             warnings.append(
-                f"{NOT_QUALIFIED}. {self.cfg.certificate} ({seal.subject}) signed itself: its "
-                "seals prove a file unchanged, not who sealed it. Set certificate (and its "
-                "password) to your organisation's seal certificate from a qualified trust "
-                "service provider")
-        return Health(verified=f"the seal loads ({seal.subject}, valid until "
-                               f"{seal.not_after:%Y-%m-%d})", warnings=tuple(warnings))
+                f"{NOT_QUALIFIED}. {self.cfg.certificate} ({credentials.subject}) signed "
+                "itself: its seals prove a file unchanged, not who sealed it. Set certificate "
+                "(and its password) to your organisation's seal certificate from a qualified "
+                "trust service provider")
+        return Health(verified=f"the seal loads ({credentials.subject}, valid until "
+                               f"{credentials.not_after:%Y-%m-%d})", warnings=tuple(warnings))
 
     def start(self) -> None:
         if self.pool is not None:

@@ -25,12 +25,12 @@ from folderseal.core import files
 from folderseal.core.errors import FileRejected
 from folderseal.core.model import DocumentResult, Output, Signer
 from folderseal.core.safety import open_claimed, open_dir
-from folderseal.signing.seal import Seal
+from folderseal.signing.credentials import Credentials
 from folderseal.signing.signer import describe_certificate
 
 
 @dataclass(frozen=True, slots=True)
-class SealSource:
+class CredentialsSource:
     """How a worker finds the seal; the password travels over the pool's pipe."""
 
     certificate: Path
@@ -39,7 +39,7 @@ class SealSource:
     timestamp_url: str
 
     def __repr__(self) -> str:  # never show the password
-        return f"SealSource(certificate={self.certificate!s}, key={self.key!s})"
+        return f"CredentialsSource(certificate={self.certificate!s}, key={self.key!s})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,21 +56,21 @@ class SignTask:
 
 @dataclass(slots=True)
 class WorkerState:
-    seal: Seal
+    credentials: Credentials
     timestamp_url: str
     signer: Signer   # the seal's certificate, as every sidecar of this seal records it
 
 
-def load_seal(source: SealSource) -> Seal:
+def load_credentials(source: CredentialsSource) -> Credentials:
     if source.key is not None:
-        return Seal.from_pem(source.key, source.certificate, source.password)
-    return Seal.from_pkcs12(source.certificate, source.password)
+        return Credentials.from_pem(source.key, source.certificate, source.password)
+    return Credentials.from_pkcs12(source.certificate, source.password)
 
 
-def setup(source: SealSource) -> WorkerState:
-    seal = load_seal(source)
-    return WorkerState(seal=seal, timestamp_url=source.timestamp_url,
-                       signer=describe_certificate(seal.certificate.dump()))
+def setup(source: CredentialsSource) -> WorkerState:
+    credentials = load_credentials(source)
+    return WorkerState(credentials=credentials, timestamp_url=source.timestamp_url,
+                       signer=describe_certificate(credentials.certificate.dump()))
 
 
 def sign(state: WorkerState, task: SignTask) -> DocumentResult:
@@ -136,7 +136,7 @@ def _open_output(path: Path) -> int:
 def _pades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
     out_path = _staged(task, "")
     with os.fdopen(_open_output(out_path), "w+b") as dst:
-        signing.sign_pdf(state.seal, src, dst, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
+        signing.sign_pdf(state.credentials, src, dst, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
         dst.flush()
         os.fsync(dst.fileno())
         whole, prefix, size = files.hash_with_prefix(dst.fileno(), task.size)
@@ -149,7 +149,7 @@ def _pades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
 
 
 def _cades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
-    signature = signing.sign_detached(state.seal, src, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
+    signature = signing.sign_detached(state.credentials, src, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
     if signature.content_sha256 != task.sha256:
         raise _changed("content")
     sig_path = _staged(task, ".p7s")

@@ -37,7 +37,7 @@ from folderseal.providers.emulation.runner import (
     serve,
 )
 from folderseal.providers.seal.emulator.server import SealApp, seal_server
-from folderseal.providers.seal.emulator.signing import BatchSigner, load_or_make_seal
+from folderseal.providers.seal.emulator.signing import BatchSigner, load_or_make_credentials
 from folderseal.providers.seal.emulator.state import Registry, SealJournal
 
 __all__ = ["EmulatorHandle", "RunningEmulator", "parse_faults", "run_seal", "start_seal"]
@@ -86,7 +86,7 @@ def start_seal(
         journal = SealJournal(data_dir / JOURNAL_NAME)
         journal.path.touch()
         registry = Registry(data_dir, journal, lag)
-        signer = BatchSigner(registry, load_or_make_seal(data_dir), step_delay)
+        signer = BatchSigner(registry, load_or_make_credentials(data_dir), step_delay)
         app = SealApp(
             registry=registry,
             faults=fault_plan,

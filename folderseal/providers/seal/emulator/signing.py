@@ -28,29 +28,35 @@ from pathlib import Path
 
 from folderseal.core.errors import FileRejected
 from folderseal.providers.seal.emulator.package import write_package
-from folderseal.providers.seal.emulator.state import Batch, Document, Registry, Status, log_event
-from folderseal.signing import Seal, make_trial_seal, sign_detached, sign_pdf
+from folderseal.providers.seal.emulator.state import (
+    Batch,
+    Document,
+    Registry,
+    Status,
+    log_event,
+)
+from folderseal.signing import Credentials, make_trial_seal, sign_detached, sign_pdf
 from folderseal.signing.trial import PASSWORD_NAME, PKCS12_NAME
 
-__all__ = ["BatchSigner", "load_or_make_seal"]
+__all__ = ["BatchSigner", "load_or_make_credentials"]
 
 
-def load_or_make_seal(data_dir: Path) -> Seal:
+def load_or_make_credentials(data_dir: Path) -> Credentials:
     """The trial seal in ``<data_dir>/seal``, made there if missing."""
     directory = data_dir / "seal"
     if not (directory / PKCS12_NAME).exists() or not (directory / PASSWORD_NAME).exists():
         trial = make_trial_seal(directory)
-        return Seal.from_pkcs12(trial.pkcs12_path, trial.password())
+        return Credentials.from_pkcs12(trial.pkcs12_path, trial.password())
     password = (directory / PASSWORD_NAME).read_bytes().strip()
-    return Seal.from_pkcs12(directory / PKCS12_NAME, password)
+    return Credentials.from_pkcs12(directory / PKCS12_NAME, password)
 
 
 class BatchSigner:
     """Runs one background thread per accepted batch."""
 
-    def __init__(self, registry: Registry, seal: Seal, step_delay: float) -> None:
+    def __init__(self, registry: Registry, credentials: Credentials, step_delay: float) -> None:
         self.registry = registry
-        self.seal = seal
+        self.credentials = credentials
         self.step_delay = step_delay
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -126,10 +132,10 @@ class BatchSigner:
             if document.name.lower().endswith(".pdf"):
                 out = signed_dir / f"{document.id}.pdf"
                 with document.path.open("rb") as src, out.open("w+b") as dst:
-                    sign_pdf(self.seal, src, dst)
+                    sign_pdf(self.credentials, src, dst)
                 return [(document.name, out)]
             with document.path.open("rb") as src:
-                signature = sign_detached(self.seal, src)
+                signature = sign_detached(self.credentials, src)
             p7s = signed_dir / f"{document.id}.p7s"
             p7s.write_bytes(signature.der)
             return [(document.name, document.path), (document.name + ".p7s", p7s)]

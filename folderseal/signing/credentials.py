@@ -1,6 +1,6 @@
 """Signing material held in memory: the private key, its certificate and the chain.
 
-The private key is parsed once, when the seal is loaded; :attr:`Seal.signer` (a
+The private key is parsed once, when the seal is loaded; :attr:`Credentials.signer` (a
 :class:`~folderseal.signing.heldkey.HeldKeySigner`) signs with that parsed key. Loading a
 seal needs only ``cryptography``: the signer, and pyHanko with it (about half a second
 to import), is built on first use, so commands that only look at the seal stay quick.
@@ -26,7 +26,7 @@ from folderseal.core.errors import ConfigError
 if TYPE_CHECKING:
     from folderseal.signing.heldkey import HeldKeySigner
 
-__all__ = ["Seal", "SealMaterialError", "SigningKey"]
+__all__ = ["Credentials", "CredentialsError", "SigningKey"]
 
 SigningKey = (
     rsa.RSAPrivateKey
@@ -44,12 +44,12 @@ _SIGNING_KEY_TYPES = (
 )
 
 
-class SealMaterialError(ConfigError):
+class CredentialsError(ConfigError):
     """The seal's key or certificate file cannot be used; the message says which and why."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # identity: two loads are two seals
-class Seal:
+class Credentials:
     """A signing key with its certificate and chain, loaded once and reused for every file."""
 
     private_key: SigningKey = field(repr=False)
@@ -74,7 +74,7 @@ class Seal:
         return self._signer
 
     @classmethod
-    def from_pkcs12(cls, path: Path, password: bytes | None) -> Seal:
+    def from_pkcs12(cls, path: Path, password: bytes | None) -> Credentials:
         """Load a seal from a PKCS#12 (.p12/.pfx) file."""
         data = _read(path, "PKCS#12 file")
         try:
@@ -83,20 +83,20 @@ class Seal:
             # cryptography reports unparseable input as "Could not deserialize";
             # anything else is a MAC or decryption failure, i.e. the password.
             if "deserialize" in str(exc):
-                raise SealMaterialError(
+                raise CredentialsError(
                     f"{path} is not a PKCS#12 file; give a .p12/.pfx file with the seal's "
                     "key and certificate, or use a PEM key and certificate instead"
                 ) from None
             hint = "it needs one: set the password" if password is None else "wrong password?"
-            raise SealMaterialError(f"cannot open PKCS#12 file {path}: {hint}") from None
+            raise CredentialsError(f"cannot open PKCS#12 file {path}: {hint}") from None
         if key is None:
-            raise SealMaterialError(f"PKCS#12 file {path} holds no private key")
+            raise CredentialsError(f"PKCS#12 file {path} holds no private key")
         if cert is None:
-            raise SealMaterialError(f"PKCS#12 file {path} holds no certificate for its key")
+            raise CredentialsError(f"PKCS#12 file {path} holds no certificate for its key")
         return cls._build(key, [cert, *extra], path)
 
     @classmethod
-    def from_pem(cls, key_path: Path, cert_path: Path, password: bytes | None) -> Seal:
+    def from_pem(cls, key_path: Path, cert_path: Path, password: bytes | None) -> Credentials:
         """Load a seal from a PEM private key and a PEM certificate file (signer first)."""
         key_data = _read(key_path, "private key file")
         cert_data = _read(cert_path, "certificate file")
@@ -109,38 +109,38 @@ class Seal:
                 if password is None
                 else "it is not encrypted: leave the password empty"
             )
-            raise SealMaterialError(f"cannot open private key file {key_path}: {hint}") from None
+            raise CredentialsError(f"cannot open private key file {key_path}: {hint}") from None
         except ValueError as exc:
             # A wrong password usually fails the decryption, but now and then (about one
             # time in 256) it decrypts to garbage that fails to parse instead.
             encrypted = b"ENCRYPTED" in key_data and password is not None
             if encrypted or "password" in str(exc).lower() or "decrypt" in str(exc).lower():
-                raise SealMaterialError(
+                raise CredentialsError(
                     f"cannot open private key file {key_path}: wrong password?"
                 ) from None
-            raise SealMaterialError(
+            raise CredentialsError(
                 f"{key_path} is not a PEM private key; give a file starting with "
                 "'-----BEGIN PRIVATE KEY-----' (or an RSA/EC/ENCRYPTED variant)"
             ) from None
         try:
             certs = x509.load_pem_x509_certificates(cert_data)
         except ValueError:
-            raise SealMaterialError(
+            raise CredentialsError(
                 f"{cert_path} is not a PEM certificate file; give a file starting with "
                 "'-----BEGIN CERTIFICATE-----', the seal's certificate first"
             ) from None
         return cls._build(key, certs, key_path)
 
     @classmethod
-    def _build(cls, key: object, certs: Sequence[x509.Certificate], source: Path) -> Seal:
+    def _build(cls, key: object, certs: Sequence[x509.Certificate], source: Path) -> Credentials:
         if not isinstance(key, _SIGNING_KEY_TYPES):
-            raise SealMaterialError(
+            raise CredentialsError(
                 f"the key in {source} is a {type(key).__name__}, which cannot sign; "
                 "use an RSA, EC, Ed25519, Ed448 or DSA key"
             )
         cert = certs[0]
         if cert.public_key() != key.public_key():
-            raise SealMaterialError(
+            raise CredentialsError(
                 f"the certificate for {source} does not belong to its private key; "
                 "put the seal's own certificate first"
             )
@@ -166,12 +166,12 @@ def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise SealMaterialError(f"{what} {path} not found; check the path") from None
+        raise CredentialsError(f"{what} {path} not found; check the path") from None
     except IsADirectoryError:
-        raise SealMaterialError(f"{what} {path} is a directory, not a file") from None
+        raise CredentialsError(f"{what} {path} is a directory, not a file") from None
     except PermissionError:
-        raise SealMaterialError(
+        raise CredentialsError(
             f"{what} {path} cannot be read: permission denied for this user"
         ) from None
     except OSError as exc:
-        raise SealMaterialError(f"{what} {path} cannot be read: {exc.strerror}") from None
+        raise CredentialsError(f"{what} {path} cannot be read: {exc.strerror}") from None

@@ -20,9 +20,9 @@ from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes, Signer, SimpleS
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from folderseal.core.errors import ConfigError
-from folderseal.signing import Seal, SealMaterialError, TrialSeal, make_trial_seal
+from folderseal.signing import Credentials, CredentialsError, TrialSeal, make_trial_seal
 from folderseal.signing.heldkey import HeldKeySigner
-from tests.signing_fixtures import seal, trial_seal  # noqa: F401 - pytest fixtures
+from tests.signing_fixtures import credentials, trial_seal  # noqa: F401 - pytest fixtures
 
 PASSWORD = b"correct horse battery staple"
 NOW = datetime.datetime.now(datetime.UTC)
@@ -87,7 +87,7 @@ def _p12(tmp_path: Path, password: bytes | None) -> Path:
 def test_pkcs12_with_right_password_loads(tmp_path: Path) -> None:
     """A PKCS#12 file opens with its password and exposes subject, expiry and fingerprint."""
     path = _p12(tmp_path, PASSWORD)
-    loaded = Seal.from_pkcs12(path, PASSWORD)
+    loaded = Credentials.from_pkcs12(path, PASSWORD)
     assert loaded.subject == "CN=p12 seal"
     assert loaded.not_after.tzinfo is not None
     assert loaded.not_after.utcoffset() == datetime.timedelta(0)
@@ -101,16 +101,16 @@ def test_pkcs12_with_right_password_loads(tmp_path: Path) -> None:
 
 def test_pkcs12_without_password_loads_with_none(tmp_path: Path) -> None:
     """A PKCS#12 file that has no password opens with password=None."""
-    loaded = Seal.from_pkcs12(_p12(tmp_path, None), None)
+    loaded = Credentials.from_pkcs12(_p12(tmp_path, None), None)
     assert loaded.subject == "CN=p12 seal"
 
 
 def test_pkcs12_wrong_password_is_named_but_not_echoed(tmp_path: Path) -> None:
-    """A wrong password gives a SealMaterialError naming the file, never the password."""
+    """A wrong password gives a CredentialsError naming the file, never the password."""
     path = _p12(tmp_path, PASSWORD)
     wrong = b"hunter2-not-the-password"
-    with pytest.raises(SealMaterialError) as caught:
-        Seal.from_pkcs12(path, wrong)
+    with pytest.raises(CredentialsError) as caught:
+        Credentials.from_pkcs12(path, wrong)
     message = str(caught.value)
     assert str(path) in message
     assert "wrong password?" in message
@@ -121,15 +121,15 @@ def test_pkcs12_wrong_password_is_named_but_not_echoed(tmp_path: Path) -> None:
 
 def test_pkcs12_missing_password_says_one_is_needed(tmp_path: Path) -> None:
     """A password-protected PKCS#12 file opened without a password asks for one."""
-    with pytest.raises(SealMaterialError, match="set the password"):
-        Seal.from_pkcs12(_p12(tmp_path, PASSWORD), None)
+    with pytest.raises(CredentialsError, match="set the password"):
+        Credentials.from_pkcs12(_p12(tmp_path, PASSWORD), None)
 
 
 def test_missing_file_says_not_found(tmp_path: Path) -> None:
     """A seal path that does not exist is reported as not found, with the path."""
     path = tmp_path / "nowhere.p12"
-    with pytest.raises(SealMaterialError, match="not found") as caught:
-        Seal.from_pkcs12(path, PASSWORD)
+    with pytest.raises(CredentialsError, match="not found") as caught:
+        Credentials.from_pkcs12(path, PASSWORD)
     assert str(path) in str(caught.value)
 
 
@@ -137,8 +137,8 @@ def test_non_pkcs12_file_is_reported_as_such(tmp_path: Path) -> None:
     """A file that is not PKCS#12 at all says so instead of blaming the password."""
     path = tmp_path / "notes.p12"
     path.write_text("this is a text file, not a key store\n")
-    with pytest.raises(SealMaterialError, match="not a PKCS#12 file") as caught:
-        Seal.from_pkcs12(path, PASSWORD)
+    with pytest.raises(CredentialsError, match="not a PKCS#12 file") as caught:
+        Credentials.from_pkcs12(path, PASSWORD)
     assert "password" not in str(caught.value).split(";")[0]
 
 
@@ -159,7 +159,7 @@ def test_pem_key_and_cert_with_chain(tmp_path: Path) -> None:
     cert_path.write_bytes(
         leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM)
     )
-    loaded = Seal.from_pem(key_path, cert_path, PASSWORD)
+    loaded = Credentials.from_pem(key_path, cert_path, PASSWORD)
     assert loaded.subject == "CN=pem seal"
     assert isinstance(loaded.private_key, ec.EllipticCurvePrivateKey)
     assert [c.subject.native["common_name"] for c in loaded.chain] == ["test CA"]
@@ -168,11 +168,11 @@ def test_pem_key_and_cert_with_chain(tmp_path: Path) -> None:
         "test CA",
     ]
 
-    with pytest.raises(SealMaterialError, match="wrong password") as caught:
-        Seal.from_pem(key_path, cert_path, b"nope-nope")
+    with pytest.raises(CredentialsError, match="wrong password") as caught:
+        Credentials.from_pem(key_path, cert_path, b"nope-nope")
     assert "nope-nope" not in str(caught.value)
-    with pytest.raises(SealMaterialError, match="set the password"):
-        Seal.from_pem(key_path, cert_path, None)
+    with pytest.raises(CredentialsError, match="set the password"):
+        Credentials.from_pem(key_path, cert_path, None)
 
 
 def test_pem_cert_of_another_key_is_refused(tmp_path: Path) -> None:
@@ -180,8 +180,8 @@ def test_pem_cert_of_another_key_is_refused(tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     key_path, cert_path = _write_pem(tmp_path, key, _cert(other, "other"))
-    with pytest.raises(SealMaterialError, match="does not belong"):
-        Seal.from_pem(key_path, cert_path, None)
+    with pytest.raises(CredentialsError, match="does not belong"):
+        Credentials.from_pem(key_path, cert_path, None)
 
 
 def test_pem_garbage_is_reported(tmp_path: Path) -> None:
@@ -189,19 +189,19 @@ def test_pem_garbage_is_reported(tmp_path: Path) -> None:
     key_path, cert_path = tmp_path / "k.pem", tmp_path / "c.pem"
     key_path.write_text("garbage")
     cert_path.write_text("garbage")
-    with pytest.raises(SealMaterialError, match="not a PEM private key"):
-        Seal.from_pem(key_path, cert_path, None)
+    with pytest.raises(CredentialsError, match="not a PEM private key"):
+        Credentials.from_pem(key_path, cert_path, None)
 
 
-def test_repr_shows_no_key_material(seal: Seal) -> None:  # noqa: F811
+def test_repr_shows_no_key_material(credentials: Credentials) -> None:  # noqa: F811
     """Neither the Seal's nor its signer's repr contains key material."""
-    key = seal.private_key
+    key = credentials.private_key
     assert isinstance(key, rsa.RSAPrivateKey)
     secret = str(key.private_numbers().p)[:20]
-    for text in (repr(seal), str(seal), repr(seal.signer)):
+    for text in (repr(credentials), str(credentials), repr(credentials.signer)):
         assert secret not in text
         assert "private" not in text.lower()
-    assert "NOT QUALIFIED" in repr(seal)
+    assert "NOT QUALIFIED" in repr(credentials)
 
 
 @pytest.mark.parametrize(
@@ -218,7 +218,7 @@ def test_signer_signs_with_held_key(tmp_path: Path, kind: str, prefer_pss: bool)
     else:
         key = ed25519.Ed25519PrivateKey.generate()
     cert = _cert(key, f"{kind} seal")
-    loaded = Seal.from_pem(*_write_pem(tmp_path, key, cert), None)
+    loaded = Credentials.from_pem(*_write_pem(tmp_path, key, cert), None)
     loaded.signer.prefer_pss = prefer_pss
     data = b"signed attributes stand-in"
     signature = loaded.signer.sign_raw(data, "sha256")
@@ -241,17 +241,17 @@ def test_signer_signs_with_held_key(tmp_path: Path, kind: str, prefer_pss: bool)
 
 @pytest.mark.parametrize("is_pdf_sig", [True, False], ids=["pades", "cades"])
 def test_signer_output_is_byte_identical_to_stock_pyhanko(
-    seal: Seal,  # noqa: F811
+    credentials: Credentials,  # noqa: F811
     is_pdf_sig: bool,
 ) -> None:
     """The cached SignerIdentifier and signing-certificate-v2 give exactly pyHanko's CMS bytes."""
-    key_der = seal.private_key.private_bytes(
+    key_der = credentials.private_key.private_bytes(
         serialization.Encoding.DER,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     stock = SimpleSigner(
-        signing_cert=seal.certificate,
+        signing_cert=credentials.certificate,
         signing_key=keys.PrivateKeyInfo.load(key_der),
         cert_registry=SimpleCertificateStore(),
     )
@@ -268,19 +268,19 @@ def test_signer_output_is_byte_identical_to_stock_pyhanko(
         )
         return bytes(asyncio.run(coro).dump())
 
-    ours = cms_of(seal.signer)
+    ours = cms_of(credentials.signer)
     assert ours == cms_of(stock)  # RSA PKCS#1 v1.5 is deterministic
     assert b"\x06\x0b\x2a\x86\x48\x86\xf7\x0d\x01\x09\x10\x02\x2f" in ours  # signingCertV2 OID
 
 
-def test_pyhanko_still_calls_the_cached_attribute_hook(seal: Seal) -> None:  # noqa: F811
+def test_pyhanko_still_calls_the_cached_attribute_hook(credentials: Credentials) -> None:  # noqa: F811
     """pyHanko still has the private hook HeldKeySigner overrides, so the cache is used."""
     assert "_signed_attr_provider_spec" in vars(Signer)
-    spec = seal.signer._signed_attr_provider_spec(
+    spec = credentials.signer._signed_attr_provider_spec(
         PdfCMSSignedAttributes(), timestamper=None, use_cades=True, is_pdf_sig=True
     )
     assert type(spec).__name__ == "_CachedCAdESSpec"
-    assert isinstance(seal.signer, HeldKeySigner)
+    assert isinstance(credentials.signer, HeldKeySigner)
 
 
 def test_trial_seal_files_and_certificate(tmp_path: Path) -> None:
@@ -307,7 +307,7 @@ def test_trial_seal_files_and_certificate(tmp_path: Path) -> None:
     cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
     lifetime = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
     assert datetime.timedelta(days=9) < lifetime <= datetime.timedelta(days=10)
-    assert Seal.from_pkcs12(made.pkcs12_path, password).subject.endswith(
+    assert Credentials.from_pkcs12(made.pkcs12_path, password).subject.endswith(
         "CN=folderseal trial seal - NOT QUALIFIED"
     )
 
