@@ -671,7 +671,8 @@ def test_a_100mb_file_is_fetched_in_flat_memory(tmp_path: Path, files: Files) ->
             records += 8000 + (block == 50)
     process = subprocess.Popen(
         [sys.executable, "-m", "folderseal", "emulate", "centrapay", "--port", "0",
-         "--data", str(tmp_path / "emu"), "--step-seconds", "0"],
+         "--data", str(tmp_path / "emu"), "--step-seconds", "0",
+         "--rate-limit", "100000"],  # status is read every 20 ms however long the fetch
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         url = emulator_listening(process)["url"]
