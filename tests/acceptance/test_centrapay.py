@@ -174,6 +174,7 @@ def test_every_fault_at_once_jsonl_and_csv(tmp_path: Path) -> None:
     failed; outcome_unknown only where a create's answer was lost) — no file is created
     twice, nothing stays published, no secret or signed URL shows anywhere."""
     data = tmp_path / "emulator"
+    # max_wait_seconds: long enough that a loaded machine's slow batch still closes.
     emulate = subprocess.Popen(
         [sys.executable, "-m", "folderseal", "emulate", "centrapay", "--port", "0",
          "--api-key", KEY, "--faults", ALL_FAULTS, "--data", str(data), "--seed", "11",
@@ -187,7 +188,7 @@ def test_every_fault_at_once_jsonl_and_csv(tmp_path: Path) -> None:
             publishing = cw.folder_keys(public, served)
             csv_folder = tmp_path / "csv"
             csv_provider = {**cw.provider_keys(url, "centrapay.key", cw.CSV_TYPE),
-                            **publishing, "max_wait_seconds": 8.0}
+                            **publishing, "max_wait_seconds": 15.0}
             extra = "\n[providers.onboard]\n" + "\n".join(
                 f"{k} = {json.dumps(v)}" for k, v in csv_provider.items())
             extra += "\n\n[folders.onboarding]\n" + "\n".join(
@@ -198,7 +199,7 @@ def test_every_fault_at_once_jsonl_and_csv(tmp_path: Path) -> None:
                     "rescan_seconds": 1.0, "min_free_bytes": "1MB"}.items()) + "\n"
             for sub in ("inbox", "outbox", "errors"):
                 (csv_folder / sub).mkdir(parents=True)
-            layout = _layout(tmp_path, url, publishing, {"max_wait_seconds": 8.0},
+            layout = _layout(tmp_path, url, publishing, {"max_wait_seconds": 15.0},
                              extra=extra)
             check = folderseal("check", "-c", str(layout.config))
             assert check.returncode == 0, check.stdout + check.stderr
@@ -218,7 +219,7 @@ def test_every_fault_at_once_jsonl_and_csv(tmp_path: Path) -> None:
             wait_until(lambda: _settled(layout, everything, csv_folder), timeout=60,
                        what="every file's outcome")
             # An outcome_unknown copy stays published max_wait_seconds (a fetch in doubt).
-            wait_until(lambda: not any(public.iterdir()), timeout=20,
+            wait_until(lambda: not any(public.iterdir()), timeout=30,
                        what="publish_dir emptied")
             assert daemon.stop() == 0
     finally:
