@@ -1,6 +1,7 @@
 """What the HTTP providers share: their client (TLS, timeouts, no redirects), Basic
-authentication with its secret masked, a request limiter, and how answers are read for
-retry and for messages (a ``Retry-After``; a redirect's target fit to print)."""
+authentication with its secret masked, a request limiter, sending one request with what
+its failure means (:func:`send`), and how answers are read for retry and for messages
+(a ``Retry-After``; a redirect's target fit to print)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
 from folderseal.core.configbase import HttpProvider
-from folderseal.core.errors import Throttled
-from folderseal.core.redact import REDACTOR
+from folderseal.core.errors import NotSent, Throttled, TransientError
+from folderseal.core.redact import REDACTOR, without_secrets
+
+# Failures before a connection was made (or while none was free): nothing was sent.
+NOT_CONNECTED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+                 httpx.UnsupportedProtocol)
 
 
 def client(cfg: HttpProvider, headers: dict[str, str], auth: httpx.Auth | None,
@@ -28,6 +34,39 @@ def client(cfg: HttpProvider, headers: dict[str, str], auth: httpx.Auth | None,
         base_url=cfg.base_url, headers=headers, auth=auth, transport=transport,
         verify=tls_context(cfg), timeout=httpx.Timeout(timeout or cfg.timeout_seconds),
         follow_redirects=False)
+
+
+def where(provider: str, operation: str, batch: str = "") -> str:
+    """How a message names a call: ``Clevver start of batch 42``."""
+    return f"{provider} {operation}{' of batch ' + batch if batch else ''}"
+
+
+def send(http: httpx.Client, method: str, path: str, what: str, *, may_act: bool,
+         **options: Any) -> httpx.Response:
+    """Send one request; ``what`` names it in messages.
+
+    A request that cannot be built, or a connection that was never made, raises
+    :class:`NotSent`: nothing reached the provider, so even an irrevocable call may be
+    made again. Any other transport failure raises :class:`TransientError`, which says
+    the call may have been done when ``may_act``."""
+    try:
+        request = http.build_request(method, path, **options)
+    except Exception as exc:  # noqa: BLE001 - whatever it is, nothing was sent
+        raise NotSent(without_secrets(f"{what} could not be made ({type(exc).__name__}: "
+                                      f"{exc}); nothing was sent, and it is tried again "
+                                      "later")) from None
+    try:
+        return http.send(request)
+    except httpx.HTTPError as exc:
+        raise failed(exc, what, may_act) from None
+
+
+def failed(exc: httpx.HTTPError, what: str, may_act: bool = False) -> TransientError:
+    """The error for a call that failed in transport: NotSent when no connection was made."""
+    if isinstance(exc, NOT_CONNECTED):
+        return NotSent(without_secrets(f"{what} failed: {type(exc).__name__}: {exc}"))
+    after = "; it may have been done" if may_act else ""
+    return TransientError(without_secrets(f"{what} failed: {type(exc).__name__}: {exc}{after}"))
 
 
 def basic_auth(username: str, secret: bytes) -> httpx.BasicAuth:

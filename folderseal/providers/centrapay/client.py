@@ -23,6 +23,7 @@ import httpx
 
 from folderseal.core.errors import NotSent, Throttled, TransientError
 from folderseal.core.redact import without_secrets
+from folderseal.providers import http
 from folderseal.providers.centrapay import parse
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
 from folderseal.providers.http import RateLimiter, client, retry_after, without_query
@@ -94,7 +95,7 @@ class CentrapayClient:
         try:
             response = self.http.get(f"/api/batches/{batch_id}")
         except httpx.HTTPError as exc:
-            raise self._transient(exc, "check", "") from None
+            raise http.failed(exc, "Centrapay check") from None
         return response.status_code, response.headers.get("Location", ""), \
             self._said(response)
 
@@ -106,22 +107,13 @@ class CentrapayClient:
         :class:`Throttled` turn, kept for ``holder`` (else ``batch``), a request that
         cannot be built)."""
         self.limiter.wait(f"{operation} {holder or batch}")
-        where = self._where(operation, batch)
-        try:
-            request = self.http.build_request(method, path, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - whatever it is, nothing was sent
-            raise NotSent(without_secrets(f"{where} could not be made ({type(exc).__name__}: "
-                                          f"{exc}); nothing was sent, and it is tried again "
-                                          "later")) from None
-        try:
-            response = self.http.send(request)
-        except httpx.HTTPError as exc:
-            raise self._transient(exc, operation, batch) from None
+        response = http.send(self.http, method, path,
+                             self._where(operation, batch), may_act=operation == "create", **kwargs)
         self._check(response, operation, batch)
         return response
 
     def _where(self, operation: str, batch: str) -> str:
-        return f"Centrapay {operation}{' of batch ' + batch if batch else ''}"
+        return http.where("Centrapay", operation, batch)
 
     def _check(self, response: httpx.Response, operation: str, batch: str) -> None:
         status = response.status_code
@@ -171,15 +163,6 @@ class CentrapayClient:
             said = ""
         said = said or response.content[:parse.MESSAGE_MAX].decode("utf-8", "replace")
         return without_secrets(" ".join(said.split()))
-
-    def _transient(self, exc: httpx.HTTPError, operation: str, batch: str) -> TransientError:
-        where = self._where(operation, batch)
-        # No connection was made (or none was free): nothing reached Centrapay.
-        kind = NotSent if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout
-                                     | httpx.PoolTimeout | httpx.UnsupportedProtocol) \
-            else TransientError
-        after = "" if kind is NotSent or operation != "create" else "; it may have been done"
-        return kind(without_secrets(f"{where} failed: {type(exc).__name__}: {exc}{after}"))
 
     def _json(self, response: httpx.Response, operation: str, batch: str = "") -> Any:
         try:

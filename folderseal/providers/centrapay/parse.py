@@ -10,12 +10,14 @@ unknown one as "still working". What cannot be read as a batch raises
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from folderseal.providers import Remote
+from folderseal.providers.payload import PayloadError as PayloadError
+from folderseal.providers.payload import decode as decode
+from folderseal.providers.payload import text as text
 
 MAX_ERRORS = 1000        # errors kept in a report (the counts stay exact)
 MESSAGE_MAX = 500        # characters kept of one message
@@ -26,11 +28,7 @@ STATES = {"created": Remote.RUNNING,    # creating is starting: it fetches the f
           "error": Remote.FAILED}       # final: the file could not be read
 FINAL = ("complete", "error")
 _DIGITS = re.compile(r"^[+-]?\d+$")
-_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
 
-
-class PayloadError(ValueError):
-    """An answer that cannot be read as what the API documents."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,26 +59,10 @@ class Batch:
                 "errors": [dict(e) for e in self.errors], "test": test}
 
 
-def decode(text: str) -> Any:
-    """JSON, forgiving a trailing comma before ``}`` or ``]`` (the published examples
-    have one)."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    try:
-        return json.loads(_TRAILING_COMMA.sub(r"\1", text))
-    except ValueError as exc:
-        raise PayloadError(f"not JSON: {exc}") from None
 
 
-def text(value: Any) -> str:
-    """A string field as text ("" when absent or not a scalar)."""
-    if isinstance(value, bool) or value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).strip() if isinstance(value, str | int | float) else ""
+
+
 
 
 def number(value: Any) -> int | None:

@@ -23,8 +23,9 @@ from typing import IO, Any, cast
 import httpx
 
 from folderseal.core import crashpoints
-from folderseal.core.errors import NotSent, ProviderError, Throttled, TransientError
+from folderseal.core.errors import ProviderError, Throttled, TransientError
 from folderseal.core.redact import without_secrets
+from folderseal.providers import http
 from folderseal.providers.clevver import parse
 from folderseal.providers.clevver.config import ClevverProviderConfig
 from folderseal.providers.http import basic_auth, client, retry_after, without_query
@@ -137,7 +138,7 @@ class ClevverClient:
         try:
             response = self.http.get("/api/batches")
         except httpx.HTTPError as exc:
-            raise self._transient(exc, "check", "") from None
+            raise http.failed(exc, "Clevver check") from None
         return response.status_code, response.headers.get("Location", ""), \
             self._said(response)
 
@@ -145,17 +146,8 @@ class ClevverClient:
 
     def _call(self, method: str, path: str, operation: str, batch: str = "",
               missing_ok: bool = False, **kwargs: Any) -> httpx.Response:
-        try:
-            request = self.http.build_request(method, path, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - whatever it is, nothing was sent
-            where = f"Clevver {operation}{' of batch ' + batch if batch else ''}"
-            raise NotSent(without_secrets(f"{where} could not be made ({type(exc).__name__}: "
-                                        f"{exc}); nothing was sent, and it is tried again "
-                                        "later")) from None
-        try:
-            response = self.http.send(request)
-        except httpx.HTTPError as exc:
-            raise self._transient(exc, operation, batch) from None
+        response = http.send(self.http, method, path,
+                             http.where("Clevver", operation, batch), may_act=False, **kwargs)
         if not (missing_ok and response.status_code in (404, 410)):
             self._check(response, operation, batch)
         return response
@@ -164,7 +156,7 @@ class ClevverClient:
         status = response.status_code
         if status < 300:
             return
-        where = f"Clevver {operation}{' of batch ' + batch if batch else ''}"
+        where = http.where("Clevver", operation, batch)
         if status == 429:
             wait = retry_after(response.headers.get("Retry-After"))
             raise Throttled(f"{where} answered HTTP 429 (too many requests); nothing was "
@@ -203,18 +195,10 @@ class ClevverClient:
         said = said or response.content[:parse.MESSAGE_MAX].decode("utf-8", "replace").strip()
         return without_secrets(said)
 
-    def _transient(self, exc: httpx.HTTPError, operation: str, batch: str) -> TransientError:
-        where = f"Clevver {operation}{' of batch ' + batch if batch else ''}"
-        # No connection was made: nothing reached Clevver.
-        kind = NotSent if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout
-                                     | httpx.PoolTimeout | httpx.UnsupportedProtocol) \
-            else TransientError
-        return kind(without_secrets(f"{where} failed: {type(exc).__name__}: {exc}"))
-
     def _json(self, response: httpx.Response, operation: str, batch: str = "") -> Any:
         try:
             return parse.decode(response.text)
         except (parse.PayloadError, UnicodeDecodeError) as exc:
-            where = f"Clevver {operation}{' of batch ' + batch if batch else ''}"
+            where = http.where("Clevver", operation, batch)
             raise TransientError(f"{where} answered something unreadable "
                                  f"({without_secrets(str(exc))[:200]}); retrying later") from None

@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from folderseal.providers import Remote
-
-
-class PayloadError(ValueError):
-    """An answer that cannot be read as what the API documents."""
-
+from folderseal.providers.payload import PayloadError as PayloadError
+from folderseal.providers.payload import decode as decode
+from folderseal.providers.payload import text as text
 
 # Clevver's batch statuses, as documented; it documents no failure status.
 STATES = {"created": Remote.UPLOADED,    # open: files may be attached (its status does not
@@ -30,7 +28,6 @@ STATES = {"created": Remote.UPLOADED,    # open: files may be attached (its stat
           "delivered": Remote.CLOSED}
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MESSAGE_MAX = 500
-_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +61,7 @@ class Asset:
                 "updated_at": self.updated_at, "duplicate": self.duplicate}
 
 
-def decode(text: str) -> Any:
-    """JSON, forgiving a trailing comma before ``}`` or ``]``."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    try:
-        return json.loads(_TRAILING_COMMA.sub(r"\1", text))
-    except ValueError as exc:
-        raise PayloadError(f"not JSON: {exc}") from None
+
 
 
 def envelope(data: Any) -> tuple[Any, str]:
@@ -104,13 +92,7 @@ def message(data: Any) -> str:
     return ""
 
 
-def text(value: Any) -> str:
-    """A string field as text ("" when absent or not a scalar)."""
-    if isinstance(value, bool) or value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).strip() if isinstance(value, str | int | float) else ""
+
 
 
 def progress(value: Any) -> float | None:

@@ -16,11 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from folderseal.providers.payload import PayloadError as PayloadError
 from folderseal.providers.seal.config import SEAL_STATUS_CODES
-
-
-class PayloadError(ValueError):
-    """An answer that cannot be read as what the API documents."""
 
 
 @dataclass(frozen=True, slots=True)
