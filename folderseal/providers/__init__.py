@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from folderseal.core.configbase import ProviderSection
 from folderseal.core.model import DocumentResult
 
 # In the warning of a provider whose seal proves a file unchanged but not who sealed it;
@@ -272,7 +273,9 @@ class Provider(Protocol):
         and a copy being made while tidy runs is never removed."""
 
 
-ProviderFactory = Callable[..., Provider]
+# What makes the provider of a ``[providers.<name>]`` table from its name, the table and
+# the state folder: :func:`build` (the registry's kinds), or a test's own provider class.
+ProviderFactory = Callable[[str, ProviderSection, Path], Provider]
 
 
 def fingerprint(key: str) -> str:

@@ -37,7 +37,7 @@ from folderseal.core.errors import (
 from folderseal.core.logs import get as get_logger
 from folderseal.intake.folder import FolderIntake
 from folderseal.intake.watch import Hint
-from folderseal.providers import Provider, build
+from folderseal.providers import Provider, ProviderFactory, build
 from folderseal.providers.local.tracker import stop_resource_tracker
 from folderseal.providers.measured import MeasuredProvider
 from folderseal.publish.probe import Probe
@@ -60,13 +60,22 @@ MAX_SLEEP = 1.0
 
 class Daemon:
     """The running daemon. Its methods are its life (prepare, run, stop) and the wiring of each
-    folder's parts and threads; what each part does lives in its own module."""
+    folder's parts and threads; what each part does lives in its own module.
+
+    ``build_provider`` makes each configured provider from its name, its
+    ``[providers.<name>]`` table and the state folder: the registry's kinds by default; a
+    test hands in its own provider class instead of swapping one into a built daemon.
+    Whatever it builds, the daemon checks, starts and closes, and wraps in
+    :class:`MeasuredProvider`, so every provider's steps are timed alike.
+    """
 
     def __init__(self, settings: Settings, *, batch_threads: int = 2,
-                 delay: Callable[[int], float] = backoff, config_path: Path | None = None) -> None:
+                 delay: Callable[[int], float] = backoff, config_path: Path | None = None,
+                 build_provider: ProviderFactory = build) -> None:
         self.settings = settings
         self.batch_threads = batch_threads
         self.delay = delay
+        self.build_provider = build_provider
         self.node = settings.node_name
         self.stop = threading.Event()
         self.wake = threading.Event()
@@ -107,7 +116,7 @@ class Daemon:
         self._check_open_batches()
         self._check_store_is_current()
         for name in sorted({folder.provider for folder in settings.folders.values()}):
-            provider = build(name, settings.providers[name], settings.state_dir)
+            provider = self.build_provider(name, settings.providers[name], settings.state_dir)
             self.providers[name] = cast(Provider, MeasuredProvider(provider))
         self.notices.start(self.providers)
         if settings.metrics.address is not None:

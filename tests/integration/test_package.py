@@ -21,6 +21,7 @@ from folderseal.providers.seal import SealProvider
 from folderseal.service.daemon import Daemon
 from tests.helpers import Layout, check_sidecar
 from tests.pdfs import make_pdf
+from tests.provider_parts import Built
 
 
 class PackagingProvider(LocalProvider):
@@ -56,15 +57,12 @@ class PackagingProvider(LocalProvider):
 
 
 def _daemon(layout: Layout, fail_create: int = 0) -> tuple[Daemon, PackagingProvider]:
-    daemon = Daemon(config.load(layout.config), delay=lambda attempts: 0.0)
+    built = Built(lambda name, cfg, state_dir: PackagingProvider(name, cfg, state_dir,
+                                                                 fail_create=fail_create))
+    daemon = Daemon(config.load(layout.config), delay=lambda attempts: 0.0,
+                    build_provider=built)
     daemon.prepare()
-    name, real = next(iter(daemon.providers.items()))
-    real.close()
-    provider = PackagingProvider(name, real.cfg, real.state_dir,  # type: ignore[attr-defined]
-                                 fail_create=fail_create)
-    provider.start()
-    daemon.providers[name] = provider
-    return daemon, provider
+    return daemon, built.only()
 
 
 def _drop(layout: Layout) -> dict[str, bytes]:

@@ -16,8 +16,11 @@ import pytest
 from folderseal.batches.send import MAX_RECREATES
 from folderseal.commands.retry import retry
 from folderseal.core import config
-from folderseal.core.model import BatchState, FileState
+from folderseal.core.configbase import ProviderSection
+from folderseal.core.model import BatchState, DocumentResult, FileState
+from folderseal.providers import BatchView
 from folderseal.providers.seal import SealProvider
+from folderseal.providers.seal.config import SealProviderConfig
 from folderseal.service.daemon import Daemon
 from tests.helpers import Layout, error_records, sidecars
 from tests.pdfs import make_pdf
@@ -34,13 +37,16 @@ def _layout(tmp_path: Path) -> Layout:
     return layout
 
 
-def _daemon(layout: Layout, fake: FakeSealApi) -> Daemon:
-    daemon = Daemon(config.load(layout.config), delay=lambda attempts: 0.0)
+def _daemon(layout: Layout, fake: FakeSealApi, provider: type[SealProvider] = SealProvider
+            ) -> Daemon:
+    """A prepared daemon whose SEAL provider (``provider``) talks to ``fake``."""
+    def to_fake(name: str, cfg: ProviderSection, state_dir: Path) -> SealProvider:
+        assert isinstance(cfg, SealProviderConfig)
+        return provider(name, cfg, state_dir, transport=httpx.MockTransport(fake))
+
+    daemon = Daemon(config.load(layout.config), delay=lambda attempts: 0.0,
+                    build_provider=to_fake)
     daemon.prepare()
-    name, real = next(iter(daemon.providers.items()))
-    real.close()
-    daemon.providers[name] = SealProvider(name, real.cfg, real.state_dir,  # type: ignore
-                                          transport=httpx.MockTransport(fake))
     return daemon
 
 
@@ -129,18 +135,17 @@ def test_an_upload_that_may_not_have_arrived_goes_to_a_new_batch(layout: Layout)
 def test_a_batch_with_a_wrong_document_list_is_abandoned(layout: Layout) -> None:
     """A batch whose documents do not match the manifest (a double upload) is deleted and
     a new one created; the files are signed once, in the new batch."""
-    fake = FakeSealApi(key=KEY)
+    class UploadedTwice(FakeSealApi):
+        def _do(self, operation: str, batch_id: int | None, request: httpx.Request
+                ) -> httpx.Response:
+            response = super()._do(operation, batch_id, request)
+            if operation == "upload" and batch_id == 2123:
+                super()._do(operation, batch_id, request)  # as if uploaded twice
+            return response
+
+    fake = UploadedTwice(key=KEY)
     fake.script("upload", "timeout-after")
     daemon = _daemon(layout, fake)
-    original = fake._do
-
-    def doubled(operation: str, batch_id: int | None, request: httpx.Request) -> httpx.Response:
-        response = original(operation, batch_id, request)
-        if operation == "upload" and batch_id == 2123:
-            original(operation, batch_id, request)  # as if uploaded twice
-        return response
-
-    fake._do = doubled  # type: ignore[method-assign]
     try:
         _run(daemon, _drop(layout))
     finally:
@@ -155,17 +160,16 @@ def test_a_seal_that_keeps_listing_the_wrong_documents_fails_the_batch(layout: L
     twice) is not fed new remote batches without end: after MAX_RECREATES mismatches the
     batch fails with remote_mismatch, nothing accepted, each file in errors saying so; the
     abandons are counted in the store as mismatches."""
-    fake = FakeSealApi(key=KEY)
+    class ListsEachFileTwice(FakeSealApi):
+        def _do(self, operation: str, batch_id: int | None, request: httpx.Request
+                ) -> httpx.Response:
+            response = super()._do(operation, batch_id, request)
+            if operation == "upload":
+                super()._do(operation, batch_id, request)  # every batch lists each file twice
+            return response
+
+    fake = ListsEachFileTwice(key=KEY)
     daemon = _daemon(layout, fake)
-    original = fake._do
-
-    def doubled(operation: str, batch_id: int | None, request: httpx.Request) -> httpx.Response:
-        response = original(operation, batch_id, request)
-        if operation == "upload":
-            original(operation, batch_id, request)  # every batch lists each file twice
-        return response
-
-    fake._do = doubled  # type: ignore[method-assign]
     try:
         ids = _run(daemon, _drop(layout), timeout=20)
         assert daemon.store is not None
@@ -352,17 +356,17 @@ def test_an_unknown_status_counts_as_running_until_max_wait(tmp_path: Path) -> N
                                         "api_key": KEY, "poll_interval_seconds": 0.05,
                                         "max_wait_seconds": 0.5})
     layout.write()
-    fake = FakeSealApi(key=KEY)
-    original = fake._do
+    class OddStatus(FakeSealApi):
+        def _do(self, operation: str, batch_id: int | None, request: httpx.Request
+                ) -> httpx.Response:
+            if operation == "status" and self.batches.get(batch_id or -1) and \
+                    self.batches[batch_id or -1].status == "ACCEPTED":
+                return httpx.Response(200, json={
+                    "id": batch_id, "status": "SPLINED",
+                    "documents": self.batches[batch_id or -1].documents})
+            return super()._do(operation, batch_id, request)
 
-    def odd(operation: str, batch_id: int | None, request: httpx.Request) -> httpx.Response:
-        if operation == "status" and fake.batches.get(batch_id or -1) and \
-                fake.batches[batch_id or -1].status == "ACCEPTED":
-            return httpx.Response(200, json={"id": batch_id, "status": "SPLINED",
-                                             "documents": fake.batches[batch_id or -1].documents})
-        return original(operation, batch_id, request)
-
-    fake._do = odd  # type: ignore[method-assign]
+    fake = OddStatus(key=KEY)
     daemon = _daemon(layout, fake)
     try:
         _run(daemon, _drop(layout))
@@ -396,18 +400,16 @@ def test_a_provider_surprise_postpones_the_batch_only(layout: Layout) -> None:
     """An exception nobody foresaw in a provider step is logged, the batch waits and then
     goes on; the daemon is not stopped by it."""
     fake = FakeSealApi(key=KEY)
-    daemon = _daemon(layout, fake)
-    provider = daemon.providers["local"]
-    real_download = provider.download
     calls = []
 
-    def surprising(*args: object) -> object:
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("an odd answer nobody foresaw")
-        return real_download(*args)  # type: ignore[arg-type]
+    class Surprising(SealProvider):
+        def download(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("an odd answer nobody foresaw")
+            return super().download(batch, remote_id)
 
-    provider.download = surprising  # type: ignore[method-assign]
+    daemon = _daemon(layout, fake, Surprising)
     try:
         _run(daemon, _drop(layout))
     finally:

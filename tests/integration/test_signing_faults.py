@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from folderseal.core import config
+from folderseal.core.configbase import ProviderSection
 from folderseal.core.model import FileState
-from folderseal.providers import BatchView, Document, Remote
+from folderseal.providers import BatchView, Document, Remote, build
+from folderseal.providers.local.config import LocalProviderConfig
 from folderseal.providers.local.provider import LocalProvider
 from folderseal.service.daemon import Daemon
 from tests.helpers import Layout, check_sidecar, error_records
@@ -26,15 +28,15 @@ class CrashyProvider(LocalProvider):
     worker_handler = "tests.crashy_worker:sign"
 
 
+def _crashy(name: str, cfg: ProviderSection, state_dir: Path) -> CrashyProvider:
+    assert isinstance(cfg, LocalProviderConfig)
+    return CrashyProvider(name, cfg, state_dir)
+
+
 def _daemon(layout: Layout, crashy: bool = True) -> Daemon:
-    daemon = Daemon(config.load(layout.config), delay=lambda attempts: 0.0)
+    daemon = Daemon(config.load(layout.config), delay=lambda attempts: 0.0,
+                    build_provider=_crashy if crashy else build)
     daemon.prepare()
-    if crashy:
-        name, real = next(iter(daemon.providers.items()))
-        real.close()
-        provider = CrashyProvider(name, real.cfg, real.state_dir)  # type: ignore[attr-defined]
-        provider.start()
-        daemon.providers[name] = provider
     return daemon
 
 

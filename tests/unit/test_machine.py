@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from folderseal.batches.send import MAX_LOST_ANSWERS, MAX_RECREATES
 from folderseal.core import config
+from folderseal.core.configbase import ProviderSection
 from folderseal.core.errors import ProviderError
 from folderseal.core.model import BatchState, DocumentResult, FileState
 from folderseal.providers import (
@@ -31,7 +33,9 @@ from folderseal.providers import (
 )
 from folderseal.providers.local.provider import LocalProvider
 from folderseal.service.daemon import Daemon
+from folderseal.store import Store
 from tests.helpers import Layout, error_records, sidecars
+from tests.provider_parts import Built
 
 
 class Scripted(LocalProvider):
@@ -53,7 +57,7 @@ class Scripted(LocalProvider):
         self.salvaged: set[str] = set()             # entries salvage can still prove
         self.pending: dict[str, int] = {}           # entry → downloads still pending
         self.state_at_accept: list[str] = []
-        self.store: object = None
+        self.store: Store | None = None             # the daemon's, to read the batch at accept
         self.opened: list[bytes] = []
         self.status_fails_from: int | None = None   # the n-th status call on fails
         self.status_calls = 0
@@ -115,7 +119,9 @@ class Scripted(LocalProvider):
         if self.accept_unanswered:
             from folderseal.core.errors import TransientError
             raise TransientError("no connection (scripted)")
-        current = self.store.batch(batch.id)  # type: ignore[attr-defined]
+        assert self.store is not None
+        current = self.store.batch(batch.id)
+        assert current is not None
         self.state_at_accept.append(current.state)
         self.accepted.append(remote_id)
         if self.refuse_accept:
@@ -144,15 +150,17 @@ def layout(tmp_path: Path) -> Layout:
     return layout
 
 
-def _daemon(layout: Layout) -> tuple[Daemon, Scripted]:
-    daemon = Daemon(config.load(layout.config), delay=lambda attempts: 0.0)
+def _daemon(layout: Layout,
+            make: Callable[[str, ProviderSection, Path], Scripted] = Scripted
+            ) -> tuple[Daemon, Scripted]:
+    """A prepared daemon whose provider ``make`` built (a new :class:`Scripted`), with the
+    daemon's store to read."""
+    built = Built(make)
+    daemon = Daemon(config.load(layout.config), delay=lambda attempts: 0.0,
+                    build_provider=built)
     daemon.prepare()
-    name, real = next(iter(daemon.providers.items()))
-    real.close()
-    provider = Scripted(name, real.cfg, real.state_dir)  # type: ignore[attr-defined]
+    provider = built.only()
     provider.store = daemon.store
-    provider.start()
-    daemon.providers[name] = provider
     return daemon, provider
 
 

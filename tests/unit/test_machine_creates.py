@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 import structlog
 
 from folderseal.core import config
+from folderseal.core.configbase import ProviderSection
 from folderseal.core.errors import NotSent, TransientError
 from folderseal.core.model import BatchState
 from folderseal.providers import BatchView, Ledger, Remote, RemoteStatus, Steps
@@ -26,6 +28,7 @@ from folderseal.service.recover import _Folder
 from folderseal.store import Store
 from folderseal.store.sqlite import SqliteStore
 from tests.helpers import Layout, error_records
+from tests.provider_parts import Built
 from tests.unit.test_machine import _delivered, _errors, _run
 
 
@@ -117,16 +120,17 @@ def layout(tmp_path: Path) -> Layout:
     return layout
 
 
-def _daemon(layout: Layout, grace: float = 0.0) -> tuple[Daemon, Publishing]:
-    daemon = Daemon(config.load(layout.config), delay=lambda attempts: 0.0)
+def _daemon(layout: Layout, grace: float = 0.0,
+            make: Callable[[str, ProviderSection, Path], Publishing] = Publishing
+            ) -> tuple[Daemon, Publishing]:
+    """A prepared daemon whose provider ``make`` built (a new :class:`Publishing`)."""
+    built = Built(make)
+    daemon = Daemon(config.load(layout.config), delay=lambda attempts: 0.0,
+                    build_provider=built)
     daemon.prepare()
-    name, real = next(iter(daemon.providers.items()))
-    real.close()
-    provider = Publishing(name, real.cfg, real.state_dir)  # type: ignore[attr-defined]
+    provider = built.only()
     provider.status_grace = grace
     provider.poll_interval = 0.05
-    provider.start()
-    daemon.providers[name] = provider
     return daemon, provider
 
 
@@ -194,21 +198,21 @@ def test_a_lost_create_answer_is_outcome_unknown_and_never_created_again(layout:
 def test_tidy_after_start_reads_the_keys_to_keep_after_listing(layout: Layout) -> None:
     """The daemon hands tidy the store's reader, not a set read beforehand: a key
     recorded while the provider lists is kept."""
-    daemon, provider = _daemon(layout)
     seen: list[set[str]] = []
 
-    def tidy(keep: Any) -> int:
-        assert callable(keep)
-        before = keep()
-        batch_id, _ = _run(daemon, layout, ("a.txt",))   # a batch publishes meanwhile…
-        store = daemon.store
-        assert store is not None
-        with sqlite3.connect(store.path) as db:     # …and still names its copy
-            db.execute("UPDATE batches SET publish_key = ? WHERE id = ?", (K1, batch_id))
-        seen.extend([before, keep()])
-        return 0
+    class PublishedWhileListing(Publishing):
+        def tidy(self, keep: Callable[[], set[str]]) -> int:
+            assert callable(keep)
+            before = keep()
+            batch_id, _ = _run(daemon, layout, ("a.txt",))   # a batch publishes meanwhile…
+            store = daemon.store
+            assert store is not None
+            with sqlite3.connect(store.path) as db:     # …and still names its copy
+                db.execute("UPDATE batches SET publish_key = ? WHERE id = ?", (K1, batch_id))
+            seen.extend([before, keep()])
+            return 0
 
-    provider.tidy = tidy  # type: ignore[method-assign]
+    daemon, _ = _daemon(layout, make=PublishedWhileListing)
     try:
         daemon._tidy_published()
     finally:
@@ -219,19 +223,18 @@ def test_tidy_after_start_reads_the_keys_to_keep_after_listing(layout: Layout) -
 def test_logs_name_a_fingerprint_of_the_published_key(layout: Layout) -> None:
     """The outcome_unknown failure and an unpublish that failed log the key's
     fingerprint, never the key (with publish_url_prefix, a read key to the records)."""
-    daemon, provider = _daemon(layout)
-    provider.answer = ["lost"]
     deletes = 0
-    remove = provider.delete
 
-    def delete(batch: BatchView, remote_id: str) -> None:
-        nonlocal deletes
-        deletes += 1
-        if deletes == 1:
-            raise TransientError("the publish folder is read-only (scripted)")
-        remove(batch, remote_id)
+    class UnpublishFailsOnce(Publishing):
+        def delete(self, batch: BatchView, remote_id: str) -> None:
+            nonlocal deletes
+            deletes += 1
+            if deletes == 1:
+                raise TransientError("the publish folder is read-only (scripted)")
+            super().delete(batch, remote_id)
 
-    provider.delete = delete  # type: ignore[method-assign]
+    daemon, provider = _daemon(layout, make=UnpublishFailsOnce)
+    provider.answer = ["lost"]
     try:
         with structlog.testing.capture_logs() as logs:
             batch_id = _failed(daemon, layout, "a.txt")
@@ -307,15 +310,13 @@ def test_a_file_prepare_refuses_is_never_published_or_sent(layout: Layout) -> No
 
 def _stopped(layout: Layout, answer: str) -> tuple[str, Publishing]:
     """Drive a file until its create fails once (``answer``), then lose the store."""
-    daemon = Daemon(config.load(layout.config), delay=lambda attempts: 3600.0)
+    built = Built(Publishing)
+    daemon = Daemon(config.load(layout.config), delay=lambda attempts: 3600.0,
+                    build_provider=built)
     daemon.prepare()
-    name, real = next(iter(daemon.providers.items()))
-    real.close()
-    provider = Publishing(name, real.cfg, real.state_dir)  # type: ignore[attr-defined]
+    provider = built.only()
     provider.retry_max_seconds = 3600.0
     provider.answer = [answer]
-    provider.start()
-    daemon.providers[name] = provider
     try:
         (layout.inbox / "a.txt").write_text("content of a.txt")
         intake = daemon.intakes["scans"]

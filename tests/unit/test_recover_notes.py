@@ -91,11 +91,7 @@ def _run_on(layout: Layout, provider: Scripted, store: Store, batch_id: str) -> 
     WorkFolder(settings.folders["scans"].work_folder, "scans").marker.write_text(
         f"{store.store_id}\n")
     store.close()
-    daemon, fresh = _daemon(layout)
-    fresh.close()
-    daemon.providers[fresh.name] = provider
-    provider.store = daemon.store
-    provider.start()
+    daemon, _ = _daemon(layout, lambda _name, _cfg, _state_dir: provider)
     try:
         final = daemon.store
         assert final is not None
