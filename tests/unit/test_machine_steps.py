@@ -27,7 +27,7 @@ from tests.scripted import SIGNED, Outcome, Scripted
 from tests.store_backends import batch_events
 
 FILES = {"a.txt": b"page a\n", "sub/b.txt": b"page b\n"}
-MAY_HAVE_RUN = ("; its files may have been signed: check with the provider; "
+MAY_HAVE_RUN = ("; its files may have been stored: check with the provider; "
                 "`folderseal retry` asks the same batch again")
 
 
@@ -210,11 +210,13 @@ def test_a_refusal_before_accepting_fails_the_batch_and_its_files_go_to_errors(
     ("status", [None, None, _refusal()], BatchState.ACCEPTED),  # the first poll
     ("download", [_refusal()], BatchState.CLOSED),
 ])
-def test_a_refusal_after_accepting_says_the_files_may_have_been_signed(
-        parts: Parts, step: str, script: list[Outcome], failed_step: BatchState) -> None:
+def test_a_refusal_after_accepting_says_the_files_may_have_been_stored(
+        tmp_path: Path, step: str, script: list[Outcome], failed_step: BatchState) -> None:
     """Once ACCEPTING was stored, whatever refuses, the provider may have run the batch:
-    the batch and each error record say so and that retry asks the same batch again;
-    accept was sent once, and nothing is sent again."""
+    the batch and each error record say so, in the provider's outcome (Clevver's:
+    stored), and that retry asks the same batch again; accept was sent once, and
+    nothing is sent again."""
+    parts = build(tmp_path, Scripted(steps=Steps(remote=True, outcome="stored")))
     parts.provider.script[step] = script
     batch_id, _ = batched(parts, FILES)
 
