@@ -158,6 +158,29 @@ def test_lost_answers_never_fail_a_batch_but_past_max_lost_answers_each_waits(
     assert len(parts.provider.called("accept")) == 1
 
 
+@pytest.mark.xfail(strict=True, reason="store.abandon sets attempts back to 0, so every pause "
+                   "past MAX_LOST_ANSWERS is the first attempt's: the backoff never grows, and "
+                   "status (ALARM_ATTEMPTS) never alarms")
+def test_each_lost_answer_past_max_lost_answers_waits_longer_than_the_last(
+        parts: Parts) -> None:
+    """design.md, "Abandoned remote batches": past MAX_LOST_ANSWERS each abandon for a lost
+    answer is followed by the batch's backoff, which grows, and status alarms once the
+    batch was postponed several times in a row: each such pause is one more attempt."""
+    lost: list[Outcome] = [Abandon("an answer was lost (scripted)", lost_answer=True)
+                           for _ in range(MAX_LOST_ANSWERS + 2)]
+    parts.provider.script["upload"] = lost
+    batch_id, _ = batched(parts, FILES)
+
+    attempts = []
+    for _ in range(3):
+        assert parts.machine.run_once()
+        attempts.append(_batch(parts, batch_id).attempts)
+
+    assert _waits(parts, batch_id) == 3
+    assert attempts == [1, 2, 3]
+    assert parts.backoff.asked == [1, 2, 3]
+
+
 def test_a_lost_accept_answer_is_found_started_and_accept_is_never_sent_again(
         parts: Parts) -> None:
     parts.provider.script["accept"] = [LOST]
