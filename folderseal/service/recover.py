@@ -64,6 +64,7 @@ import os
 import re
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -344,8 +345,23 @@ def _holds_copy(notes: dict[str, dict[str, Any]], file_ids: set[str], remote_id:
 
 
 def recover(settings: Settings) -> int:
+    """``folderseal recover``: settle every folder's work folder against the store in
+    the state folder, which no daemon may hold meanwhile."""
     lock = statelock.acquire(settings.state_dir)  # never beside a running daemon
     store = SqliteStore.open(settings.state_dir, settings.node_name, check=True)
+    try:
+        return settle(settings, store, lambda name: build(name, settings.providers[name],
+                                                          settings.state_dir))
+    finally:
+        store.close()
+        os.close(lock)
+
+
+def settle(settings: Settings, store: Store, make_provider: Callable[[str], Provider]) -> int:
+    """Settle each folder's work folder against ``store`` (no daemon runs on it), saying
+    what became of each batch; the exit code. ``make_provider`` builds the provider of a
+    name, for folders with unknown batches whose provider keeps remote batches: each is
+    started once and closed at the end."""
     providers: dict[str, Provider] = {}
     code = ExitCode.OK
     try:
@@ -359,8 +375,7 @@ def recover(settings: Settings) -> int:
             if unknown and steps_of(settings.providers[cfg.provider].kind).remote:
                 provider = providers.get(cfg.provider)
                 if provider is None:
-                    provider = build(cfg.provider, settings.providers[cfg.provider],
-                                     settings.state_dir)
+                    provider = make_provider(cfg.provider)
                     provider.start()
                     providers[cfg.provider] = provider
             folder = _Folder(name, cfg, settings, store, provider)
@@ -386,6 +401,3 @@ def recover(settings: Settings) -> int:
     finally:
         for provider in providers.values():
             provider.close()
-        store.close()
-        os.close(lock)
-
