@@ -158,9 +158,6 @@ def test_lost_answers_never_fail_a_batch_but_past_max_lost_answers_each_waits(
     assert len(parts.provider.called("accept")) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="store.abandon sets attempts back to 0, so every pause "
-                   "past MAX_LOST_ANSWERS is the first attempt's: the backoff never grows, and "
-                   "status (ALARM_ATTEMPTS) never alarms")
 def test_each_lost_answer_past_max_lost_answers_waits_longer_than_the_last(
         parts: Parts) -> None:
     """design.md, "Abandoned remote batches": past MAX_LOST_ANSWERS each abandon for a lost

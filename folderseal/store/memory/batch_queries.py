@@ -170,7 +170,7 @@ def abandon_batch(t: Tables, *, id: str, holder: str, now: float, from_state: st
                 remote_id: str, lost: int, mismatch: int) -> Result:
     found = held(t, id, holder, now, from_state)
     for j in found:
-        j.update(state="CREATED", remote_id=remote_id, attempts=0, error_code=None,
+        j.update(state="CREATED", remote_id=remote_id, error_code=None,
                  error_message=None, abandoned_lost=j["abandoned_lost"] + lost,
                  abandoned_mismatch=j["abandoned_mismatch"] + mismatch, updated_at=real(now))
     return Result(rowcount=len(found))

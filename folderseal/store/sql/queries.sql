@@ -216,8 +216,9 @@ WHERE id = :id AND state = 'CREATED' AND claimed_by = :holder AND lease_until > 
 SELECT upload_sent_at FROM batches WHERE id = :batch_id AND upload_sent_remote = :remote_id;
 
 -- name: abandon_batch
--- A remote batch abandoned before accept: the batch starts again in a new one.
-UPDATE batches SET state = 'CREATED', remote_id = :remote_id, attempts = 0, error_code = NULL,
+-- A remote batch abandoned before accept: the batch starts again in a new one. Its
+-- attempts stay: past MAX_LOST_ANSWERS each abandon pauses by them, growing.
+UPDATE batches SET state = 'CREATED', remote_id = :remote_id, error_code = NULL,
                 error_message = NULL, abandoned_lost = abandoned_lost + :lost,
                 abandoned_mismatch = abandoned_mismatch + :mismatch, updated_at = :now
 WHERE id = :id AND state = :from_state AND claimed_by = :holder AND lease_until > :now;
