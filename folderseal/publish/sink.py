@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from folderseal.core.errors import FileRejected, TransientError
 from folderseal.core.logs import get as get_logger
 from folderseal.core.model import DocumentResult, FileRecord, FileState
 from folderseal.core.safety import open_dir
-from folderseal.publish import sidecar
+from folderseal.publish import naming, sidecar
 from folderseal.publish.failures import Failures
 from folderseal.publish.folders import (
     BatchContext,
@@ -45,10 +43,6 @@ from folderseal.publish.folders import (
 )
 from folderseal.store import Store
 from folderseal.work import WorkFolder
-
-
-class _NameTaken(Exception):
-    """A name of the output group turned out to be taken: move the group on."""
 
 
 def _refused(record: FileRecord, problem: FileRejected) -> DocumentResult:
@@ -118,7 +112,7 @@ class Sink:
                     else:
                         self._place_sidecar(record, plans[record.id], ctx)
                     folders.add(folder)
-                except _NameTaken:
+                except naming.NameTaken:
                     alone.add(record.id)
                 except FileRejected as exc:
                     self._undo_group(plans[record.id])
@@ -174,13 +168,13 @@ class Sink:
     def _place_outputs(self, record: FileRecord, plan: list[dict[str, Any]]) -> None:
         for output in plan[:-1]:
             dest = self.cfg.outbox / output["path"]
-            if not self._is_ours(dest, output["sha256"]):
+            if not naming.is_ours(dest, output["sha256"]):
                 self._place(record, output, dest)
 
     def _place_sidecar(self, record: FileRecord, plan: list[dict[str, Any]],
                        ctx: BatchContext) -> None:
         dest = self.cfg.outbox / plan[-1]["path"]
-        if not self._is_our_sidecar(dest, record):
+        if not naming.is_our_sidecar(dest, record):
             fields = record_fields(record, ctx, self.node, "delivered", self.store.clock())
             body = sidecar.delivered(record, plan[:-1], outcome=ctx.outcome, **fields)
             self._write(dest.parent, dest.name, body, record.id)
@@ -189,8 +183,8 @@ class Sink:
         """Remove outputs of a group this run placed (they hold exactly our bytes)."""
         for output in plan[:-1]:
             dest = self.cfg.outbox / output["path"]
-            with contextlib.suppress(_NameTaken, OSError):
-                if self._is_ours(dest, output["sha256"]):
+            with contextlib.suppress(naming.NameTaken, OSError):
+                if naming.is_ours(dest, output["sha256"]):
                     dest.unlink()
 
     def _publish_alone(self, record: FileRecord, plan: list[dict[str, Any]],
@@ -204,7 +198,7 @@ class Sink:
                 self._place_sidecar(record, plan, ctx)
                 files.fsync_dir(folder)
                 return
-            except _NameTaken:
+            except naming.NameTaken:
                 self._undo_group(plan)
                 with self.store.transaction():
                     plan = self._plan(record, int(plan[-1]["n"]) + 1)
@@ -226,8 +220,8 @@ class Sink:
             paths = [join(head, candidate) for candidate in names]
             # Free on disk (or holding exactly this output: a run whose record was lost
             # placed it), and not planned by another file still on its way out.
-            free = self._sidecar_free_or_ours(folder / names[-1], record) and all(
-                self._free_or_same(folder / candidate, o.sha256, o.bytes)
+            free = naming.sidecar_free_or_ours(folder / names[-1], record) and all(
+                naming.free_or_same(folder / candidate, o.sha256, o.bytes)
                 for candidate, o in zip(names, record.result.outputs, strict=False))
             if free and self.store.names_free(record.folder, "outbox", record.id, paths):
                 plan = [{"role": o.role, "path": path, "staged": o.staged, "sha256": o.sha256,
@@ -264,7 +258,7 @@ class Sink:
                 try:
                     os.fchmod(src_fd, self.cfg.file_mode)
                     os.fsync(src_fd)
-                    self._publish(lambda: files.link_noreplace(src, dest, follow=original),
+                    naming.publish(lambda: files.link_noreplace(src, dest, follow=original),
                                   dest)
                     return
                 except OSError as exc:
@@ -277,7 +271,7 @@ class Sink:
                 self._check_hash(record, output, digest)
                 os.fchmod(fd, self.cfg.file_mode)
                 os.fsync(fd)
-                self._publish(lambda: files.rename_noreplace(tmp, dest), dest)
+                naming.publish(lambda: files.rename_noreplace(tmp, dest), dest)
         finally:
             os.close(src_fd)
 
@@ -293,78 +287,9 @@ class Sink:
                 f"the {output['role']} output changed after it was produced (sha256 "
                 f"{digest[:12]}… instead of {output['sha256'][:12]}…); it was not published")
 
-    @staticmethod
-    def _publish(give_name: Callable[[], object], dest: Path) -> None:
-        """Give a file its final name ``dest``, never replacing one."""
-        try:
-            give_name()
-        except FileExistsError:
-            raise _NameTaken() from None
-        except OSError as exc:
-            if exc.errno in files.NAME_ERRNOS:
-                raise FileRejected(
-                    "name_refused",
-                    f"the outbox's filesystem refused the name {dest.name!r} "
-                    f"({exc.strerror}); rename the file and drop it again") from None
-            raise
-
     def _write(self, folder: Path, name: str, body: bytes, tag: str) -> None:
-        self._publish(lambda: files.write_new(folder, name, body, self.cfg.file_mode, tag),
+        naming.publish(lambda: files.write_new(folder, name, body, self.cfg.file_mode, tag),
                       folder / name)
-
-    @staticmethod
-    def _is_ours(dest: Path, sha256: str) -> bool:
-        """True if ``dest`` holds exactly this output; _NameTaken if something else."""
-        if not os.path.lexists(dest):
-            return False
-        try:
-            digest, _ = files.hash_path(dest)
-        except OSError:
-            raise _NameTaken() from None
-        if digest != sha256:
-            raise _NameTaken()
-        return True
-
-    @staticmethod
-    def _free_or_same(dest: Path, sha256: str, size: int) -> bool:
-        """True if nothing is at ``dest``, or a regular file with exactly these bytes."""
-        try:
-            st = os.lstat(dest)
-        except FileNotFoundError:
-            return True
-        except OSError as exc:
-            if exc.errno in files.NAME_ERRNOS:
-                return True  # a name nothing can hold: publishing it says so clearly
-            raise
-        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
-            return False
-        try:
-            return files.hash_path(dest)[0] == sha256
-        except OSError:
-            return False
-
-    @classmethod
-    def _sidecar_free_or_ours(cls, dest: Path, record: FileRecord) -> bool:
-        """True if no sidecar is at ``dest``, or this file's own from this batch (a run
-        whose record of the names was lost wrote it): the group is not published again."""
-        try:
-            return not os.path.lexists(dest) or cls._is_our_sidecar(dest, record)
-        except _NameTaken:
-            return False
-
-    @staticmethod
-    def _is_our_sidecar(dest: Path, record: FileRecord) -> bool:
-        if not os.path.lexists(dest):
-            return False
-        try:
-            data = json.loads(dest.read_bytes())
-            ours = (data["input"]["sha256"] == record.sha256
-                    and data["batch"]["id"] == record.batch_id)
-        except (OSError, ValueError, KeyError, TypeError):
-            ours = False
-        if not ours:
-            raise _NameTaken()
-        return True
 
     def finish(self, records: list[FileRecord]) -> None:
         """Archive or delete the originals of published files (idempotent)."""
