@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from folderseal.providers.seal.client import IMPOSSIBLE_BATCH
+
 
 @dataclass
 class FakeBatch:
@@ -82,7 +84,12 @@ class FakeSealApi:
             return "accept", int(value) if value is not None else None
         operations = {"CreateBatch": "create", "upload": "upload", "BatchStatus": "status",
                       "batchfile": "download", "BatchDeleteCache": "delete"}
-        return operations.get(name, name), int(tail) if tail and tail.isdigit() else None
+        batch_id = int(tail) if tail and tail.isdigit() else None
+        if name == "BatchStatus" and tail == IMPOSSIBLE_BATCH:
+            # The daemon's start-up check: not a call of any batch, so it takes no
+            # scripted misbehaviour and is not counted as a status call.
+            return "probe", batch_id
+        return operations.get(name, name), batch_id
 
     def _do(self, operation: str, batch_id: int | None, request: httpx.Request
             ) -> httpx.Response:
