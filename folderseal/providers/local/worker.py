@@ -69,10 +69,6 @@ def load_credentials(source: CredentialsSource) -> Credentials:
 
 def setup(source: CredentialsSource) -> WorkerState:
     credentials = load_credentials(source)
-    # pyHanko is imported and the signer built here, so the first file's time limit
-    # (sign_timeout_seconds) does not pay for them.
-    credentials.signer  # noqa: B018 - built on first use
-    signing.sign_pdf, signing.sign_detached  # noqa: B018 - imported on first use
     return WorkerState(credentials=credentials, timestamp_url=source.timestamp_url,
                        signer=describe_certificate(credentials.certificate.dump()))
 
