@@ -182,12 +182,15 @@ def abandon(ctx: StepContext, batch: BatchRecord, view: BatchView, why: str, *,
         except (TransientError, ProviderError) as exc:
             ctx.log.warning("batch.abandon_failed", batch=batch.id, remote=old,
                             reason=str(exc))
-    ctx.store.abandon(batch, remote_id, lost_answer=lost_answer, why=why)
+    # Past MAX_LOST_ANSWERS the batch pauses after each abandon, by its attempts: kept,
+    # so the pauses grow.
+    paused = lost_answer and lost + 1 >= MAX_LOST_ANSWERS
+    ctx.store.abandon(batch, remote_id, lost_answer=lost_answer, why=why, keep_attempts=paused)
     ctx.log.warning("batch.abandoned", batch=batch.id, remote=old, reason=why,
                     cause="answer_lost" if lost_answer else "mismatch",
                     new_remote=remote_id)
     ctx.forget_view()
-    if lost_answer and lost + 1 >= MAX_LOST_ANSWERS:
+    if paused:
         raise TransientError(
             f"{lost + 1} remote batches were abandoned because an answer was lost "
             f"({why}); nothing was accepted, and the next one waits: check the network "

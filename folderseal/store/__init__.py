@@ -238,8 +238,10 @@ class Store(Protocol):
     def upload_sent_at(self, batch_id: str, remote_id: str) -> float | None:
         """When an upload to ``remote_id`` was first about to be sent, if ever."""
 
-    def abandon(self, batch: BatchRecord, remote_id: str, *, lost_answer: bool, why: str) -> None:
-        """A remote batch abandoned before accept: back to CREATED with ``remote_id``."""
+    def abandon(self, batch: BatchRecord, remote_id: str, *, lost_answer: bool, why: str,
+                keep_attempts: bool = False) -> None:
+        """A remote batch abandoned before accept: back to CREATED with ``remote_id``;
+        its attempts start again from 0 unless ``keep_attempts``."""
 
     def abandons(self, batch_id: str) -> tuple[int, int]:
         """The remote batches a batch abandoned before accept: (answers lost, mismatches)."""

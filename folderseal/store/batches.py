@@ -207,14 +207,16 @@ class BatchRecords(FileRecords):
         row = self._run("upload_sent", batch_id=batch_id, remote_id=remote_id).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
-    def abandon(self, batch: BatchRecord, remote_id: str, *, lost_answer: bool, why: str) -> None:
+    def abandon(self, batch: BatchRecord, remote_id: str, *, lost_answer: bool, why: str,
+                keep_attempts: bool = False) -> None:
         """A remote batch abandoned before accept: back to CREATED with ``remote_id``,
-        the abandon counted by its cause (an answer lost, or a mismatch)."""
+        the abandon counted by its cause (an answer lost, or a mismatch); its attempts
+        start again from 0 unless ``keep_attempts``."""
         with self.transaction():
             self._guarded_batch("abandon_batch", batch.id, f"batch {batch.id} is no longer "
                               f"{batch.state} or its lease was lost", from_state=batch.state,
                               remote_id=remote_id, lost=int(lost_answer),
-                              mismatch=int(not lost_answer))
+                              mismatch=int(not lost_answer), keep_attempts=int(keep_attempts))
             self.event("batch.state", batch_id=batch.id, from_state=batch.state,
                        to_state=BatchState.CREATED,
                        detail=f"abandoned {batch.remote_id or '-'} "

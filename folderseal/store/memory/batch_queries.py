@@ -167,10 +167,11 @@ def upload_sent(t: Tables, *, batch_id: str, remote_id: str) -> Result:
 
 @query
 def abandon_batch(t: Tables, *, id: str, holder: str, now: float, from_state: str,
-                remote_id: str, lost: int, mismatch: int) -> Result:
+                remote_id: str, lost: int, mismatch: int, keep_attempts: int) -> Result:
     found = held(t, id, holder, now, from_state)
     for j in found:
         j.update(state="CREATED", remote_id=remote_id, error_code=None,
+                 attempts=j["attempts"] if keep_attempts else 0,
                  error_message=None, abandoned_lost=j["abandoned_lost"] + lost,
                  abandoned_mismatch=j["abandoned_mismatch"] + mismatch, updated_at=real(now))
     return Result(rowcount=len(found))

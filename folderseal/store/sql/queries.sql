@@ -216,9 +216,10 @@ WHERE id = :id AND state = 'CREATED' AND claimed_by = :holder AND lease_until > 
 SELECT upload_sent_at FROM batches WHERE id = :batch_id AND upload_sent_remote = :remote_id;
 
 -- name: abandon_batch
--- A remote batch abandoned before accept: the batch starts again in a new one. Its
--- attempts stay: past MAX_LOST_ANSWERS each abandon pauses by them, growing.
+-- A remote batch abandoned before accept: the batch starts again in a new one, its
+-- attempts from 0 unless kept (past MAX_LOST_ANSWERS each abandon pauses by them).
 UPDATE batches SET state = 'CREATED', remote_id = :remote_id, error_code = NULL,
+                attempts = CASE WHEN :keep_attempts THEN attempts ELSE 0 END,
                 error_message = NULL, abandoned_lost = abandoned_lost + :lost,
                 abandoned_mismatch = abandoned_mismatch + :mismatch, updated_at = :now
 WHERE id = :id AND state = :from_state AND claimed_by = :holder AND lease_until > :now;

@@ -424,9 +424,10 @@ def test_output_names_are_reserved_until_the_file_is_done(store: Store) -> None:
     assert store.names_free("scans", "outbox", "f2", ["scan.pdf"])
 
 
-def test_an_abandon_keeps_the_attempts_so_its_pauses_grow(store: Store, clock: Clock) -> None:
-    """An abandon clears the error but keeps the attempts counted (a transition resets
-    them): past MAX_LOST_ANSWERS each abandon pauses by them, so the pauses grow."""
+def test_an_abandon_told_to_keep_the_attempts_so_its_pauses_grow(
+        store: Store, clock: Clock) -> None:
+    """An abandon clears the error and starts the attempts from 0, unless told to keep
+    them (past MAX_LOST_ANSWERS each abandon pauses by them, so the pauses grow)."""
     formed_batch(store)
     batch = acquired(store)
     store.transition(batch, BatchState.CREATED, detail="created", remote_id="r1")
@@ -435,12 +436,17 @@ def test_an_abandon_keeps_the_attempts_so_its_pauses_grow(store: Store, clock: C
     store.postpone(batch, lambda n: 1.0, "transient", "answer lost")
     clock.advance(1)
     batch = acquired(store)
-    store.abandon(batch, "r2", lost_answer=True, why="answer lost")
+    store.abandon(batch, "r2", lost_answer=True, why="answer lost", keep_attempts=True)
     stored = store.batch(batch.id)
     assert stored is not None and stored.remote_id == "r2"
     assert (stored.attempts, stored.error_code) == (1, None)
     assert store.postpone(stored, lambda n: 10.0 * n, "transient", "answer lost") == (
         2, T0 + 1 + 20)
+    clock.advance(20)
+    batch = acquired(store)
+    store.abandon(batch, "r3", lost_answer=True, why="answer lost")
+    stored = store.batch(batch.id)
+    assert stored is not None and (stored.attempts, stored.remote_id) == (0, "r3")
 
 
 def test_abandons_are_counted_by_cause_and_the_detail_is_kept(store: Store) -> None:
