@@ -336,7 +336,10 @@ class Share:
 
 
 def _files_below(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    """The files below ``folder`` now; the daemon moves claim and batch folders while
+    this walks, so a folder that vanishes mid-walk is skipped (os.walk ignores it)."""
+    return {str(Path(top, name).relative_to(folder))
+            for top, _, names in os.walk(folder) for name in names}
 
 
 def outage(root: Path, cycles: int, rng: random.Random) -> Row:
