@@ -17,6 +17,7 @@ from pathlib import Path
 
 from folderseal.batches.machine import Machine
 from folderseal.core.config import FolderConfig
+from folderseal.core.model import BatchRecord
 from folderseal.intake.batching import Batches
 from folderseal.publish.sink import Sink
 from folderseal.store import new_id
@@ -58,6 +59,12 @@ class Parts:
     @property
     def state_dir(self) -> Path:
         return self.root / "state"
+
+    def batch(self, batch_id: str) -> BatchRecord:
+        """The batch as the store has it now (it must exist)."""
+        batch = self.store.batch(batch_id)
+        assert batch is not None
+        return batch
 
     def machine_on(self, store: MemoryStore) -> Machine:
         """Another batch thread's machine (its own store connection, its own sink)."""

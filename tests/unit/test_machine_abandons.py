@@ -16,7 +16,7 @@ import pytest
 
 from folderseal.batches.send import MAX_LOST_ANSWERS, MAX_RECREATES
 from folderseal.core.errors import NotSent, TransientError
-from folderseal.core.model import BatchRecord, BatchState
+from folderseal.core.model import BatchState
 from folderseal.providers import Abandon, Remote
 from tests.batch_parts import Parts, batched, build, drive
 from tests.scripted import LOST, Outcome, Scripted
@@ -29,12 +29,6 @@ ENTRIES = ["0001_a.txt", "0002_b.txt"]
 @pytest.fixture
 def parts(tmp_path: Path) -> Parts:
     return build(tmp_path)
-
-
-def _batch(parts: Parts, batch_id: str) -> BatchRecord:
-    batch = parts.store.batch(batch_id)
-    assert batch is not None
-    return batch
 
 
 def _abandoned(parts: Parts, batch_id: str) -> list[str]:
@@ -56,13 +50,13 @@ def test_a_lost_upload_answer_abandons_the_remote_batch_for_a_new_one(parts: Par
     batch_id, _ = batched(parts, FILES)
 
     assert parts.machine.run_once()
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     assert (batch.state, batch.remote_id, batch.attempts) == (BatchState.CREATED, "r1", 1)
     assert parts.provider.sent_to("r1") == ["0001_a.txt"]
 
     drive(parts)
 
-    assert _batch(parts, batch_id).state == BatchState.CLEANED
+    assert parts.batch(batch_id).state == BatchState.CLEANED
     assert parts.store.abandons(batch_id) == (1, 0)
     assert _abandoned(parts, batch_id) == [
         "abandoned r1 (answer lost): the answer for 0001_a.txt was lost; remote r2"]
@@ -79,7 +73,7 @@ def test_a_lost_create_answer_makes_another_and_the_orphan_is_never_used(
 
     drive(parts)
 
-    assert _batch(parts, batch_id).state == BatchState.CLEANED
+    assert parts.batch(batch_id).state == BatchState.CLEANED
     assert parts.provider.called("upload") == ["r2"] and parts.provider.called("accept") == ["r2"]
     orphan = parts.provider.remotes["r1"]
     assert (orphan.state, orphan.documents) == (Remote.NEW, {})
@@ -97,12 +91,12 @@ def test_an_upload_whose_fate_is_unknown_waits_out_the_grace_then_is_abandoned(
 
     assert parts.machine.run_once()  # postponed after the failed upload
     assert parts.machine.run_once()  # asked within the grace: waits
-    assert _batch(parts, batch_id).remote_id == "r1"
+    assert parts.batch(batch_id).remote_id == "r1"
     assert parts.provider.called("upload") == ["r1"]
 
     drive(parts)
 
-    assert _batch(parts, batch_id).state == BatchState.CLEANED
+    assert parts.batch(batch_id).state == BatchState.CLEANED
     assert parts.store.abandons(batch_id) == (1, 0)
     assert parts.provider.called("upload") == ["r1", "r2"]
     abandoned_at = next(e.at for e in parts.store.events(batch_id=batch_id, kind="batch.state")
@@ -121,7 +115,7 @@ def test_mismatches_fail_the_batch_after_max_recreates(parts: Parts) -> None:
 
     drive(parts)
 
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     assert (batch.state, batch.failed_step) == (BatchState.FAILED, BatchState.CREATED)
     assert batch.error_code == "remote_mismatch"
     assert "nothing was accepted" in (batch.error_message or "")
@@ -144,14 +138,14 @@ def test_lost_answers_never_fail_a_batch_but_past_max_lost_answers_each_waits(
     batch_id, _ = batched(parts, FILES)
 
     assert parts.machine.run_once()
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     assert (batch.state, batch.attempts) == (BatchState.CREATED, 1)
     assert parts.store.abandons(batch_id) == (MAX_LOST_ANSWERS, 0)
     assert _waits(parts, batch_id) == 1
 
     drive(parts)
 
-    assert _batch(parts, batch_id).state == BatchState.CLEANED
+    assert parts.batch(batch_id).state == BatchState.CLEANED
     assert parts.store.abandons(batch_id) == (MAX_LOST_ANSWERS + 1, 0)
     assert _waits(parts, batch_id) == 2
     assert len(parts.provider.called("create")) == MAX_LOST_ANSWERS + 2
@@ -171,7 +165,7 @@ def test_each_lost_answer_past_max_lost_answers_waits_longer_than_the_last(
     attempts = []
     for _ in range(3):
         assert parts.machine.run_once()
-        attempts.append(_batch(parts, batch_id).attempts)
+        attempts.append(parts.batch(batch_id).attempts)
 
     assert _waits(parts, batch_id) == 3
     assert attempts == [1, 2, 3]
@@ -184,12 +178,12 @@ def test_a_lost_accept_answer_is_found_started_and_accept_is_never_sent_again(
     batch_id, _ = batched(parts, FILES)
 
     assert parts.machine.run_once()
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     assert (batch.state, batch.attempts) == (BatchState.ACCEPTING, 1)
 
     drive(parts)
 
-    assert _batch(parts, batch_id).state == BatchState.CLEANED
+    assert parts.batch(batch_id).state == BatchState.CLEANED
     assert parts.provider.called("accept") == ["r1"]
     assert ("ACCEPTING", "ACCEPTED") in batch_events(parts.store, batch_id)
     assert parts.store.abandons(batch_id) == (0, 0)
@@ -201,7 +195,7 @@ def test_an_accept_that_surely_never_left_goes_back_before_the_point_of_no_retur
     batch_id, _ = batched(parts, FILES)
 
     assert parts.machine.run_once()
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     assert (batch.state, batch.attempts) == (BatchState.UPLOADED, 1)
     [back] = [e for e in parts.store.events(batch_id=batch_id, kind="batch.state")
               if e.to_state == "UPLOADED" and e.from_state == "ACCEPTING"]
@@ -209,7 +203,7 @@ def test_an_accept_that_surely_never_left_goes_back_before_the_point_of_no_retur
 
     drive(parts)
 
-    assert _batch(parts, batch_id).state == BatchState.CLEANED
+    assert parts.batch(batch_id).state == BatchState.CLEANED
     assert [(c.remote, c.outcome) for c in parts.provider.calls if c.step == "accept"] == [
         ("r1", "NotSent"), ("r1", "ok")]
 
@@ -227,7 +221,7 @@ def test_an_accept_the_provider_does_not_show_is_sent_again_only_after_its_grace
 
     drive(parts)
 
-    assert _batch(parts, batch_id).state == BatchState.CLEANED
+    assert parts.batch(batch_id).state == BatchState.CLEANED
     assert parts.provider.called("accept") == ["r1", "r1"]
     accepting = next(at for to, at in parts.store.batch_transitions(batch_id)
                      if to == "ACCEPTING")
@@ -247,7 +241,7 @@ def test_a_remote_batch_found_started_before_accept_is_polled_never_abandoned(
 
     drive(parts)
 
-    assert _batch(parts, batch_id).state == BatchState.CLEANED
+    assert parts.batch(batch_id).state == BatchState.CLEANED
     assert ("UPLOADED", "ACCEPTED") in batch_events(parts.store, batch_id)
     assert parts.provider.called("accept") == []
     assert parts.store.abandons(batch_id) == (0, 0)

@@ -36,12 +36,6 @@ def parts(tmp_path: Path) -> Parts:
     return build(tmp_path)
 
 
-def _batch(parts: Parts, batch_id: str) -> BatchRecord:
-    batch = parts.store.batch(batch_id)
-    assert batch is not None
-    return batch
-
-
 def _postponed(parts: Parts, batch_id: str) -> list[str]:
     return [e.detail or "" for e in parts.store.events(batch_id=batch_id, kind="batch.postponed")]
 
@@ -63,7 +57,7 @@ def test_a_batch_goes_from_batched_to_cleaned_recording_every_transition(parts: 
     batch gone, and the batch rests."""
     batch_id, ids = batched(parts, FILES)
     at_accept: list[BatchState] = []
-    parts.provider.script["accept"] = [lambda: at_accept.append(_batch(parts, batch_id).state)]
+    parts.provider.script["accept"] = [lambda: at_accept.append(parts.batch(batch_id).state)]
 
     assert drive(parts) == 1
 
@@ -72,7 +66,7 @@ def test_a_batch_goes_from_batched_to_cleaned_recording_every_transition(parts: 
         ("ACCEPTING", "ACCEPTED"), ("ACCEPTED", "CLOSED"), ("CLOSED", "DOWNLOADED"),
         ("DOWNLOADED", "DELIVERED"), ("DELIVERED", "CLEANED")]
     assert at_accept == [BatchState.ACCEPTING]
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     assert (batch.state, batch.remote_id, batch.attempts) == (BatchState.CLEANED, "r1", 0)
     assert batch.claimed_by is None and batch.next_attempt_at is None
     assert [c.step for c in parts.provider.calls] == [
@@ -102,7 +96,7 @@ def test_a_transient_error_postpones_the_batch_with_backoff_counting_attempts(
     start = parts.clock()
 
     assert parts.machine.run_once()
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     assert (batch.state, batch.attempts, batch.error_code) == (BatchState.CREATED, 1, "transient")
     assert batch.error_message == "HTTP 503 (scripted)"
     assert batch.next_attempt_at == start + 10 and batch.claimed_by is None
@@ -110,14 +104,14 @@ def test_a_transient_error_postpones_the_batch_with_backoff_counting_attempts(
 
     parts.clock.advance(10)
     assert parts.machine.run_once()
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     assert batch.attempts == 2 and batch.next_attempt_at == start + 10 + 20
     assert parts.backoff.asked == [1, 2]
     assert _postponed(parts, batch_id) == ["transient: HTTP 503 (scripted)",
                                            "transient: HTTP 503 again (scripted)"]
 
     drive(parts)
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     assert (batch.state, batch.attempts, batch.error_code) == (BatchState.CLEANED, 0, None)
     assert parts.provider.called("upload") == ["r1"]
     assert parts.provider.called("accept") == ["r1"]
@@ -132,10 +126,10 @@ def test_the_pause_is_the_providers_retry_after_else_at_most_its_retry_max(
     batch_id, _ = batched(parts, FILES)
 
     assert parts.machine.run_once()
-    assert _batch(parts, batch_id).next_attempt_at == parts.clock() + 7
+    assert parts.batch(batch_id).next_attempt_at == parts.clock() + 7
     parts.clock.advance(7)
     assert parts.machine.run_once()
-    assert _batch(parts, batch_id).next_attempt_at == parts.clock() + 30
+    assert parts.batch(batch_id).next_attempt_at == parts.clock() + 30
 
 
 def test_a_spent_request_budget_waits_its_turn_without_an_attempt(parts: Parts) -> None:
@@ -144,7 +138,7 @@ def test_a_spent_request_budget_waits_its_turn_without_an_attempt(parts: Parts) 
     batch_id, _ = batched(parts, FILES)
 
     assert parts.machine.run_once()
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     assert (batch.state, batch.attempts, batch.error_code) == (BatchState.CREATED, 0, None)
     assert batch.next_attempt_at == parts.clock() + 5 and batch.claimed_by is None
     assert _postponed(parts, batch_id) == []
@@ -155,10 +149,10 @@ def test_a_step_failing_unforeseen_waits_with_backoff_as_internal(parts: Parts) 
     batch_id, _ = batched(parts, FILES)
 
     assert parts.machine.run_once()
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     assert (batch.state, batch.attempts, batch.error_code) == (BatchState.BATCHED, 1, "internal")
     assert batch.error_message == "RuntimeError: surprise (scripted)"
-    assert drive(parts) > 0 and _batch(parts, batch_id).state == BatchState.CLEANED
+    assert drive(parts) > 0 and parts.batch(batch_id).state == BatchState.CLEANED
 
 
 def test_a_work_folder_that_cannot_be_reached_holds_the_batch_untouched(parts: Parts) -> None:
@@ -168,7 +162,7 @@ def test_a_work_folder_that_cannot_be_reached_holds_the_batch_untouched(parts: P
     parts.work.marker.unlink()
 
     assert parts.machine.run_once()
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     assert (batch.state, batch.attempts, batch.error_code) == (BatchState.BATCHED, 1, "transient")
     assert "cannot be reached" in (batch.error_message or "")
     assert parts.provider.calls == []
@@ -189,7 +183,7 @@ def test_a_refusal_before_accepting_fails_the_batch_and_its_files_go_to_errors(
 
     drive(parts)
 
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     message = "the provider answered HTTP 400: bad request (scripted)"
     assert (batch.state, batch.failed_step) == (BatchState.FAILED, failed_step)
     assert (batch.error_code, batch.error_message) == ("http_400", message)
@@ -222,7 +216,7 @@ def test_a_refusal_after_accepting_says_the_files_may_have_been_stored(
 
     drive(parts)
 
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     message = "the provider answered HTTP 400: bad request (scripted)" + MAY_HAVE_RUN
     assert (batch.state, batch.failed_step) == (BatchState.FAILED, failed_step)
     assert (batch.error_code, batch.error_message) == ("http_400", message)
@@ -244,7 +238,7 @@ def test_a_refusal_after_accepting_is_no_doubt_where_accept_can_be_repeated(
 
     drive(parts)
 
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     assert batch.state == BatchState.FAILED and batch.failed_step == BatchState.ACCEPTING
     assert batch.error_message == "the provider answered HTTP 400: bad request (scripted)"
 
@@ -257,7 +251,7 @@ def test_a_batch_that_never_closes_fails_after_max_wait_as_may_have_been_signed(
 
     drive(parts)
 
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     assert (batch.state, batch.failed_step) == (BatchState.FAILED, BatchState.ACCEPTED)
     assert batch.error_code == "never_closed"
     assert "may have been signed: check with the provider" in (batch.error_message or "")
@@ -273,7 +267,7 @@ def test_a_started_batch_the_provider_lost_fails_as_may_have_been_signed(parts: 
 
     drive(parts)
 
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     assert (batch.state, batch.error_code) == (BatchState.FAILED, "lost_after_accept")
     assert "may have been signed" in (batch.error_message or "")
     assert parts.provider.called("salvage") == ["r1"]
@@ -287,7 +281,7 @@ def test_a_file_the_provider_rejects_goes_to_errors_and_the_rest_is_delivered(
 
     drive(parts)
 
-    assert _batch(parts, batch_id).state == BatchState.CLEANED
+    assert parts.batch(batch_id).state == BatchState.CLEANED
     assert parts.provider.sent_to("r1") == ["0002_b.txt"]
     assert _error_records(parts)["a.txt"]["code"] == "checksum_mismatch"
     assert (parts.cfg.errors / "a.txt").read_bytes() == FILES["a.txt"]
@@ -320,14 +314,14 @@ def test_a_lease_lost_mid_step_stops_touching_the_batch(
 
     assert parts.machine.run_once()
 
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     assert batch.state == stopped_in and (batch.claimed_by or "").startswith("node-b/")
     assert (batch.attempts, batch.error_code) == (0, None)
     assert _postponed(parts, batch_id) == []
     assert parts.provider.called("upload") == ([] if step == "status" else ["r1"])
     [(other, held)] = taken
     parts.machine_on(other).advance(held)
-    assert _batch(parts, batch_id).state == BatchState.CLEANED
+    assert parts.batch(batch_id).state == BatchState.CLEANED
     assert parts.provider.called("upload") == ["r1"]
     assert parts.provider.called("accept") == ["r1"]
 
@@ -340,7 +334,7 @@ def test_a_stopping_daemon_releases_the_batch_between_steps(parts: Parts) -> Non
 
     assert parts.machine.run_once()
 
-    batch = _batch(parts, batch_id)
+    batch = parts.batch(batch_id)
     assert (batch.state, batch.attempts) == (BatchState.CREATED, 0)
     assert batch.claimed_by is None and batch.next_attempt_at == parts.clock()
     assert parts.provider.called("upload") == []
