@@ -49,6 +49,12 @@ class StoreBase:
         """Run the named query with ``params``."""
         raise NotImplementedError
 
+    def _now(self) -> float | None:
+        """The ``:now`` a query stamps and compares with: the store's clock. A backend
+        whose SQL reads the database's clock instead gives None (its queries have no
+        ``:now`` left), so that no time of this host is compared with another's."""
+        return self.clock()
+
     # -- plumbing -------------------------------------------------------------
 
     def _guarded(self, name: str, error: type[StoreError], what: str, **params: Any) -> None:
@@ -59,7 +65,7 @@ class StoreBase:
               from_state: str | None = None, to_state: str | None = None,
               detail: str | None = None) -> None:
         """Record one event (a transition, a claim, an attempt, a finding)."""
-        self._run("insert_event", at=self.clock(), node=self.node, batch_id=batch_id,
+        self._run("insert_event", now=self._now(), node=self.node, batch_id=batch_id,
                   file_id=file_id, kind=kind, from_state=from_state, to_state=to_state,
                   detail=None if detail is None else path_text(detail))
 
@@ -86,7 +92,7 @@ class StoreBase:
         with self.transaction():
             self._guarded("set_file_state", StateConflict,
                           f"file {file_id} is not {from_state}", id=file_id,
-                          from_state=from_state, to_state=to_state, now=self.clock())
+                          from_state=from_state, to_state=to_state, now=self._now())
             if to_state in (FileState.DONE, FileState.FAILED, FileState.RETRIED):
                 self._run("release_names", file_id=file_id)  # on disk now, or given up
             self.event("file.state", file_id=file_id, batch_id=batch_id, from_state=from_state,

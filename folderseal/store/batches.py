@@ -29,7 +29,7 @@ class BatchRecords(FileRecords):
     def create_batch(self, *, batch_id: str, folder: str, provider: str,
                    entries: list[tuple[str, str]]) -> None:
         """Record a batch and the entry name of each of its files, in one transaction."""
-        now = self.clock()
+        now = self._now()
         with self.transaction():
             self._run("insert_batch", id=batch_id, folder=folder, provider=provider, now=now)
             self.event("batch.created", batch_id=batch_id, to_state=BatchState.BATCHED,
@@ -52,7 +52,7 @@ class BatchRecords(FileRecords):
                             entries=[(f["id"], f["entry"]) for f in files])
             if state != BatchState.BATCHED:
                 self._run("restore_batch", id=batch_id, state=state, remote_id=remote_id,
-                          publish_key=publish_key, now=self.clock())
+                          publish_key=publish_key, now=self._now())
             self.event("batch.state", batch_id=batch_id, from_state=BatchState.BATCHED,
                        to_state=state, detail=f"restored by folderseal recover: {why}")
 
@@ -68,7 +68,7 @@ class BatchRecords(FileRecords):
         """``folderseal recover`` (no daemon runs): move a batch on, due at once, unleased."""
         with self.transaction():
             self._guarded("resume_batch", StateConflict, f"batch {batch.id} is not {batch.state}",
-                          id=batch.id, from_state=batch.state, state=state, now=self.clock())
+                          id=batch.id, from_state=batch.state, state=state, now=self._now())
             self.event("batch.state", batch_id=batch.id, from_state=batch.state, to_state=state,
                        detail=f"folderseal recover: {why}")
 
@@ -82,18 +82,17 @@ class BatchRecords(FileRecords):
         lapsed and another thread or node took the batch over, the old holder's guarded
         writes match nothing and it stops.
         """
-        now = self.clock()
         holder = f"{self.node}/{uuid.uuid4().hex[:8]}"
         with self.transaction():
-            row = self._run("acquire_batch", holder=holder, now=now, busy=json.dumps(sorted(busy)),
-                            lease_until=now + LEASE_SECONDS).fetchone()
+            row = self._run("acquire_batch", holder=holder, now=self._now(),
+                            busy=json.dumps(sorted(busy)), seconds=LEASE_SECONDS).fetchone()
         if row is None:
             return None
-        self._leases[row["id"]] = (holder, now + LEASE_SECONDS)
+        self._leases[row["id"]] = (holder, row["lease_until"])  # as the store computed it
         return batch_record(row)
 
     def next_due(self) -> float | None:
-        row = self._run("next_due", now=self.clock()).fetchone()
+        row = self._run("next_due", now=self._now()).fetchone()
         return None if row[0] is None else float(row[0])
 
     def _holder(self, batch_id: str) -> str:
@@ -102,12 +101,13 @@ class BatchRecords(FileRecords):
         return self._leases[batch_id][0]
 
     def renew_lease(self, batch_id: str) -> None:
-        now = self.clock()
         holder = self._holder(batch_id)
         with self.transaction():
-            self._guarded("renew_lease", LeaseLost, f"batch {batch_id} was taken over",
-                          id=batch_id, holder=holder, lease_until=now + LEASE_SECONDS)
-        self._leases[batch_id] = (holder, now + LEASE_SECONDS)
+            row = self._run("renew_lease", id=batch_id, holder=holder, now=self._now(),
+                            seconds=LEASE_SECONDS).fetchone()
+            if row is None:
+                raise LeaseLost(f"batch {batch_id} was taken over")
+        self._leases[batch_id] = (holder, row[0])
 
     def keep_lease(self, batch_id: str) -> None:
         """Make sure this holder keeps the batch's lease a while yet (LeaseLost if not).
@@ -122,7 +122,7 @@ class BatchRecords(FileRecords):
         """A batch write guarded by its lease (renewed first if half of it is gone)."""
         self.keep_lease(batch_id)
         self._guarded(name, LeaseLost, what, id=batch_id, holder=self._holder(batch_id),
-                      now=self.clock(), **params)
+                      now=self._now(), **params)
 
     def transition(self, batch: BatchRecord, to_state: BatchState, detail: str | None = None,
                    remote_id: str | None = None) -> None:
@@ -131,7 +131,7 @@ class BatchRecords(FileRecords):
             self.keep_lease(batch.id)
             if self._run("transition_batch", id=batch.id, from_state=batch.state, to_state=to_state,
                          holder=self._holder(batch.id), remote_id=remote_id,
-                         now=self.clock()).rowcount != 1:
+                         now=self._now()).rowcount != 1:
                 current = self.batch(batch.id)
                 if current is None or current.state != batch.state:
                     raise StateConflict(f"batch {batch.id} is no longer {batch.state}")
@@ -166,7 +166,7 @@ class BatchRecords(FileRecords):
         """Let go of the batch's lease; it is due again at ``next_attempt_at`` (None: never)."""
         holder = self._leases.pop(batch.id, ("", 0.0))[0]
         with self.transaction():
-            self._run("release_batch", id=batch.id, holder=holder, now=self.clock(),
+            self._run("release_batch", id=batch.id, holder=holder, now=self._now(),
                       next_attempt_at=next_attempt_at)
 
     def postpone(self, batch: BatchRecord, delay: Callable[[int], float], code: str,
@@ -176,17 +176,18 @@ class BatchRecords(FileRecords):
         The attempt count is kept across restarts, so backoff keeps growing.
         """
         message = REDACTOR.text(message)
-        now = self.clock()
         with self.transaction():
             current = self.batch(batch.id)
             attempts = (current.attempts if current else batch.attempts) + 1
-            at = now + delay(attempts)
-            self._guarded_batch("postpone_batch", batch.id, f"batch {batch.id} lease lost",
-                              next_attempt_at=at, attempts=attempts, error_code=code,
-                              error_message=message)
+            self.keep_lease(batch.id)
+            row = self._run("postpone_batch", id=batch.id, holder=self._holder(batch.id),
+                            now=self._now(), delay=delay(attempts), attempts=attempts,
+                            error_code=code, error_message=message).fetchone()
+            if row is None:
+                raise LeaseLost(f"batch {batch.id} lease lost")
             self.event("batch.postponed", batch_id=batch.id, detail=f"{code}: {message}")
         self._leases.pop(batch.id, None)
-        return attempts, at
+        return attempts, float(row[0])  # the store's clock plus the delay
 
     def release_node_leases(self) -> int:
         """At start: leases this node held before a crash are void."""
@@ -234,7 +235,7 @@ class BatchRecords(FileRecords):
         with self.transaction():
             self.keep_lease(batch.id)
             self._run("set_progress", id=batch.id, holder=self._holder(batch.id),
-                      now=self.clock(), progress=progress)
+                      now=self._now(), progress=progress)
 
     def set_publish_key(self, batch: BatchRecord, key: str | None) -> None:
         """The name or key the batch's file is published under (None: removed)."""
@@ -275,7 +276,7 @@ class BatchRecords(FileRecords):
             self.keep_lease(batch.id)
             for file_id in file_ids:
                 row = self._run("begin_attempt", id=file_id, batch_id=batch.id,
-                                now=self.clock()).fetchone()
+                                now=self._now()).fetchone()
                 if row is None:
                     raise StateConflict(f"file {file_id} is not waiting in batch {batch.id}")
                 self.event("file.attempt", file_id=file_id, batch_id=batch.id, detail=str(row[0]))
@@ -286,13 +287,13 @@ class BatchRecords(FileRecords):
         """Take back one attempt of each file (it ended in a transient failure)."""
         with self.transaction():
             for file_id in file_ids:
-                self._run("forgive_attempt", id=file_id, batch_id=batch.id, now=self.clock())
+                self._run("forgive_attempt", id=file_id, batch_id=batch.id, now=self._now())
                 self.event("file.attempt_forgiven", file_id=file_id, batch_id=batch.id)
 
     def heartbeat(self, pid: int, started_at: float, notes: dict[str, Any]) -> None:
         with self.transaction():
             self._run("heartbeat", node=self.node, pid=pid, started_at=started_at,
-                      now=self.clock(), notes=json.dumps(notes))
+                      now=self._now(), notes=json.dumps(notes))
 
     def nodes(self) -> list[dict[str, Any]]:
         return [{**dict(r), "notes": json.loads(r["notes"])} for r in self._run("nodes")]

@@ -25,11 +25,11 @@ class FileRecords(StoreBase):
 
     def add_claims(self, rows: list[dict[str, Any]]) -> None:
         """Record claimed files (keys as :meth:`add_claim`'s arguments) in one transaction."""
-        now = self.clock()
+        now = self._now()
         with self.transaction():
             for row in rows:
                 self._run("insert_file", **{**row, "source": os.fsencode(row["source"])},
-                          claimed_at=now, now=now)
+                          now=now)
                 self.event("file.claimed", file_id=row["id"], to_state=FileState.CLAIMED)
 
     def file(self, file_id: str) -> FileRecord | None:
@@ -87,7 +87,7 @@ class FileRecords(StoreBase):
                           from_state=from_state, to_state=to_state, result=result.to_json(),
                           error_code=result.error_code or None,
                           error_message=REDACTOR.text(result.error_message) or None,
-                          now=self.clock())
+                          now=self._now())
             self.event("file.state", file_id=file_id, batch_id=batch_id, from_state=from_state,
                        to_state=to_state, detail=result.error_code or None)
 
@@ -102,7 +102,7 @@ class FileRecords(StoreBase):
         with self.transaction():
             self._guarded("set_file_outputs", StateConflict,
                           f"file {record.id} cannot take output names now", id=record.id,
-                          outputs=json.dumps(outputs), now=self.clock())
+                          outputs=json.dumps(outputs), now=self._now())
             self._run("release_names", file_id=record.id)
             for output in outputs:
                 self._run("reserve_name", folder=record.folder, area=area, file_id=record.id,
@@ -112,14 +112,14 @@ class FileRecords(StoreBase):
         with self.transaction():
             self._guarded("set_claim_hash", StateConflict, f"file {file_id} is not claimed",
                           id=file_id, sha256=sha256, size=size, mtime_ns=mtime_ns,
-                          now=self.clock())
+                          now=self._now())
 
     def note_remote_document(self, batch_id: str, file_id: str, note: dict[str, Any]) -> None:
         """Keep the provider's latest answer for a file (JSON), durably."""
         with self.transaction():
             self._guarded("set_remote_document", StateConflict,
                           f"file {file_id} is not waiting in batch {batch_id}", id=file_id,
-                          batch_id=batch_id, remote_document=json.dumps(note), now=self.clock())
+                          batch_id=batch_id, remote_document=json.dumps(note), now=self._now())
 
     def remote_documents(self, batch_id: str) -> dict[str, dict[str, Any]]:
         """file id → the provider's latest answer for it, of the files of a batch."""

@@ -68,7 +68,7 @@ class ReportQueries(StoreBase):
         """How many files of ``folder`` in ``state`` last changed in each of the
         ``minutes`` minutes before ``now``, the oldest minute first."""
         per_minute = [0] * minutes
-        for row in self._run("changes_per_minute", folder=folder, state=state, now=now,
+        for row in self._run("changes_per_minute", folder=folder, state=state, until=now,
                              since=now - 60 * minutes):
             if 0 <= row[0] < minutes:
                 per_minute[minutes - 1 - row[0]] = row[1]

@@ -21,14 +21,14 @@ class RetryRecords(StoreBase):
             self._guarded("reopen_batch", StateConflict,
                           f"batch {batch.id} is no longer {batch.state}, or is being worked on",
                           id=batch.id, from_state=batch.state, to_state=to_state,
-                          now=self.clock())
+                          now=self._now())
             self.event("batch.state", batch_id=batch.id, from_state=batch.state,
                        to_state=to_state, detail="retry")
 
     def wake_batch(self, batch_id: str) -> bool:
         """A batch waiting for its next attempt is due now; False if it was not waiting."""
         with self.transaction():
-            if self._run("wake_batch", id=batch_id, now=self.clock()).rowcount != 1:
+            if self._run("wake_batch", id=batch_id, now=self._now()).rowcount != 1:
                 return False
             self.event("batch.woken", batch_id=batch_id, detail="retry")
         return True
@@ -42,7 +42,7 @@ class RetryRecords(StoreBase):
                 self._guarded("begin_retry", StateConflict,
                               f"file {record.id} is not {record.state} any more", id=record.id,
                               from_state=record.state, outputs=json.dumps(outputs),
-                              now=self.clock())
+                              now=self._now())
                 self.event("file.state", file_id=record.id, batch_id=record.batch_id,
                            from_state=record.state, to_state=FileState.RETRYING,
                            detail=f"retry into the {plan['to']}")
@@ -59,7 +59,7 @@ class RetryRecords(StoreBase):
         """A retried file of a batch waits in that batch again."""
         with self.transaction():
             self._guarded("reopen_file", StateConflict, f"file {file_id} is not being retried",
-                          id=file_id, now=self.clock())
+                          id=file_id, now=self._now())
             self.event("file.state", file_id=file_id, batch_id=batch_id,
                        from_state=FileState.RETRYING, to_state=FileState.BATCHED,
                        detail="retry")

@@ -11,13 +11,11 @@ on SQLite.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -27,36 +25,29 @@ from folderseal.store import Store
 from folderseal.store.batches import BatchRecords
 from folderseal.store.reports import ReportQueries
 from folderseal.store.retries import RetryRecords
+from folderseal.store.sqltext import (
+    OLDEST_CODE,
+    SQL,
+    check_code_version,
+    read_migrations,
+    read_queries,
+)
 
 # SQLite's words for a state folder that cannot take writes (or is busy too long).
 _UNAVAILABLE = ("disk is full", "disk I/O error", "readonly database", "database is locked",
                 "unable to open database file")
-_SQL = resources.files("folderseal.store") / "sql"
+_SQL = SQL
 FILE_NAME = "folderseal.sqlite"  # in the state folder
 READ_TIMEOUT = 10.0   # status waits this long for a writer's lock
 HEALTH_TIMEOUT = 2.0  # /healthz, likewise
 
 
-def _load_queries() -> dict[str, str]:
-    text = (_SQL / "queries.sql").read_text(encoding="utf-8")
-    queries: dict[str, str] = {}
-    for chunk in re.split(r"^-- name: ", text, flags=re.M)[1:]:
-        name, _, body = chunk.partition("\n")
-        queries[name.strip()] = body.strip()
-    return queries
-
-
 def migrations() -> list[tuple[int, str]]:
     """The numbered migration scripts, in order."""
-    found = []
-    for item in (_SQL / "migrations").iterdir():
-        match = re.match(r"^(\d+)_.*\.sql$", item.name)
-        if match:
-            found.append((int(match.group(1)), item.read_text(encoding="utf-8")))
-    return sorted(found)
+    return read_migrations(_SQL / "migrations")
 
 
-QUERIES = _load_queries()
+QUERIES = read_queries(_SQL / "queries.sql")
 
 
 class SqliteStore(BatchRecords, RetryRecords, ReportQueries):
@@ -71,6 +62,7 @@ class SqliteStore(BatchRecords, RetryRecords, ReportQueries):
         if read_only:  # nothing made, migrated or written: status runs beside the daemon
             self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=READ_TIMEOUT)
             self._db.row_factory = sqlite3.Row
+            self._check_code(readable_only=True)
             return
         self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
         self._db.row_factory = sqlite3.Row
@@ -83,6 +75,7 @@ class SqliteStore(BatchRecords, RetryRecords, ReportQueries):
                 verdict = self._db.execute("PRAGMA quick_check").fetchone()[0]
                 if verdict != "ok":
                     raise sqlite3.DatabaseError(f"quick_check: {verdict}")
+            self._check_code()
         except sqlite3.DatabaseError as exc:  # not a database, or damaged
             self._db.close()
             raise ConfigError(
@@ -144,6 +137,21 @@ class SqliteStore(BatchRecords, RetryRecords, ReportQueries):
                     self._db.execute(f"PRAGMA user_version = {number:d}")
             if self._get_meta("store_id") is None:
                 self._run("set_meta", key="store_id", value=uuid.uuid4().hex)
+
+    def _check_code(self, readable_only: bool = False) -> None:
+        """Refuse (ConfigError) a schema a newer folderseal migrated for newer code only.
+        ``readable_only``: a store that cannot be read yet says so later, on its first read."""
+        try:
+            oldest = self._get_meta(OLDEST_CODE)
+        except sqlite3.Error:
+            if not readable_only:
+                raise
+            return
+        try:
+            check_code_version(oldest, str(self.path))
+        except ConfigError:
+            self._db.close()
+            raise
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -76,13 +76,12 @@ def _due(batch: dict[str, Any], now: float) -> bool:
 
 
 @query
-def acquire_batch(t: Tables, *, holder: str, now: float, busy: str,
-                lease_until: float) -> Result:
+def acquire_batch(t: Tables, *, holder: str, now: float, busy: str, seconds: float) -> Result:
     skipped = set(json.loads(busy))
     due = sorted((j for j in t.batches.values() if _due(j, now) and j["id"] not in skipped),
                  key=lambda j: (j["next_attempt_at"], j["created_at"]))
     found = due[:1]
-    update(found, claimed_by=holder, lease_until=real(lease_until))
+    update(found, claimed_by=holder, lease_until=real(now + seconds))
     return answer(found)  # RETURNING *
 
 
@@ -94,10 +93,11 @@ def next_due(t: Tables, *, now: float) -> Result:
 
 
 @query
-def renew_lease(t: Tables, *, id: str, holder: str, lease_until: float) -> Result:
+def renew_lease(t: Tables, *, id: str, holder: str, now: float, seconds: float) -> Result:
     # A lapsed lease may be renewed by its holder as long as nobody took it over.
-    return update(batch_if(t, id, lambda j: j["claimed_by"] == holder),
-                  lease_until=real(lease_until))
+    found = batch_if(t, id, lambda j: j["claimed_by"] == holder)
+    update(found, lease_until=real(now + seconds))
+    return answer({"lease_until": j["lease_until"]} for j in found)  # RETURNING
 
 
 @query
@@ -139,11 +139,13 @@ def fail_batch(t: Tables, *, id: str, holder: str, now: float, from_state: str,
 
 
 @query
-def postpone_batch(t: Tables, *, id: str, holder: str, now: float, next_attempt_at: float,
+def postpone_batch(t: Tables, *, id: str, holder: str, now: float, delay: float,
                  attempts: int, error_code: str, error_message: str) -> Result:
-    return update(held(t, id, holder, now), claimed_by=None, lease_until=None,
-                  next_attempt_at=real(next_attempt_at), attempts=attempts,
-                  error_code=error_code, error_message=error_message, updated_at=real(now))
+    found = held(t, id, holder, now)
+    update(found, claimed_by=None, lease_until=None, next_attempt_at=real(now + delay),
+           attempts=attempts, error_code=error_code, error_message=error_message,
+           updated_at=real(now))
+    return answer({"next_attempt_at": j["next_attempt_at"]} for j in found)  # RETURNING
 
 
 # -- what a batch went through with its provider ------------------------------------------

@@ -38,10 +38,10 @@ def set_meta(t: Tables, *, key: str, value: str) -> Result:
 
 
 @query
-def insert_event(t: Tables, *, at: float, node: str, batch_id: str | None, file_id: str | None,
+def insert_event(t: Tables, *, now: float, node: str, batch_id: str | None, file_id: str | None,
                  kind: str, from_state: str | None, to_state: str | None,
                  detail: str | None) -> Result:
-    t.events.append({"id": len(t.events) + 1, "at": real(at), "node": node, "batch_id": batch_id,
+    t.events.append({"id": len(t.events) + 1, "at": real(now), "node": node, "batch_id": batch_id,
                      "file_id": file_id, "kind": kind, "from_state": from_state,
                      "to_state": to_state, "detail": detail})
     return Result(rowcount=1)
@@ -57,12 +57,12 @@ def answers(t: Tables) -> Result:
 @query
 def insert_file(t: Tables, *, id: str, folder: str, source: bytes, dev: int, ino: int,
                 size: int, mtime_ns: int, sha256: str | None, seen_at: float,
-                claimed_at: float, now: float) -> Result:
+                now: float) -> Result:
     unique(id in t.files, "files.id")
     row = dict.fromkeys(FILE_COLUMNS)
     row.update(id=id, folder=folder, source=source, state="CLAIMED", dev=dev, ino=ino,
                size=size, mtime_ns=mtime_ns, sha256=sha256, attempts=0, seen_at=real(seen_at),
-               claimed_at=real(claimed_at), updated_at=real(now))
+               claimed_at=real(now), updated_at=real(now))
     t.files[id] = row
     return Result(rowcount=1)
 

@@ -91,9 +91,9 @@ def outputs_in_state(t: Tables, *, folder: str, state: str) -> Result:
 
 
 @query
-def changes_per_minute(t: Tables, *, folder: str, state: str, now: float,
+def changes_per_minute(t: Tables, *, folder: str, state: str, until: float,
                        since: float) -> Result:
-    ago = Counter(int((now - f["updated_at"]) / 60) for f in t.files.values()
+    ago = Counter(int((until - f["updated_at"]) / 60) for f in t.files.values()
                   if f["folder"] == folder and f["state"] == state and f["updated_at"] > since)
     return answer({"ago": minute, "count(*)": n} for minute, n in sorted(ago.items()))
 

@@ -2,6 +2,9 @@
 -- memory.py answers each name the same way in Python (memory/*_queries.py).
 -- Guarded writes name the state they expect and, for batches, the lease: a write that
 -- matches zero rows is an error the caller must not ignore.
+-- :now is the store's clock; times derived from it are computed here (:now + :seconds),
+-- so that a dialect that stamps with the database's own clock computes them on it too.
+-- A dialect may override a query in sql/<dialect>/queries.sql.
 
 -- name: get_meta
 SELECT value FROM meta WHERE key = :key;
@@ -12,13 +15,13 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
 -- name: insert_event
 INSERT INTO events (at, node, batch_id, file_id, kind, from_state, to_state, detail)
-VALUES (:at, :node, :batch_id, :file_id, :kind, :from_state, :to_state, :detail);
+VALUES (:now, :node, :batch_id, :file_id, :kind, :from_state, :to_state, :detail);
 
 -- name: insert_file
 INSERT INTO files (id, folder, source, state, dev, ino, size, mtime_ns, sha256,
                    seen_at, claimed_at, updated_at)
 VALUES (:id, :folder, :source, 'CLAIMED', :dev, :ino, :size, :mtime_ns, :sha256,
-        :seen_at, :claimed_at, :now);
+        :seen_at, :now, :now);
 
 -- name: get_file
 SELECT * FROM files WHERE id = :id;
@@ -125,7 +128,7 @@ SELECT id FROM batches;
 -- name: acquire_batch
 -- :holder is "<node>/<token>", new for every acquisition; :busy lists the batches other
 -- threads of this process are working on (their leases may have lapsed).
-UPDATE batches SET claimed_by = :holder, lease_until = :lease_until
+UPDATE batches SET claimed_by = :holder, lease_until = :now + :seconds
 WHERE id = (
     SELECT id FROM batches
     WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= :now
@@ -157,8 +160,9 @@ WHERE id = :id AND state = :from_state AND claimed_by = :holder AND lease_until 
 
 -- name: renew_lease
 -- A lapsed lease may be renewed by its holder as long as nobody took it over.
-UPDATE batches SET lease_until = :lease_until
-WHERE id = :id AND claimed_by = :holder;
+UPDATE batches SET lease_until = :now + :seconds
+WHERE id = :id AND claimed_by = :holder
+RETURNING lease_until;
 
 -- name: release_batch
 UPDATE batches SET claimed_by = NULL, lease_until = NULL, next_attempt_at = :next_attempt_at,
@@ -166,10 +170,11 @@ UPDATE batches SET claimed_by = NULL, lease_until = NULL, next_attempt_at = :nex
 WHERE id = :id AND claimed_by = :holder;
 
 -- name: postpone_batch
-UPDATE batches SET claimed_by = NULL, lease_until = NULL, next_attempt_at = :next_attempt_at,
+UPDATE batches SET claimed_by = NULL, lease_until = NULL, next_attempt_at = :now + :delay,
                 attempts = :attempts, error_code = :error_code,
                 error_message = :error_message, updated_at = :now
-WHERE id = :id AND claimed_by = :holder AND lease_until > :now;
+WHERE id = :id AND claimed_by = :holder AND lease_until > :now
+RETURNING next_attempt_at;
 
 -- name: reopen_batch
 UPDATE batches SET state = :to_state, next_attempt_at = :now, attempts = 0, failed_step = NULL,
@@ -310,7 +315,8 @@ ORDER BY e.at DESC;
 SELECT outputs FROM files WHERE folder = :folder AND state = :state;
 
 -- name: changes_per_minute
-SELECT CAST((:now - updated_at) / 60 AS INTEGER) AS ago, count(*) FROM files
+-- :until is the caller's "now" (status draws the minutes before it), not the clock.
+SELECT CAST((:until - updated_at) / 60 AS INTEGER) AS ago, count(*) FROM files
 WHERE folder = :folder AND state = :state AND updated_at > :since
 GROUP BY ago;
 
