@@ -1,5 +1,6 @@
 """Test-wide fixtures: no daemon outlives the test that started it; a folder tree for a
-daemon run as an unprivileged user; the log of a daemon run in the test's process."""
+daemon run as an unprivileged user; the log of a daemon run in the test's process; the
+PostgreSQL server and the S3 server of the session."""
 
 from __future__ import annotations
 
@@ -45,6 +46,16 @@ def debug_log() -> Iterator[io.StringIO]:
     logs.configure("json", "debug", stream)
     yield stream
     logs.configure("json", "info", io.StringIO())
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The URL of the PostgreSQL server the store tests use, started if it was down (the
+    test fails, never skips, if it cannot be reached); tests/postgres.py makes each test
+    a schema of its own on it."""
+    from tests.postgres import server
+
+    return server()
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,27 @@
-"""What the store's contract tests share: each runs once on the SQLite store and once on
-the in-memory one (``BACKENDS``), so the fake cannot drift from the real. The fixtures
-built from them are in ``tests/unit/store_contract/conftest.py``.
+"""What the store's contract tests share: each runs once on each backend (``BACKENDS``:
+the SQLite store, the PostgreSQL store and the in-memory one), so neither the fake nor one
+real backend can drift from the others. The fixtures built from them are in
+``tests/unit/store_contract/conftest.py``.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
+
+import psycopg
 
 from folderseal.core.model import BatchRecord
 from folderseal.store import Store
 from folderseal.store.memory import MemoryStore
+from folderseal.store.postgres import PostgresStore, migrate
 from folderseal.store.sqlite import SqliteStore
+from tests.postgres import own_schema
+
+# What a backend raises for a second row with the same key (the fake raises SQLite's).
+DUPLICATE = (sqlite3.IntegrityError, psycopg.errors.UniqueViolation)
 
 T0 = 1_800_000_000.0
 
@@ -32,17 +42,24 @@ class Clock:
 class Backend:
     """Connections to one store of one backend, each for a node; all closed at the end."""
 
-    def __init__(self, kind: str, state_dir: Path, clock: Clock) -> None:
+    def __init__(self, kind: str, state_dir: Path, clock: Clock, url: str = "") -> None:
         self.kind = kind
         self.clock = clock
+        self.state_dir = state_dir
         self.path = state_dir / "folderseal.sqlite"
+        self.url = url  # postgres: the test's own schema, migrated
         self._memory = MemoryStore("first", clock=clock, state_dir=state_dir)
         self._opened: list[Store] = []
 
     def open(self, node: str) -> Store:
         """A new connection to the same store, as ``node``."""
-        opened: Store = SqliteStore(self.path, node, clock=self.clock) \
-            if self.kind == "sqlite" else self._memory.connect(node)
+        opened: Store
+        if self.kind == "sqlite":
+            opened = SqliteStore(self.path, node, clock=self.clock)
+        elif self.kind == "postgres":
+            opened = PostgresStore(self.url, node, self.state_dir, clock=self.clock)
+        else:
+            opened = self._memory.connect(node)
         self._opened.append(opened)
         return opened
 
@@ -51,14 +68,20 @@ class Backend:
             opened.close()
 
 
-BACKENDS = ["sqlite", "memory"]
+BACKENDS = ["sqlite", "postgres", "memory"]
 
 
-def opened(kind: str, state_dir: Path) -> Iterator[Backend]:
-    """A store of that backend in ``state_dir``, on a clock the test moves; closed after."""
-    backend = Backend(kind, state_dir, Clock())
-    yield backend
-    backend.close()
+def opened(kind: str, state_dir: Path, server: str = "") -> Iterator[Backend]:
+    """A store of that backend, on a clock the test moves; closed after. SQLite's is in
+    ``state_dir``; PostgreSQL's in a schema of its own on ``server``, dropped after."""
+    with ExitStack() as stack:
+        url = ""
+        if kind == "postgres":
+            url = stack.enter_context(own_schema(server))
+            migrate(url)
+        backend = Backend(kind, state_dir, Clock(), url)
+        stack.callback(backend.close)
+        yield backend
 
 
 def claim(store: Store, file_id: str, source: str = "scan.pdf", size: int = 100,

@@ -1,5 +1,6 @@
-"""The fixtures every store contract test takes: each test runs once on the SQLite store
-and once on the in-memory one, so the fake cannot drift from the real."""
+"""The fixtures every store contract test takes: each test runs once on the SQLite store,
+once on the PostgreSQL one and once on the in-memory one, so none can drift from the
+others."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from tests.store_backends import BACKENDS, Backend, Clock, opened
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    yield from opened(request.param, tmp_path)
+    server = request.getfixturevalue("postgres_server") if request.param == "postgres" else ""
+    yield from opened(request.param, tmp_path, server)
 
 
 @pytest.fixture

@@ -1,11 +1,10 @@
-"""The store's contract, run on both backends (SqliteStore and MemoryStore): claims,
-batches, transitions and their guards, leases and LeaseLost, postpone and attempts, and
-the events each records. What only SQLite has (its file, schema, migrations, WAL) is
-tested in test_store.py."""
+"""The store's contract, run on every backend (SqliteStore, PostgresStore and
+MemoryStore): claims, batches, transitions and their guards, leases and LeaseLost,
+postpone and attempts, and the events each records. What only SQLite has (its file,
+schema, migrations, WAL) is tested in test_store.py; PostgreSQL's, in
+test_store_postgres.py."""
 
 from __future__ import annotations
-
-import sqlite3
 
 import pytest
 
@@ -13,6 +12,7 @@ from folderseal.core.errors import LeaseLost, StateConflict
 from folderseal.core.model import BatchRecord, BatchState, DocumentResult, FileState
 from folderseal.store import LEASE_SECONDS, Store
 from tests.store_backends import (
+    DUPLICATE,
     T0,
     Backend,
     Clock,
@@ -55,7 +55,7 @@ def test_non_utf8_names_round_trip(store: Store) -> None:
 def test_duplicate_claim_id_is_refused(store: Store) -> None:
     """Two claims cannot share an id."""
     claim(store, "f1")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(DUPLICATE):
         claim(store, "f1")
 
 

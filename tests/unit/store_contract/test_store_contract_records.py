@@ -1,12 +1,11 @@
-"""The store's contract, run on both backends (SqliteStore and MemoryStore): transactions
-and connections, the queries of files, what a batch went through with its provider,
-``folderseal recover`` and ``folderseal retry``'s records, heartbeats, and what status
-reads. Claims, batches and leases are in test_store_contract.py."""
+"""The store's contract, run on every backend (SqliteStore, PostgresStore and
+MemoryStore): transactions and connections, the queries of files, what a batch went
+through with its provider, ``folderseal recover`` and ``folderseal retry``'s records,
+heartbeats, and what status reads. Claims, batches and leases are in test_store_contract.py."""
 
 from __future__ import annotations
 
 import re
-import sqlite3
 import threading
 
 import pytest
@@ -18,6 +17,7 @@ from folderseal.store import Store
 from folderseal.store.memory import QUERIES as MEMORY_QUERIES
 from folderseal.store.sqlite import QUERIES as SQLITE_QUERIES
 from tests.store_backends import (
+    DUPLICATE,
     T0,
     Backend,
     Clock,
@@ -257,7 +257,7 @@ def test_output_names_taken_by_another_refuse_the_whole_plan(store: Store) -> No
     first, second = store.file("f1"), store.file("f2")
     assert first is not None and second is not None
     store.set_file_outputs(first, [{"role": "signed", "path": "scan.pdf"}], "outbox")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(DUPLICATE):
         store.set_file_outputs(second, [{"role": "signed", "path": "scan (1).pdf"},
                                         {"role": "sidecar", "path": "scan.pdf"}], "outbox")
     kept = store.file("f2")

@@ -1,6 +1,7 @@
-"""The store's contract for what ``folderseal status`` reads, run on both backends
-(SqliteStore and MemoryStore): counts, the batches still open, recent failures, records a
-provider could not load, suspected fragments, deliveries per minute, stale retries."""
+"""The store's contract for what ``folderseal status`` reads, run on every backend
+(SqliteStore, PostgresStore and MemoryStore): counts, the batches still open, recent
+failures, records a provider could not load, suspected fragments, deliveries per minute,
+stale retries."""
 
 from __future__ import annotations
 

@@ -1,0 +1,36 @@
+-- What only the PostgreSQL store runs, beside the shared queries: the database's clock,
+-- and the bookkeeping of migrations (postgres.py).
+
+-- name: now
+-- Not a query: the expression each :now of a query becomes in a store on the database's
+-- clock. clock_timestamp(), not now(): now() is frozen at the start of a transaction, and
+-- a lease is checked against the time its write is made.
+CAST(extract(epoch FROM clock_timestamp()) AS double precision)
+
+-- name: database_time
+-- The database's clock, where Python needs "now" (a lease checked before a side effect,
+-- a time a caller adds a delay to).
+SELECT :now;
+
+-- name: migrate_lock
+-- One migrating node at a time per store (a schema of a database); released at commit.
+SELECT pg_advisory_xact_lock(hashtextextended('folderseal migrate ' || coalesce(current_schema(), ''), 0));
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    applied_at DOUBLE PRECISION NOT NULL,
+    applied_by TEXT NOT NULL             -- the folderseal version that applied it
+);
+
+-- name: record_migration
+INSERT INTO schema_migrations (version, applied_at, applied_by)
+VALUES (:version, :now, :code);
+
+-- name: has_schema
+-- Whether migrate() ever ran on this store (in the first schema of the search path).
+SELECT to_regclass('schema_migrations') IS NOT NULL;
+
+-- name: schema_version
+-- The last migration applied (0: none yet).
+SELECT coalesce(max(version), 0) FROM schema_migrations;
