@@ -1,8 +1,10 @@
 """The store: the authority on what happened to every file and batch.
 
-:class:`Store` is what the rest of folderseal asks of it. Two backends keep that
+:class:`Store` is what the rest of folderseal asks of it. Three backends keep that
 promise and pass the same contract tests: :class:`~folderseal.store.sqlite.SqliteStore`
-(SQLite in WAL mode, in the state folder: what the service runs on) and
+(SQLite in WAL mode, in the state folder: what one node runs on),
+:class:`~folderseal.store.postgres.PostgresStore` (one PostgreSQL database shared by the
+nodes of a fleet, on the database's clock) and
 :class:`~folderseal.store.memory.MemoryStore` (plain dicts, for tests of the parts
 above it). The store only executes storage operations; what they mean for a batch
 lives in :mod:`folderseal.batches.machine`.
@@ -70,7 +72,7 @@ class Store(Protocol):
     """One connection to the store, for one thread.
 
     The protocol lists every store operation the package uses: the contract is this wide on
-    purpose, and tests/unit/store_contract/ runs all of it on both backends."""
+    purpose, and tests/unit/store_contract/ runs all of it on every backend."""
 
     node: str                       # this daemon's node name; leases carry it
     clock: Callable[[], float]      # the time every record is stamped with

@@ -1,11 +1,14 @@
-"""What both backends of the store share: guarded writes, the events they record, the
+"""What every backend of the store shares: guarded writes, the events they record, the
 leases a connection holds, and the meta record.
 
 Every operation of the store is written once, in this module's subclasses (files,
 batches, retries, reports), on top of named queries: :meth:`StoreBase._run` runs the query
 of that name (its SQL in ``sql/queries.sql`` for :class:`~folderseal.store.sqlite.SqliteStore`,
-a Python function of the same name for :class:`~folderseal.store.memory.MemoryStore`). So
-both backends raise the same errors in the same cases and record the same events.
+with PostgreSQL's overrides in ``sql/postgresql/queries.sql`` for
+:class:`~folderseal.store.postgres.PostgresStore`, a Python function of the same name for
+:class:`~folderseal.store.memory.MemoryStore`). So every backend raises the same errors in
+the same cases and records the same events. Times are the store's ``:now``
+(:meth:`StoreBase._now`) and what SQL derives from it, never computed beside it in Python.
 """
 
 from __future__ import annotations

@@ -54,27 +54,27 @@ def rows(cursor: psycopg.Cursor[Any]) -> RowMaker[Row]:
 Connection = psycopg.Connection[Row]
 
 
-def _password(url: str) -> str | None:
+def _parsed(url: str) -> dict[str, Any] | None:
+    """The URL's connection parameters; None if libpq cannot read it (its message may
+    quote the URL, password and all, so it is dropped here)."""
     try:
-        password = conninfo_to_dict(url).get("password")
+        return conninfo_to_dict(url)
     except psycopg.Error:
         return None
-    return str(password) if password else None
 
 
 def masked(text: str, url: str) -> str:
     """``text`` without the URL's password (nor any secret registered elsewhere)."""
-    password = _password(url)
+    password = (_parsed(url) or {}).get("password")
     if password:
-        text = text.replace(password, MASK)
+        text = text.replace(str(password), MASK)
     return REDACTOR.text(text)
 
 
 def describe(url: str) -> str:
     """Where the store is, for a message: ``user@host:port/database``, never a password."""
-    try:
-        params = conninfo_to_dict(url)
-    except psycopg.Error:
+    params = _parsed(url)
+    if params is None:
         return "(a store URL that cannot be read)"
     user = f"{params['user']}@" if params.get("user") else ""
     port = f":{params['port']}" if params.get("port") else ""
@@ -99,11 +99,10 @@ def unavailable(url: str, exc: psycopg.Error) -> StateUnavailable:
 def connect(url: str, node: str, *, read_only: bool = False, timeout: float = CONNECT_TIMEOUT,
             statement_timeout_ms: int = 0) -> Connection:
     """A new connection (autocommit: :meth:`PostgresStore.transaction` opens transactions)."""
-    try:
-        params: dict[str, Any] = conninfo_to_dict(url)
-    except psycopg.Error:  # its message may quote the whole URL, password and all
+    params = _parsed(url)
+    if params is None:
         raise ConfigError("the store URL cannot be read: write it as "
-                          "postgresql://user@host:port/database") from None
+                          "postgresql://user@host:port/database")
     settings = [params.get("options") or "",  # the URL's own (a search_path, say) first
                 f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"]
     if read_only:  # status and the health check: the server refuses their writes
@@ -113,9 +112,12 @@ def connect(url: str, node: str, *, read_only: bool = False, timeout: float = CO
     params.update(KEEPALIVES, options=" ".join(s for s in settings if s),
                   connect_timeout=max(1, round(timeout)))
     params.setdefault("application_name", f"folderseal {node}"[:63])
+    # Raised outside the except clause: nothing of libpq's own message rides along.
+    failure: psycopg.Error
     try:
         return psycopg.connect(autocommit=True, row_factory=rows, **params)
-    except psycopg.OperationalError as exc:
-        raise unavailable(url, exc) from None
-    except psycopg.Error as exc:  # an option libpq does not know, say
-        raise ConfigError(f"the store URL cannot be used: {masked(str(exc), url)}") from None
+    except psycopg.Error as exc:
+        failure = exc
+    if isinstance(failure, psycopg.OperationalError):
+        raise unavailable(url, failure)
+    raise ConfigError(f"the store URL cannot be used: {masked(str(failure), url)}")

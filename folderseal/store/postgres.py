@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Self
 import psycopg
 
 from folderseal import __version__
-from folderseal.core.errors import ConfigError
+from folderseal.core.errors import ConfigError, StateUnavailable
 from folderseal.store import Store, pgconnect
 from folderseal.store.batches import BatchRecords
 from folderseal.store.reports import ReportQueries
@@ -174,7 +174,7 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
             with pgconnect.connect(self._url, self.node, read_only=True, timeout=HEALTH_TIMEOUT,
                                    statement_timeout_ms=int(HEALTH_TIMEOUT * 1000)) as conn:
                 conn.execute(self._queries["answers"], {}).fetchone()
-        except (ConfigError, psycopg.Error) as exc:
+        except (ConfigError, StateUnavailable, psycopg.Error) as exc:
             return pgconnect.masked(str(exc), self._url)
         return None
 

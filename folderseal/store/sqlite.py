@@ -5,7 +5,7 @@ between threads; :meth:`SqliteStore.connect` opens another). Writes run in ``BEG
 IMMEDIATE`` transactions; ``synchronous = FULL`` makes every commit durable before the
 step after it starts (docs/design.md's crash table depends on it). SQL is data: the schema, the
 numbered migrations and every query live in ``sql/``. What the operations mean is
-written once for both backends (files, batches, retries, reports); this module runs them
+written once for every backend (files, batches, retries, reports); this module runs them
 on SQLite.
 """
 

@@ -6,7 +6,7 @@ It runs the very operations the SQLite store runs (:mod:`folderseal.store.files`
 LeaseLost) in the same cases and records the same events; only the queries underneath
 are plain Python on dicts and lists (:mod:`.file_queries`, ``batch_queries``,
 ``report_queries``), and
-the contract tests run every promise against both. Like SQLite's, a transaction is all
+the contract tests run every promise against every backend. Like SQLite's, a transaction is all
 or nothing and one at a time: a lock shared by every connection to the store serialises
 them, and a transaction that raises puts the tables back as they were.
 
