@@ -115,7 +115,11 @@ def connect(url: str, node: str, *, read_only: bool = False, timeout: float = CO
     # Raised outside the except clause: nothing of libpq's own message rides along.
     failure: psycopg.Error
     try:
-        return psycopg.connect(autocommit=True, row_factory=rows, **params)
+        # No server-side prepared statements: a rolling upgrade adds columns under running
+        # nodes, and a prepared SELECT * would fail from then on ("cached plan must not
+        # change result type").
+        return psycopg.connect(autocommit=True, row_factory=rows, prepare_threshold=None,
+                               **params)
     except psycopg.Error as exc:
         failure = exc
     if isinstance(failure, psycopg.OperationalError):

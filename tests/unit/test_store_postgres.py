@@ -250,6 +250,18 @@ def test_a_transaction_the_server_cut_is_undone_and_unavailable(
     assert store.file("f3") is not None
 
 
+def test_a_column_added_under_a_running_node_breaks_none_of_its_queries(
+        store: PostgresStore, url: str) -> None:
+    """A rolling upgrade: a newer node migrates (an added column) while this one runs on;
+    its queries, run many times before, still answer (no plan is cached on the server)."""
+    claim(store, "f1")
+    for _ in range(10):
+        assert store.file("f1") is not None
+    sql(url, "ALTER TABLE files ADD COLUMN added_by_a_newer_node TEXT")
+    record = store.file("f1")
+    assert record is not None and record.id == "f1"
+
+
 def test_a_store_opened_to_read_sees_everything_and_writes_nothing(
         store: PostgresStore, url: str, tmp_path: Path) -> None:
     """``folderseal status`` reads what the daemon wrote; the server refuses its writes,
