@@ -16,6 +16,7 @@ from folderseal.commands import (
     check,
     emulate,
     init,
+    migrate,
     recover,
     retry,
     run,
@@ -29,7 +30,7 @@ from folderseal.core.redact import REDACTOR
 from folderseal.providers import registry  # noqa: F401  registers the kinds before any config is read
 
 # In the order `folderseal --help` lists them.
-COMMANDS = (run, sign, status, check, retry, verify, init, recover, emulate)
+COMMANDS = (run, sign, status, check, retry, verify, init, recover, emulate, migrate)
 
 
 def parser() -> argparse.ArgumentParser:

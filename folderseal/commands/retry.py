@@ -54,7 +54,7 @@ from folderseal.publish import retrying
 from folderseal.publish.errorfiles import ERROR_SUFFIX, Found, find_original, place_of, record_file
 from folderseal.publish.retrying import Move, Refused
 from folderseal.store import Store
-from folderseal.store.sqlite import SqliteStore
+from folderseal.store.opening import open_store
 from folderseal.work import WorkFolder
 
 if TYPE_CHECKING:
@@ -276,7 +276,7 @@ def _chosen(settings: Settings, store: Store,
 def retry(settings: Settings, ids: list[str] | None, force: bool = False) -> int:
     """Retry the failed files ``ids`` names (None: every failed file). ``force`` sends an
     ``outcome_unknown`` file again, only when ``ids`` names it by its own id."""
-    store = SqliteStore.open(settings.state_dir, settings.node_name)
+    store = open_store(settings)
     try:
         with retrying.lock(settings.state_dir, LOCK_WAIT_SECONDS) as free:
             if not free:

@@ -23,8 +23,16 @@ import socket
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from urllib.parse import unquote, urlsplit
 
-from pydantic import ByteSize, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    ByteSize,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,7 +40,13 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from folderseal.core.configbase import OptionalPath, ProviderSection, Section, credential
+from folderseal.core.configbase import (
+    OptionalPath,
+    ProviderSection,
+    Section,
+    credential,
+    read_secret,
+)
 from folderseal.core.errors import ConfigError
 from folderseal.core.keyfiles import names_credential
 from folderseal.core.redact import REDACTOR
@@ -75,19 +89,45 @@ def listen_address(value: str) -> tuple[str, int]:
 
 
 class StoreConfig(Section):
-    url: str = ""
+    """Where the store lives: SQLite in ``state_dir`` (``url = ""``), or a PostgreSQL
+    database several nodes share (fleet mode)."""
+
+    url: SecretStr | None = None       # may hold a password: never logged or shown
+    url_file: OptionalPath              # the URL in a file (first line), a secret
+    lease_seconds: float = Field(default=30.0, ge=5.0, le=3600.0)
+    auto_migrate: bool = False          # PostgreSQL: migrate at start (else `folderseal migrate`)
 
     @field_validator("url")
     @classmethod
-    def _only_sqlite_for_now(cls, value: str) -> str:
-        if value.startswith(("postgresql:", "postgres:")):
-            raise ValueError(
-                "a PostgreSQL store (fleet mode) is not available in this version; "
-                'leave url = "" to use SQLite in state_dir'
-            )
-        if value:
-            raise ValueError('only "" (SQLite in state_dir) is supported')
+    def _postgresql_only(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(POSTGRES_SCHEMES):
+            raise ValueError('must be "" (SQLite in state_dir) or "postgresql://…"')
         return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StoreConfig:
+        if self.url is not None and self.url_file is not None:
+            raise ValueError("give url or url_file, not both")
+        return self
+
+    def database_url(self) -> str | None:
+        """The PostgreSQL URL (its password registered with the redactor), or None for
+        SQLite in ``state_dir``."""
+        secret = read_secret(self.url, self.url_file, "store.url_file")
+        if secret is None:
+            return None
+        url = secret.decode()
+        if not url.startswith(POSTGRES_SCHEMES):
+            raise ConfigError(f"store.url_file {self.url_file}: the first line must be a "
+                              '"postgresql://…" URL')
+        password = urlsplit(url).password
+        if password:
+            REDACTOR.add(password.encode())
+            REDACTOR.add(unquote(password).encode())
+        return url
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 # A [providers.<name>] table: the model of its kind, told apart by `kind`. The union of
@@ -286,7 +326,7 @@ SECRET_PAIRS = (("password", "password_file"), ("api_key", "api_key_file"),
 
 
 def _env_secrets_win(raw: dict[str, Any]) -> dict[str, Any]:
-    """Drop a provider's secret from the file when the environment gives it (either way).
+    """Drop a secret from the file when the environment gives it (either way).
 
     The environment overrides the file key by key, but ``api_key`` and ``api_key_file``
     are one secret: FOLDERSEAL_PROVIDERS__X__API_KEY beside a file's api_key_file would
@@ -295,18 +335,24 @@ def _env_secrets_win(raw: dict[str, Any]) -> dict[str, Any]:
     "not set", as an empty value in the file does.
     """
     given = {key.upper() for key, value in os.environ.items() if value}
-    providers = raw.get("providers")
-    if not isinstance(providers, dict):
-        return raw
-    trimmed = dict(providers)
-    for name, table in providers.items():
+
+    def trimmed(table: Any, prefix: str, pairs: tuple[tuple[str, str], ...]) -> Any:
         if not isinstance(table, dict):
-            continue
-        prefix = f"{ENV_PREFIX}PROVIDERS__{name.upper()}__"
-        for pair in SECRET_PAIRS:
+            return table
+        for pair in pairs:
             if any(prefix + key.upper() in given for key in pair):
-                trimmed[name] = {k: v for k, v in trimmed[name].items() if k not in pair}
-    return {**raw, "providers": trimmed}
+                table = {k: v for k, v in table.items() if k not in pair}
+        return table
+
+    out = dict(raw)
+    if "store" in raw:
+        out["store"] = trimmed(raw["store"], f"{ENV_PREFIX}STORE__", (("url", "url_file"),))
+    providers = raw.get("providers")
+    if isinstance(providers, dict):
+        out["providers"] = {
+            name: trimmed(table, f"{ENV_PREFIX}PROVIDERS__{name.upper()}__", SECRET_PAIRS)
+            for name, table in providers.items()}
+    return out
 
 
 def _fold_names(raw: dict[str, Any]) -> dict[str, Any]:
@@ -350,9 +396,10 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         )
         for name, provider in settings.providers.items()
     }
+    store = settings.store.model_copy(update={"url_file": absolute(settings.store.url_file)})
     return settings.model_copy(
         update={"state_dir": absolute(settings.state_dir), "folders": folders,
-                "providers": providers}
+                "providers": providers, "store": store}
     )
 
 

@@ -22,7 +22,7 @@ from folderseal.core.redact import REDACTOR
 # Optional paths and secrets: "" in the file (or an empty variable) means "not set".
 BLANK_IS_UNSET = ("archive", "work_dir", "key", "password_file", "password", "api_key",
                   "api_key_file", "api_token", "api_token_file", "client_certificate",
-                  "client_key", "ca_bundle")
+                  "client_key", "ca_bundle", "url", "url_file")
 
 OptionalPath = Annotated[Path | None, Field(default=None)]
 

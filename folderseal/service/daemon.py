@@ -47,7 +47,7 @@ from folderseal.service.notices import Notices
 from folderseal.service.recover import missing_originals
 from folderseal.service.web import WebServer
 from folderseal.store import Store
-from folderseal.store.sqlite import SqliteStore
+from folderseal.store.opening import open_store
 from folderseal.work import WorkFolder
 
 HEARTBEAT_SECONDS = 2.0
@@ -109,7 +109,7 @@ class Daemon:
             raise ConfigError("no [folders.<name>] table is configured: nothing to watch")
         safety.check_layout(settings)
         self._lock_fd = statelock.acquire(settings.state_dir)  # makes the folder if needed
-        self.store = SqliteStore.open(settings.state_dir, self.node, check=True)
+        self.store = open_store(settings, self.node, check=True)
         released = self.store.release_node_leases()
         if released:
             self.log.info("daemon.leases_released", batches=released)

@@ -78,7 +78,7 @@ from folderseal.providers import Provider, Remote, ask_status, build, steps_of
 from folderseal.publish import sidecar
 from folderseal.service import traces
 from folderseal.store import Store
-from folderseal.store.sqlite import SqliteStore
+from folderseal.store.opening import open_store
 from folderseal.work import Manifest, WorkFolder
 
 WAITING = (FileState.CLAIMED, FileState.BATCHED, FileState.READY)
@@ -348,7 +348,7 @@ def recover(settings: Settings) -> int:
     """``folderseal recover``: settle every folder's work folder against the store in
     the state folder, which no daemon may hold meanwhile."""
     lock = statelock.acquire(settings.state_dir)  # never beside a running daemon
-    store = SqliteStore.open(settings.state_dir, settings.node_name, check=True)
+    store = open_store(settings, check=True)
     try:
         return settle(settings, store, lambda name: build(name, settings.providers[name],
                                                           settings.state_dir))

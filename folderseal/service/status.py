@@ -40,7 +40,7 @@ from folderseal.providers import NOT_QUALIFIED, build, steps_of
 from folderseal.publish import errorfiles, retrying
 from folderseal.publish.sidecar import iso
 from folderseal.store import Store
-from folderseal.store.sqlite import SqliteStore
+from folderseal.store.opening import reading_store
 
 HEARTBEAT_STALE = 30.0
 ALARM_ATTEMPTS = 8  # consecutive failures of one step: about 4 minutes of backoff
@@ -83,14 +83,14 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
     report: dict[str, Any] = {
         "node": settings.node_name, "generated": iso(now), "daemon": {"running": False},
         "folders": {}, "alarms": [], "warnings": []}
-    if not settings.database.exists():
+    store = reading_store(settings)
+    if store is None:
         report["warnings"] = provider_warnings(settings) if warnings is None else list(warnings)
         report["warnings"].append(f"no store at {settings.database} yet: the daemon never ran")
         report["folders"] = {name: {**_empty(), "outcome": _outcome(settings, cfg.provider)}
                              for name, cfg in settings.folders.items()}
         report["alarms"].append("the daemon is not running")
         return _redacted(report)
-    store = SqliteStore.reading(settings.database, settings.node_name)
     try:
         beat = next((n for n in store.nodes() if n["node"] == settings.node_name), None)
         notes = _daemon(beat, settings, report, now)

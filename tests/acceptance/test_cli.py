@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from folderseal.signing import make_trial_seal
+from folderseal.store.sqlite import migrations
 from tests.helpers import (
     FAST,
     Daemon,
@@ -198,14 +199,18 @@ def test_password_beside_a_bad_key_is_not_echoed(tmp_path: Path) -> None:
         assert secret not in out.stdout + out.stderr, f"{command} printed the password"
 
 
-def test_postgresql_store_is_refused_as_fleet_mode(tmp_path: Path) -> None:
-    """`run` with a PostgreSQL store URL exits 78 and says fleet mode is not available."""
-    layout = Layout(tmp_path, extra='\n[store]\nurl = "postgresql://x@127.0.0.1/test"\n')
+def test_migrate_makes_the_sqlite_store_and_then_has_nothing_to_do(tmp_path: Path) -> None:
+    """`folderseal migrate` creates the store in state_dir, and says so; a second run
+    finds the schema current."""
+    layout = Layout(tmp_path)
     layout.write()
-    run = folderseal("run", "-c", str(layout.config), timeout=30)
-    assert run.returncode == CONFIG_ERROR, run.stdout + run.stderr
-    assert "fleet mode" in run.stderr
-    assert "store.url" in run.stderr
+    first = folderseal("migrate", "-c", str(layout.config), timeout=30)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert str(layout.state / "folderseal.sqlite") in first.stdout
+    every = ", ".join(str(number) for number, _ in migrations())
+    assert f"applied migrations {every}" in first.stdout
+    again = folderseal("migrate", "-c", str(layout.config), timeout=30)
+    assert again.returncode == 0 and "the schema is current" in again.stdout, again.stdout
 
 
 def test_outbox_inside_the_inbox_is_refused(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from folderseal.core.config import load
 from folderseal.core.errors import ConfigError, ExitCode
+from folderseal.core.redact import REDACTOR
 
 PASSWORD = "S3cr3t-Pa55"
 
@@ -79,7 +80,8 @@ def test_defaults_match_the_documented_ones(tmp_path: Path) -> None:
     folder = settings.folders["scans"]
     assert settings.state_dir == Path("/var/lib/folderseal")
     assert settings.node == ""
-    assert settings.store.url == ""
+    assert settings.store.url is None and settings.store.url_file is None
+    assert settings.store.lease_seconds == 30.0 and not settings.store.auto_migrate
     assert (settings.log.format, settings.log.level) == ("auto", "info")
     assert settings.database == Path("/var/lib/folderseal/folderseal.sqlite")
     assert folder.archive is None and folder.work_dir is None
@@ -268,13 +270,42 @@ def test_folder_naming_a_missing_provider(tmp_path: Path) -> None:
     assert error.exit_code == 78
 
 
-def test_postgresql_store_is_refused_with_exit_78(tmp_path: Path) -> None:
-    """A postgresql:// store url is a configuration error (exit 78) until fleet mode exists."""
-    path = minimal(tmp_path, extra_top='[store]\nurl = "postgresql://fs@db/folderseal"\n')
+def test_a_store_url_that_is_not_postgresql_is_refused_with_exit_78(tmp_path: Path) -> None:
+    """Only "" (SQLite in state_dir) and postgresql:// URLs name a store."""
+    path = minimal(tmp_path, extra_top='[store]\nurl = "mysql://fs@db/folderseal"\n')
     error = config_error(path)
     assert error.exit_code == 78
     assert "store.url" in str(error)
     assert "FOLDERSEAL_STORE__URL" in str(error)
+
+
+def test_a_postgresql_url_is_read_and_its_password_redacted(tmp_path: Path) -> None:
+    """The URL (with its password) may come from a file; the password is never shown."""
+    (tmp_path / "store.url").write_text("postgresql://fs:s%40cret-pw@db/folderseal\n")
+    path = minimal(tmp_path, extra_top='[store]\nurl_file = "store.url"\nlease_seconds = 12\n')
+    settings = load(path)
+    assert settings.store.url_file == tmp_path / "store.url"
+    assert settings.store.database_url() == "postgresql://fs:s%40cret-pw@db/folderseal"
+    assert settings.store.lease_seconds == 12.0
+    shown = REDACTOR.text("could not connect to postgresql://fs:s%40cret-pw@db (s@cret-pw)")
+    assert "s%40cret-pw" not in shown and "s@cret-pw" not in shown
+
+
+def test_store_url_and_url_file_together_are_refused(tmp_path: Path) -> None:
+    """Two sources of one secret in the file are a conflict (exit 78)."""
+    (tmp_path / "store.url").write_text("postgresql://fs@db/folderseal\n")
+    path = minimal(tmp_path, extra_top='[store]\nurl = "postgresql://fs@db/x"\n'
+                                      'url_file = "store.url"\n')
+    error = config_error(path)
+    assert error.exit_code == 78 and "url or url_file" in str(error)
+
+
+def test_the_environment_url_replaces_the_files_url_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FOLDERSEAL_STORE__URL beside a file's url_file is not "both set": it wins."""
+    path = minimal(tmp_path, extra_top='[store]\nurl_file = "missing.url"\n')
+    monkeypatch.setenv("FOLDERSEAL_STORE__URL", "postgresql://fs@db/other")
+    assert load(path).store.database_url() == "postgresql://fs@db/other"
 
 
 def test_unknown_provider_kind(tmp_path: Path) -> None:

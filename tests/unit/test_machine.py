@@ -38,7 +38,7 @@ from tests.helpers import Layout, error_records, sidecars
 from tests.provider_parts import Built
 
 
-class Scripted(LocalProvider):
+class ScriptedSigner(LocalProvider):
     """A remote provider that uploads document by document; signs like the local one."""
 
     steps = Steps(remote=True, irrevocable=True, outcome="stored")
@@ -151,9 +151,9 @@ def layout(tmp_path: Path) -> Layout:
 
 
 def _daemon(layout: Layout,
-            make: Callable[[str, ProviderSection, Path], Scripted] = Scripted
-            ) -> tuple[Daemon, Scripted]:
-    """A prepared daemon whose provider ``make`` built (a new :class:`Scripted`), with the
+            make: Callable[[str, ProviderSection, Path], ScriptedSigner] = ScriptedSigner
+            ) -> tuple[Daemon, ScriptedSigner]:
+    """A prepared daemon whose provider ``make`` built (a new :class:`ScriptedSigner`), with the
     daemon's store to read."""
     built = Built(make)
     daemon = Daemon(config.load(layout.config), delay=lambda attempts: 0.0,

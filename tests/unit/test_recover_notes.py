@@ -16,7 +16,7 @@ from folderseal.store import Store
 from folderseal.store.sqlite import SqliteStore
 from folderseal.work import WorkFolder
 from tests.helpers import Layout, error_records
-from tests.unit.test_machine import Scripted, _daemon
+from tests.unit.test_machine import ScriptedSigner, _daemon
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def layout(tmp_path: Path) -> Layout:
     return layout
 
 
-def _stop_at(layout: Layout, scripted: dict[str, object]) -> tuple[str, list[str], Scripted]:
+def _stop_at(layout: Layout, scripted: dict[str, object]) -> tuple[str, list[str], ScriptedSigner]:
     """Run a batch until the scripted fault holds it back; then lose the store."""
     daemon, provider = _daemon(layout)
     for name, value in scripted.items():
@@ -49,7 +49,7 @@ def _stop_at(layout: Layout, scripted: dict[str, object]) -> tuple[str, list[str
     return batch_id, [i for i in ids if i], provider
 
 
-def _recover(layout: Layout, provider: Scripted, batch_id: str) -> tuple[str, Store]:
+def _recover(layout: Layout, provider: ScriptedSigner, batch_id: str) -> tuple[str, Store]:
     settings = config.load(layout.config)
     store = SqliteStore.open(settings.state_dir, settings.node_name)
     folder = _Folder("scans", settings.folders["scans"], settings, store, provider)
@@ -84,7 +84,7 @@ def test_an_upload_with_a_send_in_doubt_gets_a_new_remote_batch(layout: Layout) 
         store.close()
 
 
-def _run_on(layout: Layout, provider: Scripted, store: Store, batch_id: str) -> None:
+def _run_on(layout: Layout, provider: ScriptedSigner, store: Store, batch_id: str) -> None:
     """Start the daemon on the recovered store (as ``recover`` leaves it: the work folder
     now its own) with the same provider, and let it finish the batch."""
     settings = config.load(layout.config)
