@@ -93,7 +93,7 @@ class StoreConfig(Section):
     database several nodes share (fleet mode)."""
 
     url: SecretStr | None = None       # may hold a password: never logged or shown
-    url_file: OptionalPath              # the URL in a file (first line), a secret
+    url_file: Path | None = None        # the URL in a file (first line), a secret
     lease_seconds: float = Field(default=30.0, ge=5.0, le=3600.0)
     auto_migrate: bool = False          # PostgreSQL: migrate at start (else `folderseal migrate`)
 
