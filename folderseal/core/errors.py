@@ -49,6 +49,10 @@ class ForeignWorkFolderError(ConfigError):
     """A work folder holds claims of another store, or batches this store does not know."""
 
 
+class NodeNameTaken(ConfigError):
+    """Another running folderseal uses this node's name on the same store."""
+
+
 class StoreError(FolderSealError):
     """The store refused an operation."""
 

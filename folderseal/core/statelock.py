@@ -12,17 +12,21 @@ and what to do: restarting cannot help, so systemd must not loop on it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import shlex
 import sys
+import uuid
 from pathlib import Path
 
+from folderseal.core import files
 from folderseal.core.errors import ConfigError, FolderSealError, StateUnavailable
 from folderseal.core.keyfiles import user_name
 
 LOCK_NAME = "folderseal.lock"
+INSTANCE_NAME = "instance"  # this state folder's id (instance_id)
 STORE_FILES = ("folderseal.sqlite", "folderseal.sqlite-wal", "folderseal.sqlite-shm")
 _NOT_A_FOLDER = (errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ELOOP)
 
@@ -46,6 +50,25 @@ def acquire(state_dir: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def instance_id(state_dir: Path) -> str:
+    """This state folder's random id, made on first use: the store records which
+    instance owns a node name, and a daemon restarted from the same folder (the lock
+    held, so the last one is gone) is the same instance and takes its name back at once."""
+    path = state_dir / INSTANCE_NAME
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise unusable(state_dir, exc) from None
+    try:
+        with contextlib.suppress(FileExistsError):  # made meanwhile: that one is the id
+            files.write_new(state_dir, INSTANCE_NAME, f"{uuid.uuid4().hex}\n".encode(), 0o644)
+        return path.read_text(encoding="ascii").strip()
+    except OSError as exc:
+        raise unusable(state_dir, exc) from None
 
 
 def check_readable(state_dir: Path) -> None:

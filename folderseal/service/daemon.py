@@ -32,6 +32,7 @@ from folderseal.core.errors import (
     ConfigError,
     ExitCode,
     FolderSealError,
+    NodeNameTaken,
     TransientError,
 )
 from folderseal.core.logs import get as get_logger
@@ -42,7 +43,7 @@ from folderseal.providers.local.tracker import stop_resource_tracker
 from folderseal.providers.measured import MeasuredProvider
 from folderseal.publish.probe import Probe
 from folderseal.publish.sink import Sink
-from folderseal.service import status
+from folderseal.service import node, status
 from folderseal.service.notices import Notices
 from folderseal.service.recover import missing_originals
 from folderseal.service.web import WebServer
@@ -110,6 +111,7 @@ class Daemon:
         safety.check_layout(settings)
         self._lock_fd = statelock.acquire(settings.state_dir)  # makes the folder if needed
         self.store = open_store(settings, self.node, check=True)
+        node.register(self.store, settings, self.started_at)
         released = self.store.release_node_leases()
         if released:
             self.log.info("daemon.leases_released", batches=released)
@@ -297,6 +299,10 @@ class Daemon:
                     self.heartbeat()
                 except TransientError as exc:
                     self.log.warning("daemon.heartbeat_failed", reason=str(exc))
+                except NodeNameTaken as exc:  # this one was thought dead: stop, exit 78
+                    self.fatal = exc
+                    self.stop.set()
+                    break
                 last_beat = now
             if ready or all(i.first_scan_done for i in self.intakes.values()):
                 if not ready or now - last_status >= STATUS_SECONDS:
@@ -332,8 +338,9 @@ class Daemon:
                     self.log.warning("batches.paused", reason=str(exc))
                     self.stop.wait(STATE_RETRY_SECONDS)
                     continue
-                due = store.next_due()
-                timeout = MAX_SLEEP if due is None else min(MAX_SLEEP, max(0.01, due - time.time()))
+                due = store.next_due()  # on the store's clock, as the batch's times
+                timeout = MAX_SLEEP if due is None else \
+                    min(MAX_SLEEP, max(0.01, due - store.clock()))
                 with self.batches_ready:
                     self.batches_ready.wait(timeout)
         finally:
@@ -397,4 +404,4 @@ class Daemon:
         while not until() and not self.stop.is_set() and time.time() < deadline:
             if not machine.run_once():
                 due = self.store.next_due()
-                time.sleep(0.05 if due is None else min(1.0, max(0.0, due - time.time())))
+                time.sleep(0.05 if due is None else min(1.0, max(0.0, due - self.store.clock())))

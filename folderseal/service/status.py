@@ -92,6 +92,7 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
         report["alarms"].append("the daemon is not running")
         return _redacted(report)
     try:
+        now = store.clock()  # what the store's times are compared with: its own clock
         beat = next((n for n in store.nodes() if n["node"] == settings.node_name), None)
         notes = _daemon(beat, settings, report, now)
         if warnings is None:  # the running daemon's own findings (the network, its credentials)

@@ -75,6 +75,7 @@ class Store(Protocol):
     purpose, and tests/unit/store_contract/ runs all of it on every backend."""
 
     node: str                       # this daemon's node name; leases carry it
+    instance: str                   # whose heartbeats these are (register_node)
     clock: Callable[[], float]      # the time every record is stamped with
 
     # -- the connection ---------------------------------------------------------
@@ -295,11 +296,18 @@ class Store(Protocol):
 
     # -- the daemons ---------------------------------------------------------------
 
+    def register_node(self, instance: str, pid: int, started_at: float,
+                      alive_seconds: float) -> None:
+        """Take the node name for ``instance``, at start (NodeNameTaken while another
+        instance of the name beat within ``alive_seconds``)."""
+
     def heartbeat(self, pid: int, started_at: float, notes: dict[str, Any]) -> None:
-        """Record that this node's daemon is alive, with its notes for status."""
+        """Record that this node's daemon is alive, with its notes for status
+        (NodeNameTaken if another instance took the name meanwhile)."""
 
     def nodes(self) -> list[dict[str, Any]]:
-        """Each node's last heartbeat: node, pid, started_at, heartbeat_at, notes."""
+        """Each node's last heartbeat: node, pid, started_at, heartbeat_at, notes,
+        instance, version, schema_version."""
 
     # -- what status reads -----------------------------------------------------------
 

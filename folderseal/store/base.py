@@ -39,6 +39,7 @@ class StoreBase:
     def __init__(self, node: str, clock: Callable[[], float]) -> None:
         self.node = node
         self.clock = clock
+        self.instance = ""  # the instance register_node took the node name for
         # batch id → (holder, expiry) of the leases this connection holds
         self._leases: dict[str, tuple[str, float]] = {}
 
@@ -51,6 +52,11 @@ class StoreBase:
     def _run(self, name: str, **params: Any) -> Cursor:
         """Run the named query with ``params``."""
         raise NotImplementedError
+
+    @property
+    def schema_version(self) -> int:
+        """The newest migration this code has for the backend (nodes record it)."""
+        return 0
 
     def _now(self) -> float | None:
         """The ``:now`` a query stamps and compares with: the store's clock. A backend

@@ -13,7 +13,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from folderseal.core.errors import LeaseLost, StateConflict
+from folderseal import __version__
+from folderseal.core.errors import LeaseLost, NodeNameTaken, StateConflict
 from folderseal.core.model import BatchRecord, BatchState, DocumentResult, Event, FileState
 from folderseal.core.redact import REDACTOR
 from folderseal.store import LEASE_SECONDS
@@ -290,10 +291,31 @@ class BatchRecords(FileRecords):
                 self._run("forgive_attempt", id=file_id, batch_id=batch.id, now=self._now())
                 self.event("file.attempt_forgiven", file_id=file_id, batch_id=batch.id)
 
-    def heartbeat(self, pid: int, started_at: float, notes: dict[str, Any]) -> None:
+    def register_node(self, instance: str, pid: int, started_at: float,
+                      alive_seconds: float) -> None:
+        """Take the node name for ``instance`` (its state folder's id), at start:
+        NodeNameTaken (exit 78) while another instance of the name beat within
+        ``alive_seconds``. This connection's heartbeats are for ``instance`` from now on."""
         with self.transaction():
-            self._run("heartbeat", node=self.node, pid=pid, started_at=started_at,
-                      now=self._now(), notes=json.dumps(notes))
+            if self._run("register_node", node=self.node, pid=pid, started_at=started_at,
+                         now=self._now(), instance=instance, version=__version__,
+                         schema_version=self.schema_version,
+                         alive_seconds=alive_seconds).rowcount != 1:
+                raise NodeNameTaken(
+                    f"another folderseal runs as node {self.node!r} on this store (it beat "
+                    f"within the last {alive_seconds:g} s): give each node its own `node` "
+                    "name, or stop the other one first")
+        self.instance = instance
+
+    def heartbeat(self, pid: int, started_at: float, notes: dict[str, Any]) -> None:
+        """Record that this node's instance is alive, with its notes for status;
+        NodeNameTaken if another instance took the name (this one was thought dead)."""
+        with self.transaction():
+            if self._run("heartbeat", node=self.node, instance=self.instance,
+                         now=self._now(), notes=json.dumps(notes)).rowcount != 1:
+                raise NodeNameTaken(
+                    f"node {self.node!r} was taken by another folderseal after this one "
+                    "stopped beating: this one stops; give each node its own `node` name")
 
     def nodes(self) -> list[dict[str, Any]]:
         return [{**dict(r), "notes": json.loads(r["notes"])} for r in self._run("nodes")]

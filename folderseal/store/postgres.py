@@ -164,6 +164,10 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
         self._conn.close()
 
     @property
+    def schema_version(self) -> int:
+        return migrations()[-1][0]
+
+    @property
     def state_dir(self) -> Path:
         return self._state_dir
 

@@ -103,6 +103,10 @@ class SqliteStore(BatchRecords, RetryRecords, ReportQueries):
         self._db.close()
 
     @property
+    def schema_version(self) -> int:
+        return migrations()[-1][0]
+
+    @property
     def state_dir(self) -> Path:
         return self.path.parent
 

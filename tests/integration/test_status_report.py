@@ -162,6 +162,8 @@ def test_suspected_fragments_of_the_last_day_and_ignored_names_are_shown(
     lock = statelock.acquire(settings.state_dir)
     try:
         clock[0] = now
+        store.register_node(statelock.instance_id(settings.state_dir), os.getpid(), now - 60,
+                            alive_seconds=30)
         store.heartbeat(os.getpid(), now - 60, {"folders": {"scans": {"ignored": {
             "count": 3, "oldest": "sub/y.PART", "oldest_mtime": now - 7200}}}})
         store.close()

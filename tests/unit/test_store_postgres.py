@@ -18,7 +18,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from folderseal.core.errors import ConfigError, FolderSealError, StateUnavailable
-from folderseal.store import LEASE_SECONDS, batches, pgconnect
+from folderseal.store import LEASE_SECONDS, batches, pgconnect, postgres
 from folderseal.store.postgres import QUERIES, PostgresStore, _psycopg, migrate, migrations
 from folderseal.store.sqlite import QUERIES as SQLITE_QUERIES
 from folderseal.store.sqltext import SQL
@@ -146,12 +146,13 @@ def test_open_without_auto_migrate_refuses_a_store_not_migrated(url: str,
     migration behind, is refused with the command that fixes it."""
     with pytest.raises(ConfigError, match="no folderseal schema: run 'folderseal migrate'"):
         PostgresStore.open(url, "node-a", tmp_path, auto_migrate=False)
-    migrate(url)
-    # One migration behind (0001 only: marked as not applied, its tables left empty).
-    latest = migrations()[-1][0]
-    sql(url, "DELETE FROM schema_migrations WHERE version = %s", latest)
-    if latest == 1:
-        sql(url, "DROP TABLE meta, batches, files, events, output_names, nodes")
+    # One migration behind: every migration but the latest applied, as an older
+    # folderseal's migrate left the schema.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(postgres._OWN["create_migrations_table"], {})
+        for number, text in migrations()[:-1]:
+            conn.execute(text)  # a migration script, as migrate runs it
+            conn.execute(postgres._OWN["record_migration"], {"version": number, "code": "0"})
     with pytest.raises(ConfigError, match=r"needs version \d+: run 'folderseal migrate'"):
         PostgresStore.open(url, "node-a", tmp_path, auto_migrate=False)
     with pytest.raises(ConfigError, match="run 'folderseal migrate'"):

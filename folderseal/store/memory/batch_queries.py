@@ -14,7 +14,6 @@ from folderseal.store.memory.tables import (
     batch_if,
     free,
     held,
-    like,
     one_value,
     query,
     real,
@@ -110,7 +109,8 @@ def release_batch(t: Tables, *, id: str, holder: str, now: float,
 @query
 def release_node_leases(t: Tables, *, node: str) -> Result:
     return update([j for j in t.batches.values() if j["claimed_by"] == node
-                   or like(j["claimed_by"], f"{node}/%")], claimed_by=None, lease_until=None)
+                   or (j["claimed_by"] or "").startswith(f"{node}/")],
+                  claimed_by=None, lease_until=None)
 
 
 @query
@@ -250,10 +250,25 @@ def batch_history(t: Tables, *, batch_id: str) -> Result:
 
 
 @query
-def heartbeat(t: Tables, *, node: str, pid: int, started_at: float, now: float,
-              notes: str) -> Result:
+def register_node(t: Tables, *, node: str, pid: int, started_at: float, now: float,
+                  instance: str, version: str, schema_version: int,
+                  alive_seconds: float) -> Result:
+    owner = t.nodes.get(node)
+    if owner is not None and owner["instance"] != instance \
+            and owner["heartbeat_at"] > now - alive_seconds:
+        return Result(rowcount=0)
     t.nodes[node] = {"node": node, "pid": pid, "started_at": real(started_at),
-                     "heartbeat_at": real(now), "notes": notes}
+                     "heartbeat_at": real(now), "notes": "{}", "instance": instance,
+                     "version": version, "schema_version": schema_version}
+    return Result(rowcount=1)
+
+
+@query
+def heartbeat(t: Tables, *, node: str, instance: str, now: float, notes: str) -> Result:
+    row = t.nodes.get(node)
+    if row is None or row["instance"] != instance:
+        return Result(rowcount=0)
+    t.nodes[node] = {**row, "heartbeat_at": real(now), "notes": notes}
     return Result(rowcount=1)
 
 

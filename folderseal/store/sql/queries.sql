@@ -209,7 +209,8 @@ WHERE id = :id AND state = 'BATCHED';
 
 -- name: release_node_leases
 UPDATE batches SET claimed_by = NULL, lease_until = NULL
-WHERE claimed_by = :node OR claimed_by LIKE :node || '/%';
+-- Exactly this node's holders ("<node>/<token>"): a name may hold "_" or "%", so no LIKE.
+WHERE claimed_by = :node OR substr(claimed_by, 1, length(:node) + 1) = :node || '/';
 
 -- name: note_upload
 UPDATE batches SET upload_sent_at = CASE WHEN upload_sent_remote IS :remote_id
@@ -257,11 +258,22 @@ WHERE (batch_id = :batch_id AND kind = 'batch.state')
        AND file_id IN (SELECT id FROM files WHERE batch_id = :batch_id))
 ORDER BY id;
 
--- name: heartbeat
-INSERT INTO nodes (node, pid, started_at, heartbeat_at, notes)
-VALUES (:node, :pid, :started_at, :now, :notes)
+-- name: register_node
+-- A node name belongs to one running instance: another may take it only once the
+-- owner's heartbeat is older than :alive_seconds (on the store's clock).
+INSERT INTO nodes (node, pid, started_at, heartbeat_at, notes, instance, version,
+                   schema_version)
+VALUES (:node, :pid, :started_at, :now, '{}', :instance, :version, :schema_version)
 ON CONFLICT (node) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at,
-    heartbeat_at = excluded.heartbeat_at, notes = excluded.notes;
+    heartbeat_at = excluded.heartbeat_at, notes = excluded.notes,
+    instance = excluded.instance, version = excluded.version,
+    schema_version = excluded.schema_version
+WHERE nodes.instance = excluded.instance OR nodes.heartbeat_at <= :now - :alive_seconds;
+
+-- name: heartbeat
+-- Only the instance that owns the name beats for it.
+UPDATE nodes SET heartbeat_at = :now, notes = :notes
+WHERE node = :node AND instance = :instance;
 
 -- name: nodes
 SELECT * FROM nodes ORDER BY node;

@@ -103,4 +103,8 @@ CREATE TABLE nodes (
     started_at   REAL NOT NULL,
     heartbeat_at REAL NOT NULL,
     notes        TEXT NOT NULL
-);
+    -- Added by migration 0007: the instance that owns the name (new at each start), the
+    -- folderseal version it runs, the newest migration it knows.
+    , instance TEXT NOT NULL DEFAULT '',
+    version TEXT NOT NULL DEFAULT '',
+    schema_version INTEGER NOT NULL DEFAULT 0);

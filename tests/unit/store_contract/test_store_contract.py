@@ -315,6 +315,18 @@ def test_release_node_leases(store: Store, backend: Backend, clock: Clock) -> No
         other.close()
 
 
+def test_release_node_leases_matches_the_name_exactly(backend: Backend) -> None:
+    """A node name holding "_" or "%" releases its own leases only, not those of a node
+    whose name the same pattern would match."""
+    for name, other_name in (("scan_1", "scanX1"), ("100%", "100%-b")):
+        mine, other = backend.open(name), backend.open(other_name)
+        formed_batch(other, f"job-{other_name}", n=1)
+        theirs = acquired(other)
+        assert mine.release_node_leases() == 0
+        kept = other.batch(theirs.id)
+        assert kept is not None and (kept.claimed_by or "").startswith(f"{other_name}/")
+
+
 def test_begin_attempt_counts_and_renews(store: Store, clock: Clock) -> None:
     """begin_attempts counts a file's attempts and renews the batch's lease when half is gone."""
     batch = acquired_after(store)

@@ -10,7 +10,8 @@ import threading
 
 import pytest
 
-from folderseal.core.errors import LeaseLost, StateConflict
+from folderseal import __version__
+from folderseal.core.errors import LeaseLost, NodeNameTaken, StateConflict
 from folderseal.core.model import BatchRecord, BatchState, DocumentResult, FileState
 from folderseal.core.redact import REDACTOR
 from folderseal.store import Store
@@ -502,12 +503,52 @@ def test_an_error_place_is_recorded_without_changing_when_it_failed(
 
 def test_heartbeats_replace_the_last_one_of_the_node(store: Store, backend: Backend,
                                                      clock: Clock) -> None:
-    """Each node keeps its last heartbeat: pid, start, when, and its notes."""
-    store.heartbeat(41, T0 - 100, {"folders": {}})
+    """Each node keeps its last heartbeat: pid, start, when, its notes, and which
+    instance of which version beats."""
+    store.register_node("i-a", 42, T0 - 50, alive_seconds=30)
+    store.heartbeat(42, T0 - 50, {"folders": {}})
     clock.advance(2)
     store.heartbeat(42, T0 - 50, {"warnings": ["w"]})
-    backend.open("node-0").heartbeat(7, T0, {})
-    assert store.nodes() == [
-        {"node": "node-0", "pid": 7, "started_at": T0, "heartbeat_at": T0 + 2, "notes": {}},
-        {"node": "node-a", "pid": 42, "started_at": T0 - 50, "heartbeat_at": T0 + 2,
-         "notes": {"warnings": ["w"]}}]
+    other = backend.open("node-0")
+    other.register_node("i-0", 7, T0, alive_seconds=30)
+    other.heartbeat(7, T0, {})
+    rows = store.nodes()
+    assert [(r["node"], r["pid"], r["started_at"], r["heartbeat_at"], r["notes"])
+            for r in rows] == [("node-0", 7, T0, T0 + 2, {}),
+                               ("node-a", 42, T0 - 50, T0 + 2, {"warnings": ["w"]})]
+    assert [r["instance"] for r in rows] == ["i-0", "i-a"]
+    assert all(r["version"] == __version__ and r["schema_version"] >= 0 for r in rows)
+
+
+def test_a_node_name_belongs_to_one_live_instance(backend: Backend, clock: Clock) -> None:
+    """A second instance of a node name is refused while the first beats; once the
+    first has been silent longer than alive_seconds it takes the name, and the first's
+    next heartbeat learns it lost it."""
+    first, second = backend.open("scan-1"), backend.open("scan-1")
+    first.register_node("i-1", 10, T0, alive_seconds=30)
+    clock.advance(20)
+    first.heartbeat(10, T0, {})
+    clock.advance(29)
+    with pytest.raises(NodeNameTaken) as refused:
+        second.register_node("i-2", 11, T0 + 49, alive_seconds=30)
+    assert refused.value.exit_code == 78 and "'scan-1'" in str(refused.value)
+    clock.advance(2)  # the first has been silent 31 s
+    second.register_node("i-2", 11, T0 + 51, alive_seconds=30)
+    with pytest.raises(NodeNameTaken):
+        first.heartbeat(10, T0, {})
+    second.heartbeat(11, T0 + 51, {})
+    assert [(r["node"], r["pid"]) for r in first.nodes()] == [("scan-1", 11)]
+
+
+def test_a_node_restarted_from_its_state_folder_takes_its_name_at_once(
+        backend: Backend, clock: Clock) -> None:
+    """The same instance (the same state folder, after a crash) takes its name back
+    however fresh its last heartbeat."""
+    crashed = backend.open("scan-1")
+    crashed.register_node("i-1", 10, T0, alive_seconds=30)
+    crashed.heartbeat(10, T0, {})
+    clock.advance(1)
+    restarted = backend.open("scan-1")
+    restarted.register_node("i-1", 12, T0 + 1, alive_seconds=30)
+    restarted.heartbeat(12, T0 + 1, {})
+    assert [r["pid"] for r in restarted.nodes()] == [12]

@@ -102,5 +102,10 @@ CREATE TABLE nodes (
     pid          INTEGER NOT NULL,
     started_at   DOUBLE PRECISION NOT NULL,
     heartbeat_at DOUBLE PRECISION NOT NULL,
-    notes        TEXT NOT NULL
+    notes        TEXT NOT NULL,
+    -- Added by migration 0002: the instance that owns the name (new at each start), the
+    -- folderseal version it runs, the newest migration it knows.
+    instance     TEXT NOT NULL DEFAULT '',
+    version      TEXT NOT NULL DEFAULT '',
+    schema_version INTEGER NOT NULL DEFAULT 0
 );

@@ -1,0 +1,43 @@
+"""This daemon as a node of its store: its name taken at start, and the nodes beside it.
+
+A node name belongs to one running instance (one state folder): a second daemon started
+with the same name on the same store is refused (exit 78) while the first still beats.
+A node counts as alive while its last heartbeat, on the store's clock, is younger than
+``[store] lease_seconds`` — the time after which its batches could be taken over.
+
+Several live nodes on one store (fleet mode) need the per-node claims and lease fencing
+that are not in this version yet, so a node refuses to start beside another live one
+instead of risking a file; see docs/fleet.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+from folderseal.core import statelock
+from folderseal.core.config import Settings
+from folderseal.core.errors import ConfigError
+from folderseal.store import Store
+
+
+def alive_nodes(store: Store, alive_seconds: float) -> list[str]:
+    """The names of the nodes whose last heartbeat is younger than ``alive_seconds``,
+    measured on the store's clock (the clock that stamped them)."""
+    now = store.clock()
+    return [row["node"] for row in store.nodes() if row["heartbeat_at"] > now - alive_seconds]
+
+
+def register(store: Store, settings: Settings, started_at: float) -> None:
+    """Take this node's name on the store, at start; ConfigError (exit 78) when another
+    daemon uses it, or when another node is alive on the store."""
+    alive = settings.store.lease_seconds
+    # On SQLite the state folder's lock already keeps every other daemon out.
+    shared = settings.store.database_url() is not None
+    others = sorted(set(alive_nodes(store, alive)) - {store.node}) if shared else []
+    if others:
+        raise ConfigError(
+            f"node(s) {', '.join(others)} run on this store: this version runs one node per "
+            "store (several nodes on one share need fleet mode, not available yet). Stop "
+            f"the other node, or wait {alive:g} s after it stopped, then start this one")
+    store.register_node(statelock.instance_id(settings.state_dir), os.getpid(), started_at,
+                        alive_seconds=alive)
