@@ -58,6 +58,16 @@ def postgres_server() -> str:
     return server()
 
 
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A URL whose connections work in a schema of this test's own (empty, not migrated),
+    dropped with all it holds afterwards."""
+    from tests.postgres import own_schema
+
+    with own_schema(postgres_server) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's S3 server (a real HTTP server on loopback, in a subprocess) for the session."""

@@ -29,10 +29,9 @@ PASSWORD = "pw-S3cret-never-shown"
 
 
 @pytest.fixture
-def url(postgres_server: str) -> Iterator[str]:
+def url(postgres_url: str) -> str:
     """A URL whose connections work in a schema of this test's own, not migrated yet."""
-    with own_schema(postgres_server) as schema_url:
-        yield schema_url
+    return postgres_url
 
 
 @pytest.fixture

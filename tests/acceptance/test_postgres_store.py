@@ -1,0 +1,125 @@
+"""`folderseal run`, `status` and `migrate` on a PostgreSQL store (``[store] url``), each
+test in a schema of its own on the test server: the same daemon as on SQLite, with the
+store a database the node reaches over TCP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+
+from folderseal.store.postgres import migrations
+from tests.helpers import Daemon, Layout, folderseal, settled, sidecars, wait_until
+
+CONFIG_ERROR = 78
+PASSWORD = "pg-Pw-never-shown"
+
+
+def _layout(root: Path, url: str, *, auto_migrate: bool = True, node: str = "test-node",
+            url_in_file: bool = False) -> Layout:
+    layout = Layout(root)
+    store = f'url_file = "{root / "store.url"}"' if url_in_file else f'url = "{url}"'
+    layout.extra = (f"\n[store]\n{store}\nlease_seconds = 6\n"
+                    f"auto_migrate = {'true' if auto_migrate else 'false'}\n")
+    layout.write()
+    if url_in_file:
+        (root / "store.url").write_text(url + "\n")
+    if node != "test-node":
+        layout.config.write_text(layout.config.read_text().replace(
+            'node = "test-node"', f'node = "{node}"'))
+    return layout
+
+
+def _with_password(url: str) -> str:
+    """The test URL with a password (trust auth ignores it), to see it never shown."""
+    return url.replace("postgresql://postgres@", f"postgresql://postgres:{PASSWORD}@", 1)
+
+
+def test_a_node_on_postgresql_seals_files_and_status_reads_the_database(
+        tmp_path: Path, postgres_url: str) -> None:
+    """With auto_migrate the daemon makes the schema, seals what is dropped, and records
+    it in the database (not in state_dir); status reads it there; the URL's password is
+    in no log, sidecar or status output."""
+    url = _with_password(postgres_url)
+    layout = _layout(tmp_path, url, url_in_file=True)
+    daemon = Daemon(layout).started()
+    (layout.inbox / "a.txt").write_bytes(b"alpha\n")
+    (layout.inbox / "b.pdf").write_bytes(b"not a pdf at all")
+    wait_until(lambda: settled(layout, {"a.txt": "outbox", "b.pdf": "errors"}), timeout=60,
+               what="a.txt sealed and b.pdf in errors")
+    status = folderseal("status", "--json", "-c", str(layout.config), timeout=60)
+    report = json.loads(status.stdout)
+    assert report["daemon"]["running"] and "heartbeat" in report["daemon"], status.stdout
+    assert report["folders"]["scans"]["files"].get("DONE") == 1, status.stdout
+    assert daemon.stop() == 0
+    assert not (layout.state / "folderseal.sqlite").exists()
+    with psycopg.connect(postgres_url) as conn:
+        states = dict(conn.execute(
+            "SELECT convert_from(source, 'UTF8'), state FROM files").fetchall())
+        node = conn.execute("SELECT node, version FROM nodes").fetchall()
+    assert states == {"a.txt": "DONE", "b.pdf": "FAILED"}
+    assert [n[0] for n in node] == ["test-node"]
+    shown = daemon.log_path.read_text() + status.stdout + status.stderr + "".join(
+        p.read_text() for p in sidecars(layout.outbox))
+    assert PASSWORD not in shown
+
+
+def test_without_auto_migrate_a_node_waits_for_folderseal_migrate(
+        tmp_path: Path, postgres_url: str) -> None:
+    """A database without the schema: `run` exits 78 naming `folderseal migrate`, which
+    applies every migration once; then the node starts."""
+    layout = _layout(tmp_path, postgres_url, auto_migrate=False)
+    refused = folderseal("run", "-c", str(layout.config), timeout=60)
+    assert refused.returncode == CONFIG_ERROR, refused.stdout + refused.stderr
+    assert "folderseal migrate" in refused.stderr
+    first = folderseal("migrate", "-c", str(layout.config), timeout=60)
+    assert first.returncode == 0, first.stdout + first.stderr
+    every = ", ".join(str(number) for number, _ in migrations())
+    assert f"applied migration{'s' if len(migrations()) > 1 else ''} {every}" in first.stdout
+    assert "PostgreSQL 127.0.0.1/test" in first.stdout
+    again = folderseal("migrate", "-c", str(layout.config), timeout=60)
+    assert "the schema is current" in again.stdout, again.stdout + again.stderr
+    daemon = Daemon(layout).started()
+    assert daemon.stop() == 0
+
+
+def test_a_second_daemon_with_the_same_node_name_is_refused(
+        tmp_path: Path, postgres_url: str) -> None:
+    """Two daemons named alike on one store (two hosts given the same `node`): the second
+    exits 78 naming the node, and the first goes on."""
+    first = _layout(tmp_path / "one", postgres_url, node="scan-1")
+    second = _layout(tmp_path / "two", postgres_url, node="scan-1")
+    daemon = Daemon(first).started()
+    refused = folderseal("run", "-c", str(second.config), timeout=60)
+    assert refused.returncode == CONFIG_ERROR, refused.stdout + refused.stderr
+    assert "another folderseal runs as node 'scan-1'" in refused.stderr
+    (first.inbox / "a.txt").write_bytes(b"alpha\n")
+    wait_until(lambda: settled(first, {"a.txt": "outbox"}), timeout=60, what="a.txt sealed")
+    assert daemon.stop() == 0
+
+
+def test_until_fleet_mode_a_second_live_node_is_refused(
+        tmp_path: Path, postgres_url: str) -> None:
+    """Another node alive on the store: this version runs one node per store, so the
+    second exits 78 saying which node runs and what to do; once the first stopped and its
+    heartbeat aged past lease_seconds, the second starts."""
+    first = _layout(tmp_path / "one", postgres_url, node="scan-1")
+    second = _layout(tmp_path / "two", postgres_url, node="scan-2")
+    daemon = Daemon(first).started()
+    refused = folderseal("run", "-c", str(second.config), timeout=60)
+    assert refused.returncode == CONFIG_ERROR, refused.stdout + refused.stderr
+    assert "node(s) scan-1 run on this store" in refused.stderr
+    assert daemon.stop() == 0
+    wait_until(lambda: _starts(second), timeout=30, what="scan-2 starting once scan-1 is silent")
+
+
+def _starts(layout: Layout) -> bool:
+    daemon = Daemon(layout)
+    try:
+        daemon.wait_for_event("daemon.started", timeout=30)
+    except AssertionError:
+        return False
+    finally:
+        daemon.stop()
+    return True
