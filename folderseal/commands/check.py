@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from folderseal.commands.shared import add_command
 from folderseal.core import config as configuration
 from folderseal.core import files, safety
-from folderseal.core.errors import ExitCode, FolderSealError
+from folderseal.core.errors import ExitCode, FolderSealError, TransientError
 from folderseal.core.keyfiles import inline_secrets, service_accounts
 from folderseal.core.redact import REDACTOR
 from folderseal.intake.watch import choose_mode
@@ -63,6 +63,28 @@ def _batch_caps(settings: configuration.Settings, provider: str, cap: int | None
             if folder.provider == provider and (cap == 1 or cap < folder.batch_max_files)]
 
 
+def _check_store(settings: configuration.Settings, notes: list[str], problems: list[str],
+                 unreachable: list[str]) -> None:
+    """A PostgreSQL store answers and its schema fits this version (SQLite is made and
+    migrated at start, in state_dir, checked above)."""
+    from folderseal.store.opening import reading_store, store_place
+
+    try:
+        if settings.store.database_url() is None:
+            return
+        place = store_place(settings)
+        store = reading_store(settings)
+    except TransientError as exc:
+        unreachable.append(f"store: {exc}")
+        return
+    except FolderSealError as exc:
+        problems.append(f"store: {exc}")
+        return
+    assert store is not None
+    store.close()
+    notes.append(f"store: {place} answers and its schema fits this version")
+
+
 def run_checks(config_path: Path | None) -> int:
     problems: list[str] = []
     warnings: list[str] = []
@@ -95,6 +117,7 @@ def run_checks(config_path: Path | None) -> int:
                 warnings.append(f"folders.{name}: {label} has {free / 1e6:.0f} MB free, under "
                                 f"min_free_bytes; nothing is claimed until there is room")
     unreachable: list[str] = []
+    _check_store(settings, notes, problems, unreachable)
     for name in sorted({f.provider for f in settings.folders.values()}):
         try:
             provider = build(name, settings.providers[name], settings.state_dir)
@@ -118,8 +141,8 @@ def run_checks(config_path: Path | None) -> int:
         print(f"{len(problems)} problem(s) to fix before `folderseal run` will work")
         return ExitCode.CONFIG
     if unreachable:
-        print(f"{len(unreachable)} provider(s) could not be reached, so this check cannot vouch "
-              "for them; run it again once they answer")
+        print(f"{len(unreachable)} provider(s) or store could not be reached, so this check "
+              "cannot vouch for them; run it again once they answer")
         return ExitCode.FAILURE
     print("all checks passed")
     return ExitCode.OK

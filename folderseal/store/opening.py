@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from folderseal.core import statelock
 from folderseal.core.config import Settings
 from folderseal.store import Store
 from folderseal.store.sqlite import READ_TIMEOUT, SqliteStore, migrations
@@ -27,6 +28,7 @@ def open_store(settings: Settings, node: str | None = None, *, check: bool = Fal
     if url is None:
         return SqliteStore.open(settings.state_dir, node, check=check)
     from folderseal.store.postgres import PostgresStore
+    statelock.prepare(settings.state_dir)  # the node's own files live there still
     return PostgresStore.open(url, node, settings.state_dir,
                               auto_migrate=settings.store.auto_migrate)
 

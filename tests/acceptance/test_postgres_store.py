@@ -70,6 +70,9 @@ def test_without_auto_migrate_a_node_waits_for_folderseal_migrate(
     """A database without the schema: `run` exits 78 naming `folderseal migrate`, which
     applies every migration once; then the node starts."""
     layout = _layout(tmp_path, postgres_url, auto_migrate=False)
+    check = folderseal("check", "-c", str(layout.config), timeout=60)
+    assert check.returncode == CONFIG_ERROR, check.stdout + check.stderr
+    assert "problem: store:" in check.stdout and "folderseal migrate" in check.stdout
     refused = folderseal("run", "-c", str(layout.config), timeout=60)
     assert refused.returncode == CONFIG_ERROR, refused.stdout + refused.stderr
     assert "folderseal migrate" in refused.stderr
@@ -80,8 +83,23 @@ def test_without_auto_migrate_a_node_waits_for_folderseal_migrate(
     assert "PostgreSQL 127.0.0.1/test" in first.stdout
     again = folderseal("migrate", "-c", str(layout.config), timeout=60)
     assert "the schema is current" in again.stdout, again.stdout + again.stderr
+    check = folderseal("check", "-c", str(layout.config), timeout=60)
+    assert "ok: store: PostgreSQL 127.0.0.1/test answers" in check.stdout, check.stdout
     daemon = Daemon(layout).started()
     assert daemon.stop() == 0
+
+
+def test_a_database_that_does_not_answer_is_named_by_check_and_run(tmp_path: Path) -> None:
+    """No server at the URL: `check` says the store could not be reached (exit 1, never
+    the password), and `run` exits non-zero with what to do."""
+    layout = _layout(tmp_path, f"postgresql://fs:{PASSWORD}@127.0.0.1:9/folderseal")
+    check = folderseal("check", "-c", str(layout.config), timeout=60)
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "problem: store:" in check.stdout
+    run = folderseal("run", "-c", str(layout.config), timeout=60)
+    assert run.returncode != 0
+    assert "127.0.0.1" in run.stderr + run.stdout
+    assert PASSWORD not in check.stdout + check.stderr + run.stdout + run.stderr
 
 
 def test_a_second_daemon_with_the_same_node_name_is_refused(
