@@ -20,7 +20,8 @@ from folderseal.core.config import FolderConfig
 from folderseal.core.model import BatchRecord
 from folderseal.intake.batching import Batches
 from folderseal.publish.sink import Sink
-from folderseal.store import new_id
+from folderseal.store import LEASE_SECONDS, new_id
+from folderseal.store.leases import Leases
 from folderseal.store.memory import MemoryStore
 from folderseal.work import WorkFolder
 from tests.scripted import Scripted
@@ -88,7 +89,9 @@ def build(root: Path, provider: Scripted | None = None, *, store: MemoryStore | 
     provider = provider or Scripted()
     cfg = folder_config(root, provider.name, archive=archive)
     clock = Clock()
-    store = store or MemoryStore(NODE, clock=clock, state_dir=root / "state")
+    # The hand clock is this host's own clock too (the leases' local deadlines).
+    store = store or MemoryStore(NODE, clock=clock, state_dir=root / "state",
+                                 leases=Leases(LEASE_SECONDS, clock))
     work = WorkFolder(cfg.work_folder, FOLDER)
     work.adopt(store.store_id, store.batch_ids())
     sink = Sink(FOLDER, cfg, work, store, NODE)

@@ -14,7 +14,8 @@ from pathlib import Path
 import psycopg
 
 from folderseal.core.model import BatchRecord
-from folderseal.store import Store
+from folderseal.store import LEASE_SECONDS, Store
+from folderseal.store.leases import Leases
 from folderseal.store.memory import MemoryStore
 from folderseal.store.postgres import PostgresStore, migrate
 from folderseal.store.sqlite import SqliteStore
@@ -48,16 +49,20 @@ class Backend:
         self.state_dir = state_dir
         self.path = state_dir / "folderseal.sqlite"
         self.url = url  # postgres: the test's own schema, migrated
-        self._memory = MemoryStore("first", clock=clock, state_dir=state_dir)
+        # The hand clock stands for this host's own clock as well (the leases' deadlines).
+        self._memory = MemoryStore("first", clock=clock, state_dir=state_dir,
+                                   leases=Leases(LEASE_SECONDS, clock))
         self._opened: list[Store] = []
 
     def open(self, node: str) -> Store:
         """A new connection to the same store, as ``node``."""
         opened: Store
         if self.kind == "sqlite":
-            opened = SqliteStore(self.path, node, clock=self.clock)
+            opened = SqliteStore(self.path, node, clock=self.clock,
+                                 leases=Leases(LEASE_SECONDS, self.clock))
         elif self.kind == "postgres":
-            opened = PostgresStore(self.url, node, self.state_dir, clock=self.clock)
+            opened = PostgresStore(self.url, node, self.state_dir, clock=self.clock,
+                                   leases=Leases(LEASE_SECONDS, self.clock))
         else:
             opened = self._memory.connect(node)
         self._opened.append(opened)

@@ -12,6 +12,7 @@ from typing import Any
 
 from folderseal.batches import views
 from folderseal.batches.backoff import Delay, retry_delay
+from folderseal.batches.fence import fenced
 from folderseal.batches.ledger import BatchLedger
 from folderseal.core import crashpoints
 from folderseal.core.errors import TransientError
@@ -32,7 +33,7 @@ class StepContext:
                  stop: threading.Event, delay: Delay, log: Any) -> None:
         self.folder = batch.folder
         self.store = store
-        self.provider = provider
+        self.provider = fenced(provider, lambda: store.keep_lease(batch.id))
         self._works = works
         self._sinks = sinks
         self.state_dir = state_dir

@@ -59,6 +59,10 @@ STEPS: dict[BatchState, Step] = {
 }
 
 
+# What the operator does after a lease.lost: nothing, the batch goes on elsewhere.
+TAKEN_OVER = "none: another thread or node has the batch now and goes on with it"
+
+
 class Busy:
     """The batches the threads of this process are working on; used as its own lock.
 
@@ -151,7 +155,7 @@ class Machine:
             self._postpone(batch.id, "io", f"{exc.strerror or exc}: {exc.filename or ''}",
                            ctx.retry_delay(), log)
         except StoreError as exc:  # LeaseLost, StateConflict: someone else has it now
-            log.warning("batch.lease_lost", reason=str(exc))
+            log.warning("lease.lost", reason=str(exc), next_step=TAKEN_OVER)
         except Exception as exc:  # noqa: BLE001 - one batch's surprise must not stop all
             # A step that fails in a way nobody foresaw (a provider's odd answer, a bug):
             # the batch waits with backoff, loudly, and status shows why; restarting the
@@ -184,7 +188,7 @@ class Machine:
             assert current is not None
             attempts, at = self.store.postpone(current, delay, code, message)
         except StoreError as exc:
-            log.warning("batch.lease_lost", reason=str(exc))
+            log.warning("lease.lost", reason=str(exc), next_step=TAKEN_OVER)
             return
         except TransientError as exc:  # the state folder itself takes no writes
             log.warning("batch.postpone_failed", reason=str(exc),
@@ -207,7 +211,7 @@ class Machine:
         try:
             self.store.fail_batch(current, code, message)
         except StoreError as exc:
-            log.warning("batch.lease_lost", reason=str(exc))
+            log.warning("lease.lost", reason=str(exc), next_step=TAKEN_OVER)
             return
         log.error("batch.failed", code=code, reason=message, state=current.state)
         failed = self.store.batch(batch_id)

@@ -222,3 +222,4 @@ class BatchRecord:
     created_at: float
     updated_at: float
     publish_key: str | None = None   # what create published for the provider to fetch
+    epoch: int = 0                   # bumped by each acquisition of its lease

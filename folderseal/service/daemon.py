@@ -44,6 +44,7 @@ from folderseal.providers.measured import MeasuredProvider
 from folderseal.publish.probe import Probe
 from folderseal.publish.sink import Sink
 from folderseal.service import node, status
+from folderseal.service.leasekeeper import keep_leases
 from folderseal.service.notices import Notices
 from folderseal.service.recover import missing_originals
 from folderseal.service.web import WebServer
@@ -243,6 +244,8 @@ class Daemon:
                         for i in range(self.batch_threads)]
         self.threads.append(threading.Thread(target=self._guard, args=(self._notices_loop,),
                                              name="notices", daemon=True))
+        self.threads.append(threading.Thread(target=self._guard, args=(self._leases_loop,),
+                                             name="leases", daemon=True))
         for thread in self.threads:
             thread.start()
         self.log.info("daemon.started", pid=os.getpid(), folders=sorted(self.intakes),
@@ -320,6 +323,14 @@ class Daemon:
     def _notices_loop(self) -> None:
         self._tidy_published()
         self.notices.keep_checking(self.providers, self.stop)
+
+    def _leases_loop(self) -> None:
+        assert self.store is not None
+        store = self.store.connect()  # as this node: it shares the batch threads' leases
+        try:
+            keep_leases(store, self.stop)
+        finally:
+            store.close()
 
     def _batches_ready(self) -> None:
         with self.batches_ready:

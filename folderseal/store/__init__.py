@@ -34,10 +34,11 @@ from folderseal.core.model import (
     FileRecord,
     FileState,
 )
+from folderseal.store.leases import Leases
 
 __all__ = ["LEASE_SECONDS", "ActiveBatch", "EventRecord", "Store", "new_id"]
 
-LEASE_SECONDS = 60.0
+LEASE_SECONDS = 30.0  # [store] lease_seconds: how long a batch stays taken without renewal
 
 
 def new_id() -> str:
@@ -66,6 +67,7 @@ class EventRecord:
     from_state: str | None
     to_state: str | None
     detail: str | None
+    epoch: int | None = None  # the epoch of the lease its writer held on the batch, if any
 
 
 class Store(Protocol):
@@ -76,6 +78,10 @@ class Store(Protocol):
 
     node: str                       # this daemon's node name; leases carry it
     instance: str                   # whose heartbeats these are (register_node)
+
+    @property
+    def leases(self) -> Leases:
+        """The leases this process holds as this node, shared by its connections."""
     clock: Callable[[], float]      # the time every record is stamped with
 
     # -- the connection ---------------------------------------------------------

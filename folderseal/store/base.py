@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from folderseal.core.errors import StateConflict, StoreError
 from folderseal.core.model import FileState, path_text
+from folderseal.store.leases import Leases
 
 
 class Cursor(Protocol):
@@ -36,12 +37,23 @@ class Cursor(Protocol):
 class StoreBase:
     """One connection to a store, for one thread: the plumbing every operation uses."""
 
-    def __init__(self, node: str, clock: Callable[[], float]) -> None:
+    def __init__(self, node: str, clock: Callable[[], float], leases: Leases) -> None:
         self.node = node
         self.clock = clock
         self.instance = ""  # the instance register_node took the node name for
-        # batch id → (holder, expiry) of the leases this connection holds
-        self._leases: dict[str, tuple[str, float]] = {}
+        self._leases = leases  # shared by this process's connections as this node
+
+    @property
+    def leases(self) -> Leases:
+        """The leases this process holds as this node (shared by its connections)."""
+        return self._leases
+
+    def _leases_for(self, node: str | None) -> Leases:
+        """The leases a new connection as ``node`` shares: this one's for the same node
+        (another thread of this process), none for another node."""
+        if node in (None, self.node):
+            return self._leases
+        return Leases(self._leases.seconds, self._leases.clock)
 
     # -- what a backend provides ----------------------------------------------
 
@@ -74,9 +86,11 @@ class StoreBase:
               from_state: str | None = None, to_state: str | None = None,
               detail: str | None = None) -> None:
         """Record one event (a transition, a claim, an attempt, a finding)."""
+        lease = None if batch_id is None else self._leases.get(batch_id)
         self._run("insert_event", now=self._now(), node=self.node, batch_id=batch_id,
                   file_id=file_id, kind=kind, from_state=from_state, to_state=to_state,
-                  detail=None if detail is None else path_text(detail))
+                  detail=None if detail is None else path_text(detail),
+                  epoch=None if lease is None else lease.epoch)
 
     # -- meta -----------------------------------------------------------------
 

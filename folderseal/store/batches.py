@@ -17,7 +17,6 @@ from folderseal import __version__
 from folderseal.core.errors import LeaseLost, NodeNameTaken, StateConflict
 from folderseal.core.model import BatchRecord, BatchState, DocumentResult, Event, FileState
 from folderseal.core.redact import REDACTOR
-from folderseal.store import LEASE_SECONDS
 from folderseal.store.files import FileRecords
 
 
@@ -84,12 +83,14 @@ class BatchRecords(FileRecords):
         writes match nothing and it stops.
         """
         holder = f"{self.node}/{uuid.uuid4().hex[:8]}"
+        asked_at = self._leases.clock()  # the local deadline counts from before the store was asked
         with self.transaction():
             row = self._run("acquire_batch", holder=holder, now=self._now(),
-                            busy=json.dumps(sorted(busy)), seconds=LEASE_SECONDS).fetchone()
+                            busy=json.dumps(sorted(busy)),
+                            seconds=self._leases.seconds).fetchone()
         if row is None:
             return None
-        self._leases[row["id"]] = (holder, row["lease_until"])  # as the store computed it
+        self._leases.took(row["id"], holder, row["epoch"], asked_at)
         return batch_record(row)
 
     def next_due(self) -> float | None:
@@ -97,26 +98,31 @@ class BatchRecords(FileRecords):
         return None if row[0] is None else float(row[0])
 
     def _holder(self, batch_id: str) -> str:
-        if batch_id not in self._leases:
+        lease = self._leases.get(batch_id)
+        if lease is None:
             raise LeaseLost(f"this process holds no lease on batch {batch_id}")
-        return self._leases[batch_id][0]
+        return lease.holder
 
     def renew_lease(self, batch_id: str) -> None:
         holder = self._holder(batch_id)
+        asked_at = self._leases.clock()
         with self.transaction():
             row = self._run("renew_lease", id=batch_id, holder=holder, now=self._now(),
-                            seconds=LEASE_SECONDS).fetchone()
+                            seconds=self._leases.seconds).fetchone()
             if row is None:
+                self._leases.drop(batch_id, holder)
                 raise LeaseLost(f"batch {batch_id} was taken over")
-        self._leases[batch_id] = (holder, row[0])
+        self._leases.renewed(batch_id, holder, asked_at)
 
     def keep_lease(self, batch_id: str) -> None:
         """Make sure this holder keeps the batch's lease a while yet (LeaseLost if not).
 
-        Only the holder extends its lease, so the expiry it last wrote is the truth; the
-        store is written only when half of it is gone.
+        Only the holder extends its lease, and this process's own deadline (on boottime,
+        from before each renewal was asked) never runs past the store's expiry: the store
+        is asked only when half of it is gone (the lease keeper usually renewed it first).
         """
-        if self._leases.get(batch_id, ("", 0.0))[1] - self.clock() < LEASE_SECONDS / 2:
+        lease = self._leases.get(batch_id)
+        if lease is None or not self._leases.fresh(lease, share=0.5):
             self.renew_lease(batch_id)
 
     def _guarded_batch(self, name: str, batch_id: str, what: str, **params: Any) -> None:
@@ -165,7 +171,9 @@ class BatchRecords(FileRecords):
 
     def release(self, batch: BatchRecord, next_attempt_at: float | None) -> None:
         """Let go of the batch's lease; it is due again at ``next_attempt_at`` (None: never)."""
-        holder = self._leases.pop(batch.id, ("", 0.0))[0]
+        lease = self._leases.get(batch.id)
+        holder = "" if lease is None else lease.holder
+        self._leases.drop(batch.id)
         with self.transaction():
             self._run("release_batch", id=batch.id, holder=holder, now=self._now(),
                       next_attempt_at=next_attempt_at)
@@ -187,7 +195,7 @@ class BatchRecords(FileRecords):
             if row is None:
                 raise LeaseLost(f"batch {batch.id} lease lost")
             self.event("batch.postponed", batch_id=batch.id, detail=f"{code}: {message}")
-        self._leases.pop(batch.id, None)
+        self._leases.drop(batch.id)
         return attempts, float(row[0])  # the store's clock plus the delay
 
     def release_node_leases(self) -> int:
@@ -331,5 +339,5 @@ def batch_record(row: Any) -> BatchRecord:
         package_sha256=row["package_sha256"], package_bytes=row["package_bytes"],
         failed_step=row["failed_step"], error_code=row["error_code"],
         error_message=row["error_message"], created_at=row["created_at"],
-        updated_at=row["updated_at"], publish_key=row["publish_key"],
+        updated_at=row["updated_at"], publish_key=row["publish_key"], epoch=row["epoch"],
     )

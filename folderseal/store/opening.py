@@ -26,11 +26,13 @@ def open_store(settings: Settings, node: str | None = None, *, check: bool = Fal
     node = node or settings.node_name
     url = settings.store.database_url()
     if url is None:
-        return SqliteStore.open(settings.state_dir, node, check=check)
+        return SqliteStore.open(settings.state_dir, node, check=check,
+                                lease_seconds=settings.store.lease_seconds)
     from folderseal.store.postgres import PostgresStore
     statelock.prepare(settings.state_dir)  # the node's own files live there still
     return PostgresStore.open(url, node, settings.state_dir,
-                              auto_migrate=settings.store.auto_migrate)
+                              auto_migrate=settings.store.auto_migrate,
+                              lease_seconds=settings.store.lease_seconds)
 
 
 def reading_store(settings: Settings) -> Store | None:

@@ -31,8 +31,9 @@ import psycopg
 
 from folderseal import __version__
 from folderseal.core.errors import ConfigError, StateUnavailable
-from folderseal.store import Store, pgconnect
+from folderseal.store import LEASE_SECONDS, Store, pgconnect
 from folderseal.store.batches import BatchRecords
+from folderseal.store.leases import Leases
 from folderseal.store.reports import ReportQueries
 from folderseal.store.retries import RetryRecords
 from folderseal.store.sqltext import (
@@ -111,8 +112,10 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
     nothing in it. ``clock`` None: every time is the database's (see the module's doc)."""
 
     def __init__(self, url: str, node: str, state_dir: Path,
-                 clock: Callable[[], float] | None = None, *, read_only: bool = False) -> None:
-        super().__init__(node, self._database_time if clock is None else clock)
+                 clock: Callable[[], float] | None = None, *, read_only: bool = False,
+                 leases: Leases | None = None) -> None:
+        super().__init__(node, self._database_time if clock is None else clock,
+                         leases or Leases(LEASE_SECONDS))
         self._url = url
         self._state_dir = state_dir
         self._own_clock = clock
@@ -122,12 +125,13 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
         self._conn = pgconnect.connect(url, node, read_only=read_only)
 
     @classmethod
-    def open(cls, url: str, node: str, state_dir: Path, *, auto_migrate: bool) -> Self:
+    def open(cls, url: str, node: str, state_dir: Path, *, auto_migrate: bool,
+             lease_seconds: float = LEASE_SECONDS) -> Self:
         """The store at ``url``, for the daemon: migrated first if ``auto_migrate``, else
         refused (ConfigError) unless ``folderseal migrate`` brought it to this version."""
         if auto_migrate:
             migrate(url)
-        return cls(url, node, state_dir)._checked()
+        return cls(url, node, state_dir, leases=Leases(lease_seconds))._checked()
 
     @classmethod
     def reading(cls, url: str, node: str, state_dir: Path) -> Self:
@@ -158,7 +162,7 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
     def connect(self, node: str | None = None) -> Self:
         """Another connection to this store, for another thread (or another node)."""
         return type(self)(self._url, node or self.node, self._state_dir, self._own_clock,
-                          read_only=self._read_only)
+                          read_only=self._read_only, leases=self._leases_for(node))
 
     def close(self) -> None:
         self._conn.close()

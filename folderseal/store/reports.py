@@ -89,4 +89,4 @@ class ReportQueries(StoreBase):
 def event_record(row: Any) -> EventRecord:
     return EventRecord(at=row["at"], node=row["node"], batch_id=row["batch_id"],
                        file_id=row["file_id"], kind=row["kind"], from_state=row["from_state"],
-                       to_state=row["to_state"], detail=row["detail"])
+                       to_state=row["to_state"], detail=row["detail"], epoch=row["epoch"])

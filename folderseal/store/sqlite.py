@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any, Self
 
 from folderseal.core import statelock
 from folderseal.core.errors import ConfigError, StateUnavailable
-from folderseal.store import Store
+from folderseal.store import LEASE_SECONDS, Store
 from folderseal.store.batches import BatchRecords
+from folderseal.store.leases import Leases
 from folderseal.store.reports import ReportQueries
 from folderseal.store.retries import RetryRecords
 from folderseal.store.sqltext import (
@@ -54,8 +55,9 @@ class SqliteStore(BatchRecords, RetryRecords, ReportQueries):
     """One connection to the SQLite store, for one thread."""
 
     def __init__(self, path: Path, node: str, clock: Callable[[], float] = time.time,
-                 check: bool = False, *, read_only: bool = False) -> None:
-        super().__init__(node, clock)
+                 check: bool = False, *, read_only: bool = False,
+                 leases: Leases | None = None) -> None:
+        super().__init__(node, clock, leases or Leases(LEASE_SECONDS))
         self.path = path
         self._read_only = read_only
         self._in_transaction = False
@@ -84,10 +86,11 @@ class SqliteStore(BatchRecords, RetryRecords, ReportQueries):
                 "work folders and the provider") from None
 
     @classmethod
-    def open(cls, state_dir: Path, node: str, check: bool = False) -> Self:
+    def open(cls, state_dir: Path, node: str, check: bool = False,
+             lease_seconds: float = LEASE_SECONDS) -> Self:
         """The store of ``state_dir``; ``check`` reads every page first (at start)."""
         statelock.prepare(state_dir)  # made if missing; refused with the fix if unusable
-        return cls(state_dir / FILE_NAME, node, check=check)
+        return cls(state_dir / FILE_NAME, node, check=check, leases=Leases(lease_seconds))
 
     @classmethod
     def reading(cls, path: Path, node: str) -> Self:
@@ -97,7 +100,8 @@ class SqliteStore(BatchRecords, RetryRecords, ReportQueries):
 
     def connect(self, node: str | None = None) -> Self:
         """Another connection to this store, for another thread (or another node)."""
-        return type(self)(self.path, node or self.node, self.clock, read_only=self._read_only)
+        return type(self)(self.path, node or self.node, self.clock, read_only=self._read_only,
+                          leases=self._leases_for(node))
 
     def close(self) -> None:
         self._db.close()

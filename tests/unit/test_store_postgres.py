@@ -18,7 +18,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from folderseal.core.errors import ConfigError, FolderSealError, StateUnavailable
-from folderseal.store import LEASE_SECONDS, batches, pgconnect, postgres
+from folderseal.store import LEASE_SECONDS, pgconnect, postgres
 from folderseal.store.postgres import QUERIES, PostgresStore, _psycopg, migrate, migrations
 from folderseal.store.sqlite import QUERIES as SQLITE_QUERIES
 from folderseal.store.sqltext import SQL
@@ -300,11 +300,10 @@ def test_a_store_without_a_clock_stamps_with_the_database_clock(
     assert record is not None and before <= record.claimed_at <= claimed.at
 
 
-def test_a_lease_on_the_database_clock_lapses_by_it(
-        store: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_lease_on_the_database_clock_lapses_by_it(url: str, tmp_path: Path) -> None:
     """A lease taken on the database's clock runs out by that clock: another node (on it
     too) finds the batch taken, then free once the lease's time has passed there."""
-    monkeypatch.setattr(batches, "LEASE_SECONDS", 0.5)
+    store = PostgresStore.open(url, "node-a", tmp_path, auto_migrate=True, lease_seconds=0.5)
     formed_batch(store)
     before = store.clock()
     batch = acquired(store)
@@ -316,8 +315,10 @@ def test_a_lease_on_the_database_clock_lapses_by_it(
         taken = other.acquire_batch()
         assert taken is not None and taken.id == batch.id
         assert taken.claimed_by is not None and taken.claimed_by.startswith("node-b/")
+        assert taken.epoch == batch.epoch + 1
     finally:
         other.close()
+        store.close()
 
 
 def test_a_postponed_batch_is_due_by_the_database_clock(store: PostgresStore) -> None:

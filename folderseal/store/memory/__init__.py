@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from folderseal.core.errors import StoreError
-from folderseal.store import Store
+from folderseal.store import LEASE_SECONDS, Store
 from folderseal.store.batches import BatchRecords
+from folderseal.store.leases import Leases
 from folderseal.store.memory import batch_queries, file_queries, report_queries  # noqa: F401 - each registers its queries
 from folderseal.store.memory.tables import QUERIES, Result, Tables
 from folderseal.store.reports import ReportQueries
@@ -47,17 +48,17 @@ class MemoryStore(BatchRecords, RetryRecords, ReportQueries):
     """One connection to an in-memory store; :meth:`connect` opens another to it."""
 
     def __init__(self, node: str = "memory", clock: Callable[[], float] = time.time, *,
-                 state_dir: Path | None = None, _shared: _Shared | None = None) -> None:
-        super().__init__(node, clock)
+                 state_dir: Path | None = None, _shared: _Shared | None = None,
+                 leases: Leases | None = None) -> None:
+        super().__init__(node, clock, leases or Leases(LEASE_SECONDS))
         self._state_dir = state_dir
         self._shared = _Shared() if _shared is None else _shared
         self._in_transaction = False
 
     def connect(self, node: str | None = None) -> Self:
-        """Another connection to the same tables (for another thread, or node), with
-        leases of its own."""
+        """Another connection to the same tables (for another thread, or node)."""
         return type(self)(node or self.node, self.clock, state_dir=self._state_dir,
-                          _shared=self._shared)
+                          _shared=self._shared, leases=self._leases_for(node))
 
     def close(self) -> None:
         """Nothing to close: the tables live as long as a connection to them."""

@@ -40,10 +40,10 @@ def set_meta(t: Tables, *, key: str, value: str) -> Result:
 @query
 def insert_event(t: Tables, *, now: float, node: str, batch_id: str | None, file_id: str | None,
                  kind: str, from_state: str | None, to_state: str | None,
-                 detail: str | None) -> Result:
+                 detail: str | None, epoch: int | None) -> Result:
     t.events.append({"id": len(t.events) + 1, "at": real(now), "node": node, "batch_id": batch_id,
                      "file_id": file_id, "kind": kind, "from_state": from_state,
-                     "to_state": to_state, "detail": detail})
+                     "to_state": to_state, "detail": detail, "epoch": epoch})
     return Result(rowcount=1)
 
 

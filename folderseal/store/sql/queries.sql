@@ -14,8 +14,8 @@ INSERT INTO meta (key, value) VALUES (:key, :value)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
 -- name: insert_event
-INSERT INTO events (at, node, batch_id, file_id, kind, from_state, to_state, detail)
-VALUES (:now, :node, :batch_id, :file_id, :kind, :from_state, :to_state, :detail);
+INSERT INTO events (at, node, batch_id, file_id, kind, from_state, to_state, detail, epoch)
+VALUES (:now, :node, :batch_id, :file_id, :kind, :from_state, :to_state, :detail, :epoch);
 
 -- name: insert_file
 INSERT INTO files (id, folder, source, state, dev, ino, size, mtime_ns, sha256,
@@ -128,7 +128,7 @@ SELECT id FROM batches;
 -- name: acquire_batch
 -- :holder is "<node>/<token>", new for every acquisition; :busy lists the batches other
 -- threads of this process are working on (their leases may have lapsed).
-UPDATE batches SET claimed_by = :holder, lease_until = :now + :seconds
+UPDATE batches SET claimed_by = :holder, lease_until = :now + :seconds, epoch = epoch + 1
 WHERE id = (
     SELECT id FROM batches
     WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= :now

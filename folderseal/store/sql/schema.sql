@@ -36,7 +36,9 @@ CREATE TABLE batches (
     upload_sent_remote TEXT,
     upload_sent_at REAL,
     progress REAL,
-    publish_key TEXT);
+    publish_key TEXT,
+    -- Added by migration 0008: bumped by each acquisition of the lease.
+    epoch INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX batches_due ON batches (next_attempt_at);
 
 -- One row per claimed source file.
@@ -78,7 +80,8 @@ CREATE TABLE events (
     from_state TEXT,
     to_state   TEXT,
     detail     TEXT
-);
+    -- Added by migration 0008: the epoch of the lease its writer held, if any.
+    , epoch INTEGER);
 CREATE INDEX events_by_batch ON events (batch_id);
 CREATE INDEX events_by_file ON events (file_id);
 -- The last day's suspected fragments, for status.

@@ -327,6 +327,49 @@ def test_release_node_leases_matches_the_name_exactly(backend: Backend) -> None:
         assert kept is not None and (kept.claimed_by or "").startswith(f"{other_name}/")
 
 
+def test_each_acquisition_bumps_the_epoch_and_events_carry_it(backend: Backend,
+                                                             clock: Clock) -> None:
+    """The epoch grows with each acquisition of a batch's lease, by any node, and the
+    events a holder records name the epoch it held (events of no lease name none)."""
+    first, second = backend.open("node-a"), backend.open("node-b")
+    batch = formed_batch(first, "job1", n=1)
+    assert batch.epoch == 0
+    taken = acquired(first)
+    assert taken.epoch == 1
+    first.transition(taken, BatchState.CREATED)
+    clock.advance(LEASE_SECONDS + 1)  # node-a's lease lapses; node-b takes the batch
+    again = second.acquire_batch()
+    assert again is not None and again.epoch == 2
+    second.transition(again, BatchState.UPLOADED)
+    states = [(e.node, e.to_state, e.epoch) for e in second.events(batch_id="job1")
+              if e.kind == "batch.state"]
+    assert states == [("node-a", "CREATED", 1), ("node-b", "UPLOADED", 2)]
+    created = [e.epoch for e in second.events(batch_id="job1") if e.kind == "batch.created"]
+    assert created == [None]
+
+
+def test_a_lease_past_its_local_deadline_is_confirmed_with_the_store(
+        backend: Backend, clock: Clock) -> None:
+    """keep_lease asks the store only when half of the lease's own count is gone: then it
+    renews (nobody took the batch) or raises LeaseLost and forgets the lease."""
+    store, other = backend.open("node-a"), backend.open("node-b")
+    formed_batch(store, "job1", n=1)
+    batch = acquired(store)
+    clock.advance(LEASE_SECONDS / 2 - 1)
+    store.keep_lease(batch.id)
+    unchanged = store.batch(batch.id)
+    assert unchanged is not None and unchanged.lease_until == batch.lease_until  # not asked
+    clock.advance(2)
+    store.keep_lease(batch.id)
+    renewed = store.batch(batch.id)
+    assert renewed is not None and renewed.lease_until == clock() + LEASE_SECONDS
+    clock.advance(LEASE_SECONDS + 1)
+    assert other.acquire_batch() is not None
+    with pytest.raises(LeaseLost):
+        store.keep_lease(batch.id)
+    assert store.leases.get(batch.id) is None
+
+
 def test_begin_attempt_counts_and_renews(store: Store, clock: Clock) -> None:
     """begin_attempts counts a file's attempts and renews the batch's lease when half is gone."""
     batch = acquired_after(store)

@@ -22,7 +22,7 @@ WHERE id >= :since_id AND folder = :folder AND claimed_at > :since;
 -- threads of this process are working on. SKIP LOCKED: nodes taking batches at once each
 -- get another one instead of waiting for each other's row; the row is checked again
 -- once locked, so a batch another node has just taken is passed over.
-UPDATE batches SET claimed_by = :holder, lease_until = :now + :seconds
+UPDATE batches SET claimed_by = :holder, lease_until = :now + :seconds, epoch = epoch + 1
 WHERE id = (
     SELECT id FROM batches
     WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= :now

@@ -35,7 +35,8 @@ CREATE TABLE batches (
     upload_sent_remote TEXT,
     upload_sent_at     DOUBLE PRECISION,
     progress           DOUBLE PRECISION,  -- how far the provider says it is (0-100)
-    publish_key        TEXT               -- the name or key its file is published under
+    publish_key        TEXT,              -- the name or key its file is published under
+    epoch              INTEGER NOT NULL DEFAULT 0  -- bumped by each acquisition of the lease
 );
 CREATE INDEX batches_due ON batches (next_attempt_at);
 
@@ -77,7 +78,8 @@ CREATE TABLE events (
     kind       TEXT NOT NULL,
     from_state TEXT,
     to_state   TEXT,
-    detail     TEXT
+    detail     TEXT,
+    epoch      INTEGER   -- the epoch of the lease its writer held, if any
 );
 CREATE INDEX events_by_batch ON events (batch_id);
 CREATE INDEX events_by_file ON events (file_id);
