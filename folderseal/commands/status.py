@@ -1,6 +1,6 @@
 """``folderseal status``: the report of :mod:`folderseal.service.status` printed for a
-person (a line per folder, a table of what holds it up) or as JSON; exit 1 when
-something needs a person now."""
+person (a line per folder, a table of what holds it up, the store's nodes when there
+is more than this one to say) or as JSON; exit 1 when something needs a person now."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from folderseal.core import statelock
 from folderseal.core.config import Settings
 from folderseal.core.errors import ExitCode
 from folderseal.core.model import FileState
-from folderseal.service.status import collect, conditions, ignored_why, loud
+from folderseal.service.nodes_report import offset_text, state, worth_showing
+from folderseal.service.status import age_text, collect, conditions, ignored_why, loud
 
 if TYPE_CHECKING:
     from folderseal.commands.shared import Subparsers
@@ -56,6 +57,9 @@ def show(settings: Settings, as_json: bool = False) -> int:
         console.print(Text(f"ALARM: {alarm}", style="bold red"))
     for warning in itertools.filterfalse(loud, report["warnings"]):
         console.print(Text(f"warning: {warning}", style="yellow"))
+    if worth_showing(report["nodes"]):  # one node alone and on time: as before fleet mode
+        console.print(Text(f"\n{len(report['nodes'])} node(s) on the store", style="bold"))
+        console.print(_nodes_table(report["nodes"]))
     for name, folder in report["folders"].items():
         files = folder["files"]
         console.print(Text(
@@ -68,6 +72,20 @@ def show(settings: Settings, as_json: bool = False) -> int:
         if table.row_count:
             console.print(table)
     return code
+
+
+def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
+    table = Table()
+    for column in ("node", "state", "last heartbeat", "pid", "version", "clock offset"):
+        table.add_column(column, overflow="fold")
+    for found in nodes:
+        style = "" if found["alive"] or found["this_node"] else "red"
+        table.add_row(Text(found["node"]), Text(state(found), style=style),
+                      Text(f"{found['heartbeat']} ({age_text(found['heartbeat_age_seconds'])} "
+                           "ago)"),
+                      Text(str(found["pid"])), Text(found["version"]),
+                      Text(offset_text(found), style="bold red" if found["clock_off"] else ""))
+    return table
 
 
 def _folder_table(folder: dict[str, Any]) -> Table:

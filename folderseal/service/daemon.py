@@ -366,11 +366,13 @@ class Daemon:
                        self.stop, delay=self.delay, busy=self.busy)
 
     def heartbeat(self) -> None:
-        """Record that this daemon is alive, with its notes (what `status` shows of it)."""
+        """Record that this daemon is alive, with its notes (what `status` shows of it)
+        and this host's clock, which status compares with the time the store stamps."""
         assert self.store is not None
         now = time.time()
         notes: dict[str, Any] = {"folders": {n: i.notes(now) for n, i in self.intakes.items()},
                                  "warnings": self.notices.texts()}
+        notes[node.CLOCK_NOTE] = time.time()  # just before the store stamps it: the offset
         self.store.heartbeat(os.getpid(), self.started_at, notes)
 
     # -- health --------------------------------------------------------------------

@@ -52,3 +52,23 @@ class ReportCollector(Collector):
                 blocked.add_metric([name, reason], 1.0 if reason in reasons else 0.0)
         alarms.add_metric([], len(report["alarms"]))
         yield from (batches, files, oldest, full, outage, blocked, alarms)
+        yield from _nodes(report.get("nodes", []))
+
+
+def _nodes(nodes: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Per node of the store (this one only, on SQLite): alive, heartbeat age, clock
+    offset (a node whose notes carry no clock has no offset series)."""
+    alive = GaugeMetricFamily("folderseal_node_alive", "1 while the node's last heartbeat "
+                              "is younger than [store] lease_seconds", labels=["node"])
+    age = GaugeMetricFamily("folderseal_node_heartbeat_age_seconds",
+                            "Age of the node's last heartbeat, on the store's clock",
+                            labels=["node"])
+    offset = GaugeMetricFamily(
+        "folderseal_node_clock_offset_seconds", "The node's clock minus the store's at its "
+        "last heartbeat (status alarms beyond 2 s)", labels=["node"])
+    for found in nodes:
+        alive.add_metric([found["node"]], 1.0 if found["alive"] else 0.0)
+        age.add_metric([found["node"]], found["heartbeat_age_seconds"])
+        if found["clock_offset_seconds"] is not None:
+            offset.add_metric([found["node"]], found["clock_offset_seconds"])
+    yield from (alive, age, offset)

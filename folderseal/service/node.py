@@ -8,23 +8,47 @@ A node counts as alive while its last heartbeat, on the store's clock, is younge
 Several live nodes on one store (fleet mode) need the per-node claims and lease fencing
 that are not in this version yet, so a node refuses to start beside another live one
 instead of risking a file; see docs/fleet.md.
+
+Each heartbeat's notes carry the node's own wall clock at the beat (``CLOCK_NOTE``),
+while the store stamps ``heartbeat_at`` with its own clock in the same call: their
+difference is the node's clock offset (within one round trip to the database). That is
+the only use of a node's clock beside a store time: nothing is decided by it.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from folderseal.core import statelock
 from folderseal.core.config import Settings
 from folderseal.core.errors import ConfigError
 from folderseal.store import Store
 
+CLOCK_NOTE = "clock"  # the heartbeat note holding the node's own time.time() at the beat
+
+
+def is_alive(row: dict[str, Any], now: float, alive_seconds: float) -> bool:
+    """Whether the node of ``row`` (one of ``Store.nodes()``) beat within
+    ``alive_seconds`` before ``now``, a time read from the store's clock."""
+    return float(row["heartbeat_at"]) > now - alive_seconds
+
+
+def clock_offset(row: dict[str, Any]) -> float | None:
+    """The node's clock minus the store's at its last heartbeat (positive: the node's
+    clock is ahead), or None when its notes carry no clock (a version before this one,
+    or a node that registered but has not beaten yet)."""
+    clock = row["notes"].get(CLOCK_NOTE)
+    if not isinstance(clock, int | float) or isinstance(clock, bool):
+        return None
+    return float(clock) - float(row["heartbeat_at"])
+
 
 def alive_nodes(store: Store, alive_seconds: float) -> list[str]:
     """The names of the nodes whose last heartbeat is younger than ``alive_seconds``,
     measured on the store's clock (the clock that stamped them)."""
     now = store.clock()
-    return [row["node"] for row in store.nodes() if row["heartbeat_at"] > now - alive_seconds]
+    return [row["node"] for row in store.nodes() if is_alive(row, now, alive_seconds)]
 
 
 def register(store: Store, settings: Settings, started_at: float) -> None:

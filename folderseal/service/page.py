@@ -1,8 +1,9 @@
 """The status page: the status report as plain server-rendered HTML, for a person.
 
-Per folder: what waits and why, batches in flight with their state and age, the last
-failures with their reasons, and files signed per minute over the last hour as a small
-bar chart (inline SVG). No script, no build step; the page reloads itself every 10 s.
+The store's nodes when there are several (alive or dead, clock offset). Per folder:
+what waits and why, batches in flight with their state and age, the last failures with
+their reasons, and files signed per minute over the last hour as a small bar chart
+(inline SVG). No script, no build step; the page reloads itself every 10 s.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from html import escape
 from typing import Any
 
 from folderseal.core.model import FileState
+from folderseal.service.nodes_report import offset_text, state, worth_showing
 from folderseal.service.status import age_text, conditions, ignored_why, loud
 
 STYLE = """
@@ -52,10 +54,21 @@ def render(report: dict[str, Any]) -> str:
     for warning in report["warnings"]:
         if not loud(warning):
             parts.append(f'<p class="warn">Warning: {escape(warning)}</p>')
+    if worth_showing(report.get("nodes", [])):
+        parts.append(_nodes(report["nodes"]))
     for name, folder in report["folders"].items():
         parts.append(_folder(name, folder))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _nodes(nodes: list[dict[str, Any]]) -> str:
+    """The store's nodes: alive or dead, last heartbeat, clock offset."""
+    rows = [[n["node"], state(n), f"{n['heartbeat']} ({age_text(n['heartbeat_age_seconds'])} "
+             "ago)", str(n["pid"]), n["version"], offset_text(n)] for n in nodes]
+    return ('<section id="nodes"><h2>Nodes</h2>'
+            + _table(["node", "state", "last heartbeat", "pid", "version", "clock offset"],
+                     rows, "", "nodes") + "</section>")
 
 
 def _folder(name: str, folder: dict[str, Any]) -> str:

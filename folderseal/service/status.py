@@ -13,7 +13,9 @@ writable (claims stop), a disk under ``min_free_bytes``, a provider still
 failing after many retries, a batch past ``max_wait_seconds``, a file older than
 ``stuck_after_seconds``, failures whose errors folder cannot be seen (another folder is
 configured, or it is not mounted, or it does not answer), a ``folderseal retry`` left
-unfinished. Files in errors with a record are a normal outcome: listed, never an alarm.
+unfinished, a node's clock more than 2 s off the database's, another node that stopped
+within the last day (every node of the store is listed: :mod:`.nodes_report`). Files in
+errors with a record are a normal outcome: listed, never an alarm.
 
 Nothing here touches a share while the daemon runs: the daemon's main loop, its status
 page and ``/metrics`` read this report too, and a share that hangs would hang them. The
@@ -39,6 +41,7 @@ from folderseal.intake.fragments import SHOWN_SECONDS as FRAGMENTS_SHOWN_SECONDS
 from folderseal.providers import NOT_QUALIFIED, build, steps_of
 from folderseal.publish import errorfiles, retrying
 from folderseal.publish.sidecar import iso
+from folderseal.service import nodes_report
 from folderseal.store import Store
 from folderseal.store.opening import reading_store
 
@@ -82,7 +85,7 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
     now = time.time()
     report: dict[str, Any] = {
         "node": settings.node_name, "generated": iso(now), "daemon": {"running": False},
-        "folders": {}, "alarms": [], "warnings": []}
+        "nodes": [], "folders": {}, "alarms": [], "warnings": []}
     store = reading_store(settings)
     if store is None:
         report["warnings"] = provider_warnings(settings) if warnings is None else list(warnings)
@@ -93,8 +96,11 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
         return _redacted(report)
     try:
         now = store.clock()  # what the store's times are compared with: its own clock
-        beat = next((n for n in store.nodes() if n["node"] == settings.node_name), None)
+        rows = store.nodes()
+        beat = next((n for n in rows if n["node"] == settings.node_name), None)
         notes = _daemon(beat, settings, report, now)
+        report["nodes"], alarms = nodes_report.nodes(rows, settings, now)
+        report["alarms"] += alarms
         if warnings is None:  # the running daemon's own findings (the network, its credentials)
             warnings = notes["warnings"] if "warnings" in notes else \
                 provider_warnings(settings, beat)

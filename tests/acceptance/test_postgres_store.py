@@ -141,3 +141,40 @@ def _starts(layout: Layout) -> bool:
     finally:
         daemon.stop()
     return True
+
+
+def test_status_shows_each_node_with_its_clock_offset_and_alarms_over_two_seconds(
+        tmp_path: Path, postgres_url: str) -> None:
+    """A node runs on PostgreSQL; another node's row is written straight into the
+    database, beating now on the database's clock with its own clock 300 s ahead (the
+    daemon has no clock hook): `status --json` lists both, this node about on time and
+    the other 300 s off with an alarm naming its time sync, and exits 1; the table too."""
+    layout = _layout(tmp_path, postgres_url, node="scan-1")
+    # Long enough that the row written below stays alive while status runs.
+    layout.config.write_text(layout.config.read_text().replace("lease_seconds = 6",
+                                                               "lease_seconds = 120"))
+    daemon = Daemon(layout).started()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        wait_until(lambda: conn.execute("SELECT notes FROM nodes WHERE node = 'scan-1'")
+                   .fetchone()[0] != "{}", timeout=30, what="scan-1's first heartbeat")
+        conn.execute(
+            "INSERT INTO nodes (node, pid, started_at, heartbeat_at, notes, instance, "
+            "version, schema_version) SELECT 'scan-2', 4242, t - 60, t, "
+            "json_build_object('clock', t + 300)::text, 'elsewhere', '0.0.0', 2 FROM "
+            "(SELECT extract(epoch FROM clock_timestamp())::double precision AS t) AS db")
+    status = folderseal("status", "--json", "-c", str(layout.config), timeout=60)
+    assert status.returncode == 1, status.stdout + status.stderr
+    report = json.loads(status.stdout)
+    found = {n["node"]: n for n in report["nodes"]}
+    assert sorted(found) == ["scan-1", "scan-2"], status.stdout
+    assert found["scan-1"]["this_node"] and found["scan-1"]["alive"]
+    assert abs(found["scan-1"]["clock_offset_seconds"]) < 2, status.stdout
+    assert found["scan-2"]["alive"] and not found["scan-2"]["this_node"]
+    assert 299 < found["scan-2"]["clock_offset_seconds"] < 301, status.stdout
+    assert report["alarms"] == [
+        "node scan-2's clock is +300.0 s off the database's: fix its time sync (chrony/ntp) "
+        "on that host"], status.stdout
+    table = folderseal("status", "-c", str(layout.config), timeout=60)
+    assert table.returncode == 1 and "2 node(s) on the store" in table.stdout, table.stdout
+    assert "+300.0 s" in table.stdout
+    assert daemon.stop() == 0
