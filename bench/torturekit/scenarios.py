@@ -199,17 +199,18 @@ def unexpected_exit(life: Life, code: int | None, row: Row) -> None:
 # -- 1. crash ----------------------------------------------------------------------------
 
 def crash(root: Path, cycles: int, rng: random.Random, provider: str = "seal",
-          max_wait: float | None = None) -> Row:
+          max_wait: float | None = None, store: str = "sqlite") -> Row:
     """Kill -9 at every named crash point in turn (its 1st to 3rd time), and every
-    fourth cycle at a random moment, while the feeder drops files."""
+    fourth cycle at a random moment, while the feeder drops files; the store SQLite in
+    state_dir or (``store="postgres"``) a PostgreSQL schema of its own."""
     started = time.monotonic()
     # No fault here makes a batch never close, and the emulator signs in this process
     # with the daemon busy beside it: a long campaign on a slow machine builds a backlog,
     # and a 20 s max_wait would turn it into never_closed records the crashes did not cause.
     # (Centrapay: its copies in doubt stay published that long, so its drain waits so.)
     world = World.make(root, provider=provider, seed=rng.randrange(1 << 30),
-                       seal={"max_wait_seconds": max_wait or 300.0})
-    row = Row(f"crash ({provider})", cycles)
+                       seal={"max_wait_seconds": max_wait or 300.0}, store=store)
+    row = Row(f"crash ({provider}{', PostgreSQL' if store == 'postgres' else ''})", cycles)
     points = POINTS[provider]
     hits: Counter[str] = Counter()
     try:
@@ -234,6 +235,9 @@ def crash(root: Path, cycles: int, rng: random.Random, provider: str = "seal",
                     hits[f"{point} (not reached: killed)"] += 1
                 life.kill()
         row.faults = Counter({f"kill at {k}": v for k, v in hits.items()})
+        if store == "postgres" and (world.layout.state / "folderseal.sqlite").exists():
+            row.problems.append("a SQLite store was made in state_dir: the daemon did not "
+                                "use the PostgreSQL store it was given")
         return drain(world, row)
     finally:
         world.close()
@@ -555,6 +559,8 @@ SCENARIOS: dict[str, Callable[[Path, int, random.Random], Row]] = {
     "crash-seal": lambda root, n, rng: crash(root, n, rng, "seal"),
     "crash-local": lambda root, n, rng: crash(root, n, rng, "local"),
     "crash-clevver": lambda root, n, rng: crash(root, n, rng, "clevver"),
+    "crash-seal-postgres": lambda root, n, rng: crash(root, n, rng, "seal", store="postgres"),
+    "crash-local-postgres": lambda root, n, rng: crash(root, n, rng, "local", store="postgres"),
     "chaos": chaos,
     "chaos-clevver": lambda root, n, rng: chaos(root, n, rng, "clevver"),
     "crash-centrapay": lambda root, n, rng: crash(root, n, rng, "centrapay"),

@@ -32,6 +32,7 @@ from folderseal.providers.seal.emulator.state import log_to
 from tests import centrapay_world
 from tests.helpers import Layout, unprivileged_python
 from tests.pdfs import make_pdf
+from tests.postgres import own_schema, server
 
 API_KEY = "torture-key-5b1e0c7d9a3f"
 FAST = {"settle_seconds": 0.2, "batch_max_wait_seconds": 0.3, "batch_max_files": 8,
@@ -85,7 +86,7 @@ class World:
     @classmethod
     def make(cls, root: Path, provider: str = "seal", faults: str = "", seed: int = 0,
              folder: dict[str, Any] | None = None, seal: dict[str, Any] | None = None,
-             user: str | None = None, lag: float = 0.0) -> World:
+             user: str | None = None, lag: float = 0.0, store: str = "sqlite") -> World:
         root.mkdir(parents=True, exist_ok=True)
         (root / "elsewhere").mkdir()
         emulator = None
@@ -123,6 +124,9 @@ class World:
                             **centrapay_world.folder_keys(public, url), **CENTRAPAY,
                             **(seal or {})}
         layout = Layout(root, folder={**FAST, **(folder or {})}, provider=provider_cfg)
+        if store == "postgres":  # a schema of its own on the test server, dropped at close
+            url = closing.enter_context(own_schema(server()))
+            layout.extra = f'\n[store]\nurl = "{url}"\nauto_migrate = true\n'
         layout.write()
         world = cls(root, layout, emulator, user, public=public,
                     publish_wait=float(provider_cfg.get("max_wait_seconds", 0)) + 15,

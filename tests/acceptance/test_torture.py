@@ -57,6 +57,17 @@ def test_crash_points_and_random_kills_lose_nothing(root: Path, provider: str) -
     assert row.kills >= 6
 
 
+@pytest.mark.parametrize("provider", ["seal", "local"])
+def test_crash_points_on_a_postgresql_store_lose_nothing(root: Path, provider: str,
+                                                         postgres_server: str) -> None:
+    """The same campaign with the store in PostgreSQL: a node killed mid-transaction
+    leaves the database as the last commit did, and its restart (the same instance, so
+    its node name is its own at once) loses nothing and signs nothing twice."""
+    row = SCENARIOS[f"crash-{provider}-postgres"](root, 8, random.Random(3))
+    _clean(row)
+    assert row.kills >= 6
+
+
 @pytest.mark.parametrize("scenario", ["chaos", "chaos-clevver"])
 def test_provider_chaos_loses_nothing(root: Path, scenario: str) -> None:
     """Every emulator fault kind at once: every file is delivered or in errors, none
