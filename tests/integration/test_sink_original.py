@@ -93,7 +93,7 @@ class Batch:
 
     def deliver(self) -> None:
         """What the state machine does with a DOWNLOADED batch: deliver, then finish."""
-        if BATCH not in self.store._leases:  # a restart takes the batch over
+        if self.store.leases.get(BATCH) is None:  # a restart takes the batch over
             assert self.store.acquire_batch() is not None
         batch = self.store.batch(BATCH)
         records = self.store.files_of_batch(BATCH)
