@@ -109,7 +109,7 @@ def main() -> None:
             timings[name] = sorted(runs)[2]
         store = SqliteStore.open(settings.state_dir, "bench")
         scans = settings.folders["scans"]
-        failures = Failures("scans", scans, WorkFolder(scans.work_folder, "scans"), store, "b")
+        failures = Failures("scans", scans, WorkFolder(scans.work_folder, "scans", "b"), store, "b")
         runs = []
         for _ in range(5):
             t = time.perf_counter()

@@ -3,7 +3,10 @@
 Layout (on the inbox's filesystem, so claiming is one atomic rename)::
 
     <work>/store-id                    the id of the store that owns these claims
-    <work>/incoming/<claim id>/<path>  a claimed file, at its path relative to the inbox
+    <work>/nodes/<node>/incoming/<claim id>/<path>
+                                       a file the node claimed, at its path relative to
+                                       the inbox: each node scans, sweeps and batches only
+                                       its own claims (several nodes may share an inbox)
     <work>/batches/<batch id>/<entry>  a batched file under its flat entry name
     <work>/batches/<batch id>/.batch.json  the batch's manifest: each file's source,
                                        sha256 and entry, and every remote batch id the
@@ -18,6 +21,9 @@ Layout (on the inbox's filesystem, so claiming is one atomic rename)::
                                        (``published``), so ``folderseal recover`` can
                                        rebuild a lost store from the work folder;
                                        :class:`Manifests` is its one reader and writer
+
+Claims an older folderseal made in ``<work>/incoming/`` are moved into this node's own
+folder when the work folder is adopted (one node owned them).
 
 A work folder that holds another store's id, or batches this store does not know,
 means the store was lost or replaced, or two daemons share one inbox: continuing
@@ -211,10 +217,12 @@ class WorkFolder:
     """One inbox's work folder: its claims, its batches (with their :class:`Manifests`)
     and the marker naming the store that owns them."""
 
-    def __init__(self, path: Path, folder: str) -> None:
+    def __init__(self, path: Path, folder: str, node: str) -> None:
         self.path = path
         self.folder = folder
-        self.incoming = path / "incoming"
+        self.nodes = path / "nodes"
+        self.incoming = self.nodes / node / "incoming"  # this node's claims
+        self.legacy_incoming = path / "incoming"        # an older folderseal's claims
         self.batches = path / "batches"
         self.marker = path / MARKER
         self.manifests = Manifests(self.batches, folder)
@@ -225,10 +233,17 @@ class WorkFolder:
     def batch_dir(self, batch_id: str) -> Path:
         return self.batches / batch_id
 
+    def claim_dirs(self, claim_id: str) -> list[Path]:
+        """Where a claim of any node may be: this node's folder first."""
+        others = [self.nodes / node / "incoming" / claim_id for node in self._entries(self.nodes)]
+        return [self.claim_dir(claim_id), *[p for p in others if p != self.claim_dir(claim_id)]]
+
     def path_of(self, record: FileRecord) -> Path:
-        """Where a claimed file waits: in its claim, or in its batch under its entry name."""
+        """Where a claimed file waits: in its claim (whichever node made it), or in its
+        batch under its entry name."""
         if record.state == FileState.CLAIMED or record.entry is None:
-            return self.claim_dir(record.id) / record.source
+            places = [d / record.source for d in self.claim_dirs(record.id)]
+            return next((p for p in places if os.path.lexists(p)), places[0])
         return self.batch_dir(record.batch_id or "") / record.entry
 
     def open_file(self, record: FileRecord) -> int:
@@ -311,6 +326,22 @@ class WorkFolder:
             files.write_new(self.path, MARKER, f"{store_id}\n".encode(), 0o644)
         for sub in (self.incoming, self.batches):
             files.makedirs(sub)
+        self._take_legacy_claims()
+
+    def _take_legacy_claims(self) -> None:
+        """Move the claims an older folderseal left in ``<work>/incoming/`` into this
+        node's folder (renames on one filesystem; the store knows them by id), then
+        remove the old folder."""
+        moved = False
+        for claim_id in self._entries(self.legacy_incoming):
+            os.rename(self.legacy_incoming / claim_id, self.incoming / claim_id)
+            moved = True
+        if moved:
+            files.fsync_dir(self.incoming)
+            files.fsync_dir(self.legacy_incoming)
+        if self.legacy_incoming.is_dir():
+            self.legacy_incoming.rmdir()
+            files.fsync_dir(self.path)
 
     def hand_over(self, store_id: str) -> None:
         """Make the marker name ``store_id`` (``recover``, once it settled every batch
@@ -330,7 +361,9 @@ class WorkFolder:
             return False
 
     def _has_content(self) -> bool:
-        return any(self._entries(self.incoming)) or any(self._entries(self.batches))
+        return any(self._entries(self.legacy_incoming)) or any(self._entries(self.batches)) \
+            or any(self._entries(self.nodes / node / "incoming")
+                   for node in self._entries(self.nodes))
 
     @staticmethod
     def _entries(path: Path) -> list[str]:

@@ -71,6 +71,11 @@ class Layout:
     def work(self) -> Path:
         return self.inbox / ".folderseal" / "work"
 
+    @property
+    def incoming(self) -> Path:
+        """Where the daemon (node "test-node") keeps the files it claimed."""
+        return self.work / "nodes" / "test-node" / "incoming"
+
     def write(self) -> Path:
         for sub in ("inbox", "outbox", "errors", "state"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ def folder_intake(settings: Settings, store: Store, name: str = "scans", *,
     """The intake of folder ``name``: its work folder, the probe of its output folders, and
     rejected claims recorded in ``reject`` and handed to the probe's errors thread."""
     folder = settings.folders[name]
-    work = WorkFolder(folder.work_folder, name)
+    work = WorkFolder(folder.work_folder, name, store.node)
     kind = settings.providers[folder.provider].kind
     probe = Probe(name, folder, settings.state_dir, store, work, folder.provider, kind)
     if reject is None:

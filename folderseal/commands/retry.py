@@ -166,7 +166,7 @@ def _to_batch(settings: Settings, store: Store, batch: BatchRecord) -> tuple[lis
     back to ACCEPTED (poll, download).
     """
     cfg = settings.folders[batch.folder]
-    folder = WorkFolder(cfg.work_folder, batch.folder).batch_dir(batch.id)
+    folder = WorkFolder(cfg.work_folder, batch.folder, settings.node_name).batch_dir(batch.id)
     records = [r for r in store.files_of_batch(batch.id) if r.state in RETRYABLE]
     if batch.state != BatchState.FAILED:  # files that failed alone: those asked again
         ask_again = steps_of(settings.providers[batch.provider].kind).ask_again

@@ -54,6 +54,7 @@ from folderseal.core.redact import REDACTOR
 DEFAULT_CONFIG = Path("/etc/folderseal/config.toml")
 ENV_PREFIX = "FOLDERSEAL_"
 NAME_PATTERN = r"^[a-z0-9_]+$"
+NODE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$"
 
 
 class LogConfig(Section):
@@ -244,6 +245,15 @@ class Settings(BaseSettings):
                     + (", ".join(sorted(self.providers)) or "(none configured)")
                 )
         return self
+
+    @field_validator("node")
+    @classmethod
+    def _node_is_a_folder_name(cls, value: str) -> str:
+        # Each node claims into <work>/nodes/<node>/: a name that is one safe folder name.
+        if value and not re.match(NODE_PATTERN, value):
+            raise ValueError("may hold only letters, digits, '.', '-' and '_' (at most 64, "
+                             "not starting with '.' or '-')")
+        return value
 
     @property
     def node_name(self) -> str:

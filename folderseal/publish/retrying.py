@@ -165,7 +165,7 @@ def carry_out(store: Store, cfg: FolderConfig, moves: list[Move], resumed: bool 
     """Steps 2 and 3 for the moves of one file (inbox) or one batch; what became of
     them. ``resumed``: after an interruption, when some moves may be done already."""
     _require_places(store, cfg, moves)  # else they stay RETRYING until the shares are back
-    work = WorkFolder(cfg.work_folder, moves[0].record.folder)
+    work = WorkFolder(cfg.work_folder, moves[0].record.folder, store.node)
     try:
         placed = [_move(m, cfg.inbox, work.batches, resumed) for m in moves]
     except OSError as exc:
@@ -185,7 +185,7 @@ def _require_places(store: Store, cfg: FolderConfig, moves: list[Move]) -> None:
     to, whose marker names it (a failure recorded before folders had ids is let through)."""
     again = ("then run folderseal retry again (a running daemon finishes an interrupted "
              "retry by itself at its next rescan)")
-    work = WorkFolder(cfg.work_folder, moves[0].record.folder)
+    work = WorkFolder(cfg.work_folder, moves[0].record.folder, store.node)
     if not (cfg.inbox.is_dir() and work.attached(store.store_id)):
         raise Refused(f"the inbox {cfg.inbox} is not there, or not the one its files came "
                       f"from ({work.marker} is missing or not this store's: its share not "

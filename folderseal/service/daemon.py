@@ -146,7 +146,7 @@ class Daemon:
         folder), and the intake that drives them."""
         assert self.store is not None
         folder = self.settings.folders[name]
-        work = self.works[name] = WorkFolder(folder.work_folder, name)
+        work = self.works[name] = WorkFolder(folder.work_folder, name, self.node)
         self.sinks[name] = Sink(name, folder, work, self.store, self.node)
         probe = Probe(name, folder, self.settings.state_dir, self.store, work, folder.provider,
                       self.settings.providers[folder.provider].kind)

@@ -92,13 +92,13 @@ def missing_originals(store: Store, folder: str, cfg: FolderConfig) -> list[File
     """Files waiting in the work folder by the store's account that are not there: an
     original leaves only once delivered, failed or re-batched, so the store is older than
     the work folder (restored from a copy, or its last writes lost)."""
-    work = WorkFolder(cfg.work_folder, folder)
+    work = WorkFolder(cfg.work_folder, folder, store.node)
     gone = []
     for state in WAITING:
         for record in store.files_in_state(folder, state):
             places = [work.path_of(record)]
             if state == FileState.BATCHED:  # its batch may not have moved it in yet
-                places.append(work.claim_dir(record.id) / record.source)
+                places += [d / record.source for d in work.claim_dirs(record.id)]
             # On its way to errors (a crash came before its state was written).
             places += [cfg.errors / o["path"] for o in record.outputs if o.get("role") == "error"]
             if not any(os.path.lexists(p) for p in places):
@@ -128,7 +128,7 @@ class _Folder:
         self.store = store
         self.provider = provider  # None for a provider that keeps no remote batch
         self.state_dir = settings.state_dir
-        self.work = WorkFolder(cfg.work_folder, name)
+        self.work = WorkFolder(cfg.work_folder, name, store.node)
         self.delivered = traces.records(cfg.outbox, ".json")
         self.failed = traces.records(cfg.errors, ".error.json")
         self.requeued: set[str] = set()  # sha256 of files put back into the inbox
@@ -367,7 +367,7 @@ def settle(settings: Settings, store: Store, make_provider: Callable[[str], Prov
     try:
         store.release_node_leases()  # no daemon runs: the leases it held are void
         for name, cfg in settings.folders.items():
-            work = WorkFolder(cfg.work_folder, name)
+            work = WorkFolder(cfg.work_folder, name, store.node)
             if not work.path.is_dir():
                 continue
             unknown = [b for b in work.batch_ids() if store.batch(b) is None]

@@ -85,7 +85,7 @@ def test_a_missing_outbox_stops_claims_until_it_is_created(
     wait_until(lambda: {w["source"] for w in _status(layout)[1]["folders"]["scans"]["waiting"]}
                == set(names), timeout=10, what="both files listed as waiting")
     assert sorted(p.name for p in layout.inbox.iterdir() if p.is_file()) == names
-    assert not list((layout.work / "incoming").rglob("*.txt")), "a file was claimed"
+    assert not list(layout.incoming.rglob("*.txt")), "a file was claimed"
     gauges = _gauges(url)
     assert gauges['{folder="scans",reason="outbox_missing"}'] == 1
     assert gauges['{folder="scans",reason="errors_missing"}'] == 0

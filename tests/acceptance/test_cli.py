@@ -71,8 +71,8 @@ def _inbox_files(inbox: Path) -> list[str]:
 
 def _claimed_files(layout: Layout) -> list[Path]:
     """Claimed originals in the work folder (not the batches' hidden manifests)."""
-    return [p for sub in ("incoming", "batches") for p in (layout.work / sub).rglob("*")
-            if p.is_file() and not p.name.startswith(".")]
+    return [p for folder in (layout.incoming, layout.work / "batches")
+            for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:

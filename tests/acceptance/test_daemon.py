@@ -72,7 +72,7 @@ def test_fifty_mixed_files_come_out_sealed_and_sigterm_exits_zero(tmp_path: Path
     assert time.monotonic() - started < 10
     # Originals were removed only after delivery, and nothing is left in the work folder.
     assert [p for p in (layout.work / "batches").rglob("*") if p.is_file()] == []
-    assert [p for p in (layout.work / "incoming").rglob("*") if p.is_file()] == []
+    assert [p for p in layout.incoming.rglob("*") if p.is_file()] == []
     twins = [layout.outbox / folder / "Bericht 0.pdf" for folder in ("a", "b")]
     assert sha256(twins[0]) != sha256(twins[1])
 

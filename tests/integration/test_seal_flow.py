@@ -425,7 +425,7 @@ def test_a_lost_store_with_seal_sends_files_to_errors_not_the_inbox(layout: Layo
     batch = layout.work / "batches" / "01a2feedbeef"
     batch.mkdir(parents=True)
     (batch / "0001_scan.pdf").write_bytes(make_pdf(None, text="lost"))
-    (layout.work / "incoming").mkdir(exist_ok=True)
+    layout.incoming.mkdir(parents=True, exist_ok=True)
     assert recover(config.load(layout.config)) == 0
     assert not any(p.is_file() for p in layout.inbox.rglob("*") if ".folderseal" not in p.parts)
     [record] = [json.loads(p.read_text()) for p in error_records(layout.errors)]

@@ -56,7 +56,7 @@ class Batch:
                                 archive=root / "archive" if archive else None,
                                 work_dir=None, provider="proof")
         self.store = SqliteStore(root / "state" / "folderseal.sqlite", "n1", clock=clock)
-        self.work = WorkFolder(root / "inbox" / ".folderseal" / "work", "scans")
+        self.work = WorkFolder(root / "inbox" / ".folderseal" / "work", "scans", "n1")
         self.sink = Sink("scans", self.cfg, self.work, self.store, "n1")
 
     def stage(self, contents: dict[str, bytes] = FILES) -> None:

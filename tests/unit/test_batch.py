@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from folderseal.core.errors import ForeignWorkFolderError
 from folderseal.core.model import FileRecord, FileState
 from folderseal.core.safety import MAX_ENTRY_NAME, safe_name
 from folderseal.intake.batching import Limits, entry_name, move_into_batch, next_batch
@@ -161,7 +162,7 @@ def claim(work: WorkFolder, file_id: str, source: str, data: bytes) -> None:
 
 def test_move_into_batch_moves_files_under_their_entry_names(tmp_path: Path) -> None:
     """Each claimed file ends in batches/<batch>/<entry> and its claim folder is gone."""
-    work = WorkFolder(tmp_path / "work", "scans")
+    work = WorkFolder(tmp_path / "work", "scans", "node-a")
     work.adopt("store-1", set())
     claim(work, "c1", "2026/11/Rechnung für März.pdf", b"one")
     claim(work, "c2", "top.txt", b"two")
@@ -180,7 +181,7 @@ def test_move_into_batch_moves_files_under_their_entry_names(tmp_path: Path) -> 
 
 def test_move_into_batch_is_idempotent(tmp_path: Path) -> None:
     """A second call (a restart after a crash) finds the files moved and changes nothing."""
-    work = WorkFolder(tmp_path / "work", "scans")
+    work = WorkFolder(tmp_path / "work", "scans", "node-a")
     work.adopt("store-1", set())
     claim(work, "c1", "sub/a.pdf", b"one")
     records = [record("c1", "sub/a.pdf", entry="0000_a.pdf")]
@@ -192,7 +193,7 @@ def test_move_into_batch_is_idempotent(tmp_path: Path) -> None:
 
 def test_move_into_batch_finishes_a_half_done_move(tmp_path: Path) -> None:
     """After a crash half way, a second call moves the rest and keeps the moved one."""
-    work = WorkFolder(tmp_path / "work", "scans")
+    work = WorkFolder(tmp_path / "work", "scans", "node-a")
     work.adopt("store-1", set())
     claim(work, "c1", "a.pdf", b"one")
     claim(work, "c2", "b.pdf", b"two")
@@ -207,7 +208,7 @@ def test_move_into_batch_finishes_a_half_done_move(tmp_path: Path) -> None:
 
 def test_move_into_batch_refuses_a_file_that_is_nowhere(tmp_path: Path) -> None:
     """A claimed file missing from both places is an error, not silently skipped."""
-    work = WorkFolder(tmp_path / "work", "scans")
+    work = WorkFolder(tmp_path / "work", "scans", "node-a")
     work.adopt("store-1", set())
     with pytest.raises(FileNotFoundError):
         move_into_batch(work, "b1", "local", [record("c9", "lost.pdf", entry="0000_lost.pdf")])
@@ -215,7 +216,7 @@ def test_move_into_batch_refuses_a_file_that_is_nowhere(tmp_path: Path) -> None:
 
 def test_move_into_batch_keeps_other_files_of_a_shared_folder(tmp_path: Path) -> None:
     """Only empty folders are removed: an unbatched file in the same claim folder stays."""
-    work = WorkFolder(tmp_path / "work", "scans")
+    work = WorkFolder(tmp_path / "work", "scans", "node-a")
     work.adopt("store-1", set())
     claim(work, "c1", "sub/a.pdf", b"one")
     (work.claim_dir("c1") / "sub" / "stray.pdf").write_bytes(b"x")
@@ -226,7 +227,7 @@ def test_move_into_batch_keeps_other_files_of_a_shared_folder(tmp_path: Path) ->
 def test_the_manifest_describes_the_batch_and_keeps_every_remote_id(tmp_path: Path) -> None:
     """The manifest beside a batch names each file (even a name that is not UTF-8) and
     every remote id, in order, once; removing the finished batch removes it too."""
-    work = WorkFolder(tmp_path / "work", "scans")
+    work = WorkFolder(tmp_path / "work", "scans", "node-a")
     work.adopt("store-1", set())
     odd = os.fsdecode(b"scan-\xff.pdf")
     claim(work, "c1", odd, b"one")
@@ -242,3 +243,41 @@ def test_the_manifest_describes_the_batch_and_keeps_every_remote_id(tmp_path: Pa
     (work.batch_dir("b1") / "0000_scan-_.pdf").unlink()
     assert work.remove_batch("b1")
     assert not work.batch_dir("b1").exists()
+
+
+def test_each_node_claims_into_a_folder_of_its_own(tmp_path: Path) -> None:
+    """Two nodes on one work folder: each lists only its own claims, while a claimed file
+    is found wherever the node that claimed it keeps it."""
+    one = WorkFolder(tmp_path / "work", "scans", "node-a")
+    two = WorkFolder(tmp_path / "work", "scans", "node-b")
+    one.adopt("store-1", set())
+    two.adopt("store-1", set())
+    claim(one, "c1", "sub/a.pdf", b"one")
+    claim(two, "c2", "b.pdf", b"two")
+    assert one.claim_ids() == ["c1"] and two.claim_ids() == ["c2"]
+    assert one.claim_dir("c1") == tmp_path / "work" / "nodes" / "node-a" / "incoming" / "c1"
+    assert one.path_of(record("c2", "b.pdf")).read_bytes() == b"two"
+    assert two.path_of(record("c1", "sub/a.pdf")).read_bytes() == b"one"
+
+
+def test_claims_an_older_version_left_are_moved_into_the_nodes_folder(tmp_path: Path) -> None:
+    """<work>/incoming/<claim> (an older folderseal's layout) becomes this node's claim
+    when the work folder is adopted, and the old folder goes."""
+    old = tmp_path / "work" / "incoming" / "c1" / "sub"
+    old.mkdir(parents=True)
+    (old / "a.pdf").write_bytes(b"one")
+    (tmp_path / "work" / "store-id").write_text("store-1\n")
+    work = WorkFolder(tmp_path / "work", "scans", "node-a")
+    work.adopt("store-1", set())
+    assert work.claim_ids() == ["c1"]
+    assert (work.claim_dir("c1") / "sub" / "a.pdf").read_bytes() == b"one"
+    assert not (tmp_path / "work" / "incoming").exists()
+
+
+def test_a_work_folder_holding_only_an_old_claim_and_no_marker_is_refused(
+        tmp_path: Path) -> None:
+    """Claims without a marker naming their store are nobody's: refused, as before."""
+    (tmp_path / "work" / "incoming" / "c1").mkdir(parents=True)
+    (tmp_path / "work" / "incoming" / "c1" / "a.pdf").write_bytes(b"one")
+    with pytest.raises(ForeignWorkFolderError):
+        WorkFolder(tmp_path / "work", "scans", "node-a").adopt("store-1", set())

@@ -36,7 +36,7 @@ def parts(tmp_path: Path) -> Iterator[Parts]:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     store = MemoryStore("node", state_dir=tmp_path / "state")
-    work = WorkFolder(inbox / ".folderseal" / "work", "scans")
+    work = WorkFolder(inbox / ".folderseal" / "work", "scans", "node")
     work.adopt(store.store_id, store.batch_ids())
     tracker = SettleTracker(1.0, 100.0, "scans")
     rejected = Rejected()

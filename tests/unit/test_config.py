@@ -517,3 +517,16 @@ def test_an_empty_env_secret_does_not_hide_the_file_one(
     path = write(tmp_path, SEAL + 'api_key_file = "signius.key"\n' + FOLDER)
     monkeypatch.setenv("FOLDERSEAL_PROVIDERS__LOCAL__API_KEY", "")
     assert load(path).providers["local"].read_api_key() == b"file-key"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("node", ["../x", "a/b", ".hidden", "-x", "a b", "x" * 65])
+def test_a_node_name_that_is_no_safe_folder_name_is_refused(tmp_path: Path, node: str) -> None:
+    """Each node claims into <work>/nodes/<node>/, so its name is one plain folder name."""
+    path = minimal(tmp_path, extra_top=f'node = "{node}"\n')
+    error = config_error(path)
+    assert error.exit_code == 78 and "node" in str(error)
+
+
+def test_host_like_node_names_are_fine(tmp_path: Path) -> None:
+    path = minimal(tmp_path, extra_top='node = "scan-host_1.example.org"\n')
+    assert load(path).node == "scan-host_1.example.org"

@@ -88,7 +88,7 @@ def _run_on(layout: Layout, provider: ScriptedSigner, store: Store, batch_id: st
     """Start the daemon on the recovered store (as ``recover`` leaves it: the work folder
     now its own) with the same provider, and let it finish the batch."""
     settings = config.load(layout.config)
-    WorkFolder(settings.folders["scans"].work_folder, "scans").marker.write_text(
+    WorkFolder(settings.folders["scans"].work_folder, "scans", "test-node").marker.write_text(
         f"{store.store_id}\n")
     store.close()
     daemon, _ = _daemon(layout, lambda _name, _cfg, _state_dir: provider)
@@ -113,7 +113,8 @@ def test_a_rejected_file_does_not_undo_a_complete_upload(layout: Layout) -> None
     all answered for r1 (which may have been started, not yet shown), is ACCEPTING, never
     abandoned for a second remote batch that would store the files twice."""
     batch_id, ids, provider = _stop_at(layout, {"status_fails_from": 2, "reject": {"0001_a.txt"}})
-    assert set(WorkFolder(layout.work, "scans").manifests.rejected(batch_id)) == {ids[0]}
+    manifests = WorkFolder(layout.work, "scans", "test-node").manifests
+    assert set(manifests.rejected(batch_id)) == {ids[0]}
     outcome, store = _recover(layout, provider, batch_id)
     assert "ACCEPTING" in outcome and "1 rejected" in outcome
     batch = store.batch(batch_id)
@@ -130,7 +131,7 @@ def test_a_remote_batch_holding_a_rejected_files_copy_is_abandoned(layout: Layou
     """r1 took a's wrong copy, then a was rejected (the store lost before r1 was
     abandoned): r1 is never started, so it is abandoned, the rest batched anew."""
     batch_id, ids, provider = _stop_at(layout, {"status_fails_from": 2})
-    WorkFolder(layout.work, "scans").manifests.note_rejected(
+    WorkFolder(layout.work, "scans", "test-node").manifests.note_rejected(
         batch_id, ids[0], "checksum_mismatch", "scripted")
     outcome, store = _recover(layout, provider, batch_id)
     try:
