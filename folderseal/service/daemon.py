@@ -43,10 +43,9 @@ from folderseal.providers.local.tracker import stop_resource_tracker
 from folderseal.providers.measured import MeasuredProvider
 from folderseal.publish.probe import Probe
 from folderseal.publish.sink import Sink
-from folderseal.service import node, status
+from folderseal.service import node, startchecks, status
 from folderseal.service.leasekeeper import keep_leases
 from folderseal.service.notices import Notices
-from folderseal.service.recover import missing_originals
 from folderseal.service.web import WebServer
 from folderseal.store import Store
 from folderseal.store.opening import open_store
@@ -116,8 +115,8 @@ class Daemon:
         released = self.store.release_node_leases()
         if released:
             self.log.info("daemon.leases_released", batches=released)
-        self._check_open_batches()
-        self._check_store_is_current()
+        startchecks.open_batches_are_configured(self.store, settings)
+        startchecks.store_is_current(self.store, settings)
         for name in sorted({folder.provider for folder in settings.folders.values()}):
             provider = self.build_provider(name, settings.providers[name], settings.state_dir)
             self.providers[name] = cast(Provider, MeasuredProvider(provider))
@@ -161,56 +160,6 @@ class Daemon:
         (``folderseal sign``, which has no main loop to hold up)."""
         for name, intake in self.intakes.items():
             intake.probe.sink_rejected(self.sinks[name].failures)
-
-    def _tidy_published(self) -> None:
-        """Once, in the background after start: remove what a provider published that no
-        batch names any more (a crash between publishing and recording, or before
-        removing): customer records must not stay readable at a URL for ever. Slow or
-        out of reach, it holds up nothing; what it could not remove waits for the next
-        start."""
-        publishing = {n: p for n, p in self.providers.items() if p.steps.publishes}
-        if not publishing:
-            return
-        assert self.store is not None
-        store = self.store.connect()  # a connection of this thread's own
-        try:
-            for name, provider in publishing.items():
-                try:
-                    # Read after the provider listed what is published: a batch that
-                    # records its key meanwhile keeps its copy.
-                    removed = provider.tidy(store.publish_keys)
-                except Exception as exc:  # noqa: BLE001 - a cleanup must never stop the daemon
-                    self.log.warning("provider.tidy_failed", provider=name, reason=str(exc),
-                                     next_step="it is tried again at the next start; check "
-                                     "that the publish folder or bucket can be reached")
-                    continue
-                if removed:
-                    self.log.info("provider.tidied", provider=name, removed=removed)
-        finally:
-            store.close()
-
-    def _check_store_is_current(self) -> None:
-        """A store older than a work folder (restored from a copy, or its last writes lost)
-        would drive batches whose files were delivered since: refuse, and say how out."""
-        assert self.store is not None
-        for name, folder in self.settings.folders.items():
-            gone = missing_originals(self.store, name, folder)
-            if gone:
-                raise ConfigError(
-                    f"the store is older than the work folder of folder {name!r}: {len(gone)} "
-                    f"file(s) it has waiting there are gone (such as {gone[0].source_text!r}: "
-                    "delivered, failed or re-batched after this copy of the store was made). "
-                    "Run 'folderseal recover': it settles them by their sidecars and records")
-
-    def _check_open_batches(self) -> None:
-        """Every batch still under way needs its folder and provider in the configuration."""
-        assert self.store is not None
-        for folder, provider, count in self.store.open_batch_owners():
-            if folder not in self.settings.folders or provider not in self.settings.providers:
-                raise ConfigError(
-                    f"{count} batch(es) of folder {folder!r} with provider {provider!r} are "
-                    "still under way, but the configuration no longer has that folder or "
-                    "provider: put it back until `folderseal status` shows them finished")
 
     def close(self) -> None:
         if self.web is not None:
@@ -321,7 +270,13 @@ class Daemon:
             self.wake.clear()
 
     def _notices_loop(self) -> None:
-        self._tidy_published()
+        assert self.store is not None
+        if any(provider.steps.publishes for provider in self.providers.values()):
+            store = self.store.connect()  # a connection of this thread's own
+            try:
+                startchecks.tidy_published(store, self.providers, self.log)
+            finally:
+                store.close()
         self.notices.keep_checking(self.providers, self.stop)
 
     def _leases_loop(self) -> None:

@@ -25,6 +25,7 @@ from folderseal.providers import BatchView, Ledger, Remote, RemoteStatus, Steps
 from folderseal.providers.local.provider import LocalProvider
 from folderseal.service.daemon import Daemon
 from folderseal.service.recover import _Folder
+from folderseal.service.startchecks import tidy_published
 from folderseal.store import Store
 from folderseal.store.sqlite import SqliteStore
 from tests.helpers import Layout, error_records
@@ -214,7 +215,8 @@ def test_tidy_after_start_reads_the_keys_to_keep_after_listing(layout: Layout) -
 
     daemon, _ = _daemon(layout, make=PublishedWhileListing)
     try:
-        daemon._tidy_published()
+        assert daemon.store is not None
+        tidy_published(daemon.store.connect(), daemon.providers, daemon.log)
     finally:
         daemon.close()
     assert seen == [set(), {K1}]
