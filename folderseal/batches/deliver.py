@@ -26,6 +26,7 @@ def deliver(ctx: StepContext, batch: BatchRecord) -> BatchRecord | None:
 
 def clean(ctx: StepContext, batch: BatchRecord) -> BatchRecord | None:
     """DELIVERED: remove originals (or archive them), then the remote batch."""
+    ctx.store.keep_lease(batch.id)  # a node whose lease expired touches no file of it
     ctx.sink.finish(ctx.store.files_of_batch(batch.id))
     crashpoints.reached("original-removed")
     view = ctx.view(batch)
@@ -37,6 +38,7 @@ def clean(ctx: StepContext, batch: BatchRecord) -> BatchRecord | None:
         raise TransientError(f"deleting the remote batch failed: {exc}") from exc
     if batch.publish_key:
         ctx.store.set_publish_key(batch, None)
+    ctx.store.keep_lease(batch.id)
     shutil.rmtree(view.staging, ignore_errors=True)
     if not ctx.work.remove_batch(batch.id):
         # An original that could not go to errors is kept here, on record.
@@ -55,6 +57,7 @@ def sink_failures(ctx: StepContext, batch: BatchRecord) -> BatchRecord | None:
     try:
         for record in records:
             if record.state == FileState.REJECTED:
+                ctx.store.keep_lease(batch.id)
                 ctx.sink.fail(record, context)
     except TransientError as exc:  # the errors folder is full or gone: come back later
         ctx.log.warning("batch.failures_postponed", batch=batch.id, reason=str(exc))
@@ -63,6 +66,7 @@ def sink_failures(ctx: StepContext, batch: BatchRecord) -> BatchRecord | None:
         return None
     # Every file is in errors: what the batch left in the state folder can go (a
     # retry of a remote batch downloads again; one before accept re-batches).
+    ctx.store.keep_lease(batch.id)
     view = ctx.view(batch)
     shutil.rmtree(view.staging, ignore_errors=True)
     if view.package is not None:

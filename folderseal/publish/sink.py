@@ -105,6 +105,7 @@ class Sink:
             for record in ready:
                 if record.id in rejected or record.id in alone:
                     continue
+                keep_lease()  # by this host's own count: cheap, so before each file
                 try:
                     folder = self._folder_of(record, retried)
                     if phase == "outputs":

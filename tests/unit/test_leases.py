@@ -107,3 +107,28 @@ def test_the_keeper_logs_a_lease_taken_over(parts: Parts, debug_log: io.StringIO
     [lost] = log_events(debug_log, "lease.lost")
     assert lost["batch"] == batch_id and "another thread or node" in lost["next_step"]
     assert parts.store.leases.get(batch_id) is None
+
+
+def test_a_batch_taken_over_while_it_downloaded_publishes_nothing(parts: Parts) -> None:
+    """The lease ran out during the download and another node took the batch: this node
+    records nothing more and publishes nothing (nothing reaches the outbox or errors),
+    and the other node delivers each file once."""
+    taken: list[MemoryStore] = []
+
+    def take_over() -> None:
+        parts.clock.advance(LEASE_SECONDS + 1)
+        other = parts.store.connect("node-b")
+        assert other.acquire_batch() is not None
+        taken.append(other)
+
+    parts.provider.script["download"] = [take_over]
+    batch_id, _ = batched(parts, FILES)
+    assert parts.machine.run_once()
+    assert list(parts.cfg.outbox.iterdir()) == [] and list(parts.cfg.errors.iterdir()) == []
+    batch = parts.batch(batch_id)
+    assert (batch.claimed_by or "").startswith("node-b/")
+    [other] = taken
+    held = other.batch(batch_id)
+    assert held is not None
+    parts.machine_on(other).advance(held)
+    assert sorted(p.name for p in parts.cfg.outbox.iterdir()) == ["a.txt", "a.txt.json"]

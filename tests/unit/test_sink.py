@@ -219,8 +219,9 @@ def test_a_delivery_resumed_after_its_outputs_were_published_publishes_nothing_t
     asked: list[int] = []
 
     def lost_before_sidecars() -> None:
+        # Asked before the outputs, before each of the 2 files, then before the sidecars.
         asked.append(1)
-        if len(asked) == 2:
+        if len(asked) == 1 + len(FILES) + 1:
             raise LeaseLost("taken over (scripted)")
 
     with pytest.raises(LeaseLost):
