@@ -328,6 +328,23 @@ class WorkFolder:
             files.makedirs(sub)
         self._take_legacy_claims()
 
+    def other_nodes(self) -> list[str]:
+        """The other nodes with a claims folder here."""
+        own = self.incoming.parent.name
+        return sorted(n for n in self._entries(self.nodes) if n != own)
+
+    def take_claims_of(self, node: str) -> list[str]:
+        """Move a dead node's claims into this node's folder (renames on one filesystem;
+        the store knows each claim by its id, whoever made it); the ids moved."""
+        theirs = self.nodes / node / "incoming"
+        moved = self._entries(theirs)
+        for claim_id in moved:
+            os.rename(theirs / claim_id, self.incoming / claim_id)
+        if moved:
+            files.fsync_dir(self.incoming)
+            files.fsync_dir(theirs)
+        return moved
+
     def _take_legacy_claims(self) -> None:
         """Move the claims an older folderseal left in ``<work>/incoming/`` into this
         node's folder (renames on one filesystem; the store knows them by id), then

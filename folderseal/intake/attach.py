@@ -9,6 +9,8 @@ store marker is this store's); later attachments check the marker is still there
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from folderseal.core.config import FolderConfig
 from folderseal.core.logs import get as get_logger
 from folderseal.core.model import FileState
@@ -30,7 +32,8 @@ class Attachment:
     """One folder's hold on its inbox and work folder: attached, or backing off."""
 
     def __init__(self, name: str, cfg: FolderConfig, store: Store, work: WorkFolder,
-                 watcher: Watcher, fragments: Fragments) -> None:
+                 watcher: Watcher, fragments: Fragments,
+                 node_alive: Callable[[str], bool] = lambda node: False) -> None:
         self.name = name
         self.cfg = cfg
         self.store = store
@@ -38,6 +41,7 @@ class Attachment:
         self.work = work
         self.watcher = watcher
         self.fragments = fragments
+        self.node_alive = node_alive  # whether another node may still use its claims
         self.log = get_logger(folder=name)
         self.attached = False
         self.adopted = False
@@ -63,6 +67,7 @@ class Attachment:
             # First contact: make (or check) the work folder. ForeignWorkFolderError
             # ends the daemon with exit 78: continuing could seal files twice.
             self.work.adopt(self.store_id, self.store.batch_ids())
+            self._take_claims_of_dead_nodes()
             self.fragments.start(now)
             self.adopted = True
         elif not self.work.attached(self.store_id):
@@ -80,6 +85,18 @@ class Attachment:
         self.backoff = 1.0
         self.log.info("folder.watching", mode=mode, why=why, inbox=str(self.cfg.inbox))
         return True
+
+    def _take_claims_of_dead_nodes(self) -> None:
+        """Claims of a node that no longer runs (renamed, or gone) would wait for ever:
+        this node takes them over and batches them as its own."""
+        for node in self.work.other_nodes():
+            if self.node_alive(node):
+                continue
+            taken = self.work.take_claims_of(node)
+            if taken:
+                self.log.info("claims.adopted", node=node, claims=len(taken),
+                              reason=f"node {node!r} does not run; its claims are "
+                              "batched here")
 
     def detach(self, now: float, reason: str) -> None:
         """An outage: stop watching, and try again after the backoff."""

@@ -54,7 +54,8 @@ class FolderIntake:
     def __init__(self, name: str, cfg: FolderConfig, store: Store, work: WorkFolder,
                  probe: Probe, hints: queue.SimpleQueue[Hint], wake: threading.Event, *,
                  provider: str, reject: Reject, max_batch_files: int | None = None,
-                 on_batch: Callable[[], None] = lambda: None) -> None:
+                 on_batch: Callable[[], None] = lambda: None,
+                 node_alive: Callable[[str], bool] = lambda node: False) -> None:
         self.name = name
         self.cfg = cfg
         self.store = store
@@ -64,7 +65,8 @@ class FolderIntake:
         self.tracker = SettleTracker(cfg.settle_seconds, cfg.stuck_after_seconds, name)
         self.fragments = Fragments(name, cfg.settle_seconds, store)
         self.watcher = Watcher(name, cfg.inbox, cfg.recursive, hints, wake)
-        self.attachment = Attachment(name, cfg, store, work, self.watcher, self.fragments)
+        self.attachment = Attachment(name, cfg, store, work, self.watcher, self.fragments,
+                                     node_alive)
         self.limits = ClaimLimits(name, cfg, store, probe)
         self.scanner = Scanner(name, cfg, self.tracker)
         self.claims = Claims(name, cfg.inbox, work, store, self.tracker, self.fragments,

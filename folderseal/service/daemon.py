@@ -153,7 +153,9 @@ class Daemon:
                             provider=folder.provider,
                             reject=lambda _claim, _why: probe.rejected(),
                             max_batch_files=self.providers[folder.provider].max_batch_files,
-                            on_batch=self._batches_ready)
+                            on_batch=self._batches_ready,
+                            node_alive=lambda other: node.alive(self.store, self.settings,
+                                                                other))
 
     def sink_rejected(self) -> None:
         """Put the files the intakes rejected into the errors folders now, on this thread

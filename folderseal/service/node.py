@@ -5,9 +5,10 @@ with the same name on the same store is refused (exit 78) while the first still 
 A node counts as alive while its last heartbeat, on the store's clock, is younger than
 ``[store] lease_seconds`` — the time after which its batches could be taken over.
 
-Several live nodes on one store (fleet mode) need the per-node claims and lease fencing
-that are not in this version yet, so a node refuses to start beside another live one
-instead of risking a file; see docs/fleet.md.
+Several live nodes on one store (fleet mode) need what this version does not have yet
+(docs/fleet.md), so a node refuses to start beside another live one instead of risking
+a file. A node that does not run leaves its claims to the next node that attaches the
+folder (:func:`alive`).
 
 Each heartbeat's notes carry the node's own wall clock at the beat (``CLOCK_NOTE``),
 while the store stamps ``heartbeat_at`` with its own clock in the same call: their
@@ -65,3 +66,12 @@ def register(store: Store, settings: Settings, started_at: float) -> None:
             f"the other node, or wait {alive:g} s after it stopped, then start this one")
     store.register_node(statelock.instance_id(settings.state_dir), os.getpid(), started_at,
                         alive_seconds=alive)
+
+
+def alive(store: Store | None, settings: Settings, other: str) -> bool:
+    """Whether node ``other`` may still use its claims: never on SQLite (the state
+    folder's lock keeps every other daemon out, so a claims folder of another name is
+    this store's, left under an earlier name), else while it beats."""
+    if store is None or settings.store.database_url() is None:
+        return False
+    return other in alive_nodes(store, settings.store.lease_seconds)

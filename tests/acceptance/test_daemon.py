@@ -109,3 +109,27 @@ def test_ctrl_c_stops_the_daemon_cleanly(tmp_path: Path) -> None:
     assert daemon.process.wait(timeout=15) == 0
     assert time.monotonic() - started < 10
     assert "asked to stop" in daemon.log_path.read_text()
+
+
+def test_claims_left_under_an_earlier_node_name_are_sealed_by_the_next_daemon(
+        tmp_path: Path) -> None:
+    """A daemon dies right after claiming a file; it comes back under another node name
+    (the host was renamed, node = ""): it takes the earlier name's claims over, logs
+    that, and seals the file."""
+    layout = Layout(tmp_path)
+    layout.write()
+    layout.config.write_text(layout.config.read_text().replace('node = "test-node"',
+                                                               'node = "old-name"'))
+    crashing = Daemon(layout, env={"FOLDERSEAL_CRASH_AT": "claimed"}).started()
+    (layout.inbox / "a.txt").write_bytes(b"alpha\n")
+    crashing.process.wait(timeout=30)
+    old = layout.work / "nodes" / "old-name" / "incoming"
+    assert [p.name for p in old.rglob("*") if p.is_file()] == ["a.txt"]
+    layout.write()  # node = "test-node" again
+    daemon = Daemon(layout).started()
+    adopted = daemon.wait_for_event("claims.adopted")
+    assert adopted["node"] == "old-name" and adopted["claims"] == 1
+    wait_until(lambda: (layout.outbox / "a.txt.json").exists(), what="a.txt sealed")
+    check_sidecar(layout.outbox / "a.txt.json", layout)
+    assert not [p for p in old.rglob("*") if p.is_file()]
+    assert daemon.stop() == 0

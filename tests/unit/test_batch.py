@@ -281,3 +281,17 @@ def test_a_work_folder_holding_only_an_old_claim_and_no_marker_is_refused(
     (tmp_path / "work" / "incoming" / "c1" / "a.pdf").write_bytes(b"one")
     with pytest.raises(ForeignWorkFolderError):
         WorkFolder(tmp_path / "work", "scans", "node-a").adopt("store-1", set())
+
+
+def test_a_dead_nodes_claims_move_into_this_nodes_folder(tmp_path: Path) -> None:
+    """take_claims_of renames every claim of the other node into this node's folder."""
+    dead = WorkFolder(tmp_path / "work", "scans", "node-b")
+    dead.adopt("store-1", set())
+    claim(dead, "c1", "sub/a.pdf", b"one")
+    claim(dead, "c2", "b.pdf", b"two")
+    work = WorkFolder(tmp_path / "work", "scans", "node-a")
+    work.adopt("store-1", set())
+    assert work.other_nodes() == ["node-b"]
+    assert sorted(work.take_claims_of("node-b")) == ["c1", "c2"]
+    assert sorted(work.claim_ids()) == ["c1", "c2"] and dead.claim_ids() == []
+    assert (work.claim_dir("c1") / "sub" / "a.pdf").read_bytes() == b"one"
