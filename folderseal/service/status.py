@@ -35,7 +35,14 @@ from typing import Any
 from folderseal.core import statelock
 from folderseal.core.config import Settings
 from folderseal.core.errors import FolderSealError
-from folderseal.core.model import DELIVERED, NOT_DELIVERED, BatchState, FileState, path_text
+from folderseal.core.model import (
+    DELIVERED,
+    NOT_DELIVERED,
+    BatchRecord,
+    BatchState,
+    FileState,
+    path_text,
+)
 from folderseal.core.redact import REDACTOR
 from folderseal.intake.fragments import SHOWN_SECONDS as FRAGMENTS_SHOWN_SECONDS
 from folderseal.providers import NOT_QUALIFIED, build, steps_of
@@ -153,6 +160,16 @@ def _daemon(beat: dict[str, Any] | None, settings: Settings, report: dict[str, A
     return notes
 
 
+def _holder(batch: BatchRecord, now: float) -> dict[str, Any]:
+    """Which node works on a batch now (None: none), the epoch of its lease (each taking
+    bumps it: one that grows fast means the batch is taken over again and again), and
+    the seconds its lease has left (negative: it lapsed; another node may take it)."""
+    if batch.claimed_by is None or batch.lease_until is None:
+        return {"holder": None, "epoch": batch.epoch, "lease_left_seconds": None}
+    return {"holder": batch.claimed_by.partition("/")[0], "epoch": batch.epoch,
+            "lease_left_seconds": round(batch.lease_until - now, 1)}
+
+
 def _folder(store: Store, name: str, notes: dict[str, Any], now: float,
             counts: dict[str, int], batch_states: dict[str, int]) -> dict[str, Any]:
     """A folder's part of the report; ``counts`` and ``batch_states`` are its files and
@@ -166,7 +183,7 @@ def _folder(store: Store, name: str, notes: dict[str, Any], now: float,
                      "age_seconds": round(now - batch.created_at, 1),
                      "in_state_seconds": round(now - batch.updated_at, 1),
                      "next_attempt_in": None if due is None else max(0.0, round(due - now, 1)),
-                     "last_error": batch.error_message})
+                     "last_error": batch.error_message, **_holder(batch, now)})
     failed = [{"file": r.id,  # the retry id
                "source": r.source_text, "code": r.error_code, "reason": r.error_message,
                "attempts": r.attempts, "at": iso(at)}

@@ -18,7 +18,7 @@ from folderseal.publish import retrying
 from folderseal.service import page
 from folderseal.service.gauges import ReportCollector
 from folderseal.service.status import ALARM_ATTEMPTS, collect, summary
-from folderseal.store import Store
+from folderseal.store import LEASE_SECONDS, Store
 from folderseal.store.sqlite import SqliteStore
 
 CONFIG = """
@@ -283,3 +283,25 @@ def test_a_storing_folder_speaks_of_stored_files_and_shows_progress(tmp_path: Pa
     html = page.render(report)
     assert "files stored in the last hour" in html and "signed" not in html
     assert "(33.3%)" in html
+
+
+def test_each_batch_shows_its_holder_epoch_and_lease_left(tmp_path: Path) -> None:
+    """A batch some node works on names that node, the epoch of its lease (how often it
+    was taken) and the seconds its lease has left; a batch nobody holds names none."""
+    settings = _settings(tmp_path)
+    settings.state_dir.mkdir()
+    clock = [time.time() - 10.0]
+    store = SqliteStore(settings.database, "scan-1", clock=lambda: clock[0])
+    for file_id in ("held", "free"):
+        _claim(store, file_id, clock[0])
+        store.create_batch(batch_id=f"batch-{file_id}", folder="scans", provider="remote",
+                           entries=[(file_id, f"0001_{file_id}.pdf")])
+    taken = store.acquire_batch(frozenset({"batch-free"}))
+    assert taken is not None and taken.id == "batch-held"
+    store.close()
+
+    batches = {b["batch"]: b for b in collect(settings, warnings=[])["folders"]["scans"]["batches"]}
+    held, free = batches["batch-held"], batches["batch-free"]
+    assert (held["holder"], held["epoch"]) == ("scan-1", 1)
+    assert LEASE_SECONDS - 12 < held["lease_left_seconds"] < LEASE_SECONDS - 8
+    assert (free["holder"], free["epoch"], free["lease_left_seconds"]) == (None, 0, None)
