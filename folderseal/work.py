@@ -234,9 +234,11 @@ class WorkFolder:
         return self.batches / batch_id
 
     def claim_dirs(self, claim_id: str) -> list[Path]:
-        """Where a claim of any node may be: this node's folder first."""
+        """Where a claim of any node may be: this node's folder first, then the other
+        nodes', then an older folderseal's (until the work folder is adopted)."""
+        own = self.claim_dir(claim_id)
         others = [self.nodes / node / "incoming" / claim_id for node in self._entries(self.nodes)]
-        return [self.claim_dir(claim_id), *[p for p in others if p != self.claim_dir(claim_id)]]
+        return [own, *[p for p in others if p != own], self.legacy_incoming / claim_id]
 
     def path_of(self, record: FileRecord) -> Path:
         """Where a claimed file waits: in its claim (whichever node made it), or in its
@@ -334,9 +336,12 @@ class WorkFolder:
         return sorted(n for n in self._entries(self.nodes) if n != own)
 
     def take_claims_of(self, node: str) -> list[str]:
-        """Move a dead node's claims into this node's folder (renames on one filesystem;
-        the store knows each claim by its id, whoever made it); the ids moved."""
-        theirs = self.nodes / node / "incoming"
+        """Move a dead node's claims into this node's folder; the ids moved."""
+        return self._take_claims(self.nodes / node / "incoming")
+
+    def _take_claims(self, theirs: Path) -> list[str]:
+        """Move every claim in ``theirs`` into this node's folder (renames on one
+        filesystem; the store knows each claim by its id, whoever made it)."""
         moved = self._entries(theirs)
         for claim_id in moved:
             os.rename(theirs / claim_id, self.incoming / claim_id)
@@ -349,13 +354,7 @@ class WorkFolder:
         """Move the claims an older folderseal left in ``<work>/incoming/`` into this
         node's folder (renames on one filesystem; the store knows them by id), then
         remove the old folder."""
-        moved = False
-        for claim_id in self._entries(self.legacy_incoming):
-            os.rename(self.legacy_incoming / claim_id, self.incoming / claim_id)
-            moved = True
-        if moved:
-            files.fsync_dir(self.incoming)
-            files.fsync_dir(self.legacy_incoming)
+        self._take_claims(self.legacy_incoming)
         if self.legacy_incoming.is_dir():
             self.legacy_incoming.rmdir()
             files.fsync_dir(self.path)

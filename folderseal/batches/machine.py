@@ -34,7 +34,13 @@ from folderseal.batches import accept, deliver, lifecycle, poll, send
 from folderseal.batches.backoff import Delay, backoff
 from folderseal.batches.context import StepContext
 from folderseal.core import metrics
-from folderseal.core.errors import ProviderError, StoreError, Throttled, TransientError
+from folderseal.core.errors import (
+    LeaseLost,
+    ProviderError,
+    StoreError,
+    Throttled,
+    TransientError,
+)
 from folderseal.core.logs import get as get_logger
 from folderseal.core.model import BatchRecord, BatchState
 from folderseal.providers import Abandon, Provider
@@ -61,6 +67,7 @@ STEPS: dict[BatchState, Step] = {
 
 # What the operator does after a lease.lost: nothing, the batch goes on elsewhere.
 TAKEN_OVER = "none: another thread or node has the batch now and goes on with it"
+MOVED_ON = "none: the batch is in another state than this turn expected; its next turn goes on"
 
 
 class Busy:
@@ -116,9 +123,15 @@ class Machine:
             if batch is None:
                 return False
             self.busy.add(batch.id)
+        lease = self.store.leases.get(batch.id)
         try:
             self.advance(batch)
         finally:
+            # A turn that ended without releasing the batch (its release failed, or the
+            # store refused a write) must not leave the lease keeper renewing it: the
+            # lease then runs out and the batch is due again, here or on another node.
+            if lease is not None:
+                self.store.leases.drop(batch.id, lease.holder)
             self.busy.discard(batch.id)
         return True
 
@@ -154,8 +167,10 @@ class Machine:
             # The disk or a folder is in trouble (full, read-only, gone): wait and retry.
             self._postpone(batch.id, "io", f"{exc.strerror or exc}: {exc.filename or ''}",
                            ctx.retry_delay(), log)
-        except StoreError as exc:  # LeaseLost, StateConflict: someone else has it now
+        except LeaseLost as exc:  # someone else has it now
             log.warning("lease.lost", reason=str(exc), next_step=TAKEN_OVER)
+        except StoreError as exc:  # StateConflict: the batch moved on without this turn
+            log.warning("batch.state_conflict", reason=str(exc), next_step=MOVED_ON)
         except Exception as exc:  # noqa: BLE001 - one batch's surprise must not stop all
             # A step that fails in a way nobody foresaw (a provider's odd answer, a bug):
             # the batch waits with backoff, loudly, and status shows why; restarting the

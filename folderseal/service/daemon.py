@@ -111,8 +111,7 @@ class Daemon:
         safety.check_layout(settings)
         self._lock_fd = statelock.acquire(settings.state_dir)  # makes the folder if needed
         self.store = open_store(settings, self.node, check=True)
-        node.register(self.store, settings, self.started_at)
-        released = self.store.release_node_leases()
+        released = node.register(self.store, settings, self.started_at)
         if released:
             self.log.info("daemon.leases_released", batches=released)
         startchecks.open_batches_are_configured(self.store, settings)
@@ -274,16 +273,22 @@ class Daemon:
     def _notices_loop(self) -> None:
         assert self.store is not None
         if any(provider.steps.publishes for provider in self.providers.values()):
-            store = self.store.connect()  # a connection of this thread's own
             try:
-                startchecks.tidy_published(store, self.providers, self.log)
-            finally:
-                store.close()
+                store = self.store.connect()  # a connection of this thread's own
+            except TransientError as exc:  # the store is away: tidy at the next start
+                self.log.warning("provider.tidy_failed", reason=str(exc),
+                                 next_step="it is tried again at the next start")
+            else:
+                try:
+                    startchecks.tidy_published(store, self.providers, self.log)
+                finally:
+                    store.close()
         self.notices.keep_checking(self.providers, self.stop)
 
     def _leases_loop(self) -> None:
         assert self.store is not None
         store = self.store.connect()  # as this node: it shares the batch threads' leases
+        # (PostgreSQL: a connection that is lost is opened again at its next use.)
         try:
             keep_leases(store, self.stop)
         finally:
@@ -302,13 +307,13 @@ class Daemon:
                 try:
                     if machine.run_once():
                         continue
-                except TransientError as exc:  # the state folder takes no writes: wait
+                    due = store.next_due()  # on the store's clock, as the batch's times
+                    timeout = MAX_SLEEP if due is None else \
+                        min(MAX_SLEEP, max(0.01, due - store.clock()))
+                except TransientError as exc:  # the store takes no writes or is away: wait
                     self.log.warning("batches.paused", reason=str(exc))
                     self.stop.wait(STATE_RETRY_SECONDS)
                     continue
-                due = store.next_due()  # on the store's clock, as the batch's times
-                timeout = MAX_SLEEP if due is None else \
-                    min(MAX_SLEEP, max(0.01, due - store.clock()))
                 with self.batches_ready:
                     self.batches_ready.wait(timeout)
         finally:

@@ -4,9 +4,9 @@ steps run, so a long upload or signing is not taken over mid-step.
 Every ``lease_seconds / 4`` it renews each lease the store connections of this daemon
 share (:class:`~folderseal.store.leases.Leases`), on a connection of its own. It stops
 renewing a batch whose turn has run past ``step_limit`` seconds: a step that long is
-stuck, and the batch is better taken over (by this daemon's next turn or another node)
-than held for ever. A lease it finds taken over is dropped and logged (``lease.lost``);
-the batch thread then finds it gone before its next call to the provider.
+stuck, and the batch is better taken over by another node than held for ever. A lease
+it finds taken over is dropped and logged (``lease.lost``); the batch thread then finds
+it gone before its next call to the provider.
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ def keep_leases(store: Store, stop: threading.Event,
             try:
                 store.renew_lease(batch_id)
             except LeaseLost as exc:
-                now = store.batch(batch_id)  # released meanwhile is no loss
+                try:
+                    now = store.batch(batch_id)  # released meanwhile is no loss
+                except TransientError:
+                    continue
                 if now is not None and now.claimed_by not in (None, lease.holder):
                     log.warning("lease.lost", batch=batch_id, reason=str(exc),
                                 next_step="none: another thread or node has the batch now")

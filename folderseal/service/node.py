@@ -45,33 +45,43 @@ def clock_offset(row: dict[str, Any]) -> float | None:
     return float(clock) - float(row["heartbeat_at"])
 
 
-def alive_nodes(store: Store, alive_seconds: float) -> list[str]:
+def alive_nodes(store: Store, alive_seconds: float, but: str = "") -> list[str]:
     """The names of the nodes whose last heartbeat is younger than ``alive_seconds``,
-    measured on the store's clock (the clock that stamped them)."""
+    measured on the store's clock (the clock that stamped them), but those of instance
+    ``but`` (this state folder's: an earlier name of this very node)."""
     now = store.clock()
-    return [row["node"] for row in store.nodes() if is_alive(row, now, alive_seconds)]
+    return [row["node"] for row in store.nodes()
+            if is_alive(row, now, alive_seconds) and (not but or row.get("instance") != but)]
 
 
-def register(store: Store, settings: Settings, started_at: float) -> None:
-    """Take this node's name on the store, at start; ConfigError (exit 78) when another
-    daemon uses it, or when another node is alive on the store."""
-    alive = settings.store.lease_seconds
-    # On SQLite the state folder's lock already keeps every other daemon out.
+def register(store: Store, settings: Settings, started_at: float) -> int:
+    """Take this node's name on the store, at start, and void the leases it held before;
+    how many. ConfigError (exit 78) when another daemon uses the name, or when another
+    node is alive on the store."""
+    instance = statelock.instance_id(settings.state_dir)
     shared = settings.store.database_url() is not None
-    others = sorted(set(alive_nodes(store, alive)) - {store.node}) if shared else []
+    # On SQLite the state folder's lock already keeps every other daemon out: any other
+    # row is this store's own past, whatever its heartbeat says.
+    alive = settings.store.lease_seconds if shared else 0.0
+    others = sorted(set(alive_nodes(store, alive, but=instance)) - {store.node}) \
+        if shared else []
     if others:
         raise ConfigError(
             f"node(s) {', '.join(others)} run on this store: this version runs one node per "
             "store (several nodes on one share need fleet mode, not available yet). Stop "
             f"the other node, or wait {alive:g} s after it stopped, then start this one")
-    store.register_node(statelock.instance_id(settings.state_dir), os.getpid(), started_at,
-                        alive_seconds=alive)
+    restarted = store.register_node(instance, os.getpid(), started_at, alive_seconds=alive)
+    # After another instance of this name (gone silent, but its batch threads may still
+    # run), only its lapsed leases are void; after this instance's own crash, all are.
+    return store.release_node_leases(every=restarted)
 
 
 def alive(store: Store | None, settings: Settings, other: str) -> bool:
     """Whether node ``other`` may still use its claims: never on SQLite (the state
     folder's lock keeps every other daemon out, so a claims folder of another name is
-    this store's, left under an earlier name), else while it beats."""
+    this store's, left under an earlier name), nor when it is this node under an earlier
+    name; else while it beats."""
     if store is None or settings.store.database_url() is None:
         return False
-    return other in alive_nodes(store, settings.store.lease_seconds)
+    instance = statelock.instance_id(settings.state_dir)
+    return other in alive_nodes(store, settings.store.lease_seconds, but=instance)

@@ -230,8 +230,9 @@ class Store(Protocol):
                  message: str) -> tuple[int, float]:
         """Count a transient failure and release the batch; returns attempts and next time."""
 
-    def release_node_leases(self) -> int:
-        """At start: void the leases this node held before a crash; how many."""
+    def release_node_leases(self, every: bool = True) -> int:
+        """At start: void the leases this node held before a crash (only the lapsed ones
+        unless ``every``); how many."""
 
     def begin_attempts(self, batch: BatchRecord, file_ids: list[str]) -> list[int]:
         """Count an attempt at each file of the batch before it is made; the counts."""
@@ -303,9 +304,10 @@ class Store(Protocol):
     # -- the daemons ---------------------------------------------------------------
 
     def register_node(self, instance: str, pid: int, started_at: float,
-                      alive_seconds: float) -> None:
+                      alive_seconds: float) -> bool:
         """Take the node name for ``instance``, at start (NodeNameTaken while another
-        instance of the name beat within ``alive_seconds``)."""
+        instance of the name beat within ``alive_seconds``); True if it was this
+        instance's before, or nobody's."""
 
     def heartbeat(self, pid: int, started_at: float, notes: dict[str, Any]) -> None:
         """Record that this node's daemon is alive, with its notes for status

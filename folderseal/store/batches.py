@@ -198,10 +198,12 @@ class BatchRecords(FileRecords):
         self._leases.drop(batch.id)
         return attempts, float(row[0])  # the store's clock plus the delay
 
-    def release_node_leases(self) -> int:
-        """At start: leases this node held before a crash are void."""
+    def release_node_leases(self, every: bool = True) -> int:
+        """At start: leases this node held before a crash are void; only the lapsed ones
+        unless ``every`` (the earlier holder of the name is known to be gone)."""
         with self.transaction():
-            return self._run("release_node_leases", node=self.node).rowcount
+            return self._run("release_node_leases", node=self.node, every=every,
+                             now=self._now()).rowcount
 
     # -- what a batch went through with its provider ------------------------------
 
@@ -300,11 +302,14 @@ class BatchRecords(FileRecords):
                 self.event("file.attempt_forgiven", file_id=file_id, batch_id=batch.id)
 
     def register_node(self, instance: str, pid: int, started_at: float,
-                      alive_seconds: float) -> None:
+                      alive_seconds: float) -> bool:
         """Take the node name for ``instance`` (its state folder's id), at start:
         NodeNameTaken (exit 78) while another instance of the name beat within
-        ``alive_seconds``. This connection's heartbeats are for ``instance`` from now on."""
+        ``alive_seconds``. This connection's heartbeats are for ``instance`` from now on.
+        True if the name was this instance's before (or nobody's): a restart."""
         with self.transaction():
+            row = self._run("node_instance", node=self.node).fetchone()
+            restarted = row is None or row[0] in (instance, "")
             if self._run("register_node", node=self.node, pid=pid, started_at=started_at,
                          now=self._now(), instance=instance, version=__version__,
                          schema_version=self.schema_version,
@@ -314,6 +319,7 @@ class BatchRecords(FileRecords):
                     f"within the last {alive_seconds:g} s): give each node its own `node` "
                     "name, or stop the other one first")
         self.instance = instance
+        return restarted
 
     def heartbeat(self, pid: int, started_at: float, notes: dict[str, Any]) -> None:
         """Record that this node's instance is alive, with its notes for status;

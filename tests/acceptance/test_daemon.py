@@ -133,3 +133,25 @@ def test_claims_left_under_an_earlier_node_name_are_sealed_by_the_next_daemon(
     check_sidecar(layout.outbox / "a.txt.json", layout)
     assert not [p for p in old.rglob("*") if p.is_file()]
     assert daemon.stop() == 0
+
+
+def test_a_claim_waiting_in_the_layout_of_an_earlier_version_is_sealed_after_upgrade(
+        tmp_path: Path) -> None:
+    """A file claimed and recorded by a version that kept claims in <work>/incoming/:
+    the upgraded daemon starts (the store is not taken for older than its work folder),
+    moves the claim into its node's folder and seals it."""
+    layout = Layout(tmp_path, folder={"batch_max_wait_seconds": 600})
+    layout.write()
+    before = Daemon(layout).started()
+    (layout.inbox / "a.txt").write_bytes(b"alpha\n")
+    before.wait_for_event("file.claimed")
+    before.kill()
+    [claim] = list(layout.incoming.iterdir())
+    (layout.work / "incoming").mkdir()
+    claim.rename(layout.work / "incoming" / claim.name)  # where the earlier version kept it
+    layout.folder = {}
+    layout.write()
+    daemon = Daemon(layout).started()
+    wait_until(lambda: (layout.outbox / "a.txt.json").exists(), what="a.txt sealed")
+    assert not (layout.work / "incoming").exists()
+    assert daemon.stop() == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from folderseal.batches.context import StepContext
-from folderseal.core.errors import LeaseLost
+from folderseal.core.errors import LeaseLost, StateUnavailable, TransientError
 from folderseal.service import leasekeeper
 from folderseal.store import LEASE_SECONDS
 from folderseal.store.memory import MemoryStore
@@ -132,3 +132,23 @@ def test_a_batch_taken_over_while_it_downloaded_publishes_nothing(parts: Parts) 
     assert held is not None
     parts.machine_on(other).advance(held)
     assert sorted(p.name for p in parts.cfg.outbox.iterdir()) == ["a.txt", "a.txt.json"]
+
+
+def test_a_turn_that_could_not_release_its_batch_leaves_no_lease_to_renew(
+        parts: Parts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider failed and the store refused the postponement (it was away): the
+    turn ends without releasing the batch, and the lease keeper no longer renews it, so
+    it runs out and the batch is due again."""
+    parts.provider.script["create"] = [TransientError("HTTP 503 (scripted)")]
+
+    def store_away(*_args: object, **_kwargs: object) -> None:
+        raise StateUnavailable("the database does not answer (scripted)")
+
+    monkeypatch.setattr(parts.store, "postpone", store_away)
+    batch_id, _ = batched(parts, FILES)
+    assert parts.machine.run_once()
+    assert parts.store.leases.get(batch_id) is None
+    _keep_once(parts.store.connect())
+    parts.clock.advance(LEASE_SECONDS + 1)
+    again = parts.store.connect("node-b").acquire_batch()
+    assert again is not None and again.id == batch_id

@@ -109,10 +109,17 @@ def release_batch(t: Tables, *, id: str, holder: str, now: float,
 
 
 @query
-def release_node_leases(t: Tables, *, node: str) -> Result:
-    return update([j for j in t.batches.values() if j["claimed_by"] == node
-                   or (j["claimed_by"] or "").startswith(f"{node}/")],
+def release_node_leases(t: Tables, *, node: str, every: bool, now: float) -> Result:
+    return update([j for j in t.batches.values()
+                   if (j["claimed_by"] == node or (j["claimed_by"] or "").startswith(f"{node}/"))
+                   and (every or j["lease_until"] <= now)],
                   claimed_by=None, lease_until=None)
+
+
+@query
+def node_instance(t: Tables, *, node: str) -> Result:
+    row = t.nodes.get(node)
+    return answer([] if row is None else [{"instance": row["instance"]}])
 
 
 @query
@@ -256,7 +263,7 @@ def register_node(t: Tables, *, node: str, pid: int, started_at: float, now: flo
                   instance: str, version: str, schema_version: int,
                   alive_seconds: float) -> Result:
     owner = t.nodes.get(node)
-    if owner is not None and owner["instance"] != instance \
+    if owner is not None and owner["instance"] not in (instance, "") \
             and owner["heartbeat_at"] > now - alive_seconds:
         return Result(rowcount=0)
     t.nodes[node] = {"node": node, "pid": pid, "started_at": real(started_at),

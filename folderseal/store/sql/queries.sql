@@ -208,9 +208,15 @@ UPDATE batches SET state = :state, remote_id = :remote_id, publish_key = :publis
 WHERE id = :id AND state = 'BATCHED';
 
 -- name: release_node_leases
-UPDATE batches SET claimed_by = NULL, lease_until = NULL
 -- Exactly this node's holders ("<node>/<token>"): a name may hold "_" or "%", so no LIKE.
-WHERE claimed_by = :node OR substr(claimed_by, 1, length(:node) + 1) = :node || '/';
+-- :every is false when another instance held the name before: only its lapsed leases
+-- are void then (its batch threads may still be at work).
+UPDATE batches SET claimed_by = NULL, lease_until = NULL
+WHERE (claimed_by = :node OR substr(claimed_by, 1, length(:node) + 1) = :node || '/')
+  AND (:every OR lease_until <= :now);
+
+-- name: node_instance
+SELECT instance FROM nodes WHERE node = :node;
 
 -- name: note_upload
 UPDATE batches SET upload_sent_at = CASE WHEN upload_sent_remote IS :remote_id
@@ -260,7 +266,8 @@ ORDER BY id;
 
 -- name: register_node
 -- A node name belongs to one running instance: another may take it only once the
--- owner's heartbeat is older than :alive_seconds (on the store's clock).
+-- owner's heartbeat is older than :alive_seconds (on the store's clock). A row of a
+-- version before instances were recorded ('') is taken as this instance's.
 INSERT INTO nodes (node, pid, started_at, heartbeat_at, notes, instance, version,
                    schema_version)
 VALUES (:node, :pid, :started_at, :now, '{}', :instance, :version, :schema_version)
@@ -268,7 +275,7 @@ ON CONFLICT (node) DO UPDATE SET pid = excluded.pid, started_at = excluded.start
     heartbeat_at = excluded.heartbeat_at, notes = excluded.notes,
     instance = excluded.instance, version = excluded.version,
     schema_version = excluded.schema_version
-WHERE nodes.instance = excluded.instance OR nodes.heartbeat_at <= :now - :alive_seconds;
+WHERE nodes.instance IN (excluded.instance, '') OR nodes.heartbeat_at <= :now - :alive_seconds;
 
 -- name: heartbeat
 -- Only the instance that owns the name beats for it.

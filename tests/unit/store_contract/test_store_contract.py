@@ -370,6 +370,25 @@ def test_a_lease_past_its_local_deadline_is_confirmed_with_the_store(
     assert store.leases.get(batch.id) is None
 
 
+def test_leases_of_another_instance_of_the_node_are_void_only_once_lapsed(
+        backend: Backend, clock: Clock) -> None:
+    """release_node_leases(every=False), after another instance had the name: a lease
+    still running stays (its batch thread may be at work); a lapsed one is void."""
+    store = backend.open("node-a")
+    formed_batch(store, "job1", n=1)
+    first = acquired(store)
+    clock.advance(20)
+    formed_batch(store, "job2", n=1)
+    second = store.acquire_batch(frozenset({first.id}))
+    assert second is not None
+    clock.advance(15)  # job1's lease lapsed 5 s ago, job2's runs 15 s more
+    assert store.release_node_leases(every=False) == 1
+    lapsed, running = store.batch(first.id), store.batch(second.id)
+    assert lapsed is not None and lapsed.claimed_by is None
+    assert running is not None and (running.claimed_by or "").startswith("node-a/")
+    assert store.release_node_leases(every=True) == 1
+
+
 def test_begin_attempt_counts_and_renews(store: Store, clock: Clock) -> None:
     """begin_attempts counts a file's attempts and renews the batch's lease when half is gone."""
     batch = acquired_after(store)

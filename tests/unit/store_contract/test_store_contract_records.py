@@ -533,11 +533,23 @@ def test_a_node_name_belongs_to_one_live_instance(backend: Backend, clock: Clock
         second.register_node("i-2", 11, T0 + 49, alive_seconds=30)
     assert refused.value.exit_code == 78 and "'scan-1'" in str(refused.value)
     clock.advance(2)  # the first has been silent 31 s
-    second.register_node("i-2", 11, T0 + 51, alive_seconds=30)
+    assert not second.register_node("i-2", 11, T0 + 51, alive_seconds=30)  # no restart
     with pytest.raises(NodeNameTaken):
         first.heartbeat(10, T0, {})
     second.heartbeat(11, T0 + 51, {})
     assert [(r["node"], r["pid"]) for r in first.nodes()] == [("scan-1", 11)]
+
+
+def test_a_row_of_a_version_before_instances_is_taken_at_once(backend: Backend,
+                                                             clock: Clock) -> None:
+    """An upgrade restarts a node within seconds of its last heartbeat, written by a
+    version that recorded no instance (''): the name is taken, as a restart."""
+    old = backend.open("scan-1")
+    assert old.register_node("", 10, T0, alive_seconds=30)
+    clock.advance(1)
+    upgraded = backend.open("scan-1")
+    assert upgraded.register_node("i-1", 12, T0 + 1, alive_seconds=30)
+    assert [r["instance"] for r in upgraded.nodes()] == ["i-1"]
 
 
 def test_a_node_restarted_from_its_state_folder_takes_its_name_at_once(
@@ -549,6 +561,6 @@ def test_a_node_restarted_from_its_state_folder_takes_its_name_at_once(
     crashed.heartbeat(10, T0, {})
     clock.advance(1)
     restarted = backend.open("scan-1")
-    restarted.register_node("i-1", 12, T0 + 1, alive_seconds=30)
+    assert restarted.register_node("i-1", 12, T0 + 1, alive_seconds=30)
     restarted.heartbeat(12, T0 + 1, {})
     assert [r["pid"] for r in restarted.nodes()] == [12]
