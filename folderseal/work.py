@@ -5,8 +5,9 @@ Layout (on the inbox's filesystem, so claiming is one atomic rename)::
     <work>/store-id                    the id of the store that owns these claims
     <work>/nodes/<node>/incoming/<claim id>/<path>
                                        a file the node claimed, at its path relative to
-                                       the inbox: each node scans, sweeps and batches only
-                                       its own claims (several nodes may share an inbox)
+                                       the inbox: each node scans and sweeps only its own
+                                       claims folder; a node that does not run leaves its
+                                       claims to the next node that attaches the folder
     <work>/batches/<batch id>/<entry>  a batched file under its flat entry name
     <work>/batches/<batch id>/.batch.json  the batch's manifest: each file's source,
                                        sha256 and entry, and every remote batch id the

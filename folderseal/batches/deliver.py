@@ -26,8 +26,8 @@ def deliver(ctx: StepContext, batch: BatchRecord) -> BatchRecord | None:
 
 def clean(ctx: StepContext, batch: BatchRecord) -> BatchRecord | None:
     """DELIVERED: remove originals (or archive them), then the remote batch."""
-    ctx.store.keep_lease(batch.id)  # a node whose lease expired touches no file of it
-    ctx.sink.finish(ctx.store.files_of_batch(batch.id))
+    ctx.sink.finish(ctx.store.files_of_batch(batch.id),
+                    keep_lease=lambda: ctx.store.keep_lease(batch.id))
     crashpoints.reached("original-removed")
     view = ctx.view(batch)
     try:

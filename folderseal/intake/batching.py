@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,13 +81,17 @@ class Batches:
         self.log = get_logger(folder=name)
 
     def form(self, now: float) -> list[str]:
-        """Group claimed files into batches that are due; returns the new batch ids."""
+        """Group claimed files into batches that are due; returns the new batch ids.
+        ``now`` is on this host's clock (so is ``next_at``); the claims' times are on the
+        store's (the database's, in a fleet), so their age is measured on that."""
+        offset = self.store.clock() - time.time()  # the store's clock ahead of this host's
+        store_now = now + offset
         claimed = [r for r in self.store.files_in_state(self.name, FileState.CLAIMED)
                    if r.sha256 is not None]
         if self.cfg.duplicates == "skip":
             claimed = [r for r in claimed if not self._skip_duplicate(r)]
         created = []
-        while chosen := next_batch(claimed, self.limits, now):
+        while chosen := next_batch(claimed, self.limits, store_now):
             claimed = claimed[len(chosen):]
             batch_id = new_id()
             entries = [(r.id, entry_name(i, r.source)) for i, r in enumerate(chosen, start=1)]
@@ -98,7 +103,8 @@ class Batches:
                           bytes=sum(r.size for r in chosen))
             created.append(batch_id)
         oldest = min((r.claimed_at for r in claimed), default=None)
-        self.next_at = float("inf") if oldest is None else oldest + self.limits.max_wait
+        self.next_at = float("inf") if oldest is None \
+            else oldest + self.limits.max_wait - offset
         return created
 
     def _skip_duplicate(self, record: FileRecord) -> bool:

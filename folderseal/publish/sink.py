@@ -136,6 +136,7 @@ class Sink:
         for record in records:
             current = refreshed.get(record.id, record)
             if current.state == FileState.REJECTED:
+                keep_lease()
                 self.fail(current, ctx)
 
     def _mark(self, ready: list[FileRecord], plans: dict[str, list[dict[str, Any]]],
@@ -292,17 +293,19 @@ class Sink:
         naming.publish(lambda: files.write_new(folder, name, body, self.cfg.file_mode, tag),
                       folder / name)
 
-    def finish(self, records: list[FileRecord]) -> None:
-        """Archive or delete the originals of published files (idempotent)."""
+    def finish(self, records: list[FileRecord], keep_lease: Callable[[], None]) -> None:
+        """Archive or delete the originals of published files (idempotent), the batch's
+        lease confirmed before each (``keep_lease``)."""
         published = [r for r in records if r.state == FileState.PUBLISHED]
         if published:
-            self._remove_originals(published)
+            self._remove_originals(published, keep_lease)
         with self.store.transaction():
             for record in published:
                 self.store.set_file_state(record.id, FileState.PUBLISHED, FileState.DONE,
                                           batch_id=record.batch_id)
 
-    def _remove_originals(self, published: list[FileRecord]) -> None:
+    def _remove_originals(self, published: list[FileRecord],
+                          keep_lease: Callable[[], None]) -> None:
         """Archive or delete the originals, through their batch folder's descriptor: that
         folder missing means the inbox share is away (its mount point is empty), not that
         the originals are gone, so nothing is marked done until it is back."""
@@ -316,6 +319,7 @@ class Sink:
             raise translate(exc, folder) from None
         try:
             for record in published:
+                keep_lease()  # a node whose lease expired removes nothing
                 name = record.entry or ""
                 if self.cfg.archive is None:
                     with contextlib.suppress(FileNotFoundError):  # removed before a crash

@@ -58,22 +58,30 @@ def register(store: Store, settings: Settings, started_at: float) -> int:
     """Take this node's name on the store, at start, and void the leases it held before;
     how many. ConfigError (exit 78) when another daemon uses the name, or when another
     node is alive on the store."""
-    instance = statelock.instance_id(settings.state_dir)
-    shared = settings.store.database_url() is not None
+    refuse_beside_live_nodes(store, settings, "then start this one (this version runs one "
+                             "node per store: several nodes on one share need fleet mode, "
+                             "not available yet)")
     # On SQLite the state folder's lock already keeps every other daemon out: any other
     # row is this store's own past, whatever its heartbeat says.
-    alive = settings.store.lease_seconds if shared else 0.0
-    others = sorted(set(alive_nodes(store, alive, but=instance)) - {store.node}) \
-        if shared else []
-    if others:
-        raise ConfigError(
-            f"node(s) {', '.join(others)} run on this store: this version runs one node per "
-            "store (several nodes on one share need fleet mode, not available yet). Stop "
-            f"the other node, or wait {alive:g} s after it stopped, then start this one")
-    restarted = store.register_node(instance, os.getpid(), started_at, alive_seconds=alive)
+    alive = settings.store.lease_seconds if settings.store.database_url() else 0.0
+    restarted = store.register_node(statelock.instance_id(settings.state_dir), os.getpid(),
+                                    started_at, alive_seconds=alive)
     # After another instance of this name (gone silent, but its batch threads may still
     # run), only its lapsed leases are void; after this instance's own crash, all are.
     return store.release_node_leases(every=restarted)
+
+
+def refuse_beside_live_nodes(store: Store, settings: Settings, what_then: str) -> None:
+    """ConfigError (exit 78) while another node is alive on a shared store (on SQLite the
+    state folder's lock already keeps every other daemon out)."""
+    if settings.store.database_url() is None:
+        return
+    seconds = settings.store.lease_seconds
+    others = set(alive_nodes(store, seconds, but=statelock.instance_id(settings.state_dir)))
+    others.discard(store.node)
+    if others:
+        raise ConfigError(f"node(s) {', '.join(sorted(others))} run on this store: stop "
+                          f"them (and wait {seconds:g} s), {what_then}")
 
 
 def alive(store: Store | None, settings: Settings, other: str) -> bool:

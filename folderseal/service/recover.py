@@ -76,7 +76,7 @@ from folderseal.core.errors import ExitCode, ProviderError, TransientError
 from folderseal.core.model import BatchState, FileRecord, FileState
 from folderseal.providers import Provider, Remote, ask_status, build, steps_of
 from folderseal.publish import sidecar
-from folderseal.service import traces
+from folderseal.service import node, traces
 from folderseal.store import Store
 from folderseal.store.opening import open_store
 from folderseal.work import Manifest, WorkFolder
@@ -350,6 +350,7 @@ def recover(settings: Settings) -> int:
     lock = statelock.acquire(settings.state_dir)  # never beside a running daemon
     store = open_store(settings, check=True)
     try:
+        node.refuse_beside_live_nodes(store, settings, "before `folderseal recover`")
         return settle(settings, store, lambda name: build(name, settings.providers[name],
                                                           settings.state_dir))
     finally:

@@ -24,7 +24,12 @@ from folderseal.store import LEASE_SECONDS
 CONNECT_TIMEOUT = 10  # seconds; the store is unavailable after that
 # A session idle inside a transaction this long is ended by the server (its locks
 # released) while the leases it may hold still have half their time to go.
-IDLE_IN_TRANSACTION_MS = int(LEASE_SECONDS * 1000 / 2)
+def idle_ms(lease_seconds: float) -> int:
+    """How long a session may sit idle inside a transaction: half a lease, so a node
+    paused in one loses its row locks before its leases could be taken over."""
+    return int(lease_seconds * 1000 / 2)
+
+
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
               "keepalives_count": 3, "tcp_user_timeout": 30_000}
 
@@ -97,14 +102,14 @@ def unavailable(url: str, exc: psycopg.Error) -> StateUnavailable:
 
 
 def connect(url: str, node: str, *, read_only: bool = False, timeout: float = CONNECT_TIMEOUT,
-            statement_timeout_ms: int = 0) -> Connection:
+            statement_timeout_ms: int = 0, lease_seconds: float = LEASE_SECONDS) -> Connection:
     """A new connection (autocommit: :meth:`PostgresStore.transaction` opens transactions)."""
     params = _parsed(url)
     if params is None:
         raise ConfigError("the store URL cannot be read: write it as "
                           "postgresql://user@host:port/database")
     settings = [params.get("options") or "",  # the URL's own (a search_path, say) first
-                f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"]
+                f"-c idle_in_transaction_session_timeout={idle_ms(lease_seconds)}"]
     if read_only:  # status and the health check: the server refuses their writes
         settings.append("-c default_transaction_read_only=on")
     if statement_timeout_ms:

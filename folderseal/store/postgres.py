@@ -122,7 +122,8 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
         self._queries = _ON_THE_DATABASE if clock is None else _ON_A_CLOCK
         self._read_only = read_only
         self._in_transaction = False
-        self._conn = pgconnect.connect(url, node, read_only=read_only)
+        self._conn = pgconnect.connect(url, node, read_only=read_only,
+                                       lease_seconds=self._leases.seconds)
 
     @classmethod
     def open(cls, url: str, node: str, state_dir: Path, *, auto_migrate: bool,
@@ -221,7 +222,8 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
     def _reconnect_if_cut(self) -> None:
         """A connection cut under a previous call is opened again (a closed one is not)."""
         if self._conn.broken:
-            self._conn = pgconnect.connect(self._url, self.node, read_only=self._read_only)
+            self._conn = pgconnect.connect(self._url, self.node, read_only=self._read_only,
+                                           lease_seconds=self._leases.seconds)
 
     def _exec(self, sql: str, params: dict[str, Any]) -> psycopg.Cursor[pgconnect.Row]:
         if not self._in_transaction:

@@ -128,6 +128,9 @@ def test_until_fleet_mode_a_second_live_node_is_refused(
     refused = folderseal("run", "-c", str(second.config), timeout=60)
     assert refused.returncode == CONFIG_ERROR, refused.stdout + refused.stderr
     assert "node(s) scan-1 run on this store" in refused.stderr
+    recover = folderseal("recover", "-c", str(second.config), timeout=60)
+    assert recover.returncode == CONFIG_ERROR, recover.stdout + recover.stderr
+    assert "before `folderseal recover`" in recover.stderr
     assert daemon.stop() == 0
     wait_until(lambda: _starts(second), timeout=30, what="scan-2 starting once scan-1 is silent")
 

@@ -101,7 +101,7 @@ class Batch:
                          outcome="stored", batch_files=len(records),
                          history=self.store.batch_history(BATCH))
         self.sink.deliver(records, ctx, keep_lease=lambda: self.store.keep_lease(BATCH))
-        self.sink.finish(self.store.files_of_batch(BATCH))
+        self.sink.finish(self.store.files_of_batch(BATCH), lambda: self.store.keep_lease(BATCH))
 
     def original(self, source: str) -> Path:
         record = next(r for r in self.store.files_of_batch(BATCH) if r.source == source)

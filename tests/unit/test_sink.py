@@ -104,7 +104,8 @@ def test_outputs_and_sidecars_land_in_the_outbox_with_every_field(parts: Parts) 
     originals = [parts.work.path_of(r) for r in records]
     assert all(p.exists() for p in originals)
 
-    parts.sink.finish(parts.store.files_of_batch(batch_id))
+    parts.sink.finish(parts.store.files_of_batch(batch_id),
+                      lambda: parts.store.keep_lease(batch_id))
 
     assert not any(p.exists() for p in originals)
     assert {r.state for r in parts.store.files_of_batch(batch_id)} == {FileState.DONE}
@@ -123,7 +124,8 @@ def test_a_detached_signature_goes_beside_the_original_and_the_archive_gets_it(
     original = parts.work.path_of(record)
 
     _deliver(parts, batch_id)
-    parts.sink.finish(parts.store.files_of_batch(batch_id))
+    parts.sink.finish(parts.store.files_of_batch(batch_id),
+                      lambda: parts.store.keep_lease(batch_id))
 
     outbox = parts.cfg.outbox
     assert _names(outbox) == ["a.txt", "a.txt.json", "a.txt.p7s"]

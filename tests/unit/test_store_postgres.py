@@ -176,6 +176,21 @@ def test_connections_set_keepalives_and_an_idle_in_transaction_timeout(
     assert timeout is not None and timeout[0] == f"{int(LEASE_SECONDS / 2)}s"
 
 
+def test_the_idle_in_transaction_timeout_follows_the_configured_lease(
+        url: str, tmp_path: Path) -> None:
+    """[store] lease_seconds = 12: a session idle in a transaction ends after 6 s, on
+    every connection of the store (another thread's too)."""
+    store = PostgresStore.open(url, "node-a", tmp_path, auto_migrate=True, lease_seconds=12)
+    other = store.connect()
+    try:
+        for conn in (store._conn, other._conn):
+            shown = conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()
+            assert shown is not None and shown[0] == "6s"
+    finally:
+        other.close()
+        store.close()
+
+
 def _url_with_password(url: str, **changes: object) -> str:
     return make_conninfo(url, password=PASSWORD, **changes)
 
