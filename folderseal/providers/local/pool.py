@@ -49,6 +49,9 @@ from folderseal.providers.local.poolchild import PICKLE, worker_main
 
 log = logging.getLogger(__name__)
 _STOP_GRACE = 5.0  # seconds a retired worker gets to exit before it is killed
+# After SIGKILL: a process stuck in the kernel (a disk under heavy writes) may take a
+# while to go; its exit code or signal is what the operator reads in the log.
+_KILL_GRACE = 30.0
 _SIGNAL_NAMES = {s.value: s.name for s in signal.Signals}
 
 
@@ -359,7 +362,7 @@ class WorkerPool:
         w.process.join(_STOP_GRACE)
         if w.process.exitcode is None:
             w.process.kill()
-            w.process.join(_STOP_GRACE)
+            w.process.join(_KILL_GRACE)
         return w.process.exitcode
 
     def _break(self, message: str) -> None:
