@@ -216,7 +216,11 @@ class Manifests:
 
 class WorkFolder:
     """One inbox's work folder: its claims, its batches (with their :class:`Manifests`)
-    and the marker naming the store that owns them."""
+    and the marker naming the store that owns them.
+
+    More than 15 methods on purpose: together they are the folder's one layout (where a
+    claim of any node, a batch and the marker live, and how claims change hands); split,
+    the layout would be written in two places."""
 
     def __init__(self, path: Path, folder: str, node: str) -> None:
         self.path = path

@@ -109,7 +109,11 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
     """One connection to the PostgreSQL store, for one thread.
 
     ``state_dir`` is this node's own folder (the retry lock lives there): the store keeps
-    nothing in it. ``clock`` None: every time is the database's (see the module's doc)."""
+    nothing in it. ``clock`` None: every time is the database's (see the module's doc).
+
+    Its own methods (over 15 with the store's) are the connection's plumbing: opening
+    and checking the schema, transactions, reconnecting after a cut; they share the one
+    connection's state, as :class:`~folderseal.store.sqlite.SqliteStore`'s do."""
 
     def __init__(self, url: str, node: str, state_dir: Path,
                  clock: Callable[[], float] | None = None, *, read_only: bool = False,
