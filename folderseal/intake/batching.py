@@ -84,7 +84,11 @@ class Batches:
         """Group claimed files into batches that are due; returns the new batch ids.
         ``now`` is on this host's clock (so is ``next_at``); the claims' times are on the
         store's (the database's, in a fleet), so their age is measured on that."""
-        offset = self.store.clock() - time.time()  # the store's clock ahead of this host's
+        # The store's clock ahead of this host's, to the millisecond (read this host's
+        # first: a store on this host's clock is then never behind it, so no batch is
+        # held back by the microseconds between the two readings).
+        local = time.time()
+        offset = round(self.store.clock() - local, 3)
         store_now = now + offset
         claimed = [r for r in self.store.files_in_state(self.name, FileState.CLAIMED)
                    if r.sha256 is not None]
