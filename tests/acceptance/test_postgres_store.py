@@ -5,6 +5,7 @@ store a database the node reaches over TCP."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import psycopg
@@ -106,11 +107,7 @@ def test_a_second_daemon_with_the_same_node_name_is_refused(
         tmp_path: Path, postgres_url: str) -> None:
     """Two daemons named alike on one store (two hosts given the same `node`): the second
     exits 78 naming the node, and the first goes on."""
-    first = _layout(tmp_path / "one", postgres_url, node="scan-1")
-    second = _layout(tmp_path / "two", postgres_url, node="scan-1")
-    daemon = Daemon(first).started()
-    refused = folderseal("run", "-c", str(second.config), timeout=60)
-    assert refused.returncode == CONFIG_ERROR, refused.stdout + refused.stderr
+    first, second, daemon, refused = _second_beside_first(tmp_path, postgres_url, "scan-1")
     assert "another folderseal runs as node 'scan-1'" in refused.stderr
     (first.inbox / "a.txt").write_bytes(b"alpha\n")
     wait_until(lambda: settled(first, {"a.txt": "outbox"}), timeout=60, what="a.txt sealed")
@@ -122,17 +119,25 @@ def test_until_fleet_mode_a_second_live_node_is_refused(
     """Another node alive on the store: this version runs one node per store, so the
     second exits 78 saying which node runs and what to do; once the first stopped and its
     heartbeat aged past lease_seconds, the second starts."""
-    first = _layout(tmp_path / "one", postgres_url, node="scan-1")
-    second = _layout(tmp_path / "two", postgres_url, node="scan-2")
-    daemon = Daemon(first).started()
-    refused = folderseal("run", "-c", str(second.config), timeout=60)
-    assert refused.returncode == CONFIG_ERROR, refused.stdout + refused.stderr
+    _, second, daemon, refused = _second_beside_first(tmp_path, postgres_url, "scan-2")
     assert "node(s) scan-1 run on this store" in refused.stderr
     recover = folderseal("recover", "-c", str(second.config), timeout=60)
     assert recover.returncode == CONFIG_ERROR, recover.stdout + recover.stderr
     assert "before `folderseal recover`" in recover.stderr
     assert daemon.stop() == 0
     wait_until(lambda: _starts(second), timeout=30, what="scan-2 starting once scan-1 is silent")
+
+
+def _second_beside_first(root: Path, url: str, second_node: str
+                         ) -> tuple[Layout, Layout, Daemon, subprocess.CompletedProcess[str]]:
+    """Node scan-1 running on the store, and `run` of a second node (named
+    ``second_node``) beside it, which must exit 78."""
+    first = _layout(root / "one", url, node="scan-1")
+    second = _layout(root / "two", url, node=second_node)
+    daemon = Daemon(first).started()
+    refused = folderseal("run", "-c", str(second.config), timeout=60)
+    assert refused.returncode == CONFIG_ERROR, refused.stdout + refused.stderr
+    return first, second, daemon, refused
 
 
 def _starts(layout: Layout) -> bool:
