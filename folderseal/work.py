@@ -245,19 +245,29 @@ class WorkFolder:
         others = [self.nodes / node / "incoming" / claim_id for node in self._entries(self.nodes)]
         return [own, *[p for p in others if p != own], self.legacy_incoming / claim_id]
 
+    def claim_root(self, claim_id: str, source: str) -> Path:
+        """The folder of a claim that holds its file ``source``: in the claims folder of
+        whichever node holds it now (a node takes a dead node's claims over by renames),
+        else where this node would have it."""
+        places = self.claim_dirs(claim_id)
+        return next((d for d in places if os.path.lexists(d / source)), places[0])
+
+    def claim_path(self, claim_id: str, source: str) -> Path:
+        """Where a claimed file is (see :meth:`claim_root`)."""
+        return self.claim_root(claim_id, source) / source
+
     def path_of(self, record: FileRecord) -> Path:
         """Where a claimed file waits: in its claim (whichever node made it), or in its
         batch under its entry name."""
         if record.state == FileState.CLAIMED or record.entry is None:
-            places = [d / record.source for d in self.claim_dirs(record.id)]
-            return next((p for p in places if os.path.lexists(p)), places[0])
+            return self.claim_path(record.id, record.source)
         return self.batch_dir(record.batch_id or "") / record.entry
 
     def open_file(self, record: FileRecord) -> int:
         """Open a claimed file for reading, refusing anything but the claimed file."""
         if record.state == FileState.CLAIMED or record.entry is None:
             head, _, name = record.source.rpartition("/")
-            root = open_dir(self.claim_dir(record.id))
+            root = open_dir(self.claim_root(record.id, record.source))
             parts = tuple(head.split("/")) if head else ()
         else:
             name = record.entry

@@ -33,7 +33,8 @@ class Attachment:
 
     def __init__(self, name: str, cfg: FolderConfig, store: Store, work: WorkFolder,
                  watcher: Watcher, fragments: Fragments,
-                 node_alive: Callable[[str], bool] = lambda node: False) -> None:
+                 node_alive: Callable[[str], bool] = lambda node: False,
+                 alive_seconds: float = 0.0) -> None:
         self.name = name
         self.cfg = cfg
         self.store = store
@@ -42,6 +43,7 @@ class Attachment:
         self.watcher = watcher
         self.fragments = fragments
         self.node_alive = node_alive  # whether another node may still use its claims
+        self.alive_seconds = alive_seconds  # a node silent this long is dead (store clock)
         self.log = get_logger(folder=name)
         self.attached = False
         self.adopted = False
@@ -67,7 +69,6 @@ class Attachment:
             # First contact: make (or check) the work folder. ForeignWorkFolderError
             # ends the daemon with exit 78: continuing could seal files twice.
             self.work.adopt(self.store_id, self.store.batch_ids())
-            self._take_claims_of_dead_nodes()
             self.fragments.start(now)
             self.adopted = True
         elif not self.work.attached(self.store_id):
@@ -86,17 +87,21 @@ class Attachment:
         self.log.info("folder.watching", mode=mode, why=why, inbox=str(self.cfg.inbox))
         return True
 
-    def _take_claims_of_dead_nodes(self) -> None:
-        """Claims of a node that no longer runs (renamed, or gone) would wait for ever:
-        this node takes them over and batches them as its own."""
-        for node in self.work.other_nodes():
-            if self.node_alive(node):
-                continue
-            taken = self.work.take_claims_of(node)
-            if taken:
-                self.log.info("claims.adopted", node=node, claims=len(taken),
-                              reason=f"node {node!r} does not run; its claims are "
-                              "batched here")
+    def adopt_dead_claims(self) -> None:
+        """Claims of a node that no longer runs (dead, renamed, or gone) would wait for
+        ever: this node takes them over and batches them as its own. The store decides
+        whose a claim is, in one statement on its own clock; the renames of the dead
+        nodes' claims folders into this node's only tidy up (a claim is found in any
+        node's folder), and bring the claims the store never heard of to this node's
+        scan."""
+        recorded = self.store.adopt_claims(self.name, self.alive_seconds)
+        folders = {node: self.work.take_claims_of(node)
+                   for node in self.work.other_nodes() if not self.node_alive(node)}
+        if recorded or any(folders.values()):
+            self.log.info("claims.adopted", claims=recorded,
+                          folders={node: len(ids) for node, ids in folders.items() if ids},
+                          reason="claims of nodes that do not run (no heartbeat within "
+                          f"{self.alive_seconds:g} s) are batched here")
 
     def detach(self, now: float, reason: str) -> None:
         """An outage: stop watching, and try again after the backoff."""

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from folderseal.core import crashpoints, files
 from folderseal.core.config import FolderConfig
+from folderseal.core.errors import StateConflict
 from folderseal.core.logs import get as get_logger
-from folderseal.core.model import FileRecord, FileState
+from folderseal.core.model import FileRecord
 from folderseal.core.safety import safe_name
 from folderseal.store import Store, new_id
 from folderseal.work import WorkFolder
@@ -90,8 +91,7 @@ class Batches:
         local = time.time()
         offset = round(self.store.clock() - local, 3)
         store_now = now + offset
-        claimed = [r for r in self.store.files_in_state(self.name, FileState.CLAIMED)
-                   if r.sha256 is not None]
+        claimed = self.store.own_claims(self.name)
         if self.cfg.duplicates == "skip":
             claimed = [r for r in claimed if not self._skip_duplicate(r)]
         created = []
@@ -99,8 +99,13 @@ class Batches:
             claimed = claimed[len(chosen):]
             batch_id = new_id()
             entries = [(r.id, entry_name(i, r.source)) for i, r in enumerate(chosen, start=1)]
-            self.store.create_batch(batch_id=batch_id, folder=self.name, provider=self.provider,
-                                  entries=entries)
+            try:
+                self.store.create_batch(batch_id=batch_id, folder=self.name,
+                                        provider=self.provider, entries=entries)
+            except StateConflict as exc:  # another node took this one's claims over
+                self.log.warning("claims.lost", reason=f"{exc}: a node took this node's "
+                                 "claims over while it did not beat; that node batches them")
+                break
             crashpoints.reached("state:BATCHED")
             move_into_batch(self.work, batch_id, self.provider, self.store.files_of_batch(batch_id))
             self.log.info("batch.batched", batch=batch_id, files=len(chosen),
@@ -131,17 +136,23 @@ def move_into_batch(work: WorkFolder, batch_id: str, provider: str,
     """
     target = work.batch_dir(batch_id)
     work.write_manifest(batch_id, provider, records)
+    claims_folders = set()
     for record in records:
         assert record.entry is not None
-        source = work.claim_dir(record.id) / record.source
+        if os.path.lexists(target / record.entry):
+            continue  # moved before a restart
+        claim = work.claim_root(record.id, record.source)  # whichever node's folder
+        source = claim / record.source
         try:
             os.rename(source, target / record.entry)
         except FileNotFoundError:
             if not os.path.lexists(target / record.entry):
                 raise
-        _remove_empty_dirs(work.claim_dir(record.id), source.parent)
+        _remove_empty_dirs(claim, source.parent)
+        claims_folders.add(claim.parent)
     files.fsync_dir(target)
-    files.fsync_dir(work.incoming)
+    for folder in sorted(claims_folders):
+        files.fsync_dir(folder)
 
 
 def _remove_empty_dirs(top: Path, start: Path) -> None:

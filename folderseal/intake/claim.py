@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from folderseal.core import crashpoints, files, metrics
-from folderseal.core.errors import ConfigError
+from folderseal.core.errors import ConfigError, StateConflict
 from folderseal.core.logs import get as get_logger
-from folderseal.core.model import DocumentResult, FileState
+from folderseal.core.model import FileState
 from folderseal.intake.fragments import Fragments
 from folderseal.intake.settle import SettleTracker
 from folderseal.store import Store, new_id
@@ -156,19 +156,36 @@ class Claims:
         rows = []
         failures = []
         for claim_id, source, seen_at, fail in claimed:
-            path = self.work.claim_dir(claim_id) / source
-            st, digest, problem = (os.lstat(path), None, fail) if fail else self._check(path)
+            path = self.work.claim_path(claim_id, source)
+            try:
+                st, digest, problem = (os.lstat(path), None, fail) if fail else \
+                    self._check(path)
+            except FileNotFoundError:
+                self._lost(claim_id, "its file left this node's claims folder")
+                continue
             rows.append({"id": claim_id, "folder": self.name, "source": source,
                          "dev": st.st_dev, "ino": st.st_ino, "size": st.st_size,
                          "mtime_ns": st.st_mtime_ns, "sha256": digest, "seen_at": seen_at})
             if problem is not None:
                 failures.append((claim_id, problem))
-        self.store.add_claims(rows)
+        taken = set(self.store.add_claims(rows))
         for row in rows:
-            self.log.info("file.claimed", file=row["id"], source=row["source"],
-                          bytes=row["size"])
+            if row["id"] in taken:
+                self._lost(row["id"], "another node recorded it first")
+            else:
+                self.log.info("file.claimed", file=row["id"], source=row["source"],
+                              bytes=row["size"])
         for claim_id, failure in failures:
-            self.fail(claim_id, failure)
+            if claim_id not in taken:
+                self.fail(claim_id, failure)
+
+    def _lost(self, claim_id: str, how: str) -> None:
+        """A claim of this node that another node took over (it thought this one dead,
+        after a pause longer than lease_seconds): that node finishes it."""
+        self.log.warning("claims.lost", file=claim_id, reason=f"{how}: a node took this "
+                         "node's claims over while it did not beat (paused or cut off for "
+                         "longer than lease_seconds); that node batches it, nothing to do "
+                         "here. If it happens often, look for what stops this node")
 
     @staticmethod
     def _check(path: Path) -> tuple[os.stat_result, str | None, Failure | None]:
@@ -195,8 +212,11 @@ class Claims:
         Whatever that does, it must not write the errors folder on this thread (the main
         loop): a share there that hangs must not stop every folder."""
         code, message = failure
-        self.store.set_file_result(claim_id, FileState.CLAIMED, DocumentResult(
-            entry="", error_code=code, error_message=message))
+        try:
+            self.store.reject_claim(claim_id, code, message)
+        except StateConflict:
+            self._lost(claim_id, "it is no longer this node's claim")
+            return
         self.reject(claim_id, failure)
 
     def sweep(self) -> None:
@@ -214,4 +234,7 @@ class Claims:
             if problem is not None:
                 self.fail(record.id, problem)
             elif digest is not None:
-                self.store.set_claim_hash(record.id, digest, st.st_size, st.st_mtime_ns)
+                try:
+                    self.store.set_claim_hash(record.id, digest, st.st_size, st.st_mtime_ns)
+                except StateConflict:
+                    self._lost(record.id, "it is no longer this node's claim")

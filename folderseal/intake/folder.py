@@ -55,7 +55,8 @@ class FolderIntake:
                  probe: Probe, hints: queue.SimpleQueue[Hint], wake: threading.Event, *,
                  provider: str, reject: Reject, max_batch_files: int | None = None,
                  on_batch: Callable[[], None] = lambda: None,
-                 node_alive: Callable[[str], bool] = lambda node: False) -> None:
+                 node_alive: Callable[[str], bool] = lambda node: False,
+                 alive_seconds: float = 0.0) -> None:
         self.name = name
         self.cfg = cfg
         self.store = store
@@ -66,7 +67,7 @@ class FolderIntake:
         self.fragments = Fragments(name, cfg.settle_seconds, store)
         self.watcher = Watcher(name, cfg.inbox, cfg.recursive, hints, wake)
         self.attachment = Attachment(name, cfg, store, work, self.watcher, self.fragments,
-                                     node_alive)
+                                     node_alive, alive_seconds)
         self.limits = ClaimLimits(name, cfg, store, probe)
         self.scanner = Scanner(name, cfg, self.tracker)
         self.claims = Claims(name, cfg.inbox, work, store, self.tracker, self.fragments,
@@ -119,8 +120,10 @@ class FolderIntake:
             if now >= self.scanner.next_at:
                 self.scan(now)
             if self.claims_to_check:
-                # Register claims the store does not know, finish those left half done.
+                # Take dead nodes' claims, register claims the store does not know,
+                # finish those left half done.
                 self.claims_to_check = False
+                self.attachment.adopt_dead_claims()
                 if self.claims.register_unknown(now):
                     self.batches.next_at = 0.0
                 self.claims.sweep()

@@ -154,7 +154,8 @@ class Daemon:
                             max_batch_files=self.providers[folder.provider].max_batch_files,
                             on_batch=self._batches_ready,
                             node_alive=lambda other: node.alive(self.store, self.settings,
-                                                                other))
+                                                                other),
+                            alive_seconds=node.alive_seconds(self.settings))
 
     def sink_rejected(self) -> None:
         """Put the files the intakes rejected into the errors folders now, on this thread

@@ -54,6 +54,13 @@ def alive_nodes(store: Store, alive_seconds: float, but: str = "") -> list[str]:
             if is_alive(row, now, alive_seconds) and (not but or row.get("instance") != but)]
 
 
+def alive_seconds(settings: Settings) -> float:
+    """How long a node may be silent and still count as alive: ``lease_seconds`` on a
+    shared store; on SQLite none (the state folder's lock keeps every other daemon out,
+    so any other node is this store's own past)."""
+    return settings.store.lease_seconds if settings.store.database_url() else 0.0
+
+
 def register(store: Store, settings: Settings, started_at: float) -> int:
     """Take this node's name on the store, at start, and void the leases it held before;
     how many. ConfigError (exit 78) when another daemon uses the name, or when another
@@ -61,11 +68,8 @@ def register(store: Store, settings: Settings, started_at: float) -> int:
     refuse_beside_live_nodes(store, settings, "then start this one (this version runs one "
                              "node per store: several nodes on one share need fleet mode, "
                              "not available yet)")
-    # On SQLite the state folder's lock already keeps every other daemon out: any other
-    # row is this store's own past, whatever its heartbeat says.
-    alive = settings.store.lease_seconds if settings.store.database_url() else 0.0
     restarted = store.register_node(statelock.instance_id(settings.state_dir), os.getpid(),
-                                    started_at, alive_seconds=alive)
+                                    started_at, alive_seconds=alive_seconds(settings))
     # After another instance of this name (gone silent, but its batch threads may still
     # run), only its lapsed leases are void; after this instance's own crash, all are.
     return store.release_node_leases(every=restarted)

@@ -117,8 +117,9 @@ class Store(Protocol):
                   mtime_ns: int, sha256: str | None, seen_at: float) -> None:
         """Record one claimed file, CLAIMED, claimed now."""
 
-    def add_claims(self, rows: list[dict[str, Any]]) -> None:
-        """Record claimed files (keys as :meth:`add_claim`'s arguments) in one transaction."""
+    def add_claims(self, rows: list[dict[str, Any]]) -> list[str]:
+        """Record files this node claimed (keys as :meth:`add_claim`'s arguments) in one
+        transaction; the ids another node had recorded already (they stay its)."""
 
     def file(self, file_id: str) -> FileRecord | None:
         """The file of that id, if the store has it."""
@@ -127,7 +128,15 @@ class Store(Protocol):
         """The files of ``folder`` in ``state``, in the order they were claimed."""
 
     def unfinished_claims(self, folder: str) -> list[FileRecord]:
-        """Claims left half done: never hashed, or rejected but not yet in errors."""
+        """This node's claims left half done: never hashed, or rejected but not yet in
+        errors."""
+
+    def own_claims(self, folder: str) -> list[FileRecord]:
+        """This node's hashed claims of ``folder``, in the order they were claimed."""
+
+    def adopt_claims(self, folder: str, alive_seconds: float) -> int:
+        """Make this node's the unbatched claims of ``folder`` of every node silent for
+        ``alive_seconds`` on the store's clock (and those of no node); how many."""
 
     def files_of_batch(self, batch_id: str) -> list[FileRecord]:
         """The files of a batch, in the order of their entry names."""
@@ -170,7 +179,12 @@ class Store(Protocol):
         """Record the output names chosen for a file, and reserve them in ``area``."""
 
     def set_claim_hash(self, file_id: str, sha256: str, size: int, mtime_ns: int) -> None:
-        """Record a CLAIMED file's hash, size and mtime (StateConflict if not CLAIMED)."""
+        """Record the hash, size and mtime of a claim of this node (StateConflict if it is
+        not one, or no longer CLAIMED)."""
+
+    def reject_claim(self, file_id: str, code: str, message: str) -> None:
+        """A claim of this node that cannot be sealed: REJECTED with ``code`` and
+        ``message`` (StateConflict if it is not one, or no longer CLAIMED)."""
 
     def note_remote_document(self, batch_id: str, file_id: str, note: dict[str, Any]) -> None:
         """Keep the provider's latest answer for a file waiting in a batch, durably."""

@@ -35,8 +35,10 @@ class BatchRecords(FileRecords):
             self.event("batch.created", batch_id=batch_id, to_state=BatchState.BATCHED,
                        detail=str(len(entries)))
             for file_id, entry in entries:
-                self._guarded("batch_file", StateConflict, f"file {file_id} is not claimed",
-                              id=file_id, batch_id=batch_id, entry=entry, now=now)
+                self._guarded("batch_file", StateConflict,
+                              f"file {file_id} is not a claim of node {self.node}",
+                              id=file_id, batch_id=batch_id, entry=entry, node=self.node,
+                              now=now)
                 self.event("file.batched", file_id=file_id, batch_id=batch_id,
                            from_state=FileState.CLAIMED, to_state=FileState.BATCHED)
 

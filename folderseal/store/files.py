@@ -23,14 +23,21 @@ class FileRecords(StoreBase):
                           "size": size, "mtime_ns": mtime_ns, "sha256": sha256,
                           "seen_at": seen_at}])
 
-    def add_claims(self, rows: list[dict[str, Any]]) -> None:
-        """Record claimed files (keys as :meth:`add_claim`'s arguments) in one transaction."""
+    def add_claims(self, rows: list[dict[str, Any]]) -> list[str]:
+        """Record files this node claimed (keys as :meth:`add_claim`'s arguments) in one
+        transaction; the ids of those another node had recorded already (it took this
+        node's claims over while this node was paused), which stay that node's."""
         now = self._now()
+        taken = []
         with self.transaction():
             for row in rows:
-                self._run("insert_file", **{**row, "source": os.fsencode(row["source"])},
-                          now=now)
-                self.event("file.claimed", file_id=row["id"], to_state=FileState.CLAIMED)
+                added = self._run("insert_file", **{**row, "source": os.fsencode(row["source"])},
+                                  node=self.node, now=now).rowcount
+                if added:
+                    self.event("file.claimed", file_id=row["id"], to_state=FileState.CLAIMED)
+                else:
+                    taken.append(row["id"])
+        return taken
 
     def file(self, file_id: str) -> FileRecord | None:
         row = self._run("get_file", id=file_id).fetchone()
@@ -40,8 +47,21 @@ class FileRecords(StoreBase):
         return [file_record(r) for r in self._run("files_in_state", folder=folder, state=state)]
 
     def unfinished_claims(self, folder: str) -> list[FileRecord]:
-        """Claims left half done: never hashed, or rejected but not yet in errors."""
-        return [file_record(r) for r in self._run("unfinished_claims", folder=folder)]
+        """This node's claims left half done: never hashed, or rejected but not yet in
+        errors."""
+        return [file_record(r) for r in self._run("unfinished_claims", folder=folder,
+                                                  node=self.node)]
+
+    def own_claims(self, folder: str) -> list[FileRecord]:
+        """This node's hashed claims, oldest first: what it may batch."""
+        return [file_record(r) for r in self._run("own_claims", folder=folder, node=self.node)]
+
+    def adopt_claims(self, folder: str, alive_seconds: float) -> int:
+        """Make this node's the unbatched claims of every node that has not beaten
+        within ``alive_seconds`` on the store's clock (and those of no node); how many."""
+        with self.transaction():
+            return int(self._run("adopt_claims", folder=folder, node=self.node,
+                                 alive_seconds=alive_seconds, now=self._now()).rowcount)
 
     def files_of_batch(self, batch_id: str) -> list[FileRecord]:
         return [file_record(r) for r in self._run("files_of_batch", batch_id=batch_id)]
@@ -110,9 +130,22 @@ class FileRecords(StoreBase):
 
     def set_claim_hash(self, file_id: str, sha256: str, size: int, mtime_ns: int) -> None:
         with self.transaction():
-            self._guarded("set_claim_hash", StateConflict, f"file {file_id} is not claimed",
-                          id=file_id, sha256=sha256, size=size, mtime_ns=mtime_ns,
+            self._guarded("set_claim_hash", StateConflict,
+                          f"file {file_id} is not a claim of node {self.node}", id=file_id,
+                          sha256=sha256, size=size, mtime_ns=mtime_ns, node=self.node,
                           now=self._now())
+
+    def reject_claim(self, file_id: str, code: str, message: str) -> None:
+        """A claim of this node that cannot be sealed: REJECTED, with why."""
+        result = DocumentResult(entry="", error_code=code, error_message=message)
+        with self.transaction():
+            self._guarded("reject_claim", StateConflict,
+                          f"file {file_id} is not a claim of node {self.node}", id=file_id,
+                          result=result.to_json(), error_code=code,
+                          error_message=REDACTOR.text(message), node=self.node,
+                          now=self._now())
+            self.event("file.state", file_id=file_id, from_state=FileState.CLAIMED,
+                       to_state=FileState.REJECTED, detail=code)
 
     def note_remote_document(self, batch_id: str, file_id: str, note: dict[str, Any]) -> None:
         """Keep the provider's latest answer for a file (JSON), durably."""

@@ -56,13 +56,14 @@ def answers(t: Tables) -> Result:
 
 @query
 def insert_file(t: Tables, *, id: str, folder: str, source: bytes, dev: int, ino: int,
-                size: int, mtime_ns: int, sha256: str | None, seen_at: float,
+                size: int, mtime_ns: int, sha256: str | None, seen_at: float, node: str,
                 now: float) -> Result:
-    unique(id in t.files, "files.id")
+    if id in t.files:  # ON CONFLICT (id) DO NOTHING
+        return Result(rowcount=0)
     row = dict.fromkeys(FILE_COLUMNS)
     row.update(id=id, folder=folder, source=source, state="CLAIMED", dev=dev, ino=ino,
                size=size, mtime_ns=mtime_ns, sha256=sha256, attempts=0, seen_at=real(seen_at),
-               claimed_at=real(now), updated_at=real(now))
+               claimed_at=real(now), updated_at=real(now), node=node)
     t.files[id] = row
     return Result(rowcount=1)
 
@@ -80,10 +81,30 @@ def files_in_state(t: Tables, *, folder: str, state: str) -> Result:
 
 
 @query
-def unfinished_claims(t: Tables, *, folder: str) -> Result:
-    return answer(f for f in t.files.values() if f["folder"] == folder and f["batch_id"] is None
+def unfinished_claims(t: Tables, *, folder: str, node: str) -> Result:
+    return answer(f for f in t.files.values() if f["folder"] == folder and f["node"] == node
+                 and f["batch_id"] is None
                  and ((f["state"] == "CLAIMED" and f["sha256"] is None)
                       or f["state"] == "REJECTED"))
+
+
+@query
+def own_claims(t: Tables, *, folder: str, node: str) -> Result:
+    return answer(sorted((f for f in t.files.values()
+                         if f["folder"] == folder and f["state"] == "CLAIMED"
+                         and f["node"] == node and f["sha256"] is not None),
+                        key=lambda f: (f["claimed_at"], f["id"])))
+
+
+@query
+def adopt_claims(t: Tables, *, folder: str, node: str, alive_seconds: float,
+                 now: float) -> Result:
+    alive = {n for n, row in t.nodes.items() if row["heartbeat_at"] > now - alive_seconds}
+    return update([f for f in t.files.values()
+                   if f["folder"] == folder and f["batch_id"] is None
+                   and f["state"] in ("CLAIMED", "REJECTED")
+                   and (f["node"] is None or (f["node"] != node and f["node"] not in alive))],
+                  node=node)
 
 
 @query
@@ -136,8 +157,10 @@ def delivered_twin(t: Tables, *, folder: str, sha256: str | None, id: str) -> Re
 
 
 @query
-def batch_file(t: Tables, *, id: str, batch_id: str, entry: str, now: float) -> Result:
-    return update(file_if(t, id, lambda f: f["state"] == "CLAIMED"), state="BATCHED",
+def batch_file(t: Tables, *, id: str, batch_id: str, entry: str, node: str,
+               now: float) -> Result:
+    return update(file_if(t, id, lambda f: f["state"] == "CLAIMED" and f["node"] == node),
+                  state="BATCHED",
                    batch_id=batch_id, entry=entry, updated_at=real(now))
 
 
@@ -199,10 +222,21 @@ def release_names(t: Tables, *, file_id: str) -> Result:
 
 
 @query
-def set_claim_hash(t: Tables, *, id: str, sha256: str, size: int, mtime_ns: int,
+def set_claim_hash(t: Tables, *, id: str, sha256: str, size: int, mtime_ns: int, node: str,
                    now: float) -> Result:
-    return update(file_if(t, id, lambda f: f["state"] == "CLAIMED"), sha256=sha256,
-                   size=size, mtime_ns=mtime_ns, updated_at=real(now))
+    return update(_claim_of(t, id, node), sha256=sha256, size=size, mtime_ns=mtime_ns,
+                  updated_at=real(now))
+
+
+@query
+def reject_claim(t: Tables, *, id: str, result: str, error_code: str, error_message: str,
+                 node: str, now: float) -> Result:
+    return update(_claim_of(t, id, node), state="REJECTED", result=result,
+                  error_code=error_code, error_message=error_message, updated_at=real(now))
+
+
+def _claim_of(t: Tables, id: str, node: str) -> list[dict[str, Any]]:
+    return file_if(t, id, lambda f: f["state"] == "CLAIMED" and f["node"] == node)
 
 
 @query

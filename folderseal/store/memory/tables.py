@@ -19,7 +19,8 @@ from typing import Any
 
 FILE_COLUMNS = ("id", "folder", "source", "state", "dev", "ino", "size", "mtime_ns", "sha256",
                 "batch_id", "entry", "attempts", "result", "outputs", "error_code",
-                "error_message", "seen_at", "claimed_at", "updated_at", "remote_document")
+                "error_message", "seen_at", "claimed_at", "updated_at", "remote_document",
+                "node")
 BATCH_COLUMNS = ("id", "folder", "provider", "state", "claimed_by", "lease_until",
                "next_attempt_at", "attempts", "remote_id", "package_sha256", "package_bytes",
                "failed_step", "error_code", "error_message", "created_at", "updated_at",

@@ -18,10 +18,13 @@ INSERT INTO events (at, node, batch_id, file_id, kind, from_state, to_state, det
 VALUES (:now, :node, :batch_id, :file_id, :kind, :from_state, :to_state, :detail, :epoch);
 
 -- name: insert_file
+-- A claim another node registered first (it took this node's claims folder over while
+-- this node was paused) stays that node's: nothing is inserted (rowcount 0).
 INSERT INTO files (id, folder, source, state, dev, ino, size, mtime_ns, sha256,
-                   seen_at, claimed_at, updated_at)
+                   seen_at, claimed_at, updated_at, node)
 VALUES (:id, :folder, :source, 'CLAIMED', :dev, :ino, :size, :mtime_ns, :sha256,
-        :seen_at, :now, :now);
+        :seen_at, :now, :now, :node)
+ON CONFLICT (id) DO NOTHING;
 
 -- name: get_file
 SELECT * FROM files WHERE id = :id;
@@ -31,8 +34,24 @@ SELECT * FROM files WHERE folder = :folder AND state = :state ORDER BY claimed_a
 
 -- name: unfinished_claims
 SELECT * FROM files
-WHERE folder = :folder AND batch_id IS NULL
+WHERE folder = :folder AND node = :node AND batch_id IS NULL
   AND ((state = 'CLAIMED' AND sha256 IS NULL) OR state = 'REJECTED');
+
+-- name: own_claims
+-- The hashed claims of one node: what it may batch.
+SELECT * FROM files
+WHERE folder = :folder AND state = 'CLAIMED' AND node = :node AND sha256 IS NOT NULL
+ORDER BY claimed_at, id;
+
+-- name: adopt_claims
+-- The unbatched claims of every node that no longer beats (no heartbeat within
+-- :alive_seconds on the store's clock, or no row at all), and those of no node (claimed
+-- before migration 9), become :node's in one statement: a node that comes back finds
+-- them gone from its lists, and its guarded writes on them match nothing.
+UPDATE files SET node = :node
+WHERE folder = :folder AND batch_id IS NULL AND state IN ('CLAIMED', 'REJECTED')
+  AND (node IS NULL OR (node <> :node AND node NOT IN (
+        SELECT node FROM nodes WHERE heartbeat_at > :now - :alive_seconds)));
 
 -- name: files_of_batch
 SELECT * FROM files WHERE batch_id = :batch_id ORDER BY entry;
@@ -65,7 +84,7 @@ LIMIT 1;
 
 -- name: batch_file
 UPDATE files SET state = 'BATCHED', batch_id = :batch_id, entry = :entry, updated_at = :now
-WHERE id = :id AND state = 'CLAIMED';
+WHERE id = :id AND state = 'CLAIMED' AND node = :node;
 
 -- name: begin_attempt
 UPDATE files SET attempts = attempts + 1, updated_at = :now
@@ -97,7 +116,12 @@ DELETE FROM output_names WHERE file_id = :file_id;
 
 -- name: set_claim_hash
 UPDATE files SET sha256 = :sha256, size = :size, mtime_ns = :mtime_ns, updated_at = :now
-WHERE id = :id AND state = 'CLAIMED';
+WHERE id = :id AND state = 'CLAIMED' AND node = :node;
+
+-- name: reject_claim
+UPDATE files SET state = 'REJECTED', result = :result, error_code = :error_code,
+                 error_message = :error_message, updated_at = :now
+WHERE id = :id AND state = 'CLAIMED' AND node = :node;
 
 -- name: set_file_outputs
 UPDATE files SET outputs = :outputs, updated_at = :now

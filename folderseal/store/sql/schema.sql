@@ -63,8 +63,9 @@ CREATE TABLE files (
     claimed_at    REAL NOT NULL,
     updated_at    REAL NOT NULL
     -- Added by migration 0004: the provider's latest answer for the file, JSON
-    -- {batch, id, checksum} (id null: sent, the answer not in yet).
-    , remote_document TEXT);
+    -- {batch, id, checksum} (id null: sent, the answer not in yet); by migration 0009:
+    -- the node that claimed it (NULL: claimed before that migration).
+    , remote_document TEXT, node TEXT);
 CREATE INDEX files_by_state_and_time ON files (folder, state, updated_at);
 CREATE INDEX files_by_batch ON files (batch_id);
 CREATE INDEX files_by_hash ON files (folder, sha256);

@@ -12,7 +12,6 @@ from folderseal.core.errors import LeaseLost, StateConflict
 from folderseal.core.model import BatchRecord, BatchState, DocumentResult, FileState
 from folderseal.store import LEASE_SECONDS, Store
 from tests.store_backends import (
-    DUPLICATE,
     T0,
     Backend,
     Clock,
@@ -51,12 +50,6 @@ def test_non_utf8_names_round_trip(store: Store) -> None:
     assert record.source == "sub/caf\udce9.txt"
     assert record.source_bytes == b"sub/caf\xe9.txt"
 
-
-def test_duplicate_claim_id_is_refused(store: Store) -> None:
-    """Two claims cannot share an id."""
-    claim(store, "f1")
-    with pytest.raises(DUPLICATE):
-        claim(store, "f1")
 
 
 # -- batches ------------------------------------------------------------------------------------
