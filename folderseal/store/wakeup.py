@@ -55,8 +55,9 @@ def listen(url: str, node: str, on_notify: Callable[[], None], stop: threading.E
                 return
             reason = pgconnect.masked(" ".join(str(exc).split()), url)
             log.warning("store.wakeup_lost", store=pgconnect.describe(url), reason=reason,
-                        next_step=f"none needed: polling goes on (idle batch threads look "
-                        f"for work within a second); reconnecting in {retry:g} s")
+                        next_step=f"reconnecting in {retry:g} s; polling goes on, so no "
+                        "batch waits for long meanwhile (if this repeats, check that the "
+                        "database server answers)")
             stop.wait(retry)
             retry = min(retry * 2, max_retry_seconds)
 
