@@ -138,6 +138,28 @@ def test_stopping_ends_the_listener_promptly_and_closes_its_connection(
     assert listening.backends(postgres_url) == []
 
 
+def test_a_quiet_listener_runs_its_keepalive_query(store: PostgresStore,
+                                                   postgres_url: str) -> None:
+    """With nothing notified, the listening connection runs ``SELECT 1`` after each
+    keepalive period (its last query, as the server shows it)."""
+    running = Listening(postgres_url, keepalive_seconds=0.3)
+    try:
+        assert running.heard.more_than(0, 10)
+        deadline = time.monotonic() + 5
+        last: list[tuple[object, ...]] = []
+        while time.monotonic() < deadline:
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                last = conn.execute("SELECT query FROM pg_stat_activity WHERE "
+                                    "application_name = %s",
+                                    (f"folderseal {running.node} wakeup",)).fetchall()
+            if last == [("SELECT 1",)]:
+                break
+            time.sleep(0.1)
+        assert last == [("SELECT 1",)]
+    finally:
+        assert running.ended(5)
+
+
 def test_a_server_it_cannot_reach_is_retried_with_a_growing_delay_and_no_password(
         debug_log: io.StringIO) -> None:
     """No server at the URL: each failure is a warning (password never shown) naming the
