@@ -197,6 +197,8 @@ class Daemon:
                                              name="notices", daemon=True))
         self.threads.append(threading.Thread(target=self._guard, args=(self._leases_loop,),
                                              name="leases", daemon=True))
+        self.threads.append(threading.Thread(target=self._guard, args=(self._wakeup_loop,),
+                                             name="wakeup", daemon=True))
         for thread in self.threads:
             thread.start()
         self.log.info("daemon.started", pid=os.getpid(), folders=sorted(self.intakes),
@@ -294,6 +296,14 @@ class Daemon:
             keep_leases(store, self.stop)
         finally:
             store.close()
+
+    def _wakeup_loop(self) -> None:
+        """PostgreSQL: another node's new or released batch wakes the batch threads at once
+        (store/wakeup.py); the poll in _batch_loop stays the safety net. SQLite: nothing."""
+        url = self.settings.store.database_url()
+        if url is not None:
+            from folderseal.store.wakeup import listen  # psycopg: only when a URL names it
+            listen(url, self.node, self._batches_ready, self.stop)
 
     def _batches_ready(self) -> None:
         with self.batches_ready:

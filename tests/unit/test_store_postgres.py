@@ -67,7 +67,8 @@ def test_queries_are_the_shared_ones_in_psycopg_form() -> None:
 
 
 def _catalog(url: str, schema: str) -> set[tuple[object, ...]]:
-    """The tables' columns, constraints and indexes of ``schema``, as PostgreSQL has them."""
+    """The tables' columns, constraints, indexes and triggers, and the functions, of
+    ``schema``, as PostgreSQL has them."""
     columns = sql(url, "SELECT table_name, column_name, data_type, is_nullable, column_default,"
                        " is_identity, collation_name FROM information_schema.columns"
                        " WHERE table_schema = %s", schema)
@@ -78,13 +79,21 @@ def _catalog(url: str, schema: str) -> set[tuple[object, ...]]:
     indexes = [(table, name, str(definition).replace(f"{schema}.", "")) for table, name, definition
                in sql(url, "SELECT tablename, indexname, indexdef FROM pg_indexes"
                            " WHERE schemaname = %s", schema)]
+    triggers = [(str(d).replace(f"{schema}.", ""),) for d, in sql(
+        url, "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c"
+             " ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+             " WHERE nspname = %s AND NOT tgisinternal", schema)]
+    functions = [(str(d).replace(f"{schema}.", ""),) for d, in sql(
+        url, "SELECT pg_get_functiondef(p.oid) FROM pg_proc p"
+             " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE nspname = %s", schema)]
     return {("column", *r) for r in columns} | {("constraint", *r) for r in constraints} | \
-        {("index", *r) for r in indexes}
+        {("index", *r) for r in indexes} | {("trigger", *r) for r in triggers} | \
+        {("function", *r) for r in functions}
 
 
 def test_schema_equals_all_migrations(postgres_server: str) -> None:
-    """Applying every migration gives exactly the tables, columns, constraints and
-    indexes of postgresql/schema.sql."""
+    """Applying every migration gives exactly the tables, columns, constraints, indexes,
+    triggers and functions of postgresql/schema.sql."""
     with own_schema(postgres_server) as migrated, own_schema(postgres_server) as written:
         for _, script in migrations():
             sql(migrated, script)
@@ -92,6 +101,7 @@ def test_schema_equals_all_migrations(postgres_server: str) -> None:
         first, second = (sql(u, "SELECT current_schema()")[0][0] for u in (migrated, written))
         expected = _catalog(written, str(second))
         assert len(expected) > 60  # the catalog was read at all
+        assert {"trigger", "function"} <= {kind for kind, *_ in expected}
         assert _catalog(migrated, str(first)) == expected
 
 

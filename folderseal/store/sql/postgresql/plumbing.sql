@@ -34,3 +34,10 @@ SELECT to_regclass('schema_migrations') IS NOT NULL;
 -- name: schema_version
 -- The last migration applied (0: none yet).
 SELECT coalesce(max(version), 0) FROM schema_migrations;
+
+-- name: wakeup_channel
+-- The channel the batches table's trigger notifies (migration 0004): named after the
+-- schema that holds the table this connection's search path finds. NULL: no such table.
+SELECT 'folderseal_' || md5(n.nspname) FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = to_regclass('batches');

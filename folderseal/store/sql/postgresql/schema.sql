@@ -40,6 +40,25 @@ CREATE TABLE batches (
 );
 CREATE INDEX batches_due ON batches (next_attempt_at);
 
+-- Wake-up (migration 0004): a batch made, released or due earlier notifies the channel
+-- of this schema ('folderseal_' || md5(schema)), which idle nodes listen on; polling
+-- stays, so a notification nobody heard loses nothing. The payload is empty.
+CREATE FUNCTION batches_wakeup() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('folderseal_' || md5(TG_TABLE_SCHEMA), '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER batches_wakeup_made AFTER INSERT ON batches FOR EACH ROW
+    WHEN (NEW.next_attempt_at IS NOT NULL)
+    EXECUTE FUNCTION batches_wakeup();
+CREATE TRIGGER batches_wakeup_freed AFTER UPDATE OF claimed_by, next_attempt_at ON batches
+    FOR EACH ROW
+    WHEN (NEW.claimed_by IS NULL AND NEW.next_attempt_at IS NOT NULL
+          AND (OLD.claimed_by IS NOT NULL OR OLD.next_attempt_at IS NULL
+               OR NEW.next_attempt_at < OLD.next_attempt_at))
+    EXECUTE FUNCTION batches_wakeup();
+
 -- One row per claimed source file. Text that is sorted or compared by range (ids, entry
 -- names, node names) sorts by bytes, as in SQLite, whatever the database's locale.
 CREATE TABLE files (
