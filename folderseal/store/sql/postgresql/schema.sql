@@ -82,7 +82,7 @@ CREATE TABLE files (
     claimed_at      DOUBLE PRECISION NOT NULL,
     updated_at      DOUBLE PRECISION NOT NULL,
     remote_document TEXT, -- the provider's latest answer for the file, JSON
-    node            TEXT  -- the node that claimed it (NULL: before migration 4)
+    node            TEXT  -- the node that claimed it (NULL: before migration 5)
 );
 CREATE INDEX files_by_state_and_time ON files (folder, state, updated_at);
 CREATE INDEX files_by_batch ON files (batch_id);
