@@ -36,7 +36,8 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from folderseal.core.safety import open_claimed, open_dir, open_relative_dir
 
 MARKER = "store-id"
 MANIFEST = ".batch.json"
+NOTES = ".notes"  # beside the manifest: what the batch learned later, a file each
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,31 +106,53 @@ class Manifest:
 class Manifests:
     """The manifests beside a work folder's batches: their one reader and writer.
 
-    Every change is written durably before the store records it (a step goes on only
-    after both), so after a lost store the manifest knows at least as much."""
+    A manifest is written once, when its batch is made (``.batch.json``); what a batch
+    learns later (a remote batch id, a provider's answer for a document, a file it
+    rejected, the name published under) is a note of its own, a new file in
+    ``.notes/`` that is never rewritten: two nodes (one paused past its lease, one that
+    took the batch over) can both add notes, and neither loses the other's. Each note
+    carries the epoch of the lease its writer held; reading, notes count in the order of
+    their epochs, then of their numbers, so a late note of an earlier holder never wins
+    over one of a later holder. Every note is durable before the store records it (a
+    step goes on only after both), so after a lost store the manifest knows at least as
+    much."""
 
     def __init__(self, batches: Path, folder: str) -> None:
         self.batches = batches
         self.folder = folder
 
     def write(self, batch_id: str, provider: str, records: Iterable[FileRecord]) -> None:
-        """Describe a new batch beside its files (once; a restart keeps the first)."""
+        """Describe a new batch beside its files (once: whoever wrote it first, a restart
+        or another node, keeps it)."""
         folder = self.batches / batch_id
         files.makedirs(folder)
         if (folder / MANIFEST).exists():
             return
-        self._save(folder, {
+        body = _json_bytes({
             "batch": batch_id, "folder": self.folder, "provider": provider, "remote_ids": [],
             "files": [{"id": r.id, "source": r.source, "entry": r.entry, "sha256": r.sha256,
                        "bytes": r.size} for r in records]})
+        try:
+            files.write_new(folder, MANIFEST, body, 0o600, "manifest")
+        except FileExistsError:
+            return
+        files.fsync_dir(folder)
 
     def json(self, batch_id: str) -> dict[str, Any] | None:
-        """The manifest as stored, or None if it has none (or it cannot be read)."""
+        """The manifest with its notes applied, or None if it has none (or it cannot be
+        read)."""
+        folder = self.batches / batch_id
         try:
-            data = json.loads((self.batches / batch_id / MANIFEST).read_bytes())
+            data = json.loads((folder / MANIFEST).read_bytes())
         except (FileNotFoundError, ValueError):
             return None
-        return data if isinstance(data, dict) and data.get("batch") == batch_id else None
+        if not isinstance(data, dict) or data.get("batch") != batch_id:
+            return None
+        if not isinstance(data.get("remote_ids"), list):
+            data["remote_ids"] = []
+        for note in self._notes(folder):
+            _apply(data, note)
+        return data
 
     def read(self, batch_id: str) -> Manifest | None:
         """The batch's manifest, or None if it has none (or it cannot be read)."""
@@ -150,68 +174,101 @@ class Manifests:
         manifest = self.read(batch_id)
         return manifest.rejected if manifest else {}
 
-    def note_remote_id(self, batch_id: str, remote_id: str) -> None:
-        """Add a remote batch id to the manifest, durably, before the store records it
-        (so before anything is uploaded there)."""
-        def add(manifest: dict[str, Any]) -> bool:
-            if remote_id in manifest["remote_ids"]:
-                return False
-            manifest["remote_ids"].append(remote_id)
-            return True
+    def note_remote_id(self, batch_id: str, remote_id: str, epoch: int = 0) -> None:
+        """Add a remote batch id, durably, before the store records it (so before
+        anything is uploaded there)."""
+        if remote_id not in self.remote_ids(batch_id):
+            self._add(batch_id, {"remote_id": remote_id}, epoch)
 
-        self._change(batch_id, add)
-
-    def note_published(self, batch_id: str, key: str) -> None:
+    def note_published(self, batch_id: str, key: str, epoch: int = 0) -> None:
         """Record, durably, the name or key the batch's file is about to be published
         under (Centrapay), before the store and before any byte is published: a
         ``recover`` after a lost store still knows what to remove."""
-        def note(manifest: dict[str, Any]) -> bool:
-            if manifest.get("published") == key:
-                return False
-            manifest["published"] = key
-            return True
+        manifest = self.read(batch_id)
+        if manifest is not None and manifest.published != key:
+            self._add(batch_id, {"published": key}, epoch)
 
-        self._change(batch_id, note)
+    def note_document(self, batch_id: str, file_id: str, note: dict[str, Any],
+                      epoch: int = 0) -> None:
+        """Add the provider's answer (or a send about to go out) for one document,
+        durably; the latest note of a file is what counts."""
+        self._add(batch_id, {"document": {"file": file_id, **note}}, epoch)
 
-    def note_document(self, batch_id: str, file_id: str, note: dict[str, Any]) -> None:
-        """Append the provider's answer (or a send about to go out) for one document to
-        the manifest, durably; the latest note of a file is what counts."""
-        self._append(batch_id, "documents", {"file": file_id, **note})
-
-    def note_rejected(self, batch_id: str, file_id: str, code: str, message: str) -> None:
+    def note_rejected(self, batch_id: str, file_id: str, code: str, message: str,
+                      epoch: int = 0) -> None:
         """Mark a file the provider rejected, durably, before the store records it: after
         a lost store it must not count as part of the batch again (``recover``)."""
-        self._append(batch_id, "rejected", {"file": file_id, "code": code, "message": message})
+        self._add(batch_id, {"rejected": {"file": file_id, "code": code, "message": message}},
+                  epoch)
 
     def discard(self, batch_id: str) -> None:
-        """Remove the manifest of a finished batch, and any temp file a crash left."""
+        """Remove the manifest of a finished batch, its notes, and any temp file a crash
+        left."""
         folder = self.batches / batch_id
+        notes = folder / NOTES
+        for path in _entries(notes):
+            (notes / path).unlink(missing_ok=True)
+        with suppress(FileNotFoundError):
+            notes.rmdir()
         files.remove_leftovers(folder, "manifest")
         (folder / MANIFEST).unlink(missing_ok=True)
 
-    def _change(self, batch_id: str, change: Callable[[dict[str, Any]], bool]) -> None:
-        """Apply ``change`` to the stored manifest and save it if it says it changed; a
-        batch without a manifest keeps none."""
-        manifest = self.json(batch_id)
-        if manifest is not None and change(manifest):
-            self._save(self.batches / batch_id, manifest)
-
-    def _append(self, batch_id: str, key: str, item: dict[str, Any]) -> None:
-        def append(manifest: dict[str, Any]) -> bool:
-            manifest.setdefault(key, []).append(item)
-            return True
-
-        self._change(batch_id, append)
+    def _add(self, batch_id: str, note: dict[str, Any], epoch: int) -> None:
+        """Add a note as a new file of its own (never replacing one: its number taken
+        with an exclusive create), durably; a batch without a manifest keeps none."""
+        folder = self.batches / batch_id
+        if not (folder / MANIFEST).exists():
+            return
+        notes = folder / NOTES
+        files.makedirs(notes)
+        body = _json_bytes({"epoch": epoch, **note})
+        number = len(_entries(notes))
+        while True:
+            try:
+                files.write_new(notes, f"{number:06d}.json", body, 0o600, "note")
+                break
+            except FileExistsError:
+                number += 1  # another writer took this number
+        files.fsync_dir(notes)
 
     @staticmethod
-    def _save(folder: Path, manifest: dict[str, Any]) -> None:
-        # ensure_ascii keeps source names that are not UTF-8 (surrogate escapes) intact.
-        body = json.dumps(manifest, indent=1, ensure_ascii=True).encode() + b"\n"
-        with files.temp_file(folder, 0o600, "manifest") as (fd, tmp):
-            files.write_all(fd, body)
-            os.fsync(fd)
-            os.replace(tmp, folder / MANIFEST)
-        files.fsync_dir(folder)
+    def _notes(folder: Path) -> list[dict[str, Any]]:
+        """The batch's notes, in the order they count: by epoch, then by number."""
+        notes = folder / NOTES
+        found = []
+        for name in sorted(n for n in _entries(notes) if n.endswith(".json")):
+            try:
+                note = json.loads((notes / name).read_bytes())
+            except (FileNotFoundError, ValueError):
+                continue
+            if isinstance(note, dict):
+                epoch = note.get("epoch")
+                found.append((epoch if isinstance(epoch, int) else 0, name, note))
+        return [note for _, _, note in sorted(found, key=lambda item: item[:2])]
+
+
+def _apply(manifest: dict[str, Any], note: dict[str, Any]) -> None:
+    """Apply one note to the manifest as :class:`Manifest` reads it."""
+    remote_id = note.get("remote_id")
+    if isinstance(remote_id, str) and remote_id not in manifest["remote_ids"]:
+        manifest["remote_ids"].append(remote_id)
+    if isinstance(note.get("published"), str):
+        manifest["published"] = note["published"]
+    for key, kind in (("document", "documents"), ("rejected", "rejected")):
+        if isinstance(note.get(key), dict):
+            manifest.setdefault(kind, []).append(note[key])
+
+
+def _json_bytes(data: dict[str, Any]) -> bytes:
+    # ensure_ascii keeps source names that are not UTF-8 (surrogate escapes) intact.
+    return json.dumps(data, indent=1, ensure_ascii=True).encode() + b"\n"
+
+
+def _entries(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
 
 
 class WorkFolder:

@@ -117,7 +117,7 @@ class StepContext:
         ``folderseal recover`` can ask the provider about the batch if the store is lost.
         (A provider whose accept creates the batch has none yet: "".)"""
         if self.provider.steps.remote and remote_id:
-            self.work.manifests.note_remote_id(batch.id, remote_id)
+            self.work.manifests.note_remote_id(batch.id, remote_id, batch.epoch)
 
     def delivery(self, batch: BatchRecord, count: int) -> BatchContext:
         """What the sink writes into each sidecar and error record of the batch."""

@@ -50,7 +50,7 @@ class BatchLedger:
         """Beside the batch in the work folder first (``recover`` reads it if the store is
         lost), then in the store; both before the step goes on."""
         note = remote.to_json()
-        self.manifests.note_document(self.batch.id, document.file_id, note)
+        self.manifests.note_document(self.batch.id, document.file_id, note, self.batch.epoch)
         self.store.note_remote_document(self.batch.id, document.file_id, note)
         self.changed()
 
@@ -59,18 +59,19 @@ class BatchLedger:
         """The file leaves the batch as failed; it goes to errors with the batch. Marked
         in the manifest first, so that after a lost store ``recover`` does not count it
         as part of the batch again."""
-        self.manifests.note_rejected(self.batch.id, document.file_id, code, message)
+        self.manifests.note_rejected(self.batch.id, document.file_id, code, message,
+                                    self.batch.epoch)
         self.store.set_file_result(document.file_id, FileState.BATCHED, DocumentResult(
             entry=document.entry, error_code=code, error_message=message,
             provider_block=block or {}), batch_id=self.batch.id)
         self.changed()
 
     def publishing(self, key: str) -> None:
-        self.manifests.note_published(self.batch.id, key)
+        self.manifests.note_published(self.batch.id, key, self.batch.epoch)
         self.store.set_publish_key(self.batch, key)
         self.changed()
 
     def created(self, remote_id: str) -> None:
-        self.manifests.note_remote_id(self.batch.id, remote_id)
+        self.manifests.note_remote_id(self.batch.id, remote_id, self.batch.epoch)
         self.store.set_remote_id(self.batch, remote_id)
         self.changed()

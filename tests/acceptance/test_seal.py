@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from folderseal.providers.seal.emulator import EmulatorHandle, start_seal
+from folderseal.work import Manifests
 from tests.helpers import (
     Daemon,
     Layout,
@@ -414,7 +415,8 @@ def test_a_store_lost_mid_batch_is_rebuilt_by_recover(tmp_path: Path, emulator: 
     assert crashed.process.wait(timeout=60) == -9, f"{point} was never reached"
     crashed.kill()
     [batch] = (layout.work / "batches").iterdir()
-    manifest = json.loads((batch / ".batch.json").read_text())
+    manifest = Manifests(batch.parent, "").json(batch.name)
+    assert manifest is not None
     assert sorted(f["source"] for f in manifest["files"]) == sorted(expected)
     assert len(manifest["remote_ids"]) == (0 if point == "seal:created" else 1)
     for item in layout.state.iterdir():  # the store is lost
@@ -448,7 +450,7 @@ def test_outputs_placed_before_a_store_loss_go_to_errors_with_their_originals(
     assert crashed.process.wait(timeout=60) == -9, "output-published was never reached"
     crashed.kill()
     [batch] = (layout.work / "batches").iterdir()
-    remote_id = json.loads((batch / ".batch.json").read_text())["remote_ids"][-1]
+    remote_id = Manifests(batch.parent, "").remote_ids(batch.name)[-1]
     placed = sorted(p.name for p in layout.outbox.rglob("*") if p.is_file())
     assert placed and not sidecars(layout.outbox)
     deleted = httpx.delete(f"{emulator.url}/api/BatchDeleteCache/{remote_id}",

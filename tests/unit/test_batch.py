@@ -295,3 +295,33 @@ def test_a_dead_nodes_claims_move_into_this_nodes_folder(tmp_path: Path) -> None
     assert sorted(work.take_claims_of("node-b")) == ["c1", "c2"]
     assert sorted(work.claim_ids()) == ["c1", "c2"] and dead.claim_ids() == []
     assert (work.claim_dir("c1") / "sub" / "a.pdf").read_bytes() == b"one"
+
+
+def test_the_manifest_is_written_once_and_notes_of_a_later_lease_win(tmp_path: Path) -> None:
+    """Two nodes note what one batch learned: the holder that took the batch over (epoch
+    2) and the earlier holder, paused past its lease, whose notes land late (epoch 1).
+    Nothing is rewritten in place (the manifest's bytes stay as written; each note is a
+    file of its own), every remote id is kept, and a file's latest note is the later
+    lease's, whatever the order the notes arrived in."""
+    work = WorkFolder(tmp_path / "work", "scans", "node-a")
+    work.adopt("store-1", set())
+    claim(work, "c1", "a.pdf", b"one")
+    move_into_batch(work, "b1", "seal", [record("c1", "a.pdf", size=3, entry="0001_a.pdf")])
+    written = (work.batch_dir("b1") / ".batch.json").read_bytes()
+    work.manifests.write("b1", "seal", [])  # a second writer keeps the first
+    manifests = work.manifests
+    manifests.note_remote_id("b1", "r-new", epoch=2)
+    manifests.note_document("b1", "c1", {"batch": "r-new", "id": "d-new"}, epoch=2)
+    manifests.note_remote_id("b1", "r-old", epoch=1)  # the paused holder, late
+    manifests.note_document("b1", "c1", {"batch": "r-old", "id": "d-old"}, epoch=1)
+    manifests.note_published("b1", "key-old", epoch=1)
+    assert (work.batch_dir("b1") / ".batch.json").read_bytes() == written
+    assert sorted(os.listdir(work.batch_dir("b1") / ".notes")) == [
+        f"00000{i}.json" for i in range(5)]
+    manifest = manifests.read("b1")
+    assert manifest is not None
+    assert manifest.remote_ids == ("r-old", "r-new")  # by epoch: the earlier lease's first
+    assert manifest.notes["c1"] == {"batch": "r-new", "id": "d-new"}
+    assert manifest.published == "key-old"
+    (work.batch_dir("b1") / "0001_a.pdf").unlink()
+    assert work.remove_batch("b1") and not work.batch_dir("b1").exists()

@@ -256,4 +256,4 @@ def test_a_batch_whose_provider_cannot_be_asked_is_left_and_recover_fails(
                          "is settled")
     assert store.batch(batch_id) is None
     assert sorted(p.name for p in parts.work.batch_dir(batch_id).iterdir()) == [
-        ".batch.json", "0001_a.txt", "0002_b.txt"]
+        ".batch.json", ".notes", "0001_a.txt", "0002_b.txt"]
