@@ -3,7 +3,8 @@ each with its own budget connection to one PostgreSQL store) load files through 
 Centrapay emulator over loopback at once. With the shared budget their requests start
 60/max_requests_per_minute apart together, and the emulator, whose limit leaves no room
 for two nodes each spending the whole budget, never answers 429; with each node's own
-limiter (the control) it does.
+limiter (the control) it does. And the daemon hands its provider the shared budget on
+a PostgreSQL store, never on SQLite.
 """
 
 from __future__ import annotations
@@ -14,20 +15,25 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import httpx
 import pytest
 
+from folderseal.core import config
 from folderseal.core.errors import Throttled
 from folderseal.providers import BatchView, Document, Remote
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
 from folderseal.providers.centrapay.emulator import endpoints as emulator_module
 from folderseal.providers.centrapay.emulator import start_centrapay
 from folderseal.providers.centrapay.provider import CentrapayProvider
+from folderseal.providers.http import RateLimiter
+from folderseal.providers.measured import MeasuredProvider
+from folderseal.service.daemon import Daemon
 from folderseal.store.budgets import SharedBudget
 from folderseal.store.postgres import migrate
 from tests import centrapay_world as cw
+from tests.helpers import Layout
 
 KEY = "cp-fleet-budget-key-7d21c"
 PER_MINUTE = 240            # a start every 0.25 s for the whole fleet
@@ -161,3 +167,34 @@ def test_two_nodes_space_their_requests_through_one_budget(
     else:  # each node spends the whole budget: together twice the limit
         assert refused, "the emulator's limit let two nodes at the full rate through"
         assert min(gaps) < SPACING / 2, gaps
+
+
+@pytest.mark.parametrize("store", ["postgresql", "sqlite"])
+def test_the_daemon_hands_a_fleet_node_the_shared_budget(
+        tmp_path: Path, postgres_url: str, public: tuple[Path, str], store: str) -> None:
+    """The daemon on a PostgreSQL store gives its Centrapay provider the fleet's budget
+    (named for the provider, at its max_requests_per_minute); on SQLite it keeps its own
+    limiter."""
+    folder, url = public
+    key_file = tmp_path / "centrapay.key"
+    key_file.write_text(KEY + "\n")
+    key_file.chmod(0o600)
+    layout = Layout(tmp_path, provider={
+        **cw.provider_keys("http://127.0.0.1:9", str(key_file)), **cw.folder_keys(folder, url),
+        "max_requests_per_minute": 90})
+    if store == "postgresql":
+        layout.extra = f'\n[store]\nurl = "{postgres_url}"\nauto_migrate = true\n'
+    layout.write()
+    daemon = Daemon(config.load(layout.config), batch_threads=0)
+    try:
+        daemon.prepare()
+        provider = cast(MeasuredProvider, daemon.providers["local"]).inner
+        assert isinstance(provider, CentrapayProvider)
+        if store == "postgresql":
+            assert isinstance(provider.budget, SharedBudget)
+            assert (provider.budget.key, provider.budget.per_minute, provider.budget.node) == \
+                ("centrapay:local", 90, "test-node")
+        else:
+            assert isinstance(provider.budget, RateLimiter)
+    finally:
+        daemon.close()
