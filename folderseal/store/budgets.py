@@ -81,7 +81,11 @@ class SharedBudget:
         with self._lock:
             start = self._tickets.pop(holder, None) if holder else None
             if start is not None:
-                held_until, now = self._run("held")
+                try:
+                    held_until, now = self._run("held")
+                except NotSent:
+                    self._tickets[holder] = start   # still its own when the database is back
+                    raise
                 # Used even when its holder comes back late; one a minute old is void.
                 if start < held_until or start < now - VOID_AFTER:
                     start = None
