@@ -1,7 +1,8 @@
 """What the HTTP providers share: their client (TLS, timeouts, no redirects), Basic
-authentication with its secret masked, a request limiter, sending one request with what
-its failure means (:func:`send`), and how answers are read for retry and for messages
-(a ``Retry-After``; a redirect's target fit to print)."""
+authentication with its secret masked, a request limiter and the seam through which a
+fleet shares it (:class:`RequestBudget`, :class:`Limited`), sending one request with
+what its failure means (:func:`send`), and how answers are read for retry and for
+messages (a ``Retry-After``; a redirect's target fit to print)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -112,6 +114,43 @@ def retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class RequestBudget(Protocol):
+    """Where a provider's calls take their turns: :class:`RateLimiter` in this process,
+    or, in a fleet on PostgreSQL, the store's budget shared by every node (the daemon
+    hands it over through :class:`Limited`; providers never import the store)."""
+
+    def wait(self, holder: str = "") -> float:
+        """Wait for this call's turn (the seconds waited). A turn far off raises
+        :class:`Throttled` with the seconds until it, kept for ``holder``; a turn that
+        cannot be had raises :class:`NotSent`: no call ever goes out without one."""
+
+    def hold_for(self, seconds: float) -> None:
+        """No call starts for ``seconds`` from now (a 429's Retry-After)."""
+
+    def close(self) -> None:
+        """Let go of what it holds (a shared budget's connection)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimit:
+    """A provider's request limit, as the daemon asks for a budget shared by the fleet."""
+
+    key: str            # the same on every node: "<kind>:<provider name>"
+    per_minute: float
+    what: str           # how messages name the provider: "Centrapay (loads)"
+
+
+@runtime_checkable
+class Limited(Protocol):
+    """A provider whose calls wait at a request budget. The daemon of a fleet (a
+    PostgreSQL store) swaps in the budget every node shares, before the provider
+    starts; without it the provider keeps its own :class:`RateLimiter`."""
+
+    request_limit: RequestLimit
+
+    def use_budget(self, budget: RequestBudget) -> None: ...
+
+
 class RateLimiter:
     """Spaces request starts ``60 / per_minute`` seconds apart, whichever thread makes
     them, so that the account's limit is never reached by folderseal alone.
@@ -161,6 +200,13 @@ class RateLimiter:
         if start > now:
             self.sleep(start - now)
         return max(0.0, start - now)
+
+    def hold_for(self, seconds: float) -> None:
+        """No call starts for ``seconds`` from now (:meth:`hold_until`)."""
+        self.hold_until(self.clock() + seconds)
+
+    def close(self) -> None:
+        """Nothing to let go of: the limiter is this process's memory."""
 
     def hold_until(self, when: float) -> None:
         """No call starts before ``when`` (on this limiter's clock). Tickets before it

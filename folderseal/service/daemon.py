@@ -43,7 +43,7 @@ from folderseal.providers.local.tracker import stop_resource_tracker
 from folderseal.providers.measured import MeasuredProvider
 from folderseal.publish.probe import Probe
 from folderseal.publish.sink import Sink
-from folderseal.service import node, startchecks, status
+from folderseal.service import budgets, node, startchecks, status
 from folderseal.service.leasekeeper import keep_leases
 from folderseal.service.notices import Notices
 from folderseal.service.web import WebServer
@@ -118,6 +118,7 @@ class Daemon:
         startchecks.store_is_current(self.store, settings)
         for name in sorted({folder.provider for folder in settings.folders.values()}):
             provider = self.build_provider(name, settings.providers[name], settings.state_dir)
+            budgets.share_request_limit(provider, settings, self.node)  # fleet-wide on PostgreSQL
             self.providers[name] = cast(Provider, MeasuredProvider(provider))
         self.notices.start(self.providers)
         if settings.metrics.address is not None:

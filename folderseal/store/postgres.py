@@ -24,6 +24,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -74,6 +75,12 @@ DATABASE_NOW = _uncommented(_PLUMBING.pop("now"))  # what :now becomes on the da
 _ON_A_CLOCK = {name: _psycopg(sql) for name, sql in QUERIES.items()}
 _ON_THE_DATABASE = {name: _psycopg(sql, DATABASE_NOW) for name, sql in QUERIES.items()}
 _OWN = {name: _psycopg(sql, DATABASE_NOW) for name, sql in _PLUMBING.items()}
+
+
+def on_the_database(file: Traversable) -> dict[str, str]:
+    """The named statements of a file only PostgreSQL runs, as psycopg takes them, each
+    :now the database's clock."""
+    return {name: _psycopg(sql, DATABASE_NOW) for name, sql in read_queries(file).items()}
 
 
 def migrate(url: str) -> list[int]:

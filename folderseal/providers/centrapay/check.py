@@ -43,7 +43,7 @@ def health(provider: CentrapayProvider, network: bool = True) -> Health:
         return Health(warnings=tuple(warnings))
     cfg = provider.cfg
     where = f"Centrapay at {cfg.base_url}"
-    client = CentrapayClient(cfg, provider.name, provider.limiter, provider.transport,
+    client = CentrapayClient(cfg, provider.name, provider.budget, provider.transport,
                              timeout=PROBE_TIMEOUT)
     try:
         status, location, said = client.probe(_unknown_id())

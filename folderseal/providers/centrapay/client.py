@@ -1,12 +1,14 @@
-"""The HTTP side of Centrapay: one httpx client and one request limiter per provider.
+"""The HTTP side of Centrapay: one httpx client and one request budget per provider.
 
-Every call waits its turn at the provider's :class:`~folderseal.providers.http.RateLimiter`
-(request starts at least 60/max_requests_per_minute seconds apart, across all its
-batches and threads; a turn more than a second away is :class:`Throttled`), so polls of
-many batches are spread out and the account's limit is never reached by folderseal
-alone. Every call goes through :meth:`CentrapayClient._call`, where foreign errors
-become folderseal's: 429 is :class:`Throttled` with its ``Retry-After``, and the limiter
-holds every call of the account until then; a request that could not be built, or no
+Every call waits its turn at the provider's budget (its
+:class:`~folderseal.providers.http.RateLimiter`, or in a fleet the budget every node
+shares through the store): request starts at least 60/max_requests_per_minute seconds
+apart, across all its batches and threads (and nodes); a turn more than a second away is
+:class:`Throttled`; so polls of many batches are spread out and the account's limit is
+never reached by folderseal alone. Every call goes through
+:meth:`CentrapayClient._call`, where foreign errors become folderseal's: 429 is
+:class:`Throttled` with its ``Retry-After``, and the budget holds every call of the
+account until then; a request that could not be built, or no
 connection made, is :class:`NotSent` (the create surely never reached Centrapay); any
 other network error, a 5xx or an answer that cannot be read is a plain
 :class:`TransientError` (for the create: it may have been done). A 4xx refusal of the
@@ -26,18 +28,18 @@ from folderseal.core.redact import without_secrets
 from folderseal.providers import http
 from folderseal.providers.centrapay import parse
 from folderseal.providers.centrapay.config import CentrapayProviderConfig
-from folderseal.providers.http import RateLimiter, client, retry_after, without_query
+from folderseal.providers.http import RequestBudget, client, retry_after, without_query
 
 THROTTLED_WAIT = 10.0    # seconds every call waits after a 429 without Retry-After
 
 
 class CentrapayClient:
-    def __init__(self, cfg: CentrapayProviderConfig, provider: str, limiter: RateLimiter,
+    def __init__(self, cfg: CentrapayProviderConfig, provider: str, budget: RequestBudget,
                  transport: httpx.BaseTransport | None = None,
                  timeout: float | None = None) -> None:
         self.cfg = cfg
         self.provider = provider
-        self.limiter = limiter
+        self.budget = budget
         headers = {"Accept": "application/json", "X-Api-Key": cfg.read_api_key().decode()}
         self.http = client(cfg, headers, None, transport, timeout)
 
@@ -91,7 +93,7 @@ class CentrapayClient:
     def probe(self, batch_id: str) -> tuple[int, str, str]:
         """The HTTP status, Location and message of a GET of ``batch_id``: it tests the
         address and the key (a batch that does not exist answers 403, a refused key 401)."""
-        self.limiter.wait()
+        self.budget.wait()
         try:
             response = self.http.get(f"/api/batches/{batch_id}")
         except httpx.HTTPError as exc:
@@ -106,7 +108,7 @@ class CentrapayClient:
         """One request; everything up to its sending raises :class:`NotSent` (a
         :class:`Throttled` turn, kept for ``holder`` (else ``batch``), a request that
         cannot be built)."""
-        self.limiter.wait(f"{operation} {holder or batch}")
+        self.budget.wait(f"{operation} {holder or batch}")
         response = http.send(self.http, method, path,
                              self._where(operation, batch), may_act=operation == "create", **kwargs)
         self._check(response, operation, batch)
@@ -124,7 +126,7 @@ class CentrapayClient:
             told = retry_after(response.headers.get("Retry-After"))
             wait = max(1.0, told if told is not None else THROTTLED_WAIT)
             # Every call of this account waits: the next ones would be refused too.
-            self.limiter.hold_until(self.limiter.clock() + wait)
+            self.budget.hold_for(wait)
             raise Throttled(f"{where} answered HTTP 429 (too many requests: another client "
                             "shares the account's limit, or max_requests_per_minute is above "
                             f"it); every call waits {wait:.0f} s", retry_after=wait)

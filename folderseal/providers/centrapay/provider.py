@@ -36,7 +36,7 @@ from folderseal.providers.centrapay import check as checks
 from folderseal.providers.centrapay import parse, publish, validate
 from folderseal.providers.centrapay.client import CentrapayClient
 from folderseal.providers.centrapay.config import RATE_LIMIT, CentrapayProviderConfig
-from folderseal.providers.http import RateLimiter
+from folderseal.providers.http import RateLimiter, RequestBudget, RequestLimit
 
 V = TypeVar("V")
 MEMO = 1000         # batches (or status names) a memo remembers at most
@@ -48,7 +48,7 @@ ONE_FILE = "one_file_per_batch"
 class CentrapayProvider:
     """The Centrapay provider. Its methods are the provider protocol's steps and checks plus the
     publish and report helpers of one Centrapay batch; they share one client, one publisher
-    and one limiter."""
+    and one request budget."""
 
     kind = "centrapay"
     steps = Steps(remote=True, irrevocable=True, outcome="loaded", accept_creates=True,
@@ -68,8 +68,12 @@ class CentrapayProvider:
         self.max_wait = cfg.max_wait_seconds
         self.retry_max_seconds = cfg.retry_max_seconds
         self.status_grace = cfg.status_grace_seconds
-        # Every call of this account, across its batches and threads.
-        self.limiter = RateLimiter(cfg.max_requests_per_minute, f"Centrapay ({name})")
+        # Every call of this account waits at one budget, across its batches and threads:
+        # this process's limiter, or the fleet's shared one (use_budget).
+        self.request_limit = RequestLimit(f"centrapay:{name}", cfg.max_requests_per_minute,
+                                          f"Centrapay ({name})")
+        self.limiter = RateLimiter(cfg.max_requests_per_minute, self.request_limit.what)
+        self.budget: RequestBudget = self.limiter
         self.publisher = publisher or publish.make(cfg)
         self.client: CentrapayClient | None = None
         self.log = get_logger(provider=name)
@@ -86,21 +90,30 @@ class CentrapayProvider:
 
     def start(self) -> None:
         if self.client is None:
-            self.client = CentrapayClient(self.cfg, self.name, self.limiter, self.transport)
+            self.client = CentrapayClient(self.cfg, self.name, self.budget, self.transport)
             self.log.info("centrapay.ready", publish=self.cfg.publish,
                           to=self.publisher.where, batch_type=self.cfg.batch_type,
                           max_requests_per_minute=self.cfg.max_requests_per_minute,
-                          note=checks.ONE_FILE_NOTE)
+                          request_budget="this node's" if self.budget is self.limiter
+                          else "shared by the fleet", note=checks.ONE_FILE_NOTE)
             if self.cfg.max_requests_per_minute > RATE_LIMIT:
                 self.log.warning("centrapay.rate_above_limit",
                                  max_requests_per_minute=self.cfg.max_requests_per_minute,
                                  reason=checks.rate_warning(self.cfg.max_requests_per_minute))
+
+    def use_budget(self, budget: RequestBudget) -> None:
+        """Wait at ``budget`` from now on (the fleet's, shared through the store); this
+        provider closes it when it closes."""
+        self.budget = budget
+        if self.client is not None:
+            self.client.budget = budget
 
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
             self.client = None
         self.publisher.close()
+        self.budget.close()
 
     @property
     def _client(self) -> CentrapayClient:

@@ -131,3 +131,12 @@ CREATE TABLE nodes (
     version      TEXT NOT NULL DEFAULT '',
     schema_version INTEGER NOT NULL DEFAULT 0
 );
+
+-- Request limits kept for the whole fleet (migration 0006; store/budgets.py): per limit,
+-- the first request start not yet reserved and the time a 429 holds every call until,
+-- on the database's clock.
+CREATE TABLE request_budgets (
+    key        TEXT COLLATE "C" PRIMARY KEY,
+    next_at    DOUBLE PRECISION NOT NULL,
+    held_until DOUBLE PRECISION NOT NULL DEFAULT 0
+);
