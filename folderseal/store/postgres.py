@@ -126,6 +126,7 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
         self._queries = _ON_THE_DATABASE if clock is None else _ON_A_CLOCK
         self._read_only = read_only
         self._in_transaction = False
+        self._recover_locked = False  # lock_recover() holds the store on this session
         self._conn = pgconnect.connect(url, node, read_only=read_only,
                                        lease_seconds=self._leases.seconds)
 
@@ -180,6 +181,23 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
     def state_dir(self) -> Path:
         return self._state_dir
 
+    def lock_node_starts(self) -> bool:
+        if not self._in_transaction:  # a transaction-level lock would end at once
+            raise RuntimeError("lock_node_starts() is for inside a transaction")
+        self._exec(_OWN["lock_node_starts"], {})
+        return bool(_one(self._exec(_OWN["hold_off_recover"], {})))
+
+    def lock_recover(self) -> bool:
+        # A session lock: it ends with this connection, so a cut one is not opened again
+        # (see _reconnect_if_cut).
+        self._recover_locked = bool(_one(self._exec(_OWN["recover_lock"], {})))
+        return self._recover_locked
+
+    def unlock_recover(self) -> None:
+        if self._recover_locked and not self._conn.broken:
+            self._exec(_OWN["recover_unlock"], {})
+        self._recover_locked = False
+
     def why_unavailable(self) -> str | None:
         """Why the store does not answer a read now (None: it does). A connection of its
         own, so any thread may ask; it waits HEALTH_TIMEOUT at most."""
@@ -224,7 +242,14 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
             raise pgconnect.unavailable(self._url, exc) from None
 
     def _reconnect_if_cut(self) -> None:
-        """A connection cut under a previous call is opened again (a closed one is not)."""
+        """A connection cut under a previous call is opened again (a closed one is not),
+        unless it held the recover lock: a node may have started since."""
+        if self._conn.broken and self._recover_locked:
+            raise ConfigError(
+                f"the connection to the PostgreSQL store {pgconnect.describe(self._url)} was "
+                "cut while `folderseal recover` held it, so nodes could start meanwhile: "
+                "stop any node that did, then run `folderseal recover` again (it settles "
+                "what is left)")
         if self._conn.broken:
             self._conn = pgconnect.connect(self._url, self.node, read_only=self._read_only,
                                            lease_seconds=self._leases.seconds)
