@@ -92,6 +92,9 @@ class Daemon:
         self.fatal: BaseException | None = None
         self.started_at = time.time()
         self.loop_at = self.started_at    # the main loop's last round
+        self._notes: dict[str, Any] = {}  # the intake loop's last, for the heartbeat thread
+        self._notes_lock = threading.Lock()
+        self._notes_kept = threading.Event()
         self.notices = Notices(config_path, settings.state_dir, self.log)
         self.threads: list[threading.Thread] = []
         self.notifier = systemd.Notifier()
@@ -196,6 +199,8 @@ class Daemon:
                                              name="notices", daemon=True))
         self.threads.append(threading.Thread(target=self._guard, args=(self._leases_loop,),
                                              name="leases", daemon=True))
+        self.threads.append(threading.Thread(target=self._guard, args=(self._heartbeat_loop,),
+                                             name="heartbeat", daemon=True))
         for thread in self.threads:
             thread.start()
         self.log.info("daemon.started", pid=os.getpid(), folders=sorted(self.intakes),
@@ -232,7 +237,7 @@ class Daemon:
 
     def _intake_loop(self) -> None:
         assert self.store is not None
-        last_beat = last_status = 0.0
+        last_notes = last_status = 0.0
         ready = False
         line = ""
         while not self.stop.is_set():
@@ -247,16 +252,9 @@ class Daemon:
             for name, intake in self.intakes.items():
                 intake.step(now, hints.get(name, []))
             self.loop_at = time.time()  # a round that ended now
-            if now - last_beat >= HEARTBEAT_SECONDS:
-                try:
-                    self.heartbeat()
-                except TransientError as exc:
-                    self.log.warning("daemon.heartbeat_failed", reason=str(exc))
-                except NodeNameTaken as exc:  # this one was thought dead: stop, exit 78
-                    self.fatal = exc
-                    self.stop.set()
-                    break
-                last_beat = now
+            if now - last_notes >= HEARTBEAT_SECONDS:  # the heartbeat thread sends them
+                self.keep_notes(now)
+                last_notes = now
             if ready or all(i.first_scan_done for i in self.intakes.values()):
                 if not ready or now - last_status >= STATUS_SECONDS:
                     line, last_status = self._status_line(), now
@@ -327,15 +325,56 @@ class Daemon:
         return Machine(store, self.providers, sinks, self.works, self.settings.state_dir,
                        self.stop, delay=self.delay, busy=self.busy)
 
-    def heartbeat(self) -> None:
-        """Record that this daemon is alive, with its notes (what `status` shows of it)
-        and this host's clock, which status compares with the time the store stamps."""
-        assert self.store is not None
-        now = time.time()
-        notes: dict[str, Any] = {"folders": {n: i.notes(now) for n, i in self.intakes.items()},
-                                 "warnings": self.notices.texts()}
+    # -- the heartbeat ---------------------------------------------------------------
+    # On a thread and a store connection of its own: an intake step that hangs on a
+    # share would otherwise stop the beat, and other nodes would count this live node
+    # dead and take its batches and claims over. The intake loop keeps the notes the
+    # beat sends (what `status` shows of each folder); while it hangs, the beat goes on
+    # with the last ones, and ``main_loop_at`` shows how old they are.
+
+    def keep_notes(self, now: float) -> None:
+        """Keep this round's notes for the heartbeat thread, and have it send them now."""
+        notes = {"folders": {n: i.notes(now) for n, i in self.intakes.items()},
+                 "warnings": self.notices.texts()}
+        with self._notes_lock:
+            self._notes = notes
+        self._notes_kept.set()
+
+    def heartbeat(self, store: Store | None = None) -> None:
+        """Record that this daemon is alive (on ``store``: default the main thread's),
+        with the intake loop's last notes, when its last round ended, and this host's
+        clock, which status compares with the time the store stamps."""
+        store = store or self.store
+        assert store is not None
+        with self._notes_lock:
+            notes: dict[str, Any] = dict(self._notes)
+        notes["main_loop_at"] = self.loop_at
         notes[node.CLOCK_NOTE] = time.time()  # just before the store stamps it: the offset
-        self.store.heartbeat(os.getpid(), self.started_at, notes)
+        store.heartbeat(os.getpid(), self.started_at, notes)
+
+    def _heartbeat_loop(self) -> None:
+        """Beat every HEARTBEAT_SECONDS, and as soon as the intake loop kept new notes."""
+        assert self.store is not None
+        store = self.store.connect()  # a connection of this thread's own
+        store.instance = self.store.instance  # whose beats these are (register_node)
+        try:
+            while not self.stop.is_set():
+                try:
+                    self.heartbeat(store)
+                except TransientError as exc:
+                    self.log.warning("daemon.heartbeat_failed", reason=str(exc),
+                                     next_step="check that the store answers; past "
+                                     "lease_seconds without a beat other nodes count this "
+                                     "one dead")
+                except NodeNameTaken as exc:  # this one was thought dead: stop, exit 78
+                    self.fatal = exc
+                    self.stop.set()
+                    self.wake.set()
+                    return
+                self._notes_kept.wait(HEARTBEAT_SECONDS)
+                self._notes_kept.clear()
+        finally:
+            store.close()
 
     # -- health --------------------------------------------------------------------
 

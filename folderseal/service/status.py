@@ -49,7 +49,7 @@ from folderseal.intake.fragments import SHOWN_SECONDS as FRAGMENTS_SHOWN_SECONDS
 from folderseal.providers import NOT_QUALIFIED, build, steps_of
 from folderseal.publish import errorfiles, retrying
 from folderseal.publish.sidecar import iso
-from folderseal.service import nodes_report
+from folderseal.service import node, nodes_report
 from folderseal.store import Store
 from folderseal.store.opening import reading_store
 
@@ -155,11 +155,20 @@ def _daemon(beat: dict[str, Any] | None, settings: Settings, report: dict[str, A
     report["daemon"].update(heartbeat=iso(beat["heartbeat_at"]), started=iso(beat["started_at"]),
                             heartbeat_age_seconds=round(age, 1))
     if age >= HEARTBEAT_STALE:
-        report["alarms"].append(f"the daemon's last heartbeat is {age:.0f} s old: its main "
-                                "loop is stuck (a share that hangs?); systemd's watchdog "
-                                "restarts it")
+        report["alarms"].append(f"the daemon's last heartbeat is {age:.0f} s old: it is "
+                                "frozen, or cannot write to the store (its log says why); "
+                                "systemd's watchdog restarts a frozen one")
         return {}
     notes: dict[str, Any] = beat["notes"]
+    # The beat has a thread of its own: the main loop's last round, noted in it, shows
+    # an intake that hangs (the folders' notes are that round's).
+    loop_at, clock = notes.get("main_loop_at"), notes.get(node.CLOCK_NOTE)
+    if isinstance(loop_at, int | float) and isinstance(clock, int | float) \
+            and clock - loop_at >= HEARTBEAT_STALE:
+        report["alarms"].append(f"the daemon's main loop has made no progress for "
+                                f"{clock - loop_at:.0f} s (a share that hangs?): what it "
+                                "shows of the folders is that old; systemd's watchdog "
+                                "restarts it, and /healthz names the cause")
     return notes
 
 

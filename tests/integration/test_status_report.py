@@ -347,3 +347,27 @@ def test_a_batch_taken_over_again_and_again_is_an_alarm_naming_what_to_look_at(
     out = capsys.readouterr().out
     assert f"taken over {TAKEOVER_ALARM}×" in out and "ALARM: folder scans: batch batch-again" \
         in " ".join(out.split())
+
+
+def test_a_main_loop_that_hangs_while_the_daemon_beats_is_an_alarm(tmp_path: Path) -> None:
+    """The heartbeat has a thread of its own, so it goes on while an intake step hangs:
+    its note of the main loop's last round shows the hang. Beats from a loop that ran
+    just now raise no alarm; beats from one stuck for 40 s name it."""
+    settings = _settings(tmp_path)
+    settings.state_dir.mkdir()
+    now = time.time()
+    store = SqliteStore(settings.database, "n1", clock=lambda: now)
+    lock = statelock.acquire(settings.state_dir)
+    try:
+        store.register_node(statelock.instance_id(settings.state_dir), os.getpid(), now - 60,
+                            alive_seconds=30)
+        store.heartbeat(os.getpid(), now - 60, {"main_loop_at": now - 1, "clock": now})
+        assert not [a for a in collect(settings, warnings=[])["alarms"] if "main loop" in a]
+        store.heartbeat(os.getpid(), now - 60, {"main_loop_at": now - 40, "clock": now})
+        alarms = [a for a in collect(settings, warnings=[])["alarms"] if "main loop" in a]
+    finally:
+        store.close()
+        os.close(lock)
+    assert alarms == ["the daemon's main loop has made no progress for 40 s (a share that "
+                      "hangs?): what it shows of the folders is that old; systemd's watchdog "
+                      "restarts it, and /healthz names the cause"]
