@@ -93,8 +93,8 @@ class Daemon:
         self.started_at = time.time()
         self.loop_at = self.started_at    # the main loop's last round
         self._notes: dict[str, Any] = {}  # the intake loop's last, for the heartbeat thread
-        self._notes_lock = threading.Lock()
-        self._notes_kept = threading.Event()
+        self._notes_kept = self._notes_sent = 0  # how many rounds' notes: kept, in the store
+        self._notes_changed = threading.Condition()
         self.notices = Notices(config_path, settings.state_dir, self.log)
         self.threads: list[threading.Thread] = []
         self.notifier = systemd.Notifier()
@@ -211,6 +211,8 @@ class Daemon:
             self.stop.set()
             with self.batches_ready:
                 self.batches_ready.notify_all()
+            with self._notes_changed:  # the heartbeat thread stops waiting
+                self._notes_changed.notify_all()
             self.notifier.stopping()
             for thread in self.threads:
                 # A provider check under way is not waited for: it changes nothing.
@@ -257,6 +259,8 @@ class Daemon:
                 last_notes = now
             if ready or all(i.first_scan_done for i in self.intakes.values()):
                 if not ready or now - last_status >= STATUS_SECONDS:
+                    self.keep_notes(now)  # the line reads them from the store
+                    self.notes_sent(HEARTBEAT_SECONDS)
                     line, last_status = self._status_line(), now
                 if not ready:  # every reachable inbox scanned; a share that is down says so
                     self.notifier.ready(line)
@@ -336,9 +340,17 @@ class Daemon:
         """Keep this round's notes for the heartbeat thread, and have it send them now."""
         notes = {"folders": {n: i.notes(now) for n, i in self.intakes.items()},
                  "warnings": self.notices.texts()}
-        with self._notes_lock:
+        with self._notes_changed:
             self._notes = notes
-        self._notes_kept.set()
+            self._notes_kept += 1
+            self._notes_changed.notify_all()
+
+    def notes_sent(self, timeout: float) -> bool:
+        """Wait until the notes kept last are in the store (what status reads), for
+        ``timeout`` at most: False if they are not (the store does not answer)."""
+        with self._notes_changed:
+            return self._notes_changed.wait_for(
+                lambda: self._notes_sent >= self._notes_kept or self.stop.is_set(), timeout)
 
     def heartbeat(self, store: Store | None = None) -> None:
         """Record that this daemon is alive (on ``store``: default the main thread's),
@@ -346,11 +358,15 @@ class Daemon:
         clock, which status compares with the time the store stamps."""
         store = store or self.store
         assert store is not None
-        with self._notes_lock:
+        with self._notes_changed:
             notes: dict[str, Any] = dict(self._notes)
+            kept = self._notes_kept
         notes["main_loop_at"] = self.loop_at
         notes[node.CLOCK_NOTE] = time.time()  # just before the store stamps it: the offset
         store.heartbeat(os.getpid(), self.started_at, notes)
+        with self._notes_changed:
+            self._notes_sent = max(self._notes_sent, kept)
+            self._notes_changed.notify_all()
 
     def _heartbeat_loop(self) -> None:
         """Beat every HEARTBEAT_SECONDS, and as soon as the intake loop kept new notes."""
@@ -359,6 +375,8 @@ class Daemon:
         store.instance = self.store.instance  # whose beats these are (register_node)
         try:
             while not self.stop.is_set():
+                with self._notes_changed:
+                    tried = self._notes_kept  # the notes this beat sends, or later ones
                 try:
                     self.heartbeat(store)
                 except TransientError as exc:
@@ -371,8 +389,10 @@ class Daemon:
                     self.stop.set()
                     self.wake.set()
                     return
-                self._notes_kept.wait(HEARTBEAT_SECONDS)
-                self._notes_kept.clear()
+                with self._notes_changed:  # until new notes, or the next beat is due
+                    self._notes_changed.wait_for(
+                        lambda: self._notes_kept > tried or self.stop.is_set(),  # noqa: B023
+                        HEARTBEAT_SECONDS)
         finally:
             store.close()
 
