@@ -110,6 +110,8 @@ def _folder_table(folder: dict[str, Any]) -> Table:
         due = "" if wait is None else f"next step in {wait} s"
         why = "; ".join(x for x in (due, batch["last_error"] or "") if x)
         progress = "" if batch["progress"] is None else f", {batch['progress']:g}% done"
+        if batch.get("takeovers"):
+            progress += f", taken over {batch['takeovers']}×"
         table.add_row(Text("batch"), Text(batch["batch"]),
                       Text(f"{batch['state']}{progress}, {batch['files']} files, "
                            f"{batch['age_seconds']:.0f} s old"),

@@ -223,3 +223,4 @@ class BatchRecord:
     updated_at: float
     publish_key: str | None = None   # what create published for the provider to fetch
     epoch: int = 0                   # bumped by each acquisition of its lease
+    takeovers: int = 0               # acquisitions while another holder's lease had lapsed

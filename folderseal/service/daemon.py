@@ -92,6 +92,9 @@ class Daemon:
         self.fatal: BaseException | None = None
         self.started_at = time.time()
         self.loop_at = self.started_at    # the main loop's last round
+        self._notes: dict[str, Any] = {}  # the intake loop's last, for the heartbeat thread
+        self._notes_kept = self._notes_sent = 0  # how many rounds' notes: kept, in the store
+        self._notes_changed = threading.Condition()
         self.notices = Notices(config_path, settings.state_dir, self.log)
         self.threads: list[threading.Thread] = []
         self.notifier = systemd.Notifier()
@@ -200,6 +203,8 @@ class Daemon:
                                              name="leases", daemon=True))
         self.threads.append(threading.Thread(target=self._guard, args=(self._wakeup_loop,),
                                              name="wakeup", daemon=True))
+        self.threads.append(threading.Thread(target=self._guard, args=(self._heartbeat_loop,),
+                                             name="heartbeat", daemon=True))
         for thread in self.threads:
             thread.start()
         self.log.info("daemon.started", pid=os.getpid(), folders=sorted(self.intakes),
@@ -210,6 +215,8 @@ class Daemon:
             self.stop.set()
             with self.batches_ready:
                 self.batches_ready.notify_all()
+            with self._notes_changed:  # the heartbeat thread stops waiting
+                self._notes_changed.notify_all()
             self.notifier.stopping()
             for thread in self.threads:
                 # A provider check under way is not waited for: it changes nothing.
@@ -236,7 +243,7 @@ class Daemon:
 
     def _intake_loop(self) -> None:
         assert self.store is not None
-        last_beat = last_status = 0.0
+        last_notes = last_status = 0.0
         ready = False
         line = ""
         while not self.stop.is_set():
@@ -251,18 +258,13 @@ class Daemon:
             for name, intake in self.intakes.items():
                 intake.step(now, hints.get(name, []))
             self.loop_at = time.time()  # a round that ended now
-            if now - last_beat >= HEARTBEAT_SECONDS:
-                try:
-                    self.heartbeat()
-                except TransientError as exc:
-                    self.log.warning("daemon.heartbeat_failed", reason=str(exc))
-                except NodeNameTaken as exc:  # this one was thought dead: stop, exit 78
-                    self.fatal = exc
-                    self.stop.set()
-                    break
-                last_beat = now
+            if now - last_notes >= HEARTBEAT_SECONDS:  # the heartbeat thread sends them
+                self.keep_notes(now)
+                last_notes = now
             if ready or all(i.first_scan_done for i in self.intakes.values()):
                 if not ready or now - last_status >= STATUS_SECONDS:
+                    self.keep_notes(now)  # the line reads them from the store
+                    self.notes_sent(HEARTBEAT_SECONDS)
                     line, last_status = self._status_line(), now
                 if not ready:  # every reachable inbox scanned; a share that is down says so
                     self.notifier.ready(line)
@@ -339,15 +341,72 @@ class Daemon:
         return Machine(store, self.providers, sinks, self.works, self.settings.state_dir,
                        self.stop, delay=self.delay, busy=self.busy)
 
-    def heartbeat(self) -> None:
-        """Record that this daemon is alive, with its notes (what `status` shows of it)
-        and this host's clock, which status compares with the time the store stamps."""
-        assert self.store is not None
-        now = time.time()
-        notes: dict[str, Any] = {"folders": {n: i.notes(now) for n, i in self.intakes.items()},
-                                 "warnings": self.notices.texts()}
+    # -- the heartbeat ---------------------------------------------------------------
+    # On a thread and a store connection of its own: an intake step that hangs on a
+    # share would otherwise stop the beat, and other nodes would count this live node
+    # dead and take its batches and claims over. The intake loop keeps the notes the
+    # beat sends (what `status` shows of each folder); while it hangs, the beat goes on
+    # with the last ones, and ``main_loop_at`` shows how old they are.
+
+    def keep_notes(self, now: float) -> None:
+        """Keep this round's notes for the heartbeat thread, and have it send them now."""
+        notes = {"folders": {n: i.notes(now) for n, i in self.intakes.items()},
+                 "warnings": self.notices.texts()}
+        with self._notes_changed:
+            self._notes = notes
+            self._notes_kept += 1
+            self._notes_changed.notify_all()
+
+    def notes_sent(self, timeout: float) -> bool:
+        """Wait until the notes kept last are in the store (what status reads), for
+        ``timeout`` at most: False if they are not (the store does not answer)."""
+        with self._notes_changed:
+            return self._notes_changed.wait_for(
+                lambda: self._notes_sent >= self._notes_kept or self.stop.is_set(), timeout)
+
+    def heartbeat(self, store: Store | None = None) -> None:
+        """Record that this daemon is alive (on ``store``: default the main thread's),
+        with the intake loop's last notes, when its last round ended, and this host's
+        clock, which status compares with the time the store stamps."""
+        store = store or self.store
+        assert store is not None
+        with self._notes_changed:
+            notes: dict[str, Any] = dict(self._notes)
+            kept = self._notes_kept
+        notes["main_loop_at"] = self.loop_at
         notes[node.CLOCK_NOTE] = time.time()  # just before the store stamps it: the offset
-        self.store.heartbeat(os.getpid(), self.started_at, notes)
+        store.heartbeat(os.getpid(), self.started_at, notes)
+        with self._notes_changed:
+            self._notes_sent = max(self._notes_sent, kept)
+            self._notes_changed.notify_all()
+
+    def _heartbeat_loop(self) -> None:
+        """Beat every HEARTBEAT_SECONDS, and as soon as the intake loop kept new notes."""
+        assert self.store is not None
+        store = self.store.connect()  # a connection of this thread's own
+        store.instance = self.store.instance  # whose beats these are (register_node)
+        try:
+            while not self.stop.is_set():
+                with self._notes_changed:
+                    tried = self._notes_kept  # the notes this beat sends, or later ones
+                try:
+                    self.heartbeat(store)
+                except TransientError as exc:
+                    self.log.warning("daemon.heartbeat_failed", reason=str(exc),
+                                     next_step="check that the store answers; past "
+                                     "lease_seconds without a beat other nodes count this "
+                                     "one dead")
+                except NodeNameTaken as exc:  # this one was thought dead: stop, exit 78
+                    self.fatal = exc
+                    self.stop.set()
+                    self.wake.set()
+                    return
+                with self._notes_changed:  # until new notes, or the next beat is due
+                    self._notes_changed.wait_for(
+                        lambda: self._notes_kept > tried or self.stop.is_set(),  # noqa: B023
+                        HEARTBEAT_SECONDS)
+        finally:
+            store.close()
 
     # -- health --------------------------------------------------------------------
 

@@ -37,11 +37,18 @@ class ReportCollector(Collector):
             "folderseal_folder_blocked", "1 while the folder claims nothing because its "
             "outbox, errors or archive folder is missing or not writable",
             labels=["folder", "reason"])
+        takeovers = GaugeMetricFamily(
+            "folderseal_batch_takeovers", "Times a batch in flight was taken over (another "
+            "holder's lease had lapsed; status alarms at 3); batches never taken over have "
+            "no series", labels=["folder", "batch"])
         alarms = GaugeMetricFamily("folderseal_alarms",
                                    "Things that need a person now (folderseal status exits 1)")
         for name, folder in report["folders"].items():
             for state, count in folder["batch_states"].items():
                 batches.add_metric([name, state], count)
+            for batch in folder["batches"]:
+                if batch.get("takeovers"):
+                    takeovers.add_metric([name, batch["batch"]], batch["takeovers"])
             for state, count in folder["files"].items():
                 files.add_metric([name, state], count)
             oldest.add_metric([name], folder["oldest_waiting_seconds"])
@@ -51,7 +58,7 @@ class ReportCollector(Collector):
             for reason in BLOCK_REASONS:  # every series, so that 0 says "not blocked"
                 blocked.add_metric([name, reason], 1.0 if reason in reasons else 0.0)
         alarms.add_metric([], len(report["alarms"]))
-        yield from (batches, files, oldest, full, outage, blocked, alarms)
+        yield from (batches, files, oldest, full, outage, blocked, takeovers, alarms)
         yield from _nodes(report.get("nodes", []))
 
 

@@ -63,13 +63,21 @@ def alive_seconds(settings: Settings) -> float:
 
 def register(store: Store, settings: Settings, started_at: float) -> int:
     """Take this node's name on the store, at start, and void the leases it held before;
-    how many. ConfigError (exit 78) when another daemon uses the name, or when another
-    node is alive on the store."""
-    refuse_beside_live_nodes(store, settings, "then start this one (this version runs one "
-                             "node per store: several nodes on one share need fleet mode, "
-                             "not available yet)")
-    restarted = store.register_node(statelock.instance_id(settings.state_dir), os.getpid(),
-                                    started_at, alive_seconds=alive_seconds(settings))
+    how many. ConfigError (exit 78) when another daemon uses the name, when another
+    node is alive on the store, or while `folderseal recover` runs on it.
+
+    The check and the register are one step under the store's start lock: of two nodes
+    starting at once, the second waits, then sees the first alive."""
+    with store.transaction():
+        if not store.lock_node_starts():
+            raise ConfigError("`folderseal recover` runs on this store: let it finish "
+                              "(its output says when), then start this node again")
+        refuse_beside_live_nodes(store, settings, "then start this one (this version runs "
+                                 "one node per store: several nodes on one share need fleet "
+                                 "mode, not available yet)")
+        restarted = store.register_node(statelock.instance_id(settings.state_dir),
+                                        os.getpid(), started_at,
+                                        alive_seconds=alive_seconds(settings))
     # After another instance of this name (gone silent, but its batch threads may still
     # run), only its lapsed leases are void; after this instance's own crash, all are.
     return store.release_node_leases(every=restarted)

@@ -128,9 +128,12 @@ def _table(head: list[str], rows: list[list[str]], empty: str, kind: str) -> str
 
 
 def _state(batch: dict[str, Any]) -> str:
-    """A batch's state, with the provider's progress when it gives one."""
+    """A batch's state, with the provider's progress when it gives one and how many times
+    it was taken over, if ever."""
     progress = batch.get("progress")
-    return batch["state"] if progress is None else f"{batch['state']} ({progress:g}%)"
+    state = batch["state"] if progress is None else f"{batch['state']} ({progress:g}%)"
+    taken = batch.get("takeovers", 0)
+    return f"{state}, taken over {taken}×" if taken else state
 
 
 def _chart(per_minute: list[int], word: str) -> str:

@@ -72,7 +72,7 @@ from typing import Any
 from folderseal.batches import lifecycle, views
 from folderseal.core import files, statelock
 from folderseal.core.config import FolderConfig, Settings
-from folderseal.core.errors import ExitCode, ProviderError, TransientError
+from folderseal.core.errors import ConfigError, ExitCode, ProviderError, TransientError
 from folderseal.core.model import BatchState, FileRecord, FileState
 from folderseal.providers import Provider, Remote, ask_status, build, steps_of
 from folderseal.publish import sidecar
@@ -350,10 +350,17 @@ def recover(settings: Settings) -> int:
     lock = statelock.acquire(settings.state_dir)  # never beside a running daemon
     store = open_store(settings, check=True)
     try:
+        # On a shared store, the store's own lock keeps out, for the whole run, another
+        # recover and every node that would start (each checks it at start).
+        if not store.lock_recover():
+            raise ConfigError("another `folderseal recover` runs on this store, or a node "
+                              "is starting on it: let that recover finish (or the node "
+                              "start, then stop it), then run `folderseal recover` again")
         node.refuse_beside_live_nodes(store, settings, "before `folderseal recover`")
         return settle(settings, store, lambda name: build(name, settings.providers[name],
                                                           settings.state_dir))
     finally:
+        store.unlock_recover()
         store.close()
         os.close(lock)
 

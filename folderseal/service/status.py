@@ -14,7 +14,8 @@ failing after many retries, a batch past ``max_wait_seconds``, a file older than
 ``stuck_after_seconds``, failures whose errors folder cannot be seen (another folder is
 configured, or it is not mounted, or it does not answer), a ``folderseal retry`` left
 unfinished, a node's clock more than 2 s off the database's, another node that stopped
-within the last day (every node of the store is listed: :mod:`.nodes_report`). Files in
+within the last day (every node of the store is listed: :mod:`.nodes_report`), a batch
+taken over ``TAKEOVER_ALARM`` times or more (its holder's lease lapsed each time). Files in
 errors with a record are a normal outcome: listed, never an alarm.
 
 Nothing here touches a share while the daemon runs: the daemon's main loop, its status
@@ -48,12 +49,14 @@ from folderseal.intake.fragments import SHOWN_SECONDS as FRAGMENTS_SHOWN_SECONDS
 from folderseal.providers import NOT_QUALIFIED, build, steps_of
 from folderseal.publish import errorfiles, retrying
 from folderseal.publish.sidecar import iso
-from folderseal.service import nodes_report
+from folderseal.service import node, nodes_report
 from folderseal.store import Store
 from folderseal.store.opening import reading_store
 
 HEARTBEAT_STALE = 30.0
 ALARM_ATTEMPTS = 8  # consecutive failures of one step: about 4 minutes of backoff
+# Once is a node that died or paused; again and again is a pattern a person must find.
+TAKEOVER_ALARM = 3
 FINISHED_BATCHES = (BatchState.CLEANED, BatchState.FAILED)
 HOUR_MINUTES = 60
 RETRY_STALE_SECONDS = 60.0  # RETRYING this long, with no retry at work: it was interrupted
@@ -152,22 +155,34 @@ def _daemon(beat: dict[str, Any] | None, settings: Settings, report: dict[str, A
     report["daemon"].update(heartbeat=iso(beat["heartbeat_at"]), started=iso(beat["started_at"]),
                             heartbeat_age_seconds=round(age, 1))
     if age >= HEARTBEAT_STALE:
-        report["alarms"].append(f"the daemon's last heartbeat is {age:.0f} s old: its main "
-                                "loop is stuck (a share that hangs?); systemd's watchdog "
-                                "restarts it")
+        report["alarms"].append(f"the daemon's last heartbeat is {age:.0f} s old: it is "
+                                "frozen, or cannot write to the store (its log says why); "
+                                "systemd's watchdog restarts a frozen one")
         return {}
     notes: dict[str, Any] = beat["notes"]
+    # The beat has a thread of its own: the main loop's last round, noted in it, shows
+    # an intake that hangs (the folders' notes are that round's).
+    loop_at, clock = notes.get("main_loop_at"), notes.get(node.CLOCK_NOTE)
+    if isinstance(loop_at, int | float) and isinstance(clock, int | float) \
+            and clock - loop_at >= HEARTBEAT_STALE:
+        report["alarms"].append(f"the daemon's main loop has made no progress for "
+                                f"{clock - loop_at:.0f} s (a share that hangs?): what it "
+                                "shows of the folders is that old; systemd's watchdog "
+                                "restarts it, and /healthz names the cause")
     return notes
 
 
 def _holder(batch: BatchRecord, now: float) -> dict[str, Any]:
     """Which node works on a batch now (None: none), the epoch of its lease (each taking
     bumps it: one that grows fast means the batch is taken over again and again), and
-    the seconds its lease has left (negative: it lapsed; another node may take it)."""
+    the seconds its lease has left (negative: it lapsed; another node may take it), and
+    how many times it was taken over (taken while another holder's lease had lapsed)."""
     if batch.claimed_by is None or batch.lease_until is None:
-        return {"holder": None, "epoch": batch.epoch, "lease_left_seconds": None}
+        return {"holder": None, "epoch": batch.epoch, "lease_left_seconds": None,
+                "takeovers": batch.takeovers}
     return {"holder": batch.claimed_by.partition("/")[0], "epoch": batch.epoch,
-            "lease_left_seconds": round(batch.lease_until - now, 1)}
+            "lease_left_seconds": round(batch.lease_until - now, 1),
+            "takeovers": batch.takeovers}
 
 
 def _folder(store: Store, name: str, notes: dict[str, Any], now: float,
@@ -282,6 +297,8 @@ def _alarms(name: str, folder: dict[str, Any], max_wait: float | None,
             found.append(f"folder {name}: batch {batch['batch']} still failing in "
                          f"{batch['state']} after {batch['attempts']} attempts: "
                          f"{batch['last_error']}")
+        if batch["takeovers"] >= TAKEOVER_ALARM:
+            found.append(takeover_alarm(name, batch))
         if max_wait is not None and batch["age_seconds"] > max_wait:
             found.append(f"folder {name}: batch {batch['batch']} ({batch['state']}) is "
                          f"{batch['age_seconds']:.0f} s old, past max_wait_seconds "
@@ -290,6 +307,16 @@ def _alarms(name: str, folder: dict[str, Any], max_wait: float | None,
         found.append(f"folder {name}: a file has waited {folder['oldest_waiting_seconds']:.0f} "
                      f"s, more than stuck_after_seconds ({stuck_after:.0f} s)")
     return found
+
+
+def takeover_alarm(name: str, batch: dict[str, Any]) -> str:
+    """A batch taken over again and again, and where an operator looks for why."""
+    return (f"folder {name}: batch {batch['batch']} ({batch['state']}) was taken over "
+            f"{batch['takeovers']} times, its holder's lease lapsing each time: a node that "
+            "keeps dying or pausing mid-step (look in the nodes' logs for lease.lost and "
+            "restarts around this batch: a crash, the OOM killer, a host suspended or a "
+            "share that hangs), or a step that runs longer than its limit (the lease "
+            "keeper stops renewing a turn past step_limit)")
 
 
 def _outcome(settings: Settings, provider: str) -> str:

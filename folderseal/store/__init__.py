@@ -111,6 +111,19 @@ class Store(Protocol):
     def why_unavailable(self) -> str | None:
         """Why the store does not answer a read now (None: it does); any thread may ask."""
 
+    def lock_node_starts(self) -> bool:
+        """Inside a transaction: wait until no other node is between its start check and
+        its register, and hold the others off until the transaction ends; False while
+        `folderseal recover` runs on the store. Always True on a store one daemon holds
+        alone (SQLite: the state folder's lock keeps the others out)."""
+
+    def lock_recover(self) -> bool:
+        """Take the store for one `folderseal recover` until :meth:`unlock_recover` (or
+        close); False while another recover holds it or a node is starting."""
+
+    def unlock_recover(self) -> None:
+        """Let go of what :meth:`lock_recover` took."""
+
     # -- files ------------------------------------------------------------------
 
     def add_claim(self, *, id: str, folder: str, source: str, dev: int, ino: int, size: int,

@@ -76,6 +76,24 @@ class StoreBase:
         ``:now`` left), so that no time of this host is compared with another's."""
         return self.clock()
 
+    # -- starts and recover, one at a time on a shared store ------------------------
+    # A store one daemon holds alone (SQLite, the in-memory fake) needs no lock: the state
+    # folder's lock already keeps every other daemon and `recover` out.
+
+    def lock_node_starts(self) -> bool:
+        """Inside a transaction: wait until no other node is between its start check and
+        its register, and hold the others off until the transaction ends; False (nothing
+        held) while `folderseal recover` runs on the store."""
+        return True
+
+    def lock_recover(self) -> bool:
+        """Take the store for one `folderseal recover` until :meth:`unlock_recover` (or
+        close); False while another recover holds it or a node is starting."""
+        return True
+
+    def unlock_recover(self) -> None:
+        """Let go of what :meth:`lock_recover` took."""
+
     # -- plumbing -------------------------------------------------------------
 
     def _guarded(self, name: str, error: type[StoreError], what: str, **params: Any) -> None:

@@ -348,4 +348,5 @@ def batch_record(row: Any) -> BatchRecord:
         failed_step=row["failed_step"], error_code=row["error_code"],
         error_message=row["error_message"], created_at=row["created_at"],
         updated_at=row["updated_at"], publish_key=row["publish_key"], epoch=row["epoch"],
+        takeovers=row["takeovers"],
     )

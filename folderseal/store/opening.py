@@ -9,11 +9,13 @@ is imported only when a URL names it, so a SQLite node never loads it.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from folderseal.core import statelock
 from folderseal.core.config import Settings
+from folderseal.core.errors import ConfigError
 from folderseal.store import Store
 from folderseal.store.sqlite import READ_TIMEOUT, SqliteStore, migrations
 
@@ -32,7 +34,8 @@ def open_store(settings: Settings, node: str | None = None, *, check: bool = Fal
     statelock.prepare(settings.state_dir)  # the node's own files live there still
     return PostgresStore.open(url, node, settings.state_dir,
                               auto_migrate=settings.store.auto_migrate,
-                              lease_seconds=settings.store.lease_seconds)
+                              lease_seconds=settings.store.lease_seconds,
+                              url_source=_url_source(settings))
 
 
 def reading_store(settings: Settings) -> Store | None:
@@ -44,7 +47,22 @@ def reading_store(settings: Settings) -> Store | None:
             return None
         return SqliteStore.reading(settings.database, settings.node_name)
     from folderseal.store.postgres import PostgresStore
-    return PostgresStore.reading(url, settings.node_name, settings.state_dir)
+    return PostgresStore.reading(url, settings.node_name, settings.state_dir,
+                                 url_source=_url_source(settings))
+
+
+def _url_source(settings: Settings) -> Callable[[], str] | None:
+    """What gives the URL again for each new connection: ``[store] url_file``, read anew
+    (a rotated password is used without a restart); None for a URL in the config."""
+    if settings.store.url_file is None:
+        return None
+
+    def read() -> str:
+        url = settings.store.database_url()
+        if url is None:  # an empty file now: not a URL
+            raise ConfigError(f"store.url_file {settings.store.url_file} is empty")
+        return url
+    return read
 
 
 def store_place(settings: Settings) -> str:

@@ -15,7 +15,9 @@ node wrote. A store given a clock (tests) passes ``:now`` as a parameter instead
 Like SQLite's, a store object is one connection for one thread (:meth:`connect` opens
 another). A connection the server or the network cut is opened again on the next use
 outside a transaction; until then, and for a transaction it broke, the store raises
-:class:`~folderseal.core.errors.StateUnavailable`.
+:class:`~folderseal.core.errors.StateUnavailable`. Given ``url_source`` (``[store]
+url_file``), each new connection reads the URL again, so a rotated password is used
+without a restart.
 """
 
 from __future__ import annotations
@@ -124,32 +126,39 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
 
     def __init__(self, url: str, node: str, state_dir: Path,
                  clock: Callable[[], float] | None = None, *, read_only: bool = False,
-                 leases: Leases | None = None) -> None:
+                 leases: Leases | None = None,
+                 url_source: Callable[[], str] | None = None) -> None:
         super().__init__(node, self._database_time if clock is None else clock,
                          leases or Leases(LEASE_SECONDS))
         self._url = url
+        self._url_source = url_source  # read again for each new connection (url_file)
         self._state_dir = state_dir
         self._own_clock = clock
         self._queries = _ON_THE_DATABASE if clock is None else _ON_A_CLOCK
         self._read_only = read_only
         self._in_transaction = False
+        self._recover_locked = False  # lock_recover() holds the store on this session
         self._conn = pgconnect.connect(url, node, read_only=read_only,
                                        lease_seconds=self._leases.seconds)
 
     @classmethod
     def open(cls, url: str, node: str, state_dir: Path, *, auto_migrate: bool,
-             lease_seconds: float = LEASE_SECONDS) -> Self:
+             lease_seconds: float = LEASE_SECONDS,
+             url_source: Callable[[], str] | None = None) -> Self:
         """The store at ``url``, for the daemon: migrated first if ``auto_migrate``, else
-        refused (ConfigError) unless ``folderseal migrate`` brought it to this version."""
+        refused (ConfigError) unless ``folderseal migrate`` brought it to this version.
+        ``url_source`` gives the URL again for each later connection (see the module)."""
         if auto_migrate:
             migrate(url)
-        return cls(url, node, state_dir, leases=Leases(lease_seconds))._checked()
+        return cls(url, node, state_dir, leases=Leases(lease_seconds),
+                   url_source=url_source)._checked()
 
     @classmethod
-    def reading(cls, url: str, node: str, state_dir: Path) -> Self:
+    def reading(cls, url: str, node: str, state_dir: Path,
+                url_source: Callable[[], str] | None = None) -> Self:
         """The store at ``url``, opened only to read it (``folderseal status``): nothing is
         made, migrated or written (the server refuses writes on this connection)."""
-        return cls(url, node, state_dir, read_only=True)._checked()
+        return cls(url, node, state_dir, read_only=True, url_source=url_source)._checked()
 
     def _checked(self) -> Self:
         """This store, if its schema is one this code can use; else closed, ConfigError."""
@@ -173,8 +182,9 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
 
     def connect(self, node: str | None = None) -> Self:
         """Another connection to this store, for another thread (or another node)."""
-        return type(self)(self._url, node or self.node, self._state_dir, self._own_clock,
-                          read_only=self._read_only, leases=self._leases_for(node))
+        return type(self)(self._fresh_url(), node or self.node, self._state_dir,
+                          self._own_clock, read_only=self._read_only,
+                          leases=self._leases_for(node), url_source=self._url_source)
 
     def close(self) -> None:
         self._conn.close()
@@ -187,11 +197,29 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
     def state_dir(self) -> Path:
         return self._state_dir
 
+    def lock_node_starts(self) -> bool:
+        if not self._in_transaction:  # a transaction-level lock would end at once
+            raise RuntimeError("lock_node_starts() is for inside a transaction")
+        self._exec(_OWN["lock_node_starts"], {})
+        return bool(_one(self._exec(_OWN["hold_off_recover"], {})))
+
+    def lock_recover(self) -> bool:
+        # A session lock: it ends with this connection, so a cut one is not opened again
+        # (see _reconnect_if_cut).
+        self._recover_locked = bool(_one(self._exec(_OWN["recover_lock"], {})))
+        return self._recover_locked
+
+    def unlock_recover(self) -> None:
+        if self._recover_locked and not self._conn.broken:
+            self._exec(_OWN["recover_unlock"], {})
+        self._recover_locked = False
+
     def why_unavailable(self) -> str | None:
         """Why the store does not answer a read now (None: it does). A connection of its
         own, so any thread may ask; it waits HEALTH_TIMEOUT at most."""
         try:
-            with pgconnect.connect(self._url, self.node, read_only=True, timeout=HEALTH_TIMEOUT,
+            url = self._fresh_url()
+            with pgconnect.connect(url, self.node, read_only=True, timeout=HEALTH_TIMEOUT,
                                    statement_timeout_ms=int(HEALTH_TIMEOUT * 1000)) as conn:
                 conn.execute(self._queries["answers"], {}).fetchone()
         except (ConfigError, StateUnavailable, psycopg.Error) as exc:
@@ -199,6 +227,17 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
         return None
 
     # -- plumbing -------------------------------------------------------------
+
+    def _fresh_url(self) -> str:
+        """The URL for a new connection: read again from its source (``url_file``: a
+        password rotated there is used from now on), else the one given."""
+        if self._url_source is not None:
+            try:
+                self._url = self._url_source()
+            except ConfigError as exc:  # a file being replaced, say: folderseal retries
+                raise StateUnavailable(f"the PostgreSQL store's URL cannot be read again "
+                                       f"({exc}); folderseal retries") from None
+        return self._url
 
     def _database_time(self) -> float:
         """The database's clock, in epoch seconds: ``clock`` of a store given none."""
@@ -231,9 +270,17 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
             raise pgconnect.unavailable(self._url, exc) from None
 
     def _reconnect_if_cut(self) -> None:
-        """A connection cut under a previous call is opened again (a closed one is not)."""
+        """A connection cut under a previous call is opened again (a closed one is not),
+        unless it held the recover lock: a node may have started since."""
+        if self._conn.broken and self._recover_locked:
+            raise ConfigError(
+                f"the connection to the PostgreSQL store {pgconnect.describe(self._url)} was "
+                "cut while `folderseal recover` held it, so nodes could start meanwhile: "
+                "stop any node that did, then run `folderseal recover` again (it settles "
+                "what is left)")
         if self._conn.broken:
-            self._conn = pgconnect.connect(self._url, self.node, read_only=self._read_only,
+            self._conn = pgconnect.connect(self._fresh_url(), self.node,
+                                           read_only=self._read_only,
                                            lease_seconds=self._leases.seconds)
 
     def _exec(self, sql: str, params: dict[str, Any]) -> psycopg.Cursor[pgconnect.Row]:

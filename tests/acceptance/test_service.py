@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -277,6 +278,52 @@ def test_a_share_that_hangs_stops_the_watchdog_and_fails_healthz(
         resumed_at = time.monotonic()
         wait_until(lambda: notify.pings_since(resumed_at) >= 2, timeout=15,
                    what="pings after the share answered again")
+        assert daemon.stop() == 0
+    finally:
+        share.unmount()
+
+
+def _heartbeat(layout: Layout) -> tuple[float, float]:
+    """The node's last heartbeat as the store stamped it, and the main loop's last round
+    its notes give (read beside the daemon; 0.0 before the first)."""
+    db = sqlite3.connect(f"file:{layout.state / 'folderseal.sqlite'}?mode=ro", uri=True,
+                         timeout=10)
+    try:
+        row = db.execute("SELECT heartbeat_at, notes FROM nodes").fetchone()
+    finally:
+        db.close()
+    return (0.0, 0.0) if row is None else \
+        (float(row[0]), float(json.loads(row[1]).get("main_loop_at", 0.0)))
+
+
+def test_a_share_that_hangs_does_not_stop_the_heartbeat(tmp_path: Path) -> None:
+    """The heartbeat has a thread and a store connection of its own: while the inbox's
+    FUSE server is stopped (SIGSTOP) and the main loop hangs on it, the node still beats
+    in the store, so no other node counts it dead and takes its batches over."""
+    if os.geteuid() != 0 or shutil.which("bindfs") is None:
+        pytest.fail("needs root and bindfs ('make test' installs it; CI runs as root)")
+    layout = Layout(tmp_path, folder={"watch": "polling"})
+    layout.write()
+    backing = tmp_path / "backing"
+    backing.mkdir()
+    share = Share(backing, layout.inbox)
+    share.mount()
+    try:
+        daemon = Daemon(layout).started()
+        wait_until(lambda: (layout.state / "folderseal.sqlite").exists(), what="the store")
+        wait_until(lambda: _heartbeat(layout)[1] > 0, what="a heartbeat after an intake round")
+        assert share.process is not None
+        share.process.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(1.5)  # the next poll of the inbox blocks
+            beat_from, loop_from = _heartbeat(layout)
+            time.sleep(5)
+            beat_to, loop_to = _heartbeat(layout)
+            assert loop_to == loop_from, "the main loop went on: the share did not hang it"
+            assert beat_to - beat_from >= 3, \
+                f"the heartbeat moved {beat_to - beat_from:.1f} s in 5 s while the share hung"
+        finally:
+            share.process.send_signal(signal.SIGCONT)
         assert daemon.stop() == 0
     finally:
         share.unmount()

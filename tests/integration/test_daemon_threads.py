@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from threading import Event
@@ -10,9 +12,9 @@ from threading import Event
 import pytest
 
 from folderseal.core import config
-from folderseal.core.errors import ExitCode
+from folderseal.core.errors import ExitCode, NodeNameTaken
 from folderseal.providers import Provider
-from folderseal.service.daemon import Daemon
+from folderseal.service.daemon import HEARTBEAT_SECONDS, Daemon
 from tests.helpers import Layout
 
 
@@ -37,3 +39,76 @@ def test_a_failure_in_the_provider_checks_thread_stops_the_daemon(
     finally:
         unstopped.cancel()
     assert isinstance(daemon.fatal, RuntimeError)
+
+
+def _beat(settings: config.Settings) -> float:
+    """The node's last heartbeat as the store stamped it."""
+    db = sqlite3.connect(f"file:{settings.database}?mode=ro", uri=True, timeout=10)
+    try:
+        return float(db.execute("SELECT heartbeat_at FROM nodes").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_the_heartbeat_goes_on_while_an_intake_step_hangs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An intake step that blocks (a share that hangs) holds up the main loop, not the
+    heartbeat: the node's heartbeat keeps advancing in the store meanwhile."""
+    layout = Layout(tmp_path)
+    layout.write()
+    settings = config.load(layout.config)
+    daemon = Daemon(settings, batch_threads=1)
+    daemon.prepare()
+    hung, release = threading.Event(), threading.Event()
+    step = daemon.intakes["scans"].step
+
+    def hanging_step(now: float, hints: list[str | None]) -> None:
+        step(now, hints)
+        hung.set()
+        release.wait(30)
+    monkeypatch.setattr(daemon.intakes["scans"], "step", hanging_step)
+    moved: list[float] = []
+
+    def watch() -> None:
+        try:
+            hung.wait(30)
+            before = _beat(settings)
+            time.sleep(3 * HEARTBEAT_SECONDS + 0.5)
+            moved.append(_beat(settings) - before)
+        finally:
+            release.set()
+            daemon.stop.set()
+            daemon.wake.set()
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert daemon.run() == ExitCode.OK
+    finally:
+        release.set()
+        watcher.join()
+    assert moved and moved[0] >= 2 * HEARTBEAT_SECONDS, moved
+
+
+def test_a_node_name_taken_under_a_running_daemon_stops_it_with_exit_78(
+        tmp_path: Path) -> None:
+    """Another instance took this node's name (this one was thought dead): the next
+    heartbeat finds it and the daemon stops with exit 78, naming why."""
+    layout = Layout(tmp_path)
+    layout.write()
+    settings = config.load(layout.config)
+    daemon = Daemon(settings, batch_threads=1)
+    daemon.prepare()
+    assert daemon.store is not None
+    thief = daemon.store.connect()
+    try:
+        thief.register_node("another-instance", 4242, time.time(), alive_seconds=0.0)
+    finally:
+        thief.close()
+    unstopped = threading.Timer(30, daemon.stop.set)
+    unstopped.start()
+    try:
+        assert daemon.run() == ExitCode.CONFIG
+    finally:
+        unstopped.cancel()
+    assert isinstance(daemon.fatal, NodeNameTaken)
+    assert "was taken by another folderseal" in str(daemon.fatal)

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ def _unseen(daemon: Daemon) -> list[str]:
     thread finds them, its heartbeat carries them."""
     assert daemon.store is not None
     daemon.intakes["scans"].probe.find_unseen(daemon.store)
+    daemon.keep_notes(time.time())  # the intake loop's notes, which the beat sends
     daemon.heartbeat()
     return [a for a in collect(daemon.settings, warnings=[])["alarms"] if "cannot be" in a]
 
@@ -200,6 +202,7 @@ def test_errors_pointed_at_another_folder_clears_nothing_and_status_says_so(
         probe = daemon.intakes["scans"].probe
         probe.start()
         wait_until(probe.failures_unseen, what="the errors thread's finding")
+        daemon.keep_notes(time.time())  # the intake loop's notes, which the beat sends
         daemon.heartbeat()
         running = collect(settings, warnings=[])
         assert running["daemon"]["running"], running["daemon"]

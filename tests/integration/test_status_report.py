@@ -17,7 +17,7 @@ from folderseal.core.model import BatchState, FileState
 from folderseal.publish import retrying
 from folderseal.service import page
 from folderseal.service.gauges import ReportCollector
-from folderseal.service.status import ALARM_ATTEMPTS, collect, summary
+from folderseal.service.status import ALARM_ATTEMPTS, TAKEOVER_ALARM, collect, summary
 from folderseal.store import LEASE_SECONDS, Store
 from folderseal.store.sqlite import SqliteStore
 
@@ -305,3 +305,69 @@ def test_each_batch_shows_its_holder_epoch_and_lease_left(tmp_path: Path) -> Non
     assert (held["holder"], held["epoch"]) == ("scan-1", 1)
     assert LEASE_SECONDS - 12 < held["lease_left_seconds"] < LEASE_SECONDS - 8
     assert (free["holder"], free["epoch"], free["lease_left_seconds"]) == (None, 0, None)
+
+
+def test_a_batch_taken_over_again_and_again_is_an_alarm_naming_what_to_look_at(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each batch counts the times it was taken while another holder's lease had lapsed;
+    status, the page and /metrics show it, and TAKEOVER_ALARM takeovers of one batch are
+    an alarm naming it and the logs to look at. Once is no alarm."""
+    settings = _settings(tmp_path)
+    settings.state_dir.mkdir()
+    clock = [time.time() - 10 * LEASE_SECONDS]
+    nodes = [SqliteStore(settings.database, name, clock=lambda: clock[0])
+             for name in ("scan-1", "scan-2")]
+    for file_id in ("again", "once"):
+        _claim(nodes[0], file_id, clock[0])
+        nodes[0].create_batch(batch_id=f"batch-{file_id}", folder="scans", provider="remote",
+                              entries=[(file_id, f"0001_{file_id}.pdf")])
+    for turn in range(TAKEOVER_ALARM + 1):  # each holder's lease lapses in turn
+        taken = nodes[turn % 2].acquire_batch(frozenset({"batch-once"}))
+        assert taken is not None and taken.takeovers == turn
+        clock[0] += LEASE_SECONDS + 1
+    for turn in range(2):
+        assert nodes[turn].acquire_batch(frozenset({"batch-again"})) is not None
+        clock[0] += LEASE_SECONDS + 1
+    for store in nodes:
+        store.close()
+
+    report = collect(settings, warnings=[])
+    batches = {b["batch"]: b for b in report["folders"]["scans"]["batches"]}
+    assert (batches["batch-again"]["takeovers"], batches["batch-once"]["takeovers"]) == \
+        (TAKEOVER_ALARM, 1)
+    alarms = [a for a in report["alarms"] if "taken over" in a]
+    assert len(alarms) == 1
+    assert "batch batch-again" in alarms[0] and f"taken over {TAKEOVER_ALARM} times" in alarms[0]
+    assert "lease.lost" in alarms[0] and "step_limit" in alarms[0]
+    assert f"taken over {TAKEOVER_ALARM}×" in page.render(report)
+    gauges = {m.name: m for m in ReportCollector(lambda: report).collect()}
+    assert {s.labels["batch"]: s.value for s in gauges["folderseal_batch_takeovers"].samples} \
+        == {"batch-again": TAKEOVER_ALARM, "batch-once": 1}
+    assert show(settings) == 1
+    out = capsys.readouterr().out
+    assert f"taken over {TAKEOVER_ALARM}×" in out and "ALARM: folder scans: batch batch-again" \
+        in " ".join(out.split())
+
+
+def test_a_main_loop_that_hangs_while_the_daemon_beats_is_an_alarm(tmp_path: Path) -> None:
+    """The heartbeat has a thread of its own, so it goes on while an intake step hangs:
+    its note of the main loop's last round shows the hang. Beats from a loop that ran
+    just now raise no alarm; beats from one stuck for 40 s name it."""
+    settings = _settings(tmp_path)
+    settings.state_dir.mkdir()
+    now = time.time()
+    store = SqliteStore(settings.database, "n1", clock=lambda: now)
+    lock = statelock.acquire(settings.state_dir)
+    try:
+        store.register_node(statelock.instance_id(settings.state_dir), os.getpid(), now - 60,
+                            alive_seconds=30)
+        store.heartbeat(os.getpid(), now - 60, {"main_loop_at": now - 1, "clock": now})
+        assert not [a for a in collect(settings, warnings=[])["alarms"] if "main loop" in a]
+        store.heartbeat(os.getpid(), now - 60, {"main_loop_at": now - 40, "clock": now})
+        alarms = [a for a in collect(settings, warnings=[])["alarms"] if "main loop" in a]
+    finally:
+        store.close()
+        os.close(lock)
+    assert alarms == ["the daemon's main loop has made no progress for 40 s (a share that "
+                      "hangs?): what it shows of the folders is that old; systemd's watchdog "
+                      "restarts it, and /healthz names the cause"]

@@ -29,7 +29,8 @@ def insert_batch(t: Tables, *, id: str, folder: str, provider: str, now: float) 
     row = dict.fromkeys(BATCH_COLUMNS)
     row.update(id=id, folder=folder, provider=provider, state="BATCHED",
                next_attempt_at=real(now), attempts=0, created_at=real(now),
-               updated_at=real(now), abandoned_lost=0, abandoned_mismatch=0, epoch=0)
+               updated_at=real(now), abandoned_lost=0, abandoned_mismatch=0, epoch=0,
+               takeovers=0)
     t.batches[id] = row
     return Result(rowcount=1)
 
@@ -82,6 +83,7 @@ def acquire_batch(t: Tables, *, holder: str, now: float, busy: str, seconds: flo
     found = due[:1]
     for row in found:
         row["epoch"] = row["epoch"] + 1
+        row["takeovers"] += row["claimed_by"] is not None  # another holder's lease lapsed
     update(found, claimed_by=holder, lease_until=real(now + seconds))
     return answer(found)  # RETURNING *
 

@@ -25,7 +25,7 @@ BATCH_COLUMNS = ("id", "folder", "provider", "state", "claimed_by", "lease_until
                "next_attempt_at", "attempts", "remote_id", "package_sha256", "package_bytes",
                "failed_step", "error_code", "error_message", "created_at", "updated_at",
                "abandoned_lost", "abandoned_mismatch", "upload_sent_remote", "upload_sent_at",
-               "progress", "publish_key", "epoch")
+               "progress", "publish_key", "epoch", "takeovers")
 FINISHED_BATCHES = ("CLEANED", "FAILED")  # active_batches shows them only when due again
 IN_FLIGHT = ("CLAIMED", "BATCHED", "READY", "REJECTED")
 DELIVERED = ("PUBLISHED", "DONE")

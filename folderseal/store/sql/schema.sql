@@ -38,7 +38,9 @@ CREATE TABLE batches (
     progress REAL,
     publish_key TEXT,
     -- Added by migration 0008: bumped by each acquisition of the lease.
-    epoch INTEGER NOT NULL DEFAULT 0);
+    epoch INTEGER NOT NULL DEFAULT 0,
+    -- Added by migration 0010: acquisitions while another holder's lease had lapsed.
+    takeovers INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX batches_due ON batches (next_attempt_at);
 
 -- One row per claimed source file.

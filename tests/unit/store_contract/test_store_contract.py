@@ -341,6 +341,29 @@ def test_each_acquisition_bumps_the_epoch_and_events_carry_it(backend: Backend,
     assert created == [None]
 
 
+def test_a_lapsed_lease_taken_by_another_holder_counts_a_takeover(backend: Backend,
+                                                                  clock: Clock) -> None:
+    """Taking a batch whose holder's lease lapsed counts a takeover; taking one its
+    holder released (or a node's restart voided) does not, nor does the first taking."""
+    first, second = backend.open("node-a"), backend.open("node-b")
+    formed_batch(first, "job1", n=1)
+    taken = acquired(first)
+    assert taken.takeovers == 0
+    first.release(taken, next_attempt_at=clock())  # released: not a takeover
+    again = acquired(second)
+    assert again.takeovers == 0
+    clock.advance(LEASE_SECONDS + 1)  # node-b's lease lapses, still claimed
+    over = acquired(first)
+    assert over.takeovers == 1
+    clock.advance(LEASE_SECONDS + 1)
+    assert acquired(second).takeovers == 2
+    assert second.release_node_leases() == 1  # a restart voids its own leases first
+    stored = acquired(first)
+    assert stored.takeovers == 2
+    read = first.batch("job1")
+    assert read is not None and read.takeovers == 2
+
+
 def test_a_lease_past_its_local_deadline_is_confirmed_with_the_store(
         backend: Backend, clock: Clock) -> None:
     """keep_lease asks the store only when half of the lease's own count is gone: then it

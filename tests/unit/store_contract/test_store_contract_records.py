@@ -564,3 +564,22 @@ def test_a_node_restarted_from_its_state_folder_takes_its_name_at_once(
     assert restarted.register_node("i-1", 12, T0 + 1, alive_seconds=30)
     restarted.heartbeat(12, T0 + 1, {})
     assert [r["pid"] for r in restarted.nodes()] == [12]
+
+
+def test_recover_holds_off_node_starts_and_other_recovers(backend: Backend) -> None:
+    """On a shared store (PostgreSQL) one recover at a time holds it, and a node's start
+    check sees that it does; on a store one daemon holds alone (SQLite, memory) the
+    state folder's lock already keeps them apart, so every lock is granted."""
+    recovering, other = backend.open("node-a"), backend.open("node-b")
+    shared = backend.kind == "postgres"
+    assert recovering.lock_recover()
+    assert other.lock_recover() is not shared
+    with other.transaction():
+        assert other.lock_node_starts() is not shared
+    if not shared:
+        other.unlock_recover()
+    recovering.unlock_recover()
+    with other.transaction():
+        assert other.lock_node_starts()
+    assert other.lock_recover()  # free again: the start's lock ended with its transaction
+    other.unlock_recover()

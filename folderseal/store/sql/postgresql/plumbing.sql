@@ -41,3 +41,24 @@ SELECT coalesce(max(version), 0) FROM schema_migrations;
 SELECT 'folderseal_' || md5(n.nspname) FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = to_regclass('batches');
+
+-- name: lock_node_starts
+-- Nodes start one at a time per store: a node's check for live nodes and its register
+-- are one step, so of two nodes starting at once the second sees the first. Waited for
+-- (the other start takes a moment); released at commit.
+SELECT pg_advisory_xact_lock(hashtextextended('folderseal start ' || coalesce(current_schema(), ''), 0));
+
+-- name: hold_off_recover
+-- True unless `folderseal recover` holds the store (recover_lock): tried, never waited
+-- for. Free, it stays taken by this transaction until commit, so a recover starting
+-- meanwhile refuses instead of missing this node's register.
+SELECT pg_try_advisory_xact_lock(hashtextextended('folderseal recover ' || coalesce(current_schema(), ''), 0));
+
+-- name: recover_lock
+-- The store for one `folderseal recover` alone, for its whole run (this session's, until
+-- recover_unlock or the connection ends); false while another recover holds it or a
+-- node is between its start check and its register.
+SELECT pg_try_advisory_lock(hashtextextended('folderseal recover ' || coalesce(current_schema(), ''), 0));
+
+-- name: recover_unlock
+SELECT pg_advisory_unlock(hashtextextended('folderseal recover ' || coalesce(current_schema(), ''), 0));

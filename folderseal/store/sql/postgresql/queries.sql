@@ -19,10 +19,14 @@ WHERE id >= :since_id AND folder = :folder AND claimed_at > :since;
 
 -- name: acquire_batch
 -- :holder is "<node>/<token>", new for every acquisition; :busy lists the batches other
--- threads of this process are working on. SKIP LOCKED: nodes taking batches at once each
--- get another one instead of waiting for each other's row; the row is checked again
--- once locked, so a batch another node has just taken is passed over.
-UPDATE batches SET claimed_by = :holder, lease_until = :now + :seconds, epoch = epoch + 1
+-- threads of this process are working on. A batch still claimed when it is taken (its
+-- lease lapsed: a holder that died or paused) counts a takeover; a node's own restart
+-- releases its leases first (release_node_leases), so that is none. SKIP LOCKED: nodes
+-- taking batches at once each get another one instead of waiting for each other's row;
+-- the row is checked again once locked, so a batch another node has just taken is
+-- passed over.
+UPDATE batches SET claimed_by = :holder, lease_until = :now + :seconds, epoch = epoch + 1,
+                   takeovers = takeovers + CASE WHEN claimed_by IS NULL THEN 0 ELSE 1 END
 WHERE id = (
     SELECT id FROM batches
     WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= :now

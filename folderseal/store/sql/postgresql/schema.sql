@@ -36,7 +36,8 @@ CREATE TABLE batches (
     upload_sent_at     DOUBLE PRECISION,
     progress           DOUBLE PRECISION,  -- how far the provider says it is (0-100)
     publish_key        TEXT,              -- the name or key its file is published under
-    epoch              INTEGER NOT NULL DEFAULT 0  -- bumped by each acquisition of the lease
+    epoch              INTEGER NOT NULL DEFAULT 0, -- bumped by each acquisition of the lease
+    takeovers          INTEGER NOT NULL DEFAULT 0  -- acquisitions after another holder's lapsed
 );
 CREATE INDEX batches_due ON batches (next_attempt_at);
 
