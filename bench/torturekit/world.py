@@ -208,9 +208,10 @@ class World:
         self.life = Life(self, process, log, handle)
         return self.life
 
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, timeout: float = 120,
+            config: Path | None = None) -> subprocess.CompletedProcess[str]:
         """Run a folderseal command (status, recover…) the way the daemon runs."""
-        out = subprocess.run(self.command(*args), capture_output=True, text=True,
+        out = subprocess.run(self.command(*args, config=config), capture_output=True, text=True,
                              timeout=timeout, env=self.env(), cwd=self.root / "elsewhere")
         (self.root / "logs").mkdir(exist_ok=True)
         with (self.root / "logs" / "commands.log").open("a") as log:
@@ -218,8 +219,8 @@ class World:
                       f"{out.stderr}\n")
         return out
 
-    def status(self) -> dict[str, Any]:
-        out = self.run("status", "--json")
+    def status(self, config: Path | None = None) -> dict[str, Any]:
+        out = self.run("status", "--json", config=config)
         # 1 is "something needs a person" (the daemon down, say): the report is there.
         return json.loads(out.stdout) if out.returncode in (0, 1) else {}
 
