@@ -103,7 +103,10 @@ def reached(name: str) -> None:
     if _hit("FOLDERSEAL_CRASH_AT", name, again=True):
         os.kill(os.getpid(), signal.SIGKILL)
     if _hit("FOLDERSEAL_PAUSE_AT", name, again=False):
-        os.kill(os.getpid(), signal.SIGSTOP)  # returns once the test sends SIGCONT
+        # To this thread: it stops before its next step (the whole process with it).
+        # Sent to the process, the signal may be taken by another thread while this
+        # one runs on past the point. Returns once the test sends SIGCONT.
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
 
 
 def _hit(variable: str, name: str, again: bool) -> bool:

@@ -11,7 +11,7 @@ import pytest
 
 from bench.torturekit.world import Life, World
 from tests.fleet.nodes import process_state
-from tests.helpers import settled, wait_until
+from tests.helpers import Layout, settled, wait_until
 
 
 def _wait_stopped(life: Life, timeout: float = 30) -> None:
@@ -20,6 +20,19 @@ def _wait_stopped(life: Life, timeout: float = 30) -> None:
         assert life.process.poll() is None, life.log.read_text()[-3000:]
         assert time.monotonic() < deadline, "the daemon never paused at the point"
         time.sleep(0.02)
+
+
+def _at(point: str, layout: Layout) -> None:
+    """What the folders show while the daemon is frozen at ``point``."""
+    claims = [p for p in layout.incoming.rglob("*") if p.is_file()] \
+        if layout.incoming.is_dir() else []
+    outbox = [p for p in layout.outbox.rglob("*") if p.is_file()]
+    assert not settled(layout, {"a.txt": "outbox"}) and outbox == []
+    if point == "claim-folder-made":  # the folder made, the file not yet renamed into it
+        assert (layout.inbox / "a.txt").exists() and claims == []
+        assert any(layout.incoming.iterdir())
+    else:  # claimed, and not yet in the outbox
+        assert not (layout.inbox / "a.txt").exists()
 
 
 # The new points of the fleet tests, each reached on one node with
@@ -34,7 +47,7 @@ def test_a_daemon_pauses_at_the_point_and_goes_on_after_sigcont(tmp_path: Path,
         _wait_stopped(life)
         time.sleep(0.5)
         assert process_state(life.process.pid) == "T", "it ran on without SIGCONT"
-        assert not settled(world.layout, {"a.txt": "outbox"})
+        _at(point, world.layout)
         life.process.send_signal(signal.SIGCONT)
         wait_until(lambda: settled(world.layout, {"a.txt": "outbox"}), timeout=60,
                    what="a.txt sealed after the pause")
