@@ -27,10 +27,13 @@ def test_one_node_keeps_every_fleet_invariant(tmp_path: Path, pg_cluster: Cluste
                                               provider: str) -> None:
     with Fleet.make(tmp_path / "world", store_url=pg_cluster.url(),
                     provider=provider) as fleet:
-        node = fleet.node("node-a").start()
+        # Frozen a moment at the point of no return (well within its lease), then on.
+        node = fleet.node("node-a").start(env={"FOLDERSEAL_PAUSE_AT": "fenced:accept"})
         rng = random.Random(12)
         for _ in range(6):
             fleet.world.drop(*fleet.world.next_file(rng))
+        node.wait_paused()
+        node.resume()
         wait_until(lambda: _drained(fleet), timeout=60, what="every file delivered")
         status = status_of(fleet)
         assert node.stop() == 0
