@@ -167,8 +167,10 @@ class Fleet:
         """The node ``name``, its config written on first use."""
         if name not in self.nodes:
             text = self.world.layout.config.read_text()
-            text = text.replace('state_dir = "state"', f'state_dir = "state/{name}"', 1)
-            text = text.replace('node = "test-node"', f'node = "{name}"', 1)
+            keys = ('state_dir = "state"\n', 'node = "test-node"\n')
+            assert all(k in text for k in keys), "the world's config has no node keys"
+            text = text.replace(keys[0], f'state_dir = "state/{name}"\n', 1)
+            text = text.replace(keys[1], f'node = "{name}"\n', 1)
             config = self.world.root / f"config-{name}.toml"
             config.write_text(text)
             (self.world.root / "state" / name).mkdir(parents=True, exist_ok=True)

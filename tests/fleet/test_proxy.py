@@ -44,7 +44,8 @@ def test_a_blackhole_answers_nothing_until_restored(pg_cluster: Cluster, pg_prox
     url = pg_proxy.url_of(pg_cluster.url())
     conn = psycopg.connect(url, autocommit=True, connect_timeout=3)
     pg_proxy.cut("blackhole", kernel=kernel)
-    assert pg_proxy.kernel_blackhole == (kernel and os.geteuid() == 0)
+    assert pg_proxy.kernel_blackhole == (kernel and os.geteuid() == 0), \
+        "nft could not add the proxy's table (Debian package nftables)"
     outcome: list[BaseException | object] = []
 
     def query() -> None:
