@@ -11,11 +11,13 @@ PY := $(VENV)/bin/python
 # bindfs makes the FUSE "share" of the reliability campaign (bench/torture.py), strace
 # records the calls its durability audit checks; systemd-analyze rates the unit file's
 # hardening; chromium and chromedriver load the status page in a real browser;
-# debootstrap and systemd-nspawn build and boot the Debian of the service-install proof.
+# debootstrap and systemd-nspawn build and boot the Debian of the service-install proof;
+# the fleet tests (tests/fleet) put one node's wall clock off with libfaketime (faketime)
+# and cut a node off from the database with an nftables drop (nftables).
 NSPAWN_TOOLS := debootstrap:debootstrap systemd-nspawn:systemd-container
 TEST_TOOLS := pdfsig:poppler-utils openssl:openssl setpriv:util-linux bindfs:bindfs \
 	strace:strace systemd-analyze:systemd chromium:chromium chromedriver:chromium-driver \
-	$(NSPAWN_TOOLS)
+	faketime:faketime nft:nftables $(NSPAWN_TOOLS)
 
 .PHONY: run test lint bench torture systemd-test system-deps clean
 

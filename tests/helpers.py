@@ -88,14 +88,14 @@ class Layout:
                   "provider": "local", **FAST, **self.folder}
         lines = ['state_dir = "state"', 'node = "test-node"', "", "[log]",
                  'format = "json"', 'level = "debug"', "", "[providers.local]"]
-        lines += [f"{k} = {_toml(v)}" for k, v in provider.items()]
+        lines += [f"{k} = {toml_value(v)}" for k, v in provider.items()]
         lines += ["", "[folders.scans]"]
-        lines += [f"{k} = {_toml(v)}" for k, v in folder.items()]
+        lines += [f"{k} = {toml_value(v)}" for k, v in folder.items()]
         self.config.write_text("\n".join(lines) + "\n" + self.extra, encoding="utf-8")
         return self.config
 
 
-def _toml(value: Any) -> str:
+def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

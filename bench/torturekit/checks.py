@@ -247,7 +247,8 @@ def _check_outside(world: World, verdict: Verdict) -> None:
     elsewhere = world.root / "elsewhere"
     verdict.outside += [f"written outside: {p}" for p in elsewhere.rglob("*")]
     verdict.outside += [f"unexpected at the root: {p}" for p in world.root.iterdir()
-                        if p.name not in ROOT_ENTRIES and not p.name.startswith("daemon-")]
+                        if p.name not in ROOT_ENTRIES
+                        and not p.name.startswith(("daemon-", "config-"))]  # a fleet's nodes
     verdict.outside += [f"an unsafe package entry escaped: {p}" for p in UNSAFE_TARGETS
                         if p.exists()]
     for folder in ("state", "outbox", "errors", "inbox", "backing"):

@@ -30,7 +30,7 @@ from folderseal.providers.emulation.runner import RunningEmulator
 from folderseal.providers.seal.emulator import start_seal
 from folderseal.providers.seal.emulator.state import log_to
 from tests import centrapay_world
-from tests.helpers import Layout, unprivileged_python
+from tests.helpers import Layout, toml_value, unprivileged_python
 from tests.pdfs import make_pdf
 from tests.postgres import own_schema, server
 
@@ -86,7 +86,12 @@ class World:
     @classmethod
     def make(cls, root: Path, provider: str = "seal", faults: str = "", seed: int = 0,
              folder: dict[str, Any] | None = None, seal: dict[str, Any] | None = None,
-             user: str | None = None, lag: float = 0.0, store: str = "sqlite") -> World:
+             user: str | None = None, lag: float = 0.0, store: str = "sqlite",
+             store_url: str | None = None, store_keys: dict[str, Any] | None = None,
+             ) -> World:
+        """A world with its emulator started. ``store="postgres"`` puts the store in a
+        schema of its own on ``store_url``'s server (the test server when None), dropped
+        at close; ``store_keys`` are more ``[store]`` keys (``lease_seconds``, say)."""
         root.mkdir(parents=True, exist_ok=True)
         (root / "elsewhere").mkdir()
         emulator = None
@@ -124,9 +129,11 @@ class World:
                             **centrapay_world.folder_keys(public, url), **CENTRAPAY,
                             **(seal or {})}
         layout = Layout(root, folder={**FAST, **(folder or {})}, provider=provider_cfg)
-        if store == "postgres":  # a schema of its own on the test server, dropped at close
-            url = closing.enter_context(own_schema(server()))
-            layout.extra = f'\n[store]\nurl = "{url}"\nauto_migrate = true\n'
+        if store == "postgres":  # a schema of its own on the server, dropped at close
+            url = closing.enter_context(own_schema(store_url or server()))
+            keys = {"url": url, "auto_migrate": True, **(store_keys or {})}
+            layout.extra = "\n[store]\n" + "".join(f"{k} = {toml_value(v)}\n"
+                                                   for k, v in keys.items())
         layout.write()
         world = cls(root, layout, emulator, user, public=public,
                     publish_wait=float(provider_cfg.get("max_wait_seconds", 0)) + 15,
@@ -170,7 +177,8 @@ class World:
 
     # -- the daemon ----------------------------------------------------------------
 
-    def command(self, *args: str, wrap: list[str] | None = None) -> list[str]:
+    def command(self, *args: str, wrap: list[str] | None = None,
+                config: Path | None = None) -> list[str]:
         python = sys.executable
         prefix: list[str] = []
         if self.user:
@@ -180,28 +188,30 @@ class World:
             prefix = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
                       "--clear-groups"]
         return [*prefix, *(wrap or []), python, "-m", "folderseal", *args, "-c",
-                str(self.layout.config)]
+                str(config or self.layout.config)]
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         elsewhere = str(self.root / "elsewhere")
         return {**os.environ, "HOME": elsewhere, "TMPDIR": elsewhere, **(extra or {})}
 
-    def start(self, env: dict[str, str] | None = None,
-              wrap: list[str] | None = None) -> Life:
-        """Start ``folderseal run`` (under ``wrap``, e.g. strace, if given)."""
+    def start(self, env: dict[str, str] | None = None, wrap: list[str] | None = None,
+              config: Path | None = None, name: str = "daemon") -> Life:
+        """Start ``folderseal run`` (under ``wrap``, e.g. strace, if given; with another
+        node's ``config`` and its log named after it, in a fleet)."""
         self.lives += 1
-        log = self.root / "logs" / f"daemon-{self.lives:04d}.log"
+        log = self.root / "logs" / f"{name}-{self.lives:04d}.log"
         log.parent.mkdir(exist_ok=True)
         handle = log.open("w")
-        process = subprocess.Popen(self.command("run", wrap=wrap), stdout=handle,
+        process = subprocess.Popen(self.command("run", wrap=wrap, config=config), stdout=handle,
                                    stderr=subprocess.STDOUT, env=self.env(env),
                                    cwd=self.root / "elsewhere", start_new_session=True)
         self.life = Life(self, process, log, handle)
         return self.life
 
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, timeout: float = 120,
+            config: Path | None = None) -> subprocess.CompletedProcess[str]:
         """Run a folderseal command (status, recover…) the way the daemon runs."""
-        out = subprocess.run(self.command(*args), capture_output=True, text=True,
+        out = subprocess.run(self.command(*args, config=config), capture_output=True, text=True,
                              timeout=timeout, env=self.env(), cwd=self.root / "elsewhere")
         (self.root / "logs").mkdir(exist_ok=True)
         with (self.root / "logs" / "commands.log").open("a") as log:
@@ -209,8 +219,8 @@ class World:
                       f"{out.stderr}\n")
         return out
 
-    def status(self) -> dict[str, Any]:
-        out = self.run("status", "--json")
+    def status(self, config: Path | None = None) -> dict[str, Any]:
+        out = self.run("status", "--json", config=config)
         # 1 is "something needs a person" (the daemon down, say): the report is there.
         return json.loads(out.stdout) if out.returncode in (0, 1) else {}
 

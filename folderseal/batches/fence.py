@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
+from folderseal.core import crashpoints
 from folderseal.providers import Provider
 
 # What may act at the provider or on the batch's files (the rest only describe it).
@@ -34,6 +35,7 @@ class FencedProvider:
 
         def fenced(*args: Any, **kwargs: Any) -> Any:
             self._confirm()
+            crashpoints.reached(f"fenced:{name}")  # the lease checked, the call not made
             return found(*args, **kwargs)
 
         return fenced

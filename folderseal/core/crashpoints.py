@@ -1,21 +1,34 @@
-"""Named crash points, for the crash tests: die right after a chosen step.
+"""Named crash points, for the crash tests: die (or freeze) right after a chosen step.
 
 ``FOLDERSEAL_CRASH_AT=state:ACCEPTING`` makes the daemon kill itself with SIGKILL
 right after the step of that name (``NAME@N`` on its N-th time). A SIGKILL leaves
 no chance to clean up, which is the point: the restart must cope. Unset, the check
 costs one dictionary lookup.
 
+``FOLDERSEAL_PAUSE_AT`` (same names, same ``NAME@N``) makes the process stop itself
+with SIGSTOP there instead, once (on the N-th time only): every thread freezes, as in a
+long GC pause, a VM migration or a laptop lid, while its lease runs out. The test sees
+the process in state ``T`` (``/proc/<pid>/stat``), lets another node take the batch
+over, and resumes it with SIGCONT; the process goes on from that very point and must
+then find its lease lost. Only the process itself stops (its signing workers, if any,
+go on). Both variables may be set at once; each counts its own hits.
+
 Every crash point, and what a restart does after it (docs/design.md, "The crash
 table", has the whole table):
 
 Intake, the state machine and delivery
 
+- ``claim-folder-made``: a claim folder made in the work folder, the file not yet
+  renamed into it: the empty folder is removed by the next scan (the file is still in
+  the inbox).
 - ``claimed``: files renamed into the work folder, not yet recorded: the scan at
   start registers and batches them (they were never sent anywhere).
 - ``state:<BATCH STATE>`` (after each transition, ``state:BATCHED`` included): the
   restart resumes the step of that state (its row in docs/design.md's crash table).
 - ``attempt``: attempts counted, the call not yet made: the step runs again, the
   attempt stays counted.
+- ``output-linking``: an output about to get its name in the outbox (the link, or the
+  rename of its copy), nothing of it named yet: delivery runs again and names it.
 - ``output-published``: a batch's outputs published, their sidecars not yet:
   delivery runs again and keeps the outputs already there with the right hash.
 - ``sidecar-published``: sidecars written, originals not yet removed: DELIVERED is
@@ -25,6 +38,12 @@ Intake, the state machine and delivery
 - ``move:copied``: a file moved to another filesystem has its name there, its original
   not removed yet: the copy is recognised by its content and taken as the move's
   result (or removed when the move is undone), so no file stays in two places.
+
+- ``fenced:<call>`` (``fenced:accept``, ``fenced:create``, ``fenced:upload``…): the
+  batch's lease just confirmed, the provider call of that name not yet made (between
+  the lease check and the point of no return when the call is ``accept``): the call is
+  made after a restart only by the lease's holder. Right after the point-of-no-return
+  call was sent are ``seal:accepted``, ``clevver:started`` and ``centrapay:created``.
 
 SEAL
 
@@ -76,18 +95,29 @@ import os
 import signal
 import threading
 
-_counts: dict[str, int] = {}
+_counts: dict[tuple[str, str], int] = {}
 _lock = threading.Lock()
 
 
 def reached(name: str) -> None:
-    target = os.environ.get("FOLDERSEAL_CRASH_AT")
+    if _hit("FOLDERSEAL_CRASH_AT", name, again=True):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if _hit("FOLDERSEAL_PAUSE_AT", name, again=False):
+        # To this thread: it stops before its next step (the whole process with it).
+        # Sent to the process, the signal may be taken by another thread while this
+        # one runs on past the point. Returns once the test sends SIGCONT.
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+
+
+def _hit(variable: str, name: str, again: bool) -> bool:
+    """Whether ``variable`` names this point and this is its N-th time (or later, when
+    ``again``: a kill ends the process anyway, a pause must happen once)."""
+    target = os.environ.get(variable)
     if not target:
-        return
+        return False
     wanted, _, nth = target.partition("@")
     if wanted != name:
-        return
+        return False
     with _lock:
-        _counts[name] = _counts.get(name, 0) + 1
-        if _counts[name] >= int(nth or 1):
-            os.kill(os.getpid(), signal.SIGKILL)
+        count = _counts[variable, name] = _counts.get((variable, name), 0) + 1
+    return count >= int(nth or 1) if again else count == int(nth or 1)

@@ -96,6 +96,7 @@ class Claims:
         head, _, name = source.rpartition("/")
         target = self.work.claim_dir(claim_id) / head
         target.mkdir(parents=True)
+        crashpoints.reached("claim-folder-made")
         try:
             os.rename(self.inbox / source, target / name)
         except OSError as exc:

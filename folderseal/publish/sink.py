@@ -260,6 +260,7 @@ class Sink:
                 try:
                     os.fchmod(src_fd, self.cfg.file_mode)
                     os.fsync(src_fd)
+                    crashpoints.reached("output-linking")
                     naming.publish(lambda: files.link_noreplace(src, dest, follow=original),
                                   dest)
                     return
@@ -273,6 +274,7 @@ class Sink:
                 self._check_hash(record, output, digest)
                 os.fchmod(fd, self.cfg.file_mode)
                 os.fsync(fd)
+                crashpoints.reached("output-linking")
                 naming.publish(lambda: files.rename_noreplace(tmp, dest), dest)
         finally:
             os.close(src_fd)

@@ -1,0 +1,144 @@
+"""The promises checked after a fleet run, on top of the torture campaign's own checks.
+
+:func:`check_fleet` takes the torture invariants (:func:`bench.torturekit.checks.check`:
+every dropped file in exactly one place — the outbox with one sidecar, errors with one
+record, or waiting and counted by ``status`` —, nothing signed or accepted twice by the
+emulator's journal, no partial output, nothing written outside, no secret shown) and adds
+what a fleet must also keep:
+
+- ``folderseal verify`` passes on the outbox (every output against its sidecar and its
+  signature);
+- the emulator's journal shows each delivered document signed in exactly one batch,
+  and that batch accepted (the local signer keeps no journal: the one-sidecar check
+  stands for it);
+- per batch, the epoch of its events only grows, and none is above the batch's epoch
+  in the store;
+- the work folders end empty (no claim, batch folder or temp file left), once the
+  fleet has drained;
+- no node exited non-zero in a way the test neither caused nor announced.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from bench.torturekit.checks import Verdict, check, read_json
+from folderseal.providers.seal.emulator import EmulatorHandle
+from tests.fleet.nodes import Fleet
+from tests.helpers import folderseal
+
+# What the work folder keeps between runs: its store id and the per-node folders.
+WORK_BOOKKEEPING = {"store-id"}
+
+
+@dataclass
+class FleetVerdict:
+    base: Verdict
+    verify: list[str] = field(default_factory=list)
+    journal: list[str] = field(default_factory=list)
+    epochs: list[str] = field(default_factory=list)
+    work: list[str] = field(default_factory=list)
+    exits: list[str] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        out = self.base.problems()
+        for name in ("verify", "journal", "epochs", "work", "exits"):
+            items = getattr(self, name)
+            if items:
+                out.append(f"{name}: {len(items)}: {items[:5]}")
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems()
+
+
+def check_fleet(fleet: Fleet, status: dict[str, Any] | None, drained: bool = True
+                ) -> FleetVerdict:
+    """Every invariant; ``status`` is ``folderseal status --json`` taken at the end,
+    ``drained`` when every file was meant to reach its end (then the work folder must
+    be empty)."""
+    verdict = FleetVerdict(check(fleet.world, status))
+    verdict.verify += _verify(fleet)
+    verdict.journal += _one_accepted_batch_each(fleet)
+    verdict.epochs += _epochs_only_grow(fleet.store_url)
+    if drained:
+        verdict.work += work_left(fleet)
+    verdict.exits += fleet.unexpected_exits()
+    return verdict
+
+
+def _verify(fleet: Fleet) -> list[str]:
+    outbox = fleet.world.layout.outbox
+    if not any(outbox.rglob("*.json")):
+        return []
+    done = folderseal("verify", str(outbox))  # reads no config
+    if done.returncode != 0:
+        return [f"folderseal verify exited {done.returncode}: {done.stdout[-2000:]}"
+                f"{done.stderr[-1000:]}"]
+    return []
+
+
+def _one_accepted_batch_each(fleet: Fleet) -> list[str]:
+    emulator = fleet.world.emulator
+    if not isinstance(emulator, EmulatorHandle):
+        return []
+    batches: dict[str, set[int]] = defaultdict(set)
+    for entry in emulator.read_journal():
+        if entry.get("signed"):
+            batches[entry["sha256"]].add(int(entry["batch"]))
+    accepted = set(emulator.accept_calls())
+    problems = []
+    for sidecar in fleet.world.layout.outbox.rglob("*.json"):
+        data = read_json(sidecar)
+        if data is None or "input" not in data:
+            continue
+        digest = data["input"]["sha256"]
+        found = batches.get(digest, set())
+        if len(found) != 1:
+            problems.append(f"{sidecar.name}: signed in {len(found)} batches {sorted(found)}")
+        elif not found <= accepted:
+            problems.append(f"{sidecar.name}: signed in batch {found}, never accepted")
+    return problems
+
+
+def _epochs_only_grow(store_url: str) -> list[str]:
+    """Per batch, in the order they were written, its events' epochs never go down and
+    never pass the batch's own epoch."""
+    with psycopg.connect(store_url, connect_timeout=10) as conn:
+        rows = conn.execute(
+            "SELECT e.batch_id, e.id, e.epoch, e.node, e.kind, b.epoch FROM events e "
+            "LEFT JOIN batches b ON b.id = e.batch_id "
+            "WHERE e.batch_id IS NOT NULL AND e.epoch IS NOT NULL "
+            "ORDER BY e.batch_id, e.id").fetchall()
+    problems = []
+    last: dict[str, tuple[int, str]] = {}
+    for batch, event_id, epoch, node, kind, current in rows:
+        before = last.get(batch)
+        if before is not None and epoch < before[0]:
+            problems.append(f"batch {batch}: event {event_id} ({kind}, node {node}) has epoch "
+                            f"{epoch} after {before[0]} ({before[1]})")
+        if current is not None and epoch > current:
+            problems.append(f"batch {batch}: event {event_id} ({kind}) has epoch {epoch}, "
+                            f"the batch only {current}")
+        last[batch] = (epoch, f"node {node}, {kind}")
+    return problems
+
+
+def work_left(fleet: Fleet) -> list[str]:
+    work = fleet.world.layout.work
+    if not work.is_dir():
+        return []
+    return [str(p.relative_to(work)) for p in sorted(work.rglob("*"))
+            if not p.is_dir() and p.name not in WORK_BOOKKEEPING]
+
+
+def status_of(fleet: Fleet, node: str | None = None) -> dict[str, Any]:
+    """``folderseal status --json`` with ``node``'s config (the first node's if None)."""
+    name = node or next(iter(fleet.nodes))
+    return fleet.world.status(config=fleet.nodes[name].config)
+
