@@ -36,7 +36,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -366,11 +366,16 @@ class WorkFolder:
         except FileNotFoundError:
             return None
 
-    def adopt(self, store_id: str, known_batches: set[str]) -> None:
+    def adopt(self, store_id: str, known_batches: Callable[[], set[str]], *,
+              shared: bool = False) -> str | None:
         """Make sure this work folder belongs to ``store_id``; create it if it is new.
+        ``known_batches`` asks the store which batches it knows; ``shared`` says the
+        store is one of several nodes (PostgreSQL). Returns the store the work folder
+        was handed over from, if any: on a shared store an empty work folder of another
+        store (a node drained before it moved to this database) becomes this store's.
 
-        Raises ForeignWorkFolderError (exit 78) if it belongs to another store or holds
-        batches the store does not know.
+        Raises ForeignWorkFolderError (exit 78) if it belongs to another store and still
+        holds its claims or batches, or holds batches the store does not know.
         """
         owner = self.owner()
         way_out = (
@@ -378,29 +383,56 @@ class WorkFolder:
             "rebuild the store from the work folder; otherwise point this daemon at "
             "that store's state_dir, or give each daemon its own inbox."
         )
+        handed_over = None
         if owner is not None and owner != store_id:
-            raise ForeignWorkFolderError(
-                f"the work folder {self.path} of folder {self.folder!r} belongs to store "
-                f"{owner}, but this daemon's store (in state_dir) is {store_id}. {way_out}"
-            )
+            if shared and self._has_content():
+                raise ForeignWorkFolderError(
+                    f"the work folder {self.path} of folder {self.folder!r} still holds "
+                    f"claims or batches of store {owner}, not of this node's store "
+                    f"{store_id}: drain the node that ran on store {owner} first (start it "
+                    "on its old store until `folderseal status` shows nothing in flight and "
+                    "this work folder holds no claims or batches, then stop it), then start "
+                    f"this node again (docs/fleet.md, \"Moving from SQLite\"). {way_out}")
+            if not shared:
+                raise ForeignWorkFolderError(
+                    f"the work folder {self.path} of folder {self.folder!r} belongs to store "
+                    f"{owner}, but this daemon's store (in state_dir) is {store_id}. "
+                    f"{way_out}")
+            self.hand_over(store_id)
+            handed_over, owner = owner, store_id
         if owner is None and self._has_content():
             raise ForeignWorkFolderError(
                 f"the work folder {self.path} of folder {self.folder!r} holds files but no "
                 f"{MARKER} marker, so no store can vouch for them. {way_out}"
             )
-        unknown = sorted(set(self.batch_ids()) - known_batches)
+        # The filesystem first, the store second, and both again before concluding: on a
+        # shared store another node may make a batch meanwhile, and it records the batch
+        # before it makes the batch's folder.
+        unknown = set(self.batch_ids()) - known_batches()
         if unknown:
+            unknown = (unknown & set(self.batch_ids())) - known_batches()
+        if unknown:
+            listed = sorted(unknown)
             raise ForeignWorkFolderError(
                 f"the work folder {self.path} holds batches the store does not know "
-                f"({', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''}): the store "
+                f"({', '.join(listed[:5])}{' …' if len(listed) > 5 else ''}): the store "
                 f"was lost or replaced. {way_out}"
             )
         if owner is None:
             files.makedirs(self.path)
-            files.write_new(self.path, MARKER, f"{store_id}\n".encode(), 0o644)
+            try:
+                files.write_new(self.path, MARKER, f"{store_id}\n".encode(), 0o644)
+            except FileExistsError:  # another node of this store made it a moment ago
+                if self.owner() != store_id:
+                    raise ForeignWorkFolderError(
+                        f"the work folder {self.path} of folder {self.folder!r} was just "
+                        f"taken by store {self.owner()}, not this node's store {store_id}: "
+                        f"two daemons of different stores watch this inbox. {way_out}"
+                    ) from None
         for sub in (self.incoming, self.batches):
             files.makedirs(sub)
         self._take_legacy_claims()
+        return handed_over
 
     def other_nodes(self) -> list[str]:
         """The other nodes with a claims folder here."""
@@ -414,9 +446,13 @@ class WorkFolder:
     def _take_claims(self, theirs: Path) -> list[str]:
         """Move every claim in ``theirs`` into this node's folder (renames on one
         filesystem; the store knows each claim by its id, whoever made it)."""
-        moved = self._entries(theirs)
-        for claim_id in moved:
-            os.rename(theirs / claim_id, self.incoming / claim_id)
+        moved = []
+        for claim_id in self._entries(theirs):
+            try:
+                os.rename(theirs / claim_id, self.incoming / claim_id)
+            except FileNotFoundError:
+                continue  # another node took it first
+            moved.append(claim_id)
         if moved:
             files.fsync_dir(self.incoming)
             files.fsync_dir(theirs)
@@ -428,7 +464,12 @@ class WorkFolder:
         remove the old folder."""
         self._take_claims(self.legacy_incoming)
         if self.legacy_incoming.is_dir():
-            self.legacy_incoming.rmdir()
+            try:
+                self.legacy_incoming.rmdir()
+            except OSError as exc:  # gone, or a claim arrived: the next adoption takes it
+                if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+                    raise
+                return
             files.fsync_dir(self.path)
 
     def hand_over(self, store_id: str) -> None:

@@ -93,7 +93,7 @@ def build(root: Path, provider: Scripted | None = None, *, store: MemoryStore | 
     store = store or MemoryStore(NODE, clock=clock, state_dir=root / "state",
                                  leases=Leases(LEASE_SECONDS, clock))
     work = WorkFolder(cfg.work_folder, FOLDER, NODE)
-    work.adopt(store.store_id, store.batch_ids())
+    work.adopt(store.store_id, store.batch_ids)
     sink = Sink(FOLDER, cfg, work, store, NODE)
     stop = threading.Event()
     backoff = Backoff()

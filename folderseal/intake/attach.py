@@ -68,7 +68,13 @@ class Attachment:
                 return False
             # First contact: make (or check) the work folder. ForeignWorkFolderError
             # ends the daemon with exit 78: continuing could seal files twice.
-            self.work.adopt(self.store_id, self.store.batch_ids())
+            # alive_seconds is 0 only on a store of one node (SQLite).
+            previous = self.work.adopt(self.store_id, self.store.batch_ids,
+                                       shared=self.alive_seconds > 0)
+            if previous is not None:
+                self.log.info("work.handed_over", work=str(self.work.path), store=previous,
+                              reason=f"the work folder held nothing of store {previous} "
+                              "(its node was drained): it is this store's now")
             self.fragments.start(now)
             self.adopted = True
         elif not self.work.attached(self.store_id):

@@ -226,12 +226,17 @@ class Claims:
         for record in self.store.unfinished_claims(self.name):
             if record.state == FileState.REJECTED:
                 continue
-            path = self.work.path_of(record)
             try:
-                st, digest, problem = self._check(path)
+                st, digest, problem = self._check(self.work.path_of(record))
             except FileNotFoundError:
-                problem, digest = ("vanished", "the claimed file is no longer in the work "
-                                   f"folder ({path})"), None
+                # Look again before concluding it is gone: a node taking a dead node's
+                # claims over moves them between two places this looks at in turn.
+                path = self.work.path_of(record)
+                try:
+                    st, digest, problem = self._check(path)
+                except FileNotFoundError:
+                    problem, digest = ("vanished", "the claimed file is no longer in the "
+                                       f"work folder ({path})"), None
             if problem is not None:
                 self.fail(record.id, problem)
             elif digest is not None:

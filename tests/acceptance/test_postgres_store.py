@@ -186,3 +186,34 @@ def test_status_shows_each_node_with_its_clock_offset_and_alarms_over_two_second
     assert table.returncode == 1 and "2 node(s) on the store" in table.stdout, table.stdout
     assert "+300.0 s" in table.stdout
     assert daemon.stop() == 0
+
+
+def test_moving_from_sqlite_needs_the_node_drained_first(tmp_path: Path,
+                                                          postgres_url: str) -> None:
+    """A node on SQLite leaves a claim behind (killed right after claiming); pointed at
+    PostgreSQL it exits 78 saying to drain it first. Drained (run on SQLite until the
+    claim is sealed), it moves: the work folder is handed to the new store and new files
+    are sealed there."""
+    layout = Layout(tmp_path)
+    layout.write()
+    crashed = Daemon(layout, env={"FOLDERSEAL_CRASH_AT": "claimed"}).started()
+    (layout.inbox / "left.txt").write_bytes(b"claimed on SQLite\n")
+    assert crashed.process.wait(timeout=30) == -9
+    sqlite_config = layout.config.read_text()
+    moved = _layout(tmp_path, postgres_url)
+    refused = folderseal("run", "-c", str(moved.config), timeout=60)
+    assert refused.returncode == CONFIG_ERROR, refused.stdout + refused.stderr
+    assert "drain the node" in refused.stderr and "folderseal status" in refused.stderr
+    layout.config.write_text(sqlite_config)
+    draining = Daemon(layout).started()
+    wait_until(lambda: settled(layout, {"left.txt": "outbox"}), timeout=60,
+               what="the claim sealed on SQLite")
+    assert draining.stop() == 0
+    moved.write()
+    daemon = Daemon(moved).started()
+    handed = daemon.wait_for_event("work.handed_over")
+    assert handed["work"] == str(moved.work)
+    (moved.inbox / "new.txt").write_bytes(b"sealed on PostgreSQL\n")
+    wait_until(lambda: settled(moved, {"left.txt": "outbox", "new.txt": "outbox"}),
+               timeout=60, what="new.txt sealed on PostgreSQL")
+    assert daemon.stop() == 0

@@ -61,7 +61,7 @@ class Batch:
 
     def stage(self, contents: dict[str, bytes] = FILES) -> None:
         """Claim, batch and 'store' files, leaving the batch DOWNLOADED with its results."""
-        self.work.adopt(self.store.store_id, set())
+        self.work.adopt(self.store.store_id, set)
         entries = []
         for i, (source, data) in enumerate(contents.items()):
             path = self.work.claim_dir(f"f{i}") / source

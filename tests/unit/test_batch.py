@@ -163,7 +163,7 @@ def claim(work: WorkFolder, file_id: str, source: str, data: bytes) -> None:
 def test_move_into_batch_moves_files_under_their_entry_names(tmp_path: Path) -> None:
     """Each claimed file ends in batches/<batch>/<entry> and its claim folder is gone."""
     work = WorkFolder(tmp_path / "work", "scans", "node-a")
-    work.adopt("store-1", set())
+    work.adopt("store-1", set)
     claim(work, "c1", "2026/11/Rechnung für März.pdf", b"one")
     claim(work, "c2", "top.txt", b"two")
     records = [record("c1", "2026/11/Rechnung für März.pdf", entry="0000_Rechnung_fur_Marz.pdf"),
@@ -182,7 +182,7 @@ def test_move_into_batch_moves_files_under_their_entry_names(tmp_path: Path) -> 
 def test_move_into_batch_is_idempotent(tmp_path: Path) -> None:
     """A second call (a restart after a crash) finds the files moved and changes nothing."""
     work = WorkFolder(tmp_path / "work", "scans", "node-a")
-    work.adopt("store-1", set())
+    work.adopt("store-1", set)
     claim(work, "c1", "sub/a.pdf", b"one")
     records = [record("c1", "sub/a.pdf", entry="0000_a.pdf")]
     move_into_batch(work, "b1", "local", records)
@@ -194,7 +194,7 @@ def test_move_into_batch_is_idempotent(tmp_path: Path) -> None:
 def test_move_into_batch_finishes_a_half_done_move(tmp_path: Path) -> None:
     """After a crash half way, a second call moves the rest and keeps the moved one."""
     work = WorkFolder(tmp_path / "work", "scans", "node-a")
-    work.adopt("store-1", set())
+    work.adopt("store-1", set)
     claim(work, "c1", "a.pdf", b"one")
     claim(work, "c2", "b.pdf", b"two")
     records = [record("c1", "a.pdf", entry="0000_a.pdf"),
@@ -209,7 +209,7 @@ def test_move_into_batch_finishes_a_half_done_move(tmp_path: Path) -> None:
 def test_move_into_batch_refuses_a_file_that_is_nowhere(tmp_path: Path) -> None:
     """A claimed file missing from both places is an error, not silently skipped."""
     work = WorkFolder(tmp_path / "work", "scans", "node-a")
-    work.adopt("store-1", set())
+    work.adopt("store-1", set)
     with pytest.raises(FileNotFoundError):
         move_into_batch(work, "b1", "local", [record("c9", "lost.pdf", entry="0000_lost.pdf")])
 
@@ -217,7 +217,7 @@ def test_move_into_batch_refuses_a_file_that_is_nowhere(tmp_path: Path) -> None:
 def test_move_into_batch_keeps_other_files_of_a_shared_folder(tmp_path: Path) -> None:
     """Only empty folders are removed: an unbatched file in the same claim folder stays."""
     work = WorkFolder(tmp_path / "work", "scans", "node-a")
-    work.adopt("store-1", set())
+    work.adopt("store-1", set)
     claim(work, "c1", "sub/a.pdf", b"one")
     (work.claim_dir("c1") / "sub" / "stray.pdf").write_bytes(b"x")
     move_into_batch(work, "b1", "local", [record("c1", "sub/a.pdf", entry="0000_a.pdf")])
@@ -228,7 +228,7 @@ def test_the_manifest_describes_the_batch_and_keeps_every_remote_id(tmp_path: Pa
     """The manifest beside a batch names each file (even a name that is not UTF-8) and
     every remote id, in order, once; removing the finished batch removes it too."""
     work = WorkFolder(tmp_path / "work", "scans", "node-a")
-    work.adopt("store-1", set())
+    work.adopt("store-1", set)
     odd = os.fsdecode(b"scan-\xff.pdf")
     claim(work, "c1", odd, b"one")
     move_into_batch(work, "b1", "seal", [record("c1", odd, size=3, entry="0000_scan-_.pdf")])
@@ -250,8 +250,8 @@ def test_each_node_claims_into_a_folder_of_its_own(tmp_path: Path) -> None:
     is found wherever the node that claimed it keeps it."""
     one = WorkFolder(tmp_path / "work", "scans", "node-a")
     two = WorkFolder(tmp_path / "work", "scans", "node-b")
-    one.adopt("store-1", set())
-    two.adopt("store-1", set())
+    one.adopt("store-1", set)
+    two.adopt("store-1", set)
     claim(one, "c1", "sub/a.pdf", b"one")
     claim(two, "c2", "b.pdf", b"two")
     assert one.claim_ids() == ["c1"] and two.claim_ids() == ["c2"]
@@ -268,7 +268,7 @@ def test_claims_an_older_version_left_are_moved_into_the_nodes_folder(tmp_path: 
     (old / "a.pdf").write_bytes(b"one")
     (tmp_path / "work" / "store-id").write_text("store-1\n")
     work = WorkFolder(tmp_path / "work", "scans", "node-a")
-    work.adopt("store-1", set())
+    work.adopt("store-1", set)
     assert work.claim_ids() == ["c1"]
     assert (work.claim_dir("c1") / "sub" / "a.pdf").read_bytes() == b"one"
     assert not (tmp_path / "work" / "incoming").exists()
@@ -280,17 +280,54 @@ def test_a_work_folder_holding_only_an_old_claim_and_no_marker_is_refused(
     (tmp_path / "work" / "incoming" / "c1").mkdir(parents=True)
     (tmp_path / "work" / "incoming" / "c1" / "a.pdf").write_bytes(b"one")
     with pytest.raises(ForeignWorkFolderError):
-        WorkFolder(tmp_path / "work", "scans", "node-a").adopt("store-1", set())
+        WorkFolder(tmp_path / "work", "scans", "node-a").adopt("store-1", set)
+
+
+def test_a_drained_work_folder_of_another_store_is_handed_to_a_shared_store(
+        tmp_path: Path) -> None:
+    """On a shared store (PostgreSQL) an empty work folder of another store (its node was
+    drained before it moved) becomes this store's; one that still holds that store's
+    claims is refused with the advice to drain first; one store's node alone (SQLite)
+    still refuses any other store's work folder."""
+    old = WorkFolder(tmp_path / "work", "scans", "node-a")
+    old.adopt("sqlite-store", set)
+    claim(old, "c1", "a.pdf", b"one")
+    fleet = WorkFolder(tmp_path / "work", "scans", "node-a")
+    with pytest.raises(ForeignWorkFolderError) as refused:
+        fleet.adopt("pg-store", set, shared=True)
+    assert "drain the node that ran on store sqlite-store first" in str(refused.value)
+    assert refused.value.exit_code == 78 and old.owner() == "sqlite-store"
+    (old.claim_dir("c1") / "a.pdf").unlink()
+    old.claim_dir("c1").rmdir()  # drained: nothing in flight
+    with pytest.raises(ForeignWorkFolderError):
+        fleet.adopt("pg-store", set)  # not shared: refused as ever
+    assert fleet.adopt("pg-store", set, shared=True) == "sqlite-store"
+    assert fleet.owner() == "pg-store"
+    assert fleet.adopt("pg-store", set, shared=True) is None
+
+
+def test_a_batch_another_node_makes_during_the_check_is_not_taken_for_foreign(
+        tmp_path: Path) -> None:
+    """The start check lists the batches on disk first and asks the store second, and
+    both again before concluding a batch is unknown: a batch recorded and made by
+    another node meanwhile passes; one the store never knows is refused."""
+    work = WorkFolder(tmp_path / "work", "scans", "node-a")
+    work.adopt("store-1", set)
+    (work.batches / "b1").mkdir()
+    answers = iter([set(), {"b1"}])  # recorded just after the store's first answer
+    work.adopt("store-1", lambda: next(answers))
+    with pytest.raises(ForeignWorkFolderError, match="b1"):
+        work.adopt("store-1", set)
 
 
 def test_a_dead_nodes_claims_move_into_this_nodes_folder(tmp_path: Path) -> None:
     """take_claims_of renames every claim of the other node into this node's folder."""
     dead = WorkFolder(tmp_path / "work", "scans", "node-b")
-    dead.adopt("store-1", set())
+    dead.adopt("store-1", set)
     claim(dead, "c1", "sub/a.pdf", b"one")
     claim(dead, "c2", "b.pdf", b"two")
     work = WorkFolder(tmp_path / "work", "scans", "node-a")
-    work.adopt("store-1", set())
+    work.adopt("store-1", set)
     assert work.other_nodes() == ["node-b"]
     assert sorted(work.take_claims_of("node-b")) == ["c1", "c2"]
     assert sorted(work.claim_ids()) == ["c1", "c2"] and dead.claim_ids() == []
@@ -304,7 +341,7 @@ def test_the_manifest_is_written_once_and_notes_of_a_later_lease_win(tmp_path: P
     file of its own), every remote id is kept, and a file's latest note is the later
     lease's, whatever the order the notes arrived in."""
     work = WorkFolder(tmp_path / "work", "scans", "node-a")
-    work.adopt("store-1", set())
+    work.adopt("store-1", set)
     claim(work, "c1", "a.pdf", b"one")
     move_into_batch(work, "b1", "seal", [record("c1", "a.pdf", size=3, entry="0001_a.pdf")])
     written = (work.batch_dir("b1") / ".batch.json").read_bytes()

@@ -37,7 +37,7 @@ def parts(tmp_path: Path) -> Iterator[Parts]:
     inbox.mkdir()
     store = MemoryStore("node", state_dir=tmp_path / "state")
     work = WorkFolder(inbox / ".folderseal" / "work", "scans", "node")
-    work.adopt(store.store_id, store.batch_ids())
+    work.adopt(store.store_id, store.batch_ids)
     tracker = SettleTracker(1.0, 100.0, "scans")
     rejected = Rejected()
     claims = Claims("scans", inbox, work, store, tracker, Fragments("scans", 1.0, store),
