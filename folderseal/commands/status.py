@@ -20,7 +20,7 @@ from folderseal.core import statelock
 from folderseal.core.config import Settings
 from folderseal.core.errors import ExitCode
 from folderseal.core.model import FileState
-from folderseal.service.nodes_report import offset_text, state, worth_showing
+from folderseal.service.nodes_report import holdings_text, offset_text, state, worth_showing
 from folderseal.service.status import age_text, collect, conditions, ignored_why, loud
 
 if TYPE_CHECKING:
@@ -76,7 +76,8 @@ def show(settings: Settings, as_json: bool = False) -> int:
 
 def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
     table = Table()
-    for column in ("node", "state", "last heartbeat", "pid", "version", "clock offset"):
+    for column in ("node", "state", "last heartbeat", "pid", "version", "clock offset",
+                   "holds"):
         table.add_column(column, overflow="fold")
     for found in nodes:
         style = "" if found["alive"] or found["this_node"] else "red"
@@ -84,7 +85,8 @@ def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
                       Text(f"{found['heartbeat']} ({age_text(found['heartbeat_age_seconds'])} "
                            "ago)"),
                       Text(str(found["pid"])), Text(found["version"]),
-                      Text(offset_text(found), style="bold red" if found["clock_off"] else ""))
+                      Text(offset_text(found), style="bold red" if found["clock_off"] else ""),
+                      Text(holdings_text(found), style="red" if found["orphans"] else ""))
     return table
 
 

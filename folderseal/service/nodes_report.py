@@ -27,16 +27,31 @@ CLOCK_ALARM_SECONDS = 2.0
 DEAD_ALARM_SECONDS = 86400.0
 
 
-def nodes(rows: list[dict[str, Any]], settings: Settings,
-          now: float) -> tuple[list[dict[str, Any]], list[str]]:
+def nodes(rows: list[dict[str, Any]], settings: Settings, now: float,
+          claims: dict[str | None, int] | None = None,
+          batches: list[dict[str, Any]] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """The nodes of ``rows`` (``Store.nodes()``), this one first, and their alarms;
-    ``now`` is the store's clock, the clock their heartbeats were stamped with."""
+    ``now`` is the store's clock, the clock their heartbeats were stamped with.
+    ``claims`` (``Store.claims_by_node()``) and ``batches`` (the report's batches, with
+    their holder and lease left) say what each node holds."""
     shared = settings.store.database_url() is not None
     lease = settings.store.lease_seconds
     found = [_node(row, row["node"] == settings.node_name, now, lease) for row in rows
              if shared or row["node"] == settings.node_name]
+    for entry in found:
+        entry.update(_holdings(entry["node"], claims or {}, batches or []))
     found.sort(key=lambda n: (not n["this_node"], n["node"]))
     return found, [alarm for n in found for alarm in _alarms(n, lease)]
+
+
+def _holdings(name: str, claims: dict[str | None, int],
+              batches: list[dict[str, Any]]) -> dict[str, int]:
+    """What a node holds: its claims not yet in a batch, the batches it holds a lease on,
+    and those whose lease lapsed and no node took over yet (orphans)."""
+    mine = [b["lease_left_seconds"] for b in batches if b.get("holder") == name]
+    return {"claims": claims.get(name, 0),
+            "batches_held": sum(1 for left in mine if left is not None and left > 0),
+            "orphans": sum(1 for left in mine if left is not None and left <= 0)}
 
 
 def _node(row: dict[str, Any], this: bool, now: float, lease: float) -> dict[str, Any]:
@@ -67,10 +82,15 @@ def _alarms(found: dict[str, Any], lease: float) -> list[str]:
     # ends teaches operators to ignore `status`: so after a day it is only listed.
     if not found["alive"] and not found["this_node"] \
             and found["heartbeat_age_seconds"] < DEAD_ALARM_SECONDS:
+        left = ""
+        if found["claims"] or found["orphans"]:
+            left = (f"; it left {found['claims']} claim(s) and {found['orphans']} batch(es) "
+                    "not yet taken over: a live node takes the claims at its next scan and "
+                    "each batch as its lease lapses (none runs? start one)")
         alarms.append(f"node {found['node']} stopped: no heartbeat since {found['heartbeat']} "
                       f"(more than lease_seconds, {lease:g} s): start its daemon again "
                       "(`systemctl start folderseal` on its host; its log says why it "
-                      "stopped); a node retired on purpose stops being an alarm a day "
+                      f"stopped){left}; a node retired on purpose stops being an alarm a day "
                       "after its last heartbeat")
     return alarms
 
@@ -86,6 +106,12 @@ def state(found: dict[str, Any]) -> str:
     """A node's state as a person reads it: alive or dead, and this node."""
     return ("alive" if found["alive"] else "dead") + (" (this node)" if found["this_node"]
                                                       else "")
+
+
+def holdings_text(found: dict[str, Any]) -> str:
+    """What a node holds as a person reads it: claims, batches, orphans."""
+    text = f"{found['claims']} claims, {found['batches_held']} batches"
+    return text + (f", {found['orphans']} orphaned" if found["orphans"] else "")
 
 
 def offset_text(found: dict[str, Any]) -> str:

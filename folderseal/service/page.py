@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from folderseal.core.model import FileState
-from folderseal.service.nodes_report import offset_text, state, worth_showing
+from folderseal.service.nodes_report import holdings_text, offset_text, state, worth_showing
 from folderseal.service.status import age_text, conditions, ignored_why, loud
 
 STYLE = """
@@ -65,9 +65,11 @@ def render(report: dict[str, Any]) -> str:
 def _nodes(nodes: list[dict[str, Any]]) -> str:
     """The store's nodes: alive or dead, last heartbeat, clock offset."""
     rows = [[n["node"], state(n), f"{n['heartbeat']} ({age_text(n['heartbeat_age_seconds'])} "
-             "ago)", str(n["pid"]), n["version"], offset_text(n)] for n in nodes]
+             "ago)", str(n["pid"]), n["version"], offset_text(n), holdings_text(n)]
+            for n in nodes]
     return ('<section id="nodes"><h2>Nodes</h2>'
-            + _table(["node", "state", "last heartbeat", "pid", "version", "clock offset"],
+            + _table(["node", "state", "last heartbeat", "pid", "version", "clock offset",
+                      "holds"],
                      rows, "", "nodes") + "</section>")
 
 

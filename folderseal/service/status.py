@@ -35,7 +35,7 @@ from typing import Any
 
 from folderseal.core import statelock
 from folderseal.core.config import Settings
-from folderseal.core.errors import FolderSealError
+from folderseal.core.errors import FolderSealError, StateUnavailable
 from folderseal.core.model import (
     DELIVERED,
     NOT_DELIVERED,
@@ -96,6 +96,25 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
     report: dict[str, Any] = {
         "node": settings.node_name, "generated": iso(now), "daemon": {"running": False},
         "nodes": [], "folders": {}, "alarms": [], "warnings": []}
+    try:
+        return _collect(settings, report, warnings)
+    except StateUnavailable as exc:  # the database is away: say so, with what is known here
+        pid = statelock.holder(settings.state_dir)
+        report.update(daemon={"running": pid is not None, **({"pid": pid} if pid else {})},
+                      nodes=[], warnings=provider_warnings(settings) if warnings is None
+                      else list(warnings),
+                      folders={name: {**_empty(), "outcome": _outcome(settings, cfg.provider)}
+                               for name, cfg in settings.folders.items()},
+                      alarms=[f"the store cannot be reached, so nothing of the folders, "
+                              f"batches and nodes is shown: {exc}"])
+        if pid is None:
+            report["alarms"].append("the daemon is not running")
+        return _redacted(report)
+
+
+def _collect(settings: Settings, report: dict[str, Any],
+             warnings: list[str] | None) -> dict[str, Any]:
+    """:func:`collect` on a store that answers (StateUnavailable if it stops)."""
     store = reading_store(settings)
     if store is None:
         report["warnings"] = provider_warnings(settings) if warnings is None else list(warnings)
@@ -109,8 +128,6 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
         rows = store.nodes()
         beat = next((n for n in rows if n["node"] == settings.node_name), None)
         notes = _daemon(beat, settings, report, now)
-        report["nodes"], alarms = nodes_report.nodes(rows, settings, now)
-        report["alarms"] += alarms
         if warnings is None:  # the running daemon's own findings (the network, its credentials)
             warnings = notes["warnings"] if "warnings" in notes else \
                 provider_warnings(settings, beat)
@@ -130,6 +147,10 @@ def collect(settings: Settings, warnings: list[str] | None = None) -> dict[str, 
             report["alarms"] += _alarms(name, folder, max_wait, cfg.stuck_after_seconds)
             report["alarms"] += [f"folder {name}: {alarm}" for alarm in (
                 unseen.get(name, ""), _retry_unfinished(store, name, now, retry_at_work)) if alarm]
+        report["nodes"], alarms = nodes_report.nodes(
+            rows, settings, now, store.claims_by_node(),
+            [b for f in report["folders"].values() for b in f["batches"]])
+        report["alarms"] += alarms
     finally:
         store.close()
     return _redacted(report)

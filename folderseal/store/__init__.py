@@ -349,6 +349,9 @@ class Store(Protocol):
     def count_batches_by_state(self) -> dict[str, dict[str, int]]:
         """folder → batch state → how many batches of that folder are in it."""
 
+    def claims_by_node(self) -> dict[str | None, int]:
+        """node → how many of its claims wait outside a batch (None: claims of no node)."""
+
     def active_batches(self, folder: str) -> list[ActiveBatch]:
         """The batches of ``folder`` not finished or due again, the oldest first."""
 

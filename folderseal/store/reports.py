@@ -26,6 +26,10 @@ class ReportQueries(StoreBase):
             counts.setdefault(row["folder"], {})[row["state"]] = row["n"]
         return counts
 
+    def claims_by_node(self) -> dict[str | None, int]:
+        """node → how many of its claims wait outside a batch (None: claims of no node)."""
+        return {row["node"]: row["n"] for row in self._run("claims_by_node")}
+
     def active_batches(self, folder: str) -> list[ActiveBatch]:
         """The batches of ``folder`` not finished (CLEANED or FAILED) or due again, the
         oldest first, each with how many files it holds and how far the provider is."""

@@ -217,3 +217,16 @@ def test_moving_from_sqlite_needs_the_node_drained_first(tmp_path: Path,
     wait_until(lambda: settled(moved, {"left.txt": "outbox", "new.txt": "outbox"}),
                timeout=60, what="new.txt sealed on PostgreSQL")
     assert daemon.stop() == 0
+
+
+def test_status_says_when_the_database_cannot_be_reached(tmp_path: Path) -> None:
+    """A store URL nobody answers: `status` still reports (exit 1), its alarm says the
+    store cannot be reached and what to check, and the password is not in it."""
+    layout = _layout(tmp_path, f"postgresql://folderseal:{PASSWORD}@127.0.0.1:1/fleet")
+    shown = folderseal("status", "--json", "-c", str(layout.config), timeout=60)
+    assert shown.returncode == 1, shown.stdout + shown.stderr
+    report = json.loads(shown.stdout)
+    assert report["alarms"][0].startswith("the store cannot be reached")
+    assert "check that the database server is running" in report["alarms"][0]
+    assert "the daemon is not running" in report["alarms"]
+    assert PASSWORD not in shown.stdout + shown.stderr

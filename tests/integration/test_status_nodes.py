@@ -80,9 +80,9 @@ def test_every_node_is_listed_alive_or_dead_with_its_clock_offset_and_alarms(
         capsys: pytest.CaptureFixture[str]) -> None:
     """Five nodes on a shared store: this one on time, one alive 300 s ahead (an alarm
     naming chrony/ntp), one alive without a clock note (an older version: no offset,
-    no alarm), one dead two minutes (an alarm; its stale 5 s offset is shown but is no
-    alarm), one dead two days (listed, no alarm). status, the page and /metrics show
-    them."""
+    no alarm), one dead two minutes (an alarm naming the two claims and the batch it
+    left, its lease lapsed; its stale 5 s offset is shown but is no alarm), one dead two
+    days (listed, no alarm). status, the page and /metrics show them."""
     settings = _settings(tmp_path, FLEET)
     clock = [T]
     node = _fleet(kind, settings, clock)
@@ -93,6 +93,7 @@ def test_every_node_is_listed_alive_or_dead_with_its_clock_offset_and_alarms(
         _beat(node("ahead"), clock, started=T - 600, at=T - 2, offset=300.0)
         _beat(node("older"), clock, started=T - 600, at=T - 3, offset=None)
         _beat(node("gone"), clock, started=T - 600, at=T - 120, offset=5.0)
+        _leave_claims_and_a_batch(node("gone"))
         _beat(node("retired"), clock, started=T - 3 * 86400, at=T - 2 * 86400, offset=0.0)
         clock[0] = T
         monkeypatch.setattr(status, "reading_store", lambda _settings: node("n1"))
@@ -116,14 +117,22 @@ def test_every_node_is_listed_alive_or_dead_with_its_clock_offset_and_alarms(
         "on that host",
         "node gone stopped: no heartbeat since 2027-01-15T07:58:00.000Z (more than "
         "lease_seconds, 30 s): start its daemon again (`systemctl start folderseal` on its "
-        "host; its log says why it stopped); a node retired on purpose stops being an "
+        "host; its log says why it stopped); it left 2 claim(s) and 1 batch(es) not yet "
+        "taken over: a live node takes the claims at its next scan and each batch as its "
+        "lease lapses (none runs? start one); a node retired on purpose stops being an "
         "alarm a day after its last heartbeat"], report["alarms"]
+    assert {name: (n["claims"], n["batches_held"], n["orphans"])
+            for name, n in found.items()} == {
+        "n1": (0, 0, 0), "ahead": (0, 0, 0), "older": (0, 0, 0), "gone": (2, 0, 1),
+        "retired": (0, 0, 0)}
 
     table = capsys.readouterr().out
     assert "5 node(s) on the store" in table
     assert "alive (this node)" in table and "+300.0 s" in table and "dead" in table
+    assert "2 claims, 0 batches, 1 orphaned" in table
     html = page.render(report)
     assert '<section id="nodes">' in html and "+300.0 s" in html and "2 days ago" in html
+    assert "2 claims, 0 batches, 1 orphaned" in html
     gauges = {m.name: m for m in ReportCollector(lambda: report).collect()}
     offsets = {s.labels["node"]: s.value
                for s in gauges["folderseal_node_clock_offset_seconds"].samples}
@@ -133,6 +142,17 @@ def test_every_node_is_listed_alive_or_dead_with_its_clock_offset_and_alarms(
     ages = {s.labels["node"]: s.value
             for s in gauges["folderseal_node_heartbeat_age_seconds"].samples}
     assert ages["gone"] == 120.0
+
+
+def _leave_claims_and_a_batch(store: Store) -> None:
+    """Two claims of ``store``'s node not yet batched, and a batch it took (its lease,
+    taken at the store's time now, lapses LEASE_SECONDS later)."""
+    for i in range(3):
+        store.add_claim(id=f"{store.node}-{i}", folder="scans", source=f"{i}.pdf", dev=1,
+                        ino=i, size=3, mtime_ns=4, sha256="ab" * 32, seen_at=store.clock())
+    store.create_batch(batch_id=f"{store.node}-batch", folder="scans", provider="remote",
+                       entries=[(f"{store.node}-2", "0001_2.pdf")])
+    assert store.acquire_batch() is not None
 
 
 def test_on_sqlite_the_list_holds_this_node_alone_and_the_output_stays_as_it_was(

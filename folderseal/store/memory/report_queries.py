@@ -26,6 +26,13 @@ def count_batches_by_state(t: Tables) -> Result:
 
 
 @query
+def claims_by_node(t: Tables) -> Result:
+    waiting = Counter(f["node"] for f in t.files.values()
+                      if f["batch_id"] is None and f["state"] in ("CLAIMED", "REJECTED"))
+    return answer({"node": node, "n": n} for node, n in waiting.items())
+
+
+@query
 def active_batches(t: Tables, *, folder: str) -> Result:
     held = Counter(f["batch_id"] for f in t.files.values())
     return answer({**j, "files": held[j["id"]]} for j in sorted(

@@ -328,6 +328,12 @@ SELECT publish_key FROM batches WHERE publish_key IS NOT NULL;
 -- From here on, what status reads (reports.py): never a write.
 SELECT folder, state, count(*) AS n FROM batches GROUP BY folder, state;
 
+-- name: claims_by_node
+-- Each node's claims not yet in a batch (CLAIMED or REJECTED): what a dead node leaves to
+-- be taken over. NULL: claims of no node (before migration 9).
+SELECT node, count(*) AS n FROM files
+WHERE batch_id IS NULL AND state IN ('CLAIMED', 'REJECTED') GROUP BY node;
+
 -- name: active_batches
 -- Not finished, or due again (a failed batch a retry woke).
 SELECT j.*, (SELECT count(*) FROM files f WHERE f.batch_id = j.id) AS files FROM batches j

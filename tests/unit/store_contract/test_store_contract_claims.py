@@ -98,3 +98,18 @@ def test_claims_of_a_silent_node_are_adopted_on_the_store_clock(
     assert batched is not None and batched.state == FileState.BATCHED
     assert store.adopt_claims("scans", ALIVE) == 0
     assert store.adopt_claims("other-folder", ALIVE) == 0
+
+
+def test_claims_by_node_counts_each_nodes_unbatched_claims(store: Store,
+                                                           backend: Backend) -> None:
+    """claims_by_node counts each node's claims not yet in a batch, CLAIMED or REJECTED
+    (what status says a dead node left); batched files do not count."""
+    other = backend.open("node-b")
+    claim(store, "a1")
+    unhashed(store, "a2")
+    store.reject_claim("a2", "empty", "the file is empty")
+    claim(other, "b1")
+    claim(other, "b2")
+    other.create_batch(batch_id="b", folder="scans", provider="local",
+                       entries=[("b2", "0001_b2.pdf")])
+    assert store.claims_by_node() == {store.node: 2, "node-b": 1}
