@@ -37,7 +37,6 @@ import errno
 import json
 import os
 from collections.abc import Callable, Iterable
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ from folderseal.core.safety import open_claimed, open_dir, open_relative_dir
 
 MARKER = "store-id"
 MANIFEST = ".batch.json"
-NOTES = ".notes"  # beside the manifest: what the batch learned later, a file each
+NOTE = ".note-"  # beside the manifest: what the batch learned later, a file each
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +107,10 @@ class Manifests:
 
     A manifest is written once, when its batch is made (``.batch.json``); what a batch
     learns later (a remote batch id, a provider's answer for a document, a file it
-    rejected, the name published under) is a note of its own, a new file in
-    ``.notes/`` that is never rewritten: two nodes (one paused past its lease, one that
-    took the batch over) can both add notes, and neither loses the other's. Each note
+    rejected, the name published under) is a note of its own, a new hidden file beside
+    it (``.note-000001.json``…) that is never rewritten: two nodes (one paused past its
+    lease, one that took the batch over) can both add notes, and neither loses the
+    other's. Each note
     carries the epoch of the lease its writer held; reading, notes count in the order of
     their epochs, then of their numbers, so a late note of an earlier holder never wins
     over one of a later holder. Every note is durable before the store records it (a
@@ -205,12 +205,11 @@ class Manifests:
         """Remove the manifest of a finished batch, its notes, and any temp file a crash
         left."""
         folder = self.batches / batch_id
-        notes = folder / NOTES
-        for path in _entries(notes):
-            (notes / path).unlink(missing_ok=True)
-        with suppress(FileNotFoundError):
-            notes.rmdir()
+        for name in _entries(folder):
+            if name.startswith(NOTE):
+                (folder / name).unlink(missing_ok=True)
         files.remove_leftovers(folder, "manifest")
+        files.remove_leftovers(folder, "note")
         (folder / MANIFEST).unlink(missing_ok=True)
 
     def _add(self, batch_id: str, note: dict[str, Any], epoch: int) -> None:
@@ -219,26 +218,23 @@ class Manifests:
         folder = self.batches / batch_id
         if not (folder / MANIFEST).exists():
             return
-        notes = folder / NOTES
-        files.makedirs(notes)
         body = _json_bytes({"epoch": epoch, **note})
-        number = len(_entries(notes))
+        number = sum(1 for name in _entries(folder) if name.startswith(NOTE))
         while True:
             try:
-                files.write_new(notes, f"{number:06d}.json", body, 0o600, "note")
+                files.write_new(folder, f"{NOTE}{number:06d}.json", body, 0o600, "note")
                 break
             except FileExistsError:
                 number += 1  # another writer took this number
-        files.fsync_dir(notes)
+        files.fsync_dir(folder)
 
     @staticmethod
     def _notes(folder: Path) -> list[dict[str, Any]]:
         """The batch's notes, in the order they count: by epoch, then by number."""
-        notes = folder / NOTES
         found = []
-        for name in sorted(n for n in _entries(notes) if n.endswith(".json")):
+        for name in sorted(n for n in _entries(folder) if n.startswith(NOTE)):
             try:
-                note = json.loads((notes / name).read_bytes())
+                note = json.loads((folder / name).read_bytes())
             except (FileNotFoundError, ValueError):
                 continue
             if isinstance(note, dict):

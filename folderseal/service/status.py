@@ -8,9 +8,10 @@ with the network and its credentials). Without a running daemon the providers ar
 checked here, without the network. The status page and the metrics read the same report.
 
 Alarms are what needs a person now, and make ``status`` exit 1: the store that cannot
-be reached (the report then holds what is known without it), the daemon down or hung, a watcher down, a share out, an outbox, errors or archive folder missing or not
-writable (claims stop), a disk under ``min_free_bytes``, a provider still
-failing after many retries, a batch past ``max_wait_seconds``, a file older than
+be reached (the report then holds what is known without it), the daemon down or hung,
+a watcher down, a share out, an outbox, errors or archive folder missing or not
+writable (claims stop), a disk under ``min_free_bytes``, a provider still failing after
+many retries, a batch past ``max_wait_seconds``, a file older than
 ``stuck_after_seconds``, failures whose errors folder cannot be seen (another folder is
 configured, or it is not mounted, or it does not answer), a ``folderseal retry`` left
 unfinished, a node's clock more than 2 s off the database's, another node that stopped

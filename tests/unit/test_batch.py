@@ -353,8 +353,8 @@ def test_the_manifest_is_written_once_and_notes_of_a_later_lease_win(tmp_path: P
     manifests.note_document("b1", "c1", {"batch": "r-old", "id": "d-old"}, epoch=1)
     manifests.note_published("b1", "key-old", epoch=1)
     assert (work.batch_dir("b1") / ".batch.json").read_bytes() == written
-    assert sorted(os.listdir(work.batch_dir("b1") / ".notes")) == [
-        f"00000{i}.json" for i in range(5)]
+    assert sorted(n for n in os.listdir(work.batch_dir("b1")) if n.startswith(".note-")) \
+        == [f".note-00000{i}.json" for i in range(5)]
     manifest = manifests.read("b1")
     assert manifest is not None
     assert manifest.remote_ids == ("r-old", "r-new")  # by epoch: the earlier lease's first
