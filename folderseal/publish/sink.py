@@ -122,6 +122,9 @@ class Sink:
                         self._place_sidecar(record, plans[record.id], ctx)
                     folders.add(folder)
                 except naming.NameTaken:
+                    # A name taken after it was planned: someone else is publishing (a
+                    # node that took the batch over?). Nothing more before a fenced write.
+                    ctx.fenced()
                     alone.add(record.id)
                 except FileRejected as exc:
                     ctx.fenced()  # a node that lost its lease undoes nothing
