@@ -301,3 +301,23 @@ def test_delivery_temp_names_carry_the_batch_epoch(fleet: Parts,
     parts.sink.deliver(parts.store.files_of_batch(batch_id), context,
                        lambda: parts.store.keep_lease(batch_id))
     assert made and all(f"-e{held.epoch}-" in name for name in made)
+
+
+def test_seal_uses_a_package_an_earlier_epoch_downloaded_when_its_sha256_matches(
+        tmp_path: Path) -> None:
+    """SEAL: the package epoch 1 downloaded whole (its sha256 noted beside it) is what
+    epoch 2 extracts, never downloaded again; one whose bytes changed is not used."""
+    from folderseal.providers import BatchView
+    from folderseal.providers.seal import provider as seal
+
+    first, second = tmp_path / ".staging" / "1", tmp_path / ".staging" / "2"
+    first.mkdir(parents=True)
+    package = first / seal.PACKAGE
+    package.write_bytes(b"PK\x03\x04 a signed package")
+    seal._note_package(package, "remote-1")
+    view = BatchView(id="b1", folder="scans", documents=(), files_dir=tmp_path,
+                     package=None, staging=second, staged_before=(first,))
+    assert seal._downloaded_before(view, "remote-1") == package
+    assert seal._downloaded_before(view, "remote-2") is None  # another remote batch's
+    package.write_bytes(b"PK\x03\x04 torn")
+    assert seal._downloaded_before(view, "remote-1") is None
