@@ -22,6 +22,14 @@ Layout (on the inbox's filesystem, so claiming is one atomic rename)::
                                        (``published``), so ``folderseal recover`` can
                                        rebuild a lost store from the work folder;
                                        :class:`Manifests` is its one reader and writer
+    <work>/batches/<batch id>/.staging/<epoch>/
+                                       fleet mode (a PostgreSQL store): what the batch
+                                       staged (a provider's downloaded package and
+                                       results, the local signer's results), one folder
+                                       per lease epoch, each written only by the holder
+                                       of that epoch, so a node that took the batch over
+                                       finds, checks and publishes what an earlier
+                                       holder staged (see ``batches/views.Staging``)
 
 Claims an older folderseal made in ``<work>/incoming/`` are moved into this node's own
 folder when the work folder is adopted (one node owned them).
@@ -36,6 +44,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +58,7 @@ from folderseal.core.safety import open_claimed, open_dir, open_relative_dir
 MARKER = "store-id"
 MANIFEST = ".batch.json"
 NOTE = ".note-"  # beside the manifest: what the batch learned later, a file each
+STAGING = ".staging"  # beside the manifest (fleet mode): a folder per lease epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +345,22 @@ class WorkFolder:
         finally:
             os.close(folder)
 
+    def staging_dir(self, batch_id: str, epoch: int) -> Path:
+        """Where the holder of ``epoch`` stages the batch's results (fleet mode)."""
+        return self.batch_dir(batch_id) / STAGING / str(epoch)
+
+    def staging_dirs(self, batch_id: str) -> list[Path]:
+        """The batch's staging folders there are, newest epoch first."""
+        root = self.batch_dir(batch_id) / STAGING
+        epochs = sorted((int(name) for name in self._entries(root) if name.isdigit()),
+                        reverse=True)
+        return [root / str(epoch) for epoch in epochs]
+
+    def remove_staging(self, batch_id: str) -> None:
+        """Remove every epoch's staging of a batch that needs it no more (delivered,
+        failed into errors, or settled by ``recover``)."""
+        shutil.rmtree(self.batch_dir(batch_id) / STAGING, ignore_errors=True)
+
     def write_manifest(self, batch_id: str, provider: str, records: Iterable[FileRecord]) -> None:
         """Describe a new batch beside its files (once; a restart keeps the first)."""
         self.manifests.write(batch_id, provider, records)
@@ -345,6 +371,7 @@ class WorkFolder:
         try:
             if [name for name in os.listdir(folder) if not name.startswith(".")]:
                 return False
+            self.remove_staging(batch_id)
             self.manifests.discard(batch_id)
             folder.rmdir()
         except FileNotFoundError:

@@ -30,13 +30,15 @@ class StepContext:
 
     def __init__(self, batch: BatchRecord, store: Store, provider: Provider,
                  works: Mapping[str, WorkFolder], sinks: Mapping[str, Sink], state_dir: Path,
-                 stop: threading.Event, delay: Delay, log: Any) -> None:
+                 stop: threading.Event, delay: Delay, log: Any,
+                 staging: views.Staging | None = None) -> None:
         self.folder = batch.folder
         self.store = store
         self.provider = fenced(provider, lambda: store.keep_lease(batch.id))
         self._works = works
         self._sinks = sinks
         self.state_dir = state_dir
+        self.staging = staging or views.Staging(state_dir)  # one node's, unless told
         self.stop = stop
         self.delay = delay  # the daemon's backoff
         self.log = log
@@ -66,7 +68,7 @@ class StepContext:
         prepared = (batch.package_sha256, batch.package_bytes) \
             if batch.package_sha256 and batch.package_bytes is not None else None
         self._view = views.batch_view(
-            batch.id, work, self.state_dir, documents,
+            batch.id, work, self.staging, documents, epoch=batch.epoch,
             package=views.package_path(self.state_dir, batch.id),
             open_document=lambda d: work.open_file(records[d.file_id]),
             prepared=prepared, published=batch.publish_key or "")
@@ -124,4 +126,7 @@ class StepContext:
         provider = self.provider
         return BatchContext(batch=batch, provider_name=provider.name, provider_kind=provider.kind,
                           outcome=provider.steps.outcome, batch_files=count,
-                          history=self.store.batch_history(batch.id))
+                          history=self.store.batch_history(batch.id),
+                          staged_in=(self.staging.folder(self.work, batch.id, batch.epoch),
+                                     *self.staging.earlier(self.work, batch.id, batch.epoch)),
+                          fence=lambda: self.store.renew_lease(batch.id))

@@ -6,8 +6,6 @@ and remove what it published.
 
 from __future__ import annotations
 
-import shutil
-
 from folderseal.batches.context import StepContext
 from folderseal.core import crashpoints
 from folderseal.core.errors import ProviderError, TransientError
@@ -39,7 +37,7 @@ def clean(ctx: StepContext, batch: BatchRecord) -> BatchRecord | None:
     if batch.publish_key:
         ctx.store.set_publish_key(batch, None)
     ctx.store.keep_lease(batch.id)
-    shutil.rmtree(view.staging, ignore_errors=True)
+    ctx.staging.remove(ctx.work, batch.id)  # delivered: no holder needs it again
     if not ctx.work.remove_batch(batch.id):
         # An original that could not go to errors is kept here, on record.
         ctx.log.warning("batch.folder_kept", batch=batch.id, folder=str(view.files_dir))
@@ -68,7 +66,7 @@ def sink_failures(ctx: StepContext, batch: BatchRecord) -> BatchRecord | None:
     # retry of a remote batch downloads again; one before accept re-batches).
     ctx.store.keep_lease(batch.id)
     view = ctx.view(batch)
-    shutil.rmtree(view.staging, ignore_errors=True)
+    ctx.staging.remove(ctx.work, batch.id)
     if view.package is not None:
         view.package.unlink(missing_ok=True)
     ctx.store.release(batch, _unpublish_failed(ctx, batch, view))

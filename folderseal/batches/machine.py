@@ -33,6 +33,7 @@ from typing import Any
 from folderseal.batches import accept, deliver, lifecycle, poll, send
 from folderseal.batches.backoff import Delay, backoff
 from folderseal.batches.context import StepContext
+from folderseal.batches.views import Staging
 from folderseal.core import metrics
 from folderseal.core.errors import (
     LeaseLost,
@@ -104,13 +105,15 @@ class Machine:
 
     def __init__(self, store: Store, providers: dict[str, Provider], sinks: dict[str, Sink],
                  works: dict[str, WorkFolder], state_dir: Path, stop: threading.Event,
-                 delay: Delay = backoff, busy: Busy | None = None) -> None:
+                 delay: Delay = backoff, busy: Busy | None = None,
+                 staging: Staging | None = None) -> None:
         self.store = store
         self.busy = busy or Busy()
         self.providers = providers
         self.sinks = sinks
         self.works = works
         self.state_dir = state_dir
+        self.staging = staging or Staging(state_dir)  # one node's, unless told
         self.stop = stop
         self.delay = delay
         self.log = get_logger()
@@ -140,7 +143,7 @@ class Machine:
         provider = self.providers[batch.provider]
         log = self.log.bind(batch=batch.id, folder=batch.folder, provider=batch.provider)
         ctx = StepContext(batch, self.store, provider, self.works, self.sinks, self.state_dir,
-                          self.stop, self.delay, self.log)
+                          self.stop, self.delay, self.log, self.staging)
         current: BatchRecord | None = batch
         try:
             while current is not None:

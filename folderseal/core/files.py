@@ -8,15 +8,15 @@ only once its folder is synced. Memory stays flat: everything streams in 1 MiB c
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -122,29 +122,69 @@ def copy_fd(src_fd: int, dst_fd: int) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def temp_name(tag: str = "") -> str:
-    """A hidden temp name; ``tag`` (a file id) lets a later run find its own leftovers."""
-    return f"{TEMP_PREFIX}{tag + '-' if tag else ''}{secrets.token_hex(6)}"
+def temp_name(tag: str = "", epoch: int | None = None) -> str:
+    """A hidden temp name; ``tag`` (a file id) lets a later run find its own leftovers,
+    and ``epoch`` (the lease epoch of the batch it is written for) tells whose they are:
+    a node that lost its lease (epoch N-1) and the batch's holder now (epoch N) never
+    share a temp name, nor remove each other's (:func:`remove_leftovers`)."""
+    mark = f"{tag}-" if tag else ""
+    if epoch is not None:
+        mark += f"e{epoch}-"
+    return f"{TEMP_PREFIX}{mark}{secrets.token_hex(6)}"
 
 
-def remove_leftovers(folder: Path, tag: str) -> None:
-    """Remove temp files a crash left behind for ``tag`` in ``folder``."""
+_TEMP_EPOCH = re.compile(r"e(\d+)-[0-9a-f]{12}")
+
+
+def temp_epoch(name: str, tag: str) -> int:
+    """The epoch in a temp name made for ``tag`` (0: one made without an epoch)."""
+    found = _TEMP_EPOCH.fullmatch(name[len(TEMP_PREFIX) + len(tag) + 1:])
+    return int(found.group(1)) if found else 0
+
+
+def remove_leftovers(folder: Path, tag: str, epoch: int | None = None) -> None:
+    """Remove temp files a crash left behind for ``tag`` in ``folder``. With ``epoch``,
+    only those of that epoch or an earlier one: a temp file of a newer epoch belongs to
+    the batch's holder now, which may be writing it this very moment."""
     for path in folder.glob(f"{TEMP_PREFIX}{tag}-*"):
+        if epoch is not None and temp_epoch(path.name, tag) > epoch:
+            continue
         path.unlink(missing_ok=True)
 
 
+def unlink_if_same(path: Path, made: os.stat_result | tuple[int, int]) -> bool:
+    """Remove ``path`` only if it is still the very file ``made`` describes (its device
+    and inode): what another process put at that name since is left alone. True if
+    removed. (The look and the unlink are two calls; nothing can fence the instant
+    between them, but a name is never removed for holding someone else's file.)"""
+    ident = (made.st_dev, made.st_ino) if isinstance(made, os.stat_result) else made
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if (st.st_dev, st.st_ino) != ident:
+        return False
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
 @contextmanager
-def temp_file(folder: Path, mode: int, tag: str = "") -> Iterator[tuple[int, Path]]:
-    """A new temp file in ``folder``; removed again unless the caller renamed or linked it."""
-    path = folder / temp_name(tag)
+def temp_file(folder: Path, mode: int, tag: str = "", epoch: int | None = None,
+              ) -> Iterator[tuple[int, Path]]:
+    """A new temp file in ``folder``; removed again unless the caller renamed or linked it
+    (and only while its name still holds the file made here)."""
+    path = folder / temp_name(tag, epoch)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  mode)
+    made = os.fstat(fd)
     try:
         yield fd, path
     finally:
         os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        unlink_if_same(path, made)
 
 
 def link_noreplace(src: Path, dst: Path, follow: bool = False) -> None:
@@ -164,10 +204,11 @@ def link_noreplace(src: Path, dst: Path, follow: bool = False) -> None:
         os.close(root)
 
 
-def write_new(folder: Path, name: str, data: bytes, mode: int, tag: str = "") -> Path:
+def write_new(folder: Path, name: str, data: bytes, mode: int, tag: str = "",
+              epoch: int | None = None) -> Path:
     """Write ``data`` durably to ``folder/name``, which must not exist yet."""
     final = folder / name
-    with temp_file(folder, mode, tag) as (fd, tmp):
+    with temp_file(folder, mode, tag, epoch) as (fd, tmp):
         write_all(fd, data)
         os.fchmod(fd, mode)
         os.fsync(fd)
@@ -202,7 +243,8 @@ def rename_noreplace(src: Path, dst: Path) -> None:
     src.unlink()
 
 
-def move_noreplace(src: Path, dst: Path, mode: int | None = None, tag: str = "") -> None:
+def move_noreplace(src: Path, dst: Path, mode: int | None = None, tag: str = "",
+                   epoch: int | None = None) -> None:
     """Move a file to a name that must not exist yet, across filesystems if need be (a
     symbolic link moves as a link; another file that is not regular cannot).
 
@@ -214,9 +256,9 @@ def move_noreplace(src: Path, dst: Path, mode: int | None = None, tag: str = "")
         if exc.errno != errno.EXDEV:
             raise
         if stat.S_ISLNK(os.lstat(src).st_mode):
-            _copy_link(src, dst, tag)
+            _copy_link(src, dst, tag, epoch)
         else:
-            _copy_file(src, dst, mode, tag)
+            _copy_file(src, dst, mode, tag, epoch)
         fsync_dir(dst.parent)  # the copy's name survives a power cut before the original goes
         crashpoints.reached("move:copied")
         src.unlink()
@@ -225,8 +267,8 @@ def move_noreplace(src: Path, dst: Path, mode: int | None = None, tag: str = "")
     fsync_dir(src.parent)
 
 
-def _copy_file(src: Path, dst: Path, mode: int | None, tag: str) -> None:
-    with temp_file(dst.parent, 0o600, tag) as (fd, tmp):
+def _copy_file(src: Path, dst: Path, mode: int | None, tag: str, epoch: int | None) -> None:
+    with temp_file(dst.parent, 0o600, tag, epoch) as (fd, tmp):
         # O_NONBLOCK: a FIFO must not wait for a writer; it is refused below.
         src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -243,19 +285,24 @@ def _copy_file(src: Path, dst: Path, mode: int | None, tag: str) -> None:
         rename_noreplace(tmp, dst)
 
 
-def _copy_link(src: Path, dst: Path, tag: str) -> None:
+def _copy_link(src: Path, dst: Path, tag: str, epoch: int | None) -> None:
     """A symbolic link made again at ``dst`` on another filesystem: moved, never followed."""
-    tmp = dst.parent / temp_name(tag)
+    tmp = dst.parent / temp_name(tag, epoch)
     os.symlink(os.readlink(src), tmp)
+    made = os.lstat(tmp)
     try:
         rename_noreplace(tmp, dst)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        unlink_if_same(tmp, made)
 
 
-def move_numbered(src: Path, dest: Path, dir_mode: int | None = None) -> Path:
-    """Move ``src`` to ``dest``, or ``dest-1``, ``dest-2``… if taken; the name it got."""
+def move_numbered(src: Path, dest: Path, dir_mode: int | None = None,
+                  taken: Callable[[], None] | None = None) -> Path:
+    """Move ``src`` to ``dest``, or ``dest-1``, ``dest-2``… if taken; the name it got.
+
+    ``taken`` is called each time a name is found taken, before the next is tried: a
+    batch's step makes a fenced store write there, so a node that lost its lease never
+    picks another name."""
     makedirs(dest.parent, dir_mode)
     for n in range(MAX_NUMBERED):
         target = dest.with_name(numbered(dest.name, n))
@@ -263,6 +310,8 @@ def move_numbered(src: Path, dest: Path, dir_mode: int | None = None) -> Path:
             move_noreplace(src, target)
             return target
         except FileExistsError:
+            if taken is not None:
+                taken()
             continue
     raise FileExistsError(errno.EEXIST, f"{MAX_NUMBERED} files are named like {dest.name}; "
                           "clear some out", str(dest.parent))

@@ -124,7 +124,7 @@ class BatchView:
     files_dir: Path             # batches/<id>/ in the work folder: the entries
     package: Path | None        # where prepare may keep what goes up (SEAL: the flat
     #                             ZIP); removed by the state machine when the batch is done
-    staging: Path               # <state_dir>/downloads/<id>/: where results go
+    staging: Path               # where this holder stages results (batches/views.Staging)
     # Opens a document's file for reading (a file descriptor the caller closes); refuses
     # anything but the claimed file.
     open_document: Callable[[Document], int] | None = None
@@ -134,6 +134,15 @@ class BatchView:
     # The name or key create last published the batch's file under ("" none), as
     # recorded (Ledger.publishing) before it was published.
     published: str = ""
+    # Fleet mode: the staging folders of the batch's earlier holders (lease epochs),
+    # newest first, to read (never write) what they fetched or signed: used only once
+    # its sha256 checks out. Empty on one node, where every turn stages in ``staging``.
+    staged_before: tuple[Path, ...] = ()
+
+    @property
+    def staged_in(self) -> tuple[Path, ...]:
+        """Every folder the batch's results may be staged in, this holder's first."""
+        return (self.staging, *self.staged_before)
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,7 +71,7 @@ class Failures:
         planned = next((dict(o) for o in record.outputs if o.get("role") == "error"), None)
         try:
             folder_id = errorfiles.mark(self.cfg.errors, self.cfg.file_mode)
-            kept, note, planned = self._sink_original(record, planned)
+            kept, note, planned = self._sink_original(record, planned, ctx)
             placed = self._placed(kept, planned, folder_id)
             if placed:
                 planned = {**planned, **placed}
@@ -81,7 +81,8 @@ class Failures:
             body = sidecar.failed(record, code, message + note, record.attempts, kept, **fields)
             record_name = Path(planned["path"]).name + ERROR_SUFFIX
             if not os.path.lexists(folder / record_name):
-                files.write_new(folder, record_name, body, self.cfg.file_mode, record.id)
+                files.write_new(folder, record_name, body, self.cfg.file_mode, record.id,
+                                ctx.epoch)
             files.fsync_dir(folder)
         except OSError as exc:
             raise translate(exc, self.cfg.errors) from None
@@ -190,11 +191,14 @@ class Failures:
                       file=record.id, source=record.source, reason=why)
 
     def _sink_original(self, record: FileRecord, planned: dict[str, Any] | None,
-                       ) -> tuple[str, str, dict[str, Any]]:
+                       ctx: BatchContext) -> tuple[str, str, dict[str, Any]]:
         """Move the original to its place in errors: where it is, a note, and the plan.
 
-        A name found taken moves on to the next ``-N``; a name (or folder name) the
-        errors folder's filesystem refuses falls back to a short ASCII name at its top.
+        A name found taken moves on to the next ``-N``, but only after a fenced store
+        write (a node that lost the batch's lease picks no new name: LeaseLost); a name
+        (or folder name) the errors folder's filesystem refuses falls back to a short
+        ASCII name at its top. Temp names carry the batch's lease epoch, and only this
+        epoch's or older leftovers are removed (a newer holder may be writing its own).
         """
         original = self.work.path_of(record)
         plain = False
@@ -208,11 +212,12 @@ class Failures:
             target = self.cfg.errors / planned["path"]
             if not os.path.lexists(original):
                 return planned["path"], "", planned  # moved before a crash
-            files.remove_leftovers(target.parent, record.id)
+            files.remove_leftovers(target.parent, record.id, ctx.epoch)
             try:
-                files.move_noreplace(original, target, tag=record.id)
+                files.move_noreplace(original, target, tag=record.id, epoch=ctx.epoch)
                 return planned["path"], "", planned
             except FileExistsError:  # someone took the name meanwhile
+                ctx.fenced()
                 planned = self._plan(record, int(planned["n"]) + 1, bool(planned.get("plain")))
             except OSError as exc:
                 if exc.errno in files.NAME_ERRNOS and not planned.get("plain"):

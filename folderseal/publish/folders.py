@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,23 @@ class BatchContext:
     outcome: str           # what its provider makes of a file: signed | stored | loaded
     batch_files: int
     history: list[Event]   # the batch's transitions and its files', in order
+    # Where the batch's results may be staged, this holder's folder first, then earlier
+    # holders' (fleet mode), newest first: a staged output is taken from the first that
+    # holds it with the sha256 recorded.
+    staged_in: tuple[Path, ...] = ()
+    # A fenced store write (the batch's lease renewed in the store, LeaseLost if it was
+    # taken over): made before a name found taken is given up for another, or a group
+    # is undone, so a node that lost its lease re-plans and undoes nothing.
+    fence: Callable[[], None] | None = None
+
+    @property
+    def epoch(self) -> int | None:
+        """The lease epoch of the batch's holder (None for a file with no batch)."""
+        return self.batch.epoch if self.batch is not None else None
+
+    def fenced(self) -> None:
+        if self.fence is not None:
+            self.fence()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,13 @@ Rules (the promises "nothing overwritten, nothing half-written, nothing lost"):
 * Publishing never replaces: a temp file in the target folder is fsynced, then
   ``link()``-ed to its name. A taken name moves the whole group (signed file,
   detached signature, sidecar) to one shared suffix ``-1``, ``-2``, …
+* Late is harmless (fleet mode: a node may lose its lease between its check and a
+  ``link()``): a staged output is published only with the sha256 the store recorded
+  for it, found in the staging folder of whichever holder staged it; a name found
+  taken is given up, and a group undone, only after a fenced store write (the lease
+  renewed in the store: a node that lost it stops there, ``lease.lost``); an undo
+  removes only a name that still holds the very inode this run gave it; temp names
+  carry the batch's lease epoch.
 * The sidecar is written after the outputs are durable; originals are archived or
   deleted only after outputs and sidecars are durable (``finish``).
 * A full, read-only or vanished outbox is :class:`OutboxUnavailable`: the batch waits
@@ -99,6 +106,7 @@ class Sink:
                 except FileRejected as exc:
                     rejected[record.id] = exc
         alone: set[str] = set()
+        made: dict[Path, tuple[int, int]] = {}  # each name this run gave: its inode
         for phase in ("outputs", "sidecars"):
             keep_lease()  # a node whose lease expired must not publish
             folders: set[Path] = set()
@@ -107,16 +115,20 @@ class Sink:
                     continue
                 keep_lease()  # by this host's own count: cheap, so before each file
                 try:
-                    folder = self._folder_of(record, retried)
+                    folder = self._folder_of(record, retried, ctx.epoch)
                     if phase == "outputs":
-                        self._place_outputs(record, plans[record.id])
+                        self._place_outputs(record, plans[record.id], ctx, made)
                     else:
                         self._place_sidecar(record, plans[record.id], ctx)
                     folders.add(folder)
                 except naming.NameTaken:
+                    # A name taken after it was planned: someone else is publishing (a
+                    # node that took the batch over?). Nothing more before a fenced write.
+                    ctx.fenced()
                     alone.add(record.id)
                 except FileRejected as exc:
-                    self._undo_group(plans[record.id])
+                    ctx.fenced()  # a node that lost its lease undoes nothing
+                    self._undo_group(plans[record.id], made)
                     rejected[record.id] = exc
                 except OSError as exc:
                     raise translate(exc, self.cfg.outbox) from None
@@ -128,7 +140,7 @@ class Sink:
             if record.id in alone:
                 keep_lease()
                 try:
-                    self._publish_alone(record, plans[record.id], ctx)
+                    self._publish_alone(record, plans[record.id], ctx, made)
                 except FileRejected as exc:
                     rejected[record.id] = exc
         self._mark(ready, plans, rejected, ctx)
@@ -160,18 +172,20 @@ class Sink:
                           batch=record.batch_id)
         metrics.count_delivered(self.name, ctx.provider_name, ctx.outcome, len(delivered))
 
-    def _folder_of(self, record: FileRecord, retried: set[str]) -> Path:
+    def _folder_of(self, record: FileRecord, retried: set[str], epoch: int | None) -> Path:
         folder = self.cfg.outbox / split(record.source)[0]
         makedirs(folder, self.cfg.file_mode)
         if record.id in retried:
-            files.remove_leftovers(folder, record.id)
+            # Not a newer holder's temp files: it may be writing them now.
+            files.remove_leftovers(folder, record.id, epoch)
         return folder
 
-    def _place_outputs(self, record: FileRecord, plan: list[dict[str, Any]]) -> None:
+    def _place_outputs(self, record: FileRecord, plan: list[dict[str, Any]],
+                       ctx: BatchContext, made: dict[Path, tuple[int, int]]) -> None:
         for output in plan[:-1]:
             dest = self.cfg.outbox / output["path"]
             if not naming.is_ours(dest, output["sha256"]):
-                self._place(record, output, dest)
+                made[dest] = self._place(record, output, dest, ctx)
 
     def _place_sidecar(self, record: FileRecord, plan: list[dict[str, Any]],
                        ctx: BatchContext) -> None:
@@ -179,33 +193,42 @@ class Sink:
         if not naming.is_our_sidecar(dest, record):
             fields = record_fields(record, ctx, self.node, "delivered", self.store.clock())
             body = sidecar.delivered(record, plan[:-1], outcome=ctx.outcome, **fields)
-            self._write(dest.parent, dest.name, body, record.id)
+            self._write(dest.parent, dest.name, body, record.id, ctx.epoch)
 
-    def _undo_group(self, plan: list[dict[str, Any]]) -> None:
-        """Remove outputs of a group this run placed (they hold exactly our bytes)."""
+    def _undo_group(self, plan: list[dict[str, Any]], made: dict[Path, tuple[int, int]],
+                    ) -> None:
+        """Remove the outputs of a group this run gave their names: only a name that
+        still holds the very inode this run linked there (one another node published,
+        even with the same bytes, is left alone)."""
         for output in plan[:-1]:
             dest = self.cfg.outbox / output["path"]
-            with contextlib.suppress(naming.NameTaken, OSError):
-                if naming.is_ours(dest, output["sha256"]):
-                    dest.unlink()
+            ident = made.pop(dest, None)
+            if ident is not None:
+                with contextlib.suppress(OSError):
+                    files.unlink_if_same(dest, ident)
 
     def _publish_alone(self, record: FileRecord, plan: list[dict[str, Any]],
-                       ctx: BatchContext) -> None:
-        """One group, synced step by step; a taken name moves the group to the next suffix."""
+                       ctx: BatchContext, made: dict[Path, tuple[int, int]]) -> None:
+        """One group, synced step by step; a taken name moves the group to the next
+        suffix, but only after a fenced store write: a node that lost its lease never
+        undoes a group or picks new names (LeaseLost, and the batch is left to its
+        holder)."""
         folder = self.cfg.outbox / split(record.source)[0]
         while True:
             try:
-                self._place_outputs(record, plan)
+                self._place_outputs(record, plan, ctx, made)
                 files.fsync_dir(folder)
                 self._place_sidecar(record, plan, ctx)
                 files.fsync_dir(folder)
                 return
             except naming.NameTaken:
-                self._undo_group(plan)
+                ctx.fenced()
+                self._undo_group(plan, made)
                 with self.store.transaction():
                     plan = self._plan(record, int(plan[-1]["n"]) + 1)
             except FileRejected:
-                self._undo_group(plan)
+                ctx.fenced()
+                self._undo_group(plan, made)
                 raise
             except OSError as exc:
                 raise translate(exc, folder) from None
@@ -235,49 +258,85 @@ class Sink:
         raise FileRejected("name_exhausted", f"{files.MAX_NUMBERED} outputs named like "
                            f"{name!r} exist already in the outbox; clear some out")
 
-    def _place(self, record: FileRecord, output: dict[str, Any], dest: Path) -> None:
-        """Publish one output at ``dest`` from its staged file (or the original)."""
+    def _place(self, record: FileRecord, output: dict[str, Any], dest: Path,
+               ctx: BatchContext) -> tuple[int, int]:
+        """Publish one output at ``dest`` from its staged file (or the original); the
+        device and inode that got the name."""
         original = output["role"] == "original"
         if original:
             src_fd = self.work.open_file(record)
-            # Link the very file opened and checked, not whatever the path names now.
-            src = Path(f"/proc/self/fd/{src_fd}")
         else:
-            src = Path(output["staged"])
-            try:
-                src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except FileNotFoundError:
-                raise FileRejected("output_lost", f"the signed output {src} is gone from the "
-                                   "state folder; nothing was published: retry the file"
-                                   ) from None
+            src_fd = self._open_staged(output, ctx.staged_in)
+        # Link the very file opened and checked, not whatever the path names now.
+        src = Path(f"/proc/self/fd/{src_fd}")
         try:
             # On the outbox's filesystem, the file itself gets its final name: no copy.
             # Not an original that is to be archived: the two must not share an inode.
             if (not original or self.cfg.archive is None) and \
                     self._same_device(src_fd, dest.parent):
-                digest, _ = files.hash_fd(src_fd)
-                self._check_hash(record, output, digest)
+                if original:  # a staged output was checked when it was opened
+                    digest, _ = files.hash_fd(src_fd)
+                    self._check_hash(record, output, digest)
                 try:
                     os.fchmod(src_fd, self.cfg.file_mode)
                     os.fsync(src_fd)
                     crashpoints.reached("output-linking")
-                    naming.publish(lambda: files.link_noreplace(src, dest, follow=original),
+                    naming.publish(lambda: files.link_noreplace(src, dest, follow=True),
                                   dest)
-                    return
+                    st = os.fstat(src_fd)
+                    return st.st_dev, st.st_ino
                 except OSError as exc:
                     # Another user's file (not ours to chmod or to link), or a
                     # filesystem without hard links: copy it instead.
                     if exc.errno not in files.NO_LINK_ERRNOS:
                         raise
-            with files.temp_file(dest.parent, 0o600, record.id) as (fd, tmp):
+            with files.temp_file(dest.parent, 0o600, record.id, ctx.epoch) as (fd, tmp):
                 digest, _ = files.copy_fd(src_fd, fd)
                 self._check_hash(record, output, digest)
                 os.fchmod(fd, self.cfg.file_mode)
                 os.fsync(fd)
                 crashpoints.reached("output-linking")
+                st = os.fstat(fd)
                 naming.publish(lambda: files.rename_noreplace(tmp, dest), dest)
+                return st.st_dev, st.st_ino
         finally:
             os.close(src_fd)
+
+    @staticmethod
+    def _open_staged(output: dict[str, Any], staged_in: tuple[Path, ...]) -> int:
+        """Open the staged file of ``output`` that holds the sha256 the store recorded
+        for it: where it was recorded, else under its name in the batch's staging
+        folders (fleet mode: this holder's, then earlier holders', newest first: the
+        share may be mounted elsewhere on this node, or a late holder may have left a
+        torn copy). A recorded result is never signed again here: bytes found nowhere
+        fail the file (``output_lost``, "staged result lost"), and bytes that differ
+        everywhere fail it (``output_changed``); `folderseal retry` signs it again, by
+        the operator's choice, because the lost result may have been published by a
+        node that lost its lease meanwhile."""
+        recorded = Path(output["staged"])
+        places = [recorded, *(f / recorded.name for f in staged_in if f / recorded.name
+                              != recorded)]
+        differed = ""
+        for place in places:
+            try:
+                fd = os.open(place, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            digest, _ = files.hash_fd(fd)
+            if digest == output["sha256"]:
+                return fd
+            os.close(fd)
+            differed = differed or digest
+        if differed:
+            raise FileRejected(
+                "output_changed",
+                f"the {output['role']} output changed after it was produced (sha256 "
+                f"{differed[:12]}… instead of {output['sha256'][:12]}…); it was not "
+                "published: `folderseal retry` signs the file again")
+        raise FileRejected(
+            "output_lost", f"staged result lost: the {output['role']} output {recorded} is "
+            "gone from the batch's staging folders; nothing was published: `folderseal "
+            "retry` signs the file again")
 
     @staticmethod
     def _same_device(fd: int, folder: Path) -> bool:
@@ -291,9 +350,10 @@ class Sink:
                 f"the {output['role']} output changed after it was produced (sha256 "
                 f"{digest[:12]}… instead of {output['sha256'][:12]}…); it was not published")
 
-    def _write(self, folder: Path, name: str, body: bytes, tag: str) -> None:
-        naming.publish(lambda: files.write_new(folder, name, body, self.cfg.file_mode, tag),
-                      folder / name)
+    def _write(self, folder: Path, name: str, body: bytes, tag: str, epoch: int | None,
+               ) -> None:
+        naming.publish(lambda: files.write_new(folder, name, body, self.cfg.file_mode, tag,
+                                               epoch), folder / name)
 
     def finish(self, records: list[FileRecord], keep_lease: Callable[[], None]) -> None:
         """Archive or delete the originals of published files (idempotent), the batch's
@@ -336,6 +396,10 @@ class Sink:
     def _archive(self, record: FileRecord, original: Path) -> None:
         assert self.cfg.archive is not None
         require_root(self.cfg.archive, "archive")
+        batch_id = record.batch_id
+        # A taken name is given up for the next only after a fenced store write.
         files.move_numbered(original, self.cfg.archive / record.source,
-                            files.folder_mode(self.cfg.file_mode))
+                            files.folder_mode(self.cfg.file_mode),
+                            taken=(lambda: self.store.renew_lease(batch_id)) if batch_id
+                            else None)
 

@@ -26,6 +26,7 @@ from typing import Any, cast
 
 from folderseal.batches.backoff import backoff
 from folderseal.batches.machine import Busy, Machine
+from folderseal.batches.views import Staging
 from folderseal.core import safety, statelock, systemd
 from folderseal.core.config import Settings
 from folderseal.core.errors import (
@@ -103,6 +104,7 @@ class Daemon:
             else STALL_SECONDS
         self.web: WebServer | None = None
         self._lock_fd: int | None = None
+        self.staging = Staging(settings.state_dir)  # prepare() says where, by the store
 
     # -- start and stop ------------------------------------------------------------
 
@@ -114,6 +116,8 @@ class Daemon:
         safety.check_layout(settings)
         self._lock_fd = statelock.acquire(settings.state_dir)  # makes the folder if needed
         self.store = open_store(settings, self.node, check=True)
+        # Fleet mode stages on the share, per batch and epoch (views.Staging).
+        self.staging = Staging.of(settings)
         released = node.register(self.store, settings, self.started_at)
         if released:
             self.log.info("daemon.leases_released", batches=released)
@@ -339,7 +343,7 @@ class Daemon:
             name: Sink(name, self.settings.folders[name], work, store, self.node)
             for name, work in self.works.items()}
         return Machine(store, self.providers, sinks, self.works, self.settings.state_dir,
-                       self.stop, delay=self.delay, busy=self.busy)
+                       self.stop, delay=self.delay, busy=self.busy, staging=self.staging)
 
     # -- the heartbeat ---------------------------------------------------------------
     # On a thread and a store connection of its own: an intake step that hangs on a

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,6 +127,7 @@ class _Folder:
         self.store = store
         self.provider = provider  # None for a provider that keeps no remote batch
         self.state_dir = settings.state_dir
+        self.staging = views.Staging.of(settings)
         self.work = WorkFolder(cfg.work_folder, name, store.node)
         self.delivered = traces.records(cfg.outbox, ".json")
         self.failed = traces.records(cfg.errors, ".error.json")
@@ -167,7 +167,7 @@ class _Folder:
             (f"; {refused} rejected by the provider, in errors" if refused else "")
         outcome = self._settle(batch_id, manifest, pending, set(rejected)) if pending \
             else "nothing left"
-        shutil.rmtree(views.staging_dir(self.state_dir, batch_id), ignore_errors=True)
+        self.staging.remove(self.work, batch_id)
         if self.store.batch(batch_id) is None:
             self.work.remove_batch(batch_id)
         return f"{done}; {outcome}"
@@ -192,7 +192,7 @@ class _Folder:
             return self._hold_all(batch_id, pending, "the batch's manifest does not list them")
         remote_id = manifest.remote_ids[-1]
         notes = manifest.notes
-        view = views.batch_view(batch_id, self.work, self.state_dir, (
+        view = views.batch_view(batch_id, self.work, self.staging, (
             views.document(entry=f.entry, file_id=f.file_id or "", sha256=f.sha256,
                            size=f.size, notes=notes) for f in pending))
         status = ask_status(self.provider, view, remote_id)

@@ -17,6 +17,7 @@ instead of crash-looping.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -342,19 +343,62 @@ class LocalProvider:
     def _write_result(batch: BatchView, result: DocumentResult) -> None:
         save_result(batch.staging, result)
 
+    def _results(self, batch: BatchView) -> dict[str, DocumentResult]:
+        """Each document's saved result: this holder's own, else the newest an earlier
+        holder of the batch saved (fleet mode: a node that took the batch over never signs
+        again what was signed before), used only once its staged bytes match the sha256
+        its result records. One whose bytes are gone or changed is not used: the file is
+        signed again, which is harmless here because nothing of it was recorded in the
+        store or published (download records a result only after this check)."""
+        found = self._saved(batch.staging)
+        for folder in batch.staged_before:  # newest epoch first
+            for entry, result in self._saved(folder).items():
+                if entry in found:
+                    continue
+                checked = _checked(result, folder)
+                if checked is None:
+                    self.log.warning(
+                        "file.staged_result_unusable", batch=batch.id, entry=entry,
+                        staged=str(folder), reason="its staged output is gone or does not "
+                        "match the sha256 its result records",
+                        next_step="signed again (nothing of it was recorded or published)")
+                    continue
+                found[entry] = checked
+        return found
+
     @staticmethod
-    def _results(batch: BatchView) -> dict[str, DocumentResult]:
+    def _saved(folder: Path) -> dict[str, DocumentResult]:
+        """The results saved in one staging folder, by entry."""
         found: dict[str, DocumentResult] = {}
         try:
-            names = os.listdir(batch.staging)
+            names = os.listdir(folder)
         except FileNotFoundError:
             return found
         for name in names:
             if name.endswith(RESULT_SUFFIX):
                 try:
                     result = DocumentResult.from_json(
-                        (batch.staging / name).read_text(encoding="utf-8"))
+                        (folder / name).read_text(encoding="utf-8"))
                 except (OSError, ValueError, KeyError):
                     continue  # torn by a crash: sign again
                 found[result.entry] = result
         return found
+
+
+def _checked(result: DocumentResult, folder: Path) -> DocumentResult | None:
+    """``result`` as an earlier holder saved it in ``folder``, its staged outputs read
+    there and checked against the sha256 and size it records; None if one is gone or
+    differs. (Its paths are this node's view of the share, found by name in ``folder``.)"""
+    outputs = []
+    for output in result.outputs:
+        if output.staged:
+            path = folder / Path(output.staged).name
+            try:
+                digest, size = files.hash_path(path)
+            except OSError:
+                return None
+            if (digest, size) != (output.sha256, output.bytes):
+                return None
+            output = dataclasses.replace(output, staged=str(path))
+        outputs.append(output)
+    return dataclasses.replace(result, outputs=tuple(outputs))

@@ -13,6 +13,8 @@ between the call and the state that records it.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -183,9 +185,15 @@ class SealProvider:
         info = self._client.status(remote_id)
         remote = {d.name: d for d in info.documents} if info else {}
         files.makedirs(batch.staging)
-        path = batch.staging / PACKAGE
-        size = self._client.download(remote_id, path, self.limits.max_total)
-        self.log.info("seal.downloaded", batch=batch.id, remote=remote_id, bytes=size)
+        path = _downloaded_before(batch, remote_id)
+        if path is not None:
+            self.log.info("seal.package_reused", batch=batch.id, remote=remote_id,
+                          package=str(path))
+        else:
+            path = batch.staging / PACKAGE
+            size = self._client.download(remote_id, path, self.limits.max_total)
+            _note_package(path, remote_id)
+            self.log.info("seal.downloaded", batch=batch.id, remote=remote_id, bytes=size)
         results = package.extract(path, batch.staging, batch.documents, remote, self.limits,
                                   remote_id, self.log.warning)
         return [_with_signer(result) for result in results]
@@ -202,6 +210,41 @@ class SealProvider:
     def delete(self, batch: BatchView, remote_id: str) -> None:
         if remote_id:
             self._client.delete(remote_id)
+
+
+PACKAGE_NOTE = PACKAGE + ".json"  # beside it: its sha256, size and remote batch
+
+
+def _note_package(path: Path, remote_id: str) -> None:
+    """Note, durably, what a whole downloaded package holds (written after the package
+    itself is durable): a node that takes the batch over uses the package only if its
+    bytes still match this."""
+    digest, size = files.hash_path(path)
+    body = json.dumps({"sha256": digest, "bytes": size, "remote": remote_id}).encode()
+    note = path.with_name(PACKAGE_NOTE)
+    with files.temp_file(path.parent, 0o600, "package") as (fd, tmp):
+        files.write_all(fd, body)
+        os.fsync(fd)
+        os.replace(tmp, note)
+    files.fsync_dir(path.parent)
+
+
+def _downloaded_before(batch: BatchView, remote_id: str) -> Path | None:
+    """Fleet mode: the package of ``remote_id`` an earlier holder of the batch downloaded
+    whole (newest epoch first), if its bytes match the sha256 noted beside it; else
+    None (downloaded again: that costs a download, never a signature). Only ever read
+    there: this holder extracts into its own staging folder."""
+    for folder in batch.staged_before:
+        try:
+            note = json.loads((folder / PACKAGE_NOTE).read_bytes())
+            if note.get("remote") != remote_id:
+                continue
+            found = files.hash_path(folder / PACKAGE)
+        except (OSError, ValueError, AttributeError):
+            continue  # none there, torn, or a note of another shape
+        if found == (note.get("sha256"), note.get("bytes")):
+            return folder / PACKAGE
+    return None
 
 
 def _with_signer(result: DocumentResult) -> DocumentResult:

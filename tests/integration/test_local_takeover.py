@@ -1,0 +1,103 @@
+"""The local signer after a takeover (fleet mode): what an earlier holder of the batch
+signed and saved in its epoch's staging folder is used, checked by its sha256, never
+signed again; a result whose staged bytes changed is signed again (nothing of it was
+recorded or published). Real worker processes, real signatures, real files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from folderseal.core.model import DocumentResult
+from folderseal.providers import BatchView, Document, Remote
+from folderseal.providers.local.config import LocalProviderConfig
+from folderseal.providers.local.provider import LocalProvider
+from folderseal.providers.local.worker import RESULT_SUFFIX
+from folderseal.signing.trial import make_trial_seal
+
+TEXTS = {"0001_a.txt": b"page a\n" * 50, "0002_b.txt": b"page b\n" * 50}
+
+
+class Ledger:
+    """Counts the attempts the provider begins: one per signature it sets out to make."""
+
+    def __init__(self) -> None:
+        self.begun: list[str] = []
+
+    def begin(self, documents: list[Document]) -> list[int]:
+        self.begun += [d.entry for d in documents]
+        return [d.attempts + 1 for d in documents]
+
+    def forgive(self, documents: list[Document]) -> None:
+        return None
+
+    def stopping(self) -> bool:
+        return False
+
+
+@pytest.fixture
+def signer(tmp_path: Path) -> Iterator[LocalProvider]:
+    seal = make_trial_seal(tmp_path / "seal")
+    cfg = LocalProviderConfig(kind="local", certificate=seal.pkcs12_path,
+                              password_file=seal.password_path,
+                              workers=1)
+    provider = LocalProvider("local", cfg, tmp_path / "state")
+    provider.start()
+    yield provider
+    provider.close()
+
+
+def _view(root: Path, epoch: int) -> BatchView:
+    files_dir = root / "batches" / "b1"
+    files_dir.mkdir(parents=True, exist_ok=True)
+    documents = []
+    for entry, data in TEXTS.items():
+        path = files_dir / entry
+        if not path.exists():
+            path.write_bytes(data)
+        st = path.stat()
+        documents.append(Document(entry=entry, file_id=entry, sha256=hashlib.sha256(
+            data).hexdigest(), size=len(data), dev=st.st_dev, ino=st.st_ino, attempts=0))
+    staging = files_dir / ".staging"
+    earlier = tuple(staging / str(e) for e in range(epoch - 1, 0, -1))
+    return BatchView(id="b1", folder="scans", documents=tuple(documents), files_dir=files_dir,
+                     package=None, staging=staging / str(epoch), staged_before=earlier)
+
+
+def _results(folder: Path) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if n.endswith(RESULT_SUFFIX)) \
+        if folder.is_dir() else []
+
+
+def test_a_takeover_uses_what_the_earlier_holder_signed(signer: LocalProvider,
+                                                        tmp_path: Path) -> None:
+    first, ledger = _view(tmp_path, 1), Ledger()
+    signer.accept(first, "b1", ledger)
+    assert sorted(ledger.begun) == sorted(TEXTS)
+    # Epoch 2 (another node) finds both results in epoch 1's folder: closed, nothing to sign.
+    second, again = _view(tmp_path, 2), Ledger()
+    assert signer.status(second, "b1").state == Remote.CLOSED
+    signer.accept(second, "b1", again)
+    assert again.begun == []
+    results: list[DocumentResult] = signer.download(second, "b1")
+    assert {r.entry for r in results} == set(TEXTS)
+    for result in results:
+        [_, signature] = result.outputs
+        assert Path(signature.staged).parent == first.staging  # those very bytes
+    assert _results(second.staging) == []
+
+
+def test_a_staged_result_whose_bytes_changed_is_signed_again(signer: LocalProvider,
+                                                              tmp_path: Path) -> None:
+    first = _view(tmp_path, 1)
+    signer.accept(first, "b1", Ledger())
+    (first.staging / "0001_a.txt.p7s").write_bytes(b"torn")
+    second, again = _view(tmp_path, 2), Ledger()
+    assert signer.status(second, "b1").state == Remote.UPLOADED
+    signer.accept(second, "b1", again)
+    assert again.begun == ["0001_a.txt"]  # only the one whose bytes no longer check
+    assert _results(second.staging) == ["0001_a.txt" + RESULT_SUFFIX]
