@@ -215,12 +215,12 @@ class Manifests:
         """Remove the manifest of a finished batch, its notes, and any temp file a crash
         left."""
         folder = self.batches / batch_id
+        (folder / MANIFEST).unlink(missing_ok=True)  # first: a late writer then adds no note
         for name in _entries(folder):
             if name.startswith(NOTE):
                 (folder / name).unlink(missing_ok=True)
         files.remove_leftovers(folder, "manifest")
         files.remove_leftovers(folder, "note")
-        (folder / MANIFEST).unlink(missing_ok=True)
 
     def _add(self, batch_id: str, note: dict[str, Any], epoch: int) -> None:
         """Add a note as a new file of its own (never replacing one: its number taken
@@ -229,7 +229,8 @@ class Manifests:
         if not (folder / MANIFEST).exists():
             return
         body = _json_bytes({"epoch": epoch, **note})
-        number = sum(1 for name in _entries(folder) if name.startswith(NOTE))
+        numbers = [number for number, _ in _numbered_notes(folder)]
+        number = max(numbers, default=-1) + 1  # after every note there: its order counts
         while True:
             try:
                 files.write_new(folder, f"{NOTE}{number:06d}.json", body, 0o600, "note")
@@ -242,15 +243,26 @@ class Manifests:
     def _notes(folder: Path) -> list[dict[str, Any]]:
         """The batch's notes, in the order they count: by epoch, then by number."""
         found = []
-        for name in sorted(n for n in _entries(folder) if n.startswith(NOTE)):
+        for number, name in _numbered_notes(folder):
             try:
                 note = json.loads((folder / name).read_bytes())
             except (FileNotFoundError, ValueError):
                 continue
             if isinstance(note, dict):
                 epoch = note.get("epoch")
-                found.append((epoch if isinstance(epoch, int) else 0, name, note))
+                found.append((epoch if isinstance(epoch, int) else 0, number, note))
         return [note for _, _, note in sorted(found, key=lambda item: item[:2])]
+
+
+def _numbered_notes(folder: Path) -> list[tuple[int, str]]:
+    """(number, name) of each note beside a manifest."""
+    found = []
+    for name in _entries(folder):
+        digits = name[len(NOTE):-len(".json")] if name.startswith(NOTE) \
+            and name.endswith(".json") else ""
+        if digits.isdigit():
+            found.append((int(digits), name))
+    return found
 
 
 def _apply(manifest: dict[str, Any], note: dict[str, Any]) -> None:
@@ -305,7 +317,7 @@ class WorkFolder:
         """Where a claim of any node may be: this node's folder first, then the other
         nodes', then an older folderseal's (until the work folder is adopted)."""
         own = self.claim_dir(claim_id)
-        others = [self.nodes / node / "incoming" / claim_id for node in self._entries(self.nodes)]
+        others = [self.nodes / node / "incoming" / claim_id for node in _entries(self.nodes)]
         return [own, *[p for p in others if p != own], self.legacy_incoming / claim_id]
 
     def claim_root(self, claim_id: str, source: str) -> Path:
@@ -352,7 +364,7 @@ class WorkFolder:
     def staging_dirs(self, batch_id: str) -> list[Path]:
         """The batch's staging folders there are, newest epoch first."""
         root = self.batch_dir(batch_id) / STAGING
-        epochs = sorted((int(name) for name in self._entries(root) if name.isdigit()),
+        epochs = sorted((int(name) for name in _entries(root) if name.isdigit()),
                         reverse=True)
         return [root / str(epoch) for epoch in epochs]
 
@@ -368,19 +380,21 @@ class WorkFolder:
     def remove_batch(self, batch_id: str) -> bool:
         """Remove a finished batch's folder and manifest; False if files are left in it."""
         folder = self.batch_dir(batch_id)
-        try:
-            if [name for name in os.listdir(folder) if not name.startswith(".")]:
-                return False
-            self.remove_staging(batch_id)
-            self.manifests.discard(batch_id)
-            folder.rmdir()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            if exc.errno != errno.ENOTEMPTY:
-                raise
-            return False
-        return True
+        for _ in range(3):  # a late writer's note may land meanwhile: tidy again
+            try:
+                if [name for name in os.listdir(folder) if not name.startswith(".")]:
+                    return False
+                self.remove_staging(batch_id)
+                self.manifests.discard(batch_id)
+                folder.rmdir()
+            except FileNotFoundError:
+                return True
+            except OSError as exc:
+                if exc.errno != errno.ENOTEMPTY:
+                    raise
+                continue
+            return True
+        return False
 
     def owner(self) -> str | None:
         """The store id in the marker, or None if there is no marker."""
@@ -422,6 +436,13 @@ class WorkFolder:
                     f"{owner}, but this daemon's store (in state_dir) is {store_id}. "
                     f"{way_out}")
             self.hand_over(store_id)
+            if self._has_content():  # its node still runs: it claimed meanwhile
+                self.hand_over(owner)
+                raise ForeignWorkFolderError(
+                    f"the work folder {self.path} of folder {self.folder!r} took a claim of "
+                    f"store {owner} while this node took it over: that store's node still "
+                    "runs. Stop it once `folderseal status` shows nothing in flight, then "
+                    "start this node again.")
             handed_over, owner = owner, store_id
         if owner is None and self._has_content():
             raise ForeignWorkFolderError(
@@ -460,7 +481,7 @@ class WorkFolder:
     def other_nodes(self) -> list[str]:
         """The other nodes with a claims folder here."""
         own = self.incoming.parent.name
-        return sorted(n for n in self._entries(self.nodes) if n != own)
+        return sorted(n for n in _entries(self.nodes) if n != own)
 
     def take_claims_of(self, node: str) -> list[str]:
         """Move a dead node's claims into this node's folder; the ids moved."""
@@ -470,7 +491,7 @@ class WorkFolder:
         """Move every claim in ``theirs`` into this node's folder (renames on one
         filesystem; the store knows each claim by its id, whoever made it)."""
         moved = []
-        for claim_id in self._entries(theirs):
+        for claim_id in _entries(theirs):
             try:
                 os.rename(theirs / claim_id, self.incoming / claim_id)
             except FileNotFoundError:
@@ -513,19 +534,12 @@ class WorkFolder:
             return False
 
     def _has_content(self) -> bool:
-        return any(self._entries(self.legacy_incoming)) or any(self._entries(self.batches)) \
-            or any(self._entries(self.nodes / node / "incoming")
-                   for node in self._entries(self.nodes))
-
-    @staticmethod
-    def _entries(path: Path) -> list[str]:
-        try:
-            return os.listdir(path)
-        except FileNotFoundError:
-            return []
+        return any(_entries(self.legacy_incoming)) or any(_entries(self.batches)) \
+            or any(_entries(self.nodes / node / "incoming")
+                   for node in _entries(self.nodes))
 
     def batch_ids(self) -> list[str]:
-        return self._entries(self.batches)
+        return _entries(self.batches)
 
     def claim_ids(self) -> list[str]:
-        return self._entries(self.incoming)
+        return _entries(self.incoming)

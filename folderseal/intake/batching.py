@@ -141,13 +141,18 @@ def move_into_batch(work: WorkFolder, batch_id: str, provider: str,
         assert record.entry is not None
         if os.path.lexists(target / record.entry):
             continue  # moved before a restart
-        claim = work.claim_root(record.id, record.source)  # whichever node's folder
-        source = claim / record.source
-        try:
-            os.rename(source, target / record.entry)
-        except FileNotFoundError:
-            if not os.path.lexists(target / record.entry):
-                raise
+        for _ in range(2):  # look again: a node may be moving the claim between folders
+            claim = work.claim_root(record.id, record.source)  # whichever node's folder
+            source = claim / record.source
+            try:
+                os.rename(source, target / record.entry)
+                break
+            except FileNotFoundError:
+                if os.path.lexists(target / record.entry):
+                    break
+        else:
+            raise FileNotFoundError(errno.ENOENT, "the batched file is in no claims folder",
+                                    str(source))
         _remove_empty_dirs(claim, source.parent)
         claims_folders.add(claim.parent)
     files.fsync_dir(target)

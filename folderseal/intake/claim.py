@@ -142,7 +142,11 @@ class Claims:
                 folders.add(folder)
             folders.add((self.inbox / source).parent)
         for folder in sorted(folders, key=lambda p: -len(p.parts)):  # deepest first
-            files.fsync_dir(folder)
+            try:
+                files.fsync_dir(folder)
+            except FileNotFoundError:  # a claim another node took over meanwhile (it syncs)
+                if self.work.incoming not in folder.parents:
+                    raise
         if claimed:
             crashpoints.reached("claimed")
             self.register(claimed)

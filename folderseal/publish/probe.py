@@ -29,7 +29,7 @@ from pathlib import Path
 
 from folderseal.core import files
 from folderseal.core.config import FolderConfig
-from folderseal.core.errors import FileRejected, TransientError
+from folderseal.core.errors import FileRejected, StateConflict, TransientError
 from folderseal.core.logs import get as get_logger
 from folderseal.core.model import FileState
 from folderseal.publish import errorfiles, folders
@@ -132,6 +132,11 @@ class Probe:
                 self.log.error("file.unsinkable", file=record.id, reason=exc.message)
             except TransientError as exc:  # the errors folder is full or gone: next pass
                 self.log.warning("file.fail_postponed", file=record.id, reason=str(exc))
+            except StateConflict:  # another node took this node's claims over meanwhile
+                self.log.warning("claims.lost", file=record.id, reason="a node took this "
+                                 "node's claims over while it did not beat (paused or cut off "
+                                 "for longer than lease_seconds) and put this file into "
+                                 "errors itself; nothing to do here")
 
     # -- the threads ---------------------------------------------------------------
 

@@ -362,3 +362,22 @@ def test_the_manifest_is_written_once_and_notes_of_a_later_lease_win(tmp_path: P
     assert manifest.published == "key-old"
     (work.batch_dir("b1") / "0001_a.pdf").unlink()
     assert work.remove_batch("b1") and not work.batch_dir("b1").exists()
+
+
+def test_a_late_note_never_keeps_a_finished_batch_folder(tmp_path: Path) -> None:
+    """Removing a finished batch removes its manifest first, so a late writer (a holder
+    paused past its lease) adds no note after it; notes are numbered after the highest
+    one there, whatever gaps a crash left."""
+    work = WorkFolder(tmp_path / "work", "scans", "node-a")
+    work.adopt("store-1", set)
+    claim(work, "c1", "a.pdf", b"one")
+    move_into_batch(work, "b1", "seal", [record("c1", "a.pdf", size=3, entry="0001_a.pdf")])
+    work.manifests.note_remote_id("b1", "r1", epoch=1)
+    (work.batch_dir("b1") / ".note-000007.json").write_text('{"epoch": 1, "remote_id": "r7"}')
+    work.manifests.note_remote_id("b1", "r2", epoch=1)
+    assert (work.batch_dir("b1") / ".note-000008.json").exists()
+    assert work.manifests.remote_ids("b1") == ["r1", "r7", "r2"]
+    (work.batch_dir("b1") / "0001_a.pdf").unlink()
+    work.manifests.discard("b1")
+    work.manifests.note_remote_id("b1", "late", epoch=1)  # the manifest is gone: no note
+    assert work.remove_batch("b1") and not work.batch_dir("b1").exists()

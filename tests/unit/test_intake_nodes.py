@@ -135,3 +135,26 @@ def test_a_claim_recorded_by_the_adopting_node_first_is_left_to_it(nodes: Any) -
     b.claims.register([(claim_id, "late.txt", time.time(), None)])
     assert store_b.own_claims("scans") == [] and store_b.unfinished_claims("scans") == []
     assert [e.kind for e in store_a.events(file_id=claim_id)] == ["file.claimed"]
+
+
+def test_a_rejected_claim_another_node_put_into_errors_first_is_left_to_it(
+        nodes: Any) -> None:
+    """node-a lists its rejected claims for the errors folder; before it moves one, node-b
+    (which took node-a's claims over) has failed it. node-a's errors pass logs
+    claims.lost and goes on: no exception ends its errors thread (and the daemon)."""
+    layout, a, store_a = nodes("node-a")
+    unhashed = "0000000000cc-empty"
+    store_a.add_claim(id=unhashed, folder="scans", source="empty.txt", dev=1, ino=2, size=0,
+                      mtime_ns=4, sha256=None, seen_at=time.time())
+    store_a.reject_claim(unhashed, "empty", "the file is empty")
+
+    class TakenMeanwhile:
+        store = store_a
+
+        def fail(self, record: Any, _ctx: Any) -> None:
+            store_a.set_file_state(record.id, FileState.REJECTED, FileState.FAILED)  # node-b
+            store_a.set_file_state(record.id, FileState.REJECTED, FileState.FAILED)  # node-a
+
+    a.probe.sink_rejected(TakenMeanwhile())  # type: ignore[arg-type]
+    done = store_a.file(unhashed)
+    assert done is not None and done.state == FileState.FAILED

@@ -40,7 +40,8 @@ WHERE folder = :folder AND node = :node AND batch_id IS NULL
 -- name: own_claims
 -- The hashed claims of one node: what it may batch.
 SELECT * FROM files
-WHERE folder = :folder AND state = 'CLAIMED' AND node = :node AND sha256 IS NOT NULL
+WHERE folder = :folder AND node = :node AND state = 'CLAIMED' AND batch_id IS NULL
+  AND sha256 IS NOT NULL
 ORDER BY claimed_at, id;
 
 -- name: adopt_claims

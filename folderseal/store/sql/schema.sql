@@ -71,6 +71,9 @@ CREATE TABLE files (
 CREATE INDEX files_by_state_and_time ON files (folder, state, updated_at);
 CREATE INDEX files_by_batch ON files (batch_id);
 CREATE INDEX files_by_hash ON files (folder, sha256);
+-- The claims not yet in a batch, by node: what each node hashes, rejects and batches, and
+-- what a dead node leaves (the folder's whole history is not walked for them).
+CREATE INDEX files_unbatched ON files (folder, node, state) WHERE batch_id IS NULL;
 
 -- Every transition, claim, attempt and publish, in order.
 CREATE TABLE events (

@@ -83,11 +83,13 @@ CREATE TABLE files (
     claimed_at      DOUBLE PRECISION NOT NULL,
     updated_at      DOUBLE PRECISION NOT NULL,
     remote_document TEXT, -- the provider's latest answer for the file, JSON
-    node            TEXT  -- the node that claimed it (NULL: before migration 5)
+    node            TEXT COLLATE "C"  -- the node that claimed it (NULL: before migration 5)
 );
 CREATE INDEX files_by_state_and_time ON files (folder, state, updated_at);
 CREATE INDEX files_by_batch ON files (batch_id);
 CREATE INDEX files_by_hash ON files (folder, sha256);
+-- The claims not yet in a batch, by node (migration 5).
+CREATE INDEX files_unbatched ON files (folder, node, state) WHERE batch_id IS NULL;
 
 -- Every transition, claim, attempt and publish, in order.
 CREATE TABLE events (
