@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.torturekit.checks import read_json
-from tests.fleet.invariants import FleetVerdict, check_fleet, status_of, work_left
+from tests.fleet.invariants import FleetVerdict, check_fleet, files_in, status_of, work_left
 from tests.fleet.nodes import Fleet, Node
 from tests.helpers import settled, wait_until
 
@@ -67,10 +67,16 @@ def wait_drained(fleet: Fleet, timeout: float = DRAIN_SECONDS) -> None:
         raise AssertionError(f"{exc}; {state_of(fleet)}") from None
 
 
+def inbox_files(fleet: Fleet) -> list[str]:
+    """What waits in the inbox (its names), the work folder inside it left out."""
+    inbox = fleet.world.layout.inbox
+    return [str(p.relative_to(inbox)) for p in files_in(inbox)
+            if ".folderseal" not in p.relative_to(inbox).parts]
+
+
 def state_of(fleet: Fleet) -> str:
     """What is left where, and how each node is, for a failure's message."""
-    layout = fleet.world.layout
-    inbox = [str(p.relative_to(layout.inbox)) for p in layout.inbox.rglob("*") if p.is_file()]
+    inbox = inbox_files(fleet)
     nodes = {n.name: (n.run.code, len(n.runs)) for n in fleet.nodes.values() if n.runs}
     return (f"inbox {inbox[:10]}, work {work_left(fleet)[:10]}, nodes (exit, runs) {nodes}, "
             f"logs in {fleet.world.root / 'logs'}")

@@ -14,44 +14,43 @@ import pytest
 
 from bench.torturekit.world import Feeder
 from tests.fleet.cluster import Cluster
-from tests.fleet.fleetkit import LEASE, NODES, drop, finish, fleet_of, sealed_by
+from tests.fleet.fleetkit import LEASE, NODES, drop, finish, fleet_of, inbox_files, sealed_by
 from tests.fleet.nodes import Fleet
 
 pytestmark = pytest.mark.fleet
 
 # Every point a SEAL batch passes (tests/acceptance/test_crash.py and test_seal.py list
-# them for one node), from the claim to the clean-up.
+# them for one node), from the claim to the clean-up; and the local signer's own.
 CRASH_POINTS = [
     "claim-folder-made", "claimed", "state:BATCHED", "seal:created", "state:CREATED",
-    "seal:uploading", "seal:uploaded", "state:UPLOADED", "state:ACCEPTING", "attempt",
+    "seal:uploading", "seal:uploaded", "state:UPLOADED", "state:ACCEPTING",
     "fenced:accept", "seal:accepted", "state:ACCEPTED", "state:CLOSED", "seal:downloading",
     "state:DOWNLOADED", "output-linking", "output-published", "sidecar-published",
     "state:DELIVERED", "original-removed", "state:CLEANED",
 ]
+LOCAL_POINTS = ["attempt", "fenced:accept", "state:ACCEPTED", "output-linking"]
+MATRIX = [("seal", p) for p in CRASH_POINTS] + [("local", p) for p in LOCAL_POINTS]
 
 
 def _claimed_or_dead(fleet: Fleet, name: str, timeout: float = 30) -> None:
     """Wait until ``name`` has claimed every file in the inbox, or died."""
-    inbox = fleet.world.layout.inbox
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if fleet.node(name).run.code is not None:
-            return
-        if not [p for p in inbox.rglob("*") if p.is_file()]:
+        if fleet.node(name).run.code is not None or not inbox_files(fleet):
             return
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("point", [
-    pytest.param(p, marks=pytest.mark.fleet_sample) if p == "state:ACCEPTING" else p
-    for p in CRASH_POINTS])
+@pytest.mark.parametrize(("provider", "point"), [
+    pytest.param(*case, marks=pytest.mark.fleet_sample)
+    if case == ("seal", "state:ACCEPTING") else case for case in MATRIX])
 def test_a_node_killed_at_a_crash_point_the_others_carry_on(
-        tmp_path: Path, pg_cluster: Cluster, point: str) -> None:
+        tmp_path: Path, pg_cluster: Cluster, provider: str, point: str) -> None:
     """node-a alone claims six files (so it alone batches them), then node-b and
     node-c start; node-a dies at ``point`` (SIGKILL); six more files come. Every other
     point node-a is restarted once its lease ran out, else the others take everything."""
-    restart = CRASH_POINTS.index(point) % 2 == 0
-    with fleet_of(tmp_path / "world", pg_cluster.url()) as fleet:
+    restart = MATRIX.index((provider, point)) % 2 == 0
+    with fleet_of(tmp_path / "world", pg_cluster.url(), provider=provider) as fleet:
         a = fleet.node("node-a").start(env={"FOLDERSEAL_CRASH_AT": point})
         drop(fleet, 6)
         _claimed_or_dead(fleet, "node-a")
