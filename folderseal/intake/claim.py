@@ -142,7 +142,13 @@ class Claims:
                 folders.add(folder)
             folders.add((self.inbox / source).parent)
         for folder in sorted(folders, key=lambda p: -len(p.parts)):  # deepest first
-            files.fsync_dir(folder)
+            try:
+                files.fsync_dir(folder)
+            except FileNotFoundError:
+                # A claim folder another node took over while this one was frozen: its
+                # file is that node's now, and register() logs claims.lost for it.
+                if not folder.is_relative_to(self.work.incoming) or folder == self.work.incoming:
+                    raise
         if claimed:
             crashpoints.reached("claimed")
             self.register(claimed)
