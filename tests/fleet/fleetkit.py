@@ -28,10 +28,10 @@ DRAIN_SECONDS = 120
 
 
 @contextmanager
-def fleet_of(root: Path, store_url: str, provider: str = "seal",
+def fleet_of(root: Path, store_url: str, provider: str = "seal", lease: float = LEASE,
              **world: Any) -> Iterator[Fleet]:
-    """A fleet (its world on ``store_url``'s server, lease ``LEASE``), no node started."""
-    with Fleet.make(root, store_url=store_url, provider=provider, lease_seconds=LEASE,
+    """A fleet (its world on ``store_url``'s server, ``lease`` s leases), no node started."""
+    with Fleet.make(root, store_url=store_url, provider=provider, lease_seconds=lease,
                     **world) as fleet:
         yield fleet
 
@@ -45,6 +45,13 @@ def three_nodes(root: Path, store_url: str, provider: str = "seal",
         for name in NODES:
             fleet.node(name).start(env=(env or {}).get(name))
         yield fleet
+
+
+def configure(node: Node, old: str, new: str) -> None:
+    """Change one line of ``node``'s config (it must be there exactly once)."""
+    text = node.config.read_text()
+    assert text.count(old) == 1, f"{old!r} in {node.config}"
+    node.config.write_text(text.replace(old, new))
 
 
 def drop(fleet: Fleet, count: int, seed: int = 12) -> None:
