@@ -15,8 +15,8 @@ from tests.fleet.fleetkit import drop, finish, sealed_by, three_nodes
 pytestmark = pytest.mark.fleet
 
 
-@pytest.mark.fleet_sample
-@pytest.mark.parametrize("provider", ["seal", "local"])
+@pytest.mark.parametrize("provider", [pytest.param("seal", marks=pytest.mark.fleet_sample),
+                                      "local"])
 def test_files_flow_through_three_nodes(tmp_path: Path, pg_cluster: Cluster,
                                         provider: str) -> None:
     with three_nodes(tmp_path / "world", pg_cluster.url(), provider=provider) as fleet:
