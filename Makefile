@@ -1,6 +1,8 @@
 # folderseal: the two commands of the quick start, and the checks behind them.
 #   make run    the daemon on ./demo with the embedded local signer
-#   make test   the whole suite (unit, integration, acceptance), plus ruff and mypy
+#   make test   the whole suite (unit, integration, acceptance) with a sample of the
+#               fleet scenarios, plus ruff and mypy
+#   make fleet-test   the whole fleet matrix (tests/fleet: three nodes, one database)
 #   make systemd-test   the README's service install, proven in a booted Debian (root)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -19,7 +21,7 @@ TEST_TOOLS := pdfsig:poppler-utils openssl:openssl setpriv:util-linux bindfs:bin
 	strace:strace systemd-analyze:systemd chromium:chromium chromedriver:chromium-driver \
 	faketime:faketime nft:nftables $(NSPAWN_TOOLS)
 
-.PHONY: run test lint bench torture systemd-test system-deps clean
+.PHONY: run test fleet-test lint bench torture systemd-test system-deps clean
 
 $(VENV)/.installed-run: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "folderseal needs Python 3.11 or newer" >&2; exit 1; }
@@ -52,8 +54,15 @@ lint: $(VENV)/.installed-test
 
 # Two test processes: most tests wait on a daemon subprocess, so two at a time keep both
 # cores busy (about 9 minutes instead of 17 on 2 cores).
+# The fleet matrix (marker `fleet`) takes minutes: `make test` runs its sample alone.
 test: $(VENV)/.installed-test system-deps lint
-	$(PY) -m pytest -q -n 2 --dist worksteal
+	$(PY) -m pytest -q -n 2 --dist worksteal -m "not fleet or fleet_sample"
+
+# Every fleet scenario (three `folderseal run` nodes on a PostgreSQL cluster of each
+# test's own): kills at each crash point, pauses past the lease, the database restarted,
+# stopped and cut off, clocks off by 300 s.
+fleet-test: $(VENV)/.installed-test system-deps
+	$(PY) -m pytest -q -n 2 --dist worksteal -m fleet tests/fleet
 
 bench: $(VENV)/.installed-test system-deps
 	$(PY) bench/throughput.py

@@ -5,7 +5,8 @@ paused, cut off from the store, or a step that overran). So before each call tha
 act at the provider, the step's store connection confirms the lease: by this process's
 own deadline on boottime when more than half of it is left, else by renewing it in the
 store; a lease taken over raises :class:`~folderseal.core.errors.LeaseLost` and the call
-is never made.
+is never made. It is confirmed twice, the second time right before the call, so that a
+process frozen after the first check (SIGSTOP, a VM paused) past its lease finds out.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class FencedProvider:
         def fenced(*args: Any, **kwargs: Any) -> Any:
             self._confirm()
             crashpoints.reached(f"fenced:{name}")  # the lease checked, the call not made
+            # Again, right before the call: the first check may have waited on the store,
+            # and a pause there (or here) may outlast the lease. Unless it did, this is
+            # the local deadline alone, so the window left is this call's few steps.
+            self._confirm()
             return found(*args, **kwargs)
 
         return fenced

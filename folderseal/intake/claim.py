@@ -144,8 +144,10 @@ class Claims:
         for folder in sorted(folders, key=lambda p: -len(p.parts)):  # deepest first
             try:
                 files.fsync_dir(folder)
-            except FileNotFoundError:  # a claim another node took over meanwhile (it syncs)
-                if self.work.incoming not in folder.parents:
+            except FileNotFoundError:
+                # A claim folder another node took over while this one was frozen: its
+                # file is that node's now, and register() logs claims.lost for it.
+                if not folder.is_relative_to(self.work.incoming) or folder == self.work.incoming:
                     raise
         if claimed:
             crashpoints.reached("claimed")

@@ -20,8 +20,10 @@ what a fleet must also keep:
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -129,12 +131,16 @@ def _epochs_only_grow(store_url: str) -> list[str]:
     return problems
 
 
+def files_in(folder: Path) -> list[Path]:
+    """Every file under ``folder``, while live nodes remove folders in it (a folder gone
+    mid-walk is skipped, where ``Path.rglob`` would raise)."""
+    return sorted(Path(top) / name for top, _, names in os.walk(folder) for name in names)
+
+
 def work_left(fleet: Fleet) -> list[str]:
     work = fleet.world.layout.work
-    if not work.is_dir():
-        return []
-    return [str(p.relative_to(work)) for p in sorted(work.rglob("*"))
-            if not p.is_dir() and p.name not in WORK_BOOKKEEPING]
+    return [str(p.relative_to(work)) for p in files_in(work)
+            if p.name not in WORK_BOOKKEEPING]
 
 
 def status_of(fleet: Fleet, node: str | None = None) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The node launcher and the fleet invariants, proven with ONE node on a cluster of the
-test's own (a second live node is refused today): files flow through the SEAL emulator
-and through the local signer, every invariant holds, and the checker does see a broken
-one."""
+test's own (the three-node scenarios are in test_fleet_*.py): files flow through the
+SEAL emulator and through the local signer, every invariant holds, and the checker does
+see a broken one."""
 
 from __future__ import annotations
 

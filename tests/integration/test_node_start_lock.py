@@ -1,6 +1,6 @@
 """Nodes starting at once on one PostgreSQL store, and `folderseal recover` beside them:
-a node's check for live nodes and its register are one step under the store's start
-lock, so of two nodes racing to start exactly one registers; recover holds the store for
+a node's register runs under the store's start lock, so of two daemons of one name
+racing to start exactly one registers (nodes of other names both do); recover holds the store for
 its whole run, refusing (exit 78) while a node is alive or another recover holds it, and
 a node refuses to start meanwhile. On a real PostgreSQL, each test in a schema of its
 own; each node a state folder and a connection of its own."""
@@ -25,7 +25,7 @@ from folderseal.store.postgres import migrate
 
 CONFIG = """
 state_dir = "{name}/state"
-node = "{name}"
+node = "{node}"
 [store]
 url = "{url}"
 [providers.remote]
@@ -41,13 +41,14 @@ provider = "remote"
 
 
 @pytest.fixture
-def fleet(postgres_url: str, tmp_path: Path) -> Iterator[Callable[[str], Settings]]:
+def fleet(postgres_url: str, tmp_path: Path) -> Iterator[Callable[..., Settings]]:
     """Settings of a node of that name on the test's own migrated store."""
     migrate(postgres_url)
 
-    def settings(name: str) -> Settings:
+    def settings(name: str, node_name: str | None = None) -> Settings:
+        """``name``'s state folder; its node name ``node_name`` (``name`` if None)."""
         path = tmp_path / f"{name}.toml"
-        path.write_text(CONFIG.format(name=name, url=postgres_url))
+        path.write_text(CONFIG.format(name=name, node=node_name or name, url=postgres_url))
         loaded = load(path)
         loaded.state_dir.mkdir(parents=True, exist_ok=True)
         return loaded
@@ -65,45 +66,63 @@ def stores() -> Iterator[Callable[[Settings], Store]]:
         yield opened
 
 
-def test_of_two_nodes_starting_at_once_exactly_one_registers(
-        fleet: Callable[[str], Settings], stores: Callable[[Settings], Store]) -> None:
-    """Each node's register is slowed down after its check, so without the lock both
-    would pass the check; with it the second waits, sees the first alive and refuses."""
+def _race(fleet: Callable[..., Settings], stores: Callable[[Settings], Store],
+          starting: dict[str, str]) -> dict[str, str]:
+    """Start a daemon per state folder (``starting``: folder → node name) at once, each
+    register slowed down so that, without the start lock, both would pass the check of
+    the name; how each ended ("registered" or its ConfigError's text)."""
     outcomes: dict[str, str] = {}
-    start = threading.Barrier(2)
+    start = threading.Barrier(len(starting))
 
-    def start_node(name: str) -> None:
-        settings = fleet(name)
+    def start_node(folder: str) -> None:
+        settings = fleet(folder, starting[folder])
         store = stores(settings)
         register = store.register_node
 
         def slow_register(*args: object, **kwargs: object) -> bool:
-            time.sleep(0.5)  # a window between check and register
+            time.sleep(0.5)  # a window between the lock and the register
             return register(*args, **kwargs)  # type: ignore[arg-type]
         store.register_node = slow_register  # type: ignore[method-assign]
         start.wait()
         try:
             node.register(store, settings, time.time())
-            outcomes[name] = "registered"
+            outcomes[folder] = "registered"
         except ConfigError as exc:
-            outcomes[name] = str(exc)
+            outcomes[folder] = str(exc)
 
-    threads = [threading.Thread(target=start_node, args=(n,)) for n in ("scan-1", "scan-2")]
+    threads = [threading.Thread(target=start_node, args=(f,)) for f in starting]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert sorted(outcomes) == ["scan-1", "scan-2"]
+    return outcomes
+
+
+def test_of_two_daemons_of_one_name_starting_at_once_exactly_one_registers(
+        fleet: Callable[..., Settings], stores: Callable[[Settings], Store]) -> None:
+    outcomes = _race(fleet, stores, {"host-1": "scan", "host-2": "scan"})
+    assert sorted(outcomes) == ["host-1", "host-2"]
     winners = [n for n, outcome in outcomes.items() if outcome == "registered"]
     assert len(winners) == 1, outcomes
     loser, = set(outcomes) - set(winners)
-    assert f"node(s) {winners[0]} run on this store" in outcomes[loser]
+    assert "another folderseal runs as node 'scan' on this store" in outcomes[loser]
     reader = stores(fleet("reader"))
-    assert [row["node"] for row in reader.nodes()] == winners
+    assert [row["node"] for row in reader.nodes()] == ["scan"]
+
+
+def test_nodes_of_other_names_start_beside_each_other(
+        fleet: Callable[..., Settings], stores: Callable[[Settings], Store]) -> None:
+    """A fleet: a live node does not keep another name from starting."""
+    outcomes = _race(fleet, stores, {"scan-1": "scan-1", "scan-2": "scan-2"})
+    assert outcomes == {"scan-1": "registered", "scan-2": "registered"}
+    third = fleet("scan-3")
+    node.register(stores(third), third, time.time())
+    reader = stores(fleet("reader"))
+    assert sorted(row["node"] for row in reader.nodes()) == ["scan-1", "scan-2", "scan-3"]
 
 
 def test_recover_refuses_while_a_node_is_alive(
-        fleet: Callable[[str], Settings], stores: Callable[[Settings], Store]) -> None:
+        fleet: Callable[..., Settings], stores: Callable[[Settings], Store]) -> None:
     first = fleet("scan-1")
     node.register(stores(first), first, time.time())
     with pytest.raises(ConfigError, match=r"node\(s\) scan-1 run on this store") as refused:
@@ -113,7 +132,7 @@ def test_recover_refuses_while_a_node_is_alive(
 
 
 def test_recover_refuses_while_another_recover_holds_the_store(
-        fleet: Callable[[str], Settings], stores: Callable[[Settings], Store]) -> None:
+        fleet: Callable[..., Settings], stores: Callable[[Settings], Store]) -> None:
     """Another recover (its lock taken on a connection of its own) keeps the store: a
     second recover refuses at once, saying what to do; once the first let go, it runs."""
     other = stores(fleet("scan-1"))
@@ -128,7 +147,7 @@ def test_recover_refuses_while_another_recover_holds_the_store(
 
 
 def test_a_node_refuses_to_start_while_recover_holds_the_store(
-        fleet: Callable[[str], Settings], stores: Callable[[Settings], Store]) -> None:
+        fleet: Callable[..., Settings], stores: Callable[[Settings], Store]) -> None:
     """While recover runs, a node starting refuses at once (it does not wait for it) and
     registers nothing; once recover ended (its connection closed), it starts."""
     recovering = open_store(fleet("scan-1"))
@@ -153,7 +172,7 @@ def test_a_node_refuses_to_start_while_recover_holds_the_store(
 
 
 def test_recover_holds_the_store_for_its_whole_run(
-        fleet: Callable[[str], Settings], stores: Callable[[Settings], Store],
+        fleet: Callable[..., Settings], stores: Callable[[Settings], Store],
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A node starting while recover settles the folders is refused."""
     from folderseal.service import recover as recovering

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from folderseal.core import config
 from folderseal.core.model import FileState
@@ -158,3 +159,30 @@ def test_a_rejected_claim_another_node_put_into_errors_first_is_left_to_it(
     a.probe.sink_rejected(TakenMeanwhile())  # type: ignore[arg-type]
     done = store_a.file(unhashed)
     assert done is not None and done.state == FileState.FAILED
+
+
+def test_a_claim_folder_taken_over_mid_scan_is_lost_not_an_outage(nodes: Any) -> None:
+    """node-b renamed one file into its claims folder and froze before the next one (past
+    ALIVE); node-a took the folder over. node-b, back, claims the next file, logs
+    claims.lost for the first and does not take the folder it could not sync for an
+    outage of the inbox."""
+    layout, a, store_a = nodes("node-a")
+    _, b, store_b = nodes("node-b")
+    for name in ("first.txt", "second.txt"):
+        (layout.inbox / name).write_text(f"the page {name}\n")
+    rename_in = b.claims.rename_in
+
+    def frozen_before_the_second(source: str) -> str | None:
+        if source == "second.txt":  # node-b "paused": node-a adopts its claims folder
+            time.sleep(ALIVE + 0.1)
+            store_a.heartbeat(1, 0.0, {})
+            a.scan(time.time())
+            a.step(time.time(), [])
+        return rename_in(source)
+    b.claims.rename_in = frozen_before_the_second  # type: ignore[method-assign]
+    with structlog.testing.capture_logs() as logs:
+        ids = b.claims.claim_all([("first.txt", None), ("second.txt", None)])
+    assert None not in ids
+    assert [e["file"] for e in logs if e["event"] == "claims.lost"] == [ids[0]]
+    assert [r.source_text for r in store_a.own_claims("scans")] == ["first.txt"]
+    assert [r.source_text for r in store_b.own_claims("scans")] == ["second.txt"]
