@@ -51,8 +51,9 @@ SELECT pg_advisory_xact_lock(hashtextextended('folderseal start ' || coalesce(cu
 -- name: hold_off_recover
 -- True unless `folderseal recover` holds the store (recover_lock): tried, never waited
 -- for. Free, it stays taken by this transaction until commit, so a recover starting
--- meanwhile refuses instead of missing this node's register.
-SELECT pg_try_advisory_xact_lock(hashtextextended('folderseal recover ' || coalesce(current_schema(), ''), 0));
+-- meanwhile refuses instead of missing this node's register. Shared: nodes starting at
+-- once do not keep each other out, only recover's exclusive lock does.
+SELECT pg_try_advisory_xact_lock_shared(hashtextextended('folderseal recover ' || coalesce(current_schema(), ''), 0));
 
 -- name: recover_lock
 -- The store for one `folderseal recover` alone, for its whole run (this session's, until
