@@ -5,10 +5,10 @@ with the same name on the same store is refused (exit 78) while the first still 
 A node counts as alive while its last heartbeat, on the store's clock, is younger than
 ``[store] lease_seconds`` — the time after which its batches could be taken over.
 
-Several live nodes on one store (fleet mode) need what this version does not have yet
-(docs/fleet.md), so a node refuses to start beside another live one instead of risking
-a file. A node that does not run leaves its claims to the next node that attaches the
-folder (:func:`alive`).
+Several live nodes share one store (fleet mode): a node starts beside the others, each
+under its own name. Only `folderseal recover` refuses while another node is alive
+(:func:`refuse_beside_live_nodes`). A node that does not run leaves its claims to the
+next node that attaches the folder (:func:`alive`).
 
 Each heartbeat's notes carry the node's own wall clock at the beat (``CLOCK_NOTE``),
 while the store stamps ``heartbeat_at`` with its own clock in the same call: their
@@ -63,18 +63,15 @@ def alive_seconds(settings: Settings) -> float:
 
 def register(store: Store, settings: Settings, started_at: float) -> int:
     """Take this node's name on the store, at start, and void the leases it held before;
-    how many. ConfigError (exit 78) when another daemon uses the name, when another
-    node is alive on the store, or while `folderseal recover` runs on it.
+    how many. ConfigError (exit 78) when another live daemon uses the name, or while
+    `folderseal recover` runs on the store. Other nodes alive beside it are the fleet.
 
-    The check and the register are one step under the store's start lock: of two nodes
-    starting at once, the second waits, then sees the first alive."""
+    The register runs under the store's start lock: of two daemons of one name starting
+    at once, the second waits, then sees the first alive under that name."""
     with store.transaction():
         if not store.lock_node_starts():
             raise ConfigError("`folderseal recover` runs on this store: let it finish "
                               "(its output says when), then start this node again")
-        refuse_beside_live_nodes(store, settings, "then start this one (this version runs "
-                                 "one node per store: several nodes on one share need fleet "
-                                 "mode, not available yet)")
         restarted = store.register_node(statelock.instance_id(settings.state_dir),
                                         os.getpid(), started_at,
                                         alive_seconds=alive_seconds(settings))

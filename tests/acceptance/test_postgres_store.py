@@ -114,41 +114,33 @@ def test_a_second_daemon_with_the_same_node_name_is_refused(
     assert daemon.stop() == 0
 
 
-def test_until_fleet_mode_a_second_live_node_is_refused(
+def test_a_second_node_starts_beside_the_first_and_recover_refuses_while_they_run(
         tmp_path: Path, postgres_url: str) -> None:
-    """Another node alive on the store: this version runs one node per store, so the
-    second exits 78 saying which node runs and what to do; once the first stopped and its
-    heartbeat aged past lease_seconds, the second starts."""
-    _, second, daemon, refused = _second_beside_first(tmp_path, postgres_url, "scan-2")
-    assert "node(s) scan-1 run on this store" in refused.stderr
-    recover = folderseal("recover", "-c", str(second.config), timeout=60)
+    """Fleet mode: a node of another name starts beside a live one on the same store;
+    `folderseal recover` refuses (exit 78) while either runs, naming them."""
+    first = _layout(tmp_path / "one", postgres_url, node="scan-1")
+    second = _layout(tmp_path / "two", postgres_url, node="scan-2")
+    one = Daemon(first).started()
+    two = Daemon(second).started()
+    third = _layout(tmp_path / "three", postgres_url, node="scan-3")  # an idle state folder
+    recover = folderseal("recover", "-c", str(third.config), timeout=60)
     assert recover.returncode == CONFIG_ERROR, recover.stdout + recover.stderr
+    assert "node(s) scan-1, scan-2 run on this store" in recover.stderr
     assert "before `folderseal recover`" in recover.stderr
-    assert daemon.stop() == 0
-    wait_until(lambda: _starts(second), timeout=30, what="scan-2 starting once scan-1 is silent")
+    assert one.stop() == 0
+    assert two.stop() == 0
 
 
 def _second_beside_first(root: Path, url: str, second_node: str
                          ) -> tuple[Layout, Layout, Daemon, subprocess.CompletedProcess[str]]:
-    """Node scan-1 running on the store, and `run` of a second node (named
-    ``second_node``) beside it, which must exit 78."""
+    """Node scan-1 running on the store, and `run` of a second daemon (named
+    ``second_node``, another state folder) beside it, which must exit 78."""
     first = _layout(root / "one", url, node="scan-1")
     second = _layout(root / "two", url, node=second_node)
     daemon = Daemon(first).started()
     refused = folderseal("run", "-c", str(second.config), timeout=60)
     assert refused.returncode == CONFIG_ERROR, refused.stdout + refused.stderr
     return first, second, daemon, refused
-
-
-def _starts(layout: Layout) -> bool:
-    daemon = Daemon(layout)
-    try:
-        daemon.wait_for_event("daemon.started", timeout=30)
-    except AssertionError:
-        return False
-    finally:
-        daemon.stop()
-    return True
 
 
 def test_status_shows_each_node_with_its_clock_offset_and_alarms_over_two_seconds(

@@ -1,5 +1,5 @@
 """The node launcher and the fleet invariants, proven with ONE node on a cluster of the
-test's own (a second live node is refused today): files flow through the SEAL emulator
+test's own: files flow through the SEAL emulator
 and through the local signer, every invariant holds, and the checker does see a broken
 one."""
 

@@ -1,9 +1,10 @@
 """Nodes starting at once on one PostgreSQL store, and `folderseal recover` beside them:
-a node's check for live nodes and its register are one step under the store's start
-lock, so of two nodes racing to start exactly one registers; recover holds the store for
-its whole run, refusing (exit 78) while a node is alive or another recover holds it, and
-a node refuses to start meanwhile. On a real PostgreSQL, each test in a schema of its
-own; each node a state folder and a connection of its own."""
+a node's register runs under the store's start lock, so of two daemons of one name
+racing to start exactly one registers (nodes of other names start beside each other:
+the fleet); recover holds the store for its whole run, refusing (exit 78) while a node
+is alive or another recover holds it, and a node refuses to start meanwhile. On a real
+PostgreSQL, each test in a schema of its own; each node a state folder and a
+connection of its own."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from folderseal.store.postgres import migrate
 
 CONFIG = """
 state_dir = "{name}/state"
-node = "{name}"
+node = "{node}"
 [store]
 url = "{url}"
 [providers.remote]
@@ -41,13 +42,14 @@ provider = "remote"
 
 
 @pytest.fixture
-def fleet(postgres_url: str, tmp_path: Path) -> Iterator[Callable[[str], Settings]]:
-    """Settings of a node of that name on the test's own migrated store."""
+def fleet(postgres_url: str, tmp_path: Path) -> Iterator[Callable[..., Settings]]:
+    """Settings of a node in folder ``name`` (its node name too, unless ``node_name``)
+    on the test's own migrated store."""
     migrate(postgres_url)
 
-    def settings(name: str) -> Settings:
+    def settings(name: str, node_name: str = "") -> Settings:
         path = tmp_path / f"{name}.toml"
-        path.write_text(CONFIG.format(name=name, url=postgres_url))
+        path.write_text(CONFIG.format(name=name, node=node_name or name, url=postgres_url))
         loaded = load(path)
         loaded.state_dir.mkdir(parents=True, exist_ok=True)
         return loaded
@@ -65,15 +67,15 @@ def stores() -> Iterator[Callable[[Settings], Store]]:
         yield opened
 
 
-def test_of_two_nodes_starting_at_once_exactly_one_registers(
-        fleet: Callable[[str], Settings], stores: Callable[[Settings], Store]) -> None:
-    """Each node's register is slowed down after its check, so without the lock both
-    would pass the check; with it the second waits, sees the first alive and refuses."""
+def _race(fleet: Callable[..., Settings], stores: Callable[[Settings], Store],
+          names: dict[str, str]) -> dict[str, str]:
+    """Start a node for each key of ``names`` (its folder) under the node name of its
+    value, all at once, each register slowed down after its check; how each ended."""
     outcomes: dict[str, str] = {}
-    start = threading.Barrier(2)
+    start = threading.Barrier(len(names))
 
-    def start_node(name: str) -> None:
-        settings = fleet(name)
+    def start_node(folder: str) -> None:
+        settings = fleet(folder, names[folder])
         store = stores(settings)
         register = store.register_node
 
@@ -84,22 +86,39 @@ def test_of_two_nodes_starting_at_once_exactly_one_registers(
         start.wait()
         try:
             node.register(store, settings, time.time())
-            outcomes[name] = "registered"
+            outcomes[folder] = "registered"
         except ConfigError as exc:
-            outcomes[name] = str(exc)
+            outcomes[folder] = str(exc)
 
-    threads = [threading.Thread(target=start_node, args=(n,)) for n in ("scan-1", "scan-2")]
+    threads = [threading.Thread(target=start_node, args=(f,)) for f in names]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert sorted(outcomes) == ["scan-1", "scan-2"]
-    winners = [n for n, outcome in outcomes.items() if outcome == "registered"]
+    return outcomes
+
+
+def test_nodes_of_other_names_start_beside_each_other(
+        fleet: Callable[[str], Settings], stores: Callable[[Settings], Store]) -> None:
+    """Fleet mode: two nodes of their own names starting at once both register."""
+    outcomes = _race(fleet, stores, {"scan-1": "scan-1", "scan-2": "scan-2"})
+    assert outcomes == {"scan-1": "registered", "scan-2": "registered"}
+    reader = stores(fleet("reader"))
+    assert sorted(row["node"] for row in reader.nodes()) == ["scan-1", "scan-2"]
+
+
+def test_of_two_daemons_of_one_name_starting_at_once_exactly_one_registers(
+        fleet: Callable[..., Settings], stores: Callable[[Settings], Store]) -> None:
+    """Two state folders under one node name, started at once: without the start lock
+    both could pass the check; with it the second waits, sees the name taken by a live
+    instance and refuses (exit 78)."""
+    outcomes = _race(fleet, stores, {"one": "scan-1", "two": "scan-1"})
+    winners = [f for f, outcome in outcomes.items() if outcome == "registered"]
     assert len(winners) == 1, outcomes
     loser, = set(outcomes) - set(winners)
-    assert f"node(s) {winners[0]} run on this store" in outcomes[loser]
+    assert "another folderseal runs as node 'scan-1'" in outcomes[loser]
     reader = stores(fleet("reader"))
-    assert [row["node"] for row in reader.nodes()] == winners
+    assert [row["node"] for row in reader.nodes()] == ["scan-1"]
 
 
 def test_recover_refuses_while_a_node_is_alive(
