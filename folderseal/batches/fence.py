@@ -5,7 +5,8 @@ paused, cut off from the store, or a step that overran). So before each call tha
 act at the provider, the step's store connection confirms the lease: by this process's
 own deadline on boottime when more than half of it is left, else by renewing it in the
 store; a lease taken over raises :class:`~folderseal.core.errors.LeaseLost` and the call
-is never made.
+is never made. The check runs again right before the call (after the ``fenced:<call>``
+point), so a process frozen between the two finds its lease gone.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class FencedProvider:
         def fenced(*args: Any, **kwargs: Any) -> Any:
             self._confirm()
             crashpoints.reached(f"fenced:{name}")  # the lease checked, the call not made
+            # A pause here (SIGSTOP, a frozen VM) may outlast the lease while another
+            # node takes the batch over and makes this very call: checked once more just
+            # before it, by the local deadline on boottime (no store trip while fresh).
+            self._confirm()
             return found(*args, **kwargs)
 
         return fenced
