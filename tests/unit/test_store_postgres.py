@@ -208,11 +208,10 @@ def test_a_session_ended_idle_in_a_transaction_is_transient_and_reopened(
     connection (the caller retries, never crashes), and the next call connects again."""
     store = PostgresStore.open(url, "node-a", tmp_path, auto_migrate=True, lease_seconds=2)
     try:
-        with pytest.raises(StateUnavailable, match="cannot be reached"):
-            with store.transaction():
-                store.clock()
-                time.sleep(1.6)  # idle in the transaction past 1 s: the server ends it
-                store.clock()
+        with pytest.raises(StateUnavailable, match="cannot be reached"), store.transaction():
+            store.clock()
+            time.sleep(1.6)  # idle in the transaction past 1 s: the server ends it
+            store.clock()
         assert store.clock() > 0
     finally:
         store.close()
