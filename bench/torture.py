@@ -1,5 +1,6 @@
 """folderseal's reliability campaign: crashes, provider chaos, share outages, full disks,
-hostile input and lost state, each checked against docs/design.md's promises.
+hostile input and lost state, each checked against docs/design.md's promises; and a
+fleet of three nodes on one PostgreSQL killed, paused and cut from a restarting database.
 
     .venv/bin/python bench/torture.py --cycles 200          # the full campaign
     .venv/bin/python bench/torture.py --cycles 3 --only crash-local,chaos
@@ -29,15 +30,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.torturekit.durability import durability  # noqa: E402
+from bench.torturekit.fleet import fleet_scenario  # noqa: E402
 from bench.torturekit.hostile import hostile  # noqa: E402
 from bench.torturekit.scenarios import SCENARIOS, Row  # noqa: E402
 
-ALL = {**SCENARIOS, "hostile": hostile, "durability": durability}
+ALL = {**SCENARIOS, "hostile": hostile, "durability": durability,
+       "fleet-seal-postgres": lambda root, n, rng: fleet_scenario(root, n, rng, "seal")}
 SLOW = {"outage", "full-disk", "hostile", "durability"}  # a tenth of the cycles
+FLEET = {"fleet-seal-postgres"}  # a quarter: each cycle is a trouble of seconds
 NEEDS_ROOT = {"outage", "full-disk"}            # mounts
 
 
 def cycles_for(name: str, cycles: int) -> int:
+    if name in FLEET:
+        return max(2, cycles // 4)
     return max(2, cycles // 10) if name in SLOW else cycles
 
 

@@ -137,8 +137,9 @@ def check(world: World, status: dict[str, Any] | None, ignored: set[str] = froze
     for path in _files(layout.inbox):
         relative = path.relative_to(layout.inbox)
         if relative.parts[0] == ".folderseal":
-            if relative.parts[1:2] == ("work",) and not path.name.startswith(".") and \
-                    path.name != "store-id":
+            # Hidden names there are bookkeeping: manifests and notes, staging, temp files.
+            if relative.parts[1:2] == ("work",) and path.name != "store-id" and \
+                    not any(part.startswith(".") for part in relative.parts[2:]):
                 in_work += 1
                 place(_hash(path), "work")
         elif str(relative) not in ignored and not path.name.startswith("."):

@@ -115,8 +115,8 @@ def _settled(inbox: Path, ignored: set[str]) -> bool:
             continue
         relative = path.relative_to(inbox)
         if relative.parts[0] == ".folderseal":
-            if relative.parts[1:2] == ("work",) and not path.name.startswith(".") and \
-                    path.name != "store-id":
+            if relative.parts[1:2] == ("work",) and path.name != "store-id" and \
+                    not any(part.startswith(".") for part in relative.parts[2:]):
                 return False
         elif str(relative) not in ignored and not path.name.startswith("."):
             return False

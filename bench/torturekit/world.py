@@ -88,10 +88,11 @@ class World:
              folder: dict[str, Any] | None = None, seal: dict[str, Any] | None = None,
              user: str | None = None, lag: float = 0.0, store: str = "sqlite",
              store_url: str | None = None, store_keys: dict[str, Any] | None = None,
-             ) -> World:
+             latency: float = 0.0) -> World:
         """A world with its emulator started. ``store="postgres"`` puts the store in a
         schema of its own on ``store_url``'s server (the test server when None), dropped
-        at close; ``store_keys`` are more ``[store]`` keys (``lease_seconds``, say)."""
+        at close; ``store_keys`` are more ``[store]`` keys (``lease_seconds``, say);
+        ``latency`` the seconds each call to the SEAL emulator waits (a distant server)."""
         root.mkdir(parents=True, exist_ok=True)
         (root / "elsewhere").mkdir()
         emulator = None
@@ -100,7 +101,8 @@ class World:
             (root / "logs").mkdir()
             log_to((root / "logs" / "emulator.log").open("a"))
             emulator = start_seal(api_key=API_KEY, data_dir=root / "emulator", seed=seed,
-                                  faults=faults, step_delay=0.02, slow_seconds=0.5, lag=lag)
+                                  faults=faults, step_delay=0.02, slow_seconds=0.5, lag=lag,
+                                  latency=latency)
             (root / "signius.key").write_text(API_KEY + "\n")
             provider_cfg = {"kind": "seal", "base_url": emulator.url,
                             "api_key_file": "signius.key", **SEAL, **(seal or {})}

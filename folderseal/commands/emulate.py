@@ -27,6 +27,9 @@ def add_parser(commands: Subparsers) -> None:
     seal.add_argument("--lag", type=float, default=0.0,
                       help="seconds before an upload or accept shows in BatchStatus (a server "
                            "that processes them asynchronously)")
+    seal.add_argument("--latency", type=float, default=0.0,
+                      help="seconds every API call waits before it is served (a distant "
+                           "server, for benchmarks)")
     clevver = _emulator(emulated, "clevver", emulate_clevver,
                         "the Clevver batch storage API",
                         "require this token as Authorization: Bearer",
@@ -76,7 +79,7 @@ def emulate_seal(args: argparse.Namespace) -> int:
 
     return run_seal(host=args.host, port=args.port, api_key=args.api_key, faults=args.faults,
                     data_dir=args.data, seed=args.seed, step_delay=args.step_delay,
-                    slow_seconds=args.slow_seconds, lag=args.lag)
+                    slow_seconds=args.slow_seconds, lag=args.lag, latency=args.latency)
 
 
 def emulate_clevver(args: argparse.Namespace) -> int:

@@ -262,11 +262,13 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
 
     @contextmanager
     def _unavailable_on_failure(self) -> Iterator[None]:
-        """A server gone, a network cut, a standby: transient (StateUnavailable). A COMMIT
-        that fails so has an unknown outcome: the caller reads again, never assumes."""
+        """A server gone, a network cut, a standby, a session the server ended because it
+        sat idle in a transaction (this process paused): transient (StateUnavailable). A
+        COMMIT that fails so has an unknown outcome: the caller reads again, never assumes."""
         try:
             yield
-        except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction) as exc:
+        except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction,
+                psycopg.errors.IdleInTransactionSessionTimeout) as exc:
             raise pgconnect.unavailable(self._url, exc) from None
 
     def _reconnect_if_cut(self) -> None:

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "throughput.py"
 
 
@@ -46,3 +48,24 @@ def test_quick_centrapay_benchmark_reports_every_figure() -> None:
         for run in ("big", "tenth"):
             assert 0 < figures[kind][run]["daemon_peak_mb"] < 400
             assert figures[kind][run]["samples"] >= 1
+
+
+@pytest.mark.fleet
+def test_quick_fleet_benchmark_reports_every_figure() -> None:
+    """bench/fleet.py --quick runs 1, 2 and 3 nodes on a cluster of its own, a takeover
+    after a kill -9, and reports throughput, takeover time and statements per file, with
+    every fleet invariant kept."""
+    script = BENCH.with_name("fleet.py")
+    out = subprocess.run([sys.executable, str(script), "--quick", "--json"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout)
+    assert [r["nodes"] for r in figures["runs"]] == [1, 2, 3]
+    for run in figures["runs"]:
+        assert run["delivered"] == run["files"] and run["files_per_s"] > 0
+        assert run["statements_per_file"] >= run["statements_per_file_without_utility"] > 0
+        assert run["transactions_per_file"] > 0 and run["invariants"] == []
+    taken, = figures["takeovers"]
+    assert taken["after_kill_s"] > 0 and taken["invariants"] == []
+    assert -1 < taken["after_expiry_s"] < taken["after_kill_s"]
+    assert "scaling" in figures["scaling"]

@@ -132,8 +132,8 @@ def test_a_second_node_starts_beside_the_first_and_recover_waits_for_both(
 
 def _second_beside_first(root: Path, url: str, second_node: str
                          ) -> tuple[Layout, Layout, Daemon, subprocess.CompletedProcess[str]]:
-    """Node scan-1 running on the store, and `run` of a second node (named
-    ``second_node``) beside it, which must exit 78."""
+    """Node scan-1 running on the store, and `run` of a second daemon (named
+    ``second_node``, another state folder) beside it, which must exit 78."""
     first = _layout(root / "one", url, node="scan-1")
     second = _layout(root / "two", url, node=second_node)
     daemon = Daemon(first).started()

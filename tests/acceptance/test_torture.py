@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bench.torturekit.durability import durability
+from bench.torturekit.fleet import fleet_scenario
 from bench.torturekit.hostile import hostile
 from bench.torturekit.scenarios import SCENARIOS, Row, chaos, crash
 
@@ -66,6 +67,16 @@ def test_crash_points_on_a_postgresql_store_lose_nothing(root: Path, provider: s
     row = SCENARIOS[f"crash-{provider}-postgres"](root, 8, random.Random(3))
     _clean(row)
     assert row.kills >= 6
+
+
+@pytest.mark.fleet
+def test_a_fleet_killed_paused_and_cut_from_its_database_loses_nothing(root: Path) -> None:
+    """Three nodes on one PostgreSQL of the scenario's own, files flowing: at each
+    cycle a node killed, a node paused (within or past its lease) or the database
+    restarted; every fleet invariant holds once the backlog drained."""
+    row = fleet_scenario(root, 6, random.Random(7))
+    _clean(row)
+    assert sum(row.faults.values()) >= 6, row.faults
 
 
 @pytest.mark.parametrize("scenario", ["chaos", "chaos-clevver"])

@@ -10,18 +10,19 @@ what a fleet must also keep:
   signature);
 - the emulator's journal shows each delivered document signed in exactly one batch,
   and that batch accepted (the local signer keeps no journal: the one-sidecar check
-  stands for it);
+  stands for it); with Clevver, stored in exactly one started batch; with Centrapay,
+  loaded by exactly one batch, created once;
 - per batch, the epoch of its events only grows, and none is above the batch's epoch
   in the store;
-- the work folders end empty (no claim, batch folder or temp file left), once the
-  fleet has drained;
+- the work folders end empty (no claim, batch folder or temp file left; a FAILED
+  batch's manifest and notes are its record), once the fleet has drained;
 - no node exited non-zero in a way the test neither caused nor announced.
 """
 
 from __future__ import annotations
 
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from typing import Any
 import psycopg
 
 from bench.torturekit.checks import Verdict, check, read_json
+from folderseal.providers.centrapay.emulator import CentrapayEmulator
+from folderseal.providers.clevver.emulator import ClevverEmulator
 from folderseal.providers.seal.emulator import EmulatorHandle
 from tests.fleet.nodes import Fleet
 from tests.helpers import folderseal
@@ -85,8 +88,53 @@ def _verify(fleet: Fleet) -> list[str]:
     return []
 
 
+def _delivered(fleet: Fleet) -> dict[str, str]:
+    """The sha256 of each delivered document, and its sidecar's name."""
+    found = {}
+    for sidecar in fleet.world.layout.outbox.rglob("*.json"):
+        data = read_json(sidecar)
+        if data is not None and "input" in data:
+            found[data["input"]["sha256"]] = sidecar.name
+    return found
+
+
+def _one_started_clevver_batch_each(fleet: Fleet, emulator: ClevverEmulator) -> list[str]:
+    """Each delivered document among the assets of exactly one started Clevver batch."""
+    started: dict[str, set[str]] = defaultdict(set)
+    for entry in emulator.read_journal():
+        if entry.get("event") == "start":
+            for asset in entry.get("assets", []):
+                started[asset["checksum"]].add(entry["batch"])
+    return [f"{name}: stored in {len(started.get(digest, ()))} started batches "
+            f"{sorted(started.get(digest, ()))}"
+            for digest, name in _delivered(fleet).items() if len(started.get(digest, ())) != 1]
+
+
+def _one_created_centrapay_batch_each(fleet: Fleet, emulator: CentrapayEmulator) -> list[str]:
+    """Each delivered document loaded by exactly one Centrapay batch, created once."""
+    journal = emulator.read_journal()
+    creates = Counter(e["batch"] for e in journal if e.get("event") == "create")
+    loaded: dict[str, set[str]] = defaultdict(set)
+    for entry in journal:
+        if entry.get("event") == "fetched":
+            loaded[entry["sha256"]].add(entry["batch"])
+    problems = []
+    for digest, name in _delivered(fleet).items():
+        found = loaded.get(digest, set())
+        if len(found) != 1:
+            problems.append(f"{name}: loaded by {len(found)} batches {sorted(found)}")
+        elif any(creates[b] != 1 for b in found):
+            problems.append(f"{name}: its batch {found} created {creates[next(iter(found))]} "
+                            "times")
+    return problems
+
+
 def _one_accepted_batch_each(fleet: Fleet) -> list[str]:
     emulator = fleet.world.emulator
+    if isinstance(emulator, ClevverEmulator):
+        return _one_started_clevver_batch_each(fleet, emulator)
+    if isinstance(emulator, CentrapayEmulator):
+        return _one_created_centrapay_batch_each(fleet, emulator)
     if not isinstance(emulator, EmulatorHandle):
         return []
     batches: dict[str, set[int]] = defaultdict(set)
@@ -138,9 +186,30 @@ def files_in(folder: Path) -> list[Path]:
 
 
 def work_left(fleet: Fleet) -> list[str]:
+    """What is left in the work folder but its bookkeeping: the store id, and the
+    manifest and notes of a FAILED batch (kept for `folderseal retry`, which sends the
+    batch's files back to that remote batch)."""
     work = fleet.world.layout.work
-    return [str(p.relative_to(work)) for p in files_in(work)
-            if p.name not in WORK_BOOKKEEPING]
+    failed = _failed_batches(fleet.store_url)
+    left = []
+    for path in files_in(work):
+        if path.name in WORK_BOOKKEEPING:
+            continue
+        parts = path.relative_to(work).parts
+        if len(parts) >= 3 and parts[0] == "batches" and parts[1] in failed \
+                and parts[2].startswith("."):
+            continue
+        left.append(str(path.relative_to(work)))
+    return left
+
+
+def _failed_batches(store_url: str) -> set[str]:
+    try:
+        with psycopg.connect(store_url, connect_timeout=10) as conn:
+            rows = conn.execute("SELECT id FROM batches WHERE state = 'FAILED'").fetchall()
+    except psycopg.Error:  # no schema yet, or the database down: nothing is excused
+        return set()
+    return {row[0] for row in rows}
 
 
 def status_of(fleet: Fleet, node: str | None = None) -> dict[str, Any]:

@@ -353,6 +353,21 @@ def test_fault_slow_answers_late(start: Any) -> None:
         assert time.monotonic() - began >= 0.4
 
 
+def test_latency_delays_every_call_and_counts_no_fault(start: Any) -> None:
+    """latency (a distant server, for benchmarks) makes each API call wait that long, the
+    answer unchanged, and is no fault."""
+    emu = start(latency=0.3)
+    with client(emu) as c:
+        for _ in range(2):
+            began = time.monotonic()
+            batch = create(c)
+            assert time.monotonic() - began >= 0.3
+            began = time.monotonic()
+            assert c.get(f"/api/BatchStatus/{batch}").status_code == 200
+            assert time.monotonic() - began >= 0.3
+    assert emu.injected_faults() == {}
+
+
 def test_fault_truncate_cuts_the_download(emu: EmulatorHandle) -> None:
     """truncate promises the whole package in Content-Length and sends only part of it."""
     with client(emu) as c:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from folderseal.batches.context import StepContext
+from folderseal.core import crashpoints
 from folderseal.core.errors import LeaseLost, StateUnavailable, TransientError
 from folderseal.service import leasekeeper
 from folderseal.store import LEASE_SECONDS
@@ -49,6 +50,24 @@ def test_a_provider_call_after_the_batch_was_taken_over_is_never_made(parts: Par
         ctx.provider.create(view, ctx.ledger(parts.batch(batch_id)))
     assert parts.provider.calls == []
     assert ctx.provider.name == parts.provider.name  # what only describes it needs no lease
+
+
+def test_a_pause_between_the_lease_check_and_the_call_makes_no_call(
+        parts: Parts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frozen right after the lease check (the ``fenced:accept`` point) past its lease,
+    while another node took the batch over: resumed, the call is never made."""
+    ctx, batch_id = _turn(parts)
+    view = ctx.view(parts.batch(batch_id))
+    other = parts.store.connect("node-b")
+
+    def paused(name: str) -> None:
+        if name == "fenced:create":
+            parts.clock.advance(LEASE_SECONDS + 1)
+            assert other.acquire_batch() is not None
+    monkeypatch.setattr(crashpoints, "reached", paused)
+    with pytest.raises(LeaseLost):
+        ctx.provider.create(view, ctx.ledger(parts.batch(batch_id)))
+    assert parts.provider.calls == []
 
 
 def test_a_provider_call_renews_a_lease_half_gone_and_then_is_made(parts: Parts) -> None:

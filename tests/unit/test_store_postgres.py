@@ -201,6 +201,22 @@ def test_the_idle_in_transaction_timeout_follows_the_configured_lease(
         store.close()
 
 
+def test_a_session_ended_idle_in_a_transaction_is_transient_and_reopened(
+        url: str, tmp_path: Path) -> None:
+    """A node paused inside a transaction past half its lease finds its session ended by
+    the server (SQLSTATE 25P03, not an OperationalError): StateUnavailable, as any cut
+    connection (the caller retries, never crashes), and the next call connects again."""
+    store = PostgresStore.open(url, "node-a", tmp_path, auto_migrate=True, lease_seconds=2)
+    try:
+        with pytest.raises(StateUnavailable, match="cannot be reached"), store.transaction():
+            store.clock()
+            time.sleep(1.6)  # idle in the transaction past 1 s: the server ends it
+            store.clock()
+        assert store.clock() > 0
+    finally:
+        store.close()
+
+
 def _url_with_password(url: str, **changes: object) -> str:
     return make_conninfo(url, password=PASSWORD, **changes)
 

@@ -13,6 +13,9 @@ are applied in one place, after authentication:
   times out has still caused the effect, which is the case it must handle;
 * ``truncate`` cuts a file download in half after a full ``Content-Length``.
 
+Apart from faults, ``EmulatorApp.latency`` makes every authenticated call wait that
+long before it is served: a server far away, for benchmarks (no fault is counted).
+
 Whatever happens, the request body is read to its end before answering (or the
 connection is closed), so a refused upload never leaves half a body to be parsed as
 the next request. Authenticated requests are counted per route (``EmulatorApp.requests``);
@@ -61,6 +64,7 @@ class EmulatorApp:
     faults: Faults
     api_key: str | None
     slow_seconds: float
+    latency: float = 0.0  # seconds every authenticated call waits: a distant server
     requests: Counter[str] = field(default_factory=Counter)  # route name → requests
     _count_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -236,6 +240,8 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         if not self.authorized():
             return self._send(self.unauthorized())
         self.app.count(handler.__name__)
+        if self.app.latency:
+            time.sleep(self.app.latency)
         refusal = self.admit(handler.__name__)
         if refusal is not None:
             return self._send(refusal)

@@ -70,18 +70,20 @@ def start_seal(
     step_delay: float = 0.2,
     slow_seconds: float = 2.0,
     lag: float = 0.0,
+    latency: float = 0.0,
 ) -> EmulatorHandle:
     """Start the emulator in background threads and return at once.
 
     ``port=0`` lets the OS pick a free port (``handle.url`` has the real one);
-    ``data_dir=None`` makes a new temporary directory, removed by ``stop()``. Raises
+    ``data_dir=None`` makes a new temporary directory, removed by ``stop()``;
+    ``latency`` seconds are waited by every authenticated call (a distant server). Raises
     ValueError for a bad fault spec or argument, OSError when the address cannot be
     bound.
     """
     fault_plan = Faults(faults, seed)  # first: a bad spec fails before anything is made
     check_address_and_key(port, api_key)
-    if step_delay < 0 or slow_seconds < 0:
-        raise ValueError("step_delay and slow_seconds must not be negative")
+    if step_delay < 0 or slow_seconds < 0 or latency < 0:
+        raise ValueError("step_delay, slow_seconds and latency must not be negative")
     with data_folder(data_dir, "seal") as (data_dir, temporary):
         journal = SealJournal(data_dir / JOURNAL_NAME)
         journal.path.touch()
@@ -93,6 +95,7 @@ def start_seal(
             signer=signer,
             api_key=api_key,
             slow_seconds=slow_seconds,
+            latency=latency,
         )
         server = seal_server((host, port), app)
     url, thread = serve(server, host, "seal")
