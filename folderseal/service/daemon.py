@@ -205,8 +205,10 @@ class Daemon:
                                              name="notices", daemon=True))
         self.threads.append(threading.Thread(target=self._guard, args=(self._leases_loop,),
                                              name="leases", daemon=True))
-        self.threads.append(threading.Thread(target=self._guard, args=(self._wakeup_loop,),
-                                             name="wakeup", daemon=True))
+        if self.settings.store.database_url() is not None:  # other nodes' work wakes it
+            self.threads.append(threading.Thread(target=self._guard,
+                                                 args=(self._wakeup_loop,), name="wakeup",
+                                                 daemon=True))
         self.threads.append(threading.Thread(target=self._guard, args=(self._heartbeat_loop,),
                                              name="heartbeat", daemon=True))
         for thread in self.threads:
@@ -305,12 +307,12 @@ class Daemon:
             store.close()
 
     def _wakeup_loop(self) -> None:
-        """PostgreSQL: another node's new or released batch wakes the batch threads at once
-        (store/wakeup.py); the poll in _batch_loop stays the safety net. SQLite: nothing."""
+        """PostgreSQL only: another node's new or released batch wakes the batch threads at
+        once (store/wakeup.py); the poll in _batch_loop stays the safety net."""
+        from folderseal.store.wakeup import listen  # psycopg: only when a URL names it
         url = self.settings.store.database_url()
-        if url is not None:
-            from folderseal.store.wakeup import listen  # psycopg: only when a URL names it
-            listen(url, self.node, self._batches_ready, self.stop)
+        assert url is not None
+        listen(url, self.node, self._batches_ready, self.stop)
 
     def _batches_ready(self) -> None:
         with self.batches_ready:
