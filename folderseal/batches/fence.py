@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from folderseal.core import crashpoints
+from folderseal.core import crashpoints, fencing
 from folderseal.providers import Provider
 
 # What may act at the provider or on the batch's files (the rest only describe it).
@@ -41,7 +41,8 @@ class FencedProvider:
             # and a pause there (or here) may outlast the lease. Unless it did, this is
             # the local deadline alone, so the window left is this call's few steps.
             self._confirm()
-            return found(*args, **kwargs)
+            with fencing.fenced_by(self._confirm):  # and once more as each request leaves
+                return found(*args, **kwargs)
 
         return fenced
 

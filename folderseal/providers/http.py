@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
+from folderseal.core import fencing
 from folderseal.core.configbase import HttpProvider
 from folderseal.core.errors import NotSent, Throttled, TransientError
 from folderseal.core.redact import REDACTOR, without_secrets
@@ -57,6 +58,7 @@ def send(http: httpx.Client, method: str, path: str, what: str, *, may_act: bool
         raise NotSent(without_secrets(f"{what} could not be made ({type(exc).__name__}: "
                                       f"{exc}); nothing was sent, and it is tried again "
                                       "later")) from None
+    fencing.confirm_before_sending()  # a budget's wait or a pause may outlast the lease
     try:
         return http.send(request)
     except httpx.HTTPError as exc:

@@ -61,16 +61,21 @@ def _drained(fleet: Fleet) -> bool:
         and not fleet.world.published()
 
 
-def _finish(fleet: Fleet, timeout: float = 180) -> None:
+def _finish(fleet: Fleet, timeout: float = 180, *, in_doubt: bool = False) -> None:
     """Wait until every file reached its end, then stop the nodes (each must exit 0) and
-    check every fleet invariant."""
+    check every fleet invariant. Some files must be delivered, unless ``in_doubt``: then
+    every file may have failed as outcome_unknown (Centrapay taken over after ACCEPTING
+    was stored: it cannot be asked whether the create went out), and none otherwise."""
     wait_until(lambda: _drained(fleet), timeout=timeout, what="every file at its end")
     status = status_of(fleet)
     codes = fleet.stop_all()
     assert set(codes.values()) <= {0}, codes
     verdict = check_fleet(fleet, status)
     assert verdict.problems() == [], "\n".join(verdict.problems())
-    assert verdict.base.delivered > 0
+    if in_doubt:
+        assert set(verdict.base.failures) <= {"outcome_unknown"}, verdict.base.failures
+    else:
+        assert verdict.base.delivered > 0
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -138,7 +143,8 @@ def test_a_node_paused_at_the_point_of_no_return_sends_and_publishes_nothing(
         assert after["journal"] == before["journal"], "node c reached the provider again"
         for where in ("outbox", "errors", "published"):
             assert after[where] == before[where], f"node c touched the {where}"
-        _finish(fleet)
+        # Every file may be in node c's batch; Centrapay's then end in doubt, by design.
+        _finish(fleet, in_doubt=provider == "centrapay" and point == "fenced:accept")
 
 
 # -- what the test reads ------------------------------------------------------------------

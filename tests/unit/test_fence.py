@@ -51,3 +51,53 @@ def test_a_held_lease_lets_the_call_through_after_two_checks() -> None:
     provider: Any = fence.FencedProvider(inner, lambda: checks.append("ok"))  # type: ignore[arg-type]
     assert provider.accept("b1") == "accepted"
     assert inner.calls == ["accept"] and checks == ["ok", "ok"]
+
+
+def test_a_request_that_waited_past_the_lease_inside_the_call_is_never_sent() -> None:
+    """Inside a fenced call a request may wait after the lease checks (a request
+    budget's turn, a pause of the process): the HTTP layer confirms the lease once more
+    as the request leaves, and a lease lost meanwhile stops it there. Outside a fenced
+    call nothing is checked; a real request goes out over a real loopback server."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    import httpx
+
+    from folderseal.providers import http
+
+    sent: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            sent.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    taken_over = False
+
+    class Creates:
+        def accept(self) -> int:
+            nonlocal taken_over
+            taken_over = True  # the budget's wait outlasted the lease
+            with httpx.Client(base_url=f"http://127.0.0.1:{server.server_port}") as client:
+                return http.send(client, "POST", "/api/batches", "a create",
+                                 may_act=True).status_code
+
+    def confirm() -> None:
+        if taken_over:
+            raise LeaseLost("batch b1 was taken over")
+
+    try:
+        provider: Any = fence.FencedProvider(Creates(), confirm)  # type: ignore[arg-type]
+        with pytest.raises(LeaseLost):
+            provider.accept()
+        assert sent == []
+        assert Creates().accept() == 200 and sent == ["/api/batches"]  # not fenced
+    finally:
+        server.shutdown()

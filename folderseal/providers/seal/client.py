@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from folderseal.core import crashpoints, files
+from folderseal.core import crashpoints, fencing, files
 from folderseal.core.errors import ProviderError, TransientError
 from folderseal.core.redact import without_secrets
 from folderseal.providers.http import basic_auth, client, retry_after, without_query
@@ -134,6 +134,7 @@ class SealClient:
 
     def _call(self, method: str, path: str, operation: str, batch: str = "",
               allow_404: bool = False, **kwargs: Any) -> httpx.Response:
+        fencing.confirm_before_sending()  # a pause since the step's lease check may be long
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
