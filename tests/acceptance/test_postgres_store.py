@@ -199,6 +199,11 @@ def test_moving_from_sqlite_needs_the_node_drained_first(tmp_path: Path,
     draining = Daemon(layout).started()
     wait_until(lambda: settled(layout, {"left.txt": "outbox"}), timeout=60,
                what="the claim sealed on SQLite")
+    # Drained: `status` shows nothing in flight, its batch cleaned up too.
+    wait_until(lambda: not json.loads(folderseal("status", "--json", "-c", str(layout.config),
+                                                 timeout=60).stdout)["folders"]["scans"]
+               ["batches"], timeout=60, what="no batch left in flight")
+    assert not list((layout.work / "batches").iterdir())
     assert draining.stop() == 0
     moved.write()
     daemon = Daemon(moved).started()
