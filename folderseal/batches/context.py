@@ -69,7 +69,7 @@ class StepContext:
             if batch.package_sha256 and batch.package_bytes is not None else None
         self._view = views.batch_view(
             batch.id, work, self.staging, documents, epoch=batch.epoch,
-            package=views.package_path(self.state_dir, batch.id),
+            package=self.staging.package(work, batch.id, batch.epoch),
             open_document=lambda d: work.open_file(records[d.file_id]),
             prepared=prepared, published=batch.publish_key or "")
         return self._view

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from folderseal.core.config import Settings
 
 
+UPLOAD_PACKAGE = "upload.zip"  # in a staging folder of the share (fleet mode)
+
+
 def staging_dir(state_dir: Path, batch_id: str) -> Path:
     """``<state_dir>/downloads/<batch id>/``: where a batch's results are fetched to on
     one node (SQLite)."""
@@ -54,6 +57,16 @@ class Staging:
             return work.staging_dir(batch_id, epoch)
         return staging_dir(self.state_dir, batch_id)
 
+    def package(self, work: WorkFolder, batch_id: str, epoch: int) -> Path:
+        """Where the holder of ``epoch`` makes what goes up (SEAL's flat ZIP). In fleet
+        mode it is in that holder's staging folder (entry names, which begin with four
+        digits, never take its name), so a node that takes the batch over uploads the
+        bytes whose sha256 is recorded instead of making them again; on one node,
+        ``<state_dir>/packages/<batch id>.zip``."""
+        if self.shared:
+            return self.folder(work, batch_id, epoch) / UPLOAD_PACKAGE
+        return package_path(self.state_dir, batch_id)
+
     def earlier(self, work: WorkFolder, batch_id: str, epoch: int) -> tuple[Path, ...]:
         """The staging folders earlier holders wrote, newest first (none on one node,
         where every turn stages in one folder)."""
@@ -71,7 +84,8 @@ class Staging:
 
 
 def package_path(state_dir: Path, batch_id: str) -> Path:
-    """``<state_dir>/packages/<batch id>.zip``: where prepare may keep what goes up."""
+    """``<state_dir>/packages/<batch id>.zip``: where prepare keeps what goes up, on
+    one node."""
     return state_dir / "packages" / f"{batch_id}.zip"
 
 

@@ -144,6 +144,15 @@ class BatchView:
         """Every folder the batch's results may be staged in, this holder's first."""
         return (self.staging, *self.staged_before)
 
+    @property
+    def prepared_in(self) -> tuple[Path, ...]:
+        """Every place an earlier prepare may have left what goes up, this holder's
+        first: in fleet mode ``package`` is in ``staging``, and each earlier holder's
+        is under the same name in its own staging folder."""
+        if self.package is None:
+            return ()
+        return (self.package, *(folder / self.package.name for folder in self.staged_before))
+
 
 @dataclass(frozen=True, slots=True)
 class RemoteStatus:

@@ -24,11 +24,13 @@ pytestmark = pytest.mark.fleet
 # Where a pause hurts most: before the link of an output, between the outputs and
 # their sidecars, right after a claim folder was made (the second one of a scan: the
 # first file is in this node's claims folder, not yet recorded), between the lease check
-# and SEAL's point of no return (accept), and right after accept was sent.
+# and SEAL's point of no return (accept), and right after accept was sent; and in the
+# middle of the upload (the other nodes must find it there and never upload again).
 PAUSE_POINTS = {
     "output-linking": "lease.lost",
     "output-published": "lease.lost",
     "claim-folder-made@2": "claims.lost",
+    "seal:uploading": "lease.lost",
     "fenced:accept": "lease.lost",
     "seal:accepted": "lease.lost",
 }

@@ -176,7 +176,11 @@ class SealClient:
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
+    """The package, a chunk at a time, each sent only while the batch's lease holds:
+    a node frozen mid-upload past its lease stops there, so SEAL gets a torn upload it
+    drops, never the rest of one after another node took the batch over."""
     with path.open("rb") as handle:
         while chunk := handle.read(files.CHUNK):
+            fencing.confirm_before_sending()
             yield chunk
             crashpoints.reached("seal:uploading")

@@ -136,15 +136,12 @@ class SealProvider:
     # -- lifecycle steps -----------------------------------------------------------
 
     def prepare(self, batch: BatchView, ledger: Ledger) -> tuple[str, int] | None:
-        """The flat ZIP of the batch's entries at ``batch.package``; made again only when
-        it is missing or no longer matches the hash recorded for it."""
-        assert batch.package is not None and batch.open_document is not None
-        recorded = batch.prepared[0] if batch.prepared else None
-        if flatzip.package_matches(batch.package, recorded):
+        """The flat ZIP of the batch's entries: made at ``batch.package`` only when none
+        made before (by this holder or, in fleet mode, an earlier one) still matches the
+        hash recorded for it."""
+        if _prepared(batch) is not None:
             return batch.prepared
-        files.makedirs(batch.package.parent)
-        return flatzip.build_package(batch.package, [
-            (d.entry, partial(batch.open_document, d)) for d in batch.documents])
+        return _build(batch)
 
     def create(self, batch: BatchView, ledger: Ledger) -> str:
         remote = self._client.create()
@@ -155,8 +152,16 @@ class SealProvider:
     def upload(self, batch: BatchView, remote_id: str, ledger: Ledger) -> None:
         """One ZIP, once: the state machine noted the upload before this call (SEAL adds what
         is uploaded, so a second upload would double the batch)."""
-        assert batch.package is not None
-        self._client.upload(remote_id, batch.package)
+        package = _prepared(batch)
+        if package is None:  # lost with a state folder, or its holder's staging: the
+            # same entries make the same stored ZIP again (nothing was sent from it yet
+            # that this upload would repeat: the state machine noted this one first)
+            self.log.warning("seal.package_rebuilt", batch=batch.id, remote=remote_id,
+                             package=str(batch.package))
+            _build(batch)
+            package = batch.package
+        assert package is not None
+        self._client.upload(remote_id, package)
         crashpoints.reached("seal:uploaded")
 
     def holds_upload(self, batch: BatchView, status: RemoteStatus) -> bool:
@@ -227,6 +232,21 @@ def _note_package(path: Path, remote_id: str) -> None:
         os.fsync(fd)
         os.replace(tmp, note)
     files.fsync_dir(path.parent)
+
+
+def _prepared(batch: BatchView) -> Path | None:
+    """Where the ZIP a prepare made and recorded still is, whole (this holder's place
+    first, then earlier holders', only ever read there); None if nowhere."""
+    recorded = batch.prepared[0] if batch.prepared else None
+    return next((p for p in batch.prepared_in if flatzip.package_matches(p, recorded)), None)
+
+
+def _build(batch: BatchView) -> tuple[str, int]:
+    """Make the flat ZIP of the batch's entries at ``batch.package``: its sha256, size."""
+    assert batch.package is not None and batch.open_document is not None
+    files.makedirs(batch.package.parent)
+    return flatzip.build_package(batch.package, [
+        (d.entry, partial(batch.open_document, d)) for d in batch.documents])
 
 
 def _downloaded_before(batch: BatchView, remote_id: str) -> Path | None:
