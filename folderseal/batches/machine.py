@@ -144,6 +144,10 @@ class Machine:
         log = self.log.bind(batch=batch.id, folder=batch.folder, provider=batch.provider)
         ctx = StepContext(batch, self.store, provider, self.works, self.sinks, self.state_dir,
                           self.stop, self.delay, self.log, self.staging)
+        with self.store.holding(batch.id):  # every write of the turn checks the lease
+            self._steps(ctx, batch, log)
+
+    def _steps(self, ctx: StepContext, batch: BatchRecord, log: Any) -> None:
         current: BatchRecord | None = batch
         try:
             while current is not None:

@@ -103,6 +103,10 @@ class Store(Protocol):
     def transaction(self) -> AbstractContextManager[None]:
         """A write transaction: all of it or nothing; nested uses join the outer one."""
 
+    def holding(self, batch_id: str) -> AbstractContextManager[None]:
+        """Within: every write transaction first checks that this connection still holds
+        the batch's lease (LeaseLost if not): a step's writes are fenced."""
+
     def event(self, kind: str, *, batch_id: str | None = None, file_id: str | None = None,
               from_state: str | None = None, to_state: str | None = None,
               detail: str | None = None) -> None:

@@ -14,10 +14,10 @@ the same cases and records the same events. Times are the store's ``:now``
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
-from folderseal.core.errors import StateConflict, StoreError
+from folderseal.core.errors import LeaseLost, StateConflict, StoreError
 from folderseal.core.model import FileState, path_text
 from folderseal.store.leases import Leases
 
@@ -42,6 +42,7 @@ class StoreBase:
         self.clock = clock
         self.instance = ""  # the instance register_node took the node name for
         self._leases = leases  # shared by this process's connections as this node
+        self._holding: str | None = None  # the batch whose step writes (holding())
 
     @property
     def leases(self) -> Leases:
@@ -55,10 +56,37 @@ class StoreBase:
             return self._leases
         return Leases(self._leases.seconds, self._leases.clock)
 
+    @contextmanager
+    def holding(self, batch_id: str) -> Iterator[None]:
+        """Within: a step of ``batch_id`` writes, so each write transaction first checks
+        that this connection still holds the batch's lease (:meth:`_fence_write`). The
+        writes about its files (results, output names, states, attempts, provider
+        answers) are then fenced as the batch's own are; a node that lost the lease
+        stops at its next write (LeaseLost)."""
+        self._holding = batch_id
+        try:
+            yield
+        finally:
+            self._holding = None
+
+    def _fence_write(self) -> None:
+        """The first statement of a write transaction inside :meth:`holding`: the lease is
+        still this holder's (in PostgreSQL the batch's row stays locked until the
+        transaction ends, so nobody takes it over in between); else LeaseLost."""
+        batch_id = self._holding
+        if batch_id is None:
+            return
+        lease = self._leases.get(batch_id)
+        if lease is None or self._run("hold_batch", id=batch_id, holder=lease.holder,
+                                      now=self._now()).fetchone() is None:
+            raise LeaseLost(f"batch {batch_id} was taken over or its lease ran out; this "
+                            "node leaves it to the holder now")
+
     # -- what a backend provides ----------------------------------------------
 
     def transaction(self) -> AbstractContextManager[None]:
-        """A write transaction; nested uses join the outer one."""
+        """A write transaction; nested uses join the outer one. Its first statement is
+        :meth:`_fence_write`."""
         raise NotImplementedError
 
     def _run(self, name: str, **params: Any) -> Cursor:

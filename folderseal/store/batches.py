@@ -175,10 +175,12 @@ class BatchRecords(FileRecords):
         """Let go of the batch's lease; it is due again at ``next_attempt_at`` (None: never)."""
         lease = self._leases.get(batch.id)
         holder = "" if lease is None else lease.holder
-        self._leases.drop(batch.id)
-        with self.transaction():
-            self._run("release_batch", id=batch.id, holder=holder, now=self._now(),
-                      next_attempt_at=next_attempt_at)
+        try:
+            with self.transaction():
+                self._run("release_batch", id=batch.id, holder=holder, now=self._now(),
+                          next_attempt_at=next_attempt_at)
+        finally:
+            self._leases.drop(batch.id)
 
     def postpone(self, batch: BatchRecord, delay: Callable[[int], float], code: str,
                  message: str) -> tuple[int, float]:

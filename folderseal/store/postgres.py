@@ -256,6 +256,7 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
         self._in_transaction = True
         try:
             with self._unavailable_on_failure(), self._conn.transaction():
+                self._fence_write()
                 yield
         finally:
             self._in_transaction = False

@@ -170,6 +170,7 @@ class SqliteStore(BatchRecords, RetryRecords, ReportQueries):
         self._exec("BEGIN IMMEDIATE")
         self._in_transaction = True
         try:
+            self._fence_write()
             yield
             self._exec("COMMIT")
         except BaseException:

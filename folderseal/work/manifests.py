@@ -84,12 +84,13 @@ class Manifests:
     rejected, the name published under) is a note of its own, a new hidden file beside
     it (``.note-000001.json``…) that is never rewritten: two nodes (one paused past its
     lease, one that took the batch over) can both add notes, and neither loses the
-    other's. Each note
-    carries the epoch of the lease its writer held; reading, notes count in the order of
-    their epochs, then of their numbers, so a late note of an earlier holder never wins
-    over one of a later holder. Every note is durable before the store records it (a
-    step goes on only after both), so after a lost store the manifest knows at least as
-    much."""
+    other's. Each note carries the epoch of the lease its writer held; reading, notes
+    count in the order of their epochs, then of their numbers, so a late note of an
+    earlier holder never wins over one of a later holder. That is safe for a note of a
+    send about to go out, too: a note is durable before the store records it, and the
+    store's write is fenced by the lease (a step goes on only after both), so a holder
+    that lost its lease stops between its note and its send. After a lost store the
+    manifest therefore knows at least as much as the store did."""
 
     def __init__(self, batches: Path, folder: str) -> None:
         self.batches = batches

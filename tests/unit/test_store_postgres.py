@@ -362,6 +362,39 @@ def test_a_lease_on_the_database_clock_lapses_by_it(url: str, tmp_path: Path) ->
         store.close()
 
 
+def test_a_steps_write_keeps_a_takeover_out_until_it_commits(url: str,
+                                                             tmp_path: Path) -> None:
+    """A write of a batch's step checks the lease first and locks the batch's row: while
+    the write's transaction is open, no other node takes the batch over, even once the
+    lease's time has passed; after it commits, the batch is taken, and the late node's
+    next write is refused (LeaseLost)."""
+    from folderseal.core.errors import LeaseLost
+
+    store = PostgresStore.open(url, "node-a", tmp_path, auto_migrate=True, lease_seconds=0.5)
+    formed_batch(store)
+    batch = acquired(store)
+    [first, _] = store.files_of_batch(batch.id)
+    other = store.connect("node-b")
+    try:
+        with store.holding(batch.id):
+            with store.transaction():  # the lease checked: the row is this write's
+                assert batch.lease_until is not None
+                # Busy past the lease (a transaction idle for half a lease is ended by
+                # the server: a paused node loses its locks that way).
+                wait = max(0.0, batch.lease_until - other.clock()) + 0.1
+                store._conn.execute("SELECT pg_sleep(%s)", (wait,))
+                assert other.acquire_batch() is None  # lapsed, but locked
+                store.note_remote_document(batch.id, first.id, {"batch": "r1", "id": None})
+            taken = other.acquire_batch()
+            assert taken is not None and taken.epoch == batch.epoch + 1
+            with pytest.raises(LeaseLost):
+                store.note_remote_document(batch.id, first.id, {"batch": "r1", "id": "d1"})
+        assert store.remote_documents(batch.id) == {first.id: {"batch": "r1", "id": None}}
+    finally:
+        other.close()
+        store.close()
+
+
 def test_a_postponed_batch_is_due_by_the_database_clock(store: PostgresStore) -> None:
     """The next attempt is the database's time plus the delay, computed by the database,
     and the time postpone answers is the one recorded."""

@@ -83,6 +83,7 @@ class MemoryStore(BatchRecords, RetryRecords, ReportQueries):
             saved = self._shared.tables.copy()
             self._in_transaction = True
             try:
+                self._fence_write()
                 yield
             except BaseException:
                 self._shared.tables = saved

@@ -96,6 +96,11 @@ def next_due(t: Tables, *, now: float) -> Result:
 
 
 @query
+def hold_batch(t: Tables, *, id: str, holder: str, now: float) -> Result:
+    return answer({"id": j["id"]} for j in held(t, id, holder, now))
+
+
+@query
 def renew_lease(t: Tables, *, id: str, holder: str, now: float, seconds: float) -> Result:
     # A lapsed lease may be renewed by its holder as long as nobody took it over.
     found = batch_if(t, id, lambda j: j["claimed_by"] == holder)

@@ -187,6 +187,12 @@ UPDATE batches SET state = 'FAILED', failed_step = :from_state, error_code = :er
                 error_message = :error_message, updated_at = :now
 WHERE id = :id AND state = :from_state AND claimed_by = :holder AND lease_until > :now;
 
+-- name: hold_batch
+-- The first statement of each write a batch's step makes (StoreBase.holding): the lease
+-- is still this holder's. (SQLite's BEGIN IMMEDIATE already keeps every other writer
+-- out until the transaction ends; PostgreSQL locks the row.)
+SELECT id FROM batches WHERE id = :id AND claimed_by = :holder AND lease_until > :now;
+
 -- name: renew_lease
 -- A lapsed lease may be renewed by its holder as long as nobody took it over.
 UPDATE batches SET lease_until = :now + :seconds

@@ -205,6 +205,43 @@ def test_transition_after_the_lease_was_taken_over_is_refused(
     assert batch_events(store, batch.id) == []
 
 
+def test_a_steps_writes_about_the_batchs_files_are_fenced_by_its_lease(
+        store: Store, backend: Backend, clock: Clock) -> None:
+    """Inside ``holding`` (a step of the batch), every write checks the lease first: after
+    another node took the batch over, a late holder cannot record a provider's answer, a
+    result, output names, a file state or an attempt, and nothing changes. Outside it
+    (``recover``, ``retry``, the intake) the same writes are not about a held batch."""
+    formed_batch(store)
+    batch = acquired(store)
+    [first, second] = store.files_of_batch(batch.id)
+    with store.holding(batch.id):
+        store.note_remote_document(batch.id, first.id, {"batch": "r1", "id": None})
+        assert store.begin_attempts(batch, [first.id]) == [1]
+    take_over(backend, clock, batch)
+    result = DocumentResult(entry=first.entry or "", error_code="late", error_message="late")
+    late_writes = [
+        lambda: store.note_remote_document(batch.id, first.id, {"batch": "r1", "id": "d1"}),
+        lambda: store.set_file_result(first.id, FileState.BATCHED, result, batch_id=batch.id),
+        lambda: store.set_file_outputs(first, [{"path": "late.pdf"}], "outbox"),
+        lambda: store.set_file_state(second.id, FileState.BATCHED, FileState.FAILED,
+                                     batch_id=batch.id),
+        lambda: store.begin_attempts(batch, [first.id]),
+        lambda: store.forgive_attempts(batch, [first.id]),
+    ]
+    with store.holding(batch.id):
+        for write in late_writes:
+            with pytest.raises(LeaseLost, match="taken over"):
+                write()
+    assert store.remote_documents(batch.id) == {first.id: {"batch": "r1", "id": None}}
+    after = {r.id: r for r in store.files_of_batch(batch.id)}
+    assert after[first.id].state == after[second.id].state == FileState.BATCHED
+    assert after[first.id].attempts == 1 and after[first.id].outputs == ()
+    assert store.names_free("scans", "outbox", second.id, ["late.pdf"])
+    # Not inside a step (recover restoring what a manifest knew): not fenced.
+    store.note_remote_document(batch.id, first.id, {"batch": "r1", "id": "d1"})
+    assert store.remote_documents(batch.id)[first.id]["id"] == "d1"
+
+
 def test_a_lapsed_lease_nobody_took_is_renewed_by_its_holder(
         store: Store, backend: Backend, clock: Clock) -> None:
     """A long step that let the lease lapse goes on if nobody else took the batch."""
