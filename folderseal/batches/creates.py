@@ -47,7 +47,10 @@ def outcome_unknown(ctx: StepContext, batch: BatchRecord, why: str) -> ProviderE
     remote = f" (its batch there is {batch.remote_id})" if batch.remote_id else ""
     return ProviderError(
         OUTCOME_UNKNOWN,
-        f"{why} (the create was sent at {since.isoformat(timespec='seconds')}): it may "
+        # ACCEPTING is stored right before the create is sent, by whichever node held
+        # the batch: the create went out then or a moment later, never before.
+        f"{why} (the create was sent at or just after "
+        f"{since.isoformat(timespec='seconds')}): it may "
         f"have been {provider.steps.outcome}: look for a batch created at this time for "
         f"this file in {name}{remote} before retrying (published as "
         f"{provider.shown(batch.publish_key) if batch.publish_key else '-'}; the error record "

@@ -27,7 +27,7 @@ from folderseal.core.logs import get as get_logger
 from folderseal.core.model import FileRecord
 from folderseal.core.safety import safe_name
 from folderseal.store import Store, new_id
-from folderseal.work import WorkFolder
+from folderseal.work import CLAIMS_TAKEN_OVER, WorkFolder
 
 
 def entry_name(index: int, source: str) -> str:
@@ -103,8 +103,7 @@ class Batches:
                 self.store.create_batch(batch_id=batch_id, folder=self.name,
                                         provider=self.provider, entries=entries)
             except StateConflict as exc:  # another node took this one's claims over
-                self.log.warning("claims.lost", reason=f"{exc}: a node took this node's "
-                                 "claims over while it did not beat; that node batches them")
+                self.log.warning("claims.lost", reason=f"{exc}: {CLAIMS_TAKEN_OVER}")
                 break
             crashpoints.reached("state:BATCHED")
             move_into_batch(self.work, batch_id, self.provider, self.store.files_of_batch(batch_id))

@@ -30,7 +30,7 @@ from folderseal.core.model import FileState
 from folderseal.intake.fragments import Fragments
 from folderseal.intake.settle import SettleTracker
 from folderseal.store import Store, new_id
-from folderseal.work import WorkFolder
+from folderseal.work import CLAIMS_TAKEN_OVER, WorkFolder
 
 # A rename refused because a program holds the file (SMB, Windows clients): try later.
 IN_USE = frozenset({errno.EBUSY, errno.EACCES, errno.EPERM, errno.ETXTBSY})
@@ -189,10 +189,7 @@ class Claims:
     def _lost(self, claim_id: str, how: str) -> None:
         """A claim of this node that another node took over (it thought this one dead,
         after a pause longer than lease_seconds): that node finishes it."""
-        self.log.warning("claims.lost", file=claim_id, reason=f"{how}: a node took this "
-                         "node's claims over while it did not beat (paused or cut off for "
-                         "longer than lease_seconds); that node batches it, nothing to do "
-                         "here. If it happens often, look for what stops this node")
+        self.log.warning("claims.lost", file=claim_id, reason=f"{how}: {CLAIMS_TAKEN_OVER}")
 
     @staticmethod
     def _check(path: Path) -> tuple[os.stat_result, str | None, Failure | None]:

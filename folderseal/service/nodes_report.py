@@ -44,6 +44,19 @@ def nodes(rows: list[dict[str, Any]], settings: Settings, now: float,
     return found, [alarm for n in found for alarm in _alarms(n, lease)]
 
 
+def unowned_claims(found: list[dict[str, Any]], claims: dict[str | None, int]) -> list[str]:
+    """A warning for claims no node of ``found`` (:func:`nodes`) holds: made before
+    claims were per node, or under a node name not listed (on SQLite, an earlier name of
+    this node). No node's line counts them."""
+    listed = {n["node"] for n in found}
+    count = sum(n for name, n in claims.items() if name is None or name not in listed)
+    if not count:
+        return []
+    return [f"{count} claim(s) belong to no node listed here (made before claims were "
+            "per node, or under a node name the store has no row for): the next scan of "
+            "any live node takes them over; if none runs, start one"]
+
+
 def _holdings(name: str, claims: dict[str | None, int],
               batches: list[dict[str, Any]]) -> dict[str, int]:
     """What a node holds: its claims not yet in a batch, the batches it holds a lease on,

@@ -148,10 +148,12 @@ def _collect(settings: Settings, report: dict[str, Any],
             report["alarms"] += _alarms(name, folder, max_wait, cfg.stuck_after_seconds)
             report["alarms"] += [f"folder {name}: {alarm}" for alarm in (
                 unseen.get(name, ""), _retry_unfinished(store, name, now, retry_at_work)) if alarm]
+        claims = store.claims_by_node()
         report["nodes"], alarms = nodes_report.nodes(
-            rows, settings, now, store.claims_by_node(),
+            rows, settings, now, claims,
             [b for f in report["folders"].values() for b in f["batches"]])
         report["alarms"] += alarms
+        report["warnings"] += nodes_report.unowned_claims(report["nodes"], claims)
     finally:
         store.close()
     return _redacted(report)

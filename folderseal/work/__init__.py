@@ -49,6 +49,10 @@ __all__ = ["MANIFEST", "Manifest", "Manifests", "WorkFolder"]
 
 MARKER = "store-id"
 STAGING = ".staging"  # beside the manifest (fleet mode): a folder per lease epoch
+# Why a node finds claims of its own gone (``claims.lost``), and what to do about it.
+CLAIMS_TAKEN_OVER = ("a node took this node's claims over while it did not beat (paused or "
+                     "cut off for longer than lease_seconds); that node batches them, nothing "
+                     "to do here. If it happens often, look for what stops this node")
 
 
 class WorkFolder:

@@ -82,7 +82,8 @@ def test_every_node_is_listed_alive_or_dead_with_its_clock_offset_and_alarms(
     naming chrony/ntp), one alive without a clock note (an older version: no offset,
     no alarm), one dead two minutes (an alarm naming the two claims and the batch it
     left, its lease lapsed; its stale 5 s offset is shown but is no alarm), one dead two
-    days (listed, no alarm). status, the page and /metrics show them."""
+    days (listed, no alarm); and a claim of a node with no row (a warning). status, the
+    page and /metrics show them."""
     settings = _settings(tmp_path, FLEET)
     clock = [T]
     node = _fleet(kind, settings, clock)
@@ -96,6 +97,8 @@ def test_every_node_is_listed_alive_or_dead_with_its_clock_offset_and_alarms(
         _leave_claims_and_a_batch(node("gone"))
         _beat(node("retired"), clock, started=T - 3 * 86400, at=T - 2 * 86400, offset=0.0)
         clock[0] = T
+        node("nameless").add_claim(id="nameless-0", folder="scans", source="n.pdf", dev=1,
+                                   ino=9, size=3, mtime_ns=4, sha256="ab" * 32, seen_at=T)
         monkeypatch.setattr(status, "reading_store", lambda _settings: node("n1"))
         report = collect(settings, warnings=[])
         assert show(settings) == 1
@@ -121,6 +124,11 @@ def test_every_node_is_listed_alive_or_dead_with_its_clock_offset_and_alarms(
         "taken over: a live node takes the claims at its next scan and each batch as its "
         "lease lapses (none runs? start one); a node retired on purpose stops being an "
         "alarm a day after its last heartbeat"], report["alarms"]
+    # A claim of a node with no row (no node's line counts it) is a warning.
+    assert report["warnings"] == [
+        "1 claim(s) belong to no node listed here (made before claims were per node, or "
+        "under a node name the store has no row for): the next scan of any live node "
+        "takes them over; if none runs, start one"]
     assert {name: (n["claims"], n["batches_held"], n["orphans"])
             for name, n in found.items()} == {
         "n1": (0, 0, 0), "ahead": (0, 0, 0), "older": (0, 0, 0), "gone": (2, 0, 1),
