@@ -12,8 +12,9 @@ what a fleet must also keep:
   and that batch accepted (the local signer keeps no journal: the one-sidecar check
   stands for it); with Clevver, stored in exactly one started batch; with Centrapay,
   loaded by exactly one batch, created once;
-- per batch, the epoch of its events only grows, and none is above the batch's epoch
-  in the store;
+- per batch, the epoch of its events only grows (in the order they were written, and by
+  their times on the database's clock: each was made while its lease was valid), and
+  none is above the batch's epoch in the store;
 - the work folders end empty (no claim, batch folder or temp file left; a FAILED
   batch's manifest and notes are its record), once the fleet has drained;
 - no node exited non-zero in a way the test neither caused nor announced.
@@ -157,25 +158,30 @@ def _one_accepted_batch_each(fleet: Fleet) -> list[str]:
 
 
 def _epochs_only_grow(store_url: str) -> list[str]:
-    """Per batch, in the order they were written, its events' epochs never go down and
-    never pass the batch's own epoch."""
+    """Per batch, its events' epochs never go down, neither in the order they were
+    written (their ids) nor in the order of their times on the database's clock, and
+    never pass the batch's own epoch. By time, that is each event made while its
+    lease was valid: every write of a batch's step locks the batch's row after checking
+    the lease, so the next epoch is taken only after it commits, and every event of
+    that epoch is stamped later."""
     with psycopg.connect(store_url, connect_timeout=10) as conn:
         rows = conn.execute(
-            "SELECT e.batch_id, e.id, e.epoch, e.node, e.kind, b.epoch FROM events e "
+            "SELECT e.batch_id, e.id, e.at, e.epoch, e.node, e.kind, b.epoch FROM events e "
             "LEFT JOIN batches b ON b.id = e.batch_id "
-            "WHERE e.batch_id IS NOT NULL AND e.epoch IS NOT NULL "
-            "ORDER BY e.batch_id, e.id").fetchall()
+            "WHERE e.batch_id IS NOT NULL AND e.epoch IS NOT NULL").fetchall()
     problems = []
-    last: dict[str, tuple[int, str]] = {}
-    for batch, event_id, epoch, node, kind, current in rows:
-        before = last.get(batch)
-        if before is not None and epoch < before[0]:
-            problems.append(f"batch {batch}: event {event_id} ({kind}, node {node}) has epoch "
-                            f"{epoch} after {before[0]} ({before[1]})")
-        if current is not None and epoch > current:
-            problems.append(f"batch {batch}: event {event_id} ({kind}) has epoch {epoch}, "
-                            f"the batch only {current}")
-        last[batch] = (epoch, f"node {node}, {kind}")
+    orders = (("written", lambda r: (r[0], r[1])), ("by time", lambda r: (r[0], r[2], r[1])))
+    for order, key in orders:
+        last: dict[str, tuple[int, str]] = {}
+        for batch, event_id, _, epoch, node, kind, current in sorted(rows, key=key):
+            before = last.get(batch)
+            if before is not None and epoch < before[0]:
+                problems.append(f"batch {batch}: event {event_id} ({kind}, node {node}) has "
+                                f"epoch {epoch} after {before[0]} ({before[1]}) {order}")
+            if current is not None and epoch > current and order == "written":
+                problems.append(f"batch {batch}: event {event_id} ({kind}) has epoch {epoch}, "
+                                f"the batch only {current}")
+            last[batch] = (epoch, f"node {node}, {kind}")
     return problems
 
 

@@ -49,7 +49,8 @@ def test_one_node_keeps_every_fleet_invariant(tmp_path: Path, pg_cluster: Cluste
 
 def test_the_fleet_checker_sees_what_breaks(tmp_path: Path, pg_cluster: Cluster) -> None:
     """A node that died on its own, a file left in the work folder, an output changed
-    in the outbox and an epoch that went down are each reported."""
+    in the outbox and an epoch that went down (in the order events were written, and
+    by their times) are each reported."""
     with Fleet.make(tmp_path / "world", store_url=pg_cluster.url(),
                     provider="local") as fleet:
         node = fleet.node("node-a").start(env={"FOLDERSEAL_CRASH_AT": "state:DELIVERED"})
@@ -72,9 +73,14 @@ def test_the_fleet_checker_sees_what_breaks(tmp_path: Path, pg_cluster: Cluster)
         with psycopg.connect(fleet.store_url, autocommit=True) as conn:
             batch, epoch = conn.execute("SELECT batch_id, max(epoch) FROM events WHERE "
                                         "epoch IS NOT NULL GROUP BY batch_id").fetchone()
-            conn.execute("INSERT INTO events (at, node, batch_id, kind, epoch) "
-                         "VALUES (0, 'node-b', %s, 'test.late', %s)", (batch, epoch - 1))
+            # An event of the newest epoch stamped before all others (made before its
+            # lease was taken), then one of an older epoch written after it.
+            for kind, at_epoch in (("test.early", epoch), ("test.late", epoch - 1)):
+                conn.execute("INSERT INTO events (at, node, batch_id, kind, epoch) "
+                             "VALUES (0, 'node-b', %s, %s, %s)", (batch, kind, at_epoch))
         verdict = check_fleet(fleet, None)
         assert verdict.work == ["nodes/node-a/incoming/x/left.txt"]
         assert verdict.verify and verdict.base.partial
-        assert len(verdict.epochs) == 1 and "test.late" in verdict.epochs[0]
+        written = [p for p in verdict.epochs if p.endswith(" written")]
+        assert len(written) == 1 and "test.late" in written[0], verdict.epochs
+        assert any("test.early" in p and p.endswith(" by time") for p in verdict.epochs)
