@@ -238,4 +238,9 @@ class Machine:
         log.error("batch.failed", code=code, reason=message, state=current.state)
         failed = self.store.batch(batch_id)
         assert failed is not None
-        deliver.sink_failures(ctx, failed)
+        try:
+            deliver.sink_failures(ctx, failed)
+        except LeaseLost as exc:  # its files go to errors by the node that holds it now
+            log.warning("lease.lost", reason=str(exc), next_step=TAKEN_OVER)
+        except StoreError as exc:
+            log.warning("batch.state_conflict", reason=str(exc), next_step=MOVED_ON)

@@ -31,7 +31,9 @@ def keep_leases(store: Store, stop: threading.Event,
             if leases.clock() - lease.taken > step_limit:
                 continue  # left to lapse: the turn is stuck
             try:
-                store.renew_lease(batch_id)
+                # Never queued behind a step's write (one long write would starve every
+                # other lease of this node): a batch at work is renewed next round.
+                store.renew_lease(batch_id, wait=False)
             except LeaseLost as exc:
                 try:
                     now = store.batch(batch_id)  # released meanwhile is no loss

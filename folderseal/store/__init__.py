@@ -238,8 +238,10 @@ class Store(Protocol):
     def next_due(self) -> float | None:
         """When the next unleased batch is due (None: none is)."""
 
-    def renew_lease(self, batch_id: str) -> None:
-        """Extend this connection's lease on a batch (LeaseLost if another took it)."""
+    def renew_lease(self, batch_id: str, wait: bool = True) -> None:
+        """Extend this connection's lease on a batch (LeaseLost if another took it);
+        unless ``wait``, not while a write of the batch's step holds its row (nothing is
+        done then: that holder is at work)."""
 
     def keep_lease(self, batch_id: str) -> None:
         """Make sure this connection keeps the batch's lease a while yet (LeaseLost if not)."""

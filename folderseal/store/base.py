@@ -70,17 +70,17 @@ class StoreBase:
             self._holding = None
 
     def _fence_write(self) -> None:
-        """The first statement of a write transaction inside :meth:`holding`: the lease is
-        still this holder's (in PostgreSQL the batch's row stays locked until the
-        transaction ends, so nobody takes it over in between); else LeaseLost."""
+        """The first statement of a write transaction inside :meth:`holding`: nobody took
+        the batch over from this holder, and nobody can until the transaction ends (in
+        PostgreSQL the batch's row stays locked); else LeaseLost."""
         batch_id = self._holding
         if batch_id is None:
             return
         lease = self._leases.get(batch_id)
-        if lease is None or self._run("hold_batch", id=batch_id, holder=lease.holder,
-                                      now=self._now()).fetchone() is None:
-            raise LeaseLost(f"batch {batch_id} was taken over or its lease ran out; this "
-                            "node leaves it to the holder now")
+        if lease is None or self._run("hold_batch", id=batch_id,
+                                      holder=lease.holder).fetchone() is None:
+            raise LeaseLost(f"batch {batch_id} was taken over; this node leaves it to the "
+                            "node that holds it now")
 
     # -- what a backend provides ----------------------------------------------
 

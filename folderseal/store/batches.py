@@ -105,10 +105,12 @@ class BatchRecords(FileRecords):
             raise LeaseLost(f"this process holds no lease on batch {batch_id}")
         return lease.holder
 
-    def renew_lease(self, batch_id: str) -> None:
+    def renew_lease(self, batch_id: str, wait: bool = True) -> None:
         holder = self._holder(batch_id)
         asked_at = self._leases.clock()
         with self.transaction():
+            if not wait and self._run("try_lock_batch", id=batch_id).fetchone() is None:
+                return  # a step's write holds the row: its holder is at work
             row = self._run("renew_lease", id=batch_id, holder=holder, now=self._now(),
                             seconds=self._leases.seconds).fetchone()
             if row is None:

@@ -326,6 +326,34 @@ def test_a_lease_lost_mid_step_stops_touching_the_batch(
     assert parts.provider.called("accept") == ["r1"]
 
 
+def test_a_lease_lost_while_a_failed_batchs_files_go_to_errors_ends_the_turn_only(
+        parts: Parts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider refused the create, and while the files were going to errors the
+    batch was taken over (this node paused): the turn ends with lease.lost, nothing is
+    raised out of it (a batch thread that raised would stop the daemon), and the node
+    that holds the batch now puts the rest into errors."""
+    taken: list[tuple[MemoryStore, BatchRecord]] = []
+    parts.provider.script["create"] = [_refusal()]
+    batch_id, _ = batched(parts, FILES)
+    real_fail = parts.sink.fail
+
+    def paused_before_the_first(record: Any, context: Any) -> None:
+        if not taken:
+            _take_over(parts, taken)
+        real_fail(record, context)
+    monkeypatch.setattr(parts.sink, "fail", paused_before_the_first)
+
+    assert parts.machine.run_once()  # no LeaseLost out of the turn
+
+    [(other, held)] = taken
+    assert {r.state for r in other.files_of_batch(batch_id)} == {FileState.REJECTED}
+    assert list(parts.cfg.errors.rglob("*.error.json")) == []
+    monkeypatch.setattr(parts.sink, "fail", real_fail)
+    parts.machine_on(other).advance(held)
+    assert {r.state for r in other.files_of_batch(batch_id)} == {FileState.FAILED}
+    assert sorted(_error_records(parts)) == sorted(FILES)
+
+
 def test_a_stopping_daemon_releases_the_batch_between_steps(parts: Parts) -> None:
     """The stop event ends the turn after the step under way: the batch is released, due
     at once for the next daemon, and no further step runs."""

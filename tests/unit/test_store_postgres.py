@@ -395,6 +395,31 @@ def test_a_steps_write_keeps_a_takeover_out_until_it_commits(url: str,
         store.close()
 
 
+def test_the_lease_keeper_does_not_queue_behind_a_steps_write(url: str,
+                                                              tmp_path: Path) -> None:
+    """The lease keeper (a connection of the same node) renews without waiting: a batch
+    whose row a step's write holds is left for its next round, where the renewal goes
+    through; so one long write never starves the node's other leases."""
+    store = PostgresStore.open(url, "node-a", tmp_path, auto_migrate=True)
+    formed_batch(store)
+    batch = acquired(store)
+    keeper = store.connect()  # shares the node's leases
+    try:
+        with store.holding(batch.id), store.transaction():
+            started = time.monotonic()
+            keeper.renew_lease(batch.id, wait=False)
+            assert time.monotonic() - started < 1.0
+            renewed = keeper.batch(batch.id)
+            assert renewed is not None and renewed.lease_until == batch.lease_until
+        keeper.renew_lease(batch.id, wait=False)
+        renewed = keeper.batch(batch.id)
+        assert renewed is not None and renewed.lease_until is not None
+        assert batch.lease_until is not None and renewed.lease_until > batch.lease_until
+    finally:
+        keeper.close()
+        store.close()
+
+
 def test_a_postponed_batch_is_due_by_the_database_clock(store: PostgresStore) -> None:
     """The next attempt is the database's time plus the delay, computed by the database,
     and the time postpone answers is the one recorded."""

@@ -156,9 +156,13 @@ class SealProvider:
         if package is None:  # lost with a state folder, or its holder's staging: the
             # same entries make the same stored ZIP again (nothing was sent from it yet
             # that this upload would repeat: the state machine noted this one first)
+            digest, _ = _build(batch)
+            recorded = batch.prepared[0] if batch.prepared else None
             self.log.warning("seal.package_rebuilt", batch=batch.id, remote=remote_id,
-                             package=str(batch.package))
-            _build(batch)
+                             package=str(batch.package), same_as_recorded=digest == recorded,
+                             reason="the ZIP made before the upload is gone (a state folder "
+                             "restored without it, or a node that took the batch over)",
+                             next_step="none: made again from the batch's files, uploaded once")
             package = batch.package
         assert package is not None
         self._client.upload(remote_id, package)

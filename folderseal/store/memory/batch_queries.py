@@ -96,8 +96,13 @@ def next_due(t: Tables, *, now: float) -> Result:
 
 
 @query
-def hold_batch(t: Tables, *, id: str, holder: str, now: float) -> Result:
-    return answer({"id": j["id"]} for j in held(t, id, holder, now))
+def hold_batch(t: Tables, *, id: str, holder: str) -> Result:
+    return answer({"id": j["id"]} for j in batch_if(t, id, lambda j: j["claimed_by"] == holder))
+
+
+@query
+def try_lock_batch(t: Tables, *, id: str) -> Result:
+    return answer({"id": j["id"]} for j in batch_if(t, id, lambda j: True))
 
 
 @query

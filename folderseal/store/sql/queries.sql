@@ -188,10 +188,17 @@ UPDATE batches SET state = 'FAILED', failed_step = :from_state, error_code = :er
 WHERE id = :id AND state = :from_state AND claimed_by = :holder AND lease_until > :now;
 
 -- name: hold_batch
--- The first statement of each write a batch's step makes (StoreBase.holding): the lease
--- is still this holder's. (SQLite's BEGIN IMMEDIATE already keeps every other writer
--- out until the transaction ends; PostgreSQL locks the row.)
-SELECT id FROM batches WHERE id = :id AND claimed_by = :holder AND lease_until > :now;
+-- The first statement of each write a batch's step makes (StoreBase.holding): nobody took
+-- the batch over from this holder (its token is new at each taking, so it stands for the
+-- epoch too), and nobody can until the write ends: SQLite's BEGIN IMMEDIATE keeps every
+-- other writer out, PostgreSQL locks the row. A lease that lapsed with nobody taking it
+-- is still this holder's, as renew_lease has it: the write then goes on.
+SELECT id FROM batches WHERE id = :id AND claimed_by = :holder;
+
+-- name: try_lock_batch
+-- The lease keeper's renewal does not wait for a batch whose row a step's write holds
+-- (that holder is at work): no row here, and it is renewed on the next round.
+SELECT id FROM batches WHERE id = :id;
 
 -- name: renew_lease
 -- A lapsed lease may be renewed by its holder as long as nobody took it over.

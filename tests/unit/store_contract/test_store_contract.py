@@ -242,13 +242,19 @@ def test_a_steps_writes_about_the_batchs_files_are_fenced_by_its_lease(
     assert store.remote_documents(batch.id)[first.id]["id"] == "d1"
 
 
+@pytest.mark.parametrize("in_a_step", [False, True])
 def test_a_lapsed_lease_nobody_took_is_renewed_by_its_holder(
-        store: Store, backend: Backend, clock: Clock) -> None:
-    """A long step that let the lease lapse goes on if nobody else took the batch."""
+        store: Store, backend: Backend, clock: Clock, in_a_step: bool) -> None:
+    """A long step that let the lease lapse goes on if nobody else took the batch, also
+    inside ``holding`` (every write of a step is fenced: the fence asks who holds it)."""
     formed_batch(store)
     batch = acquired(store)
     clock.advance(LEASE_SECONDS + 5)
-    store.transition(batch, BatchState.CREATED)
+    if in_a_step:
+        with store.holding(batch.id):
+            store.transition(batch, BatchState.CREATED)
+    else:
+        store.transition(batch, BatchState.CREATED)
     current = store.batch(batch.id)
     assert current is not None and current.state == BatchState.CREATED
     assert current.lease_until == T0 + LEASE_SECONDS + 5 + LEASE_SECONDS

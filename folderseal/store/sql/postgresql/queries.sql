@@ -18,12 +18,16 @@ SELECT id, source, claimed_at FROM files
 WHERE id >= :since_id AND folder = :folder AND claimed_at > :since;
 
 -- name: hold_batch
--- The lease is still this holder's, and the row stays locked until the write commits:
--- no node takes the batch over between this check and the write. FOR NO KEY UPDATE is
--- the lock the write's own UPDATE of the batch takes: a weaker one first, then this
--- one, could deadlock with a lease renewal waiting in between.
-SELECT id FROM batches WHERE id = :id AND claimed_by = :holder AND lease_until > :now
+-- Nobody took the batch over from this holder, and the row stays locked until the write
+-- commits: no node takes the batch over between this check and the write. FOR NO KEY
+-- UPDATE is the lock the write's own UPDATE of the batch takes: a weaker one first, then
+-- this one, could deadlock with a lease renewal waiting in between.
+SELECT id FROM batches WHERE id = :id AND claimed_by = :holder
 FOR NO KEY UPDATE;
+
+-- name: try_lock_batch
+SELECT id FROM batches WHERE id = :id
+FOR NO KEY UPDATE SKIP LOCKED;
 
 -- name: acquire_batch
 -- :holder is "<node>/<token>", new for every acquisition; :busy lists the batches other
