@@ -6,14 +6,17 @@
 Measures, on the same generated files:
   (a) pyHanko the way most tools call it: SimpleSigner.load_pkcs12 once, then
       signers.sign_pdf per 1-page PDF, in one process;
+  (a2) pyHanko's own detached CAdES signing of the 100 KB files of (c), in one process
+      with the private key parsed once and held (its CMS path at its best);
   (b) the daemon end to end, from dropping 1,000 1-page PDFs at once to the last
-      sidecar (settle 0.2 s, batch wait 0.2 s, batches of 100);
-  (c) the same for 1,000 100 KB non-PDF files (detached CAdES);
+      sidecar (settle 0.2 s, batch wait 0.2 s, batches of 100): target >= 20x (a);
+  (c) the same for 1,000 100 KB non-PDF files (detached CAdES): target >= 3x (a2);
   (d) peak RSS of the daemon's main process and of each signing worker while sealing
       one 2 GiB non-PDF file (and a 200 MB one, to show it does not grow with size);
   (e) drop-to-claim latency (p50, p95) in events mode.
 Prints the figures, the targets from the issue, and where the time of (b) goes (from
-the daemon's own step events).
+the daemon's own step events). A full run exits 1 when a target is missed (``--quick``
+only checks that the script works).
 """
 
 from __future__ import annotations
@@ -54,6 +57,40 @@ def stock_pyhanko(layout: Layout, pdfs: list[bytes]) -> float:
         writer = IncrementalPdfFileWriter(io.BytesIO(data))
         signers.sign_pdf(writer, meta, signer=signer, output=io.BytesIO())
     return len(pdfs) / (time.perf_counter() - started)
+
+
+def pyhanko_cades(layout: Layout, blobs: list[bytes]) -> float:
+    """The baseline of (c): files/s of pyHanko's own detached CAdES signing
+    (``async_sign_general_data``, CAdES attributes) in one process, with the private key
+    parsed once and held, as the daemon holds it: pyHanko's CMS path at its best (its
+    stock ``SimpleSigner`` parses the key again inside every signature)."""
+    import asyncio
+
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from pyhanko.sign import signers
+    from pyhanko_certvalidator.util import get_pyca_cryptography_hash
+
+    from folderseal.signing import Credentials
+
+    class HeldKey(signers.SimpleSigner):
+        def sign_raw(self, data: bytes, digest_algorithm: str) -> bytes:
+            return held.sign(data, padding.PKCS1v15(),
+                             get_pyca_cryptography_hash(digest_algorithm))
+
+    password = (layout.root / "seal" / "seal.pass").read_bytes().strip()
+    stock = signers.SimpleSigner.load_pkcs12(str(layout.root / "seal" / "seal.p12"),
+                                             passphrase=password)
+    held = Credentials.from_pkcs12(layout.root / "seal" / "seal.p12", password).private_key
+    signer = HeldKey(signing_cert=stock.signing_cert, signing_key=stock.signing_key,
+                     cert_registry=stock.cert_registry)
+
+    async def sign_all() -> None:
+        for data in blobs:
+            await signer.async_sign_general_data(io.BytesIO(data), "sha256", detached=True,
+                                                 use_cades=True)
+    started = time.perf_counter()
+    asyncio.run(sign_all())
+    return len(blobs) / (time.perf_counter() - started)
 
 
 def _drop_all(inbox: Path, files: dict[str, bytes]) -> float:
@@ -212,6 +249,8 @@ def main() -> None:
     seal_layout.write()
     results["a_stock_pyhanko_files_per_s"] = stock_pyhanko(
         seal_layout, list(pdfs.values())[: args.stock])
+    results["a2_pyhanko_cades_files_per_s"] = pyhanko_cades(
+        seal_layout, list(others.values())[: args.stock * 3])
     results["b_daemon_pdfs"] = end_to_end(root, pdfs, "pdfs")
     results["c_daemon_detached"] = end_to_end(root, others, "detached")
     results["d_peak_rss_big"] = peak_rss(root, args.big_mib << 20, "big")
@@ -220,28 +259,43 @@ def main() -> None:
     stock = results["a_stock_pyhanko_files_per_s"]
     pdf_rate = results["b_daemon_pdfs"]["files_per_s"]
     results["b_over_a"] = pdf_rate / stock
+    results["c_over_a2"] = results["c_daemon_detached"]["files_per_s"] / \
+        results["a2_pyhanko_cades_files_per_s"]
+    targets = {"b_over_a >= 20": results["b_over_a"] >= 20,
+               "c_over_a2 >= 3": results["c_over_a2"] >= 3}
+    results["missed"] = [name for name, met in targets.items() if not met]
     subprocess.run(["rm", "-rf", str(root)], check=False)
     if args.json:
         print(json.dumps(results, indent=2))
-        return
+    else:
+        _print(results, args)
+    if results["missed"] and not args.quick:
+        sys.exit(1)
+
+
+def _print(results: dict[str, Any], args: argparse.Namespace) -> None:
     b, c = results["b_daemon_pdfs"], results["c_daemon_detached"]
     big, small = results["d_peak_rss_big"], results["d_peak_rss_small"]
     lat = results["e_claim_latency"]
     print(f"machine: {results['cpus']} CPUs")
+    stock = results["a_stock_pyhanko_files_per_s"]
+    cades = results["a2_pyhanko_cades_files_per_s"]
     print(f"(a) stock pyHanko, one process:        {stock:8.1f} files/s")
+    print(f"(a2) pyHanko CAdES, key held:          {cades:8.1f} files/s")
     print(f"(b) daemon, {args.files} 1-page PDFs:        {b['files_per_s']:8.1f} files/s "
-          f"({b['seconds']:.2f} s; {results['b_over_a']:.1f}x (a); target >= 8x)")
+          f"({b['seconds']:.2f} s; {results['b_over_a']:.1f}x (a); target >= 20x)")
     print(f"    where the time goes: first claim {b['first_claim_s']:.2f} s, last claim "
           f"{b['last_claim_s']:.2f} s after the drop; signing busy {b['signing_busy_s']:.2f} s, "
           f"publishing busy {b['publishing_busy_s']:.2f} s over {b['batches']} batches")
     print(f"(c) daemon, {args.files} 100 KB files:       {c['files_per_s']:8.1f} files/s "
-          f"({c['seconds']:.2f} s; target >= 150)")
+          f"({c['seconds']:.2f} s; {results['c_over_a2']:.1f}x (a2); target >= 3x)")
     print(f"(d) {args.big_mib} MiB file: main {big['main_mb']:.0f} MB, worker "
           f"{big['worker_mb_max']:.0f} MB peak RSS ({big['seconds']:.1f} s); "
           f"{max(1, args.big_mib // 10)} MiB file: main {small['main_mb']:.0f} MB, worker "
           f"{small['worker_mb_max']:.0f} MB (target <= 150 MB each)")
     print(f"(e) drop-to-claim latency: p50 {lat['p50_s']:.3f} s, p95 {lat['p95_s']:.3f} s "
           f"(target p50 <= settle {lat['settle_s']} + 0.3 s)")
+    print("targets missed: " + (", ".join(results["missed"]) or "none"))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Detached CAdES signatures (CAdES-BES / baseline B-B, or B-T with a time-stamp server).
 
 The content is hashed in fixed-size chunks, so memory stays flat whatever the file
-size; only the 32-byte digest reaches pyHanko, which builds the CMS SignedData with
-the signed attributes CAdES requires (content-type, message-digest, signing-time and
-ESS signing-certificate-v2).
+size. The CMS SignedData is built from asn1crypto types with the signed attributes
+CAdES requires (content-type, message-digest, signing-time and ESS
+signing-certificate-v2), exactly as pyHanko builds them but without its general
+machinery (:meth:`~folderseal.signing.heldkey.HeldKeySigner.cades_attributes`); with a
+time-stamp server, pyHanko's client fetches the signature time-stamp token (B-T).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from datetime import UTC, datetime
 from typing import BinaryIO
 
 from asn1crypto import cms
-from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
 
 from .credentials import Credentials
 from .tsa import run_with_tsa, timestamper_for
@@ -39,20 +40,21 @@ class DetachedSignature:
 def sign_detached(credentials: Credentials, src: BinaryIO, *,
                   timestamp_url: str = "") -> DetachedSignature:
     """Sign everything ``src`` yields from its current position; return the DER signature."""
+    timestamper = timestamper_for(timestamp_url)  # a bad URL fails before any work
     digest = _sha256_stream(src)
-    coro = credentials.signer.async_sign(
-        digest,
-        "sha256",
-        use_pades=True,  # pyHanko's name for "CAdES attributes"; with is_pdf_sig=False
-        is_pdf_sig=False,  # it also adds signing-time, which CAdES (unlike PAdES) wants
-        timestamper=timestamper_for(timestamp_url),
-        # No "content" key: the SignedData carries no encapsulated content (detached).
-        encap_content_info={"content_type": "data"},
-        # Explicit UTC rather than pyHanko's default of the host's local zone.
-        signed_attr_settings=PdfCMSSignedAttributes(signing_time=datetime.now(UTC)),
-    )
-    content_info: cms.ContentInfo = run_with_tsa(coro, timestamp_url)
-    return DetachedSignature(der=content_info.dump(), content_sha256=digest.hex())
+    signer = credentials.signer
+    # Explicit UTC rather than the host's local zone.
+    signed_attrs = signer.cades_attributes(digest, datetime.now(UTC))
+    signature = signer.sign_raw(signed_attrs.dump(), "sha256")
+    unsigned_attrs = None
+    if timestamper is not None:  # B-T: the time-stamp server countersigns the signature
+        token = run_with_tsa(
+            timestamper.async_timestamp(hashlib.sha256(signature).digest(), "sha256"),
+            timestamp_url)
+        unsigned_attrs = cms.CMSAttributes([cms.CMSAttribute(
+            {"type": "signature_time_stamp_token", "values": [token]})])
+    der = signer.detached_signed_data(signed_attrs, signature, unsigned_attrs)
+    return DetachedSignature(der=der, content_sha256=digest.hex())
 
 
 def _sha256_stream(src: BinaryIO) -> bytes:

@@ -23,6 +23,9 @@ def test_quick_benchmark_reports_every_figure() -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     figures = json.loads(out.stdout)
     assert figures["a_stock_pyhanko_files_per_s"] > 0
+    assert figures["a2_pyhanko_cades_files_per_s"] > 0
+    assert figures["b_over_a"] > 0 and figures["c_over_a2"] > 0
+    assert set(figures["missed"]) <= {"b_over_a >= 20", "c_over_a2 >= 3"}
     for run in ("b_daemon_pdfs", "c_daemon_detached"):
         assert figures[run]["files_per_s"] > 0 and figures[run]["batches"] >= 1
         assert 0 < figures[run]["first_claim_s"] <= figures[run]["last_claim_s"]

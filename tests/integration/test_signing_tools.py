@@ -341,6 +341,37 @@ def test_detached_signature_verifies_with_openssl(
     assert verdict.detail.startswith("CAdES detached signature valid")
 
 
+def test_detached_signature_holds_what_pyhanko_would_put_there(
+        credentials: Credentials, tmp_path: Path) -> None:  # noqa: F811
+    """folderseal builds detached CAdES without pyHanko's general machinery: the same
+    SignedData as pyHanko's own for the same content (signed attributes of the same types
+    in the same order and with the same values but the signing time, the same
+    certificates, signer id and algorithms)."""
+    import asyncio
+
+    from asn1crypto import cms
+
+    data = os.urandom(10_000)
+    ours = cms.ContentInfo.load(sign_detached(credentials, io.BytesIO(data)).der)["content"]
+    theirs = asyncio.run(credentials.signer.async_sign_general_data(
+        io.BytesIO(data), "sha256", detached=True, use_cades=True))["content"]
+
+    def attrs(signed_data: cms.SignedData) -> list[tuple[str, object]]:
+        found = signed_data["signer_infos"][0]["signed_attrs"]
+        return [(a["type"].native, None if a["type"].native == "signing_time"
+                 else a["values"].dump()) for a in found]
+    assert attrs(ours) == attrs(theirs)
+    assert [a["type"].native for a in ours["signer_infos"][0]["signed_attrs"]] == [
+        "content_type", "signing_time", "message_digest", "signing_certificate_v2"]
+    for field in ("version", "digest_algorithms", "encap_content_info", "certificates"):
+        assert ours[field].dump() == theirs[field].dump(), field
+    mine, pyhankos = ours["signer_infos"][0], theirs["signer_infos"][0]
+    for field in ("version", "sid", "digest_algorithm", "signature_algorithm"):
+        assert mine[field].dump() == pyhankos[field].dump(), field
+    when = mine["signed_attrs"][1]["values"][0]
+    assert when.name == "utc_time" and pyhankos["signed_attrs"][1]["values"][0].name == when.name
+
+
 def test_tampered_content_fails_openssl_and_verify(
         credentials: Credentials, tmp_path: Path) -> None:  # noqa: F811
     """Changing one byte of the content makes both openssl and verify_detached refuse it."""
