@@ -16,9 +16,11 @@ renames those to have them sealed, and they would be a warning for ever.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import os
-from fnmatch import fnmatchcase
+import re
+from collections.abc import Iterable
 from typing import Any
 
 BUILTIN_FILE_PATTERNS = ("*.tmp", "*.temp", "*.part", "*.partial", "*.crdownload",
@@ -28,14 +30,39 @@ BUILTIN_DIR_NAMES = frozenset({"@eadir", "__macosx"})
 # above or as hidden names), and left out of the tally.
 OS_METADATA = ("thumbs.db", "desktop.ini", ".ds_store", "._*", ".localized", ".directory",
                ".apdisk", ".volumeicon.icns")
+_OS_METADATA = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in OS_METADATA))
+
+
+class Patterns:
+    """Shell patterns (lower case) compiled into one regular expression for names and one
+    for paths: a share polled every second may hold tens of thousands of other files,
+    and each is matched at every scan."""
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        self.patterns = patterns
+        self.everything = "*" in patterns  # matches any name: nothing to match
+        self._name = _compiled(p for p in patterns if "/" not in p)
+        self._path = _compiled(p for p in patterns if "/" in p)
+
+    def match(self, name: str, path: str) -> bool:
+        """Whether a pattern without ``/`` matches ``name``, or one with ``/`` ``path``
+        (both lower case)."""
+        return bool(self._name is not None and self._name.match(name) or
+                    self._path is not None and self._path.match(path))
+
+
+def _compiled(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    found = [fnmatch.translate(p) for p in patterns]
+    return re.compile("|".join(f"(?:{p})" for p in found)) if found else None
 
 
 class NameFilter:
     """Decides which files and folders of an inbox are looked at."""
 
     def __init__(self, include: list[str] | None = None, exclude: list[str] | None = None):
-        self.include = tuple(p.lower() for p in (include or ["*"]))
-        self.exclude = tuple(p.lower() for p in (exclude or [])) + BUILTIN_FILE_PATTERNS
+        self.include = Patterns(tuple(p.lower() for p in (include or ["*"])))
+        self.exclude = Patterns(tuple(p.lower() for p in (exclude or [])) +
+                                BUILTIN_FILE_PATTERNS)
 
     def wants_dir(self, name: str) -> bool:
         """False for folders never descended into (``.folderseal``, ``@eaDir``, …)."""
@@ -43,41 +70,54 @@ class NameFilter:
 
     def wants_file(self, relative: str) -> bool:
         """True if the file at ``relative`` (inside the inbox) is a document to seal."""
-        parts = relative.split("/")
-        if not all(self.wants_dir(part) for part in parts[:-1]):
+        folder, _, name = relative.rpartition("/")
+        if folder and not all(self.wants_dir(part) for part in folder.split("/")):
             return False
-        name = parts[-1]
         if name.startswith((".", "~")):
             return False
-        lowered, name_lowered = relative.lower(), name.lower()
-
-        def matches(pattern: str) -> bool:
-            return fnmatchcase(lowered if "/" in pattern else name_lowered, pattern)
-
-        return any(map(matches, self.include)) and not any(map(matches, self.exclude))
+        name_lowered = name.lower()
+        lowered = relative.lower() if folder else name_lowered
+        return (self.include.everything or self.include.match(name_lowered, lowered)) and \
+            not self.exclude.match(name_lowered, lowered)
 
 
 class IgnoredTally:
     """The files one scan passed over by name, operating-system files aside: how many,
-    and the oldest by mtime (only these are stat'ed, so a scan of a folder of documents
-    costs no more)."""
+    and the oldest by mtime.
 
-    def __init__(self) -> None:
+    Only ignored files are stat'ed, so a scan of a folder of documents costs no more;
+    and only at a scan that ``refresh``es the oldest (the scanner's choice: a share
+    polled every second may hold tens of thousands of other programs' files). A scan
+    that does not carries the ``previous`` tally's oldest on while that file is still
+    there."""
+
+    def __init__(self, refresh: bool = True, previous: IgnoredTally | None = None) -> None:
         self.count = 0
-        self.oldest = ""
-        self.oldest_mtime = math.inf
+        self.refresh = refresh
+        carried = previous if previous is not None and not refresh else None
+        self.oldest: str = carried.oldest if carried else ""
+        self.oldest_mtime: float = carried.oldest_mtime if carried else math.inf
+        self._oldest_seen = False
 
     def add(self, source: str, entry: os.DirEntry[str]) -> None:
-        name = entry.name.lower()
-        if any(fnmatchcase(name, pattern) for pattern in OS_METADATA):
+        if _OS_METADATA.match(entry.name.lower()):
             return
         self.count += 1
+        if not self.refresh:
+            self._oldest_seen = self._oldest_seen or source == self.oldest
+            return
         try:
             mtime = entry.stat(follow_symlinks=False).st_mtime
         except OSError:  # gone since the listing
             return
         if mtime < self.oldest_mtime:
             self.oldest, self.oldest_mtime = source, mtime
+
+    def done(self) -> None:
+        """After the scan: an oldest carried on but no longer there is forgotten (the next
+        refresh finds the oldest of those left)."""
+        if not self.refresh and not self._oldest_seen:
+            self.oldest, self.oldest_mtime = "", math.inf
 
     def report(self) -> dict[str, Any]:
         return {"count": self.count, "oldest": self.oldest,

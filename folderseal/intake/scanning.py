@@ -15,6 +15,10 @@ from folderseal.intake.ignore import IgnoredTally, NameFilter
 from folderseal.intake.inbox import MAX_DEPTH, list_files
 from folderseal.intake.settle import SettleTracker
 
+# How often a scan stats the files it ignores to find the oldest (what status shows of
+# them): not at every poll of a share that holds thousands of other programs' files.
+IGNORED_REFRESH_SECONDS = 60.0
+
 
 class Scanner:
     """When one inbox is scanned next, and what its last scan passed over."""
@@ -27,6 +31,7 @@ class Scanner:
         self.prefix = str(cfg.inbox).rstrip("/") + "/"
         self.log = get_logger(folder=name)
         self.ignored = IgnoredTally()  # as of the last scan
+        self.ignored_at = -IGNORED_REFRESH_SECONDS  # when its oldest was last looked for
         self.too_deep: list[str] = []  # folders the last scan did not list: too deep
         self.next_at = 0.0
         self.scanned_at = 0.0          # the last scan of the inbox (0: none yet)
@@ -44,12 +49,16 @@ class Scanner:
 
     def scan(self, now: float, polling: bool) -> None:
         """List the inbox; every file found is a candidate."""
-        ignored = IgnoredTally()
+        refresh = now - self.ignored_at >= IGNORED_REFRESH_SECONDS
+        ignored = IgnoredTally(refresh, self.ignored)
         too_deep: list[str] = []
         for source in list_files(self.cfg.inbox, self.filter, self.cfg.recursive, ignored,
                                  too_deep):
             self._seen(source, now)
+        ignored.done()
         self.ignored = ignored
+        if refresh:
+            self.ignored_at = now
         if too_deep != self.too_deep:
             if too_deep:
                 self.log.warning("folder.too_deep", folders=too_deep[:5], count=len(too_deep),

@@ -35,6 +35,17 @@ def test_quick_benchmark_reports_every_figure() -> None:
     assert figures["e_claim_latency"]["p50_s"] >= figures["e_claim_latency"]["settle_s"]
 
 
+def test_quick_polling_benchmark_measures_both_side_by_side() -> None:
+    """bench/polling.py --quick runs the daemon polling a folder of excluded files beside
+    watchdog's PollingObserver on it and reports the CPU of each."""
+    out = subprocess.run([sys.executable, str(BENCH.with_name("polling.py")), "--quick",
+                          "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout)
+    assert figures["files"] == 2000 and figures["observer_cpu_s"] > 0
+    assert figures["daemon_cpu_s"] >= 0 and figures["share"] >= 0
+
+
 def test_quick_centrapay_benchmark_reports_every_figure() -> None:
     """bench/centrapay.py --quick loads its files through the emulator with folder and S3
     publishing (each checked against the emulator's journal) and prints each figure."""

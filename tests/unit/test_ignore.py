@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from folderseal.intake.ignore import NameFilter
+from folderseal.intake.ignore import IgnoredTally, NameFilter
 
 
 @pytest.mark.parametrize("name", [
@@ -119,3 +119,50 @@ def test_include_with_slash_matches_the_relative_path() -> None:
     assert names.wants_file("a.pdf") is False
     assert names.wants_file("letters/a.pdf") is False
     assert names.wants_file("invoices/a.docx") is False
+
+
+def test_special_characters_of_a_pattern_match_as_the_shell_would() -> None:
+    """Patterns are compiled into one expression: brackets, ``?`` and regex characters
+    in names keep their shell meaning (``[0-9]``, one character) or none (``+``, ``(``)."""
+    names = NameFilter(exclude=["scan-[0-9]?.pdf", "a+b(1).pdf", "*.[ch]"])
+    assert names.wants_file("scan-12.pdf") is False
+    assert names.wants_file("scan-x2.pdf") is True
+    assert names.wants_file("scan-123.pdf") is True
+    assert names.wants_file("a+b(1).pdf") is False and names.wants_file("aab1.pdf") is True
+    assert names.wants_file("main.c") is False and names.wants_file("main.cc") is True
+
+
+class _Entry:
+    """A listed file whose stat says when it was written (or that it must not be asked)."""
+
+    def __init__(self, name: str, mtime: float | None) -> None:
+        self.name = name
+        self.mtime = mtime
+
+    def stat(self, follow_symlinks: bool = True) -> object:
+        assert self.mtime is not None, f"{self.name} stat'ed at a scan that does not refresh"
+        return type("Stat", (), {"st_mtime": self.mtime})()
+
+
+def _tally(entries: list[_Entry], refresh: bool, previous: IgnoredTally | None) -> IgnoredTally:
+    tally = IgnoredTally(refresh, previous)
+    for entry in entries:
+        tally.add(entry.name, entry)  # type: ignore[arg-type]
+    tally.done()
+    return tally
+
+
+def test_the_ignored_files_are_counted_every_scan_and_stated_only_to_refresh() -> None:
+    """A share polled every second may hold thousands of other programs' files: each scan
+    counts them, only a refreshing scan stats them for the oldest; in between the oldest
+    is carried on while it is still there, and forgotten once it is gone."""
+    first = _tally([_Entry("a.tmp", 50.0), _Entry("b.tmp", 10.0), _Entry("Thumbs.db", 1.0)],
+                   True, None)
+    assert (first.count, first.oldest, first.oldest_mtime) == (2, "b.tmp", 10.0)
+    carried = _tally([_Entry("a.tmp", None), _Entry("b.tmp", None), _Entry("c.tmp", None)],
+                     False, first)
+    assert (carried.count, carried.oldest, carried.oldest_mtime) == (3, "b.tmp", 10.0)
+    gone = _tally([_Entry("a.tmp", None)], False, carried)
+    assert (gone.count, gone.oldest) == (1, "")
+    refreshed = _tally([_Entry("a.tmp", 50.0)], True, gone)
+    assert (refreshed.oldest, refreshed.oldest_mtime) == ("a.tmp", 50.0)
