@@ -120,6 +120,38 @@ class HeldKeySigner(SimpleSigner):
             cms.CMSAttribute.load(self._v2_der),
         ])
 
+    def pades_attributes(self, digest: bytes) -> cms.CMSAttributes:
+        """The signed attributes of a PAdES signature of a document whose byte ranges
+        hash to ``digest``, as pyHanko makes them: content-type, message-digest, ESS
+        signing-certificate-v2 (the signing time is the signature dictionary's)."""
+        return cms.CMSAttributes([
+            cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
+            cms.CMSAttribute({"type": "message_digest", "values": [digest]}),
+            cms.CMSAttribute.load(self._v2_der),
+        ])
+
+    async def async_sign(self, data_digest: bytes, digest_algorithm: str, dry_run: bool = False,
+                         use_pades: bool = False, timestamper: Any = None,
+                         signed_attr_settings: Any = None, is_pdf_sig: bool = True,
+                         encap_content_info: Any = None) -> cms.ContentInfo:
+        """pyHanko's entry for the CMS of a PDF signature. The plain PAdES baseline B-B
+        case (what folderseal signs without a time-stamp server) is built here, as
+        :meth:`detached_signed_data` builds it; any other case goes to pyHanko."""
+        plain = signed_attr_settings is None or (
+            signed_attr_settings.cades_signed_attrs is None
+            and getattr(signed_attr_settings, "adobe_revinfo_attr", None) is None)
+        if not (use_pades and is_pdf_sig and plain and not dry_run and timestamper is None
+                and encap_content_info is None and digest_algorithm == "sha256"
+                and self.signed_attr_prov_spec is None
+                and self.unsigned_attr_prov_spec is None):
+            return await super().async_sign(
+                data_digest, digest_algorithm, dry_run=dry_run, use_pades=use_pades,
+                timestamper=timestamper, signed_attr_settings=signed_attr_settings,
+                is_pdf_sig=is_pdf_sig, encap_content_info=encap_content_info)
+        attrs = self.pades_attributes(data_digest)
+        signature = self.sign_raw(attrs.dump(), "sha256")
+        return cms.ContentInfo.load(self.detached_signed_data(attrs, signature))
+
     def detached_signed_data(self, signed_attrs: cms.CMSAttributes, signature: bytes,
                              unsigned_attrs: cms.CMSAttributes | None = None) -> bytes:
         """The DER ContentInfo of a SignedData without content (``signature`` made over

@@ -372,6 +372,31 @@ def test_detached_signature_holds_what_pyhanko_would_put_there(
     assert when.name == "utc_time" and pyhankos["signed_attrs"][1]["values"][0].name == when.name
 
 
+def test_pdf_signature_cms_holds_what_pyhanko_would_put_there(
+        credentials: Credentials) -> None:  # noqa: F811
+    """The CMS of a PAdES signature (no time-stamp server) is built without pyHanko's
+    general machinery too: the same SignedData as pyHanko's own for the same document
+    digest (attributes content-type, message-digest, signing-certificate-v2)."""
+    import asyncio
+    import hashlib as hashes_
+
+    from pyhanko.sign.signers.pdf_cms import SimpleSigner
+
+    digest = hashes_.sha256(b"the byte ranges of a PDF").digest()
+    ours = asyncio.run(credentials.signer.async_sign(digest, "sha256", use_pades=True))
+    theirs = asyncio.run(SimpleSigner.async_sign(credentials.signer, digest, "sha256",
+                                                 use_pades=True))
+    mine, pyhankos = ours["content"], theirs["content"]
+    for field in ("version", "digest_algorithms", "encap_content_info", "certificates"):
+        assert mine[field].dump() == pyhankos[field].dump(), field
+    a, b = mine["signer_infos"][0], pyhankos["signer_infos"][0]
+    for field in ("version", "sid", "digest_algorithm", "signed_attrs", "signature_algorithm",
+                  "signature"):  # RSA PKCS#1 v1.5 is deterministic: the very signature
+        assert a[field].dump() == b[field].dump(), field
+    assert [x["type"].native for x in a["signed_attrs"]] == [
+        "content_type", "message_digest", "signing_certificate_v2"]
+
+
 def test_tampered_content_fails_openssl_and_verify(
         credentials: Credentials, tmp_path: Path) -> None:  # noqa: F811
     """Changing one byte of the content makes both openssl and verify_detached refuse it."""
