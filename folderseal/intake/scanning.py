@@ -49,7 +49,8 @@ class Scanner:
 
     def scan(self, now: float, polling: bool) -> None:
         """List the inbox; every file found is a candidate."""
-        refresh = now - self.ignored_at >= IGNORED_REFRESH_SECONDS
+        # Also when the clock stepped back: never a stale tally for as long as that.
+        refresh = not 0 <= now - self.ignored_at < IGNORED_REFRESH_SECONDS
         ignored = IgnoredTally(refresh, self.ignored)
         too_deep: list[str] = []
         for source in list_files(self.cfg.inbox, self.filter, self.cfg.recursive, ignored,

@@ -41,8 +41,9 @@ def sign_detached(credentials: Credentials, src: BinaryIO, *,
                   timestamp_url: str = "") -> DetachedSignature:
     """Sign everything ``src`` yields from its current position; return the DER signature."""
     timestamper = timestamper_for(timestamp_url)  # a bad URL fails before any work
-    digest = _sha256_stream(src)
     signer = credentials.signer
+    signer.check_sha256()
+    digest = _sha256_stream(src)
     # Explicit UTC rather than the host's local zone.
     signed_attrs = signer.cades_attributes(digest, datetime.now(UTC))
     signature = signer.sign_raw(signed_attrs.dump(), "sha256")

@@ -85,9 +85,10 @@ class HeldKeySigner(SimpleSigner):
         v2_value = general.as_signing_certificate_v2(signing_cert)
         v2_attr = cms.CMSAttribute({"type": "signing_certificate_v2", "values": [v2_value]})
         self._v2_der: bytes = v2_attr.dump()
-        # As pyHanko's SignedData holds them: the chain without self-signed roots, and
-        # the signing certificate.
-        held = [cert for cert in chain if cert.self_signed == "no" and cert != signing_cert]
+        # As pyHanko's SignedData holds them: the chain (its roots too, as pyHanko's
+        # ``embed_roots`` has it by default) and the signing certificate.
+        held = [cert for cert in chain if cert != signing_cert and
+                (self.embed_roots or cert.self_signed == "no")]
         self._certificates_der: bytes = cms.CertificateSet(
             [cms.CertificateChoices(name="certificate", value=cert)
              for cert in [*held, signing_cert]]).dump()
@@ -107,6 +108,11 @@ class HeldKeySigner(SimpleSigner):
     # pyHanko builds each signature through attribute providers and an event loop,
     # about 3 ms in all, where the RSA signature itself takes 1 ms; these build exactly
     # what it builds for a detached CAdES signature, straight from asn1crypto types.
+
+    def check_sha256(self) -> None:
+        """Refuse, as pyHanko does (SigningError), a key whose signature mechanism fixes
+        another digest (Ed25519: SHA-512, Ed448: SHAKE256)."""
+        self._check_digest_algorithm("sha256")
 
     def cades_attributes(self, digest: bytes, signing_time: datetime) -> cms.CMSAttributes:
         """The signed attributes of a detached CAdES-BES signature of content whose
@@ -137,6 +143,7 @@ class HeldKeySigner(SimpleSigner):
         """pyHanko's entry for the CMS of a PDF signature. The plain PAdES baseline B-B
         case (what folderseal signs without a time-stamp server) is built here, as
         :meth:`detached_signed_data` builds it; any other case goes to pyHanko."""
+        self._check_digest_algorithm(digest_algorithm)  # as pyHanko's own first step
         plain = signed_attr_settings is None or (
             signed_attr_settings.cades_signed_attrs is None
             and getattr(signed_attr_settings, "adobe_revinfo_attr", None) is None)
@@ -182,9 +189,9 @@ class HeldKeySigner(SimpleSigner):
                 b"\xa0" + self._certificates_der[1:],  # [0] IMPLICIT CertificateSet
                 self._sid_der,
                 digest,
-                self.get_signature_mechanism_for_digest("sha256").dump(),
             )
-        return self._constant
+        # Not kept: the mechanism follows the signer's settings (``prefer_pss``).
+        return (*self._constant, self.get_signature_mechanism_for_digest("sha256").dump())
 
     def _signed_attr_provider_spec(
         self,

@@ -19,6 +19,7 @@ from asn1crypto import cms
 from cryptography import x509
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.ades.report import AdESIndeterminate
 from pyhanko.sign.general import (
     NonexistentAttributeError,
     check_ess_certid,
@@ -183,7 +184,14 @@ def _describe(status: StandardCMSSignatureStatus) -> str:
 
 
 def _timestamp_problem(status: StandardCMSSignatureStatus) -> str:
-    """Why the signature time-stamp fails, or "" if it is absent or good."""
+    """Why the signature's algorithms or its time-stamp fail, or "" if they are good.
+
+    pyHanko marks an algorithm a verifier must refuse (Ed25519 over SHA-256, a weak
+    digest) as a trust problem and still calls the signature valid; trust itself
+    (a chain to a root the verifier knows) is not what ``verify`` judges."""
+    if status.trust_problem_indic == AdESIndeterminate.CRYPTO_CONSTRAINTS_FAILURE:
+        return ("its algorithms are not allowed (a digest or signature mechanism "
+                "verifiers refuse): have it signed again with a seal of an RSA or EC key")
     timestamp = status.timestamp_validity
     if timestamp is None or (timestamp.intact and timestamp.valid):
         return ""

@@ -372,6 +372,101 @@ def test_detached_signature_holds_what_pyhanko_would_put_there(
     assert when.name == "utc_time" and pyhankos["signed_attrs"][1]["values"][0].name == when.name
 
 
+def _seal_with_chain(folder: Path, leaf_key: object) -> Credentials:
+    """A seal of ``leaf_key`` issued by an intermediate CA under a self-signed root (the
+    PEM holds all three), and the root alone in ``folder/root.pem``."""
+    import datetime
+
+    from cryptography.hazmat.primitives.asymmetric import ed448, ed25519, rsa
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def issue(cn: str, key: object, issuer: str, issuer_key: object, ca: bool) -> x509.Certificate:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        builder = (x509.CertificateBuilder().subject_name(name)
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                   .public_key(key.public_key())  # type: ignore[attr-defined]
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=30))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        edwards = isinstance(issuer_key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey))
+        return builder.sign(issuer_key, None if edwards else hashes.SHA256())  # type: ignore[arg-type]
+
+    root_key = rsa.generate_private_key(65537, 2048)
+    root = issue("Test Root", root_key, "Test Root", root_key, True)
+    middle_key = rsa.generate_private_key(65537, 2048)
+    middle = issue("Test Intermediate", middle_key, "Test Root", root_key, True)
+    leaf = issue("Test Seal", leaf_key, "Test Intermediate", middle_key, False)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "root.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    (folder / "seal.key").write_bytes(leaf_key.private_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (folder / "seal.pem").write_bytes(b"".join(
+        c.public_bytes(serialization.Encoding.PEM) for c in (leaf, middle, root)))
+    return Credentials.from_pem(folder / "seal.key", folder / "seal.pem", None)
+
+
+def test_a_seal_with_a_chain_and_an_ec_key_signs_as_pyhanko_would(tmp_path: Path) -> None:
+    """An ECDSA seal under an intermediate CA and a root: the detached signature holds
+    the same certificates as pyHanko's (the root too), verifies with openssl against
+    the root alone, and with folderseal verify."""
+    import asyncio
+
+    from asn1crypto import cms
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    seal = _seal_with_chain(tmp_path / "seal", ec.generate_private_key(ec.SECP256R1()))
+    content = tmp_path / "data.bin"
+    content.write_bytes(os.urandom(20_000))
+    p7s = _detached(seal, content)
+    ours = cms.ContentInfo.load(p7s.read_bytes())["content"]
+    theirs = asyncio.run(seal.signer.async_sign_general_data(
+        io.BytesIO(content.read_bytes()), "sha256", detached=True, use_cades=True))["content"]
+
+    def subjects(signed_data: cms.SignedData) -> list[str]:
+        return sorted(c.chosen.subject.native["common_name"] for c in signed_data["certificates"])
+    assert subjects(ours) == subjects(theirs) == ["Test Intermediate", "Test Root", "Test Seal"]
+    assert ours["signer_infos"][0]["signature_algorithm"]["algorithm"].native == "sha256_ecdsa"
+    done = subprocess.run(["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in",
+                           str(p7s), "-content", str(content), "-out", os.devnull, "-CAfile",
+                           str(tmp_path / "seal" / "root.pem"), "-purpose", "any"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    verdict = verify_detached(content, p7s)
+    assert verdict.ok, verdict.detail
+
+
+def test_an_edwards_seal_is_refused_as_pyhanko_refuses_it(tmp_path: Path) -> None:
+    """Ed25519 signs with SHA-512, never SHA-256: such a seal is refused with pyHanko's
+    own words, for a detached signature and a PDF alike, rather than a signature no
+    verifier accepts."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from pyhanko.sign.general import SigningError
+
+    seal = _seal_with_chain(tmp_path / "seal", ed25519.Ed25519PrivateKey.generate())
+    with pytest.raises(SigningError, match="sha512"):
+        sign_detached(seal, io.BytesIO(b"content"))
+    src = tmp_path / "in.pdf"
+    make_pdf(src)
+    with pytest.raises((SigningError, FileRejected), match="sha512"):
+        _sign_pdf_file(seal, src, tmp_path / "out.pdf")
+    # Such a signature made anyway (by another tool) fails folderseal verify, as openssl.
+    from datetime import UTC, datetime
+
+    content = tmp_path / "content.bin"
+    content.write_bytes(b"content")
+    attrs = seal.signer.cades_attributes(hashlib.sha256(b"content").digest(), datetime.now(UTC))
+    p7s = tmp_path / "content.bin.p7s"
+    p7s.write_bytes(seal.signer.detached_signed_data(
+        attrs, seal.signer.sign_raw(attrs.dump(), "sha256")))
+    assert _openssl_verify(content, p7s).returncode != 0
+    verdict = verify_detached(content, p7s)
+    assert not verdict.ok and "algorithms are not allowed" in verdict.detail, verdict.detail
+
+
 def test_pdf_signature_cms_holds_what_pyhanko_would_put_there(
         credentials: Credentials) -> None:  # noqa: F811
     """The CMS of a PAdES signature (no time-stamp server) is built without pyHanko's
