@@ -284,6 +284,7 @@ class Share:
         self.backing = backing
         self.mountpoint = mountpoint
         self.process: subprocess.Popen[bytes] | None = None
+        self.started: list[subprocess.Popen[bytes]] = []  # every bindfs of this share
         self.decoys: list[Share] = []
 
     def mount(self) -> None:
@@ -291,6 +292,7 @@ class Share:
         self.process = subprocess.Popen(["bindfs", "-f", "--no-allow-other",
                                          str(self.backing), str(self.mountpoint)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.started.append(self.process)
         deadline = time.monotonic() + 10
         while not self.mounted():
             if time.monotonic() > deadline:
@@ -334,9 +336,16 @@ class Share:
         if self.process is not None or self.mounted():
             self.unmount()
         for decoy in self.decoys:
-            decoy.unmount()
+            decoy.close()
             shutil.rmtree(decoy.backing, ignore_errors=True)
         self.decoys = []
+        # A bindfs whose mount was detached lazily, or mounted over, may outlive it and
+        # spin once its backing folder is removed: none is left running.
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        self.started = []
 
 
 def _files_below(folder: Path) -> set[str]:
