@@ -164,7 +164,7 @@ def _share(layout: Layout, key: str) -> Iterator[Share]:
     try:
         yield share
     finally:
-        share.unmount()
+        share.close()  # every bindfs it started ends too
 
 
 @contextmanager

@@ -280,7 +280,7 @@ def test_a_share_that_hangs_stops_the_watchdog_and_fails_healthz(
                    what="pings after the share answered again")
         assert daemon.stop() == 0
     finally:
-        share.unmount()
+        share.close()  # every bindfs it started ends too
 
 
 def _heartbeat(layout: Layout) -> tuple[float, float]:
@@ -326,7 +326,7 @@ def test_a_share_that_hangs_does_not_stop_the_heartbeat(tmp_path: Path) -> None:
             share.process.send_signal(signal.SIGCONT)
         assert daemon.stop() == 0
     finally:
-        share.unmount()
+        share.close()  # every bindfs it started ends too
 
 
 def _process_group(pgid: int) -> list[str]:
