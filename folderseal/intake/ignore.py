@@ -30,7 +30,6 @@ BUILTIN_DIR_NAMES = frozenset({"@eadir", "__macosx"})
 # above or as hidden names), and left out of the tally.
 OS_METADATA = ("thumbs.db", "desktop.ini", ".ds_store", "._*", ".localized", ".directory",
                ".apdisk", ".volumeicon.icns")
-_OS_METADATA = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in OS_METADATA))
 
 
 class Patterns:
@@ -39,21 +38,25 @@ class Patterns:
     and each is matched at every scan."""
 
     def __init__(self, patterns: tuple[str, ...]) -> None:
-        self.patterns = patterns
         self.everything = "*" in patterns  # matches any name: nothing to match
-        self._name = _compiled(p for p in patterns if "/" not in p)
-        self._path = _compiled(p for p in patterns if "/" in p)
+        names, paths = [p for p in patterns if "/" not in p], [p for p in patterns if "/" in p]
+        self._name = _one_expression(names) if names else None
+        self._path = _one_expression(paths) if paths else None
 
     def match(self, name: str, path: str) -> bool:
         """Whether a pattern without ``/`` matches ``name``, or one with ``/`` ``path``
         (both lower case)."""
-        return bool(self._name is not None and self._name.match(name) or
-                    self._path is not None and self._path.match(path))
+        return self.everything or bool(
+            self._name is not None and self._name.match(name) or
+            self._path is not None and self._path.match(path))
 
 
-def _compiled(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    found = [fnmatch.translate(p) for p in patterns]
-    return re.compile("|".join(f"(?:{p})" for p in found)) if found else None
+def _one_expression(patterns: Iterable[str]) -> re.Pattern[str]:
+    """One regular expression matching what any of the shell ``patterns`` matches."""
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
+_OS_METADATA = _one_expression(OS_METADATA)
 
 
 class NameFilter:
@@ -77,7 +80,7 @@ class NameFilter:
             return False
         name_lowered = name.lower()
         lowered = relative.lower() if folder else name_lowered
-        return (self.include.everything or self.include.match(name_lowered, lowered)) and \
+        return self.include.match(name_lowered, lowered) and \
             not self.exclude.match(name_lowered, lowered)
 
 

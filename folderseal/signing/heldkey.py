@@ -89,10 +89,9 @@ class HeldKeySigner(SimpleSigner):
         # ``embed_roots`` has it by default) and the signing certificate.
         held = [cert for cert in chain if cert != signing_cert and
                 (self.embed_roots or cert.self_signed == "no")]
-        self._certificates_der: bytes = cms.CertificateSet(
+        certificates_der = cms.CertificateSet(
             [cms.CertificateChoices(name="certificate", value=cert)
              for cert in [*held, signing_cert]]).dump()
-        self._constant: tuple[bytes, ...] | None = None  # see _constant_parts
         self._sid_der: bytes = cms.SignerIdentifier(
             {
                 "issuer_and_serial_number": cms.IssuerAndSerialNumber(
@@ -100,6 +99,15 @@ class HeldKeySigner(SimpleSigner):
                 )
             }
         ).dump()
+        # What every detached signature of this seal holds around its attributes and
+        # signature value (detached_signed_data): encoded once.
+        version = cms.CMSVersion("v1").dump()
+        digest = algos.DigestAlgorithm({"algorithm": "sha256"}).dump()
+        self._signed_data_head = b"".join((
+            version, _tlv(0x31, digest),
+            cms.EncapsulatedContentInfo({"content_type": "data"}).dump(),
+            b"\xa0" + certificates_der[1:]))  # [0] IMPLICIT CertificateSet
+        self._signer_info_head = version + self._sid_der + digest
 
     def __repr__(self) -> str:
         return f"HeldKeySigner(subject={self.subject_name!r})"
@@ -114,24 +122,16 @@ class HeldKeySigner(SimpleSigner):
         another digest (Ed25519: SHA-512, Ed448: SHAKE256)."""
         self._check_digest_algorithm("sha256")
 
-    def cades_attributes(self, digest: bytes, signing_time: datetime) -> cms.CMSAttributes:
-        """The signed attributes of a detached CAdES-BES signature of content whose
-        SHA-256 is ``digest``, as pyHanko makes them: content-type, signing-time,
-        message-digest, ESS signing-certificate-v2."""
+    def signed_attributes(self, digest: bytes,
+                          signing_time: datetime | None = None) -> cms.CMSAttributes:
+        """The signed attributes pyHanko makes for content whose SHA-256 is ``digest``:
+        content-type, signing-time (given for a detached CAdES-BES signature; a PAdES
+        one has the signature dictionary's), message-digest, ESS signing-certificate-v2."""
+        when = [] if signing_time is None else [cms.CMSAttribute(
+            {"type": "signing_time", "values": [cms.Time({"utc_time": UTCTime(signing_time)})]})]
         return cms.CMSAttributes([
             cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
-            cms.CMSAttribute({"type": "signing_time",
-                              "values": [cms.Time({"utc_time": UTCTime(signing_time)})]}),
-            cms.CMSAttribute({"type": "message_digest", "values": [digest]}),
-            cms.CMSAttribute.load(self._v2_der),
-        ])
-
-    def pades_attributes(self, digest: bytes) -> cms.CMSAttributes:
-        """The signed attributes of a PAdES signature of a document whose byte ranges
-        hash to ``digest``, as pyHanko makes them: content-type, message-digest, ESS
-        signing-certificate-v2 (the signing time is the signature dictionary's)."""
-        return cms.CMSAttributes([
-            cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
+            *when,
             cms.CMSAttribute({"type": "message_digest", "values": [digest]}),
             cms.CMSAttribute.load(self._v2_der),
         ])
@@ -155,7 +155,7 @@ class HeldKeySigner(SimpleSigner):
                 data_digest, digest_algorithm, dry_run=dry_run, use_pades=use_pades,
                 timestamper=timestamper, signed_attr_settings=signed_attr_settings,
                 is_pdf_sig=is_pdf_sig, encap_content_info=encap_content_info)
-        attrs = self.pades_attributes(data_digest)
+        attrs = self.signed_attributes(data_digest)
         signature = self.sign_raw(attrs.dump(), "sha256")
         return cms.ContentInfo.load(self.detached_signed_data(attrs, signature))
 
@@ -165,33 +165,18 @@ class HeldKeySigner(SimpleSigner):
         ``signed_attrs`` with SHA-256), holding the certificates pyHanko would put there.
 
         Everything but the attributes and the signature is the same for every signature
-        of this seal, so it is encoded once (:meth:`_constant_parts`) and the DER put
-        together around them: asn1crypto's building and encoding of the whole tree
-        cost more than the RSA signature."""
-        version, digest_algorithms, encap, certificates, sid, digest_algorithm, mechanism = \
-            self._constant_parts()
+        of this seal, so it is encoded once and the DER put together around them:
+        asn1crypto's building and encoding of the whole tree cost more than the RSA
+        signature."""
+        # Not kept: the mechanism follows the signer's settings (``prefer_pss``).
+        mechanism = self.get_signature_mechanism_for_digest("sha256").dump()
         signer_info = _tlv(0x30, b"".join((
-            version, sid, digest_algorithm,
+            self._signer_info_head,
             b"\xa0" + signed_attrs.dump()[1:],  # [0] IMPLICIT: the SET retagged
             mechanism, _tlv(0x04, signature),
             b"\xa1" + unsigned_attrs.dump()[1:] if unsigned_attrs is not None else b"")))
-        signed_data = _tlv(0x30, b"".join((version, digest_algorithms, encap, certificates,
-                                           _tlv(0x31, signer_info))))
+        signed_data = _tlv(0x30, self._signed_data_head + _tlv(0x31, signer_info))
         return _tlv(0x30, _SIGNED_DATA_OID + _tlv(0xA0, signed_data))
-
-    def _constant_parts(self) -> tuple[bytes, ...]:
-        if self._constant is None:
-            digest = algos.DigestAlgorithm({"algorithm": "sha256"}).dump()
-            self._constant = (
-                cms.CMSVersion("v1").dump(),
-                _tlv(0x31, digest),
-                cms.EncapsulatedContentInfo({"content_type": "data"}).dump(),
-                b"\xa0" + self._certificates_der[1:],  # [0] IMPLICIT CertificateSet
-                self._sid_der,
-                digest,
-            )
-        # Not kept: the mechanism follows the signer's settings (``prefer_pss``).
-        return (*self._constant, self.get_signature_mechanism_for_digest("sha256").dump())
 
     def _signed_attr_provider_spec(
         self,

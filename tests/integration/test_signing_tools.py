@@ -458,7 +458,7 @@ def test_an_edwards_seal_is_refused_as_pyhanko_refuses_it(tmp_path: Path) -> Non
 
     content = tmp_path / "content.bin"
     content.write_bytes(b"content")
-    attrs = seal.signer.cades_attributes(hashlib.sha256(b"content").digest(), datetime.now(UTC))
+    attrs = seal.signer.signed_attributes(hashlib.sha256(b"content").digest(), datetime.now(UTC))
     p7s = tmp_path / "content.bin.p7s"
     p7s.write_bytes(seal.signer.detached_signed_data(
         attrs, seal.signer.sign_raw(attrs.dump(), "sha256")))
