@@ -2,9 +2,10 @@
 
 With ``Type=notify`` the daemon says ``READY=1`` once its store is open and every
 reachable inbox was scanned once, keeps ``STATUS=`` current with a one-line summary,
-and pings ``WATCHDOG=1`` only while its main loop and every folder make progress: a
-loop that hangs (on a hard-mounted share that stopped answering, say) stops the pings,
-and systemd restarts the daemon after ``WatchdogSec=``.
+and pings ``WATCHDOG=1`` only while nothing a restart would mend is wrong: a main loop
+that hangs, a thread that died or a dead watcher stops the pings, and systemd restarts
+the daemon after ``WatchdogSec=``. A folder whose share hangs is reported, not restarted
+for: its intake runs on a thread of its own, and a restart would hang on it too.
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ made durable together (each folder synced once), and only then recorded in the s
 in one transaction; a crash in between leaves claims the store does not know, which
 every scan of ``incoming/`` registers (they were never sent anywhere).
 
+A file of ``HASH_APART_BYTES`` or more is recorded without its hash when the folder has a
+hasher thread (:mod:`folderseal.intake.hashing`): hashing 2 GiB takes seconds, and the
+small files claimed after it must not wait for them. Such a claim is batched once the
+hasher recorded its hash, as one a crash left unhashed is once :meth:`Claims.sweep` did.
+
 A claimed file that cannot be sealed (not a regular file, empty, unreadable, vanished,
 stuck, a duplicate) is recorded ``REJECTED`` with the reason, and handed on through the
 ``reject`` callback the claims were given: putting it into the errors folder is not
@@ -22,11 +27,12 @@ import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from folderseal.core import crashpoints, files, metrics
 from folderseal.core.errors import ConfigError, StateConflict
 from folderseal.core.logs import get as get_logger
-from folderseal.core.model import FileState
+from folderseal.core.model import FileRecord, FileState
 from folderseal.intake.fragments import Fragments
 from folderseal.intake.settle import SettleTracker
 from folderseal.store import Store, new_id
@@ -51,8 +57,17 @@ EMPTY: Failure = (
     "be deleted")
 
 
+HASH_APART_BYTES = 8 << 20  # hashed on the folder's hasher thread, when it has one
+
+
 class Outage(Exception):
     """The inbox is out of reach right now."""
+
+
+class HashApart(Protocol):
+    """Takes a claim whose hash is still to be recorded (intake.hashing.Hasher)."""
+
+    def add(self, record: FileRecord) -> None: ...
 
 
 class Claims:
@@ -67,6 +82,7 @@ class Claims:
         self.tracker = tracker
         self.fragments = fragments  # told of each claim: a file at its path may continue it
         self.reject = reject
+        self.hash_apart: HashApart | None = None  # set while the folder's hasher runs
         self.log = get_logger(folder=name)
 
     def register_unknown(self, now: float) -> int:
@@ -162,11 +178,17 @@ class Claims:
         """Record claimed files with their hashes in one transaction; fail the bad ones."""
         rows = []
         failures = []
+        apart = []
         for claim_id, source, seen_at, fail in claimed:
             path = self.work.claim_path(claim_id, source)
             try:
-                st, digest, problem = (os.lstat(path), None, fail) if fail else \
-                    self._check(path)
+                st = os.lstat(path)
+                if fail is None and self.hash_apart is not None and stat.S_ISREG(st.st_mode) \
+                        and st.st_size >= HASH_APART_BYTES:
+                    digest, problem = None, None
+                    apart.append(claim_id)
+                else:
+                    st, digest, problem = (st, None, fail) if fail else self._check(path)
             except FileNotFoundError:
                 self._lost(claim_id, "its file left this node's claims folder")
                 continue
@@ -185,6 +207,10 @@ class Claims:
         for claim_id, failure in failures:
             if claim_id not in taken:
                 self.fail(claim_id, failure)
+        for claim_id in apart:
+            record = self.store.file(claim_id) if claim_id not in taken else None
+            if record is not None and self.hash_apart is not None:
+                self.hash_apart.add(record)
 
     def _lost(self, claim_id: str, how: str) -> None:
         """A claim of this node that another node took over (it thought this one dead,
@@ -211,39 +237,48 @@ class Claims:
             return st, None, None
         return st, digest, None
 
-    def fail(self, claim_id: str, failure: Failure) -> None:
+    def fail(self, claim_id: str, failure: Failure, store: Store | None = None) -> None:
         """A claimed file that cannot be sealed: REJECTED, then handed to ``reject``.
-        Whatever that does, it must not write the errors folder on this thread (the main
-        loop): a share there that hangs must not stop every folder."""
+        Whatever that does, it must not write the errors folder on this thread (the
+        folder's intake): a share there that hangs must not stop claims."""
         code, message = failure
         try:
-            self.store.reject_claim(claim_id, code, message)
+            (store or self.store).reject_claim(claim_id, code, message)
         except StateConflict:
             self._lost(claim_id, "it is no longer this node's claim")
             return
         self.reject(claim_id, failure)
 
     def sweep(self) -> None:
-        """Finish claims that a crash left half done (never hashed); the rejected ones
-        are the errors thread's."""
+        """Finish claims recorded without their hash (big files, or a crash mid-claim):
+        here, or on the hasher thread when the folder has one; the rejected ones are the
+        errors thread's."""
         for record in self.store.unfinished_claims(self.name):
             if record.state == FileState.REJECTED:
                 continue
+            if self.hash_apart is not None:
+                self.hash_apart.add(record)
+            else:
+                self.finish(record, self.store)
+
+    def finish(self, record: FileRecord, store: Store) -> None:
+        """Hash a claim recorded without its hash and record it, on ``store`` (this
+        thread's); or fail it, if it cannot be sealed."""
+        try:
+            st, digest, problem = self._check(self.work.path_of(record))
+        except FileNotFoundError:
+            # Look again before concluding it is gone: a node taking a dead node's
+            # claims over moves them between two places this looks at in turn.
+            path = self.work.path_of(record)
             try:
-                st, digest, problem = self._check(self.work.path_of(record))
+                st, digest, problem = self._check(path)
             except FileNotFoundError:
-                # Look again before concluding it is gone: a node taking a dead node's
-                # claims over moves them between two places this looks at in turn.
-                path = self.work.path_of(record)
-                try:
-                    st, digest, problem = self._check(path)
-                except FileNotFoundError:
-                    problem, digest = ("vanished", "the claimed file is no longer in the "
-                                       f"work folder ({path})"), None
-            if problem is not None:
-                self.fail(record.id, problem)
-            elif digest is not None:
-                try:
-                    self.store.set_claim_hash(record.id, digest, st.st_size, st.st_mtime_ns)
-                except StateConflict:
-                    self._lost(record.id, "it is no longer this node's claim")
+                problem, digest = ("vanished", "the claimed file is no longer in the "
+                                   f"work folder ({path})"), None
+        if problem is not None:
+            self.fail(record.id, problem, store)
+        elif digest is not None:
+            try:
+                store.set_claim_hash(record.id, digest, st.st_size, st.st_mtime_ns)
+            except StateConflict:
+                self._lost(record.id, "it is no longer this node's claim")

@@ -12,9 +12,10 @@ Every call of :meth:`FolderIntake.step` follows a file's way in order:
 4. claim those (:mod:`~folderseal.intake.claim`: one rename each, recorded in the store);
 5. group claims into batches when one is due (:mod:`~folderseal.intake.batching`).
 
-Nothing here waits or sleeps: the daemon's loop does that. The daemon gives each folder
-its parts: the work folder, the probe of its output folders (which also puts rejected
-files into the errors folder, off this thread) and what to do with a rejected claim.
+Nothing here waits or sleeps: the folder's loop does that (service/folderloop.py). The
+daemon gives each folder its parts: the work folder, the probe of its output folders
+(which also puts rejected files into the errors folder, off this thread) and what to do
+with a rejected claim.
 """
 
 from __future__ import annotations
@@ -42,11 +43,11 @@ from folderseal.store import Store
 from folderseal.work import WorkFolder
 
 CLAIMS_PER_STEP = 100
-CLAIM_BYTES_PER_STEP = 1 << 30  # hashing happens on this thread: keep a step short
+CLAIM_BYTES_PER_STEP = 1 << 30  # small files are hashed on this thread: keep a step short
 
 
 class FolderIntake:
-    """One folder's way from inbox to batch, a step at a time on the main loop.
+    """One folder's way from inbox to batch, a step at a time on its thread (service/folderloop.py).
 
     The probe it is given runs with it: started at its first step, stopped with it.
     """
@@ -76,6 +77,7 @@ class FolderIntake:
                                max_batch_files=max_batch_files)
         self.network = mounts.mount_of(cfg.inbox).is_network
         self.claims_to_check = False  # after a scan, once the output folders allow
+        self._hashed = threading.Event()  # the hasher recorded a hash: batches may form
         self.log = get_logger(folder=name)
 
     # -- attach, start, stop -------------------------------------------------------
@@ -128,6 +130,9 @@ class FolderIntake:
                     self.batches.next_at = 0.0
                 self.claims.sweep()
             self._look_and_claim(now)
+            if self._hashed.is_set():
+                self._hashed.clear()
+                self.batches.next_at = 0.0
             if now >= self.batches.next_at:
                 self.form_batches(now)
         except Outage as exc:
@@ -196,13 +201,18 @@ class FolderIntake:
         if wanted and any(self.claims.claim_all(wanted)):
             self.batches.next_at = 0.0
 
+    def hash_recorded(self) -> None:
+        """The folder's hasher recorded a claim's hash: batches form at the next step."""
+        self._hashed.set()
+        self.watcher.wake.set()
+
     def claim_now(self, source: str) -> tuple[str | None, str]:
         """Claim a named file without waiting for it to settle (``folderseal sign``).
 
         Returns the claim id, or None and the reason it was not claimed.
         """
         now = self.store.clock()
-        closed = self.limits.closed_now()  # no main loop to hold up here
+        closed = self.limits.closed_now()  # no intake thread to hold up here
         if closed:
             return None, closed
         look = self._look(source)

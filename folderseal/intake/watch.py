@@ -103,19 +103,18 @@ class _Forwarder(FileSystemEventHandler):
 
 
 class _OverflowListener(logging.Handler):
-    """watchdog reports a kernel queue overflow only in its log: turn it into a rescan."""
+    """watchdog reports a kernel queue overflow only in its log: turn it into a rescan of
+    every watched folder (the log does not say whose queue overflowed)."""
 
-    def __init__(self, hints: queue.SimpleQueue[Hint], wake: threading.Event) -> None:
+    def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.hints = hints
-        self.wake = wake
-        self.folders: dict[str, str] = {}   # inbox path → folder name
+        self.watchers: dict[str, Watcher] = {}   # inbox path → its watcher
 
     def emit(self, record: logging.LogRecord) -> None:
         if "overflow" in record.getMessage().lower():
-            for folder in self.folders.values():
-                self.hints.put((folder, None))
-            self.wake.set()
+            for watcher in list(self.watchers.values()):
+                watcher.hints.put((watcher.folder, None))
+                watcher.wake.set()
 
 
 class Watcher:
@@ -148,7 +147,7 @@ class Watcher:
             return ("the inbox holds folders nested deeper than inotify's setup can follow; "
                     "polling lists them (down to a limit) instead")
         self.observer = observer
-        _listener(self.hints, self.wake).folders[str(self.inbox)] = self.folder
+        _LISTENER.watchers[str(self.inbox)] = self
         return None
 
     @property
@@ -159,6 +158,8 @@ class Watcher:
     def stop(self) -> None:
         if self.observer is not None:
             observer, self.observer = self.observer, None
+            if _LISTENER.watchers.get(str(self.inbox)) is self:
+                del _LISTENER.watchers[str(self.inbox)]
             try:
                 observer.stop()
                 observer.join(timeout=5)
@@ -175,12 +176,5 @@ class _ShutdownNoise(logging.Filter):
 
 logging.getLogger("watchdog.observers.inotify").addFilter(_ShutdownNoise())
 
-_LISTENER: _OverflowListener | None = None
-
-
-def _listener(hints: queue.SimpleQueue[Hint], wake: threading.Event) -> _OverflowListener:
-    global _LISTENER
-    if _LISTENER is None or _LISTENER.hints is not hints:
-        _LISTENER = _OverflowListener(hints, wake)
-        logging.getLogger("watchdog").addHandler(_LISTENER)
-    return _LISTENER
+_LISTENER = _OverflowListener()
+logging.getLogger("watchdog").addHandler(_LISTENER)

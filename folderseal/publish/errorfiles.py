@@ -209,8 +209,8 @@ def unseen(errors: Path, ids: list[str], what: str = "it",
 def failures_unseen(errors: Path, went: list[str]) -> str:
     """Why failures that went to the errors folders whose ids are ``went`` cannot be seen
     in ``errors`` ("" if they all can). It reads the errors folder's marker: call it off
-    the daemon's main loop (:mod:`folderseal.publish.probe`), or where a hung share may wait
-    (``folderseal status`` without a daemon)."""
+    the folder's intake thread (:mod:`folderseal.publish.probe`), or where a hung share
+    may wait (``folderseal status`` without a daemon)."""
     if not went:
         return ""
     try:

@@ -5,7 +5,7 @@ errors
 folder). A missing root is an outage (a share not mounted): it is never created. A
 folder that is full, read-only or gone is transient: the batch waits and retries.
 While a root is missing, not writable or not answering the intake claims nothing
-(:func:`blocked`, looked at off the main loop by :mod:`folderseal.publish.probe`): files wait,
+(:func:`blocked`, looked at off the intake thread by :mod:`folderseal.publish.probe`): files wait,
 visible, in the inbox instead of piling up in the work folder.
 """
 

@@ -1,21 +1,21 @@
-"""A folder's output folders, looked at and written off the main loop.
+"""A folder's output folders, looked at and written off the folder's intake thread.
 
 A hard-mounted NFS or SMB share that stops answering blocks every ``stat()`` of it for
-ever. The main loop serves every folder and pings systemd's watchdog, so it never
-touches an outbox, errors or archive folder itself. Each folder has two threads
-instead. One looks at those folders every ``PROBE_SECONDS`` (there? writable? free
-space?). The other writes the errors folder for the main loop: it puts the files the
-main loop rejected (recorded ``REJECTED`` in the store: empty, not a regular file,
-stuck, a duplicate) into it as soon as the main loop says there are some, and every
-``rescan_seconds`` reconciles it with the store and works out whether the folder's
-failures can be seen there (for ``status``, through the heartbeat). The main loop takes
-the last answers. A look that has not come back after ``HUNG_SECONDS`` is an answer
-too: that folder does not answer, and this folder claims nothing until it does; the
-other folders go on.
+ever. The intake claims from the inbox and must know whether the output folders take
+files, so it never touches an outbox, errors or archive folder itself: a hung outbox
+would otherwise keep it from noticing. Each folder has two threads for that. One looks
+at those folders every ``PROBE_SECONDS`` (there? writable? free space?). The other
+writes the errors folder for the intake: it puts the files the intake rejected
+(recorded ``REJECTED`` in the store: empty, not a regular file, stuck, a duplicate) into
+it as soon as the intake says there are some, and every ``rescan_seconds`` reconciles it
+with the store and works out whether the folder's failures can be seen there (for
+``status``, through the heartbeat). The intake takes the last answers. A look that has
+not come back after ``HUNG_SECONDS`` is an answer too: that folder does not answer, and
+this folder claims nothing until it does; the other folders go on.
 
 A thread stuck on a hung share is left where it is (it holds nothing the daemon needs)
 and carries on when the share answers again. An unexpected exception in either thread
-is kept in :attr:`Probe.failure` for the main loop to raise, which ends the daemon.
+is kept in :attr:`Probe.failure` for the intake to raise, which ends the daemon.
 """
 
 from __future__ import annotations
@@ -118,11 +118,11 @@ class Probe:
             return self._unseen
 
     def rejected(self) -> None:
-        """The main loop rejected files: put them into the errors folder soon."""
+        """The intake rejected files: put them into the errors folder soon."""
         self._errors_due.set()
 
     def sink_rejected(self, failures: Failures) -> None:
-        """Put the files the main loop rejected into the errors folder, on this thread."""
+        """Put the files the intake rejected into the errors folder, on this thread."""
         for record in failures.store.unfinished_claims(self.name):
             if record.state != FileState.REJECTED:
                 continue
@@ -143,7 +143,7 @@ class Probe:
     def _guard(self, loop: Callable[[], None]) -> None:
         try:
             loop()
-        except BaseException as exc:  # noqa: BLE001 - the main loop raises it
+        except BaseException as exc:  # noqa: BLE001 - the intake raises it
             self.log.exception("folder.probe_crashed")
             self.failure = exc
 
@@ -207,7 +207,7 @@ class Probe:
 
     def find_unseen(self, store: Store) -> None:
         """Work out why failures cannot be seen in the errors folder (it reads the
-        folder's marker, so it runs on this thread, never on the main loop)."""
+        folder's marker, so it runs on this thread, never on the intake thread)."""
         went = [str(place["folder_id"])
                 for record in store.files_in_state(self.name, FileState.FAILED)
                 if (place := place_of(record)) and place.get("folder_id")]

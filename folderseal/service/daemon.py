@@ -1,12 +1,14 @@
-"""The daemon: intake on the main thread, batches on batch threads, signing in processes.
+"""The daemon: intake on folder threads, batches on batch threads, signing in processes.
 
-One concurrency model: threads. The main thread runs every folder's intake (watch
-hints, scans, settle, claims, batch forming) and never blocks on a provider; batch
-threads (each with its own store connection) drive batches through the provider's
-lifecycle; the local provider signs in worker processes. SIGTERM or SIGINT sets the
-stop flag: the intake stops claiming, each batch thread finishes the step it is in
-(the local signer stops between files; a remote batch's state is durable), worker
-processes exit, and the process exits 0. A second signal exits at once.
+One concurrency model: threads. Each folder's intake (watch hints, scans, settle,
+claims, batch forming) runs on a thread of its own (service/folderloop.py), so a share
+that hangs stops only its folder; the main thread watches over them, keeps the notes the
+heartbeat sends and pings systemd's watchdog. Batch threads (each with its own store
+connection) drive batches through the provider's lifecycle; the local provider signs in
+worker processes. SIGTERM or SIGINT sets the stop flag: the intakes stop claiming, each
+batch thread finishes the step it is in (the local signer stops between files; a remote
+batch's state is durable), worker processes exit, and the process exits 0. A second
+signal exits at once.
 
 An unexpected exception in any thread stops the daemon with exit code 1, so systemd
 restarts it; a share that goes away is an outage handled by the intake, not a crash.
@@ -38,6 +40,7 @@ from folderseal.core.errors import (
 )
 from folderseal.core.logs import get as get_logger
 from folderseal.intake.folder import FolderIntake
+from folderseal.intake.hashing import Hasher
 from folderseal.intake.watch import Hint
 from folderseal.providers import Provider, ProviderFactory, build
 from folderseal.providers.local.tracker import stop_resource_tracker
@@ -45,6 +48,7 @@ from folderseal.providers.measured import MeasuredProvider
 from folderseal.publish.probe import Probe
 from folderseal.publish.sink import Sink
 from folderseal.service import budgets, node, startchecks, status
+from folderseal.service.folderloop import FolderLoop
 from folderseal.service.leasekeeper import keep_leases
 from folderseal.service.notices import Notices
 from folderseal.service.web import WebServer
@@ -57,6 +61,7 @@ STATUS_SECONDS = 10.0   # systemd's STATUS= line: a full status report each time
 STALL_SECONDS = 60.0    # a main loop this late is hung, without a systemd watchdog
 STATE_RETRY_SECONDS = 2.0
 NOTICES_JOIN_SECONDS = 1.0
+FOLDER_JOIN_SECONDS = 5.0  # a folder thread stuck on a hung share is left behind
 MAX_SLEEP = 1.0
 
 
@@ -83,17 +88,18 @@ class Daemon:
         self.wake = threading.Event()
         self.batches_ready = threading.Condition()
         self.busy = Busy()  # batches the batch threads are working on
-        self.hints: queue.SimpleQueue[Hint] = queue.SimpleQueue()
         self.log = get_logger(node=self.node)
         self.providers: dict[str, Provider] = {}
         self.intakes: dict[str, FolderIntake] = {}
+        self.loops: dict[str, FolderLoop] = {}  # each intake's thread, while it runs
+        self.folder_stores: dict[str, Store] = {}  # each intake's store connection
         self.works: dict[str, WorkFolder] = {}
         self.sinks: dict[str, Sink] = {}  # each folder's, on the main thread's store
         self.store: Store | None = None
         self.fatal: BaseException | None = None
         self.started_at = time.time()
         self.loop_at = self.started_at    # the main loop's last round
-        self._notes: dict[str, Any] = {}  # the intake loop's last, for the heartbeat thread
+        self._notes: dict[str, Any] = {}  # the main loop's last, for the heartbeat thread
         self._notes_kept = self._notes_sent = 0  # how many rounds' notes: kept, in the store
         self._notes_changed = threading.Condition()
         self.notices = Notices(config_path, settings.state_dir, self.log)
@@ -149,21 +155,25 @@ class Daemon:
     def _intake(self, name: str) -> FolderIntake:
         """One folder's parts: its work folder, its sink on this thread's store, the probe
         of its output folders (whose errors thread puts rejected files into the errors
-        folder), and the intake that drives them."""
+        folder), and the intake that drives them, on a store connection of its own (its
+        thread's, once :meth:`run` starts it) and with watch hints of its own."""
         assert self.store is not None
         folder = self.settings.folders[name]
         work = self.works[name] = WorkFolder(folder.work_folder, name, self.node)
         self.sinks[name] = Sink(name, folder, work, self.store, self.node)
         probe = Probe(name, folder, self.settings.state_dir, self.store, work, folder.provider,
                       self.settings.providers[folder.provider].kind)
-        return FolderIntake(name, folder, self.store, work, probe, self.hints, self.wake,
-                            provider=folder.provider,
-                            reject=lambda _claim, _why: probe.rejected(),
-                            max_batch_files=self.providers[folder.provider].max_batch_files,
-                            on_batch=self._batches_ready,
-                            node_alive=lambda other: node.alive(self.store, self.settings,
-                                                                other),
-                            alive_seconds=node.alive_seconds(self.settings))
+        store = self.folder_stores[name] = self.store.connect(handed_over=True)
+        hints: queue.SimpleQueue[Hint] = queue.SimpleQueue()
+        intake = FolderIntake(name, folder, store, work, probe, hints, threading.Event(),
+                              provider=folder.provider,
+                              reject=lambda _claim, _why: probe.rejected(),
+                              max_batch_files=self.providers[folder.provider].max_batch_files,
+                              on_batch=self._batches_ready,
+                              node_alive=lambda other: node.alive(store, self.settings, other),
+                              alive_seconds=node.alive_seconds(self.settings))
+        self.loops[name] = FolderLoop(intake, hints, intake.watcher.wake, self.stop)
+        return intake
 
     def sink_rejected(self) -> None:
         """Put the files the intakes rejected into the errors folders now, on this thread
@@ -176,6 +186,10 @@ class Daemon:
             self.web.close()
         for intake in self.intakes.values():
             intake.stop()
+        for name, store in self.folder_stores.items():
+            thread = self._folder_thread(name)
+            if thread is None or not thread.is_alive():  # a hung one may still use it
+                store.close()
         for provider in self.providers.values():
             provider.close()
         # The signing workers are gone: no process of ours may outlive the daemon.
@@ -189,8 +203,13 @@ class Daemon:
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.stop.is_set():
             os._exit(ExitCode.FAILURE)  # asked twice: stop now
+        self._wake_all()
+
+    def _wake_all(self) -> None:
         self.stop.set()
         self.wake.set()
+        for loop in self.loops.values():
+            loop.wake.set()
 
     # -- running -------------------------------------------------------------------
 
@@ -211,22 +230,34 @@ class Daemon:
                                                  daemon=True))
         self.threads.append(threading.Thread(target=self._guard, args=(self._heartbeat_loop,),
                                              name="heartbeat", daemon=True))
+        assert self.store is not None
+        for name, loop in self.loops.items():
+            intake = self.intakes[name]
+            hasher = Hasher(intake.claims, self.store, intake.hash_recorded, self.stop)
+            self.threads += [threading.Thread(target=self._guard, args=(loop.run,),
+                                              name=f"intake-{name}", daemon=True),
+                             threading.Thread(target=self._guard, args=(hasher.run,),
+                                              name=f"hasher-{name}", daemon=True)]
         for thread in self.threads:
             thread.start()
         self.log.info("daemon.started", pid=os.getpid(), folders=sorted(self.intakes),
                       state_dir=str(self.settings.state_dir))
         try:
-            self._guard(self._intake_loop)
+            self._guard(self._main_loop)
         finally:
-            self.stop.set()
+            self._wake_all()
             with self.batches_ready:
                 self.batches_ready.notify_all()
             with self._notes_changed:  # the heartbeat thread stops waiting
                 self._notes_changed.notify_all()
             self.notifier.stopping()
             for thread in self.threads:
-                # A provider check under way is not waited for: it changes nothing.
-                thread.join(NOTICES_JOIN_SECONDS if thread.name == "notices" else None)
+                thread.join(self._join_seconds(thread))
+                if thread.is_alive() and thread.name.startswith(("intake-", "hasher-")):
+                    self.log.warning("folder.not_stopped", thread=thread.name,
+                                     reason="it still waits on a share that hangs",
+                                     next_step="nothing: it was only claiming, and the "
+                                     "next start finishes its claims")
             self.close()
         if isinstance(self.fatal, FolderSealError):  # e.g. a foreign work folder: exit 78
             self.log.error("daemon.stopped", reason=str(self.fatal))
@@ -237,6 +268,17 @@ class Daemon:
         self.log.info("daemon.stopped", reason="asked to stop")
         return ExitCode.OK
 
+    @staticmethod
+    def _join_seconds(thread: threading.Thread) -> float | None:
+        """How long stopping waits for a thread: a provider check under way changes
+        nothing, and a folder's intake may hang on its share; the rest finish their step."""
+        if thread.name == "notices":
+            return NOTICES_JOIN_SECONDS
+        return FOLDER_JOIN_SECONDS if thread.name.startswith(("intake-", "hasher-")) else None
+
+    def _folder_thread(self, name: str) -> threading.Thread | None:
+        return next((t for t in self.threads if t.name == f"intake-{name}"), None)
+
     def _guard(self, loop: Callable[[], None]) -> None:
         try:
             loop()
@@ -244,30 +286,20 @@ class Daemon:
             if self.fatal is None:
                 self.fatal = exc
             self.log.exception("daemon.crashed", thread=threading.current_thread().name)
-            self.stop.set()
-            self.wake.set()
+            self._wake_all()
 
-    def _intake_loop(self) -> None:
-        assert self.store is not None
+    def _main_loop(self) -> None:
+        """Watch over the folder threads: the heartbeat's notes, READY, the pings."""
         last_notes = last_status = 0.0
         ready = False
         line = ""
         while not self.stop.is_set():
             now = time.time()
-            hints: dict[str, list[str | None]] = {name: [] for name in self.intakes}
-            while True:
-                try:
-                    folder, path = self.hints.get_nowait()
-                except queue.Empty:
-                    break
-                hints.setdefault(folder, []).append(path)
-            for name, intake in self.intakes.items():
-                intake.step(now, hints.get(name, []))
-            self.loop_at = time.time()  # a round that ended now
+            self.loop_at = now
             if now - last_notes >= HEARTBEAT_SECONDS:  # the heartbeat thread sends them
                 self.keep_notes(now)
                 last_notes = now
-            if ready or all(i.first_scan_done for i in self.intakes.values()):
+            if ready or all(loop.ready for loop in self.loops.values()):
                 if not ready or now - last_status >= STATUS_SECONDS:
                     self.keep_notes(now)  # the line reads them from the store
                     self.notes_sent(HEARTBEAT_SECONDS)
@@ -275,11 +307,11 @@ class Daemon:
                 if not ready:  # every reachable inbox scanned; a share that is down says so
                     self.notifier.ready(line)
                     ready = True
-                # From this loop, and only while every folder makes progress: a hung loop
-                # or a dead watcher stops the pings, and systemd restarts the daemon.
+                # From this loop, and only while nothing a restart would mend is wrong: a
+                # hung loop, a dead thread or watcher stops the pings, and systemd restarts
+                # the daemon. A folder hung on its share does not: a restart would hang too.
                 self.notifier.beat(now, line, healthy=not self.problems(now))
-            wakeup = min((i.next_wakeup() for i in self.intakes.values()), default=now + 1)
-            self.wake.wait(min(MAX_SLEEP, max(0.0, wakeup - time.time())))
+            self.wake.wait(MAX_SLEEP / 2)
             self.wake.clear()
 
     def _notices_loop(self) -> None:
@@ -356,7 +388,7 @@ class Daemon:
 
     def keep_notes(self, now: float) -> None:
         """Keep this round's notes for the heartbeat thread, and have it send them now."""
-        notes = {"folders": {n: i.notes(now) for n, i in self.intakes.items()},
+        notes = {"folders": {name: loop.notes() for name, loop in self.loops.items()},
                  "warnings": self.notices.texts()}
         with self._notes_changed:
             self._notes = notes
@@ -427,20 +459,26 @@ class Daemon:
             return f"status unavailable: {type(exc).__name__}"
 
     def problems(self, now: float | None = None) -> list[str]:
-        """Why the daemon is not making progress (empty when it is): the main loop late,
-        a folder's watcher down, a batch or notices thread gone."""
+        """Why the daemon is not making progress, of what a restart would mend (empty
+        when nothing): the main loop late, a folder's watcher down or scan overdue, a
+        thread gone. A folder hung on its share is not among them (see hung_folders)."""
         now = time.time() if now is None else now
         found = []
         if now - self.loop_at > self.stall_seconds:
-            found.append(f"the main loop has made no progress for {now - self.loop_at:.0f} s "
-                         "(a share that hangs?)")
-        found += [p for p in (i.health(now) for i in self.intakes.values()) if p]
+            found.append(f"the main loop has made no progress for {now - self.loop_at:.0f} s")
+        found += [p for name, intake in self.intakes.items()
+                  if not self.loops[name].hung_seconds() and (p := intake.health(now))]
         found += [f"the thread {t.name} stopped" for t in self.threads if not t.is_alive()]
         return found
 
+    def hung_folders(self) -> list[str]:
+        """The folders whose intake waits on a share that hangs, and for how long."""
+        return [f"folder {name}: {loop.notes()['problem']}"
+                for name, loop in self.loops.items() if loop.hung_seconds()]
+
     def health(self) -> list[str]:
-        """:meth:`problems`, and whether the store answers (for ``/healthz``)."""
-        found = self.problems()
+        """:meth:`problems`, hung folders, and whether the store answers (``/healthz``)."""
+        found = self.problems() + self.hung_folders()
         why = self.store.why_unavailable() if self.store is not None else "it is not open"
         if why is not None:
             found.append(f"the store does not answer: {why}")

@@ -185,12 +185,13 @@ def _daemon(beat: dict[str, Any] | None, settings: Settings, report: dict[str, A
         return {}
     notes: dict[str, Any] = beat["notes"]
     # The beat has a thread of its own: the main loop's last round, noted in it, shows
-    # an intake that hangs (the folders' notes are that round's).
+    # a daemon that is stuck (the folders' notes are that round's). A folder hung on its
+    # share is its own note's problem: the main loop never touches a share.
     loop_at, clock = notes.get("main_loop_at"), notes.get(node.CLOCK_NOTE)
     if isinstance(loop_at, int | float) and isinstance(clock, int | float) \
             and clock - loop_at >= HEARTBEAT_STALE:
         report["alarms"].append(f"the daemon's main loop has made no progress for "
-                                f"{clock - loop_at:.0f} s (a share that hangs?): what it "
+                                f"{clock - loop_at:.0f} s: the daemon is stuck, and what it "
                                 "shows of the folders is that old; systemd's watchdog "
                                 "restarts it, and /healthz names the cause")
     return notes

@@ -2,10 +2,10 @@
 
 Read-only and without authentication, so it listens on loopback unless the operator
 names another address. ``/metrics`` is Prometheus text; ``/healthz`` answers 200 when
-the main loop and every folder's watcher make progress and the store answers, 503 with
-the reasons otherwise. It is liveness: a watcher backing off from a share outage is
-alive (the outage shows in ``/metrics``, ``/`` and ``folderseal status``). ``/`` is the
-status page for a person.
+the main loop, every thread and every folder's watcher make progress, no folder's intake
+waits on a share that hangs, and the store answers, 503 with the reasons otherwise. A
+watcher backing off from a share outage is alive (the outage shows in ``/metrics``,
+``/`` and ``folderseal status``). ``/`` is the status page for a person.
 """
 
 from __future__ import annotations

@@ -94,8 +94,11 @@ class Store(Protocol):
     def state_dir(self) -> Path:
         """The state folder the store belongs to (the retry lock lives there)."""
 
-    def connect(self, node: str | None = None) -> Store:
-        """Another connection to the same store, for another thread (or node)."""
+    def connect(self, node: str | None = None, *, handed_over: bool = False) -> Store:
+        """Another connection to the same store, for another thread (or node).
+
+        ``handed_over``: it is opened on this thread and then used by one other thread only
+        (a folder's intake thread, whose parts are built before it starts)."""
 
     def close(self) -> None:
         """Close this connection."""

@@ -180,8 +180,9 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
             raise
         return self
 
-    def connect(self, node: str | None = None) -> Self:
-        """Another connection to this store, for another thread (or another node)."""
+    def connect(self, node: str | None = None, *, handed_over: bool = False) -> Self:
+        """Another connection to this store, for another thread (or another node); a
+        psycopg connection may move between threads, so ``handed_over`` changes nothing."""
         return type(self)(self._fresh_url(), node or self.node, self._state_dir,
                           self._own_clock, read_only=self._read_only,
                           leases=self._leases_for(node), url_source=self._url_source)

@@ -56,7 +56,7 @@ class SqliteStore(BatchRecords, RetryRecords, ReportQueries):
 
     def __init__(self, path: Path, node: str, clock: Callable[[], float] = time.time,
                  check: bool = False, *, read_only: bool = False,
-                 leases: Leases | None = None) -> None:
+                 leases: Leases | None = None, handed_over: bool = False) -> None:
         super().__init__(node, clock, leases or Leases(LEASE_SECONDS))
         self.path = path
         self._read_only = read_only
@@ -66,7 +66,10 @@ class SqliteStore(BatchRecords, RetryRecords, ReportQueries):
             self._db.row_factory = sqlite3.Row
             self._check_code(readable_only=True)
             return
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+        # sqlite3 refuses a connection on another thread than its own, unless it was
+        # opened to be handed over (then only that thread uses it).
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0,
+                                   check_same_thread=not handed_over)
         self._db.row_factory = sqlite3.Row
         try:
             self._exec("PRAGMA journal_mode = WAL")
@@ -98,10 +101,10 @@ class SqliteStore(BatchRecords, RetryRecords, ReportQueries):
         without a daemon): nothing is made, migrated or written."""
         return cls(path, node, read_only=True)
 
-    def connect(self, node: str | None = None) -> Self:
+    def connect(self, node: str | None = None, *, handed_over: bool = False) -> Self:
         """Another connection to this store, for another thread (or another node)."""
         return type(self)(self.path, node or self.node, self.clock, read_only=self._read_only,
-                          leases=self._leases_for(node))
+                          leases=self._leases_for(node), handed_over=handed_over)
 
     def close(self) -> None:
         self._db.close()

@@ -14,8 +14,9 @@ import pytest
 from folderseal.core import config
 from folderseal.core.errors import ExitCode, NodeNameTaken
 from folderseal.providers import Provider
+from folderseal.service import folderloop
 from folderseal.service.daemon import HEARTBEAT_SECONDS, Daemon
-from tests.helpers import Layout
+from tests.helpers import FAST, Layout, sidecars, wait_until
 
 
 def test_a_failure_in_the_provider_checks_thread_stops_the_daemon(
@@ -52,8 +53,8 @@ def _beat(settings: config.Settings) -> float:
 
 def test_the_heartbeat_goes_on_while_an_intake_step_hangs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An intake step that blocks (a share that hangs) holds up the main loop, not the
-    heartbeat: the node's heartbeat keeps advancing in the store meanwhile."""
+    """An intake step that blocks (a share that hangs) holds up its folder's thread, not
+    the heartbeat: the node's heartbeat keeps advancing in the store meanwhile."""
     layout = Layout(tmp_path)
     layout.write()
     settings = config.load(layout.config)
@@ -87,6 +88,66 @@ def test_the_heartbeat_goes_on_while_an_intake_step_hangs(
         release.set()
         watcher.join()
     assert moved and moved[0] >= 2 * HEARTBEAT_SECONDS, moved
+
+
+def test_a_folder_whose_intake_hangs_holds_up_no_other_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One folder's intake step blocks (its share hangs): the other folder claims and
+    seals on; past HUNG_SECONDS the hung folder is named by hung_folders (what /healthz
+    and the heartbeat's notes show) but is not among the problems that stop systemd's
+    watchdog pings (a restart would hang on the same share); once it answers, it is
+    not named any more."""
+    monkeypatch.setattr(folderloop, "HUNG_SECONDS", 1.0)
+    other = "\n".join(["", "[folders.other]", 'inbox = "other/inbox"',
+                       'outbox = "other/outbox"', 'errors = "other/errors"',
+                       'provider = "local"', *(f"{k} = {v!r}" for k, v in FAST.items())])
+    layout = Layout(tmp_path, extra=other.replace("'", '"') + "\n")
+    layout.write()
+    for sub in ("inbox", "outbox", "errors"):
+        (tmp_path / "other" / sub).mkdir(parents=True)
+    daemon = Daemon(config.load(layout.config), batch_threads=1)
+    daemon.prepare()
+    hanging, release = threading.Event(), threading.Event()
+    step = daemon.intakes["scans"].step
+
+    def hanging_step(now: float, hints: list[str | None]) -> None:
+        step(now, hints)
+        if not release.is_set():
+            hanging.set()
+            release.wait(60)
+    monkeypatch.setattr(daemon.intakes["scans"], "step", hanging_step)
+    seen: dict[str, object] = {}
+
+    def watch() -> None:
+        try:
+            hanging.wait(30)
+            (tmp_path / "other" / "inbox" / "o.txt").write_text("sealed beside a hung folder")
+            wait_until(lambda: len(sidecars(tmp_path / "other" / "outbox")) == 1, timeout=30,
+                       what="the other folder's file sealed")
+            wait_until(lambda: bool(daemon.hung_folders()), timeout=10, what="named hung")
+            seen["hung"] = daemon.hung_folders()
+            seen["problems"] = daemon.problems()
+            seen["notes"] = daemon.loops["scans"].notes()["problem"]
+            release.set()
+            wait_until(lambda: not daemon.hung_folders(), timeout=10, what="hung no more")
+            seen["after"] = daemon.health()
+        finally:
+            release.set()
+            daemon.stop.set()
+            daemon.wake.set()
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert daemon.run() == ExitCode.OK
+    finally:
+        release.set()
+        watcher.join()
+    assert seen["problems"] == [], seen
+    [hung] = seen["hung"]  # type: ignore[misc]
+    assert hung.startswith("folder scans: its intake has waited "), hung
+    assert str(layout.inbox) in hung and "the other folders go on" in hung, hung
+    assert seen["notes"] == hung.removeprefix("folder scans: ")
+    assert seen["after"] == [], seen
 
 
 def test_a_node_name_taken_under_a_running_daemon_stops_it_with_exit_78(

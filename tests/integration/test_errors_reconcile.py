@@ -92,7 +92,8 @@ def _unseen(daemon: Daemon) -> list[str]:
     thread finds them, its heartbeat carries them."""
     assert daemon.store is not None
     daemon.intakes["scans"].probe.find_unseen(daemon.store)
-    daemon.keep_notes(time.time())  # the intake loop's notes, which the beat sends
+    daemon.loops["scans"].take_notes(time.time())  # as the folder's thread does
+    daemon.keep_notes(time.time())  # the folders' notes, which the beat sends
     daemon.heartbeat()
     return [a for a in collect(daemon.settings, warnings=[])["alarms"] if "cannot be" in a]
 
@@ -202,7 +203,8 @@ def test_errors_pointed_at_another_folder_clears_nothing_and_status_says_so(
         probe = daemon.intakes["scans"].probe
         probe.start()
         wait_until(probe.failures_unseen, what="the errors thread's finding")
-        daemon.keep_notes(time.time())  # the intake loop's notes, which the beat sends
+        daemon.loops["scans"].take_notes(time.time())  # as the folder's thread does
+        daemon.keep_notes(time.time())  # the folders' notes, which the beat sends
         daemon.heartbeat()
         running = collect(settings, warnings=[])
         assert running["daemon"]["running"], running["daemon"]

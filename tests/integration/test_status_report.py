@@ -350,8 +350,8 @@ def test_a_batch_taken_over_again_and_again_is_an_alarm_naming_what_to_look_at(
 
 
 def test_a_main_loop_that_hangs_while_the_daemon_beats_is_an_alarm(tmp_path: Path) -> None:
-    """The heartbeat has a thread of its own, so it goes on while an intake step hangs:
-    its note of the main loop's last round shows the hang. Beats from a loop that ran
+    """The heartbeat has a thread of its own, so it goes on while the main loop is stuck:
+    its note of the main loop's last round shows it. Beats from a loop that ran
     just now raise no alarm; beats from one stuck for 40 s name it."""
     settings = _settings(tmp_path)
     settings.state_dir.mkdir()
@@ -368,6 +368,6 @@ def test_a_main_loop_that_hangs_while_the_daemon_beats_is_an_alarm(tmp_path: Pat
     finally:
         store.close()
         os.close(lock)
-    assert alarms == ["the daemon's main loop has made no progress for 40 s (a share that "
-                      "hangs?): what it shows of the folders is that old; systemd's watchdog "
-                      "restarts it, and /healthz names the cause"]
+    assert alarms == ["the daemon's main loop has made no progress for 40 s: the daemon is "
+                      "stuck, and what it shows of the folders is that old; systemd's "
+                      "watchdog restarts it, and /healthz names the cause"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from folderseal.core.model import FileState
+from folderseal.intake import claim
 from folderseal.intake.claim import EMPTY, NOT_REGULAR, Claims
 from folderseal.intake.fragments import Fragments
+from folderseal.intake.hashing import Hasher
 from folderseal.intake.settle import SettleTracker
 from folderseal.store import Store
 from folderseal.store.memory import MemoryStore
@@ -147,3 +150,39 @@ def test_a_sweep_hashes_unfinished_claims_and_rejects_vanished_ones(parts: Parts
     assert lost.error_code == "vanished"
     assert [(i, code) for i, (code, _) in parts.rejected] == [("0000000000ad-lost",
                                                               "vanished")]
+
+
+def test_a_big_claim_is_recorded_unhashed_and_hashed_on_the_hasher_thread(
+        parts: Parts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the folder's hasher runs, a file of HASH_APART_BYTES or more is claimed and
+    recorded without its hash (so the small files claimed with it need not wait), handed
+    to the hasher, and batched only once the hasher recorded its hash; a small file
+    beside it is hashed at once. A sweep hands the hasher the unhashed claim again, and
+    the hasher takes it once."""
+    monkeypatch.setattr(claim, "HASH_APART_BYTES", 1000)
+    big, small = os.urandom(5000), b"a small page\n"
+    (parts.inbox / "big.bin").write_bytes(big)
+    (parts.inbox / "small.txt").write_bytes(small)
+    stop, hashed = threading.Event(), threading.Event()
+    hasher = Hasher(parts.claims, parts.store, hashed.set, stop)
+    parts.claims.hash_apart = hasher  # what run() sets, checked before its thread starts
+    [big_id, small_id] = parts.claims.claim_all([("big.bin", None), ("small.txt", None)])
+    assert big_id is not None and small_id is not None
+    big_record, small_record = parts.store.file(big_id), parts.store.file(small_id)
+    assert big_record is not None and big_record.sha256 is None
+    assert small_record is not None and small_record.sha256 == hashlib.sha256(small).hexdigest()
+    assert [r.id for r in parts.store.unfinished_claims("scans")] == [big_id]
+    parts.claims.sweep()  # a scan meanwhile: handed again, queued once
+    assert hasher._queue.qsize() == 1
+    thread = threading.Thread(target=hasher.run)
+    thread.start()
+    try:
+        assert hashed.wait(10), "the hasher did not record the hash"
+    finally:
+        stop.set()
+        thread.join(10)
+    big_record = parts.store.file(big_id)
+    assert big_record is not None and big_record.sha256 == hashlib.sha256(big).hexdigest()
+    assert parts.store.unfinished_claims("scans") == []
+    assert parts.claims.hash_apart is None  # stopped: claims are hashed in place again
+    assert parts.rejected == []

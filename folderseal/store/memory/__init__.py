@@ -55,7 +55,7 @@ class MemoryStore(BatchRecords, RetryRecords, ReportQueries):
         self._shared = _Shared() if _shared is None else _shared
         self._in_transaction = False
 
-    def connect(self, node: str | None = None) -> Self:
+    def connect(self, node: str | None = None, *, handed_over: bool = False) -> Self:
         """Another connection to the same tables (for another thread, or node)."""
         return type(self)(node or self.node, self.clock, state_dir=self._state_dir,
                           _shared=self._shared, leases=self._leases_for(node))
