@@ -70,6 +70,9 @@ bench: $(VENV)/.installed-test system-deps
 	status=0; \
 	$(PY) bench/throughput.py || status=1; \
 	$(PY) bench/polling.py || status=1; \
+	$(PY) bench/isolation.py || status=1; \
+	$(PY) bench/backlog.py || status=1; \
+	$(PY) bench/memory.py || status=1; \
 	exit $$status
 
 # 1, 2 and 3 nodes against the SEAL emulator at 200 ms a call, a takeover after kill -9,

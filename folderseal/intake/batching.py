@@ -91,12 +91,8 @@ class Batches:
         local = time.time()
         offset = round(self.store.clock() - local, 3)
         store_now = now + offset
-        claimed = self.store.own_claims(self.name)
-        if self.cfg.duplicates == "skip":
-            claimed = [r for r in claimed if not self._skip_duplicate(r)]
         created = []
-        while chosen := next_batch(claimed, self.limits, store_now):
-            claimed = claimed[len(chosen):]
+        while chosen := next_batch(claimed := self._oldest_claims(), self.limits, store_now):
             batch_id = new_id()
             entries = [(r.id, entry_name(i, r.source)) for i, r in enumerate(chosen, start=1)]
             try:
@@ -114,6 +110,17 @@ class Batches:
         self.next_at = float("inf") if oldest is None \
             else oldest + self.limits.max_wait - offset
         return created
+
+    def _oldest_claims(self) -> list[FileRecord]:
+        """The oldest claims, as many as a batch takes (a backlog of 100,000 claims is
+        not read for each batch), duplicates passed over when ``duplicates = "skip"``."""
+        while True:
+            claimed = self.store.own_claims(self.name, self.limits.max_files)
+            if self.cfg.duplicates != "skip":
+                return claimed
+            kept = [r for r in claimed if not self._skip_duplicate(r)]
+            if len(kept) == len(claimed):  # else read again: the duplicates are gone
+                return kept
 
     def _skip_duplicate(self, record: FileRecord) -> bool:
         twin = self.store.delivered_twin(record)

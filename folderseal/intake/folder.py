@@ -43,6 +43,7 @@ from folderseal.store import Store
 from folderseal.work import WorkFolder
 
 CLAIMS_PER_STEP = 100
+LOOKS_PER_STEP = 1000  # a backlog is looked at a thousand files a step, between claims
 CLAIM_BYTES_PER_STEP = 1 << 30  # small files are hashed on this thread: keep a step short
 
 
@@ -78,6 +79,7 @@ class FolderIntake:
         self.network = mounts.mount_of(cfg.inbox).is_network
         self.claims_to_check = False  # after a scan, once the output folders allow
         self._hashed = threading.Event()  # the hasher recorded a hash: batches may form
+        self.held_back = ""  # why no file may be claimed now (max_in_flight_files, disk)
         self.log = get_logger(folder=name)
 
     # -- attach, start, stop -------------------------------------------------------
@@ -157,7 +159,12 @@ class FolderIntake:
 
     def _look_and_claim(self, now: float) -> None:
         room = self.limits.room()  # also while blocked: no stale pause stays behind
-        due = self.tracker.due(now)
+        # No room: nothing is looked at, so a backlog waiting for room is not stat'ed
+        # again and again; its files wait with this reason (never "stuck").
+        self.held_back = self.limits.paused if room <= 0 else ""
+        if room <= 0:
+            return
+        due = self.tracker.due(now, LOOKS_PER_STEP)
         if not due:
             return
         closed = self.limits.closed()
@@ -178,9 +185,6 @@ class FolderIntake:
                 continue
             if not self.tracker.looked(source, look, now) or look is None:
                 continue
-            if room <= 0:
-                self.tracker.wait(source, self.limits.full(), now, held=True)  # never "stuck"
-                continue
             reason = self.tracker.not_ready(source, self.cfg.inbox / source, look, now)
             if reason:
                 self.tracker.wait(source, reason, now)
@@ -188,7 +192,7 @@ class FolderIntake:
             wanted.append((source, None))
             room -= 1
             size += look.size
-            if len(wanted) >= CLAIMS_PER_STEP or size >= CLAIM_BYTES_PER_STEP:
+            if len(wanted) >= CLAIMS_PER_STEP or size >= CLAIM_BYTES_PER_STEP or room <= 0:
                 break  # the rest stay due: batches form between steps, and batches start sooner
         taken = {source for source, _ in wanted}
         for candidate in self.tracker.stuck(now, looked):
@@ -255,17 +259,18 @@ class FolderIntake:
         return self.attachment.health(overdue)
 
     def notes(self, now: float) -> dict[str, Any]:
-        waiting = self.tracker.waiting()
+        waiting = self.tracker.waiting(20)
         limits = self.limits
         return {
             "mode": self.mode, "attached": self.attachment.attached,
             "outage": self.attachment.outage, "paused": limits.paused,
             "disk_full": limits.disk_full, "problem": self.health(now),
             "blocked": [{"reason": b.reason, "message": b.message} for b in limits.blocked],
-            "candidates": len(waiting), "ignored": self.scanner.ignored.report(),
+            "candidates": self.tracker.count(), "ignored": self.scanner.ignored.report(),
             "failures_unseen": self.probe.failures_unseen(),
             "waiting": [{"source": c.source, "since": c.first_seen,
-                         "why": c.waiting_for or "settling"} for c in waiting[:20]],
+                         "why": c.waiting_for or self.held_back or "settling"}
+                        for c in waiting],
         }
 
     def next_wakeup(self) -> float:
@@ -274,7 +279,7 @@ class FolderIntake:
         if not self.attachment.attached:
             return self.attachment.retry_at
         times = [self.scanner.next_at, self.batches.next_at]
-        look = self.tracker.next_look()
+        look = None if self.held_back else self.tracker.next_look()  # room: within a second
         if look is not None:
             times.append(look)
         return min(times)

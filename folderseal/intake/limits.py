@@ -76,12 +76,6 @@ class ClaimLimits:
         self.paused = self.disk_full  # the probe's answer: no share is touched here
         return 0 if self.disk_full else self.cfg.max_in_flight_files - in_flight
 
-    def full(self) -> str:
-        """Why a ready file waits when there is no room (it is held, never "stuck")."""
-        self.paused = self.paused or (f"{self.cfg.max_in_flight_files} files are in "
-                                      "flight (max_in_flight_files)")
-        return self.paused
-
     def pause(self, reason: str, now: float) -> None:
         """The state folder refused a write: claim nothing for a while."""
         if reason != self.paused:

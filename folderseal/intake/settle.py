@@ -22,6 +22,7 @@ to raise; should some bytes still make it raise, the file is one it cannot tell 
 from __future__ import annotations
 
 import errno
+import heapq
 import os
 import struct
 from collections.abc import Collection
@@ -75,18 +76,43 @@ class SettleTracker:
         self.settle = settle_seconds
         self.stuck_after = stuck_after_seconds
         self._candidates: dict[str, Candidate] = {}
+        # (next_look_at, source) of every candidate, soonest first, so that a backlog of
+        # 100,000 files costs no scan of them all at each step. An entry whose candidate
+        # is gone or was given another time since is stale: passed over when it comes up.
+        self._looks: list[tuple[float, str]] = []
         self.log = get_logger(folder=folder)
+
+    def _schedule(self, candidate: Candidate, at: float) -> None:
+        candidate.next_look_at = at
+        heapq.heappush(self._looks, (at, candidate.source))
+
+    def _current(self, entry: tuple[float, str]) -> bool:
+        candidate = self._candidates.get(entry[1])
+        return candidate is not None and candidate.next_look_at == entry[0]
 
     def hint(self, source: str, now: float) -> bool:
         """Something may have happened at ``source``: make sure it gets looked at. True
         when the file is new to the tracker."""
         if source in self._candidates:
             return False
-        self._candidates[source] = Candidate(source, first_seen=now, next_look_at=now)
+        candidate = self._candidates[source] = Candidate(source, first_seen=now)
+        self._schedule(candidate, now)
         return True
 
-    def due(self, now: float) -> list[str]:
-        return [c.source for c in self._candidates.values() if c.next_look_at <= now]
+    def due(self, now: float, limit: int | None = None) -> list[str]:
+        """The candidates due for a look at ``now``, soonest first (the first ``limit``).
+        They stay due until a look or a wait gives them another time."""
+        looks = self._looks
+        found: list[str] = []
+        kept: list[tuple[float, str]] = []
+        while looks and looks[0][0] <= now and (limit is None or len(found) < limit):
+            entry = heapq.heappop(looks)
+            if self._current(entry):
+                found.append(entry[1])
+                kept.append(entry)
+        for entry in kept:
+            heapq.heappush(looks, entry)
+        return found
 
     def looked(self, source: str, look: Look | None, now: float) -> bool:
         """Record a look; True when the file is unchanged for ``settle_seconds``."""
@@ -106,11 +132,11 @@ class SettleTracker:
             candidate.last = look
             candidate.stable_since = now
             candidate.waiting_for = ""
-            candidate.next_look_at = now + self.settle
+            self._schedule(candidate, now + self.settle)
             return False
         if now - candidate.stable_since >= self.settle:
             return True
-        candidate.next_look_at = candidate.stable_since + self.settle
+        self._schedule(candidate, candidate.stable_since + self.settle)
         return False
 
     def not_ready(self, source: str, path: Path, look: Look, now: float) -> str:
@@ -145,7 +171,7 @@ class SettleTracker:
         if candidate is not None:
             candidate.waiting_for = reason
             candidate.held = held
-            candidate.next_look_at = now + max(self.settle, 1.0)
+            self._schedule(candidate, now + max(self.settle, 1.0))
 
     def forget(self, source: str) -> Candidate | None:
         """Drop a candidate (claimed, or gone); the candidate it was, if any."""
@@ -166,16 +192,30 @@ class SettleTracker:
         ``looked``, only those just looked at. A look that came late (the daemon was busy,
         say claiming a 2 GiB file) and found a change says nothing of a file that keeps
         changing: it gets another look on time first."""
-        return [c for c in self._candidates.values()
+        candidates = self._candidates.values() if looked is None else \
+            [c for source in looked if (c := self._candidates.get(source)) is not None]
+        return [c for c in candidates
                 if not c.held and c.first_looked is not None and c.steady
-                and now - c.first_looked >= self.stuck_after
-                and (looked is None or c.source in looked)]
+                and now - c.first_looked >= self.stuck_after]
 
     def next_look(self) -> float | None:
-        return min((c.next_look_at for c in self._candidates.values()), default=None)
+        looks = self._looks
+        while looks and not self._current(looks[0]):
+            heapq.heappop(looks)
+        if len(looks) > 4 * len(self._candidates) + 1000:  # mostly stale: rebuild
+            looks[:] = [(c.next_look_at, c.source) for c in self._candidates.values()]
+            heapq.heapify(looks)
+        return looks[0][0] if looks else None
 
-    def waiting(self) -> list[Candidate]:
-        return sorted(self._candidates.values(), key=lambda c: c.first_seen)
+    def count(self) -> int:
+        """How many candidates there are."""
+        return len(self._candidates)
+
+    def waiting(self, limit: int | None = None) -> list[Candidate]:
+        """The candidates, oldest first (the first ``limit``)."""
+        if limit is None:
+            return sorted(self._candidates.values(), key=lambda c: c.first_seen)
+        return heapq.nsmallest(limit, self._candidates.values(), key=lambda c: c.first_seen)
 
 
 def content_not_ready(path: Path, size: int) -> str:

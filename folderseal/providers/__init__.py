@@ -62,6 +62,9 @@ class Steps:
     # removes it once the batch is done or failed, and ``tidy`` removes, at start,
     # whatever no batch names any more.
     publishes: bool = False
+    # Its result of a delivered file may report records it could not load (Centrapay's
+    # report): `status` lists those files.
+    reports_records: bool = False
 
 
 # The code of files whose provider may or may not have taken them, with no way to ask:

@@ -141,7 +141,8 @@ def _collect(settings: Settings, report: dict[str, Any],
         files, batches = store.count_by_state(), store.count_batches_by_state()
         for name, cfg in settings.folders.items():
             folder = _folder(store, name, folder_notes.get(name, {}), now,
-                             files.get(name, {}), batches.get(name, {}))
+                             files.get(name, {}), batches.get(name, {}),
+                             steps_of(settings.providers[cfg.provider].kind).reports_records)
             folder["outcome"] = _outcome(settings, cfg.provider)
             report["folders"][name] = folder
             max_wait = getattr(settings.providers[cfg.provider], "max_wait_seconds", None)
@@ -211,9 +212,12 @@ def _holder(batch: BatchRecord, now: float) -> dict[str, Any]:
 
 
 def _folder(store: Store, name: str, notes: dict[str, Any], now: float,
-            counts: dict[str, int], batch_states: dict[str, int]) -> dict[str, Any]:
+            counts: dict[str, int], batch_states: dict[str, int],
+            reports_records: bool) -> dict[str, Any]:
     """A folder's part of the report; ``counts`` and ``batch_states`` are its files and
-    batches by state (read once for every folder)."""
+    batches by state (read once for every folder); ``reports_records``: its provider's
+    results say which records it could not load (else none are looked for: that reads
+    every delivered file's result)."""
     batches = []
     for active in store.active_batches(name):
         batch, due = active.batch, active.batch.next_attempt_at
@@ -231,7 +235,8 @@ def _folder(store: Store, name: str, notes: dict[str, Any], now: float,
     # Delivered, but the provider reports records of it it could not load (Centrapay):
     # not an alarm (the file went through), but the operator must fix those records.
     partly = [{"file": file_id, "source": path_text(source), "records_failed": bad,
-               "at": iso(at)} for file_id, source, bad, at in store.records_failed(name, 100)]
+               "at": iso(at)} for file_id, source, bad, at in
+              (store.records_failed(name, 100) if reports_records else [])]
     # A file of a batch that is delivered but not yet cleaned (PUBLISHED) is out: its
     # outputs and sidecar are durable, only its original waits to be removed.
     claimed = store.oldest_in_flight(name)

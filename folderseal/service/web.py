@@ -5,7 +5,9 @@ names another address. ``/metrics`` is Prometheus text; ``/healthz`` answers 200
 the main loop, every thread and every folder's watcher make progress, no folder's intake
 waits on a share that hangs, and the store answers, 503 with the reasons otherwise. A
 watcher backing off from a share outage is alive (the outage shows in ``/metrics``,
-``/`` and ``folderseal status``). ``/`` is the status page for a person.
+``/`` and ``folderseal status``). ``/`` is the status page for a person. The page and
+``/metrics`` show a report made at most a second before while they are asked for
+(:class:`FreshReport`), so a scrape answers at once however big the store is.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,6 +29,77 @@ from folderseal.service import gauges, page
 
 Report = Callable[[], dict[str, Any]]
 Problems = Callable[[], list[str]]
+
+REFRESH_SECONDS = 1.0  # the page and /metrics show a report at most this old while asked
+STALE_SECONDS = 5.0    # a request finding only an older one waits for a fresh one
+IDLE_SECONDS = 60.0    # asked for by nobody this long: the report is not refreshed
+WAIT_SECONDS = 30.0    # how long such a request waits
+
+
+class FreshReport:
+    """The status report for the page and ``/metrics``, made on a thread of its own.
+
+    Reading a report from the store takes tens of milliseconds with 100,000 files in it,
+    several times that while every core is busy sealing; and a request thread that read
+    it would leave its allocations in a C allocator arena of its own. So the page and
+    ``/metrics`` take the last report, made again every REFRESH_SECONDS while they are
+    asked for; a request finding none younger than STALE_SECONDS waits for a fresh one.
+    """
+
+    def __init__(self, make: Report) -> None:
+        self.make = make
+        self._cond = threading.Condition()
+        self._report: dict[str, Any] | None = None
+        self._made = -1.0e9     # time.monotonic() when the last report was begun
+        self._asked = -1.0e9    # when one was last asked for
+        self._wanted = False    # a request waits for a fresh one
+        self._stopped = False
+        self.thread = threading.Thread(target=self._refresh, name="report", daemon=True)
+
+    def __call__(self) -> dict[str, Any]:
+        now = time.monotonic()
+        with self._cond:
+            self._asked = now
+            if self._report is None or now - self._made > STALE_SECONDS:
+                self._wanted = True
+                self._cond.notify_all()
+                self._cond.wait_for(lambda: self._made >= now or self._stopped, WAIT_SECONDS)
+            if self._report is None:
+                raise RuntimeError("no status report could be made yet (the log says why)")
+            return self._report
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def _due(self) -> bool:
+        now = time.monotonic()
+        return self._wanted or (now - self._asked < IDLE_SECONDS
+                                and now - self._made >= REFRESH_SECONDS)
+
+    def _refresh(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopped or self._due(), REFRESH_SECONDS)
+                if self._stopped:
+                    return
+                if not self._due():
+                    continue
+                self._wanted = False
+            began = time.monotonic()
+            try:
+                report: dict[str, Any] | None = self.make()
+            except Exception:  # noqa: BLE001 - a report that fails must not end the daemon
+                get_logger().exception("web.report_failed")
+                report = None
+            with self._cond:
+                self._report = report if report is not None else self._report
+                self._made = began
+                self._cond.notify_all()
 
 
 class _Server(ThreadingHTTPServer):
@@ -77,14 +151,15 @@ class _Handler(BaseHTTPRequestHandler):
 class WebServer:
     def __init__(self, address: tuple[str, int], report: Report, problems: Problems) -> None:
         self.address = address
-        self.collector = gauges.ReportCollector(report)
+        self.report = FreshReport(report)
+        self.collector = gauges.ReportCollector(self.report)
         try:
             self.server = _Server(address)
         except OSError as exc:
             raise ConfigError(f"[metrics] listen = \"{address[0]}:{address[1]}\" cannot be "
                               f"used: {exc.strerror}; choose a free port, or listen = \"\" "
                               "to turn it off (FOLDERSEAL_METRICS__LISTEN)") from None
-        self.server.report = report
+        self.server.report = self.report
         self.server.problems = problems
         self.thread = threading.Thread(target=self.server.serve_forever, name="web",
                                        daemon=True)
@@ -95,6 +170,7 @@ class WebServer:
 
     def start(self) -> None:
         metrics.REGISTRY.register(self.collector)
+        self.report.start()
         self.thread.start()
         log = get_logger()
         log.info("web.listening", url=f"http://{_host(self.address[0])}:{self.port}/")
@@ -104,6 +180,7 @@ class WebServer:
                                "loopback or behind a proxy that has one")
 
     def close(self) -> None:
+        self.report.stop()
         if self.thread.is_alive():
             self.server.shutdown()
             metrics.REGISTRY.unregister(self.collector)

@@ -34,6 +34,7 @@ from folderseal.core.model import (
     FileRecord,
     FileState,
 )
+from folderseal.store.base import ALL
 from folderseal.store.leases import Leases
 
 __all__ = ["LEASE_SECONDS", "ActiveBatch", "EventRecord", "Store", "new_id"]
@@ -151,8 +152,9 @@ class Store(Protocol):
         """This node's claims left half done: never hashed, or rejected but not yet in
         errors."""
 
-    def own_claims(self, folder: str) -> list[FileRecord]:
-        """This node's hashed claims of ``folder``, in the order they were claimed."""
+    def own_claims(self, folder: str, limit: int = ALL) -> list[FileRecord]:
+        """This node's hashed claims of ``folder``, in the order they were claimed (the
+        first ``limit`` of them)."""
 
     def adopt_claims(self, folder: str, alive_seconds: float) -> int:
         """Make this node's the unbatched claims of ``folder`` of every node silent for

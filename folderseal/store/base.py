@@ -21,6 +21,8 @@ from folderseal.core.errors import LeaseLost, StateConflict, StoreError
 from folderseal.core.model import FileState, path_text
 from folderseal.store.leases import Leases
 
+ALL = 1 << 62  # a query's limit that limits nothing
+
 
 class Cursor(Protocol):
     """What a named query answers: rows (by column name or position) and, for a write,

@@ -9,7 +9,7 @@ from typing import Any
 from folderseal.core.errors import StateConflict
 from folderseal.core.model import DocumentResult, FileRecord, FileState
 from folderseal.core.redact import REDACTOR
-from folderseal.store.base import StoreBase
+from folderseal.store.base import ALL, StoreBase
 
 
 class FileRecords(StoreBase):
@@ -52,9 +52,11 @@ class FileRecords(StoreBase):
         return [file_record(r) for r in self._run("unfinished_claims", folder=folder,
                                                   node=self.node)]
 
-    def own_claims(self, folder: str) -> list[FileRecord]:
-        """This node's hashed claims, oldest first: what it may batch."""
-        return [file_record(r) for r in self._run("own_claims", folder=folder, node=self.node)]
+    def own_claims(self, folder: str, limit: int = ALL) -> list[FileRecord]:
+        """This node's hashed claims, oldest first (the first ``limit``): what it may
+        batch."""
+        return [file_record(r) for r in self._run("own_claims", folder=folder, node=self.node,
+                                                  limit=limit)]
 
     def adopt_claims(self, folder: str, alive_seconds: float) -> int:
         """Make this node's the unbatched claims of every node that has not beaten

@@ -46,6 +46,24 @@ def test_quick_polling_benchmark_measures_both_side_by_side() -> None:
     assert figures["daemon_cpu_s"] >= 0 and figures["share"] >= 0
 
 
+def test_quick_isolation_benchmark_measures_both_targets() -> None:
+    """bench/isolation.py --quick claims small files beside a big one and measures a local
+    folder's rate beside a share that hangs (bindfs stopped), which /healthz and status
+    name."""
+    out = subprocess.run([sys.executable, str(BENCH.with_name("isolation.py")), "--quick",
+                          "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout)
+    five, six = figures["big_beside_small"], figures["hung_share"]
+    assert 0 < five["beside_p50_s"] <= five["beside_p95_s"] <= five["beside_max_s"]
+    assert five["alone_p95_s"] > 0 and 0 < five["big_hashed_s"] < five["big_sealed_s"]
+    assert six["answering_files_per_s"] > 0 and six["hung_files_per_s"] > 0
+    assert six["healthz_status"] == 503 and six["healthz_names_folder"]
+    assert six["status_alarm"].startswith("folder scans: not making progress: its intake")
+    assert set(figures["missed"]) <= {"small beside big p95 < settle + 1 s",
+                                      "local rate beside a hung share >= 80%"}
+
+
 def test_quick_centrapay_benchmark_reports_every_figure() -> None:
     """bench/centrapay.py --quick loads its files through the emulator with folder and S3
     publishing (each checked against the emulator's journal) and prints each figure."""
@@ -63,6 +81,44 @@ def test_quick_centrapay_benchmark_reports_every_figure() -> None:
             assert 0 < figures[kind][run]["daemon_peak_mb"] < 400
             assert figures[kind][run]["samples"] >= 1
 
+
+def test_quick_memory_benchmark_reports_every_figure() -> None:
+    """bench/memory.py --quick seals a big and a tenth-size file with the local signer,
+    through SEAL and through Clevver (each against its emulator) and reports the peak
+    RSS of each."""
+    out = subprocess.run([sys.executable, str(BENCH.with_name("memory.py")), "--quick",
+                          "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout)
+    runs = [f"{kind}_{size}" for kind in ("local", "seal", "clevver")
+            for size in ("big", "tenth")]
+    assert set(figures) == {"cpus", "missed", *runs}
+    for run in runs:
+        assert figures[run] and all(value > 0 for value in figures[run].values()), run
+    for size in ("big", "tenth"):
+        assert figures[f"local_{size}"]["workers_seen"] >= 1
+    assert set(figures["missed"]) <= {"local_main_mb <= 150", "local_worker_mb <= 150",
+                                      "seal_daemon_mb <= 150", "clevver_daemon_mb <= 150"}
+
+
+def test_quick_backlog_benchmark_reports_every_figure() -> None:
+    """bench/backlog.py --quick starts the daemon on a backlog of 3,000 files already in
+    the inbox, asks for the status page and /metrics while it drains, and reports each
+    figure."""
+    out = subprocess.run([sys.executable, str(BENCH.with_name("backlog.py")), "--quick",
+                          "--json"], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout)
+    assert figures["files"] == figures["sidecars"] == 3000 and figures["errors"] == 0
+    for name in ("first_batched_s", "first_batch_accepted_s", "first_sidecar_s",
+                 "rss_max_mb", "rss_at_tenth_mb", "rss_end_mb", "drain_s", "files_per_s"):
+        assert figures[name] > 0, name
+    assert figures["first_batch_accepted_s"] <= figures["first_sidecar_s"] < figures["drain_s"]
+    assert figures["rss_samples"] >= 2
+    for page in ("status_page", "metrics"):
+        assert figures[page]["asked"] >= 1, page
+        assert 0 < figures[page]["p50_ms"] <= figures[page]["p95_ms"] <= figures[page]["max_ms"]
+    assert isinstance(figures["missed"], list)
 
 @pytest.mark.fleet
 def test_quick_fleet_benchmark_reports_every_figure() -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from folderseal.core import config
 from folderseal.core.model import FileState
+from folderseal.intake import folder
 from folderseal.intake.claim import NOT_REGULAR
 from folderseal.intake.folder import FolderIntake
 from folderseal.store import Store
@@ -173,6 +174,39 @@ def test_files_in_flight_hold_ready_files_back_never_stuck(built: Any) -> None:
     assert waiting["source"] == "b.txt"
     assert "files are in flight (max_in_flight_files)" in waiting["why"]
     assert "files are in flight" in intake.notes(t)["paused"]
+
+
+def test_a_backlog_waiting_for_room_is_not_looked_at_again_and_again(
+        built: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no room (max_in_flight_files reached) no file of the inbox is stat'ed at each
+    step: a backlog of thousands waits without costing a look a second each, and the
+    folder does not wake for their looks. Its files wait with the reason all the same;
+    and with room the backlog is looked at LOOKS_PER_STEP files a step."""
+    layout, intake, store, rejected = built(max_in_flight_files=1)
+    (layout.inbox / "a.txt").write_text("first")
+    t = _started(intake)
+    intake.step(t, [])
+    intake.step(t + SETTLE, [])
+    assert _claimed(store) == ["a.txt"]
+    for i in range(50):
+        (layout.inbox / f"wait-{i:02d}.txt").write_text("waits for room")
+    intake.scan(t + SETTLE)
+    looks: list[str] = []
+    real_look = folder.look_at
+    monkeypatch.setattr(folder, "look_at", lambda path, network: looks.append(path.name)
+                        or real_look(path, network))
+    for step in range(2, 12):
+        intake.step(t + step * SETTLE, [])
+    assert looks == [] and _taken(store) == ["a.txt"]
+    assert intake.next_wakeup() > t + 11 * SETTLE  # no look is due while held back
+    notes = intake.notes(t + 11 * SETTLE)
+    assert notes["candidates"] == 50 and len(notes["waiting"]) == 20
+    assert all("files are in flight (max_in_flight_files)" in w["why"]
+               for w in notes["waiting"])
+    monkeypatch.setattr(folder, "LOOKS_PER_STEP", 7)
+    monkeypatch.setattr(intake.limits, "room", lambda: 100)
+    intake.step(t + 12 * SETTLE, [])
+    assert len(looks) == 7
 
 
 def test_a_file_that_never_settles_is_rejected_as_stuck(built: Any) -> None:

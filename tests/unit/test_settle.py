@@ -266,3 +266,23 @@ def test_a_content_check_that_raises_counts_as_cannot_tell_and_is_logged_once(
     assert [(w["event"], w["source"], w["folder"]) for w in warnings] == [
         ("file.content_check_failed", "odd.tif", "scans")]
     assert "4 bytes" in warnings[0]["error"]
+
+
+def test_due_gives_the_soonest_first_up_to_a_limit_and_keeps_them_due() -> None:
+    """A backlog is handed out a limited number at a time, soonest first; files not yet
+    looked at stay due, and a file given a later time (a look, a wait) is due only then,
+    however often it was rescheduled."""
+    settle = SettleTracker(SETTLE, STUCK)
+    for i in range(5000):
+        settle.hint(f"f{i:04d}.pdf", i / 1000)
+    assert settle.due(10.0, 3) == ["f0000.pdf", "f0001.pdf", "f0002.pdf"]
+    assert settle.due(10.0, 3) == ["f0000.pdf", "f0001.pdf", "f0002.pdf"]  # still due
+    for _ in range(20):  # rescheduled again and again: one current time counts
+        settle.wait("f0000.pdf", "not whole yet", 10.0)
+    assert settle.due(10.0, 2) == ["f0001.pdf", "f0002.pdf"]
+    settle.forget("f0001.pdf")
+    assert settle.due(10.0, 2) == ["f0002.pdf", "f0003.pdf"]
+    assert len(settle.due(10.0)) == 4998 and settle.count() == 4999
+    assert settle.next_look() == 0.002
+    assert "f0000.pdf" in settle.due(10.0 + max(SETTLE, 1.0))
+    assert [c.source for c in settle.waiting(2)] == ["f0000.pdf", "f0002.pdf"]

@@ -52,7 +52,7 @@ class CentrapayProvider:
 
     kind = "centrapay"
     steps = Steps(remote=True, irrevocable=True, outcome="loaded", accept_creates=True,
-                  publishes=True,
+                  publishes=True, reports_records=True,
                   # Surely never loaded: `retry` puts these back into the inbox.
                   not_sent=frozenset({LOAD_FAILED, INVALID, ONE_FILE}))
 

@@ -89,11 +89,11 @@ def unfinished_claims(t: Tables, *, folder: str, node: str) -> Result:
 
 
 @query
-def own_claims(t: Tables, *, folder: str, node: str) -> Result:
+def own_claims(t: Tables, *, folder: str, node: str, limit: int) -> Result:
     return answer(sorted((f for f in t.files.values()
                          if f["folder"] == folder and f["state"] == "CLAIMED"
                          and f["node"] == node and f["sha256"] is not None),
-                        key=lambda f: (f["claimed_at"], f["id"])))
+                        key=lambda f: (f["claimed_at"], f["id"]))[:limit])
 
 
 @query

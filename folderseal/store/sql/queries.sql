@@ -38,11 +38,12 @@ WHERE folder = :folder AND node = :node AND batch_id IS NULL
   AND ((state = 'CLAIMED' AND sha256 IS NULL) OR state = 'REJECTED');
 
 -- name: own_claims
--- The hashed claims of one node: what it may batch.
+-- The hashed claims of one node, the oldest :limit: what it may batch next.
 SELECT * FROM files
 WHERE folder = :folder AND node = :node AND state = 'CLAIMED' AND batch_id IS NULL
   AND sha256 IS NOT NULL
-ORDER BY claimed_at, id;
+ORDER BY claimed_at, id
+LIMIT :limit;
 
 -- name: adopt_claims
 -- The unbatched claims of every node that no longer beats (no heartbeat within
