@@ -15,6 +15,7 @@ read key to what it names) or a signature parameter quoted alone.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Mapping
@@ -73,13 +74,18 @@ class Redactor:
         if isinstance(value, Mapping):
             return {
                 key: MASK
-                if isinstance(key, str) and _SECRET_KEY.search(key) and item
+                if isinstance(key, str) and _secret_key(key) and item
                 else self.data(item)
                 for key, item in value.items()
             }
         if isinstance(value, list | tuple):
             return [self.data(item) for item in value]
         return value
+
+
+@functools.lru_cache(maxsize=1024)  # the same few keys, in every sidecar and log event
+def _secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
 
 
 REDACTOR = Redactor()

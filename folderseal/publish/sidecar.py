@@ -14,6 +14,7 @@ the ``provider`` object. Nothing here knows one provider from another.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ _TIMELINE_STEPS = {"ACCEPTING": "submitted", "ACCEPTED": "accepted", "DOWNLOADED
 _FINISHED = "CLOSED"
 
 
+@functools.lru_cache(maxsize=4096)  # a batch's steps are the same for each of its files
 def iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")

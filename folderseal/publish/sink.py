@@ -144,6 +144,8 @@ class Sink:
                 except FileRejected as exc:
                     rejected[record.id] = exc
         self._mark(ready, plans, rejected, ctx)
+        if not rejected and all(r.state != FileState.REJECTED for r in records):
+            return
         refreshed = {r.id: r for r in self.store.files_of_batch(ctx.batch.id)} if ctx.batch else {}
         for record in records:
             current = refreshed.get(record.id, record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any
@@ -162,6 +163,13 @@ class FileRecords(StoreBase):
                 for r in self._run("remote_documents", batch_id=batch_id)}
 
 
+@functools.lru_cache(maxsize=4096)
+def _result(text: str) -> DocumentResult:
+    """A stored result, parsed once: a batch's files are read at each of its steps, and a
+    result is immutable (its provider block is only ever read)."""
+    return DocumentResult.from_json(text)
+
+
 def file_record(row: Any) -> FileRecord:
     """A file's row (columns as in schema.sql) as a record."""
     return FileRecord(
@@ -169,7 +177,7 @@ def file_record(row: Any) -> FileRecord:
         state=FileState(row["state"]), dev=row["dev"], ino=row["ino"], size=row["size"],
         mtime_ns=row["mtime_ns"], sha256=row["sha256"], batch_id=row["batch_id"],
         entry=row["entry"], attempts=row["attempts"],
-        result=DocumentResult.from_json(row["result"]) if row["result"] else None,
+        result=_result(row["result"]) if row["result"] else None,
         outputs=tuple(json.loads(row["outputs"])) if row["outputs"] else (),
         error_code=row["error_code"], error_message=row["error_message"],
         seen_at=row["seen_at"], claimed_at=row["claimed_at"],
