@@ -15,8 +15,8 @@ hasher recorded its hash, as one a crash left unhashed is once :meth:`Claims.swe
 A claimed file that cannot be sealed (not a regular file, empty, unreadable, vanished,
 stuck, a duplicate) is recorded ``REJECTED`` with the reason, and handed on through the
 ``reject`` callback the claims were given: putting it into the errors folder is not
-the claim's business (the daemon has the folder's errors thread do it, off the main
-loop).
+the claim's business (the daemon has the folder's errors thread do it, off the
+intake's thread).
 """
 
 from __future__ import annotations
@@ -179,11 +179,12 @@ class Claims:
         rows = []
         failures = []
         apart = []
+        hasher = self.hash_apart  # read once: the hasher thread drops it as it stops
         for claim_id, source, seen_at, fail in claimed:
             path = self.work.claim_path(claim_id, source)
             try:
                 st = os.lstat(path)
-                if fail is None and self.hash_apart is not None and stat.S_ISREG(st.st_mode) \
+                if fail is None and hasher is not None and stat.S_ISREG(st.st_mode) \
                         and st.st_size >= HASH_APART_BYTES:
                     digest, problem = None, None
                     apart.append(claim_id)
@@ -209,8 +210,8 @@ class Claims:
                 self.fail(claim_id, failure)
         for claim_id in apart:
             record = self.store.file(claim_id) if claim_id not in taken else None
-            if record is not None and self.hash_apart is not None:
-                self.hash_apart.add(record)
+            if record is not None and hasher is not None:
+                hasher.add(record)
 
     def _lost(self, claim_id: str, how: str) -> None:
         """A claim of this node that another node took over (it thought this one dead,
@@ -256,14 +257,15 @@ class Claims:
         for record in self.store.unfinished_claims(self.name):
             if record.state == FileState.REJECTED:
                 continue
-            if self.hash_apart is not None:
-                self.hash_apart.add(record)
+            hasher = self.hash_apart  # read once: the hasher thread drops it as it stops
+            if hasher is not None:
+                hasher.add(record)
             else:
                 self.finish(record, self.store)
 
-    def finish(self, record: FileRecord, store: Store) -> None:
+    def finish(self, record: FileRecord, store: Store) -> bool:
         """Hash a claim recorded without its hash and record it, on ``store`` (this
-        thread's); or fail it, if it cannot be sealed."""
+        thread's); or fail it, if it cannot be sealed. True if its hash was recorded."""
         try:
             st, digest, problem = self._check(self.work.path_of(record))
         except FileNotFoundError:
@@ -273,6 +275,11 @@ class Claims:
             try:
                 st, digest, problem = self._check(path)
             except FileNotFoundError:
+                # Gone, or the share holding the work folder is away (its mount point
+                # empty): only a work folder that is there and ours says "vanished".
+                if not self.work.attached(store.store_id):
+                    raise OSError(errno.ESTALE, "the work folder cannot be read (its "
+                                  "share is away?)", str(self.work.path)) from None
                 problem, digest = ("vanished", "the claimed file is no longer in the "
                                    f"work folder ({path})"), None
         if problem is not None:
@@ -280,5 +287,7 @@ class Claims:
         elif digest is not None:
             try:
                 store.set_claim_hash(record.id, digest, st.st_size, st.st_mtime_ns)
+                return True
             except StateConflict:
                 self._lost(record.id, "it is no longer this node's claim")
+        return False

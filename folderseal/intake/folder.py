@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +45,8 @@ from folderseal.work import WorkFolder
 
 CLAIMS_PER_STEP = 100
 LOOKS_PER_STEP = 1000  # a backlog is looked at a thousand files a step, between claims
-CLAIM_BYTES_PER_STEP = 1 << 30  # small files are hashed on this thread: keep a step short
+LOOK_SECONDS_PER_STEP = 2.0  # and for this long at most (a slow share): steps stay short
+CLAIM_BYTES_PER_STEP = 256 << 20  # files under 8 MiB are hashed on this thread
 
 
 class FolderIntake:
@@ -175,7 +177,10 @@ class FolderIntake:
         wanted: list[tuple[str, Failure | None]] = []
         size = 0
         looked: set[str] = set()
+        until = time.monotonic() + LOOK_SECONDS_PER_STEP
         for source in due:
+            if time.monotonic() > until:
+                break  # the rest stay due: a slow share must not make a step look hung
             look = self._look(source)
             looked.add(source)
             if look is not None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from folderseal.core.errors import TransientError
 from folderseal.core.logs import get as get_logger
-from folderseal.core.model import FileRecord
+from folderseal.core.model import FileRecord, FileState
 from folderseal.intake.claim import Claims
 from folderseal.store import Store
 
@@ -25,7 +25,8 @@ POLL_SECONDS = 1.0  # how often the thread looks at the stop flag while idle
 
 class Hasher:
     """Hashes the claims :meth:`add` hands it, one at a time, and calls ``hashed`` after
-    each. While :meth:`run` runs, the claims hand it their big files (``hash_apart``).
+    each. From its making until :meth:`run` ends, the claims hand it their big files
+    (``hash_apart``): it is made just before its thread starts.
     """
 
     def __init__(self, claims: Claims, store: Store, hashed: Callable[[], None],
@@ -38,6 +39,7 @@ class Hasher:
         self._queue: queue.SimpleQueue[FileRecord] = queue.SimpleQueue()
         self._pending: set[str] = set()  # queued or being hashed: a sweep adds them again
         self._lock = threading.Lock()
+        claims.hash_apart = self
 
     def add(self, record: FileRecord) -> None:
         with self._lock:
@@ -48,7 +50,6 @@ class Hasher:
 
     def run(self) -> None:
         store = self.store.connect()  # a connection of this thread's own
-        self.claims.hash_apart = self
         try:
             while not self.stop.is_set():
                 try:
@@ -57,10 +58,15 @@ class Hasher:
                     continue
                 started = time.monotonic()
                 try:
-                    self.claims.finish(record, store)
-                    self.log.info("file.hashed", file=record.id, source=record.source_text,
-                                  bytes=record.size,
-                                  seconds=round(time.monotonic() - started, 2))
+                    # A sweep may hand over a claim hashed (or batched) since it read it.
+                    current = store.file(record.id)
+                    if current is None or current.state != FileState.CLAIMED \
+                            or current.sha256 is not None or current.batch_id is not None:
+                        continue
+                    if self.claims.finish(current, store):
+                        self.log.info("file.hashed", file=record.id, source=record.source_text,
+                                      bytes=current.size,
+                                      seconds=round(time.monotonic() - started, 2))
                 except (OSError, TransientError) as exc:  # the share or the store away
                     self.log.warning("file.hash_postponed", file=record.id,
                                      source=record.source_text, reason=str(exc),

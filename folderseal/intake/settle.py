@@ -64,7 +64,7 @@ class Candidate:
     stable_since: float = 0.0       # when the current Look was first seen
     next_look_at: float = 0.0
     waiting_for: str = ""           # why a stable file is not ready yet (shown in status)
-    held: bool = False              # ready, but held back (no room): not "stuck"
+    held: bool = False              # held back (claims closed): not "stuck"
     check_failed: bool = False      # its content check raised (logged once)
 
 
@@ -164,8 +164,8 @@ class SettleTracker:
     def wait(self, source: str, reason: str, now: float, held: bool = False) -> None:
         """A stable file is not ready yet (no ``%%EOF``, still locked): look again later.
 
-        ``held`` means it is ready but held back (no room to claim it): a file held back
-        for long is not stuck, so it never goes to errors for that.
+        ``held`` means it is held back (claims closed: an output folder is missing, say):
+        a file held back for long is not stuck, so it never goes to errors for that.
         """
         candidate = self._candidates.get(source)
         if candidate is not None:

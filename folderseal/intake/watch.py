@@ -153,7 +153,8 @@ class Watcher:
     @property
     def alive(self) -> bool:
         """False if the observer thread died (polling has no thread to die)."""
-        return self.observer is None or bool(self.observer.is_alive())
+        observer = self.observer  # read once: the folder's thread may drop it meanwhile
+        return observer is None or bool(observer.is_alive())
 
     def stop(self) -> None:
         if self.observer is not None:

@@ -92,6 +92,7 @@ class Daemon:
         self.providers: dict[str, Provider] = {}
         self.intakes: dict[str, FolderIntake] = {}
         self.loops: dict[str, FolderLoop] = {}  # each intake's thread, while it runs
+        self._hung: set[str] = set()  # the folders logged as waiting on their share
         self.folder_stores: dict[str, Store] = {}  # each intake's store connection
         self.works: dict[str, WorkFolder] = {}
         self.sinks: dict[str, Sink] = {}  # each folder's, on the main thread's store
@@ -296,6 +297,7 @@ class Daemon:
         while not self.stop.is_set():
             now = time.time()
             self.loop_at = now
+            self._log_hung()
             if now - last_notes >= HEARTBEAT_SECONDS:  # the heartbeat thread sends them
                 self.keep_notes(now)
                 last_notes = now
@@ -313,6 +315,16 @@ class Daemon:
                 self.notifier.beat(now, line, healthy=not self.problems(now))
             self.wake.wait(MAX_SLEEP / 2)
             self.wake.clear()
+
+    def _log_hung(self) -> None:
+        """Log each folder that began to wait on its share (``folder.hung``, with what to
+        do), and each that answers again (``folder.resumed``)."""
+        hung = {name: loop for name, loop in self.loops.items() if loop.hung_seconds()}
+        for name in sorted(set(hung) - self._hung):
+            self.log.warning("folder.hung", folder=name, reason=hung[name].notes()["problem"])
+        for name in sorted(self._hung - set(hung)):
+            self.log.info("folder.resumed", folder=name, action="claiming again")
+        self._hung = set(hung)
 
     def _notices_loop(self) -> None:
         assert self.store is not None
@@ -380,11 +392,11 @@ class Daemon:
                        self.stop, delay=self.delay, busy=self.busy, staging=self.staging)
 
     # -- the heartbeat ---------------------------------------------------------------
-    # On a thread and a store connection of its own: an intake step that hangs on a
-    # share would otherwise stop the beat, and other nodes would count this live node
-    # dead and take its batches and claims over. The intake loop keeps the notes the
-    # beat sends (what `status` shows of each folder); while it hangs, the beat goes on
-    # with the last ones, and ``main_loop_at`` shows how old they are.
+    # On a thread and a store connection of its own: a store write that waits, or a
+    # main loop that is stuck, must not stop the beat, or other nodes would count this
+    # live node dead and take its batches and claims over. The main loop keeps the notes
+    # the beat sends (what `status` shows of each folder, as each folder's thread last
+    # noted it; a folder hung on its share says so); ``main_loop_at`` shows their age.
 
     def keep_notes(self, now: float) -> None:
         """Keep this round's notes for the heartbeat thread, and have it send them now."""
@@ -404,7 +416,7 @@ class Daemon:
 
     def heartbeat(self, store: Store | None = None) -> None:
         """Record that this daemon is alive (on ``store``: default the main thread's),
-        with the intake loop's last notes, when its last round ended, and this host's
+        with the main loop's last notes, when its last round began, and this host's
         clock, which status compares with the time the store stamps."""
         store = store or self.store
         assert store is not None
@@ -419,7 +431,7 @@ class Daemon:
             self._notes_changed.notify_all()
 
     def _heartbeat_loop(self) -> None:
-        """Beat every HEARTBEAT_SECONDS, and as soon as the intake loop kept new notes."""
+        """Beat every HEARTBEAT_SECONDS, and as soon as the main loop kept new notes."""
         assert self.store is not None
         store = self.store.connect()  # a connection of this thread's own
         store.instance = self.store.instance  # whose beats these are (register_node)

@@ -6,8 +6,8 @@ the main loop, every thread and every folder's watcher make progress, no folder'
 waits on a share that hangs, and the store answers, 503 with the reasons otherwise. A
 watcher backing off from a share outage is alive (the outage shows in ``/metrics``,
 ``/`` and ``folderseal status``). ``/`` is the status page for a person. The page and
-``/metrics`` show a report made at most a second before while they are asked for
-(:class:`FreshReport`), so a scrape answers at once however big the store is.
+``/metrics`` show a report made on a thread of its own (:class:`FreshReport`): asked
+often, they answer at once however big the store is.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ from folderseal.service import gauges, page
 Report = Callable[[], dict[str, Any]]
 Problems = Callable[[], list[str]]
 
-REFRESH_SECONDS = 1.0  # the page and /metrics show a report at most this old while asked
-STALE_SECONDS = 5.0    # a request finding only an older one waits for a fresh one
-IDLE_SECONDS = 60.0    # asked for by nobody this long: the report is not refreshed
+REFRESH_SECONDS = 1.0  # a report is made again at most this often, after a request
+STALE_SECONDS = 2.0    # a request finding only an older one waits for a fresh one
 WAIT_SECONDS = 30.0    # how long such a request waits
 
 
@@ -42,8 +41,9 @@ class FreshReport:
     Reading a report from the store takes tens of milliseconds with 100,000 files in it,
     several times that while every core is busy sealing; and a request thread that read
     it would leave its allocations in a C allocator arena of its own. So the page and
-    ``/metrics`` take the last report, made again every REFRESH_SECONDS while they are
-    asked for; a request finding none younger than STALE_SECONDS waits for a fresh one.
+    ``/metrics`` take the last report, which a request has made again (after
+    REFRESH_SECONDS at the soonest) for the next one; a request finding none younger
+    than STALE_SECONDS waits for a fresh one.
     """
 
     def __init__(self, make: Report) -> None:
@@ -77,9 +77,10 @@ class FreshReport:
             self._cond.notify_all()
 
     def _due(self) -> bool:
-        now = time.monotonic()
-        return self._wanted or (now - self._asked < IDLE_SECONDS
-                                and now - self._made >= REFRESH_SECONDS)
+        """A request waits, or one came since the last report and that is a second old:
+        at most one report a second, and none for nobody."""
+        return self._wanted or (self._asked > self._made
+                                and time.monotonic() - self._made >= REFRESH_SECONDS)
 
     def _refresh(self) -> None:
         while True:

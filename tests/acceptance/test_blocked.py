@@ -25,6 +25,7 @@ import pytest
 from bench.torturekit.scenarios import Share
 from folderseal.publish.probe import HUNG_SECONDS
 from folderseal.service.status import LOOK_SECONDS
+from folderseal.service.web import STALE_SECONDS
 from tests.acceptance.test_service import NotifySocket
 from tests.helpers import FAST, Daemon, Layout, check_sidecar, folderseal, sidecars, wait_until
 
@@ -86,8 +87,9 @@ def test_a_missing_outbox_stops_claims_until_it_is_created(
                == set(names), timeout=10, what="both files listed as waiting")
     assert sorted(p.name for p in layout.inbox.iterdir() if p.is_file()) == names
     assert not list(layout.incoming.rglob("*.txt")), "a file was claimed"
+    wait_until(lambda: _gauges(url)['{folder="scans",reason="outbox_missing"}'] == 1,
+               timeout=STALE_SECONDS + 5, what="the gauge at 1")
     gauges = _gauges(url)
-    assert gauges['{folder="scans",reason="outbox_missing"}'] == 1
     assert gauges['{folder="scans",reason="errors_missing"}'] == 0
     health = httpx.get(f"{url}/healthz")
     assert health.status_code == 200, health.text
@@ -105,7 +107,9 @@ def test_a_missing_outbox_stops_claims_until_it_is_created(
     for name in names:
         check_sidecar(layout.outbox / f"{name}.json", layout)
     wait_until(lambda: _status(layout)[0] == 0, timeout=10, what="status healthy again")
-    assert _gauges(url)['{folder="scans",reason="outbox_missing"}'] == 0
+    # /metrics shows a report at most STALE_SECONDS old.
+    wait_until(lambda: _gauges(url)['{folder="scans",reason="outbox_missing"}'] == 0,
+               timeout=STALE_SECONDS + 5, what="the gauge back at 0")
     daemon.wait_for_event("folder.unblocked")
     assert daemon.stop() == 0
 

@@ -164,8 +164,7 @@ def test_a_big_claim_is_recorded_unhashed_and_hashed_on_the_hasher_thread(
     (parts.inbox / "big.bin").write_bytes(big)
     (parts.inbox / "small.txt").write_bytes(small)
     stop, hashed = threading.Event(), threading.Event()
-    hasher = Hasher(parts.claims, parts.store, hashed.set, stop)
-    parts.claims.hash_apart = hasher  # what run() sets, checked before its thread starts
+    hasher = Hasher(parts.claims, parts.store, hashed.set, stop)  # its thread comes later
     [big_id, small_id] = parts.claims.claim_all([("big.bin", None), ("small.txt", None)])
     assert big_id is not None and small_id is not None
     big_record, small_record = parts.store.file(big_id), parts.store.file(small_id)
@@ -185,4 +184,38 @@ def test_a_big_claim_is_recorded_unhashed_and_hashed_on_the_hasher_thread(
     assert big_record is not None and big_record.sha256 == hashlib.sha256(big).hexdigest()
     assert parts.store.unfinished_claims("scans") == []
     assert parts.claims.hash_apart is None  # stopped: claims are hashed in place again
+    assert parts.rejected == []
+
+
+def test_a_big_claim_whose_work_folder_is_away_waits_for_it_and_is_not_failed(
+        parts: Parts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The share holding the work folder goes away before the hasher gets to a big claim
+    (its mount point empty): the claim is not failed as "vanished" but postponed (it
+    stays CLAIMED without a hash, nothing is rejected); once the share is back, the next
+    sweep hands it over again and it is hashed."""
+    monkeypatch.setattr(claim, "HASH_APART_BYTES", 1000)
+    big = os.urandom(5000)
+    (parts.inbox / "big.bin").write_bytes(big)
+    stop, hashed = threading.Event(), threading.Event()
+    hasher = Hasher(parts.claims, parts.store, hashed.set, stop)
+    [big_id] = parts.claims.claim_all([("big.bin", None)])
+    assert big_id is not None
+    away = parts.inbox.parent / "share-away"
+    (parts.inbox / ".folderseal").rename(away)  # the work folder's share is not mounted
+    thread = threading.Thread(target=hasher.run)
+    thread.start()
+    try:
+        assert hashed.wait(10)
+        record = parts.store.file(big_id)
+        assert record is not None and record.state == FileState.CLAIMED
+        assert record.sha256 is None and parts.rejected == []
+        away.rename(parts.inbox / ".folderseal")  # the share is back
+        hashed.clear()
+        parts.claims.sweep()
+        assert hashed.wait(10)
+    finally:
+        stop.set()
+        thread.join(10)
+    record = parts.store.file(big_id)
+    assert record is not None and record.sha256 == hashlib.sha256(big).hexdigest()
     assert parts.rejected == []
