@@ -38,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.conclude import conclude  # noqa: E402
 from bench.throughput import BENCH, _iso, _sidecar_count  # noqa: E402
 from tests.helpers import Daemon, Layout  # noqa: E402
 
@@ -321,13 +322,8 @@ def main() -> None:
             print(f"kept {root}", file=sys.stderr)
         else:
             subprocess.run(["rm", "-rf", str(root)], check=False)
-    figures["missed"] = [name for name, met in targets(figures).items() if not met]
-    if args.json:
-        print(json.dumps(figures, indent=2))
-    else:
-        _print(figures)
-    if figures["missed"] and not args.quick:
-        sys.exit(1)
+    conclude(figures, [name for name, met in targets(figures).items() if not met],
+             as_json=args.json, quick=args.quick, show=_print)
 
 
 def _print(f: dict[str, Any]) -> None:

@@ -35,6 +35,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.conclude import conclude  # noqa: E402
 from bench.throughput import BENCH, _iso, _sidecar_count  # noqa: E402
 from bench.torturekit.scenarios import Share  # noqa: E402
 from tests.helpers import Daemon, Layout, folderseal, toml_value, wait_until  # noqa: E402
@@ -205,13 +206,8 @@ def main() -> None:
                "healthz and status name the hung folder":
                six["healthz_status"] == 503 and six["healthz_names_folder"]
                and "folder scans:" in six["status_alarm"]}
-    results["missed"] = [name for name, met in targets.items() if not met]
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        _print(results)
-    if results["missed"] and not args.quick:
-        sys.exit(1)
+    conclude(results, [name for name, met in targets.items() if not met], as_json=args.json,
+             quick=args.quick, show=_print)
 
 
 def _print(results: dict[str, Any]) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import shutil
 import sys
@@ -32,6 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.clevver import big_file as clevver_big_file  # noqa: E402
+from bench.conclude import conclude  # noqa: E402
 from bench.seal_stream import measure as seal_measure  # noqa: E402
 from bench.throughput import peak_rss  # noqa: E402
 from folderseal.providers.emulation.journal import log_to  # noqa: E402
@@ -69,14 +69,9 @@ def main() -> None:
             results[f"clevver_{label}"] = clevver_big_file(root, mib, f"clevver-{label}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    results["missed"] = [name for name, (run, figure) in TARGETS.items()
-                         if results[run][figure] > TARGET_MB]
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        _print(results)
-    if results["missed"] and not args.quick:
-        sys.exit(1)
+    conclude(results, [name for name, (run, figure) in TARGETS.items()
+                       if results[run][figure] > TARGET_MB],
+             as_json=args.json, quick=args.quick, show=_print)
 
 
 def _tenth(mib: int) -> int:

@@ -48,7 +48,7 @@ from folderseal.providers.measured import MeasuredProvider
 from folderseal.publish.probe import Probe
 from folderseal.publish.sink import Sink
 from folderseal.service import budgets, node, startchecks, status
-from folderseal.service.folderloop import FolderLoop
+from folderseal.service.folderloop import FolderLoop, HungFolders
 from folderseal.service.leasekeeper import keep_leases
 from folderseal.service.notices import Notices
 from folderseal.service.web import WebServer
@@ -92,7 +92,7 @@ class Daemon:
         self.providers: dict[str, Provider] = {}
         self.intakes: dict[str, FolderIntake] = {}
         self.loops: dict[str, FolderLoop] = {}  # each intake's thread, while it runs
-        self._hung: set[str] = set()  # the folders logged as waiting on their share
+        self.hung = HungFolders(self.loops, self.log)
         self.folder_stores: dict[str, Store] = {}  # each intake's store connection
         self.works: dict[str, WorkFolder] = {}
         self.sinks: dict[str, Sink] = {}  # each folder's, on the main thread's store
@@ -297,7 +297,7 @@ class Daemon:
         while not self.stop.is_set():
             now = time.time()
             self.loop_at = now
-            self._log_hung()
+            self.hung.log_changes()
             if now - last_notes >= HEARTBEAT_SECONDS:  # the heartbeat thread sends them
                 self.keep_notes(now)
                 last_notes = now
@@ -315,16 +315,6 @@ class Daemon:
                 self.notifier.beat(now, line, healthy=not self.problems(now))
             self.wake.wait(MAX_SLEEP / 2)
             self.wake.clear()
-
-    def _log_hung(self) -> None:
-        """Log each folder that began to wait on its share (``folder.hung``, with what to
-        do), and each that answers again (``folder.resumed``)."""
-        hung = {name: loop for name, loop in self.loops.items() if loop.hung_seconds()}
-        for name in sorted(set(hung) - self._hung):
-            self.log.warning("folder.hung", folder=name, reason=hung[name].notes()["problem"])
-        for name in sorted(self._hung - set(hung)):
-            self.log.info("folder.resumed", folder=name, action="claiming again")
-        self._hung = set(hung)
 
     def _notices_loop(self) -> None:
         assert self.store is not None
@@ -485,8 +475,7 @@ class Daemon:
 
     def hung_folders(self) -> list[str]:
         """The folders whose intake waits on a share that hangs, and for how long."""
-        return [f"folder {name}: {loop.notes()['problem']}"
-                for name, loop in self.loops.items() if loop.hung_seconds()]
+        return self.hung.named()
 
     def health(self) -> list[str]:
         """:meth:`problems`, hung folders, and whether the store answers (``/healthz``)."""

@@ -85,6 +85,29 @@ class FolderLoop:
         return self._first_round_noted or bool(self.hung_seconds())
 
 
+class HungFolders:
+    """The folders whose loop waits on a share that hangs: named for ``/healthz``, and
+    logged as each begins to wait (``folder.hung``) and answers again
+    (``folder.resumed``)."""
+
+    def __init__(self, loops: dict[str, FolderLoop], log: Any) -> None:
+        self.loops = loops
+        self.log = log
+        self._logged: set[str] = set()
+
+    def named(self) -> list[str]:
+        return [f"folder {name}: {loop.notes()['problem']}"
+                for name, loop in self.loops.items() if loop.hung_seconds()]
+
+    def log_changes(self) -> None:
+        hung = {name: loop for name, loop in self.loops.items() if loop.hung_seconds()}
+        for name in sorted(set(hung) - self._logged):
+            self.log.warning("folder.hung", folder=name, reason=hung[name].notes()["problem"])
+        for name in sorted(self._logged - set(hung)):
+            self.log.info("folder.resumed", folder=name, action="claiming again")
+        self._logged = set(hung)
+
+
 def hung_problem(folder: str, inbox: str, seconds: float) -> str:
     """What ``status`` says of a folder whose intake has waited on the file system."""
     return (f"its intake has waited {seconds:.0f} s for the file system to answer: the "
