@@ -159,18 +159,21 @@ def move_into_batch(work: WorkFolder, batch_id: str, provider: str,
         else:
             raise FileNotFoundError(errno.ENOENT, "the batched file is in no claims folder",
                                     str(source))
-        _remove_empty_dirs(claim, source.parent)
+        _remove_empty_dirs(work, claim, source.parent)
         claims_folders.add(claim.parent)
     files.fsync_dir(target)
     for folder in sorted(claims_folders):
         files.fsync_dir(folder)
 
 
-def _remove_empty_dirs(top: Path, start: Path) -> None:
+def _remove_empty_dirs(work: WorkFolder, top: Path, start: Path) -> None:
     folder = start
     while True:
         try:
-            folder.rmdir()
+            if folder == top:
+                work.retire_claim_dir(folder)
+            else:
+                folder.rmdir()
         except OSError as exc:
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 return

@@ -110,13 +110,18 @@ class Claims:
         """Claim by rename; the claim id, or None if the file is busy or gone."""
         claim_id = new_id()
         head, _, name = source.rpartition("/")
-        target = self.work.claim_dir(claim_id) / head
-        target.mkdir(parents=True)
+        target = self.work.new_claim_dir(claim_id)
+        if head:
+            target = target / head
+            target.mkdir(parents=True)
         crashpoints.reached("claim-folder-made")
         try:
             os.rename(self.inbox / source, target / name)
         except OSError as exc:
-            shutil.rmtree(self.work.claim_dir(claim_id), ignore_errors=True)
+            try:
+                self.work.retire_claim_dir(self.work.claim_dir(claim_id))
+            except OSError:  # holding the file's subfolders
+                shutil.rmtree(self.work.claim_dir(claim_id), ignore_errors=True)
             if exc.errno == errno.EXDEV:
                 raise ConfigError(f"the work folder {self.work.path} is on another filesystem "
                                   f"than the inbox {self.inbox}") from None

@@ -4,7 +4,7 @@ The content is hashed in fixed-size chunks, so memory stays flat whatever the fi
 size. The CMS SignedData is built from asn1crypto types with the signed attributes
 CAdES requires (content-type, message-digest, signing-time and ESS
 signing-certificate-v2), exactly as pyHanko builds them but without its general
-machinery (:meth:`~folderseal.signing.heldkey.HeldKeySigner.signed_attributes`); with a
+machinery (:meth:`~folderseal.signing.heldkey.HeldKeySigner.signed_attributes_der`); with a
 time-stamp server, pyHanko's client fetches the signature time-stamp token (B-T).
 """
 
@@ -45,8 +45,8 @@ def sign_detached(credentials: Credentials, src: BinaryIO, *,
     signer.check_sha256()
     digest = _sha256_stream(src)
     # Explicit UTC rather than the host's local zone.
-    signed_attrs = signer.signed_attributes(digest, datetime.now(UTC))
-    signature = signer.sign_raw(signed_attrs.dump(), "sha256")
+    signed_attrs = signer.signed_attributes_der(digest, datetime.now(UTC))
+    signature = signer.sign_raw(signed_attrs, "sha256")
     unsigned_attrs = None
     if timestamper is not None:  # B-T: the time-stamp server countersigns the signature
         token = run_with_tsa(

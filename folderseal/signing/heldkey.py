@@ -9,8 +9,9 @@ of the CMS structure.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from asn1crypto import algos, cms, keys
@@ -108,6 +109,8 @@ class HeldKeySigner(SimpleSigner):
             cms.EncapsulatedContentInfo({"content_type": "data"}).dump(),
             b"\xa0" + certificates_der[1:]))  # [0] IMPLICIT CertificateSet
         self._signer_info_head = version + self._sid_der + digest
+        # signed_attributes_der's templates, without and with a signing time.
+        self._attr_templates: dict[bool, tuple[bytes, int, int]] = {}
 
     def __repr__(self) -> str:
         return f"HeldKeySigner(subject={self.subject_name!r})"
@@ -121,6 +124,36 @@ class HeldKeySigner(SimpleSigner):
         """Refuse, as pyHanko does (SigningError), a key whose signature mechanism fixes
         another digest (Ed25519: SHA-512, Ed448: SHAKE256)."""
         self._check_digest_algorithm("sha256")
+
+    def signed_attributes_der(self, digest: bytes,
+                              signing_time: datetime | None = None) -> bytes:
+        """``signed_attributes(digest, signing_time).dump()``, put together from a template
+        of this seal's attributes: the SHA-256 digest and the time are all that change,
+        in places of fixed size, and asn1crypto's building of them costs about as much as
+        the RSA signature. A time UTCTime cannot hold is built the long way."""
+        stamp = _utc_time(signing_time) if signing_time is not None else b""
+        if len(digest) != 32 or stamp is None:
+            return self.signed_attributes(digest, signing_time).dump()
+        timed = bool(stamp)
+        if timed not in self._attr_templates:
+            self._attr_templates[timed] = self._attr_template(timed)
+        template, digest_at, time_at = self._attr_templates[timed]
+        out = bytearray(template)
+        out[digest_at:digest_at + 32] = digest
+        if timed:
+            out[time_at:time_at + len(stamp)] = stamp
+        return bytes(out)
+
+    def _attr_template(self, timed: bool) -> tuple[bytes, int, int]:
+        """The attributes for a digest and a time found nowhere else in them, and where
+        the two are."""
+        while True:
+            marker = os.urandom(32)
+            when = _TEMPLATE_TIME if timed else None
+            der = self.signed_attributes(marker, when).dump()
+            stamp = b"\x17\x0d" + (_utc_time(when) or b"") if when else b""
+            if der.count(marker) == 1 and (not stamp or der.count(stamp) == 1):
+                return der, der.index(marker), der.index(stamp) + 2 if stamp else -1
 
     def signed_attributes(self, digest: bytes,
                           signing_time: datetime | None = None) -> cms.CMSAttributes:
@@ -155,14 +188,15 @@ class HeldKeySigner(SimpleSigner):
                 data_digest, digest_algorithm, dry_run=dry_run, use_pades=use_pades,
                 timestamper=timestamper, signed_attr_settings=signed_attr_settings,
                 is_pdf_sig=is_pdf_sig, encap_content_info=encap_content_info)
-        attrs = self.signed_attributes(data_digest)
-        signature = self.sign_raw(attrs.dump(), "sha256")
+        attrs = self.signed_attributes_der(data_digest)
+        signature = self.sign_raw(attrs, "sha256")
         return cms.ContentInfo.load(self.detached_signed_data(attrs, signature))
 
-    def detached_signed_data(self, signed_attrs: cms.CMSAttributes, signature: bytes,
+    def detached_signed_data(self, signed_attrs: bytes, signature: bytes,
                              unsigned_attrs: cms.CMSAttributes | None = None) -> bytes:
         """The DER ContentInfo of a SignedData without content (``signature`` made over
-        ``signed_attrs`` with SHA-256), holding the certificates pyHanko would put there.
+        the DER ``signed_attrs`` with SHA-256), holding the certificates pyHanko would
+        put there.
 
         Everything but the attributes and the signature is the same for every signature
         of this seal, so it is encoded once and the DER put together around them:
@@ -172,7 +206,7 @@ class HeldKeySigner(SimpleSigner):
         mechanism = self.get_signature_mechanism_for_digest("sha256").dump()
         signer_info = _tlv(0x30, b"".join((
             self._signer_info_head,
-            b"\xa0" + signed_attrs.dump()[1:],  # [0] IMPLICIT: the SET retagged
+            b"\xa0" + signed_attrs[1:],  # [0] IMPLICIT: the SET retagged
             mechanism, _tlv(0x04, signature),
             b"\xa1" + unsigned_attrs.dump()[1:] if unsigned_attrs is not None else b"")))
         signed_data = _tlv(0x30, self._signed_data_head + _tlv(0x31, signer_info))
@@ -242,6 +276,14 @@ class HeldKeySigner(SimpleSigner):
 
 
 _SIGNED_DATA_OID = cms.ContentType("signed_data").dump()
+_TEMPLATE_TIME = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
+
+
+def _utc_time(when: datetime) -> bytes | None:
+    """``when`` as the content of a DER UTCTime (as asn1crypto writes it), or None if
+    UTCTime cannot hold it (RFC 5652: from 1950 to 2049 only)."""
+    when = when.astimezone(UTC)
+    return when.strftime("%y%m%d%H%M%SZ").encode() if 1950 <= when.year < 2050 else None
 
 
 def _tlv(tag: int, content: bytes) -> bytes:

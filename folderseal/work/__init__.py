@@ -8,6 +8,9 @@ Layout (on the inbox's filesystem, so claiming is one atomic rename)::
                                        the inbox: each node scans and sweeps only its own
                                        claims folder; a node silent for lease_seconds
                                        leaves its claims to another node's next scan
+    <work>/nodes/<node>/incoming/.spare-<id>
+                                       an emptied claim folder kept for a next claim,
+                                       which gets it by a rename (see ``new_claim_dir``)
     <work>/batches/<batch id>/<entry>  a batched file under its flat entry name
     <work>/batches/<batch id>/.batch.json  the batch's manifest, written once, and
     <work>/batches/<batch id>/.note-NNNNNN.json  what the batch learned later (remote
@@ -36,6 +39,8 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import threading
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -49,6 +54,8 @@ __all__ = ["MANIFEST", "Manifest", "Manifests", "WorkFolder"]
 
 MARKER = "store-id"
 STAGING = ".staging"  # beside the manifest (fleet mode): a folder per lease epoch
+SPARE = ".spare-"     # an emptied claim folder, kept for a next claim
+MAX_SPARES = 1000     # about the claims of one intake step
 # Why a node finds claims of its own gone (``claims.lost``), and what to do about it.
 CLAIMS_TAKEN_OVER = ("a node took this node's claims over while it did not beat (paused or "
                      "cut off for longer than lease_seconds); that node batches them, nothing "
@@ -72,9 +79,51 @@ class WorkFolder:
         self.batches = path / "batches"
         self.marker = path / MARKER
         self.manifests = Manifests(self.batches, folder)
+        self._spares: list[str] | None = None  # listed when first wanted
+        self._spares_lock = threading.Lock()
 
     def claim_dir(self, claim_id: str) -> Path:
         return self.incoming / claim_id
+
+    def new_claim_dir(self, claim_id: str) -> Path:
+        """Make the folder of a new claim: a spare one renamed, when there is one. Making
+        a folder costs far more than renaming one on a filesystem that made and removed
+        many files lately (ext4 without a journal looks past every inode it freed in the
+        last minutes), and a claim folder is made and removed for every file."""
+        target = self.claim_dir(claim_id)
+        while (spare := self._take_spare()) is not None:
+            try:
+                os.rename(self.incoming / spare, target)
+                return target
+            except FileNotFoundError:
+                continue  # removed meanwhile (by hand?): take the next
+        target.mkdir(parents=True)
+        return target
+
+    def retire_claim_dir(self, folder: Path) -> None:
+        """Remove a claim folder its file left (raises ENOTEMPTY if it is not empty), or
+        keep it as a spare for a next claim: only this node's own, and a limited number.
+        Either way the claims folder changed: the caller syncs it."""
+        if folder.parent == self.incoming and not os.listdir(folder):
+            with self._spares_lock:
+                spares = self._listed_spares()
+                if len(spares) < MAX_SPARES:
+                    name = SPARE + uuid.uuid4().hex
+                    os.rename(folder, self.incoming / name)
+                    spares.append(name)
+                    return
+        folder.rmdir()
+
+    def _take_spare(self) -> str | None:
+        with self._spares_lock:
+            spares = self._listed_spares()
+            return spares.pop() if spares else None
+
+    def _listed_spares(self) -> list[str]:
+        """The spare claim folders (listed once: a run before this one left some?)."""
+        if self._spares is None:
+            self._spares = [n for n in entries(self.incoming) if n.startswith(SPARE)]
+        return self._spares
 
     def batch_dir(self, batch_id: str) -> Path:
         return self.batches / batch_id
@@ -257,7 +306,7 @@ class WorkFolder:
         """Move every claim in ``theirs`` into this node's folder (renames on one
         filesystem; the store knows each claim by its id, whoever made it)."""
         moved = []
-        for claim_id in entries(theirs):
+        for claim_id in claim_names(theirs):
             try:
                 os.rename(theirs / claim_id, self.incoming / claim_id)
             except FileNotFoundError:
@@ -300,12 +349,17 @@ class WorkFolder:
             return False
 
     def _has_content(self) -> bool:
-        return any(entries(self.legacy_incoming)) or any(entries(self.batches)) \
-            or any(entries(self.nodes / node / "incoming")
+        return any(claim_names(self.legacy_incoming)) or any(entries(self.batches)) \
+            or any(claim_names(self.nodes / node / "incoming")
                    for node in entries(self.nodes))
 
     def batch_ids(self) -> list[str]:
         return entries(self.batches)
 
     def claim_ids(self) -> list[str]:
-        return entries(self.incoming)
+        return claim_names(self.incoming)
+
+
+def claim_names(folder: Path) -> list[str]:
+    """The claims in a claims folder (its spare folders are none)."""
+    return [name for name in entries(folder) if not name.startswith(SPARE)]

@@ -16,7 +16,7 @@ from folderseal.core.model import DocumentResult
 from folderseal.providers import BatchView, Document, Remote
 from folderseal.providers.local.config import LocalProviderConfig
 from folderseal.providers.local.provider import LocalProvider
-from folderseal.providers.local.worker import RESULT_SUFFIX
+from folderseal.providers.local.worker import saved_results
 from folderseal.signing.trial import make_trial_seal
 
 TEXTS = {"0001_a.txt": b"page a\n" * 50, "0002_b.txt": b"page b\n" * 50}
@@ -69,8 +69,7 @@ def _view(root: Path, epoch: int) -> BatchView:
 
 
 def _results(folder: Path) -> list[str]:
-    return sorted(n for n in os.listdir(folder) if n.endswith(RESULT_SUFFIX)) \
-        if folder.is_dir() else []
+    return sorted(saved_results(folder))
 
 
 def test_a_takeover_uses_what_the_earlier_holder_signed(signer: LocalProvider,
@@ -100,4 +99,26 @@ def test_a_staged_result_whose_bytes_changed_is_signed_again(signer: LocalProvid
     assert signer.status(second, "b1").state == Remote.UPLOADED
     signer.accept(second, "b1", again)
     assert again.begun == ["0001_a.txt"]  # only the one whose bytes no longer check
-    assert _results(second.staging) == ["0001_a.txt" + RESULT_SUFFIX]
+    assert _results(second.staging) == ["0001_a.txt"]
+
+
+def test_a_result_line_a_crash_tore_is_signed_again(signer: LocalProvider,
+                                                    tmp_path: Path) -> None:
+    """Results are lines appended to a results log: one whose write was cut short (a
+    crash, a full disk) counts as not saved, only that file is signed again, and its new
+    line, appended after the torn one, is read."""
+    batch = _view(tmp_path, 1)
+    signer.accept(batch, "b1", Ledger())
+    [log] = [p for p in batch.staging.iterdir() if p.name.startswith("results-")]
+    lines = [line for line in log.read_bytes().splitlines(keepends=True) if line != b"\n"]
+    assert len(lines) == 2 and all(line.endswith(b"\n") for line in lines)
+    torn = next(line for line in lines if b"0002_b.txt" in line)
+    log.write_bytes(b"".join(line for line in lines if line is not torn) + torn[:40])
+    assert sorted(saved_results(batch.staging)) == ["0001_a.txt"]
+    assert signer.status(batch, "b1").state == Remote.UPLOADED
+    again = Ledger()
+    signer.accept(batch, "b1", again)
+    assert again.begun == ["0002_b.txt"]
+    assert signer.status(batch, "b1").state == Remote.CLOSED
+    logs = [p for p in batch.staging.iterdir() if p.name.startswith("results-")]
+    assert len(logs) == 1  # the worker process is the same, and appends to its own log

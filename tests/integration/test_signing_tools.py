@@ -372,6 +372,28 @@ def test_detached_signature_holds_what_pyhanko_would_put_there(
     assert when.name == "utc_time" and pyhankos["signed_attrs"][1]["values"][0].name == when.name
 
 
+
+def test_signed_attributes_from_the_template_are_those_asn1crypto_builds(
+        credentials: Credentials) -> None:  # noqa: F811
+    """The signed attributes are put together from a template per seal (the digest and
+    the time patched in); byte for byte what asn1crypto builds for the same digest and
+    time, for any digest, at any second; a time UTCTime cannot hold goes the long way
+    (where asn1crypto refuses it, as before)."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    signer = credentials.signer
+    times = [datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+             datetime(2000, 1, 1, tzinfo=UTC), datetime(1999, 12, 31, 23, 0, 1, tzinfo=UTC),
+             datetime(2026, 7, 4, 1, 2, 3, tzinfo=timezone(timedelta(hours=-5))),
+             datetime.now(UTC)]
+    for when in times + [None]:
+        for _ in range(20):
+            digest = os.urandom(32)
+            assert signer.signed_attributes_der(digest, when) == \
+                signer.signed_attributes(digest, when).dump(), when
+    with pytest.raises(ValueError):  # asn1crypto's own refusal: not hidden by the template
+        signer.signed_attributes_der(os.urandom(32), datetime(2051, 1, 1, tzinfo=UTC))
+
 def _seal_with_chain(folder: Path, leaf_key: object) -> Credentials:
     """A seal of ``leaf_key`` issued by an intermediate CA under a self-signed root (the
     PEM holds all three), and the root alone in ``folder/root.pem``."""
@@ -461,7 +483,7 @@ def test_an_edwards_seal_is_refused_as_pyhanko_refuses_it(tmp_path: Path) -> Non
     attrs = seal.signer.signed_attributes(hashlib.sha256(b"content").digest(), datetime.now(UTC))
     p7s = tmp_path / "content.bin.p7s"
     p7s.write_bytes(seal.signer.detached_signed_data(
-        attrs, seal.signer.sign_raw(attrs.dump(), "sha256")))
+        attrs.dump(), seal.signer.sign_raw(attrs.dump(), "sha256")))
     assert _openssl_verify(content, p7s).returncode != 0
     verdict = verify_detached(content, p7s)
     assert not verdict.ok and "algorithms are not allowed" in verdict.detail, verdict.detail

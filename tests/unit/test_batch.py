@@ -176,7 +176,14 @@ def test_move_into_batch_moves_files_under_their_entry_names(tmp_path: Path) -> 
                                          "0001_top.txt"]
     assert (batch / "0000_Rechnung_fur_Marz.pdf").read_bytes() == b"one"
     assert (batch / "0001_top.txt").read_bytes() == b"two"
-    assert os.listdir(work.incoming) == []
+    assert work.claim_ids() == []
+    # Emptied claim folders are kept as spares (no file, no subfolder), and a next claim
+    # gets one by a rename instead of a new folder.
+    spares = os.listdir(work.incoming)
+    assert len(spares) == 2 and all(os.listdir(work.incoming / s) == [] for s in spares)
+    inode = {os.stat(work.incoming / s).st_ino for s in spares}
+    assert os.stat(work.new_claim_dir("c3")).st_ino in inode
+    assert work.claim_ids() == ["c3"] and len(os.listdir(work.incoming)) == 2
 
 
 def test_move_into_batch_is_idempotent(tmp_path: Path) -> None:
@@ -188,7 +195,7 @@ def test_move_into_batch_is_idempotent(tmp_path: Path) -> None:
     move_into_batch(work, "b1", "local", records)
     move_into_batch(work, "b1", "local", records)
     assert (work.batch_dir("b1") / "0000_a.pdf").read_bytes() == b"one"
-    assert os.listdir(work.incoming) == []
+    assert work.claim_ids() == []
 
 
 def test_move_into_batch_finishes_a_half_done_move(tmp_path: Path) -> None:
@@ -203,7 +210,7 @@ def test_move_into_batch_finishes_a_half_done_move(tmp_path: Path) -> None:
     move_into_batch(work, "b1", "local", records)
     assert sorted(os.listdir(work.batch_dir("b1"))) == [".batch.json", "0000_a.pdf",
                                                         "0001_b.pdf"]
-    assert os.listdir(work.incoming) == []
+    assert work.claim_ids() == []
 
 
 def test_move_into_batch_refuses_a_file_that_is_nowhere(tmp_path: Path) -> None:

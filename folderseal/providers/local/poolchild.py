@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import importlib
 import os
 import pickle
@@ -39,6 +40,9 @@ def worker_main(conn: Connection, parent_pid: int) -> None:
     except BaseException as exc:
         _reply(conn, ("setup_failed", type(exc).__name__, str(exc)))
         return
+    # What setup loaded (modules, the seal) lives as long as the worker: the collector
+    # need not walk it again at every full collection.
+    gc.freeze()
     _reply(conn, ("ready",))
     while True:
         try:

@@ -52,11 +52,11 @@ from folderseal.providers.local.pool import (
     WorkerSetupFailed,
 )
 from folderseal.providers.local.worker import (
-    RESULT_SUFFIX,
     CredentialsSource,
     SignTask,
     load_credentials,
     save_result,
+    saved_results,
 )
 from folderseal.signing import describe_certificate
 
@@ -350,9 +350,9 @@ class LocalProvider:
         its result records. One whose bytes are gone or changed is not used: the file is
         signed again, which is harmless here because nothing of it was recorded in the
         store or published (download records a result only after this check)."""
-        found = self._saved(batch.staging)
+        found = saved_results(batch.staging)
         for folder in batch.staged_before:  # newest epoch first
-            for entry, result in self._saved(folder).items():
+            for entry, result in saved_results(folder).items():
                 if entry in found:
                     continue
                 checked = _checked(result, folder)
@@ -364,24 +364,6 @@ class LocalProvider:
                         next_step="signed again (nothing of it was recorded or published)")
                     continue
                 found[entry] = checked
-        return found
-
-    @staticmethod
-    def _saved(folder: Path) -> dict[str, DocumentResult]:
-        """The results saved in one staging folder, by entry."""
-        found: dict[str, DocumentResult] = {}
-        try:
-            names = os.listdir(folder)
-        except FileNotFoundError:
-            return found
-        for name in names:
-            if name.endswith(RESULT_SUFFIX):
-                try:
-                    result = DocumentResult.from_json(
-                        (folder / name).read_text(encoding="utf-8"))
-                except (OSError, ValueError, KeyError):
-                    continue  # torn by a crash: sign again
-                found[result.entry] = result
         return found
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,8 @@ def load_credentials(source: CredentialsSource) -> Credentials:
 
 
 def setup(source: CredentialsSource) -> WorkerState:
+    # Imported now, while the worker warms up, not on its first file.
+    signing.sign_pdf, signing.sign_detached  # noqa: B018
     credentials = load_credentials(source)
     return WorkerState(credentials=credentials, timestamp_url=source.timestamp_url,
                        signer=describe_certificate(credentials.certificate.dump()))
@@ -83,21 +86,57 @@ def sign(state: WorkerState, task: SignTask) -> DocumentResult:
     return result
 
 
-RESULT_SUFFIX = ".result.json"
+# Each process appends the results it saves in a staging folder to a log of its own there:
+# one line per file, so saving a result creates no file (creating files is what costs, on
+# a busy filesystem) and the folder is synced only when the log is new.
+RESULTS_LOG = "results-{pid}-{token}.jsonl"
+_LOG_TOKEN = secrets.token_hex(4)  # a restarted process (same pid?) starts a log of its own
+_logs_made: set[Path] = set()        # staging folders holding this process's log, synced
 
 
 def save_result(staging: Path, result: DocumentResult) -> None:
-    """Write a file's result durably beside its outputs (the provider's record of it)."""
-    path = staging / (result.entry + RESULT_SUFFIX)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    """Append a file's result durably to this process's results log in ``staging``
+    (the provider's record of it), fsynced. The line begins with a line end of its own:
+    one a failed write left unended (a full disk) is then a line apart, skipped when read
+    like a line a crash tore, and that file is signed again."""
+    path = staging / RESULTS_LOG.format(pid=os.getpid(), token=_LOG_TOKEN)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, result.to_json().encode())
+        files.write_all(fd, ("\n" + result.to_json() + "\n").encode())
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
-    files.fsync_dir(staging)
+    if staging not in _logs_made:
+        files.fsync_dir(staging)  # the log's name, once
+        if len(_logs_made) > 64:  # one per batch this process signed for: forget old ones
+            _logs_made.clear()
+        _logs_made.add(staging)
+
+
+def saved_results(folder: Path) -> dict[str, DocumentResult]:
+    """The results saved in one staging folder, by entry (read from every process's log;
+    a line that does not end, or does not parse, was torn by a crash and is skipped)."""
+    found: dict[str, DocumentResult] = {}
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return found
+    for name in names:
+        if not (name.startswith("results-") and name.endswith(".jsonl")):
+            continue
+        try:
+            lines = (folder / name).read_bytes().split(b"\n")[:-1]  # [-1]: after the last end
+        except OSError:
+            continue
+        for line in lines:
+            if not line:
+                continue
+            try:
+                result = DocumentResult.from_json(line.decode())
+            except (ValueError, KeyError, TypeError):
+                continue
+            found[result.entry] = result
+    return found
 
 
 def _sign(state: WorkerState, task: SignTask) -> DocumentResult:
