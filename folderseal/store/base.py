@@ -91,6 +91,13 @@ class StoreBase:
         :meth:`_fence_write`."""
         raise NotImplementedError
 
+    def unsynced_transaction(self) -> AbstractContextManager[None]:
+        """A write transaction whose commit is not waited on to reach the disk: it
+        survives the daemon's crash (the database has it), not always a power cut. Only
+        for what may be lost so; joined to an outer transaction, it is as durable as
+        that one. A backend without such commits makes it an ordinary transaction."""
+        return self.transaction()
+
     def _run(self, name: str, **params: Any) -> Cursor:
         """Run the named query with ``params``."""
         raise NotImplementedError

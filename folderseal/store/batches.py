@@ -287,9 +287,13 @@ class BatchRecords(FileRecords):
     # -- attempts at the files of a batch, and the daemons' heartbeats ---------------
 
     def begin_attempts(self, batch: BatchRecord, file_ids: list[str]) -> list[int]:
-        """Count an attempt at each file before it is made, in one transaction."""
+        """Count an attempt at each file before it is made, in one transaction. Its commit
+        is not waited on to reach the disk (a sync per group of files in flight cost more
+        than the signatures): the count guards against a file that crashes or hangs the
+        signer or the daemon, and the database keeps it through such a crash; a power cut
+        may take the last counts back, and those files are signed again, not alone."""
         counts = []
-        with self.transaction():
+        with self.unsynced_transaction():
             self.keep_lease(batch.id)
             for file_id in file_ids:
                 row = self._run("begin_attempt", id=file_id, batch_id=batch.id,

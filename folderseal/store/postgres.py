@@ -263,6 +263,17 @@ class PostgresStore(BatchRecords, RetryRecords, ReportQueries):
             self._in_transaction = False
 
     @contextmanager
+    def unsynced_transaction(self) -> Iterator[None]:
+        """A transaction committed with ``synchronous_commit = off`` (the server does not
+        wait for its WAL to be flushed): see :meth:`StoreBase.unsynced_transaction`."""
+        if self._in_transaction:
+            yield
+            return
+        with self.transaction():
+            self._conn.execute("SET LOCAL synchronous_commit = off")
+            yield
+
+    @contextmanager
     def _unavailable_on_failure(self) -> Iterator[None]:
         """A server gone, a network cut, a standby, a session the server ended because it
         sat idle in a transaction (this process paused): transient (StateUnavailable). A

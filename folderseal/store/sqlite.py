@@ -183,6 +183,22 @@ class SqliteStore(BatchRecords, RetryRecords, ReportQueries):
         finally:
             self._in_transaction = False
 
+    @contextmanager
+    def unsynced_transaction(self) -> Iterator[None]:
+        """A transaction committed with ``synchronous = NORMAL`` (the WAL is not synced at
+        its commit): see :meth:`StoreBase.unsynced_transaction`."""
+        if self._in_transaction:
+            yield
+            return
+        # Set outside the transaction (SQLite refuses it inside), for this commit only:
+        # the connection is this thread's own.
+        self._exec("PRAGMA synchronous = NORMAL")
+        try:
+            with self.transaction():
+                yield
+        finally:
+            self._db.execute("PRAGMA synchronous = FULL")
+
     def _exec(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         """Run SQL; a state folder that takes no writes is transient, not a crash."""
         try:

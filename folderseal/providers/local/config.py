@@ -23,7 +23,7 @@ class LocalProviderConfig(ProviderSection):
     timestamp_url: str = ""
     workers: int = Field(default=0, ge=0)
     sign_timeout_seconds: float = Field(default=120.0, gt=0)
-    worker_max_tasks: int = Field(default=500, ge=1)
+    worker_max_tasks: int = Field(default=5000, ge=1)
     sign_attempts: int = Field(default=3, ge=1)
     retry_max_seconds: float = Field(default=300.0, gt=0)
 

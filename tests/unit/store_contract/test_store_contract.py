@@ -463,6 +463,46 @@ def test_begin_attempt_counts_and_renews(store: Store, clock: Clock) -> None:
     assert [e.detail for e in events] == ["1", "2"]
 
 
+def _commit_sync(store: Store) -> object:
+    """How this connection's next commit reaches the disk: SQLite's synchronous
+    (2 FULL, 1 NORMAL), PostgreSQL's synchronous_commit; None for the memory store."""
+    from folderseal.store.postgres import PostgresStore
+    from folderseal.store.sqlite import SqliteStore
+    if isinstance(store, SqliteStore):
+        return store._db.execute("PRAGMA synchronous").fetchone()[0]
+    if isinstance(store, PostgresStore):
+        return store._conn.execute("SHOW synchronous_commit").fetchone()[0]
+    return None
+
+
+def test_attempts_are_counted_in_an_unsynced_commit_of_their_own(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counting attempts does not wait for the disk (a sync per group of files in flight
+    cost more than signing them); the setting holds for that commit only, and joined to
+    an outer transaction it is as durable as that one."""
+    strict = _commit_sync(store)
+    assert strict in (2, "on", None)
+    relaxed = {2: 1, "on": "off", None: None}[strict]
+    with store.unsynced_transaction():  # type: ignore[attr-defined]
+        assert _commit_sync(store) == relaxed
+    assert _commit_sync(store) == strict
+    with store.transaction(), store.unsynced_transaction():  # type: ignore[attr-defined]
+        assert _commit_sync(store) == strict
+    assert _commit_sync(store) == strict
+    batch = acquired_after(store)
+    file_id = store.files_of_batch(batch.id)[0].id
+    seen = []
+    unsynced = store.unsynced_transaction  # type: ignore[attr-defined]
+
+    def spy() -> object:
+        seen.append(True)
+        return unsynced()
+    monkeypatch.setattr(store, "unsynced_transaction", spy)
+    assert store.begin_attempts(batch, [file_id]) == [1]
+    assert seen and _commit_sync(store) == strict
+    record = store.file(file_id)
+    assert record is not None and record.attempts == 1
+
 def test_begin_attempt_without_the_lease_is_refused(
         store: Store, backend: Backend, clock: Clock) -> None:
     """An attempt is not counted (or made) once the lease was taken over."""
