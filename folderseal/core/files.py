@@ -55,11 +55,18 @@ def fsync_dir(path: Path | str) -> None:
         os.close(fd)
 
 
+def read_buffer(fd: int) -> bytearray:
+    """A buffer to read ``fd`` through in chunks: its size (and a page, to see its end in
+    the same read) when that is smaller than a chunk, as most files are; a megabyte
+    made for a 100 KB file is zeroed and mapped in for nothing."""
+    return bytearray(min(CHUNK, os.fstat(fd).st_size + 4096))
+
+
 def hash_fd(fd: int) -> tuple[str, int]:
     """sha256 and size of everything readable from ``fd`` (from its start)."""
     digest = hashlib.sha256()
     size = 0
-    buf = bytearray(CHUNK)
+    buf = read_buffer(fd)
     view = memoryview(buf)
     offset = 0
     while True:
@@ -110,7 +117,7 @@ def copy_fd(src_fd: int, dst_fd: int) -> tuple[str, int]:
     """Copy ``src_fd`` into ``dst_fd`` from the start, returning sha256 and size of the copy."""
     digest = hashlib.sha256()
     size = 0
-    buf = bytearray(CHUNK)
+    buf = read_buffer(src_fd)
     view = memoryview(buf)
     while True:
         n = os.preadv(src_fd, [buf], size)

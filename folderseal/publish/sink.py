@@ -280,7 +280,11 @@ class Sink:
                     digest, _ = files.hash_fd(src_fd)
                     self._check_hash(record, output, digest)
                 try:
-                    os.fchmod(src_fd, self.cfg.file_mode)
+                    # A file already of the mode is left unchanged: then its fsync has
+                    # nothing to write when its content reached the disk before (the
+                    # local signer syncs an original it signed).
+                    if os.fstat(src_fd).st_mode & 0o7777 != self.cfg.file_mode:
+                        os.fchmod(src_fd, self.cfg.file_mode)
                     os.fsync(src_fd)
                     crashpoints.reached("output-linking")
                     naming.publish(lambda: files.link_noreplace(src, dest, follow=True),

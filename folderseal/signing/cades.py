@@ -11,11 +11,14 @@ time-stamp server, pyHanko's client fetches the signature time-stamp token (B-T)
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
 
 from asn1crypto import cms
+
+from folderseal.core import files
 
 from .credentials import Credentials
 from .tsa import run_with_tsa, timestamper_for
@@ -60,7 +63,10 @@ def sign_detached(credentials: Credentials, src: BinaryIO, *,
 
 def _sha256_stream(src: BinaryIO) -> bytes:
     h = hashlib.sha256()
-    buf = bytearray(CHUNK_SIZE)
+    try:  # sized to the file, when it is one
+        buf = files.read_buffer(src.fileno())
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        buf = bytearray(CHUNK_SIZE)
     view = memoryview(buf)
     readinto = getattr(src, "readinto", None)
     while True:

@@ -133,7 +133,7 @@ class HeldKeySigner(SimpleSigner):
         the RSA signature. A time UTCTime cannot hold is built the long way."""
         stamp = _utc_time(signing_time) if signing_time is not None else b""
         if len(digest) != 32 or stamp is None:
-            return self.signed_attributes(digest, signing_time).dump()
+            return bytes(self.signed_attributes(digest, signing_time).dump())
         timed = bool(stamp)
         if timed not in self._attr_templates:
             self._attr_templates[timed] = self._attr_template(timed)

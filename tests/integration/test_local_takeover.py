@@ -6,7 +6,6 @@ recorded or published). Real worker processes, real signatures, real files."""
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -20,6 +20,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from folderseal import signing
 from folderseal.core import files
@@ -172,10 +173,10 @@ def _open_output(path: Path) -> int:
                    0o600)
 
 
-def _pades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
+def _pades(state: WorkerState, task: SignTask, src: BinaryIO) -> DocumentResult:
     out_path = _staged(task, "")
     with os.fdopen(_open_output(out_path), "w+b") as dst:
-        signing.sign_pdf(state.credentials, src, dst, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
+        signing.sign_pdf(state.credentials, src, dst, timestamp_url=state.timestamp_url)
         dst.flush()
         os.fsync(dst.fileno())
         whole, prefix, size = files.hash_with_prefix(dst.fileno(), task.size)
@@ -187,10 +188,13 @@ def _pades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
         Output(role="signed", staged=str(out_path), suffix="", sha256=whole, bytes=size),))
 
 
-def _cades(state: WorkerState, task: SignTask, src: object) -> DocumentResult:
-    signature = signing.sign_detached(state.credentials, src, timestamp_url=state.timestamp_url)  # type: ignore[arg-type]
+def _cades(state: WorkerState, task: SignTask, src: BinaryIO) -> DocumentResult:
+    signature = signing.sign_detached(state.credentials, src, timestamp_url=state.timestamp_url)
     if signature.content_sha256 != task.sha256:
         raise _changed("content")
+    # The original is published as it is, beside its signature: its content reaches the
+    # disk here, in parallel worker processes, so that publishing it syncs only its name.
+    os.fsync(src.fileno())
     sig_path = _staged(task, ".p7s")
     fd = _open_output(sig_path)
     try:
