@@ -11,10 +11,11 @@ visible, in the inbox instead of piling up in the work folder.
 
 from __future__ import annotations
 
+import heapq
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,19 @@ class BatchContext:
     # taken over): made before a name found taken is given up for another, or a group
     # is undone, so a node that lost its lease re-plans and undoes nothing.
     fence: Callable[[], None] | None = None
+    # history_of's index (each event with its place in history), made at its first use.
+    _by_file: dict[str | None, list[tuple[int, Event]]] = field(
+        default_factory=dict, compare=False, repr=False)
+
+    def history_of(self, file_id: str) -> list[Event]:
+        """The batch's transitions and the events of one of its files, in order: all a
+        file's timeline reads (reading the whole history for each file made publishing
+        a batch take time in the square of its size)."""
+        if not self._by_file:
+            for place, event in enumerate(self.history):
+                self._by_file.setdefault(event.file_id, []).append((place, event))
+        merged = heapq.merge(self._by_file.get(None, []), self._by_file.get(file_id, []))
+        return [event for _, event in merged]
 
     @property
     def epoch(self) -> int | None:
@@ -146,7 +160,8 @@ def record_fields(record: FileRecord, ctx: BatchContext, node: str, end: str,
     """The sidecar fields every record of ``record`` shares, its timeline ending ``end``."""
     document = (record.result.provider_document if record.result else "") or \
         (record.entry or "")
-    steps = sidecar.timeline(record, ctx.batch, ctx.history, (end, at), outcome=ctx.outcome)
+    steps = sidecar.timeline(record, ctx.batch, ctx.history_of(record.id), (end, at),
+                             outcome=ctx.outcome)
     return {"provider_name": ctx.provider_name, "provider_kind": ctx.provider_kind,
             "batch": ctx.batch, "batch_files": ctx.batch_files, "document": document,
             "node": node, "steps": steps}

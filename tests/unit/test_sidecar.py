@@ -360,3 +360,31 @@ def test_a_result_keeps_its_provider_block_and_pending_through_the_store() -> No
     old = json.dumps({"entry": "e", "outputs": [], "error_code": "", "error_message": ""})
     loaded = DocumentResult.from_json(old)
     assert loaded.provider_block == {} and loaded.pending is False and loaded.ok
+
+
+def test_a_files_own_history_gives_the_timeline_the_whole_history_gives() -> None:
+    """Publishing reads, for each file, only the batch's transitions and that file's own
+    events (BatchContext.history_of), in their order: each file's timeline is the one the
+    whole history gives, whatever the other files went through (one rejected and put
+    back by a retry, one rejected for good)."""
+    from folderseal.publish.folders import BatchContext
+
+    history = [batch("CREATED", T0 + 3), file("REJECTED", T0 + 3.2, "f3"),
+               batch("UPLOADED", T0 + 4), file("REJECTED", T0 + 4.1, "f2"),
+               batch("ACCEPTING", T0 + 5), file("BATCHED", T0 + 5.5, "f2"),
+               batch("ACCEPTING", T0 + 6), batch("ACCEPTED", T0 + 6.5), batch("CLOSED", T0 + 7),
+               file("READY", T0 + 7.5), file("READY", T0 + 7.6, "f2"),
+               batch("DOWNLOADED", T0 + 8)]
+    ctx = BatchContext(batch=batch_record(), provider_name="p", provider_kind="local",
+                       outcome="signed", batch_files=3, history=history)
+    timelines = set()
+    for file_id in ("f1", "f2", "f3", "f4"):
+        rec = dataclasses.replace(record(), id=file_id)
+        own = ctx.history_of(file_id)
+        assert own == [e for e in history if e.file_id in (None, file_id)]
+        whole = sidecar.timeline(rec, batch_record(), history, ("delivered", T0 + 9),
+                                 outcome="signed")
+        assert sidecar.timeline(rec, batch_record(), own, ("delivered", T0 + 9),
+                                outcome="signed") == whole
+        timelines.add(tuple(s["step"] for s in whole))
+    assert len(timelines) == 3  # the files' histories differ, and so do their timelines
