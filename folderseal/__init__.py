@@ -8,4 +8,4 @@ __version__ = "0.1.0"
 # pyHanko does at import, and folderseal still accepts a DSA seal. The warning is for
 # library authors, not operators, and an unlevelled stderr line would break the daemon's
 # journald levels.
-warnings.filterwarnings("ignore", message="DSA is deprecated")
+warnings.filterwarnings("ignore", message="DSA is deprecated", category=UserWarning)

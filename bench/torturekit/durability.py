@@ -16,7 +16,8 @@ is recorded, and two rules are checked on the record:
    another batch thread, are that batch's to make durable before its own removals.
 
 What it cannot see: the disk's own write cache (fsync is trusted to flush it), and
-SQLite's internal ordering (trusted: WAL with ``synchronous = FULL``).
+SQLite's internal ordering (trusted: WAL with ``synchronous = FULL``, but for the one
+commit that counts attempts, which may be lost by design).
 """
 
 from __future__ import annotations

@@ -147,7 +147,11 @@ class DocumentResult:
 
     @classmethod
     def from_json(cls, text: str) -> DocumentResult:
-        data = json.loads(text)
+        return cls.from_data(json.loads(text))
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> DocumentResult:
+        """The result ``to_json`` wrote, parsed (keys beside its own are ignored)."""
         # signer, provider_block and pending are absent in results stored before them.
         signer = data.get("signer")
         return cls(entry=data["entry"],

@@ -18,7 +18,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from folderseal.core import crashpoints, files
 from folderseal.core.config import FolderConfig
@@ -159,26 +158,9 @@ def move_into_batch(work: WorkFolder, batch_id: str, provider: str,
         else:
             raise FileNotFoundError(errno.ENOENT, "the batched file is in no claims folder",
                                     str(source))
-        _remove_empty_dirs(work, claim, source.parent)
+        work.remove_empty_claim_dirs(claim, source.parent)
         claims_folders.add(claim.parent)
     files.fsync_dir(target)
     for folder in sorted(claims_folders):
         files.fsync_dir(folder)
 
-
-def _remove_empty_dirs(work: WorkFolder, top: Path, start: Path) -> None:
-    folder = start
-    while True:
-        try:
-            if folder == top:
-                work.retire_claim_dir(folder)
-            else:
-                folder.rmdir()
-        except OSError as exc:
-            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                return
-            if exc.errno != errno.ENOENT:
-                raise
-        if folder == top:
-            return
-        folder = folder.parent

@@ -21,6 +21,7 @@ intake's thread).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -118,10 +119,10 @@ class Claims:
         try:
             os.rename(self.inbox / source, target / name)
         except OSError as exc:
-            try:
-                self.work.retire_claim_dir(self.work.claim_dir(claim_id))
-            except OSError:  # holding the file's subfolders
-                shutil.rmtree(self.work.claim_dir(claim_id), ignore_errors=True)
+            # Only empty folders: a rename a share retried may have moved the file after
+            # all, and then the next scan of the claims registers it.
+            with contextlib.suppress(OSError):
+                self.work.remove_empty_claim_dirs(self.work.claim_dir(claim_id), target)
             if exc.errno == errno.EXDEV:
                 raise ConfigError(f"the work folder {self.work.path} is on another filesystem "
                                   f"than the inbox {self.inbox}") from None

@@ -280,10 +280,12 @@ class Sink:
                     digest, _ = files.hash_fd(src_fd)
                     self._check_hash(record, output, digest)
                 try:
-                    # A file already of the mode is left unchanged: then its fsync has
-                    # nothing to write when its content reached the disk before (the
-                    # local signer syncs an original it signed).
-                    if os.fstat(src_fd).st_mode & 0o7777 != self.cfg.file_mode:
+                    # A file of ours already of the mode is left unchanged: then its
+                    # fsync has nothing to write when its content reached the disk
+                    # before (the local signer syncs an original it signed). Another
+                    # user's file is still refused here (EPERM), and copied instead.
+                    st = os.fstat(src_fd)
+                    if st.st_mode & 0o7777 != self.cfg.file_mode or st.st_uid != os.geteuid():
                         os.fchmod(src_fd, self.cfg.file_mode)
                     os.fsync(src_fd)
                     crashpoints.reached("output-linking")

@@ -110,7 +110,7 @@ class HeldKeySigner(SimpleSigner):
             b"\xa0" + certificates_der[1:]))  # [0] IMPLICIT CertificateSet
         self._signer_info_head = version + self._sid_der + digest
         # signed_attributes_der's templates, without and with a signing time.
-        self._attr_templates: dict[bool, tuple[bytes, int, int]] = {}
+        self._attr_templates: dict[bool, tuple[bytes, int, int] | None] = {}
 
     def __repr__(self) -> str:
         return f"HeldKeySigner(subject={self.subject_name!r})"
@@ -137,23 +137,27 @@ class HeldKeySigner(SimpleSigner):
         timed = bool(stamp)
         if timed not in self._attr_templates:
             self._attr_templates[timed] = self._attr_template(timed)
-        template, digest_at, time_at = self._attr_templates[timed]
+        found = self._attr_templates[timed]
+        if found is None:
+            return bytes(self.signed_attributes(digest, signing_time).dump())
+        template, digest_at, time_at = found
         out = bytearray(template)
         out[digest_at:digest_at + 32] = digest
         if timed:
             out[time_at:time_at + len(stamp)] = stamp
         return bytes(out)
 
-    def _attr_template(self, timed: bool) -> tuple[bytes, int, int]:
+    def _attr_template(self, timed: bool) -> tuple[bytes, int, int] | None:
         """The attributes for a digest and a time found nowhere else in them, and where
-        the two are."""
-        while True:
+        the two are (None if no such pair turned up: built the long way then)."""
+        for second in range(8):
             marker = os.urandom(32)
-            when = _TEMPLATE_TIME if timed else None
+            when = _TEMPLATE_TIME.replace(second=second) if timed else None
             der = self.signed_attributes(marker, when).dump()
             stamp = b"\x17\x0d" + (_utc_time(when) or b"") if when else b""
             if der.count(marker) == 1 and (not stamp or der.count(stamp) == 1):
                 return der, der.index(marker), der.index(stamp) + 2 if stamp else -1
+        return None
 
     def signed_attributes(self, digest: bytes,
                           signing_time: datetime | None = None) -> cms.CMSAttributes:

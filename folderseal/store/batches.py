@@ -293,6 +293,9 @@ class BatchRecords(FileRecords):
         signer or the daemon, and the database keeps it through such a crash; a power cut
         may take the last counts back, and those files are signed again, not alone."""
         counts = []
+        # A renewal the lease needs is a commit of its own, waited on: only the counts
+        # may be lost, never a lease this node then believes it holds.
+        self.keep_lease(batch.id)
         with self.unsynced_transaction():
             self.keep_lease(batch.id)
             for file_id in file_ids:

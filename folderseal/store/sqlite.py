@@ -3,10 +3,11 @@
 Each thread opens its own :class:`SqliteStore` (sqlite3 connections are not shared
 between threads; :meth:`SqliteStore.connect` opens another). Writes run in ``BEGIN
 IMMEDIATE`` transactions; ``synchronous = FULL`` makes every commit durable before the
-step after it starts (docs/design.md's crash table depends on it). SQL is data: the schema, the
-numbered migrations and every query live in ``sql/``. What the operations mean is
-written once for every backend (files, batches, retries, reports); this module runs them
-on SQLite.
+step after it starts (docs/design.md's crash table depends on it), but for the one
+commit :meth:`SqliteStore.unsynced_transaction` makes (attempts counted). SQL is data:
+the schema, the numbered migrations and every query live in ``sql/``. What the
+operations mean is written once for every backend (files, batches, retries, reports);
+this module runs them on SQLite.
 """
 
 from __future__ import annotations

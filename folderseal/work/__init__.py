@@ -36,6 +36,7 @@ could seal files twice, so the daemon refuses to start and says how to recover.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -55,7 +56,7 @@ __all__ = ["MANIFEST", "Manifest", "Manifests", "WorkFolder"]
 MARKER = "store-id"
 STAGING = ".staging"  # beside the manifest (fleet mode): a folder per lease epoch
 SPARE = ".spare-"     # an emptied claim folder, kept for a next claim
-MAX_SPARES = 1000     # about the claims of one intake step
+MAX_SPARES = 256      # a few batches' worth: enough for a steady flow of claims
 # Why a node finds claims of its own gone (``claims.lost``), and what to do about it.
 CLAIMS_TAKEN_OVER = ("a node took this node's claims over while it did not beat (paused or "
                      "cut off for longer than lease_seconds); that node batches them, nothing "
@@ -96,14 +97,36 @@ class WorkFolder:
                 os.rename(self.incoming / spare, target)
                 return target
             except FileNotFoundError:
-                continue  # removed meanwhile (by hand?): take the next
+                if not self.incoming.is_dir():  # the share is away: keep it for later
+                    with self._spares_lock:
+                        self._listed_spares().append(spare)
+                    break
+                # removed meanwhile (by hand?): take the next
         target.mkdir(parents=True)
         return target
 
-    def retire_claim_dir(self, folder: Path) -> None:
-        """Remove a claim folder its file left (raises ENOTEMPTY if it is not empty), or
-        keep it as a spare for a next claim: only this node's own, and a limited number.
-        Either way the claims folder changed: the caller syncs it."""
+    def remove_empty_claim_dirs(self, top: Path, start: Path) -> None:
+        """Remove the empty folders of a claim from ``start`` up to its folder ``top``,
+        which is kept as a spare for a next claim (only this node's own, and a limited
+        number); stops at one that is not empty. The claims folder changed: the caller
+        syncs it."""
+        folder = start
+        while True:
+            try:
+                if folder == top:
+                    self._retire_claim_dir(folder)
+                else:
+                    folder.rmdir()
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    return
+                if exc.errno != errno.ENOENT:
+                    raise
+            if folder == top:
+                return
+            folder = folder.parent
+
+    def _retire_claim_dir(self, folder: Path) -> None:
         if folder.parent == self.incoming and not os.listdir(folder):
             with self._spares_lock:
                 spares = self._listed_spares()
@@ -315,6 +338,10 @@ class WorkFolder:
             except FileNotFoundError:
                 continue  # another node took it first
             moved.append(claim_id)
+        for name in entries(theirs):  # its spare claim folders: no node uses them now
+            if name.startswith(SPARE):
+                with contextlib.suppress(OSError):
+                    (theirs / name).rmdir()
         if moved:
             files.fsync_dir(self.incoming)
             files.fsync_dir(theirs)

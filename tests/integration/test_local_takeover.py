@@ -121,3 +121,33 @@ def test_a_result_line_a_crash_tore_is_signed_again(signer: LocalProvider,
     assert signer.status(batch, "b1").state == Remote.CLOSED
     logs = [p for p in batch.staging.iterdir() if p.name.startswith("results-")]
     assert len(logs) == 1  # the worker process is the same, and appends to its own log
+
+
+def test_the_newest_result_counts_and_one_whose_output_is_gone_does_not(
+        signer: LocalProvider, tmp_path: Path) -> None:
+    """Of two results saved for one file (a worker stopped after saving, the file signed
+    again alone), the newer counts, whatever log holds it; a result file of the version
+    before the logs is read; a result whose staged output is not there (its name lost in
+    a power cut) does not count, and that file is signed again."""
+    from folderseal.providers.local.worker import save_result
+
+    batch = _view(tmp_path, 1)
+    signer.accept(batch, "b1", Ledger())
+    first = saved_results(batch.staging)
+    older = first["0001_a.txt"]
+    failed = DocumentResult(entry="0001_a.txt", error_code="sign_crashed", error_message="x")
+    save_result(batch.staging, failed)  # this process's own log: newer than the worker's
+    assert saved_results(batch.staging)["0001_a.txt"] == failed
+    save_result(batch.staging, older)
+    assert saved_results(batch.staging)["0001_a.txt"] == older
+    # A result file of the version before the logs, for the other file.
+    for log in batch.staging.glob("results-*"):
+        log.unlink()
+    (batch.staging / "0002_b.txt.result.json").write_text(first["0002_b.txt"].to_json())
+    assert sorted(saved_results(batch.staging)) == ["0002_b.txt"]
+    (batch.staging / "0002_b.txt.p7s").unlink()
+    assert saved_results(batch.staging) == {}
+    again = Ledger()
+    signer.accept(batch, "b1", again)
+    assert sorted(again.begun) == ["0001_a.txt", "0002_b.txt"]
+    assert sorted(saved_results(batch.staging)) == ["0001_a.txt", "0002_b.txt"]

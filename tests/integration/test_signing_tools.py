@@ -372,7 +372,6 @@ def test_detached_signature_holds_what_pyhanko_would_put_there(
     assert when.name == "utc_time" and pyhankos["signed_attrs"][1]["values"][0].name == when.name
 
 
-
 def test_signed_attributes_from_the_template_are_those_asn1crypto_builds(
         credentials: Credentials) -> None:  # noqa: F811
     """The signed attributes are put together from a template per seal (the digest and
@@ -393,6 +392,7 @@ def test_signed_attributes_from_the_template_are_those_asn1crypto_builds(
                 signer.signed_attributes(digest, when).dump(), when
     with pytest.raises(ValueError):  # asn1crypto's own refusal: not hidden by the template
         signer.signed_attributes_der(os.urandom(32), datetime(2051, 1, 1, tzinfo=UTC))
+
 
 def _seal_with_chain(folder: Path, leaf_key: object) -> Credentials:
     """A seal of ``leaf_key`` issued by an intermediate CA under a self-signed root (the

@@ -41,7 +41,8 @@ def worker_main(conn: Connection, parent_pid: int) -> None:
         _reply(conn, ("setup_failed", type(exc).__name__, str(exc)))
         return
     # What setup loaded (modules, the seal) lives as long as the worker: the collector
-    # need not walk it again at every full collection.
+    # need not walk it again at every full collection (setup's garbage is not kept).
+    gc.collect()
     gc.freeze()
     _reply(conn, ("ready",))
     while True:

@@ -15,9 +15,13 @@ crash or a hang of the worker itself is left to the pool to report.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
+import json
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -71,7 +75,8 @@ def load_credentials(source: CredentialsSource) -> Credentials:
 
 def setup(source: CredentialsSource) -> WorkerState:
     # Imported now, while the worker warms up, not on its first file.
-    signing.sign_pdf, signing.sign_detached  # noqa: B018
+    importlib.import_module("folderseal.signing.pades")
+    importlib.import_module("folderseal.signing.cades")
     credentials = load_credentials(source)
     return WorkerState(credentials=credentials, timestamp_url=source.timestamp_url,
                        signer=describe_certificate(credentials.certificate.dump()))
@@ -88,56 +93,86 @@ def sign(state: WorkerState, task: SignTask) -> DocumentResult:
 
 
 # Each process appends the results it saves in a staging folder to a log of its own there:
-# one line per file, so saving a result creates no file (creating files is what costs, on
-# a busy filesystem) and the folder is synced only when the log is new.
+# one line per file, so saving a result makes no file (making files is what costs, on a
+# busy filesystem). Results saved by a version before the logs are files of their own.
 RESULTS_LOG = "results-{pid}-{token}.jsonl"
 _LOG_TOKEN = secrets.token_hex(4)  # a restarted process (same pid?) starts a log of its own
-_logs_made: set[Path] = set()        # staging folders holding this process's log, synced
+_OLD_RESULT = ".result.json"
 
 
 def save_result(staging: Path, result: DocumentResult) -> None:
-    """Append a file's result durably to this process's results log in ``staging``
-    (the provider's record of it), fsynced. The line begins with a line end of its own:
-    one a failed write left unended (a full disk) is then a line apart, skipped when read
-    like a line a crash tore, and that file is signed again."""
+    """Append a file's result durably to this process's results log in ``staging`` (the
+    provider's record of it). The folder is synced first, so that the names of the
+    outputs the result names are durable before it is, and again when the log is new.
+    The line records when it was saved (the newest line of a file counts) and begins
+    with a line end of its own: one a failed write left unended (a full disk) is then a
+    line apart, skipped when read like a line a crash tore, and that file is signed
+    again."""
+    files.fsync_dir(staging)
     path = staging / RESULTS_LOG.format(pid=os.getpid(), token=_LOG_TOKEN)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    line = f'\n{{"saved_ns": {time.time_ns()}, {result.to_json()[1:]}\n'.encode()
     try:
-        files.write_all(fd, ("\n" + result.to_json() + "\n").encode())
+        fd, new = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL
+                          | os.O_CLOEXEC, 0o600), True
+    except FileExistsError:
+        fd, new = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC), False
+    try:
+        files.write_all(fd, line)
         os.fsync(fd)
     finally:
         os.close(fd)
-    if staging not in _logs_made:
-        files.fsync_dir(staging)  # the log's name, once
-        if len(_logs_made) > 64:  # one per batch this process signed for: forget old ones
-            _logs_made.clear()
-        _logs_made.add(staging)
+    if new:
+        files.fsync_dir(staging)  # the log's own name
 
 
 def saved_results(folder: Path) -> dict[str, DocumentResult]:
-    """The results saved in one staging folder, by entry (read from every process's log;
-    a line that does not end, or does not parse, was torn by a crash and is skipped)."""
-    found: dict[str, DocumentResult] = {}
+    """The results saved in one staging folder, by entry: for each, the newest line of
+    every process's log (or a result file of an earlier version). A line that does not
+    end, or is no result, was torn by a crash and is skipped; so is a result one of
+    whose staged outputs is not in ``folder`` (by its name) with its size: that file is
+    signed again."""
+    found: dict[str, tuple[int, DocumentResult]] = {}
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
-        return found
+        return {}
     for name in names:
-        if not (name.startswith("results-") and name.endswith(".jsonl")):
-            continue
-        try:
-            lines = (folder / name).read_bytes().split(b"\n")[:-1]  # [-1]: after the last end
-        except OSError:
+        if name.startswith("results-") and name.endswith(".jsonl"):
+            try:
+                lines = (folder / name).read_bytes().split(b"\n")[:-1]  # [-1]: unended
+            except OSError:
+                continue
+        elif name.endswith(_OLD_RESULT):
+            lines = [b""]
+            with contextlib.suppress(OSError):
+                lines = [(folder / name).read_bytes()]
+        else:
             continue
         for line in lines:
-            if not line:
-                continue
+            saved = _parsed(line, folder)
+            if saved is not None and saved[0] >= found.get(saved[1].entry, (-1,))[0]:
+                found[saved[1].entry] = saved
+    return {entry: result for entry, (_, result) in found.items()}
+
+
+def _parsed(line: bytes, folder: Path) -> tuple[int, DocumentResult] | None:
+    """A saved line's time and result, if it is whole and its outputs are in ``folder``."""
+    if not line:
+        return None
+    try:
+        data = json.loads(line)
+        result = DocumentResult.from_data(data)
+        saved_ns = int(data.get("saved_ns", 0))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    for output in result.outputs:
+        if output.staged:  # by its name: another node may see the share elsewhere
             try:
-                result = DocumentResult.from_json(line.decode())
-            except (ValueError, KeyError, TypeError):
-                continue
-            found[result.entry] = result
-    return found
+                if (folder / Path(output.staged).name).stat().st_size != output.bytes:
+                    return None
+            except OSError:
+                return None
+    return saved_ns, result
 
 
 def _sign(state: WorkerState, task: SignTask) -> DocumentResult:

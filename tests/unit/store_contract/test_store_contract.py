@@ -503,6 +503,7 @@ def test_attempts_are_counted_in_an_unsynced_commit_of_their_own(
     record = store.file(file_id)
     assert record is not None and record.attempts == 1
 
+
 def test_begin_attempt_without_the_lease_is_refused(
         store: Store, backend: Backend, clock: Clock) -> None:
     """An attempt is not counted (or made) once the lease was taken over."""
