@@ -87,10 +87,10 @@ class WorkFolder:
         return self.incoming / claim_id
 
     def new_claim_dir(self, claim_id: str) -> Path:
-        """Make the folder of a new claim: a spare one renamed, when there is one. Making
-        a folder costs far more than renaming one on a filesystem that made and removed
-        many files lately (ext4 without a journal looks past every inode it freed in the
-        last minutes), and a claim folder is made and removed for every file."""
+        """Make the folder of a new claim: a spare one renamed, when there is one. Every
+        file is claimed into a folder of its own, and making one costs far more than a
+        rename on a filesystem that removed many files lately (ext4 without a journal
+        looks past every inode it freed in the last minutes)."""
         target = self.claim_dir(claim_id)
         while (spare := self._take_spare()) is not None:
             try:
