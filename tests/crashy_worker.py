@@ -3,7 +3,8 @@
 Loaded through the real pool, like the real worker: files whose entry name holds
 "crash" kill the worker, "hang" hangs it, and "flaky" crashes on its first attempt
 only (a marker in the staging folder remembers the attempt across worker processes);
-"nospace" fails with ENOSPC on its first four attempts, as a full state folder would.
+"nospace" fails with ENOSPC on its first four attempts, as a full state folder would;
+"saved" dies on its first attempt just after it saved its result (before replying).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ def sign(state: WorkerState, task: SignTask) -> DocumentResult:
     if "flaky" in task.entry and not marker.exists():
         marker.touch()
         os._exit(4)
+    if "saved" in task.entry and not marker.exists():
+        marker.touch()
+        local_worker.sign(state, task)
+        os._exit(5)
     if "nospace" in task.entry:
         tries = marker.with_name(marker.name + "-count")
         count = int(tries.read_text()) if tries.exists() else 0

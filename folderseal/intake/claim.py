@@ -119,10 +119,11 @@ class Claims:
         try:
             os.rename(self.inbox / source, target / name)
         except OSError as exc:
-            # Only empty folders: a rename a share retried may have moved the file after
-            # all, and then the next scan of the claims registers it.
+            # Only empty folders, and none kept as a spare: a rename a share retried may
+            # move the file in after all, and then the next scan of the claims finds it.
             with contextlib.suppress(OSError):
-                self.work.remove_empty_claim_dirs(self.work.claim_dir(claim_id), target)
+                self.work.remove_empty_claim_dirs(self.work.claim_dir(claim_id), target,
+                                                  spare=False)
             if exc.errno == errno.EXDEV:
                 raise ConfigError(f"the work folder {self.work.path} is on another filesystem "
                                   f"than the inbox {self.inbox}") from None

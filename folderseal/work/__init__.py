@@ -105,15 +105,15 @@ class WorkFolder:
         target.mkdir(parents=True)
         return target
 
-    def remove_empty_claim_dirs(self, top: Path, start: Path) -> None:
+    def remove_empty_claim_dirs(self, top: Path, start: Path, spare: bool = True) -> None:
         """Remove the empty folders of a claim from ``start`` up to its folder ``top``,
-        which is kept as a spare for a next claim (only this node's own, and a limited
-        number); stops at one that is not empty. The claims folder changed: the caller
-        syncs it."""
+        which is kept as a spare for a next claim when ``spare`` (only this node's own,
+        and a limited number); stops at one that is not empty. The claims folder
+        changed: the caller syncs it."""
         folder = start
         while True:
             try:
-                if folder == top:
+                if folder == top and spare:
                     self._retire_claim_dir(folder)
                 else:
                     folder.rmdir()

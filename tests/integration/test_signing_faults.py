@@ -101,6 +101,26 @@ def test_a_file_that_crashes_its_worker_fails_alone(layout: Layout) -> None:
         daemon.close()
 
 
+
+def test_a_worker_that_dies_after_saving_a_result_is_not_signed_over(layout: Layout) -> None:
+    """A worker that dies after it saved a file's result, before it answered: the file
+    is not signed again over the output its saved result names (that made publishing
+    fail it as output_changed); it is delivered with the one signature made."""
+    names = ["saved.pdf", "other.txt"]
+    _drop(layout, names)
+    daemon = _daemon(layout)
+    try:
+        ids = _claim_and_batch(daemon, names)
+        _run_until_done(daemon, ids)
+        assert daemon.store is not None
+        done = daemon.store.file(ids["saved.pdf"])
+        assert done is not None and done.state == FileState.DONE, done
+        assert done.attempts == 1
+        for name in names:
+            check_sidecar(layout.outbox / f"{name}.json", layout)
+    finally:
+        daemon.close()
+
 def test_a_file_that_hangs_is_stopped_and_fails_alone(tmp_path: Path) -> None:
     """A file that hangs its worker is stopped after sign_timeout_seconds, retried alone,
     then fails saying it took too long; the other file is sealed."""

@@ -226,6 +226,10 @@ class LocalProvider:
         for document in alone:
             # Until it succeeds, fails cleanly, or runs out of attempts.
             while not attempts.stopping():
+                if document.entry in self._results(batch):
+                    # A worker stopped after it saved the result: signing again would
+                    # write over the very output that result names.
+                    break
                 if made[document.file_id] >= self.cfg.sign_attempts:
                     self._write_result(batch, self._gave_up(
                         document, made[document.file_id], why.get(document.file_id, "")))
@@ -233,7 +237,6 @@ class LocalProvider:
                 with self.gate.exclusive():
                     if not self._sign(batch, [document], attempts, made, why):
                         break
-
 
     def _sign(self, batch: BatchView, documents: list[Document], attempts: Attempts,
               made: dict[str, int], why: dict[str, str]) -> list[Document]:
