@@ -132,18 +132,18 @@ class HeldKeySigner(SimpleSigner):
         in places of fixed size, and asn1crypto's building of them costs about as much as
         the RSA signature. A time UTCTime cannot hold is built the long way."""
         stamp = _utc_time(signing_time) if signing_time is not None else b""
-        if len(digest) != 32 or stamp is None:
-            return bytes(self.signed_attributes(digest, signing_time).dump())
         timed = bool(stamp)
-        if timed not in self._attr_templates:
-            self._attr_templates[timed] = self._attr_template(timed)
-        found = self._attr_templates[timed]
+        found = None
+        if len(digest) == 32 and stamp is not None:
+            if timed not in self._attr_templates:
+                self._attr_templates[timed] = self._attr_template(timed)
+            found = self._attr_templates[timed]
         if found is None:
             return bytes(self.signed_attributes(digest, signing_time).dump())
         template, digest_at, time_at = found
         out = bytearray(template)
         out[digest_at:digest_at + 32] = digest
-        if timed:
+        if stamp:
             out[time_at:time_at + len(stamp)] = stamp
         return bytes(out)
 

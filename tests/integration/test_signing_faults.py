@@ -101,7 +101,6 @@ def test_a_file_that_crashes_its_worker_fails_alone(layout: Layout) -> None:
         daemon.close()
 
 
-
 def test_a_worker_that_dies_after_saving_a_result_is_not_signed_over(layout: Layout) -> None:
     """A worker that dies after it saved a file's result, before it answered: the file
     is not signed again over the output its saved result names (that made publishing
@@ -120,6 +119,7 @@ def test_a_worker_that_dies_after_saving_a_result_is_not_signed_over(layout: Lay
             check_sidecar(layout.outbox / f"{name}.json", layout)
     finally:
         daemon.close()
+
 
 def test_a_file_that_hangs_is_stopped_and_fails_alone(tmp_path: Path) -> None:
     """A file that hangs its worker is stopped after sign_timeout_seconds, retried alone,

@@ -15,7 +15,6 @@ crash or a hang of the worker itself is left to the pool to report.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import json
@@ -137,17 +136,14 @@ def saved_results(folder: Path) -> dict[str, DocumentResult]:
     except FileNotFoundError:
         return {}
     for name in names:
-        if name.startswith("results-") and name.endswith(".jsonl"):
-            try:
-                lines = (folder / name).read_bytes().split(b"\n")[:-1]  # [-1]: unended
-            except OSError:
-                continue
-        elif name.endswith(_OLD_RESULT):
-            lines = [b""]
-            with contextlib.suppress(OSError):
-                lines = [(folder / name).read_bytes()]
-        else:
+        log = name.startswith("results-") and name.endswith(".jsonl")
+        if not (log or name.endswith(_OLD_RESULT)):
             continue
+        try:
+            data = (folder / name).read_bytes()
+        except OSError:
+            continue
+        lines = data.split(b"\n")[:-1] if log else [data]  # [:-1]: the unended rest
         for line in lines:
             saved = _parsed(line, folder)
             if saved is not None and saved[0] >= found.get(saved[1].entry, (-1,))[0]:
