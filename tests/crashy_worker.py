@@ -14,14 +14,13 @@ import os
 import time
 from pathlib import Path
 
-from folderseal.core.model import DocumentResult
 from folderseal.providers.local import worker as local_worker
 from folderseal.providers.local.worker import SignTask, WorkerState
 
 setup = local_worker.setup
 
 
-def sign(state: WorkerState, task: SignTask) -> DocumentResult:
+def sign(state: WorkerState, task: SignTask) -> None:
     if "crash" in task.entry:
         os._exit(3)
     if "hang" in task.entry:
@@ -40,4 +39,4 @@ def sign(state: WorkerState, task: SignTask) -> DocumentResult:
         if count < 4:
             tries.write_text(str(count + 1))
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), task.staging)
-    return local_worker.sign(state, task)
+    local_worker.sign(state, task)

@@ -9,10 +9,16 @@ busy-waits, and a timeout counts from when the worker started the task.
 
 * Each worker runs ``state = setup(setup_arg)`` once, then ``handler(state, task)`` per
   task. ``setup_arg`` (maybe a key password) goes over the pipe, never argv or environment.
+* ``submit_many`` hands a worker several tasks in one message; it runs them in order and
+  replies to each as it finishes, so it never waits for the parent between them (a
+  parent busy on other threads answers late). Each task's timeout still counts from
+  when the worker started it: the reply to the one before.
 * No reply in time: the worker is SIGKILLed and the task raises TaskTimeout. EOF on the
   pipe: the worker died, and the task raises WorkerCrashed with the exit code or signal.
-  The slot then replaces the worker. A worker is recycled after ``max_tasks_per_worker``
-  tasks; its replacement starts setting up when the last task is sent.
+  The slot then replaces the worker, and the tasks of the same message that had not
+  started run on the new one. A worker is recycled once it has run
+  ``max_tasks_per_worker`` tasks (at the end of a message); its replacement starts
+  setting up when the message that reaches the count is sent.
 * A failing setup (e.g. a wrong key password) breaks the pool instead of respawning
   forever: pending and later tasks fail with WorkerSetupFailed, and start() raises it.
 * Workers die with the parent: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (it fires when the
@@ -153,7 +159,8 @@ class WorkerPool:
         self._timeout, self._setup_timeout = task_timeout, setup_timeout
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[tuple[Future[Any], bytes] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[tuple[Future[Any], bytes]] | None] = \
+            queue.SimpleQueue()
         self._slots = [_Slot(threading.Thread(target=self._serve, args=(i,), daemon=True,
                                               name=f"{name}-pool-{i}")) for i in range(workers)]
         self._ready = threading.Event()
@@ -183,18 +190,24 @@ class WorkerPool:
 
     def submit(self, task: object) -> Future[Any]:
         """Queue ``task`` (an unpicklable one raises here); the future gives the result."""
-        future: Future[Any] = Future()
-        data = pickle.dumps(task, PICKLE)
+        return self.submit_many([task])[0]
+
+    def submit_many(self, tasks: list[object]) -> list[Future[Any]]:
+        """Queue ``tasks`` for one worker, to run one after another (an unpicklable one
+        raises here); a future per task gives its result."""
+        items: list[tuple[Future[Any], bytes]] = [(Future(), pickle.dumps(task, PICKLE))
+                                                  for task in tasks]
         with self._lock:
             if self._broken is not None:
                 error: PoolError = WorkerSetupFailed(self._broken)
             elif self._closing:
                 error = PoolClosed("the pool is closed; it takes no new tasks")
             else:
-                self._queue.put((future, data))
-                return future
-        future.set_exception(error)
-        return future
+                self._queue.put(items)
+                return [future for future, _ in items]
+        for future, _ in items:
+            future.set_exception(error)
+        return [future for future, _ in items]
 
     def close(self, wait: bool = True, timeout: float = 10) -> None:
         """Take no new tasks, fail queued ones, give running ones ``timeout`` s, reap workers."""
@@ -232,8 +245,7 @@ class WorkerPool:
         with contextlib.suppress(queue.Empty):
             while True:
                 item = self._queue.get_nowait()
-                if item is not None:
-                    futures.append(item[0])
+                futures += [future for future, _ in item or ()]
         for _ in self._slots:
             self._queue.put(None)
         return futures
@@ -250,18 +262,19 @@ class WorkerPool:
             self._replace(slot)
             if slot.worker is not None and self._count("ready") == len(self._slots):
                 self._ready.set()
-            while (item := self._queue.get()) is not None:
-                future, data = item
+            while (items := self._queue.get()) is not None:
+                items = [item for item in items if item[0].set_running_or_notify_cancel()]
                 try:
-                    if slot.worker is None or not slot.worker.process.is_alive():
-                        self._replace(slot)  # it died while idle: the task never reached it
-                    if future.set_running_or_notify_cancel():
-                        _settle(future, *self._run(slot, data))
-                    if slot.worker is None or slot.worker.done >= self._max_tasks:
-                        self._replace(slot)
+                    while items:
+                        if slot.worker is None or not slot.worker.process.is_alive():
+                            self._replace(slot)  # it died: the tasks never reached it
+                        items = self._run(slot, items)
+                        if slot.worker is None or slot.worker.done >= self._max_tasks:
+                            self._replace(slot)
                 except BaseException as exc:
-                    _settle(future, False, exc if isinstance(exc, WorkerSetupFailed)
-                            else PoolClosed("the pool failed", started=True))
+                    for future, _ in items:  # those settled already stay as they are
+                        _settle(future, False, exc if isinstance(exc, WorkerSetupFailed)
+                                else PoolClosed("the pool failed", started=True))
                     raise
         except WorkerSetupFailed as exc:
             self._break(str(exc))
@@ -274,15 +287,37 @@ class WorkerPool:
                     self._retire(w, kill=w is slot.spare)
             slot.worker = slot.spare = None
 
-    def _run(self, slot: _Slot, data: bytes) -> tuple[bool, object]:
+    def _run(self, slot: _Slot, items: list[tuple[Future[Any], bytes]],
+             ) -> list[tuple[Future[Any], bytes]]:
+        """Send ``items`` to the slot's worker in one message and settle each future as
+        its reply comes; return the items that never started because the worker died or
+        timed out on an earlier one (they go to its replacement)."""
         w = slot.worker
         if w is None:
-            return False, PoolClosed("the pool closed before the task ran")
-        if w.done + 1 >= self._max_tasks and slot.spare is None and not self._closing:
-            slot.spare = self._spawn()  # sets up while this worker runs its last task
+            _settle_all(items, PoolClosed("the pool closed before the task ran"))
+            return []
+        if w.done + len(items) >= self._max_tasks and slot.spare is None and not self._closing:
+            slot.spare = self._spawn()  # sets up while this worker runs its last tasks
         w.busy = True
         try:
-            w.conn.send_bytes(data)
+            with contextlib.suppress(OSError):  # a dead worker: its first reply reads EOF
+                w.conn.send_bytes(pickle.dumps([data for _, data in items], PICKLE))
+            for index, (future, _) in enumerate(items):
+                _settle(future, *self._reply(slot, w))
+                if slot.worker is not w:
+                    rest = items[index + 1:]
+                    if w.killed:
+                        _settle_all(rest, PoolClosed("the pool closed before the task ran"))
+                        return []
+                    return rest
+        finally:
+            w.busy = False
+        return []
+
+    def _reply(self, slot: _Slot, w: _Worker) -> tuple[bool, object]:
+        """The outcome of the task ``w`` is running (it started when the one before it
+        replied); a worker that died or ran over the timeout is retired."""
+        try:
             if not w.conn.poll(self._timeout):
                 slot.worker, _ = None, self._retire(w, kill=True)
                 self._count("timed_out")
@@ -299,8 +334,6 @@ class WorkerPool:
             log.warning("%s worker %d died running a task (%s)", self._name, w.pid,
                         _describe_exit(code))
             return False, WorkerCrashed(code, self._name)
-        finally:
-            w.busy = False
         w.done += 1
         self._count("completed")
         try:
@@ -384,6 +417,11 @@ class WorkerPool:
             w.process.kill()
         for slot in self._slots:
             slot.thread.join(2 * _STOP_GRACE + 1)
+
+
+def _settle_all(items: list[tuple[Future[Any], bytes]], error: BaseException) -> None:
+    for future, _ in items:
+        _settle(future, False, error)
 
 
 def _settle(future: Future[Any], ok: bool, value: object) -> None:

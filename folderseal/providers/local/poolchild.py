@@ -2,7 +2,8 @@
 
 A spawned worker runs :func:`worker_main`: it ignores the signals meant for the parent,
 dies with the parent (``PR_SET_PDEATHSIG`` and a watchdog thread), runs the setup named
-by the parent once, then answers each task on its pipe.
+by the parent once, then answers each task on its pipe (a message may carry several;
+each is answered as it finishes).
 """
 
 from __future__ import annotations
@@ -50,11 +51,12 @@ def worker_main(conn: Connection, parent_pid: int) -> None:
             data = conn.recv_bytes()
         except (EOFError, OSError):  # the parent retired this worker, or is gone
             return  # a normal exit, which flushes stdout and stderr
-        try:
-            reply: tuple[Any, ...] = ("ok", handler(state, pickle.loads(data)))
-        except BaseException as exc:
-            reply = _error_reply(exc)
-        _reply(conn, reply)
+        for task in pickle.loads(data):  # one message may carry several tasks
+            try:
+                reply: tuple[Any, ...] = ("ok", handler(state, pickle.loads(task)))
+            except BaseException as exc:
+                reply = _error_reply(exc)
+            _reply(conn, reply)
 
 
 def _watch_parent(parent_pid: int) -> None:

@@ -61,6 +61,10 @@ from folderseal.providers.local.worker import (
 from folderseal.signing import describe_certificate
 
 EXPIRY_WARNING_DAYS = 30
+# Files a worker gets in one message. It signs them one after another without waiting for
+# the daemon, whose threads answer late while they publish; a file that crashes or hangs
+# the worker is still told apart (the worker replies to each file as it finishes).
+FILES_PER_MESSAGE = 4
 
 
 class _Gate:
@@ -240,27 +244,35 @@ class LocalProvider:
 
     def _sign(self, batch: BatchView, documents: list[Document], attempts: Attempts,
               made: dict[str, int], why: dict[str, str]) -> list[Document]:
-        """Sign with up to two tasks per worker in flight; return those that crashed or hung."""
+        """Sign with up to two messages of files per worker in flight; return those that
+        crashed or hung."""
         assert self.pool is not None, "start() the provider first"
         crashed: list[Document] = []
         transient: list[tuple[Document, TransientError]] = []
         queue = list(documents)
-        running: dict[Future[DocumentResult], Document] = {}
-        window = 2 * self.workers
+        # Each message's files, by its last future: the worker answers them in order, so
+        # this thread wakes once per message.
+        running: dict[Future[None], list[tuple[Future[None], Document]]] = {}
+        window = 2 * self.workers * FILES_PER_MESSAGE
         while queue or running:
-            if len(running) <= self.workers and queue and not transient \
+            in_flight = sum(len(sent) for sent in running.values())
+            if in_flight <= window // 2 and queue and not transient \
                     and not attempts.stopping():
                 # Refill in groups: one store commit counts the attempts of several files.
-                group = queue[: window - len(running)]
+                group = queue[: window - in_flight]
                 del queue[: len(group)]
                 for document, count in zip(group, attempts.begin(group), strict=True):
                     made[document.file_id] = count
-                    running[self.pool.submit(self._task(batch, document))] = document
+                # A few files per message, but spread over the workers when they are few.
+                size = min(FILES_PER_MESSAGE, -(-len(group) // self.workers))
+                for start in range(0, len(group), size):
+                    chunk = group[start:start + size]
+                    futures = self.pool.submit_many([self._task(batch, d) for d in chunk])
+                    running[futures[-1]] = list(zip(futures, chunk, strict=True))
             if not running:
                 break
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for future in finished:
-                document = running.pop(future)
+            for future, document in [pair for last in finished for pair in running.pop(last)]:
                 try:
                     future.result()
                 except (TaskTimeout, WorkerCrashed) as exc:
@@ -295,7 +307,7 @@ class LocalProvider:
                 except Exception as exc:  # noqa: BLE001 - one file's surprise fails that file
                     self._unexpected(batch, document, exc)
                     continue
-                # The worker saved ``result`` with the outputs (durably) before returning.
+                # The worker saved the result with the outputs (durably) before replying.
         if transient:
             # Not the files' fault: their attempts do not count, and the batch waits.
             attempts.forgive([document for document, _ in transient])

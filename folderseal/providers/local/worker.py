@@ -81,14 +81,14 @@ def setup(source: CredentialsSource) -> WorkerState:
                        signer=describe_certificate(credentials.certificate.dump()))
 
 
-def sign(state: WorkerState, task: SignTask) -> DocumentResult:
-    """Seal one file; its outputs and its result are on disk (fsynced) when this returns."""
+def sign(state: WorkerState, task: SignTask) -> None:
+    """Seal one file; its outputs and its result are on disk (fsynced) when this returns.
+    (The provider reads the result there, so nothing else travels back over the pipe.)"""
     try:
         result = _sign(state, task)
     except FileRejected as exc:
         result = DocumentResult(entry=task.entry, error_code=exc.code, error_message=exc.message)
     save_result(Path(task.staging), result)
-    return result
 
 
 # Each process appends the results it saves in a staging folder to a log of its own there:
