@@ -101,6 +101,7 @@ class Scripted:
         self.rejects: dict[str, tuple[str, str]] = {}   # entry → (code, message) at upload
         self.refusals: dict[str, tuple[str, str]] = {}  # entry → (code, message) at download
         self.detached = False   # download: the original and a signature, not a signed copy
+        self.synced = False     # download: outputs marked as fsynced (Output.synced)
         self._made = 0
 
     # -- what the tests look at ------------------------------------------------------
@@ -234,10 +235,10 @@ class Scripted:
             staged = batch.staging / f"{document.entry}.p7s"
             staged.write_bytes(signature)
             return (Output(role="original", staged="", suffix="", sha256=document.sha256,
-                           bytes=len(data)),
+                           bytes=len(data), synced=self.synced),
                     Output(role="signature", staged=str(staged), suffix=".p7s",
                            sha256=hashlib.sha256(signature).hexdigest(),
-                           bytes=len(signature)))
+                           bytes=len(signature), synced=self.synced))
         signed = SIGNED + data
         staged = batch.staging / document.entry
         staged.write_bytes(signed)

@@ -3,12 +3,14 @@
 ``kill -9`` ends the process but keeps the kernel's page cache, so a crash test passes
 even when an fsync is missing. No power-loss filesystem (LazyFS) can be installed here,
 so this scenario checks the order that power-loss safety rests on instead: the daemon
-and its signing workers run under ``strace -f``, every rename, link, unlink and fsync
-is recorded, and two rules are checked on the record:
+and its signing workers run under ``strace -f``, every open, rename, link, unlink and
+fsync is recorded, and two rules are checked on the record:
 
 1. *Data before name*: a file gets its name in the outbox (link or rename of a temp or
-   staged file) only after that file was fsynced. Otherwise a power cut could leave a
-   published name over missing bytes.
+   staged file) only after that file was fsynced, by the daemon or by the worker that
+   made it (a file linked through ``/proc/self/fd/N`` is known by the path its thread
+   opened as ``N``). Otherwise a power cut could leave a published name over missing
+   bytes.
 2. *Names before removal*: an original leaves the work folder only when every name
    published in the outbox for it (its outputs and sidecar, named after it) is durable
    (its folder fsynced after the publish). Otherwise a power cut could undo the output
@@ -34,16 +36,17 @@ from bench.torturekit.checks import check
 from bench.torturekit.scenarios import Row, settled, tail
 from bench.torturekit.world import World
 
-CALLS = "fsync,fdatasync,rename,renameat,renameat2,link,linkat,unlink,unlinkat"
+CALLS = "openat,fsync,fdatasync,rename,renameat,renameat2,link,linkat,unlink,unlinkat"
 _LINE = re.compile(r"^(\d+) +(?:<\.\.\. (\w+) resumed>(.*)|(\w+)\((.*?))(?: <unfinished \.\.\.>)?$")
-_RESULT = re.compile(r"\) += (-?\d+)")
+_RESULT = re.compile(r"\) += (-?\d+)(?:<([^>]*)>)?")
 _FD = re.compile(r"(?:AT_FDCWD|\d+)<([^>]*)>")
 _STR = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 
-def _calls(trace: Path) -> list[tuple[str, list[str], list[str]]]:
-    """(call, fd paths, string arguments) of each call that succeeded, in the order the
-    calls finished (strace splits a call that another thread interrupted)."""
+def _calls(trace: Path) -> list[tuple[str, str, list[str], list[str], str]]:
+    """(thread, call, fd paths, string arguments, result) of each call that succeeded, in
+    the order the calls finished (strace splits a call that another thread interrupted);
+    the result of an open is ``N<path>``."""
     pending: dict[str, tuple[str, str]] = {}
     done = []
     for line in trace.read_text(errors="replace").splitlines():
@@ -63,7 +66,9 @@ def _calls(trace: Path) -> list[tuple[str, list[str], list[str]]]:
         if result is None or int(result.group(1)) < 0:
             continue
         args = text[:result.start()]
-        done.append((name, _FD.findall(args), [_unescape(s) for s in _STR.findall(args)]))
+        returned = f"{result.group(1)}<{result.group(2)}>" if result.group(2) else ""
+        done.append((pid, name, _FD.findall(args), [_unescape(s) for s in _STR.findall(args)],
+                     returned))
     return done
 
 
@@ -93,8 +98,13 @@ def audit(trace: Path, outbox: Path, batches: Path) -> tuple[Counter[str], list[
     broken: list[str] = []
     synced: set[str] = set()            # files fsynced (by the path their fd had)
     undurable: dict[str, str] = {}      # outbox name → folder still to be fsynced
+    opened: dict[str, str] = {}         # "thread/fd" → the path that thread opened it at
     out, work = str(outbox) + "/", str(batches) + "/"
-    for name, fds, strings in _calls(trace):
+    for thread, name, fds, strings, returned in _calls(trace):
+        if name == "openat":
+            number, _, path = returned.partition("<")
+            opened[f"{thread}/{number}"] = path[:-1]
+            continue
         if name in ("fsync", "fdatasync"):
             if fds:
                 synced.add(fds[0])
@@ -109,9 +119,14 @@ def audit(trace: Path, outbox: Path, batches: Path) -> tuple[Counter[str], list[
         else:
             source, dest = _targets(name, fds, strings)
             removed = [source] if name.startswith("rename") else []
+            if source.startswith("/proc/self/fd/"):
+                source = opened.get(f"{thread}/{source.rpartition('/')[2]}", source)
             if dest.startswith(out) and not os.path.basename(dest).startswith("."):
                 seen["outputs published"] += 1
-                if not source.startswith("/proc/self/fd/") and source not in synced:
+                if source.startswith("/proc/self/fd/"):
+                    broken.append(f"data before name: {dest} linked from {source}, an fd "
+                                  "the trace does not show opened")
+                elif source not in synced:
                     broken.append(f"data before name: {dest} named before {source} was "
                                   "fsynced")
                 undurable[dest] = os.path.dirname(dest)

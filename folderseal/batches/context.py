@@ -71,7 +71,8 @@ class StepContext:
             batch.id, work, self.staging, documents, epoch=batch.epoch,
             package=self.staging.package(work, batch.id, batch.epoch),
             open_document=lambda d: work.open_file(records[d.file_id]),
-            prepared=prepared, published=batch.publish_key or "")
+            prepared=prepared, published=batch.publish_key or "",
+            file_mode=self.sink.cfg.file_mode)
         return self._view
 
     def forget_view(self) -> None:

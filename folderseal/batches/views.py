@@ -101,7 +101,8 @@ def document(*, entry: str, file_id: str, sha256: str, size: int,
 def batch_view(batch_id: str, work: WorkFolder, staging: Staging | Path,
                documents: Iterable[Document], *, epoch: int = 0, package: Path | None = None,
                open_document: Callable[[Document], int] | None = None,
-               prepared: tuple[str, int] | None = None, published: str = "") -> BatchView:
+               prepared: tuple[str, int] | None = None, published: str = "",
+               file_mode: int = 0o644) -> BatchView:
     """The batch ``batch_id`` of ``work``'s folder as a provider sees it, for the holder
     of lease ``epoch`` (``staging``: a state folder stands for one node's staging)."""
     if isinstance(staging, Path):
@@ -110,4 +111,5 @@ def batch_view(batch_id: str, work: WorkFolder, staging: Staging | Path,
                      files_dir=work.batch_dir(batch_id), package=package,
                      staging=staging.folder(work, batch_id, epoch),
                      staged_before=staging.earlier(work, batch_id, epoch),
-                     open_document=open_document, prepared=prepared, published=published)
+                     open_document=open_document, prepared=prepared, published=published,
+                     file_mode=file_mode)

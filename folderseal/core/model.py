@@ -80,15 +80,21 @@ class Output:
     suffix: str        # appended to the primary output name ("" for the primary, ".p7s")
     sha256: str
     bytes: int
+    # The provider fsynced the file after it was last written (a staged output, or an
+    # original the local signer sealed): publishing then syncs only its new name. False
+    # (an original as the writer left it, or a result saved before this was recorded):
+    # publishing fsyncs the file before it names it.
+    synced: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"role": self.role, "staged": self.staged, "suffix": self.suffix,
-                "sha256": self.sha256, "bytes": self.bytes}
+                "sha256": self.sha256, "bytes": self.bytes, "synced": self.synced}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Output:
         return cls(role=data["role"], staged=data["staged"], suffix=data["suffix"],
-                   sha256=data["sha256"], bytes=int(data["bytes"]))
+                   sha256=data["sha256"], bytes=int(data["bytes"]),
+                   synced=data.get("synced") is True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,6 +141,9 @@ class BatchView:
     # newest first, to read (never write) what they fetched or signed: used only once
     # its sha256 checks out. Empty on one node, where every turn stages in ``staging``.
     staged_before: tuple[Path, ...] = ()
+    # The mode the folder publishes files with: a provider that makes its outputs with
+    # it spares publishing a chmod (and the sync that must follow one).
+    file_mode: int = 0o644
 
     @property
     def staged_in(self) -> tuple[Path, ...]:

@@ -252,7 +252,7 @@ class Sink:
                 for candidate, o in zip(names, record.result.outputs, strict=False))
             if free and self.store.names_free(record.folder, "outbox", record.id, paths):
                 plan = [{"role": o.role, "path": path, "staged": o.staged, "sha256": o.sha256,
-                         "bytes": o.bytes, "n": n}
+                         "bytes": o.bytes, "synced": o.synced, "n": n}
                         for o, path in zip(record.result.outputs, paths, strict=False)]
                 plan.append({"role": "sidecar", "path": paths[-1], "n": n})
                 self.store.set_file_outputs(record, plan, "outbox")
@@ -280,14 +280,18 @@ class Sink:
                     digest, _ = files.hash_fd(src_fd)
                     self._check_hash(record, output, digest)
                 try:
-                    # A file of ours already of the mode is left unchanged: then its
-                    # fsync has nothing to write when its content reached the disk
-                    # before (the local signer syncs an original it signed). Another
+                    # A file of ours already of the mode is left unchanged. Another
                     # user's file is still refused here (EPERM), and copied instead.
                     st = os.fstat(src_fd)
-                    if st.st_mode & 0o7777 != self.cfg.file_mode or st.st_uid != os.geteuid():
+                    changed = st.st_mode & 0o7777 != self.cfg.file_mode or \
+                        st.st_uid != os.geteuid()
+                    if changed:
                         os.fchmod(src_fd, self.cfg.file_mode)
-                    os.fsync(src_fd)
+                    # Its content (and mode) reach the disk before its name does. One its
+                    # provider synced and left unchanged is not synced again: each sync
+                    # costs a flush of the disk's cache.
+                    if changed or not output.get("synced"):
+                        os.fsync(src_fd)
                     crashpoints.reached("output-linking")
                     naming.publish(lambda: files.link_noreplace(src, dest, follow=True),
                                   dest)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,36 @@ def test_a_detached_signature_goes_beside_the_original_and_the_archive_gets_it(
     archived = parts.root / "archive" / "a.txt"
     assert archived.read_bytes() == FILES["a.txt"] and not original.exists()
     assert archived.stat().st_ino != (outbox / "a.txt").stat().st_ino
+
+
+@pytest.mark.parametrize("synced", [False, True])
+def test_an_output_is_synced_before_its_name_unless_its_provider_synced_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synced: bool) -> None:
+    """Each output's content reaches the disk before its name: publishing fsyncs it,
+    unless its provider did (``Output.synced``) and publishing leaves its mode alone. One
+    whose mode publishing changes is synced again either way."""
+    parts = build(tmp_path)
+    parts.provider.detached = True
+    parts.provider.synced = synced
+    batch_id, _ = batched(parts, {"a.txt": FILES["a.txt"]})
+    [record] = _downloaded(parts, batch_id)
+    assert record.result is not None
+    original, staged = parts.work.path_of(record), record.result.outputs[1].staged
+    os.chmod(original, parts.cfg.file_mode)
+    os.chmod(staged, 0o600)
+    fsynced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    _deliver(parts, batch_id)
+
+    assert (str(original) in fsynced) is not synced
+    assert staged in fsynced
+    assert os.stat(parts.cfg.outbox / "a.txt.p7s").st_mode & 0o777 == parts.cfg.file_mode
 
 
 def test_a_failed_file_goes_to_errors_with_its_error_record(parts: Parts) -> None:

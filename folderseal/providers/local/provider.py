@@ -334,7 +334,8 @@ class LocalProvider:
     def _task(batch: BatchView, document: Document) -> SignTask:
         return SignTask(files_dir=str(batch.files_dir), entry=document.entry, dev=document.dev,
                         ino=document.ino, sha256=document.sha256, size=document.size,
-                        staging=str(batch.staging), is_pdf=document.is_pdf)
+                        staging=str(batch.staging), is_pdf=document.is_pdf,
+                        mode=batch.file_mode)
 
     def download(self, batch: BatchView, remote_id: str) -> list[DocumentResult]:
         done = self._results(batch)

@@ -57,6 +57,7 @@ class SignTask:
     size: int
     staging: str
     is_pdf: bool
+    mode: int      # what the outputs are made with: the mode they are published with
 
 
 @dataclass(slots=True)
@@ -199,14 +200,22 @@ def _staged(task: SignTask, suffix: str) -> Path:
     return Path(task.staging) / (task.entry + suffix)
 
 
-def _open_output(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                   0o600)
+def _open_output(path: Path, mode: int) -> int:
+    """A staged output, made with the mode it is published with (whatever the umask), so
+    that publishing need not change it and sync it again."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _pades(state: WorkerState, task: SignTask, src: BinaryIO) -> DocumentResult:
     out_path = _staged(task, "")
-    with os.fdopen(_open_output(out_path), "w+b") as dst:
+    with os.fdopen(_open_output(out_path, task.mode), "w+b") as dst:
         signing.sign_pdf(state.credentials, src, dst, timestamp_url=state.timestamp_url)
         dst.flush()
         os.fsync(dst.fileno())
@@ -216,7 +225,8 @@ def _pades(state: WorkerState, task: SignTask, src: BinaryIO) -> DocumentResult:
         raise FileRejected("output_mismatch", "the signed PDF does not begin with the exact "
                            "bytes of the claimed file; it was not published")
     return DocumentResult(entry=task.entry, signer=state.signer, outputs=(
-        Output(role="signed", staged=str(out_path), suffix="", sha256=whole, bytes=size),))
+        Output(role="signed", staged=str(out_path), suffix="", sha256=whole, bytes=size,
+               synced=True),))
 
 
 def _cades(state: WorkerState, task: SignTask, src: BinaryIO) -> DocumentResult:
@@ -227,14 +237,16 @@ def _cades(state: WorkerState, task: SignTask, src: BinaryIO) -> DocumentResult:
     # disk here, in parallel worker processes, so that publishing it syncs only its name.
     os.fsync(src.fileno())
     sig_path = _staged(task, ".p7s")
-    fd = _open_output(sig_path)
+    fd = _open_output(sig_path, task.mode)
     try:
         os.write(fd, signature.der)
         os.fsync(fd)
     finally:
         os.close(fd)
     return DocumentResult(entry=task.entry, signer=state.signer, outputs=(
-        Output(role="original", staged="", suffix="", sha256=task.sha256, bytes=task.size),
+        Output(role="original", staged="", suffix="", sha256=task.sha256, bytes=task.size,
+               synced=True),
         Output(role="signature", staged=str(sig_path), suffix=".p7s",
-               sha256=hashlib.sha256(signature.der).hexdigest(), bytes=len(signature.der)),
+               sha256=hashlib.sha256(signature.der).hexdigest(), bytes=len(signature.der),
+               synced=True),
     ))

@@ -182,7 +182,7 @@ def _result(document: Document, extracted: dict[str, tuple[str, int]],
     signatures = [
         Output(role="signature", staged=str(staging / (document.entry + suffix)), suffix=suffix,
                sha256=extracted[document.entry + suffix][0],
-               bytes=extracted[document.entry + suffix][1])
+               bytes=extracted[document.entry + suffix][1], synced=True)
         for suffix in limits.suffixes if document.entry + suffix in extracted
     ]
     main = extracted.get(document.entry)
@@ -196,6 +196,6 @@ def _result(document: Document, extracted: dict[str, tuple[str, int]],
                        bytes=document.size)
     else:
         first = Output(role="signed", staged=str(staging / document.entry), suffix="",
-                       sha256=main[0], bytes=main[1])
+                       sha256=main[0], bytes=main[1], synced=True)
     return DocumentResult(entry=document.entry, outputs=(first, *signatures),
                           provider_document=provider_document)
