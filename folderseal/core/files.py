@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -55,18 +56,22 @@ def fsync_dir(path: Path | str) -> None:
         os.close(fd)
 
 
-def read_buffer(fd: int) -> bytearray:
-    """A buffer to read ``fd`` through in chunks: its size (and a page, to see its end in
-    the same read) when that is smaller than a chunk, as most files are; a megabyte
-    made for a 100 KB file is zeroed and mapped in for nothing."""
-    return bytearray(min(CHUNK, os.fstat(fd).st_size + 4096))
+def read_buffer(fd: int, size: int | None = None) -> bytearray:
+    """A buffer to read ``fd`` through in chunks: its size (``size`` if the caller knows
+    it, and a page, to see its end in the same read) when that is smaller than a chunk,
+    as most files are; a megabyte made for a 100 KB file is zeroed and mapped in for
+    nothing."""
+    if size is None:
+        size = os.fstat(fd).st_size
+    return bytearray(min(CHUNK, size + 4096))
 
 
-def hash_fd(fd: int) -> tuple[str, int]:
-    """sha256 and size of everything readable from ``fd`` (from its start)."""
+def hash_fd(fd: int, size_hint: int | None = None) -> tuple[str, int]:
+    """sha256 and size of everything readable from ``fd`` (from its start); ``size_hint``
+    (its size, as the caller found it) only sizes the buffer."""
     digest = hashlib.sha256()
     size = 0
-    buf = read_buffer(fd)
+    buf = read_buffer(fd, size_hint)
     view = memoryview(buf)
     offset = 0
     while True:
@@ -113,11 +118,12 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view):]
 
 
-def copy_fd(src_fd: int, dst_fd: int) -> tuple[str, int]:
-    """Copy ``src_fd`` into ``dst_fd`` from the start, returning sha256 and size of the copy."""
+def copy_fd(src_fd: int, dst_fd: int, size_hint: int | None = None) -> tuple[str, int]:
+    """Copy ``src_fd`` into ``dst_fd`` from the start, returning sha256 and size of the
+    copy; ``size_hint`` as for :func:`hash_fd`."""
     digest = hashlib.sha256()
     size = 0
-    buf = read_buffer(src_fd)
+    buf = read_buffer(src_fd, size_hint)
     view = memoryview(buf)
     while True:
         n = os.preadv(src_fd, [buf], size)
@@ -204,11 +210,14 @@ def link_noreplace(src: Path, dst: Path, follow: bool = False) -> None:
         return
     # Plain link() would link the /proc entry itself (EXDEV); a directory fd makes
     # Python call linkat(…, AT_SYMLINK_FOLLOW), which follows it to the open file.
-    root = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.link(src, dst, src_dir_fd=root, follow_symlinks=True)
-    finally:
-        os.close(root)
+    os.link(src, dst, src_dir_fd=_root_fd(), follow_symlinks=True)
+
+
+@functools.cache
+def _root_fd() -> int:
+    """"/" opened once for the process, for :func:`link_noreplace` (any directory fd
+    does: the path it is given is absolute)."""
+    return os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 def write_new(folder: Path, name: str, data: bytes, mode: int, tag: str = "",

@@ -47,6 +47,17 @@ class BatchContext:
     # history_of's index (each event with its place in history), made at its first use.
     _by_file: dict[str | None, list[tuple[int, Event]]] = field(
         default_factory=dict, compare=False, repr=False)
+    # Each output folder this delivery made sure of, with its device: once per batch,
+    # not once per file.
+    _folders: dict[Path, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def folder_device(self, folder: Path, file_mode: int) -> int:
+        """Make ``folder`` if it is missing (once per delivery); its device."""
+        device = self._folders.get(folder)
+        if device is None:
+            makedirs(folder, file_mode)
+            device = self._folders[folder] = os.stat(folder).st_dev
+        return device
 
     def history_of(self, file_id: str) -> list[Event]:
         """The batch's transitions and the events of one of its files, in order: all a

@@ -42,7 +42,6 @@ from folderseal.publish.failures import Failures
 from folderseal.publish.folders import (
     BatchContext,
     join,
-    makedirs,
     record_fields,
     require_root,
     split,
@@ -50,6 +49,8 @@ from folderseal.publish.folders import (
 )
 from folderseal.store import Store
 from folderseal.work import WorkFolder
+
+_EUID = os.geteuid()  # whose files publishing may chmod and link (its own)
 
 
 def _refused(record: FileRecord, problem: FileRejected) -> DocumentResult:
@@ -115,7 +116,7 @@ class Sink:
                     continue
                 keep_lease()  # by this host's own count: cheap, so before each file
                 try:
-                    folder = self._folder_of(record, retried, ctx.epoch)
+                    folder = self._folder_of(record, retried, ctx)
                     if phase == "outputs":
                         self._place_outputs(record, plans[record.id], ctx, made)
                     else:
@@ -174,12 +175,12 @@ class Sink:
                           batch=record.batch_id)
         metrics.count_delivered(self.name, ctx.provider_name, ctx.outcome, len(delivered))
 
-    def _folder_of(self, record: FileRecord, retried: set[str], epoch: int | None) -> Path:
+    def _folder_of(self, record: FileRecord, retried: set[str], ctx: BatchContext) -> Path:
         folder = self.cfg.outbox / split(record.source)[0]
-        makedirs(folder, self.cfg.file_mode)
+        ctx.folder_device(folder, self.cfg.file_mode)
         if record.id in retried:
             # Not a newer holder's temp files: it may be writing them now.
-            files.remove_leftovers(folder, record.id, epoch)
+            files.remove_leftovers(folder, record.id, ctx.epoch)
         return folder
 
     def _place_outputs(self, record: FileRecord, plan: list[dict[str, Any]],
@@ -272,19 +273,19 @@ class Sink:
         # Link the very file opened and checked, not whatever the path names now.
         src = Path(f"/proc/self/fd/{src_fd}")
         try:
+            st = os.fstat(src_fd)
             # On the outbox's filesystem, the file itself gets its final name: no copy.
             # Not an original that is to be archived: the two must not share an inode.
             if (not original or self.cfg.archive is None) and \
-                    self._same_device(src_fd, dest.parent):
+                    st.st_dev == ctx.folder_device(dest.parent, self.cfg.file_mode):
                 if original:  # a staged output was checked when it was opened
-                    digest, _ = files.hash_fd(src_fd)
+                    digest, _ = files.hash_fd(src_fd, st.st_size)
                     self._check_hash(record, output, digest)
                 try:
                     # A file of ours already of the mode is left unchanged. Another
                     # user's file is still refused here (EPERM), and copied instead.
-                    st = os.fstat(src_fd)
                     changed = st.st_mode & 0o7777 != self.cfg.file_mode or \
-                        st.st_uid != os.geteuid()
+                        st.st_uid != _EUID
                     if changed:
                         os.fchmod(src_fd, self.cfg.file_mode)
                     # Its content (and mode) reach the disk before its name does. One its
@@ -295,7 +296,6 @@ class Sink:
                     crashpoints.reached("output-linking")
                     naming.publish(lambda: files.link_noreplace(src, dest, follow=True),
                                   dest)
-                    st = os.fstat(src_fd)
                     return st.st_dev, st.st_ino
                 except OSError as exc:
                     # Another user's file (not ours to chmod or to link), or a
@@ -303,7 +303,7 @@ class Sink:
                     if exc.errno not in files.NO_LINK_ERRNOS:
                         raise
             with files.temp_file(dest.parent, 0o600, record.id, ctx.epoch) as (fd, tmp):
-                digest, _ = files.copy_fd(src_fd, fd)
+                digest, _ = files.copy_fd(src_fd, fd, st.st_size)
                 self._check_hash(record, output, digest)
                 os.fchmod(fd, self.cfg.file_mode)
                 os.fsync(fd)
@@ -349,10 +349,6 @@ class Sink:
             "output_lost", f"staged result lost: the {output['role']} output {recorded} is "
             "gone from the batch's staging folders; nothing was published: `folderseal "
             "retry` signs the file again")
-
-    @staticmethod
-    def _same_device(fd: int, folder: Path) -> bool:
-        return os.fstat(fd).st_dev == os.stat(folder).st_dev
 
     @staticmethod
     def _check_hash(record: FileRecord, output: dict[str, Any], digest: str) -> None:
