@@ -294,10 +294,14 @@ class BatchRecords(FileRecords):
         may take the last counts back, and those files are signed again, not alone."""
         counts = []
         # A renewal the lease needs is a commit of its own, waited on: only the counts
-        # may be lost, never a lease this node then believes it holds.
+        # may be lost, never a lease this node then believes it holds. Inside, the lease
+        # is only looked at: its time may have run out while the transaction waited.
         self.keep_lease(batch.id)
         with self.unsynced_transaction():
-            self.keep_lease(batch.id)
+            lease = self._leases.get(batch.id)
+            if lease is None or not self._leases.fresh(lease):
+                raise LeaseLost(f"batch {batch.id}: its lease ran out before the attempts "
+                                "at its files were counted")
             for file_id in file_ids:
                 row = self._run("begin_attempt", id=file_id, batch_id=batch.id,
                                 now=self._now()).fetchone()

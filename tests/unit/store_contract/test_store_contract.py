@@ -504,6 +504,27 @@ def test_attempts_are_counted_in_an_unsynced_commit_of_their_own(
     assert record is not None and record.attempts == 1
 
 
+def test_a_lease_that_ran_out_while_the_count_waited_is_not_renewed_unsynced(
+        store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lease is renewed (if it needs it) in a commit that is waited on, before the
+    unsynced one; a lease whose time ran out while that transaction waited is not renewed
+    inside it, where a power cut could take the renewal back: LeaseLost, nothing counted."""
+    batch = acquired_after(store)
+    file_id = store.files_of_batch(batch.id)[0].id
+    unsynced = store.unsynced_transaction  # type: ignore[attr-defined]
+
+    def waited_a_whole_lease() -> object:
+        clock.advance(LEASE_SECONDS)
+        return unsynced()
+    monkeypatch.setattr(store, "unsynced_transaction", waited_a_whole_lease)
+    before = store.batch(batch.id)
+    with pytest.raises(LeaseLost):
+        store.begin_attempts(batch, [file_id])
+    after, record = store.batch(batch.id), store.file(file_id)
+    assert before is not None and after is not None and after.lease_until == before.lease_until
+    assert record is not None and record.attempts == 0
+
+
 def test_begin_attempt_without_the_lease_is_refused(
         store: Store, backend: Backend, clock: Clock) -> None:
     """An attempt is not counted (or made) once the lease was taken over."""
