@@ -102,7 +102,10 @@ class WorkFolder:
                         self._listed_spares().append(spare)
                     break
                 # removed meanwhile (by hand?): take the next
-        target.mkdir(parents=True)
+        # Not its parents: claims folders missing are a share away (or a work folder
+        # removed), and made here they would be on the disk under its mount point. The
+        # folder's intake detaches on the error and attaches again when it can.
+        target.mkdir()
         return target
 
     def remove_empty_claim_dirs(self, top: Path, start: Path, spare: bool = True) -> None:

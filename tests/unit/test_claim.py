@@ -219,3 +219,16 @@ def test_a_big_claim_whose_work_folder_is_away_waits_for_it_and_is_not_failed(
     record = parts.store.file(big_id)
     assert record is not None and record.sha256 == hashlib.sha256(big).hexdigest()
     assert parts.rejected == []
+
+
+def test_a_claims_folder_that_is_gone_is_not_made_again_by_a_claim(parts: Parts) -> None:
+    """The claims folder missing (a share away: what is under its mount point is the local
+    disk) fails the claim with the error the folder's intake detaches on, and makes nothing
+    in its place; the file stays in the inbox."""
+    (parts.inbox / "scan.txt").write_bytes(b"a scanned page\n")
+    os.rmdir(parts.work.incoming)
+    with pytest.raises(FileNotFoundError):
+        parts.claims.claim_all([("scan.txt", None)])
+    assert not parts.work.incoming.exists()
+    assert (parts.inbox / "scan.txt").read_bytes() == b"a scanned page\n"
+    assert not parts.store.unfinished_claims("scans")
