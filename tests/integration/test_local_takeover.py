@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from folderseal.core.model import DocumentResult
 from folderseal.providers import BatchView, Document, Remote
@@ -89,13 +90,21 @@ def test_a_takeover_uses_what_the_earlier_holder_signed(signer: LocalProvider,
     assert _results(second.staging) == []
 
 
-def test_a_staged_result_whose_bytes_changed_is_signed_again(signer: LocalProvider,
-                                                              tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["size", "bytes"])
+def test_a_staged_result_whose_bytes_changed_is_signed_again(
+        signer: LocalProvider, tmp_path: Path, damage: str) -> None:
+    """An earlier holder's output cut short or changed in place: that file is signed
+    again, and the log says why (file.staged_result_unusable)."""
     first = _view(tmp_path, 1)
     signer.accept(first, "b1", Ledger())
-    (first.staging / "0001_a.txt.p7s").write_bytes(b"torn")
+    staged = first.staging / "0001_a.txt.p7s"
+    size = staged.stat().st_size
+    staged.write_bytes(b"torn" if damage == "size" else b"x" * size)
     second, again = _view(tmp_path, 2), Ledger()
-    assert signer.status(second, "b1").state == Remote.UPLOADED
+    with structlog.testing.capture_logs() as logs:
+        assert signer.status(second, "b1").state == Remote.UPLOADED
+    assert [(e["event"], e["entry"]) for e in logs] == [
+        ("file.staged_result_unusable", "0001_a.txt")]
     signer.accept(second, "b1", again)
     assert again.begun == ["0001_a.txt"]  # only the one whose bytes no longer check
     assert _results(second.staging) == ["0001_a.txt"]

@@ -367,19 +367,26 @@ class LocalProvider:
         signed again, which is harmless here because nothing of it was recorded in the
         store or published (download records a result only after this check)."""
         found = saved_results(batch.staging)
+        unusable: dict[str, Path] = {}  # entry → the newest folder whose result it was
         for folder in batch.staged_before:  # newest epoch first
-            for entry, result in saved_results(folder).items():
+            passed_over: set[str] = set()
+            for entry, result in saved_results(folder, passed_over).items():
                 if entry in found:
                     continue
                 checked = _checked(result, folder)
                 if checked is None:
-                    self.log.warning(
-                        "file.staged_result_unusable", batch=batch.id, entry=entry,
-                        staged=str(folder), reason="its staged output is gone or does not "
-                        "match the sha256 its result records",
-                        next_step="signed again (nothing of it was recorded or published)")
+                    passed_over.add(entry)
                     continue
                 found[entry] = checked
+            for entry in passed_over:
+                unusable.setdefault(entry, folder)
+        for entry, folder in sorted(unusable.items()):
+            if entry not in found:
+                self.log.warning(
+                    "file.staged_result_unusable", batch=batch.id, entry=entry,
+                    staged=str(folder), reason="its staged output is gone or does not "
+                    "match the sha256 or size its result records",
+                    next_step="signed again (nothing of it was recorded or published)")
         return found
 
 

@@ -125,13 +125,15 @@ def save_result(staging: Path, result: DocumentResult) -> None:
         files.fsync_dir(staging)  # the log's own name
 
 
-def saved_results(folder: Path) -> dict[str, DocumentResult]:
+def saved_results(folder: Path, unusable: set[str] | None = None,
+                  ) -> dict[str, DocumentResult]:
     """The results saved in one staging folder, by entry: for each, the newest line of
     every process's log (or a result file of an earlier version). A line that does not
     end, or is no result, was torn by a crash and is skipped; so is a result one of
     whose staged outputs is not in ``folder`` (by its name) with its size: that file is
-    signed again."""
+    signed again (its entry is added to ``unusable`` when no other result counts)."""
     found: dict[str, tuple[int, DocumentResult]] = {}
+    passed_over: set[str] = set()
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
@@ -146,30 +148,40 @@ def saved_results(folder: Path) -> dict[str, DocumentResult]:
             continue
         lines = data.split(b"\n")[:-1] if log else [data]  # [:-1]: the unended rest
         for line in lines:
-            saved = _parsed(line, folder)
-            if saved is not None and saved[0] >= found.get(saved[1].entry, (-1,))[0]:
+            saved = _parsed(line)
+            if saved is None:
+                continue
+            if not _outputs_there(saved[1], folder):
+                passed_over.add(saved[1].entry)
+            elif saved[0] >= found.get(saved[1].entry, (-1,))[0]:
                 found[saved[1].entry] = saved
+    if unusable is not None:
+        unusable |= passed_over - found.keys()
     return {entry: result for entry, (_, result) in found.items()}
 
 
-def _parsed(line: bytes, folder: Path) -> tuple[int, DocumentResult] | None:
-    """A saved line's time and result, if it is whole and its outputs are in ``folder``."""
+def _parsed(line: bytes) -> tuple[int, DocumentResult] | None:
+    """A saved line's time and result, if it is whole."""
     if not line:
         return None
     try:
         data = json.loads(line)
-        result = DocumentResult.from_data(data)
-        saved_ns = int(data.get("saved_ns", 0))
+        return int(data.get("saved_ns", 0)), DocumentResult.from_data(data)
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _outputs_there(result: DocumentResult, folder: Path) -> bool:
+    """Whether each staged output of ``result`` is in ``folder`` (by its name: another
+    node may see the share elsewhere) with its size."""
     for output in result.outputs:
-        if output.staged:  # by its name: another node may see the share elsewhere
+        if output.staged:
             try:
                 if (folder / Path(output.staged).name).stat().st_size != output.bytes:
-                    return None
+                    return False
             except OSError:
-                return None
-    return saved_ns, result
+                return False
+    return True
 
 
 def _sign(state: WorkerState, task: SignTask) -> DocumentResult:
