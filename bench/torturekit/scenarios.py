@@ -299,15 +299,22 @@ class Share:
                 raise RuntimeError("bindfs did not mount")
             time.sleep(0.05)
 
-    def mount_elsewhere(self) -> None:
+    def mount_elsewhere(self, old_device: int) -> None:
         """Mount again on a new device number, as an NFS or SMB share does after an
-        outage: a decoy mount takes the number the kernel would hand out again."""
-        empty = Path(tempfile.mkdtemp(prefix="folderseal-decoy-"))
-        (empty / "point").mkdir()
-        decoy = Share(empty, empty / "point")
-        decoy.mount()
-        self.decoys.append(decoy)
-        self.mount()
+        outage: a decoy mount takes the number the kernel would hand out again. A lazy
+        unmount frees the old number only once its last user lets go, maybe after the
+        decoy was mounted: then the share is mounted again, beside one more decoy."""
+        for _ in range(5):
+            empty = Path(tempfile.mkdtemp(prefix="folderseal-decoy-"))
+            (empty / "point").mkdir()
+            decoy = Share(empty, empty / "point")
+            decoy.mount()
+            self.decoys.append(decoy)
+            self.mount()
+            if self.mountpoint.stat().st_dev != old_device:
+                return
+            self.unmount()
+        raise RuntimeError("the share came back on its old device number five times")
 
     def mounted(self) -> bool:
         return subprocess.run(["mountpoint", "-q", str(self.mountpoint)]).returncode == 0
@@ -405,7 +412,7 @@ def outage(root: Path, cycles: int, rng: random.Random) -> Row:
                 if gone:  # claims may move on to batches (an in-flight step); never vanish
                     row.problems.append(f"cycle {cycle}: claimed files vanished during the "
                                         f"outage: {sorted(gone)[:3]}")
-                share.mount_elsewhere()
+                share.mount_elsewhere(mounted_on)
                 seen["share back on a new device"] += (
                     world.layout.inbox.stat().st_dev != mounted_on)
                 if not life.wait_for(lambda n=watching: count_events(

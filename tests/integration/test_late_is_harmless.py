@@ -293,11 +293,11 @@ def test_delivery_temp_names_carry_the_batch_epoch(fleet: Parts,
     newer = parts.cfg.outbox / real(ids["a.txt"], held.epoch + 1)
     newer.write_bytes(b"a newer holder's temp file")
     record = parts.store.files_of_batch(batch_id)[0]
-    parts.sink._folder_of(record, {record.id}, held.epoch)
-    assert newer.exists()  # a newer epoch's: maybe in use
     context = BatchContext(batch=held, provider_name=parts.provider.name,
                            provider_kind=parts.provider.kind, outcome="signed", batch_files=1,
                            history=[], staged_in=(parts.work.staging_dir(batch_id, 1),))
+    parts.sink._folder_of(record, {record.id}, context)
+    assert newer.exists()  # a newer epoch's: maybe in use
     parts.sink.deliver(parts.store.files_of_batch(batch_id), context,
                        lambda: parts.store.keep_lease(batch_id))
     assert made and all(f"-e{held.epoch}-" in name for name in made)
