@@ -196,7 +196,7 @@ class Claims:
                     digest, problem = None, None
                     apart.append(claim_id)
                 else:
-                    st, digest, problem = (st, None, fail) if fail else self._check(path)
+                    digest, problem = (None, fail) if fail else self._check(path, st)
             except FileNotFoundError:
                 self._lost(claim_id, "its file left this node's claims folder")
                 continue
@@ -225,25 +225,30 @@ class Claims:
         after a pause longer than lease_seconds): that node finishes it."""
         self.log.warning("claims.lost", file=claim_id, reason=f"{how}: {CLAIMS_TAKEN_OVER}")
 
+    @classmethod
+    def _look(cls, path: Path) -> tuple[os.stat_result, str | None, Failure | None]:
+        """:meth:`_check` of the file at ``path``, with its lstat."""
+        st = os.lstat(path)
+        return (st, *cls._check(path, st))
+
     @staticmethod
-    def _check(path: Path) -> tuple[os.stat_result, str | None, Failure | None]:
-        """Stat and hash a claimed file: its hash, or why it cannot be sealed.
+    def _check(path: Path, st: os.stat_result) -> tuple[str | None, Failure | None]:
+        """Hash a claimed file (``st``: its lstat): its hash, or why it cannot be sealed.
 
         Neither (no hash, no failure) means reading failed for a passing reason (EIO on
         a share); the file stays claimed and the next sweep tries again.
         """
-        st = os.lstat(path)
         if not stat.S_ISREG(st.st_mode):
-            return st, None, NOT_REGULAR
+            return None, NOT_REGULAR
         if st.st_size == 0:
-            return st, None, EMPTY
+            return None, EMPTY
         try:
             digest, _ = files.hash_path(path)
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EPERM):
-                return st, None, ("unreadable", f"cannot read the file: {exc.strerror}")
-            return st, None, None
-        return st, digest, None
+                return None, ("unreadable", f"cannot read the file: {exc.strerror}")
+            return None, None
+        return digest, None
 
     def fail(self, claim_id: str, failure: Failure, store: Store | None = None) -> None:
         """A claimed file that cannot be sealed: REJECTED, then handed to ``reject``.
@@ -274,13 +279,13 @@ class Claims:
         """Hash a claim recorded without its hash and record it, on ``store`` (this
         thread's); or fail it, if it cannot be sealed. True if its hash was recorded."""
         try:
-            st, digest, problem = self._check(self.work.path_of(record))
+            st, digest, problem = self._look(self.work.path_of(record))
         except FileNotFoundError:
             # Look again before concluding it is gone: a node taking a dead node's
             # claims over moves them between two places this looks at in turn.
             path = self.work.path_of(record)
             try:
-                st, digest, problem = self._check(path)
+                st, digest, problem = self._look(path)
             except FileNotFoundError:
                 # Gone, or the share holding the work folder is away (its mount point
                 # empty): only a work folder that is there and ours says "vanished".

@@ -117,10 +117,13 @@ class Sink:
                 keep_lease()  # by this host's own count: cheap, so before each file
                 try:
                     folder = self._folder_of(record, retried, ctx)
+                    # Names planned just now were free: one taken since fails its link
+                    # (NameTaken), and the careful path below looks at what is there.
+                    look = record.id in retried
                     if phase == "outputs":
-                        self._place_outputs(record, plans[record.id], ctx, made)
+                        self._place_outputs(record, plans[record.id], ctx, made, look)
                     else:
-                        self._place_sidecar(record, plans[record.id], ctx)
+                        self._place_sidecar(record, plans[record.id], ctx, look)
                     folders.add(folder)
                 except naming.NameTaken:
                     # A name taken after it was planned: someone else is publishing (a
@@ -184,16 +187,19 @@ class Sink:
         return folder
 
     def _place_outputs(self, record: FileRecord, plan: list[dict[str, Any]],
-                       ctx: BatchContext, made: dict[Path, tuple[int, int]]) -> None:
+                       ctx: BatchContext, made: dict[Path, tuple[int, int]],
+                       look: bool = True) -> None:
+        """Publish each output of ``plan``; with ``look``, one already at its name (this
+        very output: a run before placed it) is left as it is."""
         for output in plan[:-1]:
             dest = self.cfg.outbox / output["path"]
-            if not naming.is_ours(dest, output["sha256"]):
+            if not (look and naming.is_ours(dest, output["sha256"])):
                 made[dest] = self._place(record, output, dest, ctx)
 
     def _place_sidecar(self, record: FileRecord, plan: list[dict[str, Any]],
-                       ctx: BatchContext) -> None:
+                       ctx: BatchContext, look: bool = True) -> None:
         dest = self.cfg.outbox / plan[-1]["path"]
-        if not naming.is_our_sidecar(dest, record):
+        if not (look and naming.is_our_sidecar(dest, record)):
             fields = record_fields(record, ctx, self.node, "delivered", self.store.clock())
             body = sidecar.delivered(record, plan[:-1], outcome=ctx.outcome, **fields)
             self._write(dest.parent, dest.name, body, record.id, ctx.epoch)

@@ -138,6 +138,25 @@ def test_a_detached_signature_goes_beside_the_original_and_the_archive_gets_it(
     assert archived.stat().st_ino != (outbox / "a.txt").stat().st_ino
 
 
+def test_outputs_a_run_placed_before_its_names_were_recorded_are_not_placed_again(
+        parts: Parts) -> None:
+    """A run that placed a file's output and sidecar, then lost the record of their names
+    (a store restored from a backup): planned again, the names hold this very output and
+    this file's own sidecar, which stay as they are; nothing gets a numbered name."""
+    batch_id, _ = batched(parts, {"a.txt": FILES["a.txt"]})
+    [record] = _downloaded(parts, batch_id)
+    outbox = parts.cfg.outbox
+    (outbox / "a.txt").write_bytes(SIGNED + FILES["a.txt"])
+    earlier = json.dumps({"input": {"sha256": record.sha256}, "batch": {"id": batch_id}})
+    (outbox / "a.txt.json").write_text(earlier)
+
+    _deliver(parts, batch_id)
+
+    assert _names(outbox) == ["a.txt", "a.txt.json"]
+    assert (outbox / "a.txt.json").read_text() == earlier
+    assert {r.state for r in parts.store.files_of_batch(batch_id)} == {FileState.PUBLISHED}
+
+
 @pytest.mark.parametrize("synced", [False, True])
 def test_an_output_is_synced_before_its_name_unless_its_provider_synced_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synced: bool) -> None:
