@@ -150,6 +150,38 @@ def test_timeout_counts_from_when_a_worker_starts_the_task(make_pool: PoolFactor
     assert [f.result(timeout=10)[0] for f in futures] == [0.6, 0.6, 0.6]
 
 
+def test_a_message_of_tasks_is_answered_task_by_task(make_pool: PoolFactory) -> None:
+    """submit_many hands one worker several tasks in one message: each future resolves as
+    its task finishes (the first while the last still runs), and each task's timeout
+    counts from when the worker started that task."""
+    pool = make_pool(workers=1, task_timeout=1.0)
+    first, slow, last = pool.submit_many([("echo", 1), ("sleep", 0.7), ("sleep", 0.7)])
+    assert first.result(timeout=10)[0] == 1
+    assert not last.done()
+    assert slow.result(timeout=10)[0] == 0.7
+    assert last.result(timeout=10)[0] == 0.7
+    assert pool.stats().completed == 3
+
+
+def test_a_task_that_crashes_or_hangs_in_a_message_fails_alone(make_pool: PoolFactory) -> None:
+    """A crash or a hang in a message is pinned on its own task; the tasks after it in the
+    message run on the replacement worker."""
+    pool = make_pool(workers=1, task_timeout=1.0)
+    (old_pid,) = pool.worker_pids()
+    futures = pool.submit_many([("echo", 1), ("segfault", None), ("echo", 2), ("sleep", 30),
+                                ("echo", 3)])
+    assert futures[0].result(timeout=60)[1] == old_pid
+    with pytest.raises(WorkerCrashed):
+        futures[1].result(timeout=60)
+    second_pid = futures[2].result(timeout=60)[1]
+    assert second_pid != old_pid
+    with pytest.raises(TaskTimeout):
+        futures[3].result(timeout=60)
+    assert futures[4].result(timeout=60)[1] not in (old_pid, second_pid)
+    stats = pool.stats()
+    assert (stats.crashed, stats.timed_out, stats.completed) == (1, 1, 3)
+
+
 def test_crashing_workers_raise_worker_crashed(make_pool: PoolFactory) -> None:
     """os._exit(3) and SIGSEGV in a task raise WorkerCrashed with the code or signal only there."""
     pool = make_pool(workers=2)
@@ -293,6 +325,21 @@ def test_close_fails_queued_tasks_and_reaps_workers(make_pool: PoolFactory) -> N
     assert pool.worker_pids() == []
     assert not any(is_our_child(pid) for pid in pids)
     assert not [p for p in multiprocessing.active_children() if p.name.endswith("-worker")]
+
+
+def test_close_fails_the_tasks_of_a_message_that_never_started(make_pool: PoolFactory) -> None:
+    """A message's task killed by close() raises PoolClosed as started; those after it in
+    the message never ran, and say so."""
+    pool = make_pool(workers=1)
+    running, waiting = pool.submit_many([("sleep", 30), ("echo", 1)])
+    time.sleep(0.2)
+    pool.close(timeout=0.3)
+    with pytest.raises(PoolClosed) as info:
+        running.result(timeout=10)
+    assert info.value.started
+    with pytest.raises(PoolClosed) as info:
+        waiting.result(timeout=10)
+    assert not info.value.started
 
 
 def test_close_kills_tasks_still_running_at_its_timeout(make_pool: PoolFactory) -> None:

@@ -63,8 +63,10 @@ from folderseal.signing import describe_certificate
 EXPIRY_WARNING_DAYS = 30
 # Files a worker gets in one message. It signs them one after another without waiting for
 # the daemon, whose threads answer late while they publish; a file that crashes or hangs
-# the worker is still told apart (the worker replies to each file as it finishes).
+# the worker is still told apart (the worker replies to each file as it finishes). A big
+# file goes in a message of its own: the small ones need not wait behind it.
 FILES_PER_MESSAGE = 4
+MESSAGE_BYTES = 4 << 20
 
 
 class _Gate:
@@ -263,12 +265,9 @@ class LocalProvider:
                 del queue[: len(group)]
                 for document, count in zip(group, attempts.begin(group), strict=True):
                     made[document.file_id] = count
-                # A few files per message, but spread over the workers when they are few.
-                size = min(FILES_PER_MESSAGE, -(-len(group) // self.workers))
-                for start in range(0, len(group), size):
-                    chunk = group[start:start + size]
-                    futures = self.pool.submit_many([self._task(batch, d) for d in chunk])
-                    running[futures[-1]] = list(zip(futures, chunk, strict=True))
+                for message in self._messages(group):
+                    futures = self.pool.submit_many([self._task(batch, d) for d in message])
+                    running[futures[-1]] = list(zip(futures, message, strict=True))
             if not running:
                 break
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
@@ -313,6 +312,21 @@ class LocalProvider:
             attempts.forgive([document for document, _ in transient])
             raise transient[0][1]
         return crashed
+
+    def _messages(self, group: list[Document]) -> list[list[Document]]:
+        """``group`` in messages to the workers: a few files each (spread over the workers
+        when they are few), a big file alone."""
+        most = min(FILES_PER_MESSAGE, -(-len(group) // self.workers))
+        messages: list[list[Document]] = []
+        weight = 0
+        for document in group:
+            if not messages or len(messages[-1]) >= most or \
+                    weight + document.size > MESSAGE_BYTES:
+                messages.append([])
+                weight = 0
+            messages[-1].append(document)
+            weight += document.size
+        return messages
 
     def _unexpected(self, batch: BatchView, document: Document, exc: Exception) -> None:
         """One file's surprise fails that file, with the reason (called while handling it,
