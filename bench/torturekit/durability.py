@@ -17,9 +17,12 @@ fsync is recorded, and two rules are checked on the record:
    and keep the removal: a file lost. Another batch's names, published meanwhile by
    another batch thread, are that batch's to make durable before its own removals.
 
-What it cannot see: the disk's own write cache (fsync is trusted to flush it), and
-SQLite's internal ordering (trusted: WAL with ``synchronous = FULL``, but for the one
-commit that counts attempts, which may be lost by design).
+A file counts as synced from an fsync of it to its next open for writing (or a rename
+over its name). What it cannot see: a write through a descriptor opened before that
+fsync (none is kept open so), a descriptor reused after ``dup`` or ``close`` between its
+open and a link through ``/proc/self/fd``, the disk's own write cache (fsync is trusted
+to flush it), and SQLite's internal ordering (trusted: WAL with ``synchronous = FULL``,
+but for the one commit that counts attempts, which may be lost by design).
 """
 
 from __future__ import annotations
@@ -43,10 +46,10 @@ _FD = re.compile(r"(?:AT_FDCWD|\d+)<([^>]*)>")
 _STR = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 
-def _calls(trace: Path) -> list[tuple[str, str, list[str], list[str], str]]:
-    """(thread, call, fd paths, string arguments, result) of each call that succeeded, in
-    the order the calls finished (strace splits a call that another thread interrupted);
-    the result of an open is ``N<path>``."""
+def _calls(trace: Path) -> list[tuple[str, str, list[str], list[str], str, str]]:
+    """(thread, call, fd paths, string arguments, result, the arguments as strace shows
+    them) of each call that succeeded, in the order the calls finished (strace splits a
+    call that another thread interrupted); the result of an open is ``N<path>``."""
     pending: dict[str, tuple[str, str]] = {}
     done = []
     for line in trace.read_text(errors="replace").splitlines():
@@ -68,7 +71,7 @@ def _calls(trace: Path) -> list[tuple[str, str, list[str], list[str], str]]:
         args = text[:result.start()]
         returned = f"{result.group(1)}<{result.group(2)}>" if result.group(2) else ""
         done.append((pid, name, _FD.findall(args), [_unescape(s) for s in _STR.findall(args)],
-                     returned))
+                     returned, args))
     return done
 
 
@@ -100,10 +103,12 @@ def audit(trace: Path, outbox: Path, batches: Path) -> tuple[Counter[str], list[
     undurable: dict[str, str] = {}      # outbox name → folder still to be fsynced
     opened: dict[str, str] = {}         # "thread/fd" → the path that thread opened it at
     out, work = str(outbox) + "/", str(batches) + "/"
-    for thread, name, fds, strings, returned in _calls(trace):
+    for thread, name, fds, strings, returned, args in _calls(trace):
         if name == "openat":
             number, _, path = returned.partition("<")
             opened[f"{thread}/{number}"] = path[:-1]
+            if "O_WRONLY" in args or "O_RDWR" in args:
+                synced.discard(path[:-1])  # written again: synced only by a later fsync
             continue
         if name in ("fsync", "fdatasync"):
             if fds:
@@ -119,6 +124,8 @@ def audit(trace: Path, outbox: Path, batches: Path) -> tuple[Counter[str], list[
         else:
             source, dest = _targets(name, fds, strings)
             removed = [source] if name.startswith("rename") else []
+            if name.startswith("rename"):  # the name now holds what the source held
+                (synced.add if source in synced else synced.discard)(dest)
             if source.startswith("/proc/self/fd/"):
                 source = opened.get(f"{thread}/{source.rpartition('/')[2]}", source)
             if dest.startswith(out) and not os.path.basename(dest).startswith("."):

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import functools
 import hashlib
 import os
 import re
 import secrets
 import shutil
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -213,11 +213,18 @@ def link_noreplace(src: Path, dst: Path, follow: bool = False) -> None:
     os.link(src, dst, src_dir_fd=_root_fd(), follow_symlinks=True)
 
 
-@functools.cache
+_ROOT: list[int] = []  # "/" opened once for the process
+_ROOT_LOCK = threading.Lock()
+
+
 def _root_fd() -> int:
-    """"/" opened once for the process, for :func:`link_noreplace` (any directory fd
-    does: the path it is given is absolute)."""
-    return os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    """A descriptor of "/" for :func:`link_noreplace` (any directory's does: the path it
+    is given is absolute), opened once for the process."""
+    if not _ROOT:
+        with _ROOT_LOCK:
+            if not _ROOT:
+                _ROOT.append(os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+    return _ROOT[0]
 
 
 def write_new(folder: Path, name: str, data: bytes, mode: int, tag: str = "",

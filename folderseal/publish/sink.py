@@ -5,9 +5,11 @@ Rules (the promises "nothing overwritten, nothing half-written, nothing lost"):
 * Output names are chosen and recorded in the store before anything is published.
   A restart finds the recorded names; an output already there with the right hash
   is not written again.
-* Publishing never replaces: a temp file in the target folder is fsynced, then
-  ``link()``-ed to its name. A taken name moves the whole group (signed file,
-  detached signature, sidecar) to one shared suffix ``-1``, ``-2``, …
+* Publishing never replaces, and names only what is on disk: an output on the outbox's
+  filesystem is fsynced (unless its provider did and its mode stays) and hard-linked to
+  its name; otherwise a temp copy in the target folder is fsynced and given the name.
+  A taken name moves the whole group (signed file, detached signature, sidecar) to one
+  shared suffix ``-1``, ``-2``, …
 * Late is harmless (fleet mode: a node may lose its lease between its check and a
   ``link()``): a staged output is published only with the sha256 the store recorded
   for it, found in the staging folder of whichever holder staged it; a name found
@@ -273,9 +275,9 @@ class Sink:
         device and inode that got the name."""
         original = output["role"] == "original"
         if original:
-            src_fd = self.work.open_file(record)
+            src_fd, synced = self.work.open_file(record), bool(output.get("synced"))
         else:
-            src_fd = self._open_staged(output, ctx.staged_in)
+            src_fd, synced = self._open_staged(output, ctx.staged_in)
         # Link the very file opened and checked, not whatever the path names now.
         src = Path(f"/proc/self/fd/{src_fd}")
         try:
@@ -297,7 +299,7 @@ class Sink:
                     # Its content (and mode) reach the disk before its name does. One its
                     # provider synced and left unchanged is not synced again: each sync
                     # costs a flush of the disk's cache.
-                    if changed or not output.get("synced"):
+                    if changed or not synced:
                         os.fsync(src_fd)
                     crashpoints.reached("output-linking")
                     naming.publish(lambda: files.link_noreplace(src, dest, follow=True),
@@ -321,16 +323,18 @@ class Sink:
             os.close(src_fd)
 
     @staticmethod
-    def _open_staged(output: dict[str, Any], staged_in: tuple[Path, ...]) -> int:
+    def _open_staged(output: dict[str, Any], staged_in: tuple[Path, ...]) -> tuple[int, bool]:
         """Open the staged file of ``output`` that holds the sha256 the store recorded
         for it: where it was recorded, else under its name in the batch's staging
         folders (fleet mode: this holder's, then earlier holders', newest first: the
         share may be mounted elsewhere on this node, or a late holder may have left a
-        torn copy). A recorded result is never signed again here: bytes found nowhere
-        fail the file (``output_lost``, "staged result lost"), and bytes that differ
-        everywhere fail it (``output_changed``); `folderseal retry` signs it again, by
-        the operator's choice, because the lost result may have been published by a
-        node that lost its lease meanwhile."""
+        torn copy); and whether it is known synced (``synced`` was recorded for the file
+        where it was recorded, not for a copy elsewhere with the same bytes, which a
+        holder may have written and not yet synced). A recorded result is never signed
+        again here: bytes found nowhere fail the file (``output_lost``, "staged result
+        lost"), and bytes that differ everywhere fail it (``output_changed``); `folderseal
+        retry` signs it again, by the operator's choice, because the lost result may
+        have been published by a node that lost its lease meanwhile."""
         recorded = Path(output["staged"])
         places = [recorded, *(f / recorded.name for f in staged_in if f / recorded.name
                               != recorded)]
@@ -340,9 +344,9 @@ class Sink:
                 fd = os.open(place, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except (FileNotFoundError, NotADirectoryError):
                 continue
-            digest, _ = files.hash_fd(fd)
+            digest, _ = files.hash_fd(fd, output["bytes"])
             if digest == output["sha256"]:
-                return fd
+                return fd, place == recorded and bool(output.get("synced"))
             os.close(fd)
             differed = differed or digest
         if differed:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import threading
 import time
@@ -90,7 +89,7 @@ def test_restart_after_crash_point_delivers_each_file_once(tmp_path: Path, point
     signed or being signed: more files than its workers take at once."""
     layout = Layout(tmp_path)
     layout.write()
-    at_once = 2 * (os.cpu_count() or 1) * FILES_PER_MESSAGE
+    at_once = 2 * 2 * FILES_PER_MESSAGE  # two messages for each of Layout's two workers
     expected = _drop(layout.inbox, at_once + 4 if point == "attempt@2" else 6)
     crashed = Daemon(layout, env={"FOLDERSEAL_CRASH_AT": point})
     assert crashed.process.wait(timeout=60) == -9, f"crash point {point} was never reached"

@@ -6,6 +6,7 @@ recorded or published). Real worker processes, real signatures, real files."""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,3 +161,27 @@ def test_the_newest_result_counts_and_one_whose_output_is_gone_does_not(
     signer.accept(batch, "b1", again)
     assert sorted(again.begun) == ["0001_a.txt", "0002_b.txt"]
     assert sorted(saved_results(batch.staging)) == ["0001_a.txt", "0002_b.txt"]
+
+
+def test_a_file_signed_again_replaces_what_its_interrupted_attempt_left(
+        signer: LocalProvider, tmp_path: Path) -> None:
+    """Outputs are made with the folder's file_mode, even a read-only one; an attempt cut
+    off before its result was saved left one there, and signing the file again makes it
+    afresh (a new file, not the old one opened for writing, which a read-only mode would
+    refuse to a daemon not running as root)."""
+    import dataclasses
+
+    batch = dataclasses.replace(_view(tmp_path, 1), file_mode=0o444)
+    signer.accept(batch, "b1", Ledger())
+    staged = batch.staging / "0001_a.txt.p7s"
+    for log in batch.staging.glob("results-*"):
+        log.unlink()  # as if the worker died before it saved the results
+    with staged.open("rb") as left:  # held open: its inode number cannot come back
+        first = os.fstat(left.fileno())
+        assert first.st_mode & 0o777 == 0o444
+        again = Ledger()
+        signer.accept(batch, "b1", again)
+        assert sorted(again.begun) == sorted(TEXTS)
+        assert signer.status(batch, "b1").state == Remote.CLOSED
+        second = staged.stat()
+        assert second.st_mode & 0o777 == 0o444 and second.st_ino != first.st_ino

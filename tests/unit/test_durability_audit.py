@@ -52,6 +52,11 @@ def test_a_file_linked_by_its_descriptor_is_checked_by_the_path_it_was_opened_at
     unsynced = GOOD.replace("20 fsync(3</s/a.txt.p7s>) = 0\n", "")
     seen, broken = _audit(tmp_path, unsynced)
     assert broken == ["data before name: /o/a.txt named before /s/a.txt.p7s was fsynced"]
+    rewritten = GOOD.replace(
+        "20 fsync(3</s/a.txt.p7s>) = 0\n", "20 fsync(3</s/a.txt.p7s>) = 0\n"
+        '21 openat(AT_FDCWD</x>, "/s/a.txt.p7s", O_WRONLY|O_TRUNC) = 4</s/a.txt.p7s>\n')
+    seen, broken = _audit(tmp_path, rewritten)
+    assert broken == ["data before name: /o/a.txt named before /s/a.txt.p7s was fsynced"]
     other_thread = GOOD.replace("10 openat(AT_FDCWD</x>, \"/s/a.txt.p7s\"",
                                 "11 openat(AT_FDCWD</x>, \"/s/a.txt.p7s\"")
     seen, broken = _audit(tmp_path, other_thread)

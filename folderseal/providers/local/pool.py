@@ -12,7 +12,8 @@ busy-waits, and a timeout counts from when the worker started the task.
 * ``submit_many`` hands a worker several tasks in one message; it runs them in order and
   replies to each as it finishes, so it never waits for the parent between them (a
   parent busy on other threads answers late). Each task's timeout still counts from
-  when the worker started it: the reply to the one before.
+  when the worker started it (as the parent sees it: from reading the reply to the one
+  before).
 * No reply in time: the worker is SIGKILLed and the task raises TaskTimeout. EOF on the
   pipe: the worker died, and the task raises WorkerCrashed with the exit code or signal.
   The slot then replaces the worker, and the tasks of the same message that had not
@@ -26,9 +27,10 @@ busy-waits, and a timeout counts from when the worker started the task.
   watchdog thread that exits once ``os.getppid()`` changes, and EOF on the pipe. They
   ignore SIGINT: the parent handles Ctrl-C.
 
-close() fails queued tasks with PoolClosed and gives running ones ``timeout`` seconds before
-killing their workers (those tasks raise PoolClosed with ``started=True``). Futures resolve
-on the slot threads, so done-callbacks may submit but must be short.
+close() fails queued messages' tasks with PoolClosed and gives the messages already sent
+``timeout`` seconds before killing their workers (the task running then raises PoolClosed
+with ``started=True``, the ones after it in its message PoolClosed). Futures resolve on the
+slot threads, so done-callbacks may submit but must be short.
 """
 
 from __future__ import annotations

@@ -129,6 +129,7 @@ class LocalProvider:
         self.pool: WorkerPool | None = None
         self.gate = _Gate()
         self._broken: str | None = None  # why the pool's workers could not start
+        self._told: set[tuple[str, str, Path]] = set()  # results found unusable, logged once
         self.log = get_logger(provider=name)
 
     # -- life cycle ----------------------------------------------------------------
@@ -263,7 +264,13 @@ class LocalProvider:
                 # Refill in groups: one store commit counts the attempts of several files.
                 group = queue[: window - in_flight]
                 del queue[: len(group)]
-                for document, count in zip(group, attempts.begin(group), strict=True):
+                try:
+                    counts = attempts.begin(group)
+                except BaseException:
+                    # The files sent already finish first: the gate is let go only then.
+                    wait(list(running))
+                    raise
+                for document, count in zip(group, counts, strict=True):
                     made[document.file_id] = count
                 for message in self._messages(group):
                     futures = self.pool.submit_many([self._task(batch, d) for d in message])
@@ -316,7 +323,8 @@ class LocalProvider:
     def _messages(self, group: list[Document]) -> list[list[Document]]:
         """``group`` in messages to the workers: a few files each (spread over the workers
         when they are few), a big file alone."""
-        most = min(FILES_PER_MESSAGE, -(-len(group) // self.workers))
+        most = min(FILES_PER_MESSAGE, self.cfg.worker_max_tasks,
+                   -(-len(group) // self.workers))
         messages: list[list[Document]] = []
         weight = 0
         for document in group:
@@ -395,7 +403,8 @@ class LocalProvider:
             for entry in passed_over:
                 unusable.setdefault(entry, folder)
         for entry, folder in sorted(unusable.items()):
-            if entry not in found:
+            if entry not in found and (batch.id, entry, folder) not in self._told:
+                self._told.add((batch.id, entry, folder))
                 self.log.warning(
                     "file.staged_result_unusable", batch=batch.id, entry=entry,
                     staged=str(folder), reason="its staged output is gone or does not "

@@ -212,25 +212,28 @@ def _staged(task: SignTask, suffix: str) -> Path:
     return Path(task.staging) / (task.entry + suffix)
 
 
-def _open_output(path: Path, mode: int) -> int:
-    """A staged output, made with the mode it is published with (whatever the umask), so
-    that publishing need not change it and sync it again."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
-    try:
-        os.fchmod(fd, mode)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+def _open_output(path: Path) -> int:
+    """A staged output, made afresh: what an interrupted attempt left there is removed
+    first (it may be read-only: see :func:`_made_durable`)."""
+    path.unlink(missing_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   0o600)
+
+
+def _made_durable(fd: int, mode: int) -> None:
+    """Give a written output the mode it is published with (whatever the umask; even a
+    read-only one), so that publishing need not change it and sync it again; then sync
+    it."""
+    os.fchmod(fd, mode)
+    os.fsync(fd)
 
 
 def _pades(state: WorkerState, task: SignTask, src: BinaryIO) -> DocumentResult:
     out_path = _staged(task, "")
-    with os.fdopen(_open_output(out_path, task.mode), "w+b") as dst:
+    with os.fdopen(_open_output(out_path), "w+b") as dst:
         signing.sign_pdf(state.credentials, src, dst, timestamp_url=state.timestamp_url)
         dst.flush()
-        os.fsync(dst.fileno())
+        _made_durable(dst.fileno(), task.mode)
         whole, prefix, size = files.hash_with_prefix(dst.fileno(), task.size)
     if prefix != task.sha256:
         out_path.unlink(missing_ok=True)
@@ -249,10 +252,10 @@ def _cades(state: WorkerState, task: SignTask, src: BinaryIO) -> DocumentResult:
     # disk here, in parallel worker processes, so that publishing it syncs only its name.
     os.fsync(src.fileno())
     sig_path = _staged(task, ".p7s")
-    fd = _open_output(sig_path, task.mode)
+    fd = _open_output(sig_path)
     try:
-        os.write(fd, signature.der)
-        os.fsync(fd)
+        files.write_all(fd, signature.der)
+        _made_durable(fd, task.mode)
     finally:
         os.close(fd)
     return DocumentResult(entry=task.entry, signer=state.signer, outputs=(
