@@ -1,4 +1,5 @@
-"""The daemon's own process metrics, read from what a hardened service can see.
+"""The daemon's own process metrics, read from what a hardened service can see, and
+the memory it hands back (:func:`give_back_freed_memory`).
 
 prometheus-client's ProcessCollector reads the boot time from ``/proc/stat`` and exports
 nothing without it; under the unit's ``ProcSubset=pid`` only ``/proc/<pid>/`` is
@@ -9,6 +10,8 @@ clocks (now minus ``CLOCK_BOOTTIME``), under prometheus-client's metric names.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import resource
 import time
@@ -22,6 +25,10 @@ from prometheus_client.registry import Collector
 # Fields of /proc/self/stat after the ")" that ends the command name (proc(5) numbers
 # them from 1 with pid and name first, so field N is at index N - 3).
 _STARTTIME, _VSIZE, _RSS = 19, 20, 21
+
+_MALLOC_TRIM = None
+with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to give back
+    _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim
 
 
 class ProcessCollector(Collector):
@@ -58,3 +65,11 @@ class ProcessCollector(Collector):
         yield GaugeMetricFamily("process_start_time_seconds", "Start time of the process since "
                                 "unix epoch in seconds.",
                                 value=booted + float(fields[_STARTTIME]) / self.ticks)
+
+
+def give_back_freed_memory() -> None:
+    """Hand the pages the C heap holds free back to the system (glibc's ``malloc_trim``).
+    Buffers freed between blocks still in use stay counted in the process's RSS, which
+    then creeps up with the files it has seen; elsewhere this does nothing."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)

@@ -39,6 +39,7 @@ from folderseal.core.errors import (
     TransientError,
 )
 from folderseal.core.logs import get as get_logger
+from folderseal.core.procmetrics import give_back_freed_memory
 from folderseal.intake.folder import FolderIntake
 from folderseal.intake.hashing import Hasher
 from folderseal.intake.watch import Hint
@@ -57,6 +58,7 @@ from folderseal.store.opening import open_store
 from folderseal.work import WorkFolder
 
 HEARTBEAT_SECONDS = 2.0
+TRIM_SECONDS = 10.0  # how often freed C heap memory is handed back (give_back_freed_memory)
 STATUS_SECONDS = 10.0   # systemd's STATUS= line: a full status report each time
 STALL_SECONDS = 60.0    # a main loop this late is hung, without a systemd watchdog
 STATE_RETRY_SECONDS = 2.0
@@ -291,7 +293,7 @@ class Daemon:
 
     def _main_loop(self) -> None:
         """Watch over the folder threads: the heartbeat's notes, READY, the pings."""
-        last_notes = last_status = 0.0
+        last_notes = last_status = last_trim = 0.0
         ready = False
         line = ""
         while not self.stop.is_set():
@@ -313,6 +315,9 @@ class Daemon:
                 # hung loop, a dead thread or watcher stops the pings, and systemd restarts
                 # the daemon. A folder hung on its share does not: a restart would hang too.
                 self.notifier.beat(now, line, healthy=not self.problems(now))
+            if now - last_trim >= TRIM_SECONDS:
+                give_back_freed_memory()
+                last_trim = now
             self.wake.wait(MAX_SLEEP / 2)
             self.wake.clear()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -67,3 +69,30 @@ def test_the_real_process_metrics_describe_this_process() -> None:
     assert set(NAMES) <= set(samples), samples
     assert samples["process_resident_memory_bytes"] > 1_000_000
     assert time.time() - 3600 * 24 < samples["process_start_time_seconds"] <= time.time()
+
+
+def test_freed_heap_memory_is_handed_back() -> None:
+    """Big buffers a thread freed between small blocks it keeps stay in the process's RSS
+    until give_back_freed_memory hands their pages back (the daemon calls it every few
+    seconds, so RSS does not creep up with the files it has seen)."""
+    script = """
+import os, threading
+from folderseal.core.procmetrics import give_back_freed_memory
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def work(kept):
+    big = []
+    for _ in range(300):  # 30 MB of read buffers between blocks that stay
+        big.append(bytearray(100_000))
+        kept.append(bytes(2000))
+kept = []
+thread = threading.Thread(target=work, args=(kept,))
+thread.start()
+thread.join()
+before = rss()
+give_back_freed_memory()
+print(before - rss())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    assert int(out.stdout) > 20_000_000, out.stdout
