@@ -107,7 +107,8 @@ def audit(trace: Path, outbox: Path, batches: Path) -> tuple[Counter[str], list[
         if name == "openat":
             number, _, path = returned.partition("<")
             opened[f"{thread}/{number}"] = path[:-1]
-            if "O_WRONLY" in args or "O_RDWR" in args:
+            flags = args.rpartition('", ')[2]  # after the path: "O_RDONLY|…, mode"
+            if "O_WRONLY" in flags or "O_RDWR" in flags:
                 synced.discard(path[:-1])  # written again: synced only by a later fsync
             continue
         if name in ("fsync", "fdatasync"):

@@ -29,6 +29,7 @@ _STARTTIME, _VSIZE, _RSS = 19, 20, 21
 _MALLOC_TRIM = None
 with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to give back
     _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim
+    _MALLOC_TRIM.argtypes = [ctypes.c_size_t]
 
 
 class ProcessCollector(Collector):

@@ -16,7 +16,7 @@ import structlog
 from folderseal.core.model import DocumentResult
 from folderseal.providers import BatchView, Document, Remote
 from folderseal.providers.local.config import LocalProviderConfig
-from folderseal.providers.local.provider import LocalProvider
+from folderseal.providers.local.provider import FILES_PER_MESSAGE, LocalProvider
 from folderseal.providers.local.worker import saved_results
 from folderseal.signing.trial import make_trial_seal
 
@@ -185,3 +185,33 @@ def test_a_file_signed_again_replaces_what_its_interrupted_attempt_left(
         assert signer.status(batch, "b1").state == Remote.CLOSED
         second = staged.stat()
         assert second.st_mode & 0o777 == 0o444 and second.st_ino != first.st_ino
+
+
+def test_a_count_that_fails_lets_the_files_sent_finish_first(signer: LocalProvider,
+                                                              tmp_path: Path) -> None:
+    """The store failing at a second count of attempts ends the accept only once the
+    files already sent are signed: the signer's gate (a file retried alone has nothing
+    else in flight) is let go with no worker still at work."""
+    files_dir = tmp_path / "batches" / "b2"
+    files_dir.mkdir(parents=True)
+    documents = []
+    for i in range(3 * FILES_PER_MESSAGE):
+        data = f"page {i}\n".encode() * 500
+        (files_dir / f"{i:04d}_p.txt").write_bytes(data)
+        st = (files_dir / f"{i:04d}_p.txt").stat()
+        documents.append(Document(entry=f"{i:04d}_p.txt", file_id=str(i),
+                                  sha256=hashlib.sha256(data).hexdigest(), size=len(data),
+                                  dev=st.st_dev, ino=st.st_ino, attempts=0))
+    batch = BatchView(id="b2", folder="scans", documents=tuple(documents),
+                      files_dir=files_dir, package=None, staging=tmp_path / "staging-b2")
+
+    class FailsSecond(Ledger):
+        def begin(self, documents: list[Document]) -> list[int]:
+            if self.begun:
+                raise OSError(5, "the store's disk failed")
+            return super().begin(documents)
+
+    with pytest.raises(OSError, match="store's disk"):
+        signer.accept(batch, "b2", FailsSecond())
+    assert signer.pool is not None and signer.pool.stats().running == 0
+    assert len(saved_results(batch.staging)) == 2 * FILES_PER_MESSAGE  # the first count's

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from folderseal.core import metrics
+from folderseal.core import metrics, procmetrics
 
 NAMES = ("process_cpu_seconds_total", "process_open_fds", "process_max_fds",
          "process_virtual_memory_bytes", "process_resident_memory_bytes",
@@ -71,6 +71,7 @@ def test_the_real_process_metrics_describe_this_process() -> None:
     assert time.time() - 3600 * 24 < samples["process_start_time_seconds"] <= time.time()
 
 
+@pytest.mark.skipif(procmetrics._MALLOC_TRIM is None, reason="not glibc: no malloc_trim")
 def test_freed_heap_memory_is_handed_back() -> None:
     """Big buffers a thread freed between small blocks it keeps stay in the process's RSS
     until give_back_freed_memory hands their pages back (the daemon calls it every few

@@ -10,6 +10,7 @@ removed or archived.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -185,6 +186,38 @@ def test_an_output_is_synced_before_its_name_unless_its_provider_synced_it(
     assert (str(original) in fsynced) is not synced
     assert staged in fsynced
     assert os.stat(parts.cfg.outbox / "a.txt.p7s").st_mode & 0o777 == parts.cfg.file_mode
+
+
+def test_a_copy_found_elsewhere_is_synced_whatever_its_result_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``synced`` speaks for the file its result names: a copy with the same bytes found
+    in another staging folder (a holder may have written it and not synced it yet) is
+    synced before it gets its name."""
+    parts = build(tmp_path)
+    parts.provider.detached = True
+    parts.provider.synced = True
+    batch_id, _ = batched(parts, {"a.txt": FILES["a.txt"]})
+    [record] = _downloaded(parts, batch_id)
+    assert record.result is not None
+    recorded = Path(record.result.outputs[1].staged)
+    elsewhere = tmp_path / "earlier-holder"
+    elsewhere.mkdir()
+    os.rename(recorded, elsewhere / recorded.name)
+    os.chmod(elsewhere / recorded.name, parts.cfg.file_mode)
+    fsynced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    context = dataclasses.replace(_context(parts, batch_id), staged_in=(elsewhere,))
+    parts.sink.deliver(parts.store.files_of_batch(batch_id), context,
+                       lambda: parts.store.keep_lease(batch_id))
+
+    assert str(elsewhere / recorded.name) in fsynced
+    assert (parts.cfg.outbox / "a.txt.p7s").exists()
 
 
 def test_a_failed_file_goes_to_errors_with_its_error_record(parts: Parts) -> None:

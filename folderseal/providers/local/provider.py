@@ -257,63 +257,63 @@ class LocalProvider:
         # this thread wakes once per message.
         running: dict[Future[None], list[tuple[Future[None], Document]]] = {}
         window = 2 * self.workers * FILES_PER_MESSAGE
-        while queue or running:
-            in_flight = sum(len(sent) for sent in running.values())
-            if in_flight <= window // 2 and queue and not transient \
-                    and not attempts.stopping():
-                # Refill in groups: one store commit counts the attempts of several files.
-                group = queue[: window - in_flight]
-                del queue[: len(group)]
-                try:
-                    counts = attempts.begin(group)
-                except BaseException:
-                    # The files sent already finish first: the gate is let go only then.
-                    wait(list(running))
-                    raise
-                for document, count in zip(group, counts, strict=True):
-                    made[document.file_id] = count
-                for message in self._messages(group):
-                    futures = self.pool.submit_many([self._task(batch, d) for d in message])
-                    running[futures[-1]] = list(zip(futures, message, strict=True))
-            if not running:
-                break
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for future, document in [pair for last in finished for pair in running.pop(last)]:
-                try:
-                    future.result()
-                except (TaskTimeout, WorkerCrashed) as exc:
-                    self.log.warning("file.sign_attempt_failed", batch=batch.id,
-                                     entry=document.entry, reason=str(exc),
-                                     attempt=made[document.file_id])
-                    why[document.file_id] = str(exc)
-                    crashed.append(document)
-                    continue
-                except PoolClosed:
-                    transient.append((document, TransientError("the signing workers are "
-                                                               "shutting down")))
-                    continue
-                except WorkerSetupFailed as exc:  # the seal cannot be loaded any more
-                    self._broken = str(exc)
-                    transient.append((document, TransientError(
-                        f"the signing workers cannot load the seal: {exc}; fix the "
-                        "certificate or its password")))
-                    continue
-                except TransientError as exc:  # a time-stamp server that does not answer
-                    transient.append((document, exc))
-                    continue
-                except OSError as exc:
-                    if exc.errno not in files.TRANSIENT_ERRNOS:
+        try:
+            while queue or running:
+                in_flight = sum(len(sent) for sent in running.values())
+                if in_flight <= window // 2 and queue and not transient \
+                        and not attempts.stopping():
+                    # Refill in groups: one store commit counts the attempts of several files.
+                    group = queue[: window - in_flight]
+                    del queue[: len(group)]
+                    for document, count in zip(group, attempts.begin(group), strict=True):
+                        made[document.file_id] = count
+                    for message in self._messages(group):
+                        futures = self.pool.submit_many([self._task(batch, d) for d in message])
+                        running[futures[-1]] = list(zip(futures, message, strict=True))
+                if not running:
+                    break
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future, document in [pair for last in finished for pair in running.pop(last)]:
+                    try:
+                        future.result()
+                    except (TaskTimeout, WorkerCrashed) as exc:
+                        self.log.warning("file.sign_attempt_failed", batch=batch.id,
+                                         entry=document.entry, reason=str(exc),
+                                         attempt=made[document.file_id])
+                        why[document.file_id] = str(exc)
+                        crashed.append(document)
+                        continue
+                    except PoolClosed:
+                        transient.append((document, TransientError("the signing workers are "
+                                                                   "shutting down")))
+                        continue
+                    except WorkerSetupFailed as exc:  # the seal cannot be loaded any more
+                        self._broken = str(exc)
+                        transient.append((document, TransientError(
+                            f"the signing workers cannot load the seal: {exc}; fix the "
+                            "certificate or its password")))
+                        continue
+                    except TransientError as exc:  # a time-stamp server that does not answer
+                        transient.append((document, exc))
+                        continue
+                    except OSError as exc:
+                        if exc.errno not in files.TRANSIENT_ERRNOS:
+                            self._unexpected(batch, document, exc)
+                            continue
+                        # The state folder is full or failing, or the work folder is away.
+                        transient.append((document, TransientError(
+                            f"signing could not read or save its files: {exc.strerror} "
+                            f"({exc.filename or batch.staging}); folderseal retries")))
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - one file's surprise fails that file
                         self._unexpected(batch, document, exc)
                         continue
-                    # The state folder is full or failing, or the work folder is away.
-                    transient.append((document, TransientError(
-                        f"signing could not read or save its files: {exc.strerror} "
-                        f"({exc.filename or batch.staging}); folderseal retries")))
-                    continue
-                except Exception as exc:  # noqa: BLE001 - one file's surprise fails that file
-                    self._unexpected(batch, document, exc)
-                    continue
-                # The worker saved the result with the outputs (durably) before replying.
+                    # The worker saved the result with the outputs (durably) before replying.
+        except BaseException:
+            # Leaving early (the store failed, a result could not be saved): the files
+            # sent already finish first, and the gate is let go only then.
+            wait(list(running))
+            raise
         if transient:
             # Not the files' fault: their attempts do not count, and the batch waits.
             attempts.forgive([document for document, _ in transient])

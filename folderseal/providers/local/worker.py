@@ -15,6 +15,7 @@ crash or a hang of the worker itself is left to the pool to report.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -27,7 +28,7 @@ from typing import BinaryIO
 
 from folderseal import signing
 from folderseal.core import files
-from folderseal.core.errors import FileRejected
+from folderseal.core.errors import FileRejected, TransientError
 from folderseal.core.model import DocumentResult, Output, Signer
 from folderseal.core.safety import open_claimed, open_dir
 from folderseal.signing.credentials import Credentials
@@ -57,7 +58,7 @@ class SignTask:
     size: int
     staging: str
     is_pdf: bool
-    mode: int      # what the outputs are made with: the mode they are published with
+    mode: int      # given to the outputs once written: the mode they are published with
 
 
 @dataclass(slots=True)
@@ -214,17 +215,22 @@ def _staged(task: SignTask, suffix: str) -> Path:
 
 def _open_output(path: Path) -> int:
     """A staged output, made afresh: what an interrupted attempt left there is removed
-    first (it may be read-only: see :func:`_made_durable`)."""
-    path.unlink(missing_ok=True)
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                   0o600)
+    first (it may be read-only, see :func:`_made_durable`, or linked into the outbox)."""
+    for _ in range(3):  # another writer between the two (a worker thought dead?)
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(FileExistsError):
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                           | os.O_CLOEXEC, 0o600)
+    raise TransientError(f"{path} is made again as soon as it is removed; folderseal "
+                         "retries")
 
 
 def _made_durable(fd: int, mode: int) -> None:
     """Give a written output the mode it is published with (whatever the umask; even a
     read-only one), so that publishing need not change it and sync it again; then sync
-    it."""
-    os.fchmod(fd, mode)
+    it. A filesystem that refuses the mode leaves that to publishing."""
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, mode)
     os.fsync(fd)
 
 
