@@ -75,6 +75,19 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the files fsynced from now on (each call still syncs)."""
+    fsynced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return fsynced
+
+
 def test_outputs_and_sidecars_land_in_the_outbox_with_every_field(parts: Parts) -> None:
     """Each signed file at its source path, its sidecar beside it with the documented
     fields; the files PUBLISHED; the originals are removed only by ``finish``."""
@@ -173,14 +186,7 @@ def test_an_output_is_synced_before_its_name_unless_its_provider_synced_it(
     original, staged = parts.work.path_of(record), record.result.outputs[1].staged
     os.chmod(original, parts.cfg.file_mode)
     os.chmod(staged, 0o600)
-    fsynced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    fsynced = _fsyncs(monkeypatch)
     _deliver(parts, batch_id)
 
     assert (str(original) in fsynced) is not synced
@@ -204,14 +210,7 @@ def test_a_copy_found_elsewhere_is_synced_whatever_its_result_says(
     elsewhere.mkdir()
     os.rename(recorded, elsewhere / recorded.name)
     os.chmod(elsewhere / recorded.name, parts.cfg.file_mode)
-    fsynced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    fsynced = _fsyncs(monkeypatch)
     context = dataclasses.replace(_context(parts, batch_id), staged_in=(elsewhere,))
     parts.sink.deliver(parts.store.files_of_batch(batch_id), context,
                        lambda: parts.store.keep_lease(batch_id))
