@@ -171,17 +171,24 @@ def test_outputs_a_run_placed_before_its_names_were_recorded_are_not_placed_agai
     assert {r.state for r in parts.store.files_of_batch(batch_id)} == {FileState.PUBLISHED}
 
 
+def _detached(tmp_path: Path, synced: bool) -> tuple[Parts, str, FileRecord]:
+    """One file signed with a detached signature, downloaded; its outputs marked
+    ``synced`` or not."""
+    parts = build(tmp_path)
+    parts.provider.detached = True
+    parts.provider.synced = synced
+    batch_id, _ = batched(parts, {"a.txt": FILES["a.txt"]})
+    [record] = _downloaded(parts, batch_id)
+    return parts, batch_id, record
+
+
 @pytest.mark.parametrize("synced", [False, True])
 def test_an_output_is_synced_before_its_name_unless_its_provider_synced_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synced: bool) -> None:
     """Each output's content reaches the disk before its name: publishing fsyncs it,
     unless its provider did (``Output.synced``) and publishing leaves its mode alone. One
     whose mode publishing changes is synced again either way."""
-    parts = build(tmp_path)
-    parts.provider.detached = True
-    parts.provider.synced = synced
-    batch_id, _ = batched(parts, {"a.txt": FILES["a.txt"]})
-    [record] = _downloaded(parts, batch_id)
+    parts, batch_id, record = _detached(tmp_path, synced)
     assert record.result is not None
     original, staged = parts.work.path_of(record), record.result.outputs[1].staged
     os.chmod(original, parts.cfg.file_mode)
@@ -199,11 +206,7 @@ def test_a_copy_found_elsewhere_is_synced_whatever_its_result_says(
     """``synced`` speaks for the file its result names: a copy with the same bytes found
     in another staging folder (a holder may have written it and not synced it yet) is
     synced before it gets its name."""
-    parts = build(tmp_path)
-    parts.provider.detached = True
-    parts.provider.synced = True
-    batch_id, _ = batched(parts, {"a.txt": FILES["a.txt"]})
-    [record] = _downloaded(parts, batch_id)
+    parts, batch_id, record = _detached(tmp_path, synced=True)
     assert record.result is not None
     recorded = Path(record.result.outputs[1].staged)
     elsewhere = tmp_path / "earlier-holder"
